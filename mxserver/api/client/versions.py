@@ -1,0 +1,49 @@
+"""Discovery: /versions, /capabilities and /.well-known/matrix/client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+from mxserver.api.http import JsonDict, route
+from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS
+
+#: Spec versions advertised. Only versions whose required features exist here
+#: may be listed; raise this as the implementation grows (v1.11 needs
+#: authenticated media, for instance).
+SUPPORTED_SPEC_VERSIONS = ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10"]
+
+#: unstable features (MSCs) this server implements; empty until one is.
+UNSTABLE_FEATURES: dict[str, bool] = {}
+
+
+class VersionsServlet:
+    def __init__(self, hs: Any) -> None:
+        self.hs = hs
+
+    @route("GET", "/_matrix/client/versions")
+    def versions(self, request: IRequest) -> JsonDict:
+        return {"versions": SUPPORTED_SPEC_VERSIONS, "unstable_features": UNSTABLE_FEATURES}
+
+    @route("GET", "/_matrix/client/v3/capabilities", "/_matrix/client/r0/capabilities")
+    async def capabilities(self, request: IRequest) -> JsonDict:
+        await self.hs.auth.get_user(request, allow_guest=True)
+        return {
+            "capabilities": {
+                "m.room_versions": {
+                    "default": self.hs.config.default_room_version,
+                    "available": {v: "stable" for v in KNOWN_ROOM_VERSIONS},
+                },
+                "m.change_password": {"enabled": "m.login.password" in self.hs.login_flows},
+                "m.set_displayname": {"enabled": True},
+                "m.set_avatar_url": {"enabled": True},
+                "m.3pid_changes": {"enabled": False},
+                "m.get_login_token": {"enabled": False},
+            }
+        }
+
+    @route("GET", "/.well-known/matrix/client")
+    def well_known_client(self, request: IRequest) -> JsonDict:
+        base = self.hs.config.well_known.client_base_url or self.hs.config.base_url
+        return {"m.homeserver": {"base_url": base}}

@@ -1,0 +1,14 @@
+"""Server-Server API routes; :func:`federation_servlets` lists them all."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mxserver.homeserver import Homeserver
+
+
+def federation_servlets(hs: Homeserver) -> list[Any]:
+    from mxserver.api.federation import keys, version
+
+    return [version.FederationVersionServlet(hs), keys.KeyServerServlet(hs)]

@@ -1,0 +1,474 @@
+"""Typed configuration: YAML loading, defaults, and validation with key paths.
+
+The config is a tree of attrs classes. :func:`load_config` walks the YAML
+against the classes' type hints, so every error names the key path
+(``listeners[0].port: expected an integer``). The same field metadata drives
+:func:`render_sample`, which produces the commented sample config
+(``python -m mxserver generate-config``). The keys of DESIGN.md's config
+contract are all here; relative paths are relative to the config file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import yaml
+
+from mxserver.ids import is_valid_server_name
+
+
+class ConfigError(Exception):
+    """A config problem; the message names the key path and fits on one line."""
+
+
+def _help(text: str, **kw: Any) -> dict[str, Any]:
+    return {"help": text, **kw}
+
+
+def parse_size(value: Any) -> int:
+    """``50M`` / ``1G`` / ``512K`` / plain integers of bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 50M")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)B?\s*", value.upper())
+        if m:
+            return int(m.group(1)) * {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[m.group(2)]
+    raise ValueError("expected a size such as 50M")
+
+
+def parse_duration_ms(value: Any) -> int:
+    """``30s`` / ``5m`` / ``1h`` / ``2d`` / plain integers of milliseconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*(ms|s|m|h|d)?\s*", value)
+        if m:
+            unit = m.group(2) or "ms"
+            return int(m.group(1)) * {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}[unit]
+    raise ValueError("expected a duration such as 30s")
+
+
+DEFAULT_IP_RANGE_BLACKLIST = [
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "192.0.0.0/24",
+    "169.254.0.0/16",
+    "192.88.99.0/24",
+    "198.18.0.0/15",
+    "192.0.2.0/24",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "0.0.0.0/8",
+    "::1/128",
+    "fe80::/10",
+    "fc00::/7",
+    "2001:db8::/32",
+    "ff00::/8",
+    "fec0::/10",
+    "::/128",
+]
+
+
+def _networks(value: list[str]) -> list[str]:
+    for v in value:
+        ipaddress.ip_network(v, strict=False)
+    return value
+
+
+@attrs.define
+class ListenerConfig:
+    port: int = attrs.field(metadata=_help("TCP port", check=lambda v: 0 <= v < 65536))
+    host: str = attrs.field(default="127.0.0.1", metadata=_help("address to bind"))
+    resources: list[Literal["client", "federation", "media", "metrics", "keys"]] = attrs.field(
+        factory=lambda: ["client", "federation", "media"],
+        metadata=_help("what this listener serves: client, federation, media, metrics"),
+    )
+    tls: bool = attrs.field(default=False, metadata=_help("serve HTTPS with the tls: certificate"))
+    x_forwarded: bool = attrs.field(
+        default=False, metadata=_help("trust X-Forwarded-For (behind a reverse proxy only)")
+    )
+
+
+@attrs.define
+class TLSConfig:
+    certificate_path: str | None = attrs.field(default=None, metadata=_help("PEM certificate chain", path=True))
+    private_key_path: str | None = attrs.field(default=None, metadata=_help("PEM private key", path=True))
+
+
+@attrs.define
+class DatabaseConfig:
+    backend: str = attrs.field(default="sqlite", metadata=_help("an mxserver.storage entry point: sqlite or postgres"))
+    path: str | None = attrs.field(
+        default=None, metadata=_help("SQLite file (default: data_dir/homeserver.db)", path=True)
+    )
+    dsn: str | None = attrs.field(default=None, metadata=_help("libpq URI for postgres, e.g. postgresql://user@host/db"))
+    pool_size: int = attrs.field(default=5, metadata=_help("database connections (readers) in the pool", check=lambda v: v >= 1))
+
+
+@attrs.define
+class MediaConfig:
+    store_path: str | None = attrs.field(default=None, metadata=_help("media files (default: data_dir/media)", path=True))
+    max_upload_size: int = attrs.field(
+        default=50 * 1024**2, metadata=_help("largest upload accepted", parse=parse_size, sample="50M")
+    )
+
+
+@attrs.define
+class LogConfig:
+    path: str | None = attrs.field(default=None, metadata=_help("log file; null logs to stderr", path=True))
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = attrs.field(
+        default="INFO", metadata=_help("lowest level logged")
+    )
+    format: Literal["text", "json"] = attrs.field(default="text", metadata=_help("text or json (one object a line)"))
+
+
+@attrs.define
+class RegistrationConfig:
+    enabled: bool = attrs.field(default=False, metadata=_help("open sign-up with m.login.dummy"))
+    registration_token: str | None = attrs.field(
+        default=None, metadata=_help("if set, sign-up requires m.login.registration_token with this token")
+    )
+    shared_secret: str | None = attrs.field(
+        default=None, metadata=_help("enables /_synapse/admin/v1/register (HMAC) for admin tooling")
+    )
+    allow_guests: bool = attrs.field(default=False, metadata=_help("allow kind=guest registration"))
+
+
+@attrs.define
+class PasswordConfig:
+    scheme: Literal["argon2id", "bcrypt"] = attrs.field(
+        default="argon2id", metadata=_help("hash for new passwords (both are verified)")
+    )
+    bcrypt_rounds: int = attrs.field(default=12, metadata=_help("bcrypt cost", check=lambda v: 4 <= v <= 31))
+    minimum_length: int = attrs.field(default=0, metadata=_help("shortest password accepted"))
+
+
+@attrs.define
+class RateLimitRule:
+    per_second: float = attrs.field(default=0.2, metadata=_help("sustained requests per second"))
+    burst: int = attrs.field(default=5, metadata=_help("requests allowed at once"))
+
+
+@attrs.define
+class RateLimitConfig:
+    enabled: bool = attrs.field(default=True, metadata=_help("false turns every limiter off (benchmarks)"))
+    login: RateLimitRule = attrs.field(factory=lambda: RateLimitRule(0.2, 5), metadata=_help("per IP and per user"))
+    register: RateLimitRule = attrs.field(factory=lambda: RateLimitRule(0.17, 3), metadata=_help("per IP"))
+    message: RateLimitRule = attrs.field(factory=lambda: RateLimitRule(10.0, 50), metadata=_help("per user"))
+
+
+@attrs.define
+class FederationConfig:
+    enabled: bool = attrs.field(default=True, metadata=_help("talk to other homeservers"))
+    verify_tls: bool = attrs.field(default=True, metadata=_help("verify peers' certificates (tests on loopback set false)"))
+    ca_certificates: list[str] = attrs.field(factory=list, metadata=_help("extra CA files trusted for outbound federation", path=True))
+    ip_range_blacklist: list[str] = attrs.field(
+        factory=lambda: list(DEFAULT_IP_RANGE_BLACKLIST),
+        metadata=_help("never connect to these ranges (no SSRF)", parse=_networks, sample_default="private, loopback, link-local"),
+    )
+    ip_range_whitelist: list[str] = attrs.field(
+        factory=list, metadata=_help("exceptions to the blacklist (tests: [127.0.0.0/8])", parse=_networks)
+    )
+    trusted_key_servers: list[str] = attrs.field(factory=list, metadata=_help("notaries asked for server keys"))
+
+
+@attrs.define
+class RoomDirectoryConfig:
+    publication_allowed: bool = attrs.field(default=True, metadata=_help("users may publish rooms to the directory"))
+    public_rooms_without_auth: bool = attrs.field(default=False, metadata=_help("GET /publicRooms without a token"))
+    public_rooms_over_federation: bool = attrs.field(default=False, metadata=_help("serve /publicRooms to other servers"))
+
+
+@attrs.define
+class WellKnownConfig:
+    client_base_url: str | None = attrs.field(
+        default=None, metadata=_help("m.homeserver base_url in /.well-known/matrix/client (default: public_baseurl)")
+    )
+    server: str | None = attrs.field(
+        default=None, metadata=_help("m.server in /.well-known/matrix/server; null serves 404")
+    )
+
+
+@attrs.define
+class PresenceConfig:
+    enabled: bool = attrs.field(default=True, metadata=_help("track and share presence"))
+
+
+@attrs.define
+class LimitsConfig:
+    max_request_size: int = attrs.field(
+        default=1024**2, metadata=_help("largest JSON request body", parse=parse_size, sample="1M")
+    )
+
+
+@attrs.define
+class ModuleEntry:
+    group: str = attrs.field(metadata=_help("entry-point group, e.g. mxserver.typing"))
+    name: str = attrs.field(metadata=_help("entry-point name in that group"))
+    config: dict[str, Any] = attrs.field(factory=dict, metadata=_help("passed to the module"))
+
+
+def _default_listeners() -> list[ListenerConfig]:
+    return [ListenerConfig(port=8008)]
+
+
+@attrs.define
+class HomeserverConfig:
+    """The whole configuration of one homeserver."""
+
+    server_name: str = attrs.field(
+        default="localhost", metadata=_help("the domain in user IDs; may be host:port", check=is_valid_server_name)
+    )
+    public_baseurl: str | None = attrs.field(default=None, metadata=_help("how clients reach this server (default http://server_name:8008/)"))
+    data_dir: str = attrs.field(default="./data", metadata=_help("home of the signing key, SQLite file and media", path=True))
+    signing_key_path: str | None = attrs.field(
+        default=None, metadata=_help("ed25519 signing key, created if missing (default data_dir/signing.key)", path=True)
+    )
+    listeners: list[ListenerConfig] = attrs.field(factory=_default_listeners, metadata=_help("where to listen"))
+    tls: TLSConfig = attrs.field(factory=TLSConfig, metadata=_help("certificate for listeners with tls: true"))
+    database: DatabaseConfig = attrs.field(factory=DatabaseConfig, metadata=_help("storage backend"))
+    media: MediaConfig = attrs.field(factory=MediaConfig, metadata=_help("media repository"))
+    log: LogConfig = attrs.field(factory=LogConfig, metadata=_help("logging"))
+    registration: RegistrationConfig = attrs.field(factory=RegistrationConfig, metadata=_help("account sign-up"))
+    password: PasswordConfig = attrs.field(factory=PasswordConfig, metadata=_help("password hashing"))
+    rate_limits: RateLimitConfig = attrs.field(factory=RateLimitConfig, metadata=_help("token-bucket rate limiting"))
+    federation: FederationConfig = attrs.field(factory=FederationConfig, metadata=_help("server-server API"))
+    room_directory: RoomDirectoryConfig = attrs.field(factory=RoomDirectoryConfig, metadata=_help("public room directory"))
+    well_known: WellKnownConfig = attrs.field(factory=WellKnownConfig, metadata=_help("/.well-known/matrix answers"))
+    presence: PresenceConfig = attrs.field(factory=PresenceConfig, metadata=_help("presence"))
+    limits: LimitsConfig = attrs.field(factory=LimitsConfig, metadata=_help("request limits"))
+    app_service_config_files: list[str] = attrs.field(factory=list, metadata=_help("application service registrations", path=True))
+    default_room_version: str = attrs.field(default="12", metadata=_help("room version for new rooms"))
+    modules: list[ModuleEntry] = attrs.field(factory=list, metadata=_help("modules to load from entry points"))
+
+    # -- derived paths ----------------------------------------------------
+
+    @property
+    def signing_key_file(self) -> str:
+        return self.signing_key_path or os.path.join(self.data_dir, "signing.key")
+
+    @property
+    def sqlite_path(self) -> str:
+        return self.database.path or os.path.join(self.data_dir, "homeserver.db")
+
+    @property
+    def media_path(self) -> str:
+        return self.media.store_path or os.path.join(self.data_dir, "media")
+
+    @property
+    def base_url(self) -> str:
+        if self.public_baseurl:
+            return self.public_baseurl if self.public_baseurl.endswith("/") else self.public_baseurl + "/"
+        host = self.server_name if ":" in self.server_name else f"{self.server_name}:8008"
+        return f"http://{host}/"
+
+    def module_config(self, group: str, default_name: str) -> tuple[str, dict[str, Any]]:
+        """The entry-point name and config chosen for a single-implementation group."""
+        for m in self.modules:
+            if m.group == group:
+                return m.name, m.config
+        return default_name, {}
+
+
+# -- loading ------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if origin is list:
+        return "a list"
+    if origin is dict or attrs.has(tp):
+        return "a mapping"
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    return str(tp)
+
+
+def _convert(value: Any, tp: Any, path: str, field: attrs.Attribute | None, base: Path | None) -> Any:
+    meta = field.metadata if field is not None else {}
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], path, field, base)
+    if "parse" in meta and typing.get_origin(tp) is not list:
+        try:
+            return meta["parse"](value)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{path}: {e}") from None
+    if attrs.has(tp):
+        return _load_object(tp, value, path, base)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+        (item_tp,) = typing.get_args(tp)
+        items = [_convert(v, item_tp, f"{path}[{i}]", None, base) for i, v in enumerate(value)]
+        if "parse" in meta:
+            try:
+                items = meta["parse"](items)
+            except ValueError as e:
+                raise ConfigError(f"{path}: {e}") from None
+        if meta.get("path") and base is not None:
+            items = [str(base / v) for v in items]
+        return items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            # YAML turns bare 12 or 1.0 into numbers; accept them for string keys like room versions.
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return str(value)
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        if meta.get("path") and base is not None:
+            return str(base / value)
+        return value
+    if tp is Any:
+        return value
+    raise ConfigError(f"{path}: unsupported type {tp}")  # a bug in this module, not in the config
+
+
+def _load_object(cls: type, data: Any, path: str, base: Path | None) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        where = path or "config"
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in attrs.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise ConfigError(f"{path + '.' if path else ''}{key}: unknown key")
+    kwargs = {}
+    for name, field in fields.items():
+        key_path = f"{path}.{name}" if path else name
+        if name not in data:
+            if field.default is attrs.NOTHING:
+                raise ConfigError(f"{key_path}: required")
+            continue
+        value = _convert(data[name], hints[name], key_path, field, base)
+        check = field.metadata.get("check")
+        if check is not None and value is not None and not check(value):
+            raise ConfigError(f"{key_path}: invalid value {data[name]!r}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_config_dict(data: Any, base_dir: str | os.PathLike[str] | None = None) -> HomeserverConfig:
+    """Build a config from already-parsed YAML; paths are resolved against ``base_dir``."""
+    base = Path(base_dir) if base_dir is not None else None
+    config = _load_object(HomeserverConfig, data, "", base)
+    _check(config)
+    return config
+
+
+def load_config(path: str | os.PathLike[str] | None) -> HomeserverConfig:
+    """Load a YAML config file, or the embedded defaults when ``path`` is None."""
+    if path is None:
+        return load_config_dict({})
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(data, dict) or "server_name" not in data:
+        raise ConfigError("server_name: required when a config file is given")
+    return load_config_dict(data, Path(path).resolve().parent)
+
+
+def _check(config: HomeserverConfig) -> None:
+    """Rules that span several keys."""
+    from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS
+
+    if config.default_room_version not in KNOWN_ROOM_VERSIONS:
+        raise ConfigError(f"default_room_version: unknown room version {config.default_room_version!r}")
+    for i, listener in enumerate(config.listeners):
+        if listener.tls and not (config.tls.certificate_path and config.tls.private_key_path):
+            raise ConfigError(f"listeners[{i}].tls: needs tls.certificate_path and tls.private_key_path")
+    if config.database.backend == "postgres" and not config.database.dsn:
+        raise ConfigError("database.dsn: required for the postgres backend")
+
+
+# -- the sample ---------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    if attrs.has(type(value)):
+        return {k: _plain(v) for k, v in attrs.asdict(value, recurse=False).items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _render(instance: Any, indent: int) -> list[str]:
+    pad = "  " * indent
+    lines: list[str] = []
+    hints = typing.get_type_hints(type(instance))
+    for field in attrs.fields(type(instance)):
+        help_text = field.metadata.get("help")
+        if help_text:
+            lines.append(f"{pad}# {help_text}")
+        value = getattr(instance, field.name)
+        if attrs.has(hints[field.name]) and value is not None:
+            lines.append(f"{pad}{field.name}:")
+            lines.extend(_render(value, indent + 1))
+            continue
+        value = field.metadata.get("sample", _plain(value))
+        dumped = yaml.safe_dump({field.name: value}, default_flow_style=True, width=10_000).strip()
+        lines.append(f"{pad}{dumped[1:-1]}")
+    return lines
+
+
+def render_sample() -> str:
+    """The commented sample config: every key with its default."""
+    header = [
+        "# mxserver configuration. Every key is optional except server_name;",
+        "# the values shown are the defaults. Relative paths are relative to this file.",
+        "",
+    ]
+    return "\n".join(header + _render(HomeserverConfig(), 0)) + "\n"

@@ -1,0 +1,1 @@
+"""Cryptography: signing keys, canonical JSON, content/reference hashes, signatures."""

@@ -1,0 +1,116 @@
+"""Canonical JSON: the byte encoding that every hash and signature covers.
+
+The encoding itself comes from the ``canonicaljson`` library (shortest UTF-8
+form, keys sorted by code point; appendices §Canonical JSON). This module adds
+the strict value check that room versions 6 and later demand
+(``v6-canonical-json``), and a JSON parser suited to Matrix input.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import canonicaljson
+
+#: appendices §Canonical JSON: numbers must lie in [-(2**53)+1, (2**53)-1] so
+#: that every implementation can hold them exactly in an IEEE double.
+CANONICALJSON_MAX_INT = 2**53 - 1
+CANONICALJSON_MIN_INT = -(2**53) + 1
+
+
+class CanonicalJSONError(ValueError):
+    """A value cannot be represented in strict canonical JSON (room v6+)."""
+
+    def __init__(self, reason: str, path: str = "") -> None:
+        self.reason = reason
+        self.path = path
+        super().__init__(f"{reason} at {path}" if path else reason)
+
+
+def encode_canonical_json(obj: Any) -> bytes:
+    """Encode ``obj`` as canonical JSON bytes (appendices §Canonical JSON).
+
+    Lenient on purpose: floats and large integers are encoded the way the
+    library always has, because events in room versions 1-5 may contain them
+    and their hashes were computed over that encoding (v1-canonical-json).
+    Use :func:`check_strict_canonical_json` first where the room version is
+    strict.
+    """
+    return canonicaljson.encode_canonical_json(obj)
+
+
+def check_strict_canonical_json(obj: Any) -> None:
+    """Raise :class:`CanonicalJSONError` if ``obj`` is not strict canonical JSON.
+
+    Rooms v6+ (``v6-canonical-json``) MUST reject any float and any integer
+    outside [-(2**53)+1, (2**53)-1], at any depth. Other non-JSON values
+    (tuples are accepted as arrays, but sets, bytes, NaN...) are rejected too.
+    """
+    # An explicit stack instead of recursion: hostile input can nest deeply
+    # and must not blow the interpreter's recursion limit.
+    stack: list[tuple[Any, str]] = [(obj, "")]
+    while stack:
+        value, path = stack.pop()
+        # bool is a subclass of int in Python; it is a JSON literal, not a number.
+        if value is None or value is True or value is False or isinstance(value, str):
+            continue
+        if isinstance(value, int):
+            if not CANONICALJSON_MIN_INT <= value <= CANONICALJSON_MAX_INT:
+                raise CanonicalJSONError("integer out of range", path or "$")
+            continue
+        if isinstance(value, float):
+            raise CanonicalJSONError("float values are not allowed", path or "$")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise CanonicalJSONError("object keys must be strings", path or "$")
+                stack.append((v, f"{path}.{k}"))
+            continue
+        if isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                stack.append((v, f"{path}[{i}]"))
+            continue
+        raise CanonicalJSONError(f"{type(value).__name__} is not a JSON value", path or "$")
+
+
+def is_strict_canonical_json(obj: Any) -> bool:
+    """True if :func:`check_strict_canonical_json` would accept ``obj``."""
+    try:
+        check_strict_canonical_json(obj)
+    except CanonicalJSONError:
+        return False
+    return True
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN/Infinity are Python extensions, not JSON (RFC 8259 §6).
+    raise ValueError(f"invalid JSON number {name}")
+
+
+def _parse_number_with_fraction_or_exponent(literal: str) -> int | float:
+    # appendices §Canonical JSON examples: `1e10` canonicalises to
+    # `10000000000` -- an exponent-only literal denotes an integer. Literals
+    # with a decimal point stay floats: they are what v6+ rooms reject, and
+    # what legacy (v1-5) events were hashed with.
+    if "." not in literal:
+        mantissa, _, exponent = literal.lower().partition("e")
+        exp = int(exponent)
+        if 0 <= exp <= 400:
+            return int(mantissa) * 10**exp
+    return float(literal)
+
+
+def decode_json(data: bytes | str) -> Any:
+    """Parse JSON text the way Matrix expects.
+
+    Rejects ``NaN``/``Infinity`` and turns exponent-form integers (``1e10``)
+    into ints; see the comments above for why.
+    """
+    if isinstance(data, bytes):
+        data = data.decode("utf-8")
+    return json.loads(
+        data,
+        parse_constant=_reject_constant,
+        parse_float=_parse_number_with_fraction_or_exponent,
+    )

@@ -1,0 +1,1 @@
+"""Events: the frozen event model, building, hashing, redaction and format checks."""

@@ -1,0 +1,225 @@
+"""The Homeserver: builds every component once, wires them, and runs them.
+
+``Homeserver(config, reactor)`` is an ``IService``. Start it (directly, under
+twistd, or as a child of an application's service) and it migrates the
+database, then opens the configured listeners. ``resource()`` returns a
+``twisted.web`` resource serving the Matrix APIs, for embedding in an
+existing ``Site``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IReactorCore
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from mxserver import metrics
+from mxserver.accounts.auth import Auth
+from mxserver.accounts.passwords import PasswordHasher
+from mxserver.api.http import build_app, render_error
+from mxserver.api.ratelimit import RateLimiter
+from mxserver.api.resource import MatrixResource, MatrixSite
+from mxserver.config import HomeserverConfig
+from mxserver.crypto.keys import key_id, load_or_generate_signing_key
+from mxserver.errors import MatrixError
+from mxserver.interfaces import ILoginFlow, IModule, IPresence, IStorageBackend, ITyping
+from mxserver.module_api import ModuleApi
+from mxserver.module_loader import LOGIN, MODULES, PRESENCE, STORAGE, TYPING, construct, find_entry_point
+from mxserver.storage.accounts import AccountStore
+from mxserver.storage.migrations import prepare_database
+
+log = Logger()
+
+
+class Homeserver(service.MultiService):
+    """One Matrix homeserver: its config, database, components and listeners."""
+
+    def __init__(self, config: HomeserverConfig, reactor: Any = None, clock: Any = None) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.config = config
+        self.reactor = reactor
+        # Time comes from ``clock`` (the reactor unless a test passes a task.Clock).
+        self.clock = clock if clock is not None else reactor
+        self.server_name = config.server_name
+        self.setName("mxserver")
+        self._ready: Deferred[None] | None = None
+        self.is_ready = False
+        self._listening: list[Any] = []
+
+        os.makedirs(config.data_dir, exist_ok=True)
+        self.signing_key = load_or_generate_signing_key(config.signing_key_file)
+        self.signing_key_id = key_id(self.signing_key)
+
+        self.storage_backend = construct(STORAGE, config.database.backend, IStorageBackend)
+        self.db = self.storage_backend.connect(reactor, config)
+        self.module_api = ModuleApi(self)
+        self.event_hooks: list[Any] = []
+
+        self.accounts = AccountStore(self.db)
+        self.passwords = PasswordHasher(config.password, reactor, self.accounts)
+        self.auth = Auth(self.accounts, self.clock)
+
+        self.login_flows = self._load_login_flows()
+        typing_name, typing_config = config.module_config(TYPING, "default")
+        self.typing = construct(TYPING, typing_name, ITyping, typing_config, self.module_api)
+        presence_name, presence_config = config.module_config(PRESENCE, "default")
+        self.presence = construct(PRESENCE, presence_name, IPresence, presence_config, self.module_api)
+        for entry in config.modules:
+            if entry.group == MODULES:
+                self.event_hooks.append(construct(MODULES, entry.name, IModule, entry.config, self.module_api))
+
+        rl = config.rate_limits
+        self.ratelimit_login = RateLimiter(self.clock, rl.login.per_second, rl.login.burst, rl.enabled)
+        self.ratelimit_register = RateLimiter(self.clock, rl.register.per_second, rl.register.burst, rl.enabled)
+        self.ratelimit_message = RateLimiter(self.clock, rl.message.per_second, rl.message.burst, rl.enabled)
+
+        self._build_handlers()
+        self._apps = self._build_apps()
+        self._lag = metrics.ReactorLagMonitor(self.clock)
+
+    # -- construction -------------------------------------------------------------
+
+    def _load_login_flows(self) -> dict[str, Any]:
+        """Every login flow named in ``modules`` (group mxserver.login); ``password`` by default."""
+        entries = [(m.name, m.config) for m in self.config.modules if m.group == LOGIN]
+        if not entries:
+            entries = [("password", {})]
+        flows = {}
+        for name, conf in entries:
+            flow = construct(LOGIN, name, ILoginFlow, conf, self.module_api)
+            flows[flow.login_type] = flow
+        return flows
+
+    def _build_handlers(self) -> None:
+        from mxserver.accounts.handlers import build_account_handlers
+
+        build_account_handlers(self)
+
+    def _build_apps(self) -> dict[str, Any]:
+        from mxserver.api.client import client_servlets
+        from mxserver.api.federation import federation_servlets
+
+        return {
+            "client": build_app(client_servlets(self)).resource(),
+            "federation": build_app(federation_servlets(self)).resource(),
+            "media": build_app([]).resource(),
+        }
+
+    # -- embedding ------------------------------------------------------------------
+
+    def resource(self, apis: tuple[str, ...] = ("client", "federation", "media")) -> MatrixResource:
+        """A twisted.web resource serving ``apis``; mount it anywhere in a Site."""
+        extra = {}
+        if "metrics" in apis:
+            extra[b"/metrics"] = metrics.metrics_resource()
+        return _ReadyGate(self, {a: self._apps[a] for a in apis if a in self._apps}, extra)
+
+    def when_ready(self) -> Deferred[None]:
+        """Fires once the database is migrated and the server serves requests."""
+        if self.is_ready:
+            return succeed(None)
+        if self._ready is None:
+            raise RuntimeError("the Homeserver service has not been started")
+        d: Deferred[None] = Deferred()
+
+        def relay(result: Any) -> Any:
+            if self.is_ready:
+                d.callback(None)
+            else:
+                d.errback(RuntimeError("mxserver failed to start"))
+            return result
+
+        self._ready.addBoth(relay)
+        return d
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._ready = ensureDeferred(self._start())
+        self._ready.addErrback(self._start_failed)
+
+    async def _start(self) -> None:
+        await self.db.run_with_connection(prepare_database, self.db.dialect)
+        self._lag.start()
+        for listener in self.config.listeners:
+            self._listening.append(await self._listen(listener))
+        self.is_ready = True
+        log.info("mxserver {name} ready", name=self.server_name)
+
+    async def _listen(self, listener: Any) -> Any:
+        apis = tuple(listener.resources)
+        root = self.resource(apis)
+        site = MatrixSite(
+            root,
+            max_json_body=self.config.limits.max_request_size,
+            max_upload_body=self.config.media.max_upload_size,
+            reactor=self.reactor,
+        )
+        host = listener.host.replace(":", "\\:")
+        if listener.tls:
+            desc = (
+                f"ssl:port={listener.port}:interface={host}"
+                f":certKey={_escape(self.config.tls.certificate_path)}"
+                f":privateKey={_escape(self.config.tls.private_key_path)}"
+            )
+        else:
+            desc = f"tcp:port={listener.port}:interface={host}"
+        port = await endpoints.serverFromString(self.reactor, desc).listen(site)
+        log.info("listening on {host}:{port} for {apis}", host=listener.host, port=port.getHost().port, apis=apis)
+        return port
+
+    @property
+    def listening_ports(self) -> list[Any]:
+        """The IListeningPorts opened for the configured listeners."""
+        return list(self._listening)
+
+    def _start_failed(self, failure: Any) -> None:
+        log.critical("mxserver cannot start: {reason}", reason=failure.getErrorMessage())
+        if IReactorCore.providedBy(self.reactor) and getattr(self, "stop_reactor_on_failure", False):
+            self.reactor.stop()
+
+    def stopService(self) -> Deferred[None]:
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        self._lag.stop()
+        ports, self._listening = self._listening, []
+        for port in ports:
+            await port.stopListening()
+        await super().stopService()
+        self.is_ready = False
+        self.db.close()
+
+
+def _escape(path: str | None) -> str:
+    return (path or "").replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
+
+
+class _ReadyGate(MatrixResource):
+    """A MatrixResource that answers 503 until its Homeserver has finished starting."""
+
+    def __init__(self, hs: Homeserver, apis: dict[str, Any], extra: dict[bytes, Any]) -> None:
+        super().__init__(apis, extra)
+        self._hs = hs
+
+    def render(self, request: IRequest) -> Any:
+        if not self._hs.is_ready:
+            request.setHeader(b"Retry-After", b"1")
+            return render_error(request, MatrixError(503, "M_UNKNOWN", "Server is starting"))
+        return super().render(request)
+
+
+def check_entry_points() -> None:
+    """Fail early with a clear message if the installation lacks the default modules."""
+    find_entry_point(STORAGE, "sqlite")

@@ -1,0 +1,61 @@
+"""Prometheus metrics: request counts and latency, DB transaction timings, reactor lag.
+
+Served on a listener with the ``metrics`` resource (off unless configured).
+Metrics are process-global, as Prometheus expects; several Homeservers in one
+process (tests) share them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "mxserver_http_requests_total", "HTTP requests by endpoint, method and status", ["endpoint", "method", "status"]
+)
+REQUEST_SECONDS = Histogram(
+    "mxserver_http_request_seconds",
+    "HTTP request latency by endpoint",
+    ["endpoint"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+DB_TXN_SECONDS = Histogram(
+    "mxserver_db_transaction_seconds",
+    "Database transaction time by transaction name",
+    ["desc"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+)
+REACTOR_LAG = Gauge("mxserver_reactor_lag_seconds", "How late the last reactor tick ran")
+
+
+class ReactorLagMonitor:
+    """Schedules a call every ``interval`` seconds and records how late it runs."""
+
+    def __init__(self, clock: Any, interval: float = 1.0) -> None:
+        self._clock = clock
+        self._interval = interval
+        self._call: Any = None
+
+    def start(self) -> None:
+        self._schedule()
+
+    def _schedule(self) -> None:
+        expected = self._clock.seconds() + self._interval
+        self._call = self._clock.callLater(self._interval, self._tick, expected)
+
+    def _tick(self, expected: float) -> None:
+        REACTOR_LAG.set(max(0.0, self._clock.seconds() - expected))
+        self._schedule()
+
+    def stop(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+
+def metrics_resource() -> Any:
+    """The twisted.web resource serving the metrics in the text exposition format."""
+    from prometheus_client.twisted import MetricsResource
+
+    return MetricsResource()

@@ -1,0 +1,1 @@
+"""Rooms: room versions, auth rules, state resolution and the room server."""

@@ -1,0 +1,277 @@
+"""SQL for accounts: users, devices, access tokens, login tokens, profiles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+
+from mxserver.storage.database import Database, Txn
+
+
+@attrs.frozen
+class UserRecord:
+    user_id: str
+    password_hash: str | None
+    is_admin: bool
+    is_guest: bool
+    deactivated: bool
+    created_ts: int
+
+
+@attrs.frozen
+class DeviceRecord:
+    user_id: str
+    device_id: str
+    display_name: str | None
+    last_seen_ts: int | None
+    last_seen_ip: str | None
+
+    def to_client(self) -> dict[str, Any]:
+        """The device as GET /devices shows it."""
+        return {
+            "device_id": self.device_id,
+            "display_name": self.display_name,
+            "last_seen_ts": self.last_seen_ts,
+            "last_seen_ip": self.last_seen_ip,
+        }
+
+
+@attrs.frozen
+class TokenOwner:
+    user_id: str
+    device_id: str | None
+    is_guest: bool
+    deactivated: bool
+
+
+class AccountStore:
+    """Users, their devices and tokens."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- users ----------------------------------------------------------------
+
+    def create_user(
+        self,
+        user_id: str,
+        password_hash: str | None,
+        created_ts: int,
+        *,
+        is_admin: bool = False,
+        is_guest: bool = False,
+        displayname: str | None = None,
+    ) -> Deferred[bool]:
+        """Insert a user and its profile in one transaction; False if the ID is taken."""
+
+        def txn(t: Txn) -> bool:
+            if t.query_one("SELECT 1 FROM users WHERE user_id = ?", (user_id,)):
+                return False
+            t.execute(
+                "INSERT INTO users (user_id, password_hash, is_admin, is_guest, deactivated, created_ts)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (user_id, password_hash, is_admin, is_guest, False, created_ts),
+            )
+            t.execute(
+                "INSERT INTO profiles (user_id, displayname, avatar_url) VALUES (?, ?, NULL)"
+                " ON CONFLICT (user_id) DO NOTHING",
+                (user_id, displayname),
+            )
+            return True
+
+        return self.db.run_interaction("create_user", txn)
+
+    def get_user(self, user_id: str) -> Deferred[UserRecord | None]:
+        def txn(t: Txn) -> UserRecord | None:
+            row = t.query_one(
+                "SELECT user_id, password_hash, is_admin, is_guest, deactivated, created_ts FROM users WHERE user_id = ?",
+                (user_id,),
+            )
+            if row is None:
+                return None
+            return UserRecord(row[0], row[1], bool(row[2]), bool(row[3]), bool(row[4]), row[5])
+
+        return self.db.run_read("get_user", txn)
+
+    def set_password_hash(self, user_id: str, password_hash: str | None) -> Deferred[None]:
+        return self.db.execute("set_password_hash", "UPDATE users SET password_hash = ? WHERE user_id = ?", password_hash, user_id)
+
+    def set_admin(self, user_id: str, admin: bool) -> Deferred[None]:
+        return self.db.execute("set_admin", "UPDATE users SET is_admin = ? WHERE user_id = ?", admin, user_id)
+
+    def deactivate_user(self, user_id: str) -> Deferred[list[str]]:
+        """Mark deactivated, drop password, devices and tokens; returns the device IDs removed."""
+
+        def txn(t: Txn) -> list[str]:
+            devices = [r[0] for r in t.query("SELECT device_id FROM devices WHERE user_id = ?", (user_id,))]
+            t.execute("UPDATE users SET deactivated = ?, password_hash = NULL WHERE user_id = ?", (True, user_id))
+            t.execute("DELETE FROM access_tokens WHERE user_id = ?", (user_id,))
+            t.execute("DELETE FROM devices WHERE user_id = ?", (user_id,))
+            t.execute("DELETE FROM login_tokens WHERE user_id = ?", (user_id,))
+            t.execute("UPDATE profiles SET displayname = NULL, avatar_url = NULL WHERE user_id = ?", (user_id,))
+            return devices
+
+        return self.db.run_interaction("deactivate_user", txn)
+
+    # -- devices and tokens ------------------------------------------------------
+
+    def create_device_and_token(
+        self, user_id: str, device_id: str, display_name: str | None, token_hash: str | None, now_ms: int
+    ) -> Deferred[None]:
+        """Create (or reuse) a device and, if given, an access token for it: one transaction.
+
+        Logging in again with an existing device ID replaces that device's old tokens
+        (client-server-api §Login: the device's previous session ends).
+        """
+
+        def txn(t: Txn) -> None:
+            existing = t.query_one("SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id))
+            if existing:
+                t.execute("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id))
+                if display_name is not None:
+                    t.execute(
+                        "UPDATE devices SET display_name = ? WHERE user_id = ? AND device_id = ?",
+                        (display_name, user_id, device_id),
+                    )
+            else:
+                t.execute(
+                    "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES (?, ?, ?, ?)",
+                    (user_id, device_id, display_name, now_ms),
+                )
+            if token_hash is not None:
+                t.execute(
+                    "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts) VALUES (?, ?, ?, ?)",
+                    (token_hash, user_id, device_id, now_ms),
+                )
+
+        return self.db.run_interaction("create_device_and_token", txn)
+
+    def get_token_owner(self, token_hash: str) -> Deferred[TokenOwner | None]:
+        def txn(t: Txn) -> TokenOwner | None:
+            row = t.query_one(
+                "SELECT t.user_id, t.device_id, u.is_guest, u.deactivated FROM access_tokens t"
+                " JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = ?",
+                (token_hash,),
+            )
+            return TokenOwner(row[0], row[1], bool(row[2]), bool(row[3])) if row else None
+
+        return self.db.run_read("get_token_owner", txn)
+
+    def delete_token(self, token_hash: str) -> Deferred[None]:
+        return self.db.execute("delete_token", "DELETE FROM access_tokens WHERE token_hash = ?", token_hash)
+
+    def delete_devices(self, user_id: str, device_ids: list[str]) -> Deferred[list[str]]:
+        """Delete devices and their tokens; returns the token hashes removed (for cache invalidation)."""
+
+        def txn(t: Txn) -> list[str]:
+            hashes: list[str] = []
+            for device_id in device_ids:
+                hashes += [
+                    r[0]
+                    for r in t.query(
+                        "SELECT token_hash FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id)
+                    )
+                ]
+                t.execute("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id))
+                t.execute("DELETE FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id))
+            return hashes
+
+        return self.db.run_interaction("delete_devices", txn)
+
+    def get_devices(self, user_id: str) -> Deferred[list[DeviceRecord]]:
+        def txn(t: Txn) -> list[DeviceRecord]:
+            rows = t.query(
+                "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip FROM devices"
+                " WHERE user_id = ? ORDER BY device_id",
+                (user_id,),
+            )
+            return [DeviceRecord(*r) for r in rows]
+
+        return self.db.run_read("get_devices", txn)
+
+    def get_device(self, user_id: str, device_id: str) -> Deferred[DeviceRecord | None]:
+        def txn(t: Txn) -> DeviceRecord | None:
+            row = t.query_one(
+                "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip FROM devices"
+                " WHERE user_id = ? AND device_id = ?",
+                (user_id, device_id),
+            )
+            return DeviceRecord(*row) if row else None
+
+        return self.db.run_read("get_device", txn)
+
+    def set_device_display_name(self, user_id: str, device_id: str, name: str | None) -> Deferred[bool]:
+        def txn(t: Txn) -> bool:
+            t.execute(
+                "UPDATE devices SET display_name = ? WHERE user_id = ? AND device_id = ?", (name, user_id, device_id)
+            )
+            return t.rowcount > 0
+
+        return self.db.run_interaction("set_device_display_name", txn)
+
+    def record_device_seen(self, user_id: str, device_id: str, ts: int, ip: str, user_agent: str | None) -> Deferred[None]:
+        return self.db.execute(
+            "record_device_seen",
+            "UPDATE devices SET last_seen_ts = ?, last_seen_ip = ?, last_seen_user_agent = ? WHERE user_id = ? AND device_id = ?",
+            ts,
+            ip,
+            user_agent,
+            user_id,
+            device_id,
+        )
+
+    def delete_other_tokens(self, user_id: str, keep_device_id: str | None) -> Deferred[list[str]]:
+        """Log out every device but ``keep_device_id``: deletes those devices and tokens."""
+
+        def txn(t: Txn) -> list[str]:
+            devices = [
+                r[0]
+                for r in t.query("SELECT device_id FROM devices WHERE user_id = ?", (user_id,))
+                if r[0] != keep_device_id
+            ]
+            hashes = []
+            for device_id in devices:
+                hashes += [
+                    r[0]
+                    for r in t.query(
+                        "SELECT token_hash FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id)
+                    )
+                ]
+                t.execute("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id))
+                t.execute("DELETE FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id))
+            return hashes
+
+        return self.db.run_interaction("delete_other_tokens", txn)
+
+    # -- login tokens ---------------------------------------------------------------
+
+    def add_login_token(self, token_hash: str, user_id: str, expires_ts: int) -> Deferred[None]:
+        return self.db.execute(
+            "add_login_token",
+            "INSERT INTO login_tokens (token_hash, user_id, expires_ts) VALUES (?, ?, ?)",
+            token_hash,
+            user_id,
+            expires_ts,
+        )
+
+    def consume_login_token(self, token_hash: str, now_ms: int) -> Deferred[str | None]:
+        """The token's user if it is valid; the token is deleted either way (single use)."""
+
+        def txn(t: Txn) -> str | None:
+            row = t.query_one("SELECT user_id, expires_ts FROM login_tokens WHERE token_hash = ?", (token_hash,))
+            t.execute("DELETE FROM login_tokens WHERE token_hash = ? OR expires_ts < ?", (token_hash, now_ms))
+            if row is None or row[1] < now_ms:
+                return None
+            return row[0]
+
+        return self.db.run_interaction("consume_login_token", txn)
+
+    # -- profiles -----------------------------------------------------------------
+
+    def get_profile(self, user_id: str) -> Deferred[tuple[str | None, str | None] | None]:
+        return self.db.run_read(
+            "get_profile",
+            lambda t: t.query_one("SELECT displayname, avatar_url FROM profiles WHERE user_id = ?", (user_id,)),
+        )

@@ -1,0 +1,80 @@
+"""Versioned schema migrations, applied at start-up.
+
+Schema files live in ``mxserver/storage/schema/NNNN_name.sql``; the database
+records the highest version applied. Each file is applied in its own
+transaction, so a crash mid-migration leaves the previous version intact.
+A database newer than this code is refused: running old code on it could
+corrupt data the newer code relies on.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import Any
+
+from mxserver.storage.dialect import Dialect
+
+
+class SchemaError(Exception):
+    """The database cannot be used with this version of mxserver."""
+
+
+def available_migrations() -> list[tuple[int, str, str]]:
+    """``(version, name, sql)`` for every schema file, in order."""
+    out = []
+    for entry in resources.files("mxserver.storage").joinpath("schema").iterdir():
+        m = re.fullmatch(r"(\d{4})_(\w+)\.sql", entry.name)
+        if m:
+            out.append((int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
+    out.sort()
+    return out
+
+
+def latest_version() -> int:
+    migrations = available_migrations()
+    return migrations[-1][0] if migrations else 0
+
+
+def _statements(sql: str) -> list[str]:
+    # Schema files keep one statement per ";"-terminated block and no ";" inside statements.
+    lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def current_version(cursor: Any) -> int:
+    cursor.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    cursor.execute("SELECT version FROM schema_version")
+    row = cursor.fetchone()
+    return row[0] if row else 0
+
+
+def prepare_database(conn: Any, dialect: Dialect) -> int:
+    """Bring a DB-API connection's schema up to date; returns the version now in place."""
+    cursor = conn.cursor()
+    version = current_version(cursor)
+    conn.commit()
+    latest = latest_version()
+    if version > latest:
+        raise SchemaError(
+            f"database schema version {version} is newer than this mxserver supports ({latest}); "
+            "upgrade mxserver or restore a matching backup"
+        )
+    for number, name, sql in available_migrations():
+        if number <= version:
+            continue
+        try:
+            if dialect.name == "sqlite":
+                # sqlite3 would autocommit each DDL statement: make the file one transaction.
+                cursor.execute("BEGIN")
+            for statement in _statements(dialect.schema(sql)):
+                cursor.execute(statement)
+            cursor.execute("DELETE FROM schema_version")
+            cursor.execute(dialect.translate("INSERT INTO schema_version (version) VALUES (?)"), (number,))
+            conn.commit()
+        except Exception as e:
+            conn.rollback()
+            raise SchemaError(f"migration {number:04d}_{name} failed: {e}") from e
+        version = number
+    cursor.close()
+    return version

@@ -1,0 +1,1 @@
+"""mxserver test suite (trial)."""

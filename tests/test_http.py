@@ -1,0 +1,117 @@
+"""The HTTP layer: discovery endpoints, errors, CORS, body limits, raw-path routing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+from mxserver.api.http import build_app, route
+from tests.utils import HomeserverTestCase
+
+
+class DiscoveryTests(HomeserverTestCase):
+    async def test_versions(self) -> None:
+        code, body = await self.get("/_matrix/client/versions")
+        self.assertEqual(code, 200)
+        self.assertIn("v1.1", body["versions"])
+        self.assertIsInstance(body["unstable_features"], dict)
+
+    async def test_cors_headers_on_every_response(self) -> None:
+        await self.get("/_matrix/client/versions")
+        self.assertEqual(self.last_headers.getRawHeaders("access-control-allow-origin"), ["*"])
+        await self.get("/_matrix/client/v3/nonexistent")
+        self.assertEqual(self.last_headers.getRawHeaders("access-control-allow-origin"), ["*"])
+
+    async def test_options_preflight(self) -> None:
+        code, _ = await self.request("OPTIONS", "/_matrix/client/v3/login")
+        self.assertIn(code, (200, 204))
+        methods = self.last_headers.getRawHeaders("access-control-allow-methods")[0]
+        self.assertIn("PUT", methods)
+        self.assertIn("Authorization", self.last_headers.getRawHeaders("access-control-allow-headers")[0])
+
+    async def test_unknown_endpoint_is_unrecognized(self) -> None:
+        self.assertMatrixError(await self.get("/_matrix/client/v3/no/such/thing"), 404, "M_UNRECOGNIZED")
+        self.assertMatrixError(await self.get("/not/matrix"), 404, "M_UNRECOGNIZED")
+
+    async def test_wrong_method_is_405(self) -> None:
+        self.assertMatrixError(await self.post("/_matrix/client/versions", {}), 405, "M_UNRECOGNIZED")
+
+    async def test_federation_version(self) -> None:
+        code, body = await self.get("/_matrix/federation/v1/version")
+        self.assertEqual(code, 200)
+        self.assertEqual(body["server"]["name"], "mxserver")
+
+    async def test_well_known_client(self) -> None:
+        code, body = await self.get("/.well-known/matrix/client")
+        self.assertEqual(code, 200)
+        self.assertTrue(body["m.homeserver"]["base_url"].startswith("http"))
+
+    async def test_well_known_server_unconfigured(self) -> None:
+        self.assertMatrixError(await self.get("/.well-known/matrix/server"), 404, "M_NOT_FOUND")
+
+    async def test_capabilities_requires_token(self) -> None:
+        self.assertMatrixError(await self.get("/_matrix/client/v3/capabilities"), 401, "M_MISSING_TOKEN")
+        self.assertMatrixError(await self.get("/_matrix/client/v3/capabilities", token="bogus"), 401, "M_UNKNOWN_TOKEN")
+        code, body = await self.get("/_matrix/client/v3/capabilities", token="bogus")
+        self.assertIs(body["soft_logout"], False)
+
+
+class WellKnownConfiguredTests(HomeserverTestCase):
+    config_overrides = {"well_known": {"server": "matrix.example.org:443", "client_base_url": "https://m.example.org"}}
+
+    async def test_well_known_server(self) -> None:
+        self.assertEqual(await self.get("/.well-known/matrix/server"), (200, {"m.server": "matrix.example.org:443"}))
+
+    async def test_well_known_client(self) -> None:
+        code, body = await self.get("/.well-known/matrix/client")
+        self.assertEqual(body, {"m.homeserver": {"base_url": "https://m.example.org"}})
+
+
+class BodyLimitTests(HomeserverTestCase):
+    config_overrides = {"limits": {"max_request_size": "1K"}}
+
+    async def test_huge_body_is_too_large(self) -> None:
+        result = await self.request("POST", "/_matrix/client/v3/login", raw=b'{"a":"' + b"x" * 5000 + b'"}')
+        self.assertMatrixError(result, 413, "M_TOO_LARGE")
+        # the server keeps serving
+        self.assertEqual((await self.get("/_matrix/client/versions"))[0], 200)
+
+
+class _EchoServlet:
+    """Routes used only to test path handling."""
+
+    @route("GET", "/_matrix/client/v3/echo/{a}/{b}")
+    def echo(self, request: IRequest, a: str, b: str) -> dict[str, Any]:
+        return {"a": a, "b": b}
+
+    @route("GET", "/_matrix/client/v3/echo/{a}/")
+    def echo_empty(self, request: IRequest, a: str) -> dict[str, Any]:
+        return {"a": a, "b": ""}
+
+    @route("GET", "/_matrix/client/v3/crash")
+    def crash(self, request: IRequest) -> dict[str, Any]:
+        raise RuntimeError("secret internal detail")
+
+
+class RawPathTests(HomeserverTestCase):
+    async def _set_up(self) -> None:
+        await super()._set_up()
+        self.hs._apps["client"] = build_app([_EchoServlet()]).resource()
+        for port in self.hs.listening_ports:
+            port.factory.resource._apis["client"] = self.hs._apps["client"]
+
+    async def test_percent_encoded_slash_inside_segment(self) -> None:
+        # An event ID (room v3) and a state key containing "/".
+        code, body = await self.get("/_matrix/client/v3/echo/%24abc%2Fdef%2B/%40a%3Ab%2Fc")
+        self.assertEqual((code, body), (200, {"a": "$abc/def+", "b": "@a:b/c"}))
+
+    async def test_trailing_slash_is_empty_segment(self) -> None:
+        self.assertEqual(await self.get("/_matrix/client/v3/echo/m.room.name/"), (200, {"a": "m.room.name", "b": ""}))
+
+    async def test_crash_is_m_unknown_without_details(self) -> None:
+        code, body = await self.get("/_matrix/client/v3/crash")
+        self.assertEqual(code, 500)
+        self.assertEqual(body["errcode"], "M_UNKNOWN")
+        self.assertNotIn("secret", body["error"])
+        self.flushLoggedErrors(RuntimeError)
