@@ -30,7 +30,7 @@ from mxserver.crypto.keys import key_id, load_or_generate_signing_key
 from mxserver.errors import MatrixError
 from mxserver.interfaces import ILoginFlow, IModule, IPresence, IStorageBackend, ITyping
 from mxserver.module_api import ModuleApi
-from mxserver.module_loader import LOGIN, MODULES, PRESENCE, STORAGE, TYPING, construct, find_entry_point
+from mxserver.module_loader import LOGIN, MODULES, PRESENCE, STORAGE, TYPING, construct
 from mxserver.storage.accounts import AccountStore
 from mxserver.storage.migrations import prepare_database
 
@@ -220,6 +220,16 @@ class _ReadyGate(MatrixResource):
         return super().render(request)
 
 
-def check_entry_points() -> None:
-    """Fail early with a clear message if the installation lacks the default modules."""
-    find_entry_point(STORAGE, "sqlite")
+def preflight(config: HomeserverConfig) -> None:
+    """Synchronous start-up checks for twistd: data dir, signing key, modules, schema.
+
+    Raises an exception whose message is one clear line; the caller prints it.
+    """
+    os.makedirs(config.data_dir, exist_ok=True)
+    load_or_generate_signing_key(config.signing_key_file)
+    backend = construct(STORAGE, config.database.backend, IStorageBackend)
+    conn = backend.connect_sync(config)
+    try:
+        prepare_database(conn, backend.dialect)
+    finally:
+        conn.close()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import string
-from typing import Iterable
+from collections.abc import Iterable
 
 import nacl.signing
 import signedjson.key
@@ -120,8 +120,8 @@ def write_signing_key_file(path: str, keys: Iterable[SigningKey]) -> None:
     tmp = f"{path}.tmp.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.fchmod(fd, 0o600)  # umask or a stale tmp file must not widen it
-        with os.fdopen(fd, "w", encoding="ascii") as f:
+        with os.fdopen(fd, "w", encoding="ascii") as f:  # closes fd on any error
+            os.fchmod(f.fileno(), 0o600)  # a stale tmp file must not keep a wider mode
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

@@ -8,7 +8,8 @@ live in :class:`EventMetadata`, which is not part of the signed PDU.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 

@@ -1,0 +1,61 @@
+# The README's two commands: `make run` and `make test`. Everything a fresh
+# machine needs is installed from here, never by hand.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# compat mode keeps twisted/plugins visible to twistd (a PEP 660 editable install hides it)
+PIP_INSTALL := $(BIN)/pip install -q --disable-pip-version-check --config-settings editable_mode=compat
+
+.PHONY: run test install install-test postgres-binaries lint typecheck sample-config clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+
+$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
+	$(PIP_INSTALL) -e .
+	$(MAKE) --no-print-directory plugin-cache
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed setup.cfg pyproject.toml
+	$(PIP_INSTALL) -e '.[test,postgres]'
+	touch $@
+
+# twistd finds plugins through dropin.cache: rebuild it after every install.
+.PHONY: plugin-cache
+plugin-cache:
+	$(BIN)/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(BIN)/twistd -n --pidfile= mxserver
+
+# The test suite runs every storage test on Postgres too; install the server
+# binaries from Debian when they are missing (as root, or through sudo).
+postgres-binaries:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "postgres binaries present"; \
+	else \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+		echo "installing postgresql from apt"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
+	fi
+
+test: install-test postgres-binaries
+	$(BIN)/trial tests
+
+lint:
+	$(BIN)/ruff check mxserver modules tests twisted
+
+typecheck:
+	$(BIN)/mypy
+
+sample-config: install
+	$(BIN)/python -m mxserver generate-config contrib/homeserver.sample.yaml
+
+clean:
+	rm -rf $(VENV) _trial_temp* build *.egg-info twisted/plugins/dropin.cache

@@ -1,0 +1,102 @@
+"""Admin commands: ``python -m mxserver <command>``.
+
+- ``generate-config [FILE]``: write the commented sample config (stdout by default).
+- ``register-user --config FILE USER [--password P] [--admin]``: create an account in the server's database.
+- ``check-config --config FILE``: load and validate a config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from typing import Any
+
+
+def _load(path: str | None) -> Any:
+    from mxserver.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        sys.exit(f"mxserver: configuration error: {e}")
+
+
+def cmd_generate_config(args: argparse.Namespace) -> None:
+    from mxserver.config import render_sample
+
+    text = render_sample()
+    if args.output and args.output != "-":
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_check_config(args: argparse.Namespace) -> None:
+    config = _load(args.config)
+    print(f"config OK: server_name {config.server_name}, database {config.database.backend}")
+
+
+def cmd_register_user(args: argparse.Namespace) -> None:
+    from twisted.internet import defer, task
+
+    from mxserver.homeserver import Homeserver, preflight
+
+    config = _load(args.config)
+    config.listeners = []
+    password = args.password
+    if password is None:
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Confirm password: "):
+            sys.exit("mxserver: passwords do not match")
+    try:
+        preflight(config)
+    except Exception as e:
+        sys.exit(f"mxserver: cannot open the server's database: {e}")
+
+    async def run(reactor: Any) -> None:
+        from mxserver.accounts.registration import register_user
+        from mxserver.errors import MatrixError
+
+        hs = Homeserver(config, reactor)
+        hs.startService()
+        try:
+            await hs.when_ready()
+            user_id = await register_user(hs, args.user, password, admin=args.admin)
+            print(f"registered {user_id}{' (admin)' if args.admin else ''}")
+        except MatrixError as e:
+            print(f"mxserver: {e.msg} ({e.errcode})", file=sys.stderr)
+            raise SystemExit(1) from None
+        finally:
+            await hs.stopService()
+
+    task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mxserver", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate-config", help="write the commented sample config")
+    p.add_argument("output", nargs="?", help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_generate_config)
+
+    p = sub.add_parser("check-config", help="validate a config file")
+    p.add_argument("--config", "-c", required=True)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("register-user", help="create an account directly in the server's database")
+    p.add_argument("--config", "-c", help="the server's config (default: the embedded defaults)")
+    p.add_argument("user", help="localpart or full user ID")
+    p.add_argument("--password", "-p", help="password (prompted for if omitted)")
+    p.add_argument("--admin", action="store_true", help="make the user a server admin")
+    p.set_defaults(func=cmd_register_user)
+
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
