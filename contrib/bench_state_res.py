@@ -12,7 +12,7 @@ default (real) auth checker and prints the figures.
 
 Usage::
 
-    PYTHONPATH=. .venv/bin/python contrib/bench_state_res.py [--version 11] [--per-fork 500]
+    PYTHONPATH=. .venv/bin/python contrib/bench_state_res.py [--version 11] [--per-fork 640]
 """
 
 from __future__ import annotations
@@ -110,7 +110,13 @@ class SyntheticRoom:
             if i % 50 == 25:
                 # Power event: the admin changes a member's level.
                 promoted = {members[(j * 7) % len(members)]: 10}
-                self.send(state, "m.room.power_levels", self.admin, self.levels({**{u: 50 for u in self.mods}, **promoted}), "")
+                self.send(
+                    state,
+                    "m.room.power_levels",
+                    self.admin,
+                    self.levels({**{u: 50 for u in self.mods}, **promoted}),
+                    "",
+                )
             elif i % 25 == 10:
                 # Power event: a moderator kicks, or the admin bans, a member.
                 target = members[(j * 13) % len(members)]
@@ -139,8 +145,8 @@ class SyntheticRoom:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="append", help="room version(s) (default: 11 and 12)")
-    parser.add_argument("--per-fork", type=int, default=500, help="state events per fork")
-    parser.add_argument("--users", type=int, default=300, help="members in the room before the fork")
+    parser.add_argument("--per-fork", type=int, default=640, help="state events per fork")
+    parser.add_argument("--users", type=int, default=400, help="members in the room before the fork")
     parser.add_argument("--repeat", type=int, default=7, help="timed runs")
     args = parser.parse_args(argv)
 
