@@ -31,7 +31,11 @@ from mxserver.errors import MatrixError
 from mxserver.interfaces import ILoginFlow, IModule, IPresence, IStorageBackend, ITyping
 from mxserver.module_api import ModuleApi
 from mxserver.module_loader import LOGIN, MODULES, PRESENCE, STORAGE, TYPING, construct
+from mxserver.rooms.room_server import RoomServer
 from mxserver.storage.accounts import AccountStore
+from mxserver.storage.events import EventStore
+from mxserver.storage.state import StateStore
+from mxserver.streams import RoomEventStream
 from mxserver.storage.migrations import prepare_database
 
 log = Logger()
@@ -82,6 +86,11 @@ class Homeserver(service.MultiService):
         self.ratelimit_login = RateLimiter(self.clock, rl.login.per_second, rl.login.burst, rl.enabled)
         self.ratelimit_register = RateLimiter(self.clock, rl.register.per_second, rl.register.burst, rl.enabled)
         self.ratelimit_message = RateLimiter(self.clock, rl.message.per_second, rl.message.burst, rl.enabled)
+
+        self.state_store = StateStore(self.db)
+        self.event_store = EventStore(self.db, self.state_store)
+        self.room_stream = RoomEventStream()
+        self.room_server = RoomServer(self, self.event_store, self.state_store, self.room_stream)
 
         self._build_handlers()
         self._apps = self._build_apps()
@@ -151,6 +160,7 @@ class Homeserver(service.MultiService):
 
     async def _start(self) -> None:
         await self.db.run_with_connection(prepare_database, self.db.dialect)
+        await self.room_server.start()
         self._lag.start()
         for listener in self.config.listeners:
             self._listening.append(await self._listen(listener))
@@ -190,6 +200,8 @@ class Homeserver(service.MultiService):
             self.reactor.stop()
 
     def stopService(self) -> Deferred[None]:
+        if not self.running:
+            return succeed(None)
         return ensureDeferred(self._stop())
 
     async def _stop(self) -> None:

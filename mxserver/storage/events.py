@@ -1,0 +1,340 @@
+"""SQL for rooms and events: reading events, and persisting batches of them.
+
+Persisting is one transaction per batch: events, DAG edges, state snapshots,
+current state, memberships, forward extremities and client transaction IDs
+all commit together or not at all. Only the room server calls the write
+side (DESIGN.md: the room server is the only writer of room state).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+
+from mxserver.events.model import Event, EventMetadata
+from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS, RoomVersion
+from mxserver.storage.database import Database, Txn
+from mxserver.storage.state import NewSnapshot, StateKey, StateStore
+
+
+@attrs.frozen
+class RoomRecord:
+    room_nid: int
+    room_id: str
+    room_version: RoomVersion
+    creator: str
+
+
+@attrs.define
+class PersistItem:
+    """One event and everything that changes with it, planned by the room server."""
+
+    event: Event
+    room: RoomRecord
+    event_nid: int
+    stream_ordering: int | None
+    state_before: int | None
+    state_after: int | None
+    snapshot: NewSnapshot | None = None
+    replaces_state: str | None = None
+    #: current-state changes (key -> event ID) when the event changes the room's state
+    current_state_delta: dict[StateKey, str] | None = None
+    extremities_removed: Sequence[str] = ()
+    extremities_added: Sequence[str] = ()
+    txn_key: tuple[str, str, str] | None = None
+    new_room: bool = False
+
+
+def encode_pdu(event: Event) -> str:
+    return json.dumps(event.get_pdu_json(), ensure_ascii=False, separators=(",", ":"))
+
+
+class EventStore:
+    """Events and rooms: cached reads, batched writes."""
+
+    CACHE_SIZE = 20_000
+
+    def __init__(self, db: Database, state: StateStore) -> None:
+        self.db = db
+        self.state = state
+        self._cache: OrderedDict[str, Event] = OrderedDict()
+        self._rooms_by_id: dict[str, RoomRecord] = {}
+        self._rooms_by_nid: dict[int, RoomRecord] = {}
+        self.next_event_nid = 1
+        self.next_room_nid = 1
+        self.max_stream = 0
+        self.min_stream = 0
+
+    async def load_counters(self) -> None:
+        def txn(t: Txn) -> None:
+            self.next_event_nid = (t.query_one("SELECT MAX(event_nid) FROM events")[0] or 0) + 1
+            self.next_room_nid = (t.query_one("SELECT MAX(room_nid) FROM rooms")[0] or 0) + 1
+            self.max_stream = t.query_one("SELECT MAX(stream_ordering) FROM events")[0] or 0
+            self.min_stream = min(0, t.query_one("SELECT MIN(stream_ordering) FROM events")[0] or 0)
+            self.state.load_counters_txn(t)
+
+        await self.db.run_read("load_event_counters", txn)
+
+    # -- rooms -------------------------------------------------------------------------
+
+    async def get_room(self, room_id: str) -> RoomRecord | None:
+        room = self._rooms_by_id.get(room_id)
+        if room is not None:
+            return room
+        row = await self.db.select_one(
+            "get_room", "SELECT room_nid, room_id, room_version, creator FROM rooms WHERE room_id = ?", room_id
+        )
+        return self._room_from_row(row) if row else None
+
+    async def get_room_by_nid(self, room_nid: int) -> RoomRecord | None:
+        room = self._rooms_by_nid.get(room_nid)
+        if room is not None:
+            return room
+        row = await self.db.select_one(
+            "get_room_by_nid", "SELECT room_nid, room_id, room_version, creator FROM rooms WHERE room_nid = ?", room_nid
+        )
+        return self._room_from_row(row) if row else None
+
+    def _room_from_row(self, row: Sequence[Any]) -> RoomRecord:
+        room = RoomRecord(row[0], row[1], KNOWN_ROOM_VERSIONS[row[2]], row[3])
+        self._rooms_by_id[room.room_id] = room
+        self._rooms_by_nid[room.room_nid] = room
+        return room
+
+    def remember_room(self, room: RoomRecord) -> None:
+        self._rooms_by_id[room.room_id] = room
+        self._rooms_by_nid[room.room_nid] = room
+
+    # -- reading events ---------------------------------------------------------------------
+
+    _EVENT_COLUMNS = "e.event_id, e.json, e.room_nid, e.stream_ordering, e.rejected_reason, e.soft_failed, e.outlier, e.redacted_by"
+
+    async def get_events(self, event_ids: Iterable[str], include_rejected: bool = True) -> dict[str, Event]:
+        """The events we have among ``event_ids`` (missing ones are absent from the result)."""
+        found: dict[str, Event] = {}
+        missing: list[str] = []
+        for event_id in event_ids:
+            ev = self._cache.get(event_id)
+            if ev is not None:
+                found[event_id] = ev
+            elif event_id not in found:
+                missing.append(event_id)
+        if missing:
+            rows = await self.db.run_read("get_events", self._get_events_txn, missing)
+            for row in rows:
+                ev = await self._event_from_row(row)
+                found[ev.event_id] = ev
+        if not include_rejected:
+            found = {k: v for k, v in found.items() if not v.rejected}
+        return found
+
+    async def get_event(self, event_id: str) -> Event | None:
+        return (await self.get_events([event_id])).get(event_id)
+
+    def _get_events_txn(self, txn: Txn, event_ids: list[str]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
+        for i in range(0, len(event_ids), 500):
+            chunk = event_ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows += txn.query(f"SELECT {self._EVENT_COLUMNS} FROM events e WHERE e.event_id IN ({marks})", chunk)
+        return rows
+
+    async def _event_from_row(self, row: Sequence[Any]) -> Event:
+        event_id, raw, room_nid, stream, rejected, soft_failed, outlier, redacted_by = row
+        room = await self.get_room_by_nid(room_nid)
+        assert room is not None, f"event {event_id} in unknown room {room_nid}"
+        meta = EventMetadata(
+            stream_ordering=stream,
+            rejected_reason=rejected,
+            soft_failed=bool(soft_failed),
+            outlier=bool(outlier),
+            redacted_by=redacted_by,
+        )
+        ev = Event(json.loads(raw), room.room_version, event_id=event_id, metadata=meta)
+        self._cache_event(ev)
+        return ev
+
+    def _cache_event(self, ev: Event) -> None:
+        self._cache[ev.event_id] = ev
+        if len(self._cache) > self.CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    def invalidate_event(self, event_id: str) -> None:
+        self._cache.pop(event_id, None)
+
+    async def get_event_positions(self, event_id: str) -> tuple[int, int | None, int | None, str | None] | None:
+        """``(room_nid, stream_ordering, state_before, state_after, replaces_state)`` of an event."""
+        return await self.db.select_one(
+            "get_event_positions",
+            "SELECT room_nid, stream_ordering, state_before, state_after, replaces_state FROM events WHERE event_id = ?",
+            event_id,
+        )
+
+    async def get_forward_extremities(self, room_nid: int) -> list[str]:
+        rows = await self.db.select(
+            "get_forward_extremities", "SELECT event_id FROM forward_extremities WHERE room_nid = ?", room_nid
+        )
+        return [r[0] for r in rows]
+
+    async def get_room_head(self, room_nid: int) -> tuple[list[str], int, int | None]:
+        """``(forward extremities, max depth, state snapshot after the latest event)``."""
+
+        def txn(t: Txn) -> tuple[list[str], int, int | None]:
+            extremities = [r[0] for r in t.query("SELECT event_id FROM forward_extremities WHERE room_nid = ?", (room_nid,))]
+            depth = t.query_one("SELECT MAX(depth) FROM events WHERE room_nid = ? AND outlier = ?", (room_nid, False))
+            snap = t.query_one(
+                "SELECT state_after FROM events WHERE room_nid = ? AND stream_ordering IS NOT NULL"
+                " AND rejected_reason IS NULL AND soft_failed = ? ORDER BY stream_ordering DESC LIMIT 1",
+                (room_nid, False),
+            )
+            return extremities, (depth[0] or 0) if depth else 0, snap[0] if snap else None
+
+        return await self.db.run_read("get_room_head", txn)
+
+    async def get_txn_event(self, user_id: str, device_id: str, txn_id: str) -> str | None:
+        row = await self.db.select_one(
+            "get_txn_event",
+            "SELECT event_id FROM event_txn_ids WHERE user_id = ? AND device_id = ? AND txn_id = ?",
+            user_id,
+            device_id,
+            txn_id,
+        )
+        return row[0] if row else None
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def persist(self, items: list[PersistItem], now_ms: int) -> Deferred[None]:
+        return self.db.run_interaction("persist_events", self._persist_txn, items, now_ms)
+
+    def _persist_txn(self, txn: Txn, items: list[PersistItem], now_ms: int) -> None:
+        event_nids = {item.event.event_id: item.event_nid for item in items}
+        for item in items:
+            ev = item.event
+            room = item.room
+            if item.new_room:
+                txn.execute(
+                    "INSERT INTO rooms (room_nid, room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?, ?)",
+                    (room.room_nid, room.room_id, room.room_version.identifier, room.creator, now_ms),
+                )
+            meta = ev.metadata
+            txn.execute(
+                "INSERT INTO events (event_nid, event_id, room_nid, stream_ordering, depth, type, state_key, sender,"
+                " origin_server_ts, state_before, state_after, replaces_state, outlier, soft_failed, rejected_reason,"
+                " json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    item.event_nid,
+                    ev.event_id,
+                    room.room_nid,
+                    item.stream_ordering,
+                    ev.depth,
+                    ev.type,
+                    ev.state_key,
+                    ev.sender,
+                    ev.origin_server_ts,
+                    item.state_before,
+                    item.state_after,
+                    item.replaces_state,
+                    meta.outlier,
+                    meta.soft_failed,
+                    meta.rejected_reason,
+                    encode_pdu(ev),
+                ),
+            )
+            txn.executemany(
+                "INSERT INTO event_edges (event_nid, prev_event_id) VALUES (?, ?)",
+                [(item.event_nid, p) for p in dict.fromkeys(ev.prev_event_ids)],
+            )
+            if item.snapshot is not None:
+                self.state.write_txn(txn, item.snapshot, event_nids)
+            if item.current_state_delta:
+                self._update_current_state_txn(txn, item)
+            for event_id in item.extremities_removed:
+                txn.execute(
+                    "DELETE FROM forward_extremities WHERE room_nid = ? AND event_id = ?", (room.room_nid, event_id)
+                )
+            for event_id in item.extremities_added:
+                txn.execute(
+                    "INSERT INTO forward_extremities (room_nid, event_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    (room.room_nid, event_id),
+                )
+            if item.txn_key is not None:
+                txn.execute(
+                    "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts) VALUES (?, ?, ?, ?, ?)",
+                    (*item.txn_key, ev.event_id, now_ms),
+                )
+            if ev.type == "m.room.redaction" and meta.rejected_reason is None and not meta.soft_failed:
+                target = ev.redacts
+                if target:
+                    # Mark the target even if we do not have it yet: it arrives redacted.
+                    txn.execute(
+                        "UPDATE events SET redacted_by = ? WHERE event_id = ? AND redacted_by IS NULL",
+                        (ev.event_id, target),
+                    )
+
+    def _update_current_state_txn(self, txn: Txn, item: PersistItem) -> None:
+        room_nid = item.room.room_nid
+        assert item.current_state_delta is not None
+        for (etype, state_key), event_id in item.current_state_delta.items():
+            txn.execute(
+                "INSERT INTO current_state (room_nid, type, state_key, event_id) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (room_nid, type, state_key) DO UPDATE SET event_id = excluded.event_id",
+                (room_nid, etype, state_key, event_id),
+            )
+            if etype == "m.room.member":
+                member = self._cache.get(event_id)
+                if member is None and event_id == item.event.event_id:
+                    member = item.event
+                membership = member.membership if member is not None else None
+                if membership is None:
+                    row = txn.query_one("SELECT json FROM events WHERE event_id = ?", (event_id,))
+                    membership = json.loads(row[0]).get("content", {}).get("membership") if row else None
+                txn.execute(
+                    "INSERT INTO room_memberships (user_id, room_nid, membership, event_id, stream_ordering, forgotten)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, room_nid) DO UPDATE SET"
+                    " membership = excluded.membership, event_id = excluded.event_id,"
+                    " stream_ordering = excluded.stream_ordering, forgotten = excluded.forgotten",
+                    (state_key, room_nid, membership or "leave", event_id, item.stream_ordering or 0, False),
+                )
+
+    def persisted(self, items: list[PersistItem]) -> None:
+        """After commit: the new events are readable from the cache with their metadata."""
+        for item in items:
+            item.event.metadata.stream_ordering = item.stream_ordering
+            self._cache_event(item.event)
+            if item.new_room:
+                self.remember_room(item.room)
+            if item.snapshot is not None:
+                self.state.written(item.snapshot)
+            if item.event.type == "m.room.redaction" and item.event.redacts:
+                target = self._cache.get(item.event.redacts)
+                if target is not None and target.metadata.redacted_by is None:
+                    target.metadata.redacted_by = item.event.event_id
+            if item.stream_ordering is not None:
+                self.max_stream = max(self.max_stream, item.stream_ordering)
+
+    # -- membership reads -------------------------------------------------------------------
+
+    async def get_rooms_for_user(self, user_id: str, memberships: Sequence[str] = ("join",)) -> list[str]:
+        marks = ",".join("?" * len(memberships))
+        rows = await self.db.select(
+            "get_rooms_for_user",
+            f"SELECT r.room_id FROM room_memberships m JOIN rooms r ON r.room_nid = m.room_nid"
+            f" WHERE m.user_id = ? AND m.membership IN ({marks})",
+            user_id,
+            *memberships,
+        )
+        return [r[0] for r in rows]
+
+    async def get_membership(self, user_id: str, room_nid: int) -> tuple[str, str, int] | None:
+        """``(membership, event_id, stream_ordering)`` of a user in a room, if any."""
+        return await self.db.select_one(
+            "get_membership",
+            "SELECT membership, event_id, stream_ordering FROM room_memberships WHERE user_id = ? AND room_nid = ?",
+            user_id,
+            room_nid,
+        )
