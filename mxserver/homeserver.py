@@ -31,6 +31,7 @@ from mxserver.errors import MatrixError
 from mxserver.interfaces import ILoginFlow, IModule, IPresence, IStorageBackend, ITyping
 from mxserver.module_api import ModuleApi
 from mxserver.module_loader import LOGIN, MODULES, PRESENCE, STORAGE, TYPING, construct
+from mxserver.rooms.event_serializer import EventSerializer
 from mxserver.rooms.room_server import RoomServer
 from mxserver.storage.accounts import AccountStore
 from mxserver.storage.events import EventStore
@@ -91,6 +92,7 @@ class Homeserver(service.MultiService):
         self.event_store = EventStore(self.db, self.state_store)
         self.room_stream = RoomEventStream()
         self.room_server = RoomServer(self, self.event_store, self.state_store, self.room_stream)
+        self.event_serializer = EventSerializer(self.event_store, self.clock)
 
         self._build_handlers()
         self._apps = self._build_apps()

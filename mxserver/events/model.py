@@ -33,6 +33,8 @@ class EventMetadata:
     device_id: str | None = None
     #: the event that redacted this one, if any
     redacted_by: str | None = None
+    #: the state event this one replaced in the room state (gives clients prev_content)
+    replaces_state: str | None = None
 
 
 class Event:

@@ -238,6 +238,14 @@ class RoomServer:
         return ev
 
     async def _send(self, room_id: str, spec: EventSpec, txn_key: tuple[str, str, str] | None) -> Event:
+        event = await self._send_unlocked(room_id, spec, txn_key)
+        if txn_key is not None:
+            # Only the sending device sees transaction_id (client-server-api §Transaction identifiers).
+            event.metadata.txn_id = txn_key[2]
+            event.metadata.device_id = txn_key[1]
+        return event
+
+    async def _send_unlocked(self, room_id: str, spec: EventSpec, txn_key: tuple[str, str, str] | None) -> Event:
         head = await self.get_head(room_id)
         await head.lock.acquire()
         try:

@@ -112,7 +112,10 @@ class EventStore:
 
     # -- reading events ---------------------------------------------------------------------
 
-    _EVENT_COLUMNS = "e.event_id, e.json, e.room_nid, e.stream_ordering, e.rejected_reason, e.soft_failed, e.outlier, e.redacted_by"
+    _EVENT_COLUMNS = (
+        "e.event_id, e.json, e.room_nid, e.stream_ordering, e.rejected_reason, e.soft_failed, e.outlier,"
+        " e.redacted_by, e.replaces_state"
+    )
 
     async def get_events(self, event_ids: Iterable[str], include_rejected: bool = True) -> dict[str, Event]:
         """The events we have among ``event_ids`` (missing ones are absent from the result)."""
@@ -145,7 +148,7 @@ class EventStore:
         return rows
 
     async def _event_from_row(self, row: Sequence[Any]) -> Event:
-        event_id, raw, room_nid, stream, rejected, soft_failed, outlier, redacted_by = row
+        event_id, raw, room_nid, stream, rejected, soft_failed, outlier, redacted_by, replaces = row
         room = await self.get_room_by_nid(room_nid)
         assert room is not None, f"event {event_id} in unknown room {room_nid}"
         meta = EventMetadata(
@@ -154,6 +157,7 @@ class EventStore:
             soft_failed=bool(soft_failed),
             outlier=bool(outlier),
             redacted_by=redacted_by,
+            replaces_state=replaces,
         )
         ev = Event(json.loads(raw), room.room_version, event_id=event_id, metadata=meta)
         self._cache_event(ev)
@@ -305,6 +309,7 @@ class EventStore:
         """After commit: the new events are readable from the cache with their metadata."""
         for item in items:
             item.event.metadata.stream_ordering = item.stream_ordering
+            item.event.metadata.replaces_state = item.replaces_state
             self._cache_event(item.event)
             if item.new_room:
                 self.remember_room(item.room)
