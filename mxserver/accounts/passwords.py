@@ -11,14 +11,18 @@ from typing import Any
 
 import argon2
 import bcrypt
+from twisted.internet.defer import DeferredSemaphore
 from twisted.internet.threads import deferToThreadPool
 
 from mxserver.config import PasswordConfig
 from mxserver.storage.accounts import AccountStore
 
-# RFC 9106's second recommended option (64 MiB, 3 passes): strong without
-# needing gigabytes per concurrent login.
-_ARGON2 = argon2.PasswordHasher.from_parameters(argon2.profiles.RFC_9106_LOW_MEMORY)
+# OWASP's recommended argon2id configuration (19 MiB, 2 passes, 1 lane): strong,
+# and cheap enough in memory that a burst of sign-ups does not balloon the RSS.
+_ARGON2 = argon2.PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+
+#: hashes computed at once; more than the cores only adds memory, not speed
+HASH_CONCURRENCY = 2
 
 
 class PasswordHasher:
@@ -28,6 +32,7 @@ class PasswordHasher:
         self._config = config
         self._reactor = reactor
         self._store = store
+        self._slots = DeferredSemaphore(HASH_CONCURRENCY)
 
     def _hash_sync(self, password: str) -> str:
         if self._config.scheme == "bcrypt":
@@ -51,13 +56,16 @@ class PasswordHasher:
             return not stored.startswith("$2")
         return not stored.startswith("$argon2") or _ARGON2.check_needs_rehash(stored)
 
+    def _in_thread(self, fn: Any, *args: Any) -> Any:
+        return self._slots.run(deferToThreadPool, self._reactor, self._reactor.getThreadPool(), fn, *args)
+
     async def hash(self, password: str) -> str:
-        return await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._hash_sync, password)
+        return await self._in_thread(self._hash_sync, password)
 
     async def check(self, password: str, stored: str | None) -> bool:
         if not stored:
             return False
-        return await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._check_sync, password, stored)
+        return await self._in_thread(self._check_sync, password, stored)
 
     async def check_user_password(self, user_id: str, password: str) -> bool:
         """Whether ``password`` is the user's; upgrades an outdated hash on success."""
