@@ -52,7 +52,7 @@ class RoomServerTests(HomeserverTestCase):
         sent = []
         for i in range(5):
             sent.append(await self.hs.room_server.send(room_id, EventSpec("m.room.message", {"body": str(i)}, sender=self.alice)))
-        for a, b in zip(sent, sent[1:]):
+        for a, b in zip(sent, sent[1:], strict=False):
             self.assertEqual(list(b.prev_event_ids), [a.event_id])
             self.assertEqual(b.depth, a.depth + 1)
             self.assertGreater(b.metadata.stream_ordering, a.metadata.stream_ordering)
@@ -69,7 +69,7 @@ class RoomServerTests(HomeserverTestCase):
         ids = {e.event_id for e in events}
         self.assertEqual(len(ids), 50)
         # a single linear chain: every event's prev is the one before it
-        for a, b in zip(events, events[1:]):
+        for a, b in zip(events, events[1:], strict=False):
             self.assertEqual(list(b.prev_event_ids), [a.event_id])
         self.assertEqual(await self.hs.event_store.get_forward_extremities((await self.hs.room_server.get_room(room_id)).room_nid), [events[-1].event_id])
 

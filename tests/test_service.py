@@ -36,8 +36,8 @@ from zope.interface import implementer
 
 from mxserver.config import load_config_dict
 from mxserver.homeserver import Homeserver, preflight
-from mxserver.storage.migrations import SchemaError, latest_version, prepare_database
 from mxserver.storage.dialect import SQLITE
+from mxserver.storage.migrations import SchemaError, latest_version, prepare_database
 from tests.utils import HomeserverTestCase
 
 VENV_BIN = os.path.dirname(sys.executable)
@@ -190,7 +190,7 @@ class EmbeddingTests(unittest.TestCase):
 def make_self_signed(directory: str) -> tuple[str, str, bytes]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

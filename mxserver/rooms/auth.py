@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from mxserver.events.model import Event
 from mxserver.rooms.power_levels import (

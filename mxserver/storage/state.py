@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
 
 from mxserver.storage.database import Database, Txn
 
