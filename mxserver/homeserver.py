@@ -17,7 +17,7 @@ from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from mxserver import metrics
 from mxserver.accounts.auth import Auth
@@ -35,9 +35,9 @@ from mxserver.rooms.event_serializer import EventSerializer
 from mxserver.rooms.room_server import RoomServer
 from mxserver.storage.accounts import AccountStore
 from mxserver.storage.events import EventStore
+from mxserver.storage.migrations import prepare_database
 from mxserver.storage.state import StateStore
 from mxserver.streams import RoomEventStream
-from mxserver.storage.migrations import prepare_database
 
 log = Logger()
 
@@ -59,6 +59,8 @@ class Homeserver(service.MultiService):
         self.setName("mxserver")
         self._ready: Deferred[None] | None = None
         self.is_ready = False
+        #: set by the twistd plugin: a failed start stops the process
+        self.stop_reactor_on_failure = False
         self._listening: list[Any] = []
 
         os.makedirs(config.data_dir, exist_ok=True)
@@ -227,7 +229,7 @@ class _ReadyGate(MatrixResource):
         super().__init__(apis, extra)
         self._hs = hs
 
-    def render(self, request: IRequest) -> Any:
+    def render(self, request: Request) -> Any:  # type: ignore[override]
         if not self._hs.is_ready:
             request.setHeader(b"Retry-After", b"1")
             return render_error(request, MatrixError(503, "M_UNKNOWN", "Server is starting"))

@@ -33,6 +33,7 @@ class _StreamObserver:
         self._json = fmt == "json"
 
     def __call__(self, event: dict[str, Any]) -> None:
+        text: str | None
         if self._json:
             text = eventAsJSON(event) + "\n"
         else:
@@ -44,6 +45,8 @@ class _StreamObserver:
 
 def make_observer(config: LogConfig) -> ILogObserver:
     """An observer writing events at ``config.level`` and above where ``config`` says."""
-    stream: IO[str] = open(config.path, "a", encoding="utf-8") if config.path else sys.stderr  # noqa: SIM115
+    stream: IO[str] = sys.stderr
+    if config.path:
+        stream = open(config.path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
     predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[config.level])
     return FilteringLogObserver(_StreamObserver(stream, config.format), [predicate])

@@ -14,11 +14,10 @@ from typing import Any
 
 from twisted.logger import Logger
 from twisted.web import resource, server
-from twisted.web.iweb import IRequest
 
 from mxserver import metrics
-from mxserver.api.http import render_error, render_json
-from mxserver.errors import MatrixError, too_large, unrecognized
+from mxserver.api.http import render_error
+from mxserver.errors import too_large, unrecognized
 
 log = Logger(namespace="mxserver.access")
 
@@ -57,7 +56,7 @@ class MatrixResource(resource.Resource):
         self._apis = apis
         self._extra = extra or {}
 
-    def render(self, request: IRequest) -> Any:
+    def render(self, request: server.Request) -> Any:  # type: ignore[override]
         start = time.perf_counter()
         request.notifyFinish().addBoth(_finished, request, start)
         for name, value in _CORS.items():
@@ -81,7 +80,7 @@ class MatrixResource(resource.Resource):
         return target.render(request)
 
 
-def _finished(result: Any, request: IRequest, start: float) -> None:
+def _finished(result: Any, request: server.Request, start: float) -> None:
     elapsed = time.perf_counter() - start
     endpoint = getattr(request, "mx_endpoint", "unmatched")
     status = request.code
@@ -129,8 +128,9 @@ class MatrixRequest(server.Request):
         self._mx_received += len(data)
         if self._mx_received > self._limit():
             self.mx_too_large = True
-            self.content.seek(0)
-            self.content.truncate()
+            if self.content is not None:
+                self.content.seek(0)
+                self.content.truncate()
             return
         super().handleContentChunk(data)
 
@@ -140,36 +140,13 @@ class MatrixSite(server.Site):
 
     def __init__(self, root: resource.Resource, max_json_body: int, max_upload_body: int, **kwargs: Any) -> None:
         super().__init__(root, **kwargs)
-        self.requestFactory = type(
+        self.requestFactory = type(  # type: ignore[assignment]
             "BoundMatrixRequest",
             (MatrixRequest,),
             {"max_json_body": max_json_body, "max_upload_body": max_upload_body},
         )
         self.displayTracebacks = False
 
-    def log(self, request: IRequest) -> None:
+    def log(self, request: server.Request) -> None:  # type: ignore[override]
         # MatrixResource writes the access log line (without query strings, which may hold tokens).
         pass
-
-
-def error_resource(error: MatrixError) -> resource.Resource:
-    class _Err(resource.Resource):
-        isLeaf = True
-
-        def render(self, request: IRequest) -> bytes:
-            return render_error(request, error)
-
-    return _Err()
-
-
-class JsonResource(resource.Resource):
-    """A leaf serving a fixed JSON body (used for simple well-known answers in tests)."""
-
-    isLeaf = True
-
-    def __init__(self, body: Any) -> None:
-        super().__init__()
-        self._body = body
-
-    def render_GET(self, request: IRequest) -> bytes:
-        return render_json(request, 200, self._body)

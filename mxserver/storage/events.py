@@ -72,10 +72,14 @@ class EventStore:
 
     async def load_counters(self) -> None:
         def txn(t: Txn) -> None:
-            self.next_event_nid = (t.query_one("SELECT MAX(event_nid) FROM events")[0] or 0) + 1
-            self.next_room_nid = (t.query_one("SELECT MAX(room_nid) FROM rooms")[0] or 0) + 1
-            self.max_stream = t.query_one("SELECT MAX(stream_ordering) FROM events")[0] or 0
-            self.min_stream = min(0, t.query_one("SELECT MIN(stream_ordering) FROM events")[0] or 0)
+            def scalar(sql: str) -> int:
+                row = t.query_one(sql)
+                return (row[0] if row else None) or 0
+
+            self.next_event_nid = scalar("SELECT MAX(event_nid) FROM events") + 1
+            self.next_room_nid = scalar("SELECT MAX(room_nid) FROM rooms") + 1
+            self.max_stream = scalar("SELECT MAX(stream_ordering) FROM events")
+            self.min_stream = min(0, scalar("SELECT MIN(stream_ordering) FROM events"))
             self.state.load_counters_txn(t)
 
         await self.db.run_read("load_event_counters", txn)
@@ -171,7 +175,7 @@ class EventStore:
     def invalidate_event(self, event_id: str) -> None:
         self._cache.pop(event_id, None)
 
-    async def get_event_positions(self, event_id: str) -> tuple[int, int | None, int | None, str | None] | None:
+    async def get_event_positions(self, event_id: str) -> tuple[Any, ...] | None:
         """``(room_nid, stream_ordering, state_before, state_after, replaces_state)`` of an event."""
         return await self.db.select_one(
             "get_event_positions",

@@ -80,9 +80,9 @@ class StateStore:
         """The full state map of a snapshot (treat the result as read-only)."""
         if snapshot_nid is None:
             return {}
-        state = self.cached(snapshot_nid)
-        if state is not None:
-            return state
+        cached = self.cached(snapshot_nid)
+        if cached is not None:
+            return cached
         state, chain_length = await self.db.run_read("get_state_snapshot", self._load_txn, snapshot_nid)
         self._chain[snapshot_nid] = chain_length
         self._remember(snapshot_nid, state)
