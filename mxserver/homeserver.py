@@ -95,6 +95,7 @@ class Homeserver(service.MultiService):
         self.room_stream = RoomEventStream()
         self.room_server = RoomServer(self, self.event_store, self.state_store, self.room_stream)
         self.event_serializer = EventSerializer(self.event_store, self.clock)
+        self.room_stream.subscribe(self._run_new_event_hooks)
 
         self._build_handlers()
         self._apps = self._build_apps()
@@ -127,6 +128,17 @@ class Homeserver(service.MultiService):
             "federation": build_app(federation_servlets(self)).resource(),
             "media": build_app([]).resource(),
         }
+
+    def _run_new_event_hooks(self, events: list[Any]) -> None:
+        for hook in self.event_hooks:
+            on_new_event = getattr(hook, "on_new_event", None)
+            if on_new_event is None:
+                continue
+            for event in events:
+                try:
+                    on_new_event(event)
+                except Exception:
+                    log.failure("module {hook!r} failed in on_new_event", hook=hook)
 
     # -- embedding ------------------------------------------------------------------
 
