@@ -28,6 +28,9 @@ from mxserver.api.resource import MatrixResource, MatrixSite
 from mxserver.config import HomeserverConfig
 from mxserver.crypto.keys import key_id, load_or_generate_signing_key
 from mxserver.errors import MatrixError
+from mxserver.federation.auth import FederationAuth
+from mxserver.federation.client import FederationClient
+from mxserver.federation.keyring import Keyring
 from mxserver.interfaces import ILoginFlow, IModule, IPresence, IStorageBackend, ITyping
 from mxserver.module_api import ModuleApi
 from mxserver.module_loader import LOGIN, MODULES, PRESENCE, STORAGE, TYPING, construct
@@ -36,8 +39,10 @@ from mxserver.rooms.room_server import RoomServer
 from mxserver.storage.accounts import AccountStore
 from mxserver.storage.events import EventStore
 from mxserver.storage.migrations import prepare_database
+from mxserver.storage.server_keys import ServerKeyStore
 from mxserver.storage.state import StateStore
 from mxserver.streams import RoomEventStream
+from mxserver.sync.notifier import Notifier
 
 log = Logger()
 
@@ -90,12 +95,24 @@ class Homeserver(service.MultiService):
         self.ratelimit_register = RateLimiter(self.clock, rl.register.per_second, rl.register.burst, rl.enabled)
         self.ratelimit_message = RateLimiter(self.clock, rl.message.per_second, rl.message.burst, rl.enabled)
 
+        fed = config.federation
+        self.server_keys = ServerKeyStore(self.db)
+        self.federation_client = FederationClient(reactor, self.clock, fed, self.server_name, self.signing_key)
+        self.federation_client.setServiceParent(self)  # stopping the server closes its connections
+        self.keyring = Keyring(
+            self.server_name, self.signing_key, self.server_keys, self.federation_client, self.clock, fed.trusted_key_servers
+        )
+        self.federation_auth = FederationAuth(self.server_name, self.keyring, self.clock, fed.enabled)
+
         self.state_store = StateStore(self.db)
         self.event_store = EventStore(self.db, self.state_store)
         self.room_stream = RoomEventStream()
         self.room_server = RoomServer(self, self.event_store, self.state_store, self.room_stream)
         self.event_serializer = EventSerializer(self.event_store, self.clock)
         self.room_stream.subscribe(self._run_new_event_hooks)
+        self.notifier = Notifier(self.clock)
+        self.notifier.register_stream("room", lambda: self.room_server.current_position)
+        self.room_stream.subscribe(self._notify_room_events)
 
         self._build_handlers()
         self._apps = self._build_apps()
@@ -128,6 +145,12 @@ class Homeserver(service.MultiService):
             "federation": build_app(federation_servlets(self)).resource(),
             "media": build_app([]).resource(),
         }
+
+    def _notify_room_events(self, events: list[Any]) -> None:
+        rooms = {e.room_id for e in events}
+        # A membership change concerns its target even before they are in the room (invites).
+        users = {e.state_key for e in events if e.type == "m.room.member"}
+        self.notifier.notify(user_ids=users, room_ids=rooms)
 
     def _run_new_event_hooks(self, events: list[Any]) -> None:
         for hook in self.event_hooks:

@@ -1,0 +1,103 @@
+"""The notifier: wakes exactly the long-polls that have something new.
+
+A waiting ``/sync`` registers the user and the rooms it is in. A new event in
+a room wakes the waiters of that room; per-user data (account data, to-device,
+own membership changes) wakes that user's waiters. A waiter costs a Deferred
+and a few set entries; a client that disconnects cancels its Deferred, which
+removes the waiter at once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
+
+from mxserver.sync.tokens import STREAMS, StreamToken
+
+
+class _Waiter:
+    __slots__ = ("user_id", "rooms", "deferred", "timer")
+
+    def __init__(self, user_id: str, rooms: frozenset[str], deferred: Deferred[None]) -> None:
+        self.user_id = user_id
+        self.rooms = rooms
+        self.deferred = deferred
+        self.timer: Any = None
+
+
+class Notifier:
+    """Stream positions and long-poll wake-ups."""
+
+    def __init__(self, clock: Any) -> None:
+        self._clock = clock
+        self._position_sources: dict[str, Callable[[], int]] = {}
+        self._by_user: dict[str, set[_Waiter]] = defaultdict(set)
+        self._by_room: dict[str, set[_Waiter]] = defaultdict(set)
+
+    # -- positions ------------------------------------------------------------------
+
+    def register_stream(self, name: str, current_position: Callable[[], int]) -> None:
+        """Tell the notifier how to read a stream's current position."""
+        assert name in STREAMS, name
+        self._position_sources[name] = current_position
+
+    def current_token(self) -> StreamToken:
+        return StreamToken(**{name: fn() for name, fn in self._position_sources.items()})
+
+    # -- waking ---------------------------------------------------------------------
+
+    def notify(self, user_ids: Iterable[str] = (), room_ids: Iterable[str] = ()) -> None:
+        """Something new for these users, or for everyone in these rooms."""
+        woken: set[_Waiter] = set()
+        for user_id in user_ids:
+            woken |= self._by_user.get(user_id, set())
+        for room_id in room_ids:
+            woken |= self._by_room.get(room_id, set())
+        for waiter in woken:
+            self._wake(waiter)
+
+    def _wake(self, waiter: _Waiter) -> None:
+        self._remove(waiter)
+        if waiter.timer is not None and waiter.timer.active():
+            waiter.timer.cancel()
+        if not waiter.deferred.called:
+            waiter.deferred.callback(None)
+
+    def _remove(self, waiter: _Waiter) -> None:
+        users = self._by_user.get(waiter.user_id)
+        if users is not None:
+            users.discard(waiter)
+            if not users:
+                del self._by_user[waiter.user_id]
+        for room_id in waiter.rooms:
+            room = self._by_room.get(room_id)
+            if room is not None:
+                room.discard(waiter)
+                if not room:
+                    del self._by_room[room_id]
+
+    async def wait(self, user_id: str, rooms: Iterable[str], timeout_ms: int) -> None:
+        """Return when something may be new for ``user_id`` or after ``timeout_ms``.
+
+        Cancelling the awaiting call (the client went away) removes the waiter.
+        """
+        waiter = _Waiter(user_id, frozenset(rooms), Deferred(canceller=lambda d: None))
+        self._by_user[user_id].add(waiter)
+        for room_id in waiter.rooms:
+            self._by_room[room_id].add(waiter)
+        waiter.timer = self._clock.callLater(max(0, timeout_ms) / 1000, self._wake, waiter)
+        try:
+            await waiter.deferred
+        except CancelledError:
+            self._remove(waiter)
+            if waiter.timer.active():
+                waiter.timer.cancel()
+            raise
+
+    @property
+    def waiting(self) -> int:
+        """How many long-polls are waiting (for metrics and tests)."""
+        return sum(len(w) for w in self._by_user.values())
