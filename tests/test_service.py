@@ -256,3 +256,46 @@ class TLSAndMetricsListenerTests(HomeserverTestCase):
         self.assertIn("mxserver_reactor_lag_seconds", text)
         # the client listener does not expose metrics
         self.assertEqual((await self.get("/metrics"))[0], 404)
+
+
+class AdminCommandTests(unittest.SynchronousTestCase):
+    """``python -m mxserver`` commands, run as an admin would."""
+
+    def setUp(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="mxserver-cli-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.config = os.path.join(self.dir, "hs.yaml")
+        with open(self.config, "w") as f:
+            f.write("server_name: example.org\ndata_dir: data\n")
+
+    def _cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mxserver", *args], capture_output=True, text=True, timeout=120)
+
+    def test_register_user(self) -> None:
+        proc = self._cli("register-user", "--config", self.config, "alice", "--password", "pw123456", "--admin")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn("@alice:example.org", proc.stdout)
+        conn = sqlite3.connect(os.path.join(self.dir, "data", "homeserver.db"))
+        row = conn.execute("SELECT is_admin, password_hash FROM users WHERE user_id = ?", ("@alice:example.org",)).fetchone()
+        conn.close()
+        self.assertEqual(row[0], 1)
+        self.assertTrue(row[1].startswith("$argon2id$"))
+        again = self._cli("register-user", "--config", self.config, "alice", "--password", "x")
+        self.assertNotEqual(again.returncode, 0)
+        self.assertIn("M_USER_IN_USE", again.stderr)
+        bad = self._cli("register-user", "--config", self.config, "Not Valid", "--password", "x")
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn("M_INVALID_USERNAME", bad.stderr)
+
+    def test_generate_and_check_config(self) -> None:
+        out = os.path.join(self.dir, "sample.yaml")
+        self.assertEqual(self._cli("generate-config", out).returncode, 0)
+        with open(out) as f:
+            self.assertIn("server_name: localhost", f.read())
+        proc = self._cli("check-config", "--config", out)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        with open(self.config, "a") as f:
+            f.write("bogus_key: 1\n")
+        proc = self._cli("check-config", "--config", self.config)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("bogus_key: unknown key", proc.stderr)

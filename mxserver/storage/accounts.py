@@ -29,7 +29,11 @@ class DeviceRecord:
     last_seen_ip: str | None
 
     def to_client(self) -> dict[str, Any]:
-        """The device as GET /devices shows it."""
+        """The device as GET /devices shows it.
+
+        Unknown values are sent as null rather than left out: real clients
+        (matrix-nio) require every key to be present.
+        """
         return {
             "device_id": self.device_id,
             "display_name": self.display_name,
@@ -67,13 +71,15 @@ class AccountStore:
         """Insert a user and its profile in one transaction; False if the ID is taken."""
 
         def txn(t: Txn) -> bool:
-            if t.query_one("SELECT 1 FROM users WHERE user_id = ?", (user_id,)):
-                return False
+            # ON CONFLICT rather than SELECT-then-INSERT: two concurrent sign-ups for one
+            # name on Postgres must yield one account and one M_USER_IN_USE, not a crash.
             t.execute(
                 "INSERT INTO users (user_id, password_hash, is_admin, is_guest, deactivated, created_ts)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING",
                 (user_id, password_hash, is_admin, is_guest, False, created_ts),
             )
+            if t.rowcount == 0:
+                return False
             t.execute(
                 "INSERT INTO profiles (user_id, displayname, avatar_url) VALUES (?, ?, NULL)"
                 " ON CONFLICT (user_id) DO NOTHING",
@@ -96,7 +102,9 @@ class AccountStore:
         return self.db.run_read("get_user", txn)
 
     def set_password_hash(self, user_id: str, password_hash: str | None) -> Deferred[None]:
-        return self.db.execute("set_password_hash", "UPDATE users SET password_hash = ? WHERE user_id = ?", password_hash, user_id)
+        return self.db.execute(
+            "set_password_hash", "UPDATE users SET password_hash = ? WHERE user_id = ?", password_hash, user_id
+        )
 
     def set_admin(self, user_id: str, admin: bool) -> Deferred[None]:
         return self.db.execute("set_admin", "UPDATE users SET is_admin = ? WHERE user_id = ?", admin, user_id)
@@ -118,35 +126,63 @@ class AccountStore:
     # -- devices and tokens ------------------------------------------------------
 
     def create_device_and_token(
-        self, user_id: str, device_id: str, display_name: str | None, token_hash: str | None, now_ms: int
-    ) -> Deferred[None]:
+        self,
+        user_id: str,
+        device_id: str,
+        display_name: str | None,
+        token_hash: str | None,
+        now_ms: int,
+        *,
+        new_only: bool = False,
+    ) -> Deferred[list[str] | None]:
         """Create (or reuse) a device and, if given, an access token for it: one transaction.
 
         Logging in again with an existing device ID replaces that device's old tokens
-        (client-server-api §Login: the device's previous session ends).
+        (client-server-api §Relationship between access tokens and devices) and keeps
+        its display name (login.yaml: ``initial_device_display_name`` is ignored for a
+        known device). Returns the hashes of the tokens replaced, for cache
+        invalidation; with ``new_only`` an existing device is left alone and the
+        result is None (a generated ID that collided).
         """
 
-        def txn(t: Txn) -> None:
-            existing = t.query_one("SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id))
-            if existing:
-                t.execute("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id))
-                if display_name is not None:
-                    t.execute(
-                        "UPDATE devices SET display_name = ? WHERE user_id = ? AND device_id = ?",
-                        (display_name, user_id, device_id),
-                    )
-            else:
-                t.execute(
-                    "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES (?, ?, ?, ?)",
-                    (user_id, device_id, display_name, now_ms),
-                )
+        def txn(t: Txn) -> list[str] | None:
+            t.execute(
+                "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (user_id, device_id) DO NOTHING",
+                (user_id, device_id, display_name, now_ms),
+            )
+            replaced: list[str] = []
+            if t.rowcount == 0:  # the device exists
+                if new_only:
+                    return None
+                replaced = self._delete_device_tokens_txn(t, user_id, device_id)
             if token_hash is not None:
                 t.execute(
                     "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts) VALUES (?, ?, ?, ?)",
                     (token_hash, user_id, device_id, now_ms),
                 )
+            return replaced
 
         return self.db.run_interaction("create_device_and_token", txn)
+
+    @staticmethod
+    def _delete_device_tokens_txn(t: Txn, user_id: str, device_id: str) -> list[str]:
+        hashes = [
+            r[0]
+            for r in t.query(
+                "SELECT token_hash FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id)
+            )
+        ]
+        t.execute("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id))
+        return hashes
+
+    @classmethod
+    def _delete_devices_txn(cls, t: Txn, user_id: str, device_ids: list[str]) -> list[str]:
+        hashes: list[str] = []
+        for device_id in device_ids:
+            hashes += cls._delete_device_tokens_txn(t, user_id, device_id)
+            t.execute("DELETE FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id))
+        return hashes
 
     def get_token_owner(self, token_hash: str) -> Deferred[TokenOwner | None]:
         def txn(t: Txn) -> TokenOwner | None:
@@ -164,21 +200,18 @@ class AccountStore:
 
     def delete_devices(self, user_id: str, device_ids: list[str]) -> Deferred[list[str]]:
         """Delete devices and their tokens; returns the token hashes removed (for cache invalidation)."""
+        return self.db.run_interaction("delete_devices", self._delete_devices_txn, user_id, list(device_ids))
+
+    def delete_all_devices(self, user_id: str) -> Deferred[list[str]]:
+        """Log a user out everywhere: every device and every token (device-less ones too)."""
 
         def txn(t: Txn) -> list[str]:
-            hashes: list[str] = []
-            for device_id in device_ids:
-                hashes += [
-                    r[0]
-                    for r in t.query(
-                        "SELECT token_hash FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id)
-                    )
-                ]
-                t.execute("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id))
-                t.execute("DELETE FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id))
+            hashes = [r[0] for r in t.query("SELECT token_hash FROM access_tokens WHERE user_id = ?", (user_id,))]
+            t.execute("DELETE FROM access_tokens WHERE user_id = ?", (user_id,))
+            t.execute("DELETE FROM devices WHERE user_id = ?", (user_id,))
             return hashes
 
-        return self.db.run_interaction("delete_devices", txn)
+        return self.db.run_interaction("delete_all_devices", txn)
 
     def get_devices(self, user_id: str) -> Deferred[list[DeviceRecord]]:
         def txn(t: Txn) -> list[DeviceRecord]:
@@ -211,7 +244,9 @@ class AccountStore:
 
         return self.db.run_interaction("set_device_display_name", txn)
 
-    def record_device_seen(self, user_id: str, device_id: str, ts: int, ip: str, user_agent: str | None) -> Deferred[None]:
+    def record_device_seen(
+        self, user_id: str, device_id: str, ts: int, ip: str, user_agent: str | None
+    ) -> Deferred[None]:
         return self.db.execute(
             "record_device_seen",
             "UPDATE devices SET last_seen_ts = ?, last_seen_ip = ?, last_seen_user_agent = ? WHERE user_id = ? AND device_id = ?",
@@ -226,24 +261,36 @@ class AccountStore:
         """Log out every device but ``keep_device_id``: deletes those devices and tokens."""
 
         def txn(t: Txn) -> list[str]:
-            devices = [
-                r[0]
-                for r in t.query("SELECT device_id FROM devices WHERE user_id = ?", (user_id,))
-                if r[0] != keep_device_id
-            ]
-            hashes = []
-            for device_id in devices:
-                hashes += [
-                    r[0]
-                    for r in t.query(
-                        "SELECT token_hash FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id)
-                    )
-                ]
-                t.execute("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id))
-                t.execute("DELETE FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id))
-            return hashes
+            return self._delete_other_devices_txn(t, user_id, keep_device_id)
 
         return self.db.run_interaction("delete_other_tokens", txn)
+
+    @classmethod
+    def _delete_other_devices_txn(cls, t: Txn, user_id: str, keep_device_id: str | None) -> list[str]:
+        devices = [
+            r[0]
+            for r in t.query("SELECT device_id FROM devices WHERE user_id = ?", (user_id,))
+            if r[0] != keep_device_id
+        ]
+        return cls._delete_devices_txn(t, user_id, devices)
+
+    def change_password(
+        self, user_id: str, password_hash: str, logout_others: bool, keep_device_id: str | None
+    ) -> Deferred[list[str]]:
+        """Set a new password and, if asked, log out every other device: one transaction.
+
+        Returns the token hashes removed. Outstanding login tokens are dropped
+        either way: they were issued under the old password.
+        """
+
+        def txn(t: Txn) -> list[str]:
+            t.execute("UPDATE users SET password_hash = ? WHERE user_id = ?", (password_hash, user_id))
+            t.execute("DELETE FROM login_tokens WHERE user_id = ?", (user_id,))
+            if not logout_others:
+                return []
+            return self._delete_other_devices_txn(t, user_id, keep_device_id)
+
+        return self.db.run_interaction("change_password", txn)
 
     # -- login tokens ---------------------------------------------------------------
 

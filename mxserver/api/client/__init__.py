@@ -9,8 +9,13 @@ if TYPE_CHECKING:
 
 
 def client_servlets(hs: Homeserver) -> list[Any]:
-    from mxserver.api.client import versions
+    from mxserver.api.client import account, admin, devices, login, register, versions
 
     return [
         versions.VersionsServlet(hs),
+        register.RegisterServlet(hs),
+        login.LoginServlet(hs),
+        account.AccountServlet(hs),
+        devices.DevicesServlet(hs),
+        admin.AdminRegisterServlet(hs),
     ]

@@ -28,7 +28,7 @@ class VersionsServlet:
 
     @route("GET", "/_matrix/client/v3/capabilities", "/_matrix/client/r0/capabilities")
     async def capabilities(self, request: IRequest) -> JsonDict:
-        await self.hs.auth.get_user(request, allow_guest=True)
+        requester = await self.hs.auth.get_user(request, allow_guest=True)
         return {
             "capabilities": {
                 "m.room_versions": {
@@ -39,7 +39,7 @@ class VersionsServlet:
                 "m.set_displayname": {"enabled": True},
                 "m.set_avatar_url": {"enabled": True},
                 "m.3pid_changes": {"enabled": False},
-                "m.get_login_token": {"enabled": False},
+                "m.get_login_token": {"enabled": not requester.is_guest},
             }
         }
 

@@ -1,0 +1,93 @@
+"""Devices and the sessions on them (client-server-api §Device management).
+
+Every access token belongs to a device; removing a device removes its
+tokens, and the hashes removed are always handed to ``hs.auth`` so a cached
+token stops working at once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from typing import Any
+
+from mxserver.accounts.auth import Requester, hash_token, new_access_token
+from mxserver.accounts.uia import UIARequest
+from mxserver.errors import MatrixError, not_found
+
+#: longest device ID and device display name accepted from a client
+MAX_DEVICE_ID_LENGTH = 255
+MAX_DISPLAY_NAME_LENGTH = 255
+
+_DEVICE_ID_ALPHABET = string.ascii_uppercase
+
+
+def generate_device_id() -> str:
+    """Ten random upper-case letters (about 47 bits)."""
+    return "".join(secrets.choice(_DEVICE_ID_ALPHABET) for _ in range(10))
+
+
+class DeviceHandler:
+    """``hs.devices``: creating sessions, listing, renaming and deleting devices."""
+
+    def __init__(self, hs: Any) -> None:
+        self._hs = hs
+        self._store = hs.accounts
+        self._auth = hs.auth
+        self._clock = hs.clock
+
+    def _now_ms(self) -> int:
+        return int(self._clock.seconds() * 1000)
+
+    async def create_session(self, user_id: str, device_id: str | None, display_name: str | None) -> tuple[str, str]:
+        """A new access token on ``device_id`` (created if new, generated if None): ``(device_id, token)``.
+
+        A known device keeps its name and loses its previous tokens.
+        """
+        token = new_access_token()
+        if device_id is not None:
+            replaced = await self._store.create_device_and_token(
+                user_id, device_id, display_name, hash_token(token), self._now_ms()
+            )
+            self._auth.invalidate(replaced or [])
+            return device_id, token
+        for _ in range(10):
+            candidate = generate_device_id()
+            created = await self._store.create_device_and_token(
+                user_id, candidate, display_name, hash_token(token), self._now_ms(), new_only=True
+            )
+            if created is not None:
+                return candidate, token
+        raise MatrixError(500, "M_UNKNOWN", "Could not allocate a device ID")
+
+    async def list_devices(self, requester: Requester) -> list[dict[str, Any]]:
+        return [d.to_client() for d in await self._store.get_devices(requester.user_id)]
+
+    async def get_device(self, requester: Requester, device_id: str) -> dict[str, Any]:
+        device = await self._store.get_device(requester.user_id, device_id)
+        if device is None:
+            raise not_found("Unknown device")
+        return device.to_client()
+
+    async def update_device(self, requester: Requester, device_id: str, display_name: str | None) -> None:
+        """Rename one of the requester's devices; 404 for an unknown one (creating is for appservices)."""
+        if display_name is None:
+            if await self._store.get_device(requester.user_id, device_id) is None:
+                raise not_found("Unknown device")
+            return
+        if not await self._store.set_device_display_name(requester.user_id, device_id, display_name):
+            raise not_found("Unknown device")
+
+    async def delete_devices(self, requester: Requester, device_ids: list[str], uia: UIARequest) -> None:
+        """Delete devices (and their tokens) after UIA; IDs the requester does not have are ignored.
+
+        device_management.yaml: the answer is 200 whether a device "was successfully
+        removed, or had been removed previously"; another user's devices are never touched
+        because every query is scoped to the requester.
+        """
+        await self._hs.uia.authenticate(uia, self._hs.uia.reauth_flows(), requester.user_id)
+        await self.remove_devices(requester.user_id, device_ids)
+
+    async def remove_devices(self, user_id: str, device_ids: list[str]) -> None:
+        """Delete devices and their tokens, without asking (logout, password change)."""
+        self._auth.invalidate(await self._store.delete_devices(user_id, device_ids))

@@ -1,0 +1,141 @@
+"""Logging in and out (client-server-api §Login, login.yaml, login_token.yaml, logout.yaml): ``hs.login``.
+
+``POST /login`` dispatches on ``type`` to a login flow module (``hs.login_flows``)
+or to the built-in ``m.login.token``, whose tokens ``POST /login/get_token``
+issues: single-use, stored hashed, valid for two minutes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from mxserver.accounts.auth import Requester, hash_token
+from mxserver.accounts.uia import UIARequest
+from mxserver.errors import MatrixError, bad_json, forbidden, user_deactivated
+
+LOGIN_TOKEN = "m.login.token"
+#: login_token.yaml recommends two minutes
+LOGIN_TOKEN_LIFETIME_MS = 120_000
+
+
+class LoginHandler:
+    """``hs.login``."""
+
+    def __init__(self, hs: Any) -> None:
+        self._hs = hs
+        self._store = hs.accounts
+        self._clock = hs.clock
+
+    def _now_ms(self) -> int:
+        return int(self._clock.seconds() * 1000)
+
+    def flows(self) -> list[dict[str, Any]]:
+        """``GET /login``: every login flow module, then ``m.login.token``."""
+        flows: list[dict[str, Any]] = [{"type": t} for t in self._hs.login_flows]
+        if LOGIN_TOKEN not in self._hs.login_flows:
+            flows.append({"type": LOGIN_TOKEN, "get_login_token": True})
+        return flows
+
+    async def login(
+        self,
+        submission: dict[str, Any],
+        login_type: str,
+        device_id: str | None,
+        device_display_name: str | None,
+        ip: str,
+    ) -> dict[str, Any]:
+        """``POST /login``: authenticate ``submission`` and open a session on a device."""
+        self._hs.ratelimit_login.check(ip)
+        claimed = self._claimed_user(submission)
+        if claimed is not None:
+            self._hs.ratelimit_login.check(claimed)
+
+        flow = self._hs.login_flows.get(login_type)
+        if flow is not None:
+            try:
+                user_id = await flow.check_login(submission)
+            except MatrixError as e:
+                # login.yaml: a deactivated user learns why, rather than "wrong password".
+                if e.errcode == "M_FORBIDDEN" and claimed is not None and await self._is_deactivated(claimed):
+                    raise user_deactivated() from None
+                raise
+        elif login_type == LOGIN_TOKEN:
+            user_id = await self._consume_login_token(submission.get("token"))
+        else:
+            raise MatrixError(400, "M_UNKNOWN", f"Unknown login type {login_type}")
+        if claimed is None:
+            self._hs.ratelimit_login.check(user_id)
+
+        user = await self._store.get_user(user_id)
+        if user is None:
+            raise forbidden("Invalid username or password")
+        if user.deactivated:
+            raise user_deactivated()
+        device_id, token = await self._hs.devices.create_session(user_id, device_id, device_display_name)
+        response: dict[str, Any] = {
+            "user_id": user_id,
+            "access_token": token,
+            "device_id": device_id,
+            "home_server": self._hs.server_name,
+        }
+        base_url = self._hs.config.well_known.client_base_url
+        if base_url:
+            response["well_known"] = {"m.homeserver": {"base_url": base_url}}
+        return response
+
+    async def logout(self, requester: Requester) -> None:
+        """``POST /logout``: the token and its device go."""
+        if requester.device_id is not None:
+            await self._hs.devices.remove_devices(requester.user_id, [requester.device_id])
+        elif requester.token_hash is not None:
+            await self._store.delete_token(requester.token_hash)
+            self._hs.auth.invalidate([requester.token_hash])
+
+    async def logout_all(self, requester: Requester) -> None:
+        """``POST /logout/all``: every token and every device of the user."""
+        self._hs.auth.invalidate(await self._store.delete_all_devices(requester.user_id))
+        self._hs.auth.invalidate_user(requester.user_id)
+
+    async def get_login_token(self, requester: Requester, uia: UIARequest) -> dict[str, Any]:
+        """``POST /login/get_token``: after UIA (always asked: sessions are single-use), a fresh token."""
+        await self._hs.uia.authenticate(uia, self._hs.uia.reauth_flows(), requester.user_id)
+        # login_token.yaml: stricter limits are encouraged for this endpoint.
+        self._hs.ratelimit_login.check("get_token " + requester.user_id)
+        token = "mxl_" + secrets.token_urlsafe(32)
+        await self._store.add_login_token(
+            hash_token(token), requester.user_id, self._now_ms() + LOGIN_TOKEN_LIFETIME_MS
+        )
+        return {"login_token": token, "expires_in_ms": LOGIN_TOKEN_LIFETIME_MS}
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _consume_login_token(self, token: Any) -> str:
+        if not isinstance(token, str):
+            raise bad_json("'token' must be a string")
+        user_id = await self._store.consume_login_token(hash_token(token), self._now_ms())
+        if user_id is None:
+            # §Login: an invalid token is 403 M_FORBIDDEN.
+            raise forbidden("Invalid or expired login token")
+        return user_id
+
+    def _claimed_user(self, submission: dict[str, Any]) -> str | None:
+        """The local user a submission names (``m.id.user`` or the deprecated ``user``), if any.
+
+        Used only as a rate-limit key and to recognise deactivated accounts; the
+        login flow itself decides who is authenticated.
+        """
+        identifier = submission.get("identifier")
+        if isinstance(identifier, dict) and identifier.get("type") == "m.id.user":
+            user = identifier.get("user")
+        else:
+            user = submission.get("user")
+        if not isinstance(user, str) or not user:
+            return None
+        if user.startswith("@"):
+            return user
+        return f"@{user.lower()}:{self._hs.server_name}"
+
+    async def _is_deactivated(self, user_id: str) -> bool:
+        user = await self._store.get_user(user_id)
+        return user is not None and user.deactivated

@@ -1,0 +1,218 @@
+"""Creating accounts: the reusable :func:`register_user` and ``POST /register`` (``hs.registration``).
+
+:func:`register_user` knows nothing of HTTP; the admin CLI
+(``python -m mxserver register-user``) and shared-secret registration call it
+too. It needs only ``hs.config``, ``hs.server_name``, ``hs.accounts``,
+``hs.passwords`` and ``hs.clock`` (a started Homeserver, or one whose database
+has been migrated).
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from typing import Any
+
+from twisted.logger import Logger
+
+from mxserver.accounts.uia import DUMMY, REGISTRATION_TOKEN, Flows, UIARequest, registration_token_valid
+from mxserver.errors import MatrixError, forbidden, invalid_param, invalid_username, missing_param, user_in_use
+from mxserver.ids import MAX_ID_LENGTH, is_valid_localpart
+
+log = Logger()
+
+#: longest password accepted (hashing a megabyte of password is a cheap denial of service)
+MAX_PASSWORD_LENGTH = 512
+
+
+def check_localpart(hs: Any, localpart: str) -> str:
+    """The user ID for ``localpart``, or M_INVALID_USERNAME / M_EXCLUSIVE.
+
+    appendices §User Identifiers: new localparts use only ``a-z 0-9 . _ = - / +``;
+    mxserver rejects the rest (upper case included) rather than mapping it.
+    Purely numeric localparts are kept for guests.
+    """
+    if not localpart:
+        raise invalid_username("The username must not be empty")
+    if not is_valid_localpart(localpart):
+        raise invalid_username("The username may contain only a-z, 0-9, '.', '_', '=', '-', '/' and '+'")
+    if localpart.isdigit():
+        raise invalid_username("Numeric usernames are reserved for guest accounts")
+    user_id = f"@{localpart}:{hs.server_name}"
+    if len(user_id.encode("utf-8")) > MAX_ID_LENGTH:
+        raise invalid_username("The username is too long")
+    if is_exclusive(hs, user_id):
+        raise MatrixError(400, "M_EXCLUSIVE", "This username is reserved by an application service")
+    return user_id
+
+
+def is_exclusive(hs: Any, user_id: str) -> bool:
+    """Whether an application service claims ``user_id`` exclusively.
+
+    Application services do not exist yet: nothing is reserved. When they do,
+    this asks their registrations' exclusive user namespaces.
+    """
+    return False
+
+
+def check_password_strength(hs: Any, password: str) -> None:
+    if len(password) < hs.config.password.minimum_length:
+        raise MatrixError(
+            400, "M_WEAK_PASSWORD", f"The password must be at least {hs.config.password.minimum_length} characters"
+        )
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise invalid_param(f"The password must be at most {MAX_PASSWORD_LENGTH} characters")
+
+
+async def register_user(
+    hs: Any,
+    localpart: str,
+    password: str | None,
+    admin: bool = False,
+    *,
+    displayname: str | None = None,
+) -> str:
+    """Create a (non-guest) account with its profile; returns the user ID.
+
+    Raises MatrixError: M_INVALID_USERNAME, M_EXCLUSIVE, M_WEAK_PASSWORD,
+    M_USER_IN_USE. ``password=None`` makes an account that cannot log in with
+    a password. The display name defaults to the localpart.
+    """
+    user_id = check_localpart(hs, localpart)
+    if password is not None:
+        check_password_strength(hs, password)
+    password_hash = await hs.passwords.hash(password) if password is not None else None
+    created = await hs.accounts.create_user(
+        user_id,
+        password_hash,
+        int(hs.clock.seconds() * 1000),
+        is_admin=admin,
+        displayname=displayname if displayname is not None else localpart,
+    )
+    if not created:
+        raise user_in_use()
+    log.info("Registered {user_id} (admin: {admin})", user_id=user_id, admin=admin)
+    return user_id
+
+
+class RegistrationHandler:
+    """``hs.registration``: ``POST /register`` and its helpers."""
+
+    #: attempts to find a free generated localpart before giving up
+    GENERATE_ATTEMPTS = 10
+
+    def __init__(self, hs: Any) -> None:
+        self._hs = hs
+        self._config = hs.config.registration
+
+    # -- policy --------------------------------------------------------------------------
+
+    @property
+    def open(self) -> bool:
+        """Whether users may sign up: open registration, or a registration token configured."""
+        return self._config.enabled or bool(self._config.registration_token)
+
+    def flows(self) -> Flows:
+        # With a token configured, dummy alone is not enough: the token is the gate.
+        if self._config.registration_token:
+            return [[REGISTRATION_TOKEN]]
+        return [[DUMMY]]
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    async def check_available(self, username: str) -> None:
+        """``GET /register/available``: M_INVALID_USERNAME / M_USER_IN_USE / M_EXCLUSIVE, else fine."""
+        if not self.open:
+            raise forbidden("Registration is disabled")
+        user_id = check_localpart(self._hs, username)
+        if await self._hs.accounts.get_user(user_id) is not None:
+            raise user_in_use()
+
+    def token_valid(self, token: str, ip: str) -> bool:
+        """``GET /register/m.login.registration_token/validity``."""
+        if not self._config.registration_token:
+            raise forbidden("Registration tokens are not enabled on this homeserver")
+        # registration_tokens.yaml: rate limit this endpoint against brute force.
+        self._hs.ratelimit_register.check(ip)
+        return registration_token_valid(self._config.registration_token, token)
+
+    async def register(
+        self,
+        *,
+        username: str | None,
+        password: str | None,
+        device_id: str | None,
+        device_display_name: str | None,
+        inhibit_login: bool,
+        uia: UIARequest,
+        ip: str,
+    ) -> dict[str, Any]:
+        """``POST /register`` for ``kind=user``: checks, then UIA, then the account and its session."""
+        if not self.open:
+            raise forbidden("Registration is disabled")
+        # registration.yaml: M_USER_IN_USE / M_INVALID_USERNAME / M_EXCLUSIVE come before UIA.
+        if username is not None:
+            user_id = check_localpart(self._hs, username)
+            if await self._hs.accounts.get_user(user_id) is not None:
+                raise user_in_use()
+        if password is not None:
+            check_password_strength(self._hs, password)
+        if uia.auth is not None:
+            # Only real attempts count: asking for the flows costs nothing but a session.
+            self._hs.ratelimit_register.check(ip)
+            if password is None:
+                raise missing_param("Missing 'password'")
+        await self._hs.uia.authenticate(uia, self.flows())
+        assert password is not None  # UIA never succeeds without auth, and auth requires a password
+
+        if username is not None:
+            user_id = await register_user(self._hs, username, password)
+        else:
+            user_id = await self._register_generated(password, guest=False)
+        return await self._login_response(user_id, device_id, device_display_name, inhibit_login)
+
+    async def register_guest(self, device_display_name: str | None, ip: str) -> dict[str, Any]:
+        """``POST /register?kind=guest``: no UIA; every parameter but the device name is ignored."""
+        if not self._config.allow_guests:
+            raise forbidden("Guest access is disabled")
+        self._hs.ratelimit_register.check(ip)
+        user_id = await self._register_generated(None, guest=True)
+        return await self._login_response(user_id, None, device_display_name, False)
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _register_generated(self, password: str | None, guest: bool) -> str:
+        """An account with a generated localpart: numeric for guests, letters and digits for users."""
+        password_hash = await self._hs.passwords.hash(password) if password is not None else None
+        now_ms = int(self._hs.clock.seconds() * 1000)
+        for _ in range(self.GENERATE_ATTEMPTS):
+            if guest:
+                localpart = str(secrets.randbelow(9 * 10**11) + 10**11)
+            else:
+                # Starts with a letter, so it is never numeric (numeric localparts are the guests').
+                localpart = secrets.choice(string.ascii_lowercase) + "".join(
+                    secrets.choice(string.ascii_lowercase + string.digits) for _ in range(11)
+                )
+            user_id = f"@{localpart}:{self._hs.server_name}"
+            if is_exclusive(self._hs, user_id):
+                continue
+            if await self._hs.accounts.create_user(
+                user_id, password_hash, now_ms, is_guest=guest, displayname=localpart
+            ):
+                log.info("Registered {user_id} (guest: {guest})", user_id=user_id, guest=guest)
+                return user_id
+        raise MatrixError(500, "M_UNKNOWN", "Could not allocate a user ID")
+
+    async def _login_response(
+        self, user_id: str, device_id: str | None, device_display_name: str | None, inhibit_login: bool
+    ) -> dict[str, Any]:
+        if inhibit_login:
+            return {"user_id": user_id}
+        device_id, token = await self._hs.devices.create_session(user_id, device_id, device_display_name)
+        return {"user_id": user_id, "access_token": token, "device_id": device_id}
+
+
+def validate_kind(kind: str) -> str:
+    if kind not in ("user", "guest"):
+        raise invalid_param("'kind' must be 'user' or 'guest'")
+    return kind

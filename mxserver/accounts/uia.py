@@ -1,0 +1,206 @@
+"""User-Interactive Authentication (client-server-api §User-Interactive Authentication API).
+
+A protected request is answered ``401`` with ``{flows, params, session,
+completed}`` until the client has completed, in order, every stage of one
+flow. Sessions live in memory, expire after a period of inactivity on the
+homeserver's clock, and are bound to the request they began with (method,
+path and user): a session begun to delete one device cannot authorise
+deleting another, nor another user's request.
+
+A session is single-use: once its flow is complete the protected operation
+runs and the session is forgotten, so every operation is authorised afresh
+(``POST /login/get_token`` requires exactly that). A client that retries a
+completed request with the old session gets ``400 M_UNKNOWN`` and starts again.
+
+Stages: ``m.login.dummy``, ``m.login.registration_token`` and every login
+flow module (``hs.login_flows``, e.g. ``m.login.password``); a login-flow
+stage authenticates only the requester's own account.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections import OrderedDict
+from typing import Any
+
+import attrs
+from twisted.web.iweb import IRequest
+
+from mxserver.api.http import get_dict
+from mxserver.errors import InteractiveAuthRequired, MatrixError, bad_json, forbidden
+
+DUMMY = "m.login.dummy"
+REGISTRATION_TOKEN = "m.login.registration_token"
+
+Flows = list[list[str]]
+
+
+@attrs.frozen
+class UIARequest:
+    """What a UIA-protected request brings: which request it is, and its ``auth`` dict (or None)."""
+
+    #: identifies the request a session is bound to, e.g. ``"DELETE /_matrix/client/v3/devices/ABC"``
+    key: str
+    auth: dict[str, Any] | None
+
+    @classmethod
+    def from_request(cls, request: IRequest, body: dict[str, Any]) -> UIARequest:
+        """The UIA part of an HTTP request: its method and raw path, and the body's ``auth``."""
+        key = request.method.decode("ascii", "replace") + " " + request.path.decode("ascii", "replace")
+        return cls(key, get_dict(body, "auth", None))
+
+
+@attrs.define
+class _Session:
+    session_id: str
+    key: str
+    user_id: str | None
+    last_used: float
+    completed: list[str] = attrs.field(factory=list)
+
+
+class UserInteractiveAuth:
+    """Runs UIA for the endpoints that need it (``hs.uia``)."""
+
+    #: an unfinished session is forgotten after this long without a request
+    SESSION_IDLE_SECONDS = 15 * 60
+    #: bounds memory against floods of unauthenticated first requests (the oldest go first)
+    MAX_SESSIONS = 10_000
+
+    def __init__(self, hs: Any) -> None:
+        self._hs = hs
+        self._clock = hs.clock
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+
+    def reauth_flows(self) -> Flows:
+        """Flows proving the requester is the account owner: one per login flow module."""
+        return [[login_type] for login_type in self._hs.login_flows]
+
+    async def authenticate(self, request: UIARequest, flows: Flows, user_id: str | None = None) -> None:
+        """Return once ``request`` completes a flow; otherwise raise the 401 (or a 4xx MatrixError).
+
+        ``user_id`` is the authenticated requester (None for registration).
+        """
+        if not flows:
+            raise forbidden("No authentication flow is available for this request")
+        now = self._clock.seconds()
+        self._expire(now)
+        auth = request.auth
+        if auth is None:
+            raise InteractiveAuthRequired(self._body(self._new_session(request, user_id, now), flows))
+
+        session_id = auth.get("session")
+        stage = auth.get("type")
+        if session_id is not None and not isinstance(session_id, str):
+            raise bad_json("'auth.session' must be a string")
+        if stage is not None and not isinstance(stage, str):
+            raise bad_json("'auth.type' must be a string")
+        if session_id is None:
+            session = self._new_session(request, user_id, now)
+        else:
+            session = self._existing_session(session_id, request, user_id)
+        session.last_used = now
+        self._sessions.move_to_end(session.session_id)
+
+        # A request with only the session asks whether out-of-band stages are done (§REST API).
+        if stage is not None and stage not in session.completed:
+            error = await self._attempt(stage, auth, session, flows, user_id)
+            if error is not None:
+                raise InteractiveAuthRequired({**self._body(session, flows), **error.to_json()})
+
+        if any(session.completed == flow for flow in flows):
+            # Popped, not looked up: of two concurrent requests finishing one session, one wins.
+            if self._sessions.pop(session.session_id, None) is None:
+                raise _unknown_session()
+            return
+        raise InteractiveAuthRequired(self._body(session, flows))
+
+    # -- stages -----------------------------------------------------------------------
+
+    async def _attempt(
+        self, stage: str, auth: dict[str, Any], session: _Session, flows: Flows, user_id: str | None
+    ) -> MatrixError | None:
+        """Try one stage; None on success (recorded), else the error for the 401 body."""
+        if not any(stage in flow for flow in flows):
+            return MatrixError(401, "M_UNRECOGNIZED", f"Authentication type {stage} is not offered here")
+        done = len(session.completed)
+        # §Overview: a flow's stages must be completed in order.
+        if not any(flow[:done] == session.completed and len(flow) > done and flow[done] == stage for flow in flows):
+            return forbidden(f"Authentication stage {stage} is out of order")
+        if stage in self._hs.login_flows and user_id is not None:
+            # Each attempt counts against the user's login limit: no password guessing here either.
+            self._hs.ratelimit_login.check(user_id)
+        try:
+            await self._check_stage(stage, auth, user_id)
+        except MatrixError as e:
+            if e.errcode == "M_LIMIT_EXCEEDED":
+                raise
+            return e
+        if stage not in session.completed:  # a concurrent request may have completed it meanwhile
+            session.completed.append(stage)
+        return None
+
+    async def _check_stage(self, stage: str, auth: dict[str, Any], user_id: str | None) -> None:
+        if stage == DUMMY:
+            return
+        if stage == REGISTRATION_TOKEN:
+            self._check_registration_token(auth.get("token"))
+            return
+        flow = self._hs.login_flows.get(stage)
+        if flow is None or user_id is None:
+            raise forbidden(f"Authentication type {stage} cannot be used here")
+        authenticated = await flow.check_login(auth)
+        if authenticated != user_id:
+            raise forbidden("The credentials given are not those of the requesting user")
+
+    def _check_registration_token(self, token: Any) -> None:
+        if not isinstance(token, str):
+            raise bad_json("'auth.token' must be a string")
+        if not registration_token_valid(self._hs.config.registration.registration_token, token):
+            raise forbidden("Invalid registration token")
+
+    # -- sessions ----------------------------------------------------------------------
+
+    def _new_session(self, request: UIARequest, user_id: str | None, now: float) -> _Session:
+        session = _Session(secrets.token_urlsafe(24), request.key, user_id, now)
+        self._sessions[session.session_id] = session
+        while len(self._sessions) > self.MAX_SESSIONS:
+            self._sessions.popitem(last=False)
+        return session
+
+    def _existing_session(self, session_id: str, request: UIARequest, user_id: str | None) -> _Session:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise _unknown_session()
+        if session.key != request.key or session.user_id != user_id:
+            raise forbidden("This authentication session belongs to a different request")
+        return session
+
+    def _expire(self, now: float) -> None:
+        # Sessions are ordered by last use: stop at the first live one.
+        while self._sessions:
+            oldest = next(iter(self._sessions.values()))
+            if now - oldest.last_used < self.SESSION_IDLE_SECONDS:
+                break
+            self._sessions.popitem(last=False)
+
+    @staticmethod
+    def _body(session: _Session, flows: Flows) -> dict[str, Any]:
+        return {
+            "flows": [{"stages": list(flow)} for flow in flows],
+            "params": {},
+            "session": session.session_id,
+            "completed": list(session.completed),
+        }
+
+
+def _unknown_session() -> MatrixError:
+    return MatrixError(400, "M_UNKNOWN", "Unknown or expired authentication session")
+
+
+def registration_token_valid(configured: str | None, token: str) -> bool:
+    """Whether ``token`` is the configured registration token (constant-time)."""
+    if not configured:
+        return False
+    return hmac.compare_digest(configured.encode("utf-8"), token.encode("utf-8"))

@@ -1,0 +1,63 @@
+"""Device management routes (device_management.yaml)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+from mxserver.accounts.devices import MAX_DEVICE_ID_LENGTH, MAX_DISPLAY_NAME_LENGTH
+from mxserver.accounts.uia import UIARequest
+from mxserver.api.http import JsonDict, get_str, get_str_list, json_body, route
+from mxserver.errors import invalid_param
+
+
+def device_id_param(body: JsonDict) -> str | None:
+    """The optional ``device_id`` of /login and /register."""
+    device_id = get_str(body, "device_id", None, max_length=MAX_DEVICE_ID_LENGTH)
+    if device_id == "":
+        raise invalid_param("'device_id' must not be empty")
+    return device_id
+
+
+def display_name_param(body: JsonDict, key: str) -> str | None:
+    return get_str(body, key, None, max_length=MAX_DISPLAY_NAME_LENGTH)
+
+
+class DevicesServlet:
+    def __init__(self, hs: Any) -> None:
+        self.hs = hs
+        self.devices = hs.devices
+
+    @route("GET", "/_matrix/client/v3/devices")
+    async def list_devices(self, request: IRequest) -> JsonDict:
+        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        return {"devices": await self.devices.list_devices(requester)}
+
+    @route("GET", "/_matrix/client/v3/devices/{device_id}")
+    async def get_device(self, request: IRequest, device_id: str) -> JsonDict:
+        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        return await self.devices.get_device(requester, device_id)
+
+    @route("PUT", "/_matrix/client/v3/devices/{device_id}")
+    async def update_device(self, request: IRequest, device_id: str) -> JsonDict:
+        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        body = json_body(request)
+        await self.devices.update_device(requester, device_id, display_name_param(body, "display_name"))
+        return {}
+
+    @route("DELETE", "/_matrix/client/v3/devices/{device_id}")
+    async def delete_device(self, request: IRequest, device_id: str) -> JsonDict:
+        requester = await self.hs.auth.get_user(request)
+        # Clients often send no body at all on the first (flow-discovering) attempt.
+        body = json_body(request, allow_empty=True)
+        await self.devices.delete_devices(requester, [device_id], UIARequest.from_request(request, body))
+        return {}
+
+    @route("POST", "/_matrix/client/v3/delete_devices")
+    async def delete_devices(self, request: IRequest) -> JsonDict:
+        requester = await self.hs.auth.get_user(request)
+        body = json_body(request)
+        device_ids = get_str_list(body, "devices")
+        await self.devices.delete_devices(requester, device_ids, UIARequest.from_request(request, body))
+        return {}

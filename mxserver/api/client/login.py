@@ -1,0 +1,52 @@
+"""Login and logout routes (login.yaml, login_token.yaml, logout.yaml)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+from mxserver.accounts.uia import UIARequest
+from mxserver.api.client.devices import device_id_param, display_name_param
+from mxserver.api.http import JsonDict, client_ip, get_bool, get_str, json_body, route
+
+
+class LoginServlet:
+    def __init__(self, hs: Any) -> None:
+        self.hs = hs
+        self.login_handler = hs.login
+
+    @route("GET", "/_matrix/client/v3/login")
+    def login_flows(self, request: IRequest) -> JsonDict:
+        return {"flows": self.login_handler.flows()}
+
+    @route("POST", "/_matrix/client/v3/login")
+    async def login(self, request: IRequest) -> JsonDict:
+        body = json_body(request)
+        login_type = get_str(body, "type")
+        get_bool(body, "refresh_token", False)  # type-checked only: no refresh tokens are issued
+        return await self.login_handler.login(
+            body,
+            login_type,
+            device_id_param(body),
+            display_name_param(body, "initial_device_display_name"),
+            client_ip(request),
+        )
+
+    @route("POST", "/_matrix/client/v1/login/get_token")
+    async def get_token(self, request: IRequest) -> JsonDict:
+        requester = await self.hs.auth.get_user(request)
+        body = json_body(request, allow_empty=True)
+        return await self.login_handler.get_login_token(requester, UIARequest.from_request(request, body))
+
+    @route("POST", "/_matrix/client/v3/logout")
+    async def logout(self, request: IRequest) -> JsonDict:
+        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        await self.login_handler.logout(requester)
+        return {}
+
+    @route("POST", "/_matrix/client/v3/logout/all")
+    async def logout_all(self, request: IRequest) -> JsonDict:
+        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        await self.login_handler.logout_all(requester)
+        return {}

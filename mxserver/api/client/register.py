@@ -1,0 +1,55 @@
+"""Account registration routes (registration.yaml, registration_tokens.yaml)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+from mxserver.accounts.uia import UIARequest
+from mxserver.api.client.devices import device_id_param, display_name_param
+from mxserver.api.http import JsonDict, client_ip, get_bool, get_str, json_body, query_str, route
+from mxserver.errors import invalid_param, missing_param
+
+
+class RegisterServlet:
+    def __init__(self, hs: Any) -> None:
+        self.hs = hs
+        self.registration = hs.registration
+
+    @route("POST", "/_matrix/client/v3/register")
+    async def register(self, request: IRequest) -> JsonDict:
+        kind = query_str(request, "kind", "user")
+        if kind not in ("user", "guest"):
+            raise invalid_param("'kind' must be 'user' or 'guest'")
+        ip = client_ip(request)
+        if kind == "guest":
+            # registration.yaml: for guests every parameter but initial_device_display_name is ignored.
+            body = json_body(request, allow_empty=True)
+            return await self.registration.register_guest(display_name_param(body, "initial_device_display_name"), ip)
+        body = json_body(request)
+        get_bool(body, "refresh_token", False)  # type-checked only: no refresh tokens are issued
+        return await self.registration.register(
+            username=get_str(body, "username", None),
+            password=get_str(body, "password", None),
+            device_id=device_id_param(body),
+            device_display_name=display_name_param(body, "initial_device_display_name"),
+            inhibit_login=get_bool(body, "inhibit_login", False),
+            uia=UIARequest.from_request(request, body),
+            ip=ip,
+        )
+
+    @route("GET", "/_matrix/client/v3/register/available")
+    async def available(self, request: IRequest) -> JsonDict:
+        username = query_str(request, "username")
+        if username is None:
+            raise missing_param("Missing query parameter 'username'")
+        await self.registration.check_available(username)
+        return {"available": True}
+
+    @route("GET", "/_matrix/client/v1/register/m.login.registration_token/validity")
+    def token_validity(self, request: IRequest) -> JsonDict:
+        token = query_str(request, "token")
+        if token is None:
+            raise missing_param("Missing query parameter 'token'")
+        return {"valid": self.registration.token_valid(token, client_ip(request))}
