@@ -30,7 +30,7 @@ class DeviceTests(UIAMixin):
         # "last seen" is written in the background: wait for it to land.
         for _ in range(50):
             code, device = await self.get(f"{V3}/devices/PHONE", alice)
-            if "last_seen_ip" in device:
+            if device.get("last_seen_ip") is not None:
                 break
             await deferLater(reactor, 0.02, lambda: None)
         self.assertEqual(device["last_seen_ip"], "127.0.0.1")
