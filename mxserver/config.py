@@ -207,6 +207,14 @@ class WellKnownConfig:
 @attrs.define
 class PresenceConfig:
     enabled: bool = attrs.field(default=True, metadata=_help("track and share presence"))
+    idle_after_ms: int = attrs.field(
+        default=5 * 60_000,
+        metadata=_help("an online user who has not synced for this long becomes unavailable", check=lambda v: v > 0),
+    )
+    offline_after_ms: int = attrs.field(
+        default=15 * 60_000,
+        metadata=_help("a user who has not synced for this long becomes offline", check=lambda v: v > 0),
+    )
 
 
 @attrs.define

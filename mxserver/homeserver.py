@@ -114,6 +114,8 @@ class Homeserver(service.MultiService):
         self.notifier.register_stream("room", lambda: self.room_server.current_position)
         self.room_stream.subscribe(self._notify_room_events)
 
+        #: awaited in order at start-up, after migrations (e.g. loading stream positions)
+        self.start_hooks: list[Any] = []
         self._build_handlers()
         self._apps = self._build_apps()
         self._lag = metrics.ReactorLagMonitor(self.clock)
@@ -135,6 +137,21 @@ class Homeserver(service.MultiService):
         from mxserver.accounts.handlers import build_account_handlers
 
         build_account_handlers(self)
+        from mxserver.rooms.room_handlers import build_room_handlers
+
+        build_room_handlers(self)
+        from mxserver.rooms.history import build_room_event_handlers
+
+        build_room_event_handlers(self)
+        from mxserver.sync.user_data import build_user_data_handlers
+
+        build_user_data_handlers(self)
+        from mxserver.ephemeral import build_ephemeral_handlers
+
+        build_ephemeral_handlers(self)
+        from mxserver.sync.handler import SyncHandler
+
+        self.sync_handler = SyncHandler(self)
 
     def _build_apps(self) -> dict[str, Any]:
         from mxserver.api.client import client_servlets
@@ -200,6 +217,8 @@ class Homeserver(service.MultiService):
     async def _start(self) -> None:
         await self.db.run_with_connection(prepare_database, self.db.dialect)
         await self.room_server.start()
+        for hook in self.start_hooks:
+            await hook()
         self._lag.start()
         for listener in self.config.listeners:
             self._listening.append(await self._listen(listener))

@@ -36,6 +36,7 @@ class AccountHandler:
             requester.user_id, password_hash, logout_devices, requester.device_id
         )
         self._hs.auth.invalidate(removed)
+        await self._hs.to_device.delete_device_queues(requester.user_id)
 
     async def deactivate(self, requester: Requester, uia: UIARequest) -> dict[str, Any]:
         """account_deactivation.yaml: the account can never log in again; every token goes.
@@ -45,6 +46,7 @@ class AccountHandler:
         """
         await self._hs.uia.authenticate(uia, self._hs.uia.reauth_flows(), requester.user_id)
         await self._store.deactivate_user(requester.user_id)
+        await self._hs.to_device.delete_device_queues(requester.user_id)
         self._hs.auth.invalidate_user(requester.user_id)
         log.info("Deactivated {user_id}", user_id=requester.user_id)
         return {"id_server_unbind_result": "success"}

@@ -91,3 +91,4 @@ class DeviceHandler:
     async def remove_devices(self, user_id: str, device_ids: list[str]) -> None:
         """Delete devices and their tokens, without asking (logout, password change)."""
         self._auth.invalidate(await self._store.delete_devices(user_id, device_ids))
+        await self._hs.to_device.delete_device_queues(user_id, list(device_ids))

@@ -35,6 +35,9 @@ class EventMetadata:
     redacted_by: str | None = None
     #: the state event this one replaced in the room state (gives clients prev_content)
     replaces_state: str | None = None
+    #: state snapshots (storage nids) before and after the event, once persisted
+    state_before: int | None = None
+    state_after: int | None = None
 
 
 class Event:

@@ -35,6 +35,8 @@ log = Logger()
 
 MAX_PREV_EVENTS = 10  # a PDU may cite at most 20; fewer keeps events small
 MAX_BATCH = 500
+#: how long a client's transaction ID keeps its meaning after a restart
+TXN_RETENTION_MS = 24 * 3600 * 1000
 _ALNUM = string.ascii_letters
 
 
@@ -74,6 +76,11 @@ class RoomServer:
         self._persisting = False
         # txn key -> callers waiting for the event of a send still in progress
         self._inflight_txns: dict[tuple[str, str, str], list[Deferred[str]]] = {}
+        # (user, device) -> txn ID -> event ID: every transaction of a device that has sent
+        # since start-up (its older ones loaded once), so a send needs no database read.
+        self._txns: dict[tuple[str, str], dict[str, str]] = {}
+        # origin_server_ts of the last create event built: each later one gets a later time
+        self._last_create_ts = 0
 
     async def start(self) -> None:
         await self.store.load_counters()
@@ -164,6 +171,10 @@ class RoomServer:
             content["creator"] = creator
         content["room_version"] = room_version.identifier
         server = self.hs.server_name
+        # v12 room IDs are the create event's hash: two rooms made by one user in the same
+        # millisecond with the same content would collide, so create times never repeat.
+        create_ts = max(self._now_ms(), self._last_create_ts + 1)
+        self._last_create_ts = create_ts
         create = build_event(
             room_version,
             type="m.room.create",
@@ -174,7 +185,7 @@ class RoomServer:
             prev_event_ids=[],
             auth_event_ids=[],
             depth=1,
-            origin_server_ts=self._now_ms(),
+            origin_server_ts=create_ts,
             server_name=server,
             signing_key=self.hs.signing_key,
         )
@@ -219,7 +230,7 @@ class RoomServer:
             # Claim the key before the first await, so a concurrent retry waits for us.
             self._inflight_txns[txn_key] = []
         try:
-            existing = await self.store.get_txn_event(*txn_key) if txn_key is not None else None
+            existing = await self._known_txn(txn_key) if txn_key is not None else None
             event = await self._existing(existing) if existing else await self._send(room_id, spec, txn_key)
         except BaseException as e:
             if txn_key is not None:
@@ -230,6 +241,15 @@ class RoomServer:
             for waiter in self._inflight_txns.pop(txn_key):
                 waiter.callback(event.event_id)
         return event
+
+    async def _known_txn(self, txn_key: tuple[str, str, str]) -> str | None:
+        device = (txn_key[0], txn_key[1])
+        known = self._txns.get(device)
+        if known is None:
+            since = self._now_ms() - TXN_RETENTION_MS
+            loaded = await self.store.get_device_txns(txn_key[0], txn_key[1], since)
+            known = self._txns.setdefault(device, loaded)
+        return known.get(txn_key[2])
 
     async def _existing(self, event_id: str) -> Event:
         ev = await self.store.get_event(event_id)
@@ -388,6 +408,9 @@ class RoomServer:
 
         def ok(_: Any) -> None:
             self.store.persisted(all_items)
+            for item in all_items:
+                if item.txn_key is not None:
+                    self._txns.setdefault((item.txn_key[0], item.txn_key[1]), {})[item.txn_key[2]] = item.event.event_id
             events = [i.event for i in all_items if i.stream_ordering is not None]
             if events:
                 self.stream.publish(events, self.store.max_stream)

@@ -118,7 +118,7 @@ class EventStore:
 
     _EVENT_COLUMNS = (
         "e.event_id, e.json, e.room_nid, e.stream_ordering, e.rejected_reason, e.soft_failed, e.outlier,"
-        " e.redacted_by, e.replaces_state"
+        " e.redacted_by, e.replaces_state, e.state_before, e.state_after"
     )
 
     async def get_events(self, event_ids: Iterable[str], include_rejected: bool = True) -> dict[str, Event]:
@@ -140,6 +140,17 @@ class EventStore:
             found = {k: v for k, v in found.items() if not v.rejected}
         return found
 
+    #: the columns :meth:`events_from_rows` expects, for queries of other stores (alias ``e``)
+    EVENT_COLUMNS = _EVENT_COLUMNS
+
+    async def events_from_rows(self, rows: Sequence[Sequence[Any]]) -> list[Event]:
+        """The events of rows selected as :attr:`EVENT_COLUMNS`, in row order (cached ones reused)."""
+        out = []
+        for row in rows:
+            ev = self._cache.get(row[0])
+            out.append(ev if ev is not None else await self._event_from_row(row))
+        return out
+
     async def get_event(self, event_id: str) -> Event | None:
         return (await self.get_events([event_id])).get(event_id)
 
@@ -152,7 +163,7 @@ class EventStore:
         return rows
 
     async def _event_from_row(self, row: Sequence[Any]) -> Event:
-        event_id, raw, room_nid, stream, rejected, soft_failed, outlier, redacted_by, replaces = row
+        event_id, raw, room_nid, stream, rejected, soft_failed, outlier, redacted_by, replaces, before, after = row[:11]
         room = await self.get_room_by_nid(room_nid)
         assert room is not None, f"event {event_id} in unknown room {room_nid}"
         meta = EventMetadata(
@@ -162,6 +173,8 @@ class EventStore:
             outlier=bool(outlier),
             redacted_by=redacted_by,
             replaces_state=replaces,
+            state_before=before,
+            state_after=after,
         )
         ev = Event(json.loads(raw), room.room_version, event_id=event_id, metadata=meta)
         self._cache_event(ev)
@@ -204,15 +217,16 @@ class EventStore:
 
         return await self.db.run_read("get_room_head", txn)
 
-    async def get_txn_event(self, user_id: str, device_id: str, txn_id: str) -> str | None:
-        row = await self.db.select_one(
-            "get_txn_event",
-            "SELECT event_id FROM event_txn_ids WHERE user_id = ? AND device_id = ? AND txn_id = ?",
+    async def get_device_txns(self, user_id: str, device_id: str, since_ms: int) -> dict[str, str]:
+        """A device's transaction IDs (txn ID -> event ID) created since ``since_ms``."""
+        rows = await self.db.select(
+            "get_device_txns",
+            "SELECT txn_id, event_id FROM event_txn_ids WHERE user_id = ? AND device_id = ? AND created_ts >= ?",
             user_id,
             device_id,
-            txn_id,
+            since_ms,
         )
-        return row[0] if row else None
+        return {r[0]: r[1] for r in rows}
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -314,6 +328,8 @@ class EventStore:
         for item in items:
             item.event.metadata.stream_ordering = item.stream_ordering
             item.event.metadata.replaces_state = item.replaces_state
+            item.event.metadata.state_before = item.state_before
+            item.event.metadata.state_after = item.state_after
             self._cache_event(item.event)
             if item.new_room:
                 self.remember_room(item.room)

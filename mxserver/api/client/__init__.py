@@ -9,7 +9,29 @@ if TYPE_CHECKING:
 
 
 def client_servlets(hs: Homeserver) -> list[Any]:
-    from mxserver.api.client import account, admin, devices, login, register, versions
+    from mxserver.api.client import (
+        account,
+        account_data,
+        admin,
+        devices,
+        directory,
+        filters,
+        login,
+        membership,
+        presence,
+        profile,
+        push_rules,
+        receipts,
+        register,
+        room_events,
+        room_keys,
+        rooms_create,
+        sync,
+        to_device,
+        typing,
+        user_directory,
+        versions,
+    )
 
     return [
         versions.VersionsServlet(hs),
@@ -18,4 +40,19 @@ def client_servlets(hs: Homeserver) -> list[Any]:
         account.AccountServlet(hs),
         devices.DevicesServlet(hs),
         admin.AdminRegisterServlet(hs),
+        room_events.RoomEventsServlet(hs),
+        rooms_create.CreateRoomServlet(hs),
+        membership.MembershipServlet(hs),
+        directory.DirectoryServlet(hs),
+        account_data.AccountDataServlet(hs),
+        filters.FilterServlet(hs),
+        to_device.ToDeviceServlet(hs),
+        push_rules.PushRulesServlet(hs),
+        room_keys.RoomKeysServlet(hs),
+        typing.TypingServlet(hs),
+        receipts.ReceiptsServlet(hs),
+        presence.PresenceServlet(hs),
+        profile.ProfileServlet(hs),
+        user_directory.UserDirectoryServlet(hs),
+        sync.SyncServlet(hs),
     ]

@@ -1,0 +1,109 @@
+"""Room alias and published room directory routes (directory.yaml, list_public_rooms.yaml)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+from mxserver.api.http import (
+    JsonDict,
+    access_token,
+    get_bool,
+    get_dict,
+    get_int,
+    get_list,
+    get_str,
+    json_body,
+    query_int,
+    query_str,
+    route,
+)
+from mxserver.errors import bad_json
+from mxserver.rooms.directory import PublicRoomsQuery
+
+_V3 = "/_matrix/client/v3"
+_R0 = "/_matrix/client/r0"
+
+
+def _paths(suffix: str) -> tuple[str, str]:
+    return (_V3 + suffix, _R0 + suffix)
+
+
+def _room_types(filter_: JsonDict) -> list[str | None] | None:
+    types = get_list(filter_, "room_types", None)
+    if types is not None and not all(t is None or isinstance(t, str) for t in types):
+        raise bad_json("'filter.room_types' must be an array of strings and nulls")
+    return types
+
+
+class DirectoryServlet:
+    def __init__(self, hs: Any) -> None:
+        self.hs = hs
+        self.directory = hs.directory
+
+    # -- aliases -------------------------------------------------------------------------
+
+    @route("GET", *_paths("/directory/room/{room_alias}"))
+    async def get_alias(self, request: IRequest, room_alias: str) -> JsonDict:
+        return await self.directory.get_alias(room_alias)
+
+    @route("PUT", *_paths("/directory/room/{room_alias}"))
+    async def put_alias(self, request: IRequest, room_alias: str) -> JsonDict:
+        requester = await self.hs.auth.get_user(request)
+        body = json_body(request)
+        await self.directory.create_alias(requester, room_alias, get_str(body, "room_id"))
+        return {}
+
+    @route("DELETE", *_paths("/directory/room/{room_alias}"))
+    async def delete_alias(self, request: IRequest, room_alias: str) -> JsonDict:
+        requester = await self.hs.auth.get_user(request)
+        await self.directory.delete_alias(requester, room_alias)
+        return {}
+
+    @route("GET", *_paths("/rooms/{room_id}/aliases"))
+    async def room_aliases(self, request: IRequest, room_id: str) -> JsonDict:
+        requester = await self.hs.auth.get_user(request)
+        return {"aliases": await self.directory.local_aliases(requester, room_id)}
+
+    # -- directory visibility ------------------------------------------------------------------
+
+    @route("GET", *_paths("/directory/list/room/{room_id}"))
+    async def get_visibility(self, request: IRequest, room_id: str) -> JsonDict:
+        return {"visibility": await self.directory.get_visibility(room_id)}
+
+    @route("PUT", *_paths("/directory/list/room/{room_id}"))
+    async def set_visibility(self, request: IRequest, room_id: str) -> JsonDict:
+        requester = await self.hs.auth.get_user(request)
+        body = json_body(request, allow_empty=True)
+        await self.directory.set_visibility(requester, room_id, get_str(body, "visibility", "public"))
+        return {}
+
+    # -- the public room list ---------------------------------------------------------------------
+
+    @route("GET", *_paths("/publicRooms"))
+    async def public_rooms(self, request: IRequest) -> JsonDict:
+        if not self.hs.config.room_directory.public_rooms_without_auth or access_token(request) is not None:
+            await self.hs.auth.get_user(request, allow_guest=True)
+        query = PublicRoomsQuery(
+            limit=query_int(request, "limit", None),
+            since=query_str(request, "since"),
+            server=query_str(request, "server"),
+        )
+        return await self.directory.public_rooms(query)
+
+    @route("POST", *_paths("/publicRooms"))
+    async def query_public_rooms(self, request: IRequest) -> JsonDict:
+        await self.hs.auth.get_user(request, allow_guest=True)
+        body = json_body(request, allow_empty=True)
+        filter_ = get_dict(body, "filter", {})
+        query = PublicRoomsQuery(
+            limit=get_int(body, "limit", None),
+            since=get_str(body, "since", None),
+            server=query_str(request, "server"),
+            search_term=get_str(filter_, "generic_search_term", None),
+            room_types=_room_types(filter_),
+            include_all_networks=get_bool(body, "include_all_networks", False),
+            third_party_instance_id=get_str(body, "third_party_instance_id", None),
+        )
+        return await self.directory.public_rooms(query)

@@ -1,0 +1,138 @@
+"""Profiles (client-server-api §Profiles): display name and avatar URL of local users.
+
+Reading: anyone may look up a local user's profile (the spec's minimum is
+users visible through rooms; this server does not restrict further). Remote
+users answer 404 until federation profile queries exist. Writing: only your
+own. A change is propagated (§Events on Change of Profile Information): a new
+``m.room.member`` join event with the new values in every room the user is
+joined to (rooms in parallel, a few at a time; a room that refuses is logged
+and skipped), a presence update, and the user directory.
+
+Limits: a display name is at most 256 characters; an avatar URL must be an
+``mxc://server/media-id`` URI (appendices / content repository §MXC URIs) of
+at most 1000 characters. ``null`` or ``""`` clears a field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from twisted.internet.defer import DeferredSemaphore, gatherResults
+from twisted.logger import Logger
+
+from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
+from mxserver.ids import is_valid_server_name
+from mxserver.rooms.identifiers import check_user_id, server_of_user
+from mxserver.rooms.room_server import EventSpec
+from mxserver.storage.profiles import FIELDS, Profile, ProfileStore
+
+log = Logger()
+
+MAX_DISPLAYNAME_LENGTH = 256
+MAX_AVATAR_URL_LENGTH = 1000
+#: member events sent at once when a profile change is propagated to the user's rooms
+PROPAGATION_CONCURRENCY = 10
+
+# content repository §Matrix Content (mxc://) URIs: mxc://<server-name>/<media-id>, media-id [A-Za-z0-9_-]+
+_MXC = re.compile(r"mxc://([^/]+)/([A-Za-z0-9_-]+)")
+
+#: member-event keys that belong to one join and must not be copied into the next one
+_NOT_COPIED = ("reason", "join_authorised_via_users_server")
+
+
+def is_mxc_uri(value: str) -> bool:
+    m = _MXC.fullmatch(value)
+    return m is not None and is_valid_server_name(m.group(1))
+
+
+class ProfileHandler:
+    """``hs.profiles``."""
+
+    def __init__(self, hs: Any) -> None:
+        self._hs = hs
+        self.store = ProfileStore(hs.db)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def get_profile(self, user_id: str) -> dict[str, str]:
+        """profile.yaml GET /profile/{userId}: the fields that are set; 404 M_NOT_FOUND for unknown users."""
+        profile = await self._lookup(user_id)
+        return {k: v for k, v in zip(FIELDS, profile, strict=True) if v is not None}
+
+    async def get_field(self, user_id: str, field: str) -> dict[str, str]:
+        """GET /profile/{userId}/{field}: 404 if the user is unknown or the field is not set."""
+        profile = await self.get_profile(user_id)
+        if field not in profile:
+            raise not_found(f"The user has no {field}")
+        return {field: profile[field]}
+
+    async def get_profiles(self, user_ids: list[str]) -> dict[str, Profile]:
+        """``(displayname, avatar_url)`` of those of ``user_ids`` that are local users (for presence, sync)."""
+        return await self.store.get_profiles(user_ids)
+
+    async def _lookup(self, user_id: str) -> Profile:
+        check_user_id(user_id)
+        if server_of_user(user_id) != self._hs.server_name:
+            raise not_found("Profiles of users on other servers cannot be looked up yet")
+        profile = await self.store.get_profile(user_id)
+        if profile is None:
+            raise not_found("Profile not found")
+        return profile
+
+    # -- writing ------------------------------------------------------------------------------
+
+    async def set_field(self, requester: Any, user_id: str, field: str, value: Any) -> None:
+        """profile.yaml PUT: only your own; ``value`` already a str or None."""
+        if field not in FIELDS:
+            raise invalid_param(f"Unknown profile field {field!r}")
+        check_user_id(user_id)
+        if user_id != requester.user_id:
+            raise forbidden("You may only change your own profile")
+        if value == "":
+            value = None
+        if value is not None:
+            if field == "displayname" and len(value) > MAX_DISPLAYNAME_LENGTH:
+                raise invalid_param(f"The display name may be at most {MAX_DISPLAYNAME_LENGTH} characters")
+            if field == "avatar_url" and (len(value) > MAX_AVATAR_URL_LENGTH or not is_mxc_uri(value)):
+                raise invalid_param("avatar_url must be an mxc:// URI")
+        old = await self._lookup(user_id)
+        if not await self.store.set_field(user_id, field, value):
+            raise not_found("Profile not found")
+        if old[FIELDS.index(field)] == value:
+            return
+        new = {f: (value if f == field else v) for f, v in zip(FIELDS, old, strict=True)}
+        await self._propagate(user_id, new)
+        self._hs.presence_handler.profile_changed(user_id)
+        self._hs.user_directory.profile_changed(user_id, new["displayname"], new["avatar_url"])
+
+    async def _propagate(self, user_id: str, profile: dict[str, str | None]) -> None:
+        """A new join event with the new profile in every room the user is joined to."""
+        rooms = sorted(await self._hs.room_members.rooms_for_user(user_id))
+        if not rooms:
+            return
+        sem = DeferredSemaphore(PROPAGATION_CONCURRENCY)
+        await gatherResults([sem.run(self._update_member_event, room_id, user_id, profile) for room_id in rooms])
+
+    async def _update_member_event(self, room_id: str, user_id: str, profile: dict[str, str | None]) -> None:
+        try:
+            member = await self._hs.room_server.current_state_event(room_id, "m.room.member", user_id)
+            if member is None or member.membership != "join":
+                return
+            content = {k: v for k, v in member.content.items() if k not in _NOT_COPIED}
+            for field, value in profile.items():
+                if value is None:
+                    content.pop(field, None)
+                else:
+                    content[field] = value
+            if content == member.content:
+                return
+            await self._hs.room_server.send(
+                room_id, EventSpec("m.room.member", content, state_key=user_id, sender=user_id)
+            )
+        except MatrixError as e:
+            log.warn(
+                "profile change of {user_id} not sent to {room_id}: {err}", user_id=user_id, room_id=room_id, err=e
+            )
+        except Exception:
+            log.failure("profile change of {user_id} not sent to {room_id}", user_id=user_id, room_id=room_id)

@@ -1,0 +1,112 @@
+"""Typing notifications: the client API behind ``PUT /rooms/{roomId}/typing/{userId}`` and the "typing" stream.
+
+Who is typing is kept by the ITyping module (``hs.typing``; expiry on the
+reactor clock). This handler adds the rules (only yourself, only in rooms you
+are joined to) and the stream: an in-memory position bumped on every change
+the module reports through its ``on_change`` callback, with the position of
+each room's latest change, so /sync can ask which rooms changed since a
+token. The stream is in memory: after a restart it starts again at 0, and a
+token ahead of it is answered like an initial sync (what is typing now).
+A module without ``on_change`` still works, but then only explicit changes
+(not expiries) move the stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.logger import Logger
+
+from mxserver.errors import forbidden
+from mxserver.events.model import Event
+
+log = Logger()
+
+#: the timeout used when a client says it is typing without one
+DEFAULT_TIMEOUT_MS = 30_000
+
+
+class TypingHandler:
+    """``hs.typing_handler``."""
+
+    def __init__(self, hs: Any) -> None:
+        self._hs = hs
+        self._module = hs.typing
+        self._position = 0
+        #: room -> stream position of its latest typing change
+        self._room_positions: dict[str, int] = {}
+        self._module_notifies = hasattr(self._module, "on_change")
+        if self._module_notifies:
+            self._module.on_change = self._changed
+        hs.notifier.register_stream("typing", lambda: self._position)
+        hs.room_stream.subscribe(self._on_events)
+
+    @property
+    def current_position(self) -> int:
+        return self._position
+
+    # -- the client API --------------------------------------------------------------------
+
+    async def set_typing(self, requester: Any, room_id: str, user_id: str, typing: bool, timeout_ms: int | None) -> None:
+        """typing.yaml: only for yourself, only in a room you are joined to (else 403)."""
+        if user_id != requester.user_id:
+            raise forbidden("You may only set your own typing state")
+        if await self._hs.room_server.get_room(room_id) is None:
+            raise forbidden("You are not joined to this room")
+        if await self._hs.room_server.membership(room_id, user_id) != "join":
+            raise forbidden("You are not joined to this room")
+        self._module.set_typing(room_id, user_id, typing, DEFAULT_TIMEOUT_MS if timeout_ms is None else timeout_ms)
+        if not self._module_notifies:
+            self._changed(room_id)
+
+    # -- the stream -------------------------------------------------------------------------
+
+    def _changed(self, room_id: str) -> None:
+        self._position += 1
+        self._room_positions[room_id] = self._position
+        self._hs.notifier.notify(room_ids=[room_id])
+
+    def typing_for_rooms(self, room_ids: Iterable[str], since_pos: int | None) -> dict[str, dict[str, Any]]:
+        """The ``m.typing`` ephemeral event of each room in ``room_ids`` whose typing changed after ``since_pos``.
+
+        Initial sync (``since_pos`` None, or a token from before a restart):
+        only rooms where someone is typing now (an empty list tells a fresh
+        client nothing). Incremental: every changed room, including those
+        whose list became empty (clients replace their list, so an empty one
+        is how typing stops).
+        """
+        initial = since_pos is None or since_pos > self._position
+        out: dict[str, dict[str, Any]] = {}
+        for room_id in room_ids:
+            if initial:
+                users = self._module.typing_in(room_id)
+                if not users:
+                    continue
+            else:
+                assert since_pos is not None
+                if self._room_positions.get(room_id, 0) <= since_pos:
+                    continue
+                users = self._module.typing_in(room_id)
+            out[room_id] = {"type": "m.typing", "content": {"user_ids": sorted(users)}}
+        return out
+
+    # -- leaving stops typing ------------------------------------------------------------------
+
+    def _on_events(self, events: list[Event]) -> None:
+        for ev in events:
+            if ev.type != "m.room.member" or ev.state_key is None or ev.membership == "join":
+                continue
+            if ev.state_key in self._module.typing_in(ev.room_id):
+                self._module.set_typing(ev.room_id, ev.state_key, False, 0)
+                if not self._module_notifies:
+                    self._changed(ev.room_id)
+
+    def stop(self) -> None:
+        """At shutdown: stop everyone typing, which cancels the module's expiry timers."""
+        for room_id in list(self._room_positions):
+            for user_id in self._module.typing_in(room_id):
+                try:
+                    self._module.set_typing(room_id, user_id, False, 0)
+                except Exception:
+                    log.failure("typing module failed to stop {user_id}", user_id=user_id)

@@ -1,0 +1,381 @@
+"""Room aliases and the published room directory (client-server-api §Room aliases,
+§Published room directory).
+
+Aliases live on the server named in them: this server creates and deletes
+only its own (``#local:<server_name>``). Resolving another server's alias
+needs federation, which is not available yet: such aliases answer 404 with a
+message that says so.
+
+:func:`validate_canonical_alias` is what the send path calls for
+``m.room.canonical_alias`` events (room_state.yaml: ``M_BAD_ALIAS``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+
+from mxserver.accounts.auth import Requester
+from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
+from mxserver.rooms.identifiers import (
+    check_room_alias,
+    check_room_id,
+    is_room_alias,
+    server_of_alias,
+    server_of_user,
+)
+from mxserver.rooms.permissions import is_server_admin, may_send_state, membership_in, power_state
+from mxserver.rooms.room_server import EventSpec
+from mxserver.storage.directory import DirectoryStore, PublishedRoom
+
+CANONICAL_ALIAS = "m.room.canonical_alias"
+
+#: the largest page of /publicRooms (also the page size when the client gives no limit)
+MAX_PUBLIC_ROOMS_LIMIT = 500
+
+
+def federation_unavailable(what: str) -> MatrixError:
+    """The answer to anything that would need federation, until federation exists."""
+    return not_found(f"{what}: talking to other servers (federation) is not available yet on this server")
+
+
+def room_alias_in_use(alias: str) -> MatrixError:
+    # directory.yaml: 409 M_UNKNOWN "Room alias ... already exists."
+    return MatrixError(409, "M_UNKNOWN", f"Room alias {alias} already exists.")
+
+
+def canonical_alias_aliases(content: Any) -> list[str]:
+    """Every alias an m.room.canonical_alias content names (alias and alt_aliases), checked for syntax."""
+    if not isinstance(content, dict):
+        raise MatrixError(400, "M_BAD_JSON", "Content must be an object")
+    aliases: list[str] = []
+    alias = content.get("alias")
+    if alias is not None and alias != "":
+        if not is_room_alias(alias):
+            raise invalid_param("'alias' is not a valid room alias")
+        aliases.append(alias)
+    alt = content.get("alt_aliases")
+    if alt is not None:
+        if not isinstance(alt, list) or not all(is_room_alias(a) for a in alt):
+            raise invalid_param("'alt_aliases' must be an array of valid room aliases")
+        aliases.extend(alt)
+    return aliases
+
+
+async def validate_canonical_alias(hs: Any, room_id: str, content: Any) -> None:
+    """Refuse an m.room.canonical_alias content whose local aliases do not point to ``room_id``.
+
+    400 ``M_INVALID_PARAM`` for malformed aliases, 400 ``M_BAD_ALIAS`` for a
+    local alias that is missing or maps to another room (room_state.yaml).
+    Other servers' aliases cannot be resolved without federation and are
+    accepted as they are.
+    """
+    for alias in dict.fromkeys(canonical_alias_aliases(content)):
+        if server_of_alias(alias) != hs.server_name:
+            continue
+        record = await hs.directory_store.get_alias(alias)
+        if record is None or record.room_id != room_id:
+            raise MatrixError(400, "M_BAD_ALIAS", f"The alias '{alias}' does not point to this room.")
+
+
+@attrs.frozen
+class PublicRoomsQuery:
+    limit: int | None = None
+    since: str | None = None
+    server: str | None = None
+    search_term: str | None = None
+    #: None: every room type; otherwise the types wanted (None in the list: rooms without a type)
+    room_types: Sequence[str | None] | None = None
+    include_all_networks: bool = False
+    third_party_instance_id: str | None = None
+
+
+class DirectoryHandler:
+    """Aliases (create, resolve, delete, list) and directory visibility, and the public room list."""
+
+    def __init__(self, hs: Any) -> None:
+        self.hs = hs
+        self.store: DirectoryStore = hs.directory_store
+        # Aliases a createRoom is about to create: no concurrent request may take them meanwhile.
+        self._reserved: set[str] = set()
+
+    def _now_ms(self) -> int:
+        return int(self.hs.clock.seconds() * 1000)
+
+    def is_local_alias(self, alias: str) -> bool:
+        return server_of_alias(alias) == self.hs.server_name
+
+    async def _known_room(self, room_id: str) -> None:
+        if await self.hs.room_server.get_room(check_room_id(room_id)) is None:
+            raise not_found(f"Unknown room {room_id}")
+
+    # -- resolving ----------------------------------------------------------------------
+
+    async def resolve_alias(self, alias: str) -> str:
+        """The room ID ``alias`` maps to (404 if none)."""
+        check_room_alias(alias)
+        if not self.is_local_alias(alias):
+            raise federation_unavailable(f"Room alias {alias} is on another server")
+        record = await self.store.get_alias(alias)
+        if record is None:
+            raise not_found(f"Room alias {alias} not found.")
+        return record.room_id
+
+    async def get_alias(self, alias: str) -> dict[str, Any]:
+        room_id = await self.resolve_alias(alias)
+        return {"room_id": room_id, "servers": await self.servers_in_room(room_id)}
+
+    async def servers_in_room(self, room_id: str) -> list[str]:
+        """Servers with joined users, this one first (the alias answer's ``servers``)."""
+        room = await self.hs.room_server.get_room(room_id)
+        servers = {self.hs.server_name}
+        if room is not None:
+            servers.update(server_of_user(u) for u in await self.hs.membership_store.get_joined_users(room.room_nid))
+        return [self.hs.server_name] + sorted(servers - {self.hs.server_name})
+
+    # -- creating and deleting --------------------------------------------------------------
+
+    def _check_creatable(self, alias: str) -> None:
+        check_room_alias(alias)
+        if not self.is_local_alias(alias):
+            raise invalid_param(f"Room alias {alias} is not on this server ({self.hs.server_name})")
+
+    async def create_alias(self, requester: Requester, alias: str, room_id: str) -> None:
+        self._check_creatable(alias)
+        check_room_id(room_id)
+        await self._known_room(room_id)
+        if alias in self._reserved:
+            raise room_alias_in_use(alias)
+        state = await power_state(self.hs, room_id, requester.user_id)
+        if membership_in(state, requester.user_id) != "join" and not await is_server_admin(self.hs, requester.user_id):
+            raise forbidden("You must be joined to the room to give it an alias")
+        if not await self.store.create_alias(alias, room_id, requester.user_id, self._now_ms()):
+            raise room_alias_in_use(alias)
+
+    @asynccontextmanager
+    async def reserve_alias(self, alias: str) -> AsyncIterator[None]:
+        """Hold ``alias`` free while a room is created for it (400 M_ROOM_IN_USE if taken)."""
+        self._check_creatable(alias)
+        if alias in self._reserved or await self.store.get_alias(alias) is not None:
+            raise MatrixError(400, "M_ROOM_IN_USE", f"Room alias {alias} is already in use")
+        self._reserved.add(alias)
+        try:
+            yield
+        finally:
+            self._reserved.discard(alias)
+
+    async def create_reserved_alias(self, alias: str, room_id: str, creator: str) -> None:
+        """Map an alias held by :meth:`reserve_alias` (createRoom)."""
+        if not await self.store.create_alias(alias, room_id, creator, self._now_ms()):
+            raise MatrixError(400, "M_ROOM_IN_USE", f"Room alias {alias} is already in use")
+
+    async def delete_alias(self, requester: Requester, alias: str) -> None:
+        check_room_alias(alias)
+        if not self.is_local_alias(alias):
+            raise invalid_param(f"Room alias {alias} is not on this server ({self.hs.server_name})")
+        record = await self.store.get_alias(alias)
+        if record is None:
+            raise not_found(f"Room alias {alias} not found.")
+        user_id = requester.user_id
+        state = await power_state(self.hs, record.room_id, user_id)
+        # directory.yaml: "room aliases can only be deleted by their creator or a server
+        # administrator"; room moderators who may edit the canonical alias may too.
+        allowed = (
+            record.creator == user_id
+            or may_send_state(state, user_id, CANONICAL_ALIAS)
+            or await is_server_admin(self.hs, user_id)
+        )
+        if not allowed:
+            raise forbidden("You may not delete this alias: you did not create it and cannot edit the room's aliases")
+        if await self.store.delete_alias(alias) is None:
+            raise not_found(f"Room alias {alias} not found.")
+        await self._drop_from_canonical_alias(record.room_id, alias, user_id)
+
+    async def _drop_from_canonical_alias(self, room_id: str, alias: str, user_id: str) -> None:
+        """Remove a deleted alias from the room's m.room.canonical_alias, if the user may edit it."""
+        event = await self.hs.room_server.current_state_event(room_id, CANONICAL_ALIAS)
+        if event is None:
+            return
+        content = dict(event.content)
+        changed = False
+        if content.get("alias") == alias:
+            del content["alias"]
+            changed = True
+        alt = content.get("alt_aliases")
+        if isinstance(alt, list) and alias in alt:
+            content["alt_aliases"] = [a for a in alt if a != alias]
+            changed = True
+        if not changed:
+            return
+        try:
+            await self.hs.room_server.send(room_id, EventSpec(CANONICAL_ALIAS, content, "", user_id))
+        except MatrixError as e:
+            # directory.yaml note: the alias is deleted even when the canonical alias cannot be updated.
+            if e.code != 403:
+                raise
+
+    async def local_aliases(self, requester: Requester, room_id: str) -> list[str]:
+        check_room_id(room_id)
+        await self._known_room(room_id)
+        user_id = requester.user_id
+        if await self.hs.room_server.membership(room_id, user_id) != "join":
+            hv = await self.hs.room_server.current_state_event(room_id, "m.room.history_visibility")
+            # directory.yaml: members only, unless the room's history is world_readable.
+            if hv is None or hv.content.get("history_visibility") != "world_readable":
+                if not await is_server_admin(self.hs, user_id):
+                    raise forbidden("You are not a member of the room.")
+        return await self.store.get_aliases_for_room(room_id)
+
+    async def move_aliases(self, old_room_id: str, new_room_id: str) -> list[str]:
+        return await self.store.move_aliases(old_room_id, new_room_id)
+
+    # -- directory visibility -------------------------------------------------------------
+
+    async def get_visibility(self, room_id: str) -> str:
+        check_room_id(room_id)
+        await self._known_room(room_id)
+        return "public" if await self.store.is_published(room_id) else "private"
+
+    async def set_visibility(self, requester: Requester, room_id: str, visibility: str) -> None:
+        check_room_id(room_id)
+        if visibility not in ("public", "private"):
+            raise invalid_param("'visibility' must be 'public' or 'private'")
+        await self._known_room(room_id)
+        user_id = requester.user_id
+        admin = await is_server_admin(self.hs, user_id)
+        if visibility == "public" and not self.hs.config.room_directory.publication_allowed and not admin:
+            raise forbidden("Publishing rooms to the room directory is not allowed on this server")
+        state = await power_state(self.hs, room_id, user_id)
+        if not may_send_state(state, user_id, CANONICAL_ALIAS) and not admin:
+            raise forbidden("You need to be joined with the power to change the room's aliases to publish it")
+        await self.publish(room_id, visibility == "public")
+
+    async def publish(self, room_id: str, published: bool) -> None:
+        await self.store.set_published(room_id, published, self._now_ms())
+
+    async def is_published(self, room_id: str) -> bool:
+        return await self.store.is_published(room_id)
+
+    # -- the public room list -----------------------------------------------------------------
+
+    async def public_rooms(self, query: PublicRoomsQuery) -> dict[str, Any]:
+        if query.server is not None and query.server != self.hs.server_name:
+            raise federation_unavailable(f"The room directory of {query.server} cannot be fetched")
+        if query.third_party_instance_id is not None and query.include_all_networks:
+            raise invalid_param("third_party_instance_id can only be used if include_all_networks is false")
+        limit = query.limit if query.limit and query.limit > 0 else MAX_PUBLIC_ROOMS_LIMIT
+        limit = min(limit, MAX_PUBLIC_ROOMS_LIMIT)
+        direction, after = _parse_since(query.since)
+        if query.third_party_instance_id is not None:
+            # No application service networks exist on this server (yet).
+            return {"chunk": [], "total_room_count_estimate": 0}
+        entries = [_chunk_entry(r) for r in await self.store.get_published_rooms()]
+        entries = [e for e in entries if _matches(e, query)]
+        entries.sort(key=_sort_key)
+        total = len(entries)
+        keys = [_sort_key(e) for e in entries]
+        if after is None:
+            start = 0
+        elif direction == "n":
+            start = next((i for i, k in enumerate(keys) if k > after), total)
+        else:
+            end = next((i for i, k in enumerate(keys) if k >= after), total)
+            start = max(0, end - limit)
+            entries = entries[:end]
+        page = entries[start : start + limit]
+        body: dict[str, Any] = {"chunk": page, "total_room_count_estimate": total}
+        if page and start + len(page) < total:
+            body["next_batch"] = _token("n", _sort_key(page[-1]))
+        if page and start > 0:
+            body["prev_batch"] = _token("p", _sort_key(page[0]))
+        return body
+
+
+# -- public room list helpers ---------------------------------------------------------------------
+
+
+def _chunk_entry(room: PublishedRoom) -> dict[str, Any]:
+    """public_rooms_chunk.yaml from a room's summary state."""
+    state = room.state
+    entry: dict[str, Any] = {
+        "room_id": room.room_id,
+        "num_joined_members": room.num_joined_members,
+        "world_readable": state.get("m.room.history_visibility", {}).get("history_visibility") == "world_readable",
+        "guest_can_join": state.get("m.room.guest_access", {}).get("guest_access") == "can_join",
+    }
+    name = state.get("m.room.name", {}).get("name")
+    if isinstance(name, str) and name:
+        entry["name"] = name
+    topic = _plain_topic(state.get("m.room.topic", {}))
+    if topic:
+        entry["topic"] = topic
+    alias = state.get(CANONICAL_ALIAS, {}).get("alias")
+    if isinstance(alias, str) and alias:
+        entry["canonical_alias"] = alias
+    avatar = state.get("m.room.avatar", {}).get("url")
+    if isinstance(avatar, str) and avatar:
+        entry["avatar_url"] = avatar
+    join_rule = state.get("m.room.join_rules", {}).get("join_rule")
+    if isinstance(join_rule, str):
+        entry["join_rule"] = join_rule
+    room_type = state.get("m.room.create", {}).get("type")
+    if isinstance(room_type, str):
+        entry["room_type"] = room_type
+    alt = state.get(CANONICAL_ALIAS, {}).get("alt_aliases")
+    # Kept aside for the search filter; removed before the entry is returned.
+    entry["_search"] = " ".join(
+        s.casefold()
+        for s in [entry.get("name"), entry.get("topic"), entry.get("canonical_alias"), *(alt if isinstance(alt, list) else [])]
+        if isinstance(s, str)
+    )
+    return entry
+
+
+def _plain_topic(content: dict[str, Any]) -> str | None:
+    """The text/plain topic (m.room.topic: ``m.topic`` block first, else ``topic``)."""
+    block = content.get("m.topic")
+    if isinstance(block, dict) and isinstance(block.get("m.text"), list):
+        for rep in block["m.text"]:
+            if isinstance(rep, dict) and rep.get("mimetype", "text/plain") == "text/plain":
+                body = rep.get("body")
+                if isinstance(body, str) and body:
+                    return body
+    topic = content.get("topic")
+    return topic if isinstance(topic, str) and topic else None
+
+
+def _matches(entry: dict[str, Any], query: PublicRoomsQuery) -> bool:
+    search = entry.pop("_search")
+    if query.search_term and query.search_term.strip().casefold() not in search:
+        return False
+    if query.room_types is not None and entry.get("room_type") not in query.room_types:
+        return False
+    return True
+
+
+def _sort_key(entry: dict[str, Any]) -> tuple[int, str]:
+    # Largest rooms first, then by room ID: a stable order (list_public_rooms.yaml).
+    return (-entry["num_joined_members"], entry["room_id"])
+
+
+def _token(direction: str, key: tuple[int, str]) -> str:
+    raw = json.dumps([direction, key[0], key[1]], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _parse_since(since: str | None) -> tuple[str, tuple[int, str] | None]:
+    if since is None or since == "":
+        return "n", None
+    try:
+        raw = base64.urlsafe_b64decode(since + "=" * (-len(since) % 4))
+        direction, count, room_id = json.loads(raw)
+        if direction not in ("n", "p") or not isinstance(count, int) or not isinstance(room_id, str):
+            raise ValueError(since)
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise invalid_param("Invalid 'since' pagination token") from None
+    return direction, (count, room_id)

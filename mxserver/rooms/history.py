@@ -1,0 +1,333 @@
+"""Reading rooms: state, members, single events, /messages, /context, timestamp_to_event.
+
+Who may read what:
+
+* joined members read the current state and every event the history
+  visibility rules allow (:mod:`mxserver.rooms.visibility`);
+* former members (``leave``/``ban``) read the state as it was when they
+  left and nothing after it;
+* anyone may read a room whose current visibility is ``world_readable``;
+* everyone else gets 403 M_FORBIDDEN (unknown rooms 404 M_NOT_FOUND).
+
+Pagination tokens are room-stream positions, ``s<position>``, standing
+*between* events: paging backwards from ``sN`` returns events at or before
+``N``, forwards events after ``N``. A ``/sync`` token whose first part is
+``s<position>`` (``s12_3_4``...) is read the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from mxserver.errors import forbidden, invalid_param, not_found
+from mxserver.events.model import Event
+from mxserver.rooms.visibility import HistoryVisibility, RoomAccess
+from mxserver.storage.events import RoomRecord
+from mxserver.storage.state import StateKey
+from mxserver.sync.filtering import RoomEventFilter
+
+EMPTY_FILTER = RoomEventFilter()
+
+#: the most events one /messages page returns, whatever the client asks
+MAX_LIMIT = 1000
+#: /messages queries at most this many batches to fill a page that filtering thinned out
+MAX_PAGE_QUERIES = 3
+#: timestamp_to_event looks at this many candidates for one the user may see
+TIMESTAMP_CANDIDATES = 20
+
+MEMBERSHIPS = frozenset({"join", "invite", "knock", "leave", "ban"})
+
+_TOKEN = re.compile(r"s(-?[0-9]{1,18})(?:_[0-9A-Za-z_.~-]*)?")
+
+
+def room_token(position: int) -> str:
+    return f"s{position}"
+
+
+def parse_room_token(token: str, name: str = "from") -> int:
+    """The room-stream position of a pagination (or sync) token; M_INVALID_PARAM if it is not one."""
+    m = _TOKEN.fullmatch(token)
+    if m is None:
+        raise invalid_param(f"Invalid pagination token in '{name}'")
+    return int(m.group(1))
+
+
+class HistoryHandler:
+    """Read-side room APIs."""
+
+    def __init__(self, hs: Any) -> None:
+        self.hs = hs
+        self.room_server = hs.room_server
+        self.events = hs.event_store
+        self.state = hs.state_store
+        self.store = hs.history_store
+        self.visibility: HistoryVisibility = hs.history_visibility
+        self.serializer = hs.event_serializer
+
+    # -- access ---------------------------------------------------------------------------
+
+    async def _readable(self, user_id: str, room_id: str) -> RoomAccess:
+        access = await self.visibility.room_access(user_id, room_id)
+        if not access.can_read:
+            raise forbidden("You are not a member of this room")
+        return access
+
+    async def _visible_state_ids(self, user_id: str, room_id: str) -> dict[StateKey, str]:
+        """The state the user may see: current for members (and world-readable rooms), at leave for former members."""
+        access = await self._readable(user_id, room_id)
+        if access.until is None:
+            return await self.room_server.current_state_ids(room_id)
+        assert access.member_event is not None
+        return dict(await self.state.get_state(access.member_event.metadata.state_after))
+
+    # -- state ------------------------------------------------------------------------------
+
+    async def get_state(self, requester: Any, room_id: str) -> list[dict[str, Any]]:
+        ids = await self._visible_state_ids(requester.user_id, room_id)
+        events = await self.events.get_events(ids.values())
+        ordered = [events[e] for e in ids.values() if e in events]
+        return await self.serializer.serialize(ordered, viewer=(requester.user_id, requester.device_id))
+
+    async def get_state_event(self, requester: Any, room_id: str, etype: str, state_key: str) -> Event:
+        ids = await self._visible_state_ids(requester.user_id, room_id)
+        event_id = ids.get((etype, state_key))
+        event = await self.events.get_event(event_id) if event_id else None
+        if event is None:
+            raise not_found("Event not found")
+        return event
+
+    async def get_state_content(
+        self, requester: Any, room_id: str, etype: str, state_key: str, as_event: bool
+    ) -> dict[str, Any]:
+        event = await self.get_state_event(requester, room_id, etype, state_key)
+        formatted = await self.serializer.serialize_one(event, viewer=(requester.user_id, requester.device_id))
+        return formatted if as_event else formatted["content"]
+
+    # -- members --------------------------------------------------------------------------------
+
+    async def members(
+        self, requester: Any, room_id: str, at: str | None, membership: str | None, not_membership: str | None
+    ) -> list[dict[str, Any]]:
+        user_id = requester.user_id
+        access = await self._readable(user_id, room_id)
+        position = parse_room_token(at, "at") if at is not None else None
+        if access.until is not None:
+            position = access.until if position is None else min(position, access.until)
+        if position is None:
+            ids = await self.room_server.current_state_ids(room_id)
+        else:
+            snapshot = await self.store.snapshot_at_position(access.room.room_nid, position)
+            ids = dict(await self.state.get_state(snapshot))
+        member_ids = [e for (t, _), e in ids.items() if t == "m.room.member"]
+        events = await self.events.get_events(member_ids)
+        chosen = []
+        for event_id in member_ids:
+            ev = events.get(event_id)
+            if ev is None:
+                continue
+            m = ev.membership
+            if membership is not None and not_membership is not None:
+                # members.yaml: given together, the two parameters are an "or".
+                keep = m == membership or m != not_membership
+            elif membership is not None:
+                keep = m == membership
+            elif not_membership is not None:
+                keep = m != not_membership
+            else:
+                keep = True
+            if keep:
+                chosen.append(ev)
+        return await self.serializer.serialize(chosen, viewer=(user_id, requester.device_id))
+
+    async def joined_members(self, requester: Any, room_id: str) -> dict[str, dict[str, str]]:
+        access = await self.visibility.room_access(requester.user_id, room_id)
+        if access.membership != "join":
+            raise forbidden("You are not a member of this room")
+        ids = await self.room_server.current_state_ids(room_id)
+        events = await self.events.get_events(e for (t, _), e in ids.items() if t == "m.room.member")
+        joined: dict[str, dict[str, str]] = {}
+        for ev in events.values():
+            if ev.membership != "join" or ev.state_key is None:
+                continue
+            content = ev.content if not ev.metadata.redacted_by else {}
+            info = {}
+            if isinstance(content.get("displayname"), str):
+                info["display_name"] = content["displayname"]
+            if isinstance(content.get("avatar_url"), str):
+                info["avatar_url"] = content["avatar_url"]
+            joined[ev.state_key] = info
+        return joined
+
+    async def joined_rooms(self, requester: Any) -> list[str]:
+        return await self.events.get_rooms_for_user(requester.user_id, ("join",))
+
+    # -- single events ---------------------------------------------------------------------------
+
+    async def _visible_event(self, user_id: str, room_id: str, event_id: str) -> tuple[Event, RoomAccess]:
+        """The event if it is in the room's timeline and the user may see it, else M_NOT_FOUND."""
+        access = await self.visibility.room_access(user_id, room_id)
+        event = await self.events.get_event(event_id)
+        if (
+            not access.can_read
+            or event is None
+            or event.room_id != room_id
+            or event.rejected
+            or event.metadata.soft_failed
+            or event.metadata.stream_ordering is None
+            or not await self.visibility.can_see_event(user_id, event)
+        ):
+            raise not_found("Event not found")
+        return event, access
+
+    async def get_event(self, requester: Any, room_id: str, event_id: str) -> dict[str, Any]:
+        event, _ = await self._visible_event(requester.user_id, room_id, event_id)
+        return await self.serializer.serialize_one(event, viewer=(requester.user_id, requester.device_id))
+
+    # -- timeline ------------------------------------------------------------------------------------
+
+    async def _page(
+        self,
+        user_id: str,
+        room: RoomRecord,
+        from_pos: int,
+        to_pos: int | None,
+        backwards: bool,
+        limit: int,
+        filt: RoomEventFilter,
+    ) -> tuple[list[Event], int, bool]:
+        """``(events the user may see, position after the last one scanned, whether more may follow)``."""
+        chunk: list[Event] = []
+        pos = from_pos
+        conditions = filt.sql_conditions()
+        for _ in range(MAX_PAGE_QUERIES):
+            want = limit - len(chunk)
+            if to_pos is not None and (pos <= to_pos if backwards else pos >= to_pos):
+                return chunk, pos, False
+            batch = await self.store.page(room.room_nid, pos, to_pos, backwards, want + 1, conditions)
+            more = len(batch) > want
+            batch = batch[:want]
+            if batch:
+                last = batch[-1].metadata.stream_ordering
+                assert last is not None
+                pos = last - 1 if backwards else last
+            batch = filt.filter_events(batch)
+            chunk += await self.visibility.filter_events_for_user(user_id, batch)
+            if not more or len(chunk) >= limit:
+                return chunk, pos, more
+        return chunk, pos, True
+
+    async def messages(
+        self,
+        requester: Any,
+        room_id: str,
+        from_token: str | None,
+        to_token: str | None,
+        direction: str,
+        limit: int,
+        filt: RoomEventFilter = EMPTY_FILTER,
+    ) -> dict[str, Any]:
+        if direction not in ("b", "f"):
+            raise invalid_param("'dir' must be 'b' or 'f'")
+        backwards = direction == "b"
+        from_pos = parse_room_token(from_token, "from") if from_token is not None else None
+        to_pos = parse_room_token(to_token, "to") if to_token is not None else None
+        user_id = requester.user_id
+        access = await self._readable(user_id, room_id)
+        if from_pos is None:
+            # v1.3: without 'from', page from the end (b) or the start (f) of the visible history.
+            from_pos = self.room_server.current_position if backwards else self.events.min_stream - 1
+        start = from_token if from_token is not None else room_token(from_pos)
+        if access.until is not None:
+            if backwards:
+                from_pos = min(from_pos, access.until)
+            else:
+                to_pos = access.until if to_pos is None else min(to_pos, access.until)
+        limit = min(limit, MAX_LIMIT)
+        chunk, pos, more = await self._page(user_id, access.room, from_pos, to_pos, backwards, limit, filt)
+        viewer = (user_id, requester.device_id)
+        out: dict[str, Any] = {"start": start, "chunk": await self.serializer.serialize(chunk, viewer=viewer)}
+        if more:
+            out["end"] = room_token(pos)
+        if filt.lazy_load_members:
+            out["state"] = await self._member_state(chunk, viewer)
+        return out
+
+    async def _member_state(self, events: Sequence[Event], viewer: tuple[str, str | None]) -> list[dict[str, Any]]:
+        """lazy_load_members: the member events of the senders of ``events``, as of the last of them."""
+        if not events:
+            return []
+        senders = list(dict.fromkeys(ev.sender for ev in events))
+        chosen: dict[str, str] = {}
+        # The state after the last event of the page, then each sender's own event as a fallback.
+        last = events[-1]
+        for ev in [last, *events]:
+            nid = ev.metadata.state_after if ev is last else ev.metadata.state_before
+            if nid is None:
+                continue
+            state = await self.state.get_state(nid)
+            for sender in senders:
+                if sender not in chosen and ("m.room.member", sender) in state:
+                    chosen[sender] = state[("m.room.member", sender)]
+            if len(chosen) == len(senders):
+                break
+        found = await self.events.get_events(chosen.values())
+        return await self.serializer.serialize([found[e] for e in chosen.values() if e in found], viewer=viewer)
+
+    async def context(
+        self, requester: Any, room_id: str, event_id: str, limit: int, filt: RoomEventFilter = EMPTY_FILTER
+    ) -> dict[str, Any]:
+        user_id = requester.user_id
+        event, access = await self._visible_event(user_id, room_id, event_id)
+        position = event.metadata.stream_ordering
+        assert position is not None
+        limit = min(limit, MAX_LIMIT)
+        # event_context.yaml: the limit is shared by events_before and events_after.
+        before_limit = limit // 2
+        after_limit = limit - before_limit
+        before, start_pos, _ = await self._page(user_id, access.room, position - 1, None, True, before_limit, filt)
+        after, end_pos, _ = await self._page(user_id, access.room, position, access.until, False, after_limit, filt)
+        viewer = (user_id, requester.device_id)
+        last = after[-1] if after else event
+        state_ids = await self.state.get_state(last.metadata.state_after)
+        state_events = await self.events.get_events(state_ids.values())
+        state = [state_events[e] for e in state_ids.values() if e in state_events]
+        state = filt.filter_events(state)
+        if filt.lazy_load_members:
+            senders = {ev.sender for ev in (*before, event, *after)}
+            state = [ev for ev in state if ev.type != "m.room.member" or ev.state_key in senders]
+        return {
+            "start": room_token(start_pos),
+            "end": room_token(end_pos),
+            "events_before": await self.serializer.serialize(before, viewer=viewer),
+            "event": await self.serializer.serialize_one(event, viewer=viewer),
+            "events_after": await self.serializer.serialize(after, viewer=viewer),
+            "state": await self.serializer.serialize(state, viewer=viewer),
+        }
+
+    async def timestamp_to_event(self, requester: Any, room_id: str, ts: int, direction: str) -> dict[str, Any]:
+        if direction not in ("b", "f"):
+            raise invalid_param("'dir' must be 'b' or 'f'")
+        user_id = requester.user_id
+        access = await self._readable(user_id, room_id)
+        candidates = await self.store.events_near_timestamp(
+            access.room.room_nid, ts, direction == "f", TIMESTAMP_CANDIDATES
+        )
+        if access.until is not None:
+            candidates = [ev for ev in candidates if (ev.metadata.stream_ordering or 0) <= access.until]
+        for ev in await self.visibility.filter_events_for_user(user_id, candidates):
+            return {"event_id": ev.event_id, "origin_server_ts": ev.origin_server_ts}
+        way = "forward" if direction == "f" else "backward"
+        raise not_found(f"Unable to find event from {ts} in {way} direction")
+
+
+def build_room_event_handlers(hs: Any) -> None:
+    """Attach ``hs.history_store``, ``hs.history_visibility``, ``hs.room_history`` and ``hs.room_messages``."""
+    from mxserver.rooms.messages import MessageHandler
+    from mxserver.storage.history import HistoryStore
+
+    hs.history_store = HistoryStore(hs.db, hs.event_store)
+    hs.history_visibility = HistoryVisibility(hs.room_server, hs.event_store, hs.state_store, hs.history_store)
+    hs.room_history = HistoryHandler(hs)
+    hs.room_messages = MessageHandler(hs)

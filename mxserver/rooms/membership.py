@@ -1,0 +1,295 @@
+"""Membership changes requested by clients: join, invite, leave, forget, kick, ban, unban, knock.
+
+client-server-api §Room membership. Every change is one m.room.member event
+handed to the room server, which authorises it with the auth rules; the
+checks made here before that only turn the commonest refusals into clear
+messages (and make repeated requests harmless: joining a room one is in,
+inviting someone already invited, banning someone banned, leaving a room one
+has left all answer success without a new event).
+
+Joins, knocks and invites carry the joining/invited user's profile
+(``displayname``, ``avatar_url``) in the member event content. Joins to
+restricted rooms (v8+) are authorised by a local member with the invite level
+(``join_authorised_via_users_server``). Rooms and users on other servers need
+federation, which is not available yet; those requests answer with a
+message that says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from mxserver.accounts.auth import Requester
+from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
+from mxserver.events.model import Event
+from mxserver.rooms.directory import federation_unavailable
+from mxserver.rooms.identifiers import check_room_id, check_user_id, server_of_room_id, server_of_user
+from mxserver.rooms.power_levels import (
+    CREATE_KEY,
+    JOIN_RULES_KEY,
+    POWER_LEVELS_KEY,
+    StateKey,
+    get_named_level,
+    get_user_power_level,
+)
+from mxserver.rooms.room_server import EventSpec
+from mxserver.storage.events import RoomRecord
+
+MEMBER = "m.room.member"
+GUEST_ACCESS_KEY: StateKey = ("m.room.guest_access", "")
+
+
+def _member_key(user_id: str) -> StateKey:
+    return (MEMBER, user_id)
+
+
+def _membership(state: dict[StateKey, Event], user_id: str) -> str | None:
+    ev = state.get(_member_key(user_id))
+    return ev.membership if ev is not None else None
+
+
+class MembershipHandler:
+    def __init__(self, hs: Any) -> None:
+        self.hs = hs
+        self.room_server = hs.room_server
+
+    # -- shared ------------------------------------------------------------------------------
+
+    async def profile_content(self, user_id: str) -> dict[str, Any]:
+        """``displayname``/``avatar_url`` of a local user, for their member events."""
+        if server_of_user(user_id) != self.hs.server_name:
+            return {}
+        profile = await self.hs.accounts.get_profile(user_id)
+        if profile is None:
+            return {}
+        displayname, avatar_url = profile
+        out: dict[str, Any] = {}
+        if displayname is not None:
+            out["displayname"] = displayname
+        if avatar_url is not None:
+            out["avatar_url"] = avatar_url
+        return out
+
+    async def resolve_room(self, room_id_or_alias: str, via: Sequence[str] = ()) -> str:
+        """The room ID of a room ID or alias (a local alias is looked up; ``via`` is only a hint)."""
+        if room_id_or_alias.startswith("#"):
+            return await self.hs.directory.resolve_alias(room_id_or_alias)
+        if room_id_or_alias.startswith("!"):
+            return check_room_id(room_id_or_alias)
+        raise invalid_param(f"Not a room ID or alias: {room_id_or_alias[:100]!r}")
+
+    async def local_room(self, room_id: str, via: Sequence[str] = ()) -> RoomRecord:
+        """The room, if this server has it; else 404 (saying so when it lives elsewhere)."""
+        check_room_id(room_id)
+        room = await self.room_server.get_room(room_id)
+        if room is not None:
+            return room
+        ours = self.hs.server_name
+        server = server_of_room_id(room_id)
+        if (server is not None and server != ours) or any(s != ours for s in via):
+            raise federation_unavailable(f"Room {room_id} is not on this server")
+        raise not_found(f"Unknown room {room_id}")
+
+    async def _state(self, room_id: str, *users: str, extra: Sequence[StateKey] = ()) -> dict[StateKey, Event]:
+        keys = [CREATE_KEY, POWER_LEVELS_KEY, JOIN_RULES_KEY, *extra, *(_member_key(u) for u in users)]
+        return await self.room_server.current_state_events(room_id, keys)
+
+    async def _send(self, room_id: str, sender: str, target: str, content: dict[str, Any]) -> Event:
+        return await self.room_server.send(room_id, EventSpec(MEMBER, content, target, sender))
+
+    @staticmethod
+    def _with_reason(content: dict[str, Any], reason: str | None) -> dict[str, Any]:
+        if reason is not None:
+            content["reason"] = reason
+        return content
+
+    # -- joining ---------------------------------------------------------------------------------
+
+    async def join(
+        self, requester: Requester, room_id_or_alias: str, reason: str | None = None, via: Sequence[str] = ()
+    ) -> str:
+        """Join a room by ID or alias; returns the room ID."""
+        room_id = await self.resolve_room(room_id_or_alias, via)
+        room = await self.local_room(room_id, via)
+        user_id = requester.user_id
+        state = await self._state(room_id, user_id, extra=[GUEST_ACCESS_KEY])
+        membership = _membership(state, user_id)
+        if membership == "join":
+            return room_id
+        if membership == "ban":
+            raise forbidden("You are banned from this room")
+        if requester.is_guest:
+            guest = state.get(GUEST_ACCESS_KEY)
+            if guest is None or guest.content.get("guest_access") != "can_join":
+                raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests may not join this room")
+        content = self._with_reason({"membership": "join", **await self.profile_content(user_id)}, reason)
+        rv = room.room_version
+        jr_event = state.get(JOIN_RULES_KEY)
+        jr = jr_event.content if jr_event is not None else {}
+        restricted = ("restricted", "knock_restricted") if rv.knock_restricted_join_rule else ("restricted",)
+        if membership != "invite" and rv.restricted_join_rule and jr.get("join_rule") in restricted:
+            content["join_authorised_via_users_server"] = await self._restricted_join_authoriser(
+                room_id, state, jr, user_id
+            )
+        await self._send(room_id, user_id, user_id, content)
+        return room_id
+
+    async def _restricted_join_authoriser(
+        self, room_id: str, state: dict[StateKey, Event], join_rules: dict[str, Any], user_id: str
+    ) -> str:
+        """client-server-api §Restricted rooms: check the allow conditions, then pick a local
+        joined member with the invite level to vouch for the join (v8 auth rule 4.3.5)."""
+        allow = join_rules.get("allow")
+        rooms = [
+            c["room_id"]
+            for c in (allow if isinstance(allow, list) else [])
+            if isinstance(c, dict) and c.get("type") == "m.room_membership" and isinstance(c.get("room_id"), str)
+        ]
+        satisfied = False
+        for other in rooms:
+            if await self.room_server.get_room(other) is not None and await self.room_server.membership(other, user_id) == "join":
+                satisfied = True
+                break
+        if not satisfied:
+            raise forbidden(
+                "You are not invited to this room and are not joined to any room its join rule allows"
+            )
+        ours = self.hs.server_name
+        ids = await self.room_server.current_state_ids(room_id)
+        keys = [k for k in ids if k[0] == MEMBER and server_of_user(k[1]) == ours]
+        members = await self.room_server.current_state_events(room_id, keys)
+        pl = state.get(POWER_LEVELS_KEY)
+        invite_level = get_named_level(pl.content if pl is not None else None, "invite", pl.room_version if pl else None)
+        candidates = []
+        for (_, member), ev in members.items():
+            if ev.membership != "join":
+                continue
+            level = get_user_power_level(member, state)
+            if level >= invite_level:
+                candidates.append((-level, member))
+        if not candidates:
+            raise forbidden("No member of this room on this server may invite you, so your join cannot be authorised")
+        return min(candidates)[1]
+
+    async def knock(
+        self, requester: Requester, room_id_or_alias: str, reason: str | None = None, via: Sequence[str] = ()
+    ) -> str:
+        room_id = await self.resolve_room(room_id_or_alias, via)
+        room = await self.local_room(room_id, via)
+        if not room.room_version.knock_join_rule:
+            raise forbidden(f"Room version {room.room_version.identifier} does not support knocking")
+        user_id = requester.user_id
+        state = await self._state(room_id, user_id)
+        membership = _membership(state, user_id)
+        if membership == "join":
+            raise forbidden("You are already in the room")
+        if membership == "invite":
+            raise forbidden("You are already invited to the room: join it instead")
+        if membership == "ban":
+            raise forbidden("You are banned from this room")
+        content = self._with_reason({"membership": "knock", **await self.profile_content(user_id)}, reason)
+        await self._send(room_id, user_id, user_id, content)
+        return room_id
+
+    # -- leaving and forgetting ---------------------------------------------------------------------
+
+    async def leave(self, requester: Requester, room_id: str, reason: str | None = None) -> None:
+        await self.local_room(room_id)
+        user_id = requester.user_id
+        membership = await self.room_server.membership(room_id, user_id)
+        if membership is None:
+            raise forbidden("You are not a member of this room")
+        if membership == "leave":
+            return
+        if membership == "ban":
+            raise forbidden("You are banned from this room")
+        await self._send(room_id, user_id, user_id, self._with_reason({"membership": "leave"}, reason))
+
+    async def forget(self, requester: Requester, room_id: str) -> None:
+        room = await self.local_room(room_id)
+        user_id = requester.user_id
+        membership = await self.room_server.membership(room_id, user_id)
+        if membership is None:
+            raise not_found("You have never been a member of this room")
+        if membership not in ("leave", "ban"):
+            # leaving.yaml: "If the user is currently joined to the room, they must leave the room first"
+            raise MatrixError(400, "M_UNKNOWN", f"User {user_id} is in room {room_id}")
+        await self.hs.membership_store.forget(user_id, room.room_nid)
+
+    # -- acting on other users ------------------------------------------------------------------------
+
+    async def invite(
+        self, requester: Requester, room_id: str, target: str, reason: str | None = None, is_direct: bool = False
+    ) -> None:
+        check_user_id(target)
+        await self.local_room(room_id)
+        sender = requester.user_id
+        await self.check_invitee(target)
+        state = await self._state(room_id, sender, target)
+        if _membership(state, sender) != "join":
+            raise forbidden("You are not in the room")
+        membership = _membership(state, target)
+        if membership == "ban":
+            raise forbidden(f"{target} is banned from the room")
+        if membership == "join":
+            raise forbidden(f"{target} is already in the room")
+        if membership == "invite":
+            return  # inviting.yaml: "or was already invited"
+        await self._send(room_id, sender, target, await self.invite_content(target, reason, is_direct))
+
+    async def check_invitee(self, target: str) -> None:
+        """A user who can be invited from here: a local, existing, active account."""
+        if server_of_user(target) != self.hs.server_name:
+            raise forbidden(
+                f"Cannot invite {target}: inviting users on other servers needs federation, "
+                "which is not available yet on this server"
+            )
+        user = await self.hs.accounts.get_user(target)
+        if user is None or user.deactivated:
+            raise not_found(f"Unknown user {target}")
+
+    async def invite_content(self, target: str, reason: str | None, is_direct: bool) -> dict[str, Any]:
+        content: dict[str, Any] = {"membership": "invite", **await self.profile_content(target)}
+        if is_direct:
+            content["is_direct"] = True
+        return self._with_reason(content, reason)
+
+    async def kick(self, requester: Requester, room_id: str, target: str, reason: str | None = None) -> None:
+        check_user_id(target)
+        await self.local_room(room_id)
+        sender = requester.user_id
+        state = await self._state(room_id, sender, target)
+        if _membership(state, sender) != "join":
+            raise forbidden("You are not in the room")
+        membership = _membership(state, target)
+        if membership == "ban":
+            raise forbidden(f"{target} is banned from the room; unban them instead")
+        if membership not in ("join", "invite", "knock"):
+            raise forbidden(f"{target} is not in the room")
+        await self._send(room_id, sender, target, self._with_reason({"membership": "leave"}, reason))
+
+    async def ban(self, requester: Requester, room_id: str, target: str, reason: str | None = None) -> None:
+        check_user_id(target)
+        await self.local_room(room_id)
+        sender = requester.user_id
+        if target == sender:
+            raise forbidden("You cannot ban yourself")
+        state = await self._state(room_id, sender, target)
+        if _membership(state, sender) != "join":
+            raise forbidden("You are not in the room")
+        if _membership(state, target) == "ban":
+            return
+        await self._send(room_id, sender, target, self._with_reason({"membership": "ban"}, reason))
+
+    async def unban(self, requester: Requester, room_id: str, target: str, reason: str | None = None) -> None:
+        check_user_id(target)
+        await self.local_room(room_id)
+        sender = requester.user_id
+        state = await self._state(room_id, sender, target)
+        if _membership(state, sender) != "join":
+            raise forbidden("You are not in the room")
+        if _membership(state, target) != "ban":
+            # client-server-api §Other error codes: M_BAD_STATE, "attempting to unban a user who is not banned"
+            raise MatrixError(400, "M_BAD_STATE", f"{target} is not banned from the room")
+        await self._send(room_id, sender, target, self._with_reason({"membership": "leave"}, reason))

@@ -1,0 +1,166 @@
+"""Sending into rooms from the client API: messages, state events, redactions.
+
+Sending a message is the hottest write path, so it does no work of its own
+beyond the rate limit: the room server builds, authorises and persists the
+event, and makes the send idempotent per ``(user, device, txnId)``.
+
+client-server-api §Transaction identifiers scopes a transaction ID to a
+device *and an endpoint*. The room server's key has no endpoint, so when a
+device reuses a transaction ID on another path (another room, event type,
+or the redact endpoint) the answer of the first send comes back; we then
+send under a key that also names the path (rare: clients use fresh IDs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mxserver.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
+from mxserver.events.model import Event
+from mxserver.ids import is_valid_event_id
+from mxserver.rooms.power_levels import CREATE_KEY, POWER_LEVELS_KEY, user_has_named_level
+from mxserver.rooms.room_server import EventSpec
+from mxserver.rooms.versions import RedactionRules
+
+#: longest transaction ID accepted (it is stored with the event)
+MAX_TXN_ID_LENGTH = 255
+_SCOPE_SEPARATOR = "\x1f"
+
+
+class MessageHandler:
+    """Turns client sends into room-server submissions."""
+
+    def __init__(self, hs: Any) -> None:
+        self.hs = hs
+        self.room_server = hs.room_server
+        self.events = hs.event_store
+        self.ratelimit = hs.ratelimit_message
+
+    # -- messages --------------------------------------------------------------------------
+
+    async def send_event(
+        self, requester: Any, room_id: str, event_type: str, content: dict[str, Any], txn_id: str
+    ) -> str:
+        """PUT /rooms/{roomId}/send/{eventType}/{txnId}: the event ID (the first one on retransmission)."""
+        self.ratelimit.check(requester.user_id)
+        redacts = None
+        if event_type == "m.room.redaction":
+            # room_send.yaml (v1.18): redactions may be sent here; before v11 "redacts" moves to the top level.
+            redacts = content.get("redacts")
+            if not isinstance(redacts, str) or not is_valid_event_id(redacts):
+                raise bad_json("An m.room.redaction event needs 'redacts' (an event ID) in its content")
+            room = await self._room(room_id)
+            await self._check_may_redact(requester.user_id, room_id, redacts)
+            if room.room_version.redaction is not RedactionRules.V11:
+                content = {k: v for k, v in content.items() if k != "redacts"}
+        spec = EventSpec(event_type, content, None, requester.user_id, redacts)
+        event = await self._send_with_txn(
+            requester,
+            room_id,
+            spec,
+            txn_id,
+            f"send{_SCOPE_SEPARATOR}{event_type}",
+            lambda ev: ev.room_id == room_id and ev.type == event_type,
+        )
+        return event.event_id
+
+    # -- state -----------------------------------------------------------------------------------
+
+    async def send_state(
+        self, requester: Any, room_id: str, event_type: str, state_key: str, content: dict[str, Any]
+    ) -> str:
+        """PUT /rooms/{roomId}/state/{eventType}/{stateKey}: the new event's ID.
+
+        A PUT equal to the current state is sent again (room_state.yaml allows either).
+        """
+        self.ratelimit.check(requester.user_id)
+        if event_type == "m.room.canonical_alias":
+            await self._check_canonical_alias(room_id, content)
+        spec = EventSpec(event_type, content, state_key, requester.user_id)
+        event = await self.room_server.send(room_id, spec)
+        return event.event_id
+
+    async def _check_canonical_alias(self, room_id: str, content: Mapping[str, Any]) -> None:
+        # room_state.yaml: new aliases must be valid and point to this room. The directory owns aliases.
+        try:
+            from mxserver.rooms import directory
+        except ImportError:
+            return
+        validate = getattr(directory, "validate_canonical_alias", None)
+        if validate is None:
+            return
+        result = validate(self.hs, room_id, content)
+        if hasattr(result, "__await__"):
+            result = await result
+        if result is False:
+            raise MatrixError(400, "M_BAD_ALIAS", "An alias does not point to this room")
+
+    # -- redactions ------------------------------------------------------------------------------
+
+    async def redact(self, requester: Any, room_id: str, event_id: str, txn_id: str, reason: str | None) -> str:
+        """PUT /rooms/{roomId}/redact/{eventId}/{txnId}: the redaction event's ID."""
+        self.ratelimit.check(requester.user_id)
+        if not is_valid_event_id(event_id):
+            raise invalid_param("Invalid event ID")
+        await self._room(room_id)
+        await self._check_may_redact(requester.user_id, room_id, event_id)
+        content = {"reason": reason} if reason is not None else {}
+        spec = EventSpec("m.room.redaction", content, None, requester.user_id, event_id)
+        event = await self._send_with_txn(
+            requester,
+            room_id,
+            spec,
+            txn_id,
+            f"redact{_SCOPE_SEPARATOR}{event_id}",
+            lambda ev: ev.room_id == room_id and ev.type == "m.room.redaction" and ev.redacts == event_id,
+        )
+        return event.event_id
+
+    async def _check_may_redact(self, user_id: str, room_id: str, target_id: str) -> None:
+        """redaction.yaml: own events with the m.room.redaction level, others' only with the redact level.
+
+        The auth rules check the m.room.redaction level; from room v3 they do
+        not check whose event it is (that is "handling redactions", decided
+        when the redaction is applied), so the client API checks it here.
+        """
+        if await self.room_server.membership(room_id, user_id) != "join":
+            raise forbidden("You are not joined to this room")
+        target = await self.events.get_event(target_id)
+        if target is None or target.room_id != room_id or target.rejected:
+            raise not_found("Event not found")
+        if target.sender == user_id:
+            return
+        state = await self.room_server.current_state_events(room_id, [POWER_LEVELS_KEY, CREATE_KEY])
+        if not user_has_named_level(user_id, "redact", state, target.room_version):
+            raise forbidden("You may not redact other users' events")
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    async def _room(self, room_id: str) -> Any:
+        room = await self.room_server.get_room(room_id)
+        if room is None:
+            raise not_found(f"Unknown room {room_id}")
+        return room
+
+    async def _send_with_txn(
+        self,
+        requester: Any,
+        room_id: str,
+        spec: EventSpec,
+        txn_id: str,
+        endpoint: str,
+        same_request: Callable[[Event], bool],
+    ) -> Event:
+        if len(txn_id) > MAX_TXN_ID_LENGTH:
+            raise invalid_param("Transaction ID too long")
+        device = requester.device_id or f"token:{requester.token_hash}"
+        event = await self.room_server.send(room_id, spec, txn_key=(requester.user_id, device, txn_id))
+        if same_request(event):
+            return event
+        # The ID was first used on another endpoint: this is a different request.
+        scoped = _SCOPE_SEPARATOR.join((txn_id, room_id, endpoint))
+        event = await self.room_server.send(room_id, spec, txn_key=(requester.user_id, device, scoped))
+        if event.metadata.txn_id == scoped:
+            event.metadata.txn_id = txn_id
+        return event

@@ -1,0 +1,233 @@
+"""SQL for push rules: user-defined rules, changes to server-default rules, change positions.
+
+Tables ``push_rules``, ``push_rule_default_overrides`` and
+``push_rules_changes`` (schema 0006). Every change takes a position on the
+``account_data`` stream (clients see push rules as the ``m.push_rules``
+account data event) and records it in ``push_rules_changes``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+
+from mxserver.storage.database import Database, Txn
+from mxserver.storage.stream_positions import PersistedStream
+
+
+@attrs.frozen
+class StoredRule:
+    """A user-defined push rule as stored."""
+
+    kind: str
+    rule_id: str
+    conditions: list[Any] | None
+    pattern: str | None
+    actions: list[Any]
+    enabled: bool
+
+
+@attrs.frozen
+class DefaultOverride:
+    """A user's change to a server-default rule: None keeps the default."""
+
+    enabled: bool | None
+    actions: list[Any] | None
+
+
+class RuleNotFound(Exception):
+    """The ``before``/``after`` anchor of a new rule does not exist."""
+
+    def __init__(self, rule_id: str) -> None:
+        super().__init__(rule_id)
+        self.rule_id = rule_id
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class PushRulesStore:
+    def __init__(self, db: Database, stream: PersistedStream) -> None:
+        self.db = db
+        self.stream = stream
+
+    # -- reading -----------------------------------------------------------------
+
+    def get_rules(self, user_id: str) -> Deferred[tuple[list[StoredRule], dict[str, DefaultOverride]]]:
+        """The user's own rules (most important first within each kind) and default-rule changes."""
+
+        def txn(t: Txn) -> tuple[list[StoredRule], dict[str, DefaultOverride]]:
+            rows = t.query(
+                "SELECT kind, rule_id, conditions, pattern, actions, enabled FROM push_rules"
+                " WHERE user_id = ? ORDER BY kind, position",
+                (user_id,),
+            )
+            rules = [
+                StoredRule(
+                    r[0], r[1], json.loads(r[2]) if r[2] is not None else None, r[3], json.loads(r[4]), bool(r[5])
+                )
+                for r in rows
+            ]
+            overrides = {
+                r[0]: DefaultOverride(
+                    None if r[1] is None else bool(r[1]), json.loads(r[2]) if r[2] is not None else None
+                )
+                for r in t.query(
+                    "SELECT rule_id, enabled, actions FROM push_rule_default_overrides WHERE user_id = ?", (user_id,)
+                )
+            }
+            return rules, overrides
+
+        return self.db.run_read("get_push_rules", txn)
+
+    async def changed_between(self, user_id: str, from_pos: int, to_pos: int) -> bool:
+        """Whether the user's push rules changed at a position in (from_pos, to_pos]."""
+        row = await self.db.select_one(
+            "push_rules_changed", "SELECT stream_id FROM push_rules_changes WHERE user_id = ?", user_id
+        )
+        # Only the latest change is kept: a change after to_pos may hide one inside the range,
+        # so that case counts as changed too (sending the rules again is harmless).
+        return row is not None and int(row[0]) > from_pos
+
+    # -- writing -----------------------------------------------------------------
+
+    def put_rule(
+        self,
+        user_id: str,
+        kind: str,
+        rule_id: str,
+        conditions: list[Any] | None,
+        pattern: str | None,
+        actions: list[Any],
+        before: str | None,
+        after: str | None,
+    ) -> Deferred[int]:
+        """Create or update a user rule, placed per ``before``/``after`` (pushrules.yaml).
+
+        ``before`` wins when both are given; with neither, a new rule becomes the
+        most important of its kind and an existing one keeps its place. Raises
+        :class:`RuleNotFound` (nothing written) for an unknown anchor.
+        """
+
+        def txn(t: Txn) -> int:
+            position = self.stream.allocate_txn(t)
+            order = [
+                r[0]
+                for r in t.query(
+                    "SELECT rule_id FROM push_rules WHERE user_id = ? AND kind = ? ORDER BY position",
+                    (user_id, kind),
+                )
+            ]
+            existing = t.query_one(
+                "SELECT enabled FROM push_rules WHERE user_id = ? AND kind = ? AND rule_id = ?",
+                (user_id, kind, rule_id),
+            )
+            if before is not None or after is not None or existing is None:
+                if rule_id in order:
+                    order.remove(rule_id)
+                anchor = before if before is not None else after
+                if anchor is None:
+                    index = 0
+                elif anchor in order:
+                    index = order.index(anchor) + (0 if before is not None else 1)
+                else:
+                    raise RuleNotFound(anchor)
+                order.insert(index, rule_id)
+            # pushrules.yaml: "When creating push rules, they MUST be enabled by default";
+            # an update keeps the rule's enabled flag.
+            enabled = True if existing is None else bool(existing[0])
+            t.execute(
+                "INSERT INTO push_rules (user_id, kind, rule_id, position, conditions, pattern, actions, enabled)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, kind, rule_id) DO UPDATE SET"
+                " conditions = excluded.conditions, pattern = excluded.pattern, actions = excluded.actions",
+                (
+                    user_id,
+                    kind,
+                    rule_id,
+                    order.index(rule_id),
+                    None if conditions is None else _dump(conditions),
+                    pattern,
+                    _dump(actions),
+                    enabled,
+                ),
+            )
+            t.executemany(
+                "UPDATE push_rules SET position = ? WHERE user_id = ? AND kind = ? AND rule_id = ?",
+                [(i, user_id, kind, rid) for i, rid in enumerate(order)],
+            )
+            self._mark_changed_txn(t, user_id, position)
+            return position
+
+        return self.db.run_interaction("put_push_rule", txn)
+
+    def delete_rule(self, user_id: str, kind: str, rule_id: str) -> Deferred[int | None]:
+        """Delete a user rule; the change's position, or None (nothing written) if there was none."""
+
+        def txn(t: Txn) -> int | None:
+            position = self.stream.allocate_txn(t)
+            t.execute("DELETE FROM push_rules WHERE user_id = ? AND kind = ? AND rule_id = ?", (user_id, kind, rule_id))
+            if t.rowcount == 0:
+                raise _NothingChanged()
+            self._mark_changed_txn(t, user_id, position)
+            return position
+
+        return _none_if_unchanged(self.db.run_interaction("delete_push_rule", txn))
+
+    def set_rule_field(self, user_id: str, kind: str, rule_id: str, field: str, value: Any) -> Deferred[int | None]:
+        """Set ``enabled`` or ``actions`` of a user rule; None (nothing written) if there is no such rule."""
+        assert field in ("enabled", "actions"), field
+        stored = _dump(value) if field == "actions" else bool(value)
+
+        def txn(t: Txn) -> int | None:
+            position = self.stream.allocate_txn(t)
+            t.execute(
+                f"UPDATE push_rules SET {field} = ? WHERE user_id = ? AND kind = ? AND rule_id = ?",
+                (stored, user_id, kind, rule_id),
+            )
+            if t.rowcount == 0:
+                raise _NothingChanged()
+            self._mark_changed_txn(t, user_id, position)
+            return position
+
+        return _none_if_unchanged(self.db.run_interaction(f"set_push_rule_{field}", txn))
+
+    def set_default_field(self, user_id: str, rule_id: str, field: str, value: Any) -> Deferred[int]:
+        """Change ``enabled`` or ``actions`` of a server-default rule for this user."""
+        assert field in ("enabled", "actions"), field
+        stored = _dump(value) if field == "actions" else bool(value)
+
+        def txn(t: Txn) -> int:
+            position = self.stream.allocate_txn(t)
+            t.execute(
+                f"INSERT INTO push_rule_default_overrides (user_id, rule_id, {field}) VALUES (?, ?, ?)"
+                f" ON CONFLICT (user_id, rule_id) DO UPDATE SET {field} = excluded.{field}",
+                (user_id, rule_id, stored),
+            )
+            self._mark_changed_txn(t, user_id, position)
+            return position
+
+        return self.db.run_interaction(f"set_default_push_rule_{field}", txn)
+
+    @staticmethod
+    def _mark_changed_txn(t: Txn, user_id: str, position: int) -> None:
+        t.execute(
+            "INSERT INTO push_rules_changes (user_id, stream_id) VALUES (?, ?)"
+            " ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id",
+            (user_id, position),
+        )
+
+
+class _NothingChanged(Exception):
+    """Raised inside a transaction to roll back its position allocation."""
+
+
+def _none_if_unchanged(d: Deferred[Any]) -> Deferred[Any]:
+    def trap(failure: Any) -> None:
+        failure.trap(_NothingChanged)
+        return None
+
+    return d.addErrback(trap)

@@ -1,0 +1,130 @@
+"""Read queries for /sync: memberships, recent timelines, member counts, unread counts.
+
+Each method is one database interaction however many rooms it covers, so an
+initial sync of many rooms costs a handful of round trips, not one per room.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from mxserver.storage.database import Database, Txn
+
+
+@attrs.frozen
+class MembershipRow:
+    room_id: str
+    room_nid: int
+    membership: str
+    event_id: str
+    stream_ordering: int
+    forgotten: bool
+
+
+_TIMELINE = "stream_ordering IS NOT NULL AND rejected_reason IS NULL AND soft_failed = ?"
+
+
+class SyncStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def memberships(self, user_id: str) -> list[MembershipRow]:
+        rows = await self.db.select(
+            "sync_memberships",
+            "SELECT r.room_id, m.room_nid, m.membership, m.event_id, m.stream_ordering, m.forgotten"
+            " FROM room_memberships m JOIN rooms r ON r.room_nid = m.room_nid WHERE m.user_id = ?",
+            user_id,
+        )
+        return [MembershipRow(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+
+    async def recent_event_ids(
+        self, rooms: Sequence[tuple[int, int | None, int]], limit: int
+    ) -> dict[int, tuple[list[str], bool]]:
+        """For each ``(room_nid, after, upto)``: the last ``limit`` timeline event IDs in
+        (after, upto], oldest first, and whether more were left out."""
+
+        def txn(t: Txn) -> dict[int, tuple[list[str], bool]]:
+            out = {}
+            for room_nid, after, upto in rooms:
+                args: list[Any] = [room_nid, False, upto]
+                extra = ""
+                if after is not None:
+                    extra = " AND stream_ordering > ?"
+                    args.append(after)
+                args.append(limit + 1)
+                rows = t.query(
+                    f"SELECT event_id FROM events WHERE room_nid = ? AND {_TIMELINE} AND stream_ordering <= ?{extra}"
+                    " ORDER BY stream_ordering DESC LIMIT ?",
+                    args,
+                )
+                ids = [r[0] for r in rows[:limit]]
+                ids.reverse()
+                out[room_nid] = (ids, len(rows) > limit)
+            return out
+
+        return await self.db.run_read("sync_recent_events", txn)
+
+    async def snapshots_at(self, positions: Sequence[tuple[int, int]]) -> dict[int, int | None]:
+        """For each ``(room_nid, position)``: the state snapshot after the room's last event at or before it."""
+
+        def txn(t: Txn) -> dict[int, int | None]:
+            out: dict[int, int | None] = {}
+            for room_nid, position in positions:
+                row = t.query_one(
+                    f"SELECT state_after FROM events WHERE room_nid = ? AND {_TIMELINE} AND stream_ordering <= ?"
+                    " ORDER BY stream_ordering DESC LIMIT 1",
+                    (room_nid, False, position),
+                )
+                out[room_nid] = row[0] if row else None
+            return out
+
+        return await self.db.run_read("sync_snapshots_at", txn)
+
+    async def member_summaries(self, room_nids: Sequence[int], user_id: str) -> dict[int, tuple[int, int, list[str]]]:
+        """For each room: (joined count, invited count, up to 5 other members' IDs for heroes)."""
+
+        def txn(t: Txn) -> dict[int, tuple[int, int, list[str]]]:
+            out = {}
+            for room_nid in room_nids:
+                counts = dict(
+                    t.query(
+                        "SELECT membership, COUNT(*) FROM room_memberships WHERE room_nid = ? GROUP BY membership",
+                        (room_nid,),
+                    )
+                )
+                heroes = [
+                    r[0]
+                    for r in t.query(
+                        "SELECT user_id FROM room_memberships WHERE room_nid = ? AND user_id != ?"
+                        " AND membership IN ('join', 'invite') ORDER BY user_id LIMIT 5",
+                        (room_nid, user_id),
+                    )
+                ]
+                out[room_nid] = (counts.get("join", 0), counts.get("invite", 0), heroes)
+            return out
+
+        return await self.db.run_read("sync_member_summaries", txn)
+
+    async def unread_counts(self, rooms: Sequence[tuple[int, int]], user_id: str) -> dict[int, int]:
+        """For each ``(room_nid, after_position)``: messages from others after it (notification count)."""
+
+        def txn(t: Txn) -> dict[int, int]:
+            out = {}
+            for room_nid, after in rooms:
+                row = t.query_one(
+                    f"SELECT COUNT(*) FROM events WHERE room_nid = ? AND {_TIMELINE} AND stream_ordering > ?"
+                    " AND sender != ? AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker')",
+                    (room_nid, False, after, user_id),
+                )
+                out[room_nid] = row[0] if row else 0
+            return out
+
+        return await self.db.run_read("sync_unread_counts", txn)
+
+    async def membership_content(self, event_id: str) -> dict[str, Any]:
+        row = await self.db.select_one("sync_member_content", "SELECT json FROM events WHERE event_id = ?", event_id)
+        return json.loads(row[0]).get("content", {}) if row else {}
