@@ -117,7 +117,7 @@ class DatabaseConfig:
         default=None, metadata=_help("SQLite file (default: data_dir/homeserver.db)", path=True)
     )
     dsn: str | None = attrs.field(default=None, metadata=_help("libpq URI for postgres, e.g. postgresql://user@host/db"))
-    pool_size: int = attrs.field(default=5, metadata=_help("database connections (readers) in the pool", check=lambda v: v >= 1))
+    pool_size: int = attrs.field(default=3, metadata=_help("database connections (readers) in the pool", check=lambda v: v >= 1))
 
 
 @attrs.define

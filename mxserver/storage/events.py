@@ -57,7 +57,8 @@ def encode_pdu(event: Event) -> str:
 class EventStore:
     """Events and rooms: cached reads, batched writes."""
 
-    CACHE_SIZE = 20_000
+    #: parsed events kept in memory (recent timelines and hot state events)
+    CACHE_SIZE = 5_000
 
     def __init__(self, db: Database, state: StateStore) -> None:
         self.db = db
