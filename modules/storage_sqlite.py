@@ -25,9 +25,9 @@ def _configure(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=OFF")
     conn.execute("PRAGMA busy_timeout=30000")
-    # 4 MiB of page cache per connection: the OS caches the file too, and every
+    # 2 MiB of page cache per connection: the OS caches the file too, and every
     # connection keeps its own cache, so large values multiply the server's memory.
-    conn.execute("PRAGMA cache_size=-4000")
+    conn.execute("PRAGMA cache_size=-2000")
 
 
 @implementer(IStorageBackend)

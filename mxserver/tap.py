@@ -99,6 +99,9 @@ def makeService(options: dict[str, Any]) -> service.IService:
     except Exception as e:  # start-up checks: unreadable key, schema too new, bad module...
         sys.stderr.write(f"mxserver: cannot start: {e}\n")
         raise SystemExit(1) from None
+    from mxserver.memory import tune_malloc
+
+    tune_malloc()
     root = _TwistdRoot(make_observer(config.log))
     hs = Homeserver(config)
     hs.stop_reactor_on_failure = True

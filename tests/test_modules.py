@@ -163,3 +163,10 @@ class EventHookTests(HomeserverTestCase):
         # on_new_event saw every persisted event but not the refused one
         self.assertEqual(hook.seen[-1], "hello")
         self.assertNotIn("HELLO", hook.seen)
+
+
+class MallocTuningTests(unittest.SynchronousTestCase):
+    def test_tune_malloc_applies_on_linux(self) -> None:
+        from mxserver.memory import tune_malloc
+
+        self.assertEqual(tune_malloc(), sys.platform.startswith("linux"))

@@ -58,7 +58,7 @@ class EventStore:
     """Events and rooms: cached reads, batched writes."""
 
     #: parsed events kept in memory (recent timelines and hot state events)
-    CACHE_SIZE = 5_000
+    CACHE_SIZE = 2_000
 
     def __init__(self, db: Database, state: StateStore) -> None:
         self.db = db

@@ -39,7 +39,7 @@ class StateStore:
     """Reads and plans state snapshots; writes happen inside the event persister's transaction."""
 
     #: total state entries kept in memory across cached snapshots
-    CACHE_ENTRIES = 100_000
+    CACHE_ENTRIES = 50_000
 
     def __init__(self, db: Database) -> None:
         self.db = db
