@@ -81,7 +81,7 @@ class _TwistdRoot(service.MultiService):
         self._observer = observer
 
     def setServiceParent(self, parent: Any) -> None:
-        if hasattr(parent, "setComponent"):
+        if self._observer is not None and hasattr(parent, "setComponent"):
             parent.setComponent(ILogObserver, self._observer)
         super().setServiceParent(parent)
 
@@ -102,7 +102,12 @@ def makeService(options: dict[str, Any]) -> service.IService:
     from mxserver.memory import tune_malloc
 
     tune_malloc()
-    root = _TwistdRoot(make_observer(config.log))
+    # Daemonised with no log file configured, stderr goes nowhere: leave logging to
+    # twistd's --logfile (twistd.log by default) rather than lose every line.
+    parent = getattr(options, "parent", None)
+    daemonised = parent is not None and not parent.get("nodaemon", True)
+    observer = None if daemonised and config.log.path is None else make_observer(config.log)
+    root = _TwistdRoot(observer)
     hs = Homeserver(config)
     hs.stop_reactor_on_failure = True
     hs.setServiceParent(root)
