@@ -8,10 +8,16 @@ one database transaction and only then answers the callers, so an
 acknowledged event is always committed, and a busy room costs one commit per
 batch rather than per event. After the commit the events are published on
 the room event stream.
+
+An event from another server goes through :meth:`RoomServer.receive_event`
+under the same lock: auth against its own auth events and the state before
+it, soft failure against the head, state resolution when it forks the DAG,
+then the same persister.
 """
 
 from __future__ import annotations
 
+import enum
 import secrets
 import string
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,10 +31,11 @@ from mxserver.errors import MatrixError, forbidden, not_found
 from mxserver.events.builder import build_event
 from mxserver.events.model import Event
 from mxserver.events.validation import EventFormatError
-from mxserver.rooms.auth import AuthError, auth_types_for_event, check_auth_rules
+from mxserver.rooms.auth import AuthError, auth_types_for, auth_types_for_event, check_auth_rules
+from mxserver.rooms.state_resolution import resolve_state
 from mxserver.rooms.versions import RoomVersion
 from mxserver.storage.events import EventStore, PersistItem, RoomRecord
-from mxserver.storage.state import StateKey, StateStore
+from mxserver.storage.state import NewSnapshot, StateKey, StateMap, StateStore
 from mxserver.streams import RoomEventStream
 
 log = Logger()
@@ -49,6 +56,106 @@ class EventSpec:
     state_key: str | None = None
     sender: str | None = None
     redacts: str | None = None
+
+
+class ReceiveStatus(enum.Enum):
+    """What became of an event received from another server."""
+
+    #: in the room's timeline and state, a forward extremity, published on the room stream
+    ACCEPTED = "accepted"
+    #: passed auth at its own state but not against the current state (server-server-api
+    #: §Soft failure): stored with its state, never shown to clients nor cited by our events
+    SOFT_FAILED = "soft_failed"
+    #: failed auth against its auth events or the state before it (§Rejection): stored with
+    #: the reason, no stream position, no effect on state
+    REJECTED = "rejected"
+
+
+@attrs.frozen
+class ReceiveResult:
+    status: ReceiveStatus
+    #: why the event was rejected or soft failed (None when it was accepted, or for a
+    #: duplicate of a soft-failed event: that reason is not stored)
+    reason: str | None = None
+    #: the event was already known: nothing was done
+    duplicate: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return self.status is ReceiveStatus.ACCEPTED
+
+    @property
+    def soft_failed(self) -> bool:
+        return self.status is ReceiveStatus.SOFT_FAILED
+
+    @property
+    def rejected(self) -> bool:
+        return self.status is ReceiveStatus.REJECTED
+
+
+class MissingEventsError(Exception):
+    """A received event cites prev or auth events this server does not have.
+
+    Nothing was stored: fetch ``missing`` (``/get_missing_events``, ``/event``),
+    receive them first, then deliver the event again.
+    """
+
+    def __init__(self, event_id: str, missing: Sequence[str]) -> None:
+        super().__init__(f"event {event_id} cites events we do not have: {', '.join(missing)}")
+        self.event_id = event_id
+        self.missing = list(missing)
+
+
+class MissingStateError(Exception):
+    """A received event's prev events are outliers: the state after them is not known.
+
+    Nothing was stored: the caller must fetch the state at those events (``/state_ids``).
+    """
+
+    def __init__(self, event_id: str, event_ids: Sequence[str]) -> None:
+        super().__init__(f"event {event_id}: the state after {', '.join(event_ids)} is not known")
+        self.event_id = event_id
+        self.event_ids = list(event_ids)
+
+
+class EventStoreStateSource:
+    """:class:`~mxserver.rooms.state_resolution.StateResolutionSource` over the event store,
+    plus ``extra`` events that are not stored yet (the event being received)."""
+
+    def __init__(self, store: EventStore, extra: Mapping[str, Event] | None = None) -> None:
+        self.store = store
+        self.extra = dict(extra or {})
+
+    async def get_events(self, event_ids: Iterable[str]) -> dict[str, Event]:
+        ids = list(event_ids)
+        found = {i: self.extra[i] for i in ids if i in self.extra}
+        rest = [i for i in ids if i not in found]
+        if rest:
+            found.update(await self.store.get_events(rest))
+        return found
+
+    async def get_auth_chain_ids(self, event_ids: Iterable[str]) -> set[str]:
+        seeds: list[str] = []
+        direct: set[str] = set()
+        for event_id in event_ids:
+            ev = self.extra.get(event_id)
+            if ev is None:
+                seeds.append(event_id)
+            else:
+                direct.update(ev.auth_event_ids)
+        return direct | await self.store.get_auth_chain_ids([*seeds, *direct])
+
+
+@attrs.define
+class _StateAt:
+    """The state before a received event: a stored snapshot, or a resolved map to store."""
+
+    state: StateMap
+    nid: int | None
+    #: for a resolved map: the snapshot to store it as a delta on
+    base_nid: int | None = None
+    base: StateMap | None = None
+    needs_snapshot: bool = False
 
 
 @attrs.define(eq=False)
@@ -81,6 +188,8 @@ class RoomServer:
         self._txns: dict[tuple[str, str], dict[str, str]] = {}
         # origin_server_ts of the last create event built: each later one gets a later time
         self._last_create_ts = 0
+        # event ID -> callers waiting for a receive of the same event still in progress
+        self._receiving: dict[str, list[Deferred[ReceiveResult]]] = {}
 
     async def start(self) -> None:
         await self.store.load_counters()
@@ -380,6 +489,250 @@ class RoomServer:
             )
         )
 
+    # -- events from other servers ---------------------------------------------------------------
+
+    async def receive_event(self, event: Event) -> ReceiveResult:
+        """Accept, soft-fail or reject an event received from another server.
+
+        The caller (the federation receiver) has checked the event's format, signatures
+        and hashes (server-server-api §Checks performed on receipt of a PDU, steps 1-3);
+        this does steps 4-6 and persists the outcome in one transaction:
+
+        * auth against the event's own auth events, then against the state before it
+          (its prev events' states, resolved if there are several): failing either, the
+          event is stored *rejected* with the reason: no stream position, no effect on
+          state, never an extremity (§Rejection);
+        * auth against the room's current state: failing it, the event is stored *soft
+          failed*, with its state (later events may build on it) but no stream position,
+          so clients never see it, and it is not an extremity (§Soft failure);
+        * otherwise it is *accepted*: it gets a stream position, becomes a forward
+          extremity replacing its prev events, and the room's current state becomes the
+          state after it -- or, when it does not descend from every forward extremity,
+          the resolution of the states after all forward extremities ("the resolved
+          state across all forward extremities", §Soft failure), which is also the state
+          before our next event, as that cites them all.
+
+        Raises :class:`MissingEventsError` (nothing stored) if prev or auth events are
+        unknown, :class:`MissingStateError` if prev events are outliers, a 404
+        :class:`MatrixError` for an unknown room and ValueError for an event of another
+        room version. Receiving a known event again does nothing (``duplicate``).
+        """
+        event_id = event.event_id
+        waiters = self._receiving.get(event_id)
+        if waiters is not None:
+            d: Deferred[ReceiveResult] = Deferred()
+            waiters.append(d)
+            return attrs.evolve(await d, duplicate=True)
+        self._receiving[event_id] = []
+        try:
+            result = await self._receive(event)
+        except BaseException as e:
+            for waiter in self._receiving.pop(event_id):
+                waiter.errback(e)
+            raise
+        for waiter in self._receiving.pop(event_id):
+            waiter.callback(result)
+        return result
+
+    async def _receive(self, event: Event) -> ReceiveResult:
+        room_id = event.room_id
+        while True:
+            head = await self.get_head(room_id)
+            await head.lock.acquire()
+            try:
+                if self._heads.get(room_id) is not head:
+                    continue  # dropped after a failed write while we waited: reload
+                if self._persisting or self._queue:
+                    # The checks read the state and events of earlier events from the store:
+                    # wait until everything queued before (our own sends included) is committed.
+                    await self._enqueue([])
+                    if self._heads.get(room_id) is not head:
+                        continue
+                result, items = await self._check_received(head, event)
+                # No await between planning (stream position, nids) and queueing.
+                d = self._enqueue(items) if items else None
+            finally:
+                head.lock.release()
+            if d is not None:
+                await d
+            if not result.duplicate and not result.accepted:
+                log.info(
+                    "received {event_id} in {room_id}: {status}{why}",
+                    event_id=event.event_id,
+                    room_id=room_id,
+                    status=result.status.value,
+                    why=f" ({result.reason})" if result.reason else "",
+                )
+            return result
+
+    async def _check_received(self, head: RoomHead, event: Event) -> tuple[ReceiveResult, list[PersistItem]]:
+        """Decide what becomes of ``event`` and plan its persistence (the room lock is held)."""
+        rv = head.room.room_version
+        if event.room_version.identifier != rv.identifier:
+            raise ValueError(f"event {event.event_id} is in room version {event.room_version.identifier}, not {rv.identifier}")
+        known = await self.store.get_event(event.event_id)
+        if known is not None:
+            return self._known_result(known), []
+
+        room_id = head.room.room_id
+        event_id = event.event_id
+        prev_ids = list(dict.fromkeys(event.prev_event_ids))
+        cited = list(dict.fromkeys([*event.auth_event_ids, *prev_ids]))
+        create_id = head.state.get(("m.room.create", ""))
+        have = await self.store.get_events([*cited, *([create_id] if create_id else [])])
+        missing = [e for e in cited if e not in have]
+        if missing:
+            raise MissingEventsError(event_id, missing)
+        prevs = [have[p] for p in prev_ids]
+        no_state = [p.event_id for p in prevs if p.metadata.outlier]
+        if no_state:
+            raise MissingStateError(event_id, no_state)
+        create = have.get(create_id) if create_id else None
+
+        # Rejection (§Checks 4 and 5).
+        reason: str | None = None
+        if event.type == "m.room.create":
+            reason = "the room already has an m.room.create event"
+        elif any(p.room_id != room_id for p in prevs):
+            reason = "a prev event is in another room"
+        if reason is None:
+            reason = _auth_failure(event, [have[a] for a in event.auth_event_ids], create, selection=True)
+        if reason is not None and any(p.room_id != room_id for p in prevs):
+            before = _StateAt({}, None)
+        else:
+            before = await self._state_before(rv, prevs)
+        if reason is None:
+            reason = _auth_failure(event, await self._auth_state(before.state, event), create, selection=False)
+
+        # Soft failure (§Checks 6): against the room's current state.
+        soft: str | None = None
+        if reason is None and (before.nid is None or before.nid != head.snapshot_nid):
+            soft = _auth_failure(event, await self._auth_state(head.state, event), create, selection=False)
+
+        accepted = reason is None and soft is None
+        state_event = event.is_state() and reason is None
+        after_map: StateMap = before.state
+        if state_event:
+            after_map = {**before.state, event.state_tuple(): event_id}
+        prev_set = set(prev_ids)
+        extremities = [e for e in head.extremities if e not in prev_set] + [event_id]
+        current: StateMap | None = None
+        if accepted and len(extremities) > 1:
+            current = await self._resolve_extremities(rv, event, after_map, extremities[:-1])
+
+        # -- planning: synchronous from here on --
+        room_nid = head.room.room_nid
+        snaps: list[NewSnapshot] = []
+        if before.needs_snapshot:
+            snap = self.state.plan_from_map(room_nid, before.base_nid, before.base or {}, before.state)
+            snaps.append(snap)
+            before.nid = snap.snapshot_nid
+        snapshot = None
+        replaces = None
+        after_nid = before.nid
+        if state_event:
+            key = event.state_tuple()
+            replaces = before.state.get(key)
+            snapshot = self.state.plan(room_nid, before.nid, before.state, {key: event_id})
+            after_nid = snapshot.snapshot_nid
+            after_map = snapshot.full_map
+        event_nid = self.store.next_event_nid
+        self.store.next_event_nid += 1
+        event.metadata.rejected_reason = reason
+        event.metadata.soft_failed = soft is not None
+        event.metadata.stream_ordering = None
+        item = PersistItem(
+            event=event,
+            room=head.room,
+            event_nid=event_nid,
+            stream_ordering=None,
+            state_before=before.nid,
+            state_after=after_nid,
+            snapshot=snapshot,
+            replaces_state=replaces,
+            extra_snapshots=snaps,
+        )
+        if reason is not None:
+            return ReceiveResult(ReceiveStatus.REJECTED, reason), [item]
+        if soft is not None:
+            return ReceiveResult(ReceiveStatus.SOFT_FAILED, soft), [item]
+
+        if current is None or current == after_map:
+            current_nid, current_map = after_nid, after_map
+        elif current == head.state:
+            current_nid, current_map = head.snapshot_nid, head.state
+        else:
+            snap = self.state.plan_from_map(room_nid, head.snapshot_nid, head.state, current)
+            snaps.append(snap)
+            current_nid, current_map = snap.snapshot_nid, snap.full_map
+        if current_nid == head.snapshot_nid:
+            delta: dict[StateKey, str] = {}
+            removed_keys: list[StateKey] = []
+        else:
+            delta = {k: v for k, v in current_map.items() if head.state.get(k) != v}
+            removed_keys = [k for k in head.state if k not in current_map]
+        stream = self._next_stream
+        self._next_stream += 1
+        event.metadata.stream_ordering = stream
+        item.stream_ordering = stream
+        item.current_state_delta = delta or None
+        item.current_state_removed = removed_keys
+        item.current_state_after = current_nid if current_nid != after_nid else None
+        item.extremities_removed = [e for e in head.extremities if e in prev_set]
+        item.extremities_added = [event_id]
+        head.extremities = extremities
+        head.depth = max(head.depth, event.depth)
+        if current_nid != head.snapshot_nid:
+            # State maps are never mutated, only replaced: sharing the snapshot's map is safe.
+            head.state = current_map if isinstance(current_map, dict) else dict(current_map)
+            head.snapshot_nid = current_nid
+        return ReceiveResult(ReceiveStatus.ACCEPTED), [item]
+
+    @staticmethod
+    def _known_result(event: Event) -> ReceiveResult:
+        if event.rejected:
+            return ReceiveResult(ReceiveStatus.REJECTED, event.metadata.rejected_reason, duplicate=True)
+        if event.metadata.soft_failed:
+            return ReceiveResult(ReceiveStatus.SOFT_FAILED, None, duplicate=True)
+        return ReceiveResult(ReceiveStatus.ACCEPTED, None, duplicate=True)
+
+    async def _state_before(self, rv: RoomVersion, prevs: Sequence[Event]) -> _StateAt:
+        """The state before an event with these prev events: the state after its prev event,
+        or the resolution of the states after them (a rejected prev event's state after is
+        its state before: it did not change the state)."""
+        nids = list(dict.fromkeys(p.metadata.state_after for p in prevs))
+        if not nids:
+            return _StateAt({}, None)
+        if len(nids) == 1:
+            return _StateAt(await self.state.get_state(nids[0]), nids[0])
+        maps = [await self.state.get_state(nid) for nid in nids]
+        resolved = await resolve_state(rv, maps, EventStoreStateSource(self.store))
+        for nid, state in zip(nids, maps, strict=True):
+            if state == resolved:
+                return _StateAt(state, nid)
+        return _StateAt(resolved, None, base_nid=nids[0], base=maps[0], needs_snapshot=True)
+
+    async def _resolve_extremities(
+        self, rv: RoomVersion, event: Event, after: StateMap, others: Sequence[str]
+    ) -> StateMap:
+        """The room's state with ``event`` (state ``after``) and ``others`` as forward extremities."""
+        events = await self.store.get_events(others)
+        maps: list[StateMap] = [after]
+        seen: set[int | None] = set()
+        for event_id in others:
+            ev = events.get(event_id)
+            if ev is None or ev.metadata.state_after in seen:
+                continue
+            seen.add(ev.metadata.state_after)
+            maps.append(await self.state.get_state(ev.metadata.state_after))
+        return await resolve_state(rv, maps, EventStoreStateSource(self.store, {event.event_id: event}))
+
+    async def _auth_state(self, state: StateMap, event: Event) -> dict[StateKey, Event]:
+        """The events of ``state`` that the auth rules may look at for ``event``."""
+        keys = [k for k in auth_types_for(event) if k in state]
+        events = await self.store.get_events([state[k] for k in keys])
+        return {k: events[state[k]] for k in keys if state[k] in events}
+
     # -- persistence -----------------------------------------------------------------------------
 
     def _persist(self, items: list[PersistItem]) -> Deferred[None]:
@@ -437,3 +790,12 @@ class RoomServer:
 
         d.addCallbacks(ok, failed)
         d.addBoth(lambda _: self._drain())
+
+
+def _auth_failure(event: Event, auth_events: Any, create: Event | None, *, selection: bool) -> str | None:
+    """Why ``event`` fails the auth rules against ``auth_events``, or None if it passes."""
+    try:
+        check_auth_rules(event, auth_events, check_auth_event_selection=selection, create_event=create)
+    except AuthError as e:
+        return e.reason
+    return None

@@ -44,6 +44,13 @@ class PersistItem:
     replaces_state: str | None = None
     #: current-state changes (key -> event ID) when the event changes the room's state
     current_state_delta: dict[StateKey, str] | None = None
+    #: keys that leave the current state (only after a state resolution)
+    current_state_removed: Sequence[StateKey] = ()
+    #: the room's current-state snapshot after the event when it differs from ``state_after``
+    #: (a received event that forked the DAG: the resolved state of all forward extremities)
+    current_state_after: int | None = None
+    #: snapshots to write besides ``snapshot`` (a resolved state before or after a received event)
+    extra_snapshots: Sequence[NewSnapshot] = ()
     extremities_removed: Sequence[str] = ()
     extremities_added: Sequence[str] = ()
     txn_key: tuple[str, str, str] | None = None
@@ -189,6 +196,29 @@ class EventStore:
     def invalidate_event(self, event_id: str) -> None:
         self._cache.pop(event_id, None)
 
+    async def get_auth_chain_ids(self, event_ids: Iterable[str]) -> set[str]:
+        """The union of the auth chains of ``event_ids`` (their auth events, those events' auth
+        events, and so on), as far as we have the events.
+
+        Walks the chain one generation at a time: each generation is one batched read for the
+        events not in the cache, so the cost is the chain's depth in round trips, not its size.
+        """
+        chain: set[str] = set()
+        frontier = list(dict.fromkeys(event_ids))
+        while frontier:
+            events = await self.get_events(frontier)
+            next_frontier: list[str] = []
+            for event_id in frontier:
+                ev = events.get(event_id)
+                if ev is None:
+                    continue
+                for auth_id in ev.auth_event_ids:
+                    if auth_id not in chain:
+                        chain.add(auth_id)
+                        next_frontier.append(auth_id)
+            frontier = next_frontier
+        return chain
+
     async def get_event_positions(self, event_id: str) -> tuple[Any, ...] | None:
         """``(room_nid, stream_ordering, state_before, state_after, replaces_state)`` of an event."""
         return await self.db.select_one(
@@ -208,10 +238,16 @@ class EventStore:
 
         def txn(t: Txn) -> tuple[list[str], int, int | None]:
             extremities = [r[0] for r in t.query("SELECT event_id FROM forward_extremities WHERE room_nid = ?", (room_nid,))]
-            depth = t.query_one("SELECT MAX(depth) FROM events WHERE room_nid = ? AND outlier = ?", (room_nid, False))
+            # Rejected and soft-failed events are never prev events of ours: their depth does not count.
+            depth = t.query_one(
+                "SELECT MAX(depth) FROM events WHERE room_nid = ? AND stream_ordering IS NOT NULL"
+                " AND rejected_reason IS NULL AND soft_failed = ?",
+                (room_nid, False),
+            )
             snap = t.query_one(
-                "SELECT state_after FROM events WHERE room_nid = ? AND stream_ordering IS NOT NULL"
-                " AND rejected_reason IS NULL AND soft_failed = ? ORDER BY stream_ordering DESC LIMIT 1",
+                "SELECT COALESCE(current_state_after, state_after) FROM events WHERE room_nid = ?"
+                " AND stream_ordering IS NOT NULL AND rejected_reason IS NULL AND soft_failed = ?"
+                " ORDER BY stream_ordering DESC LIMIT 1",
                 (room_nid, False),
             )
             return extremities, (depth[0] or 0) if depth else 0, snap[0] if snap else None
@@ -248,7 +284,7 @@ class EventStore:
             txn.execute(
                 "INSERT INTO events (event_nid, event_id, room_nid, stream_ordering, depth, type, state_key, sender,"
                 " origin_server_ts, state_before, state_after, replaces_state, outlier, soft_failed, rejected_reason,"
-                " json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " current_state_after, json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     item.event_nid,
                     ev.event_id,
@@ -265,6 +301,7 @@ class EventStore:
                     meta.outlier,
                     meta.soft_failed,
                     meta.rejected_reason,
+                    item.current_state_after,
                     encode_pdu(ev),
                 ),
             )
@@ -274,8 +311,19 @@ class EventStore:
             )
             if item.snapshot is not None:
                 self.state.write_txn(txn, item.snapshot, event_nids)
+            for snap in item.extra_snapshots:
+                self.state.write_txn(txn, snap, event_nids)
             if item.current_state_delta:
                 self._update_current_state_txn(txn, item)
+            for etype, state_key in item.current_state_removed:
+                txn.execute(
+                    "DELETE FROM current_state WHERE room_nid = ? AND type = ? AND state_key = ?",
+                    (room.room_nid, etype, state_key),
+                )
+                if etype == "m.room.member":
+                    txn.execute(
+                        "DELETE FROM room_memberships WHERE user_id = ? AND room_nid = ?", (state_key, room.room_nid)
+                    )
             for event_id in item.extremities_removed:
                 txn.execute(
                     "DELETE FROM forward_extremities WHERE room_nid = ? AND event_id = ?", (room.room_nid, event_id)
@@ -336,6 +384,8 @@ class EventStore:
                 self.remember_room(item.room)
             if item.snapshot is not None:
                 self.state.written(item.snapshot)
+            for snap in item.extra_snapshots:
+                self.state.written(snap)
             if item.event.type == "m.room.redaction" and item.event.redacts:
                 target = self._cache.get(item.event.redacts)
                 if target is not None and target.metadata.redacted_by is None:

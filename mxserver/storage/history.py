@@ -71,7 +71,9 @@ class HistoryStore:
         """The state snapshot after the room's last timeline event at or before ``position``."""
         row = await self.db.select_one(
             "snapshot_at_position",
-            f"SELECT e.state_after FROM events e WHERE e.room_nid = ? AND {_IN_TIMELINE} AND e.stream_ordering <= ?"
+            # current_state_after: the resolved room state after a received event that forked the DAG
+            "SELECT COALESCE(e.current_state_after, e.state_after) FROM events e"
+            f" WHERE e.room_nid = ? AND {_IN_TIMELINE} AND e.stream_ordering <= ?"
             " ORDER BY e.stream_ordering DESC LIMIT 1",
             room_nid,
             False,

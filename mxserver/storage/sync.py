@@ -75,7 +75,9 @@ class SyncStore:
             out: dict[int, int | None] = {}
             for room_nid, position in positions:
                 row = t.query_one(
-                    f"SELECT state_after FROM events WHERE room_nid = ? AND {_TIMELINE} AND stream_ordering <= ?"
+                    # current_state_after: the resolved room state after a received event that forked the DAG
+                    "SELECT COALESCE(current_state_after, state_after) FROM events"
+                    f" WHERE room_nid = ? AND {_TIMELINE} AND stream_ordering <= ?"
                     " ORDER BY stream_ordering DESC LIMIT 1",
                     (room_nid, False, position),
                 )

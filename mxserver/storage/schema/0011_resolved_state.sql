@@ -1,0 +1,11 @@
+-- Events received over federation (issue 3): the room's current state after
+-- an accepted event, when it is not the state after that event.
+--
+-- An event that forks the DAG (its prev_events do not cover every forward
+-- extremity) leaves the room's current state at the resolution of the states
+-- after all forward extremities. That snapshot is kept here, on the event
+-- that caused it, so that "the room state at a stream position" (sync,
+-- /messages, the room server's head at start-up) reads
+-- COALESCE(current_state_after, state_after) of the last timeline event.
+-- NULL for every other event.
+ALTER TABLE events ADD COLUMN current_state_after {BIGINT};
