@@ -265,17 +265,17 @@ class SyncHandler:
         full_state: bool,
     ) -> dict[StateKey, str]:
         hs = self.hs
+        if plan.after is not None and not full_state and not limited:
+            # An incremental sync without a gap: the timeline itself carries every state change.
+            return {}
         # The state at the start of the timeline: before its first event, else at its end.
         if timeline:
-            pos = await hs.event_store.get_event_positions(timeline[0].event_id)
-            start = await hs.state_store.get_state(pos[2] if pos else None)
+            start = await hs.state_store.get_state(timeline[0].metadata.state_before)
         else:
             snap = (await self.store.snapshots_at([(plan.membership.room_nid, plan.upto)])).get(plan.membership.room_nid)
             start = await hs.state_store.get_state(snap)
         if plan.after is None or full_state:
             return dict(start)
-        if not limited:
-            return {}
         before = await hs.state_store.get_state(since_snapshots.get(plan.membership.room_nid))
         return {k: v for k, v in start.items() if before.get(k) != v}
 
