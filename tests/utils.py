@@ -89,11 +89,20 @@ class HomeserverTestCase(unittest.TestCase):
             self.pg_dsn = cluster.new_database()
             self.addCleanup(cluster.drop_database, self.pg_dsn)
         self.clock = Clock() if self.use_fake_clock else reactor
-        self.config = self.make_config()
-        self.hs = Homeserver(self.config, reactor, clock=self.clock if self.use_fake_clock else None)
-        self.hs.startService()
+        # Tests that pick fixed ports (server names like 127.0.0.1:PORT) can lose a port
+        # to another process between choosing and binding it: try again with a new one.
+        for attempt in range(3):
+            self.config = self.make_config()
+            self.hs = Homeserver(self.config, reactor, clock=self.clock if self.use_fake_clock else None)
+            self.hs.startService()
+            try:
+                await self.hs.when_ready()
+                break
+            except RuntimeError:
+                await self.hs.stopService()
+                if attempt == 2:
+                    raise
         self.addCleanup(self.hs.stopService)
-        await self.hs.when_ready()
         port = self.hs.listening_ports[0].getHost().port
         self.base_url = f"http://127.0.0.1:{port}"
         self.pool = HTTPConnectionPool(reactor, persistent=False)
