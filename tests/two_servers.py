@@ -1,0 +1,225 @@
+"""Test support: two real Homeservers in one test process, federating over TLS on loopback.
+
+:class:`TwoServerTestCase` starts server A (``self.a``) and server B
+(``self.b``) for each test. Each has a plain-HTTP client listener on a random
+port and a TLS federation listener (a self-signed certificate) on a port
+chosen up front, because the server name is ``127.0.0.1:<federation port>``:
+an IP literal with a port is contacted directly, without ``.well-known`` or
+SRV (server-server-api §Resolving server names). Both trust loopback
+(``federation.ip_range_whitelist``) and skip certificate checks
+(``verify_tls: false``).
+
+Like every :class:`~tests.utils.HomeserverTestCase`, each subclass also runs as
+a ``<Name>Postgres`` twin; both servers then use their own Postgres database.
+``self.hs``/``self.request``/``self.register`` of the base class talk to A.
+
+Typical use::
+
+    class JoinTests(TwoServerTestCase):
+        async def test_join(self):
+            alice = await self.a.register("alice")
+            bob = await self.b.register("bob")
+            code, body = await self.b.post("/_matrix/client/v3/createRoom", {}, bob)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from typing import Any
+
+import treq
+from twisted.internet import reactor
+from twisted.trial import unittest
+from twisted.web.client import HTTPConnectionPool
+
+from mxserver.config import load_config_dict
+from mxserver.homeserver import Homeserver
+from tests import postgres
+from tests.federation_helpers import free_port, make_cert
+from tests.utils import HomeserverTestCase, TestUser, deep_merge
+
+#: what both servers need to reach each other on loopback
+LOOPBACK_FEDERATION = {"verify_tls": False, "ip_range_whitelist": ["127.0.0.0/8"]}
+
+CLIENT = "/_matrix/client/v3"
+
+
+class TestServer:
+    """One of the two servers: its Homeserver, names and ports, and HTTP helpers for its client API."""
+
+    def __init__(self, test: unittest.TestCase, label: str, hs: Homeserver, federation_port: int) -> None:
+        self.test = test
+        self.label = label
+        self.hs = hs
+        self.server_name: str = hs.server_name
+        self.federation_port = federation_port
+        client_port = hs.listening_ports[0].getHost().port
+        self.base_url = f"http://127.0.0.1:{client_port}"
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        self.last_headers: Any = None
+
+    def __repr__(self) -> str:
+        return f"<TestServer {self.label} {self.server_name}>"
+
+    def user_id(self, localpart: str) -> str:
+        return f"@{localpart}:{self.server_name}"
+
+    # -- HTTP to the client API (any path: client, admin, ...) ------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | TestUser | None = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """``(status, parsed JSON or raw bytes)`` of a request to this server's client listener."""
+        hdrs = dict(headers or {})
+        if isinstance(token, TestUser):
+            token = token.access_token
+        if token is not None:
+            hdrs["Authorization"] = f"Bearer {token}"
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        resp = await treq.request(
+            method,
+            self.base_url + path,
+            data=data,
+            headers={k: [v] for k, v in hdrs.items()},
+            pool=self.pool,
+            reactor=reactor,
+        )
+        content = await resp.content()
+        self.last_headers = resp.headers
+        ctype = resp.headers.getRawHeaders("content-type", [""])[0]
+        if ctype.startswith("application/json"):
+            return resp.code, json.loads(content)
+        return resp.code, content
+
+    async def get(self, path: str, token: str | TestUser | None = None) -> tuple[int, Any]:
+        return await self.request("GET", path, token=token)
+
+    async def post(self, path: str, body: Any = None, token: str | TestUser | None = None) -> tuple[int, Any]:
+        return await self.request("POST", path, body if body is not None else {}, token=token)
+
+    async def put(self, path: str, body: Any = None, token: str | TestUser | None = None) -> tuple[int, Any]:
+        return await self.request("PUT", path, body if body is not None else {}, token=token)
+
+    async def delete(self, path: str, body: Any = None, token: str | TestUser | None = None) -> tuple[int, Any]:
+        return await self.request("DELETE", path, body, token=token)
+
+    # -- conveniences ---------------------------------------------------------------------------
+
+    async def register(self, localpart: str, password: str = "correct horse", device_id: str | None = None) -> TestUser:
+        """Register a user on this server through the client API (m.login.dummy)."""
+        body: dict[str, Any] = {"username": localpart, "password": password, "auth": {"type": "m.login.dummy"}}
+        if device_id:
+            body["device_id"] = device_id
+        code, resp = await self.post(f"{CLIENT}/register", body)
+        self.test.assertEqual(code, 200, resp)
+        return TestUser(resp["user_id"], resp["access_token"], resp["device_id"], password)
+
+    async def create_room(self, user: TestUser, body: dict[str, Any] | None = None) -> str:
+        """``createRoom`` on this server as ``user``; the room ID."""
+        code, resp = await self.post(f"{CLIENT}/createRoom", body or {}, user)
+        self.test.assertEqual(code, 200, resp)
+        return resp["room_id"]
+
+    async def sync(self, user: TestUser, since: str | None = None, timeout_ms: int = 0) -> dict[str, Any]:
+        """One /sync of ``user`` (no long poll unless ``timeout_ms``)."""
+        query = f"?timeout={timeout_ms}" + (f"&since={since}" if since else "")
+        code, resp = await self.get(f"{CLIENT}/sync{query}", user)
+        self.test.assertEqual(code, 200, resp)
+        return resp
+
+
+class TwoServerTestCase(HomeserverTestCase):
+    """Starts two federating Homeservers, ``self.a`` and ``self.b``, for each test."""
+
+    #: merged over both servers' configs (after the base test config); see also :meth:`server_overrides`
+    config_overrides: dict[str, Any] = {}
+
+    def server_overrides(self, label: str) -> dict[str, Any]:
+        """Extra config for server ``label`` ("a" or "b"), merged last; override to differ."""
+        return {}
+
+    def _server_config(self, label: str, data_dir: str, port: int, cert: tuple[str, str]) -> Any:
+        base: dict[str, Any] = {
+            "server_name": f"127.0.0.1:{port}",
+            "data_dir": data_dir,
+            "listeners": [
+                {"host": "127.0.0.1", "port": 0, "resources": ["client", "media"]},
+                {"host": "127.0.0.1", "port": port, "resources": ["federation"], "tls": True},
+            ],
+            "tls": {"certificate_path": cert[0], "private_key_path": cert[1]},
+            "federation": dict(LOOPBACK_FEDERATION),
+            "registration": {"enabled": True},
+            "password": {"scheme": "bcrypt", "bcrypt_rounds": 4},
+            "rate_limits": {"enabled": False},
+            "log": {"level": "WARNING"},
+        }
+        if self.backend == "postgres":
+            base["database"] = {"backend": "postgres", "dsn": self._dsns[label]}
+        merged = deep_merge(deep_merge(base, self.config_overrides), self.server_overrides(label))
+        return load_config_dict(merged)
+
+    async def _start_server(self, label: str, cert: tuple[str, str]) -> TestServer:
+        data_dir = tempfile.mkdtemp(prefix=f"mxserver-test-{label}-")
+        self.addCleanup(shutil.rmtree, data_dir, True)
+        # The federation port is chosen before binding (it is in the server name): another
+        # process may take it meanwhile, so a failed start is retried with a new port.
+        for attempt in range(3):
+            port = free_port()
+            hs = Homeserver(self._server_config(label, data_dir, port, cert), reactor)
+            hs.startService()
+            try:
+                await hs.when_ready()
+                break
+            except RuntimeError:
+                await hs.stopService()
+                if attempt == 2:
+                    raise
+        self.addCleanup(hs.stopService)
+        server = TestServer(self, label, hs, port)
+        self.addCleanup(server.pool.closeCachedConnections)
+        return server
+
+    async def _set_up(self) -> None:
+        if self.use_fake_clock:
+            raise unittest.SkipTest("TwoServerTestCase runs on the reactor's real time")
+        self.data_dir = tempfile.mkdtemp(prefix="mxserver-test-")
+        self.addCleanup(shutil.rmtree, self.data_dir, True)
+        self._dsns: dict[str, str] = {}
+        if self.backend == "postgres":
+            reason = postgres.unavailable_reason()
+            if reason:
+                raise unittest.SkipTest(reason)
+            cluster = postgres.cluster()
+            assert cluster is not None
+            for label in ("a", "b"):
+                dsn = cluster.new_database()
+                self.addCleanup(cluster.drop_database, dsn)
+                self._dsns[label] = dsn
+        self.clock = reactor
+        cert = make_cert(self.data_dir)
+        self.a = await self._start_server("a", cert)
+        self.b = await self._start_server("b", cert)
+        # The base class's helpers (self.request, self.register, ...) talk to A.
+        self.hs = self.a.hs
+        self.config = self.hs.config
+        self.server_name = self.a.server_name
+        self.base_url = self.a.base_url
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(self.pool.closeCachedConnections)
+
+    def other(self, server: TestServer) -> TestServer:
+        return self.b if server is self.a else self.a
+
+    def now_ms(self) -> int:
+        return int(reactor.seconds() * 1000)
