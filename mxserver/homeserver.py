@@ -103,6 +103,10 @@ class Homeserver(service.MultiService):
             self.server_name, self.signing_key, self.server_keys, self.federation_client, self.clock, fed.trusted_key_servers
         )
         self.federation_auth = FederationAuth(self.server_name, self.keyring, self.clock, fed.enabled)
+        from mxserver.federation.edus import EduRegistry
+
+        #: inbound EDU handlers by type (the /send transaction handler dispatches through it)
+        self.federation_edus = EduRegistry()
 
         self.state_store = StateStore(self.db)
         self.event_store = EventStore(self.db, self.state_store)
@@ -149,6 +153,9 @@ class Homeserver(service.MultiService):
         from mxserver.ephemeral import build_ephemeral_handlers
 
         build_ephemeral_handlers(self)
+        from mxserver.federation.edus import build_inbound_edus
+
+        build_inbound_edus(self)
         from mxserver.sync.handler import SyncHandler
 
         self.sync_handler = SyncHandler(self)

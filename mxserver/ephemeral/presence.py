@@ -89,6 +89,14 @@ class PresenceHandler:
             self._schedule(user_id, self._idle_after, self._went_idle)
         await self._woken(user_id)
 
+    async def set_remote_presence(self, user_id: str, presence: str, status_msg: str | None) -> None:
+        """An ``m.presence`` update from the user's own server: stored and shown, no local timers
+        (the user's server decides when they go idle or offline)."""
+        if not self.enabled:
+            return
+        self._set(user_id, presence, status_msg)
+        await self._woken(user_id)
+
     # -- for /sync --------------------------------------------------------------------------------
 
     async def user_synced(self, user_id: str, set_presence: str | None) -> None:

@@ -98,6 +98,31 @@ class ReceiptsHandler:
         if read_private is not None:
             await self._store_receipt(room_nid, room_id, READ_PRIVATE, user_id, None, events[read_private])
 
+    async def store_remote_receipt(
+        self, room_id: str, receipt_type: str, user_id: str, thread_id: str | None, event_id: str, ts: int
+    ) -> bool:
+        """A receipt from an ``m.receipt`` EDU (the sender checked it is the origin's joined user).
+
+        Ignored (False) when the event is not in the room's timeline here; receipts only move forward.
+        """
+        room = await self._hs.room_server.get_room(room_id)
+        if room is None:
+            return False
+        try:
+            event = await self._event_in_room(room_id, event_id)
+        except MatrixError:
+            return False
+        if not self._loaded:
+            await self.start()
+        ordering = event.metadata.stream_ordering
+        assert ordering is not None
+        position = await self._store.upsert(
+            room.room_nid, receipt_type, user_id, UNTHREADED if thread_id is None else thread_id, event_id, ordering, ts
+        )
+        if position is not None:
+            self._hs.notifier.notify(room_ids=[room_id])
+        return position is not None
+
     async def _check_joined(self, room_id: str, user_id: str) -> int:
         room = await self._hs.room_server.get_room(room_id)
         if room is None or await self._hs.room_server.membership(room_id, user_id) != "join":

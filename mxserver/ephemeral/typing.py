@@ -60,6 +60,12 @@ class TypingHandler:
         if not self._module_notifies:
             self._changed(room_id)
 
+    def set_remote_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
+        """An ``m.typing`` EDU from another server, already checked (its user, joined to the room)."""
+        self._module.set_typing(room_id, user_id, typing, timeout_ms)
+        if not self._module_notifies:
+            self._changed(room_id)
+
     # -- the stream -------------------------------------------------------------------------
 
     def _changed(self, room_id: str) -> None:

@@ -65,6 +65,23 @@ class ToDeviceHandler:
         if result is not None and result[1]:
             self._notifier.notify(user_ids=result[1])
 
+    async def receive_remote(
+        self, origin: str, sender: str, event_type: str, message_id: str, messages: dict[str, dict[str, dict[str, Any]]]
+    ) -> bool:
+        """Queue an ``m.direct_to_device`` EDU's messages for local devices (server-server-api
+        §Send-to-device messaging). Idempotent per (origin, sender, type, message_id): a resent
+        EDU delivers nothing twice. False when it was a repeat."""
+        if len(event_type.encode("utf-8")) > MAX_TYPE_BYTES or len(message_id.encode("utf-8")) > MAX_TXN_ID_BYTES:
+            return False
+        now_ms = int(self._clock.seconds() * 1000)
+        # The sender has no local device: the origin server stands in for it in the txn key.
+        result = await self._store.add_messages(sender, f"federation:{origin}", event_type, message_id, messages, now_ms)
+        if result is None:
+            return False
+        if result[1]:
+            self._notifier.notify(user_ids=result[1])
+        return True
+
     async def get_to_device_for_sync(
         self,
         user_id: str,

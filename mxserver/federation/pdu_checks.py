@@ -1,0 +1,101 @@
+"""The first checks on a PDU received from another server.
+
+server-server-api §Checks performed on receipt of a PDU, steps 1-3:
+
+1. the PDU is a valid event of its room version (``events/validation.py``);
+   otherwise it is dropped;
+2. it carries valid signatures of every server that must sign it
+   (§Validating hashes and signatures on received events; keys through
+   ``hs.keyring``; from room v5 a key must be valid at the event's
+   ``origin_server_ts``); otherwise it is dropped;
+3. its content hash matches; otherwise the event is *redacted* (redaction
+   algorithm of the room version) and the redacted copy is used from then on
+   -- the signature covers the redacted form, so it is still authentic.
+
+Steps 4-6 (auth, state, soft failure) belong to the room server
+(:meth:`~mxserver.rooms.room_server.RoomServer.receive_event`). Every caller
+of inbound PDUs uses :func:`check_pdu`: ``/send``, send_join responses,
+backfill, get_missing_events, ``/state``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.logger import Logger
+
+from mxserver.crypto.signing import SignatureError, signature_ids
+from mxserver.events.hashing import EventIdError, check_content_hash
+from mxserver.events.model import Event
+from mxserver.events.redaction import redact_pdu
+from mxserver.events.signing import required_signature_servers, verify_event_signatures
+from mxserver.events.validation import EventFormatError, validate_pdu
+from mxserver.rooms.versions import RoomVersion
+
+log = Logger()
+
+__all__ = ["InvalidPdu", "check_pdu", "check_pdu_format"]
+
+
+class InvalidPdu(Exception):
+    """The PDU must be dropped: bad format, or a required signature is missing or invalid."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def check_pdu_format(pdu: Any, room_version: RoomVersion) -> None:
+    """Step 1 alone: raise :class:`InvalidPdu` if ``pdu`` is not a valid PDU of ``room_version``."""
+    if not isinstance(pdu, Mapping):
+        raise InvalidPdu("PDU must be an object")
+    try:
+        validate_pdu(pdu, room_version)
+    except EventFormatError as e:
+        raise InvalidPdu(f"invalid event format: {e.reason}") from None
+
+
+async def check_pdu(hs: Any, pdu: dict[str, Any], room_version: RoomVersion) -> Event:
+    """The event of a received ``pdu`` after steps 1-3; raises :class:`InvalidPdu`.
+
+    A content-hash mismatch is not an error: the answer is then the redacted
+    event (step 3). The input dict is not modified.
+    """
+    check_pdu_format(pdu, room_version)
+    try:
+        servers = required_signature_servers(pdu, room_version)
+    except ValueError as e:
+        raise InvalidPdu(str(e)) from None
+    # rooms/v5 §Signing key validity: the key must be valid when the event was sent.
+    # Older versions accept any key the server ever published.
+    min_valid = pdu["origin_server_ts"] if room_version.enforce_key_validity else 0
+    keys: dict[str, Any] = {}
+    for server in sorted(servers):
+        ids = signature_ids(pdu, server)
+        if not ids:
+            raise InvalidPdu(f"event is not signed by {server}")
+        try:
+            keys[server] = await hs.keyring.get_verify_keys(server, ids, min_valid)
+        except Exception as e:  # an unreachable key server: we cannot check, so we drop
+            raise InvalidPdu(f"cannot fetch the keys of {server}: {e}") from None
+        if not keys[server]:
+            why = hs.keyring.last_error(server) if hasattr(hs.keyring, "last_error") else None
+            raise InvalidPdu(
+                f"no key of {server} among {', '.join(sorted(ids))} valid at {min_valid}" + (f" ({why})" if why else "")
+            )
+    try:
+        verify_event_signatures(pdu, room_version, keys)
+    except SignatureError as e:
+        raise InvalidPdu(f"bad signature: {e}") from None
+
+    try:
+        if check_content_hash(pdu):
+            return Event(pdu, room_version)
+        redacted = redact_pdu(pdu, room_version)
+        event = Event(redacted, room_version)
+        # The event ID (v3+) is the reference hash, which redaction does not change.
+        log.info("content hash mismatch on {event_id}: using the redacted event", event_id=event.event_id)
+        return event
+    except EventIdError as e:
+        raise InvalidPdu(str(e)) from None

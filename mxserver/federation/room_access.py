@@ -1,0 +1,117 @@
+"""May another server touch a room? Server ACLs, membership and history visibility for servers.
+
+* ACLs (server-server-api §Server Access Control Lists): the current
+  ``m.room.server_acl`` of the room decides; a denied server gets 403
+  ``M_FORBIDDEN`` on the protected endpoints, and its PDUs and room EDUs are
+  ignored.
+* "In the room": a server takes part in a room while one of its users is
+  joined in the room's current state (events.yaml: 403 when "the requesting
+  host is not in the room").
+* History visibility for servers (client-server-api §Room History
+  Visibility, applied per server as other homeservers do): an event is
+  visible to a server when the room was ``world_readable`` or ``shared`` at
+  the event, when one of the server's users was joined at the event, or --
+  for ``invited`` -- invited or joined at the event. Events a server may not
+  see are served *redacted* by backfill and get_missing_events (the DAG
+  stays walkable) and refused by ``/event``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from mxserver.errors import MatrixError, forbidden
+from mxserver.events.model import Event
+from mxserver.events.redaction import redact_event
+from mxserver.ids import server_of
+from mxserver.rooms.visibility import INVITED, JOINED, history_visibility_of
+from mxserver.storage.state import StateKey
+
+ACL_KEY: StateKey = ("m.room.server_acl", "")
+_VISIBILITY_KEY: StateKey = ("m.room.history_visibility", "")
+
+
+def _domain(user_id: Any) -> str | None:
+    if not isinstance(user_id, str) or ":" not in user_id:
+        return None
+    return server_of(user_id)
+
+
+async def acl_allows(hs: Any, room_id: str, server_name: str) -> bool:
+    """Whether the room's current server ACL allows ``server_name`` (a room we do not know: True)."""
+    from mxserver.federation.acl import server_matches_acl
+
+    if await hs.room_server.get_room(room_id) is None:
+        return True
+    acl = await hs.room_server.current_state_event(room_id, *ACL_KEY)
+    return server_matches_acl(server_name, acl.content if acl is not None else None)
+
+
+async def server_in_room(hs: Any, room_id: str, server_name: str) -> bool:
+    """Whether ``server_name`` has a joined member in the room's current state."""
+    from mxserver.federation.destinations import servers_in_room
+
+    return server_name in await servers_in_room(hs, room_id)
+
+
+async def require_room_access(hs: Any, origin: str, room_id: str) -> Any:
+    """For the protected read endpoints: 404 unknown room, 403 ACL-denied or not in the room.
+
+    Returns the room's RoomRecord.
+    """
+    room = await hs.room_server.get_room(room_id)
+    if room is None:
+        raise MatrixError(404, "M_NOT_FOUND", f"Unknown room {room_id}")
+    if not await acl_allows(hs, room_id, origin):
+        raise forbidden(f"Server {origin} is denied by the room's server ACL")
+    if not await server_in_room(hs, room_id, origin):
+        raise forbidden(f"Server {origin} is not in room {room_id}")
+    return room
+
+
+async def _visible_at(hs: Any, server_name: str, event: Event, cache: dict[int | None, bool]) -> bool:
+    nid = event.metadata.state_before
+    if nid in cache:
+        return cache[nid]
+    if nid is None:
+        # no known state (an outlier): only the events of the server itself are safe to return
+        cache[nid] = False
+        return False
+    state = await hs.state_store.get_state(nid)
+    vis_id = state.get(_VISIBILITY_KEY)
+    vis_event = (await hs.event_store.get_events([vis_id])).get(vis_id) if vis_id else None
+    visibility = history_visibility_of(vis_event)
+    if visibility not in (INVITED, JOINED):
+        cache[nid] = True  # shared, world_readable
+        return True
+    wanted = ("join", "invite") if visibility == INVITED else ("join",)
+    member_ids = [eid for (etype, sk), eid in state.items() if etype == "m.room.member" and _domain(sk) == server_name]
+    members = await hs.event_store.get_events(member_ids)
+    allowed = any(m.membership in wanted for m in members.values())
+    cache[nid] = allowed
+    return allowed
+
+
+async def visible_to_server(hs: Any, server_name: str, event: Event) -> bool:
+    """Whether ``server_name`` may see ``event`` (its own events always)."""
+    if _domain(event.sender) == server_name:
+        return True
+    return await _visible_at(hs, server_name, event, {})
+
+
+async def filter_events_for_server(hs: Any, server_name: str, events: Sequence[Event]) -> list[Event]:
+    """``events`` as ``server_name`` may have them: the ones it may not see are redacted."""
+    cache: dict[int | None, bool] = {}
+    out = []
+    for ev in events:
+        if _domain(ev.sender) == server_name or await _visible_at(hs, server_name, ev, cache):
+            out.append(ev)
+        else:
+            out.append(redact_event(ev))
+    return out
+
+
+def pdus(events: Iterable[Event]) -> list[dict[str, Any]]:
+    """The federation form of ``events`` (the PDUs as signed)."""
+    return [ev.get_pdu_json() for ev in events]
