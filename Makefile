@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # compat mode keeps twisted/plugins visible to twistd (a PEP 660 editable install hides it)
 PIP_INSTALL := $(BIN)/pip install -q --disable-pip-version-check --config-settings editable_mode=compat
 
-.PHONY: run test install install-test postgres-binaries lint typecheck sample-config clean
+.PHONY: run test install install-test postgres-binaries synapse-peer lint typecheck sample-config clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,23 @@ postgres-binaries:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
-test: install-test postgres-binaries
+# tests/interop federate with a real Synapse from PyPI, installed by the shared adapter into
+# ~/.cache/mx-bench (cheap once done). Its psycopg2 builds from source and needs pg_config
+# (Debian's libpq-dev). Only a missing ../shared is tolerated here (the tests then skip).
+SHARED ?= ../shared
+synapse-peer:
+	@if [ ! -f "$(SHARED)/servers/synapse/install" ]; then \
+		echo "no $(SHARED)/servers/synapse/install: interop tests will skip"; \
+	else \
+		if ! command -v pg_config >/dev/null 2>&1; then \
+			SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+			echo "installing libpq-dev from apt (pg_config, for Synapse's psycopg2)"; \
+			$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libpq-dev >/dev/null; \
+		fi; \
+		bash "$(SHARED)/servers/synapse/install" >/dev/null; \
+	fi
+
+test: install-test postgres-binaries synapse-peer
 	$(BIN)/trial tests
 
 lint:

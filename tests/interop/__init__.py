@@ -1,0 +1,1 @@
+"""Interop tests: mxserver federating with a real Synapse on loopback (see harness.py)."""
