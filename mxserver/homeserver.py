@@ -103,6 +103,9 @@ class Homeserver(service.MultiService):
             self.server_name, self.signing_key, self.server_keys, self.federation_client, self.clock, fed.trusted_key_servers
         )
         self.federation_auth = FederationAuth(self.server_name, self.keyring, self.clock, fed.enabled)
+        from mxserver.federation.remote_queries import RemoteQueries
+
+        self.remote_queries = RemoteQueries(self)
         from mxserver.federation.edus import EduRegistry
 
         #: inbound EDU handlers by type (the /send transaction handler dispatches through it)

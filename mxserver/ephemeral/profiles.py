@@ -1,9 +1,9 @@
 """Profiles (client-server-api §Profiles): display name and avatar URL of local users.
 
 Reading: anyone may look up a local user's profile (the spec's minimum is
-users visible through rooms; this server does not restrict further). Remote
-users answer 404 until federation profile queries exist. Writing: only your
-own. A change is propagated (§Events on Change of Profile Information): a new
+users visible through rooms; this server does not restrict further). Writing:
+only your own. Remote users' profiles come from their server (federation ``query/profile``,
+through ``hs.remote_queries``). A change is propagated (§Events on Change of Profile Information): a new
 ``m.room.member`` join event with the new values in every room the user is
 joined to (rooms in parallel, a few at a time; a room that refuses is logged
 and skipped), a presence update, and the user directory.
@@ -57,6 +57,10 @@ class ProfileHandler:
 
     async def get_profile(self, user_id: str) -> dict[str, str]:
         """profile.yaml GET /profile/{userId}: the fields that are set; 404 M_NOT_FOUND for unknown users."""
+        check_user_id(user_id)
+        if server_of_user(user_id) != self._hs.server_name:
+            # server-server-api §Querying for information: query/profile, cached briefly.
+            return await self._hs.remote_queries.profile(user_id)
         profile = await self._lookup(user_id)
         return {k: v for k, v in zip(FIELDS, profile, strict=True) if v is not None}
 
@@ -74,7 +78,7 @@ class ProfileHandler:
     async def _lookup(self, user_id: str) -> Profile:
         check_user_id(user_id)
         if server_of_user(user_id) != self._hs.server_name:
-            raise not_found("Profiles of users on other servers cannot be looked up yet")
+            raise not_found("Profiles of users on other servers are not stored here")
         profile = await self.store.get_profile(user_id)
         if profile is None:
             raise not_found("Profile not found")

@@ -3,7 +3,10 @@
 Who can be found: local users joined to a room the searcher is joined to,
 or joined to a room whose join rule is ``public`` or whose history is
 ``world_readable`` (users.yaml: the minimum a server must consider). A user
-in no such room is never found. Remote users are not searched (yet).
+in no such room is never found. Remote users are found the same way; their
+display name and avatar are those of their latest ``join`` member event
+(their own server's profile is not asked: a search must not cost one
+federation request per result).
 
 How: an in-memory index, no per-search SQL once warm.
 
@@ -87,10 +90,13 @@ class UserDirectory:
             return {"results": [], "limited": False}
         visible = set(await self._members.users_sharing_rooms(searcher))
         visible |= await self._public_room_members()
-        local = [u for u in visible if server_of_user(u) == self._hs.server_name]
+        own = self._hs.server_name
+        local = [u for u in visible if server_of_user(u) == own]
+        remote = [u for u in visible if server_of_user(u) != own]
         await self._ensure_profiles(local)
+        await self._ensure_remote_profiles(remote)
         matches = []
-        for user_id in local:
+        for user_id in local + remote:
             entry = self._profiles.get(user_id)
             if entry is None:
                 continue  # not a local account (any more)
@@ -118,6 +124,23 @@ class UserDirectory:
         for user_id, (displayname, avatar_url) in found.items():
             # A profile change that landed while we read wins over what we read.
             self._profiles.setdefault(user_id, (displayname, avatar_url, _tokens(user_id, displayname)))
+
+    async def _ensure_remote_profiles(self, user_ids: list[str]) -> None:
+        """Remote users' profiles from their member events in the current state of our rooms."""
+        missing = [u for u in user_ids if u not in self._profiles]
+        if not missing:
+            return
+        found = await self._hs.db.run_read("user_directory_remote_profiles", _member_profiles_txn, missing)
+        for user_id in missing:
+            displayname, avatar_url = found.get(user_id, (None, None))
+            self._profiles.setdefault(user_id, (displayname, avatar_url, _tokens(user_id, displayname)))
+
+    def _remote_member_event(self, ev: Event) -> None:
+        user_id = ev.state_key
+        if not user_id or server_of_user(user_id) == self._hs.server_name or ev.membership != "join":
+            return
+        displayname, avatar_url = _member_profile(ev.content)
+        self._profiles[user_id] = (displayname, avatar_url, _tokens(user_id, displayname))
 
     def profile_changed(self, user_id: str, displayname: str | None, avatar_url: str | None) -> None:
         self._profiles[user_id] = (displayname, avatar_url, _tokens(user_id, displayname))
@@ -170,6 +193,9 @@ class UserDirectory:
 
     def _on_events(self, events: list[Event]) -> None:
         for ev in events:
+            if ev.type == "m.room.member" and not (ev.rejected or ev.metadata.soft_failed or ev.metadata.outlier):
+                self._remote_member_event(ev)
+                continue
             if ev.type not in ("m.room.join_rules", "m.room.history_visibility") or ev.state_key != "":
                 continue
             if ev.rejected or ev.metadata.soft_failed or ev.metadata.outlier:
@@ -218,6 +244,34 @@ def _rank(user_id: str, displayname: str | None, avatar_url: str | None, query: 
 
 def _starts(words_: list[str], query: list[str]) -> bool:
     return bool(words_) and words_[0].startswith(query[0])
+
+
+def _member_profile(content: Any) -> tuple[str | None, str | None]:
+    if not isinstance(content, dict):
+        return None, None
+    name, avatar = content.get("displayname"), content.get("avatar_url")
+    return (name if isinstance(name, str) else None), (avatar if isinstance(avatar, str) else None)
+
+
+def _member_profiles_txn(txn: Txn, user_ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
+    """user -> (displayname, avatar_url) of their latest join event in any room's current state."""
+    out: dict[str, tuple[str | None, str | None]] = {}
+    for i in range(0, len(user_ids), 500):
+        chunk = user_ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = txn.query(
+            "SELECT cs.state_key, e.json FROM current_state cs JOIN events e ON e.event_id = cs.event_id"
+            f" WHERE cs.type = 'm.room.member' AND cs.state_key IN ({marks})"
+            " ORDER BY e.origin_server_ts DESC",
+            chunk,
+        )
+        for user_id, raw in rows:
+            if user_id in out:
+                continue
+            content = json.loads(raw).get("content")
+            if isinstance(content, dict) and content.get("membership") == "join":
+                out[user_id] = _member_profile(content)
+    return out
 
 
 def _load_rules_txn(txn: Txn) -> dict[str, tuple[str | None, str | None]]:

@@ -264,10 +264,19 @@ class DirectoryHandler:
     # -- the public room list -----------------------------------------------------------------
 
     async def public_rooms(self, query: PublicRoomsQuery) -> dict[str, Any]:
-        if query.server is not None and query.server != self.hs.server_name:
-            raise federation_unavailable(f"The room directory of {query.server} cannot be fetched")
         if query.third_party_instance_id is not None and query.include_all_networks:
             raise invalid_param("third_party_instance_id can only be used if include_all_networks is false")
+        if query.server is not None and query.server != self.hs.server_name:
+            # list_public_rooms.yaml `server`: another server's directory, over federation.
+            return await self.hs.remote_queries.public_rooms(
+                query.server,
+                limit=query.limit if query.limit and query.limit > 0 else None,
+                since=query.since or None,
+                search_term=query.search_term,
+                room_types=query.room_types,
+                include_all_networks=query.include_all_networks,
+                third_party_instance_id=query.third_party_instance_id,
+            )
         limit = query.limit if query.limit and query.limit > 0 else MAX_PUBLIC_ROOMS_LIMIT
         limit = min(limit, MAX_PUBLIC_ROOMS_LIMIT)
         direction, after = _parse_since(query.since)
