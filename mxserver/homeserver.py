@@ -31,6 +31,7 @@ from mxserver.errors import MatrixError
 from mxserver.federation.auth import FederationAuth
 from mxserver.federation.client import FederationClient
 from mxserver.federation.keyring import Keyring
+from mxserver.federation.sender import FederationSender
 from mxserver.interfaces import ILoginFlow, IModule, IPresence, IStorageBackend, ITyping
 from mxserver.module_api import ModuleApi
 from mxserver.module_loader import LOGIN, MODULES, PRESENCE, STORAGE, TYPING, construct
@@ -124,6 +125,10 @@ class Homeserver(service.MultiService):
         #: awaited in order at start-up, after migrations (e.g. loading stream positions)
         self.start_hooks: list[Any] = []
         self._build_handlers()
+        # After the handlers: it follows hs.room_members, and subscribes to the room stream after it.
+        self.federation_sender = FederationSender(self)
+        self.federation_sender.setServiceParent(self)
+        self.start_hooks.append(self.federation_sender.start)
         self._apps = self._build_apps()
         self._lag = metrics.ReactorLagMonitor(self.clock)
 

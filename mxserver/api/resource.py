@@ -28,6 +28,7 @@ PREFIXES: list[tuple[bytes, str]] = [
     (b"/_matrix/key/", "federation"),
     (b"/_matrix/media/", "media"),
     (b"/_synapse/admin/", "client"),
+    (b"/_mxserver/admin/", "client"),
     (b"/.well-known/matrix/client", "client"),
     (b"/.well-known/matrix/server", "federation"),
 ]

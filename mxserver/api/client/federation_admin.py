@@ -1,0 +1,31 @@
+"""``GET /_mxserver/admin/v1/federation/destinations``: the outbound federation queues, for server admins.
+
+One entry per destination the sender knows (since start-up, or stored with a
+backoff or catch-up position): queued PDUs and EDUs, the transaction in
+flight, backoff (``retry_interval_ms``, ``next_retry_ts``), and the last success.
+Times are milliseconds since the epoch; ``null`` when not applicable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+from mxserver.api.http import JsonDict, route
+from mxserver.errors import forbidden
+from mxserver.rooms.permissions import is_server_admin
+
+
+class FederationAdminServlet:
+    def __init__(self, hs: Any) -> None:
+        self.hs = hs
+        self.sender = hs.federation_sender
+
+    @route("GET", "/_mxserver/admin/v1/federation/destinations")
+    async def destinations(self, request: IRequest) -> JsonDict:
+        requester = await self.hs.auth.get_user(request)
+        if not await is_server_admin(self.hs, requester.user_id):
+            raise forbidden("You are not a server admin")
+        destinations = self.sender.destinations_status()
+        return {"destinations": destinations, "total": len(destinations)}

@@ -1,0 +1,581 @@
+"""The outbound federation sender: per-destination transaction queues (``hs.federation_sender``).
+
+Every event created by this server (server-server-api §PDUs) and every EDU
+the ephemeral features hand over (:meth:`FederationSender.send_edu`) is queued
+per destination and sent in transactions (``PUT /_matrix/federation/v1/send/{txnId}``,
+§Transactions) with these rules:
+
+- **One transaction in flight per destination.** The spec says to wait for a
+  200 before sending a transaction with a different ID; queued PDUs and EDUs
+  go into the next one, at most 50 PDUs and 100 EDUs each, PDUs in stream order.
+- **Stable transaction IDs.** A failed transaction is resent as it was, with
+  its ID, so a server that processed it but whose answer was lost can dedupe.
+  IDs are a per-start random prefix and a per-destination counter.
+- **Backoff.** A transport failure, a timeout, a 5xx (and 401/408/429) start
+  or lengthen the destination's backoff: exponential with jitter, from
+  :data:`MIN_RETRY_INTERVAL_MS` to :data:`MAX_RETRY_INTERVAL_MS`, on
+  ``hs.clock``, persisted so a restart does not hammer a dead server. Other
+  4xx answers to the whole transaction drop it (retrying would not help, and
+  the server is evidently up); per-PDU errors in a 200 answer are only logged.
+  A request from the destination (:meth:`destination_is_up`) ends its backoff.
+- **Catch-up instead of unbounded queues.** While a destination backs off (or
+  its queue passes :data:`MAX_PENDING_PDUS`) its PDUs are not kept in memory.
+  For every event queued, the latest event per (destination, room) is stored;
+  when the destination can be tried again -- also after a restart -- the
+  latest event of each room it missed is sent (oldest first, in transactions),
+  and the destination fetches the gaps before them itself (/get_missing_events,
+  /backfill). Queued EDUs are bounded per destination (the oldest are dropped).
+- **Independence.** Each destination has its own loop: a dead server delays
+  nobody else.
+
+Where events go: to every other server with a joined member in the room
+(:mod:`mxserver.federation.destinations`), plus the target's server of a
+membership event about a remote user other than an invite (a kick, ban or
+leave must reach the user's server even when nobody else of it is joined;
+invites go through /invite). Never to ourselves, nothing when
+``federation.enabled`` is false.
+
+The joined servers are read when the event is routed, right after it is
+published: exact when the room's members are in memory (``hs.room_members``),
+otherwise as of the database read that loads them, which may already include
+a membership change published just after the event.
+
+Not persisted: queued EDUs (to-device messages included) do not survive a restart.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+from prometheus_client import Counter, Gauge
+from twisted.application import service
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
+from twisted.logger import Logger
+
+from mxserver.events.model import Event
+from mxserver.federation.client import FederationError
+from mxserver.federation.destinations import _room_servers, user_server
+from mxserver.storage.federation_sender import DestinationRow, FederationSenderStore, QueuedRoom
+
+log = Logger()
+
+MAX_PDUS_PER_TXN = 50
+MAX_EDUS_PER_TXN = 100
+#: PDUs kept in memory per destination; past this the destination catches up from the store
+MAX_PENDING_PDUS = 500
+#: EDUs kept per destination (the oldest are dropped past this)
+MAX_PENDING_EDUS = 1000
+MIN_RETRY_INTERVAL_MS = 10_000
+MAX_RETRY_INTERVAL_MS = 24 * 3600 * 1000
+RETRY_MULTIPLIER = 2
+#: each interval is multiplied by a random factor in [1 - JITTER, 1 + JITTER]
+RETRY_JITTER = 0.2
+#: answers that mean "try again later" rather than "this transaction is refused"
+RETRYABLE_4XX = (401, 408, 429)
+TXN_TIMEOUT_S = 60.0
+
+PENDING_PDUS = Gauge("mxserver_federation_pending_pdus", "PDUs queued in memory per destination", ["destination"])
+PENDING_EDUS = Gauge("mxserver_federation_pending_edus", "EDUs queued per destination", ["destination"])
+TRANSACTIONS = Counter(
+    "mxserver_federation_transactions_total",
+    "Outbound transactions per destination by outcome (sent, failed: will retry, refused: dropped)",
+    ["destination", "outcome"],
+)
+PDUS_SENT = Counter("mxserver_federation_pdus_sent_total", "PDUs delivered per destination", ["destination"])
+EDUS_SENT = Counter("mxserver_federation_edus_sent_total", "EDUs delivered per destination", ["destination"])
+PDUS_DEFERRED = Counter(
+    "mxserver_federation_pdus_deferred_total", "PDUs left to catch-up (destination backing off or queue full)", ["destination"]
+)
+EDUS_DROPPED = Counter("mxserver_federation_edus_dropped_total", "EDUs dropped from a full queue", ["destination"])
+BACKING_OFF = Gauge("mxserver_federation_backing_off", "1 while a destination is backing off", ["destination"])
+RETRY_INTERVAL = Gauge(
+    "mxserver_federation_retry_interval_seconds", "Current backoff interval per destination", ["destination"]
+)
+
+
+@attrs.define(eq=False)
+class _Transaction:
+    txn_id: str
+    pdus: list[dict[str, Any]]
+    edus: list[dict[str, Any]]
+    #: the highest room-stream position among its PDUs (0 without PDUs)
+    stream: int
+    origin_server_ts: int
+
+
+@attrs.define(eq=False)
+class _Destination:
+    name: str
+    pdus: list[Event] = attrs.field(factory=list)
+    #: (edu_type, key) -> EDU; unkeyed EDUs get a unique key
+    edus: OrderedDict[Hashable, dict[str, Any]] = attrs.field(factory=OrderedDict)
+    in_flight: _Transaction | None = None
+    #: the loop is running (sending, or reading the store for a catch-up)
+    running: bool = False
+    #: a transaction that failed, to send again as it was
+    retry: _Transaction | None = None
+    failure_ts: int | None = None
+    retry_last_ts: int | None = None
+    retry_interval: int = 0
+    last_success_ts: int | None = None
+    last_stream: int = 0
+    #: PDUs were not kept: send the latest event of each room it missed first
+    catching_up: bool = False
+    timer: Any = None
+    #: the backoff timer fired: one attempt may go ahead although the backoff is still set
+    retry_allowed: bool = False
+    txn_counter: int = 0
+    request: Deferred[Any] | None = None
+
+    @property
+    def next_retry_ts(self) -> int | None:
+        if self.retry_interval <= 0 or self.retry_last_ts is None:
+            return None
+        return self.retry_last_ts + self.retry_interval
+
+
+class FederationSender(service.Service):
+    """Queues PDUs and EDUs per destination and sends them in transactions."""
+
+    def __init__(self, hs: Any, transport: Any = None) -> None:
+        self.hs = hs
+        self.clock = hs.clock
+        self.server_name: str = hs.server_name
+        self.enabled: bool = hs.config.federation.enabled
+        self.store = FederationSenderStore(hs.db)
+        #: ``transport(destination, txn_id, body) -> Awaitable[dict]``; tests replace it
+        self.transport = transport or self._put_transaction
+        self.random = random.Random()
+        self.setName("federation_sender")
+        self._dests: dict[str, _Destination] = {}
+        self._txn_prefix = secrets.token_hex(4)
+        self._edu_seq = 0
+        self._started = False
+        # local events waiting for their destinations to be worked out, in stream order
+        self._incoming: list[list[Event]] = []
+        self._routing = False
+        # store writes run one at a time, in order (catch-up positions must not overtake each other)
+        self._writes: list[Any] = []
+        self._writing = False
+        self._write_seq = 0
+        self._written_seq = 0
+        self._write_waiters: list[tuple[int, Deferred[None]]] = []
+        self._room_servers = _room_servers(hs)
+        if self.enabled:
+            hs.room_stream.subscribe(self._on_events)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load persisted backoff and catch-up state (a start hook, after migrations)."""
+        if not self.enabled:
+            return
+        for row in await self.store.load_destinations():
+            dest = self._dest(row.destination)
+            self._load_row(dest, row)
+        for name in await self.store.destinations_behind():
+            if name != self.server_name:
+                self._dest(name).catching_up = True
+        self._started = True
+        for dest in list(self._dests.values()):
+            self._kick(dest)
+
+    def _load_row(self, dest: _Destination, row: DestinationRow) -> None:
+        dest.failure_ts = row.failure_ts
+        dest.retry_last_ts = row.retry_last_ts
+        dest.retry_interval = row.retry_interval
+        dest.last_success_ts = row.last_success_ts
+        dest.last_stream = max(dest.last_stream, row.last_successful_stream)
+        self._update_gauges(dest)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self._started = False
+        for dest in self._dests.values():
+            if dest.timer is not None and dest.timer.active():
+                dest.timer.cancel()
+            dest.timer = None
+            if dest.request is not None:
+                dest.request.cancel()
+        return self.flush_writes()
+
+    # -- the API ------------------------------------------------------------------------------
+
+    def send_edu(self, destination: str, edu_type: str, content: dict[str, Any], key: Hashable | None = None) -> None:
+        """Queue an EDU; one with the same ``(edu_type, key)`` already queued is replaced."""
+        if not self.enabled or destination == self.server_name:
+            return
+        dest = self._dest(destination)
+        if key is None:
+            self._edu_seq += 1
+            slot: Hashable = ("", self._edu_seq)
+        else:
+            slot = (edu_type, key)
+            dest.edus.pop(slot, None)  # the replacement goes to the back: it is the newest
+        dest.edus[slot] = {"edu_type": edu_type, "content": content}
+        while len(dest.edus) > MAX_PENDING_EDUS:
+            dest.edus.popitem(last=False)
+            EDUS_DROPPED.labels(destination).inc()
+        PENDING_EDUS.labels(destination).set(len(dest.edus))
+        self._kick(dest)
+
+    def send_edu_to_room(
+        self, room_id: str, edu_type: str, content: dict[str, Any], key: Hashable | None = None
+    ) -> Deferred[None]:
+        """Queue an EDU for every other server with a joined member in ``room_id``."""
+        if not self.enabled:
+            return succeed(None)
+
+        async def run() -> None:
+            for server in await self._room_servers.servers_in_room(room_id):
+                self.send_edu(server, edu_type, content, key)
+
+        return ensureDeferred(run())
+
+    def destination_is_up(self, destination: str) -> None:
+        """``destination`` just talked to us: end its backoff and send what is waiting."""
+        dest = self._dests.get(destination)
+        if dest is None or dest.retry_interval <= 0:
+            return
+        if dest.timer is not None and dest.timer.active():
+            dest.timer.cancel()
+        dest.timer = None
+        # One attempt now; should it fail, the backoff grows from where it was.
+        dest.retry_allowed = True
+        self._kick(dest)
+
+    def destinations_status(self) -> list[dict[str, Any]]:
+        """What the admin API shows: one entry per destination known since start-up or stored."""
+        out = []
+        for dest in sorted(self._dests.values(), key=lambda d: d.name):
+            in_flight = dest.in_flight
+            out.append(
+                {
+                    "destination": dest.name,
+                    "pending_pdus": len(dest.pdus),
+                    "pending_edus": len(dest.edus),
+                    "in_flight": None
+                    if in_flight is None
+                    else {"txn_id": in_flight.txn_id, "pdus": len(in_flight.pdus), "edus": len(in_flight.edus)},
+                    "catching_up": dest.catching_up,
+                    "backing_off": dest.retry_interval > 0,
+                    "retry_interval_ms": dest.retry_interval,
+                    "failure_ts": dest.failure_ts,
+                    "next_retry_ts": dest.next_retry_ts,
+                    "last_success_ts": dest.last_success_ts,
+                    "last_successful_stream": dest.last_stream,
+                }
+            )
+        return out
+
+    # -- events from the room stream --------------------------------------------------------------
+
+    def _on_events(self, events: list[Event]) -> None:
+        ours = [
+            e
+            for e in events
+            if user_server(e.sender) == self.server_name
+            and e.metadata.stream_ordering is not None
+            and not e.rejected
+            and not e.metadata.soft_failed
+            and not e.metadata.outlier
+        ]
+        if not ours:
+            return
+        self._incoming.append(ours)
+        if not self._routing:
+            d = ensureDeferred(self._route())
+            d.addErrback(lambda f: log.failure("routing events to destinations failed", f))
+
+    async def _route(self) -> None:
+        # One batch at a time, in stream order: the destinations' queues stay in stream order.
+        self._routing = True
+        try:
+            while self._incoming:
+                batch = self._incoming.pop(0)
+                routed: list[tuple[Event, set[str]]] = []
+                for event in batch:
+                    routed.append((event, await self._destinations_for(event)))
+                self._queue_pdus(routed)
+        finally:
+            self._routing = False
+
+    async def _destinations_for(self, event: Event) -> set[str]:
+        servers = set(await self._room_servers.servers_in_room(event.room_id))
+        if event.type == "m.room.member" and event.state_key is not None and event.membership != "invite":
+            # Its subject's server must hear of a kick, ban or leave even if none of its users
+            # remain joined (the membership is already applied to the joined set).
+            target = user_server(event.state_key)
+            if target is not None:
+                servers.add(target)
+        servers.discard(self.server_name)
+        return servers
+
+    def _queue_pdus(self, routed: Iterable[tuple[Event, set[str]]]) -> None:
+        rows: dict[tuple[str, str], QueuedRoom] = {}
+        for event, servers in routed:
+            stream = event.metadata.stream_ordering
+            assert stream is not None
+            for server in servers:
+                rows[(server, event.room_id)] = QueuedRoom(server, event.room_id, stream, event.event_id)
+                dest = self._dest(server)
+                if stream <= dest.last_stream:
+                    continue
+                if dest.retry_interval > 0 or len(dest.pdus) >= MAX_PENDING_PDUS:
+                    # Backing off or too far behind: the stored latest event of the room will do.
+                    if dest.pdus:
+                        PDUS_DEFERRED.labels(server).inc(len(dest.pdus))
+                        dest.pdus.clear()
+                    dest.catching_up = True
+                    PDUS_DEFERRED.labels(server).inc()
+                else:
+                    dest.pdus.append(event)
+                PENDING_PDUS.labels(server).set(len(dest.pdus))
+        if rows:
+            self._write(lambda: self.store.record_queued(list(rows.values())))
+        for server in {s for _, servers in routed for s in servers}:
+            self._kick(self._dests[server])
+
+    # -- the per-destination loop ---------------------------------------------------------------
+
+    def _dest(self, name: str) -> _Destination:
+        dest = self._dests.get(name)
+        if dest is None:
+            dest = self._dests[name] = _Destination(name)
+        return dest
+
+    def _now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    def _kick(self, dest: _Destination) -> None:
+        """Start the destination's loop unless it runs, backs off, or the sender is not started."""
+        if not self._started or dest.running:
+            return
+        if dest.retry_interval > 0 and not dest.retry_allowed:
+            due = dest.next_retry_ts or 0
+            if due > self._now_ms():
+                self._schedule_retry(dest, due)
+                return
+        if not (dest.pdus or dest.edus or dest.retry or dest.catching_up):
+            return
+        dest.running = True
+        d = ensureDeferred(self._run(dest))
+        d.addErrback(lambda f: log.failure("federation sender loop for {dest} failed", f, dest=dest.name))
+
+        def done(_: Any) -> None:
+            dest.running = False
+
+        d.addBoth(done)
+
+    def _schedule_retry(self, dest: _Destination, due_ms: int) -> None:
+        if dest.timer is not None and dest.timer.active():
+            return
+        delay = max(0.0, (due_ms - self._now_ms()) / 1000)
+        dest.timer = self.clock.callLater(delay, self._retry_due, dest)
+
+    def _retry_due(self, dest: _Destination) -> None:
+        dest.timer = None
+        # The backoff stays set until a transaction succeeds; the loop may now try once.
+        dest.retry_allowed = True
+        self._kick(dest)
+
+    async def _run(self, dest: _Destination) -> None:
+        while self._started:
+            txn = await self._next_transaction(dest)
+            if txn is None:
+                return
+            dest.in_flight = txn
+            try:
+                outcome = await self._attempt(dest, txn)
+            finally:
+                dest.in_flight = None
+            if not self._started or outcome == "failed":
+                return
+
+    async def _next_transaction(self, dest: _Destination) -> _Transaction | None:
+        if dest.retry is not None:
+            return dest.retry
+        pdus: list[Event] = []
+        if dest.catching_up:
+            # Everything queued before now must be in the store before it is read.
+            await self.flush_writes()
+            rows = await self.store.rooms_behind(dest.name, dest.last_stream, MAX_PDUS_PER_TXN)
+            if rows:
+                found = await self.hs.event_store.get_events([r.event_id for r in rows])
+                pdus = [found[r.event_id] for r in rows if r.event_id in found]
+                stream = rows[-1].stream_ordering
+                if not pdus:
+                    # Nothing loadable (should not happen): move past these rows.
+                    dest.last_stream = max(dest.last_stream, stream)
+                    return await self._next_transaction(dest)
+                return self._make_transaction(dest, pdus, stream)
+            dest.catching_up = False
+            dest.pdus = [e for e in dest.pdus if (e.metadata.stream_ordering or 0) > dest.last_stream]
+        pdus = dest.pdus[:MAX_PDUS_PER_TXN]
+        del dest.pdus[: len(pdus)]
+        PENDING_PDUS.labels(dest.name).set(len(dest.pdus))
+        stream = max((e.metadata.stream_ordering or 0 for e in pdus), default=0)
+        if not pdus and not dest.edus:
+            return None
+        return self._make_transaction(dest, pdus, stream)
+
+    def _make_transaction(self, dest: _Destination, pdus: list[Event], stream: int) -> _Transaction:
+        edus: list[dict[str, Any]] = []
+        while dest.edus and len(edus) < MAX_EDUS_PER_TXN:
+            edus.append(dest.edus.popitem(last=False)[1])
+        PENDING_EDUS.labels(dest.name).set(len(dest.edus))
+        dest.txn_counter += 1
+        return _Transaction(
+            txn_id=f"{self._txn_prefix}_{dest.txn_counter}",
+            pdus=[e.get_pdu_json() for e in pdus],
+            edus=edus,
+            stream=stream,
+            origin_server_ts=self._now_ms(),
+        )
+
+    async def _attempt(self, dest: _Destination, txn: _Transaction) -> str:
+        """Send one transaction; "sent", "refused" (dropped) or "failed" (backing off)."""
+        body: dict[str, Any] = {
+            "origin": self.server_name,
+            "origin_server_ts": txn.origin_server_ts,
+            "pdus": txn.pdus,
+        }
+        if txn.edus:
+            body["edus"] = txn.edus
+        d = ensureDeferred(self.transport(dest.name, txn.txn_id, body))
+        dest.request = d
+        try:
+            response = await d
+        except CancelledError:
+            if not self._started:
+                return "failed"  # shutting down: no verdict on the destination
+            self._failed(dest, txn, "cancelled")
+            return "failed"
+        except FederationError as e:
+            if 400 <= e.code < 500 and e.code not in RETRYABLE_4XX:
+                log.warn(
+                    "{dest} refused transaction {txn_id}: {code} {errcode} {msg}; dropping it",
+                    dest=dest.name, txn_id=txn.txn_id, code=e.code, errcode=e.errcode, msg=e.msg,
+                )
+                TRANSACTIONS.labels(dest.name, "refused").inc()
+                self._succeeded(dest, txn)
+                return "refused"
+            self._failed(dest, txn, str(e))
+            return "failed"
+        except Exception as e:
+            log.failure("sending transaction {txn_id} to {dest} failed unexpectedly", txn_id=txn.txn_id, dest=dest.name)
+            self._failed(dest, txn, repr(e))
+            return "failed"
+        finally:
+            dest.request = None
+        self._log_pdu_errors(dest, txn, response)
+        TRANSACTIONS.labels(dest.name, "sent").inc()
+        PDUS_SENT.labels(dest.name).inc(len(txn.pdus))
+        EDUS_SENT.labels(dest.name).inc(len(txn.edus))
+        self._succeeded(dest, txn)
+        return "sent"
+
+    def _log_pdu_errors(self, dest: _Destination, txn: _Transaction, response: Any) -> None:
+        # §Transactions: per-PDU errors are the remote's verdict on that PDU, not a reason to retry.
+        results = response.get("pdus") if isinstance(response, dict) else None
+        if not isinstance(results, dict):
+            return
+        for event_id, result in results.items():
+            if isinstance(result, dict) and result.get("error"):
+                log.info(
+                    "{dest} did not accept {event_id}: {error}", dest=dest.name, event_id=event_id, error=result["error"]
+                )
+
+    def _succeeded(self, dest: _Destination, txn: _Transaction) -> None:
+        was_failing = dest.retry_interval > 0 or dest.failure_ts is not None
+        dest.retry = None
+        dest.retry_allowed = False
+        dest.failure_ts = dest.retry_last_ts = None
+        dest.retry_interval = 0
+        dest.last_success_ts = self._now_ms()
+        dest.last_stream = max(dest.last_stream, txn.stream)
+        self._update_gauges(dest)
+        if txn.pdus or was_failing:
+            name, now, stream = dest.name, dest.last_success_ts, dest.last_stream
+            self._write(lambda: self.store.set_success(name, now, stream))
+
+    def _failed(self, dest: _Destination, txn: _Transaction, reason: str) -> None:
+        now = self._now_ms()
+        TRANSACTIONS.labels(dest.name, "failed").inc()
+        dest.retry = txn
+        if dest.failure_ts is None:
+            dest.failure_ts = now
+        base = MIN_RETRY_INTERVAL_MS if dest.retry_interval <= 0 else dest.retry_interval * RETRY_MULTIPLIER
+        jittered = int(base * self.random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
+        dest.retry_interval = max(MIN_RETRY_INTERVAL_MS, min(MAX_RETRY_INTERVAL_MS, jittered))
+        dest.retry_last_ts = now
+        dest.retry_allowed = False
+        # Stop holding PDUs in memory: the catch-up sends each room's latest one later.
+        if dest.pdus:
+            PDUS_DEFERRED.labels(dest.name).inc(len(dest.pdus))
+            dest.pdus.clear()
+            dest.catching_up = True
+        self._update_gauges(dest)
+        log.info(
+            "transaction {txn_id} to {dest} failed ({reason}); retrying in {secs:.0f}s",
+            txn_id=txn.txn_id, dest=dest.name, reason=reason, secs=dest.retry_interval / 1000,
+        )
+        name, failure_ts, interval = dest.name, dest.failure_ts, dest.retry_interval
+        self._write(lambda: self.store.set_backoff(name, failure_ts, now, interval))
+        if self._started:
+            self._schedule_retry(dest, now + dest.retry_interval)
+
+    def _update_gauges(self, dest: _Destination) -> None:
+        BACKING_OFF.labels(dest.name).set(1 if dest.retry_interval > 0 else 0)
+        RETRY_INTERVAL.labels(dest.name).set(dest.retry_interval / 1000)
+        PENDING_PDUS.labels(dest.name).set(len(dest.pdus))
+        PENDING_EDUS.labels(dest.name).set(len(dest.edus))
+
+    # -- the transport ------------------------------------------------------------------------------
+
+    async def _put_transaction(self, destination: str, txn_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        path = f"/_matrix/federation/v1/send/{quote(txn_id, safe='')}"
+        return await self.hs.federation_client.put_json(destination, path, body, timeout=TXN_TIMEOUT_S)
+
+    # -- ordered store writes ---------------------------------------------------------------------
+
+    def _write(self, fn: Any) -> None:
+        self._write_seq += 1
+        self._writes.append(fn)
+        if not self._writing:
+            self._writing = True
+            ensureDeferred(self._drain_writes())
+
+    async def _drain_writes(self) -> None:
+        try:
+            while self._writes:
+                fn = self._writes.pop(0)
+                try:
+                    await fn()
+                except Exception:
+                    log.failure("federation sender: a store write failed")
+                self._written_seq += 1
+                self._wake_write_waiters()
+        finally:
+            self._writing = False
+
+    def _wake_write_waiters(self) -> None:
+        ready = [w for w in self._write_waiters if w[0] <= self._written_seq]
+        if ready:
+            self._write_waiters = [w for w in self._write_waiters if w[0] > self._written_seq]
+            for _, d in ready:
+                d.callback(None)
+
+    def flush_writes(self) -> Deferred[None]:
+        """Fires once every store write queued so far has finished (later ones are not waited for)."""
+        if self._written_seq >= self._write_seq:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._write_waiters.append((self._write_seq, d))
+        return d

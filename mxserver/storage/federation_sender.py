@@ -1,0 +1,123 @@
+"""SQL for the outbound federation sender: per-destination backoff and catch-up positions.
+
+Tables ``federation_destinations`` and ``federation_destination_rooms``
+(schema 0014). The sender keeps everything else (queued PDUs and EDUs, the
+transaction in flight) in memory; what is stored here is just enough that a
+restart neither hammers a dead server nor forgets that a server missed events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+from twisted.internet.defer import Deferred
+
+from mxserver.storage.database import Database, Txn
+
+
+@attrs.define
+class DestinationRow:
+    """The stored state of one destination."""
+
+    destination: str
+    failure_ts: int | None = None
+    retry_last_ts: int | None = None
+    retry_interval: int = 0
+    last_success_ts: int | None = None
+    last_successful_stream: int = 0
+
+
+@attrs.frozen
+class QueuedRoom:
+    """The latest of our events queued for a destination in a room."""
+
+    destination: str
+    room_id: str
+    stream_ordering: int
+    event_id: str
+
+
+class FederationSenderStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def load_destinations(self) -> Deferred[list[DestinationRow]]:
+        def txn(t: Txn) -> list[DestinationRow]:
+            rows = t.query(
+                "SELECT destination, failure_ts, retry_last_ts, retry_interval, last_success_ts, last_successful_stream"
+                " FROM federation_destinations"
+            )
+            return [DestinationRow(r[0], r[1], r[2], int(r[3] or 0), r[4], int(r[5] or 0)) for r in rows]
+
+        return self.db.run_read("federation_load_destinations", txn)
+
+    def destinations_behind(self) -> Deferred[set[str]]:
+        """Destinations with a room whose latest queued event is past their last delivered position."""
+
+        def txn(t: Txn) -> set[str]:
+            rows = t.query(
+                "SELECT DISTINCT r.destination FROM federation_destination_rooms r"
+                " LEFT JOIN federation_destinations d ON d.destination = r.destination"
+                " WHERE r.stream_ordering > COALESCE(d.last_successful_stream, 0)"
+            )
+            return {r[0] for r in rows}
+
+        return self.db.run_read("federation_destinations_behind", txn)
+
+    def rooms_behind(self, destination: str, after_stream: int, limit: int) -> Deferred[list[QueuedRoom]]:
+        """Up to ``limit`` rooms whose latest event queued for ``destination`` is after ``after_stream``,
+        oldest first."""
+
+        def txn(t: Txn) -> list[QueuedRoom]:
+            rows = t.query(
+                "SELECT room_id, stream_ordering, event_id FROM federation_destination_rooms"
+                " WHERE destination = ? AND stream_ordering > ? ORDER BY stream_ordering LIMIT ?",
+                (destination, after_stream, limit),
+            )
+            return [QueuedRoom(destination, r[0], int(r[1]), r[2]) for r in rows]
+
+        return self.db.run_read("federation_rooms_behind", txn)
+
+    def record_queued(self, rows: Sequence[QueuedRoom]) -> Deferred[None]:
+        """Remember the latest event queued per (destination, room); a position only moves forward."""
+
+        def txn(t: Txn) -> None:
+            t.executemany(
+                "INSERT INTO federation_destination_rooms (destination, room_id, stream_ordering, event_id)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (destination, room_id) DO UPDATE SET"
+                " stream_ordering = excluded.stream_ordering, event_id = excluded.event_id"
+                " WHERE excluded.stream_ordering > federation_destination_rooms.stream_ordering",
+                [(r.destination, r.room_id, r.stream_ordering, r.event_id) for r in rows],
+            )
+
+        return self.db.run_interaction("federation_record_queued", txn)
+
+    def set_backoff(self, destination: str, failure_ts: int, retry_last_ts: int, retry_interval: int) -> Deferred[None]:
+        def txn(t: Txn) -> None:
+            t.execute(
+                "INSERT INTO federation_destinations (destination, failure_ts, retry_last_ts, retry_interval)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (destination) DO UPDATE SET failure_ts = excluded.failure_ts,"
+                " retry_last_ts = excluded.retry_last_ts, retry_interval = excluded.retry_interval",
+                (destination, failure_ts, retry_last_ts, retry_interval),
+            )
+
+        return self.db.run_interaction("federation_set_backoff", txn)
+
+    def set_success(self, destination: str, now_ms: int, stream: int) -> Deferred[None]:
+        """A transaction succeeded: no backoff; everything up to ``stream`` was delivered."""
+
+        def txn(t: Txn) -> None:
+            t.execute(
+                "INSERT INTO federation_destinations"
+                " (destination, failure_ts, retry_last_ts, retry_interval, last_success_ts, last_successful_stream)"
+                " VALUES (?, NULL, NULL, 0, ?, ?) ON CONFLICT (destination) DO UPDATE SET"
+                " failure_ts = NULL, retry_last_ts = NULL, retry_interval = 0,"
+                " last_success_ts = excluded.last_success_ts,"
+                " last_successful_stream = CASE"
+                " WHEN excluded.last_successful_stream > federation_destinations.last_successful_stream"
+                " THEN excluded.last_successful_stream ELSE federation_destinations.last_successful_stream END",
+                (destination, now_ms, stream),
+            )
+
+        return self.db.run_interaction("federation_set_success", txn)
