@@ -161,6 +161,9 @@ class Homeserver(service.MultiService):
         from mxserver.ephemeral import build_ephemeral_handlers
 
         build_ephemeral_handlers(self)
+        from mxserver.e2ee import build_e2ee_handlers
+
+        build_e2ee_handlers(self)
         from mxserver.federation.edus import build_inbound_edus
 
         build_inbound_edus(self)

@@ -37,6 +37,7 @@ class AccountHandler:
         )
         self._hs.auth.invalidate(removed)
         await self._hs.to_device.delete_device_queues(requester.user_id)
+        await self._hs.device_lists.devices_removed(requester.user_id, None)
 
     async def deactivate(self, requester: Requester, uia: UIARequest) -> dict[str, Any]:
         """account_deactivation.yaml: the account can never log in again; every token goes.
@@ -47,6 +48,7 @@ class AccountHandler:
         await self._hs.uia.authenticate(uia, self._hs.uia.reauth_flows(), requester.user_id)
         await self._store.deactivate_user(requester.user_id)
         await self._hs.to_device.delete_device_queues(requester.user_id)
+        await self._hs.device_lists.devices_removed(requester.user_id, None)
         self._hs.auth.invalidate_user(requester.user_id)
         log.info("Deactivated {user_id}", user_id=requester.user_id)
         return {"id_server_unbind_result": "success"}

@@ -77,6 +77,7 @@ class DeviceHandler:
             return
         if not await self._store.set_device_display_name(requester.user_id, device_id, display_name):
             raise not_found("Unknown device")
+        await self._hs.device_lists.device_changed(requester.user_id, device_id)
 
     async def delete_devices(self, requester: Requester, device_ids: list[str], uia: UIARequest) -> None:
         """Delete devices (and their tokens) after UIA; IDs the requester does not have are ignored.
@@ -92,3 +93,4 @@ class DeviceHandler:
         """Delete devices and their tokens, without asking (logout, password change)."""
         self._auth.invalidate(await self._store.delete_devices(user_id, device_ids))
         await self._hs.to_device.delete_device_queues(user_id, list(device_ids))
+        await self._hs.device_lists.devices_removed(user_id, list(device_ids))

@@ -96,6 +96,7 @@ class LoginHandler:
         """``POST /logout/all``: every token and every device of the user."""
         self._hs.auth.invalidate(await self._store.delete_all_devices(requester.user_id))
         await self._hs.to_device.delete_device_queues(requester.user_id)
+        await self._hs.device_lists.devices_removed(requester.user_id, None)
         self._hs.auth.invalidate_user(requester.user_id)
 
     async def get_login_token(self, requester: Requester, uia: UIARequest) -> dict[str, Any]:

@@ -491,7 +491,7 @@ class RoomServer:
 
     # -- events from other servers ---------------------------------------------------------------
 
-    async def receive_event(self, event: Event) -> ReceiveResult:
+    async def receive_event(self, event: Event, *, state_before: Mapping[StateKey, str] | None = None) -> ReceiveResult:
         """Accept, soft-fail or reject an event received from another server.
 
         The caller (the federation receiver) has checked the event's format, signatures
@@ -516,6 +516,10 @@ class RoomServer:
         unknown, :class:`MissingStateError` if prev events are outliers, a 404
         :class:`MatrixError` for an unknown room and ValueError for an event of another
         room version. Receiving a known event again does nothing (``duplicate``).
+
+        ``state_before``: the state before the event as the federation receiver fetched it
+        (``/state_ids`` of its prev events, the events already stored, e.g. as outliers) when
+        its prev events cannot be fetched: prev events may then be missing or outliers.
         """
         event_id = event.event_id
         waiters = self._receiving.get(event_id)
@@ -525,7 +529,7 @@ class RoomServer:
             return attrs.evolve(await d, duplicate=True)
         self._receiving[event_id] = []
         try:
-            result = await self._receive(event)
+            result = await self._receive(event, state_before)
         except BaseException as e:
             for waiter in self._receiving.pop(event_id):
                 waiter.errback(e)
@@ -534,7 +538,86 @@ class RoomServer:
             waiter.callback(result)
         return result
 
-    async def _receive(self, event: Event) -> ReceiveResult:
+    async def store_outliers(self, room_id: str, events: Sequence[Event]) -> dict[str, str | None]:
+        """Store events whose place in the DAG is not known (state and auth chains fetched from
+        another server) as *outliers*: no stream position, no state, not extremities.
+
+        Each is checked against the auth rules with its own auth events (which must be among
+        ``events`` or already stored); one that fails, or whose auth events are missing, is
+        stored rejected. Events already known are left alone. Returns event ID -> rejection
+        reason (None: accepted) for the events given.
+        """
+        head = await self.get_head(room_id)
+        rv = head.room.room_version
+        by_id = {e.event_id: e for e in events}
+        await head.lock.acquire()
+        try:
+            if self._persisting or self._queue:
+                await self._enqueue([])
+            known = await self.store.get_events(list(by_id))
+            create_id = head.state.get(("m.room.create", ""))
+            needed = {a for e in by_id.values() for a in e.auth_event_ids if a not in by_id}
+            have = await self.store.get_events([*needed, *([create_id] if create_id else [])])
+            create = have.get(create_id) if create_id else None
+            if create is None:
+                create = next((e for e in by_id.values() if e.type == "m.room.create"), None)
+            out: dict[str, str | None] = {}
+            items: list[PersistItem] = []
+            pending = [e for e in by_id.values() if e.event_id not in known]
+            for event_id, ev in known.items():
+                out[event_id] = ev.metadata.rejected_reason
+            # Auth events first (the auth chain is a DAG): repeat passes over what is left.
+            while pending:
+                progressed = False
+                rest = []
+                for ev in pending:
+                    waiting = [a for a in ev.auth_event_ids if a in by_id and a not in out]
+                    if waiting:
+                        rest.append(ev)
+                        continue
+                    progressed = True
+                    reason: str | None
+                    if ev.room_version.identifier != rv.identifier or ev.room_id != room_id:
+                        reason = "event is not of this room"
+                    else:
+                        auth: list[Event] = []
+                        reason = None
+                        for a in ev.auth_event_ids:
+                            aev = by_id.get(a) or have.get(a) or known.get(a)
+                            if aev is None:
+                                reason = f"auth event {a} is unknown"
+                                break
+                            if out.get(a) is not None or aev.rejected:
+                                reason = f"auth event {a} was rejected"
+                                break
+                            auth.append(aev)
+                        if reason is None:
+                            reason = _auth_failure(ev, auth, create, selection=True)
+                    out[ev.event_id] = reason
+                    ev.metadata.outlier = True
+                    ev.metadata.rejected_reason = reason
+                    ev.metadata.stream_ordering = None
+                    nid = self.store.next_event_nid
+                    self.store.next_event_nid += 1
+                    items.append(PersistItem(ev, head.room, nid, None, None, None))
+                if not progressed:  # a cycle: refuse what is left
+                    for ev in rest:
+                        out[ev.event_id] = "auth events form a cycle"
+                        ev.metadata.outlier = True
+                        ev.metadata.rejected_reason = out[ev.event_id]
+                        nid = self.store.next_event_nid
+                        self.store.next_event_nid += 1
+                        items.append(PersistItem(ev, head.room, nid, None, None, None))
+                    rest = []
+                pending = rest
+            d = self._enqueue(items) if items else None
+        finally:
+            head.lock.release()
+        if d is not None:
+            await d
+        return out
+
+    async def _receive(self, event: Event, state_before: Mapping[StateKey, str] | None = None) -> ReceiveResult:
         room_id = event.room_id
         while True:
             head = await self.get_head(room_id)
@@ -548,7 +631,7 @@ class RoomServer:
                     await self._enqueue([])
                     if self._heads.get(room_id) is not head:
                         continue
-                result, items = await self._check_received(head, event)
+                result, items = await self._check_received(head, event, state_before)
                 # No await between planning (stream position, nids) and queueing.
                 d = self._enqueue(items) if items else None
             finally:
@@ -565,7 +648,9 @@ class RoomServer:
                 )
             return result
 
-    async def _check_received(self, head: RoomHead, event: Event) -> tuple[ReceiveResult, list[PersistItem]]:
+    async def _check_received(
+        self, head: RoomHead, event: Event, given_state: Mapping[StateKey, str] | None = None
+    ) -> tuple[ReceiveResult, list[PersistItem]]:
         """Decide what becomes of ``event`` and plan its persistence (the room lock is held)."""
         rv = head.room.room_version
         if event.room_version.identifier != rv.identifier:
@@ -581,11 +666,14 @@ class RoomServer:
         create_id = head.state.get(("m.room.create", ""))
         have = await self.store.get_events([*cited, *([create_id] if create_id else [])])
         missing = [e for e in cited if e not in have]
+        if given_state is not None:
+            # The state before is given: only the auth events must be here.
+            missing = [e for e in dict.fromkeys(event.auth_event_ids) if e not in have]
         if missing:
             raise MissingEventsError(event_id, missing)
-        prevs = [have[p] for p in prev_ids]
+        prevs = [have[p] for p in prev_ids if p in have]
         no_state = [p.event_id for p in prevs if p.metadata.outlier]
-        if no_state:
+        if no_state and given_state is None:
             raise MissingStateError(event_id, no_state)
         create = have.get(create_id) if create_id else None
 
@@ -599,6 +687,8 @@ class RoomServer:
             reason = _auth_failure(event, [have[a] for a in event.auth_event_ids], create, selection=True)
         if reason is not None and any(p.room_id != room_id for p in prevs):
             before = _StateAt({}, None)
+        elif given_state is not None:
+            before = _StateAt(dict(given_state), None, base_nid=None, base={}, needs_snapshot=True)
         else:
             before = await self._state_before(rv, prevs)
         if reason is None:

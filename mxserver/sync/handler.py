@@ -169,6 +169,10 @@ class SyncHandler:
         to_device, to_device_pos = await self._to_device(requester, since, now)
         presence_events = await self._presence(user_id, since, sync_filter)
 
+        # end_to_end_encryption.md §Extensions to /sync: device lists and key counts.
+        e2ee, e2ee_news = await self.hs.device_lists.sync_fields(
+            requester, since, now, await self._user_memberships(user_id)
+        )
         next_token = attrs.evolve(now, to_device=to_device_pos)
         result: dict[str, Any] = {
             "next_batch": next_token.serialize(),
@@ -176,11 +180,10 @@ class SyncHandler:
             "presence": {"events": presence_events},
             "account_data": {"events": global_ad},
             "to_device": {"events": to_device},
-            "device_lists": {"changed": [], "left": []},
-            "device_one_time_keys_count": {},
-            "device_unused_fallback_key_types": [],
+            **e2ee,
         }
         has_data = bool(join_out or invite_out or leave_out or knock_out or presence_events or global_ad or to_device)
+        has_data = has_data or e2ee_news
         return result, has_data
 
     async def _rooms(

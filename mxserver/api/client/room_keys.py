@@ -1,8 +1,4 @@
-"""Server-side key backup (key_backup.yaml): not implemented yet, so there is never a backup.
-
-Clients probe ``GET /room_keys/version`` at start-up; "no backup" is a 404
-M_NOT_FOUND, which they handle by offering to set one up.
-"""
+"""Server-side key backup routes (key_backup.yaml); the logic is in :mod:`mxserver.e2ee.backup`."""
 
 from __future__ import annotations
 
@@ -10,20 +6,63 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from mxserver.api.http import route
-from mxserver.errors import not_found
+from mxserver.api.http import JsonDict, json_body, query_str, route
+
+V3 = "/_matrix/client/v3/room_keys"
 
 
 class RoomKeysServlet:
     def __init__(self, hs: Any) -> None:
+        self.hs = hs
         self.auth = hs.auth
 
-    @route("GET", "/_matrix/client/v3/room_keys/version")
-    async def current_version(self, request: IRequest) -> Any:
-        await self.auth.get_user(request)
-        raise not_found("No backup found")
+    # -- versions ----------------------------------------------------------------------
 
-    @route("GET", "/_matrix/client/v3/room_keys/version/{version}")
-    async def get_version(self, request: IRequest, version: str) -> Any:
-        await self.auth.get_user(request)
-        raise not_found("Unknown backup version")
+    @route("POST", f"{V3}/version")
+    async def create_version(self, request: IRequest) -> JsonDict:
+        requester = await self.auth.get_user(request)
+        return await self.hs.key_backup.create_version(requester.user_id, json_body(request))
+
+    @route("GET", f"{V3}/version")
+    async def current_version(self, request: IRequest) -> JsonDict:
+        requester = await self.auth.get_user(request)
+        return await self.hs.key_backup.get_version(requester.user_id, None)
+
+    @route("GET", f"{V3}/version/{{version}}")
+    async def get_version(self, request: IRequest, version: str) -> JsonDict:
+        requester = await self.auth.get_user(request)
+        return await self.hs.key_backup.get_version(requester.user_id, version)
+
+    @route("PUT", f"{V3}/version/{{version}}")
+    async def update_version(self, request: IRequest, version: str) -> JsonDict:
+        requester = await self.auth.get_user(request)
+        return await self.hs.key_backup.update_version(requester.user_id, version, json_body(request))
+
+    @route("DELETE", f"{V3}/version/{{version}}")
+    async def delete_version(self, request: IRequest, version: str) -> JsonDict:
+        requester = await self.auth.get_user(request)
+        return await self.hs.key_backup.delete_version(requester.user_id, version)
+
+    # -- keys -------------------------------------------------------------------------------
+
+    @route("PUT", f"{V3}/keys", f"{V3}/keys/{{room_id}}", f"{V3}/keys/{{room_id}}/{{session_id}}")
+    async def put_keys(self, request: IRequest, room_id: str | None = None, session_id: str | None = None) -> JsonDict:
+        requester = await self.auth.get_user(request)
+        body = json_body(request, max_size=16 * 1024 * 1024)
+        return await self.hs.key_backup.put_keys(
+            requester.user_id, query_str(request, "version"), body, room_id, session_id
+        )
+
+    @route("GET", f"{V3}/keys", f"{V3}/keys/{{room_id}}", f"{V3}/keys/{{room_id}}/{{session_id}}")
+    async def get_keys(self, request: IRequest, room_id: str | None = None, session_id: str | None = None) -> JsonDict:
+        requester = await self.auth.get_user(request)
+        return await self.hs.key_backup.get_keys(requester.user_id, query_str(request, "version"), room_id, session_id)
+
+    @route("DELETE", f"{V3}/keys", f"{V3}/keys/{{room_id}}", f"{V3}/keys/{{room_id}}/{{session_id}}")
+    async def delete_keys(
+        self, request: IRequest, room_id: str | None = None, session_id: str | None = None
+    ) -> JsonDict:
+        requester = await self.auth.get_user(request)
+        return await self.hs.key_backup.delete_keys(
+            requester.user_id, query_str(request, "version"), room_id, session_id
+        )

@@ -9,6 +9,6 @@ if TYPE_CHECKING:
 
 
 def federation_servlets(hs: Homeserver) -> list[Any]:
-    from mxserver.api.federation import keys, version
+    from mxserver.api.federation import keys, user_keys, version
 
-    return [version.FederationVersionServlet(hs), keys.KeyServerServlet(hs)]
+    return [version.FederationVersionServlet(hs), keys.KeyServerServlet(hs), user_keys.UserKeysServlet(hs)]

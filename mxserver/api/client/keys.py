@@ -1,0 +1,66 @@
+"""End-to-end encryption key routes (keys.yaml, cross_signing.yaml)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+from mxserver.accounts.uia import UIARequest
+from mxserver.api.http import JsonDict, json_body, query_str, route
+from mxserver.e2ee.keys import parse_claim_query, parse_device_query, parse_timeout
+from mxserver.errors import missing_param
+from mxserver.sync.tokens import StreamToken
+
+
+class KeysServlet:
+    def __init__(self, hs: Any) -> None:
+        self.hs = hs
+        self.auth = hs.auth
+
+    @route("POST", "/_matrix/client/v3/keys/upload", "/_matrix/client/v3/keys/upload/{device_id}")
+    async def upload(self, request: IRequest, device_id: str | None = None) -> JsonDict:
+        # The {device_id} form is r0's; the device is always the access token's.
+        requester = await self.auth.get_user(request, allow_guest=True)
+        return await self.hs.e2e_keys.upload(requester, json_body(request))
+
+    @route("POST", "/_matrix/client/v3/keys/query")
+    async def query(self, request: IRequest) -> JsonDict:
+        requester = await self.auth.get_user(request, allow_guest=True)
+        body = json_body(request)
+        if "device_keys" not in body:
+            raise missing_param("Missing 'device_keys'")
+        device_query = parse_device_query(body["device_keys"])
+        return await self.hs.e2e_keys.query(requester.user_id, device_query, parse_timeout(body))
+
+    @route("POST", "/_matrix/client/v3/keys/claim")
+    async def claim(self, request: IRequest) -> JsonDict:
+        await self.auth.get_user(request, allow_guest=True)
+        body = json_body(request)
+        if "one_time_keys" not in body:
+            raise missing_param("Missing 'one_time_keys'")
+        return await self.hs.e2e_keys.claim(parse_claim_query(body["one_time_keys"]), parse_timeout(body))
+
+    @route("GET", "/_matrix/client/v3/keys/changes")
+    async def changes(self, request: IRequest) -> JsonDict:
+        requester = await self.auth.get_user(request, allow_guest=True)
+        raw_from, raw_to = query_str(request, "from"), query_str(request, "to")
+        if raw_from is None:
+            raise missing_param("Missing 'from' query parameter")
+        if raw_to is None:
+            raise missing_param("Missing 'to' query parameter")
+        return await self.hs.device_lists.keys_changes(
+            requester.user_id, StreamToken.parse(raw_from), StreamToken.parse(raw_to)
+        )
+
+    @route("POST", "/_matrix/client/v3/keys/device_signing/upload")
+    async def device_signing_upload(self, request: IRequest) -> JsonDict:
+        requester = await self.auth.get_user(request)
+        body = json_body(request)
+        await self.hs.cross_signing.upload_keys(requester, body, UIARequest.from_request(request, body))
+        return {}
+
+    @route("POST", "/_matrix/client/v3/keys/signatures/upload")
+    async def signatures_upload(self, request: IRequest) -> JsonDict:
+        requester = await self.auth.get_user(request)
+        return await self.hs.cross_signing.upload_signatures(requester, json_body(request))

@@ -1,0 +1,439 @@
+"""Device lists: who must hear that a user's devices changed (end_to_end_encryption.md
+§Tracking the device list for a user; server-server-api §Device Management).
+
+``hs.device_lists``. Every change to a local user's devices, device keys or
+cross-signing keys takes a position on the persisted ``device_lists`` stream
+(recorded by the store in the same transaction as the change). Then:
+
+- local users sharing a room with the user are woken; their ``/sync``
+  ``device_lists.changed`` (and ``/keys/changes``) lists the user;
+- every other server sharing a room with the user gets an
+  ``m.device_list_update`` EDU per device (``stream_id`` = the position,
+  ``prev_id`` = the user's previous device change) or an
+  ``m.signing_key_update`` EDU for cross-signing keys.
+
+Inbound, an EDU for a remote user whose list we cache is applied when every
+``prev_id`` is one we applied; otherwise (a gap: an EDU was lost, or the cache
+came from ``/user/keys/query``, which gives no stream position) the list is
+fetched whole with ``GET /user/devices/{userId}``. Either way local users
+sharing a room with that user see them in ``device_lists.changed``.
+
+Membership moves the lists too: a user who starts sharing a room is
+``changed``, one who no longer shares any room is ``left``; and a remote
+user's cached list is dropped when they or a local user join a room with
+them, because their server may not have been sending us updates meanwhile.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import DeferredLock, ensureDeferred
+from twisted.logger import Logger
+
+from mxserver.e2ee.validation import cross_signing_public_key
+from mxserver.federation.destinations import servers_in_room
+from mxserver.ids import UserID
+
+log = Logger()
+
+JsonDict = dict[str, Any]
+
+DEVICE_LIST_UPDATE = "m.device_list_update"
+SIGNING_KEY_UPDATE = "m.signing_key_update"
+
+
+def _server(user_id: str) -> str | None:
+    try:
+        return UserID.parse(user_id).server_name
+    except Exception:
+        return None
+
+
+class DeviceListHandler:
+    def __init__(self, hs: Any, store: Any, key_store: Any, stream: Any) -> None:
+        self.hs = hs
+        self.store = store
+        self.key_store = key_store
+        self.stream = stream
+        self._locks: dict[str, DeferredLock] = {}
+        #: background work (EDU handling, cache drops), awaited by tests through :meth:`settle`
+        self._pending: set[Any] = set()
+        hs.notifier.register_stream("device_lists", lambda: stream.current)
+        hs.start_hooks.append(self._start)
+        hs.room_members.listeners.append(self._membership_changed)
+
+    async def _start(self) -> None:
+        await self.stream.load()
+        edus = getattr(self.hs, "federation_edus", None)
+        if edus is not None:
+            edus.register(DEVICE_LIST_UPDATE, self.on_device_list_update)
+            edus.register(SIGNING_KEY_UPDATE, self.on_signing_key_update)
+
+    @property
+    def current_position(self) -> int:
+        return self.stream.current
+
+    def _background(self, coro: Any) -> None:
+        d = ensureDeferred(coro)
+        self._pending.add(d)
+
+        def done(result: Any) -> None:
+            self._pending.discard(d)
+            if hasattr(result, "getTraceback"):
+                log.failure("device list background work failed", result)
+
+        d.addBoth(done)
+
+    async def settle(self) -> None:
+        """Wait for background work started so far (tests)."""
+        while self._pending:
+            for d in list(self._pending):
+                try:
+                    await d
+                except Exception:
+                    pass
+
+    def _lock(self, user_id: str) -> DeferredLock:
+        lock = self._locks.get(user_id)
+        if lock is None:
+            if len(self._locks) > 10_000:
+                self._locks = {u: lk for u, lk in self._locks.items() if lk.locked}
+            lock = self._locks[user_id] = DeferredLock()
+        return lock
+
+    # -- local changes -------------------------------------------------------------------------
+
+    async def _interested_local_users(self, user_id: str) -> set[str]:
+        sharing = set(await self.hs.room_members.users_sharing_rooms(user_id))
+        return {u for u in sharing if _server(u) == self.hs.server_name} | {user_id}
+
+    async def _remote_servers(self, user_id: str) -> set[str]:
+        servers: set[str] = set()
+        for room_id in await self.hs.room_members.rooms_for_user(user_id):
+            servers |= await servers_in_room(self.hs, room_id)
+        servers.discard(self.hs.server_name)
+        return servers
+
+    async def local_changes(self, user_id: str, changes: list[tuple[str, int, int | None]]) -> None:
+        """Changes recorded for local ``user_id``: ``[(device_id or '', stream_id, prev_id)]``."""
+        self.hs.notifier.notify(user_ids=await self._interested_local_users(user_id))
+        sender = getattr(self.hs, "federation_sender", None)
+        if sender is None or not changes:
+            return
+        servers = await self._remote_servers(user_id)
+        if not servers:
+            return
+        edus: list[tuple[str, JsonDict]] = []
+        if any(device_id == "" for device_id, _, _ in changes):
+            edus.append((SIGNING_KEY_UPDATE, await self._signing_key_content(user_id)))
+        device_changes = [c for c in changes if c[0] != ""]
+        if device_changes:
+            names = (await self.key_store.get_local_device_names([user_id])).get(user_id, {})
+            stored = (await self.key_store.get_device_keys([(user_id, None)])).get(user_id, {})
+            sigs = await self.key_store.get_signatures([user_id], [user_id])
+            # Each EDU points at the one before it: in one batch, the previous change of the batch.
+            prev: int | None = device_changes[0][2]
+            for device_id, stream_id, _ in sorted(device_changes, key=lambda c: c[1]):
+                content: JsonDict = {
+                    "user_id": user_id,
+                    "device_id": device_id,
+                    "stream_id": stream_id,
+                    "prev_id": [prev] if prev is not None else [],
+                }
+                if device_id not in names:
+                    content["deleted"] = True
+                else:
+                    if names[device_id] is not None:
+                        content["device_display_name"] = names[device_id]
+                    keys = stored.get(device_id, (None, None))[0]
+                    if keys is not None:
+                        from mxserver.e2ee.keys import merge_signatures
+
+                        content["keys"] = merge_signatures(keys, sigs.get((user_id, device_id)))
+                edus.append((DEVICE_LIST_UPDATE, content))
+                prev = stream_id
+        for destination in sorted(servers):
+            for edu_type, content in edus:
+                sender.send_edu(destination, edu_type, content)
+
+    async def _signing_key_content(self, user_id: str) -> JsonDict:
+        keys = (await self.key_store.get_cross_signing_keys([user_id])).get(user_id, {})
+        content: JsonDict = {"user_id": user_id}
+        if "master" in keys:
+            content["master_key"] = keys["master"]
+        if "self_signing" in keys:
+            content["self_signing_key"] = keys["self_signing"]
+        return content
+
+    async def devices_removed(self, user_id: str, device_ids: list[str] | None) -> None:
+        """Local devices were deleted (None: every device the user no longer has)."""
+        removed = await self.key_store.delete_device_keys(user_id, device_ids)
+        await self.local_changes(user_id, removed)
+
+    async def device_changed(self, user_id: str, device_id: str) -> None:
+        """A local device was created or renamed: other servers hear of it."""
+        stream_id, prev = await self.key_store.record_device_change(user_id, device_id)
+        await self.local_changes(user_id, [(device_id, stream_id, prev)])
+
+    # -- what /sync and /keys/changes show ---------------------------------------------------------------
+
+    async def changes_for(
+        self, user_id: str, since_room: int, since_dl: int, now_room: int, now_dl: int, memberships: list[Any]
+    ) -> tuple[list[str], list[str]]:
+        """``(changed, left)`` for ``user_id`` between two positions (sync tokens' room and device_lists)."""
+        room_members = self.hs.room_members
+        sharing = set(await room_members.users_sharing_rooms(user_id))
+        changed: set[str] = set()
+        if now_dl > since_dl:
+            changed = (await self.store.users_changed_between(since_dl, now_dl)) & (sharing | {user_id})
+        left_candidates: set[str] = set()
+        if now_room > since_room:
+            joined = [m for m in memberships if m.membership == "join"]
+            for m in joined:
+                if since_room < m.stream_ordering <= now_room:
+                    changed |= set(await room_members.members(m.room_id))  # we joined: everyone there is new to us
+            moves = await self.store.membership_changes([m.room_nid for m in joined], since_room, now_room)
+            for _, other, membership in moves:
+                if other == user_id:
+                    continue
+                if membership == "join":
+                    changed.add(other)
+                else:
+                    left_candidates.add(other)
+            for m in memberships:
+                if m.membership in ("leave", "ban") and since_room < m.stream_ordering <= now_room:
+                    left_candidates |= set(await room_members.members(m.room_id))
+        left = {u for u in left_candidates if u not in sharing and u != user_id}
+        return sorted(changed - left), sorted(left)
+
+    async def sync_fields(self, requester: Any, since: Any, now: Any, memberships: list[Any]) -> tuple[JsonDict, bool]:
+        """The E2EE parts of a /sync response (§Extensions to /sync), and whether they hold news."""
+        fields: JsonDict = {}
+        has_data = False
+        if since is not None:
+            changed, left = await self.changes_for(
+                requester.user_id, since.room, since.device_lists, now.room, now.device_lists, memberships
+            )
+            fields["device_lists"] = {"changed": changed, "left": left}
+            has_data = bool(changed or left)
+        else:
+            fields["device_lists"] = {"changed": [], "left": []}
+        if requester.device_id is not None:
+            fields["device_one_time_keys_count"] = await self.key_store.one_time_key_counts(
+                requester.user_id, requester.device_id
+            )
+            fields["device_unused_fallback_key_types"] = await self.key_store.unused_fallback_key_types(
+                requester.user_id, requester.device_id
+            )
+        else:
+            fields["device_one_time_keys_count"] = {}
+            fields["device_unused_fallback_key_types"] = []
+        return fields, has_data
+
+    async def keys_changes(self, user_id: str, from_token: Any, to_token: Any) -> JsonDict:
+        """GET /keys/changes."""
+        memberships = await self.hs.sync_handler.store.memberships(user_id)
+        to_dl = min(to_token.device_lists, self.stream.current)
+        to_room = min(to_token.room, self.hs.room_server.current_position)
+        changed, left = await self.changes_for(
+            user_id, from_token.room, from_token.device_lists, to_room, to_dl, memberships
+        )
+        return {"changed": changed, "left": left}
+
+    # -- federation: answering ---------------------------------------------------------------------------
+
+    async def user_devices(self, user_id: str) -> JsonDict:
+        """GET /user/devices/{userId} for a local user (user_devices.yaml)."""
+        names = (await self.key_store.get_local_device_names([user_id])).get(user_id, {})
+        stored = (await self.key_store.get_device_keys([(user_id, None)])).get(user_id, {})
+        sigs = await self.key_store.get_signatures([user_id], [user_id])
+        from mxserver.e2ee.keys import merge_signatures
+
+        devices = []
+        for device_id in sorted(names):
+            entry: JsonDict = {"device_id": device_id}
+            keys = stored.get(device_id, (None, None))[0]
+            if keys is not None:
+                entry["keys"] = merge_signatures(keys, sigs.get((user_id, device_id)))
+            if names[device_id] is not None:
+                entry["device_display_name"] = names[device_id]
+            devices.append(entry)
+        result: JsonDict = {
+            "user_id": user_id,
+            "stream_id": await self._latest_device_stream_id(user_id),
+            "devices": devices,
+        }
+        cross = (await self.key_store.get_cross_signing_keys([user_id])).get(user_id, {})
+        for key_type, field in (("master", "master_key"), ("self_signing", "self_signing_key")):
+            if key_type in cross:
+                key = cross[key_type]
+                public = cross_signing_public_key(key)
+                if public is not None:
+                    key = merge_signatures(key, sigs.get((user_id, public[1])))
+                result[field] = key
+        return result
+
+    async def _latest_device_stream_id(self, user_id: str) -> int:
+        row = await self.hs.db.select_one(
+            "device_list_latest_device",
+            "SELECT MAX(stream_id) FROM device_list_changes WHERE user_id = ? AND device_id <> ''",
+            user_id,
+        )
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # -- federation: receiving ---------------------------------------------------------------------------
+
+    async def _shares_room_locally(self, user_id: str) -> bool:
+        return bool(await self.hs.room_members.rooms_for_user(user_id))
+
+    async def _remote_changed(self, user_id: str) -> None:
+        await self.store.record_remote_change(user_id)
+        self.hs.notifier.notify(user_ids=await self._interested_local_users(user_id))
+
+    async def on_device_list_update(self, origin: str, content: JsonDict) -> None:
+        """An inbound m.device_list_update EDU."""
+        user_id = content.get("user_id") if isinstance(content, dict) else None
+        device_id = content.get("device_id") if isinstance(content, dict) else None
+        stream_id = content.get("stream_id") if isinstance(content, dict) else None
+        if not isinstance(user_id, str) or not isinstance(device_id, str) or _server(user_id) != origin:
+            log.info("Dropping m.device_list_update from {origin}: bad user_id/device_id", origin=origin)
+            return
+        if not isinstance(stream_id, int) or isinstance(stream_id, bool):
+            return
+        prev_ids = content.get("prev_id") or []
+        if not isinstance(prev_ids, list) or not all(isinstance(p, int) for p in prev_ids):
+            prev_ids = None
+        async with self._lock(user_id):
+            tracked = await self.store.tracked([user_id])
+            if user_id in tracked:
+                known = await self.store.known_remote_ids(user_id)
+                if stream_id in known:
+                    return  # seen already (a retransmission)
+                if tracked[user_id] is not None and prev_ids and all(p in known for p in prev_ids):
+                    keys = content.get("keys")
+                    name = content.get("device_display_name")
+                    if (
+                        not isinstance(keys, dict)
+                        or keys.get("user_id") != user_id
+                        or keys.get("device_id") != device_id
+                    ):
+                        keys = None
+                    await self.store.apply_remote_update(
+                        user_id,
+                        stream_id,
+                        device_id,
+                        content.get("deleted") is True,
+                        keys,
+                        name if isinstance(name, str) else None,
+                    )
+                else:
+                    # A gap (or no position to build on): fetch the whole list.
+                    await self.resync(user_id)
+            if await self._shares_room_locally(user_id):
+                await self._remote_changed(user_id)
+
+    async def on_signing_key_update(self, origin: str, content: JsonDict) -> None:
+        """An inbound m.signing_key_update EDU."""
+        user_id = content.get("user_id") if isinstance(content, dict) else None
+        if not isinstance(user_id, str) or _server(user_id) != origin:
+            return
+        async with self._lock(user_id):
+            if user_id in await self.store.tracked([user_id]):
+                keys: dict[str, tuple[str, JsonDict]] = {}
+                for key_type, field in (("master", "master_key"), ("self_signing", "self_signing_key")):
+                    key = content.get(field)
+                    public = cross_signing_public_key(key) if isinstance(key, dict) else None
+                    if public is not None and key.get("user_id") == user_id:
+                        keys[key_type] = (public[1], key)
+                if keys:
+                    await self.store.set_remote_cross_signing(user_id, keys)
+            if await self._shares_room_locally(user_id):
+                await self._remote_changed(user_id)
+
+    async def resync(self, user_id: str) -> bool:
+        """Fetch a remote user's whole device list (GET /user/devices); False if it failed.
+
+        On failure the cache is dropped, so the next query asks the server again.
+        """
+        from mxserver.e2ee.keys import user_devices_path
+
+        server = _server(user_id)
+        try:
+            answer = await self.hs.federation_client.get_json(server, user_devices_path(user_id), timeout=30)
+            stream_id = answer.get("stream_id")
+            devices_in = answer.get("devices")
+            if answer.get("user_id") != user_id or not isinstance(stream_id, int) or not isinstance(devices_in, list):
+                raise ValueError("malformed /user/devices answer")
+        except Exception as e:
+            log.info("Device list resync of {user_id} failed: {e}", user_id=user_id, e=e)
+            await self.store.forget_remote(user_id)
+            return False
+        devices: dict[str, tuple[JsonDict | None, str | None]] = {}
+        for entry in devices_in:
+            if not isinstance(entry, dict) or not isinstance(entry.get("device_id"), str):
+                continue
+            keys = entry.get("keys")
+            if (
+                not isinstance(keys, dict)
+                or keys.get("user_id") != user_id
+                or keys.get("device_id") != entry["device_id"]
+            ):
+                keys = None
+            name = entry.get("device_display_name")
+            devices[entry["device_id"]] = (keys, name if isinstance(name, str) else None)
+        await self.store.replace_remote_list(user_id, stream_id, devices, _cross_signing_from(answer, user_id, "_key"))
+        return True
+
+    async def cache_query_answer(self, users: dict[str, list[str]], answer: JsonDict) -> None:
+        """Cache what a remote /user/keys/query answered for whole-list queries of users sharing a room with us."""
+        for user_id, devices in users.items():
+            if devices or user_id not in answer.get("device_keys", {}):
+                continue
+            if not await self._shares_room_locally(user_id):
+                continue  # we would hear of no changes: do not cache
+            cross: dict[str, tuple[str, JsonDict]] = {}
+            for key_type, field in (("master", "master_keys"), ("self_signing", "self_signing_keys")):
+                key = answer.get(field, {}).get(user_id)
+                public = cross_signing_public_key(key) if isinstance(key, dict) else None
+                if public is not None:
+                    cross[key_type] = (public[1], key)
+            by_device = {
+                d: (k, (k.get("unsigned") or {}).get("device_display_name"))
+                for d, k in answer["device_keys"][user_id].items()
+            }
+            async with self._lock(user_id):
+                if user_id not in await self.store.tracked([user_id]):
+                    await self.store.replace_remote_list(user_id, None, by_device, cross)
+
+    # -- membership ---------------------------------------------------------------------------------------
+
+    def _membership_changed(self, room_id: str, user_id: str, joined: bool) -> None:
+        if not joined:
+            return
+        if _server(user_id) != self.hs.server_name:
+            self._background(self._forget([user_id]))
+        else:
+            self._background(self._forget_room_members(room_id))
+
+    async def _forget_room_members(self, room_id: str) -> None:
+        members = await self.hs.room_members.members(room_id)
+        await self._forget([u for u in members if _server(u) != self.hs.server_name])
+
+    async def _forget(self, user_ids: list[str]) -> None:
+        if not user_ids:
+            return
+        tracked = await self.store.tracked(user_ids)
+        for user_id in tracked:
+            async with self._lock(user_id):
+                await self.store.forget_remote(user_id)
+
+
+def _cross_signing_from(answer: JsonDict, user_id: str, suffix: str) -> dict[str, tuple[str, JsonDict]]:
+    out: dict[str, tuple[str, JsonDict]] = {}
+    for key_type, field in (("master", "master" + suffix), ("self_signing", "self_signing" + suffix)):
+        key = answer.get(field)
+        public = cross_signing_public_key(key) if isinstance(key, dict) else None
+        if public is not None and key.get("user_id") == user_id:  # type: ignore[union-attr]
+            out[key_type] = (public[1], key)  # type: ignore[assignment]
+    return out

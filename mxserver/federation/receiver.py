@@ -1,0 +1,168 @@
+"""The inbound half of ``PUT /_matrix/federation/v1/send/{txnId}`` (transactions.yaml).
+
+A transaction from an (already authenticated) origin is processed once:
+
+* idempotent per ``(origin, txnId)``: the answer is persisted, and a
+  retransmission -- also one arriving while the first is still being
+  processed -- gets the same answer without anything being done again;
+* at most 50 PDUs and 100 EDUs (server-server-api §Transactions), else 400;
+* each PDU: the room must be known here (its version decides the event
+  format), the room's server ACL must allow the origin (§Server Access
+  Control Lists: "ACLs MUST be applied to all PDUs on a per-PDU basis"),
+  :func:`~mxserver.federation.pdu_checks.check_pdu`, then the room server,
+  with gaps filled from the origin (:mod:`mxserver.federation.missing`);
+* PDUs of different rooms are processed concurrently, one room's in order;
+  an exception on one PDU becomes that PDU's error and nothing else;
+* then every EDU through ``hs.federation_edus``.
+
+The answer is ``{"pdus": {event_id: {} | {"error": "..."}}}``. Rejected
+events are stored (§Rejection) and reported with the reason; soft-failed
+ones are accepted as far as the sender is concerned.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+from twisted.logger import Logger
+
+from mxserver.errors import bad_json
+from mxserver.events.hashing import EventIdError, compute_event_id
+from mxserver.federation.missing import GapFiller, GapFillError
+from mxserver.federation.pdu_checks import InvalidPdu, check_pdu
+from mxserver.federation.room_access import acl_allows
+from mxserver.rooms.room_server import MissingEventsError, MissingStateError, ReceiveStatus
+from mxserver.storage.federation_txns import FederationTxnStore
+
+log = Logger()
+
+#: server-server-api §Transactions: "at most 50 PDUs and 100 EDUs"
+MAX_PDUS = 50
+MAX_EDUS = 100
+MAX_TXN_ID_BYTES = 255
+
+
+class TransactionReceiver:
+    """``hs.federation_receiver``."""
+
+    def __init__(self, hs: Any) -> None:
+        self.hs = hs
+        self.txns = FederationTxnStore(hs.db)
+        self.gaps = GapFiller(hs)
+        self._inflight: dict[tuple[str, str], list[Deferred[dict[str, Any]]]] = {}
+
+    def _now_ms(self) -> int:
+        return int(self.hs.clock.seconds() * 1000)
+
+    async def on_send(self, origin: str, txn_id: str, body: Any) -> dict[str, Any]:
+        """Process one transaction of ``origin`` (authenticated) and answer it."""
+        if not txn_id or len(txn_id.encode("utf-8")) > MAX_TXN_ID_BYTES:
+            raise bad_json("Invalid transaction ID")
+        pdus, edus = _parse_transaction(origin, body)
+        key = (origin, txn_id)
+        waiters = self._inflight.get(key)
+        if waiters is not None:
+            d: Deferred[dict[str, Any]] = Deferred()
+            waiters.append(d)
+            return await d
+        self._inflight[key] = []
+        try:
+            answer = await self.txns.get_response(origin, txn_id)
+            if answer is None:
+                answer = await self._process(origin, pdus, edus)
+                await self.txns.store_response(origin, txn_id, answer, self._now_ms())
+        except BaseException as e:
+            for waiter in self._inflight.pop(key):
+                waiter.errback(e)
+            raise
+        for waiter in self._inflight.pop(key):
+            waiter.callback(answer)
+        return answer
+
+    async def _process(self, origin: str, pdus: list[Any], edus: list[Any]) -> dict[str, Any]:
+        results: dict[str, dict[str, Any]] = {}
+        by_room: dict[Any, list[Any]] = defaultdict(list)
+        for pdu in pdus:
+            by_room[pdu.get("room_id") if isinstance(pdu, dict) else None].append(pdu)
+        await gatherResults(
+            [ensureDeferred(self._process_room(origin, room_id, room_pdus, results)) for room_id, room_pdus in by_room.items()]
+        )
+        for edu in edus:
+            if isinstance(edu, dict):
+                await self.hs.federation_edus.dispatch(origin, edu.get("edu_type"), edu.get("content"))
+        return {"pdus": results}
+
+    async def _process_room(self, origin: str, room_id: Any, pdus: list[Any], results: dict[str, dict[str, Any]]) -> None:
+        room = await self.hs.room_server.get_room(room_id) if isinstance(room_id, str) else None
+        for pdu in pdus:
+            if room is None:
+                # Without the room we know neither its version nor, for v3+, the event ID.
+                event_id = pdu.get("event_id") if isinstance(pdu, dict) else None
+                if isinstance(event_id, str):
+                    results[event_id] = {"error": f"Unknown room {room_id}"}
+                log.info("dropping a PDU from {origin} for unknown room {room_id}", origin=origin, room_id=room_id)
+                continue
+            try:
+                event_id = compute_event_id(pdu, room.room_version)
+            except (EventIdError, TypeError, ValueError, AttributeError):
+                log.info("dropping a PDU from {origin} without an event ID", origin=origin)
+                continue
+            try:
+                error = await self._process_pdu(origin, room, pdu)
+            except Exception as e:
+                log.failure("processing {event_id} from {origin} failed", event_id=event_id, origin=origin)
+                error = f"Could not process the event: {type(e).__name__}"
+            results[event_id] = {} if error is None else {"error": error}
+
+    async def _process_pdu(self, origin: str, room: Any, pdu: dict[str, Any]) -> str | None:
+        """None if the event was accepted (or soft failed), else the error for the sender."""
+        if not await acl_allows(self.hs, room.room_id, origin):
+            return f"Server {origin} is denied by the room's server ACL"
+        try:
+            event = await check_pdu(self.hs, pdu, room.room_version)
+        except InvalidPdu as e:
+            return e.reason
+        if event.room_id != room.room_id:
+            return "Event is not in the room it claims"
+        try:
+            result = await self.gaps.receive(origin, room, event)
+        except GapFillError as e:
+            log.info("{event_id} from {origin}: {e}", event_id=event.event_id, origin=origin, e=str(e))
+            return f"Could not fetch the events or state it needs: {e}"
+        except (MissingEventsError, MissingStateError) as e:
+            return f"Could not fill the gap before the event: {e}"
+        if result.status is ReceiveStatus.REJECTED:
+            return f"Event rejected: {result.reason or 'failed the auth rules'}"
+        return None
+
+
+def _parse_transaction(origin: str, body: Any) -> tuple[list[Any], list[Any]]:
+    """transactions.yaml: ``origin``, ``origin_server_ts``, ``pdus`` required; ``edus`` optional."""
+    if not isinstance(body, dict):
+        raise bad_json("The transaction must be an object")
+    pdus = body.get("pdus")
+    edus = body.get("edus", [])
+    if not isinstance(pdus, list):
+        raise bad_json("'pdus' must be a list")
+    if edus is None:
+        edus = []
+    if not isinstance(edus, list):
+        raise bad_json("'edus' must be a list")
+    if len(pdus) > MAX_PDUS:
+        raise bad_json(f"A transaction may hold at most {MAX_PDUS} PDUs")
+    if len(edus) > MAX_EDUS:
+        raise bad_json(f"A transaction may hold at most {MAX_EDUS} EDUs")
+    claimed = body.get("origin")
+    if claimed is not None and claimed != origin:
+        raise bad_json(f"Transaction origin {claimed!r} is not the authenticated origin {origin!r}")
+    return pdus, edus
+
+
+def build_federation_inbound(hs: Any) -> None:
+    """Attach ``hs.federation_receiver`` (/send) and ``hs.federation_events`` (the read endpoints)."""
+    from mxserver.federation.events_api import FederationEventsHandler
+
+    hs.federation_receiver = TransactionReceiver(hs)
+    hs.federation_events = FederationEventsHandler(hs)

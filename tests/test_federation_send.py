@@ -1,0 +1,305 @@
+"""PUT /_matrix/federation/v1/send/{txnId}: transactions from fake remote servers.
+
+Covers server-server-api §Transactions, §Checks performed on receipt of a PDU,
+§Server Access Control Lists and §Backfilling and retrieving missing events
+(gap filling through get_missing_events and state_ids).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from twisted.internet import defer, reactor, task
+from twisted.web import server
+
+from mxserver.crypto.keys import generate_signing_key
+from mxserver.rooms.room_server import EventSpec
+from tests.fed_inbound_helpers import InboundTestCase
+
+
+def q(value: str) -> str:
+    return quote(value, safe="")
+
+
+def pdu(event: Any) -> dict[str, Any]:
+    return event.get_pdu_json()
+
+
+class SendTests(InboundTestCase):
+    async def joined_room(self, **kw: Any) -> str:
+        room_id = await self.room(**kw)
+        await self.join_remote_user(room_id)
+        return room_id
+
+    async def test_accepts_events(self) -> None:
+        room_id = await self.joined_room()
+        msg = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "hello"})
+        code, body = await self.send_txn("t1", [pdu(msg)])
+        self.assertEqual((code, body), (200, {"pdus": {msg.event_id: {}}}))
+        row = await self.row(msg.event_id)
+        assert row is not None
+        self.assertIsNotNone(row[0])  # in the timeline
+        self.assertIsNone(row[1])
+        # alice sees it through the client API
+        code, msgs = await self.get(f"/_matrix/client/v3/rooms/{q(room_id)}/messages?dir=b&limit=1", self.alice)
+        self.assertEqual(msgs["chunk"][0]["content"]["body"], "hello")
+
+    async def test_forged_signature_is_dropped(self) -> None:
+        room_id = await self.joined_room()
+        forged = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "x"})
+        p = pdu(forged)
+        # re-signed with another key under the same key ID
+        p["signatures"] = {self.remote.name: {"ed25519:r1": "A" * 86}}
+        code, body = await self.send_txn("t1", [p])
+        self.assertEqual(code, 200)
+        self.assertIn("bad signature", body["pdus"][forged.event_id]["error"])
+        self.assertIsNone(await self.row(forged.event_id))
+
+    async def test_wrong_origin(self) -> None:
+        room_id = await self.joined_room()
+        other = self.new_remote()
+        # signed with our key but claiming to be another server: 401
+        path = "/_matrix/federation/v1/send/t1"
+        body = {"origin": other.name, "origin_server_ts": 1, "pdus": []}
+        code, resp = await self.fed("PUT", path, body, origin=other.name)
+        self.assertEqual((code, resp["errcode"]), (401, "M_UNAUTHORIZED"))
+        # a forged X-Matrix signature: 401
+        code, resp = await self.fed("PUT", path, body, key=generate_signing_key("r1"))
+        self.assertEqual((code, resp["errcode"]), (401, "M_UNAUTHORIZED"))
+        # authenticated as remote, but the body says another origin: 400
+        code, resp = await self.fed("PUT", path, body)
+        self.assertEqual((code, resp["errcode"]), (400, "M_BAD_JSON"))
+        # an event of a user on `other`, signed only by remote: dropped
+        spoof = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "x"},
+                                        sender=other.user("carol"))
+        code, resp = await self.send_txn("t2", [pdu(spoof)])
+        self.assertIn(f"not signed by {other.name}", resp["pdus"][spoof.event_id]["error"])
+        self.assertIsNone(await self.row(spoof.event_id))
+
+    async def test_bad_hash_is_stored_redacted(self) -> None:
+        room_id = await self.joined_room()
+        msg = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "original"})
+        p = pdu(msg)
+        p["content"] = {"msgtype": "m.text", "body": "tampered"}
+        code, body = await self.send_txn("t1", [p])
+        self.assertEqual(body, {"pdus": {msg.event_id: {}}})
+        row = await self.row(msg.event_id)
+        assert row is not None
+        self.assertEqual(json.loads(row[4])["content"], {})
+
+    async def test_event_failing_auth_is_rejected(self) -> None:
+        room_id = await self.room()
+        # eve never joined: her message fails the auth rules
+        msg = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "spam"},
+                                      sender=self.remote.user("eve"))
+        code, body = await self.send_txn("t1", [pdu(msg)])
+        self.assertEqual(code, 200)
+        self.assertIn("Event rejected", body["pdus"][msg.event_id]["error"])
+        row = await self.row(msg.event_id)
+        assert row is not None
+        self.assertIsNone(row[0])
+        self.assertIsNotNone(row[1])
+
+    async def test_unknown_room(self) -> None:
+        room_id = await self.joined_room()
+        msg = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "x"})
+        p = pdu(msg)
+        p["room_id"] = "!nowhere:elsewhere.test"
+        p["event_id"] = "$claimed"
+        good = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "y"})
+        code, body = await self.send_txn("t1", [p, pdu(good)])
+        self.assertEqual(code, 200)
+        self.assertIn("Unknown room", body["pdus"]["$claimed"]["error"])
+        self.assertEqual(body["pdus"][good.event_id], {})
+
+    async def test_oversized_transactions(self) -> None:
+        code, body = await self.send_txn("t1", [{}] * 51)
+        self.assertEqual((code, body["errcode"]), (400, "M_BAD_JSON"))
+        code, body = await self.send_txn("t2", [], [{"edu_type": "m.typing", "content": {}}] * 101)
+        self.assertEqual((code, body["errcode"]), (400, "M_BAD_JSON"))
+        huge = {"origin": self.remote.name, "origin_server_ts": 1, "pdus": [], "x": "a" * (2 * 1024 * 1024)}
+        code, body = await self.fed("PUT", "/_matrix/federation/v1/send/t3", huge)
+        self.assertEqual((code, body["errcode"]), (413, "M_TOO_LARGE"))
+        for bad in [{"pdus": "x"}, {"pdus": [], "edus": {}}, []]:
+            code, body = await self.fed("PUT", "/_matrix/federation/v1/send/t4", bad)
+            self.assertEqual((code, body["errcode"]), (400, "M_BAD_JSON"), bad)
+        # nothing was recorded for refused transactions: t1 can still be used
+        code, body = await self.send_txn("t1", [])
+        self.assertEqual((code, body), (200, {"pdus": {}}))
+
+    async def test_replayed_txn_id(self) -> None:
+        room_id = await self.joined_room()
+        msg = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "once"})
+        edu = {
+            "edu_type": "m.direct_to_device",
+            "content": {
+                "sender": self.remote.user("bob"), "type": "m.test", "message_id": "m1",
+                "messages": {self.alice.user_id: {self.alice.device_id: {"n": 1}}},
+            },
+        }
+        first = await self.send_txn("t1", [pdu(msg)], [edu])
+        self.assertEqual(first, (200, {"pdus": {msg.event_id: {}}}))
+        # the same txn ID with other contents: the first answer, and nothing is processed
+        other = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "twice"})
+        edu2 = json.loads(json.dumps(edu))
+        edu2["content"]["message_id"] = "m2"
+        again = await self.send_txn("t1", [pdu(other)], [edu2])
+        self.assertEqual(again, first)
+        self.assertIsNone(await self.row(other.event_id))
+        messages, _ = await self.hs.to_device.get_to_device_for_sync(self.alice.user_id, self.alice.device_id, 0)
+        self.assertEqual([m["content"] for m in messages], [{"n": 1}])
+        # two concurrent deliveries of one transaction: processed once, both get the answer
+        third = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "3"})
+        a, b = await defer.gatherResults([
+            defer.ensureDeferred(self.send_txn("t3", [pdu(third)])),
+            defer.ensureDeferred(self.send_txn("t3", [pdu(third)])),
+        ])
+        self.assertEqual(a, b)
+        self.assertEqual(a[1], {"pdus": {third.event_id: {}}})
+        # another origin may use the same txn ID
+        remote2 = self.new_remote()
+        self.assertEqual(await self.send_txn("t1", [], remote=remote2), (200, {"pdus": {}}))
+
+    async def test_acl_denied_server(self) -> None:
+        room_id = await self.joined_room()
+        acl = {"allow": ["*"], "deny": ["127.0.0.1"], "allow_ip_literals": True}
+        await self.hs.room_server.send(room_id, EventSpec("m.room.server_acl", acl, "", self.alice.user_id))
+        msg = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "x"})
+        typing = {"edu_type": "m.typing",
+                  "content": {"room_id": room_id, "user_id": self.remote.user("bob"), "typing": True}}
+        code, body = await self.send_txn("t1", [pdu(msg)], [typing])
+        self.assertIn("server ACL", body["pdus"][msg.event_id]["error"])
+        self.assertIsNone(await self.row(msg.event_id))
+        self.assertEqual(self.hs.typing.typing_in(room_id), frozenset() if isinstance(
+            self.hs.typing.typing_in(room_id), frozenset) else set())
+        # and the protected read endpoints refuse it
+        code, resp = await self.fed("GET", f"/_matrix/federation/v1/state_ids/{q(room_id)}?event_id={q(msg.prev_event_ids[0])}")
+        self.assertEqual((code, resp["errcode"]), (403, "M_FORBIDDEN"))
+
+    async def test_bad_peer_does_not_block_others(self) -> None:
+        room_id = await self.joined_room()
+        bad = self.new_remote()
+        await self.join_remote_user(room_id, remote=bad, localpart="mallory")
+        hanging: list[Any] = []
+
+        def hang(request: Any) -> Any:
+            hanging.append(request)
+            return server.NOT_DONE_YET
+
+        path = f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()
+        bad.scripted.routes[path] = hang
+        bad.scripted.routes[f"/_matrix/federation/v1/state_ids/{q(room_id)}".encode()] = hang
+        self.hs.federation_receiver.gaps.timeout = 2.0
+        gap = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "gap"},
+                                      sender=bad.user("mallory"), prev=["$unknown"], remote=bad, depth=50)
+        bad_send = defer.ensureDeferred(self.send_txn("b1", [pdu(gap)], remote=bad))
+        while not hanging:
+            await task.deferLater(reactor, 0.05)
+        # while the bad peer's transaction waits on its own server, a good one goes through
+        msg = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "good"})
+        self.assertEqual(await self.send_txn("g1", [pdu(msg)]), (200, {"pdus": {msg.event_id: {}}}))
+        self.assertFalse(bad_send.called)
+        code, body = await bad_send
+        self.assertEqual(code, 200)
+        self.assertIn("error", body["pdus"][gap.event_id])
+        self.assertIsNone(await self.row(gap.event_id))
+        for r in hanging:
+            if not r.finished and not r._disconnected:
+                r.finish()
+
+    async def test_gap_filled_with_get_missing_events(self) -> None:
+        room_id = await self.joined_room()
+        head = await self.hs.room_server.get_head(room_id)
+        extremities = list(head.extremities)
+        e1 = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "1"})
+        e2 = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "2"},
+                                     prev=[e1.event_id], depth=e1.depth + 1)
+        e3 = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "3"},
+                                     prev=[e2.event_id], depth=e2.depth + 1)
+        path = f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()
+        self.remote.scripted.routes[path] = (200, {"events": [pdu(e2), pdu(e1)]})
+        code, body = await self.send_txn("t1", [pdu(e3)])
+        self.assertEqual(body, {"pdus": {e3.event_id: {}}})
+        (req,) = [r for r in self.remote.scripted.requests if r.path == path]
+        sent = json.loads(req.body)
+        self.assertEqual(sent["latest_events"], [e3.event_id])
+        self.assertEqual(sorted(sent["earliest_events"]), sorted(extremities))
+        self.assertEqual(sent["limit"], 10)
+        rows = [await self.row(e.event_id) for e in (e1, e2, e3)]
+        orderings = [r[0] for r in rows if r is not None]
+        self.assertEqual(len(orderings), 3)
+        self.assertEqual(orderings, sorted(orderings))  # received oldest first
+        head = await self.hs.room_server.get_head(room_id)
+        self.assertEqual(head.extremities, [e3.event_id])
+
+    async def test_gap_filled_with_state_ids(self) -> None:
+        room_id = await self.joined_room()
+        state = await self.hs.room_server.current_state_ids(room_id)
+        x = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "never sent"})
+        y = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "after the gap"},
+                                    prev=[x.event_id], depth=x.depth + 1)
+        routes = self.remote.scripted.routes
+        routes[f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()] = (200, {"events": []})
+        chain = sorted(await self.hs.event_store.get_auth_chain_ids(state.values()))
+        routes[f"/_matrix/federation/v1/state_ids/{q(room_id)}".encode()] = (
+            200, {"pdu_ids": sorted(state.values()), "auth_chain_ids": chain})
+        routes[f"/_matrix/federation/v1/event/{q(x.event_id)}".encode()] = (
+            200, {"origin": self.remote.name, "origin_server_ts": 1, "pdus": [pdu(x)]})
+        code, body = await self.send_txn("t1", [pdu(y)])
+        self.assertEqual(body, {"pdus": {y.event_id: {}}})
+        row_y = await self.row(y.event_id)
+        row_x = await self.row(x.event_id)
+        assert row_x is not None and row_y is not None
+        self.assertIsNotNone(row_y[0])  # y is in the timeline
+        self.assertTrue(row_x[3])  # x is an outlier
+        state_req = [r for r in self.remote.scripted.requests if r.path.startswith(b"/_matrix/federation/v1/state_ids/")]
+        self.assertIn(q(x.event_id).encode(), state_req[0].uri)
+        self.assertEqual(await self.hs.room_server.state_at_event(y.event_id, after=False), state)
+
+    async def test_edus(self) -> None:
+        room_id = await self.joined_room()
+        bob = self.remote.user("bob")
+        msg = await self.local_message(room_id)
+        other = self.new_remote()
+        edus = [
+            {"edu_type": "m.typing", "content": {"room_id": room_id, "user_id": bob, "typing": True}},
+            # not a user of the sending server: ignored
+            {"edu_type": "m.typing", "content": {"room_id": room_id, "user_id": other.user("x"), "typing": True}},
+            {"edu_type": "m.receipt", "content": {room_id: {"m.read": {bob: {"event_ids": [msg.event_id],
+                                                                                  "data": {"ts": 1234}}}}}},
+            {"edu_type": "m.presence", "content": {"push": [{"user_id": bob, "presence": "online",
+                                                              "last_active_ago": 10, "status_msg": "here"}]}},
+            {"edu_type": "m.unknown.type", "content": {}},
+            {"edu_type": "m.typing", "content": "not an object"},
+        ]
+        code, body = await self.send_txn("t1", [], edus)
+        self.assertEqual((code, body), (200, {"pdus": {}}))
+        self.assertEqual(set(self.hs.typing.typing_in(room_id)), {bob})
+        receipts = await self.hs.receipts.receipts_for_rooms(self.alice.user_id, [room_id], None, self.hs.receipts.current_position)
+        self.assertEqual(receipts[room_id]["content"][msg.event_id]["m.read"][bob]["ts"], 1234)
+        self.assertEqual(self.hs.presence.get_state(bob)["presence"], "online")
+        # typing stops
+        stop = {"edu_type": "m.typing", "content": {"room_id": room_id, "user_id": bob, "typing": False}}
+        await self.send_txn("t2", [], [stop])
+        self.assertEqual(set(self.hs.typing.typing_in(room_id)), set())
+
+    async def test_to_device_idempotent_per_message_id(self) -> None:
+        content = {
+            "sender": self.remote.user("bob"), "type": "m.room_key_request", "message_id": "abc",
+            "messages": {self.alice.user_id: {"*": {"k": "v"}}, "@nobody:elsewhere.test": {"D": {}}},
+        }
+        edu = {"edu_type": "m.direct_to_device", "content": content}
+        await self.send_txn("t1", [], [edu])
+        await self.send_txn("t2", [], [edu])  # a resend in a new transaction
+        messages, _ = await self.hs.to_device.get_to_device_for_sync(self.alice.user_id, self.alice.device_id, 0)
+        self.assertEqual(messages, [{"type": "m.room_key_request", "sender": self.remote.user("bob"),
+                                     "content": {"k": "v"}}])
+        # a sender that is not on the origin server is refused
+        spoof = json.loads(json.dumps(edu))
+        spoof["content"]["sender"] = "@alice:elsewhere.test"
+        spoof["content"]["message_id"] = "other"
+        await self.send_txn("t3", [], [spoof])
+        messages, _ = await self.hs.to_device.get_to_device_for_sync(self.alice.user_id, self.alice.device_id, 0)
+        self.assertEqual(len(messages), 1)
