@@ -246,6 +246,16 @@ class HistoryHandler:
                 to_pos = access.until if to_pos is None else min(to_pos, access.until)
         limit = min(limit, MAX_LIMIT)
         chunk, pos, more = await self._page(user_id, access.room, from_pos, to_pos, backwards, limit, filt)
+        backfiller = getattr(self.hs, "backfiller", None)
+        if backwards and not more and to_pos is None and backfiller is not None:
+            # The start of our history: older events may be on other servers
+            # (server-server-api §Backfilling); they are stored below every position we have.
+            if await backfiller.backfill(room_id):
+                if len(chunk) < limit:
+                    rest, pos, more = await self._page(user_id, access.room, pos, None, True, limit - len(chunk), filt)
+                    chunk += rest
+                else:
+                    more = True
         viewer = (user_id, requester.device_id)
         out: dict[str, Any] = {"start": start, "chunk": await self.serializer.serialize(chunk, viewer=viewer)}
         if more:
@@ -323,7 +333,9 @@ class HistoryHandler:
 
 
 def build_room_event_handlers(hs: Any) -> None:
-    """Attach ``hs.history_store``, ``hs.history_visibility``, ``hs.room_history`` and ``hs.room_messages``."""
+    """Attach ``hs.history_store``, ``hs.history_visibility``, ``hs.room_history``, ``hs.room_messages``
+    and ``hs.backfiller``."""
+    from mxserver.rooms.backfill import Backfiller
     from mxserver.rooms.messages import MessageHandler
     from mxserver.storage.history import HistoryStore
 
@@ -331,3 +343,4 @@ def build_room_event_handlers(hs: Any) -> None:
     hs.history_visibility = HistoryVisibility(hs.room_server, hs.event_store, hs.state_store, hs.history_store)
     hs.room_history = HistoryHandler(hs)
     hs.room_messages = MessageHandler(hs)
+    hs.backfiller = Backfiller(hs)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import enum
 import secrets
 import string
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, DeferredLock
@@ -39,6 +39,7 @@ from mxserver.storage.state import NewSnapshot, StateKey, StateMap, StateStore
 from mxserver.streams import RoomEventStream
 
 log = Logger()
+_T = TypeVar("_T")
 
 MAX_PREV_EVENTS = 10  # a PDU may cite at most 20; fewer keeps events small
 MAX_BATCH = 500
@@ -777,6 +778,27 @@ class RoomServer:
             head.state = current_map if isinstance(current_map, dict) else dict(current_map)
             head.snapshot_nid = current_nid
         return ReceiveResult(ReceiveStatus.ACCEPTED), [item]
+
+    async def run_locked(self, room_id: str, fn: Callable[[RoomHead], Awaitable[_T]]) -> _T:
+        """Run ``fn(head)`` holding the room's lock, once every write queued before is committed.
+
+        For writers of room *history* with their own store (backfill): events they store
+        are never extremities nor current state, but must not race a receive of the same
+        event, and their reads must see everything queued before.
+        """
+        while True:
+            head = await self.get_head(room_id)
+            await head.lock.acquire()
+            try:
+                if self._heads.get(room_id) is not head:
+                    continue  # dropped after a failed write while we waited: reload
+                if self._persisting or self._queue:
+                    await self._enqueue([])
+                    if self._heads.get(room_id) is not head:
+                        continue
+                return await fn(head)
+            finally:
+                head.lock.release()
 
     @staticmethod
     def _known_result(event: Event) -> ReceiveResult:

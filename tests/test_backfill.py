@@ -1,0 +1,271 @@
+"""Outbound backfill (server-server-api §Backfilling and retrieving missing events) against a
+fake remote server that owns a room's history.
+
+The local server "joined" the fake server's room: it holds the state at its join as
+outliers and its join event as the start of its timeline, as after a send_join; every
+earlier event is on the fake server, which serves /backfill, /state_ids, /state and /event.
+The end-to-end version with two real servers is in ``tests/test_backfill_two_servers.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from mxserver.events.model import Event
+from mxserver.storage.events import PersistItem, RoomRecord
+from tests.fake_remote import FED, FakeRemote, FakeRoom
+from tests.federation_helpers import temp_dir
+from tests.utils import HomeserverTestCase, TestUser
+
+C = "/_matrix/client/v3"
+
+
+def q(value: str) -> str:
+    return quote(value, safe="")
+
+
+async def seed_joined_room(hs: Any, room: FakeRoom, user_id: str) -> Event:
+    """Make ``hs`` joined to ``room`` as a send_join leaves it: the state before the join (and its
+    auth chain) stored as outliers, the join event in the timeline, the current state after it.
+    Returns the join event (also added to the fake room's DAG)."""
+    join = room.build(
+        "m.room.member", {"membership": "join"}, user_id, user_id,
+        server_name=hs.server_name, signing_key=hs.signing_key,
+    )
+    room.add_event(join)
+    rs, store, state = hs.room_server, hs.event_store, hs.state_store
+    before_map = room.state_before[join.event_id]
+    ids = dict.fromkeys([*room.auth_chain(list(before_map.values())), *before_map.values()])
+    outliers = sorted((room.events[i] for i in ids), key=lambda e: e.depth)
+    record = RoomRecord(store.next_room_nid, room.room_id, room.rv, room.creator)
+    store.next_room_nid += 1
+
+    def nid() -> int:
+        n = store.next_event_nid
+        store.next_event_nid += 1
+        return n
+
+    items = []
+    for n, ev in enumerate(outliers):
+        ev.metadata.outlier = True
+        items.append(PersistItem(ev, record, nid(), None, None, None, new_room=n == 0))
+    before = state.plan(record.room_nid, None, {}, before_map)
+    after = state.plan(record.room_nid, before.snapshot_nid, before.full_map, {join.state_tuple(): join.event_id})
+    # The room server hands out stream positions: take the next one, as its receive would.
+    stream = rs._next_stream
+    rs._next_stream += 1
+    join.metadata.stream_ordering = stream
+    items.append(
+        PersistItem(
+            join, record, nid(), stream, before.snapshot_nid, after.snapshot_nid,
+            snapshot=after, extra_snapshots=[before], current_state_delta=dict(after.full_map),
+            extremities_added=[join.event_id],
+        )
+    )
+    await store.persist(items, int(hs.clock.seconds() * 1000))
+    store.persisted(items)
+    hs.room_stream.publish([join], store.max_stream)
+    return join
+
+
+class BackfillTests(HomeserverTestCase):
+    config_overrides = {"federation": {"verify_tls": False, "ip_range_whitelist": ["127.0.0.0/8"]}}
+
+    async def _set_up(self) -> None:
+        await super()._set_up()
+        self.remote = FakeRemote()
+        self.remote.listen(temp_dir(self))
+        self.addCleanup(self.remote.port.stopListening)
+        self.alice: TestUser = await self.register("alice")
+
+    async def page_all(self, room_id: str, limit: int = 30, max_pages: int = 50) -> list[dict[str, Any]]:
+        """Every event /messages returns paging back from the end, in order."""
+        events: list[dict[str, Any]] = []
+        token = None
+        for _ in range(max_pages):
+            path = f"{C}/rooms/{q(room_id)}/messages?dir=b&limit={limit}" + (f"&from={token}" if token else "")
+            code, body = await self.get(path, self.alice)
+            self.assertEqual(code, 200, body)
+            events += body["chunk"]
+            token = body.get("end")
+            if token is None:
+                return events
+        self.fail("pagination did not end")
+
+    async def stream_of(self, event_id: str) -> Any:
+        row = await self.hs.db.select_one(
+            "row", "SELECT stream_ordering, rejected_reason, outlier FROM events WHERE event_id = ?", event_id
+        )
+        return row
+
+    async def test_pages_back_through_remote_history(self) -> None:
+        room = self.remote.new_room()
+        mallory = self.remote.user("mallory")
+        messages = room.messages(60)
+        # not in the room: fails auth, stored rejected, never shown
+        bad = room.add("m.room.message", {"msgtype": "m.text", "body": "intruder"}, None, mallory)
+        messages += room.messages(40, prefix="later")
+        join = await seed_joined_room(self.hs, room, self.alice.user_id)
+        since = (await self.sync_token())
+        head_before = await self.hs.room_server.current_state_ids(room.room_id)
+
+        events = await self.page_all(room.room_id)
+        ids = [e["event_id"] for e in events]
+        self.assertEqual(len(ids), len(set(ids)), "duplicates")
+        expected = [e for e in reversed(room.order) if e != bad.event_id]
+        self.assertEqual(ids, expected)
+        self.assertEqual(ids[0], join.event_id)
+        self.assertEqual(events[-1]["type"], "m.room.create")
+        bodies = [e["content"].get("body") for e in events if e["type"] == "m.room.message"]
+        self.assertEqual(bodies[:2], ["later 39", "later 38"])
+        self.assertEqual(bodies[-1], "message 0")
+
+        # stored: backfilled events below every position, decreasing going back; the
+        # rejected one stored rejected; outliers from the join placed in the timeline
+        positions = [(await self.stream_of(e))[0] for e in ids[1:]]
+        self.assertTrue(all(p < 0 for p in positions), positions)
+        self.assertEqual(positions, sorted(positions, reverse=True))
+        row = await self.stream_of(bad.event_id)
+        self.assertEqual((row[0], bool(row[2])), (None, False))
+        self.assertIsNotNone(row[1])
+        create_row = await self.stream_of(room.order[0])
+        self.assertFalse(create_row[2])
+
+        # nothing else changed: current state, forward extremities, /sync
+        self.assertEqual(await self.hs.room_server.current_state_ids(room.room_id), head_before)
+        record = await self.hs.room_server.get_room(room.room_id)
+        self.assertEqual(await self.hs.event_store.get_forward_extremities(record.room_nid), [join.event_id])
+        sync = await self.sync(since)
+        self.assertNotIn(room.room_id, sync["rooms"]["join"])
+        # history is fetched once: later pagination is local
+        asked = self.remote.count(FED + "/backfill/")
+        self.assertGreaterEqual(asked, 2)
+        self.assertGreaterEqual(self.remote.count(FED + "/state_ids/"), 1)
+        again = await self.page_all(room.room_id, limit=50)
+        self.assertEqual([e["event_id"] for e in again], ids)
+        self.assertEqual(self.remote.count(FED + "/backfill/"), asked)
+
+    async def test_state_at_backfilled_events(self) -> None:
+        room = self.remote.new_room()
+        room.messages(3)
+        room.add("m.room.name", {"name": "Old name"}, "")
+        named = room.messages(2, prefix="named")
+        room.add("m.room.name", {"name": "New name"}, "")
+        await seed_joined_room(self.hs, room, self.alice.user_id)
+        await self.page_all(room.room_id)
+        rs = self.hs.room_server
+        state = await rs.state_at_event(named[0].event_id, after=False)
+        name_event = await self.hs.event_store.get_event(state[("m.room.name", "")])
+        self.assertEqual(name_event.content["name"], "Old name")
+        self.assertIn(("m.room.power_levels", ""), state)
+        current = await rs.current_state_event(room.room_id, "m.room.name")
+        self.assertEqual(current.content["name"], "New name")
+        # /context around a backfilled event works with negative positions
+        code, body = await self.get(f"{C}/rooms/{q(room.room_id)}/context/{q(named[0].event_id)}?limit=2", self.alice)
+        self.assertEqual(code, 200, body)
+        self.assertEqual(body["events_after"][0]["event_id"], named[1].event_id)
+        names = [e["content"].get("name") for e in body["state"] if e["type"] == "m.room.name"]
+        self.assertEqual(names, ["Old name"])
+
+    async def test_state_events_we_lack_are_fetched(self) -> None:
+        room = self.remote.new_room()
+        old_name = room.add("m.room.name", {"name": "Old name"}, "")
+        early = room.messages(120)
+        room.add("m.room.name", {"name": "New name"}, "")
+        await self.get_state_ids_then_page(room, early, old_name)
+
+    async def get_state_ids_then_page(self, room: FakeRoom, early: list[Event], old_name: Event) -> None:
+        await seed_joined_room(self.hs, room, self.alice.user_id)
+        # the join's state names the new name only: the old one is not here
+        self.assertIsNone(await self.hs.event_store.get_event(old_name.event_id))
+        code, body = await self.get(f"{C}/rooms/{q(room.room_id)}/messages?dir=b&limit=10", self.alice)
+        self.assertEqual(code, 200, body)
+        # the first batch stopped inside the messages: the state there came from /state_ids,
+        # and the old name event from /event, stored as an outlier
+        self.assertGreaterEqual(self.remote.count(FED + "/state_ids/"), 1)
+        self.assertGreaterEqual(self.remote.count(FED + "/event/"), 1)
+        stored = await self.hs.event_store.get_event(old_name.event_id)
+        self.assertIsNotNone(stored)
+        oldest = min(
+            [e for e in early if (await self.stream_of(e.event_id)) is not None],
+            key=lambda e: e.depth,
+        )
+        state = await self.hs.room_server.state_at_event(oldest.event_id, after=False)
+        self.assertEqual(state[("m.room.name", "")], old_name.event_id)
+        events = await self.page_all(room.room_id)
+        ids = [e["event_id"] for e in events]
+        self.assertEqual(ids, list(reversed(room.order)))
+        # the outlier found its place in the timeline too
+        self.assertFalse((await self.stream_of(old_name.event_id))[2])
+
+    async def test_backfilled_event_arriving_again_is_a_duplicate(self) -> None:
+        room = self.remote.new_room()
+        msgs = room.messages(5)
+        await seed_joined_room(self.hs, room, self.alice.user_id)
+        await self.page_all(room.room_id)
+        position = (await self.stream_of(msgs[2].event_id))[0]
+        again = Event(msgs[2].get_pdu_json(), room.rv)
+        result = await self.hs.room_server.receive_event(again)
+        self.assertTrue(result.duplicate and result.accepted, result)
+        self.assertEqual((await self.stream_of(msgs[2].event_id))[0], position)
+
+    async def test_remote_without_history(self) -> None:
+        room = self.remote.new_room()
+        room.messages(5)
+        join = await seed_joined_room(self.hs, room, self.alice.user_id)
+        self.remote.refuse.add(FED + "/backfill/")
+        events = await self.page_all(room.room_id)
+        self.assertEqual([e["event_id"] for e in events], [join.event_id])
+        # not asked again right away
+        asked = self.remote.count(FED + "/backfill/")
+        await self.page_all(room.room_id)
+        self.assertEqual(self.remote.count(FED + "/backfill/"), asked)
+
+    async def test_bad_pdus_are_dropped(self) -> None:
+        room = self.remote.new_room()
+        msgs = room.messages(4)
+        await seed_joined_room(self.hs, room, self.alice.user_id)
+        tampered = msgs[1].get_pdu_json()
+        tampered["signatures"] = {}
+
+        def answer(request: Any) -> tuple[int, Any]:
+            pdus = [m.get_pdu_json() for m in reversed(msgs)]
+            pdus[2] = tampered
+            return 200, {"origin": self.remote.server_name, "origin_server_ts": 0, "pdus": pdus + ["junk", 5]}
+
+        self.remote.routes[f"{FED}/backfill/{q(room.room_id)}"] = answer
+        events = await self.page_all(room.room_id)
+        ids = [e["event_id"] for e in events]
+        self.assertNotIn(msgs[1].event_id, ids)
+        # the ones before the dropped event still come, with the state the remote gives for them
+        self.assertIn(msgs[0].event_id, ids)
+        self.assertIn(msgs[3].event_id, ids)
+
+    async def test_local_rooms_ask_no_one(self) -> None:
+        code, body = await self.post(f"{C}/createRoom", {}, self.alice)
+        room_id = body["room_id"]
+        events = await self.page_all(room_id)
+        self.assertEqual(events[-1]["type"], "m.room.create")
+        self.assertEqual(self.remote.requests, [])
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def sync_token(self) -> str:
+        code, body = await self.get(f"{C}/sync?timeout=0", self.alice)
+        self.assertEqual(code, 200, body)
+        return body["next_batch"]
+
+    async def sync(self, since: str) -> dict[str, Any]:
+        code, body = await self.get(f"{C}/sync?timeout=0&since={since}", self.alice)
+        self.assertEqual(code, 200, body)
+        return body
+
+
+class BackfillRoomV10Tests(BackfillTests):
+    """The same in a room version whose create event carries the room ID."""
+
+    async def _set_up(self) -> None:
+        await super()._set_up()
+        original = self.remote.new_room
+        self.remote.new_room = lambda creator="bob", version="10": original(creator, version)  # type: ignore[method-assign]
