@@ -121,11 +121,46 @@ class DatabaseConfig:
 
 
 @attrs.define
+class UrlPreviewConfig:
+    enabled: bool = attrs.field(
+        default=False, metadata=_help("serve /preview_url (fetches go through federation.ip_range_blacklist)")
+    )
+    max_page_size: int = attrs.field(
+        default=10 * 1024**2, metadata=_help("largest page or image fetched for a preview", parse=parse_size, sample="10M")
+    )
+    timeout_ms: int = attrs.field(
+        default=10_000, metadata=_help("deadline of one preview fetch", parse=parse_duration_ms, sample="10s")
+    )
+
+
+@attrs.define
 class MediaConfig:
     store_path: str | None = attrs.field(default=None, metadata=_help("media files (default: data_dir/media)", path=True))
     max_upload_size: int = attrs.field(
-        default=50 * 1024**2, metadata=_help("largest upload accepted", parse=parse_size, sample="50M")
+        default=50 * 1024**2, metadata=_help("largest upload (and remote file fetched) accepted", parse=parse_size, sample="50M")
     )
+    max_image_pixels: int = attrs.field(
+        default=32_000_000,
+        metadata=_help("images with more pixels are not thumbnailed (decompression bombs)", check=lambda v: v > 0),
+    )
+    unauthenticated_downloads: bool = attrs.field(
+        default=True,
+        metadata=_help(
+            "serve the deprecated /_matrix/media/v3/download and /thumbnail; false freezes them: "
+            "media stored from then on needs the authenticated /_matrix/client/v1/media endpoints"
+        ),
+    )
+    user_quota: int | None = attrs.field(
+        default=None, metadata=_help("total bytes one user may upload (null: no quota)", parse=parse_size)
+    )
+    max_pending_uploads: int = attrs.field(
+        default=10, metadata=_help("unfinished /create reservations per user", check=lambda v: v >= 1)
+    )
+    pending_upload_expiry_ms: int = attrs.field(
+        default=24 * 3_600_000,
+        metadata=_help("how long a /create reservation waits for its upload", parse=parse_duration_ms, sample="24h"),
+    )
+    url_preview: UrlPreviewConfig = attrs.field(factory=UrlPreviewConfig, metadata=_help("URL previews"))
 
 
 @attrs.define

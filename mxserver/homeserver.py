@@ -170,15 +170,19 @@ class Homeserver(service.MultiService):
         from mxserver.sync.handler import SyncHandler
 
         self.sync_handler = SyncHandler(self)
+        from mxserver.media import build_media
+
+        build_media(self)
 
     def _build_apps(self) -> dict[str, Any]:
         from mxserver.api.client import client_servlets
         from mxserver.api.federation import federation_servlets
+        from mxserver.api.media import media_servlets
 
         return {
             "client": build_app(client_servlets(self)).resource(),
             "federation": build_app(federation_servlets(self)).resource(),
-            "media": build_app([]).resource(),
+            "media": build_app(media_servlets(self)).resource(),
         }
 
     def _notify_room_events(self, events: list[Any]) -> None:

@@ -20,6 +20,7 @@ import json
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import attrs
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.application import service
@@ -89,6 +90,19 @@ class FederationError(Exception):
         if 400 <= self.code < 500 and self.code not in (401, 429):
             return MatrixError(self.code, self.errcode, f"{self.destination}: {self.msg}")
         return MatrixError(502, "M_UNKNOWN", f"Request to {self.destination} failed: {self.msg}")
+
+
+@attrs.frozen
+class RawResponse:
+    """A 2xx answer read as bytes (:meth:`FederationClient.get_raw`): media downloads."""
+
+    code: int
+    headers: Headers
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.getRawHeaders(name)
+        return values[0] if values else None
 
 
 class RequestFailed(FederationError):
@@ -238,6 +252,25 @@ class FederationClient(service.Service):
         """POST the JSON ``body`` to ``path`` on ``destination``; the JSON object answered."""
         return await self.request_json("POST", destination, path, args, body, timeout, max_size, authenticate)
 
+    async def get_raw(
+        self,
+        destination: str,
+        path: str,
+        args: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        *,
+        max_size: int,
+        authenticate: bool = True,
+    ) -> RawResponse:
+        """GET ``path`` on ``destination``; the answer's status, headers and body, unparsed.
+
+        For media (multipart/mixed or raw file bodies); the body is bounded by
+        ``max_size`` (RequestFailed past it) and errors are raised as for JSON.
+        """
+        return await self.request_json(  # type: ignore[return-value]
+            "GET", destination, path, args, None, timeout, max_size, authenticate, raw=True
+        )
+
     async def request_json(
         self,
         method: str,
@@ -248,6 +281,7 @@ class FederationClient(service.Service):
         timeout: float | None = None,
         max_size: int = DEFAULT_MAX_JSON_SIZE,
         authenticate: bool = True,
+        raw: bool = False,
     ) -> dict[str, Any]:
         """One request; see :meth:`get_json`. ``body`` None sends no body (GET)."""
         if not self.config.enabled:
@@ -259,7 +293,7 @@ class FederationClient(service.Service):
         query = encode_query(args)
         uri = path + ("?" + query if query else "")
         d = ensureDeferred(
-            self._request(method, destination, uri, body, min(max_size, MAX_RESPONSE_SIZE), authenticate)
+            self._request(method, destination, uri, body, min(max_size, MAX_RESPONSE_SIZE), authenticate, raw)
         )
         timed_out: list[bool] = []
 
@@ -303,8 +337,8 @@ class FederationClient(service.Service):
     # -- one request ---------------------------------------------------------------------
 
     async def _request(
-        self, method: str, destination: str, uri: str, body: Any, max_size: int, authenticate: bool
-    ) -> dict[str, Any]:
+        self, method: str, destination: str, uri: str, body: Any, max_size: int, authenticate: bool, raw: bool = False
+    ) -> Any:
         server = await self.discovery.resolve(destination)
         headers = Headers({b"Host": [server.host_header.encode("ascii")], b"User-Agent": [USER_AGENT]})
         producer = None
@@ -318,9 +352,11 @@ class FederationClient(service.Service):
         response: IResponse = await self.agent.request(method.encode("ascii"), url, headers, producer)
         if not 200 <= response.code < 300:
             raise await self._error_from(destination, method, uri, response)
-        raw = await read_body(response, max_size)
+        data = await read_body(response, max_size)
+        if raw:
+            return RawResponse(response.code, response.headers, data)
         try:
-            content = decode_json(raw)
+            content = decode_json(data)
         except (ValueError, UnicodeDecodeError):
             raise RequestFailed(destination, f"{method} {_path_only(uri)}: the answer is not JSON") from None
         if not isinstance(content, dict):

@@ -34,6 +34,7 @@ def client_servlets(hs: Homeserver) -> list[Any]:
         user_directory,
         versions,
     )
+    from mxserver.api.media import client_media_servlets
 
     return [
         versions.VersionsServlet(hs),
@@ -59,4 +60,5 @@ def client_servlets(hs: Homeserver) -> list[Any]:
         profile.ProfileServlet(hs),
         user_directory.UserDirectoryServlet(hs),
         sync.SyncServlet(hs),
+        *client_media_servlets(hs),
     ]

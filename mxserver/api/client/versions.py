@@ -10,9 +10,11 @@ from mxserver.api.http import JsonDict, route
 from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS
 
 #: Spec versions advertised. Only versions whose required features exist here
-#: may be listed; raise this as the implementation grows (v1.11 needs
-#: authenticated media, for instance).
-SUPPORTED_SPEC_VERSIONS = ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10"]
+#: may be listed; raise this as the implementation grows (v1.11 brought
+#: authenticated media, served by mxserver.api.media).
+SUPPORTED_SPEC_VERSIONS = [
+    "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11",
+]
 
 #: unstable features (MSCs) this server implements; empty until one is.
 UNSTABLE_FEATURES: dict[str, bool] = {}

@@ -10,5 +10,6 @@ if TYPE_CHECKING:
 
 def federation_servlets(hs: Homeserver) -> list[Any]:
     from mxserver.api.federation import keys, user_keys, version
+    from mxserver.api.media import federation_media_servlets
 
-    return [version.FederationVersionServlet(hs), keys.KeyServerServlet(hs), user_keys.UserKeysServlet(hs)]
+    return [version.FederationVersionServlet(hs), keys.KeyServerServlet(hs), user_keys.UserKeysServlet(hs), *federation_media_servlets(hs)]
