@@ -44,6 +44,20 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def no_real_dns(hs: Homeserver) -> None:
+    """Tests contact nothing but loopback: no SRV or A/AAAA look-ups in the real DNS.
+
+    The federation sender sends local events of rooms with made-up remote users
+    (``@bob:remote.example``) to their servers; here those names simply do not
+    resolve (only IP literals and ``localhost`` do), so the sender backs off.
+    """
+    from tests.federation_helpers import FakeDNS, FakeNameResolver
+
+    client = hs.federation_client
+    client.discovery.dns_resolver = FakeDNS()
+    client.connector.name_resolver = FakeNameResolver({"localhost": ["127.0.0.1"]})
+
+
 class HomeserverTestCase(unittest.TestCase):
     """Starts a Homeserver listening on 127.0.0.1 (random port) for each test."""
 
@@ -94,6 +108,7 @@ class HomeserverTestCase(unittest.TestCase):
         for attempt in range(3):
             self.config = self.make_config()
             self.hs = Homeserver(self.config, reactor, clock=self.clock if self.use_fake_clock else None)
+            no_real_dns(self.hs)
             self.hs.startService()
             try:
                 await self.hs.when_ready()

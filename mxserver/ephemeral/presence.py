@@ -170,6 +170,10 @@ class PresenceHandler:
             return
         self._position += 1
         self._user_positions[user_id] = self._position
+        sender = getattr(self._hs, "federation_sender", None)
+        if sender is not None:
+            # Local users' changes go to the servers sharing a room with them (§Presence).
+            sender.edus.presence_changed(user_id, self._module.get_state(user_id))
         d = ensureDeferred(self._wake(user_id))
         d.addErrback(lambda f: log.failure("waking presence watchers of {user_id} failed", f, user_id=user_id))
         if not d.called:

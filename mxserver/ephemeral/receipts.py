@@ -160,6 +160,10 @@ class ReceiptsHandler:
             self._hs.notifier.notify(user_ids=[user_id])
         else:
             self._hs.notifier.notify(room_ids=[room_id])
+            # Public receipts of local users go to the room's other servers (§Receipts).
+            sender = getattr(self._hs, "federation_sender", None)
+            if sender is not None:
+                sender.edus.receipt(room_id, receipt_type, user_id, event.event_id, thread_id, ts)
 
     async def _set_fully_read(self, user_id: str, room_id: str, event: Event) -> None:
         account_data = self._hs.account_data

@@ -56,9 +56,13 @@ class TypingHandler:
             raise forbidden("You are not joined to this room")
         if await self._hs.room_server.membership(room_id, user_id) != "join":
             raise forbidden("You are not joined to this room")
+        was_typing = user_id in self._module.typing_in(room_id)
         self._module.set_typing(room_id, user_id, typing, DEFAULT_TIMEOUT_MS if timeout_ms is None else timeout_ms)
         if not self._module_notifies:
             self._changed(room_id)
+        elif typing and was_typing:
+            # A refresh is no change here, but other servers time typing out on their own.
+            self._federate(room_id, refreshed=user_id)
 
     def set_remote_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
         """An ``m.typing`` EDU from another server, already checked (its user, joined to the room)."""
@@ -72,6 +76,13 @@ class TypingHandler:
         self._position += 1
         self._room_positions[room_id] = self._position
         self._hs.notifier.notify(room_ids=[room_id])
+        self._federate(room_id)
+
+    def _federate(self, room_id: str, refreshed: str | None = None) -> None:
+        """Tell the room's other servers about local users who started or stopped typing."""
+        sender = getattr(self._hs, "federation_sender", None)
+        if sender is not None:
+            sender.edus.typing_changed(room_id, self._module.typing_in(room_id), refreshed)
 
     def typing_for_rooms(self, room_ids: Iterable[str], since_pos: int | None) -> dict[str, dict[str, Any]]:
         """The ``m.typing`` ephemeral event of each room in ``room_ids`` whose typing changed after ``since_pos``.

@@ -61,6 +61,7 @@ from twisted.logger import Logger
 from mxserver.events.model import Event
 from mxserver.federation.client import FederationError
 from mxserver.federation.destinations import _room_servers, user_server
+from mxserver.federation.outbound_edus import OutboundEdus, merge_presence
 from mxserver.storage.federation_sender import DestinationRow, FederationSenderStore, QueuedRoom
 
 log = Logger()
@@ -167,6 +168,8 @@ class FederationSender(service.Service):
         self._written_seq = 0
         self._write_waiters: list[tuple[int, Deferred[None]]] = []
         self._room_servers = _room_servers(hs)
+        #: the hooks the ephemeral handlers call (typing, receipts, presence, to-device)
+        self.edus = OutboundEdus(hs, self)
         if self.enabled:
             hs.room_stream.subscribe(self._on_events)
 
@@ -237,6 +240,12 @@ class FederationSender(service.Service):
                 self.send_edu(server, edu_type, content, key)
 
         return ensureDeferred(run())
+
+    async def servers_in_room(self, room_id: str) -> set[str]:
+        """The other servers with joined members in ``room_id`` (never ourselves)."""
+        servers = set(await self._room_servers.servers_in_room(room_id))
+        servers.discard(self.server_name)
+        return servers
 
     def destination_is_up(self, destination: str) -> None:
         """``destination`` just talked to us: end its backoff and send what is waiting."""
@@ -427,8 +436,19 @@ class FederationSender(service.Service):
 
     def _make_transaction(self, dest: _Destination, pdus: list[Event], stream: int) -> _Transaction:
         edus: list[dict[str, Any]] = []
-        while dest.edus and len(edus) < MAX_EDUS_PER_TXN:
-            edus.append(dest.edus.popitem(last=False)[1])
+        count = 0
+        presence = False
+        while dest.edus and count < MAX_EDUS_PER_TXN:
+            edu = dest.edus.popitem(last=False)[1]
+            edus.append(edu)
+            # m.presence EDUs are merged into one per transaction (§Presence: a "push" list)
+            if edu["edu_type"] != "m.presence":
+                count += 1
+            elif not presence:
+                presence = True
+                count += 1
+        if presence:
+            edus = merge_presence(edus)
         PENDING_EDUS.labels(dest.name).set(len(dest.edus))
         dest.txn_counter += 1
         return _Transaction(

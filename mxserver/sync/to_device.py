@@ -49,21 +49,21 @@ class ToDeviceHandler:
             raise invalid_param("Invalid transaction ID")
         messages = parse_messages(body)
         local: dict[str, dict[str, dict[str, Any]]] = {}
+        remote: dict[str, dict[str, dict[str, Any]]] = {}
         for user_id, by_device in messages.items():
             if UserID.parse(user_id).server_name != self._hs.server_name:
-                # TODO(federation): send remote users' messages as m.direct_to_device EDUs
-                # (server-server-api §Send-to-device messaging) once the federation sender exists.
-                log.info(
-                    "Not sending {event_type} to-device message to remote user {user_id}: no federation sender yet",
-                    event_type=event_type,
-                    user_id=user_id,
-                )
+                remote[user_id] = by_device
                 continue
             local[user_id] = by_device
         now_ms = int(self._clock.seconds() * 1000)
+        # The txn ID is recorded even without local recipients: a retransmission sends nothing twice.
         result = await self._store.add_messages(sender, sender_device or "", event_type, txn_id, local, now_ms)
         if result is not None and result[1]:
             self._notifier.notify(user_ids=result[1])
+        federation_sender = getattr(self._hs, "federation_sender", None)
+        if result is not None and remote and federation_sender is not None:
+            # server-server-api §Send-to-device messaging: one m.direct_to_device EDU per server.
+            federation_sender.edus.to_device(sender, sender_device, event_type, txn_id, remote)
 
     async def receive_remote(
         self, origin: str, sender: str, event_type: str, message_id: str, messages: dict[str, dict[str, dict[str, Any]]]

@@ -1,0 +1,166 @@
+"""Outbound EDUs: what local users' typing, receipts, presence and to-device messages send to other servers.
+
+The ephemeral handlers call these hooks (``hs.federation_sender.edus``) after
+a local change; each builds the EDU of server-server-api §Typing
+Notifications, §Receipts, §Presence or §Send-to-device messaging and queues
+it through :meth:`FederationSender.send_edu` with a coalescing key, so a
+burst of changes to the same thing sends only the latest:
+
+============================  =================================  ============================
+EDU                           to                                 coalesced per
+============================  =================================  ============================
+``m.typing``                  the other servers in the room      (room, user)
+``m.receipt``                 the other servers in the room      (room, user, thread)
+``m.presence``                servers sharing a room with user   user (and merged per transaction)
+``m.direct_to_device``        each recipient's server            not coalesced (message_id)
+============================  =================================  ============================
+
+Only local users' changes are sent: a remote server speaks for its own users,
+and ``m.read.private`` receipts are never sent (receipts module: private to their owner).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.logger import Logger
+
+from mxserver.federation.destinations import user_server
+
+log = Logger()
+
+#: server-server-api §Send-to-device messaging: message_id is at most 32 codepoints
+MESSAGE_ID_LENGTH = 32
+
+
+class OutboundEdus:
+    """The hooks; every one is a no-op for remote users and when federation is disabled."""
+
+    def __init__(self, hs: Any, sender: Any) -> None:
+        self._hs = hs
+        self._sender = sender
+        self._server_name: str = hs.server_name
+        #: room -> local users whose "typing" other servers were last told
+        self._typing: dict[str, set[str]] = {}
+
+    def _local(self, user_id: str) -> bool:
+        return user_server(user_id) == self._server_name
+
+    def _background(self, d: Deferred[Any], what: str) -> Deferred[Any]:
+        d.addErrback(lambda f: log.failure("queueing {what} EDUs failed", f, what=what))
+        return d
+
+    # -- typing -------------------------------------------------------------------------------
+
+    def typing_changed(self, room_id: str, typing_now: Iterable[str], refreshed: str | None = None) -> Deferred[None]:
+        """Who is typing in ``room_id`` changed (``typing_now``: everyone typing there now).
+
+        Local users who started or stopped (an expiry included) are announced;
+        ``refreshed`` is a local user who said again that they are typing (the
+        other servers time typing out themselves, so a refresh is sent too).
+        """
+        if not self._sender.enabled:
+            return succeed(None)
+        now = {u for u in typing_now if self._local(u)}
+        before = self._typing.get(room_id, set())
+        changes = [(u, True) for u in sorted(now - before)] + [(u, False) for u in sorted(before - now)]
+        if refreshed is not None and refreshed in now and refreshed in before:
+            changes.append((refreshed, True))
+        if now:
+            self._typing[room_id] = now
+        else:
+            self._typing.pop(room_id, None)
+        if not changes:
+            return succeed(None)
+
+        async def send() -> None:
+            for user_id, typing in changes:
+                await self._sender.send_edu_to_room(
+                    room_id, "m.typing", {"room_id": room_id, "user_id": user_id, "typing": typing}, key=(room_id, user_id)
+                )
+
+        return self._background(ensureDeferred(send()), "typing")
+
+    # -- receipts -------------------------------------------------------------------------------
+
+    def receipt(
+        self, room_id: str, receipt_type: str, user_id: str, event_id: str, thread_id: str | None, ts: int
+    ) -> Deferred[None]:
+        """A local user's public receipt moved forward."""
+        if not self._sender.enabled or not self._local(user_id) or receipt_type != "m.read":
+            return succeed(None)
+        data: dict[str, Any] = {"ts": ts}
+        if thread_id is not None:
+            data["thread_id"] = thread_id
+        content = {room_id: {receipt_type: {user_id: {"event_ids": [event_id], "data": data}}}}
+        d = self._sender.send_edu_to_room(room_id, "m.receipt", content, key=(room_id, user_id, thread_id))
+        return self._background(d, "receipt")
+
+    # -- presence ----------------------------------------------------------------------------------
+
+    def presence_changed(self, user_id: str, state: dict[str, Any]) -> Deferred[None]:
+        """A local user's presence changed: tell every server sharing a room with them."""
+        if not self._sender.enabled or not self._local(user_id):
+            return succeed(None)
+        item: dict[str, Any] = {
+            "user_id": user_id,
+            "presence": state.get("presence", "offline"),
+            "last_active_ago": int(state.get("last_active_ago", 0) or 0),
+        }
+        if state.get("status_msg") is not None:
+            item["status_msg"] = state["status_msg"]
+        if state.get("currently_active") is not None:
+            item["currently_active"] = bool(state["currently_active"])
+
+        async def send() -> None:
+            servers: set[str] = set()
+            for room_id in await self._hs.room_members.rooms_for_user(user_id):
+                servers |= await self._sender.servers_in_room(room_id)
+            servers.discard(self._server_name)
+            for server in servers:
+                self._sender.send_edu(server, "m.presence", {"push": [item]}, key=user_id)
+
+        return self._background(ensureDeferred(send()), "presence")
+
+    # -- send-to-device ----------------------------------------------------------------------------
+
+    def to_device(
+        self, sender: str, sender_device: str | None, event_type: str, txn_id: str, messages: dict[str, dict[str, Any]]
+    ) -> None:
+        """A local user's messages for remote users (already deduplicated on the client's txn ID):
+        one EDU per destination server."""
+        if not self._sender.enabled or not self._local(sender):
+            return
+        by_server: dict[str, dict[str, dict[str, Any]]] = {}
+        for user_id, by_device in messages.items():
+            server = user_server(user_id)
+            if server is None or server == self._server_name:
+                continue
+            by_server.setdefault(server, {})[user_id] = by_device
+        for server, msgs in sorted(by_server.items()):
+            # Derived from the client's transaction, so a resend after a restart dedupes remotely.
+            seed = "\x00".join((sender, sender_device or "", event_type, txn_id, server))
+            message_id = hashlib.sha256(seed.encode("utf-8")).hexdigest()[:MESSAGE_ID_LENGTH]
+            content = {"sender": sender, "type": event_type, "message_id": message_id, "messages": msgs}
+            self._sender.send_edu(server, "m.direct_to_device", content)
+
+
+def merge_presence(edus: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fold every ``m.presence`` EDU of a transaction into one (its ``push`` lists joined)."""
+    pushes: list[Any] = []
+    out: list[dict[str, Any]] = []
+    index: int | None = None
+    for edu in edus:
+        if edu.get("edu_type") == "m.presence":
+            pushes.extend(edu.get("content", {}).get("push", []))
+            if index is None:
+                index = len(out)
+                out.append(edu)
+        else:
+            out.append(edu)
+    if index is not None:
+        out[index] = {"edu_type": "m.presence", "content": {"push": pushes}}
+    return out
