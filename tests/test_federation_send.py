@@ -172,8 +172,7 @@ class SendTests(InboundTestCase):
         code, body = await self.send_txn("t1", [pdu(msg)], [typing])
         self.assertIn("server ACL", body["pdus"][msg.event_id]["error"])
         self.assertIsNone(await self.row(msg.event_id))
-        self.assertEqual(self.hs.typing.typing_in(room_id), frozenset() if isinstance(
-            self.hs.typing.typing_in(room_id), frozenset) else set())
+        self.assertEqual(set(self.hs.typing.typing_in(room_id)), set())
         # and the protected read endpoints refuse it
         code, resp = await self.fed("GET", f"/_matrix/federation/v1/state_ids/{q(room_id)}?event_id={q(msg.prev_event_ids[0])}")
         self.assertEqual((code, resp["errcode"]), (403, "M_FORBIDDEN"))
@@ -267,6 +266,11 @@ class SendTests(InboundTestCase):
             {"edu_type": "m.typing", "content": {"room_id": room_id, "user_id": bob, "typing": True}},
             # not a user of the sending server: ignored
             {"edu_type": "m.typing", "content": {"room_id": room_id, "user_id": other.user("x"), "typing": True}},
+            # a user of the sending server who is not in the room: ignored
+            {"edu_type": "m.typing", "content": {"room_id": room_id, "user_id": self.remote.user("eve"),
+                                                  "typing": True}},
+            # a presence update for another server's user: ignored
+            {"edu_type": "m.presence", "content": {"push": [{"user_id": other.user("x"), "presence": "online"}]}},
             {"edu_type": "m.receipt", "content": {room_id: {"m.read": {bob: {"event_ids": [msg.event_id],
                                                                                   "data": {"ts": 1234}}}}}},
             {"edu_type": "m.presence", "content": {"push": [{"user_id": bob, "presence": "online",
@@ -280,6 +284,7 @@ class SendTests(InboundTestCase):
         receipts = await self.hs.receipts.receipts_for_rooms(self.alice.user_id, [room_id], None, self.hs.receipts.current_position)
         self.assertEqual(receipts[room_id]["content"][msg.event_id]["m.read"][bob]["ts"], 1234)
         self.assertEqual(self.hs.presence.get_state(bob)["presence"], "online")
+        self.assertNotEqual(self.hs.presence.get_state(other.user("x")).get("presence"), "online")
         # typing stops
         stop = {"edu_type": "m.typing", "content": {"room_id": room_id, "user_id": bob, "typing": False}}
         await self.send_txn("t2", [], [stop])
@@ -303,3 +308,36 @@ class SendTests(InboundTestCase):
         await self.send_txn("t3", [], [spoof])
         messages, _ = await self.hs.to_device.get_to_device_for_sync(self.alice.user_id, self.alice.device_id, 0)
         self.assertEqual(len(messages), 1)
+
+    async def test_edu_registry(self) -> None:
+        seen: list[tuple[str, dict[str, Any]]] = []
+
+        async def handler(origin: str, content: dict[str, Any]) -> None:
+            seen.append((origin, content))
+
+        def broken(origin: str, content: dict[str, Any]) -> None:
+            raise RuntimeError("boom")
+
+        self.hs.federation_edus.register("org.example.test", handler)
+        self.hs.federation_edus.register("org.example.broken", broken)
+        edus = [
+            {"edu_type": "org.example.broken", "content": {}},
+            {"edu_type": "org.example.test", "content": {"a": 1}},
+        ]
+        code, body = await self.send_txn("t1", [], edus)
+        self.assertEqual((code, body), (200, {"pdus": {}}))
+        self.assertEqual(seen, [(self.remote.name, {"a": 1})])
+        self.flushLoggedErrors(RuntimeError)
+
+    async def test_receipts_ignored_when_acl_denies(self) -> None:
+        room_id = await self.joined_room()
+        msg = await self.local_message(room_id)
+        acl = {"allow": ["*"], "deny": ["127.0.0.1"]}
+        await self.hs.room_server.send(room_id, EventSpec("m.room.server_acl", acl, "", self.alice.user_id))
+        bob = self.remote.user("bob")
+        edu = {"edu_type": "m.receipt",
+               "content": {room_id: {"m.read": {bob: {"event_ids": [msg.event_id], "data": {"ts": 1}}}}}}
+        await self.send_txn("t1", [], [edu])
+        receipts = await self.hs.receipts.receipts_for_rooms(
+            self.alice.user_id, [room_id], None, self.hs.receipts.current_position)
+        self.assertEqual(receipts, {})

@@ -116,12 +116,16 @@ class GapFiller:
                 log.failure("receiving fetched event {event_id} failed", event_id=ev.event_id)
 
     async def _checked(self, pdu: Any, room: RoomRecord, expected_id: str | None = None) -> Event | None:
-        if not isinstance(pdu, dict) or pdu.get("room_id") != room.room_id:
+        if not isinstance(pdu, dict):
             return None
+        if pdu.get("room_id") != room.room_id and not (pdu.get("type") == "m.room.create" and "room_id" not in pdu):
+            return None  # checked cheaply first; a v12 create event has no room_id (checked below)
         try:
             ev = await check_pdu(self.hs, pdu, room.room_version)
         except InvalidPdu as e:
             log.info("dropping a fetched PDU: {reason}", reason=e.reason)
+            return None
+        if ev.room_id != room.room_id:
             return None
         if expected_id is not None and ev.event_id != expected_id:
             return None
