@@ -167,6 +167,9 @@ class Homeserver(service.MultiService):
         from mxserver.federation.edus import build_inbound_edus
 
         build_inbound_edus(self)
+        from mxserver.federation.receiver import build_federation_inbound
+
+        build_federation_inbound(self)
         from mxserver.sync.handler import SyncHandler
 
         self.sync_handler = SyncHandler(self)

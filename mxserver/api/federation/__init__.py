@@ -9,7 +9,15 @@ if TYPE_CHECKING:
 
 
 def federation_servlets(hs: Homeserver) -> list[Any]:
-    from mxserver.api.federation import keys, user_keys, version
+    from mxserver.api.federation import events, keys, query, transactions, user_keys, version
     from mxserver.api.media import federation_media_servlets
 
-    return [version.FederationVersionServlet(hs), keys.KeyServerServlet(hs), user_keys.UserKeysServlet(hs), *federation_media_servlets(hs)]
+    return [
+        version.FederationVersionServlet(hs),
+        keys.KeyServerServlet(hs),
+        user_keys.UserKeysServlet(hs),
+        transactions.TransactionServlet(hs),
+        events.FederationEventsServlet(hs),
+        query.FederationQueryServlet(hs),
+        *federation_media_servlets(hs),
+    ]
