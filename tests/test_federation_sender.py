@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import REGISTRY
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
@@ -23,6 +24,10 @@ from tests.utils import TestUser
 
 R1 = "r1.example"
 R2 = "r2.example"
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 class Call:
@@ -110,6 +115,7 @@ class SenderTestCase(RoomTestCase):
 
 class QueueTests(SenderTestCase):
     async def test_one_transaction_in_flight_batches_and_order(self) -> None:
+        sent_before = metric("mxserver_federation_transactions_total", destination=R1, outcome="sent")
         alice = await self.register("alice")
         room = await self.room_with(alice, R1)
         await self.say(alice, room, "m0")
@@ -147,6 +153,8 @@ class QueueTests(SenderTestCase):
         self.assertEqual(edus, list(range(150)))
         sizes = [len(c.body["pdus"]) for c in self.transport.to(R1)]
         self.assertEqual(sizes, [1, 50, 50, 20])
+        self.assertEqual(metric("mxserver_federation_transactions_total", destination=R1, outcome="sent") - sent_before, 4)
+        self.assertEqual(metric("mxserver_federation_pending_pdus", destination=R1), 0)
         ids = [c.txn_id for c in self.transport.to(R1)]
         self.assertEqual(len(set(ids)), len(ids))
 
@@ -240,6 +248,7 @@ class FailureTests(SenderTestCase):
         await self.say(alice, room, "hello")
         await self.until(lambda: len(self.transport.to(R1)) == 1, "first attempt")
         first = self.transport.to(R1)[0]
+        failed_before = metric("mxserver_federation_transactions_total", destination=R1, outcome="failed")
         intervals: list[int] = []
         for attempt in range(6):
             call = self.transport.to(R1)[-1]
@@ -257,6 +266,9 @@ class FailureTests(SenderTestCase):
             self.clock.advance(0.5)
             want = attempt + 2
             await self.until(lambda: len(self.transport.to(R1)) == want, f"retry {want - 1}")  # noqa: B023
+        self.assertEqual(metric("mxserver_federation_transactions_total", destination=R1, outcome="failed") - failed_before, 6)
+        self.assertEqual(metric("mxserver_federation_backing_off", destination=R1), 1)
+        self.assertEqual(metric("mxserver_federation_retry_interval_seconds", destination=R1), intervals[-1] / 1000)
         lo, hi = 1 - sender_mod.RETRY_JITTER, 1 + sender_mod.RETRY_JITTER
         self.assertGreaterEqual(intervals[0], sender_mod.MIN_RETRY_INTERVAL_MS)
         self.assertLessEqual(intervals[0], sender_mod.MIN_RETRY_INTERVAL_MS * hi)
@@ -267,6 +279,7 @@ class FailureTests(SenderTestCase):
         self.answer(self.transport.to(R1)[-1])
         status = {d["destination"]: d for d in self.sender.destinations_status()}[R1]
         self.assertFalse(status["backing_off"])
+        self.assertEqual(metric("mxserver_federation_backing_off", destination=R1), 0)
         self.assertEqual(status["retry_interval_ms"], 0)
         self.assertIsNotNone(status["last_success_ts"])
 

@@ -290,7 +290,7 @@ class FederationSender(service.Service):
             e
             for e in events
             if user_server(e.sender) == self.server_name
-            and e.metadata.stream_ordering is not None
+            and (e.metadata.stream_ordering or 0) > 0  # backfilled history sits below 0: never new
             and not e.rejected
             and not e.metadata.soft_failed
             and not e.metadata.outlier
@@ -309,8 +309,14 @@ class FederationSender(service.Service):
             while self._incoming:
                 batch = self._incoming.pop(0)
                 routed: list[tuple[Event, set[str]]] = []
-                for event in batch:
-                    routed.append((event, await self._destinations_for(event)))
+                try:
+                    for event in batch:
+                        routed.append((event, await self._destinations_for(event)))
+                except Exception:
+                    # A failed membership read: the stored positions of these events' rooms are
+                    # not written, so their servers only see them once a later event is sent.
+                    log.failure("working out the destinations of {n} events failed", n=len(batch))
+                    continue
                 self._queue_pdus(routed)
         finally:
             self._routing = False
