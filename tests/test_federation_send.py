@@ -101,6 +101,9 @@ class SendTests(InboundTestCase):
         assert row is not None
         self.assertIsNone(row[0])
         self.assertIsNotNone(row[1])
+        # a rejected event is not handed on to other servers
+        code, err = await self.fed("GET", f"/_matrix/federation/v1/event/{q(msg.event_id)}")
+        self.assertEqual((code, err["errcode"]), (404, "M_NOT_FOUND"))
 
     async def test_unknown_room(self) -> None:
         room_id = await self.joined_room()
@@ -269,6 +272,9 @@ class SendTests(InboundTestCase):
             # a user of the sending server who is not in the room: ignored
             {"edu_type": "m.typing", "content": {"room_id": room_id, "user_id": self.remote.user("eve"),
                                                   "typing": True}},
+            # presence of a user of the origin who shares no room with us: ignored
+            {"edu_type": "m.presence", "content": {"push": [{"user_id": self.remote.user("stranger"),
+                                                              "presence": "online"}]}},
             # a presence update for another server's user: ignored
             {"edu_type": "m.presence", "content": {"push": [{"user_id": other.user("x"), "presence": "online"}]}},
             {"edu_type": "m.receipt", "content": {room_id: {"m.read": {bob: {"event_ids": [msg.event_id],
@@ -285,6 +291,7 @@ class SendTests(InboundTestCase):
         self.assertEqual(receipts[room_id]["content"][msg.event_id]["m.read"][bob]["ts"], 1234)
         self.assertEqual(self.hs.presence.get_state(bob)["presence"], "online")
         self.assertNotEqual(self.hs.presence.get_state(other.user("x")).get("presence"), "online")
+        self.assertNotEqual(self.hs.presence.get_state(self.remote.user("stranger")).get("presence"), "online")
         # typing stops
         stop = {"edu_type": "m.typing", "content": {"room_id": room_id, "user_id": bob, "typing": False}}
         await self.send_txn("t2", [], [stop])
@@ -341,3 +348,29 @@ class SendTests(InboundTestCase):
         receipts = await self.hs.receipts.receipts_for_rooms(
             self.alice.user_id, [room_id], None, self.hs.receipts.current_position)
         self.assertEqual(receipts, {})
+
+    async def test_rooms_processed_concurrently(self) -> None:
+        slow_room = await self.joined_room()
+        fast_room = await self.joined_room()
+        hanging: list[Any] = []
+
+        def hang(request: Any) -> Any:
+            hanging.append(request)
+            return server.NOT_DONE_YET
+
+        routes = self.remote.scripted.routes
+        routes[f"/_matrix/federation/v1/get_missing_events/{q(slow_room)}".encode()] = hang
+        routes[f"/_matrix/federation/v1/state_ids/{q(slow_room)}".encode()] = (404, {"errcode": "M_NOT_FOUND", "error": "x"})
+        self.hs.federation_receiver.gaps.timeout = 2.0
+        gap = await self.remote_event(slow_room, "m.room.message", {"msgtype": "m.text", "body": "gap"},
+                                      prev=["$unknown"], depth=50)
+        fast = await self.remote_event(fast_room, "m.room.message", {"msgtype": "m.text", "body": "fast"})
+        d = defer.ensureDeferred(self.send_txn("t1", [pdu(gap), pdu(fast)]))
+        while not hanging:
+            await task.deferLater(reactor, 0.05)
+        # the other room's event is in while the first room waits for its gap
+        self.assertIsNotNone(await self.row(fast.event_id))
+        self.assertFalse(d.called)
+        code, body = await d
+        self.assertEqual(body["pdus"][fast.event_id], {})
+        self.assertIn("error", body["pdus"][gap.event_id])

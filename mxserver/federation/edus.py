@@ -146,6 +146,10 @@ class InboundEdus:
                 continue
             if status_msg is not None and not isinstance(status_msg, str):
                 status_msg = None
+            # Only users someone here could see (sharing a room with us): the origin cannot fill
+            # our memory with presence nobody asked for (§Presence: send only what is of interest).
+            if not await self.hs.room_members.rooms_for_user(user_id):
+                continue
             await self.hs.presence_handler.set_remote_presence(user_id, presence, status_msg)
 
     async def on_direct_to_device(self, origin: str, content: dict[str, Any]) -> None:

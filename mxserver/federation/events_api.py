@@ -49,7 +49,7 @@ class FederationEventsHandler:
 
     async def _event_in_room(self, room: RoomRecord, event_id: str, *, need_state: bool = False) -> Event:
         ev = await self.store.get_event(event_id)
-        if ev is None or ev.room_id != room.room_id:
+        if ev is None or ev.room_id != room.room_id or ev.rejected:
             raise not_found(f"Could not find event {event_id}")
         if need_state and (ev.metadata.outlier or ev.metadata.state_before is None and ev.type != "m.room.create"):
             raise not_found(f"The state at {event_id} is not known here")
@@ -60,7 +60,8 @@ class FederationEventsHandler:
     async def get_event(self, origin: str, event_id: str) -> dict[str, Any]:
         """GET /event/{eventId}: a transaction holding the one PDU."""
         ev = await self.store.get_event(event_id)
-        if ev is None:
+        if ev is None or ev.rejected:
+            # A rejected event is not part of the room: we do not hand it on.
             raise not_found(f"Could not find event {event_id}")
         room_id = ev.room_id
         if not await acl_allows(self.hs, room_id, origin):
@@ -122,7 +123,7 @@ class FederationEventsHandler:
             events = await self.store.get_events([e for e in frontier if e not in seen])
             seen.update(frontier)
             batch = sorted(
-                (ev for ev in events.values() if ev.room_id == room.room_id and not ev.metadata.outlier),
+                (ev for ev in events.values() if ev.room_id == room.room_id and not ev.metadata.outlier and not ev.rejected),
                 key=lambda e: (-e.depth, e.event_id),
             )
             nxt: list[str] = []
@@ -154,7 +155,7 @@ class FederationEventsHandler:
             nxt: list[str] = []
             for event_id in frontier:
                 ev = events.get(event_id)
-                if ev is None or ev.room_id != room.room_id or ev.depth < min_depth:
+                if ev is None or ev.room_id != room.room_id or ev.depth < min_depth or ev.rejected:
                     continue
                 if len(found) >= limit:
                     break
