@@ -62,7 +62,7 @@ from mxserver.events.model import Event
 from mxserver.federation.client import FederationError
 from mxserver.federation.destinations import _room_servers, user_server
 from mxserver.federation.outbound_edus import OutboundEdus, merge_presence
-from mxserver.storage.federation_sender import DestinationRow, FederationSenderStore, QueuedRoom
+from mxserver.storage.federation_sender import DestinationRow, FederationSenderStore, OrderedWrites, QueuedRoom
 
 log = Logger()
 
@@ -162,11 +162,8 @@ class FederationSender(service.Service):
         self._incoming: list[list[Event]] = []
         self._routing = False
         # store writes run one at a time, in order (catch-up positions must not overtake each other)
-        self._writes: list[Any] = []
-        self._writing = False
-        self._write_seq = 0
-        self._written_seq = 0
-        self._write_waiters: list[tuple[int, Deferred[None]]] = []
+        self._writer = OrderedWrites()
+        self._pending_rows: dict[tuple[str, str], QueuedRoom] = {}
         self._room_servers = _room_servers(hs)
         #: the hooks the ephemeral handlers call (typing, receipts, presence, to-device)
         self.edus = OutboundEdus(hs, self)
@@ -353,7 +350,11 @@ class FederationSender(service.Service):
                     dest.pdus.append(event)
                 PENDING_PDUS.labels(server).set(len(dest.pdus))
         if rows:
-            self._write(lambda: self.store.record_queued(list(rows.values())))
+            # Coalesced: rows queued while an earlier batch's are still waiting go in the same write.
+            first = not self._pending_rows
+            self._pending_rows.update(rows)
+            if first:
+                self._write(self._write_rows)
         for server in {s for _, servers in routed for s in servers}:
             self._kick(self._dests[server])
 
@@ -569,39 +570,16 @@ class FederationSender(service.Service):
         path = f"/_matrix/federation/v1/send/{quote(txn_id, safe='')}"
         return await self.hs.federation_client.put_json(destination, path, body, timeout=TXN_TIMEOUT_S)
 
-    # -- ordered store writes ---------------------------------------------------------------------
+    # -- store writes -------------------------------------------------------------------------------
+
+    async def _write_rows(self) -> None:
+        rows, self._pending_rows = self._pending_rows, {}
+        if rows:
+            await self.store.record_queued(list(rows.values()))
 
     def _write(self, fn: Any) -> None:
-        self._write_seq += 1
-        self._writes.append(fn)
-        if not self._writing:
-            self._writing = True
-            ensureDeferred(self._drain_writes())
-
-    async def _drain_writes(self) -> None:
-        try:
-            while self._writes:
-                fn = self._writes.pop(0)
-                try:
-                    await fn()
-                except Exception:
-                    log.failure("federation sender: a store write failed")
-                self._written_seq += 1
-                self._wake_write_waiters()
-        finally:
-            self._writing = False
-
-    def _wake_write_waiters(self) -> None:
-        ready = [w for w in self._write_waiters if w[0] <= self._written_seq]
-        if ready:
-            self._write_waiters = [w for w in self._write_waiters if w[0] > self._written_seq]
-            for _, d in ready:
-                d.callback(None)
+        self._writer.write(fn)
 
     def flush_writes(self) -> Deferred[None]:
         """Fires once every store write queued so far has finished (later ones are not waited for)."""
-        if self._written_seq >= self._write_seq:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._write_waiters.append((self._write_seq, d))
-        return d
+        return self._writer.flush()

@@ -8,12 +8,16 @@ restart neither hammers a dead server nor forgets that a server missed events.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.logger import Logger
 
 from mxserver.storage.database import Database, Txn
+
+log = Logger()
 
 
 @attrs.define
@@ -121,3 +125,51 @@ class FederationSenderStore:
             )
 
         return self.db.run_interaction("federation_set_success", txn)
+
+
+class OrderedWrites:
+    """Runs writes one at a time, in the order given.
+
+    The sender's catch-up positions must land in order (a destination's
+    delivered position must not overtake the rooms queued before it), and on
+    Postgres two interactions may otherwise commit in either order.
+    """
+
+    def __init__(self) -> None:
+        self._queue: list[Callable[[], Awaitable[Any]]] = []
+        self._running = False
+        self._queued = 0
+        self._done = 0
+        self._waiters: list[tuple[int, Deferred[None]]] = []
+
+    def write(self, fn: Callable[[], Awaitable[Any]]) -> None:
+        self._queued += 1
+        self._queue.append(fn)
+        if not self._running:
+            self._running = True
+            ensureDeferred(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                fn = self._queue.pop(0)
+                try:
+                    await fn()
+                except Exception:
+                    log.failure("federation sender: a store write failed")
+                self._done += 1
+                ready = [w for w in self._waiters if w[0] <= self._done]
+                if ready:
+                    self._waiters = [w for w in self._waiters if w[0] > self._done]
+                    for _, d in ready:
+                        d.callback(None)
+        finally:
+            self._running = False
+
+    def flush(self) -> Deferred[None]:
+        """Fires once every write queued so far has finished (later ones are not waited for)."""
+        if self._done >= self._queued:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiters.append((self._queued, d))
+        return d
