@@ -291,8 +291,19 @@ class DeviceListHandler:
         await self.store.record_remote_change(user_id)
         self.hs.notifier.notify(user_ids=await self._interested_local_users(user_id))
 
-    async def on_device_list_update(self, origin: str, content: JsonDict) -> None:
-        """An inbound m.device_list_update EDU."""
+    def on_device_list_update(self, origin: str, content: JsonDict) -> None:
+        """An inbound m.device_list_update EDU: handled in the background, in order per user.
+
+        Not inline: a resync is a request back to the origin, which should not hold up
+        the answer to its transaction.
+        """
+        self._background(self._device_list_update(origin, content))
+
+    def on_signing_key_update(self, origin: str, content: JsonDict) -> None:
+        """An inbound m.signing_key_update EDU (in the background, like device list updates)."""
+        self._background(self._signing_key_update(origin, content))
+
+    async def _device_list_update(self, origin: str, content: JsonDict) -> None:
         user_id = content.get("user_id") if isinstance(content, dict) else None
         device_id = content.get("device_id") if isinstance(content, dict) else None
         stream_id = content.get("stream_id") if isinstance(content, dict) else None
@@ -333,8 +344,7 @@ class DeviceListHandler:
             if await self._shares_room_locally(user_id):
                 await self._remote_changed(user_id)
 
-    async def on_signing_key_update(self, origin: str, content: JsonDict) -> None:
-        """An inbound m.signing_key_update EDU."""
+    async def _signing_key_update(self, origin: str, content: JsonDict) -> None:
         user_id = content.get("user_id") if isinstance(content, dict) else None
         if not isinstance(user_id, str) or _server(user_id) != origin:
             return

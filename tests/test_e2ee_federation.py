@@ -1,0 +1,296 @@
+"""E2EE over federation between two real servers: remote key queries and claims, device lists kept
+current by m.device_list_update / m.signing_key_update EDUs, gaps resynced with /user/devices,
+deleted devices, and the federation endpoints' own checks."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+from twisted.internet import reactor, task
+
+from mxserver.federation.client import FederationError
+from tests.test_account import password_auth
+from tests.test_keys import FakeDevice
+from tests.test_keys_cross_signing import CrossSigningKeys
+from tests.two_servers import CLIENT, TestServer, TwoServerTestCase
+from tests.utils import TestUser
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
+    """Poll ``check()`` until it answers something truthy; that answer."""
+    deadline = reactor.seconds() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if reactor.seconds() > deadline:
+            raise AssertionError("timed out waiting")
+        await task.deferLater(reactor, 0.05, lambda: None)
+
+
+class E2eeFederationTests(TwoServerTestCase):
+    async def _set_up(self) -> None:
+        await super()._set_up()
+        self.alice = FakeDevice(await self.a.register("alice", device_id="ALICE1"))
+        self.bob = FakeDevice(await self.b.register("bob", device_id="BOB1"))
+        for server, device in ((self.a, self.alice), (self.b, self.bob)):
+            await self.upload(server, device, device_keys=device.device_keys())
+        self.room_id = await self.b.create_room(self.bob.user, {"preset": "public_chat"})
+        code, body = await self.a.post(
+            f"{CLIENT}/join/{quote(self.room_id)}?server_name={self.b.server_name}", {}, self.alice.user
+        )
+        self.assertEqual(code, 200, body)
+        # Both servers know both members before anything else happens.
+        await eventually(lambda: self._joined(self.b, self.bob.user, self.alice.user_id))
+
+    async def _joined(self, server: TestServer, user: TestUser, member: str) -> bool:
+        code, body = await server.get(f"{CLIENT}/rooms/{quote(self.room_id)}/joined_members", user)
+        return code == 200 and member in body["joined"]
+
+    async def upload(self, server: TestServer, device: FakeDevice, **body: Any) -> dict[str, Any]:
+        code, resp = await server.post(f"{CLIENT}/keys/upload", body, device.user)
+        self.assertEqual(code, 200, resp)
+        return resp
+
+    async def query(self, server: TestServer, device: FakeDevice, user_id: str) -> dict[str, Any]:
+        code, body = await server.post(f"{CLIENT}/keys/query", {"device_keys": {user_id: []}}, device.user)
+        self.assertEqual(code, 200, body)
+        return body
+
+    async def claim(self, server: TestServer, device: FakeDevice, query: dict[str, Any]) -> dict[str, Any]:
+        code, body = await server.post(f"{CLIENT}/keys/claim", {"one_time_keys": query}, device.user)
+        self.assertEqual(code, 200, body)
+        return body
+
+    async def new_bob_device(self, device_id: str) -> FakeDevice:
+        code, body = await self.b.post(
+            f"{CLIENT}/login",
+            {
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": "bob"},
+                "password": self.bob.user.password,
+                "device_id": device_id,
+            },
+        )
+        self.assertEqual(code, 200, body)
+        device = FakeDevice(TestUser(body["user_id"], body["access_token"], body["device_id"], self.bob.user.password))
+        await self.upload(self.b, device, device_keys=device.device_keys())
+        return device
+
+    async def bob_devices_on_a(self) -> set[str]:
+        return set((await self.query(self.a, self.alice, self.bob.user_id))["device_keys"].get(self.bob.user_id, {}))
+
+    def count_resyncs(self) -> list[str]:
+        calls: list[str] = []
+        handler = self.a.hs.device_lists
+        original = handler.resync
+
+        async def counting(user_id: str) -> bool:
+            calls.append(user_id)
+            return await original(user_id)
+
+        handler.resync = counting
+        return calls
+
+    # -- tests ----------------------------------------------------------------------------------
+
+    async def test_query_and_claim_remote_keys(self) -> None:
+        body = await self.query(self.a, self.alice, self.bob.user_id)
+        self.assertEqual(body["failures"], {})
+        got = body["device_keys"][self.bob.user_id]["BOB1"]
+        self.assertEqual({k: v for k, v in got.items() if k != "unsigned"}, self.bob.device_keys())
+        # The answer is cached (Alice shares a room with Bob): tracked, with no stream position yet.
+        self.assertIn(self.bob.user_id, await self.a.hs.device_lists.store.tracked([self.bob.user_id]))
+
+        otks = self.bob.one_time_keys(2)
+        fallback = self.bob.fallback_keys()
+        await self.upload(self.b, self.bob, one_time_keys=otks, fallback_keys=fallback)
+        want = {self.bob.user_id: {"BOB1": "signed_curve25519"}}
+        claimed = [
+            (await self.claim(self.a, self.alice, want))["one_time_keys"][self.bob.user_id]["BOB1"] for _ in range(4)
+        ]
+        self.assertEqual({**claimed[0], **claimed[1]}, otks)
+        self.assertNotEqual(claimed[0], claimed[1])
+        self.assertEqual(claimed[2], fallback)
+        self.assertEqual(claimed[3], fallback)
+
+    async def test_unreachable_server_is_a_failure(self) -> None:
+        dead = "127.0.0.1:1"
+        body = await self.query(self.a, self.alice, f"@x:{dead}")
+        self.assertIn(dead, body["failures"])
+        code, body = await self.a.post(
+            f"{CLIENT}/keys/claim",
+            {"one_time_keys": {f"@x:{dead}": {"D": "signed_curve25519"}}, "timeout": 2000},
+            self.alice.user,
+        )
+        self.assertEqual(code, 200, body)
+        self.assertIn(dead, body["failures"])
+        self.assertEqual(body["one_time_keys"], {})
+
+    async def test_new_device_reaches_the_other_server(self) -> None:
+        await self.query(self.a, self.alice, self.bob.user_id)  # starts the cache
+        since = (await self.a.sync(self.alice.user))["next_batch"]
+        resyncs = self.count_resyncs()
+        await self.new_bob_device("BOB2")
+        # The cache had no stream position (it came from /user/keys/query): one resync.
+        await eventually(lambda: self._has_devices({"BOB1", "BOB2"}))
+        self.assertEqual(resyncs, [self.bob.user_id])
+        tracked = await self.a.hs.device_lists.store.tracked([self.bob.user_id])
+        self.assertIsNotNone(tracked[self.bob.user_id])
+        sync = await self.a.sync(self.alice.user, since)
+        self.assertIn(self.bob.user_id, sync["device_lists"]["changed"])
+        # The next change follows on from the last one: applied without a resync.
+        await self.new_bob_device("BOB3")
+        await eventually(lambda: self._has_devices({"BOB1", "BOB2", "BOB3"}))
+        self.assertEqual(resyncs, [self.bob.user_id])
+
+    async def _has_devices(self, wanted: set[str]) -> bool:
+        await self.a.hs.device_lists.settle()
+        stored = await self.a.hs.device_lists.key_store.get_device_keys([(self.bob.user_id, None)])
+        return set(stored.get(self.bob.user_id, {})) == wanted and await self.bob_devices_on_a() == wanted
+
+    async def test_gap_is_resynced(self) -> None:
+        await self.query(self.a, self.alice, self.bob.user_id)
+        await self.new_bob_device("BOB2")
+        await eventually(lambda: self._has_devices({"BOB1", "BOB2"}))
+        resyncs = self.count_resyncs()
+        # One update is lost on the way...
+        sender = self.b.hs.federation_sender
+        original = sender.send_edu
+        dropped: list[dict[str, Any]] = []
+
+        def lossy(destination: str, edu_type: str, content: dict[str, Any], key: Any = None) -> None:
+            if edu_type == "m.device_list_update" and not dropped:
+                dropped.append(content)
+                return
+            original(destination, edu_type, content, key)
+
+        sender.send_edu = lossy
+        await self.new_bob_device("BOB3")
+        self.assertEqual([c["device_id"] for c in dropped], ["BOB3"])
+        # ...so the next one refers to a prev_id server A never saw: it fetches the whole list.
+        await self.new_bob_device("BOB4")
+        await eventually(lambda: self._has_devices({"BOB1", "BOB2", "BOB3", "BOB4"}))
+        self.assertEqual(resyncs, [self.bob.user_id])
+
+    async def test_deleted_device_propagates(self) -> None:
+        await self.query(self.a, self.alice, self.bob.user_id)
+        bob2 = await self.new_bob_device("BOB2")
+        await eventually(lambda: self._has_devices({"BOB1", "BOB2"}))
+        path = f"{CLIENT}/devices/BOB2"
+        code, resp = await self.b.request("DELETE", path, {}, token=bob2.user)
+        code, resp = await self.b.request(
+            "DELETE", path, {"auth": password_auth(self.bob.user, resp["session"])}, token=self.bob.user
+        )
+        self.assertEqual(code, 200, resp)
+        await eventually(lambda: self._has_devices({"BOB1"}))
+
+    async def test_cross_signing_keys_over_federation(self) -> None:
+        await self.query(self.a, self.alice, self.bob.user_id)
+        keys = CrossSigningKeys(self.bob.user_id)
+        code, body = await self.b.post(f"{CLIENT}/keys/device_signing/upload", keys.upload_body(), self.bob.user)
+        self.assertEqual(code, 200, body)
+
+        async def seen() -> bool:
+            await self.a.hs.device_lists.settle()
+            body = await self.query(self.a, self.alice, self.bob.user_id)
+            return (
+                body["master_keys"].get(self.bob.user_id) == keys.master_key()
+                and body["self_signing_keys"].get(self.bob.user_id) == keys.self_signing_key()
+            )
+
+        await eventually(seen)
+        body = await self.query(self.a, self.alice, self.bob.user_id)
+        self.assertNotIn(self.bob.user_id, body.get("user_signing_keys", {}))
+        # Alice signs Bob's master key with her user-signing key: only she sees that signature.
+        a_keys = CrossSigningKeys(self.alice.user_id)
+        code, _ = await self.a.post(f"{CLIENT}/keys/device_signing/upload", a_keys.upload_body(), self.alice.user)
+        self.assertEqual(code, 200)
+        from tests.test_keys import public, sign
+
+        signed = sign(keys.master_key(), self.alice.user_id, a_keys.key_id(a_keys.user_signing), a_keys.user_signing)
+        code, resp = await self.a.post(
+            f"{CLIENT}/keys/signatures/upload", {self.bob.user_id: {public(keys.master): signed}}, self.alice.user
+        )
+        self.assertEqual((code, resp), (200, {"failures": {}}))
+        master = (await self.query(self.a, self.alice, self.bob.user_id))["master_keys"][self.bob.user_id]
+        self.assertIn(a_keys.key_id(a_keys.user_signing), master["signatures"][self.alice.user_id])
+        # Server B's own /user/keys/query answer never has user-signing keys.
+        answer = await self.a.hs.federation_client.post_json(
+            self.b.server_name, "/_matrix/federation/v1/user/keys/query", {"device_keys": {self.bob.user_id: []}}
+        )
+        self.assertNotIn("user_signing_keys", answer)
+        self.assertEqual(answer["master_keys"][self.bob.user_id], keys.master_key())
+
+    async def test_user_devices_endpoint(self) -> None:
+        client = self.a.hs.federation_client
+        path = "/_matrix/federation/v1/user/devices/" + quote(self.bob.user_id, safe="")
+        body = await client.get_json(self.b.server_name, path)
+        self.assertEqual(body["user_id"], self.bob.user_id)
+        self.assertIsInstance(body["stream_id"], int)
+        self.assertEqual([d["device_id"] for d in body["devices"]], ["BOB1"])
+        self.assertEqual(body["devices"][0]["keys"], self.bob.device_keys())
+        # Only users of that server; only authenticated requests.
+        other = "/_matrix/federation/v1/user/devices/" + quote(self.alice.user_id, safe="")
+        with self.assertRaises(FederationError) as e:
+            await client.get_json(self.b.server_name, other)
+        self.assertEqual((e.exception.code, e.exception.errcode), (400, "M_INVALID_PARAM"))
+        with self.assertRaises(FederationError) as e:
+            await client.get_json(self.b.server_name, path, authenticate=False)
+        self.assertEqual(e.exception.code, 401)
+        with self.assertRaises(FederationError) as e:
+            await client.post_json(
+                self.b.server_name,
+                "/_matrix/federation/v1/user/keys/claim",
+                {"one_time_keys": {self.alice.user_id: {}}},
+            )
+        self.assertEqual(e.exception.code, 400)
+
+    async def test_encrypted_to_device_passes_through(self) -> None:
+        payload = {
+            "algorithm": "m.olm.v1.curve25519-aes-sha2",
+            "sender_key": self.alice.curve,
+            "ciphertext": {self.bob.curve: {"type": 0, "body": "opaque+base64/ciphertext=="}},
+        }
+        since = (await self.b.sync(self.bob.user))["next_batch"]
+        code, body = await self.a.put(
+            f"{CLIENT}/sendToDevice/m.room.encrypted/t1",
+            {"messages": {self.bob.user_id: {"BOB1": payload}}},
+            self.alice.user,
+        )
+        self.assertEqual(code, 200, body)
+
+        async def delivered() -> Any:
+            events = (await self.b.sync(self.bob.user, since))["to_device"]["events"]
+            return events
+
+        events = await eventually(delivered)
+        self.assertEqual(events, [{"type": "m.room.encrypted", "sender": self.alice.user_id, "content": payload}])
+
+    async def test_updates_survive_the_peer_being_down(self) -> None:
+        await self.query(self.a, self.alice, self.bob.user_id)
+        await self.new_bob_device("BOB2")
+        await eventually(lambda: self._has_devices({"BOB1", "BOB2"}))
+        # Server A goes away (its federation listener closes)...
+        hs = self.a.hs
+        fed_port = next(p for p in hs._listening if p.getHost().port == self.a.federation_port)
+        await fed_port.stopListening()
+        hs._listening.remove(fed_port)
+        await self.b.hs.federation_client.pool.closeCachedConnections()  # no kept-alive way in either
+        await self.new_bob_device("BOB3")
+        sender = self.b.hs.federation_sender
+
+        async def backing_off() -> bool:
+            status = {d["destination"]: d for d in sender.destinations_status()}
+            entry = status.get(self.a.server_name)
+            return entry is not None and entry["backing_off"]
+
+        await eventually(backing_off)
+        self.assertEqual(await self.bob_devices_on_a(), {"BOB1", "BOB2"})
+        # ...and comes back: the queued update arrives.
+        listener = next(li for li in hs.config.listeners if li.port == self.a.federation_port)
+        hs._listening.append(await hs._listen(listener))
+        sender.destination_is_up(self.a.server_name)
+        await eventually(lambda: self._has_devices({"BOB1", "BOB2", "BOB3"}))
