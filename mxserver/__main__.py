@@ -3,6 +3,7 @@
 - ``generate-config [FILE]``: write the commented sample config (stdout by default).
 - ``register-user --config FILE USER [--password P] [--admin]``: create an account in the server's database.
 - ``check-config --config FILE``: load and validate a config.
+- ``purge-remote-media --config FILE --days N``: drop cached remote media not accessed for N days.
 """
 
 from __future__ import annotations
@@ -74,6 +75,39 @@ def cmd_register_user(args: argparse.Namespace) -> None:
     task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
 
 
+def cmd_purge_remote_media(args: argparse.Namespace) -> None:
+    from twisted.internet import defer, task
+
+    from mxserver.homeserver import Homeserver, preflight
+
+    if args.days < 0:
+        sys.exit("mxserver: --days must not be negative")
+    config = _load(args.config)
+    config.listeners = []
+    try:
+        preflight(config)
+    except Exception as e:
+        sys.exit(f"mxserver: cannot open the server's database: {e}")
+
+    async def run(reactor: Any) -> None:
+        hs = Homeserver(config, reactor)
+        hs.startService()
+        try:
+            await hs.when_ready()
+            before_ts = int(reactor.seconds() * 1000) - args.days * 86_400_000
+
+            def progress(done: int, total: int, freed: int) -> None:
+                if done == total or done % 100 == 0:
+                    print(f"purged {done}/{total} remote files ({freed} bytes)", flush=True)
+
+            files, freed = await hs.media_repository.remote.purge_older_than(before_ts, progress)
+            print(f"done: {files} remote files not used for {args.days} days removed, {freed} bytes freed")
+        finally:
+            await hs.stopService()
+
+    task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mxserver", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,6 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--password", "-p", help="password (prompted for if omitted)")
     p.add_argument("--admin", action="store_true", help="make the user a server admin")
     p.set_defaults(func=cmd_register_user)
+
+    p = sub.add_parser("purge-remote-media", help="delete cached remote media not used for some days")
+    p.add_argument("--config", "-c", help="the server's config (default: the embedded defaults)")
+    p.add_argument("--days", "-d", type=int, required=True, help="remove what was not accessed for this many days")
+    p.set_defaults(func=cmd_purge_remote_media)
 
     args = parser.parse_args(argv)
     args.func(args)
