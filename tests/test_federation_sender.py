@@ -209,6 +209,19 @@ class QueueTests(SenderTestCase):
         await self.until(lambda: any("after" in c.pdu_ids for c in self.transport.to(R1)), "message at R1")
         self.assertFalse(any("after" in c.pdu_ids for c in self.transport.to(R2)))
 
+    async def test_send_pdu_forwards_another_servers_event(self) -> None:
+        alice = await self.register("alice")
+        self.transport.auto.update({R1, R2})
+        room = await self.room_with(alice, R1)
+        uid = f"@joiner:{R2}"
+        # as after send_join: R2's join, persisted here, goes to the other servers but not back to R2
+        join = await self.hs.room_server.send(room, EventSpec("m.room.member", {"membership": "join"}, uid, uid))
+        await settle(2)
+        self.assertFalse(any(p.get("state_key") == uid for c in self.transport.calls for p in c.body["pdus"]))
+        self.sender.send_pdu(join, exclude=[R2])
+        await self.until(lambda: any(p["state_key"] == uid for c in self.transport.to(R1) for p in c.body["pdus"]), "join at R1")
+        self.assertEqual(self.transport.to(R2), [])
+
     async def test_healthy_destination_not_delayed_by_dead_one(self) -> None:
         alice = await self.register("alice")
         self.transport.auto.add(R2)

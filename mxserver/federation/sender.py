@@ -159,7 +159,7 @@ class FederationSender(service.Service):
         self._edu_seq = 0
         self._started = False
         # local events waiting for their destinations to be worked out, in stream order
-        self._incoming: list[list[Event]] = []
+        self._incoming: list[tuple[list[Event], frozenset[str]]] = []
         self._routing = False
         # store writes run one at a time, in order (catch-up positions must not overtake each other)
         self._writer = OrderedWrites()
@@ -294,7 +294,18 @@ class FederationSender(service.Service):
         ]
         if not ours:
             return
-        self._incoming.append(ours)
+        self._enqueue_routing(ours, frozenset())
+
+    def send_pdu(self, event: Event, exclude: Iterable[str] = ()) -> None:
+        """Send another server's event to the room's other servers, as a resident server must
+        after ``send_join``, ``send_leave`` and ``send_knock`` (server-server-api §Joining Rooms,
+        §Leaving Rooms). ``exclude``: servers that have it already (its origin)."""
+        if not self.enabled or (event.metadata.stream_ordering or 0) <= 0 or event.rejected:
+            return
+        self._enqueue_routing([event], frozenset(exclude))
+
+    def _enqueue_routing(self, events: list[Event], exclude: frozenset[str]) -> None:
+        self._incoming.append((events, exclude))
         if not self._routing:
             d = ensureDeferred(self._route())
             d.addErrback(lambda f: log.failure("routing events to destinations failed", f))
@@ -304,11 +315,11 @@ class FederationSender(service.Service):
         self._routing = True
         try:
             while self._incoming:
-                batch = self._incoming.pop(0)
+                batch, exclude = self._incoming.pop(0)
                 routed: list[tuple[Event, set[str]]] = []
                 try:
                     for event in batch:
-                        routed.append((event, await self._destinations_for(event)))
+                        routed.append((event, await self._destinations_for(event) - exclude))
                 except Exception:
                     # A failed membership read: the stored positions of these events' rooms are
                     # not written, so their servers only see them once a later event is sent.
