@@ -134,19 +134,6 @@ class UrlPreviewConfig:
 
 
 @attrs.define
-class UrlPreviewConfig:
-    enabled: bool = attrs.field(
-        default=False, metadata=_help("serve /preview_url (fetches go through federation.ip_range_blacklist)")
-    )
-    max_page_size: int = attrs.field(
-        default=10 * 1024**2, metadata=_help("largest page or image fetched for a preview", parse=parse_size, sample="10M")
-    )
-    timeout_ms: int = attrs.field(
-        default=10_000, metadata=_help("deadline of one preview fetch", parse=parse_duration_ms, sample="10s")
-    )
-
-
-@attrs.define
 class MediaConfig:
     store_path: str | None = attrs.field(default=None, metadata=_help("media files (default: data_dir/media)", path=True))
     max_upload_size: int = attrs.field(
