@@ -374,3 +374,43 @@ class SendTests(InboundTestCase):
         code, body = await d
         self.assertEqual(body["pdus"][fast.event_id], {})
         self.assertIn("error", body["pdus"][gap.event_id])
+
+    async def test_state_from_remote_is_checked(self) -> None:
+        room_id = await self.joined_room()
+        state = await self.hs.room_server.current_state_ids(room_id)
+        # a topic set by someone who is not in the room: rejected against its own auth events
+        bad_topic = await self.remote_event(room_id, "m.room.topic", {"topic": "hijacked"}, state_key="",
+                                            sender=self.remote.user("eve"))
+        x = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "x"})
+        y = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "y"},
+                                    prev=[x.event_id], depth=x.depth + 1)
+        routes = self.remote.scripted.routes
+        routes[f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()] = (200, {"events": []})
+        routes[f"/_matrix/federation/v1/state_ids/{q(room_id)}".encode()] = (
+            200, {"pdu_ids": sorted([*state.values(), bad_topic.event_id]), "auth_chain_ids": []})
+        for ev in (x, bad_topic):
+            routes[f"/_matrix/federation/v1/event/{q(ev.event_id)}".encode()] = (
+                200, {"origin": self.remote.name, "origin_server_ts": 1, "pdus": [pdu(ev)]})
+        code, body = await self.send_txn("t1", [pdu(y)])
+        self.assertEqual(body, {"pdus": {y.event_id: {}}})
+        row = await self.row(bad_topic.event_id)
+        assert row is not None
+        self.assertTrue(row[3])  # an outlier
+        self.assertIsNotNone(row[1])  # rejected
+        before = await self.hs.room_server.state_at_event(y.event_id, after=False)
+        self.assertNotIn(("m.room.topic", ""), before)
+
+        # a state event with a forged signature: the gap cannot be filled, the event is refused
+        z = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "z"},
+                                    prev=["$elsewhere"], depth=60)
+        forged = pdu(await self.remote_event(room_id, "m.room.name", {"name": "n"}, state_key=""))
+        forged["signatures"] = {self.remote.name: {"ed25519:r1": "A" * 86}}
+        forged_id = "$" + "f" * 43
+        routes[f"/_matrix/federation/v1/state_ids/{q(room_id)}".encode()] = (
+            200, {"pdu_ids": [forged_id], "auth_chain_ids": []})
+        routes[f"/_matrix/federation/v1/event/{q(forged_id)}".encode()] = (
+            200, {"origin": self.remote.name, "origin_server_ts": 1, "pdus": [forged]})
+        routes[f"/_matrix/federation/v1/event/{q('$elsewhere')}".encode()] = (404, {"errcode": "M_NOT_FOUND", "error": "x"})
+        code, body = await self.send_txn("t2", [pdu(z)])
+        self.assertIn("error", body["pdus"][z.event_id])
+        self.assertIsNone(await self.row(z.event_id))

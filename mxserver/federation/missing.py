@@ -177,6 +177,8 @@ class GapFiller:
             ev = events.get(event_id)
             if ev is None or not ev.is_state():
                 raise GapFillError(f"state event {event_id} at {prev_id} could not be fetched")
+            if ev.rejected:
+                continue  # failed the auth rules against its own auth events: not state
             state[ev.state_tuple()] = event_id
         # state_ids is the state *before* prev_id: the state after adds it, if it is state.
         if prev is not None and prev.is_state() and not prev.rejected:
