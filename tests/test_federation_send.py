@@ -11,6 +11,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
+from prometheus_client import REGISTRY
 from twisted.internet import defer, reactor, task
 from twisted.web import server
 
@@ -142,6 +143,7 @@ class SendTests(InboundTestCase):
                 "messages": {self.alice.user_id: {self.alice.device_id: {"n": 1}}},
             },
         }
+        replays = REGISTRY.get_sample_value("mxserver_federation_transactions_received_total", {"result": "replayed"}) or 0
         first = await self.send_txn("t1", [pdu(msg)], [edu])
         self.assertEqual(first, (200, {"pdus": {msg.event_id: {}}}))
         # the same txn ID with other contents: the first answer, and nothing is processed
@@ -150,6 +152,10 @@ class SendTests(InboundTestCase):
         edu2["content"]["message_id"] = "m2"
         again = await self.send_txn("t1", [pdu(other)], [edu2])
         self.assertEqual(again, first)
+        self.assertEqual(
+            REGISTRY.get_sample_value("mxserver_federation_transactions_received_total", {"result": "replayed"}),
+            replays + 1,
+        )
         self.assertIsNone(await self.row(other.event_id))
         messages, _ = await self.hs.to_device.get_to_device_for_sync(self.alice.user_id, self.alice.device_id, 0)
         self.assertEqual([m["content"] for m in messages], [{"n": 1}])

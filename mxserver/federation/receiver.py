@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from prometheus_client import Counter
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.logger import Logger
 
@@ -42,6 +43,19 @@ log = Logger()
 MAX_PDUS = 50
 MAX_EDUS = 100
 MAX_TXN_ID_BYTES = 255
+
+# No per-origin label: any server may send to us, so that would be unbounded.
+TRANSACTIONS_RECEIVED = Counter(
+    "mxserver_federation_transactions_received_total", "Inbound transactions, processed or replayed", ["result"]
+)
+PDUS_RECEIVED = Counter(
+    "mxserver_federation_pdus_received_total",
+    "Inbound PDUs by outcome (accepted, soft_failed, rejected, dropped, error)",
+    ["outcome"],
+)
+EDUS_RECEIVED = Counter("mxserver_federation_edus_received_total", "Inbound EDUs by type (handled or ignored)", ["edu_type", "handled"])
+_COUNTED_EDU_TYPES = frozenset({"m.typing", "m.receipt", "m.presence", "m.direct_to_device", "m.device_list_update",
+                                "m.signing_key_update"})
 
 
 class TransactionReceiver:
@@ -73,6 +87,9 @@ class TransactionReceiver:
             if answer is None:
                 answer = await self._process(origin, pdus, edus)
                 await self.txns.store_response(origin, txn_id, answer, self._now_ms())
+                TRANSACTIONS_RECEIVED.labels("processed").inc()
+            else:
+                TRANSACTIONS_RECEIVED.labels("replayed").inc()
         except BaseException as e:
             for waiter in self._inflight.pop(key):
                 waiter.errback(e)
@@ -91,7 +108,10 @@ class TransactionReceiver:
         )
         for edu in edus:
             if isinstance(edu, dict):
-                await self.hs.federation_edus.dispatch(origin, edu.get("edu_type"), edu.get("content"))
+                edu_type = edu.get("edu_type")
+                handled = await self.hs.federation_edus.dispatch(origin, edu_type, edu.get("content"))
+                label = edu_type if edu_type in _COUNTED_EDU_TYPES else "other"
+                EDUS_RECEIVED.labels(label, "yes" if handled else "no").inc()
         return {"pdus": results}
 
     async def _process_room(self, origin: str, room_id: Any, pdus: list[Any], results: dict[str, dict[str, Any]]) -> None:
@@ -103,6 +123,7 @@ class TransactionReceiver:
                 if isinstance(event_id, str):
                     results[event_id] = {"error": f"Unknown room {room_id}"}
                 log.info("dropping a PDU from {origin} for unknown room {room_id}", origin=origin, room_id=room_id)
+                PDUS_RECEIVED.labels("dropped").inc()
                 continue
             try:
                 event_id = compute_event_id(pdu, room.room_version)
@@ -110,32 +131,33 @@ class TransactionReceiver:
                 log.info("dropping a PDU from {origin} without an event ID", origin=origin)
                 continue
             try:
-                error = await self._process_pdu(origin, room, pdu)
+                error, outcome = await self._process_pdu(origin, room, pdu)
             except Exception as e:
                 log.failure("processing {event_id} from {origin} failed", event_id=event_id, origin=origin)
-                error = f"Could not process the event: {type(e).__name__}"
+                error, outcome = f"Could not process the event: {type(e).__name__}", "error"
+            PDUS_RECEIVED.labels(outcome).inc()
             results[event_id] = {} if error is None else {"error": error}
 
-    async def _process_pdu(self, origin: str, room: Any, pdu: dict[str, Any]) -> str | None:
-        """None if the event was accepted (or soft failed), else the error for the sender."""
+    async def _process_pdu(self, origin: str, room: Any, pdu: dict[str, Any]) -> tuple[str | None, str]:
+        """``(error for the sender or None, outcome)``; accepted and soft-failed events have no error."""
         if not await acl_allows(self.hs, room.room_id, origin):
-            return f"Server {origin} is denied by the room's server ACL"
+            return f"Server {origin} is denied by the room's server ACL", "dropped"
         try:
             event = await check_pdu(self.hs, pdu, room.room_version)
         except InvalidPdu as e:
-            return e.reason
+            return e.reason, "dropped"
         if event.room_id != room.room_id:
-            return "Event is not in the room it claims"
+            return "Event is not in the room it claims", "dropped"
         try:
             result = await self.gaps.receive(origin, room, event)
         except GapFillError as e:
             log.info("{event_id} from {origin}: {e}", event_id=event.event_id, origin=origin, e=str(e))
-            return f"Could not fetch the events or state it needs: {e}"
+            return f"Could not fetch the events or state it needs: {e}", "dropped"
         except (MissingEventsError, MissingStateError) as e:
-            return f"Could not fill the gap before the event: {e}"
+            return f"Could not fill the gap before the event: {e}", "dropped"
         if result.status is ReceiveStatus.REJECTED:
-            return f"Event rejected: {result.reason or 'failed the auth rules'}"
-        return None
+            return f"Event rejected: {result.reason or 'failed the auth rules'}", "rejected"
+        return None, result.status.value
 
 
 def _parse_transaction(origin: str, body: Any) -> tuple[list[Any], list[Any]]:
