@@ -420,3 +420,31 @@ class SendTests(InboundTestCase):
         code, body = await self.send_txn("t2", [pdu(z)])
         self.assertIn("error", body["pdus"][z.event_id])
         self.assertIsNone(await self.row(z.event_id))
+
+    async def test_many_missing_state_events_come_from_state(self) -> None:
+        room_id = await self.joined_room()
+        state = await self.hs.room_server.current_state_ids(room_id)
+        joins = []
+        for i in range(25):
+            user = self.remote.user(f"u{i}")
+            joins.append(await self.remote_event(room_id, "m.room.member", {"membership": "join"}, sender=user,
+                                                 state_key=user))
+        x = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "x"})
+        y = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "y"},
+                                    prev=[x.event_id], depth=x.depth + 1)
+        routes = self.remote.scripted.routes
+        routes[f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()] = (200, {"events": []})
+        ids = sorted([*state.values(), *(j.event_id for j in joins)])
+        routes[f"/_matrix/federation/v1/state_ids/{q(room_id)}".encode()] = (200, {"pdu_ids": ids, "auth_chain_ids": []})
+        routes[f"/_matrix/federation/v1/state/{q(room_id)}".encode()] = (
+            200, {"pdus": [pdu(j) for j in joins], "auth_chain": []})
+        routes[f"/_matrix/federation/v1/event/{q(x.event_id)}".encode()] = (
+            200, {"origin": self.remote.name, "origin_server_ts": 1, "pdus": [pdu(x)]})
+        code, body = await self.send_txn("t1", [pdu(y)])
+        self.assertEqual(body, {"pdus": {y.event_id: {}}})
+        self.assertEqual(self.remote.scripted.hits(f"/_matrix/federation/v1/state/{q(room_id)}".encode()), 1)
+        before = await self.hs.room_server.state_at_event(y.event_id, after=False)
+        self.assertEqual(before[("m.room.member", self.remote.user("u7"))], joins[7].event_id)
+        # the current state is the resolution of ours and y's: the 25 joins are in it
+        current = await self.hs.room_server.current_state_ids(room_id)
+        self.assertIn(("m.room.member", self.remote.user("u24")), current)

@@ -39,6 +39,10 @@ FETCH_TIMEOUT_S = 20.0
 MAX_EVENT_FETCHES = 20
 #: how many /event requests run at once
 FETCH_CONCURRENCY = 5
+#: a state_ids answer naming more events than this is refused (a peer must not make us fetch forever)
+MAX_STATE_IDS = 20_000
+#: after /state, at most this many events are still fetched one by one
+MAX_SINGLE_FETCHES = 100
 
 
 class GapFillError(Exception):
@@ -168,6 +172,8 @@ class GapFiller:
         chain_ids = answer.get("auth_chain_ids")
         if not _id_list(pdu_ids) or not _id_list(chain_ids):
             raise GapFillError(f"bad state_ids answer from {origin}")
+        if len(pdu_ids) + len(chain_ids) > MAX_STATE_IDS:
+            raise GapFillError(f"state_ids answer from {origin} names too many events")
         wanted = list(dict.fromkeys([*pdu_ids, *chain_ids, *([] if prev is not None else [prev_id])]))
         events = await self.fetch_events(origin, room, wanted, state_at=prev_id)
         if prev is None:
@@ -198,6 +204,8 @@ class GapFiller:
         if len(lacking) > MAX_EVENT_FETCHES and state_at is not None:
             fetched = await self._fetch_state(origin, room, state_at, set(lacking))
         still = [e for e in lacking if e not in fetched]
+        if len(still) > MAX_SINGLE_FETCHES:
+            raise GapFillError(f"{len(still)} events would have to be fetched one by one from {origin}")
         for i in range(0, len(still), FETCH_CONCURRENCY):
             chunk = still[i : i + FETCH_CONCURRENCY]
             results = await gatherResults([self._fetch_one(origin, room, e) for e in chunk])
@@ -208,7 +216,7 @@ class GapFiller:
         chain_missing = {a for ev in fetched.values() for a in ev.auth_event_ids} - set(fetched) - set(have)
         if chain_missing:
             stored_chain = await self.store.get_events(chain_missing)
-            for a in chain_missing - set(stored_chain):
+            for a in sorted(chain_missing - set(stored_chain))[:MAX_SINGLE_FETCHES]:
                 ev = await self._fetch_one(origin, room, a)
                 if ev is not None:
                     fetched[ev.event_id] = ev
