@@ -120,7 +120,6 @@ class Homeserver(service.MultiService):
         self.room_stream.subscribe(self._run_new_event_hooks)
         self.notifier = Notifier(self.clock)
         self.notifier.register_stream("room", lambda: self.room_server.current_position)
-        self.room_stream.subscribe(self._notify_room_events)
 
         #: awaited in order at start-up, after migrations (e.g. loading stream positions)
         self.start_hooks: list[Any] = []
@@ -129,6 +128,9 @@ class Homeserver(service.MultiService):
         self.federation_sender = FederationSender(self)
         self.federation_sender.setServiceParent(self)
         self.start_hooks.append(self.federation_sender.start)
+        # Last: waking a long-polling /sync runs it inside this publish, so every other
+        # subscriber (membership and room caches) must have seen the events first.
+        self.room_stream.subscribe(self._notify_room_events)
         self._apps = self._build_apps()
         self._lag = metrics.ReactorLagMonitor(self.clock)
 
@@ -152,9 +154,6 @@ class Homeserver(service.MultiService):
         from mxserver.rooms.room_handlers import build_room_handlers
 
         build_room_handlers(self)
-        from mxserver.federation.membership import build_federation_membership
-
-        build_federation_membership(self)
         from mxserver.rooms.history import build_room_event_handlers
 
         build_room_event_handlers(self)
