@@ -265,6 +265,12 @@ class SendTests(InboundTestCase):
         state_req = [r for r in self.remote.scripted.requests if r.path.startswith(b"/_matrix/federation/v1/state_ids/")]
         self.assertIn(q(x.event_id).encode(), state_req[0].uri)
         self.assertEqual(await self.hs.room_server.state_at_event(y.event_id, after=False), state)
+        # the outlier is served to servers in the room (the current state decides its visibility)
+        code, got = await self.fed("GET", f"/_matrix/federation/v1/event/{q(x.event_id)}")
+        self.assertEqual((code, got["pdus"][0]["content"]["body"]), (200, "never sent"))
+        # and not in state_ids: its state is not known here
+        code, err = await self.fed("GET", f"/_matrix/federation/v1/state_ids/{q(room_id)}?event_id={q(x.event_id)}")
+        self.assertEqual((code, err["errcode"]), (404, "M_NOT_FOUND"))
 
     async def test_edus(self) -> None:
         room_id = await self.joined_room()

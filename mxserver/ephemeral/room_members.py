@@ -165,6 +165,19 @@ class RoomMembers:
                 else:
                     d.errback(error)
 
+    def state_replaced(self, room_id: str, joined: Iterable[str]) -> None:
+        """The room's joined members are now ``joined``: its state was replaced as a whole
+        (a join over federation adopts the resident's state), with no member event per change
+        on the stream. Called after the new state is committed."""
+        now = set(joined)
+        members = self._members.get(room_id)
+        before = set(members) if members is not None else set()
+        before |= {u for u, rooms in self._rooms.items() if room_id in rooms}
+        for user_id in sorted(now - before):
+            self._apply(room_id, user_id, True)
+        for user_id in sorted(before - now):
+            self._apply(room_id, user_id, False)
+
     # -- the stream ---------------------------------------------------------------------------
 
     def _on_events(self, events: list[Event]) -> None:

@@ -70,26 +70,30 @@ async def require_room_access(hs: Any, origin: str, room_id: str) -> Any:
     return room
 
 
-async def _visible_at(hs: Any, server_name: str, event: Event, cache: dict[int | None, bool]) -> bool:
+async def _visible_at(hs: Any, server_name: str, event: Event, cache: dict[Any, bool]) -> bool:
     nid = event.metadata.state_before
-    if nid in cache:
-        return cache[nid]
-    if nid is None:
-        # no known state (an outlier): only the events of the server itself are safe to return
-        cache[nid] = False
-        return False
-    state = await hs.state_store.get_state(nid)
+    outlier = nid is None and event.type != "m.room.create"
+    key: int | str | None = f"current:{event.room_id}" if outlier else nid
+    if key in cache:
+        return cache[key]
+    if outlier:
+        # An outlier (state and auth events of a room we joined): its state is not known here,
+        # so the room's current state decides.
+        head = await hs.room_server.get_head(event.room_id)
+        state = dict(head.state)
+    else:
+        state = await hs.state_store.get_state(nid)
     vis_id = state.get(_VISIBILITY_KEY)
     vis_event = (await hs.event_store.get_events([vis_id])).get(vis_id) if vis_id else None
     visibility = history_visibility_of(vis_event)
     if visibility not in (INVITED, JOINED):
-        cache[nid] = True  # shared, world_readable
+        cache[key] = True  # shared, world_readable
         return True
     wanted = ("join", "invite") if visibility == INVITED else ("join",)
     member_ids = [eid for (etype, sk), eid in state.items() if etype == "m.room.member" and _domain(sk) == server_name]
     members = await hs.event_store.get_events(member_ids)
     allowed = any(m.membership in wanted for m in members.values())
-    cache[nid] = allowed
+    cache[key] = allowed
     return allowed
 
 
@@ -102,7 +106,7 @@ async def visible_to_server(hs: Any, server_name: str, event: Event) -> bool:
 
 async def filter_events_for_server(hs: Any, server_name: str, events: Sequence[Event]) -> list[Event]:
     """``events`` as ``server_name`` may have them: the ones it may not see are redacted."""
-    cache: dict[int | None, bool] = {}
+    cache: dict[Any, bool] = {}
     out = []
     for ev in events:
         if _domain(ev.sender) == server_name or await _visible_at(hs, server_name, ev, cache):

@@ -14,15 +14,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
+from twisted.logger import Logger
 
 from mxserver.accounts.auth import Requester
 from mxserver.errors import MatrixError, bad_json, forbidden, invalid_param
 from mxserver.rooms.directory import CANONICAL_ALIAS, canonical_alias_aliases
-from mxserver.rooms.identifiers import check_user_id, is_room_alias, is_room_id, server_of_alias
+from mxserver.rooms.identifiers import check_user_id, is_room_alias, is_room_id, server_of_alias, server_of_user
 from mxserver.rooms.permissions import is_server_admin
 from mxserver.rooms.power_levels import default_power_levels_content
 from mxserver.rooms.room_server import EventSpec
 from mxserver.rooms.versions import RoomVersion, get_room_version
+
+log = Logger()
 
 PRESETS = ("private_chat", "trusted_private_chat", "public_chat")
 
@@ -113,7 +116,11 @@ class RoomCreationHandler:
                     "power levels 'users'",
                 )
 
-        events = await self._initial_events(req, rv, creator, preset, alias, power_levels, invitees)
+        # Users of other servers are invited once the room exists: their servers co-sign the invites.
+        ours = hs.server_name
+        remote_invitees = [u for u in invitees if server_of_user(u) != ours]
+        local_invitees = [u for u in invitees if server_of_user(u) == ours]
+        events = await self._initial_events(req, rv, creator, preset, alias, power_levels, local_invitees)
 
         if alias is None:
             room_id = await self._create(rv, creator, create_content, events)
@@ -123,6 +130,13 @@ class RoomCreationHandler:
                 await hs.directory.create_reserved_alias(alias, room_id, creator)
         if req.visibility == "public":
             await hs.directory.publish(room_id, True)
+        for user in remote_invitees:
+            content = await hs.room_membership.invite_content(user, None, req.is_direct)
+            try:
+                await hs.remote_rooms.invite(room_id, creator, user, content)
+            except MatrixError as e:
+                # The room exists: a failed remote invite does not undo it (Synapse does the same).
+                log.warn("createRoom: inviting {user} failed: {e}", user=user, e=e.msg)
         response: dict[str, Any] = {"room_id": room_id}
         if alias is not None:
             response["room_alias"] = alias

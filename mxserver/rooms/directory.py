@@ -2,9 +2,8 @@
 §Published room directory).
 
 Aliases live on the server named in them: this server creates and deletes
-only its own (``#local:<server_name>``). Resolving another server's alias
-needs federation, which is not available yet: such aliases answer 404 with a
-message that says so.
+only its own (``#local:<server_name>``). Another server's alias is resolved by
+asking that server (federation ``GET /query/directory``, ``hs.remote_rooms``).
 
 :func:`validate_canonical_alias` is what the send path calls for
 ``m.room.canonical_alias`` events (room_state.yaml: ``M_BAD_ALIAS``).
@@ -118,17 +117,21 @@ class DirectoryHandler:
 
     async def resolve_alias(self, alias: str) -> str:
         """The room ID ``alias`` maps to (404 if none)."""
+        return (await self.resolve_alias_with_servers(alias))[0]
+
+    async def resolve_alias_with_servers(self, alias: str) -> tuple[str, list[str]]:
+        """The room ID ``alias`` maps to and the servers in that room (404 if none)."""
         check_room_alias(alias)
         if not self.is_local_alias(alias):
-            raise federation_unavailable(f"Room alias {alias} is on another server")
+            return await self.hs.remote_rooms.query_alias(alias)
         record = await self.store.get_alias(alias)
         if record is None:
             raise not_found(f"Room alias {alias} not found.")
-        return record.room_id
+        return record.room_id, await self.servers_in_room(record.room_id)
 
     async def get_alias(self, alias: str) -> dict[str, Any]:
-        room_id = await self.resolve_alias(alias)
-        return {"room_id": room_id, "servers": await self.servers_in_room(room_id)}
+        room_id, servers = await self.resolve_alias_with_servers(alias)
+        return {"room_id": room_id, "servers": servers}
 
     async def servers_in_room(self, room_id: str) -> list[str]:
         """Servers with joined users, this one first (the alias answer's ``servers``)."""

@@ -10,9 +10,10 @@ has left all answer success without a new event).
 Joins, knocks and invites carry the joining/invited user's profile
 (``displayname``, ``avatar_url``) in the member event content. Joins to
 restricted rooms (v8+) are authorised by a local member with the invite level
-(``join_authorised_via_users_server``). Rooms and users on other servers need
-federation, which is not available yet; those requests answer with a
-message that says so.
+(``join_authorised_via_users_server``). Rooms this server is not in and
+users of other servers go through federation (``hs.remote_rooms``,
+:mod:`mxserver.rooms.remote_rooms`): remote joins and knocks, rejecting an
+invite received from another server, inviting a user of another server.
 """
 
 from __future__ import annotations
@@ -73,11 +74,33 @@ class MembershipHandler:
 
     async def resolve_room(self, room_id_or_alias: str, via: Sequence[str] = ()) -> str:
         """The room ID of a room ID or alias (a local alias is looked up; ``via`` is only a hint)."""
+        return (await self.resolve_room_and_servers(room_id_or_alias, via))[0]
+
+    async def resolve_room_and_servers(self, room_id_or_alias: str, via: Sequence[str] = ()) -> tuple[str, list[str]]:
+        """The room ID and the servers to join it through (``via``, then the alias's servers)."""
         if room_id_or_alias.startswith("#"):
-            return await self.hs.directory.resolve_alias(room_id_or_alias)
+            room_id, servers = await self.hs.directory.resolve_alias_with_servers(room_id_or_alias)
+            return room_id, [*via, *servers]
         if room_id_or_alias.startswith("!"):
-            return check_room_id(room_id_or_alias)
+            return check_room_id(room_id_or_alias), list(via)
         raise invalid_param(f"Not a room ID or alias: {room_id_or_alias[:100]!r}")
+
+    async def _remote_candidates(self, room_id: str, user_id: str, servers: Sequence[str]) -> list[str] | None:
+        """The servers to join/knock through when this server is not in the room; None when the
+        request is for this server alone (a room we are in, or one with nobody else to ask)."""
+        remote = self.hs.remote_rooms
+        if await remote.is_host_in_room(room_id):
+            return None
+        from mxserver.federation.destinations import servers_in_room
+
+        extra: list[str] = []
+        own = await remote.local_membership(room_id, user_id)
+        if own is not None and own.membership == "invite":
+            extra.append(server_of_user(own.sender))  # the inviting server is in the room
+        if await self.room_server.get_room(room_id) is not None:
+            extra.extend(sorted(await servers_in_room(self.hs, room_id)))  # a room we left: who was in it
+        candidates = remote.candidates(room_id, servers, extra)
+        return candidates or None
 
     async def local_room(self, room_id: str, via: Sequence[str] = ()) -> RoomRecord:
         """The room, if this server has it; else 404 (saying so when it lives elsewhere)."""
@@ -110,9 +133,16 @@ class MembershipHandler:
         self, requester: Requester, room_id_or_alias: str, reason: str | None = None, via: Sequence[str] = ()
     ) -> str:
         """Join a room by ID or alias; returns the room ID."""
-        room_id = await self.resolve_room(room_id_or_alias, via)
-        room = await self.local_room(room_id, via)
+        room_id, servers = await self.resolve_room_and_servers(room_id_or_alias, via)
         user_id = requester.user_id
+        candidates = await self._remote_candidates(room_id, user_id, servers)
+        if candidates is not None:
+            if requester.is_guest:
+                raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests may not join rooms on other servers")
+            content = self._with_reason({"membership": "join", **await self.profile_content(user_id)}, reason)
+            await self.hs.remote_rooms.join(user_id, room_id, candidates, content)
+            return room_id
+        room = await self.local_room(room_id, via)
         state = await self._state(room_id, user_id, extra=[GUEST_ACCESS_KEY])
         membership = _membership(state, user_id)
         if membership == "join":
@@ -175,11 +205,19 @@ class MembershipHandler:
     async def knock(
         self, requester: Requester, room_id_or_alias: str, reason: str | None = None, via: Sequence[str] = ()
     ) -> str:
-        room_id = await self.resolve_room(room_id_or_alias, via)
+        room_id, servers = await self.resolve_room_and_servers(room_id_or_alias, via)
+        user_id = requester.user_id
+        candidates = await self._remote_candidates(room_id, user_id, servers)
+        if candidates is not None:
+            own = await self.hs.remote_rooms.local_membership(room_id, user_id)
+            if own is not None and own.membership in ("invite", "knock", "ban"):
+                raise forbidden(f"You cannot knock: your membership is {own.membership}")
+            content = self._with_reason({"membership": "knock", **await self.profile_content(user_id)}, reason)
+            await self.hs.remote_rooms.knock(user_id, room_id, candidates, content)
+            return room_id
         room = await self.local_room(room_id, via)
         if not room.room_version.knock_join_rule:
             raise forbidden(f"Room version {room.room_version.identifier} does not support knocking")
-        user_id = requester.user_id
         state = await self._state(room_id, user_id)
         membership = _membership(state, user_id)
         if membership == "join":
@@ -195,8 +233,19 @@ class MembershipHandler:
     # -- leaving and forgetting ---------------------------------------------------------------------
 
     async def leave(self, requester: Requester, room_id: str, reason: str | None = None) -> None:
-        await self.local_room(room_id)
         user_id = requester.user_id
+        remote = self.hs.remote_rooms
+        own = await remote.local_membership(check_room_id(room_id), user_id)
+        if (
+            own is not None
+            and own.metadata.outlier
+            and own.membership in ("invite", "knock")
+            and not await remote.is_host_in_room(room_id)
+        ):
+            # An invite or knock through another server: rejected/retracted through it (make_leave).
+            await remote.leave_out_of_band(user_id, own, reason)
+            return
+        await self.local_room(room_id)
         membership = await self.room_server.membership(room_id, user_id)
         if membership is None:
             raise forbidden("You are not a member of this room")
@@ -225,7 +274,9 @@ class MembershipHandler:
         check_user_id(target)
         await self.local_room(room_id)
         sender = requester.user_id
-        await self.check_invitee(target)
+        remote_target = server_of_user(target) != self.hs.server_name
+        if not remote_target:
+            await self.check_invitee(target)
         state = await self._state(room_id, sender, target)
         if _membership(state, sender) != "join":
             raise forbidden("You are not in the room")
@@ -236,15 +287,18 @@ class MembershipHandler:
             raise forbidden(f"{target} is already in the room")
         if membership == "invite":
             return  # inviting.yaml: "or was already invited"
-        await self._send(room_id, sender, target, await self.invite_content(target, reason, is_direct))
+        content = await self.invite_content(target, reason, is_direct)
+        if remote_target:
+            # The invitee's server co-signs the invite before it enters the room (§Inviting to a room).
+            await self.hs.remote_rooms.invite(room_id, sender, target, content)
+            return
+        await self._send(room_id, sender, target, content)
 
     async def check_invitee(self, target: str) -> None:
-        """A user who can be invited from here: a local, existing, active account."""
+        """A user who can be invited from here: a local, existing, active account, or anyone
+        on another server (whose server decides when it is asked to co-sign the invite)."""
         if server_of_user(target) != self.hs.server_name:
-            raise forbidden(
-                f"Cannot invite {target}: inviting users on other servers needs federation, "
-                "which is not available yet on this server"
-            )
+            return
         user = await self.hs.accounts.get_user(target)
         if user is None or user.deactivated:
             raise not_found(f"Unknown user {target}")

@@ -55,6 +55,9 @@ class PersistItem:
     extremities_added: Sequence[str] = ()
     txn_key: tuple[str, str, str] | None = None
     new_room: bool = False
+    #: a membership event of a room this server is not in (a remote invite, its rejection, a
+    #: knock through another server): only the member's ``room_memberships`` row changes
+    out_of_band_membership: bool = False
 
 
 def encode_pdu(event: Event) -> str:
@@ -332,6 +335,14 @@ class EventStore:
                 txn.execute(
                     "INSERT INTO forward_extremities (room_nid, event_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                     (room.room_nid, event_id),
+                )
+            if item.out_of_band_membership and ev.state_key is not None:
+                txn.execute(
+                    "INSERT INTO room_memberships (user_id, room_nid, membership, event_id, stream_ordering, forgotten)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, room_nid) DO UPDATE SET"
+                    " membership = excluded.membership, event_id = excluded.event_id,"
+                    " stream_ordering = excluded.stream_ordering, forgotten = excluded.forgotten",
+                    (ev.state_key, room.room_nid, ev.membership or "leave", ev.event_id, item.stream_ordering or 0, False),
                 )
             if item.txn_key is not None:
                 txn.execute(

@@ -323,6 +323,10 @@ class SyncHandler:
             state = {}
         events = list(state.values())
         own = await hs.event_store.get_event(m.event_id)
+        given = _out_of_band_state(own)
+        if given is not None:
+            # An invite or knock through another server: the room state it sent with it.
+            return given
         if own is not None:
             events.append(own)
         return [
@@ -379,3 +383,16 @@ class SyncHandler:
         events = await source.presence_for_sync(user_id, since.presence if since else None)
         return [e for e in events if sync_filter.presence.matches(e)]
 
+
+
+def _out_of_band_state(own: Event | None) -> list[dict[str, Any]] | None:
+    """The stripped state of an out-of-band invite or knock (mxserver/rooms/remote_rooms.py keeps
+    it in the event's ``unsigned``), the membership event last; None for other memberships."""
+    if own is None or not own.metadata.outlier:
+        return None
+    given = own.unsigned.get("invite_room_state", own.unsigned.get("knock_room_state"))
+    if not isinstance(given, list):
+        return None
+    out = [e for e in given if isinstance(e, dict)]
+    out.append({"type": own.type, "state_key": own.state_key, "content": own.content, "sender": own.sender})
+    return out

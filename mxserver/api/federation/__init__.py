@@ -10,10 +10,12 @@ if TYPE_CHECKING:
 
 def federation_servlets(hs: Homeserver) -> list[Any]:
     from mxserver.api.federation import events, keys, query, transactions, user_keys, version
+    from mxserver.api.federation import membership
     from mxserver.api.media import federation_media_servlets
 
     return [
         version.FederationVersionServlet(hs),
+        membership.FederationMembershipServlet(hs),
         keys.KeyServerServlet(hs),
         user_keys.UserKeysServlet(hs),
         transactions.TransactionServlet(hs),

@@ -1,0 +1,301 @@
+"""The resident side of the federation membership handshakes, and invites of our users.
+
+server-server-api §Joining Rooms, §Restricted rooms, §Knocking upon a room,
+§Inviting to a room, §Leaving Rooms. Another server asks us (a server in the
+room) for a template (``make_join``/``make_leave``/``make_knock``), signs it
+and sends it back (``send_*``); we check it like any PDU
+(:func:`~mxserver.federation.pdu_checks.check_pdu`), co-sign restricted
+joins we authorised, and receive it into the room through the room server,
+which authorises it. ``PUT /invite`` asks us to co-sign an invite of one of
+our users to a room elsewhere; it is kept as an out-of-band membership so the
+user sees it in /sync and can join or reject it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from twisted.logger import Logger
+
+from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
+from mxserver.events.model import Event
+from mxserver.events.signing import add_event_signature
+from mxserver.federation.pdu_checks import InvalidPdu, check_pdu
+from mxserver.federation.room_access import acl_allows
+from mxserver.rooms.identifiers import is_room_id, server_of_user
+from mxserver.rooms.power_levels import JOIN_RULES_KEY, POWER_LEVELS_KEY, get_named_level, get_user_power_level
+from mxserver.rooms.remote_rooms import MEMBER, event_template, stripped
+from mxserver.rooms.room_server import EventSpec, MissingEventsError, MissingStateError
+from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS, RoomVersion
+from mxserver.storage.events import RoomRecord
+
+log = Logger()
+
+
+def _user_id(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("@") and ":" in value
+
+
+def incompatible_room_version(rv_id: str, msg: str) -> MatrixError:
+    # joins-v1.yaml 400: "room_version ... Required if the errcode is M_INCOMPATIBLE_ROOM_VERSION"
+    return MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION", msg, room_version=rv_id)
+
+
+class FederationMembershipHandler:
+    """``hs.federation_membership``: answers make_*/send_* and invites from other servers."""
+
+    def __init__(self, hs: Any) -> None:
+        self.hs = hs
+        self.room_server = hs.room_server
+
+    # -- shared checks ------------------------------------------------------------------------
+
+    async def _resident_room(self, origin: str, room_id: str) -> RoomRecord:
+        """The room, if we are in it and ``origin`` is not denied by its ACL."""
+        if not is_room_id(room_id):
+            raise invalid_param(f"Invalid room ID {room_id[:100]!r}")
+        room = await self.room_server.get_room(room_id)
+        if room is None or not await self.hs.remote_rooms.is_host_in_room(room_id):
+            raise not_found(f"Unknown room {room_id}: this server is not in it")
+        if not await acl_allows(self.hs, room_id, origin):
+            raise forbidden(f"Server {origin} is denied by the room's server ACL")
+        return room
+
+    # -- make_join / make_leave / make_knock ------------------------------------------------------
+
+    async def make_membership(
+        self, origin: str, room_id: str, user_id: str, membership: str, versions: Sequence[str]
+    ) -> dict[str, Any]:
+        """A template of ``user_id``'s ``membership`` event, if the auth rules allow it now."""
+        if not _user_id(user_id):
+            raise invalid_param(f"Invalid user ID {user_id[:100]!r}")
+        if server_of_user(user_id) != origin:
+            # joins-v1.yaml: "This MUST be a user ID on the origin server."
+            raise forbidden(f"User {user_id} is not a user of the requesting server {origin}")
+        room = await self._resident_room(origin, room_id)
+        rv = room.room_version
+        if membership != "leave" and rv.identifier not in versions:
+            raise incompatible_room_version(
+                rv.identifier, f"Room {room_id} is version {rv.identifier}, which your server does not support"
+            )
+        if membership == "knock" and not rv.knock_join_rule:
+            raise incompatible_room_version(rv.identifier, f"Room version {rv.identifier} does not support knocking")
+        content: dict[str, Any] = {"membership": membership}
+        if membership == "join":
+            authoriser = await self._restricted_join_authoriser(room, user_id)
+            if authoriser is not None:
+                content["join_authorised_via_users_server"] = authoriser
+        event = await self.room_server.build_unpersisted(room_id, EventSpec(MEMBER, content, user_id, user_id))
+        return {"room_version": rv.identifier, "event": event_template(event, self.hs.server_name)}
+
+    async def _restricted_join_authoriser(self, room: RoomRecord, user_id: str) -> str | None:
+        """server-server-api §Restricted rooms: a local member who may invite, to vouch for a
+        join by the allow conditions; None when the room is not restricted or the user needs none."""
+        rv = room.room_version
+        if not rv.restricted_join_rule:
+            return None
+        keys = [JOIN_RULES_KEY, POWER_LEVELS_KEY, ("m.room.create", ""), (MEMBER, user_id)]
+        state = await self.room_server.current_state_events(room.room_id, keys)
+        rule = state[JOIN_RULES_KEY].content if JOIN_RULES_KEY in state else {}
+        restricted = ("restricted", "knock_restricted") if rv.knock_restricted_join_rule else ("restricted",)
+        if rule.get("join_rule") not in restricted:
+            return None
+        own = state.get((MEMBER, user_id))
+        if own is not None and own.membership in ("join", "invite"):
+            return None  # joins-v1.yaml: "If the user is responding to an invite, this is not required."
+        allow = rule.get("allow")
+        rooms = [
+            c["room_id"]
+            for c in (allow if isinstance(allow, list) else [])
+            if isinstance(c, dict) and c.get("type") == "m.room_membership" and isinstance(c.get("room_id"), str)
+        ]
+        known = [r for r in rooms if await self.hs.remote_rooms.is_host_in_room(r)]
+        if not known:
+            raise MatrixError(
+                400, "M_UNABLE_TO_AUTHORISE_JOIN", "This server is not in any of the rooms the join rule allows"
+            )
+        if not any([await self.room_server.membership(r, user_id) == "join" for r in known]):
+            raise forbidden("You are not invited to this room and not joined to any room its join rule allows")
+        ids = await self.room_server.current_state_ids(room.room_id)
+        ours = self.hs.server_name
+        member_keys = [k for k in ids if k[0] == MEMBER and server_of_user(k[1]) == ours]
+        members = await self.room_server.current_state_events(room.room_id, member_keys)
+        pl = state.get(POWER_LEVELS_KEY)
+        invite_level = get_named_level(pl.content if pl is not None else None, "invite", rv)
+        candidates = [
+            (-get_user_power_level(k[1], state, rv, create_event=state.get(("m.room.create", ""))), k[1])
+            for k, ev in members.items()
+            if ev.membership == "join"
+        ]
+        candidates = [c for c in candidates if -c[0] >= invite_level]
+        if not candidates:
+            raise MatrixError(400, "M_UNABLE_TO_GRANT_JOIN", "No member of the room on this server may invite you")
+        return min(candidates)[1]
+
+    # -- send_join / send_leave / send_knock ---------------------------------------------------------
+
+    async def send_membership(
+        self, origin: str, room_id: str, event_id: str, pdu: Any, membership: str
+    ) -> tuple[RoomRecord, Event]:
+        """Check another server's signed membership event and receive it into the room."""
+        room = await self._resident_room(origin, room_id)
+        rv = room.room_version
+        if not isinstance(pdu, dict):
+            raise MatrixError(400, "M_BAD_JSON", "The body must be the signed event")
+        content = pdu.get("content")
+        sender = pdu.get("sender")
+        # joins-v2.yaml / leaving-v2.yaml / knocks.yaml: these SHOULD be M_INVALID_PARAM.
+        if pdu.get("type") != MEMBER:
+            raise invalid_param("The event is not an m.room.member event")
+        if not isinstance(content, dict) or content.get("membership") != membership:
+            raise invalid_param(f"The event's membership is not {membership!r}")
+        if not _user_id(sender) or server_of_user(sender) != origin:
+            raise invalid_param(f"The event's sender is not a user of the requesting server {origin}")
+        if pdu.get("state_key") != sender:
+            raise invalid_param("The event's state_key is not its sender")
+        if pdu.get("room_id") != room_id:
+            raise invalid_param("The event is for another room")
+        try:
+            event = await check_pdu(self.hs, pdu, rv)
+        except InvalidPdu as e:
+            raise invalid_param(f"The event failed the checks: {e.reason}") from None
+        if event.event_id != event_id:
+            raise invalid_param(f"The event's ID is {event.event_id}, not {event_id}")
+        if membership == "join":
+            event = self._cosign_restricted_join(event, rv)
+        try:
+            result = await self.room_server.receive_event(event)
+        except (MissingEventsError, MissingStateError) as e:
+            raise invalid_param(f"The event does not build on this room's events: {e}") from None
+        if not result.accepted:
+            raise forbidden(f"The {membership} was refused: {result.reason or result.status.value}")
+        stored = await self.hs.event_store.get_event(event.event_id)
+        stored = stored if stored is not None else event
+        sender = getattr(self.hs, "federation_sender", None)
+        if sender is not None and not result.duplicate:
+            # §Joining Rooms: "The resident server must also send the event to other servers
+            # participating in the room" (and likewise for leaves and knocks).
+            sender.send_pdu(stored, exclude=[origin])
+        return room, stored
+
+    def _cosign_restricted_join(self, event: Event, rv: RoomVersion) -> Event:
+        """joins-v2.yaml: a join authorised via one of our users must carry our signature
+        before it is persisted or sent on."""
+        via = event.content.get("join_authorised_via_users_server")
+        if not rv.restricted_join_rule or not _user_id(via) or server_of_user(via) != self.hs.server_name:
+            return event
+        pdu = add_event_signature(event.get_pdu_json(), rv, self.hs.server_name, self.hs.signing_key)
+        return Event(pdu, rv, event_id=event.event_id)
+
+    async def send_join_answer(self, room: RoomRecord, event: Event) -> dict[str, Any]:
+        """joins-v2.yaml 200: the state before the join, its auth chain, the (co-signed) event."""
+        pos = await self.hs.event_store.get_event_positions(event.event_id)
+        state_ids = await self.hs.state_store.get_state(pos[2] if pos is not None else None)
+        ids = list(state_ids.values())
+        chain_ids = await self.hs.event_store.get_auth_chain_ids([*ids, event.event_id])
+        events = await self.hs.event_store.get_events([*ids, *chain_ids])
+        state = [events[e] for e in ids if e in events]
+        servers = {
+            server_of_user(ev.state_key)
+            for ev in state
+            if ev.type == MEMBER and ev.membership == "join" and isinstance(ev.state_key, str)
+        }
+        return {
+            "state": [e.get_pdu_json() for e in state],
+            "auth_chain": [events[e].get_pdu_json() for e in sorted(chain_ids) if e in events],
+            "event": event.get_pdu_json(),
+            "members_omitted": False,
+            "servers_in_room": sorted(servers | {self.hs.server_name}),
+        }
+
+    async def knock_room_state(self, room_id: str) -> list[dict[str, Any]]:
+        return await self.hs.remote_rooms.invite_room_state(room_id)
+
+    # -- invites of our users ------------------------------------------------------------------------------
+
+    async def on_invite(self, origin: str, room_id: str, event_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """invites-v2.yaml: check, co-sign and remember an invite of one of our users."""
+        ver = body.get("room_version")
+        if not isinstance(ver, str):
+            raise MatrixError(400, "M_MISSING_PARAM", "'room_version' is required")
+        rv = KNOWN_ROOM_VERSIONS.get(ver)
+        if rv is None:
+            raise incompatible_room_version(ver, f"This server does not support room version {ver[:50]!r}")
+        pdu = body.get("event")
+        if not isinstance(pdu, dict):
+            raise MatrixError(400, "M_MISSING_PARAM", "'event' must be the invite event")
+        given = body.get("invite_room_state", [])
+        if not isinstance(given, list):
+            raise invalid_param("'invite_room_state' must be an array")
+        if not is_room_id(room_id) or pdu.get("room_id") != room_id:
+            raise invalid_param("The event is for another room")
+        content = pdu.get("content")
+        sender, target = pdu.get("sender"), pdu.get("state_key")
+        if pdu.get("type") != MEMBER or not isinstance(content, dict) or content.get("membership") != "invite":
+            raise invalid_param("The event is not an invite")
+        if not _user_id(sender) or server_of_user(sender) != origin:
+            raise invalid_param(f"The event's sender is not a user of the requesting server {origin}")
+        if not _user_id(target) or server_of_user(target) != self.hs.server_name:
+            raise invalid_param("The invited user is not a user of this server")
+        try:
+            event = await check_pdu(self.hs, pdu, rv)
+        except InvalidPdu as e:
+            raise invalid_param(f"The invite failed the checks: {e.reason}") from None
+        if event.event_id != event_id:
+            raise invalid_param(f"The event's ID is {event.event_id}, not {event_id}")
+        user = await self.hs.accounts.get_user(target)
+        if user is None or user.deactivated:
+            raise not_found(f"Unknown user {target}")
+        if not await acl_allows(self.hs, room_id, origin):
+            raise forbidden(f"Server {origin} is denied by the room's server ACL")
+        state = await self._invite_room_state(given, rv, room_id)
+        signed = add_event_signature(pdu, rv, self.hs.server_name, self.hs.signing_key)
+        if not await self.hs.remote_rooms.is_host_in_room(room_id):
+            # We are not in the room: the invite only reaches us here. Keep it out of band.
+            current = await self.hs.remote_rooms.local_membership(room_id, target)
+            if current is not None and current.membership == "ban":
+                raise forbidden(f"{target} is banned from the room")
+            stored = dict(signed)
+            stored["unsigned"] = {**(pdu.get("unsigned") if isinstance(pdu.get("unsigned"), dict) else {}),
+                                  "invite_room_state": state}
+            invite = Event(stored, rv, event_id=event.event_id)
+            creator = next((s["sender"] for s in state if s["type"] == "m.room.create"), event.sender)
+            await self.room_server.persist_out_of_band_membership(room_id, rv, creator, invite)
+        # Otherwise it also arrives in a transaction of the room's events (invites-v2.yaml).
+        return {"event": signed}
+
+    async def _invite_room_state(self, given: list[Any], rv: RoomVersion, room_id: str) -> list[dict[str, Any]]:
+        """The stripped form of ``invite_room_state``, checked as invites-v2.yaml asks.
+
+        From room v12 every entry must be a PDU of the room, properly signed, including the
+        m.room.create event (M_INVALID_PARAM otherwise); for older versions, which senders
+        still fill with stripped events, only well-formed entries are kept.
+        """
+        out: list[dict[str, Any]] = []
+        for entry in given:
+            if not isinstance(entry, dict):
+                if rv.hydra:
+                    raise invalid_param("invite_room_state entries must be events")
+                continue
+            if rv.hydra:
+                try:
+                    ev = await check_pdu(self.hs, entry, rv)
+                except InvalidPdu as e:
+                    raise invalid_param(f"An invite_room_state event failed the checks: {e.reason}") from None
+                if ev.room_id != room_id:
+                    raise invalid_param("An invite_room_state event is of another room")
+            s = stripped(entry)
+            if s is not None:
+                out.append(s)
+        if rv.hydra and not any(s["type"] == "m.room.create" for s in out):
+            raise invalid_param("invite_room_state must contain the room's m.room.create event")
+        return out
+
+
+def build_federation_membership(hs: Any) -> None:
+    """Attach ``hs.federation_membership`` and ``hs.remote_rooms``."""
+    from mxserver.rooms.remote_rooms import build_remote_rooms
+
+    build_remote_rooms(hs)
+    hs.federation_membership = FederationMembershipHandler(hs)

@@ -1,0 +1,188 @@
+"""Joining, leaving and knocking on rooms of another server: both ends, over real federation.
+
+A user of server A joins (or knocks on, or leaves) a room of server B
+through the handshakes of server-server-api §Joining Rooms, §Knocking upon a
+room, §Leaving Rooms; the resident side's bad-input answers are checked with
+requests signed by A.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+from twisted.internet import reactor, task
+
+from mxserver.federation.client import FederationError
+from mxserver.rooms.remote_rooms import q
+from tests.two_servers import CLIENT, TestServer, TwoServerTestCase
+from tests.utils import TestUser
+
+F1 = "/_matrix/federation/v1"
+F2 = "/_matrix/federation/v2"
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
+    """Wait until ``check()`` answers something truthy (polling); the answer."""
+    deadline = reactor.seconds() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if reactor.seconds() > deadline:
+            raise AssertionError("timed out waiting")
+        await task.deferLater(reactor, 0.05, lambda: None)
+
+
+class FederationTestMixin:
+    """Helpers shared by the federation membership tests (on a TwoServerTestCase)."""
+
+    a: TestServer
+    b: TestServer
+
+    async def public_room(self, server: TestServer, user: TestUser, version: str = "12", **extra: Any) -> str:
+        body = {"preset": "public_chat", "room_version": version, **extra}
+        return await server.create_room(user, body)
+
+    async def joined(self, server: TestServer, user: TestUser, room_id: str) -> set[str]:
+        code, body = await server.get(f"{CLIENT}/rooms/{q(room_id)}/joined_members", user)
+        self.assertEqual(code, 200, body)  # type: ignore[attr-defined]
+        return set(body["joined"])
+
+    async def join(self, server: TestServer, user: TestUser, room: str, via: str | None = None) -> tuple[int, Any]:
+        query = f"?server_name={quote(via)}" if via else ""
+        return await server.post(f"{CLIENT}/join/{q(room)}{query}", {}, user)
+
+    async def send_text(self, server: TestServer, user: TestUser, room_id: str, text: str) -> str:
+        code, body = await server.put(
+            f"{CLIENT}/rooms/{q(room_id)}/send/m.room.message/t{text.__hash__()}",
+            {"msgtype": "m.text", "body": text},
+            user,
+        )
+        self.assertEqual(code, 200, body)  # type: ignore[attr-defined]
+        return body["event_id"]
+
+    async def timeline_bodies(self, server: TestServer, user: TestUser, room_id: str) -> list[str]:
+        code, body = await server.get(f"{CLIENT}/rooms/{q(room_id)}/messages?dir=b&limit=50", user)
+        if code != 200:
+            return []
+        return [e["content"].get("body") for e in body["chunk"] if e["type"] == "m.room.message"]
+
+    async def fed(self, origin: TestServer, method: str, path: str, body: Any = None, args: Any = None) -> Any:
+        """A signed federation request from ``origin`` to the other server; (code, body)."""
+        client = origin.hs.federation_client
+        target = self.b if origin is self.a else self.a  # type: ignore[attr-defined]
+        try:
+            answer = await client.request_json(method, target.server_name, path, args, body)
+            return 200, answer
+        except FederationError as e:
+            return e.code, e.body
+
+    def assertFedError(self, result: tuple[int, Any], status: int, errcode: str) -> None:
+        code, body = result
+        self.assertEqual((code, (body or {}).get("errcode")), (status, errcode), body)  # type: ignore[attr-defined]
+
+
+class RemoteJoinTests(FederationTestMixin, TwoServerTestCase):
+    async def _set_up(self) -> None:
+        await super()._set_up()
+        self.alice = await self.a.register("alice")
+        self.bob = await self.b.register("bob")
+
+    async def test_join_by_room_id_through_server_name(self) -> None:
+        for version in ("1", "10", "12"):
+            room_id = await self.public_room(self.b, self.bob, version, name=f"room v{version}")
+            code, body = await self.join(self.a, self.alice, room_id, self.b.server_name)
+            self.assertEqual((code, body.get("room_id")), (200, room_id), body)
+            both = {self.alice.user_id, self.bob.user_id}
+            self.assertEqual(await self.joined(self.a, self.alice, room_id), both)
+            self.assertEqual(await self.joined(self.b, self.bob, room_id), both)
+            # the room's state came along: name, create, join rules
+            code, state = await self.a.get(f"{CLIENT}/rooms/{q(room_id)}/state/m.room.name", self.alice)
+            self.assertEqual((code, state.get("name")), (200, f"room v{version}"))
+            code, create = await self.a.get(f"{CLIENT}/rooms/{q(room_id)}/state/m.room.create", self.alice)
+            self.assertEqual(code, 200, create)
+            # joining again is a no-op answered locally
+            code, body = await self.join(self.a, self.alice, room_id)
+            self.assertEqual(code, 200, body)
+
+    async def test_joiner_sync_shows_the_room(self) -> None:
+        room_id = await self.public_room(self.b, self.bob, name="synced")
+        code, body = await self.join(self.a, self.alice, room_id, self.b.server_name)
+        self.assertEqual(code, 200, body)
+        sync = await self.a.sync(self.alice)
+        room = sync["rooms"]["join"][room_id]
+        timeline = room["timeline"]["events"]
+        self.assertEqual(timeline[-1]["type"], "m.room.member")
+        self.assertEqual(timeline[-1]["state_key"], self.alice.user_id)
+        types = {e["type"] for e in room["state"]["events"]} | {e["type"] for e in timeline}
+        self.assertIn("m.room.name", types)
+        members = {e["state_key"] for e in room["state"]["events"] + timeline if e["type"] == "m.room.member"}
+        self.assertIn(self.bob.user_id, members)
+
+    async def test_messages_flow_both_ways(self) -> None:
+        room_id = await self.public_room(self.b, self.bob)
+        code, body = await self.join(self.a, self.alice, room_id, self.b.server_name)
+        self.assertEqual(code, 200, body)
+        await self.send_text(self.b, self.bob, room_id, "hello from B")
+        await eventually(lambda: self._has(self.a, self.alice, room_id, "hello from B"))
+        await self.send_text(self.a, self.alice, room_id, "hello from A")
+        await eventually(lambda: self._has(self.b, self.bob, room_id, "hello from A"))
+
+    async def _has(self, server: TestServer, user: TestUser, room_id: str, text: str) -> bool:
+        return text in await self.timeline_bodies(server, user, room_id)
+
+    async def test_join_by_remote_alias(self) -> None:
+        room_id = await self.public_room(self.b, self.bob, room_alias_name="lobby")
+        alias = f"#lobby:{self.b.server_name}"
+        code, body = await self.a.get(f"{CLIENT}/directory/room/{q(alias)}", self.alice)
+        self.assertEqual(code, 200, body)
+        self.assertEqual(body["room_id"], room_id)
+        self.assertIn(self.b.server_name, body["servers"])
+        code, body = await self.a.get(f"{CLIENT}/directory/room/{q('#nope:' + self.b.server_name)}", self.alice)
+        self.assertEqual((code, body.get("errcode")), (404, "M_NOT_FOUND"), body)
+        code, body = await self.join(self.a, self.alice, alias)
+        self.assertEqual((code, body.get("room_id")), (200, room_id), body)
+        self.assertIn(self.alice.user_id, await self.joined(self.b, self.bob, room_id))
+
+    async def test_leave_and_rejoin(self) -> None:
+        room_id = await self.public_room(self.b, self.bob)
+        self.assertEqual((await self.join(self.a, self.alice, room_id, self.b.server_name))[0], 200)
+        code, body = await self.a.post(f"{CLIENT}/rooms/{q(room_id)}/leave", {}, self.alice)
+        self.assertEqual(code, 200, body)
+        await eventually(lambda: self._not_joined(self.b, self.bob, room_id, self.alice.user_id))
+        sync = await self.a.sync(self.alice)
+        self.assertNotIn(room_id, sync["rooms"]["join"])
+        # back in, through B again (A is no longer in the room)
+        code, body = await self.join(self.a, self.alice, room_id, self.b.server_name)
+        self.assertEqual(code, 200, body)
+        self.assertIn(self.alice.user_id, await self.joined(self.b, self.bob, room_id))
+        self.assertIn(self.alice.user_id, await self.joined(self.a, self.alice, room_id))
+
+    async def _not_joined(self, server: TestServer, user: TestUser, room_id: str, member: str) -> bool:
+        return member not in await self.joined(server, user, room_id)
+
+    async def test_banned_user_cannot_join(self) -> None:
+        room_id = await self.public_room(self.b, self.bob)
+        code, body = await self.b.post(
+            f"{CLIENT}/rooms/{q(room_id)}/ban", {"user_id": self.alice.user_id, "reason": "no"}, self.bob
+        )
+        self.assertEqual(code, 200, body)
+        result = await self.join(self.a, self.alice, room_id, self.b.server_name)
+        self.assertMatrixError(result, 403, "M_FORBIDDEN")
+        # nothing was stored for the room on A
+        self.assertIsNone(await self.a.hs.room_server.get_room(room_id))
+
+    async def test_invite_only_room_refuses_join(self) -> None:
+        room_id = await self.b.create_room(self.bob, {"preset": "private_chat"})
+        result = await self.join(self.a, self.alice, room_id, self.b.server_name)
+        self.assertMatrixError(result, 403, "M_FORBIDDEN")
+
+    async def test_unknown_room_and_unreachable_server(self) -> None:
+        result = await self.join(self.a, self.alice, "!nothere:" + self.b.server_name)
+        self.assertEqual(result[0], 404, result)
+        result = await self.join(self.a, self.alice, "!x:127.0.0.1:1")
+        self.assertEqual(result[0], 502, result)
+        self.assertEqual(result[1]["errcode"], "M_UNKNOWN")
