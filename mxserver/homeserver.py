@@ -154,6 +154,9 @@ class Homeserver(service.MultiService):
         from mxserver.rooms.room_handlers import build_room_handlers
 
         build_room_handlers(self)
+        from mxserver.federation.membership import build_federation_membership
+
+        build_federation_membership(self)
         from mxserver.rooms.history import build_room_event_handlers
 
         build_room_event_handlers(self)
