@@ -31,6 +31,7 @@ from typing import Any
 from twisted.internet.defer import DeferredLock, ensureDeferred
 from twisted.logger import Logger
 
+from mxserver.e2ee.keys import merge_signatures, user_devices_path
 from mxserver.e2ee.validation import cross_signing_public_key
 from mxserver.federation.destinations import servers_in_room
 from mxserver.ids import UserID
@@ -148,8 +149,6 @@ class DeviceListHandler:
                         content["device_display_name"] = names[device_id]
                     keys = stored.get(device_id, (None, None))[0]
                     if keys is not None:
-                        from mxserver.e2ee.keys import merge_signatures
-
                         content["keys"] = merge_signatures(keys, sigs.get((user_id, device_id)))
                 edus.append((DEVICE_LIST_UPDATE, content))
                 prev = stream_id
@@ -161,7 +160,10 @@ class DeviceListHandler:
         keys = (await self.key_store.get_cross_signing_keys([user_id])).get(user_id, {})
         content: JsonDict = {"user_id": user_id}
         if "master" in keys:
-            content["master_key"] = keys["master"]
+            # With the signatures of the user's own devices on it (others may see those).
+            public = cross_signing_public_key(keys["master"])
+            sigs = await self.key_store.get_signatures([user_id], [user_id]) if public else {}
+            content["master_key"] = merge_signatures(keys["master"], sigs.get((user_id, public[1])) if public else None)
         if "self_signing" in keys:
             content["self_signing_key"] = keys["self_signing"]
         return content
@@ -248,8 +250,6 @@ class DeviceListHandler:
         names = (await self.key_store.get_local_device_names([user_id])).get(user_id, {})
         stored = (await self.key_store.get_device_keys([(user_id, None)])).get(user_id, {})
         sigs = await self.key_store.get_signatures([user_id], [user_id])
-        from mxserver.e2ee.keys import merge_signatures
-
         devices = []
         for device_id in sorted(names):
             entry: JsonDict = {"device_id": device_id}
@@ -353,8 +353,10 @@ class DeviceListHandler:
                 keys: dict[str, tuple[str, JsonDict]] = {}
                 for key_type, field in (("master", "master_key"), ("self_signing", "self_signing_key")):
                     key = content.get(field)
-                    public = cross_signing_public_key(key) if isinstance(key, dict) else None
-                    if public is not None and key.get("user_id") == user_id:
+                    if not isinstance(key, dict) or key.get("user_id") != user_id:
+                        continue
+                    public = cross_signing_public_key(key)
+                    if public is not None:
                         keys[key_type] = (public[1], key)
                 if keys:
                     await self.store.set_remote_cross_signing(user_id, keys)
@@ -366,8 +368,6 @@ class DeviceListHandler:
 
         On failure the cache is dropped, so the next query asks the server again.
         """
-        from mxserver.e2ee.keys import user_devices_path
-
         server = _server(user_id)
         try:
             answer = await self.hs.federation_client.get_json(server, user_devices_path(user_id), timeout=30)

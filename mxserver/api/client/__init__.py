@@ -54,6 +54,7 @@ def client_servlets(hs: Homeserver) -> list[Any]:
         push_rules.PushRulesServlet(hs),
         room_keys.RoomKeysServlet(hs),
         keys.KeysServlet(hs),
+        keys.DehydratedDeviceServlet(hs),
         typing.TypingServlet(hs),
         receipts.ReceiptsServlet(hs),
         presence.PresenceServlet(hs),

@@ -64,3 +64,35 @@ class KeysServlet:
     async def signatures_upload(self, request: IRequest) -> JsonDict:
         requester = await self.auth.get_user(request)
         return await self.hs.cross_signing.upload_signatures(requester, json_body(request))
+
+
+DEHYDRATED = "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device"
+
+
+class DehydratedDeviceServlet:
+    """MSC3814 dehydrated devices (see :mod:`mxserver.e2ee.dehydrated`)."""
+
+    def __init__(self, hs: Any) -> None:
+        self.hs = hs
+        self.auth = hs.auth
+
+    @route("PUT", DEHYDRATED)
+    async def put(self, request: IRequest) -> JsonDict:
+        requester = await self.auth.get_user(request)
+        return await self.hs.dehydrated_devices.put(requester, json_body(request))
+
+    @route("GET", DEHYDRATED)
+    async def get(self, request: IRequest) -> JsonDict:
+        requester = await self.auth.get_user(request)
+        return await self.hs.dehydrated_devices.get(requester)
+
+    @route("DELETE", DEHYDRATED)
+    async def delete(self, request: IRequest) -> JsonDict:
+        requester = await self.auth.get_user(request)
+        return await self.hs.dehydrated_devices.delete(requester)
+
+    @route("POST", DEHYDRATED + "/{device_id}/events")
+    async def events(self, request: IRequest, device_id: str) -> JsonDict:
+        requester = await self.auth.get_user(request)
+        body = json_body(request, allow_empty=True)
+        return await self.hs.dehydrated_devices.events(requester, device_id, body)

@@ -117,3 +117,12 @@ CREATE TABLE e2e_room_keys (
     session_data TEXT NOT NULL,
     PRIMARY KEY (user_id, version, room_id, session_id)
 );
+
+-- Dehydrated devices (MSC3814): at most one per user. The device itself is a
+-- row of ``devices`` without access tokens; device_data is the client's
+-- opaque (encrypted) pickle.
+CREATE TABLE e2e_dehydrated_devices (
+    user_id TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    device_data TEXT NOT NULL
+);
