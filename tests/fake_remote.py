@@ -10,6 +10,8 @@ is contacted directly) and serves:
 * ``GET /_matrix/federation/v1/state_ids/{roomId}?event_id=`` -- the state before an event;
 * ``GET /_matrix/federation/v1/state/{roomId}?event_id=`` -- the same as full PDUs;
 * ``GET /_matrix/federation/v1/event/{eventId}``;
+* ``POST /_matrix/federation/v1/get_missing_events/{roomId}``;
+* ``PUT /_matrix/federation/v1/send/{txnId}`` -- accepted (200), its PDUs and EDUs kept in ``received``;
 * anything in ``routes`` (exact path -> ``(code, body)`` or a callable taking the request).
 
 Every request is recorded in ``requests`` as ``(method, path, query args)``.
@@ -17,6 +19,7 @@ Every request is recorded in ``requests`` as ``(method, path, query args)``.
 
 from __future__ import annotations
 
+import json
 import secrets
 import string
 from collections.abc import Sequence
@@ -41,7 +44,9 @@ FED = "/_matrix/federation/v1"
 class FakeRoom:
     """A room's DAG built and signed by a fake server: a single chain of events."""
 
-    def __init__(self, remote: FakeRemote, creator: str, version: str = "12", ts: int = 1_700_000_000_000) -> None:
+    def __init__(
+        self, remote: FakeRemote, creator: str, version: str = "12", ts: int = 1_700_000_000_000, *, create: bool = True
+    ) -> None:
         rv = get_room_version(version)
         assert rv is not None
         self.remote = remote
@@ -52,6 +57,29 @@ class FakeRoom:
         self.state: dict[tuple[str, str], str] = {}
         self.state_before: dict[str, dict[tuple[str, str], str]] = {}
         self._ts = ts
+        self.room_id = ""
+        if create:
+            self._create()
+
+    @classmethod
+    def joined(
+        cls, remote: FakeRemote, version: str, room_id: str, pdus: Sequence[dict[str, Any]], join: Event, ts: int
+    ) -> FakeRoom:
+        """A room of another server that ``remote`` joined: what a send_join answer gave (the state
+        before the join and its auth chain) and the join event, the latest event."""
+        room = cls(remote, join.sender, version, ts, create=False)
+        room.room_id = room_id
+        for pdu in pdus:
+            ev = Event(pdu, room.rv)
+            room.events[ev.event_id] = ev
+            if ev.is_state():
+                room.state[ev.state_tuple()] = ev.event_id
+        room.add_event(join)
+        remote.rooms[room_id] = room
+        return room
+
+    def _create(self) -> None:
+        rv, creator, remote = self.rv, self.creator, self.remote
         content: dict[str, Any] = {"room_version": rv.identifier}
         if not rv.implicit_room_creator:
             content["creator"] = creator
@@ -126,6 +154,22 @@ class FakeRoom:
                     todo.append(a)
         return list(seen)
 
+    def missing_events(self, earliest: Sequence[str], latest: Sequence[str], limit: int) -> list[dict[str, Any]]:
+        """get_missing_events: ancestors of ``latest`` (not those events) down to ``earliest``, oldest first."""
+        stop = set(earliest)
+        seen = set(latest)
+        out: list[str] = []
+        frontier = [p for e in latest if e in self.events for p in self.events[e].prev_event_ids]
+        while frontier and len(out) < limit:
+            event_id = frontier.pop(0)
+            if event_id in seen or event_id in stop or event_id not in self.events:
+                continue
+            seen.add(event_id)
+            out.append(event_id)
+            frontier.extend(self.events[event_id].prev_event_ids)
+        out.sort(key=lambda e: self.events[e].depth)
+        return [self.events[e].get_pdu_json() for e in out]
+
     def backfill(self, v: Sequence[str], limit: int) -> list[dict[str, Any]]:
         """The ``v`` events and their ancestors, newest first, at most ``limit``."""
         out: list[str] = []
@@ -157,6 +201,8 @@ class FakeRemote(resource.Resource):
         #: paths (prefixes) answered 404, to test a remote that does not serve something
         self.refuse: set[str] = set()
         self.port: Any = None
+        #: bodies of the transactions sent to us
+        self.received: list[dict[str, Any]] = []
 
     def listen(self, cert_dir: str) -> str:
         cert_path, key_path = make_cert(cert_dir)
@@ -204,6 +250,12 @@ class FakeRemote(resource.Resource):
             room = self.rooms[segments[5]]
             limit = int(args.get("limit", ["10"])[0])
             return 200, self._txn(room.backfill(args.get("v", []), limit))
+        if path.startswith(FED + "/get_missing_events/"):
+            room = self.rooms[segments[5]]
+            body = json.loads(request.content.read() or b"{}")
+            found = room.missing_events(body.get("earliest_events", []), body.get("latest_events", []),
+                                        int(body.get("limit", 10)))
+            return 200, {"events": found}
         if path.startswith(FED + "/state_ids/") or path.startswith(FED + "/state/"):
             room = self.rooms[segments[5]]
             event_id = args["event_id"][0]
@@ -215,6 +267,13 @@ class FakeRemote(resource.Resource):
                 "pdus": [room.events[e].get_pdu_json() for e in state],
                 "auth_chain": [room.events[e].get_pdu_json() for e in chain],
             }
+        if path.startswith(FED + "/send/") and request.method == b"PUT":
+            try:
+                txn = json.loads(request.content.read() or b"{}")
+            except ValueError:
+                return 400, {"errcode": "M_NOT_JSON", "error": "not JSON"}
+            self.received.append(txn)
+            return 200, {"pdus": {p.get("event_id", ""): {} for p in txn.get("pdus", []) if isinstance(p, dict)}}
         if path.startswith(FED + "/event/"):
             event_id = segments[5]
             for room in self.rooms.values():
