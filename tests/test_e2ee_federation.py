@@ -294,3 +294,14 @@ class E2eeFederationTests(TwoServerTestCase):
         hs._listening.append(await hs._listen(listener))
         sender.destination_is_up(self.a.server_name)
         await eventually(lambda: self._has_devices({"BOB1", "BOB2", "BOB3"}))
+
+    async def test_deactivated_user_devices_disappear(self) -> None:
+        await self.query(self.a, self.alice, self.bob.user_id)
+        await self.new_bob_device("BOB2")
+        await eventually(lambda: self._has_devices({"BOB1", "BOB2"}))
+        path = f"{CLIENT}/account/deactivate"
+        code, resp = await self.b.post(path, {}, self.bob.user)
+        self.assertEqual(code, 401, resp)
+        code, resp = await self.b.post(path, {"auth": password_auth(self.bob.user, resp["session"])}, self.bob.user)
+        self.assertEqual(code, 200, resp)
+        await eventually(lambda: self._has_devices(set()))

@@ -195,7 +195,12 @@ class DeviceListHandler:
             for m in joined:
                 if since_room < m.stream_ordering <= now_room:
                     changed |= set(await room_members.members(m.room_id))  # we joined: everyone there is new to us
-            moves = await self.store.membership_changes([m.room_nid for m in joined], since_room, now_room)
+            # Only rooms with events since then can have membership changes (known in memory).
+            sync = getattr(self.hs, "sync_handler", None)
+            busy = [m for m in joined if sync is None or sync.room_changed_since(m.room_id, since_room)]
+            moves = (
+                await self.store.membership_changes([m.room_nid for m in busy], since_room, now_room) if busy else []
+            )
             for _, other, membership in moves:
                 if other == user_id:
                     continue

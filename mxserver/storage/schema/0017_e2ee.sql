@@ -126,3 +126,7 @@ CREATE TABLE e2e_dehydrated_devices (
     device_id TEXT NOT NULL,
     device_data TEXT NOT NULL
 );
+
+-- /sync device_lists reads the membership changes of a user's rooms between
+-- two positions (mxserver/e2ee/device_lists.py): by room and position.
+CREATE INDEX e2e_room_memberships_room_stream ON room_memberships (room_nid, stream_ordering);
