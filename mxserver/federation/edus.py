@@ -123,7 +123,8 @@ class InboundEdus:
                 thread_id = data.get("thread_id")
                 if not isinstance(ts, int) or isinstance(ts, bool):
                     ts = int(self.hs.clock.seconds() * 1000)
-                if thread_id is not None and not isinstance(thread_id, str):
+                # receipts.md: a thread is "main" or the event ID of its root
+                if thread_id is not None and not (thread_id == "main" or is_valid_event_id(thread_id)):
                     continue
                 if not await self._joined(room_id, user_id):
                     continue
