@@ -8,6 +8,8 @@ from typing import Any
 from urllib.parse import quote
 
 from PIL import Image
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 
 from tests.utils import HomeserverTestCase, TestUser
 
@@ -239,6 +241,15 @@ class ExpiryTests(MediaTestCase):
         # An expired reservation no longer counts against the limit.
         code, _ = await self.post("/_matrix/media/v1/create", {}, alice)
         self.assertEqual(code, 200)
+        # The hourly clean-up deletes the expired row (and only it).
+        media_id = mxc.split("/")[-1]
+        self.assertIsNotNone(await self.hs.media_store.get_local_media(media_id))
+        self.clock.advance(3600)
+        for _ in range(50):
+            if await self.hs.media_store.get_local_media(media_id) is None:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertIsNone(await self.hs.media_store.get_local_media(media_id))
 
 
 class FrozenUnauthenticatedMediaTests(MediaTestCase):
@@ -262,3 +273,29 @@ class FrozenUnauthenticatedMediaTests(MediaTestCase):
         self.hs.config.media.unauthenticated_downloads = False
         code, body = await self.get(f"/_matrix/media/v3/download/{self.split(mxc)}")
         self.assertEqual((code, body), (200, b"old"))
+
+
+class StorageModuleTests(MediaTestCase):
+    """The storage module is chosen like any module; its config reaches it."""
+
+    def make_config(self) -> Any:
+        self.config_overrides = {
+            "modules": [{"group": "mxserver.media_storage", "name": "file",
+                         "config": {"path": os.path.join(self.data_dir, "elsewhere")}}]
+        }
+        return super().make_config()
+
+    async def test_files_are_sharded_under_the_module_path(self) -> None:
+        from mxserver.media.storage import check_key, local_key
+
+        alice = await self.register("alice")
+        mxc = await self.upload_ok(alice, b"stored elsewhere")
+        media_id = mxc.rsplit("/", 1)[1]
+        path = os.path.join(self.data_dir, "elsewhere", "local_content", media_id[:2], media_id[2:4], media_id[4:])
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"stored elsewhere")
+        self.assertFalse(os.path.exists(os.path.join(self.data_dir, "media", "local_content")))
+        self.assertEqual(local_key(media_id), f"local_content/{media_id[:2]}/{media_id[2:4]}/{media_id[4:]}")
+        for bad in ("../etc/passwd", "a//b", "a/./b", "/abs", "a/b\\c"):
+            with self.assertRaises(ValueError):
+                check_key(bad)

@@ -30,3 +30,4 @@ def build_media(hs: Any) -> None:
     repo.remote = RemoteMediaFetcher(repo, hs.federation_client, fetcher)
     repo.previewer = UrlPreviewer(repo, fetcher, hs.config.media.url_preview)
     hs.media_repository = repo
+    repo.setServiceParent(hs)

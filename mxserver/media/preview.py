@@ -213,11 +213,14 @@ class _OpenGraphParser(HTMLParser):
 
 
 def _charset(content_type: str, body: bytes) -> str:
+    name = "utf-8"
     m = re.search(r"charset\s*=\s*\"?([A-Za-z0-9_.:-]+)", content_type, re.IGNORECASE)
-    if not m:
-        m = re.search(rb"<meta[^>]+charset\s*=\s*[\"']?([A-Za-z0-9_.:-]+)", body[:4096], re.IGNORECASE)
-    name = m.group(1) if m else "utf-8"
-    name = name.decode("ascii") if isinstance(name, bytes) else name
+    if m:
+        name = m.group(1)
+    else:
+        mb = re.search(rb"<meta[^>]+charset\s*=\s*[\"']?([A-Za-z0-9_.:-]+)", body[:4096], re.IGNORECASE)
+        if mb:
+            name = mb.group(1).decode("ascii")
     try:
         "".encode(name)
     except LookupError:

@@ -18,7 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredSemaphore
+from twisted.application import service
+from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
@@ -32,6 +34,8 @@ from mxserver.storage.media import LOCAL, LocalMedia, MediaStore, Thumbnail
 
 log = Logger()
 
+#: how often expired /create reservations are deleted (seconds)
+CLEANUP_INTERVAL_S = 3600
 #: longest wait for a pending upload, whatever timeout_ms a client asks for
 MAX_WAIT_MS = 60_000
 DEFAULT_WAIT_MS = 20_000
@@ -67,8 +71,12 @@ def check_media_id(server_name: str, media_id: str) -> None:
         raise invalid_param("Invalid media ID")
 
 
-class MediaRepository:
-    """Uploads, downloads and thumbnails; see the module docstring."""
+class MediaRepository(service.Service):
+    """Uploads, downloads and thumbnails; see the module docstring.
+
+    A child service of the Homeserver: while running, it deletes expired
+    ``/create`` reservations every hour.
+    """
 
     def __init__(self, hs: Any, store: MediaStore, storage: IMediaStorage) -> None:
         self.hs = hs
@@ -80,7 +88,27 @@ class MediaRepository:
         # Thumbnailing is CPU- and memory-heavy: at most two images at once, in threads.
         self._thumbnail_slots = DeferredSemaphore(2)
         self._upload_waiters: dict[str, list[Deferred[None]]] = {}
-        self.remote: Any = None  # set by build_media (mxserver.media.remote.RemoteMedia)
+        self.remote: Any = None  # set by build_media (mxserver.media.remote.RemoteMediaFetcher)
+        self.previewer: Any = None  # set by build_media (mxserver.media.preview.UrlPreviewer)
+        self._cleanup = LoopingCall(lambda: ensureDeferred(self.delete_expired_reservations()))
+        self._cleanup.clock = self.clock
+
+    def startService(self) -> None:
+        super().startService()
+        # Not now: the database is migrated after the services start.
+        self._cleanup.start(CLEANUP_INTERVAL_S, now=False)
+
+    def stopService(self) -> Any:
+        if self._cleanup.running:
+            self._cleanup.stop()
+        return super().stopService()
+
+    async def delete_expired_reservations(self) -> int:
+        try:
+            return int(await self.store.delete_expired_reservations(self.now_ms()))
+        except Exception:
+            log.failure("deleting expired media reservations failed")
+            return 0
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -241,7 +269,11 @@ class MediaRepository:
             return
         waiter: Deferred[None] = Deferred()
         self._upload_waiters.setdefault(media_id, []).append(waiter)
-        timer = self.clock.callLater(wait_ms / 1000, lambda: waiter.called or waiter.callback(None))
+        def expire() -> None:
+            if not waiter.called:
+                waiter.callback(None)
+
+        timer = self.clock.callLater(wait_ms / 1000, expire)
         try:
             await waiter
         finally:

@@ -82,11 +82,11 @@ def _opt_bool(v: Any) -> bool | None:
 
 
 def _local(row: Sequence[Any]) -> LocalMedia:
-    return LocalMedia(*row[:8], bool(row[8]), row[9], row[10], _opt_bool(row[11]))  # type: ignore[arg-type]
+    return LocalMedia(*row[:8], bool(row[8]), row[9], row[10], _opt_bool(row[11]))  # type: ignore[arg-type,call-arg]
 
 
 def _remote(row: Sequence[Any]) -> RemoteMedia:
-    return RemoteMedia(*row[:8], bool(row[8]), row[9], row[10], _opt_bool(row[11]))  # type: ignore[arg-type]
+    return RemoteMedia(*row[:8], bool(row[8]), row[9], row[10], _opt_bool(row[11]))  # type: ignore[arg-type,call-arg]
 
 
 def _thumb(row: Sequence[Any]) -> Thumbnail:
