@@ -197,6 +197,21 @@ class AsyncUploadTests(MediaTestCase):
         # Only once.
         self.assertMatrixError(await self.request("PUT", put, raw=b"other", token=alice), 409, "M_CANNOT_OVERWRITE_MEDIA")
 
+    async def test_concurrent_puts_one_wins(self) -> None:
+        from twisted.internet.defer import ensureDeferred, gatherResults
+
+        alice = await self.register("alice")
+        code, body = await self.post("/_matrix/media/v1/create", {}, alice)
+        put = f"/_matrix/media/v3/upload/{self.split(body['content_uri'])}"
+        results = await gatherResults([
+            ensureDeferred(self.request("PUT", put, raw=bytes([i]) * 50_000, token=alice)) for i in range(4)
+        ])
+        codes = sorted(code for code, _ in results)
+        self.assertEqual(codes, [200, 409, 409, 409], results)
+        winner = [i for i, (code, _) in enumerate(results) if code == 200][0]
+        code, data = await self.get(f"/_matrix/client/v1/media/download/{self.split(body['content_uri'])}", alice)
+        self.assertEqual(data, bytes([winner]) * 50_000)
+
     async def test_waiting_download_wakes_on_upload(self) -> None:
         alice = await self.register("alice")
         code, body = await self.post("/_matrix/media/v1/create", {}, alice)

@@ -88,6 +88,8 @@ class MediaRepository(service.Service):
         # Thumbnailing is CPU- and memory-heavy: at most two images at once, in threads.
         self._thumbnail_slots = DeferredSemaphore(2)
         self._upload_waiters: dict[str, list[Deferred[None]]] = {}
+        #: reservations whose bytes are being stored right now (PUT /upload/{server}/{id})
+        self._uploading: set[str] = set()
         self.remote: Any = None  # set by build_media (mxserver.media.remote.RemoteMediaFetcher)
         self.previewer: Any = None  # set by build_media (mxserver.media.preview.UrlPreviewer)
         self._cleanup = LoopingCall(lambda: ensureDeferred(self.delete_expired_reservations()))
@@ -161,15 +163,20 @@ class MediaRepository(service.Service):
             raise not_found("Unknown media ID")
         if row.user_id != user_id:
             raise forbidden("This media ID was created by another user")
-        if not row.pending:
+        if not row.pending or media_id in self._uploading:
+            # A second PUT racing the first must not overwrite the bytes the first stores.
             raise MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "Media already uploaded")
         self._check_size(len(data))
-        await self._check_quota(user_id, len(data))
-        ctype = sanitise_content_type(content_type)
-        info = await self._store_local(media_id, data, ctype)
-        done = await self.store.complete_upload(
-            media_id, ctype, sanitise_filename(filename), len(data), self.now_ms(), *info
-        )
+        self._uploading.add(media_id)
+        try:
+            await self._check_quota(user_id, len(data))
+            ctype = sanitise_content_type(content_type)
+            info = await self._store_local(media_id, data, ctype)
+            done = await self.store.complete_upload(
+                media_id, ctype, sanitise_filename(filename), len(data), self.now_ms(), *info
+            )
+        finally:
+            self._uploading.discard(media_id)
         if not done:
             raise MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "Media already uploaded")
         for waiter in self._upload_waiters.pop(media_id, []):
