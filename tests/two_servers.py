@@ -30,7 +30,7 @@ import tempfile
 from typing import Any
 
 import treq
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.trial import unittest
 from twisted.web.client import HTTPConnectionPool
 
@@ -44,6 +44,16 @@ from tests.utils import HomeserverTestCase, TestUser, deep_merge
 LOOPBACK_FEDERATION = {"verify_tls": False, "ip_range_whitelist": ["127.0.0.0/8"]}
 
 CLIENT = "/_matrix/client/v3"
+
+
+def _sending(hs: Homeserver) -> bool:
+    sender = getattr(hs, "federation_sender", None)
+    status = getattr(sender, "destinations_status", None)
+    if not hs.running or status is None:
+        return False
+    return any(
+        (d["pending_pdus"] or d["pending_edus"] or d["in_flight"]) and not d["backing_off"] for d in status()
+    )
 
 
 class TestServer:
@@ -217,6 +227,15 @@ class TwoServerTestCase(HomeserverTestCase):
         self.base_url = self.a.base_url
         self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.addCleanup(self.pool.closeCachedConnections)
+        # Runs before the servers stop (cleanups run last-in first-out): a transaction still
+        # on its way would otherwise be cut off mid-request and log errors into the next test.
+        self.addCleanup(self.settle)
+
+    async def settle(self, timeout: float = 5.0) -> None:
+        """Wait (up to ``timeout`` seconds) until neither server has federation traffic queued or in flight."""
+        deadline = reactor.seconds() + timeout
+        while reactor.seconds() < deadline and any(_sending(s.hs) for s in (self.a, self.b)):
+            await task.deferLater(reactor, 0.02, lambda: None)
 
     def other(self, server: TestServer) -> TestServer:
         return self.b if server is self.a else self.a

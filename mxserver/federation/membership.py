@@ -14,11 +14,12 @@ user sees it in /sync and can join or reject it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from twisted.logger import Logger
 
 from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
+from mxserver.events.hashing import check_content_hash
 from mxserver.events.model import Event
 from mxserver.events.signing import add_event_signature
 from mxserver.federation.pdu_checks import InvalidPdu, check_pdu
@@ -33,7 +34,7 @@ from mxserver.storage.events import RoomRecord
 log = Logger()
 
 
-def _user_id(value: Any) -> bool:
+def _user_id(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and value.startswith("@") and ":" in value
 
 
@@ -156,10 +157,7 @@ class FederationMembershipHandler:
             raise invalid_param("The event's state_key is not its sender")
         if pdu.get("room_id") != room_id:
             raise invalid_param("The event is for another room")
-        try:
-            event = await check_pdu(self.hs, pdu, rv)
-        except InvalidPdu as e:
-            raise invalid_param(f"The event failed the checks: {e.reason}") from None
+        event = await self._checked(pdu, rv)
         if event.event_id != event_id:
             raise invalid_param(f"The event's ID is {event.event_id}, not {event_id}")
         if membership == "join":
@@ -178,6 +176,18 @@ class FederationMembershipHandler:
             # participating in the room" (and likewise for leaves and knocks).
             sender.send_pdu(stored, exclude=[origin])
         return room, stored
+
+    async def _checked(self, pdu: dict[str, Any], rv: RoomVersion) -> Event:
+        """The event of a membership PDU we are asked to accept or co-sign; M_INVALID_PARAM if
+        it fails the checks -- including a content hash mismatch: we would otherwise sign (or
+        serve) content its sender never signed."""
+        try:
+            event = await check_pdu(self.hs, pdu, rv)
+        except InvalidPdu as e:
+            raise invalid_param(f"The event failed the checks: {e.reason}") from None
+        if not check_content_hash(pdu):
+            raise invalid_param("The event's content hash does not match its content")
+        return event
 
     def _cosign_restricted_join(self, event: Event, rv: RoomVersion) -> Event:
         """joins-v2.yaml: a join authorised via one of our users must carry our signature
@@ -238,10 +248,7 @@ class FederationMembershipHandler:
             raise invalid_param(f"The event's sender is not a user of the requesting server {origin}")
         if not _user_id(target) or server_of_user(target) != self.hs.server_name:
             raise invalid_param("The invited user is not a user of this server")
-        try:
-            event = await check_pdu(self.hs, pdu, rv)
-        except InvalidPdu as e:
-            raise invalid_param(f"The invite failed the checks: {e.reason}") from None
+        event = await self._checked(pdu, rv)
         if event.event_id != event_id:
             raise invalid_param(f"The event's ID is {event.event_id}, not {event_id}")
         user = await self.hs.accounts.get_user(target)
@@ -257,8 +264,8 @@ class FederationMembershipHandler:
             if current is not None and current.membership == "ban":
                 raise forbidden(f"{target} is banned from the room")
             stored = dict(signed)
-            stored["unsigned"] = {**(pdu.get("unsigned") if isinstance(pdu.get("unsigned"), dict) else {}),
-                                  "invite_room_state": state}
+            unsigned = pdu.get("unsigned")
+            stored["unsigned"] = {**(unsigned if isinstance(unsigned, dict) else {}), "invite_room_state": state}
             invite = Event(stored, rv, event_id=event.event_id)
             creator = next((s["sender"] for s in state if s["type"] == "m.room.create"), event.sender)
             await self.room_server.persist_out_of_band_membership(room_id, rv, creator, invite)
