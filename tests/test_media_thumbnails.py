@@ -173,6 +173,11 @@ class ThumbnailTests(MediaTestCase):
         await self.image(mxc, 123, 77, "crop")
         self.assertGreaterEqual(len(threads), 2)  # pre-generated at upload, then on demand
         self.assertNotIn(threading.main_thread().name, threads)
+        # ... and measured.
+        from prometheus_client import REGISTRY
+
+        count = REGISTRY.get_sample_value("mxserver_media_image_work_seconds_count", {"work": "probe"})
+        self.assertGreaterEqual(count or 0, 1)
 
     async def test_bombs_and_malformed_images_rejected_cleanly(self) -> None:
         bomb = await self.upload_ok(self.alice, png_header(100_000, 100_000), "image/png")

@@ -108,8 +108,9 @@ def filename_from_disposition(value: str | None) -> str | None:
 def download_headers(content_type: str, filename: str | None) -> dict[str, str]:
     headers = dict(SECURITY_HEADERS)
     headers["Content-Disposition"] = content_disposition(content_type, filename)
-    # Media never changes under its ID: let clients and proxies keep it.
-    headers["Cache-Control"] = "public, max-age=86400, immutable"
+    # Media never changes under its ID, so clients may keep it; but not shared caches: a proxy
+    # must not hand media fetched with an access token to requests without one.
+    headers["Cache-Control"] = "private, max-age=86400, immutable"
     return headers
 
 
