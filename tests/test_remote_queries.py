@@ -18,6 +18,7 @@ from mxserver.crypto.keys import generate_signing_key
 from mxserver.events.builder import build_event
 from mxserver.rooms.auth import auth_types_for_event
 from tests.federation_helpers import ScriptedServer, free_port, listen_tls, make_cert, temp_dir
+from tests.two_servers import TwoServerTestCase
 from tests.utils import HomeserverTestCase, TestUser
 
 C = "/_matrix/client/v3"
@@ -234,3 +235,38 @@ class RemoteMembersInUserDirectoryTests(_RemoteTestCase):
         self.assertEqual(await self.search("roberto"), [{"user_id": bob, "display_name": "Roberto", "avatar_url": "mxc://r/x"}])
         await self.remote_member(room_id, bob, {"membership": "leave"})
         self.assertEqual(await self.search("roberto"), [])
+
+
+class TwoServerQueryTests(TwoServerTestCase):
+    """The same queries between two real servers: B answers A's federation requests."""
+
+    def server_overrides(self, label: str) -> dict[str, Any]:
+        return {"room_directory": {"public_rooms_over_federation": True}}
+
+    async def test_profile_and_directory_of_the_other_server(self) -> None:
+        alice = await self.a.register("alice")
+        bob = await self.b.register("bob")
+        code, body = await self.b.put(f"{C}/profile/{q(bob.user_id)}/displayname", {"displayname": "Bob of B"}, bob)
+        self.assertEqual(code, 200, body)
+        code, body = await self.a.get(f"{C}/profile/{q(bob.user_id)}", alice)
+        self.assertEqual((code, body), (200, {"displayname": "Bob of B"}))
+        code, body = await self.a.get(f"{C}/profile/{q(bob.user_id)}/avatar_url", alice)
+        self.assertEqual(code, 404, body)
+        code, body = await self.a.get(f"{C}/profile/{q('@nobody:' + self.b.server_name)}", alice)
+        self.assertEqual((code, body.get("errcode")), (404, "M_NOT_FOUND"), body)
+
+        room_id = await self.b.create_room(bob, {"preset": "public_chat", "name": "Published", "visibility": "public"})
+        code, body = await self.a.get(f"{C}/publicRooms?server={q(self.b.server_name)}", alice)
+        self.assertEqual(code, 200, body)
+        self.assertEqual([(r["room_id"], r.get("name")) for r in body["chunk"]], [(room_id, "Published")])
+        code, body = await self.a.post(
+            f"{C}/publicRooms?server={q(self.b.server_name)}", {"filter": {"generic_search_term": "nothing"}}, alice
+        )
+        self.assertEqual((code, body["chunk"]), (200, []), body)
+
+        # joined to the same room, bob is in A's user directory with his member event's name
+        code, body = await self.a.post(f"{C}/join/{q(room_id)}?server_name={q(self.b.server_name)}", {}, alice)
+        self.assertEqual(code, 200, body)
+        code, body = await self.a.post(f"{C}/user_directory/search", {"search_term": "bob"}, alice)
+        self.assertEqual(code, 200, body)
+        self.assertEqual(body["results"], [{"user_id": bob.user_id, "display_name": "Bob of B"}])

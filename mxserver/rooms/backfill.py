@@ -112,7 +112,17 @@ class Backfiller:
         """Fetch history older than our earliest event of ``room_id``; how many events joined the
         timeline (0 if there is nothing to fetch, or no server had more). Never raises for
         remote failures: history simply ends where ours does."""
-        return await self._running.run(room_id, lambda: self._backfill(room_id))
+        return await self._running.run(room_id, lambda: self._backfill_safely(room_id))
+
+    async def _backfill_safely(self, room_id: str) -> int:
+        # A client's /messages must not fail because another server sent something odd.
+        try:
+            return await self._backfill(room_id)
+        except Exception:
+            log.failure("backfill of {room_id} failed", room_id=room_id)
+            return 0
+        finally:
+            self._create.pop(room_id, None)
 
     async def _backfill(self, room_id: str) -> int:
         room = await self.hs.room_server.get_room(room_id)
@@ -398,7 +408,11 @@ class Backfiller:
                                        state_before=None, state_after=None))
         timeline = [
             i for i in done
-            if (i.event.event_id not in now_known) or (i.outlier and now_known[i.event.event_id].metadata.outlier)
+            if (i.event.event_id not in now_known and not i.outlier)
+            # An outlier (e.g. state from the join) joins the timeline only if it passes auth: one
+            # that fails here is left as it was, rather than rejected under the state it may be in.
+            or (i.outlier and i.reason is None and now_known.get(i.event.event_id) is not None
+                and now_known[i.event.event_id].metadata.outlier)
         ]
         accepted = [i for i in timeline if i.reason is None]
         base = self._allocate_positions(len(accepted))
