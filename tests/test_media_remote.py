@@ -17,6 +17,7 @@ from mxserver.media.http import encode_multipart, parse_multipart
 from tests.federation_helpers import ScriptedServer, listen_tls, make_cert, temp_dir
 from tests.test_media import MediaTestCase, png
 from tests.two_servers import TwoServerTestCase
+from tests.utils import deep_merge
 
 
 def multipart(data: bytes, ctype: str, disposition: str = "inline") -> tuple[bytes, str]:
@@ -42,7 +43,7 @@ class MultipartTests(unittest.SynchronousTestCase):
                 parse_multipart(bad, bad_type)
 
 
-class ScriptedRemoteTests(MediaTestCase):
+class _ScriptedRemoteCase(MediaTestCase):
     """Against a scripted remote server over TLS, so every answer shape can be tried."""
 
     config_overrides = {
@@ -67,6 +68,9 @@ class ScriptedRemoteTests(MediaTestCase):
 
     async def download(self, media_id: str, query: str = "") -> tuple[int, Any]:
         return await self.get(f"/_matrix/client/v1/media/download/{self.origin}/{media_id}{query}", self.alice)
+
+
+class ScriptedRemoteTests(_ScriptedRemoteCase):
 
     async def test_multipart_download_is_cached(self) -> None:
         body, ctype = multipart(b"remote bytes", "text/plain", 'inline; filename="r.txt"')
@@ -172,6 +176,24 @@ class ScriptedRemoteTests(MediaTestCase):
             await self.get(f"/_matrix/client/v1/media/thumbnail/{self.origin}/html?width=8&height=8", self.alice),
             502, "M_UNKNOWN",
         )
+
+
+class FrozenScriptedRemoteTests(_ScriptedRemoteCase):
+    config_overrides = deep_merge(_ScriptedRemoteCase.config_overrides, {"media": {"unauthenticated_downloads": False}})
+
+    async def test_frozen_deprecated_endpoints_serve_no_newly_cached_remote_media(self) -> None:
+        body, ctype = multipart(b"remote", "text/plain")
+        self.remote.routes[self.fed_path("new")] = (200, body, {"Content-Type": ctype})
+        self.assertMatrixError(await self.get(f"/_matrix/media/v3/download/{self.origin}/new"), 404, "M_NOT_FOUND")
+        self.assertEqual(self.remote.requests, [])  # nothing fetched for a request that could not be served
+        self.assertEqual(await self.download("new"), (200, b"remote"))
+        self.assertMatrixError(await self.get(f"/_matrix/media/v3/download/{self.origin}/new"), 404, "M_NOT_FOUND")
+        thumb, thumb_type = multipart(png(8, 8), "image/png")
+        self.remote.routes[self.fed_path("pic", "thumbnail")] = (200, thumb, {"Content-Type": thumb_type})
+        self.assertMatrixError(
+            await self.get(f"/_matrix/media/v3/thumbnail/{self.origin}/pic?width=8&height=8"), 404, "M_NOT_FOUND"
+        )
+        self.assertEqual(self.remote.hits(self.fed_path("pic", "thumbnail")), 0)
 
 
 def deferLater(seconds: float) -> Any:

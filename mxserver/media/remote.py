@@ -76,6 +76,9 @@ class RemoteMediaFetcher:
     async def get_media(
         self, origin: str, media_id: str, allow_remote: bool, timeout_ms: int | None, authenticated: bool
     ) -> Media:
+        if not authenticated and self.repo.authenticated_only:
+            # Frozen: whatever would be fetched now is new, so only the cache can answer.
+            allow_remote = False
         row = await self.cached(origin, media_id, allow_remote, timeout_ms)
         if row.authenticated and not authenticated:
             raise not_found("Media not found")
@@ -207,6 +210,10 @@ class RemoteMediaFetcher:
             source = _Source(origin, media_id, row.filesystem_id, row.content_type or "", row.width, row.height,
                              row.animated, row.upload_name, remote_key(origin, row.filesystem_id))
             return await self.repo.thumbnail_of(source, width, height, method, animated)
+        if not authenticated and self.repo.authenticated_only:
+            # Frozen deprecated endpoints serve only what was cached before the freeze, and
+            # fetched thumbnails carry no such date.
+            raise not_found("Media not found")
         # The original is not here: use a thumbnail the origin made, cached under the geometry asked for.
         fetched_method = f"fetched-{method}"
         for t in await self.store.get_thumbnails(origin, media_id):
