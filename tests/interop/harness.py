@@ -242,7 +242,7 @@ class ServerProcess:
             code, resp = self.request("POST", "/_matrix/client/v3/register", body)
         if code != 200:
             raise AssertionError(f"{self.kind}: register {localpart} -> {code} {resp}")
-        return User(self, resp["user_id"], resp["access_token"])
+        return User(self, resp["user_id"], resp["access_token"], resp["device_id"])
 
 
 class SynapseServer(ServerProcess):
@@ -409,6 +409,7 @@ class User:
     server: ServerProcess
     user_id: str
     token: str
+    device_id: str
 
     def request(self, method: str, path: str, body: Any = None, timeout: float = 30.0) -> tuple[int, Any]:
         return self.server.request(method, path, body, self.token, timeout)
@@ -484,6 +485,8 @@ class Sync:
         self.invites: dict[str, list[dict[str, Any]]] = {}
         self.left: dict[str, list[dict[str, Any]]] = {}
         self.joined: set[str] = set()
+        self.presence: list[dict[str, Any]] = []
+        self.to_device: list[dict[str, Any]] = []
         self.once(0)
 
     def once(self, timeout_ms: int = 1000) -> None:
@@ -492,6 +495,8 @@ class Sync:
             query += f"&since={quote(self.since)}"
         resp = self.user.ok("GET", "/_matrix/client/v3/sync" + query, timeout=timeout_ms / 1000 + 30)
         self.since = resp["next_batch"]
+        self.presence.extend(resp.get("presence", {}).get("events", []))
+        self.to_device.extend(resp.get("to_device", {}).get("events", []))
         rooms = resp.get("rooms", {})
         for room_id, room in rooms.get("join", {}).items():
             self.joined.add(room_id)
@@ -557,11 +562,11 @@ class Sync:
 
 
 class Pair:
-    """Synapse and mxserver, started once; ``failed`` keeps their logs after exit."""
+    """Synapse and mxserver, started once; ``failed`` (or MX_INTEROP_KEEP=1) keeps their logs after exit."""
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="mxserver-interop-"))
-        self.failed = False
+        self.failed = bool(os.environ.get("MX_INTEROP_KEEP"))
         self.synapse: SynapseServer | None = None
         self.mxserver: MxServer | None = None
 
@@ -577,7 +582,7 @@ class Pair:
             if server is not None:
                 server.stop()
         if self.failed:
-            sys.stderr.write(f"\ninterop: logs of the failed run kept in {self.root}\n")
+            sys.stderr.write(f"\ninterop: logs kept in {self.root}\n")
         else:
             shutil.rmtree(self.root, ignore_errors=True)
 
