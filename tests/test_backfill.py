@@ -242,6 +242,39 @@ class BackfillTests(HomeserverTestCase):
         self.assertIn(msgs[0].event_id, ids)
         self.assertIn(msgs[3].event_id, ids)
 
+    async def test_forwards_from_the_start_and_receipts(self) -> None:
+        room = self.remote.new_room()
+        msgs = room.messages(5)
+        join = await seed_joined_room(self.hs, room, self.alice.user_id)
+        await self.page_all(room.room_id)
+        # dir=f without a token starts before the backfilled events
+        code, body = await self.get(f"{C}/rooms/{q(room.room_id)}/messages?dir=f&limit=3", self.alice)
+        self.assertEqual(code, 200, body)
+        self.assertEqual([e["event_id"] for e in body["chunk"]], room.order[:3])
+        code, rest = await self.get(f"{C}/rooms/{q(room.room_id)}/messages?dir=f&limit=50&from={body['end']}", self.alice)
+        self.assertEqual([e["event_id"] for e in rest["chunk"]], room.order[3:])
+        # a read receipt on an old event is fine, and does not move the marker back
+        path = f"{C}/rooms/{q(room.room_id)}/receipt/m.read"
+        self.assertEqual((await self.post(f"{path}/{q(join.event_id)}", {}, self.alice))[0], 200)
+        self.assertEqual((await self.post(f"{path}/{q(msgs[1].event_id)}", {}, self.alice))[0], 200)
+        code, sync = await self.get(f"{C}/sync?timeout=0", self.alice)
+        self.assertEqual(code, 200, sync)
+        receipts = [e for e in sync["rooms"]["join"][room.room_id]["ephemeral"]["events"] if e["type"] == "m.receipt"]
+        self.assertIn(join.event_id, receipts[0]["content"])
+
+    async def test_history_visibility_applies(self) -> None:
+        room = self.remote.new_room()
+        room.add("m.room.history_visibility", {"history_visibility": "joined"}, "")
+        room.messages(30)
+        join = await seed_joined_room(self.hs, room, self.alice.user_id)
+        events = await self.page_all(room.room_id, limit=10)
+        # the messages are fetched, but sent under "joined" before alice joined: not for her;
+        # what came before the change (visible as "shared") is
+        self.assertEqual([e["event_id"] for e in events], [join.event_id, *reversed(room.order[:6])])
+        self.assertGreaterEqual(self.remote.count(FED + "/backfill/"), 1)
+        row = await self.stream_of(room.order[-2])
+        self.assertLess(row[0], 0)
+
     async def test_local_rooms_ask_no_one(self) -> None:
         code, body = await self.post(f"{C}/createRoom", {}, self.alice)
         room_id = body["room_id"]
