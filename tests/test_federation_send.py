@@ -123,7 +123,12 @@ class SendTests(InboundTestCase):
         self.assertEqual((code, body["errcode"]), (400, "M_BAD_JSON"))
         code, body = await self.send_txn("t2", [], [{"edu_type": "m.typing", "content": {}}] * 101)
         self.assertEqual((code, body["errcode"]), (400, "M_BAD_JSON"))
-        huge = {"origin": self.remote.name, "origin_server_ts": 1, "pdus": [], "x": "a" * (2 * 1024 * 1024)}
+        # A transaction larger than a client body (50 PDUs near 64 KiB) is still read...
+        big = {"origin": self.remote.name, "origin_server_ts": 1, "pdus": [], "x": "a" * (3 * 1024 * 1024)}
+        code, body = await self.fed("PUT", "/_matrix/federation/v1/send/t5", big)
+        self.assertEqual((code, body), (200, {"pdus": {}}))
+        # ... but not one past the transaction bound.
+        huge = {"origin": self.remote.name, "origin_server_ts": 1, "pdus": [], "x": "a" * (11 * 1024 * 1024)}
         code, body = await self.fed("PUT", "/_matrix/federation/v1/send/t3", huge)
         self.assertEqual((code, body["errcode"]), (413, "M_TOO_LARGE"))
         for bad in [{"pdus": "x"}, {"pdus": [], "edus": {}}, []]:

@@ -107,6 +107,9 @@ class MatrixRequest(server.Request):
 
     max_json_body = 1024 * 1024
     max_upload_body = 50 * 1024 * 1024
+    #: a federation transaction may carry 50 PDUs of up to 64 KiB each plus 100 EDUs
+    #: (server-server-api §Transactions, §PDUs size limit): far more than a client body
+    max_transaction_body = 10 * 1024 * 1024
 
     mx_too_large = False
     _mx_received = 0
@@ -115,6 +118,8 @@ class MatrixRequest(server.Request):
         path = getattr(self.channel, "_path", b"") or b""
         if path.startswith(b"/_matrix/media/"):
             return self.max_upload_body
+        if path.startswith(b"/_matrix/federation/v1/send/"):
+            return max(self.max_json_body, self.max_transaction_body)
         return self.max_json_body
 
     def gotLength(self, length: int | None) -> None:
