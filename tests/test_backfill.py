@@ -210,6 +210,28 @@ class BackfillTests(HomeserverTestCase):
         self.assertTrue(result.duplicate and result.accepted, result)
         self.assertEqual((await self.stream_of(msgs[2].event_id))[0], position)
 
+    async def test_backfilled_event_sent_again_over_federation(self) -> None:
+        from mxserver.config import FederationConfig
+        from mxserver.federation.client import FederationClient
+
+        room = self.remote.new_room()
+        msgs = room.messages(5)
+        await seed_joined_room(self.hs, room, self.alice.user_id)
+        await self.page_all(room.room_id)
+        before = (await self.stream_of(msgs[3].event_id))[0]
+        signer = FederationClient(
+            self.hs.reactor, self.hs.reactor, FederationConfig(), self.remote.server_name, self.remote.signing_key
+        )
+        uri = f"{FED}/send/again1"
+        body = {"origin": self.remote.server_name, "origin_server_ts": 1, "pdus": [msgs[3].get_pdu_json()]}
+        auth = signer.authorization_header("PUT", self.hs.server_name, uri, body).decode()
+        code, answer = await self.request("PUT", uri, body, headers={"Authorization": auth})
+        self.assertEqual(code, 200, answer)
+        self.assertEqual(answer["pdus"], {msgs[3].event_id: {}})
+        self.assertEqual((await self.stream_of(msgs[3].event_id))[0], before)
+        rows = await self.hs.db.select("n", "SELECT COUNT(*) FROM events WHERE event_id = ?", msgs[3].event_id)
+        self.assertEqual(rows[0][0], 1)
+
     async def test_remote_without_history(self) -> None:
         room = self.remote.new_room()
         room.messages(5)
