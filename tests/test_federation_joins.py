@@ -185,3 +185,134 @@ class RemoteJoinTests(FederationTestMixin, TwoServerTestCase):
         result = await self.join(self.a, self.alice, "!x:127.0.0.1:1")
         self.assertEqual(result[0], 502, result)
         self.assertEqual(result[1]["errcode"], "M_UNKNOWN")
+
+
+class ResidentAndRestrictedTests(FederationTestMixin, TwoServerTestCase):
+    async def _set_up(self) -> None:
+        await super()._set_up()
+        self.alice = await self.a.register("alice")
+        self.carol = await self.a.register("carol")
+        self.bob = await self.b.register("bob")
+
+    async def test_invite_while_already_resident(self) -> None:
+        room_id = await self.public_room(self.b, self.bob)
+        self.assertEqual((await self.join(self.a, self.alice, room_id, self.b.server_name))[0], 200)
+        code, body = await self.b.post(f"{CLIENT}/rooms/{q(room_id)}/invite", {"user_id": self.carol.user_id}, self.bob)
+        self.assertEqual(code, 200, body)
+        # A is in the room: the invite arrives as a room event (not out of band) and shows in /sync
+        async def invited() -> bool:
+            return room_id in (await self.a.sync(self.carol))["rooms"]["invite"]
+
+        await eventually(invited)
+        self.assertEqual(await self.a.hs.room_server.membership(room_id, self.carol.user_id), "invite")
+        # joining is then a local join on A, sent on to B
+        code, body = await self.join(self.a, self.carol, room_id)
+        self.assertEqual(code, 200, body)
+        await eventually(lambda: self._joined_on(self.b, room_id, self.carol.user_id))
+
+    async def _joined_on(self, server: TestServer, room_id: str, user_id: str) -> bool:
+        return await server.hs.room_server.membership(room_id, user_id) == "join"
+
+    async def test_restricted_join_is_authorised_and_cosigned(self) -> None:
+        space = await self.public_room(self.b, self.bob, "10")
+        rule = {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": space}]}
+        room = await self.b.create_room(
+            self.bob, {"room_version": "10", "initial_state": [{"type": "m.room.join_rules", "content": rule}]}
+        )
+        # not in the space yet: refused
+        self.assertMatrixError(await self.join(self.a, self.alice, room, self.b.server_name), 403, "M_FORBIDDEN")
+        self.assertEqual((await self.join(self.a, self.alice, space, self.b.server_name))[0], 200)
+        code, body = await self.join(self.a, self.alice, room, self.b.server_name)
+        self.assertEqual(code, 200, body)
+        join = await self.a.hs.room_server.current_state_event(room, "m.room.member", self.alice.user_id)
+        self.assertEqual(join.content["join_authorised_via_users_server"], self.bob.user_id)
+        self.assertEqual(set(join.signatures), {self.a.server_name, self.b.server_name})
+        self.assertIn(self.alice.user_id, await self.joined(self.b, self.bob, room))
+
+    async def test_restricted_by_unknown_room(self) -> None:
+        rule = {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": "!elsewhere:127.0.0.1:1"}]}
+        room = await self.b.create_room(
+            self.bob, {"room_version": "10", "initial_state": [{"type": "m.room.join_rules", "content": rule}]}
+        )
+        result = await self.join(self.a, self.alice, room, self.b.server_name)
+        self.assertMatrixError(result, 400, "M_UNABLE_TO_AUTHORISE_JOIN")
+
+
+class TamperedAnswerTests(FederationTestMixin, TwoServerTestCase):
+    """A resident whose send_join answer does not hold up: A checks it and refuses or repairs."""
+
+    async def _set_up(self) -> None:
+        await super()._set_up()
+        self.alice = await self.a.register("alice")
+        self.bob = await self.b.register("bob")
+        self.room_id = await self.public_room(self.b, self.bob, "12")
+        client = self.a.hs.federation_client
+        self.real_put = client.put_json
+        self.tamper: Callable[[dict[str, Any]], None] = lambda answer: None
+
+        async def put_json(destination: str, path: str, body: Any, *args: Any, **kw: Any) -> Any:
+            answer = await self.real_put(destination, path, body, *args, **kw)
+            if "/send_join/" in path:
+                self.tamper(answer)
+            return answer
+
+        client.put_json = put_json
+        self.addCleanup(setattr, client, "put_json", self.real_put)
+
+    async def test_missing_create_is_refused(self) -> None:
+        def drop_create(answer: dict[str, Any]) -> None:
+            for key in ("state", "auth_chain"):
+                answer[key] = [e for e in answer[key] if e["type"] != "m.room.create"]
+
+        self.tamper = drop_create
+        result = await self.join(self.a, self.alice, self.room_id, self.b.server_name)
+        self.assertMatrixError(result, 502, "M_UNKNOWN")
+        self.assertIsNone(await self.a.hs.room_server.get_room(self.room_id))
+
+    async def test_forged_signatures_are_dropped(self) -> None:
+        def forge(answer: dict[str, Any]) -> None:
+            for e in answer["state"] + answer["auth_chain"]:
+                for sigs in e["signatures"].values():
+                    for kid in sigs:
+                        sigs[kid] = "A" * 86
+        self.tamper = forge
+        result = await self.join(self.a, self.alice, self.room_id, self.b.server_name)
+        self.assertMatrixError(result, 502, "M_UNKNOWN")
+        self.assertIsNone(await self.a.hs.room_server.get_room(self.room_id))
+
+    async def test_unauthorised_state_is_left_out(self) -> None:
+        from mxserver.events.builder import build_event
+        from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS
+
+        eve = self.a.user_id("eve")
+        holder: dict[str, Any] = {}
+
+        def inject(answer: dict[str, Any]) -> None:
+            real = next(e for e in answer["state"] if e["type"] == "m.room.power_levels")
+            forged = build_event(
+                KNOWN_ROOM_VERSIONS["12"],
+                type="m.room.power_levels",
+                sender=eve,
+                content={**real["content"], "users": {eve: 100}},
+                room_id=self.room_id,
+                state_key="",
+                prev_event_ids=real["prev_events"],
+                auth_event_ids=real["auth_events"],
+                depth=real["depth"] + 1,
+                origin_server_ts=real["origin_server_ts"] + 1,
+                server_name=self.a.server_name,
+                signing_key=self.a.hs.signing_key,
+            )
+            holder["forged"] = forged.event_id
+            answer["state"] = [e for e in answer["state"] if e is not real] + [forged.get_pdu_json()]
+            answer["auth_chain"].append(real)
+
+        self.tamper = inject
+        code, body = await self.join(self.a, self.alice, self.room_id, self.b.server_name)
+        self.assertEqual(code, 200, body)
+        pl = await self.a.hs.room_server.current_state_event(self.room_id, "m.room.power_levels")
+        self.assertIsNone(pl)  # the forged one was rejected, and the answer had no other in the state
+        stored = await self.a.hs.event_store.get_event(holder["forged"])
+        self.assertIsNotNone(stored)
+        self.assertTrue(stored.rejected)
+        self.assertTrue(stored.metadata.outlier)

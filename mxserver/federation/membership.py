@@ -157,11 +157,13 @@ class FederationMembershipHandler:
             raise invalid_param("The event's state_key is not its sender")
         if pdu.get("room_id") != room_id:
             raise invalid_param("The event is for another room")
+        if membership == "join":
+            # Signed before the checks, which require the authorising server's signature: it
+            # is only kept (persisted, returned) if the origin's signature checks out.
+            pdu = self._cosign_restricted_join(pdu, rv)
         event = await self._checked(pdu, rv)
         if event.event_id != event_id:
             raise invalid_param(f"The event's ID is {event.event_id}, not {event_id}")
-        if membership == "join":
-            event = self._cosign_restricted_join(event, rv)
         try:
             result = await self.room_server.receive_event(event)
         except (MissingEventsError, MissingStateError) as e:
@@ -189,14 +191,17 @@ class FederationMembershipHandler:
             raise invalid_param("The event's content hash does not match its content")
         return event
 
-    def _cosign_restricted_join(self, event: Event, rv: RoomVersion) -> Event:
+    def _cosign_restricted_join(self, pdu: dict[str, Any], rv: RoomVersion) -> dict[str, Any]:
         """joins-v2.yaml: a join authorised via one of our users must carry our signature
         before it is persisted or sent on."""
-        via = event.content.get("join_authorised_via_users_server")
+        content = pdu.get("content")
+        via = content.get("join_authorised_via_users_server") if isinstance(content, dict) else None
         if not rv.restricted_join_rule or not _user_id(via) or server_of_user(via) != self.hs.server_name:
-            return event
-        pdu = add_event_signature(event.get_pdu_json(), rv, self.hs.server_name, self.hs.signing_key)
-        return Event(pdu, rv, event_id=event.event_id)
+            return pdu
+        try:
+            return add_event_signature(pdu, rv, self.hs.server_name, self.hs.signing_key)
+        except (TypeError, ValueError, KeyError):
+            raise invalid_param("The event cannot be signed: it is malformed") from None
 
     async def send_join_answer(self, room: RoomRecord, event: Event) -> dict[str, Any]:
         """joins-v2.yaml 200: the state before the join, its auth chain, the (co-signed) event."""
