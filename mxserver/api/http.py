@@ -40,6 +40,9 @@ Handler = Callable[..., Awaitable[Any] | Any]
 
 #: a request's JSON body may not exceed this unless the route says otherwise
 DEFAULT_MAX_BODY = 1024 * 1024
+#: a federation transaction may carry 50 PDUs of up to 64 KiB each plus 100 EDUs
+#: (server-server-api §Transactions, §Size limits): far more than a client body
+MAX_TRANSACTION_BODY = 10 * 1024 * 1024
 
 
 def route(method: str, *paths: str) -> Callable[[Handler], Handler]:

@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from mxserver import metrics
-from mxserver.api.http import render_error
+from mxserver.api.http import MAX_TRANSACTION_BODY, render_error
 from mxserver.errors import too_large, unrecognized
 
 log = Logger(namespace="mxserver.access")
@@ -107,9 +107,7 @@ class MatrixRequest(server.Request):
 
     max_json_body = 1024 * 1024
     max_upload_body = 50 * 1024 * 1024
-    #: a federation transaction may carry 50 PDUs of up to 64 KiB each plus 100 EDUs
-    #: (server-server-api §Transactions, §PDUs size limit): far more than a client body
-    max_transaction_body = 10 * 1024 * 1024
+    max_transaction_body = MAX_TRANSACTION_BODY
 
     mx_too_large = False
     _mx_received = 0
