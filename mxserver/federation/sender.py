@@ -132,6 +132,8 @@ class _Destination:
     #: the backoff timer fired: one attempt may go ahead although the backoff is still set
     retry_allowed: bool = False
     txn_counter: int = 0
+    #: why the last attempt failed (for the admin API)
+    last_error: str | None = None
     request: Deferred[Any] | None = None
 
     @property
@@ -276,6 +278,7 @@ class FederationSender(service.Service):
                     "next_retry_ts": dest.next_retry_ts,
                     "last_success_ts": dest.last_success_ts,
                     "last_successful_stream": dest.last_stream,
+                    "last_error": dest.last_error,
                 }
             )
         return out
@@ -534,6 +537,7 @@ class FederationSender(service.Service):
         was_failing = dest.retry_interval > 0 or dest.failure_ts is not None
         dest.retry = None
         dest.retry_allowed = False
+        dest.last_error = None
         dest.failure_ts = dest.retry_last_ts = None
         dest.retry_interval = 0
         dest.last_success_ts = self._now_ms()
@@ -554,6 +558,7 @@ class FederationSender(service.Service):
         dest.retry_interval = max(MIN_RETRY_INTERVAL_MS, min(MAX_RETRY_INTERVAL_MS, jittered))
         dest.retry_last_ts = now
         dest.retry_allowed = False
+        dest.last_error = reason
         # Stop holding PDUs in memory: the catch-up sends each room's latest one later.
         if dest.pdus:
             PDUS_DEFERRED.labels(dest.name).inc(len(dest.pdus))
