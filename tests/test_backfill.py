@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from twisted.trial import unittest
+
 from mxserver.events.model import Event
 from mxserver.storage.events import PersistItem, RoomRecord
 from tests.fake_remote import FED, FakeRemote, FakeRoom
@@ -324,3 +326,34 @@ class BackfillRoomV10Tests(BackfillTests):
         await super()._set_up()
         original = self.remote.new_room
         self.remote.new_room = lambda creator="bob", version="10": original(creator, version)  # type: ignore[method-assign]
+
+
+class ParentsFirstTests(unittest.SynchronousTestCase):
+    """The order backfilled events are placed in: every event after its prev events."""
+
+    def test_fork_and_merge(self) -> None:
+        from mxserver.crypto.keys import generate_signing_key
+        from mxserver.events.builder import build_event
+        from mxserver.rooms.backfill import _Item, _parents_first
+        from mxserver.rooms.versions import get_room_version
+
+        rv = get_room_version("10")
+        assert rv is not None
+        key = generate_signing_key("k")
+
+        def ev(name: str, prevs: list[Event], depth: int, ts: int) -> Event:
+            return build_event(
+                rv, type="m.room.message", sender="@a:x", content={"body": name}, room_id="!r:x",
+                prev_event_ids=[p.event_id for p in prevs], auth_event_ids=[], depth=depth,
+                origin_server_ts=ts, server_name="x", signing_key=key,
+            )
+
+        a = ev("a", [], 1, 1)
+        b = ev("b", [a], 2, 5)
+        c = ev("c", [a], 2, 3)
+        # d's depth is lower than b's (a lying or odd server): prev events still come first
+        d = ev("d", [b, c], 1, 6)
+        e = ev("e", [d], 4, 7)
+        items = [_Item(x, outlier=False) for x in (e, d, c, b, a)]
+        order = [i.event.content["body"] for i in _parents_first(items)]
+        self.assertEqual(order, ["a", "c", "b", "d", "e"])

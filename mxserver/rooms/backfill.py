@@ -114,6 +114,19 @@ class Backfiller:
         remote failures: history simply ends where ours does."""
         return await self._running.run(room_id, lambda: self._backfill_safely(room_id))
 
+    async def may_have_more(self, room_id: str) -> bool:
+        """Whether our history of ``room_id`` starts at events whose prev events other servers may
+        have (cheap: no federation request)."""
+        room = await self.hs.room_server.get_room(room_id)
+        if room is None or not self.hs.config.federation.enabled:
+            return False
+        extremities = await self.store.backward_extremities(room.room_nid)
+        if not extremities:
+            return False
+        tried = self._fruitless.get(room_id)
+        key = frozenset(x.event_id for x in extremities)
+        return not (tried is not None and tried[0] == key and self.hs.clock.seconds() < tried[1])
+
     async def _backfill_safely(self, room_id: str) -> int:
         # A client's /messages must not fail because another server sent something odd.
         try:

@@ -250,12 +250,12 @@ class HistoryHandler:
         if backwards and not more and to_pos is None and backfiller is not None:
             # The start of our history: older events may be on other servers
             # (server-server-api §Backfilling); they are stored below every position we have.
-            if await backfiller.backfill(room_id):
-                if len(chunk) < limit:
-                    rest, pos, more = await self._page(user_id, access.room, pos, None, True, limit - len(chunk), filt)
-                    chunk += rest
-                else:
-                    more = True
+            if len(chunk) >= limit:
+                # A full page: the client comes back for more, fetch then.
+                more = await backfiller.may_have_more(room_id)
+            elif await backfiller.backfill(room_id):
+                rest, pos, more = await self._page(user_id, access.room, pos, None, True, limit - len(chunk), filt)
+                chunk += rest
         viewer = (user_id, requester.device_id)
         out: dict[str, Any] = {"start": start, "chunk": await self.serializer.serialize(chunk, viewer=viewer)}
         if more:
