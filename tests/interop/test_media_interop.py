@@ -26,8 +26,9 @@ def _png(width: int, height: int) -> bytes:
     return out.getvalue()
 
 
-def _raw(method: str, url: str, token: str, data: bytes | None = None, ctype: str | None = None,
-         timeout: float = 60.0) -> tuple[int, bytes, Any]:
+def _raw(
+    method: str, url: str, token: str, data: bytes | None = None, ctype: str | None = None, timeout: float = 60.0
+) -> tuple[int, bytes, Any]:
     headers = {"Authorization": f"Bearer {token}"}
     if ctype:
         headers["Content-Type"] = ctype
@@ -40,12 +41,13 @@ def _raw(method: str, url: str, token: str, data: bytes | None = None, ctype: st
 
 
 def upload(user: User, data: bytes, ctype: str, filename: str) -> str:
-    code, body, _ = _raw("POST", f"{user.server.base_url}/_matrix/media/v3/upload?filename={filename}",
-                         user.token, data, ctype)
+    code, body, _ = _raw(
+        "POST", f"{user.server.base_url}/_matrix/media/v3/upload?filename={filename}", user.token, data, ctype
+    )
     assert code == 200, (user.server.kind, code, body[:500])
     mxc: str = json.loads(body)["content_uri"]
     assert mxc.startswith(f"mxc://{user.server.server_name}/"), mxc
-    return mxc[len("mxc://"):]
+    return mxc[len("mxc://") :]
 
 
 def download(user: User, mxc: str) -> tuple[int, bytes, Any]:
@@ -53,7 +55,9 @@ def download(user: User, mxc: str) -> tuple[int, bytes, Any]:
 
 
 def thumbnail(user: User, mxc: str, width: int, height: int, method: str) -> tuple[int, bytes, Any]:
-    url = f"{user.server.base_url}/_matrix/client/v1/media/thumbnail/{mxc}?width={width}&height={height}&method={method}"
+    url = (
+        f"{user.server.base_url}/_matrix/client/v1/media/thumbnail/{mxc}?width={width}&height={height}&method={method}"
+    )
     return _raw("GET", url, user.token)
 
 
