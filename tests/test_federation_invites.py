@@ -79,6 +79,9 @@ class InviteTests(FederationTestMixin, TwoServerTestCase):
         self.assertIn(room_id, sync["rooms"]["leave"])
         # and joining later without an invite is refused by A
         self.assertMatrixError(await self.join(self.b, self.bob, room_id, self.a.server_name), 403, "M_FORBIDDEN")
+        # the rejected room can be forgotten
+        code, body = await self.b.post(f"{CLIENT}/rooms/{q(room_id)}/forget", {}, self.bob)
+        self.assertEqual(code, 200, body)
 
     async def test_reject_when_inviter_is_gone(self) -> None:
         room_id = await self.a.create_room(self.alice, {"preset": "private_chat"})

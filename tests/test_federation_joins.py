@@ -316,3 +316,28 @@ class TamperedAnswerTests(FederationTestMixin, TwoServerTestCase):
         self.assertIsNotNone(stored)
         self.assertTrue(stored.rejected)
         self.assertTrue(stored.metadata.outlier)
+
+
+class RestartTests(FederationTestMixin, TwoServerTestCase):
+    async def test_joined_room_and_invite_survive_a_restart(self) -> None:
+        alice = await self.a.register("alice")
+        carol = await self.a.register("carol")
+        bob = await self.b.register("bob")
+        room_id = await self.public_room(self.b, bob, "12", name="durable")
+        other = await self.b.create_room(bob, {"preset": "private_chat", "name": "invite only"})
+        self.assertEqual((await self.join(self.a, alice, room_id, self.b.server_name))[0], 200)
+        code, body = await self.b.post(f"{CLIENT}/rooms/{q(other)}/invite", {"user_id": carol.user_id}, bob)
+        self.assertEqual(code, 200, body)
+        await self.restart(self.a)
+        self.assertEqual(await self.joined(self.a, alice, room_id), {alice.user_id, bob.user_id})
+        code, name = await self.a.get(f"{CLIENT}/rooms/{q(room_id)}/state/m.room.name", alice)
+        self.assertEqual((code, name.get("name")), (200, "durable"))
+        invite = (await self.a.sync(carol))["rooms"]["invite"][other]["invite_state"]["events"]
+        self.assertIn("invite only", [e["content"].get("name") for e in invite])
+        await self.send_text(self.a, alice, room_id, "still here")
+        await eventually(lambda: self._has(self.b, bob, room_id, "still here"))
+        code, body = await self.join(self.a, carol, other)
+        self.assertEqual(code, 200, body)
+
+    async def _has(self, server: TestServer, user: TestUser, room_id: str, text: str) -> bool:
+        return text in await self.timeline_bodies(server, user, room_id)

@@ -65,10 +65,14 @@ class TestServer:
         self.hs = hs
         self.server_name: str = hs.server_name
         self.federation_port = federation_port
-        client_port = hs.listening_ports[0].getHost().port
-        self.base_url = f"http://127.0.0.1:{client_port}"
         self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.last_headers: Any = None
+        self._bind(hs)
+
+    def _bind(self, hs: Homeserver) -> None:
+        self.hs = hs
+        client_port = hs.listening_ports[0].getHost().port
+        self.base_url = f"http://127.0.0.1:{client_port}"
 
     def __repr__(self) -> str:
         return f"<TestServer {self.label} {self.server_name}>"
@@ -236,6 +240,19 @@ class TwoServerTestCase(HomeserverTestCase):
         deadline = reactor.seconds() + timeout
         while reactor.seconds() < deadline and any(_sending(s.hs) for s in (self.a, self.b)):
             await task.deferLater(reactor, 0.02, lambda: None)
+
+    async def restart(self, server: TestServer) -> None:
+        """Stop ``server`` and start it again on the same database, key and federation port."""
+        config = server.hs.config
+        await server.hs.stopService()
+        hs = Homeserver(config, reactor)
+        hs.startService()
+        self.addCleanup(hs.stopService)
+        await hs.when_ready()
+        server._bind(hs)
+        if server is self.a:
+            self.hs = hs
+            self.base_url = server.base_url
 
     def other(self, server: TestServer) -> TestServer:
         return self.b if server is self.a else self.a

@@ -24,7 +24,6 @@ from typing import Any
 from mxserver.accounts.auth import Requester
 from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
 from mxserver.events.model import Event
-from mxserver.rooms.directory import federation_unavailable
 from mxserver.rooms.identifiers import check_room_id, check_user_id, server_of_room_id, server_of_user
 from mxserver.rooms.power_levels import (
     CREATE_KEY,
@@ -111,7 +110,7 @@ class MembershipHandler:
         ours = self.hs.server_name
         server = server_of_room_id(room_id)
         if (server is not None and server != ours) or any(s != ours for s in via):
-            raise federation_unavailable(f"Room {room_id} is not on this server")
+            raise not_found(f"Room {room_id} is not on this server and this server is not in it")
         raise not_found(f"Unknown room {room_id}")
 
     async def _state(self, room_id: str, *users: str, extra: Sequence[StateKey] = ()) -> dict[StateKey, Event]:
@@ -259,6 +258,10 @@ class MembershipHandler:
         room = await self.local_room(room_id)
         user_id = requester.user_id
         membership = await self.room_server.membership(room_id, user_id)
+        if membership is None:
+            # A rejected remote invite or retracted knock is not in the room's state here.
+            own = await self.hs.remote_rooms.local_membership(room_id, user_id)
+            membership = own.membership if own is not None else None
         if membership is None:
             raise not_found("You have never been a member of this room")
         if membership not in ("leave", "ban"):
