@@ -19,7 +19,7 @@ class _PeerDown(InteropTestCase):
         guest_sync.wait_for_body(room_id, f"before {self.tag}")
 
         self.guest.stop()
-        sent = [f"while down {self.tag} {i}" for i in range(3)]
+        sent = [f"while down {self.tag} {i:02d}" for i in range(30)]
         for body in sent:
             host_user.send(room_id, body)
         self.guest.start()
