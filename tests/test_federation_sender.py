@@ -296,6 +296,28 @@ class FailureTests(SenderTestCase):
         self.assertEqual(status["retry_interval_ms"], 0)
         self.assertIsNotNone(status["last_success_ts"])
 
+    async def test_a_request_from_the_destination_ends_its_backoff(self) -> None:
+        alice = await self.register("alice")
+        room = await self.room_with(alice, R1)
+        await self.say(alice, room, "a")
+        await self.until(lambda: len(self.transport.to(R1)) == 1)
+        self.answer(self.transport.to(R1)[0], error=RequestFailed(R1, "connection refused"))
+        self.assertIn(self.sender.destination_is_up, self.hs.federation_auth.on_authenticated)
+        # R1 calls us right away: one new attempt, but not sooner than the inbound gap
+        self.sender.destination_is_up(R1)
+        await settle(2)
+        self.assertEqual(len(self.transport.to(R1)), 1)
+        self.clock.advance(sender_mod.INBOUND_RETRY_GAP_MS / 1000)
+        await self.until(lambda: len(self.transport.to(R1)) == 2, "attempt after the inbound request")
+        self.assertEqual(self.transport.to(R1)[1].txn_id, self.transport.to(R1)[0].txn_id)
+        self.answer(self.transport.to(R1)[1])
+        self.assertFalse(self.sender._dests[R1].retry_interval)
+        # and for a healthy destination it does nothing
+        self.sender.destination_is_up(R1)
+        self.sender.destination_is_up("unknown.example")
+        await settle(1)
+        self.assertEqual(len(self.transport.calls), 2)
+
     async def test_server_errors_retry_client_errors_drop(self) -> None:
         alice = await self.register("alice")
         room = await self.room_with(alice, R1)

@@ -195,12 +195,15 @@ class RoomTrafficTests(_Helpers):
         await hs.when_ready()
         self.b.hs = hs
         self.b.base_url = f"http://127.0.0.1:{hs.listening_ports[0].getHost().port}"
-        # B talks to A again (as an inbound request would tell A): A sends the room's latest
-        # event; B fetches the ones before it from A (get_missing_events).
-        sender.destination_is_up(self.b.server_name)
-        want = ["before"] + [f"while down {i}" for i in range(4)]
+        # B talks to A again (Bob speaks): A stops backing off, sends the room's latest event,
+        # and B fetches the ones before it from A (get_missing_events).
+        await self.say(self.b, self.bob, "back")
+        want = {"before", "back"} | {f"while down {i}" for i in range(4)}
 
         async def all_at_b() -> bool:
-            return (await self.bodies(self.b, self.bob)) == want
+            return set(await self.bodies(self.b, self.bob)) == want
 
         await self.eventually(all_at_b, "every message at B after the catch-up")
+        entry = {d["destination"]: d for d in sender.destinations_status()}[self.b.server_name]
+        self.assertFalse(entry["backing_off"])
+        self.assertFalse(entry["catching_up"])

@@ -132,6 +132,9 @@ class FederationAuth:
         self.keyring = keyring
         self.clock = clock
         self.enabled = enabled
+        #: called with the origin of every authenticated request (the federation sender ends
+        #: that server's backoff: it is evidently up)
+        self.on_authenticated: list[Any] = []
 
     def credentials(self, request: IRequest) -> list[XMatrixCredentials]:
         """The X-Matrix credentials of ``request``, checked for shape and destination."""
@@ -187,4 +190,6 @@ class FederationAuth:
             await self.keyring.verify_json_for_server(origin, signed, now_ms)
         except SignatureError as e:
             raise _unauthorized(f"Cannot authenticate request from {origin}: {e}") from None
+        for listener in self.on_authenticated:
+            listener(origin)
         return origin

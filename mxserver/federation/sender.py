@@ -75,6 +75,8 @@ MAX_PENDING_EDUS = 1000
 MIN_RETRY_INTERVAL_MS = 10_000
 MAX_RETRY_INTERVAL_MS = 24 * 3600 * 1000
 RETRY_MULTIPLIER = 2
+#: a request from a backing-off destination allows a new attempt, but not sooner than this after the last
+INBOUND_RETRY_GAP_MS = 1_000
 #: each interval is multiplied by a random factor in [1 - JITTER, 1 + JITTER]
 RETRY_JITTER = 0.2
 #: answers that mean "try again later" rather than "this transaction is refused"
@@ -171,6 +173,8 @@ class FederationSender(service.Service):
         self.edus = OutboundEdus(hs, self)
         if self.enabled:
             hs.room_stream.subscribe(self._on_events)
+            # A server that sends us a signed request is up: stop backing off from it.
+            hs.federation_auth.on_authenticated.append(self.destination_is_up)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -249,12 +253,17 @@ class FederationSender(service.Service):
     def destination_is_up(self, destination: str) -> None:
         """``destination`` just talked to us: end its backoff and send what is waiting."""
         dest = self._dests.get(destination)
-        if dest is None or dest.retry_interval <= 0:
+        if dest is None or dest.retry_interval <= 0 or dest.retry_allowed:
             return
         if dest.timer is not None and dest.timer.active():
             dest.timer.cancel()
         dest.timer = None
-        # One attempt now; should it fail, the backoff grows from where it was.
+        # One attempt soon; should it fail, the backoff grows from where it was. A server that
+        # reaches us but cannot be reached still gets at most one attempt per INBOUND_RETRY_GAP_MS.
+        due = (dest.retry_last_ts or 0) + INBOUND_RETRY_GAP_MS
+        if due > self._now_ms():
+            dest.timer = self.clock.callLater((due - self._now_ms()) / 1000, self._retry_due, dest)
+            return
         dest.retry_allowed = True
         self._kick(dest)
 
@@ -571,6 +580,9 @@ class FederationSender(service.Service):
         )
         name, failure_ts, interval = dest.name, dest.failure_ts, dest.retry_interval
         self._write(lambda: self.store.set_backoff(name, failure_ts, now, interval))
+        if dest.timer is not None and dest.timer.active():
+            dest.timer.cancel()
+        dest.timer = None
         if self._started:
             self._schedule_retry(dest, now + dest.retry_interval)
 
