@@ -234,6 +234,23 @@ class BackfillTests(HomeserverTestCase):
         rows = await self.hs.db.select("n", "SELECT COUNT(*) FROM events WHERE event_id = ?", msgs[3].event_id)
         self.assertEqual(rows[0][0], 1)
 
+    async def test_a_gap_after_the_join_is_not_the_start(self) -> None:
+        room = self.remote.new_room()
+        room.messages(5)
+        join = await seed_joined_room(self.hs, room, self.alice.user_id)
+        room.messages(3, prefix="missed")
+        tip = room.add("m.room.message", {"msgtype": "m.text", "body": "tip"})
+        rs = self.hs.room_server
+        # as the federation receiver does when get_missing_events cannot close a gap
+        result = await rs.receive_event(tip, state_before=await rs.current_state_ids(room.room_id))
+        self.assertTrue(result.accepted, result)
+        record = await rs.get_room(room.room_id)
+        extremities = await self.hs.backfiller.store.backward_extremities(record.room_nid)
+        self.assertEqual([x.event_id for x in extremities], list(join.prev_event_ids))
+        events = await self.page_all(room.room_id)
+        bodies = [e["content"].get("body") for e in events if e["type"] == "m.room.message"]
+        self.assertEqual(bodies, ["tip", "message 4", "message 3", "message 2", "message 1", "message 0"])
+
     async def test_remote_without_history(self) -> None:
         room = self.remote.new_room()
         room.messages(5)

@@ -61,7 +61,10 @@ class BackfillStore:
         self.state = state
 
     async def backward_extremities(self, room_nid: int, window: int = EARLIEST_WINDOW) -> list[BackwardExtremity]:
-        """Prev events of the room's ``window`` earliest timeline events that we lack or hold as outliers."""
+        """Prev events that we lack (or hold as outliers) of the start of the room's history: its
+        first event in stream order (e.g. our join) and the backfilled events before it, at most
+        ``window`` of the earliest. A gap *after* the start (events missed while unreachable) is
+        not history's start and is not filled from here."""
         rows = await self.db.select(
             "backward_extremities",
             "SELECT ee.prev_event_id, e.event_id, e.sender FROM events e"
@@ -69,9 +72,12 @@ class BackfillStore:
             " LEFT JOIN events p ON p.event_id = ee.prev_event_id"
             " WHERE e.event_nid IN ("
             "   SELECT event_nid FROM events WHERE room_nid = ? AND stream_ordering IS NOT NULL"
+            "   AND stream_ordering <= COALESCE("
+            "     (SELECT MIN(stream_ordering) FROM events WHERE room_nid = ? AND stream_ordering > 0), 0)"
             "   ORDER BY stream_ordering ASC LIMIT ?)"
             " AND (p.event_nid IS NULL OR p.outlier = ?)"
             " ORDER BY e.stream_ordering ASC",
+            room_nid,
             room_nid,
             window,
             True,
