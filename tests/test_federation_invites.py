@@ -348,3 +348,35 @@ class ResidentBadInputTests(FederationTestMixin, TwoServerTestCase):
     async def test_third_party_invite_exchange_unsupported(self) -> None:
         result = await self.fed(self.a, "PUT", f"{F1}/exchange_third_party_invite/{q(self.room_id)}", {"type": "m.room.member"})
         self.assertFedError(result, 400, "M_UNRECOGNIZED")
+
+
+class OutOfBandUpdateTests(FederationTestMixin, TwoServerTestCase):
+    """A withdrawn invite reaches the invitee's server, which is not in the room (hs.remote_rooms
+    .receive_out_of_band, which the /send receiver offers such events to)."""
+
+    async def test_withdrawn_invite(self) -> None:
+        alice = await self.a.register("alice")
+        bob = await self.b.register("bob")
+        room_id = await self.b.create_room(bob, {"preset": "private_chat"})
+        code, body = await self.b.post(f"{CLIENT}/rooms/{q(room_id)}/invite", {"user_id": alice.user_id}, bob)
+        self.assertEqual(code, 200, body)
+        since = (await self.a.sync(alice))["next_batch"]
+        code, body = await self.b.post(f"{CLIENT}/rooms/{q(room_id)}/kick", {"user_id": alice.user_id}, bob)
+        self.assertEqual(code, 200, body)
+        kick = await self.b.hs.room_server.current_state_event(room_id, "m.room.member", alice.user_id)
+        remote = self.a.hs.remote_rooms
+        # a server that did not invite her is not believed
+        from mxserver.events.builder import build_event
+
+        forged = build_event(
+            kick.room_version, type="m.room.member", sender=self.a.user_id("mallory"), content={"membership": "leave"},
+            room_id=room_id, state_key=alice.user_id, prev_event_ids=[], auth_event_ids=[], depth=5,
+            origin_server_ts=self.now_ms(), server_name=self.a.server_name, signing_key=self.a.hs.signing_key,
+        )
+        self.assertFalse(await remote.receive_out_of_band(forged))
+        self.assertTrue(await remote.receive_out_of_band(kick))
+        sync = await self.a.sync(alice, since)
+        self.assertNotIn(room_id, sync["rooms"]["invite"])
+        self.assertIn(room_id, sync["rooms"]["leave"])
+        # taken once: her membership is no longer an invite
+        self.assertFalse(await remote.receive_out_of_band(kick))

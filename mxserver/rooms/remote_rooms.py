@@ -412,6 +412,34 @@ class RemoteRooms:
             )
         return await self._store_out_of_band(room_id, rv, event)
 
+    async def receive_out_of_band(self, event: Event) -> bool:
+        """For the federation receiver, after :func:`check_pdu`: a leave or ban of one of our
+        users in a room we are not in, whose invite or knock we keep out of band (the invite
+        withdrawn, the knock refused). It replaces that membership; True if it was taken so.
+
+        We cannot auth-check it (we have no state of the room), so only the servers that told
+        us of the room are believed: the inviting server, or the servers in the knock's state.
+        """
+        target = event.state_key
+        if event.type != MEMBER or event.membership not in ("leave", "ban") or not isinstance(target, str):
+            return False
+        if ":" not in target or server_of_user(target) != self.hs.server_name:
+            return False
+        if await self.is_host_in_room(event.room_id):
+            return False
+        current = await self.local_membership(event.room_id, target)
+        if current is None or not current.metadata.outlier or current.membership not in ("invite", "knock"):
+            return False
+        trusted = {server_of_user(current.sender)} if current.membership == "invite" else set()
+        given = current.unsigned.get("knock_room_state")
+        for s in given if isinstance(given, list) else []:
+            if isinstance(s, dict) and isinstance(s.get("sender"), str) and ":" in s["sender"]:
+                trusted.add(server_of_user(s["sender"]))
+        if server_of_user(event.sender) not in trusted - {self.hs.server_name}:
+            return False
+        await self._store_out_of_band(event.room_id, current.room_version, event)
+        return True
+
     # -- inviting users of other servers -------------------------------------------------------------
 
     async def invite_room_state(self, room_id: str) -> list[dict[str, Any]]:
