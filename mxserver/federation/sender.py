@@ -396,13 +396,13 @@ class FederationSender(service.Service):
         """Start the destination's loop unless it runs, backs off, or the sender is not started."""
         if not self._started or dest.running:
             return
+        if not (dest.pdus or dest.edus or dest.retry or dest.catching_up):
+            return
         if dest.retry_interval > 0 and not dest.retry_allowed:
             due = dest.next_retry_ts or 0
             if due > self._now_ms():
                 self._schedule_retry(dest, due)
                 return
-        if not (dest.pdus or dest.edus or dest.retry or dest.catching_up):
-            return
         dest.running = True
         d = ensureDeferred(self._run(dest))
         d.addErrback(lambda f: log.failure("federation sender loop for {dest} failed", f, dest=dest.name))
