@@ -282,6 +282,19 @@ class TwoServerMediaTests(TwoServerTestCase):
                                     max_size=1000)
         parts = parse_multipart(resp.body, resp.header("content-type"))
         self.assertEqual((parts[0].body, parts[1].body), (b"{}", b"secret"))
+        # Bad input is a Matrix error there too.
+        for path, status, errcode in [
+            (f"/_matrix/federation/v1/media/thumbnail/{media_id}", 400, "M_MISSING_PARAM"),
+            (f"/_matrix/federation/v1/media/thumbnail/{media_id}?width=0&height=5", 400, "M_INVALID_PARAM"),
+            (f"/_matrix/federation/v1/media/thumbnail/{media_id}?width=5&height=5", 400, "M_UNKNOWN"),  # text
+            ("/_matrix/federation/v1/media/download/bad.id", 400, "M_INVALID_PARAM"),
+            ("/_matrix/federation/v1/media/download/unknownMedia", 404, "M_NOT_FOUND"),
+        ]:
+            base, _, query = path.partition("?")
+            args = dict(kv.split("=") for kv in query.split("&")) if query else None
+            with self.assertRaises(FederationError) as cm:
+                await client.get_raw(self.a.server_name, base, args, max_size=1000)
+            self.assertEqual((cm.exception.code, cm.exception.errcode), (status, errcode), path)
         # B caches A's media, but does not serve it to A as B's own.
         await self.b.get(f"/_matrix/client/v1/media/download/{mxc}", bob)
         with self.assertRaises(FederationError) as cm:
