@@ -232,6 +232,15 @@ class E2eeFederationTests(TwoServerTestCase):
         self.assertIsInstance(body["stream_id"], int)
         self.assertEqual([d["device_id"] for d in body["devices"]], ["BOB1"])
         self.assertEqual(body["devices"][0]["keys"], self.bob.device_keys())
+        # Device names stay on their server.
+        code, _ = await self.b.put(f"{CLIENT}/devices/BOB1", {"display_name": "Bob's work laptop"}, self.bob.user)
+        self.assertEqual(code, 200)
+        body = await client.get_json(self.b.server_name, path)
+        self.assertNotIn("device_display_name", body["devices"][0])
+        answer = await client.post_json(
+            self.b.server_name, "/_matrix/federation/v1/user/keys/query", {"device_keys": {self.bob.user_id: []}}
+        )
+        self.assertEqual(answer["device_keys"][self.bob.user_id]["BOB1"]["unsigned"], {})
         # Only users of that server; only authenticated requests.
         other = "/_matrix/federation/v1/user/devices/" + quote(self.alice.user_id, safe="")
         with self.assertRaises(FederationError) as e:

@@ -42,6 +42,9 @@ JsonDict = dict[str, Any]
 
 DEVICE_LIST_UPDATE = "m.device_list_update"
 SIGNING_KEY_UPDATE = "m.signing_key_update"
+#: Device names often say more than their owners mean to tell other servers ("Alice's work
+#: laptop"); like Synapse by default, they are not sent over federation.
+SHARE_DEVICE_NAMES_OVER_FEDERATION = False
 
 
 def _server(user_id: str) -> str | None:
@@ -145,7 +148,7 @@ class DeviceListHandler:
                 if device_id not in names:
                     content["deleted"] = True
                 else:
-                    if names[device_id] is not None:
+                    if SHARE_DEVICE_NAMES_OVER_FEDERATION and names[device_id] is not None:
                         content["device_display_name"] = names[device_id]
                     keys = stored.get(device_id, (None, None))[0]
                     if keys is not None:
@@ -261,7 +264,7 @@ class DeviceListHandler:
             keys = stored.get(device_id, (None, None))[0]
             if keys is not None:
                 entry["keys"] = merge_signatures(keys, sigs.get((user_id, device_id)))
-            if names[device_id] is not None:
+            if SHARE_DEVICE_NAMES_OVER_FEDERATION and names[device_id] is not None:
                 entry["device_display_name"] = names[device_id]
             devices.append(entry)
         result: JsonDict = {

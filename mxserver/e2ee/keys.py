@@ -191,7 +191,8 @@ class E2eKeysHandler:
                 if keys is None or device_id not in existing:
                     continue
                 keys = merge_signatures(keys, sigs.get((user_id, device_id)))
-                name = existing[device_id]
+                # Another server asking (requester None) gets no device names (device_lists.py).
+                name = existing[device_id] if requester_user is not None else None
                 keys = {**keys, "unsigned": {"device_display_name": name} if name is not None else {}}
                 out[device_id] = keys
             device_keys[user_id] = out
