@@ -98,7 +98,7 @@ class FakeRoom:
 
     def _build(
         self, etype: str, content: dict[str, Any], state_key: str | None, sender: str, room_id: str | None,
-        server_name: str | None = None, signing_key: Any = None,
+        server_name: str | None = None, signing_key: Any = None, redacts: str | None = None,
     ) -> Event:
         self._ts += 1
         wanted = auth_types_for_event(self.rv, etype, sender, state_key, content)
@@ -116,15 +116,18 @@ class FakeRoom:
             origin_server_ts=self._ts,
             server_name=server_name or self.remote.server_name,
             signing_key=signing_key or self.remote.signing_key,
+            redacts=redacts,
         )
 
     def build(
         self, etype: str, content: dict[str, Any], state_key: str | None = None, sender: str | None = None,
-        *, server_name: str | None = None, signing_key: Any = None,
+        *, server_name: str | None = None, signing_key: Any = None, redacts: str | None = None,
     ) -> Event:
         """An event on the latest one (not added: see :meth:`add_event`), signed by the fake
         server unless ``server_name``/``signing_key`` say otherwise."""
-        return self._build(etype, content, state_key, sender or self.creator, self.room_id, server_name, signing_key)
+        return self._build(
+            etype, content, state_key, sender or self.creator, self.room_id, server_name, signing_key, redacts
+        )
 
     def add(self, etype: str, content: dict[str, Any], state_key: str | None = None, sender: str | None = None) -> Event:
         event = self.build(etype, content, state_key, sender)

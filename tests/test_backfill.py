@@ -251,6 +251,26 @@ class BackfillTests(HomeserverTestCase):
         bodies = [e["content"].get("body") for e in events if e["type"] == "m.room.message"]
         self.assertEqual(bodies, ["tip", "message 4", "message 3", "message 2", "message 1", "message 0"])
 
+    async def test_redaction_that_came_first_applies(self) -> None:
+        room = self.remote.new_room()
+        msgs = room.messages(4)
+        join = await seed_joined_room(self.hs, room, self.alice.user_id)
+        # after the join, the old message is redacted (by its sender): we do not have it yet
+        redaction = room.build("m.room.redaction", {}, None, redacts=msgs[1].event_id)
+        room.add_event(redaction)
+        result = await self.hs.room_server.receive_event(redaction)
+        self.assertTrue(result.accepted, result)
+        events = await self.page_all(room.room_id)
+        by_id = {e["event_id"]: e for e in events}
+        self.assertEqual(by_id[msgs[1].event_id]["content"], {})
+        self.assertEqual(by_id[msgs[1].event_id]["unsigned"]["redacted_because"]["event_id"], redaction.event_id)
+        self.assertEqual(by_id[msgs[2].event_id]["content"]["body"], "message 2")
+        self.assertIn(join.event_id, by_id)
+        # the same from the database (not the cache)
+        self.hs.event_store.invalidate_event(msgs[1].event_id)
+        stored = await self.hs.event_store.get_event(msgs[1].event_id)
+        self.assertEqual(stored.metadata.redacted_by, redaction.event_id)
+
     async def test_remote_without_history(self) -> None:
         room = self.remote.new_room()
         room.messages(5)

@@ -43,6 +43,7 @@ from mxserver.federation.client import FederationError
 from mxserver.federation.pdu_checks import InvalidPdu, check_pdu
 from mxserver.federation.responses import SharedCalls
 from mxserver.rooms.auth import AuthError, auth_types_for, check_auth_rules
+from mxserver.rooms.power_levels import redaction_may_be_applied
 from mxserver.rooms.room_server import EventStoreStateSource, RoomHead
 from mxserver.rooms.state_resolution import resolve_state
 from mxserver.rooms.versions import RoomVersion
@@ -398,6 +399,25 @@ class Backfiller:
 
     # -- writing (the room lock is held) --------------------------------------------------------
 
+    async def _early_redactions(self, room_nid: int, targets: Mapping[str, Event]) -> dict[str, str]:
+        """event ID -> redaction ID for redactions we hold of ``targets`` (they came first, e.g.
+        after our join), where the redaction may be applied (v3+ §Handling redactions: the same
+        server's sender, or the redact power level at the redaction)."""
+        if not targets:
+            return {}
+        out: dict[str, str] = {}
+        for redaction in await self.store.redactions_in_room(room_nid):
+            target = targets.get(redaction.redacts or "")
+            if target is None or target.event_id in out:
+                continue
+            state = await self.state.get_state(redaction.metadata.state_before)
+            keys = [k for k in (("m.room.power_levels", ""), ("m.room.create", "")) if k in state]
+            events = await self.events.get_events([state[k] for k in keys])
+            auth = {k: events[state[k]] for k in keys if state[k] in events}
+            if redaction_may_be_applied(redaction, target, auth, create_event=auth.get(("m.room.create", ""))):
+                out[target.event_id] = redaction.event_id
+        return out
+
     def _allocate_positions(self, n: int) -> int:
         """The first of ``n`` consecutive stream positions below every position in use."""
         low = min(self._low if self._low is not None else 0, self.events.min_stream)
@@ -453,11 +473,17 @@ class Backfiller:
                                        state_before=before_nid, state_after=after_nid, replaces_state=replaces))
         if not inserts and not placements:
             return 0
+        shown = {i.event.event_id: i.event for i in timeline if i.reason is None}
+        redactions = await self._early_redactions(room.room_nid, shown)
         try:
-            await self.store.persist(inserts, placements, snapshots, int(self.hs.clock.seconds() * 1000))
+            await self.store.persist(
+                inserts, placements, snapshots, int(self.hs.clock.seconds() * 1000), list(redactions.items())
+            )
         except Exception:
             self.state.invalidate_planned()
             raise
+        for event_id, redaction_id in redactions.items():
+            shown[event_id].metadata.redacted_by = redaction_id
         store.persisted(inserts)
         for snap in snapshots:
             self.state.written(snap)

@@ -97,6 +97,20 @@ class BackfillStore:
         )
         return row[0] if row else None
 
+    async def redactions_in_room(self, room_nid: int) -> list[Any]:
+        """The room's accepted redaction events (few, next to its messages): those that arrived
+        before the events they redact are applied when those are backfilled."""
+        rows = await self.db.select(
+            "backfill_redactions",
+            f"SELECT {EventStore.EVENT_COLUMNS} FROM events e WHERE e.room_nid = ? AND e.type = ?"
+            " AND e.rejected_reason IS NULL AND e.soft_failed = ? AND e.outlier = ?",
+            room_nid,
+            "m.room.redaction",
+            False,
+            False,
+        )
+        return await self.events.events_from_rows(rows)
+
     async def min_stream_ordering(self) -> int:
         row = await self.db.select_one("min_stream_ordering", "SELECT MIN(stream_ordering) FROM events")
         return min(0, (row[0] if row else None) or 0)
@@ -107,10 +121,14 @@ class BackfillStore:
         placements: Sequence[TimelinePlacement],
         snapshots: Sequence[NewSnapshot],
         now_ms: int,
+        redactions: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Write a backfilled batch: new events (outliers and timeline ones), outliers placed in the
-        timeline, and the state snapshots they need -- one transaction."""
-        await self.db.run_interaction("persist_backfill", self._persist_txn, inserts, placements, snapshots, now_ms)
+        timeline, the state snapshots they need, and ``(event, redaction)`` marks for redactions
+        that arrived before the events -- one transaction."""
+        await self.db.run_interaction(
+            "persist_backfill", self._persist_txn, inserts, placements, snapshots, now_ms, redactions
+        )
 
     def _persist_txn(
         self,
@@ -119,6 +137,7 @@ class BackfillStore:
         placements: Sequence[TimelinePlacement],
         snapshots: Sequence[NewSnapshot],
         now_ms: int,
+        redactions: Sequence[tuple[str, str]],
     ) -> None:
         # The same rows the room server's persister writes for any event (events, DAG edges,
         # redaction marks); the items carry no current-state or extremity changes.
@@ -129,6 +148,10 @@ class BackfillStore:
                 " rejected_reason = ?, outlier = ? WHERE event_id = ? AND outlier = ?",
                 (p.stream_ordering, p.state_before, p.state_after, p.replaces_state, p.rejected_reason, False,
                  p.event_id, True),
+            )
+        for event_id, redaction_id in redactions:
+            txn.execute(
+                "UPDATE events SET redacted_by = ? WHERE event_id = ? AND redacted_by IS NULL", (redaction_id, event_id)
             )
         # Snapshots last: their entries may name any event of the batch.
         event_nids: dict[str, Any] = {i.event.event_id: i.event_nid for i in inserts}
