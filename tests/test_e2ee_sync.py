@@ -126,7 +126,7 @@ class DeviceListSyncTests(KeysTestCase):
     async def test_one_time_key_counts_in_sync(self) -> None:
         alice = await self.new_device("alice")
         initial = await self.sync(alice)
-        self.assertEqual(initial["device_one_time_keys_count"], {})
+        self.assertEqual(initial["device_one_time_keys_count"], {"signed_curve25519": 0})
         self.assertEqual(initial["device_unused_fallback_key_types"], [])
         await self.upload(alice, one_time_keys=alice.one_time_keys(4), fallback_keys=alice.fallback_keys())
         body = await self.sync(alice, initial["next_batch"])

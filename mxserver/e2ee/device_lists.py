@@ -230,9 +230,9 @@ class DeviceListHandler:
         else:
             fields["device_lists"] = {"changed": [], "left": []}
         if requester.device_id is not None:
-            fields["device_one_time_keys_count"] = await self.key_store.one_time_key_counts(
-                requester.user_id, requester.device_id
-            )
+            # signed_curve25519 always, zero included: some clients only replenish keys they see counted.
+            counts = await self.key_store.one_time_key_counts(requester.user_id, requester.device_id)
+            fields["device_one_time_keys_count"] = {"signed_curve25519": 0, **counts}
             fields["device_unused_fallback_key_types"] = await self.key_store.unused_fallback_key_types(
                 requester.user_id, requester.device_id
             )
