@@ -222,6 +222,20 @@ class QueueTests(SenderTestCase):
         await self.until(lambda: any(p["state_key"] == uid for c in self.transport.to(R1) for p in c.body["pdus"]), "join at R1")
         self.assertEqual(self.transport.to(R2), [])
 
+    async def test_servers_denied_by_the_acl_get_nothing(self) -> None:
+        alice = await self.register("alice")
+        self.transport.auto.update({R1, R2})
+        room = await self.room_with(alice, R1, R2)
+        await self.set_state(alice, room, "m.room.server_acl", {"allow": ["*"], "deny": ["r2.*"]})
+        await self.say(alice, room, "not for r2")
+        await self.sender.send_edu_to_room(room, "org.example.room", {})
+        await self.until(lambda: any("not for r2" in c.pdu_ids for c in self.transport.to(R1)), "message at R1")
+        await self.until(lambda: any(c.body.get("edus") for c in self.transport.to(R1)), "EDU at R1")
+        await settle(2)
+        self.assertFalse(any("not for r2" in c.pdu_ids for c in self.transport.to(R2)))
+        self.assertFalse(any(c.body.get("edus") for c in self.transport.to(R2)))
+        self.assertEqual(await self.sender.servers_in_room(room), {R1})
+
     async def test_healthy_destination_not_delayed_by_dead_one(self) -> None:
         alice = await self.register("alice")
         self.transport.auto.add(R2)

@@ -32,8 +32,8 @@ Where events go: to every other server with a joined member in the room
 (:mod:`mxserver.federation.destinations`), plus the target's server of a
 membership event about a remote user other than an invite (a kick, ban or
 leave must reach the user's server even when nobody else of it is joined;
-invites go through /invite). Never to ourselves, nothing when
-``federation.enabled`` is false.
+invites go through /invite), minus the servers the room's ``m.room.server_acl``
+denies. Never to ourselves, nothing when ``federation.enabled`` is false.
 
 The joined servers are read when the event is routed, right after it is
 published: exact when the room's members are in memory (``hs.room_members``),
@@ -58,7 +58,9 @@ from twisted.application import service
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 
+from mxserver.errors import MatrixError
 from mxserver.events.model import Event
+from mxserver.federation.acl import server_matches_acl
 from mxserver.federation.client import FederationError
 from mxserver.federation.destinations import _room_servers, user_server
 from mxserver.federation.outbound_edus import OutboundEdus, merge_presence
@@ -234,21 +236,21 @@ class FederationSender(service.Service):
     def send_edu_to_room(
         self, room_id: str, edu_type: str, content: dict[str, Any], key: Hashable | None = None
     ) -> Deferred[None]:
-        """Queue an EDU for every other server with a joined member in ``room_id``."""
+        """Queue an EDU for every other server with a joined member in ``room_id`` (ACL permitting)."""
         if not self.enabled:
             return succeed(None)
 
         async def run() -> None:
-            for server in await self._room_servers.servers_in_room(room_id):
+            for server in await self.servers_in_room(room_id):
                 self.send_edu(server, edu_type, content, key)
 
         return ensureDeferred(run())
 
     async def servers_in_room(self, room_id: str) -> set[str]:
-        """The other servers with joined members in ``room_id`` (never ourselves)."""
+        """The other servers with joined members in ``room_id`` that its ACL allows (never ourselves)."""
         servers = set(await self._room_servers.servers_in_room(room_id))
         servers.discard(self.server_name)
-        return servers
+        return await self._acl_allowed(room_id, servers)
 
     def destination_is_up(self, destination: str) -> None:
         """``destination`` just talked to us: end its backoff and send what is waiting."""
@@ -350,7 +352,20 @@ class FederationSender(service.Service):
             if target is not None:
                 servers.add(target)
         servers.discard(self.server_name)
-        return servers
+        return await self._acl_allowed(event.room_id, servers)
+
+    async def _acl_allowed(self, room_id: str, servers: set[str]) -> set[str]:
+        """``servers`` without those the room's server ACL denies: they may not take part
+        (server-server-api §Server Access Control Lists), so nothing is sent to them."""
+        if not servers:
+            return servers
+        try:
+            acl = await self.hs.room_server.current_state_event(room_id, "m.room.server_acl", "")
+        except MatrixError:
+            return servers  # a room we have no head for: no ACL known
+        if acl is None:
+            return servers
+        return {s for s in servers if server_matches_acl(s, acl.content)}
 
     def _queue_pdus(self, routed: Iterable[tuple[Event, set[str]]]) -> None:
         rows: dict[tuple[str, str], QueuedRoom] = {}
