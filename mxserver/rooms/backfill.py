@@ -80,15 +80,18 @@ class _Item:
     before_nid: int | None = None
     has_before_nid: bool = False
     reason: str | None = None
-    #: ``before`` is known (its children in the batch may use it)
+    #: ``before`` and ``after`` are known (its children in the batch may use them)
     ready: bool = False
+    #: the state after the event (``before`` itself, the same object, if it changes nothing)
+    after: StateMap = attrs.field(factory=dict)
 
-    @property
-    def after(self) -> StateMap:
+    def settle(self) -> None:
         ev = self.event
         if ev.is_state() and self.reason is None:
-            return {**self.before, ev.state_tuple(): ev.event_id}
-        return self.before
+            self.after = {**self.before, ev.state_tuple(): ev.event_id}
+        else:
+            self.after = self.before
+        self.ready = True
 
 
 class Backfiller:
@@ -224,8 +227,8 @@ class Backfiller:
         done: list[_Item] = []
         for item in order:
             await self._state_before(item, items, fetched, rv, origin, head)
-            item.ready = True
             item.reason = await self._auth_failure(item, items, fetched, create, origin, rv)
+            item.settle()
             done.append(item)
         if not done:
             return 0
@@ -251,7 +254,9 @@ class Backfiller:
                     maps = []
                     break
                 maps.append(batch_prev.after)
-                nids.append(None)
+                # A prev that changed nothing: its children share its stored snapshot.
+                same = batch_prev.after is batch_prev.before and batch_prev.has_before_nid
+                nids.append(batch_prev.before_nid if same else None)
                 continue
             prev = stored.get(p)
             if prev is None or prev.metadata.outlier:
@@ -505,6 +510,10 @@ def _snapshot_for(
     state: Any, room_nid: int, head: RoomHead, wanted: StateMap, by_state: dict[tuple[Any, ...], int],
     out: list[NewSnapshot],
 ) -> int:
+    # Runs of events that change nothing share one map object: no need to compare contents.
+    nid = by_state.get(("id", id(wanted)))
+    if nid is not None:
+        return nid
     key = tuple(sorted(wanted.items()))
     nid = by_state.get(key)
     if nid is None:
@@ -514,6 +523,7 @@ def _snapshot_for(
             snap = state.plan_from_map(room_nid, head.snapshot_nid, head.state, wanted)
         out.append(snap)
         nid = by_state[key] = snap.snapshot_nid
+    by_state[("id", id(wanted))] = nid
     return nid
 
 
