@@ -256,6 +256,22 @@ class E2eeFederationTests(TwoServerTestCase):
                 {"one_time_keys": {self.alice.user_id: {}}},
             )
         self.assertEqual(e.exception.code, 400)
+        for path, body in (
+            ("/_matrix/federation/v1/user/keys/query", {}),
+            ("/_matrix/federation/v1/user/keys/query", {"device_keys": {self.bob.user_id: "x"}}),
+            ("/_matrix/federation/v1/user/keys/claim", {"one_time_keys": []}),
+        ):
+            with self.assertRaises(FederationError) as e:
+                await client.post_json(self.b.server_name, path, body)
+            self.assertEqual(e.exception.code, 400, (path, body))
+        # A claim for B's own user works and hands out the key once.
+        otks = self.bob.one_time_keys(1)
+        await self.upload(self.b, self.bob, one_time_keys=otks)
+        claim = {"one_time_keys": {self.bob.user_id: {"BOB1": "signed_curve25519"}}}
+        answer = await client.post_json(self.b.server_name, "/_matrix/federation/v1/user/keys/claim", claim)
+        self.assertEqual(answer, {"one_time_keys": {self.bob.user_id: {"BOB1": otks}}})
+        answer = await client.post_json(self.b.server_name, "/_matrix/federation/v1/user/keys/claim", claim)
+        self.assertEqual(answer, {"one_time_keys": {}})
 
     async def test_encrypted_to_device_passes_through(self) -> None:
         payload = {
