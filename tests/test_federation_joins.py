@@ -194,6 +194,21 @@ class ResidentAndRestrictedTests(FederationTestMixin, TwoServerTestCase):
         self.carol = await self.a.register("carol")
         self.bob = await self.b.register("bob")
 
+    async def test_concurrent_joins(self) -> None:
+        from twisted.internet.defer import ensureDeferred, gatherResults
+
+        room_id = await self.public_room(self.b, self.bob)
+        results = await gatherResults(
+            [ensureDeferred(self.join(self.a, u, room_id, self.b.server_name)) for u in (self.alice, self.carol)]
+        )
+        self.assertEqual([r[0] for r in results], [200, 200], results)
+        everyone = {self.alice.user_id, self.carol.user_id, self.bob.user_id}
+        self.assertEqual(await self.joined(self.a, self.alice, room_id), everyone)
+        await eventually(lambda: self._all_joined(room_id, everyone))
+
+    async def _all_joined(self, room_id: str, users: set[str]) -> bool:
+        return await self.joined(self.b, self.bob, room_id) == users
+
     async def test_invite_while_already_resident(self) -> None:
         room_id = await self.public_room(self.b, self.bob)
         self.assertEqual((await self.join(self.a, self.alice, room_id, self.b.server_name))[0], 200)

@@ -139,8 +139,9 @@ class MembershipHandler:
             if requester.is_guest:
                 raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests may not join rooms on other servers")
             content = self._with_reason({"membership": "join", **await self.profile_content(user_id)}, reason)
-            await self.hs.remote_rooms.join(user_id, room_id, candidates, content)
-            return room_id
+            if await self.hs.remote_rooms.join(user_id, room_id, candidates, content) is not None:
+                return room_id
+            # None: a concurrent join brought this server into the room meanwhile; join here.
         room = await self.local_room(room_id, via)
         state = await self._state(room_id, user_id, extra=[GUEST_ACCESS_KEY])
         membership = _membership(state, user_id)
@@ -212,8 +213,8 @@ class MembershipHandler:
             if own is not None and own.membership in ("invite", "knock", "ban"):
                 raise forbidden(f"You cannot knock: your membership is {own.membership}")
             content = self._with_reason({"membership": "knock", **await self.profile_content(user_id)}, reason)
-            await self.hs.remote_rooms.knock(user_id, room_id, candidates, content)
-            return room_id
+            if await self.hs.remote_rooms.knock(user_id, room_id, candidates, content) is not None:
+                return room_id
         room = await self.local_room(room_id, via)
         if not room.room_version.knock_join_rule:
             raise forbidden(f"Room version {room.room_version.identifier} does not support knocking")

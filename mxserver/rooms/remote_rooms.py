@@ -28,10 +28,11 @@ server:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from mxserver.crypto.signing import SignatureError, signature_ids
@@ -140,6 +141,8 @@ class RemoteRooms:
         self.hs = hs
         self.room_server = hs.room_server
         self.client = hs.federation_client
+        # one handshake per room at a time: two joins racing would each adopt their own state
+        self._locks: dict[str, DeferredLock] = {}
 
     def _now_ms(self) -> int:
         return int(self.hs.clock.seconds() * 1000)
@@ -280,15 +283,42 @@ class RemoteRooms:
 
     # -- joining ----------------------------------------------------------------------------------
 
-    async def join(self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]) -> Event:
-        """Join a room through one of ``servers``; returns our join event once stored."""
-        versions = list(KNOWN_ROOM_VERSIONS)
-        server, rv, event, answer = await self._handshake("join", room_id, user_id, "join", servers, content, versions)
+    def _room_lock(self, room_id: str) -> DeferredLock:
+        lock = self._locks.get(room_id)
+        if lock is None:
+            lock = self._locks[room_id] = DeferredLock()
+        return lock
+
+    async def _serialised(self, room_id: str, fn: Callable[[], Awaitable[Event]]) -> Event | None:
+        """Run one handshake of the room at a time; None (without running it) if this server
+        joined the room meanwhile: the caller then does it as a local membership change."""
+        lock = self._room_lock(room_id)
+        await lock.acquire()
         try:
-            return await self._adopt_join(server, room_id, rv, event, answer)
-        except _BadAnswer as e:
-            log.warn("join of {room} through {server}: {e}", room=room_id, server=server, e=e)
-            raise MatrixError(502, "M_UNKNOWN", f"Could not join through {server}: {e}") from None
+            if await self.is_host_in_room(room_id):
+                return None
+            return await fn()
+        finally:
+            lock.release()
+            if not lock.locked and not lock.waiting:
+                self._locks.pop(room_id, None)
+
+    async def join(
+        self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]
+    ) -> Event | None:
+        """Join a room through one of ``servers``; our join event once stored, or None if this
+        server is (now) in the room: then join it locally."""
+
+        async def run() -> Event:
+            versions = list(KNOWN_ROOM_VERSIONS)
+            server, rv, event, answer = await self._handshake("join", room_id, user_id, "join", servers, content, versions)
+            try:
+                return await self._adopt_join(server, room_id, rv, event, answer)
+            except _BadAnswer as e:
+                log.warn("join of {room} through {server}: {e}", room=room_id, server=server, e=e)
+                raise MatrixError(502, "M_UNKNOWN", f"Could not join through {server}: {e}") from None
+
+        return await self._serialised(room_id, run)
 
     async def _adopt_join(
         self, server: str, room_id: str, rv: RoomVersion, event: Event, answer: Mapping[str, Any]
@@ -354,14 +384,22 @@ class RemoteRooms:
 
     # -- knocking ------------------------------------------------------------------------------------
 
-    async def knock(self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]) -> Event:
-        """Knock through one of ``servers``; the knock is stored out of band with ``knock_room_state``."""
-        versions = [v for v, rv in KNOWN_ROOM_VERSIONS.items() if rv.knock_join_rule]
-        server, rv, event, answer = await self._handshake("knock", room_id, user_id, "knock", servers, content, versions)
-        given = answer.get("knock_room_state")
-        state = [s for s in (stripped(p) for p in given if isinstance(p, dict)) if s] if isinstance(given, list) else []
-        await self._store_out_of_band(room_id, rv, event, {"knock_room_state": state})
-        return event
+    async def knock(
+        self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]
+    ) -> Event | None:
+        """Knock through one of ``servers``; the knock is stored out of band with ``knock_room_state``.
+        None if this server is (now) in the room: then knock locally."""
+
+        async def run() -> Event:
+            versions = [v for v, rv in KNOWN_ROOM_VERSIONS.items() if rv.knock_join_rule]
+            server, rv, event, answer = await self._handshake(
+                "knock", room_id, user_id, "knock", servers, content, versions
+            )
+            given = answer.get("knock_room_state")
+            state = [s for s in (stripped(p) for p in given if isinstance(p, dict)) if s] if isinstance(given, list) else []
+            return await self._store_out_of_band(room_id, rv, event, {"knock_room_state": state})
+
+        return await self._serialised(room_id, run)
 
     async def _store_out_of_band(
         self, room_id: str, rv: RoomVersion, event: Event, unsigned: Mapping[str, Any] | None = None
