@@ -231,7 +231,7 @@ class RemoteRooms:
         if rv.event_format is EventFormat.V1:
             for key in ("prev_events", "auth_events"):
                 for r in template[key]:
-                    if isinstance(r, list) and len(r) == 2 and isinstance(r[1], dict):
+                    if isinstance(r, list) and len(r) == 2 and isinstance(r[0], str) and isinstance(r[1], dict):
                         hashes[r[0]] = r[1]
         try:
             return build_event(
@@ -271,6 +271,9 @@ class RemoteRooms:
             except FederationError as e:
                 log.info("{kind} of {room} through {server} failed: {e}", kind=kind, room=room_id, server=server, e=e)
                 last = e.to_matrix_error()
+                if e.errcode in ("M_MISSING_PARAM", "M_INVALID_PARAM"):
+                    # joins-v2.yaml 400: these SHOULD fail the client's request with a 5xx.
+                    last = MatrixError(502, "M_UNKNOWN", f"{server} refused our {kind} event: {e.msg}")
                 if e.code == 403 or e.errcode in ("M_INCOMPATIBLE_ROOM_VERSION", "M_FORBIDDEN"):
                     raise last from None  # the room said no: another server would say the same
             except _BadAnswer as e:
@@ -511,7 +514,10 @@ class RemoteRooms:
         if ours != theirs:
             raise MatrixError(502, "M_UNKNOWN", f"{destination} changed the invite event it was asked to sign")
         await self._check_cosigned(destination, signed, rv)
-        pdu = {**event.get_pdu_json(), "signatures": signed.get("signatures")}
+        # Our event with their signature added (and nothing else of theirs).
+        signatures = {k: dict(v) for k, v in event.signatures.items()}
+        signatures[destination] = dict(signed["signatures"][destination])
+        pdu = {**event.get_pdu_json(), "signatures": signatures}
         invite = Event(pdu, rv, event_id=event.event_id)
         result = await self.room_server.receive_event(invite)
         if not result.accepted:
