@@ -106,6 +106,18 @@ class SenderTestCase(RoomTestCase):
         ev = await self.hs.room_server.send(room, EventSpec("m.room.message", {"msgtype": "m.text", "body": body}, None, user.user_id))
         return ev.event_id
 
+    async def restart(self) -> Homeserver:
+        await self.hs.stopService()
+        hs = Homeserver(self.config, reactor, clock=self.clock)
+        self.transport = FakeTransport()
+        hs.federation_sender.transport = self.transport
+        hs.startService()
+        self.addCleanup(hs.stopService)
+        await hs.when_ready()
+        self.hs = hs
+        self.sender = hs.federation_sender
+        return hs
+
     def answer(self, call: Call, response: Any = None, error: Exception | None = None) -> None:
         if error is not None:
             call.d.errback(error)
@@ -385,17 +397,6 @@ class FailureTests(SenderTestCase):
 
 
 class RestartTests(SenderTestCase):
-    async def restart(self) -> Homeserver:
-        await self.hs.stopService()
-        hs = Homeserver(self.config, reactor, clock=self.clock)
-        self.transport = FakeTransport()
-        hs.federation_sender.transport = self.transport
-        hs.startService()
-        self.addCleanup(hs.stopService)
-        await hs.when_ready()
-        self.hs = hs
-        self.sender = hs.federation_sender
-        return hs
 
     async def test_backoff_and_catch_up_survive_a_restart(self) -> None:
         alice = await self.register("alice")
@@ -435,6 +436,54 @@ class RestartTests(SenderTestCase):
         await self.until(lambda: len(self.transport.to(R1)) >= 1, "catch-up at start")
         await settle()
         self.assertEqual([i for c in self.transport.to(R1) for i in c.pdu_ids], ["two"])
+
+
+class OutboxTests(SenderTestCase):
+    def to_device(self, n: int) -> dict[str, Any]:
+        return {"sender": "@a:test", "type": "m.test", "message_id": f"id{n}", "messages": {f"@x:{R1}": {"D": {"n": n}}}}
+
+    async def test_persisted_edus_survive_an_outage_and_a_restart(self) -> None:
+        self.sender.send_edu(R1, "m.direct_to_device", self.to_device(0), persistent=True)
+        await self.until(lambda: len(self.transport.to(R1)) == 1)
+        self.answer(self.transport.to(R1)[0], error=RequestFailed(R1, "connection refused"))
+        for n in (1, 2):
+            self.sender.send_edu(R1, "m.direct_to_device", self.to_device(n), persistent=True)
+        self.sender.send_edu(R1, "m.typing", {"room_id": "!r:test", "user_id": "@a:test", "typing": True}, key=1)
+        await self.sender.flush_writes()
+        interval = self.sender._dests[R1].retry_interval
+        await self.restart()
+        self.transport.auto.add(R1)
+        self.clock.advance(interval / 1000 + 1)
+        await self.until(lambda: len(self.transport.to(R1)) >= 1, "delivery after the restart")
+        await settle()
+        # every to-device EDU, in order; the typing EDU lived in memory only
+        edus = [e for c in self.transport.to(R1) for e in c.body.get("edus", [])]
+        self.assertEqual([e["edu_type"] for e in edus], ["m.direct_to_device"] * 3)
+        self.assertEqual([e["content"]["message_id"] for e in edus], ["id0", "id1", "id2"])
+        # delivered: gone from the store, nothing is sent again after another restart
+        await self.sender.flush_writes()
+        await self.restart()
+        await settle(3)
+        self.assertEqual(self.transport.calls, [])
+
+    async def test_queue_overflow_reads_persisted_edus_back_in_order(self) -> None:
+        self.patch(sender_mod, "MAX_PENDING_EDUS", 3)
+        self.patch(sender_mod, "MAX_EDUS_PER_TXN", 4)
+        self.sender.send_edu(R1, "x.block", {})
+        await self.until(lambda: len(self.transport.pending(R1)) == 1)
+        for n in range(10):
+            self.sender.send_edu(R1, "m.direct_to_device", self.to_device(n), persistent=True)
+        self.assertLessEqual(len(self.sender._dests[R1].edus), 3)
+        self.transport.auto.add(R1)
+        self.answer(self.transport.pending(R1)[0])
+        await self.until(
+            lambda: [e["content"].get("message_id") for c in self.transport.to(R1) for e in c.body.get("edus", [])][1:]
+            == [f"id{n}" for n in range(10)],
+            "all ten in order, once",
+        )
+        await settle(3)
+        self.assertTrue(all(len(c.body.get("edus", [])) <= 4 for c in self.transport.to(R1)))
+        self.assertFalse(self.sender._dests[R1].outbox_in_store)
 
 
 class DisabledTests(SenderTestCase):

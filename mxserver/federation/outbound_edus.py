@@ -12,7 +12,7 @@ EDU                           to                                 coalesced per
 ``m.typing``                  the other servers in the room      (room, user)
 ``m.receipt``                 the other servers in the room      (room, user, thread)
 ``m.presence``                servers sharing a room with user   user (and merged per transaction)
-``m.direct_to_device``        each recipient's server            not coalesced (message_id)
+``m.direct_to_device``        each recipient's server            not coalesced; persisted
 ============================  =================================  ============================
 
 Only local users' changes are sent: a remote server speaks for its own users,
@@ -145,7 +145,8 @@ class OutboundEdus:
             seed = "\x00".join((sender, sender_device or "", event_type, txn_id, server))
             message_id = hashlib.sha256(seed.encode("utf-8")).hexdigest()[:MESSAGE_ID_LENGTH]
             content = {"sender": sender, "type": event_type, "message_id": message_id, "messages": msgs}
-            self._sender.send_edu(server, "m.direct_to_device", content)
+            # Persisted until delivered: end-to-end encryption keys travel this way.
+            self._sender.send_edu(server, "m.direct_to_device", content, persistent=True)
 
 
 def merge_presence(edus: list[dict[str, Any]]) -> list[dict[str, Any]]:

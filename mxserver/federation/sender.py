@@ -40,30 +40,32 @@ published: exact when the room's members are in memory (``hs.room_members``),
 otherwise as of the database read that loads them, which may already include
 a membership change published just after the event.
 
-Not persisted: queued EDUs (to-device messages included) do not survive a restart.
+EDUs sent with ``persistent=True`` (send-to-device messages) are stored until
+delivered (:mod:`mxserver.federation.outbox`); other queued EDUs (typing,
+receipts, presence) live in memory only and do not survive a restart.
 """
 
 from __future__ import annotations
 
 import random
 import secrets
-from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from typing import Any
 from urllib.parse import quote
 
-import attrs
-from prometheus_client import Counter, Gauge
 from twisted.application import service
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 
 from mxserver.errors import MatrixError
 from mxserver.events.model import Event
+from mxserver.federation import sender_metrics as sm
 from mxserver.federation.acl import server_matches_acl
 from mxserver.federation.client import FederationError
 from mxserver.federation.destinations import _room_servers, user_server
 from mxserver.federation.outbound_edus import OutboundEdus, merge_presence
+from mxserver.federation.outbox import OUTBOX, Outbox
+from mxserver.federation.sender_state import Destination, Transaction
 from mxserver.storage.federation_sender import DestinationRow, FederationSenderStore, OrderedWrites, QueuedRoom
 
 log = Logger()
@@ -85,68 +87,6 @@ RETRY_JITTER = 0.2
 RETRYABLE_4XX = (401, 408, 429)
 TXN_TIMEOUT_S = 60.0
 
-PENDING_PDUS = Gauge("mxserver_federation_pending_pdus", "PDUs queued in memory per destination", ["destination"])
-PENDING_EDUS = Gauge("mxserver_federation_pending_edus", "EDUs queued per destination", ["destination"])
-TRANSACTIONS = Counter(
-    "mxserver_federation_transactions_total",
-    "Outbound transactions per destination by outcome (sent, failed: will retry, refused: dropped)",
-    ["destination", "outcome"],
-)
-PDUS_SENT = Counter("mxserver_federation_pdus_sent_total", "PDUs delivered per destination", ["destination"])
-EDUS_SENT = Counter("mxserver_federation_edus_sent_total", "EDUs delivered per destination", ["destination"])
-PDUS_DEFERRED = Counter(
-    "mxserver_federation_pdus_deferred_total", "PDUs left to catch-up (destination backing off or queue full)", ["destination"]
-)
-EDUS_DROPPED = Counter("mxserver_federation_edus_dropped_total", "EDUs dropped from a full queue", ["destination"])
-BACKING_OFF = Gauge("mxserver_federation_backing_off", "1 while a destination is backing off", ["destination"])
-RETRY_INTERVAL = Gauge(
-    "mxserver_federation_retry_interval_seconds", "Current backoff interval per destination", ["destination"]
-)
-
-
-@attrs.define(eq=False)
-class _Transaction:
-    txn_id: str
-    pdus: list[dict[str, Any]]
-    edus: list[dict[str, Any]]
-    #: the highest room-stream position among its PDUs (0 without PDUs)
-    stream: int
-    origin_server_ts: int
-
-
-@attrs.define(eq=False)
-class _Destination:
-    name: str
-    pdus: list[Event] = attrs.field(factory=list)
-    #: (edu_type, key) -> EDU; unkeyed EDUs get a unique key
-    edus: OrderedDict[Hashable, dict[str, Any]] = attrs.field(factory=OrderedDict)
-    in_flight: _Transaction | None = None
-    #: the loop is running (sending, or reading the store for a catch-up)
-    running: bool = False
-    #: a transaction that failed, to send again as it was
-    retry: _Transaction | None = None
-    failure_ts: int | None = None
-    retry_last_ts: int | None = None
-    retry_interval: int = 0
-    last_success_ts: int | None = None
-    last_stream: int = 0
-    #: PDUs were not kept: send the latest event of each room it missed first
-    catching_up: bool = False
-    timer: Any = None
-    #: the backoff timer fired: one attempt may go ahead although the backoff is still set
-    retry_allowed: bool = False
-    txn_counter: int = 0
-    #: why the last attempt failed (for the admin API)
-    last_error: str | None = None
-    request: Deferred[Any] | None = None
-
-    @property
-    def next_retry_ts(self) -> int | None:
-        if self.retry_interval <= 0 or self.retry_last_ts is None:
-            return None
-        return self.retry_last_ts + self.retry_interval
-
-
 class FederationSender(service.Service):
     """Queues PDUs and EDUs per destination and sends them in transactions."""
 
@@ -160,7 +100,7 @@ class FederationSender(service.Service):
         self.transport = transport or self._put_transaction
         self.random = random.Random()
         self.setName("federation_sender")
-        self._dests: dict[str, _Destination] = {}
+        self._dests: dict[str, Destination] = {}
         self._txn_prefix = secrets.token_hex(4)
         self._edu_seq = 0
         self._started = False
@@ -169,6 +109,7 @@ class FederationSender(service.Service):
         self._routing = False
         # store writes run one at a time, in order (catch-up positions must not overtake each other)
         self._writer = OrderedWrites()
+        self.outbox = Outbox(self.store, self._writer)
         self._pending_rows: dict[tuple[str, str], QueuedRoom] = {}
         self._room_servers = _room_servers(hs)
         #: the hooks the ephemeral handlers call (typing, receipts, presence, to-device)
@@ -187,6 +128,9 @@ class FederationSender(service.Service):
         for row in await self.store.load_destinations():
             dest = self._dest(row.destination)
             self._load_row(dest, row)
+        for name in await self.outbox.load():
+            if name != self.server_name:
+                self._dest(name).outbox_in_store = True
         for name in await self.store.destinations_behind():
             if name != self.server_name:
                 self._dest(name).catching_up = True
@@ -194,7 +138,7 @@ class FederationSender(service.Service):
         for dest in list(self._dests.values()):
             self._kick(dest)
 
-    def _load_row(self, dest: _Destination, row: DestinationRow) -> None:
+    def _load_row(self, dest: Destination, row: DestinationRow) -> None:
         dest.failure_ts = row.failure_ts
         dest.retry_last_ts = row.retry_last_ts
         dest.retry_interval = row.retry_interval
@@ -215,22 +159,43 @@ class FederationSender(service.Service):
 
     # -- the API ------------------------------------------------------------------------------
 
-    def send_edu(self, destination: str, edu_type: str, content: dict[str, Any], key: Hashable | None = None) -> None:
-        """Queue an EDU; one with the same ``(edu_type, key)`` already queued is replaced."""
+    def send_edu(
+        self,
+        destination: str,
+        edu_type: str,
+        content: dict[str, Any],
+        key: Hashable | None = None,
+        *,
+        persistent: bool = False,
+    ) -> None:
+        """Queue an EDU; one with the same ``(edu_type, key)`` already queued is replaced.
+
+        ``persistent``: stored until delivered, across outages and restarts (send-to-device);
+        such EDUs are never coalesced.
+        """
         if not self.enabled or destination == self.server_name:
             return
         dest = self._dest(destination)
-        if key is None:
+        edu = {"edu_type": edu_type, "content": content}
+        if persistent:
+            slot: Hashable = self.outbox.add(destination, edu, self._now_ms())
+            if dest.outbox_in_store:
+                self._kick(dest)  # read back from the store in order with the others
+                return
+        elif key is None:
             self._edu_seq += 1
-            slot: Hashable = ("", self._edu_seq)
+            slot = ("", self._edu_seq)
         else:
             slot = (edu_type, key)
             dest.edus.pop(slot, None)  # the replacement goes to the back: it is the newest
-        dest.edus[slot] = {"edu_type": edu_type, "content": content}
+        dest.edus[slot] = edu
         while len(dest.edus) > MAX_PENDING_EDUS:
-            dest.edus.popitem(last=False)
-            EDUS_DROPPED.labels(destination).inc()
-        PENDING_EDUS.labels(destination).set(len(dest.edus))
+            dropped, _ = dest.edus.popitem(last=False)
+            if isinstance(dropped, tuple) and dropped[0] == OUTBOX:
+                dest.outbox_in_store = True  # not lost: it is read back from the store later
+            else:
+                sm.EDUS_DROPPED.labels(destination).inc()
+        sm.PENDING_EDUS.labels(destination).set(len(dest.edus))
         self._kick(dest)
 
     def send_edu_to_room(
@@ -271,28 +236,7 @@ class FederationSender(service.Service):
 
     def destinations_status(self) -> list[dict[str, Any]]:
         """What the admin API shows: one entry per destination known since start-up or stored."""
-        out = []
-        for dest in sorted(self._dests.values(), key=lambda d: d.name):
-            in_flight = dest.in_flight
-            out.append(
-                {
-                    "destination": dest.name,
-                    "pending_pdus": len(dest.pdus),
-                    "pending_edus": len(dest.edus),
-                    "in_flight": None
-                    if in_flight is None
-                    else {"txn_id": in_flight.txn_id, "pdus": len(in_flight.pdus), "edus": len(in_flight.edus)},
-                    "catching_up": dest.catching_up,
-                    "backing_off": dest.retry_interval > 0,
-                    "retry_interval_ms": dest.retry_interval,
-                    "failure_ts": dest.failure_ts,
-                    "next_retry_ts": dest.next_retry_ts,
-                    "last_success_ts": dest.last_success_ts,
-                    "last_successful_stream": dest.last_stream,
-                    "last_error": dest.last_error,
-                }
-            )
-        return out
+        return [dest.status() for dest in sorted(self._dests.values(), key=lambda d: d.name)]
 
     # -- events from the room stream --------------------------------------------------------------
 
@@ -380,13 +324,13 @@ class FederationSender(service.Service):
                 if dest.retry_interval > 0 or len(dest.pdus) >= MAX_PENDING_PDUS:
                     # Backing off or too far behind: the stored latest event of the room will do.
                     if dest.pdus:
-                        PDUS_DEFERRED.labels(server).inc(len(dest.pdus))
+                        sm.PDUS_DEFERRED.labels(server).inc(len(dest.pdus))
                         dest.pdus.clear()
                     dest.catching_up = True
-                    PDUS_DEFERRED.labels(server).inc()
+                    sm.PDUS_DEFERRED.labels(server).inc()
                 else:
                     dest.pdus.append(event)
-                PENDING_PDUS.labels(server).set(len(dest.pdus))
+                sm.PENDING_PDUS.labels(server).set(len(dest.pdus))
         if rows:
             # Coalesced: rows queued while an earlier batch's are still waiting go in the same write.
             first = not self._pending_rows
@@ -398,20 +342,20 @@ class FederationSender(service.Service):
 
     # -- the per-destination loop ---------------------------------------------------------------
 
-    def _dest(self, name: str) -> _Destination:
+    def _dest(self, name: str) -> Destination:
         dest = self._dests.get(name)
         if dest is None:
-            dest = self._dests[name] = _Destination(name)
+            dest = self._dests[name] = Destination(name)
         return dest
 
     def _now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
 
-    def _kick(self, dest: _Destination) -> None:
+    def _kick(self, dest: Destination) -> None:
         """Start the destination's loop unless it runs, backs off, or the sender is not started."""
         if not self._started or dest.running:
             return
-        if not (dest.pdus or dest.edus or dest.retry or dest.catching_up):
+        if not (dest.pdus or dest.edus or dest.retry or dest.catching_up or dest.outbox_in_store):
             return
         if dest.retry_interval > 0 and not dest.retry_allowed:
             due = dest.next_retry_ts or 0
@@ -427,19 +371,19 @@ class FederationSender(service.Service):
 
         d.addBoth(done)
 
-    def _schedule_retry(self, dest: _Destination, due_ms: int) -> None:
+    def _schedule_retry(self, dest: Destination, due_ms: int) -> None:
         if dest.timer is not None and dest.timer.active():
             return
         delay = max(0.0, (due_ms - self._now_ms()) / 1000)
         dest.timer = self.clock.callLater(delay, self._retry_due, dest)
 
-    def _retry_due(self, dest: _Destination) -> None:
+    def _retry_due(self, dest: Destination) -> None:
         dest.timer = None
         # The backoff stays set until a transaction succeeds; the loop may now try once.
         dest.retry_allowed = True
         self._kick(dest)
 
-    async def _run(self, dest: _Destination) -> None:
+    async def _run(self, dest: Destination) -> None:
         while self._started:
             txn = await self._next_transaction(dest)
             if txn is None:
@@ -452,9 +396,10 @@ class FederationSender(service.Service):
             if not self._started or outcome == "failed":
                 return
 
-    async def _next_transaction(self, dest: _Destination) -> _Transaction | None:
+    async def _next_transaction(self, dest: Destination) -> Transaction | None:
         if dest.retry is not None:
             return dest.retry
+        stored = await self.outbox.take(dest, MAX_EDUS_PER_TXN) if dest.outbox_in_store else []
         pdus: list[Event] = []
         if dest.catching_up:
             # Everything queued before now must be in the store before it is read.
@@ -467,24 +412,30 @@ class FederationSender(service.Service):
                 if not pdus:
                     # Nothing loadable (should not happen): move past these rows.
                     dest.last_stream = max(dest.last_stream, stream)
-                    return await self._next_transaction(dest)
-                return self._make_transaction(dest, pdus, stream)
+                    if not stored:
+                        return await self._next_transaction(dest)
+                return self._make_transaction(dest, pdus, stream, stored)
             dest.catching_up = False
             dest.pdus = [e for e in dest.pdus if (e.metadata.stream_ordering or 0) > dest.last_stream]
         pdus = dest.pdus[:MAX_PDUS_PER_TXN]
         del dest.pdus[: len(pdus)]
-        PENDING_PDUS.labels(dest.name).set(len(dest.pdus))
+        sm.PENDING_PDUS.labels(dest.name).set(len(dest.pdus))
         stream = max((e.metadata.stream_ordering or 0 for e in pdus), default=0)
-        if not pdus and not dest.edus:
+        if not pdus and not dest.edus and not stored:
             return None
-        return self._make_transaction(dest, pdus, stream)
+        return self._make_transaction(dest, pdus, stream, stored)
 
-    def _make_transaction(self, dest: _Destination, pdus: list[Event], stream: int) -> _Transaction:
-        edus: list[dict[str, Any]] = []
-        count = 0
+    def _make_transaction(
+        self, dest: Destination, pdus: list[Event], stream: int, stored: list[tuple[int, dict[str, Any]]]
+    ) -> Transaction:
+        edus: list[dict[str, Any]] = [edu for _, edu in stored]
+        outbox = [seq for seq, _ in stored]
+        count = len(edus)
         presence = False
         while dest.edus and count < MAX_EDUS_PER_TXN:
-            edu = dest.edus.popitem(last=False)[1]
+            slot, edu = dest.edus.popitem(last=False)
+            if isinstance(slot, tuple) and slot[0] == OUTBOX:
+                outbox.append(slot[1])
             edus.append(edu)
             # m.presence EDUs are merged into one per transaction (§Presence: a "push" list)
             if edu["edu_type"] != "m.presence":
@@ -494,17 +445,19 @@ class FederationSender(service.Service):
                 count += 1
         if presence:
             edus = merge_presence(edus)
-        PENDING_EDUS.labels(dest.name).set(len(dest.edus))
+        sm.PENDING_EDUS.labels(dest.name).set(len(dest.edus))
         dest.txn_counter += 1
-        return _Transaction(
+        dest.outbox_after = max([dest.outbox_after, *outbox])
+        return Transaction(
             txn_id=f"{self._txn_prefix}_{dest.txn_counter}",
             pdus=[e.get_pdu_json() for e in pdus],
             edus=edus,
             stream=stream,
             origin_server_ts=self._now_ms(),
+            outbox=outbox,
         )
 
-    async def _attempt(self, dest: _Destination, txn: _Transaction) -> str:
+    async def _attempt(self, dest: Destination, txn: Transaction) -> str:
         """Send one transaction; "sent", "refused" (dropped) or "failed" (backing off)."""
         body: dict[str, Any] = {
             "origin": self.server_name,
@@ -528,7 +481,7 @@ class FederationSender(service.Service):
                     "{dest} refused transaction {txn_id}: {code} {errcode} {msg}; dropping it",
                     dest=dest.name, txn_id=txn.txn_id, code=e.code, errcode=e.errcode, msg=e.msg,
                 )
-                TRANSACTIONS.labels(dest.name, "refused").inc()
+                sm.TRANSACTIONS.labels(dest.name, "refused").inc()
                 self._succeeded(dest, txn)
                 return "refused"
             self._failed(dest, txn, str(e))
@@ -540,13 +493,13 @@ class FederationSender(service.Service):
         finally:
             dest.request = None
         self._log_pdu_errors(dest, txn, response)
-        TRANSACTIONS.labels(dest.name, "sent").inc()
-        PDUS_SENT.labels(dest.name).inc(len(txn.pdus))
-        EDUS_SENT.labels(dest.name).inc(len(txn.edus))
+        sm.TRANSACTIONS.labels(dest.name, "sent").inc()
+        sm.PDUS_SENT.labels(dest.name).inc(len(txn.pdus))
+        sm.EDUS_SENT.labels(dest.name).inc(len(txn.edus))
         self._succeeded(dest, txn)
         return "sent"
 
-    def _log_pdu_errors(self, dest: _Destination, txn: _Transaction, response: Any) -> None:
+    def _log_pdu_errors(self, dest: Destination, txn: Transaction, response: Any) -> None:
         # §Transactions: per-PDU errors are the remote's verdict on that PDU, not a reason to retry.
         results = response.get("pdus") if isinstance(response, dict) else None
         if not isinstance(results, dict):
@@ -557,7 +510,7 @@ class FederationSender(service.Service):
                     "{dest} did not accept {event_id}: {error}", dest=dest.name, event_id=event_id, error=result["error"]
                 )
 
-    def _succeeded(self, dest: _Destination, txn: _Transaction) -> None:
+    def _succeeded(self, dest: Destination, txn: Transaction) -> None:
         was_failing = dest.retry_interval > 0 or dest.failure_ts is not None
         dest.retry = None
         dest.retry_allowed = False
@@ -566,14 +519,16 @@ class FederationSender(service.Service):
         dest.retry_interval = 0
         dest.last_success_ts = self._now_ms()
         dest.last_stream = max(dest.last_stream, txn.stream)
+        if txn.outbox:
+            self.outbox.delivered(dest.name, txn.outbox)
         self._update_gauges(dest)
         if txn.pdus or was_failing:
             name, now, stream = dest.name, dest.last_success_ts, dest.last_stream
             self._write(lambda: self.store.set_success(name, now, stream))
 
-    def _failed(self, dest: _Destination, txn: _Transaction, reason: str) -> None:
+    def _failed(self, dest: Destination, txn: Transaction, reason: str) -> None:
         now = self._now_ms()
-        TRANSACTIONS.labels(dest.name, "failed").inc()
+        sm.TRANSACTIONS.labels(dest.name, "failed").inc()
         dest.retry = txn
         if dest.failure_ts is None:
             dest.failure_ts = now
@@ -585,7 +540,7 @@ class FederationSender(service.Service):
         dest.last_error = reason
         # Stop holding PDUs in memory: the catch-up sends each room's latest one later.
         if dest.pdus:
-            PDUS_DEFERRED.labels(dest.name).inc(len(dest.pdus))
+            sm.PDUS_DEFERRED.labels(dest.name).inc(len(dest.pdus))
             dest.pdus.clear()
             dest.catching_up = True
         self._update_gauges(dest)
@@ -601,11 +556,11 @@ class FederationSender(service.Service):
         if self._started:
             self._schedule_retry(dest, now + dest.retry_interval)
 
-    def _update_gauges(self, dest: _Destination) -> None:
-        BACKING_OFF.labels(dest.name).set(1 if dest.retry_interval > 0 else 0)
-        RETRY_INTERVAL.labels(dest.name).set(dest.retry_interval / 1000)
-        PENDING_PDUS.labels(dest.name).set(len(dest.pdus))
-        PENDING_EDUS.labels(dest.name).set(len(dest.edus))
+    def _update_gauges(self, dest: Destination) -> None:
+        sm.BACKING_OFF.labels(dest.name).set(1 if dest.retry_interval > 0 else 0)
+        sm.RETRY_INTERVAL.labels(dest.name).set(dest.retry_interval / 1000)
+        sm.PENDING_PDUS.labels(dest.name).set(len(dest.pdus))
+        sm.PENDING_EDUS.labels(dest.name).set(len(dest.edus))
 
     # -- the transport ------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ restart neither hammers a dead server nor forgets that a server missed events.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -125,6 +126,50 @@ class FederationSenderStore:
             )
 
         return self.db.run_interaction("federation_set_success", txn)
+
+    # -- the outbox of persisted EDUs --------------------------------------------------------------
+
+    def add_outbox(self, destination: str, seq: int, edu_type: str, content: Any, now_ms: int) -> Deferred[None]:
+        return self.db.execute(
+            "federation_add_outbox",
+            "INSERT INTO federation_outbox (destination, seq, edu_type, content, created_ts) VALUES (?, ?, ?, ?, ?)",
+            destination,
+            seq,
+            edu_type,
+            json.dumps(content, ensure_ascii=False),
+            now_ms,
+        )
+
+    def outbox_after(self, destination: str, after_seq: int, limit: int) -> Deferred[list[tuple[int, dict[str, Any]]]]:
+        """Up to ``limit`` stored EDUs for ``destination`` after ``after_seq``, oldest first: (seq, EDU)."""
+
+        def txn(t: Txn) -> list[tuple[int, dict[str, Any]]]:
+            rows = t.query(
+                "SELECT seq, edu_type, content FROM federation_outbox WHERE destination = ? AND seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (destination, after_seq, limit),
+            )
+            return [(int(r[0]), {"edu_type": r[1], "content": json.loads(r[2])}) for r in rows]
+
+        return self.db.run_read("federation_outbox_after", txn)
+
+    def delete_outbox(self, destination: str, seqs: Sequence[int]) -> Deferred[None]:
+        def txn(t: Txn) -> None:
+            t.executemany(
+                "DELETE FROM federation_outbox WHERE destination = ? AND seq = ?", [(destination, s) for s in seqs]
+            )
+
+        return self.db.run_interaction("federation_delete_outbox", txn)
+
+    def outbox_state(self) -> Deferred[tuple[int, set[str]]]:
+        """The highest outbox sequence number in use, and the destinations with stored EDUs."""
+
+        def txn(t: Txn) -> tuple[int, set[str]]:
+            row = t.query_one("SELECT MAX(seq) FROM federation_outbox")
+            names = {r[0] for r in t.query("SELECT DISTINCT destination FROM federation_outbox")}
+            return (int(row[0]) if row and row[0] is not None else 0), names
+
+        return self.db.run_read("federation_outbox_state", txn)
 
 
 class OrderedWrites:

@@ -29,3 +29,14 @@ CREATE TABLE federation_destination_rooms (
     PRIMARY KEY (destination, room_id)
 );
 CREATE INDEX federation_destination_rooms_stream ON federation_destination_rooms (destination, stream_ordering);
+
+-- EDUs that must not be lost (send-to-device messages): kept until a transaction
+-- carrying them succeeds, so they survive an outage of the destination and a restart.
+CREATE TABLE federation_outbox (
+    destination TEXT NOT NULL,
+    seq {BIGINT} NOT NULL,
+    edu_type TEXT NOT NULL,
+    content TEXT NOT NULL,
+    created_ts {BIGINT} NOT NULL,
+    PRIMARY KEY (destination, seq)
+);
