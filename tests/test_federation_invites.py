@@ -264,6 +264,11 @@ class ResidentBadInputTests(FederationTestMixin, TwoServerTestCase):
         self.assertNotIn(("m.room.member", self.alice_id), state_types)  # the state before the join
         self.assertTrue(answer["auth_chain"])
         self.assertIn(self.alice_id, await self.joined(self.b, self.bob, self.room_id))
+        # omit_members is accepted; the answer is the full state all the same (sent again: a duplicate)
+        code, again = await self.fed(self.a, "PUT", path, good.get_pdu_json(), args={"omit_members": "true"})
+        self.assertEqual(code, 200, again)
+        self.assertFalse(again["members_omitted"])
+        self.assertEqual(len(again["state"]), len(answer["state"]))
         # v1 send_join answers [200, {state, auth_chain}] (our client only takes objects: a raw request)
         code, body = await self.raw_put(f"{F1}/send_join/{q(self.room_id)}/{q(good.event_id)}", good.get_pdu_json())
         self.assertEqual(code, 200, body)
