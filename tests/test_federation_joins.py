@@ -356,3 +356,24 @@ class RestartTests(FederationTestMixin, TwoServerTestCase):
 
     async def _has(self, server: TestServer, user: TestUser, room_id: str, text: str) -> bool:
         return text in await self.timeline_bodies(server, user, room_id)
+
+
+class HandshakeWaitTests(FederationTestMixin, TwoServerTestCase):
+    async def test_wait_for_handshake(self) -> None:
+        from twisted.internet.defer import Deferred, ensureDeferred
+
+        remote = self.a.hs.remote_rooms
+        await remote.wait_for_handshake("!none:x")  # nothing running: returns at once
+        gate: Deferred[None] = Deferred()
+
+        async def slow() -> Any:
+            await gate
+            return None
+
+        running = ensureDeferred(remote._serialised("!room:x", slow))
+        waited = ensureDeferred(remote.wait_for_handshake("!room:x"))
+        self.assertFalse(waited.called)
+        gate.callback(None)
+        await running
+        await waited
+        self.assertNotIn("!room:x", remote._locks)

@@ -306,6 +306,18 @@ class RemoteRooms:
             if not lock.locked and not lock.waiting:
                 self._locks.pop(room_id, None)
 
+    async def wait_for_handshake(self, room_id: str) -> None:
+        """Return once no join or knock handshake of ``room_id`` is running.
+
+        For the /send receiver: the resident may send the room's next events before our
+        join's state is stored; waiting here (rather than dropping them as events of an
+        unknown room) lets them in once it is.
+        """
+        lock = self._locks.get(room_id)
+        if lock is not None and lock.locked:
+            await lock.acquire()
+            lock.release()
+
     async def join(
         self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]
     ) -> Event | None:
