@@ -161,11 +161,11 @@ class E2eeFederationTests(TwoServerTestCase):
         original = sender.send_edu
         dropped: list[dict[str, Any]] = []
 
-        def lossy(destination: str, edu_type: str, content: dict[str, Any], key: Any = None) -> None:
+        def lossy(destination: str, edu_type: str, content: dict[str, Any], key: Any = None, **kw: Any) -> None:
             if edu_type == "m.device_list_update" and not dropped:
                 dropped.append(content)
                 return
-            original(destination, edu_type, content, key)
+            original(destination, edu_type, content, key, **kw)
 
         sender.send_edu = lossy
         await self.new_bob_device("BOB3")

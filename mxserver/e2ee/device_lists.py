@@ -155,9 +155,11 @@ class DeviceListHandler:
                         content["keys"] = merge_signatures(keys, sigs.get((user_id, device_id)))
                 edus.append((DEVICE_LIST_UPDATE, content))
                 prev = stream_id
+        # Stored until delivered: a peer that was down, or our own restart, must not leave
+        # another server with a stale device list (end_to_end_encryption §Tracking device lists).
         for destination in sorted(servers):
             for edu_type, content in edus:
-                sender.send_edu(destination, edu_type, content)
+                sender.send_edu(destination, edu_type, content, persistent=True)
 
     async def _signing_key_content(self, user_id: str) -> JsonDict:
         keys = (await self.key_store.get_cross_signing_keys([user_id])).get(user_id, {})
