@@ -52,6 +52,8 @@ SYNAPSE_ADAPTER = SHARED / "servers" / "synapse"
 START_TIMEOUT = 120.0
 #: default bound for waiting on something to arrive over federation
 ARRIVAL_TIMEOUT = 45.0
+#: every test user's password
+PASSWORD = "interop password"
 
 
 def shared_missing_reason() -> str | None:
@@ -233,7 +235,7 @@ class ServerProcess:
         localpart = f"{prefix}{uuid.uuid4().hex[:8]}"
         body: dict[str, Any] = {
             "username": localpart,
-            "password": "interop password",
+            "password": PASSWORD,
             "initial_device_display_name": "interop",
         }
         code, resp = self.request("POST", "/_matrix/client/v3/register", body)
@@ -421,6 +423,33 @@ class User:
             raise AssertionError(f"{self.server.kind} {method} {path} as {self.user_id} -> {code} {resp!r:.2000}")
         return resp
 
+    def with_password_auth(self, method: str, path: str, body: dict[str, Any], timeout: float = 60.0) -> Any:
+        """A request behind user-interactive auth, completed with m.login.password when asked."""
+        code, resp = self.request(method, path, body, timeout)
+        if code == 401 and isinstance(resp, dict) and "flows" in resp:
+            auth = {
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": self.user_id},
+                "password": PASSWORD,
+                "session": resp.get("session"),
+            }
+            code, resp = self.request(method, path, {**body, "auth": auth}, timeout)
+        if code != 200:
+            raise AssertionError(f"{self.server.kind} {method} {path} as {self.user_id} -> {code} {resp!r:.2000}")
+        return resp
+
+    def login_again(self) -> User:
+        """A second session (new device) for the same account."""
+        body = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": self.user_id},
+            "password": PASSWORD,
+        }
+        code, resp = self.server.request("POST", "/_matrix/client/v3/login", body)
+        if code != 200:
+            raise AssertionError(f"{self.server.kind}: login {self.user_id} -> {code} {resp}")
+        return User(self.server, resp["user_id"], resp["access_token"], resp["device_id"])
+
     def create_room(self, **body: Any) -> str:
         return str(self.ok("POST", "/_matrix/client/v3/createRoom", body)["room_id"])
 
@@ -487,6 +516,9 @@ class Sync:
         self.joined: set[str] = set()
         self.presence: list[dict[str, Any]] = []
         self.to_device: list[dict[str, Any]] = []
+        self.knocks: dict[str, list[dict[str, Any]]] = {}
+        #: device_lists.changed of every sync, in order (a user appears once per sync it changed in)
+        self.device_lists_changed: list[str] = []
         self.once(0)
 
     def once(self, timeout_ms: int = 1000) -> None:
@@ -497,18 +529,23 @@ class Sync:
         self.since = resp["next_batch"]
         self.presence.extend(resp.get("presence", {}).get("events", []))
         self.to_device.extend(resp.get("to_device", {}).get("events", []))
+        self.device_lists_changed.extend(resp.get("device_lists", {}).get("changed", []))
         rooms = resp.get("rooms", {})
         for room_id, room in rooms.get("join", {}).items():
             self.joined.add(room_id)
             self.left.pop(room_id, None)
             self.invites.pop(room_id, None)
+            self.knocks.pop(room_id, None)
             self.timeline.setdefault(room_id, []).extend(room.get("timeline", {}).get("events", []))
             self.ephemeral.setdefault(room_id, []).extend(room.get("ephemeral", {}).get("events", []))
         for room_id, room in rooms.get("invite", {}).items():
             self.invites[room_id] = room.get("invite_state", {}).get("events", [])
+        for room_id, room in rooms.get("knock", {}).items():
+            self.knocks[room_id] = room.get("knock_state", {}).get("events", [])
         for room_id, room in rooms.get("leave", {}).items():
             self.joined.discard(room_id)
             self.invites.pop(room_id, None)
+            self.knocks.pop(room_id, None)
             evs = room.get("timeline", {}).get("events", [])
             self.left.setdefault(room_id, []).extend(evs)
             self.timeline.setdefault(room_id, []).extend(evs)
