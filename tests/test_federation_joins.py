@@ -244,6 +244,18 @@ class ResidentAndRestrictedTests(FederationTestMixin, TwoServerTestCase):
         self.assertEqual(set(join.signatures), {self.a.server_name, self.b.server_name})
         self.assertIn(self.alice.user_id, await self.joined(self.b, self.bob, room))
 
+    async def test_restricted_without_a_member_who_may_invite(self) -> None:
+        space = await self.public_room(self.b, self.bob, "10")
+        rule = {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": space}]}
+        room = await self.b.create_room(
+            self.bob,
+            {"room_version": "10", "initial_state": [{"type": "m.room.join_rules", "content": rule}],
+             "power_level_content_override": {"invite": 101}},
+        )
+        self.assertEqual((await self.join(self.a, self.alice, space, self.b.server_name))[0], 200)
+        result = await self.join(self.a, self.alice, room, self.b.server_name)
+        self.assertMatrixError(result, 400, "M_UNABLE_TO_GRANT_JOIN")
+
     async def test_restricted_by_unknown_room(self) -> None:
         rule = {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": "!elsewhere:127.0.0.1:1"}]}
         room = await self.b.create_room(
