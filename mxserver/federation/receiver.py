@@ -115,6 +115,11 @@ class TransactionReceiver:
         return {"pdus": results}
 
     async def _process_room(self, origin: str, room_id: Any, pdus: list[Any], results: dict[str, dict[str, Any]]) -> None:
+        remote_rooms = getattr(self.hs, "remote_rooms", None)
+        if remote_rooms is not None and isinstance(room_id, str):
+            # The resident server may send the room's next events before our own join's
+            # state is stored: let them in once it is, rather than drop them as unknown.
+            await remote_rooms.wait_for_handshake(room_id)
         room = await self.hs.room_server.get_room(room_id) if isinstance(room_id, str) else None
         for pdu in pdus:
             if room is None:
