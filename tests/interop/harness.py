@@ -13,6 +13,7 @@ with ``--extra-config`` adding what federating on loopback needs (see
 loopback"). mxserver runs as ``twistd -n mxserver --config FILE`` with the
 twistd of the interpreter running the tests.
 
+mxserver uses SQLite, or Postgres with ``MX_INTEROP_DB=postgres`` (tests/postgres.py's cluster).
 Server names are ``127.0.0.1:FEDPORT`` (an IP literal with a port: no
 .well-known, no SRV); each server has a plain-HTTP client listener and a TLS
 federation listener with a self-signed certificate, and neither verifies the
@@ -367,14 +368,17 @@ class SynapseServer(ServerProcess):
 class MxServer(ServerProcess):
     kind = "mxserver"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, pg_dsn: str | None = None) -> None:
         super().__init__(root, "mxserver")
+        self.pg_dsn = pg_dsn
         self.config_path = self.dir / "homeserver.yaml"
         self.log_path = self.dir / "mxserver.log"
         self.config_path.write_text(json.dumps(self.config(), indent=1))  # JSON is YAML
 
     def config(self) -> dict[str, Any]:
+        database = {"backend": "postgres", "dsn": self.pg_dsn} if self.pg_dsn else {"backend": "sqlite"}
         return {
+            "database": database,
             "server_name": self.server_name,
             "public_baseurl": self.base_url + "/",
             "data_dir": str(self.dir / "data"),
@@ -610,7 +614,7 @@ class Pair:
     def start(self) -> None:
         python = install_synapse()
         self.synapse = SynapseServer(self.root, python)
-        self.mxserver = MxServer(self.root)
+        self.mxserver = MxServer(self.root, _postgres_dsn())
         self.mxserver.start()
         self.synapse.start()
 
@@ -649,6 +653,18 @@ def install_synapse() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
+def _postgres_dsn() -> str | None:
+    """A new database when MX_INTEROP_DB=postgres (mxserver on Postgres); None for SQLite, the default."""
+    if os.environ.get("MX_INTEROP_DB", "sqlite") != "postgres":
+        return None
+    from tests import postgres
+
+    cluster = postgres.cluster()
+    if cluster is None:
+        raise InteropError(f"MX_INTEROP_DB=postgres, but {postgres.unavailable_reason()}")
+    return cluster.new_database()
+
+
 _pair: Pair | None = None
 _pair_error: BaseException | None = None
 
@@ -659,6 +675,10 @@ def get_pair() -> Pair:
     if _pair_error is not None:
         raise InteropError(f"the Synapse/mxserver pair failed to start earlier: {_pair_error}")
     if _pair is None:
+        if os.environ.get("MX_INTEROP_DB") == "postgres":
+            from tests import postgres
+
+            postgres.cluster()  # its exit handler is registered first, so it stops after the servers
         pair = Pair()
         atexit.register(pair.stop)
         try:
