@@ -366,6 +366,8 @@ class OutOfBandUpdateTests(FederationTestMixin, TwoServerTestCase):
         code, body = await self.b.post(f"{CLIENT}/rooms/{q(room_id)}/invite", {"user_id": alice.user_id}, bob)
         self.assertEqual(code, 200, body)
         since = (await self.a.sync(alice))["next_batch"]
+        # The kick is handed over below by hand: B's sender must not deliver it first.
+        self.b.hs.federation_sender.enabled = False
         code, body = await self.b.post(f"{CLIENT}/rooms/{q(room_id)}/kick", {"user_id": alice.user_id}, bob)
         self.assertEqual(code, 200, body)
         kick = await self.b.hs.room_server.current_state_event(room_id, "m.room.member", alice.user_id)
