@@ -6,6 +6,8 @@ behind) come after the other interop tests.
 
 from __future__ import annotations
 
+import time
+
 from tests.interop.base import InteropTestCase
 
 #: how long the restarted server may take to receive what it missed
@@ -34,6 +36,27 @@ class _PeerDown(InteropTestCase):
         # and the conversation goes on both ways
         guest_user.send(room_id, f"back {self.tag}")
         host_sync.wait_for_body(room_id, f"back {self.tag}")
+
+    def test_long_outage_history_is_complete(self) -> None:
+        """60 messages during an outage the sender notices (its retries fail meanwhile): the
+        restarted server gets the latest at once and the rest through /get_missing_events or
+        /backfill, so its client can page through all of them in order."""
+        room_id, host_user, guest_user, host_sync, guest_sync = self.shared_room()
+        host_user.send(room_id, f"before {self.tag}")
+        guest_sync.wait_for_body(room_id, f"before {self.tag}")
+        self.guest.stop()
+        sent = [f"long outage {self.tag} {i:02d}" for i in range(60)]
+        for i, body in enumerate(sent):
+            host_user.send(room_id, body)
+            if i == 0:
+                time.sleep(8)  # the sender tries, fails and backs off (Synapse: catch-up mode)
+        self.guest.start()
+        guest_sync.wait(
+            lambda: sent[-1] in guest_sync.timeline_bodies(room_id, "long outage"),
+            f"the last message sent while {self.guest.kind} was down",
+            timeout=CATCH_UP_TIMEOUT,
+        )
+        self.wait_for_messages(guest_user, room_id, sent, "long outage", timeout=60)
 
 
 class SynapseDownTests(_PeerDown):
