@@ -110,6 +110,30 @@ class _Edges(InteropTestCase):
         self.assertEqual(harness.bodies(events, "before you came"), [])
         self.assertEqual(harness.bodies(events, "after you came"), [f"after you came {self.tag}"])
 
+    def test_restricted_join_through_another_room(self) -> None:
+        """Join rule "restricted": the guest may join because it is in the allowed room; the
+        resident server signs the join it authorised (join_authorised_via_users_server)."""
+        space, host_user, guest_user, host_sync, guest_sync = self.shared_room()
+        outsider = self.guest.register("outsider")
+        room_id = host_user.create_room(
+            preset="private_chat",
+            room_version="10",
+            initial_state=[
+                {
+                    "type": "m.room.join_rules",
+                    "state_key": "",
+                    "content": {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": space}]},
+                }
+            ],
+        )
+        room_sync = Sync(host_user)
+        self.assertEqual(guest_user.join(room_id, via=[self.host.server_name]), room_id)
+        join = room_sync.wait_for_membership(room_id, guest_user.user_id, "join")
+        self.assertEqual(join["content"].get("join_authorised_via_users_server"), host_user.user_id, join)
+        via = f"?via={quote(self.host.server_name)}"
+        code, resp = outsider.request("POST", f"/_matrix/client/v3/join/{quote(room_id)}{via}", {}, timeout=60)
+        self.assertEqual(code, 403, resp)
+
     def test_room_upgrade(self) -> None:
         room_id, host_user, guest_user, host_sync, guest_sync = self.shared_room(preset="public_chat")
         new_room = host_user.ok("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/upgrade", {"new_version": "11"})[
