@@ -134,6 +134,44 @@ class _Edges(InteropTestCase):
         code, resp = outsider.request("POST", f"/_matrix/client/v3/join/{quote(room_id)}{via}", {}, timeout=60)
         self.assertEqual(code, 403, resp)
 
+    def test_remote_moderator_kicks_a_local_user(self) -> None:
+        room_id, host_user, guest_user, host_sync, guest_sync = self.shared_room(preset="public_chat")
+        victim = self.host.register("victim")
+        victim.join(room_id)
+        guest_sync.wait_for_membership(room_id, victim.user_id, "join")
+        levels = host_user.ok("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/state/m.room.power_levels")
+        levels.setdefault("users", {})[guest_user.user_id] = 50
+        levels_id = host_user.send_state(room_id, "m.room.power_levels", levels)
+        guest_sync.wait(
+            lambda: any(ev.get("event_id") == levels_id for ev in guest_sync.timeline.get(room_id, [])),
+            "the guest made a moderator",
+        )
+        victim_sync = Sync(victim)
+        guest_user.ok("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/kick", {"user_id": victim.user_id})
+        kick = victim_sync.wait_for_membership(room_id, victim.user_id, "leave")
+        self.assertEqual(kick["sender"], guest_user.user_id)
+        self.assertNotIn(victim.user_id, self.joined_members(host_user, room_id))
+
+    def test_displayname_change_updates_memberships(self) -> None:
+        room_id, host_user, guest_user, host_sync, guest_sync = self.shared_room()
+        name = f"Renamed Guest {self.tag}"
+        guest_user.ok(
+            "PUT", f"/_matrix/client/v3/profile/{quote(guest_user.user_id)}/displayname", {"displayname": name}
+        )
+
+        def renamed() -> Any:
+            return any(
+                ev.get("type") == "m.room.member"
+                and ev.get("state_key") == guest_user.user_id
+                and ev["content"].get("membership") == "join"
+                and ev["content"].get("displayname") == name
+                for ev in host_sync.timeline.get(room_id, [])
+            )
+
+        host_sync.wait(renamed, f"the guest's member event with displayname {name!r}")
+        joined = host_user.ok("GET", f"/_matrix/client/v3/rooms/{quote(room_id)}/joined_members")["joined"]
+        self.assertEqual(joined[guest_user.user_id].get("display_name"), name)
+
     def test_room_upgrade(self) -> None:
         room_id, host_user, guest_user, host_sync, guest_sync = self.shared_room(preset="public_chat")
         new_room = host_user.ok("POST", f"/_matrix/client/v3/rooms/{quote(room_id)}/upgrade", {"new_version": "11"})[
