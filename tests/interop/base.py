@@ -25,7 +25,9 @@ def _with_log_tails(method: Callable[..., Any]) -> Callable[..., Any]:
             pair = harness._pair
             if pair is None:
                 raise
-            pair.failed = True
+            # an expected failure (a ``todo`` test) keeps no logs; a real one does
+            if getattr(getattr(type(self), self._testMethodName, None), "todo", None) is None:
+                pair.failed = True
             raise AssertionError(f"{type(e).__name__}: {e}\n\n{pair.tails(self.log_mark)}") from e
 
     return wrapper
