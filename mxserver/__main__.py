@@ -90,7 +90,7 @@ def cmd_purge_remote_media(args: argparse.Namespace) -> None:
         sys.exit(f"mxserver: cannot open the server's database: {e}")
 
     async def run(reactor: Any) -> None:
-        hs = Homeserver(config, reactor)
+        hs: Any = Homeserver(config, reactor)  # components are attached by their build_* functions
         hs.startService()
         try:
             await hs.when_ready()

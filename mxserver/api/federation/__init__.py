@@ -9,8 +9,7 @@ if TYPE_CHECKING:
 
 
 def federation_servlets(hs: Homeserver) -> list[Any]:
-    from mxserver.api.federation import events, keys, query, transactions, user_keys, version
-    from mxserver.api.federation import membership
+    from mxserver.api.federation import events, keys, membership, query, transactions, user_keys, version
     from mxserver.api.media import federation_media_servlets
 
     return [
