@@ -43,6 +43,14 @@ FETCH_CONCURRENCY = 5
 MAX_STATE_IDS = 20_000
 #: after /state, at most this many events are still fetched one by one
 MAX_SINGLE_FETCHES = 100
+#: a rejoin's gap (the events sent while we were out of the room): at most this many are fetched
+REJOIN_GAP_MAX_EVENTS = 300
+#: ... asked for this many per get_missing_events round (a server may answer fewer: Synapse gives 20)
+REJOIN_GAP_ROUND_LIMIT = 100
+#: ... in at most this many rounds
+REJOIN_GAP_MAX_ROUNDS = 20
+#: ... and at most this many of its oldest events are given a fetched state (/state_ids)
+REJOIN_GAP_STATE_FETCHES = 3
 
 
 class GapFillError(Exception):
@@ -118,6 +126,87 @@ class GapFiller:
                     log.info("could not fill the gap before {event_id}: {e}", event_id=ev.event_id, e=str(e))
             except Exception:
                 log.failure("receiving fetched event {event_id} failed", event_id=ev.event_id)
+
+    async def fill_gap_before(
+        self,
+        origin: str,
+        room: RoomRecord,
+        event: Event,
+        max_events: int = REJOIN_GAP_MAX_EVENTS,
+        round_limit: int = REJOIN_GAP_ROUND_LIMIT,
+    ) -> int:
+        """Fetch and receive, oldest first, the events between our forward extremities and
+        ``event`` (not received itself): our rejoin of a room we had left, whose events sent
+        while we were out never reached us. How many were received.
+
+        get_missing_events rounds (server-server-api §Retrieving events): each walks back from
+        the fetched events whose prev events we still lack, not entering what we have. At most
+        ``max_events`` are fetched; if the gap is longer, the older rest is left out (the oldest
+        fetched events are received with their state fetched from ``origin``, so our history of
+        the room jumps from our leave to them; backfill only extends the *start* of history).
+        """
+        head = await self.room_server.get_head(room.room_id)
+        earliest = list(head.extremities)
+        if not earliest:
+            return 0
+        ours = await self.store.get_events(earliest)
+        min_depth = max(0, min((e.depth for e in ours.values()), default=0))
+        path = f"/_matrix/federation/v1/get_missing_events/{_q(room.room_id)}"
+        fetched: dict[str, Event] = {}
+        latest = [event.event_id]
+        for _ in range(REJOIN_GAP_MAX_ROUNDS):
+            room_left = max_events - len(fetched)
+            if not latest or room_left <= 0:
+                break
+            body = {
+                # What we hold (stored, or fetched in an earlier round): the walk stops there.
+                "earliest_events": [*earliest, *fetched],
+                "latest_events": latest,
+                "limit": min(round_limit, room_left),
+                "min_depth": min_depth,
+            }
+            try:
+                answer = await self.client.post_json(origin, path, body, timeout=self.timeout)
+            except Exception as e:
+                log.info("get_missing_events from {origin} failed: {e}", origin=origin, e=str(e))
+                break
+            raw = answer.get("events")
+            if not isinstance(raw, list):
+                break
+            new = 0
+            for pdu in raw[: round_limit * 2]:
+                ev = await self._checked(pdu, room)
+                if ev is None or ev.event_id == event.event_id or ev.event_id in fetched:
+                    continue
+                if len(fetched) >= max_events:
+                    break
+                fetched[ev.event_id] = ev
+                new += 1
+            if not new:
+                break
+            cited = {p for ev in [event, *fetched.values()] for p in ev.prev_event_ids} - fetched.keys()
+            unknown = cited - (await self.store.get_events(cited)).keys()
+            latest = [e.event_id for e in [event, *fetched.values()] if any(p in unknown for p in e.prev_event_ids)]
+        received = 0
+        state_fetches = 0
+        for ev in sorted(fetched.values(), key=lambda e: (e.depth, e.origin_server_ts, e.event_id)):
+            try:
+                await self.room_server.receive_event(ev)
+                received += 1
+            except (MissingEventsError, MissingStateError):
+                # Beyond the bound (or a hole the other server would not fill): its state from origin.
+                if state_fetches >= REJOIN_GAP_STATE_FETCHES:
+                    log.info("rejoin gap of {room}: leaving out {event_id}", room=room.room_id, event_id=ev.event_id)
+                    continue
+                state_fetches += 1
+                try:
+                    await self.receive_with_fetched_state(origin, room, ev)
+                    received += 1
+                except Exception as e:
+                    log.info("could not fill the gap before {event_id}: {e}", event_id=ev.event_id, e=str(e))
+            except Exception:
+                log.failure("receiving fetched event {event_id} failed", event_id=ev.event_id)
+        return received
 
     async def _checked(self, pdu: Any, room: RoomRecord, expected_id: str | None = None) -> Event | None:
         if not isinstance(pdu, dict):

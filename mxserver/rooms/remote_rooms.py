@@ -379,6 +379,7 @@ class RemoteRooms:
             check_auth_rules(event, auth_state, check_auth_event_selection=False, create_event=create)
         except AuthError as e:
             raise _BadAnswer(f"the returned state does not allow our join: {e.reason}") from None
+        await self._fill_rejoin_gap(server, room_id, event)
         await self.room_server.persist_joined_state(room_id, rv, create.sender, list(events.values()), event, state)
         joined = [k[1] for k, e in state.items() if k[0] == MEMBER and events[e].membership == "join"]
         members = getattr(self.hs, "room_members", None)
@@ -386,6 +387,30 @@ class RemoteRooms:
             # The state's member events are outliers, not on the room stream: say who is in the room now.
             members.state_replaced(room_id, [*joined, event.sender])
         return event
+
+    async def _fill_rejoin_gap(self, server: str, room_id: str, event: Event) -> None:
+        """A rejoin of a room we had left: receive the events sent while we were out of it.
+
+        They would otherwise never reach us (nobody sends them; backfill only extends the start
+        of history), and /messages would jump from our join to our leave. They are received
+        *before* our join is persisted -- against the old head, the state in which we were
+        out -- so they get stream positions before it; persist_joined_state then replaces the
+        head with the returned state. The handshake lock is held (``_serialised``), so /send
+        events of the room wait (``wait_for_handshake``) and cannot interleave. Bounded (see
+        :meth:`GapFiller.fill_gap_before`); a failure never fails the join, it only leaves
+        the gap.
+        """
+        room = await self.room_server.get_room(room_id)
+        gaps = getattr(getattr(self.hs, "federation_receiver", None), "gaps", None)
+        if room is None or gaps is None:
+            return  # a first join: no history of ours to join up with
+        try:
+            received = await gaps.fill_gap_before(server, room, event)
+        except Exception:
+            log.failure("filling the gap of {room} before our rejoin failed", room=room_id)
+            return
+        if received:
+            log.info("rejoin of {room}: received {n} events sent while we were away", room=room_id, n=received)
 
     async def _checked(self, pdu: Any, rv: RoomVersion) -> Event | None:
         """The event of a PDU another server sent us, or None if it must be dropped."""
