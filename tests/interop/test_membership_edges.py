@@ -201,14 +201,5 @@ class MxserverHostsEdgeTests(_Edges):
 class SynapseHostsEdgeTests(_Edges):
     host_kind = "synapse"
 
-    def test_history_while_away_is_visible_after_rejoin(self) -> None:
-        super().test_history_while_away_is_visible_after_rejoin()
-
-    # A known gap, reported: mxserver/rooms/backfill.py extends only the start of a room's history,
-    # never a gap in the middle (here: the events between our leave and our rejoin).
-    test_history_while_away_is_visible_after_rejoin.todo = (  # type: ignore[attr-defined]
-        "mxserver does not backfill a gap in the middle of history (events sent while it was out of the room)"
-    )
-
 
 del _Edges
