@@ -73,8 +73,14 @@ class RejoinGapTests(FederationTestMixin, TwoServerTestCase):
 
     async def test_history_while_away_is_fetched_on_rejoin(self) -> None:
         room_id, away = await self.leave_and_talk(30)
+        since = (await self.a.sync(self.alice))["next_batch"]
         code, body = await self.join(self.a, self.alice, room_id, self.b.server_name)
         self.assertEqual(code, 200, body)
+        # /sync: the room is joined again, its timeline the latest of the gap then the join.
+        timeline = (await self.a.sync(self.alice, since))["rooms"]["join"][room_id]["timeline"]
+        tail = self.kinds(timeline["events"])
+        self.assertEqual(tail[-1], "alice join", timeline)
+        self.assertEqual(tail[-3:-1], ["while away 28", "while away 29"], timeline)
         events = await self.all_messages_backwards(room_id)
         ids = [e["event_id"] for e in events]
         self.assertEqual(len(ids), len(set(ids)), "duplicates in /messages")

@@ -51,6 +51,8 @@ REJOIN_GAP_ROUND_LIMIT = 100
 REJOIN_GAP_MAX_ROUNDS = 20
 #: ... and at most this many of its oldest events are given a fetched state (/state_ids)
 REJOIN_GAP_STATE_FETCHES = 3
+#: ... and no new round starts after this many seconds (the user's join request is waiting)
+REJOIN_GAP_DEADLINE_S = 30.0
 
 
 class GapFillError(Exception):
@@ -154,9 +156,10 @@ class GapFiller:
         path = f"/_matrix/federation/v1/get_missing_events/{_q(room.room_id)}"
         fetched: dict[str, Event] = {}
         latest = [event.event_id]
+        deadline = self.hs.clock.seconds() + REJOIN_GAP_DEADLINE_S
         for _ in range(REJOIN_GAP_MAX_ROUNDS):
             room_left = max_events - len(fetched)
-            if not latest or room_left <= 0:
+            if not latest or room_left <= 0 or self.hs.clock.seconds() > deadline:
                 break
             body = {
                 # What we hold (stored, or fetched in an earlier round): the walk stops there.
