@@ -141,7 +141,7 @@ class GapFiller:
         ``event`` (not received itself): our rejoin of a room we had left, whose events sent
         while we were out never reached us. How many were received.
 
-        get_missing_events rounds (server-server-api §Retrieving events): each walks back from
+        get_missing_events rounds (server-server-api §Backfilling and retrieving missing events): each walks back from
         the fetched events whose prev events we still lack, not entering what we have. At most
         ``max_events`` are fetched; if the gap is longer, the older rest is left out (the oldest
         fetched events are received with their state fetched from ``origin``, so our history of
