@@ -181,6 +181,9 @@ class Homeserver(service.MultiService):
         from mxserver.media import build_media
 
         build_media(self)
+        from mxserver.rooms.hierarchy import HierarchyHandler
+
+        self.hierarchy = HierarchyHandler(self)
 
     def _build_apps(self) -> dict[str, Any]:
         from mxserver.api.client import client_servlets

@@ -17,6 +17,7 @@ def client_servlets(hs: Homeserver) -> list[Any]:
         directory,
         federation_admin,
         filters,
+        hierarchy,
         keys,
         login,
         membership,
@@ -61,5 +62,6 @@ def client_servlets(hs: Homeserver) -> list[Any]:
         profile.ProfileServlet(hs),
         user_directory.UserDirectoryServlet(hs),
         sync.SyncServlet(hs),
+        hierarchy.HierarchyServlet(hs),
         *client_media_servlets(hs),
     ]

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 
 def federation_servlets(hs: Homeserver) -> list[Any]:
-    from mxserver.api.federation import events, keys, membership, query, transactions, user_keys, version
+    from mxserver.api.federation import events, hierarchy, keys, membership, query, transactions, user_keys, version
     from mxserver.api.media import federation_media_servlets
 
     return [
@@ -20,5 +20,6 @@ def federation_servlets(hs: Homeserver) -> list[Any]:
         transactions.TransactionServlet(hs),
         events.FederationEventsServlet(hs),
         query.FederationQueryServlet(hs),
+        hierarchy.FederationHierarchyServlet(hs),
         *federation_media_servlets(hs),
     ]
