@@ -11,6 +11,7 @@ from twisted.trial import unittest
 
 from mxserver.rooms.hierarchy import child_sort_key, clean_summary, ordered_children
 from tests.client_room_helpers import ClientRoomTestCase, q
+from tests.fed_inbound_helpers import InboundTestCase
 from tests.two_servers import TwoServerTestCase
 from tests.utils import TestUser
 
@@ -222,6 +223,35 @@ class HierarchyTests(HierarchyMixin, ClientRoomTestCase):
         self.assertEqual(child["encryption"], "m.megolm.v1.aes-sha2")
         self.assertEqual(body["rooms"][0]["num_joined_members"], 2)
 
+    async def test_remote_calls_are_bounded_per_page(self) -> None:
+        from mxserver.federation.client import FederationError
+        from mxserver.rooms.hierarchy import MAX_REMOTE_CALLS_PER_PAGE
+
+        calls: list[str] = []
+
+        async def failing(destination: str, path: str, *args: Any, **kw: Any) -> Any:
+            calls.append(path)
+            raise FederationError(destination, 502, "M_UNKNOWN", "unreachable")
+
+        self.patch(self.hs.federation_client, "get_json", failing)
+        space = await self.make_space(self.alice, "Space")
+        local = await self.create_room(self.alice, preset="public_chat")
+        remote = [f"!r{i}:far.example" for i in range(8)]
+        for i, room in enumerate(remote):
+            await self.add_child(self.alice, space, room, via=["far.example"], order=f"{i}")
+        await self.add_child(self.alice, space, local, order="9")
+        code, body = await self.hierarchy(self.bob, space)
+        self.assertEqual(code, 200, body)
+        self.assertEqual([r["room_id"] for r in body["rooms"]], [space])
+        self.assertEqual(len(calls), MAX_REMOTE_CALLS_PER_PAGE)
+        code, body = await self.hierarchy(self.bob, space, **{"from": body["next_batch"]})
+        self.assertEqual([r["room_id"] for r in body["rooms"]], [local])
+        self.assertNotIn("next_batch", body)
+        self.assertEqual(len(calls), len(remote))
+        # Failures are remembered for a while: the next walk asks nobody.
+        self.assertEqual(await self.room_ids(self.bob, space, limit=50), [space, local])
+        self.assertEqual(len(calls), len(remote))
+
     async def test_loops_are_broken(self) -> None:
         a = self.alice
         one = await self.make_space(a, "One")
@@ -321,6 +351,18 @@ class FederatedHierarchyTests(HierarchyMixin, TwoServerTestCase):
         self.assertEqual([r["room_id"] for r in again["rooms"]], [space, sub, leaf])
         self.assertEqual(calls, [])
 
+    async def test_remote_root(self) -> None:
+        alice = await self.a.register("alice")
+        bob = await self.b.register("bob")
+        # Room v10: the room ID names its server, the only hint for a root we are not in.
+        root = await self.b.create_room(bob, {"name": "Root on B", "preset": "public_chat", "room_version": "10"})
+        hidden = await self.b.create_room(bob, {"preset": "private_chat", "room_version": "10"})
+        code, body = await self.a.get(f"{V1}/rooms/{q(root)}/hierarchy", alice)
+        self.assertEqual(code, 200, body)
+        self.assertEqual([(r["room_id"], r["name"], r["room_version"]) for r in body["rooms"]], [(root, "Root on B", "10")])
+        code, body = await self.a.get(f"{V1}/rooms/{q(hidden)}/hierarchy", alice)
+        self.assertEqual((code, body["errcode"]), (403, "M_FORBIDDEN"))
+
     async def test_unreachable_via_is_skipped(self) -> None:
         alice = await self.a.register("alice")
         space = await self.make_space(alice, "Space")
@@ -328,3 +370,60 @@ class FederatedHierarchyTests(HierarchyMixin, TwoServerTestCase):
         code, body = await self.a.get(f"{V1}/rooms/{q(space)}/hierarchy", alice)
         self.assertEqual(code, 200, body)
         self.assertEqual([r["room_id"] for r in body["rooms"]], [space])
+
+
+class FederationEndpointTests(InboundTestCase):
+    """``GET /_matrix/federation/v1/hierarchy/{roomId}`` asked by a (fake) remote server."""
+
+    async def new_room(self, **body: Any) -> str:
+        code, resp = await self.post("/_matrix/client/v3/createRoom", body, self.alice)
+        self.assertEqual(code, 200, resp)
+        return str(resp["room_id"])
+
+    async def state(self, room: str, etype: str, content: dict[str, Any], state_key: str = "") -> None:
+        path = f"/_matrix/client/v3/rooms/{q(room)}/state/{etype}/{q(state_key)}"
+        code, resp = await self.put(path, content, self.alice)
+        self.assertEqual(code, 200, resp)
+
+    async def test_children_split_by_access(self) -> None:
+        space = await self.new_room(preset="public_chat", name="Space", creation_content={"type": "m.space"})
+        public = await self.new_room(preset="public_chat", name="Public")
+        private = await self.new_room(preset="private_chat", name="Private")
+        readable = await self.new_room(preset="private_chat", name="Readable")
+        await self.state(readable, "m.room.history_visibility", {"history_visibility": "world_readable"})
+        for room, order in ((public, "a"), (private, "b"), (readable, "c")):
+            await self.state(space, "m.space.child", {"via": ["test"], "order": order, "suggested": room == public}, room)
+        await self.state(space, "m.space.child", {"via": ["elsewhere.invalid"]}, "!remote:elsewhere.invalid")
+        code, body = await self.fed("GET", f"/_matrix/federation/v1/hierarchy/{q(space)}")
+        self.assertEqual(code, 200, body)
+        self.assertEqual(body["room"]["room_id"], space)
+        self.assertEqual(body["room"]["room_type"], "m.space")
+        self.assertEqual(len(body["room"]["children_state"]), 4)
+        self.assertEqual([c["room_id"] for c in body["children"]], [public, readable])
+        self.assertIs(body["children"][1]["world_readable"], True)
+        self.assertEqual(body["inaccessible_children"], [private])
+        code, body = await self.fed("GET", f"/_matrix/federation/v1/hierarchy/{q(space)}?suggested_only=true")
+        self.assertEqual((code, [c["room_id"] for c in body["children"]], body["inaccessible_children"]), (200, [public], []))
+
+        # The private room itself is not found for this server; an unknown room neither.
+        code, body = await self.fed("GET", f"/_matrix/federation/v1/hierarchy/{q(private)}")
+        self.assertEqual((code, body["errcode"]), (404, "M_NOT_FOUND"))
+        code, body = await self.fed("GET", f"/_matrix/federation/v1/hierarchy/{q('!nope:test')}")
+        self.assertEqual((code, body["errcode"]), (404, "M_NOT_FOUND"))
+        # Once one of its users is in the room, the server may see it.
+        await self.state(private, "m.room.join_rules", {"join_rule": "public"})
+        await self.join_remote_user(private)
+        await self.state(private, "m.room.join_rules", {"join_rule": "invite"})
+        code, body = await self.fed("GET", f"/_matrix/federation/v1/hierarchy/{q(private)}")
+        self.assertEqual((code, body["room"]["room_id"], body["room"]["join_rule"]), (200, private, "invite"))
+
+    async def test_bad_requests(self) -> None:
+        space = await self.new_room(preset="public_chat", creation_content={"type": "m.space"})
+        self.assertMatrixError(await self.get(f"/_matrix/federation/v1/hierarchy/{q(space)}"), 401, "M_UNAUTHORIZED")
+        code, body = await self.fed("GET", "/_matrix/federation/v1/hierarchy/not-a-room")
+        self.assertEqual((code, body["errcode"]), (400, "M_INVALID_PARAM"))
+        code, body = await self.fed("GET", f"/_matrix/federation/v1/hierarchy/{q(space)}?suggested_only=maybe")
+        self.assertEqual((code, body["errcode"]), (400, "M_INVALID_PARAM"))
+        await self.state(space, "m.room.server_acl", {"allow": ["*"], "deny": ["127.0.0.1"]})
+        code, body = await self.fed("GET", f"/_matrix/federation/v1/hierarchy/{q(space)}")
+        self.assertEqual((code, body["errcode"]), (403, "M_FORBIDDEN"))

@@ -325,7 +325,7 @@ class HierarchyHandler:
                 raise forbidden("You are not allowed to view this room.")
             session = _Session(user_id, room_id, suggested_only, depth_cap, 0.0, [], {room_id})
             rooms = [self._visit(session, entry, found)]
-        rooms += await self._walk(session, limit - len(rooms))
+        await self._walk(session, rooms, limit)
         body: dict[str, Any] = {"rooms": rooms}
         if session.queue:
             body["next_batch"] = self._store_session(session)
@@ -343,9 +343,9 @@ class HierarchyHandler:
                 session.queue.append(_Entry(child_id, entry.depth + 1, via, found.children.get(child_id)))
         return found.summary
 
-    async def _walk(self, session: _Session, limit: int) -> list[dict[str, Any]]:
+    async def _walk(self, session: _Session, rooms: list[dict[str, Any]], limit: int) -> None:
+        """Fill the page ``rooms`` up to ``limit`` from the session's queue."""
         budget = [MAX_REMOTE_CALLS_PER_PAGE]
-        rooms: list[dict[str, Any]] = []
         while session.queue and len(rooms) < limit:
             entry = session.queue[-1]
             if entry.room_id in session.processed:
@@ -361,7 +361,6 @@ class HierarchyHandler:
             session.processed.add(entry.room_id)
             if isinstance(found, _Found):
                 rooms.append(self._visit(session, entry, found))
-        return rooms
 
     async def _room_for_user(
         self, user_id: str, entry: _Entry, suggested_only: bool, budget: list[int] | None
@@ -380,8 +379,8 @@ class HierarchyHandler:
                 if budget is not None and budget[0] <= 0:
                     return _OUT_OF_BUDGET
                 answer = await self.remote.fetch(entry.room_id, entry.via, suggested_only, budget)
-                if answer is None:
-                    return None
+                if answer is None or answer is _OUT_OF_BUDGET:
+                    return answer
                 given = answer["room"]
                 children = {c["room_id"]: c for c in answer["children"]}
                 inaccessible = frozenset(answer["inaccessible_children"])
@@ -475,31 +474,38 @@ class RemoteHierarchy:
     def __init__(self, hs: Any) -> None:
         self.hs = hs
         self._cache: OrderedDict[tuple[str, bool], tuple[float, dict[str, Any] | None]] = OrderedDict()
+        #: (server, room ID) -> until when that server is not asked again (it failed or did not know)
+        self._failed: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._fetching = SharedCalls()
 
-    async def fetch(
-        self, room_id: str, via: list[str], suggested_only: bool, budget: list[int] | None = None
-    ) -> dict[str, Any] | None:
+    async def fetch(self, room_id: str, via: list[str], suggested_only: bool, budget: list[int] | None = None) -> Any:
         """The remote answer for ``room_id`` from the first ``via`` server that gives one (None: none did).
 
-        ``budget`` (a one-item list) counts the calls left; each server asked takes one.
+        ``budget`` (a one-item list) counts the calls left; each server asked takes one. When it
+        runs out before every server was asked, :data:`_OUT_OF_BUDGET` (the walk retries later).
         """
         key = (room_id, suggested_only)
+        now = self.hs.clock.seconds()
         cached = self._cache.get(key)
-        if cached is not None and cached[0] > self.hs.clock.seconds():
+        if cached is not None and cached[0] > now:
             return cached[1]
         servers = [s for s in dict.fromkeys(via) if s != self.hs.server_name][:MAX_VIAS_PER_ROOM]
         for server in servers:
+            failed_until = self._failed.get((server, room_id))
+            if failed_until is not None and failed_until > now:
+                continue  # it could not tell a moment ago
             if budget is not None:
                 if budget[0] <= 0:
-                    return None
+                    return _OUT_OF_BUDGET
                 budget[0] -= 1
             answer = await self._fetching.run((server, *key), partial(self._ask, server, room_id, suggested_only))
             if answer is not None:
                 self._remember(key, answer)
                 return answer
-        if servers:
-            self._remember(key, None)  # nobody could tell: do not ask again at once
+            self._failed[(server, room_id)] = self.hs.clock.seconds() + REMOTE_CACHE_S
+            self._failed.move_to_end((server, room_id))
+            while len(self._failed) > REMOTE_CACHE_SIZE:
+                self._failed.popitem(last=False)
         return None
 
     async def _ask(self, server: str, room_id: str, suggested_only: bool) -> dict[str, Any] | None:
