@@ -252,6 +252,16 @@ class HierarchyTests(HierarchyMixin, ClientRoomTestCase):
         self.assertEqual(await self.room_ids(self.bob, space, limit=50), [space, local])
         self.assertEqual(len(calls), len(remote))
 
+    async def test_knockable_only_where_the_version_knows_knocking(self) -> None:
+        a = self.alice
+        space = await self.make_space(a, "Space")
+        knock = await self.create_room(a, preset="private_chat", room_version="10")
+        old = await self.create_room(a, preset="private_chat", room_version="6")
+        for room in (knock, old):
+            await self.set_state(a, room, "m.room.join_rules", {"join_rule": "knock"})
+            await self.add_child(a, space, room)
+        self.assertEqual(await self.room_ids(self.bob, space), [space, knock])
+
     async def test_loops_are_broken(self) -> None:
         a = self.alice
         one = await self.make_space(a, "One")

@@ -41,6 +41,7 @@ from mxserver.federation.responses import SharedCalls
 from mxserver.federation.room_access import acl_allows
 from mxserver.ids import is_valid_room_id, is_valid_server_name
 from mxserver.rooms.directory import _chunk_entry
+from mxserver.rooms.versions import get_room_version
 from mxserver.storage.directory import SUMMARY_STATE_TYPES, PublishedRoom
 
 log = Logger()
@@ -64,6 +65,7 @@ MAX_REMOTE_SIZE = 4 * 1024 * 1024
 #: children a space may contribute to a walk (a huge space must not exhaust memory)
 MAX_CHILDREN = 1000
 
+_SUMMARY_TYPES = (*SUMMARY_STATE_TYPES, "m.room.encryption")
 #: join rules under which anyone may knock, and so see the room (spec: "knockable")
 _KNOCKABLE = ("knock", "knock_restricted")
 _RESTRICTED = ("restricted", "knock_restricted")
@@ -109,8 +111,21 @@ def ordered_children(children_state: list[dict[str, Any]], suggested_only: bool)
 
 
 def _join_rule(summary: dict[str, Any]) -> str:
+    """The room's effective join rule: knock and restricted rules count only in room versions
+    that have them (space_hierarchy.yaml: "in a room version that supports those settings")."""
     rule = summary.get("join_rule")
-    return rule if isinstance(rule, str) else "public"
+    if not isinstance(rule, str):
+        return "public"
+    version = summary.get("room_version")
+    rv = get_room_version(version) if isinstance(version, str) else None
+    if rv is not None:
+        if rule == "knock" and not rv.knock_join_rule:
+            return "invite"
+        if rule == "restricted" and not rv.restricted_join_rule:
+            return "invite"
+        if rule == "knock_restricted" and not rv.knock_restricted_join_rule:
+            return "invite"
+    return rule
 
 
 @attrs.define
@@ -159,11 +174,17 @@ class HierarchyHandler:
         room = await self.hs.room_server.get_room(room_id)
         if room is None:
             raise not_found(f"Unknown room {room_id}")
-        events = await self.hs.room_server.current_state_events(room_id)
+        # Only the summary's state and the child links: a big room's member events stay unread.
+        wanted = [
+            (etype, sk)
+            for etype, sk in await self.hs.room_server.current_state_ids(room_id)
+            if (sk == "" and etype in _SUMMARY_TYPES) or etype == SPACE_CHILD
+        ]
+        events = await self.hs.room_server.current_state_events(room_id, wanted)
         state: dict[str, dict[str, Any]] = {}
         children: list[dict[str, Any]] = []
         for (etype, state_key), ev in events.items():
-            if state_key == "" and etype in (*SUMMARY_STATE_TYPES, "m.room.encryption"):
+            if state_key == "" and etype in _SUMMARY_TYPES:
                 state[etype] = _content_as_seen(ev)
             elif etype == SPACE_CHILD and is_valid_room_id(state_key):
                 content = _content_as_seen(ev)
@@ -229,11 +250,13 @@ class HierarchyHandler:
             return True
         if origin in await servers_in_room(self.hs, room_id):
             return True
-        events = await self.hs.room_server.current_state_events(room_id)
-        if any(
-            etype == "m.room.member" and user_server(sk) == origin and ev.membership == "invite"
-            for (etype, sk), ev in events.items()
-        ):
+        members = [
+            (etype, sk)
+            for etype, sk in await self.hs.room_server.current_state_ids(room_id)
+            if etype == "m.room.member" and user_server(sk) == origin
+        ]
+        events = await self.hs.room_server.current_state_events(room_id, members)
+        if any(ev.membership == "invite" for ev in events.values()):
             return True
         if rule == "restricted":
             # The requesting server checks its own users against allowed_room_ids.
