@@ -286,7 +286,7 @@ class DirectoryHandler:
         if query.third_party_instance_id is not None:
             # No application service networks exist on this server (yet).
             return {"chunk": [], "total_room_count_estimate": 0}
-        entries = [_chunk_entry(r) for r in await self.store.get_published_rooms()]
+        entries = [room_summary_chunk(r) for r in await self.store.get_published_rooms()]
         entries = [e for e in entries if _matches(e, query)]
         entries.sort(key=_sort_key)
         total = len(entries)
@@ -311,7 +311,7 @@ class DirectoryHandler:
 # -- public room list helpers ---------------------------------------------------------------------
 
 
-def _chunk_entry(room: PublishedRoom) -> dict[str, Any]:
+def room_summary_chunk(room: PublishedRoom) -> dict[str, Any]:
     """public_rooms_chunk.yaml from a room's summary state."""
     state = room.state
     entry: dict[str, Any] = {

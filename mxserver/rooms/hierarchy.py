@@ -40,7 +40,7 @@ from mxserver.federation.client import FederationError
 from mxserver.federation.responses import SharedCalls
 from mxserver.federation.room_access import acl_allows
 from mxserver.ids import is_valid_room_id, is_valid_server_name
-from mxserver.rooms.directory import _chunk_entry
+from mxserver.rooms.directory import room_summary_chunk
 from mxserver.rooms.versions import get_room_version
 from mxserver.storage.directory import SUMMARY_STATE_TYPES, PublishedRoom
 
@@ -199,7 +199,7 @@ class HierarchyHandler:
                         }
                     )
         joined = await self.hs.membership_store.get_joined_users(room.room_nid)
-        entry = _chunk_entry(PublishedRoom(room_id, state, len(joined)))
+        entry = room_summary_chunk(PublishedRoom(room_id, state, len(joined)))
         entry.pop("_search", None)
         entry["room_version"] = room.room_version.identifier
         algorithm = state.get("m.room.encryption", {}).get("algorithm")
