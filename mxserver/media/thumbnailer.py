@@ -16,9 +16,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import attrs
-from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+
+# Pillow is imported where it is used (in the thumbnailing threads): a server that
+# never thumbnails does not carry its ~5 MiB.
+if TYPE_CHECKING:
+    from PIL import Image
 
 #: Pillow formats we decode (no SVG, PDF, PSD, ... : a small attack surface)
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP")
@@ -72,6 +77,7 @@ class Thumb:
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
+    from PIL import Image, UnidentifiedImageError
     try:
         im = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError:
@@ -128,6 +134,7 @@ _REDUCING_GAP = 3.0
 
 
 def _resize(frame: Image.Image, tw: int, th: int, method: str) -> Image.Image:
+    from PIL import Image
     if method == "scale":
         return frame.resize((tw, th), Image.Resampling.LANCZOS, reducing_gap=_REDUCING_GAP)
     # crop: the centred region in the box's aspect, resized in the same step
@@ -142,6 +149,7 @@ def _resize(frame: Image.Image, tw: int, th: int, method: str) -> Image.Image:
 
 
 def _static_frame(im: Image.Image) -> Image.Image:
+    from PIL import ImageOps
     im.seek(0)
     frame = ImageOps.exif_transpose(im) or im
     if frame.mode not in ("RGB", "RGBA", "L", "LA"):
@@ -163,6 +171,7 @@ def _encode_static(frame: Image.Image, src_format: str) -> tuple[bytes, str]:
 
 
 def _animated(im: Image.Image, tw: int, th: int, method: str) -> bytes | None:
+    from PIL import ImageSequence
     n = getattr(im, "n_frames", 1)
     if n > MAX_ANIMATED_FRAMES or n * tw * th > MAX_ANIMATED_OUTPUT_PIXELS:
         return None
@@ -195,6 +204,7 @@ def make_thumbnails(
     thumbnails of animated sources where the limits allow, static ones otherwise.
     Raises :class:`ThumbnailError` / :class:`ImageTooLarge`.
     """
+    from PIL import Image
     im = _open(data, max_pixels)
     src_w, src_h = _oriented_size(im)
     src_format = im.format or ""
