@@ -273,7 +273,11 @@ class SyncHandler:
             return {}
         # The state at the start of the timeline: before its first event, else at its end.
         if timeline:
-            start = await hs.state_store.get_state(timeline[0].metadata.state_before)
+            # An out-of-band membership (an invite or knock through another server: an outlier)
+            # carries no room state, so the state at the start of a timeline beginning with it is
+            # the state before its first event in the room's DAG (e.g. the join's send_join state).
+            first = next((e for e in timeline if not e.metadata.outlier), timeline[0])
+            start = await hs.state_store.get_state(first.metadata.state_before)
         else:
             snap = (await self.store.snapshots_at([(plan.membership.room_nid, plan.upto)])).get(plan.membership.room_nid)
             start = await hs.state_store.get_state(snap)
