@@ -9,9 +9,10 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from mxserver.crypto.keys import generate_signing_key
+from mxserver.crypto.signing import SignatureError
 from mxserver.events.builder import build_event
-from mxserver.events.hashing import compute_event_id
-from mxserver.events.signing import add_event_signature
+from mxserver.events.hashing import compute_event_id, reference_hash_bytes
+from mxserver.events.signing import add_event_signature, verify_event_signatures
 from mxserver.federation.keyring import Keyring
 from mxserver.federation.pdu_checks import InvalidPdu, check_pdu
 from mxserver.rooms.versions import get_room_version
@@ -75,6 +76,15 @@ class CheckPduTests(unittest.TestCase):
             self.assertEqual(event.content["body"], "hello")
         # the keys were fetched once and then cached
         self.assertEqual(self.fake.count("remote.test", "/_matrix/key/v2/server"), 1)
+
+    def test_signed_bytes_given_once(self) -> None:
+        # check_pdu encodes the redacted event once and hands the bytes to the signature check:
+        # the bytes of this PDU verify, those of another PDU do not.
+        pdu, other = self.event(), self.event(content={"msgtype": "m.text", "body": "other"})
+        keys = {"remote.test": {"ed25519:r1": self.remote_key.verify_key}}
+        verify_event_signatures(pdu, rv("12"), keys, signed_bytes=reference_hash_bytes(pdu, rv("12")))
+        with self.assertRaises(SignatureError):
+            verify_event_signatures(pdu, rv("12"), keys, signed_bytes=reference_hash_bytes(other, rv("12")))
 
     async def test_bad_format(self) -> None:
         pdu = self.event()

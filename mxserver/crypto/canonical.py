@@ -48,30 +48,43 @@ def check_strict_canonical_json(obj: Any) -> None:
     (tuples are accepted as arrays, but sets, bytes, NaN...) are rejected too.
     """
     # An explicit stack instead of recursion: hostile input can nest deeply
-    # and must not blow the interpreter's recursion limit.
-    stack: list[tuple[Any, str]] = [(obj, "")]
+    # and must not blow the interpreter's recursion limit. A value's path is a
+    # (parent path, key) link, spelt out only for the error: formatting a path
+    # string per value was most of the cost of checking a large event.
+    stack: list[tuple[Any, Any]] = [(obj, None)]
     while stack:
-        value, path = stack.pop()
+        value, node = stack.pop()
         # bool is a subclass of int in Python; it is a JSON literal, not a number.
         if value is None or value is True or value is False or isinstance(value, str):
             continue
         if isinstance(value, int):
             if not CANONICALJSON_MIN_INT <= value <= CANONICALJSON_MAX_INT:
-                raise CanonicalJSONError("integer out of range", path or "$")
+                raise CanonicalJSONError("integer out of range", _path(node))
             continue
         if isinstance(value, float):
-            raise CanonicalJSONError("float values are not allowed", path or "$")
+            raise CanonicalJSONError("float values are not allowed", _path(node))
         if isinstance(value, dict):
             for k, v in value.items():
                 if not isinstance(k, str):
-                    raise CanonicalJSONError("object keys must be strings", path or "$")
-                stack.append((v, f"{path}.{k}"))
+                    raise CanonicalJSONError("object keys must be strings", _path(node))
+                if type(v) is not str:  # strings need no check: skip the stack
+                    stack.append((v, (node, k)))
             continue
         if isinstance(value, (list, tuple)):
             for i, v in enumerate(value):
-                stack.append((v, f"{path}[{i}]"))
+                if type(v) is not str:
+                    stack.append((v, (node, i)))
             continue
-        raise CanonicalJSONError(f"{type(value).__name__} is not a JSON value", path or "$")
+        raise CanonicalJSONError(f"{type(value).__name__} is not a JSON value", _path(node))
+
+
+def _path(node: Any) -> str:
+    """``.a.b[2]`` for the (parent, key) links of :func:`check_strict_canonical_json`; ``$`` at the top."""
+    parts: list[str] = []
+    while node is not None:
+        node, key = node
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    return "".join(reversed(parts)) or "$"
 
 
 def is_strict_canonical_json(obj: Any) -> bool:

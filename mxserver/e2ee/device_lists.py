@@ -63,6 +63,9 @@ class DeviceListHandler:
         self._locks: dict[str, DeferredLock] = {}
         #: background work (EDU handling, cache drops), awaited by tests through :meth:`settle`
         self._pending: set[Any] = set()
+        #: remote users whose cached device list must be dropped (:meth:`_queue_forget`), in order
+        self._to_forget: dict[str, None] = {}
+        self._forgetting = False
         hs.notifier.register_stream("device_lists", lambda: stream.current)
         hs.start_hooks.append(self._start)
         hs.room_members.listeners.append(self._membership_changed)
@@ -432,9 +435,33 @@ class DeviceListHandler:
         if not joined:
             return
         if _server(user_id) != self.hs.server_name:
-            self._background(self._forget([user_id]))
+            self._queue_forget(user_id)
         else:
             self._background(self._forget_room_members(room_id))
+
+    def _queue_forget(self, user_id: str) -> None:
+        """Forget ``user_id``'s cached list in the background, coalesced with other joins.
+
+        A join over federation adopts a whole state (``RoomMembers.state_replaced``): one
+        listener call per member, which was one database read each. While a batch is being
+        forgotten, the next joins queue up and go as one batch after it.
+        """
+        self._to_forget[user_id] = None
+        if not self._forgetting:
+            self._forgetting = True
+            self._background(self._drain_forgets())
+
+    async def _drain_forgets(self) -> None:
+        try:
+            while self._to_forget:
+                batch = list(self._to_forget)
+                self._to_forget.clear()
+                try:
+                    await self._forget(batch)
+                except Exception:
+                    log.failure("dropping the cached device lists of {n} users failed", n=len(batch))
+        finally:
+            self._forgetting = False
 
     async def _forget_room_members(self, room_id: str) -> None:
         members = await self.hs.room_members.members(room_id)

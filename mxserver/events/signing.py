@@ -96,15 +96,18 @@ def verify_event_signatures(
     keys_by_server: Mapping[str, Mapping[str, VerifyKey]],
     *,
     include_restricted_join_authoriser: bool = True,
+    signed_bytes: bytes | None = None,
 ) -> None:
     """Check the signature of every server in :func:`required_signature_servers`.
 
     ``keys_by_server`` maps server name -> key ID -> verify key, already
     filtered by the caller to keys that are known and valid at the event's
     ``origin_server_ts`` (v5-signing-requirements). A required server with
-    no usable key fails the check.
+    no usable key fails the check. ``signed_bytes``, if given, must be
+    :func:`reference_hash_bytes` of ``pdu`` (a caller that also needs the
+    reference hash encodes the redacted event once, not twice).
     """
-    data = reference_hash_bytes(pdu, room_version)
+    data = reference_hash_bytes(pdu, room_version) if signed_bytes is None else signed_bytes
     for server in sorted(
         required_signature_servers(
             pdu, room_version, include_restricted_join_authoriser=include_restricted_join_authoriser

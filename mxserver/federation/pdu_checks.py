@@ -20,18 +20,24 @@ backfill, get_missing_events, ``/state``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 from twisted.logger import Logger
 
 from mxserver.crypto.signing import SignatureError, signature_ids
-from mxserver.events.hashing import EventIdError, check_content_hash
+from mxserver.events.hashing import (
+    EventIdError,
+    check_content_hash,
+    event_id_from_reference_hash,
+    reference_hash_bytes,
+)
 from mxserver.events.model import Event
 from mxserver.events.redaction import redact_pdu
 from mxserver.events.signing import required_signature_servers, verify_event_signatures
 from mxserver.events.validation import EventFormatError, validate_pdu
-from mxserver.rooms.versions import RoomVersion
+from mxserver.rooms.versions import EventFormat, RoomVersion
 
 log = Logger()
 
@@ -84,16 +90,22 @@ async def check_pdu(hs: Any, pdu: dict[str, Any], room_version: RoomVersion) -> 
             raise InvalidPdu(
                 f"no key of {server} among {', '.join(sorted(ids))} valid at {min_valid}" + (f" ({why})" if why else "")
             )
+    # The signed bytes are the reference-hash input: encode the redacted event once, for the
+    # signatures and for the (v3+) event ID, which is its hash and the same for the redacted copy.
+    signed = reference_hash_bytes(pdu, room_version)
     try:
-        verify_event_signatures(pdu, room_version, keys)
+        verify_event_signatures(pdu, room_version, keys, signed_bytes=signed)
     except SignatureError as e:
         raise InvalidPdu(f"bad signature: {e}") from None
+    event_id = None
+    if room_version.event_format is not EventFormat.V1:
+        event_id = event_id_from_reference_hash(hashlib.sha256(signed).digest(), room_version)
 
     try:
         if check_content_hash(pdu):
-            return Event(pdu, room_version)
+            return Event(pdu, room_version, event_id=event_id)
         redacted = redact_pdu(pdu, room_version)
-        event = Event(redacted, room_version)
+        event = Event(redacted, room_version, event_id=event_id)
         # The event ID (v3+) is the reference hash, which redaction does not change.
         log.info("content hash mismatch on {event_id}: using the redacted event", event_id=event.event_id)
         return event

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -275,6 +275,10 @@ class EventStore:
 
     def _persist_txn(self, txn: Txn, items: list[PersistItem], now_ms: int) -> None:
         event_nids = {item.event.event_id: item.event_nid for item in items}
+        # The events of this batch, for _update_current_state_txn: a join over federation
+        # persists the whole state as outliers with the join, and reading each member event's
+        # JSON back from the table (they are cached only after commit) cost a query per member.
+        batch = {item.event.event_id: item.event for item in items}
         for item in items:
             ev = item.event
             room = item.room
@@ -317,7 +321,7 @@ class EventStore:
             for snap in item.extra_snapshots:
                 self.state.write_txn(txn, snap, event_nids)
             if item.current_state_delta:
-                self._update_current_state_txn(txn, item)
+                self._update_current_state_txn(txn, item, batch)
             for etype, state_key in item.current_state_removed:
                 txn.execute(
                     "DELETE FROM current_state WHERE room_nid = ? AND type = ? AND state_key = ?",
@@ -358,7 +362,7 @@ class EventStore:
                         (ev.event_id, target),
                     )
 
-    def _update_current_state_txn(self, txn: Txn, item: PersistItem) -> None:
+    def _update_current_state_txn(self, txn: Txn, item: PersistItem, batch: Mapping[str, Event] | None = None) -> None:
         room_nid = item.room.room_nid
         assert item.current_state_delta is not None
         for (etype, state_key), event_id in item.current_state_delta.items():
@@ -369,6 +373,8 @@ class EventStore:
             )
             if etype == "m.room.member":
                 member = self._cache.get(event_id)
+                if member is None and batch is not None:
+                    member = batch.get(event_id)
                 if member is None and event_id == item.event.event_id:
                     member = item.event
                 membership = member.membership if member is not None else None
