@@ -24,12 +24,10 @@ Typical use::
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from typing import Any
 
-import treq
 from twisted.internet import reactor, task
 from twisted.trial import unittest
 from twisted.web.client import HTTPConnectionPool
@@ -38,7 +36,7 @@ from mxserver.config import load_config_dict
 from mxserver.homeserver import Homeserver
 from tests import postgres
 from tests.federation_helpers import free_port, make_cert
-from tests.utils import HomeserverTestCase, TestUser, deep_merge
+from tests.utils import ClientHttp, HomeserverTestCase, TestUser, deep_merge
 
 #: what both servers need to reach each other on loopback
 LOOPBACK_FEDERATION = {"verify_tls": False, "ip_range_whitelist": ["127.0.0.0/8"]}
@@ -56,7 +54,7 @@ def _sending(hs: Homeserver) -> bool:
     )
 
 
-class TestServer:
+class TestServer(ClientHttp):
     """One of the two servers: its Homeserver, names and ports, and HTTP helpers for its client API."""
 
     def __init__(self, test: unittest.TestCase, label: str, hs: Homeserver, federation_port: int) -> None:
@@ -79,54 +77,6 @@ class TestServer:
 
     def user_id(self, localpart: str) -> str:
         return f"@{localpart}:{self.server_name}"
-
-    # -- HTTP to the client API (any path: client, admin, ...) ------------------------------
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        token: str | TestUser | None = None,
-        raw: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, Any]:
-        """``(status, parsed JSON or raw bytes)`` of a request to this server's client listener."""
-        hdrs = dict(headers or {})
-        if isinstance(token, TestUser):
-            token = token.access_token
-        if token is not None:
-            hdrs["Authorization"] = f"Bearer {token}"
-        data = raw
-        if body is not None:
-            data = json.dumps(body).encode()
-            hdrs.setdefault("Content-Type", "application/json")
-        resp = await treq.request(
-            method,
-            self.base_url + path,
-            data=data,
-            headers={k: [v] for k, v in hdrs.items()},
-            pool=self.pool,
-            reactor=reactor,
-        )
-        content = await resp.content()
-        self.last_headers = resp.headers
-        ctype = resp.headers.getRawHeaders("content-type", [""])[0]
-        if ctype.startswith("application/json"):
-            return resp.code, json.loads(content)
-        return resp.code, content
-
-    async def get(self, path: str, token: str | TestUser | None = None) -> tuple[int, Any]:
-        return await self.request("GET", path, token=token)
-
-    async def post(self, path: str, body: Any = None, token: str | TestUser | None = None) -> tuple[int, Any]:
-        return await self.request("POST", path, body if body is not None else {}, token=token)
-
-    async def put(self, path: str, body: Any = None, token: str | TestUser | None = None) -> tuple[int, Any]:
-        return await self.request("PUT", path, body if body is not None else {}, token=token)
-
-    async def delete(self, path: str, body: Any = None, token: str | TestUser | None = None) -> tuple[int, Any]:
-        return await self.request("DELETE", path, body, token=token)
 
     # -- conveniences ---------------------------------------------------------------------------
 

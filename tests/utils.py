@@ -58,7 +58,61 @@ def no_real_dns(hs: Homeserver) -> None:
     client.connector.name_resolver = FakeNameResolver({"localhost": ["127.0.0.1"]})
 
 
-class HomeserverTestCase(unittest.TestCase):
+class ClientHttp:
+    """HTTP helpers for a test server's client listener at ``self.base_url`` (over ``self.pool``)."""
+
+    base_url: str
+    pool: HTTPConnectionPool
+    last_headers: Any = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | TestUser | None = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """``(status, parsed JSON or raw bytes)`` of a request to the server at ``base_url``."""
+        hdrs = dict(headers or {})
+        if isinstance(token, TestUser):
+            token = token.access_token
+        if token is not None:
+            hdrs["Authorization"] = f"Bearer {token}"
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        resp = await treq.request(
+            method,
+            self.base_url + path,
+            data=data,
+            headers={k: [v] for k, v in hdrs.items()},
+            pool=self.pool,
+            reactor=reactor,
+        )
+        content = await resp.content()
+        self.last_headers = resp.headers
+        ctype = resp.headers.getRawHeaders("content-type", [""])[0]
+        if ctype.startswith("application/json"):
+            return resp.code, json.loads(content)
+        return resp.code, content
+
+    async def get(self, path: str, token: str | TestUser | None = None) -> tuple[int, Any]:
+        return await self.request("GET", path, token=token)
+
+    async def post(self, path: str, body: Any = None, token: str | TestUser | None = None) -> tuple[int, Any]:
+        return await self.request("POST", path, body if body is not None else {}, token=token)
+
+    async def put(self, path: str, body: Any = None, token: str | TestUser | None = None) -> tuple[int, Any]:
+        return await self.request("PUT", path, body if body is not None else {}, token=token)
+
+    async def delete(self, path: str, body: Any = None, token: str | TestUser | None = None) -> tuple[int, Any]:
+        return await self.request("DELETE", path, body, token=token)
+
+
+class HomeserverTestCase(ClientHttp, unittest.TestCase):
     """Starts a Homeserver listening on 127.0.0.1 (random port) for each test."""
 
     backend = "sqlite"
@@ -122,54 +176,6 @@ class HomeserverTestCase(unittest.TestCase):
         self.base_url = f"http://127.0.0.1:{port}"
         self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.addCleanup(self.pool.closeCachedConnections)
-
-    # -- HTTP ------------------------------------------------------------------------
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        token: str | TestUser | None = None,
-        raw: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, Any]:
-        """``(status, parsed JSON or raw bytes)`` of a request to the test server."""
-        hdrs = dict(headers or {})
-        if isinstance(token, TestUser):
-            token = token.access_token
-        if token is not None:
-            hdrs["Authorization"] = f"Bearer {token}"
-        data = raw
-        if body is not None:
-            data = json.dumps(body).encode()
-            hdrs.setdefault("Content-Type", "application/json")
-        resp = await treq.request(
-            method,
-            self.base_url + path,
-            data=data,
-            headers={k: [v] for k, v in hdrs.items()},
-            pool=self.pool,
-            reactor=reactor,
-        )
-        content = await resp.content()
-        self.last_headers = resp.headers
-        ctype = resp.headers.getRawHeaders("content-type", [""])[0]
-        if ctype.startswith("application/json"):
-            return resp.code, json.loads(content)
-        return resp.code, content
-
-    async def get(self, path: str, token: str | TestUser | None = None) -> tuple[int, Any]:
-        return await self.request("GET", path, token=token)
-
-    async def post(self, path: str, body: Any = None, token: str | TestUser | None = None) -> tuple[int, Any]:
-        return await self.request("POST", path, body if body is not None else {}, token=token)
-
-    async def put(self, path: str, body: Any = None, token: str | TestUser | None = None) -> tuple[int, Any]:
-        return await self.request("PUT", path, body if body is not None else {}, token=token)
-
-    async def delete(self, path: str, body: Any = None, token: str | TestUser | None = None) -> tuple[int, Any]:
-        return await self.request("DELETE", path, body, token=token)
 
     def assertMatrixError(self, result: tuple[int, Any], status: int, errcode: str) -> None:
         code, body = result
