@@ -179,6 +179,12 @@ class MediaRepository(service.Service):
         self._check_size(len(data))
         self._uploading.add(media_id)
         try:
+            # A racing PUT may have read the row before the first one finished and checked
+            # ``_uploading`` after it: read again now that we hold the claim, before any byte
+            # is written, so a finished upload is never overwritten.
+            fresh = await self.store.get_local_media(media_id)
+            if fresh is None or not fresh.pending:
+                raise MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "Media already uploaded")
             await self._check_quota(user_id, len(data))
             ctype = sanitise_content_type(content_type)
             info = await self._store_local(media_id, data, ctype)
