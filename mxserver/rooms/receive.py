@@ -11,8 +11,8 @@ here so the local write path and the remote one can each be read on their own.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -27,6 +27,7 @@ from mxserver.storage.events import EventStore, PersistItem
 from mxserver.storage.state import NewSnapshot, StateKey, StateMap, StateStore
 
 log = Logger()
+_T = TypeVar("_T")
 
 
 class ReceiveStatus(enum.Enum):
@@ -145,6 +146,8 @@ class ReceivingMixin:
         async def get_head(self, room_id: str) -> RoomHead: ...
 
         def _enqueue(self, items: list[PersistItem]) -> Deferred[None]: ...
+
+        async def run_locked(self, room_id: str, fn: Callable[[RoomHead], Awaitable[_T]]) -> _T: ...
 
         _receiving: dict[str, list[Deferred[ReceiveResult]]]
 
@@ -276,34 +279,27 @@ class ReceivingMixin:
 
     async def _receive(self, event: Event, state_before: Mapping[StateKey, str] | None = None) -> ReceiveResult:
         room_id = event.room_id
-        while True:
-            head = await self.get_head(room_id)
-            await head.lock.acquire()
-            try:
-                if self._heads.get(room_id) is not head:
-                    continue  # dropped after a failed write while we waited: reload
-                if self._persisting or self._queue:
-                    # The checks read the state and events of earlier events from the store:
-                    # wait until everything queued before (our own sends included) is committed.
-                    await self._enqueue([])
-                    if self._heads.get(room_id) is not head:
-                        continue
-                result, items = await self._check_received(head, event, state_before)
-                # No await between planning (stream position, nids) and queueing.
-                d = self._enqueue(items) if items else None
-            finally:
-                head.lock.release()
-            if d is not None:
-                await d
-            if not result.duplicate and not result.accepted:
-                log.info(
-                    "received {event_id} in {room_id}: {status}{why}",
-                    event_id=event.event_id,
-                    room_id=room_id,
-                    status=result.status.value,
-                    why=f" ({result.reason})" if result.reason else "",
-                )
-            return result
+
+        async def check(head: RoomHead) -> tuple[ReceiveResult, Deferred[None] | None]:
+            # The checks read the state and events of earlier events from the store, so
+            # run_locked first waits until everything queued before is committed.
+            result, items = await self._check_received(head, event, state_before)
+            # No await between planning (stream position, nids) and queueing.
+            return result, (self._enqueue(items) if items else None)
+
+        outcome: tuple[ReceiveResult, Deferred[None] | None] = await self.run_locked(room_id, check)
+        result, d = outcome
+        if d is not None:
+            await d
+        if not result.duplicate and not result.accepted:
+            log.info(
+                "received {event_id} in {room_id}: {status}{why}",
+                event_id=event.event_id,
+                room_id=room_id,
+                status=result.status.value,
+                why=f" ({result.reason})" if result.reason else "",
+            )
+        return result
 
     async def _check_received(
         self, head: RoomHead, event: Event, given_state: Mapping[StateKey, str] | None = None

@@ -17,7 +17,6 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from mxserver.events.model import Event
-from mxserver.rooms.auth import auth_types_for_event
 from mxserver.rooms.room_head import RoomHead
 from mxserver.rooms.versions import RoomVersion
 from mxserver.storage.events import EventStore, PersistItem, RoomRecord
@@ -46,6 +45,10 @@ class RemoteMembershipMixin:
 
         def _enqueue(self, items: list[PersistItem]) -> Deferred[None]: ...
 
+        async def _auth_events_for(
+            self, head: RoomHead, spec: EventSpec
+        ) -> tuple[dict[str, Event], Event | None]: ...
+
         def _build(
             self, head: RoomHead, spec: EventSpec, cache: Mapping[str, Event], create: Event | None
         ) -> Event: ...
@@ -58,14 +61,8 @@ class RemoteMembershipMixin:
         co-signed event then goes through :meth:`receive_event`). 403 if auth fails.
         """
         head = await self.get_head(room_id)
-        rv = head.room.room_version
-        wanted = auth_types_for_event(rv, spec.type, spec.sender or "", spec.state_key, dict(spec.content))
-        ids = [head.state[k] for k in wanted if k in head.state]
-        create_id = head.state.get(("m.room.create", ""))
-        if create_id:
-            ids.append(create_id)
-        cache = await self.store.get_events(ids)
-        return self._build(head, spec, cache, cache.get(create_id) if create_id else None)
+        cache, create = await self._auth_events_for(head, spec)
+        return self._build(head, spec, cache, create)
 
     async def _lock_existing(self, room_id: str) -> tuple[RoomRecord | None, RoomHead | None]:
         room = await self.store.get_room(room_id)

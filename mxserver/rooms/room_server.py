@@ -284,14 +284,7 @@ class RoomServer(ReceivingMixin, RemoteMembershipMixin):
                 head.lock.release()
                 head = await self.get_head(room_id)
                 await head.lock.acquire()
-            rv = head.room.room_version
-            wanted = auth_types_for_event(rv, spec.type, spec.sender or "", spec.state_key, dict(spec.content))
-            ids = [head.state[k] for k in wanted if k in head.state]
-            create_id = head.state.get(("m.room.create", ""))
-            if create_id:
-                ids.append(create_id)
-            cache = await self.store.get_events(ids)
-            create = cache.get(create_id) if create_id else None
+            cache, create = await self._auth_events_for(head, spec)
             event = self._build(head, spec, cache, create)
             await self._check_hooks(event, head)
             items: list[PersistItem] = []
@@ -301,6 +294,17 @@ class RoomServer(ReceivingMixin, RemoteMembershipMixin):
             head.lock.release()
         await d
         return event
+
+    async def _auth_events_for(self, head: RoomHead, spec: EventSpec) -> tuple[dict[str, Event], Event | None]:
+        """The events of the head's state that ``spec``'s auth may cite, and the create event."""
+        rv = head.room.room_version
+        wanted = auth_types_for_event(rv, spec.type, spec.sender or "", spec.state_key, dict(spec.content))
+        ids = [head.state[k] for k in wanted if k in head.state]
+        create_id = head.state.get(("m.room.create", ""))
+        if create_id:
+            ids.append(create_id)
+        cache = await self.store.get_events(ids)
+        return cache, cache.get(create_id) if create_id else None
 
     def _build(self, head: RoomHead, spec: EventSpec, cache: Mapping[str, Event], create: Event | None) -> Event:
         """Build and sign an event on ``head`` and check it against the auth rules (synchronous)."""
