@@ -56,8 +56,8 @@ from mxserver.config import FederationConfig  # noqa: E402
 from mxserver.crypto.canonical import encode_canonical_json  # noqa: E402
 from mxserver.events.builder import build_event  # noqa: E402
 from mxserver.events.model import Event  # noqa: E402
+from mxserver.events.versions import get_room_version  # noqa: E402
 from mxserver.federation.client import FederationClient  # noqa: E402
-from mxserver.rooms.versions import get_room_version  # noqa: E402
 from tests.fake_remote import FakeRemote, FakeRoom  # noqa: E402
 from tests.interop import harness  # noqa: E402
 

@@ -24,9 +24,9 @@ import time
 from typing import Any
 
 from mxserver.events.model import Event
+from mxserver.events.versions import RoomVersion, get_room_version
 from mxserver.rooms.auth import auth_types_for_event, check_auth_rules
 from mxserver.rooms.state_resolution import StateKey, resolve_state_sync
-from mxserver.rooms.versions import RoomVersion, get_room_version
 
 
 class SyntheticRoom:

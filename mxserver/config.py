@@ -466,7 +466,7 @@ def load_config(path: str | os.PathLike[str] | None) -> HomeserverConfig:
 
 def _check(config: HomeserverConfig) -> None:
     """Rules that span several keys."""
-    from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS
+    from mxserver.events.versions import KNOWN_ROOM_VERSIONS
 
     if config.default_room_version not in KNOWN_ROOM_VERSIONS:
         raise ConfigError(f"default_room_version: unknown room version {config.default_room_version!r}")

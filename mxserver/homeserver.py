@@ -35,7 +35,7 @@ from mxserver.federation.sender import FederationSender
 from mxserver.interfaces import ILoginFlow, IModule, IPresence, IStorageBackend, ITyping
 from mxserver.module_api import ModuleApi
 from mxserver.module_loader import LOGIN, MODULES, PRESENCE, STORAGE, TYPING, construct
-from mxserver.rooms.event_serializer import EventSerializer
+from mxserver.room_handlers.event_serializer import EventSerializer
 from mxserver.rooms.room_server import RoomServer
 from mxserver.storage.accounts import AccountStore
 from mxserver.storage.events import EventStore
@@ -151,13 +151,13 @@ class Homeserver(service.MultiService):
         from mxserver.accounts.handlers import build_account_handlers
 
         build_account_handlers(self)
-        from mxserver.rooms.room_handlers import build_room_handlers
+        from mxserver.room_handlers import build_room_handlers
 
         build_room_handlers(self)
         from mxserver.federation.membership import build_federation_membership
 
         build_federation_membership(self)
-        from mxserver.rooms.history import build_room_event_handlers
+        from mxserver.room_handlers.history import build_room_event_handlers
 
         build_room_event_handlers(self)
         from mxserver.sync.user_data import build_user_data_handlers
@@ -181,7 +181,7 @@ class Homeserver(service.MultiService):
         from mxserver.media import build_media
 
         build_media(self)
-        from mxserver.rooms.hierarchy import HierarchyHandler
+        from mxserver.room_handlers.hierarchy import HierarchyHandler
 
         self.hierarchy = HierarchyHandler(self)
 

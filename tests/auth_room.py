@@ -11,9 +11,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from mxserver.events.model import Event
+from mxserver.events.versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from mxserver.rooms.auth import AuthError, auth_types_for_event, check_auth_rules
 from mxserver.rooms.power_levels import StateKey
-from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS, RoomVersion
 
 ALICE = "@alice:a.test"
 BOB = "@bob:b.test"

@@ -33,9 +33,9 @@ from mxserver.api.http import render_json
 from mxserver.crypto.keys import generate_signing_key
 from mxserver.events.builder import build_event
 from mxserver.events.model import Event
+from mxserver.events.versions import RoomVersion, get_room_version
 from mxserver.rooms.auth import auth_types_for_event
 from mxserver.rooms.power_levels import default_power_levels_content
-from mxserver.rooms.versions import RoomVersion, get_room_version
 from tests.federation_helpers import key_response, listen_tls, make_cert
 
 FED = "/_matrix/federation/v1"

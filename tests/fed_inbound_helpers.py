@@ -20,10 +20,10 @@ from mxserver.crypto.keys import generate_signing_key, key_id
 from mxserver.crypto.signing import sign_json
 from mxserver.events.builder import build_event
 from mxserver.events.model import Event
+from mxserver.events.versions import get_room_version
 from mxserver.rooms.auth import auth_types_for_event
 from mxserver.rooms.power_levels import default_power_levels_content
 from mxserver.rooms.room_server import EventSpec
-from mxserver.rooms.versions import get_room_version
 from tests.federation_helpers import ScriptedServer, key_response, listen_tls, make_cert, temp_dir
 from tests.utils import HomeserverTestCase, TestUser
 

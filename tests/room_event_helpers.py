@@ -12,9 +12,9 @@ import json
 from typing import Any
 from urllib.parse import quote
 
+from mxserver.events.versions import get_room_version
 from mxserver.rooms.power_levels import default_power_levels_content
 from mxserver.rooms.room_server import EventSpec
-from mxserver.rooms.versions import get_room_version
 from tests.utils import HomeserverTestCase, TestUser
 
 C = "/_matrix/client/v3"

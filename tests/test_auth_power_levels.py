@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
+from mxserver.events.versions import KNOWN_ROOM_VERSIONS
 from mxserver.rooms.power_levels import (
     CREATOR_POWER_LEVEL,
     can_act_on_user,
@@ -23,7 +24,6 @@ from mxserver.rooms.power_levels import (
     redaction_may_be_applied,
     user_has_named_level,
 )
-from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS
 from tests.auth_room import ALICE, ALL_VERSIONS, BOB, CAROL, DAVE, Room, basic_room, pl_content
 from tests.test_auth_rules import AuthTestCase
 

@@ -375,8 +375,8 @@ class ParentsFirstTests(unittest.SynchronousTestCase):
     def test_fork_and_merge(self) -> None:
         from mxserver.crypto.keys import generate_signing_key
         from mxserver.events.builder import build_event
-        from mxserver.rooms.backfill import _Item, _parents_first
-        from mxserver.rooms.versions import get_room_version
+        from mxserver.events.versions import get_room_version
+        from mxserver.federation.backfill import _Item, _parents_first
 
         rv = get_room_version("10")
         assert rv is not None

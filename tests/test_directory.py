@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mxserver.errors import MatrixError
-from mxserver.rooms.directory import validate_canonical_alias
+from mxserver.room_handlers.directory import validate_canonical_alias
 from tests.client_room_helpers import V3, ClientRoomTestCase, q
 
 

@@ -18,7 +18,7 @@ from mxserver.events.hashing import (
 )
 from mxserver.events.signing import verify_event_signature, verify_event_signatures
 from mxserver.events.validation import MAX_PDU_SIZE, EventFormatError, validate_pdu
-from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS
+from mxserver.events.versions import KNOWN_ROOM_VERSIONS
 
 RV = dict(KNOWN_ROOM_VERSIONS)
 SERVER = "example.org"

@@ -34,7 +34,7 @@ from mxserver.events.signing import (
     verify_event_signature,
     verify_event_signatures,
 )
-from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS
+from mxserver.events.versions import KNOWN_ROOM_VERSIONS
 from tests.test_crypto import KEY_ID, SERVER_NAME, spec_signing_key
 
 RV = dict(KNOWN_ROOM_VERSIONS)

@@ -14,7 +14,7 @@ from mxserver.events.validation import (
     canonical_size,
     validate_pdu,
 )
-from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS
+from mxserver.events.versions import KNOWN_ROOM_VERSIONS
 from tests.test_redaction import EXAMPLE_VERSIONS, load_example
 
 RV = dict(KNOWN_ROOM_VERSIONS)

@@ -10,7 +10,7 @@ from typing import Any
 
 from mxserver.crypto.keys import generate_signing_key
 from mxserver.events.builder import build_event
-from mxserver.rooms.remote_rooms import q
+from mxserver.federation.remote_rooms import q
 from tests.test_federation_joins import F1, F2, FederationTestMixin, eventually
 from tests.two_servers import CLIENT, TestServer, TwoServerTestCase
 from tests.utils import TestUser
@@ -167,7 +167,7 @@ class ResidentBadInputTests(FederationTestMixin, TwoServerTestCase):
         return body["event"]
 
     def signed(self, template: dict[str, Any], key: Any = None, **changes: Any) -> Any:
-        from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS
+        from mxserver.events.versions import KNOWN_ROOM_VERSIONS
 
         t = {**template, **changes}
         return build_event(

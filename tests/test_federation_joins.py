@@ -15,7 +15,7 @@ from urllib.parse import quote
 from twisted.internet import reactor, task
 
 from mxserver.federation.client import FederationError
-from mxserver.rooms.remote_rooms import q
+from mxserver.federation.remote_rooms import q
 from tests.two_servers import CLIENT, TestServer, TwoServerTestCase
 from tests.utils import TestUser
 
@@ -309,7 +309,7 @@ class TamperedAnswerTests(FederationTestMixin, TwoServerTestCase):
 
     async def test_unauthorised_state_is_left_out(self) -> None:
         from mxserver.events.builder import build_event
-        from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS
+        from mxserver.events.versions import KNOWN_ROOM_VERSIONS
 
         eve = self.a.user_id("eve")
         holder: dict[str, Any] = {}

@@ -4,7 +4,7 @@ A user of server A joins a room of server B and leaves it; A is then out of
 the room and B sends it nothing. When the user joins again (a federation
 join: make_join/send_join), A fills the gap between its forward extremities
 (its leave) and the new join with get_missing_events before storing the join
-(mxserver/rooms/remote_rooms.py ``_fill_rejoin_gap``,
+(mxserver/federation/remote_rooms.py ``_fill_rejoin_gap``,
 mxserver/federation/missing.py ``GapFiller.fill_gap_before``), so /messages
 shows the history in order without a hole.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mxserver.rooms.remote_rooms import q
+from mxserver.federation.remote_rooms import q
 from tests.test_federation_joins import FederationTestMixin, eventually
 from tests.two_servers import CLIENT, TwoServerTestCase
 

@@ -7,8 +7,8 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
+from mxserver.federation.remote_rooms import q
 from mxserver.homeserver import Homeserver
-from mxserver.rooms.remote_rooms import q
 from tests.two_servers import CLIENT, TestServer, TwoServerTestCase
 from tests.utils import TestUser
 

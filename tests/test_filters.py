@@ -8,7 +8,7 @@ from twisted.trial import unittest
 
 from mxserver.errors import MatrixError
 from mxserver.events.model import Event
-from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS
+from mxserver.events.versions import KNOWN_ROOM_VERSIONS
 from mxserver.sync.filtering import (
     DEFAULT_TIMELINE_LIMIT,
     MAX_LIMIT,

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from twisted.internet import reactor, task
 from twisted.trial import unittest
 
-from mxserver.rooms.hierarchy import child_sort_key, clean_summary, ordered_children
+from mxserver.room_handlers.hierarchy import child_sort_key, clean_summary, ordered_children
 from tests.client_room_helpers import ClientRoomTestCase, q
 from tests.fed_inbound_helpers import InboundTestCase
 from tests.two_servers import TwoServerTestCase
@@ -225,7 +225,7 @@ class HierarchyTests(HierarchyMixin, ClientRoomTestCase):
 
     async def test_remote_calls_are_bounded_per_page(self) -> None:
         from mxserver.federation.client import FederationError
-        from mxserver.rooms.hierarchy import MAX_REMOTE_CALLS_PER_PAGE
+        from mxserver.room_handlers.hierarchy import MAX_REMOTE_CALLS_PER_PAGE
 
         calls: list[str] = []
 

@@ -13,10 +13,10 @@ from zope.interface import implementer
 
 from mxserver.api.ratelimit import RateLimiter
 from mxserver.errors import MatrixError
+from mxserver.events.versions import get_room_version
 from mxserver.interfaces import IModule, IPresence, ITyping
 from mxserver.module_loader import ModuleLoadError, construct, find_entry_point
 from mxserver.rooms.room_server import EventSpec
-from mxserver.rooms.versions import get_room_version
 from tests.test_room_server import basic_room
 from tests.utils import HomeserverTestCase
 

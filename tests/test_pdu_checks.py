@@ -13,9 +13,9 @@ from mxserver.crypto.signing import SignatureError
 from mxserver.events.builder import build_event
 from mxserver.events.hashing import compute_event_id, reference_hash_bytes
 from mxserver.events.signing import add_event_signature, verify_event_signatures
+from mxserver.events.versions import get_room_version
 from mxserver.federation.keyring import Keyring
 from mxserver.federation.pdu_checks import InvalidPdu, check_pdu
-from mxserver.rooms.versions import get_room_version
 from tests.federation_helpers import FakeKeyClient, MemoryKeyStore, key_response
 
 DAY_MS = 24 * 3600 * 1000

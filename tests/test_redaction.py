@@ -18,7 +18,7 @@ from mxserver.events.hashing import compute_event_id
 from mxserver.events.model import Event, EventMetadata
 from mxserver.events.redaction import protected_content_keys, redact_event, redact_pdu, redacted_client_event
 from mxserver.events.signing import sign_event, verify_event_signature
-from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS, RedactionRules
+from mxserver.events.versions import KNOWN_ROOM_VERSIONS, RedactionRules
 from tests.test_crypto import spec_signing_key
 
 SPEC = os.environ.get("MXSERVER_SPEC_DIR", "/work/shared/spec")

@@ -7,10 +7,10 @@ from typing import Any
 from twisted.internet import defer
 
 from mxserver.errors import MatrixError
+from mxserver.events.versions import get_room_version
 from mxserver.homeserver import Homeserver
 from mxserver.rooms.power_levels import default_power_levels_content
 from mxserver.rooms.room_server import EventSpec
-from mxserver.rooms.versions import get_room_version
 from tests.utils import HomeserverTestCase
 
 

@@ -19,6 +19,7 @@ from mxserver.crypto.keys import generate_signing_key
 from mxserver.errors import MatrixError
 from mxserver.events.builder import build_event
 from mxserver.events.model import Event
+from mxserver.events.versions import get_room_version
 from mxserver.homeserver import Homeserver
 from mxserver.rooms.auth import auth_types_for_event
 from mxserver.rooms.power_levels import default_power_levels_content
@@ -29,7 +30,6 @@ from mxserver.rooms.room_server import (
     ReceiveStatus,
 )
 from mxserver.rooms.state_resolution import resolve_state_sync
-from mxserver.rooms.versions import get_room_version
 from tests.utils import HomeserverTestCase, TestUser
 
 C = "/_matrix/client/v3"

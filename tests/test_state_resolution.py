@@ -19,9 +19,9 @@ from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 
 from mxserver.events.model import Event
+from mxserver.events.versions import RoomVersion, get_room_version
 from mxserver.rooms.auth import AuthError, auth_types_for_event, check_auth_rules
 from mxserver.rooms.state_resolution import StateKey, resolve_state, resolve_state_sync
-from mxserver.rooms.versions import RoomVersion, get_room_version
 
 ALICE = "@alice:a.test"
 BOB = "@bob:b.test"

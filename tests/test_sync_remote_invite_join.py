@@ -10,7 +10,7 @@ matrix-nio clients, mxserver joining an encrypted room on Synapse.
 
 from __future__ import annotations
 
-from mxserver.rooms.remote_rooms import q
+from mxserver.federation.remote_rooms import q
 from tests.test_federation_joins import FederationTestMixin, eventually
 from tests.two_servers import CLIENT, TwoServerTestCase
 

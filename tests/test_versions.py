@@ -2,7 +2,7 @@
 
 from twisted.trial import unittest
 
-from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS, EventFormat, StateResAlgorithm, get_room_version
+from mxserver.events.versions import KNOWN_ROOM_VERSIONS, EventFormat, StateResAlgorithm, get_room_version
 
 
 class RoomVersionRegistryTests(unittest.SynchronousTestCase):

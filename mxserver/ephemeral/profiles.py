@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
 from mxserver.ids import is_valid_server_name
-from mxserver.rooms.identifiers import check_user_id, server_of_user
+from mxserver.room_handlers.identifiers import check_user_id, server_of_user
 from mxserver.rooms.room_server import EventSpec
 from mxserver.storage.profiles import FIELDS, Profile, ProfileStore
 

@@ -42,7 +42,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from mxserver.events.model import Event
-from mxserver.rooms.identifiers import server_of_user
+from mxserver.room_handlers.identifiers import server_of_user
 from mxserver.storage.database import Txn
 
 log = Logger()

@@ -24,7 +24,7 @@ from mxserver.events.hashing import event_id_from_reference_hash
 from mxserver.events.model import Event
 from mxserver.events.redaction import redact_pdu
 from mxserver.events.validation import validate_pdu
-from mxserver.rooms.versions import EventFormat, RedactionRules, RoomVersion
+from mxserver.events.versions import EventFormat, RedactionRules, RoomVersion
 
 _ALNUM = string.ascii_letters + string.digits
 

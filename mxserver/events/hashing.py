@@ -15,7 +15,7 @@ from typing import Any
 from mxserver.crypto.canonical import encode_canonical_json
 from mxserver.crypto.signing import decode_base64, encode_base64
 from mxserver.events.redaction import redact_pdu
-from mxserver.rooms.versions import EventFormat, RoomVersion
+from mxserver.events.versions import EventFormat, RoomVersion
 
 # Keys the content hash never covers: `unsigned` changes in transit,
 # `signatures` depend on `hashes`, and `hashes` cannot contain itself.
@@ -127,7 +127,7 @@ def compute_room_id_v12(create_pdu: Mapping[str, Any], room_version: RoomVersion
     ``$`` (so URL-safe base64 of its reference hash).
     """
     if room_version is None:
-        from mxserver.rooms.versions import get_room_version
+        from mxserver.events.versions import get_room_version
 
         room_version = get_room_version("12")
         assert room_version is not None

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from mxserver.rooms.versions import EventFormat, RedactionRules, RoomVersion
+from mxserver.events.versions import EventFormat, RedactionRules, RoomVersion
 
 
 @attrs.define

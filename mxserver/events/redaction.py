@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from mxserver.events.model import Event
-from mxserver.rooms.versions import RedactionRules, RoomVersion
+from mxserver.events.versions import RedactionRules, RoomVersion
 
 # Top-level keys kept by every algorithm before v11.
 _TOP_LEVEL_V1 = frozenset(

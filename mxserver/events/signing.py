@@ -14,7 +14,7 @@ from signedjson.types import SigningKey, VerifyKey
 
 from mxserver.crypto.signing import SignatureError, sign_bytes, verify_signed_json
 from mxserver.events.hashing import add_content_hash, reference_hash_bytes
-from mxserver.rooms.versions import EventFormat, RoomVersion
+from mxserver.events.versions import EventFormat, RoomVersion
 
 __all__ = [
     "SignatureError",

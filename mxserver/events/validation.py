@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mxserver.crypto.canonical import CanonicalJSONError, check_strict_canonical_json, encode_canonical_json
-from mxserver.rooms.versions import EventFormat, RedactionRules, RoomVersion
+from mxserver.events.versions import EventFormat, RedactionRules, RoomVersion
 
 #: client-server-api §Size limits: the whole event, as canonical JSON in the
 #: federation format including signatures.

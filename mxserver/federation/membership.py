@@ -22,13 +22,13 @@ from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
 from mxserver.events.hashing import check_content_hash
 from mxserver.events.model import Event
 from mxserver.events.signing import add_event_signature
+from mxserver.events.versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from mxserver.federation.pdu_checks import InvalidPdu, check_pdu
+from mxserver.federation.remote_rooms import MEMBER, event_template, stripped
 from mxserver.federation.room_access import acl_allows
-from mxserver.rooms.identifiers import is_room_id, server_of_user
+from mxserver.room_handlers.identifiers import is_room_id, server_of_user
 from mxserver.rooms.power_levels import JOIN_RULES_KEY, POWER_LEVELS_KEY, get_named_level, get_user_power_level
-from mxserver.rooms.remote_rooms import MEMBER, event_template, stripped
 from mxserver.rooms.room_server import EventSpec, MissingEventsError, MissingStateError
-from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from mxserver.storage.events import RoomRecord
 
 log = Logger()
@@ -311,7 +311,7 @@ class FederationMembershipHandler:
 
 def build_federation_membership(hs: Any) -> None:
     """Attach ``hs.federation_membership`` and ``hs.remote_rooms``."""
-    from mxserver.rooms.remote_rooms import build_remote_rooms
+    from mxserver.federation.remote_rooms import build_remote_rooms
 
     build_remote_rooms(hs)
     hs.federation_membership = FederationMembershipHandler(hs)

@@ -37,7 +37,7 @@ from mxserver.events.model import Event
 from mxserver.events.redaction import redact_pdu
 from mxserver.events.signing import required_signature_servers, verify_event_signatures
 from mxserver.events.validation import EventFormatError, validate_pdu
-from mxserver.rooms.versions import EventFormat, RoomVersion
+from mxserver.events.versions import EventFormat, RoomVersion
 
 log = Logger()
 

@@ -155,7 +155,7 @@ class TransactionReceiver:
             return "Event is not in the room it claims", "dropped"
         # An invite withdrawn or a knock refused in a room we are not in: there is no room state
         # to fill gaps from (the resident server answers /state_ids with 403), only our own
-        # out-of-band membership to replace (mxserver/rooms/remote_rooms.py).
+        # out-of-band membership to replace (mxserver/federation/remote_rooms.py).
         remote_rooms = getattr(self.hs, "remote_rooms", None)
         if remote_rooms is not None and await remote_rooms.receive_out_of_band(event):
             return None, ReceiveStatus.ACCEPTED.value

@@ -1,1 +1,1 @@
-"""Rooms: room versions, auth rules, state resolution and the room server."""
+"""The room server: auth rules, state resolution, per-room sequencing and persistence, inbound events."""

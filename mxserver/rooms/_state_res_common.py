@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mxserver.events.model import Event
+from mxserver.events.versions import RoomVersion
 from mxserver.rooms.auth import AuthError, auth_types_for, check_auth_rules
 from mxserver.rooms.power_levels import get_user_power_level
-from mxserver.rooms.versions import RoomVersion
 
 StateKey = tuple[str, str]
 #: A room state: ``(event_type, state_key)`` -> event ID.

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 
 from mxserver.events.model import Event
+from mxserver.events.versions import RoomVersion
 from mxserver.rooms._state_res_common import (
     JOIN_RULES,
     MEMBER,
@@ -23,7 +24,6 @@ from mxserver.rooms._state_res_common import (
     check_event,
     int_or_zero,
 )
-from mxserver.rooms.versions import RoomVersion
 
 
 def split_v1(state_sets: Sequence[StateMap]) -> tuple[dict[StateKey, str], dict[StateKey, set[str]]]:

@@ -18,6 +18,7 @@ import heapq
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from mxserver.events.model import Event
+from mxserver.events.versions import RoomVersion
 from mxserver.rooms._state_res_common import (
     INFINITY,
     POWER_LEVELS_KEY,
@@ -29,7 +30,6 @@ from mxserver.rooms._state_res_common import (
     is_power_event,
     iterative_auth_checks,
 )
-from mxserver.rooms.versions import RoomVersion
 
 AuthOf = Callable[[str], tuple[str, ...]]
 

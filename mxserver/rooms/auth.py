@@ -10,7 +10,7 @@ Sources: fragments ``v1-auth-rules`` (v1-v2) and ``v3-auth-rules`` (v3-v5);
 inline in ``v6.md``, ``v7.md``; fragment ``v8-auth-rules`` (v8-v9); inline in
 ``v10.md``, ``v11.md``, ``v12.md``; server-server-api.md §Auth events
 selection, §Rejection, §Soft failure. Version differences are read from the
-:class:`~mxserver.rooms.versions.RoomVersion` flags, never from identifiers.
+:class:`~mxserver.events.versions.RoomVersion` flags, never from identifiers.
 
 Rule numbers in comments are written ``§N`` in the numbering of the version
 family named next to them. The same rule moves between families::
@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mxserver.events.model import Event
+from mxserver.events.versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from mxserver.rooms.power_levels import (
     CREATE_KEY,
     JOIN_RULES_KEY,
@@ -52,7 +53,6 @@ from mxserver.rooms.power_levels import (
     is_invalid_float,
     parse_power_level,
 )
-from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS, RoomVersion
 
 __all__ = ["AuthError", "check_auth_rules", "auth_types_for_event", "auth_types_for"]
 

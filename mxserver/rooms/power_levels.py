@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mxserver.events.model import Event
-from mxserver.rooms.versions import RoomVersion
+from mxserver.events.versions import RoomVersion
 
 StateKey = tuple[str, str]
 #: A power level: an int, or ``math.inf`` for v12 room creators.

@@ -19,10 +19,10 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from mxserver.events.model import Event
+from mxserver.events.versions import RoomVersion
 from mxserver.rooms.auth import AuthError, auth_types_for, check_auth_rules
 from mxserver.rooms.room_head import RoomHead
 from mxserver.rooms.state_resolution import resolve_state
-from mxserver.rooms.versions import RoomVersion
 from mxserver.storage.events import EventStore, PersistItem
 from mxserver.storage.state import NewSnapshot, StateKey, StateMap, StateStore
 

@@ -1,4 +1,4 @@
-"""Room-server hooks for membership over federation (used by mxserver/rooms/remote_rooms.py).
+"""Room-server hooks for membership over federation (used by mxserver/federation/remote_rooms.py).
 
 Joining a room on another server adopts the state its resident server sent
 (``persist_joined_state``); an invite or knock for a room we are not in is kept as
@@ -17,8 +17,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from mxserver.events.model import Event
+from mxserver.events.versions import RoomVersion
 from mxserver.rooms.room_head import RoomHead
-from mxserver.rooms.versions import RoomVersion
 from mxserver.storage.events import EventStore, PersistItem, RoomRecord
 from mxserver.storage.state import StateKey, StateMap, StateStore
 

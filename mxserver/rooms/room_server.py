@@ -31,6 +31,7 @@ from mxserver.errors import MatrixError, forbidden, not_found
 from mxserver.events.builder import build_event
 from mxserver.events.model import Event
 from mxserver.events.validation import EventFormatError
+from mxserver.events.versions import RoomVersion
 from mxserver.rooms.auth import AuthError, auth_types_for_event, check_auth_rules
 from mxserver.rooms.receive import (  # noqa: F401 (re-exported: the room server's receive API)
     EventStoreStateSource,
@@ -42,7 +43,6 @@ from mxserver.rooms.receive import (  # noqa: F401 (re-exported: the room server
 )
 from mxserver.rooms.remote_membership import RemoteMembershipMixin
 from mxserver.rooms.room_head import RoomHead
-from mxserver.rooms.versions import RoomVersion
 from mxserver.storage.events import EventStore, PersistItem, RoomRecord
 from mxserver.storage.state import StateKey, StateStore
 from mxserver.streams import RoomEventStream

@@ -42,6 +42,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from mxserver.events.model import Event
+from mxserver.events.versions import RoomVersion, StateResAlgorithm
 from mxserver.rooms._state_res_common import (
     AuthChecker,
     StateKey,
@@ -51,7 +52,6 @@ from mxserver.rooms._state_res_common import (
 )
 from mxserver.rooms._state_res_v1 import resolve_v1, split_v1
 from mxserver.rooms._state_res_v2 import resolve_v2, split_v2
-from mxserver.rooms.versions import RoomVersion, StateResAlgorithm
 
 __all__ = [
     "AuthChecker",

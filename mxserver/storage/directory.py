@@ -14,7 +14,7 @@ import attrs
 from twisted.internet.defer import Deferred
 
 from mxserver.events.redaction import redact_pdu
-from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS
+from mxserver.events.versions import KNOWN_ROOM_VERSIONS
 from mxserver.storage.database import Database, Txn
 
 #: the state (type, "") a public room list entry is made of

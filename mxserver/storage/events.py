@@ -17,7 +17,7 @@ import attrs
 from twisted.internet.defer import Deferred
 
 from mxserver.events.model import Event, EventMetadata
-from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS, RoomVersion
+from mxserver.events.versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from mxserver.storage.database import Database, Txn
 from mxserver.storage.state import NewSnapshot, StateKey, StateStore
 

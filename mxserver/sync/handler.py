@@ -21,7 +21,7 @@ import attrs
 from twisted.logger import Logger
 
 from mxserver.events.model import Event
-from mxserver.rooms.history import room_token
+from mxserver.room_handlers.history import room_token
 from mxserver.storage.state import StateKey
 from mxserver.storage.sync import MembershipRow, SyncStore
 from mxserver.sync.tokens import StreamToken
@@ -390,7 +390,7 @@ class SyncHandler:
 
 
 def _out_of_band_state(own: Event | None) -> list[dict[str, Any]] | None:
-    """The stripped state of an out-of-band invite or knock (mxserver/rooms/remote_rooms.py keeps
+    """The stripped state of an out-of-band invite or knock (mxserver/federation/remote_rooms.py keeps
     it in the event's ``unsigned``), the membership event last; None for other memberships."""
     if own is None or not own.metadata.outlier:
         return None

@@ -20,7 +20,7 @@ from mxserver.api.http import (
     route,
 )
 from mxserver.errors import bad_json
-from mxserver.rooms.directory import PublicRoomsQuery
+from mxserver.room_handlers.directory import PublicRoomsQuery
 
 _V3 = "/_matrix/client/v3"
 _R0 = "/_matrix/client/r0"

@@ -14,7 +14,7 @@ from twisted.web.iweb import IRequest
 
 from mxserver.api.http import JsonDict, route
 from mxserver.errors import forbidden
-from mxserver.rooms.permissions import is_server_admin
+from mxserver.room_handlers.permissions import is_server_admin
 
 
 class FederationAdminServlet:

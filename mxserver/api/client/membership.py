@@ -13,7 +13,7 @@ from twisted.web.iweb import IRequest
 
 from mxserver.api.http import JsonDict, get_str, json_body, route
 from mxserver.errors import invalid_param
-from mxserver.rooms.identifiers import check_room_id
+from mxserver.room_handlers.identifiers import check_room_id
 
 _V3 = "/_matrix/client/v3"
 _R0 = "/_matrix/client/r0"

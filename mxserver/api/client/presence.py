@@ -7,7 +7,7 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from mxserver.api.http import JsonDict, get_str, json_body, route
-from mxserver.rooms.identifiers import check_user_id
+from mxserver.room_handlers.identifiers import check_user_id
 
 _PATHS = [p + "/presence/{user_id}/status" for p in ("/_matrix/client/v3", "/_matrix/client/r0")]
 

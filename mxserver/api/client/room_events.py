@@ -13,7 +13,7 @@ from twisted.web.iweb import IRequest
 from mxserver.api.http import JsonDict, get_str, json_body, query_int, query_str, route
 from mxserver.errors import invalid_param, missing_param
 from mxserver.ids import is_valid_event_id, is_valid_room_id
-from mxserver.rooms.history import MEMBERSHIPS
+from mxserver.room_handlers.history import MEMBERSHIPS
 from mxserver.sync.filtering import RoomEventFilter
 
 _V3 = "/_matrix/client/v3"

@@ -8,8 +8,8 @@ from twisted.web.iweb import IRequest
 
 from mxserver.api.http import JsonDict, get_bool, get_dict, get_list, get_str, get_str_list, json_body, route
 from mxserver.errors import bad_json, invalid_param
-from mxserver.rooms.creation import CreateRoomRequest
-from mxserver.rooms.identifiers import check_room_id
+from mxserver.room_handlers.creation import CreateRoomRequest
+from mxserver.room_handlers.identifiers import check_room_id
 
 _V3 = "/_matrix/client/v3"
 _R0 = "/_matrix/client/r0"

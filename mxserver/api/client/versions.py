@@ -7,7 +7,7 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from mxserver.api.http import JsonDict, route
-from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS
+from mxserver.events.versions import KNOWN_ROOM_VERSIONS
 
 #: Spec versions advertised. Only versions whose required features exist here
 #: may be listed; raise this as the implementation grows (v1.11 brought

@@ -25,7 +25,7 @@ from mxserver.api.http import (
 )
 from mxserver.errors import MatrixError, forbidden, invalid_param, missing_param, not_found, unrecognized
 from mxserver.ids import UserID, is_valid_room_alias
-from mxserver.rooms.directory import PublicRoomsQuery
+from mxserver.room_handlers.directory import PublicRoomsQuery
 
 #: profile fields a server may ask for (query.yaml: displayname, avatar_url, m.tz or custom)
 _PROFILE_FIELD_MAX = 255

@@ -39,6 +39,7 @@ from twisted.internet.defer import DeferredSemaphore, gatherResults
 from twisted.logger import Logger
 
 from mxserver.events.model import Event
+from mxserver.events.versions import RoomVersion
 from mxserver.federation.client import FederationError
 from mxserver.federation.pdu_checks import InvalidPdu, check_pdu
 from mxserver.federation.responses import SharedCalls
@@ -46,7 +47,6 @@ from mxserver.rooms.auth import AuthError, auth_types_for, check_auth_rules
 from mxserver.rooms.power_levels import redaction_may_be_applied
 from mxserver.rooms.room_server import EventStoreStateSource, RoomHead
 from mxserver.rooms.state_resolution import resolve_state
-from mxserver.rooms.versions import RoomVersion
 from mxserver.storage.backfill import BackfillStore, TimelinePlacement
 from mxserver.storage.events import PersistItem
 from mxserver.storage.state import NewSnapshot, StateKey, StateMap

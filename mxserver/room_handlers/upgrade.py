@@ -28,9 +28,10 @@ from twisted.internet.defer import Deferred
 from mxserver.accounts.auth import Requester
 from mxserver.errors import MatrixError, forbidden
 from mxserver.events.model import Event
-from mxserver.rooms.creation import unsupported_room_version
-from mxserver.rooms.directory import CANONICAL_ALIAS
-from mxserver.rooms.identifiers import check_user_id
+from mxserver.events.versions import RoomVersion, get_room_version
+from mxserver.room_handlers.creation import unsupported_room_version
+from mxserver.room_handlers.directory import CANONICAL_ALIAS
+from mxserver.room_handlers.identifiers import check_user_id
 from mxserver.rooms.power_levels import (
     CREATE_KEY,
     NAMED_LEVEL_DEFAULTS,
@@ -42,7 +43,6 @@ from mxserver.rooms.power_levels import (
     parse_power_level,
 )
 from mxserver.rooms.room_server import EventSpec
-from mxserver.rooms.versions import RoomVersion, get_room_version
 
 TOMBSTONE = "m.room.tombstone"
 POWER_LEVELS = "m.room.power_levels"

@@ -18,12 +18,12 @@ from twisted.logger import Logger
 
 from mxserver.accounts.auth import Requester
 from mxserver.errors import MatrixError, bad_json, forbidden, invalid_param
-from mxserver.rooms.directory import CANONICAL_ALIAS, canonical_alias_aliases
-from mxserver.rooms.identifiers import check_user_id, is_room_alias, is_room_id, server_of_alias, server_of_user
-from mxserver.rooms.permissions import is_server_admin
+from mxserver.events.versions import RoomVersion, get_room_version
+from mxserver.room_handlers.directory import CANONICAL_ALIAS, canonical_alias_aliases
+from mxserver.room_handlers.identifiers import check_user_id, is_room_alias, is_room_id, server_of_alias, server_of_user
+from mxserver.room_handlers.permissions import is_server_admin
 from mxserver.rooms.power_levels import default_power_levels_content
 from mxserver.rooms.room_server import EventSpec
-from mxserver.rooms.versions import RoomVersion, get_room_version
 
 log = Logger()
 

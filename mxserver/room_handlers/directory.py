@@ -21,14 +21,14 @@ import attrs
 
 from mxserver.accounts.auth import Requester
 from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
-from mxserver.rooms.identifiers import (
+from mxserver.room_handlers.identifiers import (
     check_room_alias,
     check_room_id,
     is_room_alias,
     server_of_alias,
     server_of_user,
 )
-from mxserver.rooms.permissions import is_server_admin, may_send_state, membership_in, power_state
+from mxserver.room_handlers.permissions import is_server_admin, may_send_state, membership_in, power_state
 from mxserver.rooms.room_server import EventSpec
 from mxserver.storage.directory import DirectoryStore, PublishedRoom
 

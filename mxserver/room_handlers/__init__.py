@@ -1,4 +1,8 @@
-"""Builds the client-facing room handlers: creation, membership, aliases/directory, upgrades."""
+"""The client-facing room handlers: creation, membership, aliases and the directory, history, sending, upgrades, spaces.
+
+They are writers (through the room server) and readers (through the stores); the
+room server itself lives in :mod:`mxserver.rooms`.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,10 @@ def build_room_handlers(hs: Any) -> None:
     They use ``hs.room_server``, ``hs.accounts``, ``hs.config`` and ``hs.clock``,
     so those must exist first.
     """
-    from mxserver.rooms.creation import RoomCreationHandler
-    from mxserver.rooms.directory import DirectoryHandler
-    from mxserver.rooms.membership import MembershipHandler
-    from mxserver.rooms.upgrade import RoomUpgradeHandler
+    from mxserver.room_handlers.creation import RoomCreationHandler
+    from mxserver.room_handlers.directory import DirectoryHandler
+    from mxserver.room_handlers.membership import MembershipHandler
+    from mxserver.room_handlers.upgrade import RoomUpgradeHandler
     from mxserver.storage.directory import DirectoryStore
     from mxserver.storage.memberships import MembershipStore
 

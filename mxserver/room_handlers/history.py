@@ -335,8 +335,8 @@ class HistoryHandler:
 def build_room_event_handlers(hs: Any) -> None:
     """Attach ``hs.history_store``, ``hs.history_visibility``, ``hs.room_history``, ``hs.room_messages``
     and ``hs.backfiller``."""
-    from mxserver.rooms.backfill import Backfiller
-    from mxserver.rooms.messages import MessageHandler
+    from mxserver.federation.backfill import Backfiller
+    from mxserver.room_handlers.messages import MessageHandler
     from mxserver.storage.history import HistoryStore
 
     hs.history_store = HistoryStore(hs.db, hs.event_store)

@@ -18,10 +18,10 @@ from typing import Any
 
 from mxserver.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
 from mxserver.events.model import Event
+from mxserver.events.versions import RedactionRules
 from mxserver.ids import is_valid_event_id
 from mxserver.rooms.power_levels import CREATE_KEY, POWER_LEVELS_KEY, user_has_named_level
 from mxserver.rooms.room_server import EventSpec
-from mxserver.rooms.versions import RedactionRules
 
 #: longest transaction ID accepted (it is stored with the event)
 MAX_TXN_ID_LENGTH = 255
@@ -84,7 +84,7 @@ class MessageHandler:
     async def _check_canonical_alias(self, room_id: str, content: Mapping[str, Any]) -> None:
         # room_state.yaml: new aliases must be valid and point to this room. The directory owns aliases.
         try:
-            from mxserver.rooms import directory
+            from mxserver.room_handlers import directory
         except ImportError:
             return
         validate = getattr(directory, "validate_canonical_alias", None)

@@ -2,7 +2,7 @@
 
 server-server-api §Joining Rooms, §Knocking upon a room, §Inviting to a room,
 §Leaving Rooms (Rejecting Invites). ``hs.remote_rooms`` (:class:`RemoteRooms`)
-is what :mod:`mxserver.rooms.membership` calls when a request needs another
+is what :mod:`mxserver.room_handlers.membership` calls when a request needs another
 server:
 
 * **join** a room this server is not in: ``make_join`` on a candidate
@@ -41,12 +41,12 @@ from mxserver.events.builder import build_event
 from mxserver.events.model import Event
 from mxserver.events.signing import verify_event_signature
 from mxserver.events.validation import EventFormatError
+from mxserver.events.versions import KNOWN_ROOM_VERSIONS, EventFormat, RoomVersion
 from mxserver.federation.client import FederationError
 from mxserver.federation.pdu_checks import InvalidPdu, check_pdu
+from mxserver.room_handlers.identifiers import server_of_alias, server_of_room_id, server_of_user
 from mxserver.rooms.auth import AuthError, auth_types_for, check_auth_rules
-from mxserver.rooms.identifiers import server_of_alias, server_of_room_id, server_of_user
 from mxserver.rooms.room_server import EventSpec
-from mxserver.rooms.versions import KNOWN_ROOM_VERSIONS, EventFormat, RoomVersion
 from mxserver.storage.state import StateKey
 
 log = Logger()

@@ -12,7 +12,7 @@ Joins, knocks and invites carry the joining/invited user's profile
 restricted rooms (v8+) are authorised by a local member with the invite level
 (``join_authorised_via_users_server``). Rooms this server is not in and
 users of other servers go through federation (``hs.remote_rooms``,
-:mod:`mxserver.rooms.remote_rooms`): remote joins and knocks, rejecting an
+:mod:`mxserver.federation.remote_rooms`): remote joins and knocks, rejecting an
 invite received from another server, inviting a user of another server.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 from mxserver.accounts.auth import Requester
 from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
 from mxserver.events.model import Event
-from mxserver.rooms.identifiers import check_room_id, check_user_id, server_of_room_id, server_of_user
+from mxserver.room_handlers.identifiers import check_room_id, check_user_id, server_of_room_id, server_of_user
 from mxserver.rooms.power_levels import (
     CREATE_KEY,
     JOIN_RULES_KEY,

@@ -36,12 +36,12 @@ from twisted.logger import Logger
 from mxserver.errors import forbidden, invalid_param, not_found
 from mxserver.events.model import Event
 from mxserver.events.redaction import redact_pdu
+from mxserver.events.versions import get_room_version
 from mxserver.federation.client import FederationError
 from mxserver.federation.responses import SharedCalls
 from mxserver.federation.room_access import acl_allows
 from mxserver.ids import is_valid_room_id, is_valid_server_name
-from mxserver.rooms.directory import room_summary_chunk
-from mxserver.rooms.versions import get_room_version
+from mxserver.room_handlers.directory import room_summary_chunk
 from mxserver.storage.directory import SUMMARY_STATE_TYPES, PublishedRoom
 
 log = Logger()
