@@ -10,6 +10,7 @@ existing ``Site``.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.application import service
@@ -42,7 +43,7 @@ from mxserver.storage.events import EventStore
 from mxserver.storage.migrations import prepare_database
 from mxserver.storage.server_keys import ServerKeyStore
 from mxserver.storage.state import StateStore
-from mxserver.streams import RoomEventStream
+from mxserver.streams import EphemeralStreams, Phase, RoomEventStream
 from mxserver.sync.notifier import Notifier
 
 log = Logger()
@@ -68,18 +69,55 @@ class Homeserver(service.MultiService):
         #: set by the twistd plugin: a failed start stops the process
         self.stop_reactor_on_failure = False
         self._listening: list[Any] = []
+        #: awaited in this order at start-up, after migrations (e.g. loading stream positions)
+        self.start_hooks: list[Callable[[], Awaitable[Any]]] = []
 
+        # The build order. Each section builds its components from those of the sections
+        # above it and passes every collaborator explicitly; nothing below this file sees
+        # the Homeserver.
+        self._build_core()
+        self._build_accounts()
+        self._build_federation_transport()
+        self._build_room_server()
+        self._build_federation_rooms()
+        self._build_user_data()
+        self._build_ephemeral()
+        self._build_e2ee()
+        self._build_room_handlers()
+        self._build_sync()
+        self._build_federation_inbound()
+        self._build_federation_sender()
+        self._build_media()
+        # Waking a long-polling /sync runs it inside the publish, so every other subscriber
+        # (membership and room caches) must have seen the events first: the NOTIFY phase.
+        self.room_stream.subscribe(self._notify_room_events, Phase.NOTIFY)
+        self._apps = self._build_apps()
+        self._lag = metrics.ReactorLagMonitor(self.clock)
+
+    # -- construction, in build order ---------------------------------------------------
+
+    def _build_core(self) -> None:
+        """Signing key, database, the streams and the notifier."""
+        config = self.config
         os.makedirs(config.data_dir, exist_ok=True)
         self.signing_key = load_or_generate_signing_key(config.signing_key_file)
         self.signing_key_id = key_id(self.signing_key)
-
         self.storage_backend = construct(STORAGE, config.database.backend, IStorageBackend)
-        self.db = self.storage_backend.connect(reactor, config)
+        self.db = self.storage_backend.connect(self.reactor, config)
+        self.room_stream = RoomEventStream()
+        self.ephemeral_streams = EphemeralStreams()
+        self.notifier = Notifier(self.clock)
+        for stream in self.ephemeral_streams.all():
+            stream.subscribe(self._notify_ephemeral, Phase.NOTIFY)
+
+    def _build_accounts(self) -> None:
+        """Accounts, passwords, the access-token check, modules and login flows, rate limits."""
+        config = self.config
         self.module_api = ModuleApi(self)
         self.event_hooks: list[Any] = []
 
         self.accounts = AccountStore(self.db)
-        self.passwords = PasswordHasher(config.password, reactor, self.accounts)
+        self.passwords = PasswordHasher(config.password, self.reactor, self.accounts)
         self.auth = Auth(self.accounts, self.clock)
 
         self.login_flows = self._load_login_flows()
@@ -96,9 +134,15 @@ class Homeserver(service.MultiService):
         self.ratelimit_register = RateLimiter(self.clock, rl.register.per_second, rl.register.burst, rl.enabled)
         self.ratelimit_message = RateLimiter(self.clock, rl.message.per_second, rl.message.burst, rl.enabled)
 
-        fed = config.federation
+        from mxserver.accounts.handlers import build_account_handlers
+
+        build_account_handlers(self)
+
+    def _build_federation_transport(self) -> None:
+        """Outbound requests, server keys, inbound request signatures, remote queries."""
+        fed = self.config.federation
         self.server_keys = ServerKeyStore(self.db)
-        self.federation_client = FederationClient(reactor, self.clock, fed, self.server_name, self.signing_key)
+        self.federation_client = FederationClient(self.reactor, self.clock, fed, self.server_name, self.signing_key)
         self.federation_client.setServiceParent(self)  # stopping the server closes its connections
         self.keyring = Keyring(
             self.server_name, self.signing_key, self.server_keys, self.federation_client, self.clock, fed.trusted_key_servers
@@ -112,29 +156,93 @@ class Homeserver(service.MultiService):
         #: inbound EDU handlers by type (the /send transaction handler dispatches through it)
         self.federation_edus = EduRegistry()
 
+    def _build_room_server(self) -> None:
+        """The event and state stores and the room server, the only writer of room state."""
         self.state_store = StateStore(self.db)
         self.event_store = EventStore(self.db, self.state_store)
-        self.room_stream = RoomEventStream()
         self.room_server = RoomServer(self, self.event_store, self.state_store, self.room_stream)
+        self.start_hooks.append(self.room_server.start)
         self.event_serializer = EventSerializer(self.event_store, self.clock)
         self.room_stream.subscribe(self._run_new_event_hooks)
-        self.notifier = Notifier(self.clock)
         self.notifier.register_stream("room", lambda: self.room_server.current_position)
 
-        #: awaited in order at start-up, after migrations (e.g. loading stream positions)
-        self.start_hooks: list[Any] = []
-        self._build_handlers()
-        # After the handlers: it follows hs.room_members, and subscribes to the room stream after it.
+    def _build_federation_rooms(self) -> None:
+        """Rooms over federation: joining remote rooms, backfill, the resident side of membership."""
+        from mxserver.federation.membership import build_federation_membership
+
+        build_federation_membership(self)
+
+    def _build_user_data(self) -> None:
+        """Account data, push rules, filters (and, for now, to-device)."""
+        from mxserver.sync.user_data import build_user_data_handlers
+
+        build_user_data_handlers(self)
+
+    def _build_ephemeral(self) -> None:
+        """Room members cache, typing, receipts, presence, profiles, user directory."""
+        from mxserver.ephemeral import build_ephemeral_handlers
+
+        build_ephemeral_handlers(self)
+
+    def _build_e2ee(self) -> None:
+        """Device lists, device and one-time keys, cross-signing, key backup, dehydrated devices."""
+        from mxserver.e2ee import build_e2ee_handlers
+
+        build_e2ee_handlers(self)
+
+    def _build_room_handlers(self) -> None:
+        """Client-facing room handlers: creation, membership, directory, history, upgrades, spaces."""
+        from mxserver.room_handlers import build_room_handlers
+
+        build_room_handlers(self)
+        from mxserver.room_handlers.history import build_room_event_handlers
+
+        build_room_event_handlers(self)
+        from mxserver.room_handlers.hierarchy import HierarchyHandler
+
+        self.hierarchy = HierarchyHandler(self)
+
+    def _build_sync(self) -> None:
+        """The /sync handler over the registered sync sources."""
+        from mxserver.sync.handler import SyncHandler
+
+        self.sync_handler = SyncHandler(self)
+
+    def _build_federation_inbound(self) -> None:
+        """Inbound transactions and EDUs, the federation read endpoints."""
+        from mxserver.federation.edus import build_inbound_edus
+
+        build_inbound_edus(self)
+        from mxserver.federation.receiver import build_federation_inbound
+
+        build_federation_inbound(self)
+
+    def _build_federation_sender(self) -> None:
+        """The outbound sender: per-destination queues fed by the room and ephemeral streams."""
+        # It follows hs.room_members, and subscribes to the room stream after it.
         self.federation_sender = FederationSender(self)
         self.federation_sender.setServiceParent(self)
         self.start_hooks.append(self.federation_sender.start)
-        # Last: waking a long-polling /sync runs it inside this publish, so every other
-        # subscriber (membership and room caches) must have seen the events first.
-        self.room_stream.subscribe(self._notify_room_events)
-        self._apps = self._build_apps()
-        self._lag = metrics.ReactorLagMonitor(self.clock)
+        # TRANSITIONAL (removed when OutboundEdus subscribes to the streams itself): local
+        # ephemeral changes published on the streams reach the federation sender's hooks.
+        edus = self.federation_sender.edus
+        streams = self.ephemeral_streams
+        streams.typing.subscribe(lambda c: edus.typing_changed(c.room_id, c.typing_now, c.refreshed))
+        streams.receipts.subscribe(
+            lambda c: edus.receipt(c.room_id, c.receipt_type, c.user_id, c.event_id, c.thread_id, c.ts)
+        )
+        streams.presence.subscribe(lambda c: edus.presence_changed(c.user_id, dict(c.state)))
+        streams.to_device.subscribe(
+            lambda c: edus.to_device(
+                c.sender, c.sender_device, c.event_type, c.txn_id, {u: dict(m) for u, m in c.messages.items()}
+            )
+        )
 
-    # -- construction -------------------------------------------------------------
+    def _build_media(self) -> None:
+        """The media repository: storage module, uploads, thumbnails, remote media, previews."""
+        from mxserver.media import build_media
+
+        build_media(self)
 
     def _load_login_flows(self) -> dict[str, Any]:
         """Every login flow named in ``modules`` (group mxserver.login); ``password`` by default."""
@@ -147,59 +255,119 @@ class Homeserver(service.MultiService):
             flows[flow.login_type] = flow
         return flows
 
-    def _build_handlers(self) -> None:
-        from mxserver.accounts.handlers import build_account_handlers
-
-        build_account_handlers(self)
-        from mxserver.room_handlers import build_room_handlers
-
-        build_room_handlers(self)
-        from mxserver.federation.membership import build_federation_membership
-
-        build_federation_membership(self)
-        from mxserver.room_handlers.history import build_room_event_handlers
-
-        build_room_event_handlers(self)
-        from mxserver.sync.user_data import build_user_data_handlers
-
-        build_user_data_handlers(self)
-        from mxserver.ephemeral import build_ephemeral_handlers
-
-        build_ephemeral_handlers(self)
-        from mxserver.e2ee import build_e2ee_handlers
-
-        build_e2ee_handlers(self)
-        from mxserver.federation.edus import build_inbound_edus
-
-        build_inbound_edus(self)
-        from mxserver.federation.receiver import build_federation_inbound
-
-        build_federation_inbound(self)
-        from mxserver.sync.handler import SyncHandler
-
-        self.sync_handler = SyncHandler(self)
-        from mxserver.media import build_media
-
-        build_media(self)
-        from mxserver.room_handlers.hierarchy import HierarchyHandler
-
-        self.hierarchy = HierarchyHandler(self)
+    # -- servlets ---------------------------------------------------------------------------
 
     def _build_apps(self) -> dict[str, Any]:
-        from mxserver.api.client import client_servlets
-        from mxserver.api.federation import federation_servlets
+        client = [
+            *self._account_servlets(),
+            *self._room_servlets(),
+            *self._user_data_servlets(),
+            *self._e2ee_servlets(),
+            *self._ephemeral_servlets(),
+            *self._sync_servlets(),
+            *self._client_media_servlets(),
+        ]
+        return {
+            "client": build_app(client).resource(),
+            "federation": build_app(self._federation_servlets()).resource(),
+            "media": build_app(self._media_servlets()).resource(),
+        }
+
+    def _account_servlets(self) -> list[Any]:
+        from mxserver.api.client import account, admin, devices, federation_admin, login, register, versions
+
+        return [
+            versions.VersionsServlet(self),
+            register.RegisterServlet(self),
+            login.LoginServlet(self),
+            account.AccountServlet(self),
+            devices.DevicesServlet(self),
+            admin.AdminRegisterServlet(self),
+            federation_admin.FederationAdminServlet(self),
+        ]
+
+    def _room_servlets(self) -> list[Any]:
+        from mxserver.api.client import directory, hierarchy, membership, room_events, rooms_create
+
+        return [
+            room_events.RoomEventsServlet(self),
+            rooms_create.CreateRoomServlet(self),
+            membership.MembershipServlet(self),
+            directory.DirectoryServlet(self),
+            hierarchy.HierarchyServlet(self),
+        ]
+
+    def _user_data_servlets(self) -> list[Any]:
+        from mxserver.api.client import account_data, filters, push_rules
+
+        return [
+            account_data.AccountDataServlet(self),
+            filters.FilterServlet(self),
+            push_rules.PushRulesServlet(self),
+        ]
+
+    def _e2ee_servlets(self) -> list[Any]:
+        from mxserver.api.client import keys, room_keys, to_device
+
+        return [
+            to_device.ToDeviceServlet(self),
+            room_keys.RoomKeysServlet(self),
+            keys.KeysServlet(self),
+            keys.DehydratedDeviceServlet(self),
+        ]
+
+    def _ephemeral_servlets(self) -> list[Any]:
+        from mxserver.api.client import presence, profile, receipts, typing, user_directory
+
+        return [
+            typing.TypingServlet(self),
+            receipts.ReceiptsServlet(self),
+            presence.PresenceServlet(self),
+            profile.ProfileServlet(self),
+            user_directory.UserDirectoryServlet(self),
+        ]
+
+    def _sync_servlets(self) -> list[Any]:
+        from mxserver.api.client import sync
+
+        return [sync.SyncServlet(self)]
+
+    def _client_media_servlets(self) -> list[Any]:
+        from mxserver.api.media import client_media_servlets
+
+        return client_media_servlets(self)
+
+    def _federation_servlets(self) -> list[Any]:
+        from mxserver.api.federation import events, hierarchy, keys, membership, query, transactions, user_keys, version
+        from mxserver.api.media import federation_media_servlets
+
+        return [
+            version.FederationVersionServlet(self),
+            membership.FederationMembershipServlet(self),
+            keys.KeyServerServlet(self),
+            user_keys.UserKeysServlet(self),
+            transactions.TransactionServlet(self),
+            events.FederationEventsServlet(self),
+            query.FederationQueryServlet(self),
+            hierarchy.FederationHierarchyServlet(self),
+            *federation_media_servlets(self),
+        ]
+
+    def _media_servlets(self) -> list[Any]:
         from mxserver.api.media import media_servlets
 
-        return {
-            "client": build_app(client_servlets(self)).resource(),
-            "federation": build_app(federation_servlets(self)).resource(),
-            "media": build_app(media_servlets(self)).resource(),
-        }
+        return media_servlets(self)
+
+    # -- stream subscribers of the Homeserver itself ------------------------------------------
 
     def _notify_room_events(self, events: list[Any]) -> None:
         rooms = {e.room_id for e in events}
         # A membership change concerns its target even before they are in the room (invites).
         users = {e.state_key for e in events if e.type == "m.room.member"}
+        self.notifier.notify(user_ids=users, room_ids=rooms)
+
+    def _notify_ephemeral(self, change: Any) -> None:
+        users, rooms = change.wakes
         self.notifier.notify(user_ids=users, room_ids=rooms)
 
     def _run_new_event_hooks(self, events: list[Any]) -> None:
@@ -249,7 +417,6 @@ class Homeserver(service.MultiService):
 
     async def _start(self) -> None:
         await self.db.run_with_connection(prepare_database, self.db.dialect)
-        await self.room_server.start()
         for hook in self.start_hooks:
             await hook()
         self._lag.start()

@@ -67,7 +67,7 @@ async def seed_joined_room(hs: Any, room: FakeRoom, user_id: str) -> Event:
     )
     await store.persist(items, int(hs.clock.seconds() * 1000))
     store.persisted(items)
-    hs.room_stream.publish([join], store.max_stream)
+    hs.room_stream.publish_events([join], store.max_stream)
     return join
 
 

@@ -29,6 +29,7 @@ from twisted.internet.defer import Deferred
 
 from mxserver.events.model import Event
 from mxserver.storage.database import Txn
+from mxserver.streams import Phase
 
 #: how many users' "sharing" sets stay cached
 SHARING_CACHE_SIZE = 20_000
@@ -54,7 +55,7 @@ class RoomMembers:
         #: called with (room_id, user_id, joined) for every join/leave seen on the stream
         #: (possibly repeated: receivers must be idempotent)
         self.listeners: list[Any] = []
-        hs.room_stream.subscribe(self._on_events)
+        hs.room_stream.subscribe(self._on_events, Phase.CACHES)
 
     # -- reads ----------------------------------------------------------------------------
 

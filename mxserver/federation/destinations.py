@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mxserver.streams import Phase
+
 
 class RoomServers:
     """``hs.room_servers``: the server names with joined members, per room, cached."""
@@ -26,7 +28,7 @@ class RoomServers:
         self._members.listeners.append(self._membership_changed)
         # Member events also invalidate directly: a listener is only told about real changes,
         # and a membership change caused by state resolution has no member event of its own.
-        hs.room_stream.subscribe(self._on_events)
+        hs.room_stream.subscribe(self._on_events, Phase.CACHES)
 
     async def servers_in_room(self, room_id: str) -> frozenset[str]:
         cached = self._cache.get(room_id)

@@ -448,7 +448,7 @@ class RoomServer(ReceivingMixin, RemoteMembershipMixin):
                     self._txns.setdefault((item.txn_key[0], item.txn_key[1]), {})[item.txn_key[2]] = item.event.event_id
             events = [i.event for i in all_items if i.stream_ordering is not None]
             if events:
-                self.stream.publish(events, self.store.max_stream)
+                self.stream.publish_events(events, self.store.max_stream)
             for _, waiter in batch:
                 waiter.callback(None)
 

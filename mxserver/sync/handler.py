@@ -24,6 +24,7 @@ from mxserver.events.model import Event
 from mxserver.room_handlers.history import room_token
 from mxserver.storage.state import StateKey
 from mxserver.storage.sync import MembershipRow, SyncStore
+from mxserver.streams import Phase
 from mxserver.sync.tokens import StreamToken
 
 log = Logger()
@@ -55,7 +56,7 @@ class SyncHandler:
         self._room_latest: dict[str, int] = {}
         self._baseline = 0
         self._memberships: dict[str, list[MembershipRow]] = {}
-        hs.room_stream.subscribe(self._on_room_events)
+        hs.room_stream.subscribe(self._on_room_events, Phase.CACHES)
         hs.start_hooks.append(self.start)
 
     async def start(self) -> None:
