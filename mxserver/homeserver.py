@@ -257,8 +257,13 @@ class Homeserver(service.MultiService):
 
     # -- servlets ---------------------------------------------------------------------------
 
-    def _build_apps(self) -> dict[str, Any]:
-        client = [
+    def servlets(self, api: str) -> list[Any]:
+        """The servlets of one API (``client``, ``federation`` or ``media``), e.g. to mount them elsewhere."""
+        if api == "federation":
+            return self._federation_servlets()
+        if api == "media":
+            return self._media_servlets()
+        return [
             *self._account_servlets(),
             *self._room_servlets(),
             *self._user_data_servlets(),
@@ -267,11 +272,9 @@ class Homeserver(service.MultiService):
             *self._sync_servlets(),
             *self._client_media_servlets(),
         ]
-        return {
-            "client": build_app(client).resource(),
-            "federation": build_app(self._federation_servlets()).resource(),
-            "media": build_app(self._media_servlets()).resource(),
-        }
+
+    def _build_apps(self) -> dict[str, Any]:
+        return {api: build_app(self.servlets(api)).resource() for api in ("client", "federation", "media")}
 
     def _account_servlets(self) -> list[Any]:
         from mxserver.api.client import account, admin, devices, federation_admin, login, register, versions

@@ -54,6 +54,10 @@ class Stream(Generic[_T]):
         self._subscribers.append((phase, len(self._subscribers), fn))
         self._subscribers.sort(key=lambda s: (s[0], s[1]))
 
+    def unsubscribe(self, fn: Callable[[_T], Any]) -> None:
+        """Stop calling ``fn`` (a reader going away)."""
+        self._subscribers = [s for s in self._subscribers if s[2] != fn]
+
     def publish(self, item: _T) -> None:
         """Hand ``item`` to every subscriber; one failing subscriber does not stop the others."""
         for _, _, fn in self._subscribers:

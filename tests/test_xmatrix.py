@@ -14,7 +14,6 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS, IRequest
 from zope.interface import implementer
 
-from mxserver.api.federation import federation_servlets
 from mxserver.api.http import build_app, json_body, route
 from mxserver.api.resource import MatrixResource, MatrixSite
 from mxserver.config import load_config_dict
@@ -308,7 +307,7 @@ class TwoServerTests(HomeserverTestCase):
         self.hs_b.startService()
         self.addCleanup(self.hs_b.stopService)
         await self.hs_b.when_ready()
-        app = build_app([*federation_servlets(self.hs_b), AuthProbe(self.hs_b)])
+        app = build_app([*self.hs_b.servlets("federation"), AuthProbe(self.hs_b)])
         site = MatrixSite(
             MatrixResource({"federation": app.resource()}), max_json_body=1 << 20, max_upload_body=1 << 20
         )
