@@ -160,7 +160,15 @@ class Homeserver(service.MultiService):
         """The event and state stores and the room server, the only writer of room state."""
         self.state_store = StateStore(self.db)
         self.event_store = EventStore(self.db, self.state_store)
-        self.room_server = RoomServer(self, self.event_store, self.state_store, self.room_stream)
+        self.room_server = RoomServer(
+            self.event_store,
+            self.state_store,
+            self.room_stream,
+            clock=self.clock,
+            server_name=self.server_name,
+            signing_key=self.signing_key,
+            event_hooks=self.event_hooks,
+        )
         self.start_hooks.append(self.room_server.start)
         self.event_serializer = EventSerializer(self.event_store, self.clock)
         self.room_stream.subscribe(self._run_new_event_hooks)

@@ -36,31 +36,23 @@ async def seed_joined_room(hs: Any, room: FakeRoom, user_id: str) -> Event:
         server_name=hs.server_name, signing_key=hs.signing_key,
     )
     room.add_event(join)
-    rs, store, state = hs.room_server, hs.event_store, hs.state_store
+    store, state = hs.event_store, hs.state_store
     before_map = room.state_before[join.event_id]
     ids = dict.fromkeys([*room.auth_chain(list(before_map.values())), *before_map.values()])
     outliers = sorted((room.events[i] for i in ids), key=lambda e: e.depth)
-    record = RoomRecord(store.next_room_nid, room.room_id, room.rv, room.creator)
-    store.next_room_nid += 1
-
-    def nid() -> int:
-        n = store.next_event_nid
-        store.next_event_nid += 1
-        return n
-
+    record = RoomRecord(store.allocate_room_nid(), room.room_id, room.rv, room.creator)
     items = []
     for n, ev in enumerate(outliers):
         ev.metadata.outlier = True
-        items.append(PersistItem(ev, record, nid(), None, None, None, new_room=n == 0))
+        items.append(PersistItem(ev, record, store.allocate_ids(stream=False)[0], None, None, None, new_room=n == 0))
     before = state.plan(record.room_nid, None, {}, before_map)
     after = state.plan(record.room_nid, before.snapshot_nid, before.full_map, {join.state_tuple(): join.event_id})
-    # The room server hands out stream positions: take the next one, as its receive would.
-    stream = rs._next_stream
-    rs._next_stream += 1
+    # The store hands out event NIDs and stream positions: take the next ones, as a receive would.
+    join_nid, stream = store.allocate_ids()
     join.metadata.stream_ordering = stream
     items.append(
         PersistItem(
-            join, record, nid(), stream, before.snapshot_nid, after.snapshot_nid,
+            join, record, join_nid, stream, before.snapshot_nid, after.snapshot_nid,
             snapshot=after, extra_snapshots=[before], current_state_delta=dict(after.full_map),
             extremities_added=[join.event_id],
         )

@@ -213,7 +213,7 @@ class ReceiveTests(HomeserverTestCase):
             self.assertEqual(state_before, state_after)
             self.assertIsNotNone(state_before)
             self.assertEqual(await self.extremities(room_id), before)
-            self.assertEqual(set(self.hs.room_server._heads[room_id].extremities), before)
+            self.assertEqual(set((await self.hs.room_server.get_head(room_id)).extremities), before)
             self.assertEqual(await self.hs.room_server.current_state_ids(room_id), state)
             self.assertNotIn(msg.event_id, await self.message_ids(room_id))
             self.assertNotIn(msg.event_id, await self.sync_timeline_ids(room_id))

@@ -3,16 +3,17 @@
 server-server-api §Checks performed on receipt of a PDU, steps 4-6: auth against the
 event's own auth events and against the state before it (rejection, stored with the
 reason), then against the room's current state (soft failure), state resolution when
-the event forks the DAG. :class:`ReceivingMixin` is part of
-:class:`~mxserver.rooms.room_server.RoomServer` (same lock, same persister); it lives
-here so the local write path and the remote one can each be read on their own.
+the event forks the DAG. :class:`InboundReceiver` is the room server's part for this
+(:class:`~mxserver.rooms.room_server.RoomServer` delegates to it); it writes through the
+same :class:`~mxserver.rooms.sequencer.RoomSequencer` as local events: the same heads,
+locks and persister.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -22,12 +23,12 @@ from mxserver.events.model import Event
 from mxserver.events.versions import RoomVersion
 from mxserver.rooms.auth import AuthError, auth_types_for, check_auth_rules
 from mxserver.rooms.room_head import RoomHead
+from mxserver.rooms.sequencer import RoomSequencer
 from mxserver.rooms.state_resolution import resolve_state
 from mxserver.storage.events import EventStore, PersistItem
 from mxserver.storage.state import NewSnapshot, StateKey, StateMap, StateStore
 
 log = Logger()
-_T = TypeVar("_T")
 
 
 class ReceiveStatus(enum.Enum):
@@ -130,26 +131,19 @@ class _StateAt:
     needs_snapshot: bool = False
 
 
-class ReceivingMixin:
-    """The receive path of :class:`~mxserver.rooms.room_server.RoomServer`."""
+class InboundReceiver:
+    """Accepts, soft-fails or rejects events from other servers; stores outliers.
 
-    # Provided by RoomServer (mxserver/rooms/room_server.py), which mixes this class in.
-    if TYPE_CHECKING:
-        hs: Any
-        store: EventStore
-        state: StateStore
-        _heads: dict[str, RoomHead]
-        _next_stream: int
-        _persisting: bool
-        _queue: list[tuple[list[PersistItem], Deferred[None]]]
+    Writes through the :class:`~mxserver.rooms.sequencer.RoomSequencer` like local
+    events: under the room's lock, planned on its head, persisted by the same batches.
+    """
 
-        async def get_head(self, room_id: str) -> RoomHead: ...
-
-        def _enqueue(self, items: list[PersistItem]) -> Deferred[None]: ...
-
-        async def run_locked(self, room_id: str, fn: Callable[[RoomHead], Awaitable[_T]]) -> _T: ...
-
-        _receiving: dict[str, list[Deferred[ReceiveResult]]]
+    def __init__(self, store: EventStore, state: StateStore, sequencer: RoomSequencer) -> None:
+        self.store = store
+        self.state = state
+        self.sequencer = sequencer
+        # event ID -> callers waiting for a receive of the same event still in progress
+        self._receiving: dict[str, list[Deferred[ReceiveResult]]] = {}
 
     async def receive_event(self, event: Event, *, state_before: Mapping[StateKey, str] | None = None) -> ReceiveResult:
         """Accept, soft-fail or reject an event received from another server.
@@ -207,13 +201,12 @@ class ReceivingMixin:
         stored rejected. Events already known are left alone. Returns event ID -> rejection
         reason (None: accepted) for the events given.
         """
-        head = await self.get_head(room_id)
+        head = await self.sequencer.get_head(room_id)
         rv = head.room.room_version
         by_id = {e.event_id: e for e in events}
         await head.lock.acquire()
         try:
-            if self._persisting or self._queue:
-                await self._enqueue([])
+            await self.sequencer.wait_for_queued()
             known = await self.store.get_events(list(by_id))
             create_id = head.state.get(("m.room.create", ""))
             needed = {a for e in by_id.values() for a in e.auth_event_ids if a not in by_id}
@@ -257,20 +250,18 @@ class ReceivingMixin:
                     ev.metadata.outlier = True
                     ev.metadata.rejected_reason = reason
                     ev.metadata.stream_ordering = None
-                    nid = self.store.next_event_nid
-                    self.store.next_event_nid += 1
+                    nid, _ = self.store.allocate_ids(stream=False)
                     items.append(PersistItem(ev, head.room, nid, None, None, None))
                 if not progressed:  # a cycle: refuse what is left
                     for ev in rest:
                         out[ev.event_id] = "auth events form a cycle"
                         ev.metadata.outlier = True
                         ev.metadata.rejected_reason = out[ev.event_id]
-                        nid = self.store.next_event_nid
-                        self.store.next_event_nid += 1
+                        nid, _ = self.store.allocate_ids(stream=False)
                         items.append(PersistItem(ev, head.room, nid, None, None, None))
                     rest = []
                 pending = rest
-            d = self._enqueue(items) if items else None
+            d = self.sequencer.enqueue(items) if items else None
         finally:
             head.lock.release()
         if d is not None:
@@ -285,9 +276,9 @@ class ReceivingMixin:
             # run_locked first waits until everything queued before is committed.
             result, items = await self._check_received(head, event, state_before)
             # No await between planning (stream position, nids) and queueing.
-            return result, (self._enqueue(items) if items else None)
+            return result, (self.sequencer.enqueue(items) if items else None)
 
-        outcome: tuple[ReceiveResult, Deferred[None] | None] = await self.run_locked(room_id, check)
+        outcome: tuple[ReceiveResult, Deferred[None] | None] = await self.sequencer.run_locked(room_id, check)
         result, d = outcome
         if d is not None:
             await d
@@ -379,8 +370,7 @@ class ReceivingMixin:
             snapshot = self.state.plan(room_nid, before.nid, before.state, {key: event_id})
             after_nid = snapshot.snapshot_nid
             after_map = snapshot.full_map
-        event_nid = self.store.next_event_nid
-        self.store.next_event_nid += 1
+        event_nid, stream = self.store.allocate_ids(stream=reason is None and soft is None)
         event.metadata.rejected_reason = reason
         event.metadata.soft_failed = soft is not None
         event.metadata.stream_ordering = None
@@ -414,8 +404,7 @@ class ReceivingMixin:
         else:
             delta = {k: v for k, v in current_map.items() if head.state.get(k) != v}
             removed_keys = [k for k in head.state if k not in current_map]
-        stream = self._next_stream
-        self._next_stream += 1
+        assert stream is not None
         event.metadata.stream_ordering = stream
         item.stream_ordering = stream
         item.current_state_delta = delta or None

@@ -1,84 +1,47 @@
-"""Room-server hooks for membership over federation (used by mxserver/federation/remote_rooms.py).
+"""Room-server hooks for membership over federation (used by mxserver/federation/).
 
 Joining a room on another server adopts the state its resident server sent
 (``persist_joined_state``); an invite or knock for a room we are not in is kept as
-an out-of-band membership (``persist_out_of_band_membership``); the membership
-handshakes need events built on the head but not stored (``build_unpersisted``).
-:class:`RemoteMembershipMixin` is part of
-:class:`~mxserver.rooms.room_server.RoomServer`: the same heads, lock and persister.
+an out-of-band membership (``persist_out_of_band_membership``). The membership
+handshakes also need events built on the head but not stored: those the
+:class:`~mxserver.rooms.local_events.LocalEventBuilder` builds (``build_unpersisted``).
+:class:`RemoteMembershipHooks` writes through the same
+:class:`~mxserver.rooms.sequencer.RoomSequencer` as every room-server part.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from mxserver.events.model import Event
 from mxserver.events.versions import RoomVersion
 from mxserver.rooms.room_head import RoomHead
+from mxserver.rooms.sequencer import RoomSequencer
 from mxserver.storage.events import EventStore, PersistItem, RoomRecord
 from mxserver.storage.state import StateKey, StateMap, StateStore
-
-if TYPE_CHECKING:
-    from mxserver.rooms.room_server import EventSpec
 
 log = Logger()
 
 
-class RemoteMembershipMixin:
-    """Federation membership hooks of :class:`~mxserver.rooms.room_server.RoomServer`."""
+class RemoteMembershipHooks:
+    """Stores what the federation membership handshakes bring: adopted state, out-of-band members."""
 
-    # Provided by RoomServer (mxserver/rooms/room_server.py), which mixes this class in.
-    if TYPE_CHECKING:
-        hs: Any
-        store: EventStore
-        state: StateStore
-        _heads: dict[str, RoomHead]
-        _next_stream: int
-        _persisting: bool
-        _queue: list[tuple[list[PersistItem], Deferred[None]]]
-
-        async def get_head(self, room_id: str) -> RoomHead: ...
-
-        def _enqueue(self, items: list[PersistItem]) -> Deferred[None]: ...
-
-        async def _auth_events_for(
-            self, head: RoomHead, spec: EventSpec
-        ) -> tuple[dict[str, Event], Event | None]: ...
-
-        def _build(
-            self, head: RoomHead, spec: EventSpec, cache: Mapping[str, Event], create: Event | None
-        ) -> Event: ...
-
-    async def build_unpersisted(self, room_id: str, spec: EventSpec) -> Event:
-        """Build, sign and auth-check an event on the room's current head without storing it.
-
-        For the federation membership handshakes: make_join/make_leave/make_knock templates
-        and invites that the invited user's server must co-sign before they are sent (the
-        co-signed event then goes through :meth:`receive_event`). 403 if auth fails.
-        """
-        head = await self.get_head(room_id)
-        cache, create = await self._auth_events_for(head, spec)
-        return self._build(head, spec, cache, create)
+    def __init__(self, store: EventStore, state: StateStore, sequencer: RoomSequencer) -> None:
+        self.store = store
+        self.state = state
+        self.sequencer = sequencer
 
     async def _lock_existing(self, room_id: str) -> tuple[RoomRecord | None, RoomHead | None]:
+        """The room and its head with the lock held, or (None, None) if the room is new here."""
         room = await self.store.get_room(room_id)
         if room is None:
             return None, None
-        while True:
-            head = await self.get_head(room_id)
-            await head.lock.acquire()
-            if self._heads.get(room_id) is head:
-                return room, head
-            head.lock.release()
+        return room, await self.sequencer.lock_existing_head(room_id)
 
     def _new_room_record(self, room_id: str, room_version: RoomVersion, creator: str) -> RoomRecord:
-        room = RoomRecord(self.store.next_room_nid, room_id, room_version, creator)
-        self.store.next_room_nid += 1
-        return room
+        return RoomRecord(self.store.allocate_room_nid(), room_id, room_version, creator)
 
     async def persist_joined_state(
         self,
@@ -100,8 +63,8 @@ class RemoteMembershipMixin:
         """
         room, head = await self._lock_existing(room_id)
         try:
-            if head is not None and (self._persisting or self._queue):
-                await self._enqueue([])
+            if head is not None:
+                await self.sequencer.wait_for_queued()
             known = await self.store.get_events([*(e.event_id for e in outliers), event.event_id])
             if event.event_id in known:
                 return False
@@ -115,8 +78,7 @@ class RemoteMembershipMixin:
                     continue
                 ev.metadata.outlier = True
                 ev.metadata.stream_ordering = None
-                nid = self.store.next_event_nid
-                self.store.next_event_nid += 1
+                nid, _ = self.store.allocate_ids(stream=False)
                 items.append(PersistItem(ev, room, nid, None, None, None, new_room=new_room and not items))
             old_state: StateMap = head.state if head is not None else {}
             old_nid = head.snapshot_nid if head is not None else None
@@ -130,13 +92,10 @@ class RemoteMembershipMixin:
                     room.room_nid, before.snapshot_nid, before.full_map, {event.state_tuple(): event.event_id}
                 )
                 after_nid, after_map = snapshot.snapshot_nid, snapshot.full_map
-            stream = self._next_stream
-            self._next_stream += 1
+            nid, stream = self.store.allocate_ids()
             event.metadata.outlier = False
             event.metadata.rejected_reason = None
             event.metadata.stream_ordering = stream
-            nid = self.store.next_event_nid
-            self.store.next_event_nid += 1
             items.append(
                 PersistItem(
                     event=event,
@@ -156,8 +115,8 @@ class RemoteMembershipMixin:
                 )
             )
             depth = max(event.depth, head.depth if head is not None else 0)
-            self._heads[room_id] = RoomHead(room, [event.event_id], depth, after_nid, dict(after_map))
-            d = self._enqueue(items)
+            self.sequencer.set_head(RoomHead(room, [event.event_id], depth, after_nid, dict(after_map)))
+            d = self.sequencer.enqueue(items)
         finally:
             if head is not None:
                 head.lock.release()
@@ -176,23 +135,20 @@ class RemoteMembershipMixin:
         """
         room, head = await self._lock_existing(room_id)
         try:
-            if head is not None and (self._persisting or self._queue):
-                await self._enqueue([])
+            if head is not None:
+                await self.sequencer.wait_for_queued()
             if await self.store.get_event(event.event_id) is not None:
                 return False
             new_room = room is None
             if room is None:
                 room = self._new_room_record(room_id, room_version, creator)
-            stream = self._next_stream
-            self._next_stream += 1
+            nid, stream = self.store.allocate_ids()
             event.metadata.outlier = True
             event.metadata.stream_ordering = stream
-            nid = self.store.next_event_nid
-            self.store.next_event_nid += 1
             # The room's latest snapshot stays what it was: the head is reloaded from it.
             snap = head.snapshot_nid if head is not None else None
             item = PersistItem(event, room, nid, stream, snap, snap, new_room=new_room, out_of_band_membership=True)
-            d = self._enqueue([item])
+            d = self.sequencer.enqueue([item])
         finally:
             if head is not None:
                 head.lock.release()

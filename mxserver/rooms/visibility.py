@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 from twisted.internet.defer import ensureDeferred, gatherResults
@@ -33,6 +34,9 @@ from mxserver.events.model import Event
 from mxserver.storage.events import EventStore, RoomRecord
 from mxserver.storage.history import HistoryStore
 from mxserver.storage.state import StateKey, StateStore
+
+if TYPE_CHECKING:
+    from mxserver.rooms.api import ReaderRooms
 
 HISTORY_VISIBILITY_KEY: StateKey = ("m.room.history_visibility", "")
 
@@ -93,7 +97,7 @@ class _SnapshotView:
 class HistoryVisibility:
     """Decides which events users may see."""
 
-    def __init__(self, room_server: object, events: EventStore, state: StateStore, history: HistoryStore) -> None:
+    def __init__(self, room_server: ReaderRooms, events: EventStore, state: StateStore, history: HistoryStore) -> None:
         self.room_server = room_server
         self.events = events
         self.state = state
@@ -102,11 +106,11 @@ class HistoryVisibility:
     async def room_access(self, user_id: str, room_id: str) -> RoomAccess:
         """The user's access to a room from its current state; M_NOT_FOUND for unknown rooms."""
         rs = self.room_server
-        room = await rs.get_room(room_id)  # type: ignore[attr-defined]
+        room = await rs.get_room(room_id)
         if room is None:
             raise not_found(f"Unknown room {room_id}")
         member_key = ("m.room.member", user_id)
-        state = await rs.current_state_events(room_id, [member_key, HISTORY_VISIBILITY_KEY])  # type: ignore[attr-defined]
+        state = await rs.current_state_events(room_id, [member_key, HISTORY_VISIBILITY_KEY])
         member = state.get(member_key)
         return RoomAccess(
             room=room,

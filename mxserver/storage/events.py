@@ -76,8 +76,13 @@ class EventStore:
         self._cache: OrderedDict[str, Event] = OrderedDict()
         self._rooms_by_id: dict[str, RoomRecord] = {}
         self._rooms_by_nid: dict[int, RoomRecord] = {}
+        # The store hands out its own IDs from in-memory counters, loaded once at start-up: the
+        # room server plans a batch synchronously under the room lock, so allocating must not
+        # cost a database round trip. An ID taken by a write that then fails is never reused.
         self.next_event_nid = 1
         self.next_room_nid = 1
+        self._next_stream = 1
+        #: the highest stream position persisted (all before it are persisted too)
         self.max_stream = 0
         self.min_stream = 0
 
@@ -90,10 +95,30 @@ class EventStore:
             self.next_event_nid = scalar("SELECT MAX(event_nid) FROM events") + 1
             self.next_room_nid = scalar("SELECT MAX(room_nid) FROM rooms") + 1
             self.max_stream = scalar("SELECT MAX(stream_ordering) FROM events")
+            self._next_stream = self.max_stream + 1
             self.min_stream = min(0, scalar("SELECT MIN(stream_ordering) FROM events"))
             self.state.load_counters_txn(t)
 
         await self.db.run_read("load_event_counters", txn)
+
+    def allocate_ids(self, stream: bool = True) -> tuple[int, int | None]:
+        """``(event NID, stream position)`` for a new event; the position is None for an event
+        that does not go on the room stream (``stream=False``: outliers, rejected and soft-failed
+        events). Positions are handed out in order, so a batch persisted in planning order
+        publishes in stream order."""
+        nid = self.next_event_nid
+        self.next_event_nid += 1
+        if not stream:
+            return nid, None
+        position = self._next_stream
+        self._next_stream += 1
+        return nid, position
+
+    def allocate_room_nid(self) -> int:
+        """The NID for a room new to this server."""
+        nid = self.next_room_nid
+        self.next_room_nid += 1
+        return nid
 
     # -- rooms -------------------------------------------------------------------------
 
