@@ -52,6 +52,7 @@ sys.path.insert(0, str(REPO))
 
 from twisted.internet import defer, reactor, task  # noqa: E402
 
+from contrib.bench_processes import new_server, synapse_python  # noqa: E402
 from mxserver.config import FederationConfig  # noqa: E402
 from mxserver.crypto.canonical import encode_canonical_json  # noqa: E402
 from mxserver.events.builder import build_event  # noqa: E402
@@ -68,28 +69,6 @@ ALL_VERSIONS = [str(v) for v in range(1, 13)]
 
 def q(value: str) -> str:
     return quote(value, safe="")
-
-
-class BenchMxServer(harness.MxServer):
-    """mxserver as the interop tests run it, logging warnings only (the benchmark policy)."""
-
-    def config(self) -> dict[str, Any]:
-        conf = super().config()
-        conf["log"]["level"] = "WARNING"
-        return conf
-
-
-class BenchSynapse(harness.SynapseServer):
-    def extra_config(self) -> dict[str, Any]:
-        conf = super().extra_config()
-        log_config = Path(conf["log_config"])
-        lc = json.loads(log_config.read_text())
-        lc["root"]["level"] = "WARNING"
-        log_config.write_text(json.dumps(lc))
-        conf.setdefault("rc_joins", {"local": {"per_second": 1e6, "burst_count": 1e6},
-                                     "remote": {"per_second": 1e6, "burst_count": 1e6}})
-        conf.setdefault("rc_joins_per_room", {"per_second": 1e6, "burst_count": 1e6})
-        return conf
 
 
 # -- the fake remote's side of the protocol ---------------------------------------------------
@@ -290,10 +269,9 @@ async def main(args: Any) -> int:
     failed = False
     for kind in kinds:
         target: harness.ServerProcess
-        if kind == "mxserver":
-            target = BenchMxServer(root)
-        else:
-            target = BenchSynapse(root, await defer_to_thread(harness.install_synapse))
+        if kind == "synapse":
+            await defer_to_thread(synapse_python)  # installs it on first use: not on the reactor
+        target = new_server(kind, root)
         print(f"starting {kind} ({target.server_name}) ...", flush=True)
         await defer_to_thread(target.start)
         fake.requests.clear()

@@ -50,11 +50,9 @@ of the same run, and repeat a run before trusting a small difference.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -67,6 +65,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from contrib.bench_processes import start_server, stop_all, stop_all_at_exit, stop_server  # noqa: E402
 from tests.interop import harness  # noqa: E402
 
 C = "/_matrix/client/v3"
@@ -78,66 +77,6 @@ PAIRS = {
 }
 BASELINE = "syn-syn"
 ARROW = {"mxserver": "mxserver", "synapse": "Synapse"}
-
-
-class BenchMxServer(harness.MxServer):
-    """mxserver as the interop tests run it, logging warnings only (the benchmark policy)."""
-
-    def config(self) -> dict[str, Any]:
-        conf = super().config()
-        conf["log"]["level"] = "WARNING"
-        return conf
-
-
-class BenchSynapse(harness.SynapseServer):
-    """Synapse as the interop tests run it, logging warnings only, join limiters off too."""
-
-    def extra_config(self) -> dict[str, Any]:
-        conf = super().extra_config()
-        log_config = Path(conf["log_config"])
-        lc = json.loads(log_config.read_text())
-        lc["root"]["level"] = "WARNING"
-        log_config.write_text(json.dumps(lc))
-        big = {"per_second": 1e6, "burst_count": 1e6}
-        conf.setdefault("rc_message", big)
-        conf.setdefault("rc_joins", {"local": big, "remote": big})
-        conf.setdefault("rc_joins_per_room", big)
-        return conf
-
-
-# -- process bookkeeping: nothing outlives the script ------------------------------------
-
-_running: list[harness.ServerProcess] = []
-_synapse_python: list[str] = []
-
-
-def start_server(kind: str, root: Path) -> harness.ServerProcess:
-    """A fresh server of ``kind`` with its data under ``root`` (one folder per instance:
-    the harness names the folder after the kind, so two of a kind need two roots)."""
-    root.mkdir(parents=True)
-    server: harness.ServerProcess
-    if kind == "mxserver":
-        server = BenchMxServer(root)
-    else:
-        if not _synapse_python:
-            _synapse_python.append(harness.install_synapse())
-        server = BenchSynapse(root, _synapse_python[0])
-    _running.append(server)  # before start(): a start that fails half-way is stopped too
-    server.start()
-    return server
-
-
-def stop_all() -> None:
-    while _running:
-        server = _running.pop()
-        try:
-            server.stop(timeout=20)
-        except Exception as e:  # noqa: BLE001 - keep stopping the others
-            print(f"stopping {server.kind} failed: {e!r}", file=sys.stderr)
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks, which stop the servers
 
 
 # -- the receiving user's /sync --------------------------------------------------------------
@@ -335,9 +274,7 @@ def run_pair(name: str, root: Path, args: Any) -> dict[str, Any]:
             print(hs.tails(lines=25), file=sys.stderr)
     finally:
         for hs in (receiver_hs, sender_hs):
-            hs.stop(timeout=20)
-            if hs in _running:
-                _running.remove(hs)
+            stop_server(hs)
     return result
 
 
@@ -438,8 +375,7 @@ def main(argv: list[str]) -> int:
     if missing:
         print(missing, file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    atexit.register(stop_all)
+    stop_all_at_exit()
     root = Path(tempfile.mkdtemp(prefix="mxserver-bench-burst-"))
     results: list[dict[str, Any]] = []
     try:

@@ -19,7 +19,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from zope.interface import implementer
 
-from mxserver.media.storage import IMediaStorage, check_key
+from mxserver.interfaces import IMediaStorage
+from mxserver.media.storage import check_key
 
 
 @implementer(IMediaStorage)

@@ -90,7 +90,7 @@ def cmd_purge_remote_media(args: argparse.Namespace) -> None:
         sys.exit(f"mxserver: cannot open the server's database: {e}")
 
     async def run(reactor: Any) -> None:
-        hs: Any = Homeserver(config, reactor)  # components are attached by their build_* functions
+        hs = Homeserver(config, reactor)
         hs.startService()
         try:
             await hs.when_ready()
@@ -100,7 +100,7 @@ def cmd_purge_remote_media(args: argparse.Namespace) -> None:
                 if done == total or done % 100 == 0:
                     print(f"purged {done}/{total} remote files ({freed} bytes)", flush=True)
 
-            files, freed = await hs.media_repository.remote.purge_older_than(before_ts, progress)
+            files, freed = await hs.remote_media.purge_older_than(before_ts, progress)
             print(f"done: {files} remote files not used for {args.days} days removed, {freed} bytes freed")
         finally:
             await hs.stopService()

@@ -33,9 +33,9 @@ from mxserver.federation.auth import FederationAuth
 from mxserver.federation.client import FederationClient
 from mxserver.federation.keyring import Keyring
 from mxserver.federation.sender import FederationSender
-from mxserver.interfaces import ILoginFlow, IModule, IPresence, IStorageBackend, ITyping
+from mxserver.interfaces import ILoginFlow, IMediaStorage, IModule, IPresence, IStorageBackend, ITyping
 from mxserver.module_api import ModuleApi
-from mxserver.module_loader import LOGIN, MODULES, PRESENCE, STORAGE, TYPING, construct
+from mxserver.module_loader import LOGIN, MEDIA_STORAGE, MODULES, PRESENCE, STORAGE, TYPING, construct
 from mxserver.room_handlers.event_serializer import EventSerializer
 from mxserver.rooms.room_server import RoomServer
 from mxserver.storage.accounts import AccountStore
@@ -248,9 +248,29 @@ class Homeserver(service.MultiService):
 
     def _build_media(self) -> None:
         """The media repository: storage module, uploads, thumbnails, remote media, previews."""
-        from mxserver.media import build_media
+        from mxserver.media.preview import SafeFetcher, UrlPreviewer
+        from mxserver.media.remote import RemoteMediaFetcher
+        from mxserver.media.repository import MediaRepository
+        from mxserver.media.thumbnails import Thumbnails
+        from mxserver.storage.media import MediaStore
 
-        build_media(self)
+        config = self.config
+        name, module_config = config.module_config(MEDIA_STORAGE, "file")
+        storage_config = dict(module_config)
+        if name == "file":
+            storage_config.setdefault("path", config.media_path)
+        storage = construct(MEDIA_STORAGE, name, IMediaStorage, storage_config, self.module_api)
+        self.media_store = MediaStore(self.db)
+        thumbnails = Thumbnails(self.server_name, config.media, self.media_store, storage)
+        fetcher = SafeFetcher(self.reactor, self.clock, self.federation_client.ip_filter, config.media.url_preview)
+        self.remote_media = RemoteMediaFetcher(
+            config.media, self.clock, self.media_store, storage, thumbnails, self.federation_client, fetcher
+        )
+        self.media_repository = MediaRepository(
+            self.server_name, config.media, self.clock, self.media_store, storage, thumbnails, self.remote_media
+        )
+        self.media_repository.setServiceParent(self)
+        self.url_previewer = UrlPreviewer(self.media_repository, fetcher, config.media.url_preview)
 
     def _load_login_flows(self) -> dict[str, Any]:
         """Every login flow named in ``modules`` (group mxserver.login); ``password`` by default."""
@@ -344,13 +364,13 @@ class Homeserver(service.MultiService):
         return [sync.SyncServlet(self)]
 
     def _client_media_servlets(self) -> list[Any]:
-        from mxserver.api.media import client_media_servlets
+        from mxserver.api.media.media import AuthenticatedMediaServlet
 
-        return client_media_servlets(self)
+        return [AuthenticatedMediaServlet(self.auth, self.media_repository, self.url_previewer, self.config.media)]
 
     def _federation_servlets(self) -> list[Any]:
         from mxserver.api.federation import events, hierarchy, keys, membership, query, transactions, user_keys, version
-        from mxserver.api.media import federation_media_servlets
+        from mxserver.api.media.federation import FederationMediaServlet
 
         return [
             version.FederationVersionServlet(self),
@@ -361,13 +381,13 @@ class Homeserver(service.MultiService):
             events.FederationEventsServlet(self),
             query.FederationQueryServlet(self),
             hierarchy.FederationHierarchyServlet(self),
-            *federation_media_servlets(self),
+            FederationMediaServlet(self.federation_auth, self.media_repository, self.server_name),
         ]
 
     def _media_servlets(self) -> list[Any]:
-        from mxserver.api.media import media_servlets
+        from mxserver.api.media.media import MediaServlet
 
-        return media_servlets(self)
+        return [MediaServlet(self.auth, self.media_repository, self.url_previewer, self.config.media)]
 
     # -- stream subscribers of the Homeserver itself ------------------------------------------
 

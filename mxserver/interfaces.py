@@ -10,6 +10,7 @@ entry-point group      interface               first-party default
 ``mxserver.presence``  :class:`IPresence`        ``default``
 ``mxserver.typing``    :class:`ITyping`          ``default``
 ``mxserver.modules``   :class:`IModule`          none
+``mxserver.media_storage``  :class:`IMediaStorage`  ``file``
 =====================  ======================  ==========================
 
 Every entry point names a factory called as ``factory(config: dict, api:
@@ -81,3 +82,20 @@ class IModule(Interface):
 
     def on_new_event(event):  # type: ignore[no-untyped-def]
         """Called after an event is persisted."""
+
+
+class IMediaStorage(Interface):
+    """Keeps media bytes under keys (see mxserver.media.storage: relative, sharded, never ``..``).
+
+    Implementations are constructed as ``factory(config: dict, api: ModuleApi)``
+    and must not block the reactor thread.
+    """
+
+    def store(key, data):  # type: ignore[no-untyped-def]
+        """Store ``data`` (bytes) under ``key``, replacing any old value; Deferred[None]."""
+
+    def fetch(key):  # type: ignore[no-untyped-def]
+        """The bytes stored under ``key``; Deferred[bytes | None] (None: nothing stored)."""
+
+    def delete(key):  # type: ignore[no-untyped-def]
+        """Remove ``key`` if it exists; Deferred[None]."""

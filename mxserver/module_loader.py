@@ -16,8 +16,9 @@ LOGIN = "mxserver.login"
 PRESENCE = "mxserver.presence"
 TYPING = "mxserver.typing"
 MODULES = "mxserver.modules"
+MEDIA_STORAGE = "mxserver.media_storage"
 
-GROUPS = (STORAGE, LOGIN, PRESENCE, TYPING, MODULES)
+GROUPS = (STORAGE, LOGIN, PRESENCE, TYPING, MODULES, MEDIA_STORAGE)
 
 
 class ModuleLoadError(Exception):

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, DNSLookupError
-from twisted.internet.interfaces import IProtocol, IProtocolFactory
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IReactorTime
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.web.client import URI, Agent, HTTPConnectionPool
@@ -32,11 +32,15 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 import mxserver
+from mxserver.config import UrlPreviewConfig
 from mxserver.errors import MatrixError, forbidden, invalid_param, unrecognized
 from mxserver.federation.endpoint import FilteredConnector, _DeferredEndpoint
 from mxserver.federation.ip_filter import BlockedAddressError, IPRangeFilter
 from mxserver.federation.responses import ResponseTooLarge, SharedCalls, read_body
 from mxserver.media.http import base_type
+
+if TYPE_CHECKING:
+    from mxserver.media.repository import MediaRepository
 
 log = Logger()
 
@@ -88,7 +92,7 @@ class _FilteredWebEndpoints:
 class SafeFetcher:
     """GETs URLs through the IP filter, bounded in size and time (see the module docstring)."""
 
-    def __init__(self, reactor: Any, clock: Any, ip_filter: IPRangeFilter, config: Any) -> None:
+    def __init__(self, reactor: Any, clock: IReactorTime, ip_filter: IPRangeFilter, config: UrlPreviewConfig) -> None:
         self.clock = clock
         self.config = config
         connector = FilteredConnector(reactor, ip_filter, None)  # type: ignore[arg-type]
@@ -244,7 +248,7 @@ def parse_opengraph(body: bytes, content_type: str) -> dict[str, str]:
 class UrlPreviewer:
     """``/preview_url``: cached, shared, IP-filtered OpenGraph previews."""
 
-    def __init__(self, repo: Any, fetcher: SafeFetcher, config: Any) -> None:
+    def __init__(self, repo: MediaRepository, fetcher: SafeFetcher, config: UrlPreviewConfig) -> None:
         self.repo = repo
         self.fetcher = fetcher
         self.config = config
@@ -305,7 +309,10 @@ class UrlPreviewer:
         mxc = await self.repo.upload(user_id, data, ctype, None)
         media_id = mxc.rsplit("/", 1)[1]
         row = await self.repo.store.get_local_media(media_id)
-        keys: dict[str, Any] = {"og:image": mxc, "og:image:type": row.content_type, "matrix:image:size": len(data)}
+        keys: dict[str, Any] = {"og:image": mxc, "og:image:type": ctype, "matrix:image:size": len(data)}
+        if row is None:  # deleted (an admin purge) since the upload just now
+            return keys
+        keys["og:image:type"] = row.content_type
         if row.width is not None:
             keys["og:image:width"] = row.width
             keys["og:image:height"] = row.height

@@ -16,11 +16,14 @@ import secrets
 from typing import Any
 from urllib.parse import quote
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from mxserver.config import MediaConfig
 from mxserver.errors import MatrixError, not_found
-from mxserver.federation.client import FederationError, RawResponse, RequestFailed
+from mxserver.federation.client import FederationClient, FederationError, RawResponse, RequestFailed
 from mxserver.federation.responses import SharedCalls
+from mxserver.interfaces import IMediaStorage
 from mxserver.media.http import (
     MultipartError,
     base_type,
@@ -28,9 +31,10 @@ from mxserver.media.http import (
     parse_multipart,
     sanitise_content_type,
 )
-from mxserver.media.repository import DEFAULT_WAIT_MS, MAX_WAIT_MS, Media, MediaRepository, _Source
+from mxserver.media.preview import SafeFetcher
 from mxserver.media.storage import remote_key, thumbnail_key
-from mxserver.storage.media import RemoteMedia, Thumbnail
+from mxserver.media.thumbnails import Media, Thumbnails, _Source
+from mxserver.storage.media import MediaStore, RemoteMedia, Thumbnail
 
 log = Logger()
 
@@ -52,14 +56,29 @@ def _is_unknown_endpoint(e: FederationError) -> bool:
     # Old servers (and proxies in front of them) may answer a plain 404/405 without a Matrix error.
     return e.code in (404, 405, 501) and e.body is None
 
+#: longest wait for a pending upload, whatever timeout_ms a client asks for
+MAX_WAIT_MS = 60_000
+DEFAULT_WAIT_MS = 20_000
+
 
 class RemoteMediaFetcher:
-    """Downloads and thumbnails of ``mxc://`` URIs of other servers (``repo.remote``)."""
+    """Downloads and thumbnails of ``mxc://`` URIs of other servers, cached locally."""
 
-    def __init__(self, repo: MediaRepository, federation_client: Any, redirect_fetcher: Any = None) -> None:
-        self.repo = repo
-        self.store = repo.store
-        self.storage = repo.storage
+    def __init__(
+        self,
+        config: MediaConfig,
+        clock: IReactorTime,
+        store: MediaStore,
+        storage: IMediaStorage,
+        thumbnails: Thumbnails,
+        federation_client: FederationClient,
+        redirect_fetcher: SafeFetcher | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.store = store
+        self.storage = storage
+        self.thumbnails = thumbnails
         self.client = federation_client
         #: fetches a ``Location`` the origin redirects to (IP-filtered); see mxserver.media.preview
         self.redirect_fetcher = redirect_fetcher
@@ -69,14 +88,22 @@ class RemoteMediaFetcher:
 
     @property
     def max_size(self) -> int:
-        return int(self.repo.config.max_upload_size)
+        return int(self.config.max_upload_size)
+
+    def now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    @property
+    def authenticated_only(self) -> bool:
+        """Whether media cached now is frozen out of the deprecated endpoints."""
+        return not self.config.unauthenticated_downloads
 
     # -- downloads -----------------------------------------------------------------------
 
     async def get_media(
         self, origin: str, media_id: str, allow_remote: bool, timeout_ms: int | None, authenticated: bool
     ) -> Media:
-        if not authenticated and self.repo.authenticated_only:
+        if not authenticated and self.authenticated_only:
             # Frozen: whatever would be fetched now is new, so only the cache can answer.
             allow_remote = False
         row = await self.cached(origin, media_id, allow_remote, timeout_ms)
@@ -91,7 +118,7 @@ class RemoteMediaFetcher:
         """The cache row of a remote file, fetching it first if needed."""
         row = await self.store.get_remote_media(origin, media_id)
         if row is not None:
-            now = self.repo.now_ms()
+            now = self.now_ms()
             if now - row.last_access_ts > 60_000:  # retention needs only coarse access times
                 await self.store.touch_remote_media(origin, media_id, now)
             return row
@@ -114,11 +141,11 @@ class RemoteMediaFetcher:
         )
         fs_id = secrets.token_hex(12)
         await self.storage.store(remote_key(origin, fs_id), data)
-        width, height, animated = await self.repo.pregenerate(origin, media_id, fs_id, data, ctype)
-        now = self.repo.now_ms()
+        width, height, animated = await self.thumbnails.pregenerate(origin, media_id, fs_id, data, ctype)
+        now = self.now_ms()
         row = RemoteMedia(
             origin, media_id, fs_id, ctype, filename, len(data), now, now,
-            self.repo.authenticated_only, width, height, animated,
+            self.authenticated_only, width, height, animated,
         )
         await self.store.store_remote_media(row)
         return row
@@ -209,8 +236,8 @@ class RemoteMediaFetcher:
                 raise not_found("Media not found")
             source = _Source(origin, media_id, row.filesystem_id, row.content_type or "", row.width, row.height,
                              row.animated, row.upload_name, remote_key(origin, row.filesystem_id))
-            return await self.repo.thumbnail_of(source, width, height, method, animated)
-        if not authenticated and self.repo.authenticated_only:
+            return await self.thumbnails.thumbnail_of(source, width, height, method, animated)
+        if not authenticated and self.authenticated_only:
             # Frozen deprecated endpoints serve only what was cached before the freeze, and
             # fetched thumbnails carry no such date.
             raise not_found("Media not found")

@@ -1,4 +1,4 @@
-"""The media repository (``hs.media_repository``): uploads, downloads, thumbnails.
+"""The media repository: uploads and downloads of local media, remote media through its fetcher.
 
 Local media is uploaded in one request (``POST /upload``) or reserved first
 and uploaded later (``POST /create`` + ``PUT /upload/{server}/{id}``, with an
@@ -14,41 +14,28 @@ from __future__ import annotations
 
 import secrets
 import string
-import time
-from collections.abc import Callable
 from typing import Any
 
-import attrs
-from prometheus_client import Histogram
 from twisted.application import service
-from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
+from mxserver.config import MediaConfig
 from mxserver.errors import MatrixError, forbidden, invalid_param, limit_exceeded, not_found, too_large
 from mxserver.ids import is_valid_server_name
-from mxserver.media import thumbnailer
-from mxserver.media.http import MEDIA_ID, base_type, sanitise_content_type, sanitise_filename
-from mxserver.media.storage import IMediaStorage, local_key, thumbnail_key
-from mxserver.media.thumbnailer import THUMBNAILABLE_TYPES, ImageTooLarge, ThumbnailError, target_size
-from mxserver.storage.media import LOCAL, LocalMedia, MediaStore, Thumbnail
+from mxserver.interfaces import IMediaStorage
+from mxserver.media.http import MEDIA_ID, sanitise_content_type, sanitise_filename
+from mxserver.media.remote import DEFAULT_WAIT_MS, MAX_WAIT_MS, RemoteMediaFetcher
+from mxserver.media.storage import local_key
+from mxserver.media.thumbnails import Media, Thumbnails, _Source
+from mxserver.storage.media import LOCAL, LocalMedia, MediaStore
 
 log = Logger()
 
-#: DESIGN.md: thumbnailing is CPU-heavy, so it is measured (time inside the worker thread)
-THUMBNAIL_SECONDS = Histogram(
-    "mxserver_media_image_work_seconds",
-    "Time spent decoding and thumbnailing images, by kind of work",
-    ["work"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
-
 #: how often expired /create reservations are deleted (seconds)
 CLEANUP_INTERVAL_S = 3600
-#: longest wait for a pending upload, whatever timeout_ms a client asks for
-MAX_WAIT_MS = 60_000
-DEFAULT_WAIT_MS = 20_000
 _ALPHABET = string.ascii_letters + string.digits
 
 
@@ -56,21 +43,8 @@ def new_media_id() -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(24))
 
 
-@attrs.frozen
-class Media:
-    """Bytes to serve, with what the headers need."""
-
-    data: bytes
-    content_type: str
-    filename: str | None = None
-
-
 def not_yet_uploaded() -> MatrixError:
     return MatrixError(504, "M_NOT_YET_UPLOADED", "Content has not yet been uploaded")
-
-
-def cannot_thumbnail(msg: str = "Cannot generate thumbnails for the requested content") -> MatrixError:
-    return MatrixError(400, "M_UNKNOWN", msg)
 
 
 def check_media_id(server_name: str, media_id: str) -> None:
@@ -88,20 +62,27 @@ class MediaRepository(service.Service):
     ``/create`` reservations every hour.
     """
 
-    def __init__(self, hs: Any, store: MediaStore, storage: IMediaStorage) -> None:
-        self.hs = hs
-        self.server_name: str = hs.server_name
-        self.config = hs.config.media
-        self.clock = hs.clock
+    def __init__(
+        self,
+        server_name: str,
+        config: MediaConfig,
+        clock: IReactorTime,
+        store: MediaStore,
+        storage: IMediaStorage,
+        thumbnails: Thumbnails,
+        remote: RemoteMediaFetcher,
+    ) -> None:
+        self.server_name = server_name
+        self.config = config
+        self.clock = clock
         self.store = store
         self.storage = storage
-        # Thumbnailing is CPU- and memory-heavy: at most two images at once, in threads.
-        self._thumbnail_slots = DeferredSemaphore(2)
+        self.thumbnails = thumbnails
+        #: media of other servers (fetched once over federation, then cached)
+        self.remote = remote
         self._upload_waiters: dict[str, list[Deferred[None]]] = {}
         #: reservations whose bytes are being stored right now (PUT /upload/{server}/{id})
         self._uploading: set[str] = set()
-        self.remote: Any = None  # set by build_media (mxserver.media.remote.RemoteMediaFetcher)
-        self.previewer: Any = None  # set by build_media (mxserver.media.preview.UrlPreviewer)
         self._cleanup = LoopingCall(lambda: ensureDeferred(self.delete_expired_reservations()))
         self._cleanup.clock = self.clock
 
@@ -215,39 +196,7 @@ class MediaRepository(service.Service):
     async def _store_local(self, media_id: str, data: bytes, ctype: str) -> tuple[int | None, int | None, bool | None]:
         """Store the bytes and the pre-generated thumbnails; ``(width, height, animated)`` of an image."""
         await self.storage.store(local_key(media_id), data)
-        return await self.pregenerate(LOCAL, media_id, media_id, data, ctype)
-
-    async def pregenerate(
-        self, origin: str, media_id: str, file_id: str, data: bytes, ctype: str
-    ) -> tuple[int | None, int | None, bool | None]:
-        """Make the pre-generated thumbnails of an image; its ``(width, height, animated)``.
-
-        Content that is not a decodable image within the limits is stored all
-        the same: it just has no thumbnails (a thumbnail request says so).
-        """
-        if base_type(ctype) not in THUMBNAILABLE_TYPES:
-            return None, None, None
-        try:
-            info = await self._in_thread(thumbnailer.probe, data, self.config.max_image_pixels)
-            await self._generate(origin, media_id, file_id, data, list(thumbnailer.PREGENERATED), False)
-        except ThumbnailError as e:
-            log.info("no thumbnails for {origin}/{media_id}: {e}", origin=origin or self.server_name, media_id=media_id, e=e)
-            return None, None, None
-        return info.width, info.height, info.animated
-
-    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        def timed() -> Any:
-            start = time.perf_counter()
-            try:
-                return fn(*args)
-            finally:
-                THUMBNAIL_SECONDS.labels(fn.__name__).observe(time.perf_counter() - start)
-
-        await self._thumbnail_slots.acquire()
-        try:
-            return await deferToThread(timed)
-        finally:
-            self._thumbnail_slots.release()
+        return await self.thumbnails.pregenerate(LOCAL, media_id, media_id, data, ctype)
 
     # -- downloads ----------------------------------------------------------------------------
 
@@ -345,108 +294,4 @@ class MediaRepository(service.Service):
             raise not_found("Media not found")
         source = _Source(LOCAL, media_id, media_id, row.content_type or "", row.width, row.height, row.animated,
                          row.upload_name, local_key(media_id))
-        return await self.thumbnail_of(source, width, height, method, animated)
-
-    async def thumbnail_of(self, src: _Source, width: int, height: int, method: str, animated: bool) -> Media:
-        """The best thumbnail of a stored original: nearest larger existing one, else made now."""
-        if base_type(src.content_type) not in THUMBNAILABLE_TYPES:
-            raise cannot_thumbnail()
-        if src.width is None or src.height is None:
-            # Not decodable when stored (corrupt, or over the pixel limit): say which.
-            data = await self._fetch_original(src)
-            try:
-                await self._in_thread(thumbnailer.probe, data, self.config.max_image_pixels)
-            except ImageTooLarge:
-                raise too_large("Content is too large to thumbnail") from None
-            except ThumbnailError:
-                raise cannot_thumbnail() from None
-            raise cannot_thumbnail()
-        want_animated = animated and bool(src.animated)
-        size = target_size(src.width, src.height, width, height, method)
-        if size is None and not (src.animated and not animated):
-            # §Thumbnails: content smaller than the request is served as it is.
-            return Media(await self._fetch_original(src), src.content_type, src.filename)
-        if size is None:
-            # An animated original may not be returned for animated=false: a static copy of its size.
-            size, method = (src.width, src.height), "scale"
-        thumbs = await self.store.get_thumbnails(src.origin, src.media_id)
-        choice = select_thumbnail(thumbs, size[0], size[1], method, want_animated)
-        if choice is not None:
-            data = await self.storage.fetch(choice.storage_key)
-            if data is not None:
-                return Media(data, choice.content_type)
-        data = await self._fetch_original(src)
-        try:
-            made = await self._generate(src.origin, src.media_id, src.file_id, data,
-                                        [(size[0], size[1], method)], want_animated, force=True)
-        except ImageTooLarge:
-            raise too_large("Content is too large to thumbnail") from None
-        except ThumbnailError:
-            raise cannot_thumbnail() from None
-        if not made:
-            return Media(data, src.content_type, src.filename)
-        return Media(made[0][1], made[0][0].content_type)
-
-    async def _fetch_original(self, src: _Source) -> bytes:
-        data = await self.storage.fetch(src.storage_key)
-        if data is None:
-            raise not_found("Media not found")
-        return data
-
-    async def _generate(
-        self,
-        origin: str,
-        media_id: str,
-        file_id: str,
-        data: bytes,
-        requests: list[tuple[int, int, str]],
-        animated: bool,
-        force: bool = False,
-    ) -> list[tuple[Thumbnail, bytes]]:
-        """Make, store and record thumbnails; ``(row, bytes)`` of each made."""
-        made: list[thumbnailer.Thumb] = await self._in_thread(
-            thumbnailer.make_thumbnails, data, requests, self.config.max_image_pixels, animated, force
-        )
-        rows = []
-        for t in made:
-            key = thumbnail_key(origin, file_id, t.width, t.height, t.method, t.content_type, t.animated)
-            await self.storage.store(key, t.data)
-            rows.append((Thumbnail(origin, media_id, t.width, t.height, t.method, t.animated, t.content_type,
-                                   len(t.data), key), t.data))
-        await self.store.store_thumbnails([r for r, _ in rows])
-        return rows
-
-
-@attrs.frozen
-class _Source:
-    """A stored original to thumbnail: local media or a cached remote file."""
-
-    origin: str
-    media_id: str
-    file_id: str
-    content_type: str
-    width: int | None
-    height: int | None
-    animated: bool | None
-    filename: str | None
-    storage_key: str
-
-
-def select_thumbnail(
-    thumbs: list[Thumbnail], width: int, height: int, method: str, animated: bool
-) -> Thumbnail | None:
-    """The smallest thumbnail at least ``width`` x ``height`` (of the box's aspect for crop).
-
-    §Thumbnails: never smaller than asked for; the nearest larger is the
-    cheapest to send and closest to what was asked.
-    """
-    best: Thumbnail | None = None
-    for t in thumbs:
-        if t.method != method or t.animated != animated or t.width < width or t.height < height:
-            continue
-        # crop: the box's aspect ratio, within a pixel of rounding
-        if method == "crop" and abs(t.width * height - t.height * width) > max(width, height):
-            continue
-        if best is None or t.width * t.height < best.width * best.height:
-            best = t
-    return best
+        return await self.thumbnails.thumbnail_of(source, width, height, method, animated)

@@ -1,10 +1,11 @@
-"""Where media bytes are kept: the :class:`IMediaStorage` contract and its keys.
+"""Where media bytes are kept: the keys media storage modules store bytes under.
 
 The repository names every stored file by a *key*: a relative, slash-separated
 path built only from ``[A-Za-z0-9_.-]`` segments (never ``..``). Keys are
 sharded (``local_content/ab/cd/efgh…``) so no directory grows too large on
 the default local-filesystem store. Another store (object storage, …) is a
 distribution declaring an entry point in the ``mxserver.media_storage`` group
+(:class:`mxserver.interfaces.IMediaStorage`)
 and chosen with ``modules: [{group: mxserver.media_storage, name: ..., config: {...}}]``.
 """
 
@@ -12,29 +13,7 @@ from __future__ import annotations
 
 import re
 
-from zope.interface import Interface
-
-#: entry-point group of media storage modules
-MEDIA_STORAGE = "mxserver.media_storage"
-
 _SEGMENT = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-class IMediaStorage(Interface):
-    """Keeps media bytes under keys (see the module docstring).
-
-    Implementations are constructed as ``factory(config: dict, api: ModuleApi)``
-    and must not block the reactor thread.
-    """
-
-    def store(key, data):  # type: ignore[no-untyped-def]
-        """Store ``data`` (bytes) under ``key``, replacing any old value; Deferred[None]."""
-
-    def fetch(key):  # type: ignore[no-untyped-def]
-        """The bytes stored under ``key``; Deferred[bytes | None] (None: nothing stored)."""
-
-    def delete(key):  # type: ignore[no-untyped-def]
-        """Remove ``key`` if it exists; Deferred[None]."""
 
 
 def check_key(key: str) -> str:

@@ -9,10 +9,14 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
+from mxserver.accounts.auth import Auth
 from mxserver.api.http import JsonDict, Response, query_bool, query_int, query_str, read_body, route
+from mxserver.config import MediaConfig
 from mxserver.errors import missing_param
 from mxserver.media.http import SECURITY_HEADERS, download_headers, sanitise_filename
-from mxserver.media.repository import Media
+from mxserver.media.preview import UrlPreviewer
+from mxserver.media.repository import MediaRepository
+from mxserver.media.thumbnails import Media
 
 
 def _security_headers(request: IRequest) -> None:
@@ -45,20 +49,22 @@ def _thumbnail_args(request: IRequest) -> dict[str, Any]:
 
 
 class _MediaRoutes:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.repo = hs.media_repository
+    def __init__(self, auth: Auth, repo: MediaRepository, previewer: UrlPreviewer, config: MediaConfig) -> None:
+        self.auth = auth
+        self.repo = repo
+        self.previewer = previewer
+        self.media_config = config
 
     def config(self) -> JsonDict:
-        return {"m.upload.size": self.hs.config.media.max_upload_size}
+        return {"m.upload.size": self.media_config.max_upload_size}
 
     async def preview(self, request: IRequest) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
+        requester = await self.auth.get_user(request)
         url = query_str(request, "url")
         if not url:
             raise missing_param("Missing 'url'")
         query_int(request, "ts", None, minimum=0)  # validated; any cached preview is recent enough
-        result: JsonDict = await self.repo.previewer.preview(url, requester.user_id)
+        result: JsonDict = await self.previewer.preview(url, requester.user_id)
         return result
 
 
@@ -67,8 +73,8 @@ class MediaServlet(_MediaRoutes):
 
     @route("POST", "/_matrix/media/v3/upload", "/_matrix/media/r0/upload")
     async def upload(self, request: IRequest) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
-        data = read_body(request, self.hs.config.media.max_upload_size)
+        requester = await self.auth.get_user(request)
+        data = read_body(request, self.media_config.max_upload_size)
         ctype = request.getHeader(b"Content-Type")
         mxc = await self.repo.upload(
             requester.user_id, data, ctype.decode("latin-1") if ctype else None, query_str(request, "filename")
@@ -77,14 +83,14 @@ class MediaServlet(_MediaRoutes):
 
     @route("POST", "/_matrix/media/v1/create")
     async def create(self, request: IRequest) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
+        requester = await self.auth.get_user(request)
         mxc, expires = await self.repo.create(requester.user_id)
         return {"content_uri": mxc, "unused_expires_at": expires}
 
     @route("PUT", "/_matrix/media/v3/upload/{server_name}/{media_id}")
     async def upload_to(self, request: IRequest, server_name: str, media_id: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
-        data = read_body(request, self.hs.config.media.max_upload_size)
+        requester = await self.auth.get_user(request)
+        data = read_body(request, self.media_config.max_upload_size)
         ctype = request.getHeader(b"Content-Type")
         await self.repo.upload_to(
             requester.user_id, server_name, media_id, data,
@@ -94,7 +100,7 @@ class MediaServlet(_MediaRoutes):
 
     @route("GET", "/_matrix/media/v3/config", "/_matrix/media/r0/config")
     async def legacy_config(self, request: IRequest) -> JsonDict:
-        await self.hs.auth.get_user(request)
+        await self.auth.get_user(request)
         return self.config()
 
     @route("GET", "/_matrix/media/v3/preview_url", "/_matrix/media/r0/preview_url")
@@ -140,7 +146,7 @@ class AuthenticatedMediaServlet(_MediaRoutes):
 
     @route("GET", "/_matrix/client/v1/media/config")
     async def authed_config(self, request: IRequest) -> JsonDict:
-        await self.hs.auth.get_user(request)
+        await self.auth.get_user(request)
         return self.config()
 
     @route("GET", "/_matrix/client/v1/media/preview_url")
@@ -154,7 +160,7 @@ class AuthenticatedMediaServlet(_MediaRoutes):
     )
     async def download(self, request: IRequest, server_name: str, media_id: str, file_name: str | None = None) -> Response:
         _security_headers(request)
-        await self.hs.auth.get_user(request, allow_guest=True)
+        await self.auth.get_user(request, allow_guest=True)
         media = await self.repo.get_media(
             server_name, media_id, timeout_ms=query_int(request, "timeout_ms", None, minimum=0)
         )
@@ -163,6 +169,6 @@ class AuthenticatedMediaServlet(_MediaRoutes):
     @route("GET", "/_matrix/client/v1/media/thumbnail/{server_name}/{media_id}")
     async def thumbnail(self, request: IRequest, server_name: str, media_id: str) -> Response:
         _security_headers(request)
-        await self.hs.auth.get_user(request, allow_guest=True)
+        await self.auth.get_user(request, allow_guest=True)
         media = await self.repo.get_thumbnail(server_name, media_id, **_thumbnail_args(request))
         return _render(media)

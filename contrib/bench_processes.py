@@ -1,0 +1,104 @@
+"""Process setup shared by the federation benchmarks (``contrib/bench_federation*.py``).
+
+Each benchmark starts mxserver and Synapse processes with ``tests/interop/harness.py``
+(the interop tests' launcher) under the benchmark policy of ``shared/servers/README.md``:
+logging at WARNING, rate limiters that would throttle a benchmark off. Every process a
+script starts is stopped when it exits, on SIGTERM too (:func:`stop_all_at_exit`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.interop import harness  # noqa: E402
+
+NAMES = {"mxserver": "mxserver", "synapse": "Synapse"}
+
+
+class BenchMxServer(harness.MxServer):
+    """mxserver as the interop tests run it, logging warnings only."""
+
+    def config(self) -> dict[str, Any]:
+        conf = super().config()
+        conf["log"]["level"] = "WARNING"
+        return conf
+
+
+class BenchSynapse(harness.SynapseServer):
+    """Synapse as the interop tests run it, logging warnings only, message/join/registration limiters off."""
+
+    def extra_config(self) -> dict[str, Any]:
+        conf = super().extra_config()
+        log_config = Path(conf["log_config"])
+        lc = json.loads(log_config.read_text())
+        lc["root"]["level"] = "WARNING"
+        log_config.write_text(json.dumps(lc))
+        big = {"per_second": 1e6, "burst_count": 1e6}
+        conf.setdefault("rc_message", big)
+        conf.setdefault("rc_joins", {"local": big, "remote": big})
+        conf.setdefault("rc_joins_per_room", big)
+        conf.setdefault("rc_registration", big)
+        return conf
+
+
+_running: list[harness.ServerProcess] = []
+_synapse_python: list[str] = []
+
+
+def synapse_python() -> str:
+    """The Python of the Synapse install (installed by the shared adapter on first use)."""
+    if not _synapse_python:
+        _synapse_python.append(harness.install_synapse())
+    return _synapse_python[0]
+
+
+def new_server(kind: str, root: Path) -> harness.ServerProcess:
+    """An unstarted server of ``kind`` (``mxserver`` or ``synapse``) with its data under ``root``."""
+    if kind == "mxserver":
+        return BenchMxServer(root)
+    return BenchSynapse(root, synapse_python())
+
+
+def start_server(kind: str, root: Path) -> harness.ServerProcess:
+    """A fresh, started server of ``kind`` with its data under ``root`` (one folder per
+    instance: the harness names the folder after the kind, so two of a kind need two roots)."""
+    root.mkdir(parents=True)
+    server = new_server(kind, root)
+    _running.append(server)  # before start(): a start that fails half-way is stopped too
+    server.start()
+    return server
+
+
+def stop_server(server: harness.ServerProcess) -> None:
+    server.stop(timeout=20)
+    if server in _running:
+        _running.remove(server)
+
+
+def stop_all() -> None:
+    """Stop every server :func:`start_server` started and that is still running."""
+    while _running:
+        server = _running.pop()
+        try:
+            server.stop(timeout=20)
+        except Exception as e:  # noqa: BLE001 - keep stopping the others
+            print(f"stopping {server.kind} failed: {e!r}", file=sys.stderr)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks, which stop the servers
+
+
+def stop_all_at_exit() -> None:
+    """Nothing outlives the script: stop the servers at exit and on SIGTERM."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    atexit.register(stop_all)
