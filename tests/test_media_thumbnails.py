@@ -12,8 +12,8 @@ from PIL import Image
 from twisted.trial import unittest
 
 from mxserver.media import thumbnailer
-from mxserver.media.thumbnails import select_thumbnail
 from mxserver.media.thumbnailer import target_size
+from mxserver.media.thumbnails import select_thumbnail
 from mxserver.storage.media import Thumbnail
 from tests.test_media import MediaTestCase, png
 
