@@ -12,13 +12,14 @@ from zope.interface import implementer
 
 from mxserver.errors import MatrixError, bad_json, forbidden
 from mxserver.interfaces import ILoginFlow
+from mxserver.module_api import ModuleApi
 
 
 @implementer(ILoginFlow)
 class PasswordLogin:
     login_type = "m.login.password"
 
-    def __init__(self, config: dict[str, Any], api: Any) -> None:
+    def __init__(self, config: dict[str, Any], api: ModuleApi) -> None:
         self._api = api
 
     def _user(self, submission: dict[str, Any]) -> str:

@@ -57,14 +57,13 @@ def cmd_register_user(args: argparse.Namespace) -> None:
         sys.exit(f"mxserver: cannot open the server's database: {e}")
 
     async def run(reactor: Any) -> None:
-        from mxserver.accounts.registration import register_user
         from mxserver.errors import MatrixError
 
         hs = Homeserver(config, reactor)
         hs.startService()
         try:
             await hs.when_ready()
-            user_id = await register_user(hs, args.user, password, admin=args.admin)
+            user_id = await hs.registrar.register_user(args.user, password, admin=args.admin)
             print(f"registered {user_id}{' (admin)' if args.admin else ''}")
         except MatrixError as e:
             print(f"mxserver: {e.msg} ({e.errcode})", file=sys.stderr)

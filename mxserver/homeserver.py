@@ -21,8 +21,15 @@ from twisted.logger import Logger
 from twisted.web.server import Request
 
 from mxserver import metrics
+from mxserver.accounts.account import AccountHandler
 from mxserver.accounts.auth import Auth
+from mxserver.accounts.devices import DeviceHandler, DeviceHooks
+from mxserver.accounts.login import LoginHandler
 from mxserver.accounts.passwords import PasswordHasher
+from mxserver.accounts.protocols import LoginFlow
+from mxserver.accounts.registration import RegistrationHandler, UserRegistrar
+from mxserver.accounts.shared_secret import SharedSecretRegistration
+from mxserver.accounts.uia import UserInteractiveAuth
 from mxserver.api.http import build_app, render_error
 from mxserver.api.ratelimit import RateLimiter
 from mxserver.api.resource import MatrixResource, MatrixSite
@@ -34,7 +41,7 @@ from mxserver.federation.client import FederationClient
 from mxserver.federation.keyring import Keyring
 from mxserver.federation.sender import FederationSender
 from mxserver.interfaces import ILoginFlow, IMediaStorage, IModule, IPresence, IStorageBackend, ITyping
-from mxserver.module_api import ModuleApi
+from mxserver.module_api import EventHooks, ModuleApi
 from mxserver.module_loader import LOGIN, MEDIA_STORAGE, MODULES, PRESENCE, STORAGE, TYPING, construct
 from mxserver.room_handlers.event_serializer import EventSerializer
 from mxserver.rooms.room_server import RoomServer
@@ -88,6 +95,12 @@ class Homeserver(service.MultiService):
         self._build_federation_inbound()
         self._build_federation_sender()
         self._build_media()
+        # Removing or renaming a device (accounts) reaches the areas built after accounts, in
+        # this order: the device's to-device queue goes, then its keys (and other servers hear).
+        # (The ignores go once _build_user_data and _build_e2ee set these attributes themselves.)
+        self.device_hooks.on_removed(self.to_device.delete_device_queues)  # type: ignore[attr-defined]
+        self.device_hooks.on_removed(self.device_lists.devices_removed)  # type: ignore[attr-defined]
+        self.device_hooks.on_changed(self.device_lists.device_changed)  # type: ignore[attr-defined]
         # Waking a long-polling /sync runs it inside the publish, so every other subscriber
         # (membership and room caches) must have seen the events first: the NOTIFY phase.
         self.room_stream.subscribe(self._notify_room_events, Phase.NOTIFY)
@@ -113,13 +126,13 @@ class Homeserver(service.MultiService):
     def _build_accounts(self) -> None:
         """Accounts, passwords, the access-token check, modules and login flows, rate limits."""
         config = self.config
-        self.module_api = ModuleApi(self)
-        self.event_hooks: list[Any] = []
-
         self.accounts = AccountStore(self.db)
         self.passwords = PasswordHasher(config.password, self.reactor, self.accounts)
         self.auth = Auth(self.accounts, self.clock)
 
+        #: module objects hooked into the event flow; the room server and _run_new_event_hooks read it
+        self.event_hooks = EventHooks()
+        self.module_api = ModuleApi(self.server_name, self.clock, self.passwords, self.event_hooks)
         self.login_flows = self._load_login_flows()
         typing_name, typing_config = config.module_config(TYPING, "default")
         self.typing = construct(TYPING, typing_name, ITyping, typing_config, self.module_api)
@@ -134,9 +147,41 @@ class Homeserver(service.MultiService):
         self.ratelimit_register = RateLimiter(self.clock, rl.register.per_second, rl.register.burst, rl.enabled)
         self.ratelimit_message = RateLimiter(self.clock, rl.message.per_second, rl.message.burst, rl.enabled)
 
-        from mxserver.accounts.handlers import build_account_handlers
-
-        build_account_handlers(self)
+        self.uia = UserInteractiveAuth(self.clock, self.login_flows, config.registration, self.ratelimit_login)
+        #: to-device queues and device keys are built later: __init__ subscribes them here
+        self.device_hooks = DeviceHooks()
+        self.devices = DeviceHandler(self.accounts, self.auth, self.uia, self.device_hooks, self.clock)
+        self.registrar = UserRegistrar(self.server_name, config.password, self.accounts, self.passwords, self.clock)
+        self.registration = RegistrationHandler(
+            config.registration,
+            config.password,
+            server_name=self.server_name,
+            store=self.accounts,
+            passwords=self.passwords,
+            registrar=self.registrar,
+            uia=self.uia,
+            devices=self.devices,
+            ratelimit_register=self.ratelimit_register,
+            clock=self.clock,
+        )
+        self.login = LoginHandler(
+            self.accounts,
+            self.login_flows,
+            server_name=self.server_name,
+            well_known=config.well_known,
+            auth=self.auth,
+            uia=self.uia,
+            devices=self.devices,
+            device_hooks=self.device_hooks,
+            ratelimit_login=self.ratelimit_login,
+            clock=self.clock,
+        )
+        self.account = AccountHandler(
+            self.accounts, config.password, self.passwords, self.auth, self.uia, self.device_hooks
+        )
+        self.shared_secret_registration = SharedSecretRegistration(
+            config.registration, self.server_name, self.registrar, self.devices, self.clock
+        )
 
     def _build_federation_transport(self) -> None:
         """Outbound requests, server keys, inbound request signatures, remote queries."""
@@ -272,12 +317,12 @@ class Homeserver(service.MultiService):
         self.media_repository.setServiceParent(self)
         self.url_previewer = UrlPreviewer(self.media_repository, fetcher, config.media.url_preview)
 
-    def _load_login_flows(self) -> dict[str, Any]:
+    def _load_login_flows(self) -> dict[str, LoginFlow]:
         """Every login flow named in ``modules`` (group mxserver.login); ``password`` by default."""
         entries = [(m.name, m.config) for m in self.config.modules if m.group == LOGIN]
         if not entries:
             entries = [("password", {})]
-        flows = {}
+        flows: dict[str, LoginFlow] = {}
         for name, conf in entries:
             flow = construct(LOGIN, name, ILoginFlow, conf, self.module_api)
             flows[flow.login_type] = flow
@@ -308,12 +353,17 @@ class Homeserver(service.MultiService):
         from mxserver.api.client import account, admin, devices, federation_admin, login, register, versions
 
         return [
-            versions.VersionsServlet(self),
-            register.RegisterServlet(self),
-            login.LoginServlet(self),
-            account.AccountServlet(self),
-            devices.DevicesServlet(self),
-            admin.AdminRegisterServlet(self),
+            versions.VersionsServlet(
+                self.auth,
+                self.login_flows,
+                self.config.default_room_version,
+                self.config.well_known.client_base_url or self.config.base_url,
+            ),
+            register.RegisterServlet(self.registration),
+            login.LoginServlet(self.auth, self.login),
+            account.AccountServlet(self.auth, self.account),
+            devices.DevicesServlet(self.auth, self.devices),
+            admin.AdminRegisterServlet(self.shared_secret_registration),
             federation_admin.FederationAdminServlet(self),
         ]
 

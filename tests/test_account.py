@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from mxserver.accounts.uia import UIARequest, UserInteractiveAuth
+from mxserver.api.ratelimit import RateLimiter
+from mxserver.config import RegistrationConfig
 from mxserver.errors import InteractiveAuthRequired, MatrixError
 from tests.utils import HomeserverTestCase, TestUser
 
@@ -273,12 +274,9 @@ class MultiStageFlowTests(unittest.TestCase):
     """Stage order and progress, on flows longer than any endpoint offers today (no HTTP)."""
 
     def setUp(self) -> None:
-        hs = SimpleNamespace(
-            clock=Clock(),
-            login_flows={},
-            config=SimpleNamespace(registration=SimpleNamespace(registration_token="tok")),
-        )
-        self.uia = UserInteractiveAuth(hs)
+        clock = Clock()
+        no_limit = RateLimiter(clock, 0, 0, enabled=False)
+        self.uia = UserInteractiveAuth(clock, {}, RegistrationConfig(registration_token="tok"), no_limit)
         self.flows = [["m.login.dummy", "m.login.registration_token"]]
 
     async def attempt(self, auth: dict[str, Any] | None, key: str = "POST /x") -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""Shared-secret registration (/_synapse/admin/v1/register) and the reusable register_user()."""
+"""Shared-secret registration (/_synapse/admin/v1/register) and the reusable UserRegistrar."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import hashlib
 import hmac
 from typing import Any
 
-from mxserver.accounts.registration import register_user
 from mxserver.errors import MatrixError
 from tests.utils import HomeserverTestCase
 
@@ -137,24 +136,24 @@ class SharedSecretDisabledTests(HomeserverTestCase):
 
 
 class RegisterUserFunctionTests(HomeserverTestCase):
-    """register_user() as the admin CLI calls it: no HTTP involved."""
+    """UserRegistrar.register_user() as the admin CLI calls it: no HTTP involved."""
 
     async def test_register_user(self) -> None:
-        user_id = await register_user(self.hs, "carol", "pw", admin=True)
+        user_id = await self.hs.registrar.register_user("carol", "pw", admin=True)
         self.assertEqual(user_id, "@carol:test")
         self.assertTrue((await self.hs.accounts.get_user(user_id)).is_admin)
         self.assertTrue(await self.hs.passwords.check_user_password(user_id, "pw"))
         self.assertEqual(await self.hs.accounts.get_profile(user_id), ("carol", None))
 
     async def test_errors(self) -> None:
-        await register_user(self.hs, "carol", "pw")
+        await self.hs.registrar.register_user("carol", "pw")
         for localpart, errcode in (
             ("carol", "M_USER_IN_USE"),
             ("Carol", "M_INVALID_USERNAME"),
             ("", "M_INVALID_USERNAME"),
         ):
             try:
-                await register_user(self.hs, localpart, "pw")
+                await self.hs.registrar.register_user(localpart, "pw")
             except MatrixError as e:
                 self.assertEqual(e.errcode, errcode)
             else:

@@ -1,4 +1,4 @@
-"""Account management (client-server-api §Account management): ``hs.account``.
+"""Account management (client-server-api §Account management).
 
 Changing the password and deactivating both need the requester to prove,
 through UIA, that they own the account.
@@ -10,34 +10,49 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from mxserver.accounts.auth import Requester
+from mxserver.accounts.auth import Auth, Requester
+from mxserver.accounts.devices import DeviceHooks
+from mxserver.accounts.passwords import PasswordHasher
 from mxserver.accounts.registration import check_password_strength
-from mxserver.accounts.uia import UIARequest
+from mxserver.accounts.uia import UIARequest, UserInteractiveAuth
+from mxserver.config import PasswordConfig
+from mxserver.storage.accounts import AccountStore
 
 log = Logger()
 
 
 class AccountHandler:
-    """``hs.account``."""
+    """Changing the password, deactivating the account."""
 
-    def __init__(self, hs: Any) -> None:
-        self._hs = hs
-        self._store = hs.accounts
+    def __init__(
+        self,
+        store: AccountStore,
+        password_config: PasswordConfig,
+        passwords: PasswordHasher,
+        auth: Auth,
+        uia: UserInteractiveAuth,
+        device_hooks: DeviceHooks,
+    ) -> None:
+        self._store = store
+        self._password_config = password_config
+        self._passwords = passwords
+        self._auth = auth
+        self._uia = uia
+        self._device_hooks = device_hooks
 
     async def change_password(
         self, requester: Requester, new_password: str, logout_devices: bool, uia: UIARequest
     ) -> None:
         """password_management.yaml: the requester's token survives; with ``logout_devices``
         every other device (and its tokens) is removed."""
-        check_password_strength(self._hs, new_password)
-        await self._hs.uia.authenticate(uia, self._hs.uia.reauth_flows(), requester.user_id)
-        password_hash = await self._hs.passwords.hash(new_password)
+        check_password_strength(self._password_config, new_password)
+        await self._uia.authenticate(uia, self._uia.reauth_flows(), requester.user_id)
+        password_hash = await self._passwords.hash(new_password)
         removed = await self._store.change_password(
             requester.user_id, password_hash, logout_devices, requester.device_id
         )
-        self._hs.auth.invalidate(removed)
-        await self._hs.to_device.delete_device_queues(requester.user_id)
-        await self._hs.device_lists.devices_removed(requester.user_id, None)
+        self._auth.invalidate(removed)
+        await self._device_hooks.devices_removed(requester.user_id, None)
 
     async def deactivate(self, requester: Requester, uia: UIARequest) -> dict[str, Any]:
         """account_deactivation.yaml: the account can never log in again; every token goes.
@@ -45,10 +60,9 @@ class AccountHandler:
         mxserver binds no third-party identifiers, so there is nothing to unbind
         and the spec requires ``success`` in that case.
         """
-        await self._hs.uia.authenticate(uia, self._hs.uia.reauth_flows(), requester.user_id)
+        await self._uia.authenticate(uia, self._uia.reauth_flows(), requester.user_id)
         await self._store.deactivate_user(requester.user_id)
-        await self._hs.to_device.delete_device_queues(requester.user_id)
-        await self._hs.device_lists.devices_removed(requester.user_id, None)
-        self._hs.auth.invalidate_user(requester.user_id)
+        await self._device_hooks.devices_removed(requester.user_id, None)
+        self._auth.invalidate_user(requester.user_id)
         log.info("Deactivated {user_id}", user_id=requester.user_id)
         return {"id_server_unbind_result": "success"}

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections import OrderedDict
-from typing import Any
 
 import attrs
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from mxserver.api.http import access_token, client_ip
@@ -47,7 +47,7 @@ class Auth:
 
     CACHE_SIZE = 50_000
 
-    def __init__(self, store: AccountStore, clock: Any) -> None:
+    def __init__(self, store: AccountStore, clock: IReactorTime) -> None:
         self._store = store
         self._clock = clock
         self._cache: OrderedDict[str, Requester] = OrderedDict()

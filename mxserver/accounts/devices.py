@@ -1,19 +1,24 @@
 """Devices and the sessions on them (client-server-api §Device management).
 
 Every access token belongs to a device; removing a device removes its
-tokens, and the hashes removed are always handed to ``hs.auth`` so a cached
-token stops working at once.
+tokens, and the hashes removed are always handed to :class:`Auth` so a cached
+token stops working at once. Areas built after accounts (to-device queues, device
+keys) learn of removed and renamed devices through :class:`DeviceHooks`.
 """
 
 from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mxserver.accounts.auth import Requester, hash_token, new_access_token
-from mxserver.accounts.uia import UIARequest
+from twisted.internet.interfaces import IReactorTime
+
+from mxserver.accounts.auth import Auth, Requester, hash_token, new_access_token
+from mxserver.accounts.uia import UIARequest, UserInteractiveAuth
 from mxserver.errors import MatrixError, not_found
+from mxserver.storage.accounts import AccountStore
 
 #: longest device ID and device display name accepted from a client
 MAX_DEVICE_ID_LENGTH = 255
@@ -27,14 +32,56 @@ def generate_device_id() -> str:
     return "".join(secrets.choice(_DEVICE_ID_ALPHABET) for _ in range(10))
 
 
-class DeviceHandler:
-    """``hs.devices``: creating sessions, listing, renaming and deleting devices."""
+#: ``(user_id, device_ids)``; None: every device the user no longer has
+DevicesRemoved = Callable[[str, list[str] | None], Awaitable[None]]
+#: ``(user_id, device_id)``: a device was created or renamed
+DeviceChanged = Callable[[str, str], Awaitable[None]]
 
-    def __init__(self, hs: Any) -> None:
-        self._hs = hs
-        self._store = hs.accounts
-        self._auth = hs.auth
-        self._clock = hs.clock
+
+class DeviceHooks:
+    """What other areas do when accounts removes or renames a local device.
+
+    Their components (to-device queues, device lists) are built after accounts, so
+    homeserver.py subscribes them here. Callbacks are awaited one after the other, in
+    subscription order, before the request answers; an error propagates to it.
+    """
+
+    def __init__(self) -> None:
+        self._removed: list[DevicesRemoved] = []
+        self._changed: list[DeviceChanged] = []
+
+    def on_removed(self, fn: DevicesRemoved) -> None:
+        self._removed.append(fn)
+
+    def on_changed(self, fn: DeviceChanged) -> None:
+        self._changed.append(fn)
+
+    async def devices_removed(self, user_id: str, device_ids: list[str] | None) -> None:
+        for fn in self._removed:
+            # each callback gets its own list: none can change what the next one sees
+            await fn(user_id, None if device_ids is None else list(device_ids))
+
+    async def device_changed(self, user_id: str, device_id: str) -> None:
+        for fn in self._changed:
+            await fn(user_id, device_id)
+
+
+class DeviceHandler:
+    """Creating sessions, listing, renaming and deleting devices."""
+
+    def __init__(
+        self,
+        store: AccountStore,
+        auth: Auth,
+        uia: UserInteractiveAuth,
+        hooks: DeviceHooks,
+        clock: IReactorTime,
+    ) -> None:
+        self._store = store
+        self._auth = auth
+        self._uia = uia
+        self._hooks = hooks
+        self._clock = clock
 
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -77,7 +124,7 @@ class DeviceHandler:
             return
         if not await self._store.set_device_display_name(requester.user_id, device_id, display_name):
             raise not_found("Unknown device")
-        await self._hs.device_lists.device_changed(requester.user_id, device_id)
+        await self._hooks.device_changed(requester.user_id, device_id)
 
     async def delete_devices(self, requester: Requester, device_ids: list[str], uia: UIARequest) -> None:
         """Delete devices (and their tokens) after UIA; IDs the requester does not have are ignored.
@@ -86,11 +133,10 @@ class DeviceHandler:
         removed, or had been removed previously"; another user's devices are never touched
         because every query is scoped to the requester.
         """
-        await self._hs.uia.authenticate(uia, self._hs.uia.reauth_flows(), requester.user_id)
+        await self._uia.authenticate(uia, self._uia.reauth_flows(), requester.user_id)
         await self.remove_devices(requester.user_id, device_ids)
 
     async def remove_devices(self, user_id: str, device_ids: list[str]) -> None:
         """Delete devices and their tokens, without asking (logout, password change)."""
         self._auth.invalidate(await self._store.delete_devices(user_id, device_ids))
-        await self._hs.to_device.delete_device_queues(user_id, list(device_ids))
-        await self._hs.device_lists.devices_removed(user_id, list(device_ids))
+        await self._hooks.devices_removed(user_id, list(device_ids))

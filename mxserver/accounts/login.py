@@ -1,6 +1,6 @@
-"""Logging in and out (client-server-api §Login, login.yaml, login_token.yaml, logout.yaml): ``hs.login``.
+"""Logging in and out (client-server-api §Login, login.yaml, login_token.yaml, logout.yaml).
 
-``POST /login`` dispatches on ``type`` to a login flow module (``hs.login_flows``)
+``POST /login`` dispatches on ``type`` to a login flow module (the login flows)
 or to the built-in ``m.login.token``, whose tokens ``POST /login/get_token``
 issues: single-use, stored hashed, valid for two minutes.
 """
@@ -10,9 +10,15 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from mxserver.accounts.auth import Requester, hash_token
-from mxserver.accounts.uia import UIARequest
+from twisted.internet.interfaces import IReactorTime
+
+from mxserver.accounts.auth import Auth, Requester, hash_token
+from mxserver.accounts.devices import DeviceHandler, DeviceHooks
+from mxserver.accounts.protocols import LoginFlows, RateLimit
+from mxserver.accounts.uia import UIARequest, UserInteractiveAuth
+from mxserver.config import WellKnownConfig
 from mxserver.errors import MatrixError, bad_json, forbidden, user_deactivated
+from mxserver.storage.accounts import AccountStore
 
 LOGIN_TOKEN = "m.login.token"
 #: login_token.yaml recommends two minutes
@@ -20,20 +26,40 @@ LOGIN_TOKEN_LIFETIME_MS = 120_000
 
 
 class LoginHandler:
-    """``hs.login``."""
+    """``/login``, ``/login/get_token``, ``/logout`` and ``/logout/all``."""
 
-    def __init__(self, hs: Any) -> None:
-        self._hs = hs
-        self._store = hs.accounts
-        self._clock = hs.clock
+    def __init__(
+        self,
+        store: AccountStore,
+        login_flows: LoginFlows,
+        *,
+        server_name: str,
+        well_known: WellKnownConfig,
+        auth: Auth,
+        uia: UserInteractiveAuth,
+        devices: DeviceHandler,
+        device_hooks: DeviceHooks,
+        ratelimit_login: RateLimit,
+        clock: IReactorTime,
+    ) -> None:
+        self._store = store
+        self._login_flows = login_flows
+        self._server_name = server_name
+        self._well_known = well_known
+        self._auth = auth
+        self._uia = uia
+        self._devices = devices
+        self._device_hooks = device_hooks
+        self._ratelimit_login = ratelimit_login
+        self._clock = clock
 
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
 
     def flows(self) -> list[dict[str, Any]]:
         """``GET /login``: every login flow module, then ``m.login.token``."""
-        flows: list[dict[str, Any]] = [{"type": t} for t in self._hs.login_flows]
-        if LOGIN_TOKEN not in self._hs.login_flows:
+        flows: list[dict[str, Any]] = [{"type": t} for t in self._login_flows]
+        if LOGIN_TOKEN not in self._login_flows:
             flows.append({"type": LOGIN_TOKEN, "get_login_token": True})
         return flows
 
@@ -46,12 +72,12 @@ class LoginHandler:
         ip: str,
     ) -> dict[str, Any]:
         """``POST /login``: authenticate ``submission`` and open a session on a device."""
-        self._hs.ratelimit_login.check(ip)
+        self._ratelimit_login.check(ip)
         claimed = self._claimed_user(submission)
         if claimed is not None:
-            self._hs.ratelimit_login.check(claimed)
+            self._ratelimit_login.check(claimed)
 
-        flow = self._hs.login_flows.get(login_type)
+        flow = self._login_flows.get(login_type)
         if flow is not None:
             try:
                 user_id = await flow.check_login(submission)
@@ -65,21 +91,21 @@ class LoginHandler:
         else:
             raise MatrixError(400, "M_UNKNOWN", f"Unknown login type {login_type}")
         if claimed is None:
-            self._hs.ratelimit_login.check(user_id)
+            self._ratelimit_login.check(user_id)
 
         user = await self._store.get_user(user_id)
         if user is None:
             raise forbidden("Invalid username or password")
         if user.deactivated:
             raise user_deactivated()
-        device_id, token = await self._hs.devices.create_session(user_id, device_id, device_display_name)
+        device_id, token = await self._devices.create_session(user_id, device_id, device_display_name)
         response: dict[str, Any] = {
             "user_id": user_id,
             "access_token": token,
             "device_id": device_id,
-            "home_server": self._hs.server_name,
+            "home_server": self._server_name,
         }
-        base_url = self._hs.config.well_known.client_base_url
+        base_url = self._well_known.client_base_url
         if base_url:
             response["well_known"] = {"m.homeserver": {"base_url": base_url}}
         return response
@@ -87,23 +113,22 @@ class LoginHandler:
     async def logout(self, requester: Requester) -> None:
         """``POST /logout``: the token and its device go."""
         if requester.device_id is not None:
-            await self._hs.devices.remove_devices(requester.user_id, [requester.device_id])
+            await self._devices.remove_devices(requester.user_id, [requester.device_id])
         elif requester.token_hash is not None:
             await self._store.delete_token(requester.token_hash)
-            self._hs.auth.invalidate([requester.token_hash])
+            self._auth.invalidate([requester.token_hash])
 
     async def logout_all(self, requester: Requester) -> None:
         """``POST /logout/all``: every token and every device of the user."""
-        self._hs.auth.invalidate(await self._store.delete_all_devices(requester.user_id))
-        await self._hs.to_device.delete_device_queues(requester.user_id)
-        await self._hs.device_lists.devices_removed(requester.user_id, None)
-        self._hs.auth.invalidate_user(requester.user_id)
+        self._auth.invalidate(await self._store.delete_all_devices(requester.user_id))
+        await self._device_hooks.devices_removed(requester.user_id, None)
+        self._auth.invalidate_user(requester.user_id)
 
     async def get_login_token(self, requester: Requester, uia: UIARequest) -> dict[str, Any]:
         """``POST /login/get_token``: after UIA (always asked: sessions are single-use), a fresh token."""
-        await self._hs.uia.authenticate(uia, self._hs.uia.reauth_flows(), requester.user_id)
+        await self._uia.authenticate(uia, self._uia.reauth_flows(), requester.user_id)
         # login_token.yaml: stricter limits are encouraged for this endpoint.
-        self._hs.ratelimit_login.check("get_token " + requester.user_id)
+        self._ratelimit_login.check("get_token " + requester.user_id)
         token = "mxl_" + secrets.token_urlsafe(32)
         await self._store.add_login_token(
             hash_token(token), requester.user_id, self._now_ms() + LOGIN_TOKEN_LIFETIME_MS
@@ -136,7 +161,7 @@ class LoginHandler:
             return None
         if user.startswith("@"):
             return user
-        return f"@{user.lower()}:{self._hs.server_name}"
+        return f"@{user.lower()}:{self._server_name}"
 
     async def _is_deactivated(self, user_id: str) -> bool:
         user = await self._store.get_user(user_id)

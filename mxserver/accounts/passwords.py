@@ -12,6 +12,7 @@ from typing import Any
 import argon2
 import bcrypt
 from twisted.internet.defer import DeferredSemaphore
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 
 from mxserver.config import PasswordConfig
@@ -28,7 +29,7 @@ HASH_CONCURRENCY = 2
 class PasswordHasher:
     """Hashes and checks passwords in the reactor's thread pool."""
 
-    def __init__(self, config: PasswordConfig, reactor: Any, store: AccountStore) -> None:
+    def __init__(self, config: PasswordConfig, reactor: IReactorThreads, store: AccountStore) -> None:
         self._config = config
         self._reactor = reactor
         self._store = store

@@ -1,10 +1,9 @@
-"""Creating accounts: the reusable :func:`register_user` and ``POST /register`` (``hs.registration``).
+"""Creating accounts: :class:`UserRegistrar` and ``POST /register`` (:class:`RegistrationHandler`).
 
-:func:`register_user` knows nothing of HTTP; the admin CLI
+:class:`UserRegistrar` knows nothing of HTTP: the admin CLI
 (``python -m mxserver register-user``) and shared-secret registration call it
-too. It needs only ``hs.config``, ``hs.server_name``, ``hs.accounts``,
-``hs.passwords`` and ``hs.clock`` (a started Homeserver, or one whose database
-has been migrated).
+too. It needs the account store, the password hasher and the clock (of a
+started Homeserver, or one whose database has been migrated).
 """
 
 from __future__ import annotations
@@ -13,11 +12,24 @@ import secrets
 import string
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from mxserver.accounts.uia import DUMMY, REGISTRATION_TOKEN, Flows, UIARequest, registration_token_valid
+from mxserver.accounts.devices import DeviceHandler
+from mxserver.accounts.passwords import PasswordHasher
+from mxserver.accounts.protocols import RateLimit
+from mxserver.accounts.uia import (
+    DUMMY,
+    REGISTRATION_TOKEN,
+    Flows,
+    UIARequest,
+    UserInteractiveAuth,
+    registration_token_valid,
+)
+from mxserver.config import PasswordConfig, RegistrationConfig
 from mxserver.errors import MatrixError, forbidden, invalid_param, invalid_username, missing_param, user_in_use
 from mxserver.ids import MAX_ID_LENGTH, is_valid_localpart
+from mxserver.storage.accounts import AccountStore
 
 log = Logger()
 
@@ -25,7 +37,7 @@ log = Logger()
 MAX_PASSWORD_LENGTH = 512
 
 
-def check_localpart(hs: Any, localpart: str) -> str:
+def check_localpart(server_name: str, localpart: str) -> str:
     """The user ID for ``localpart``, or M_INVALID_USERNAME / M_EXCLUSIVE.
 
     appendices §User Identifiers: new localparts use only ``a-z 0-9 . _ = - / +``;
@@ -38,15 +50,15 @@ def check_localpart(hs: Any, localpart: str) -> str:
         raise invalid_username("The username may contain only a-z, 0-9, '.', '_', '=', '-', '/' and '+'")
     if localpart.isdigit():
         raise invalid_username("Numeric usernames are reserved for guest accounts")
-    user_id = f"@{localpart}:{hs.server_name}"
+    user_id = f"@{localpart}:{server_name}"
     if len(user_id.encode("utf-8")) > MAX_ID_LENGTH:
         raise invalid_username("The username is too long")
-    if is_exclusive(hs, user_id):
+    if is_exclusive(user_id):
         raise MatrixError(400, "M_EXCLUSIVE", "This username is reserved by an application service")
     return user_id
 
 
-def is_exclusive(hs: Any, user_id: str) -> bool:
+def is_exclusive(user_id: str) -> bool:
     """Whether an application service claims ``user_id`` exclusively.
 
     Application services do not exist yet: nothing is reserved. When they do,
@@ -55,55 +67,91 @@ def is_exclusive(hs: Any, user_id: str) -> bool:
     return False
 
 
-def check_password_strength(hs: Any, password: str) -> None:
-    if len(password) < hs.config.password.minimum_length:
-        raise MatrixError(
-            400, "M_WEAK_PASSWORD", f"The password must be at least {hs.config.password.minimum_length} characters"
-        )
+def check_password_strength(config: PasswordConfig, password: str) -> None:
+    if len(password) < config.minimum_length:
+        raise MatrixError(400, "M_WEAK_PASSWORD", f"The password must be at least {config.minimum_length} characters")
     if len(password) > MAX_PASSWORD_LENGTH:
         raise invalid_param(f"The password must be at most {MAX_PASSWORD_LENGTH} characters")
 
 
-async def register_user(
-    hs: Any,
-    localpart: str,
-    password: str | None,
-    admin: bool = False,
-    *,
-    displayname: str | None = None,
-) -> str:
-    """Create a (non-guest) account with its profile; returns the user ID.
+class UserRegistrar:
+    """Creates (non-guest) accounts with their profile, without HTTP."""
 
-    Raises MatrixError: M_INVALID_USERNAME, M_EXCLUSIVE, M_WEAK_PASSWORD,
-    M_USER_IN_USE. ``password=None`` makes an account that cannot log in with
-    a password. The display name defaults to the localpart.
-    """
-    user_id = check_localpart(hs, localpart)
-    if password is not None:
-        check_password_strength(hs, password)
-    password_hash = await hs.passwords.hash(password) if password is not None else None
-    created = await hs.accounts.create_user(
-        user_id,
-        password_hash,
-        int(hs.clock.seconds() * 1000),
-        is_admin=admin,
-        displayname=displayname if displayname is not None else localpart,
-    )
-    if not created:
-        raise user_in_use()
-    log.info("Registered {user_id} (admin: {admin})", user_id=user_id, admin=admin)
-    return user_id
+    def __init__(
+        self,
+        server_name: str,
+        password_config: PasswordConfig,
+        store: AccountStore,
+        passwords: PasswordHasher,
+        clock: IReactorTime,
+    ) -> None:
+        self._server_name = server_name
+        self._password_config = password_config
+        self._store = store
+        self._passwords = passwords
+        self._clock = clock
+
+    async def register_user(
+        self,
+        localpart: str,
+        password: str | None,
+        admin: bool = False,
+        *,
+        displayname: str | None = None,
+    ) -> str:
+        """Create a (non-guest) account with its profile; returns the user ID.
+
+        Raises MatrixError: M_INVALID_USERNAME, M_EXCLUSIVE, M_WEAK_PASSWORD,
+        M_USER_IN_USE. ``password=None`` makes an account that cannot log in with
+        a password. The display name defaults to the localpart.
+        """
+        user_id = check_localpart(self._server_name, localpart)
+        if password is not None:
+            check_password_strength(self._password_config, password)
+        password_hash = await self._passwords.hash(password) if password is not None else None
+        created = await self._store.create_user(
+            user_id,
+            password_hash,
+            int(self._clock.seconds() * 1000),
+            is_admin=admin,
+            displayname=displayname if displayname is not None else localpart,
+        )
+        if not created:
+            raise user_in_use()
+        log.info("Registered {user_id} (admin: {admin})", user_id=user_id, admin=admin)
+        return user_id
 
 
 class RegistrationHandler:
-    """``hs.registration``: ``POST /register`` and its helpers."""
+    """``POST /register`` and its helpers."""
 
     #: attempts to find a free generated localpart before giving up
     GENERATE_ATTEMPTS = 10
 
-    def __init__(self, hs: Any) -> None:
-        self._hs = hs
-        self._config = hs.config.registration
+    def __init__(
+        self,
+        config: RegistrationConfig,
+        password_config: PasswordConfig,
+        *,
+        server_name: str,
+        store: AccountStore,
+        passwords: PasswordHasher,
+        registrar: UserRegistrar,
+        uia: UserInteractiveAuth,
+        devices: DeviceHandler,
+        ratelimit_register: RateLimit,
+        clock: IReactorTime,
+    ) -> None:
+        self._config = config
+        self._password_config = password_config
+        self._server_name = server_name
+        self._store = store
+        self._passwords = passwords
+        self._registrar = registrar
+        self._uia = uia
+        self._devices = devices
+        self._ratelimit_register = ratelimit_register
+        self._clock = clock
 
     # -- policy --------------------------------------------------------------------------
 
@@ -124,8 +172,8 @@ class RegistrationHandler:
         """``GET /register/available``: M_INVALID_USERNAME / M_USER_IN_USE / M_EXCLUSIVE, else fine."""
         if not self.open:
             raise forbidden("Registration is disabled")
-        user_id = check_localpart(self._hs, username)
-        if await self._hs.accounts.get_user(user_id) is not None:
+        user_id = check_localpart(self._server_name, username)
+        if await self._store.get_user(user_id) is not None:
             raise user_in_use()
 
     def token_valid(self, token: str, ip: str) -> bool:
@@ -133,7 +181,7 @@ class RegistrationHandler:
         if not self._config.registration_token:
             raise forbidden("Registration tokens are not enabled on this homeserver")
         # registration_tokens.yaml: rate limit this endpoint against brute force.
-        self._hs.ratelimit_register.check(ip)
+        self._ratelimit_register.check(ip)
         return registration_token_valid(self._config.registration_token, token)
 
     async def register(
@@ -152,21 +200,21 @@ class RegistrationHandler:
             raise forbidden("Registration is disabled")
         # registration.yaml: M_USER_IN_USE / M_INVALID_USERNAME / M_EXCLUSIVE come before UIA.
         if username is not None:
-            user_id = check_localpart(self._hs, username)
-            if await self._hs.accounts.get_user(user_id) is not None:
+            user_id = check_localpart(self._server_name, username)
+            if await self._store.get_user(user_id) is not None:
                 raise user_in_use()
         if password is not None:
-            check_password_strength(self._hs, password)
+            check_password_strength(self._password_config, password)
         if uia.auth is not None:
             # Only real attempts count: asking for the flows costs nothing but a session.
-            self._hs.ratelimit_register.check(ip)
+            self._ratelimit_register.check(ip)
             if password is None:
                 raise missing_param("Missing 'password'")
-        await self._hs.uia.authenticate(uia, self.flows())
+        await self._uia.authenticate(uia, self.flows())
         assert password is not None  # UIA never succeeds without auth, and auth requires a password
 
         if username is not None:
-            user_id = await register_user(self._hs, username, password)
+            user_id = await self._registrar.register_user(username, password)
         else:
             user_id = await self._register_generated(password, guest=False)
         return await self._login_response(user_id, device_id, device_display_name, inhibit_login)
@@ -175,7 +223,7 @@ class RegistrationHandler:
         """``POST /register?kind=guest``: no UIA; every parameter but the device name is ignored."""
         if not self._config.allow_guests:
             raise forbidden("Guest access is disabled")
-        self._hs.ratelimit_register.check(ip)
+        self._ratelimit_register.check(ip)
         user_id = await self._register_generated(None, guest=True)
         return await self._login_response(user_id, None, device_display_name, False)
 
@@ -183,8 +231,8 @@ class RegistrationHandler:
 
     async def _register_generated(self, password: str | None, guest: bool) -> str:
         """An account with a generated localpart: numeric for guests, letters and digits for users."""
-        password_hash = await self._hs.passwords.hash(password) if password is not None else None
-        now_ms = int(self._hs.clock.seconds() * 1000)
+        password_hash = await self._passwords.hash(password) if password is not None else None
+        now_ms = int(self._clock.seconds() * 1000)
         for _ in range(self.GENERATE_ATTEMPTS):
             if guest:
                 localpart = str(secrets.randbelow(9 * 10**11) + 10**11)
@@ -193,10 +241,10 @@ class RegistrationHandler:
                 localpart = secrets.choice(string.ascii_lowercase) + "".join(
                     secrets.choice(string.ascii_lowercase + string.digits) for _ in range(11)
                 )
-            user_id = f"@{localpart}:{self._hs.server_name}"
-            if is_exclusive(self._hs, user_id):
+            user_id = f"@{localpart}:{self._server_name}"
+            if is_exclusive(user_id):
                 continue
-            if await self._hs.accounts.create_user(
+            if await self._store.create_user(
                 user_id, password_hash, now_ms, is_guest=guest, displayname=localpart
             ):
                 log.info("Registered {user_id} (guest: {guest})", user_id=user_id, guest=guest)
@@ -208,7 +256,7 @@ class RegistrationHandler:
     ) -> dict[str, Any]:
         if inhibit_login:
             return {"user_id": user_id}
-        device_id, token = await self._hs.devices.create_session(user_id, device_id, device_display_name)
+        device_id, token = await self._devices.create_session(user_id, device_id, device_display_name)
         return {"user_id": user_id, "access_token": token, "device_id": device_id}
 
 

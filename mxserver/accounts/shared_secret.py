@@ -1,4 +1,4 @@
-"""Shared-secret registration (``/_synapse/admin/v1/register``): ``hs.shared_secret_registration``.
+"""Shared-secret registration (``/_synapse/admin/v1/register``).
 
 Not part of the Matrix spec: it is the interface existing admin tooling
 (``register_new_matrix_user`` and the like) speaks. ``GET`` hands out a
@@ -15,7 +15,11 @@ import secrets
 from collections import OrderedDict
 from typing import Any
 
-from mxserver.accounts.registration import register_user
+from twisted.internet.interfaces import IReactorTime
+
+from mxserver.accounts.devices import DeviceHandler
+from mxserver.accounts.registration import UserRegistrar
+from mxserver.config import RegistrationConfig
 from mxserver.errors import MatrixError, forbidden
 
 NONCE_LIFETIME_SECONDS = 60
@@ -38,16 +42,26 @@ def registration_mac(secret: str, nonce: str, username: str, password: str, admi
 class SharedSecretRegistration:
     """Nonces and the HMAC check."""
 
-    def __init__(self, hs: Any) -> None:
-        self._hs = hs
-        self._clock = hs.clock
+    def __init__(
+        self,
+        config: RegistrationConfig,
+        server_name: str,
+        registrar: UserRegistrar,
+        devices: DeviceHandler,
+        clock: IReactorTime,
+    ) -> None:
+        self._config = config
+        self._server_name = server_name
+        self._registrar = registrar
+        self._devices = devices
+        self._clock = clock
         self._nonces: OrderedDict[str, float] = OrderedDict()  # nonce -> issued at
 
     def check_enabled(self) -> None:
         self._secret()
 
     def _secret(self) -> str:
-        secret = self._hs.config.registration.shared_secret
+        secret = self._config.shared_secret
         if not secret:
             raise MatrixError(400, "M_UNKNOWN", "Shared secret registration is not enabled")
         return secret
@@ -73,13 +87,13 @@ class SharedSecretRegistration:
         expected = registration_mac(secret, nonce, username, password, admin)
         if not hmac.compare_digest(expected.encode("ascii"), mac.encode("utf-8")):
             raise forbidden("HMAC incorrect")
-        user_id = await register_user(self._hs, username, password, admin, displayname=displayname)
-        device_id, token = await self._hs.devices.create_session(user_id, None, None)
+        user_id = await self._registrar.register_user(username, password, admin, displayname=displayname)
+        device_id, token = await self._devices.create_session(user_id, None, None)
         return {
             "user_id": user_id,
             "access_token": token,
             "device_id": device_id,
-            "home_server": self._hs.server_name,
+            "home_server": self._server_name,
         }
 
     def _expire(self, now: float) -> None:

@@ -13,8 +13,11 @@ runs and the session is forgotten, so every operation is authorised afresh
 completed request with the old session gets ``400 M_UNKNOWN`` and starts again.
 
 Stages: ``m.login.dummy``, ``m.login.registration_token`` and every login
-flow module (``hs.login_flows``, e.g. ``m.login.password``); a login-flow
+flow module (the login flows, e.g. ``m.login.password``); a login-flow
 stage authenticates only the requester's own account.
+
+This module knows nothing of HTTP: the servlets build the :class:`UIARequest`
+(``mxserver.api.client.uia.uia_request``).
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from collections import OrderedDict
 from typing import Any
 
 import attrs
-from twisted.web.iweb import IRequest
+from twisted.internet.interfaces import IReactorTime
 
-from mxserver.api.http import get_dict
+from mxserver.accounts.protocols import LoginFlows, RateLimit
+from mxserver.config import RegistrationConfig
 from mxserver.errors import InteractiveAuthRequired, MatrixError, bad_json, forbidden
 
 DUMMY = "m.login.dummy"
@@ -44,12 +48,6 @@ class UIARequest:
     key: str
     auth: dict[str, Any] | None
 
-    @classmethod
-    def from_request(cls, request: IRequest, body: dict[str, Any]) -> UIARequest:
-        """The UIA part of an HTTP request: its method and raw path, and the body's ``auth``."""
-        key = request.method.decode("ascii", "replace") + " " + request.path.decode("ascii", "replace")
-        return cls(key, get_dict(body, "auth", None))
-
 
 @attrs.define
 class _Session:
@@ -61,21 +59,29 @@ class _Session:
 
 
 class UserInteractiveAuth:
-    """Runs UIA for the endpoints that need it (``hs.uia``)."""
+    """Runs UIA for the endpoints that need it."""
 
     #: an unfinished session is forgotten after this long without a request
     SESSION_IDLE_SECONDS = 15 * 60
     #: bounds memory against floods of unauthenticated first requests (the oldest go first)
     MAX_SESSIONS = 10_000
 
-    def __init__(self, hs: Any) -> None:
-        self._hs = hs
-        self._clock = hs.clock
+    def __init__(
+        self,
+        clock: IReactorTime,
+        login_flows: LoginFlows,
+        registration_config: RegistrationConfig,
+        ratelimit_login: RateLimit,
+    ) -> None:
+        self._clock = clock
+        self._login_flows = login_flows
+        self._registration_config = registration_config
+        self._ratelimit_login = ratelimit_login
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
 
     def reauth_flows(self) -> Flows:
         """Flows proving the requester is the account owner: one per login flow module."""
-        return [[login_type] for login_type in self._hs.login_flows]
+        return [[login_type] for login_type in self._login_flows]
 
     async def authenticate(self, request: UIARequest, flows: Flows, user_id: str | None = None) -> None:
         """Return once ``request`` completes a flow; otherwise raise the 401 (or a 4xx MatrixError).
@@ -128,9 +134,9 @@ class UserInteractiveAuth:
         # §Overview: a flow's stages must be completed in order.
         if not any(flow[:done] == session.completed and len(flow) > done and flow[done] == stage for flow in flows):
             return forbidden(f"Authentication stage {stage} is out of order")
-        if stage in self._hs.login_flows and user_id is not None:
+        if stage in self._login_flows and user_id is not None:
             # Each attempt counts against the user's login limit: no password guessing here either.
-            self._hs.ratelimit_login.check(user_id)
+            self._ratelimit_login.check(user_id)
         try:
             await self._check_stage(stage, auth, user_id)
         except MatrixError as e:
@@ -147,7 +153,7 @@ class UserInteractiveAuth:
         if stage == REGISTRATION_TOKEN:
             self._check_registration_token(auth.get("token"))
             return
-        flow = self._hs.login_flows.get(stage)
+        flow = self._login_flows.get(stage)
         if flow is None or user_id is None:
             raise forbidden(f"Authentication type {stage} cannot be used here")
         authenticated = await flow.check_login(auth)
@@ -157,7 +163,7 @@ class UserInteractiveAuth:
     def _check_registration_token(self, token: Any) -> None:
         if not isinstance(token, str):
             raise bad_json("'auth.token' must be a string")
-        if not registration_token_valid(self._hs.config.registration.registration_token, token):
+        if not registration_token_valid(self._registration_config.registration_token, token):
             raise forbidden("Invalid registration token")
 
     # -- sessions ----------------------------------------------------------------------

@@ -3,22 +3,24 @@ account_deactivation.yaml, administrative_contact.yaml)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
-from mxserver.accounts.uia import UIARequest
+from mxserver.accounts.account import AccountHandler
+from mxserver.accounts.auth import Auth
+from mxserver.api.client.uia import uia_request
 from mxserver.api.http import JsonDict, get_bool, get_str, json_body, route
 
 
 class AccountServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.account = hs.account
+    """whoami, password change, deactivation, third-party identifiers (none)."""
+
+    def __init__(self, auth: Auth, account: AccountHandler) -> None:
+        self.auth = auth
+        self.account = account
 
     @route("GET", "/_matrix/client/v3/account/whoami")
     async def whoami(self, request: IRequest) -> JsonDict:
-        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        requester = await self.auth.get_user(request, allow_guest=True)
         body: JsonDict = {"user_id": requester.user_id, "is_guest": requester.is_guest}
         if requester.device_id is not None:
             body["device_id"] = requester.device_id
@@ -28,25 +30,25 @@ class AccountServlet:
     async def change_password(self, request: IRequest) -> JsonDict:
         # password_management.yaml allows unauthenticated use for e-mail resets; mxserver has no
         # e-mail, so the only way to prove ownership is a session plus the old password.
-        requester = await self.hs.auth.get_user(request)
+        requester = await self.auth.get_user(request)
         body = json_body(request)
         await self.account.change_password(
             requester,
             get_str(body, "new_password"),
             get_bool(body, "logout_devices", True),
-            UIARequest.from_request(request, body),
+            uia_request(request, body),
         )
         return {}
 
     @route("POST", "/_matrix/client/v3/account/deactivate")
     async def deactivate(self, request: IRequest) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
+        requester = await self.auth.get_user(request)
         body = json_body(request, allow_empty=True)
         get_str(body, "id_server", None)  # type-checked only: no 3PIDs are ever bound here
         get_bool(body, "erase", False)  # there is no event erasure yet; the account is deactivated all the same
-        return await self.account.deactivate(requester, UIARequest.from_request(request, body))
+        return await self.account.deactivate(requester, uia_request(request, body))
 
     @route("GET", "/_matrix/client/v3/account/3pid")
     async def threepids(self, request: IRequest) -> JsonDict:
-        await self.hs.auth.get_user(request)
+        await self.auth.get_user(request)
         return {"threepids": []}

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
+from mxserver.accounts.shared_secret import SharedSecretRegistration
 from mxserver.api.http import JsonDict, get_bool, get_str, json_body, route
 from mxserver.errors import invalid_param
 
 
 class AdminRegisterServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.shared_secret = hs.shared_secret_registration
+    """Nonces and HMAC-checked registration for admin tooling."""
+
+    def __init__(self, shared_secret: SharedSecretRegistration) -> None:
+        self.shared_secret = shared_secret
 
     @route("GET", "/_synapse/admin/v1/register")
     def nonce(self, request: IRequest) -> JsonDict:

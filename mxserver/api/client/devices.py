@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
-from mxserver.accounts.devices import MAX_DEVICE_ID_LENGTH, MAX_DISPLAY_NAME_LENGTH
-from mxserver.accounts.uia import UIARequest
+from mxserver.accounts.auth import Auth
+from mxserver.accounts.devices import MAX_DEVICE_ID_LENGTH, MAX_DISPLAY_NAME_LENGTH, DeviceHandler
+from mxserver.api.client.uia import uia_request
 from mxserver.api.http import JsonDict, get_str, get_str_list, json_body, route
 from mxserver.errors import invalid_param
 
@@ -25,39 +24,41 @@ def display_name_param(body: JsonDict, key: str) -> str | None:
 
 
 class DevicesServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.devices = hs.devices
+    """Listing, renaming and deleting the requester's devices."""
+
+    def __init__(self, auth: Auth, devices: DeviceHandler) -> None:
+        self.auth = auth
+        self.devices = devices
 
     @route("GET", "/_matrix/client/v3/devices")
     async def list_devices(self, request: IRequest) -> JsonDict:
-        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        requester = await self.auth.get_user(request, allow_guest=True)
         return {"devices": await self.devices.list_devices(requester)}
 
     @route("GET", "/_matrix/client/v3/devices/{device_id}")
     async def get_device(self, request: IRequest, device_id: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        requester = await self.auth.get_user(request, allow_guest=True)
         return await self.devices.get_device(requester, device_id)
 
     @route("PUT", "/_matrix/client/v3/devices/{device_id}")
     async def update_device(self, request: IRequest, device_id: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        requester = await self.auth.get_user(request, allow_guest=True)
         body = json_body(request)
         await self.devices.update_device(requester, device_id, display_name_param(body, "display_name"))
         return {}
 
     @route("DELETE", "/_matrix/client/v3/devices/{device_id}")
     async def delete_device(self, request: IRequest, device_id: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
+        requester = await self.auth.get_user(request)
         # Clients often send no body at all on the first (flow-discovering) attempt.
         body = json_body(request, allow_empty=True)
-        await self.devices.delete_devices(requester, [device_id], UIARequest.from_request(request, body))
+        await self.devices.delete_devices(requester, [device_id], uia_request(request, body))
         return {}
 
     @route("POST", "/_matrix/client/v3/delete_devices")
     async def delete_devices(self, request: IRequest) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
+        requester = await self.auth.get_user(request)
         body = json_body(request)
         device_ids = get_str_list(body, "devices")
-        await self.devices.delete_devices(requester, device_ids, UIARequest.from_request(request, body))
+        await self.devices.delete_devices(requester, device_ids, uia_request(request, body))
         return {}

@@ -6,7 +6,7 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from mxserver.accounts.uia import UIARequest
+from mxserver.api.client.uia import uia_request
 from mxserver.api.http import JsonDict, json_body, query_str, route
 from mxserver.e2ee.keys import parse_claim_query, parse_device_query, parse_timeout
 from mxserver.errors import missing_param
@@ -57,7 +57,7 @@ class KeysServlet:
     async def device_signing_upload(self, request: IRequest) -> JsonDict:
         requester = await self.auth.get_user(request)
         body = json_body(request)
-        await self.hs.cross_signing.upload_keys(requester, body, UIARequest.from_request(request, body))
+        await self.hs.cross_signing.upload_keys(requester, body, uia_request(request, body))
         return {}
 
     @route("POST", "/_matrix/client/v3/keys/signatures/upload")

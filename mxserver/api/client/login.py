@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
-from mxserver.accounts.uia import UIARequest
+from mxserver.accounts.auth import Auth
+from mxserver.accounts.login import LoginHandler
 from mxserver.api.client.devices import device_id_param, display_name_param
+from mxserver.api.client.uia import uia_request
 from mxserver.api.http import JsonDict, client_ip, get_bool, get_str, json_body, route
 
 
 class LoginServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.login_handler = hs.login
+    """``/login``, ``/login/get_token``, ``/logout`` and ``/logout/all``."""
+
+    def __init__(self, auth: Auth, login_handler: LoginHandler) -> None:
+        self.auth = auth
+        self.login_handler = login_handler
 
     @route("GET", "/_matrix/client/v3/login")
     def login_flows(self, request: IRequest) -> JsonDict:
@@ -35,18 +37,18 @@ class LoginServlet:
 
     @route("POST", "/_matrix/client/v1/login/get_token")
     async def get_token(self, request: IRequest) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
+        requester = await self.auth.get_user(request)
         body = json_body(request, allow_empty=True)
-        return await self.login_handler.get_login_token(requester, UIARequest.from_request(request, body))
+        return await self.login_handler.get_login_token(requester, uia_request(request, body))
 
     @route("POST", "/_matrix/client/v3/logout")
     async def logout(self, request: IRequest) -> JsonDict:
-        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        requester = await self.auth.get_user(request, allow_guest=True)
         await self.login_handler.logout(requester)
         return {}
 
     @route("POST", "/_matrix/client/v3/logout/all")
     async def logout_all(self, request: IRequest) -> JsonDict:
-        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        requester = await self.auth.get_user(request, allow_guest=True)
         await self.login_handler.logout_all(requester)
         return {}

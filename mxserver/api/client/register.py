@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
-from mxserver.accounts.uia import UIARequest
+from mxserver.accounts.registration import RegistrationHandler
 from mxserver.api.client.devices import device_id_param, display_name_param
+from mxserver.api.client.uia import uia_request
 from mxserver.api.http import JsonDict, client_ip, get_bool, get_str, json_body, query_str, route
 from mxserver.errors import invalid_param, missing_param
 
 
 class RegisterServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.registration = hs.registration
+    """``/register``, username availability and registration-token validity."""
+
+    def __init__(self, registration: RegistrationHandler) -> None:
+        self.registration = registration
 
     @route("POST", "/_matrix/client/v3/register")
     async def register(self, request: IRequest) -> JsonDict:
@@ -35,7 +35,7 @@ class RegisterServlet:
             device_id=device_id_param(body),
             device_display_name=display_name_param(body, "initial_device_display_name"),
             inhibit_login=get_bool(body, "inhibit_login", False),
-            uia=UIARequest.from_request(request, body),
+            uia=uia_request(request, body),
             ip=ip,
         )
 

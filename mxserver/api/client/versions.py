@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
+from mxserver.accounts.auth import Auth
+from mxserver.accounts.protocols import LoginFlows
 from mxserver.api.http import JsonDict, route
 from mxserver.events.versions import KNOWN_ROOM_VERSIONS
 
@@ -21,8 +21,14 @@ UNSTABLE_FEATURES: dict[str, bool] = {}
 
 
 class VersionsServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
+    """``/versions``, ``/capabilities`` and the client well-known."""
+
+    def __init__(self, auth: Auth, login_flows: LoginFlows, default_room_version: str, client_base_url: str) -> None:
+        self.auth = auth
+        self.login_flows = login_flows
+        self.default_room_version = default_room_version
+        #: /.well-known/matrix/client's m.homeserver base_url
+        self.client_base_url = client_base_url
 
     @route("GET", "/_matrix/client/versions")
     def versions(self, request: IRequest) -> JsonDict:
@@ -30,14 +36,14 @@ class VersionsServlet:
 
     @route("GET", "/_matrix/client/v3/capabilities", "/_matrix/client/r0/capabilities")
     async def capabilities(self, request: IRequest) -> JsonDict:
-        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        requester = await self.auth.get_user(request, allow_guest=True)
         return {
             "capabilities": {
                 "m.room_versions": {
-                    "default": self.hs.config.default_room_version,
+                    "default": self.default_room_version,
                     "available": {v: "stable" for v in KNOWN_ROOM_VERSIONS},
                 },
-                "m.change_password": {"enabled": "m.login.password" in self.hs.login_flows},
+                "m.change_password": {"enabled": "m.login.password" in self.login_flows},
                 "m.set_displayname": {"enabled": True},
                 "m.set_avatar_url": {"enabled": True},
                 "m.3pid_changes": {"enabled": False},
@@ -47,5 +53,4 @@ class VersionsServlet:
 
     @route("GET", "/.well-known/matrix/client")
     def well_known_client(self, request: IRequest) -> JsonDict:
-        base = self.hs.config.well_known.client_base_url or self.hs.config.base_url
-        return {"m.homeserver": {"base_url": base}}
+        return {"m.homeserver": {"base_url": self.client_base_url}}

@@ -1,0 +1,32 @@
+"""What account code needs of collaborators defined outside ``mxserver.accounts``, as Protocols.
+
+Login flows are modules (entry points, :class:`mxserver.interfaces.ILoginFlow`);
+rate limiters live with the HTTP layer, which handlers do not import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping
+from typing import Any, Protocol
+
+
+class LoginFlow(Protocol):
+    """A login flow module: ``POST /login`` type and UIA stage."""
+
+    login_type: str
+
+    def check_login(self, submission: dict[str, Any]) -> Awaitable[str]:
+        """The user ID ``submission`` authenticates, or raise a MatrixError."""
+        ...
+
+
+#: login flows by login type (``m.login.password``, ...), in configuration order
+LoginFlows = Mapping[str, LoginFlow]
+
+
+class RateLimit(Protocol):
+    """A token-bucket limiter per key (``mxserver.api.ratelimit.RateLimiter``)."""
+
+    def check(self, key: str, cost: float = 1.0) -> None:
+        """Take ``cost`` from ``key``'s bucket or raise M_LIMIT_EXCEEDED."""
+        ...
