@@ -244,16 +244,91 @@ class Homeserver(service.MultiService):
         build_e2ee_handlers(self)
 
     def _build_room_handlers(self) -> None:
-        """Client-facing room handlers: creation, membership, directory, history, upgrades, spaces."""
-        from mxserver.room_handlers import build_room_handlers
+        """Client-facing room handlers: creation, membership, directory, history, upgrades, spaces.
 
-        build_room_handlers(self)
-        from mxserver.room_handlers.history import build_room_event_handlers
+        In this order: the directory (aliases), membership (resolves aliases through the
+        directory), creation and upgrades (both use membership and the directory), sending
+        (checks canonical aliases with the directory), reading history, the space hierarchy.
+        """
+        from mxserver.federation.backfill import Backfiller
+        from mxserver.federation.destinations import RoomServers
+        from mxserver.federation.remote_rooms import RemoteRooms
+        from mxserver.room_handlers.creation import RoomCreationHandler
+        from mxserver.room_handlers.directory import DirectoryHandler
+        from mxserver.room_handlers.hierarchy import HierarchyHandler, RemoteHierarchy
+        from mxserver.room_handlers.history import HistoryHandler
+        from mxserver.room_handlers.membership import MembershipHandler
+        from mxserver.room_handlers.messages import MessageHandler
+        from mxserver.room_handlers.upgrade import RoomUpgradeHandler
+        from mxserver.rooms.visibility import HistoryVisibility
+        from mxserver.storage.directory import DirectoryStore
+        from mxserver.storage.history import HistoryStore
+        from mxserver.storage.memberships import MembershipStore
 
-        build_room_event_handlers(self)
-        from mxserver.room_handlers.hierarchy import HierarchyHandler
+        rooms, server_name = self.room_server, self.server_name
+        # Attached by _build_federation_rooms' build function (typed here until it assigns it itself).
+        remote_rooms: RemoteRooms = self.remote_rooms  # type: ignore[attr-defined]
+        self.directory_store = DirectoryStore(self.db)
+        self.membership_store = MembershipStore(self.db)
+        self.history_store = HistoryStore(self.db, self.event_store)
+        # TRANSITIONAL (federation area): the per-room server sets, built here because membership
+        # and the hierarchy are their first users in build order (they need room_members, from
+        # _build_ephemeral); the federation sender picks this instance up as hs.room_servers.
+        self.room_servers = RoomServers(self)
+        # TRANSITIONAL (federation area): built here as before (it was attached by the room
+        # handlers' build function); /messages calls it when history runs out.
+        self.backfiller = Backfiller(self)
 
-        self.hierarchy = HierarchyHandler(self)
+        self.directory = DirectoryHandler(
+            self.directory_store,
+            self.membership_store,
+            rooms,
+            self.accounts,
+            remote_rooms,
+            self.remote_queries,
+            self.config.room_directory,
+            self.clock,
+            server_name,
+        )
+        self.room_membership = MembershipHandler(
+            rooms,
+            self.accounts,
+            self.membership_store,
+            self.directory,
+            remote_rooms,
+            self.room_servers,
+            server_name,
+        )
+        self.room_creation = RoomCreationHandler(
+            rooms,
+            self.accounts,
+            self.room_membership,
+            self.directory,
+            remote_rooms,
+            self.config.room_directory,
+            self.config.default_room_version,
+            server_name,
+        )
+        self.room_upgrade = RoomUpgradeHandler(rooms, self.room_membership, self.directory)
+        self.room_messages = MessageHandler(rooms, self.event_store, self.ratelimit_message, self.directory)
+        self.history_visibility = HistoryVisibility(rooms, self.event_store, self.state_store, self.history_store)
+        self.room_history = HistoryHandler(
+            rooms,
+            self.event_store,
+            self.state_store,
+            self.history_store,
+            self.history_visibility,
+            self.event_serializer,
+            self.backfiller,
+        )
+        self.hierarchy = HierarchyHandler(
+            rooms,
+            self.membership_store,
+            self.room_servers,
+            RemoteHierarchy(self.federation_client, self.clock, server_name),
+            self.clock,
+            server_name,
+        )
 
     def _build_sync(self) -> None:
         """The /sync handler over the registered sync sources."""
@@ -370,12 +445,13 @@ class Homeserver(service.MultiService):
     def _room_servlets(self) -> list[Any]:
         from mxserver.api.client import directory, hierarchy, membership, room_events, rooms_create
 
+        auth = self.auth
         return [
-            room_events.RoomEventsServlet(self),
-            rooms_create.CreateRoomServlet(self),
-            membership.MembershipServlet(self),
-            directory.DirectoryServlet(self),
-            hierarchy.HierarchyServlet(self),
+            room_events.RoomEventsServlet(auth, self.room_messages, self.room_history),
+            rooms_create.CreateRoomServlet(auth, self.room_creation, self.room_upgrade),
+            membership.MembershipServlet(auth, self.room_membership),
+            directory.DirectoryServlet(auth, self.directory, self.config.room_directory),
+            hierarchy.HierarchyServlet(auth, self.hierarchy),
         ]
 
     def _user_data_servlets(self) -> list[Any]:
@@ -430,7 +506,7 @@ class Homeserver(service.MultiService):
             transactions.TransactionServlet(self),
             events.FederationEventsServlet(self),
             query.FederationQueryServlet(self),
-            hierarchy.FederationHierarchyServlet(self),
+            hierarchy.FederationHierarchyServlet(self.federation_auth, self.hierarchy),
             FederationMediaServlet(self.federation_auth, self.media_repository, self.server_name),
         ]
 

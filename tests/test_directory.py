@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from mxserver.errors import MatrixError
-from mxserver.room_handlers.directory import validate_canonical_alias
 from tests.client_room_helpers import V3, ClientRoomTestCase, q
 
 
@@ -99,9 +98,9 @@ class AliasTests(ClientRoomTestCase):
         alice = await self.register("alice")
         room = await self.create_room(alice, room_alias_name="here")
         other = await self.create_room(alice, room_alias_name="there")
-        await validate_canonical_alias(self.hs, room, {"alias": "#here:test", "alt_aliases": ["#remote:elsewhere.example"]})
-        await validate_canonical_alias(self.hs, room, {})
-        await validate_canonical_alias(self.hs, room, {"alias": None, "alt_aliases": []})
+        await self.hs.directory.validate_canonical_alias(room, {"alias": "#here:test", "alt_aliases": ["#remote:elsewhere.example"]})
+        await self.hs.directory.validate_canonical_alias(room, {})
+        await self.hs.directory.validate_canonical_alias(room, {"alias": None, "alt_aliases": []})
         for content, errcode in (
             ({"alias": "#there:test"}, "M_BAD_ALIAS"),
             ({"alias": "#missing:test"}, "M_BAD_ALIAS"),
@@ -112,9 +111,9 @@ class AliasTests(ClientRoomTestCase):
             ({"alt_aliases": ["bad"]}, "M_INVALID_PARAM"),
         ):
             with self.assertRaises(MatrixError) as cm:
-                await validate_canonical_alias(self.hs, room, content)
+                await self.hs.directory.validate_canonical_alias(room, content)
             self.assertEqual((cm.exception.code, cm.exception.errcode), (400, errcode), content)
-        await validate_canonical_alias(self.hs, other, {"alias": "#there:test"})
+        await self.hs.directory.validate_canonical_alias(other, {"alias": "#there:test"})
 
 
 class DirectoryVisibilityTests(ClientRoomTestCase):

@@ -11,19 +11,27 @@ costs one commit.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.logger import Logger
 
 from mxserver.accounts.auth import Requester
+from mxserver.config import RoomDirectoryConfig
 from mxserver.errors import MatrixError, bad_json, forbidden, invalid_param
 from mxserver.events.versions import RoomVersion, get_room_version
-from mxserver.room_handlers.directory import CANONICAL_ALIAS, canonical_alias_aliases
+from mxserver.room_handlers.directory import CANONICAL_ALIAS, DirectoryHandler, canonical_alias_aliases
 from mxserver.room_handlers.identifiers import check_user_id, is_room_alias, is_room_id, server_of_alias, server_of_user
+from mxserver.room_handlers.membership import MembershipHandler
 from mxserver.room_handlers.permissions import is_server_admin
+from mxserver.rooms.api import ClientRooms
 from mxserver.rooms.power_levels import default_power_levels_content
 from mxserver.rooms.room_server import EventSpec
+from mxserver.storage.accounts import AccountStore
+
+if TYPE_CHECKING:
+    # Types only: the federation package imports room_handlers.identifiers at run time.
+    from mxserver.federation.remote_rooms import RemoteRooms
 
 log = Logger()
 
@@ -68,14 +76,32 @@ def topic_content(topic: str) -> dict[str, Any]:
 
 
 class RoomCreationHandler:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
+    """createRoom: checks the request, builds the initial events, creates the room, maps the alias."""
+
+    def __init__(
+        self,
+        room_server: ClientRooms,
+        accounts: AccountStore,
+        membership: MembershipHandler,
+        directory: DirectoryHandler,
+        remote_rooms: RemoteRooms,
+        directory_config: RoomDirectoryConfig,
+        default_room_version: str,
+        server_name: str,
+    ) -> None:
+        self.room_server = room_server
+        self.accounts = accounts
+        self.membership = membership
+        self.directory = directory
+        self.remote_rooms = remote_rooms
+        self.directory_config = directory_config
+        self.default_room_version = default_room_version
+        self.server_name = server_name
 
     async def create_room(self, requester: Requester, req: CreateRoomRequest) -> dict[str, Any]:
         """Create the room; the createRoom response (``room_id``, and ``room_alias`` if one was made)."""
-        hs = self.hs
         creator = requester.user_id
-        version = req.room_version if req.room_version is not None else hs.config.default_room_version
+        version = req.room_version if req.room_version is not None else self.default_room_version
         rv = get_room_version(version)
         if rv is None:
             raise unsupported_room_version(version)
@@ -83,14 +109,14 @@ class RoomCreationHandler:
             raise invalid_param("'visibility' must be 'public' or 'private'")
         if req.preset is not None and req.preset not in PRESETS:
             raise invalid_param(f"'preset' must be one of {', '.join(PRESETS)}")
-        if req.visibility == "public" and not hs.config.room_directory.publication_allowed:
-            if not await is_server_admin(hs, creator):
+        if req.visibility == "public" and not self.directory_config.publication_allowed:
+            if not await is_server_admin(self.accounts, creator):
                 raise forbidden("Publishing rooms to the room directory is not allowed on this server")
         preset = req.preset or ("public_chat" if req.visibility == "public" else "private_chat")
 
         invitees = list(dict.fromkeys(check_user_id(u) for u in req.invite if u != creator))
         for user in invitees:
-            await hs.room_membership.check_invitee(user)
+            await self.membership.check_invitee(user)
 
         alias = None
         if req.room_alias_name is not None:
@@ -117,7 +143,7 @@ class RoomCreationHandler:
                 )
 
         # Users of other servers are invited once the room exists: their servers co-sign the invites.
-        ours = hs.server_name
+        ours = self.server_name
         remote_invitees = [u for u in invitees if server_of_user(u) != ours]
         local_invitees = [u for u in invitees if server_of_user(u) == ours]
         events = await self._initial_events(req, rv, creator, preset, alias, power_levels, local_invitees)
@@ -125,15 +151,15 @@ class RoomCreationHandler:
         if alias is None:
             room_id = await self._create(rv, creator, create_content, events)
         else:
-            async with hs.directory.reserve_alias(alias):
+            async with self.directory.reserve_alias(alias):
                 room_id = await self._create(rv, creator, create_content, events)
-                await hs.directory.create_reserved_alias(alias, room_id, creator)
+                await self.directory.create_reserved_alias(alias, room_id, creator)
         if req.visibility == "public":
-            await hs.directory.publish(room_id, True)
+            await self.directory.publish(room_id, True)
         for user in remote_invitees:
-            content = await hs.room_membership.invite_content(user, None, req.is_direct)
+            content = await self.membership.invite_content(user, None, req.is_direct)
             try:
-                await hs.remote_rooms.invite(room_id, creator, user, content)
+                await self.remote_rooms.invite(room_id, creator, user, content)
             except MatrixError as e:
                 # The room exists: a failed remote invite does not undo it (Synapse does the same).
                 log.warn("createRoom: inviting {user} failed: {e}", user=user, e=e.msg)
@@ -145,7 +171,7 @@ class RoomCreationHandler:
     def _alias_for(self, localpart: str) -> str:
         if not localpart or ":" in localpart or "\x00" in localpart or localpart.startswith("#"):
             raise invalid_param("'room_alias_name' must be the local part of an alias (no '#', ':' or NUL)")
-        alias = f"#{localpart}:{self.hs.server_name}"
+        alias = f"#{localpart}:{self.server_name}"
         if not is_room_alias(alias):
             raise invalid_param("'room_alias_name' is too long or not valid in a room alias")
         return alias
@@ -193,7 +219,7 @@ class RoomCreationHandler:
         invitees: Sequence[str],
     ) -> list[EventSpec]:
         """Events 2-8 of create_room.yaml's order (the room server makes the create event)."""
-        membership = self.hs.room_membership
+        membership = self.membership
 
         def state(etype: str, content: dict[str, Any], state_key: str = "") -> EventSpec:
             return EventSpec(etype, content, state_key, creator)
@@ -219,7 +245,7 @@ class RoomCreationHandler:
                 raise MatrixError(400, "M_INVALID_ROOM_STATE", f"initial_state may not contain {etype} events")
             if etype == CANONICAL_ALIAS and state_key == "":
                 for a in canonical_alias_aliases(content):
-                    if a != alias and server_of_alias(a) == self.hs.server_name:
+                    if a != alias and server_of_alias(a) == self.server_name:
                         raise MatrixError(400, "M_BAD_ALIAS", f"The alias '{a}' does not point to this room.")
             # name and topic "overwrite" initial_state's m.room.name / m.room.topic.
             if state_key == "" and (
@@ -239,7 +265,7 @@ class RoomCreationHandler:
         self, rv: RoomVersion, creator: str, create_content: dict[str, Any], events: list[EventSpec]
     ) -> str:
         try:
-            room_id, _ = await self.hs.room_server.create_room(creator, rv, create_content, events)
+            room_id, _ = await self.room_server.create_room(creator, rv, create_content, events)
         except MatrixError as e:
             if e.code == 403:
                 # create_room.yaml: the initial state implied by the request is invalid.

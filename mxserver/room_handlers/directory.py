@@ -3,9 +3,10 @@
 
 Aliases live on the server named in them: this server creates and deletes
 only its own (``#local:<server_name>``). Another server's alias is resolved by
-asking that server (federation ``GET /query/directory``, ``hs.remote_rooms``).
+asking that server (federation ``GET /query/directory``, through
+:class:`~mxserver.federation.remote_rooms.RemoteRooms`).
 
-:func:`validate_canonical_alias` is what the send path calls for
+:meth:`DirectoryHandler.validate_canonical_alias` is what the send path calls for
 ``m.room.canonical_alias`` events (room_state.yaml: ``M_BAD_ALIAS``).
 """
 
@@ -15,11 +16,13 @@ import base64
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+from twisted.internet.interfaces import IReactorTime
 
 from mxserver.accounts.auth import Requester
+from mxserver.config import RoomDirectoryConfig
 from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
 from mxserver.room_handlers.identifiers import (
     check_room_alias,
@@ -29,8 +32,16 @@ from mxserver.room_handlers.identifiers import (
     server_of_user,
 )
 from mxserver.room_handlers.permissions import is_server_admin, may_send_state, membership_in, power_state
+from mxserver.rooms.api import ClientRooms
 from mxserver.rooms.room_server import EventSpec
+from mxserver.storage.accounts import AccountStore
 from mxserver.storage.directory import DirectoryStore, PublishedRoom
+from mxserver.storage.memberships import MembershipStore
+
+if TYPE_CHECKING:
+    # Types only: the federation package imports room_handlers.identifiers at run time.
+    from mxserver.federation.remote_queries import RemoteQueries
+    from mxserver.federation.remote_rooms import RemoteRooms
 
 CANONICAL_ALIAS = "m.room.canonical_alias"
 
@@ -66,22 +77,6 @@ def canonical_alias_aliases(content: Any) -> list[str]:
     return aliases
 
 
-async def validate_canonical_alias(hs: Any, room_id: str, content: Any) -> None:
-    """Refuse an m.room.canonical_alias content whose local aliases do not point to ``room_id``.
-
-    400 ``M_INVALID_PARAM`` for malformed aliases, 400 ``M_BAD_ALIAS`` for a
-    local alias that is missing or maps to another room (room_state.yaml).
-    Other servers' aliases cannot be resolved without federation and are
-    accepted as they are.
-    """
-    for alias in dict.fromkeys(canonical_alias_aliases(content)):
-        if server_of_alias(alias) != hs.server_name:
-            continue
-        record = await hs.directory_store.get_alias(alias)
-        if record is None or record.room_id != room_id:
-            raise MatrixError(400, "M_BAD_ALIAS", f"The alias '{alias}' does not point to this room.")
-
-
 @attrs.frozen
 class PublicRoomsQuery:
     limit: int | None = None
@@ -97,21 +92,54 @@ class PublicRoomsQuery:
 class DirectoryHandler:
     """Aliases (create, resolve, delete, list) and directory visibility, and the public room list."""
 
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.store: DirectoryStore = hs.directory_store
+    def __init__(
+        self,
+        store: DirectoryStore,
+        memberships: MembershipStore,
+        room_server: ClientRooms,
+        accounts: AccountStore,
+        remote_rooms: RemoteRooms,
+        remote_queries: RemoteQueries,
+        config: RoomDirectoryConfig,
+        clock: IReactorTime,
+        server_name: str,
+    ) -> None:
+        self.store = store
+        self.memberships = memberships
+        self.room_server = room_server
+        self.accounts = accounts
+        self.remote_rooms = remote_rooms
+        self.remote_queries = remote_queries
+        self.config = config
+        self.clock = clock
+        self.server_name = server_name
         # Aliases a createRoom is about to create: no concurrent request may take them meanwhile.
         self._reserved: set[str] = set()
 
     def _now_ms(self) -> int:
-        return int(self.hs.clock.seconds() * 1000)
+        return int(self.clock.seconds() * 1000)
 
     def is_local_alias(self, alias: str) -> bool:
-        return server_of_alias(alias) == self.hs.server_name
+        return server_of_alias(alias) == self.server_name
 
     async def _known_room(self, room_id: str) -> None:
-        if await self.hs.room_server.get_room(check_room_id(room_id)) is None:
+        if await self.room_server.get_room(check_room_id(room_id)) is None:
             raise not_found(f"Unknown room {room_id}")
+
+    async def validate_canonical_alias(self, room_id: str, content: Any) -> None:
+        """Refuse an m.room.canonical_alias content whose local aliases do not point to ``room_id``.
+
+        400 ``M_INVALID_PARAM`` for malformed aliases, 400 ``M_BAD_ALIAS`` for a
+        local alias that is missing or maps to another room (room_state.yaml).
+        Other servers' aliases cannot be resolved without federation and are
+        accepted as they are.
+        """
+        for alias in dict.fromkeys(canonical_alias_aliases(content)):
+            if not self.is_local_alias(alias):
+                continue
+            record = await self.store.get_alias(alias)
+            if record is None or record.room_id != room_id:
+                raise MatrixError(400, "M_BAD_ALIAS", f"The alias '{alias}' does not point to this room.")
 
     # -- resolving ----------------------------------------------------------------------
 
@@ -123,7 +151,7 @@ class DirectoryHandler:
         """The room ID ``alias`` maps to and the servers in that room (404 if none)."""
         check_room_alias(alias)
         if not self.is_local_alias(alias):
-            return await self.hs.remote_rooms.query_alias(alias)
+            return await self.remote_rooms.query_alias(alias)
         record = await self.store.get_alias(alias)
         if record is None:
             raise not_found(f"Room alias {alias} not found.")
@@ -135,18 +163,18 @@ class DirectoryHandler:
 
     async def servers_in_room(self, room_id: str) -> list[str]:
         """Servers with joined users, this one first (the alias answer's ``servers``)."""
-        room = await self.hs.room_server.get_room(room_id)
-        servers = {self.hs.server_name}
+        room = await self.room_server.get_room(room_id)
+        servers = {self.server_name}
         if room is not None:
-            servers.update(server_of_user(u) for u in await self.hs.membership_store.get_joined_users(room.room_nid))
-        return [self.hs.server_name] + sorted(servers - {self.hs.server_name})
+            servers.update(server_of_user(u) for u in await self.memberships.get_joined_users(room.room_nid))
+        return [self.server_name] + sorted(servers - {self.server_name})
 
     # -- creating and deleting --------------------------------------------------------------
 
     def _check_creatable(self, alias: str) -> None:
         check_room_alias(alias)
         if not self.is_local_alias(alias):
-            raise invalid_param(f"Room alias {alias} is not on this server ({self.hs.server_name})")
+            raise invalid_param(f"Room alias {alias} is not on this server ({self.server_name})")
 
     async def create_alias(self, requester: Requester, alias: str, room_id: str) -> None:
         self._check_creatable(alias)
@@ -154,8 +182,8 @@ class DirectoryHandler:
         await self._known_room(room_id)
         if alias in self._reserved:
             raise room_alias_in_use(alias)
-        state = await power_state(self.hs, room_id, requester.user_id)
-        if membership_in(state, requester.user_id) != "join" and not await is_server_admin(self.hs, requester.user_id):
+        state = await power_state(self.room_server, room_id, requester.user_id)
+        if membership_in(state, requester.user_id) != "join" and not await is_server_admin(self.accounts, requester.user_id):
             raise forbidden("You must be joined to the room to give it an alias")
         if not await self.store.create_alias(alias, room_id, requester.user_id, self._now_ms()):
             raise room_alias_in_use(alias)
@@ -180,18 +208,18 @@ class DirectoryHandler:
     async def delete_alias(self, requester: Requester, alias: str) -> None:
         check_room_alias(alias)
         if not self.is_local_alias(alias):
-            raise invalid_param(f"Room alias {alias} is not on this server ({self.hs.server_name})")
+            raise invalid_param(f"Room alias {alias} is not on this server ({self.server_name})")
         record = await self.store.get_alias(alias)
         if record is None:
             raise not_found(f"Room alias {alias} not found.")
         user_id = requester.user_id
-        state = await power_state(self.hs, record.room_id, user_id)
+        state = await power_state(self.room_server, record.room_id, user_id)
         # directory.yaml: "room aliases can only be deleted by their creator or a server
         # administrator"; room moderators who may edit the canonical alias may too.
         allowed = (
             record.creator == user_id
             or may_send_state(state, user_id, CANONICAL_ALIAS)
-            or await is_server_admin(self.hs, user_id)
+            or await is_server_admin(self.accounts, user_id)
         )
         if not allowed:
             raise forbidden("You may not delete this alias: you did not create it and cannot edit the room's aliases")
@@ -201,7 +229,7 @@ class DirectoryHandler:
 
     async def _drop_from_canonical_alias(self, room_id: str, alias: str, user_id: str) -> None:
         """Remove a deleted alias from the room's m.room.canonical_alias, if the user may edit it."""
-        event = await self.hs.room_server.current_state_event(room_id, CANONICAL_ALIAS)
+        event = await self.room_server.current_state_event(room_id, CANONICAL_ALIAS)
         if event is None:
             return
         content = dict(event.content)
@@ -216,7 +244,7 @@ class DirectoryHandler:
         if not changed:
             return
         try:
-            await self.hs.room_server.send(room_id, EventSpec(CANONICAL_ALIAS, content, "", user_id))
+            await self.room_server.send(room_id, EventSpec(CANONICAL_ALIAS, content, "", user_id))
         except MatrixError as e:
             # directory.yaml note: the alias is deleted even when the canonical alias cannot be updated.
             if e.code != 403:
@@ -226,11 +254,11 @@ class DirectoryHandler:
         check_room_id(room_id)
         await self._known_room(room_id)
         user_id = requester.user_id
-        if await self.hs.room_server.membership(room_id, user_id) != "join":
-            hv = await self.hs.room_server.current_state_event(room_id, "m.room.history_visibility")
+        if await self.room_server.membership(room_id, user_id) != "join":
+            hv = await self.room_server.current_state_event(room_id, "m.room.history_visibility")
             # directory.yaml: members only, unless the room's history is world_readable.
             if hv is None or hv.content.get("history_visibility") != "world_readable":
-                if not await is_server_admin(self.hs, user_id):
+                if not await is_server_admin(self.accounts, user_id):
                     raise forbidden("You are not a member of the room.")
         return await self.store.get_aliases_for_room(room_id)
 
@@ -250,10 +278,10 @@ class DirectoryHandler:
             raise invalid_param("'visibility' must be 'public' or 'private'")
         await self._known_room(room_id)
         user_id = requester.user_id
-        admin = await is_server_admin(self.hs, user_id)
-        if visibility == "public" and not self.hs.config.room_directory.publication_allowed and not admin:
+        admin = await is_server_admin(self.accounts, user_id)
+        if visibility == "public" and not self.config.publication_allowed and not admin:
             raise forbidden("Publishing rooms to the room directory is not allowed on this server")
-        state = await power_state(self.hs, room_id, user_id)
+        state = await power_state(self.room_server, room_id, user_id)
         if not may_send_state(state, user_id, CANONICAL_ALIAS) and not admin:
             raise forbidden("You need to be joined with the power to change the room's aliases to publish it")
         await self.publish(room_id, visibility == "public")
@@ -269,9 +297,9 @@ class DirectoryHandler:
     async def public_rooms(self, query: PublicRoomsQuery) -> dict[str, Any]:
         if query.third_party_instance_id is not None and query.include_all_networks:
             raise invalid_param("third_party_instance_id can only be used if include_all_networks is false")
-        if query.server is not None and query.server != self.hs.server_name:
+        if query.server is not None and query.server != self.server_name:
             # list_public_rooms.yaml `server`: another server's directory, over federation.
-            return await self.hs.remote_queries.public_rooms(
+            return await self.remote_queries.public_rooms(
                 query.server,
                 limit=query.limit if query.limit and query.limit > 0 else None,
                 since=query.since or None,

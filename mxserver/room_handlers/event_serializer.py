@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
+
 from mxserver.events.client_format import format_client_event, needed_event_ids
 from mxserver.events.model import Event
 from mxserver.events.redaction import redact_pdu
@@ -14,7 +16,7 @@ from mxserver.storage.events import EventStore
 class EventSerializer:
     """Turns events into client-format dicts (redactions applied, prev_content filled)."""
 
-    def __init__(self, store: EventStore, clock: Any) -> None:
+    def __init__(self, store: EventStore, clock: IReactorTime) -> None:
         self._store = store
         self._clock = clock
 

@@ -17,7 +17,7 @@ Rooms this server is not in are asked for over federation, of a server from
 the ``via`` list (:class:`RemoteHierarchy`: bounded calls per page, answers
 cached briefly). Local data wins over a remote's (spaces.md §Server behaviour).
 
-Summaries reuse the public room list's chunk builder (``rooms/directory.py``)
+Summaries reuse the public room list's chunk builder (``room_handlers/directory.py``)
 and add the room_summary.yaml fields (room_version, encryption,
 allowed_room_ids) and ``children_state``.
 """
@@ -31,18 +31,24 @@ from typing import Any
 from urllib.parse import quote
 
 import attrs
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mxserver.errors import forbidden, invalid_param, not_found
 from mxserver.events.model import Event
 from mxserver.events.redaction import redact_pdu
 from mxserver.events.versions import get_room_version
-from mxserver.federation.client import FederationError
+from mxserver.federation.acl import server_matches_acl
+from mxserver.federation.client import FederationClient, FederationError
+from mxserver.federation.destinations import user_server
 from mxserver.federation.responses import SharedCalls
-from mxserver.federation.room_access import acl_allows
+from mxserver.federation.room_access import ACL_KEY
 from mxserver.ids import is_valid_room_id, is_valid_server_name
 from mxserver.room_handlers.directory import room_summary_chunk
+from mxserver.room_handlers.membership import ServersInRoom
+from mxserver.rooms.api import ClientRooms
 from mxserver.storage.directory import SUMMARY_STATE_TYPES, PublishedRoom
+from mxserver.storage.memberships import MembershipStore
 
 log = Logger()
 
@@ -152,35 +158,52 @@ class _Session:
 
 
 class HierarchyHandler:
-    """``hs.hierarchy``: the client walk and the federation answer."""
+    """The client walk and the federation answer."""
 
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.remote = RemoteHierarchy(hs)
+    def __init__(
+        self,
+        room_server: ClientRooms,
+        memberships: MembershipStore,
+        room_servers: ServersInRoom,
+        remote: RemoteHierarchy,
+        clock: IReactorTime,
+        server_name: str,
+    ) -> None:
+        self.room_server = room_server
+        self.memberships = memberships
+        self.room_servers = room_servers
+        self.remote = remote
+        self.clock = clock
+        self.server_name = server_name
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
 
     # -- local rooms ------------------------------------------------------------------------
 
     async def is_local(self, room_id: str) -> bool:
         """Whether this server is in the room (so its state here is current)."""
-        from mxserver.federation.destinations import servers_in_room
-
-        if await self.hs.room_server.get_room(room_id) is None:
+        if await self.room_server.get_room(room_id) is None:
             return False
-        return self.hs.server_name in await servers_in_room(self.hs, room_id)
+        return self.server_name in await self.room_servers.servers_in_room(room_id)
+
+    async def _acl_allows(self, room_id: str, server_name: str) -> bool:
+        """Whether the room's current server ACL allows ``server_name`` (a room we do not know: True)."""
+        if await self.room_server.get_room(room_id) is None:
+            return True
+        acl = await self.room_server.current_state_event(room_id, *ACL_KEY)
+        return server_matches_acl(server_name, acl.content if acl is not None else None)
 
     async def local_summary(self, room_id: str) -> dict[str, Any]:
         """room_summary.yaml plus ``children_state`` for a room this server knows."""
-        room = await self.hs.room_server.get_room(room_id)
+        room = await self.room_server.get_room(room_id)
         if room is None:
             raise not_found(f"Unknown room {room_id}")
         # Only the summary's state and the child links: a big room's member events stay unread.
         wanted = [
             (etype, sk)
-            for etype, sk in await self.hs.room_server.current_state_ids(room_id)
+            for etype, sk in await self.room_server.current_state_ids(room_id)
             if (sk == "" and etype in _SUMMARY_TYPES) or etype == SPACE_CHILD
         ]
-        events = await self.hs.room_server.current_state_events(room_id, wanted)
+        events = await self.room_server.current_state_events(room_id, wanted)
         state: dict[str, dict[str, Any]] = {}
         children: list[dict[str, Any]] = []
         for (etype, state_key), ev in events.items():
@@ -198,7 +221,7 @@ class HierarchyHandler:
                             "origin_server_ts": ev.origin_server_ts,
                         }
                     )
-        joined = await self.hs.membership_store.get_joined_users(room.room_nid)
+        joined = await self.memberships.get_joined_users(room.room_nid)
         entry = room_summary_chunk(PublishedRoom(room_id, state, len(joined)))
         entry.pop("_search", None)
         entry["room_version"] = room.room_version.identifier
@@ -214,9 +237,9 @@ class HierarchyHandler:
     # -- who may see a room -------------------------------------------------------------------
 
     async def _local_membership(self, room_id: str, user_id: str) -> str | None:
-        if await self.hs.room_server.get_room(room_id) is None:
+        if await self.room_server.get_room(room_id) is None:
             return None
-        return await self.hs.room_server.membership(room_id, user_id)
+        return await self.room_server.membership(room_id, user_id)
 
     async def user_may_see(self, user_id: str, summary: dict[str, Any]) -> bool:
         """The hierarchy response's room conditions (space_hierarchy.yaml ``rooms``) for a user."""
@@ -238,30 +261,28 @@ class HierarchyHandler:
 
     async def server_may_see(self, origin: str, summary: dict[str, Any]) -> bool:
         """Whether ``origin`` could feasibly peek or join the (local) room (federation hierarchy)."""
-        from mxserver.federation.destinations import servers_in_room, user_server
-
         room_id = summary["room_id"]
-        if not await acl_allows(self.hs, room_id, origin):
+        if not await self._acl_allows(room_id, origin):
             return False
         if summary.get("world_readable") is True:
             return True
         rule = _join_rule(summary)
         if rule == "public" or rule in _KNOCKABLE:
             return True
-        if origin in await servers_in_room(self.hs, room_id):
+        if origin in await self.room_servers.servers_in_room(room_id):
             return True
         members = [
             (etype, sk)
-            for etype, sk in await self.hs.room_server.current_state_ids(room_id)
+            for etype, sk in await self.room_server.current_state_ids(room_id)
             if etype == "m.room.member" and user_server(sk) == origin
         ]
-        events = await self.hs.room_server.current_state_events(room_id, members)
+        events = await self.room_server.current_state_events(room_id, members)
         if any(ev.membership == "invite" for ev in events.values()):
             return True
         if rule == "restricted":
             # The requesting server checks its own users against allowed_room_ids.
             for allowed in summary.get("allowed_room_ids") or []:
-                if origin in await servers_in_room(self.hs, allowed):
+                if origin in await self.room_servers.servers_in_room(allowed):
                     return True
         return False
 
@@ -271,7 +292,7 @@ class HierarchyHandler:
         """space_hierarchy.yaml (server-server): the room, its children ``origin`` may see, and the rest."""
         if not await self.is_local(room_id):
             raise not_found("Room does not exist.")
-        if not await acl_allows(self.hs, room_id, origin):
+        if not await self._acl_allows(room_id, origin):
             raise forbidden(f"Server {origin} is denied by the room's server ACL")
         room = await self.local_summary(room_id)
         if not await self.server_may_see(origin, room):
@@ -292,7 +313,7 @@ class HierarchyHandler:
     # -- the client walk ------------------------------------------------------------------------
 
     def _now(self) -> float:
-        return float(self.hs.clock.seconds())
+        return float(self.clock.seconds())
 
     def _take_session(self, token: str, user_id: str, root: str, suggested_only: bool, max_depth: int) -> _Session:
         now = self._now()
@@ -494,8 +515,10 @@ class RemoteHierarchy:
     """``GET /_matrix/federation/v1/hierarchy/{roomId}`` on other servers, cached briefly
     (space_hierarchy.yaml: "Responses to this endpoint should be cached for a period of time")."""
 
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
+    def __init__(self, federation_client: FederationClient, clock: IReactorTime, server_name: str) -> None:
+        self.federation_client = federation_client
+        self.clock = clock
+        self.server_name = server_name
         self._cache: OrderedDict[tuple[str, bool], tuple[float, dict[str, Any] | None]] = OrderedDict()
         #: (server, room ID) -> until when that server is not asked again (it failed or did not know)
         self._failed: OrderedDict[tuple[str, str], float] = OrderedDict()
@@ -508,11 +531,11 @@ class RemoteHierarchy:
         runs out before every server was asked, :data:`_OUT_OF_BUDGET` (the walk retries later).
         """
         key = (room_id, suggested_only)
-        now = self.hs.clock.seconds()
+        now = self.clock.seconds()
         cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        servers = [s for s in dict.fromkeys(via) if s != self.hs.server_name][:MAX_VIAS_PER_ROOM]
+        servers = [s for s in dict.fromkeys(via) if s != self.server_name][:MAX_VIAS_PER_ROOM]
         for server in servers:
             failed_until = self._failed.get((server, room_id))
             if failed_until is not None and failed_until > now:
@@ -525,7 +548,7 @@ class RemoteHierarchy:
             if answer is not None:
                 self._remember(key, answer)
                 return answer
-            self._failed[(server, room_id)] = self.hs.clock.seconds() + REMOTE_CACHE_S
+            self._failed[(server, room_id)] = self.clock.seconds() + REMOTE_CACHE_S
             self._failed.move_to_end((server, room_id))
             while len(self._failed) > REMOTE_CACHE_SIZE:
                 self._failed.popitem(last=False)
@@ -534,7 +557,7 @@ class RemoteHierarchy:
     async def _ask(self, server: str, room_id: str, suggested_only: bool) -> dict[str, Any] | None:
         path = f"/_matrix/federation/v1/hierarchy/{quote(room_id, safe='')}"
         try:
-            raw = await self.hs.federation_client.get_json(
+            raw = await self.federation_client.get_json(
                 server,
                 path,
                 {"suggested_only": "true" if suggested_only else "false"},
@@ -553,7 +576,7 @@ class RemoteHierarchy:
         return answer
 
     def _remember(self, key: tuple[str, bool], answer: dict[str, Any] | None) -> None:
-        self._cache[key] = (self.hs.clock.seconds() + REMOTE_CACHE_S, answer)
+        self._cache[key] = (self.clock.seconds() + REMOTE_CACHE_S, answer)
         self._cache.move_to_end(key)
         while len(self._cache) > REMOTE_CACHE_SIZE:
             self._cache.popitem(last=False)

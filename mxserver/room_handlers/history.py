@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
+from mxserver.accounts.auth import Requester
 from mxserver.errors import forbidden, invalid_param, not_found
 from mxserver.events.model import Event
+from mxserver.room_handlers.event_serializer import EventSerializer
+from mxserver.rooms.api import ClientRooms
 from mxserver.rooms.visibility import HistoryVisibility, RoomAccess
-from mxserver.storage.events import RoomRecord
-from mxserver.storage.state import StateKey
+from mxserver.storage.events import EventStore, RoomRecord
+from mxserver.storage.history import HistoryStore
+from mxserver.storage.state import StateKey, StateStore
 from mxserver.sync.filtering import RoomEventFilter
 
 EMPTY_FILTER = RoomEventFilter()
@@ -54,17 +58,38 @@ def parse_room_token(token: str, name: str = "from") -> int:
     return int(m.group(1))
 
 
+class Backfill(Protocol):
+    """Fetching older history of a room from other servers (the federation side's backfiller)."""
+
+    async def backfill(self, room_id: str) -> int:
+        """Fetch events older than our earliest; how many joined the timeline."""
+        ...
+
+    async def may_have_more(self, room_id: str) -> bool:
+        """Whether other servers may have history older than ours."""
+        ...
+
+
 class HistoryHandler:
     """Read-side room APIs."""
 
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.room_server = hs.room_server
-        self.events = hs.event_store
-        self.state = hs.state_store
-        self.store = hs.history_store
-        self.visibility: HistoryVisibility = hs.history_visibility
-        self.serializer = hs.event_serializer
+    def __init__(
+        self,
+        room_server: ClientRooms,
+        events: EventStore,
+        state: StateStore,
+        store: HistoryStore,
+        visibility: HistoryVisibility,
+        serializer: EventSerializer,
+        backfiller: Backfill,
+    ) -> None:
+        self.room_server = room_server
+        self.events = events
+        self.state = state
+        self.store = store
+        self.visibility = visibility
+        self.serializer = serializer
+        self.backfiller = backfiller
 
     # -- access ---------------------------------------------------------------------------
 
@@ -84,13 +109,13 @@ class HistoryHandler:
 
     # -- state ------------------------------------------------------------------------------
 
-    async def get_state(self, requester: Any, room_id: str) -> list[dict[str, Any]]:
+    async def get_state(self, requester: Requester, room_id: str) -> list[dict[str, Any]]:
         ids = await self._visible_state_ids(requester.user_id, room_id)
         events = await self.events.get_events(ids.values())
         ordered = [events[e] for e in ids.values() if e in events]
         return await self.serializer.serialize(ordered, viewer=(requester.user_id, requester.device_id))
 
-    async def get_state_event(self, requester: Any, room_id: str, etype: str, state_key: str) -> Event:
+    async def get_state_event(self, requester: Requester, room_id: str, etype: str, state_key: str) -> Event:
         ids = await self._visible_state_ids(requester.user_id, room_id)
         event_id = ids.get((etype, state_key))
         event = await self.events.get_event(event_id) if event_id else None
@@ -99,7 +124,7 @@ class HistoryHandler:
         return event
 
     async def get_state_content(
-        self, requester: Any, room_id: str, etype: str, state_key: str, as_event: bool
+        self, requester: Requester, room_id: str, etype: str, state_key: str, as_event: bool
     ) -> dict[str, Any]:
         event = await self.get_state_event(requester, room_id, etype, state_key)
         formatted = await self.serializer.serialize_one(event, viewer=(requester.user_id, requester.device_id))
@@ -108,7 +133,7 @@ class HistoryHandler:
     # -- members --------------------------------------------------------------------------------
 
     async def members(
-        self, requester: Any, room_id: str, at: str | None, membership: str | None, not_membership: str | None
+        self, requester: Requester, room_id: str, at: str | None, membership: str | None, not_membership: str | None
     ) -> list[dict[str, Any]]:
         user_id = requester.user_id
         access = await self._readable(user_id, room_id)
@@ -141,7 +166,7 @@ class HistoryHandler:
                 chosen.append(ev)
         return await self.serializer.serialize(chosen, viewer=(user_id, requester.device_id))
 
-    async def joined_members(self, requester: Any, room_id: str) -> dict[str, dict[str, str]]:
+    async def joined_members(self, requester: Requester, room_id: str) -> dict[str, dict[str, str]]:
         access = await self.visibility.room_access(requester.user_id, room_id)
         if access.membership != "join":
             raise forbidden("You are not a member of this room")
@@ -160,7 +185,7 @@ class HistoryHandler:
             joined[ev.state_key] = info
         return joined
 
-    async def joined_rooms(self, requester: Any) -> list[str]:
+    async def joined_rooms(self, requester: Requester) -> list[str]:
         return await self.events.get_rooms_for_user(requester.user_id, ("join",))
 
     # -- single events ---------------------------------------------------------------------------
@@ -181,7 +206,7 @@ class HistoryHandler:
             raise not_found("Event not found")
         return event, access
 
-    async def get_event(self, requester: Any, room_id: str, event_id: str) -> dict[str, Any]:
+    async def get_event(self, requester: Requester, room_id: str, event_id: str) -> dict[str, Any]:
         event, _ = await self._visible_event(requester.user_id, room_id, event_id)
         return await self.serializer.serialize_one(event, viewer=(requester.user_id, requester.device_id))
 
@@ -220,7 +245,7 @@ class HistoryHandler:
 
     async def messages(
         self,
-        requester: Any,
+        requester: Requester,
         room_id: str,
         from_token: str | None,
         to_token: str | None,
@@ -246,8 +271,8 @@ class HistoryHandler:
                 to_pos = access.until if to_pos is None else min(to_pos, access.until)
         limit = min(limit, MAX_LIMIT)
         chunk, pos, more = await self._page(user_id, access.room, from_pos, to_pos, backwards, limit, filt)
-        backfiller = getattr(self.hs, "backfiller", None)
-        if backwards and not more and to_pos is None and backfiller is not None:
+        backfiller = self.backfiller
+        if backwards and not more and to_pos is None:
             # The start of our history: older events may be on other servers
             # (server-server-api §Backfilling); they are stored below every position we have.
             if len(chunk) >= limit:
@@ -286,7 +311,7 @@ class HistoryHandler:
         return await self.serializer.serialize([found[e] for e in chosen.values() if e in found], viewer=viewer)
 
     async def context(
-        self, requester: Any, room_id: str, event_id: str, limit: int, filt: RoomEventFilter = EMPTY_FILTER
+        self, requester: Requester, room_id: str, event_id: str, limit: int, filt: RoomEventFilter = EMPTY_FILTER
     ) -> dict[str, Any]:
         user_id = requester.user_id
         event, access = await self._visible_event(user_id, room_id, event_id)
@@ -316,7 +341,7 @@ class HistoryHandler:
             "state": await self.serializer.serialize(state, viewer=viewer),
         }
 
-    async def timestamp_to_event(self, requester: Any, room_id: str, ts: int, direction: str) -> dict[str, Any]:
+    async def timestamp_to_event(self, requester: Requester, room_id: str, ts: int, direction: str) -> dict[str, Any]:
         if direction not in ("b", "f"):
             raise invalid_param("'dir' must be 'b' or 'f'")
         user_id = requester.user_id
@@ -330,17 +355,3 @@ class HistoryHandler:
             return {"event_id": ev.event_id, "origin_server_ts": ev.origin_server_ts}
         way = "forward" if direction == "f" else "backward"
         raise not_found(f"Unable to find event from {ts} in {way} direction")
-
-
-def build_room_event_handlers(hs: Any) -> None:
-    """Attach ``hs.history_store``, ``hs.history_visibility``, ``hs.room_history``, ``hs.room_messages``
-    and ``hs.backfiller``."""
-    from mxserver.federation.backfill import Backfiller
-    from mxserver.room_handlers.messages import MessageHandler
-    from mxserver.storage.history import HistoryStore
-
-    hs.history_store = HistoryStore(hs.db, hs.event_store)
-    hs.history_visibility = HistoryVisibility(hs.room_server, hs.event_store, hs.state_store, hs.history_store)
-    hs.room_history = HistoryHandler(hs)
-    hs.room_messages = MessageHandler(hs)
-    hs.backfiller = Backfiller(hs)

@@ -11,20 +11,22 @@ Joins, knocks and invites carry the joining/invited user's profile
 (``displayname``, ``avatar_url``) in the member event content. Joins to
 restricted rooms (v8+) are authorised by a local member with the invite level
 (``join_authorised_via_users_server``). Rooms this server is not in and
-users of other servers go through federation (``hs.remote_rooms``,
-:mod:`mxserver.federation.remote_rooms`): remote joins and knocks, rejecting an
+users of other servers go through federation
+(:class:`~mxserver.federation.remote_rooms.RemoteRooms`): remote joins and knocks, rejecting an
 invite received from another server, inviting a user of another server.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Sequence, Set
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mxserver.accounts.auth import Requester
 from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
 from mxserver.events.model import Event
+from mxserver.room_handlers.directory import DirectoryHandler
 from mxserver.room_handlers.identifiers import check_room_id, check_user_id, server_of_room_id, server_of_user
+from mxserver.rooms.api import ClientRooms
 from mxserver.rooms.power_levels import (
     CREATE_KEY,
     JOIN_RULES_KEY,
@@ -34,7 +36,13 @@ from mxserver.rooms.power_levels import (
     get_user_power_level,
 )
 from mxserver.rooms.room_server import EventSpec
+from mxserver.storage.accounts import AccountStore
 from mxserver.storage.events import RoomRecord
+from mxserver.storage.memberships import MembershipStore
+
+if TYPE_CHECKING:
+    # Types only: the federation package imports room_handlers.identifiers at run time.
+    from mxserver.federation.remote_rooms import RemoteRooms
 
 MEMBER = "m.room.member"
 GUEST_ACCESS_KEY: StateKey = ("m.room.guest_access", "")
@@ -49,18 +57,40 @@ def _membership(state: dict[StateKey, Event], user_id: str) -> str | None:
     return ev.membership if ev is not None else None
 
 
+class ServersInRoom(Protocol):
+    """The servers with joined members in a room (the federation side's per-room cache)."""
+
+    async def servers_in_room(self, room_id: str) -> Set[str]: ...
+
+
 class MembershipHandler:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.room_server = hs.room_server
+    """Join, knock, leave, forget, invite, kick, ban and unban, locally or through federation."""
+
+    def __init__(
+        self,
+        room_server: ClientRooms,
+        accounts: AccountStore,
+        memberships: MembershipStore,
+        directory: DirectoryHandler,
+        remote_rooms: RemoteRooms,
+        room_servers: ServersInRoom,
+        server_name: str,
+    ) -> None:
+        self.room_server = room_server
+        self.accounts = accounts
+        self.memberships = memberships
+        self.directory = directory
+        self.remote_rooms = remote_rooms
+        self.room_servers = room_servers
+        self.server_name = server_name
 
     # -- shared ------------------------------------------------------------------------------
 
     async def profile_content(self, user_id: str) -> dict[str, Any]:
         """``displayname``/``avatar_url`` of a local user, for their member events."""
-        if server_of_user(user_id) != self.hs.server_name:
+        if server_of_user(user_id) != self.server_name:
             return {}
-        profile = await self.hs.accounts.get_profile(user_id)
+        profile = await self.accounts.get_profile(user_id)
         if profile is None:
             return {}
         displayname, avatar_url = profile
@@ -78,7 +108,7 @@ class MembershipHandler:
     async def resolve_room_and_servers(self, room_id_or_alias: str, via: Sequence[str] = ()) -> tuple[str, list[str]]:
         """The room ID and the servers to join it through (``via``, then the alias's servers)."""
         if room_id_or_alias.startswith("#"):
-            room_id, servers = await self.hs.directory.resolve_alias_with_servers(room_id_or_alias)
+            room_id, servers = await self.directory.resolve_alias_with_servers(room_id_or_alias)
             return room_id, [*via, *servers]
         if room_id_or_alias.startswith("!"):
             return check_room_id(room_id_or_alias), list(via)
@@ -87,17 +117,15 @@ class MembershipHandler:
     async def _remote_candidates(self, room_id: str, user_id: str, servers: Sequence[str]) -> list[str] | None:
         """The servers to join/knock through when this server is not in the room; None when the
         request is for this server alone (a room we are in, or one with nobody else to ask)."""
-        remote = self.hs.remote_rooms
+        remote = self.remote_rooms
         if await remote.is_host_in_room(room_id):
             return None
-        from mxserver.federation.destinations import servers_in_room
-
         extra: list[str] = []
         own = await remote.local_membership(room_id, user_id)
         if own is not None and own.membership == "invite":
             extra.append(server_of_user(own.sender))  # the inviting server is in the room
         if await self.room_server.get_room(room_id) is not None:
-            extra.extend(sorted(await servers_in_room(self.hs, room_id)))  # a room we left: who was in it
+            extra.extend(sorted(await self.room_servers.servers_in_room(room_id)))  # a room we left: who was in it
         candidates = remote.candidates(room_id, servers, extra)
         return candidates or None
 
@@ -107,7 +135,7 @@ class MembershipHandler:
         room = await self.room_server.get_room(room_id)
         if room is not None:
             return room
-        ours = self.hs.server_name
+        ours = self.server_name
         server = server_of_room_id(room_id)
         if (server is not None and server != ours) or any(s != ours for s in via):
             raise not_found(f"Room {room_id} is not on this server and this server is not in it")
@@ -139,7 +167,7 @@ class MembershipHandler:
             if requester.is_guest:
                 raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests may not join rooms on other servers")
             content = self._with_reason({"membership": "join", **await self.profile_content(user_id)}, reason)
-            if await self.hs.remote_rooms.join(user_id, room_id, candidates, content) is not None:
+            if await self.remote_rooms.join(user_id, room_id, candidates, content) is not None:
                 return room_id
             # None: a concurrent join brought this server into the room meanwhile; join here.
         room = await self.local_room(room_id, via)
@@ -185,7 +213,7 @@ class MembershipHandler:
             raise forbidden(
                 "You are not invited to this room and are not joined to any room its join rule allows"
             )
-        ours = self.hs.server_name
+        ours = self.server_name
         ids = await self.room_server.current_state_ids(room_id)
         keys = [k for k in ids if k[0] == MEMBER and server_of_user(k[1]) == ours]
         members = await self.room_server.current_state_events(room_id, keys)
@@ -209,11 +237,11 @@ class MembershipHandler:
         user_id = requester.user_id
         candidates = await self._remote_candidates(room_id, user_id, servers)
         if candidates is not None:
-            own = await self.hs.remote_rooms.local_membership(room_id, user_id)
+            own = await self.remote_rooms.local_membership(room_id, user_id)
             if own is not None and own.membership in ("invite", "knock", "ban"):
                 raise forbidden(f"You cannot knock: your membership is {own.membership}")
             content = self._with_reason({"membership": "knock", **await self.profile_content(user_id)}, reason)
-            if await self.hs.remote_rooms.knock(user_id, room_id, candidates, content) is not None:
+            if await self.remote_rooms.knock(user_id, room_id, candidates, content) is not None:
                 return room_id
         room = await self.local_room(room_id, via)
         if not room.room_version.knock_join_rule:
@@ -234,7 +262,7 @@ class MembershipHandler:
 
     async def leave(self, requester: Requester, room_id: str, reason: str | None = None) -> None:
         user_id = requester.user_id
-        remote = self.hs.remote_rooms
+        remote = self.remote_rooms
         own = await remote.local_membership(check_room_id(room_id), user_id)
         if (
             own is not None
@@ -261,14 +289,14 @@ class MembershipHandler:
         membership = await self.room_server.membership(room_id, user_id)
         if membership is None:
             # A rejected remote invite or retracted knock is not in the room's state here.
-            own = await self.hs.remote_rooms.local_membership(room_id, user_id)
+            own = await self.remote_rooms.local_membership(room_id, user_id)
             membership = own.membership if own is not None else None
         if membership is None:
             raise not_found("You have never been a member of this room")
         if membership not in ("leave", "ban"):
             # leaving.yaml: "If the user is currently joined to the room, they must leave the room first"
             raise MatrixError(400, "M_UNKNOWN", f"User {user_id} is in room {room_id}")
-        await self.hs.membership_store.forget(user_id, room.room_nid)
+        await self.memberships.forget(user_id, room.room_nid)
 
     # -- acting on other users ------------------------------------------------------------------------
 
@@ -278,7 +306,7 @@ class MembershipHandler:
         check_user_id(target)
         await self.local_room(room_id)
         sender = requester.user_id
-        remote_target = server_of_user(target) != self.hs.server_name
+        remote_target = server_of_user(target) != self.server_name
         if not remote_target:
             await self.check_invitee(target)
         state = await self._state(room_id, sender, target)
@@ -294,16 +322,16 @@ class MembershipHandler:
         content = await self.invite_content(target, reason, is_direct)
         if remote_target:
             # The invitee's server co-signs the invite before it enters the room (§Inviting to a room).
-            await self.hs.remote_rooms.invite(room_id, sender, target, content)
+            await self.remote_rooms.invite(room_id, sender, target, content)
             return
         await self._send(room_id, sender, target, content)
 
     async def check_invitee(self, target: str) -> None:
         """A user who can be invited from here: a local, existing, active account, or anyone
         on another server (whose server decides when it is asked to co-sign the invite)."""
-        if server_of_user(target) != self.hs.server_name:
+        if server_of_user(target) != self.server_name:
             return
-        user = await self.hs.accounts.get_user(target)
+        user = await self.accounts.get_user(target)
         if user is None or user.deactivated:
             raise not_found(f"Unknown user {target}")
 

@@ -13,34 +13,48 @@ send under a key that also names the path (rare: clients use fresh IDs).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from mxserver.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
+from mxserver.accounts.auth import Requester
+from mxserver.errors import bad_json, forbidden, invalid_param, not_found
 from mxserver.events.model import Event
 from mxserver.events.versions import RedactionRules
 from mxserver.ids import is_valid_event_id
+from mxserver.room_handlers.directory import DirectoryHandler
+from mxserver.rooms.api import ClientRooms
 from mxserver.rooms.power_levels import CREATE_KEY, POWER_LEVELS_KEY, user_has_named_level
 from mxserver.rooms.room_server import EventSpec
+from mxserver.storage.events import EventStore, RoomRecord
 
 #: longest transaction ID accepted (it is stored with the event)
 MAX_TXN_ID_LENGTH = 255
 _SCOPE_SEPARATOR = "\x1f"
 
 
+class RateLimit(Protocol):
+    """A per-user rate limit (the homeserver's ``mxserver.api.ratelimit.RateLimiter`` for messages)."""
+
+    def check(self, key: str, cost: float = 1.0) -> None:
+        """Take ``cost`` from ``key``'s allowance or raise 429 M_LIMIT_EXCEEDED."""
+
+
 class MessageHandler:
     """Turns client sends into room-server submissions."""
 
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.room_server = hs.room_server
-        self.events = hs.event_store
-        self.ratelimit = hs.ratelimit_message
+    def __init__(
+        self, room_server: ClientRooms, events: EventStore, ratelimit: RateLimit, directory: DirectoryHandler
+    ) -> None:
+        self.room_server = room_server
+        self.events = events
+        self.ratelimit = ratelimit
+        #: owns aliases: checks m.room.canonical_alias contents
+        self.directory = directory
 
     # -- messages --------------------------------------------------------------------------
 
     async def send_event(
-        self, requester: Any, room_id: str, event_type: str, content: dict[str, Any], txn_id: str
+        self, requester: Requester, room_id: str, event_type: str, content: dict[str, Any], txn_id: str
     ) -> str:
         """PUT /rooms/{roomId}/send/{eventType}/{txnId}: the event ID (the first one on retransmission)."""
         self.ratelimit.check(requester.user_id)
@@ -68,7 +82,7 @@ class MessageHandler:
     # -- state -----------------------------------------------------------------------------------
 
     async def send_state(
-        self, requester: Any, room_id: str, event_type: str, state_key: str, content: dict[str, Any]
+        self, requester: Requester, room_id: str, event_type: str, state_key: str, content: dict[str, Any]
     ) -> str:
         """PUT /rooms/{roomId}/state/{eventType}/{stateKey}: the new event's ID.
 
@@ -76,29 +90,15 @@ class MessageHandler:
         """
         self.ratelimit.check(requester.user_id)
         if event_type == "m.room.canonical_alias":
-            await self._check_canonical_alias(room_id, content)
+            # room_state.yaml: new aliases must be valid and point to this room.
+            await self.directory.validate_canonical_alias(room_id, content)
         spec = EventSpec(event_type, content, state_key, requester.user_id)
         event = await self.room_server.send(room_id, spec)
         return event.event_id
 
-    async def _check_canonical_alias(self, room_id: str, content: Mapping[str, Any]) -> None:
-        # room_state.yaml: new aliases must be valid and point to this room. The directory owns aliases.
-        try:
-            from mxserver.room_handlers import directory
-        except ImportError:
-            return
-        validate = getattr(directory, "validate_canonical_alias", None)
-        if validate is None:
-            return
-        result = validate(self.hs, room_id, content)
-        if hasattr(result, "__await__"):
-            result = await result
-        if result is False:
-            raise MatrixError(400, "M_BAD_ALIAS", "An alias does not point to this room")
-
     # -- redactions ------------------------------------------------------------------------------
 
-    async def redact(self, requester: Any, room_id: str, event_id: str, txn_id: str, reason: str | None) -> str:
+    async def redact(self, requester: Requester, room_id: str, event_id: str, txn_id: str, reason: str | None) -> str:
         """PUT /rooms/{roomId}/redact/{eventId}/{txnId}: the redaction event's ID."""
         self.ratelimit.check(requester.user_id)
         if not is_valid_event_id(event_id):
@@ -137,7 +137,7 @@ class MessageHandler:
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    async def _room(self, room_id: str) -> Any:
+    async def _room(self, room_id: str) -> RoomRecord:
         room = await self.room_server.get_room(room_id)
         if room is None:
             raise not_found(f"Unknown room {room_id}")
@@ -145,7 +145,7 @@ class MessageHandler:
 
     async def _send_with_txn(
         self,
-        requester: Any,
+        requester: Requester,
         room_id: str,
         spec: EventSpec,
         txn_id: str,

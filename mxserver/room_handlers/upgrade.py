@@ -30,8 +30,10 @@ from mxserver.errors import MatrixError, forbidden
 from mxserver.events.model import Event
 from mxserver.events.versions import RoomVersion, get_room_version
 from mxserver.room_handlers.creation import unsupported_room_version
-from mxserver.room_handlers.directory import CANONICAL_ALIAS
+from mxserver.room_handlers.directory import CANONICAL_ALIAS, DirectoryHandler
 from mxserver.room_handlers.identifiers import check_user_id
+from mxserver.room_handlers.membership import MembershipHandler
+from mxserver.rooms.api import ClientRooms
 from mxserver.rooms.power_levels import (
     CREATE_KEY,
     NAMED_LEVEL_DEFAULTS,
@@ -64,8 +66,12 @@ FORMER_CREATOR_LEVEL = 100
 
 
 class RoomUpgradeHandler:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
+    """Replaces a room by a new one of another room version, moving aliases and the listing."""
+
+    def __init__(self, room_server: ClientRooms, membership: MembershipHandler, directory: DirectoryHandler) -> None:
+        self.room_server = room_server
+        self.membership = membership
+        self.directory = directory
         # Identical concurrent requests share one upgrade (and one replacement room).
         self._inflight: dict[tuple[str, str, str], list[Deferred[str]]] = {}
 
@@ -97,11 +103,10 @@ class RoomUpgradeHandler:
     async def _upgrade(
         self, requester: Requester, room_id: str, new_version: str, additional_creators: Sequence[str] | None
     ) -> str:
-        hs = self.hs
         new_rv = get_room_version(new_version)
         if new_rv is None:
             raise unsupported_room_version(new_version)
-        room = await hs.room_membership.local_room(room_id)
+        room = await self.membership.local_room(room_id)
         user_id = requester.user_id
         keys: list[StateKey] = [
             CREATE_KEY,
@@ -110,7 +115,7 @@ class RoomUpgradeHandler:
             (CANONICAL_ALIAS, ""),
             *((t, "") for t in TRANSFERABLE_STATE),
         ]
-        old = await hs.room_server.current_state_events(room_id, keys)
+        old = await self.room_server.current_state_events(room_id, keys)
         member = old.get(("m.room.member", user_id))
         if member is None or member.membership != "join":
             raise forbidden("You are not in the room")
@@ -151,7 +156,7 @@ class RoomUpgradeHandler:
             return EventSpec(etype, content, state_key, user_id)
 
         events = [
-            state("m.room.member", {"membership": "join", **await hs.room_membership.profile_content(user_id)}, user_id),
+            state("m.room.member", {"membership": "join", **await self.membership.profile_content(user_id)}, user_id),
             state(POWER_LEVELS, first_pl),
             *(state(t, content) for t, content in copied),
         ]
@@ -161,14 +166,14 @@ class RoomUpgradeHandler:
         if first_pl is not final_pl:
             events.append(state(POWER_LEVELS, final_pl))
         try:
-            new_room_id, _ = await hs.room_server.create_room(user_id, new_rv, create_content, events)
+            new_room_id, _ = await self.room_server.create_room(user_id, new_rv, create_content, events)
         except MatrixError as e:
             if e.code == 403:
                 raise MatrixError(400, "M_INVALID_ROOM_STATE", f"The room's state cannot be copied: {e.msg}") from None
             raise
 
         await self._move_aliases(room_id, new_room_id, user_id, old.get((CANONICAL_ALIAS, "")))
-        await hs.room_server.send(
+        await self.room_server.send(
             room_id,
             state(TOMBSTONE, {"body": "This room has been replaced", "replacement_room": new_room_id}),
         )
@@ -178,7 +183,7 @@ class RoomUpgradeHandler:
     async def _create_content(self, room_id: str, old_create: Event, extra_creators: Sequence[str]) -> dict[str, Any]:
         content: dict[str, Any] = {"predecessor": {"room_id": room_id}}
         # "The event ID of the last known event in the old room" (m.room.create; optional from v12).
-        head = await self.hs.room_server.get_head(room_id)
+        head = await self.room_server.get_head(room_id)
         if head.extremities:
             content["predecessor"]["event_id"] = head.extremities[-1]
         for key in ("type", "m.federate"):
@@ -206,8 +211,8 @@ class RoomUpgradeHandler:
         self, room_id: str, pl: dict[str, Any], user_id: str, creators: set[str], rv: RoomVersion
     ) -> list[tuple[str, dict[str, Any]]]:
         """The old room's bans the upgrader may repeat in the new room (so banned users stay out)."""
-        ids = await self.hs.room_server.current_state_ids(room_id)
-        members = await self.hs.room_server.current_state_events(room_id, [k for k in ids if k[0] == "m.room.member"])
+        ids = await self.room_server.current_state_ids(room_id)
+        members = await self.room_server.current_state_events(room_id, [k for k in ids if k[0] == "m.room.member"])
         own = _level(pl, user_id, creators, rv)
         if own < _named(pl, "ban"):
             return []
@@ -222,11 +227,11 @@ class RoomUpgradeHandler:
         return bans
 
     async def _move_aliases(self, old_room: str, new_room: str, user_id: str, canonical: Event | None) -> None:
-        hs = self.hs
-        moved = await hs.directory.move_aliases(old_room, new_room)
-        if await hs.directory.is_published(old_room):
-            await hs.directory.publish(new_room, True)
-            await hs.directory.publish(old_room, False)
+        directory = self.directory
+        moved = await directory.move_aliases(old_room, new_room)
+        if await directory.is_published(old_room):
+            await directory.publish(new_room, True)
+            await directory.publish(old_room, False)
         if canonical is None or not moved:
             return
         # The old room's canonical alias must no longer name the aliases that moved away.
@@ -237,7 +242,7 @@ class RoomUpgradeHandler:
         if isinstance(alt, list):
             content["alt_aliases"] = [a for a in alt if a not in moved]
         if content != canonical.content:
-            await _send_if_allowed(hs, old_room, EventSpec(CANONICAL_ALIAS, content, "", user_id))
+            await _send_if_allowed(self.room_server, old_room, EventSpec(CANONICAL_ALIAS, content, "", user_id))
 
     async def _restrict_old_room(self, room_id: str, user_id: str, pl_event: Event | None) -> None:
         if pl_event is None:
@@ -255,13 +260,13 @@ class RoomUpgradeHandler:
                 content[name] = restricted
                 changed = True
         if changed:
-            await _send_if_allowed(self.hs, room_id, EventSpec(POWER_LEVELS, content, "", user_id))
+            await _send_if_allowed(self.room_server, room_id, EventSpec(POWER_LEVELS, content, "", user_id))
 
 
-async def _send_if_allowed(hs: Any, room_id: str, spec: EventSpec) -> None:
+async def _send_if_allowed(rooms: ClientRooms, room_id: str, spec: EventSpec) -> None:
     """Best-effort follow-up events of an upgrade: refused ones (403) are skipped."""
     try:
-        await hs.room_server.send(room_id, spec)
+        await rooms.send(room_id, spec)
     except MatrixError as e:
         if e.code != 403:
             raise

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
+from mxserver.accounts.auth import Auth
 from mxserver.api.http import (
     JsonDict,
     access_token,
@@ -19,8 +18,9 @@ from mxserver.api.http import (
     query_str,
     route,
 )
+from mxserver.config import RoomDirectoryConfig
 from mxserver.errors import bad_json
-from mxserver.room_handlers.directory import PublicRoomsQuery
+from mxserver.room_handlers.directory import DirectoryHandler, PublicRoomsQuery
 
 _V3 = "/_matrix/client/v3"
 _R0 = "/_matrix/client/r0"
@@ -38,9 +38,12 @@ def _room_types(filter_: JsonDict) -> list[str | None] | None:
 
 
 class DirectoryServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.directory = hs.directory
+    """Aliases, directory visibility and the public room list."""
+
+    def __init__(self, auth: Auth, directory: DirectoryHandler, config: RoomDirectoryConfig) -> None:
+        self.auth = auth
+        self.directory = directory
+        self.config = config
 
     # -- aliases -------------------------------------------------------------------------
 
@@ -50,20 +53,20 @@ class DirectoryServlet:
 
     @route("PUT", *_paths("/directory/room/{room_alias}"))
     async def put_alias(self, request: IRequest, room_alias: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
+        requester = await self.auth.get_user(request)
         body = json_body(request)
         await self.directory.create_alias(requester, room_alias, get_str(body, "room_id"))
         return {}
 
     @route("DELETE", *_paths("/directory/room/{room_alias}"))
     async def delete_alias(self, request: IRequest, room_alias: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
+        requester = await self.auth.get_user(request)
         await self.directory.delete_alias(requester, room_alias)
         return {}
 
     @route("GET", *_paths("/rooms/{room_id}/aliases"))
     async def room_aliases(self, request: IRequest, room_id: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
+        requester = await self.auth.get_user(request)
         return {"aliases": await self.directory.local_aliases(requester, room_id)}
 
     # -- directory visibility ------------------------------------------------------------------
@@ -74,7 +77,7 @@ class DirectoryServlet:
 
     @route("PUT", *_paths("/directory/list/room/{room_id}"))
     async def set_visibility(self, request: IRequest, room_id: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
+        requester = await self.auth.get_user(request)
         body = json_body(request, allow_empty=True)
         await self.directory.set_visibility(requester, room_id, get_str(body, "visibility", "public"))
         return {}
@@ -83,8 +86,8 @@ class DirectoryServlet:
 
     @route("GET", *_paths("/publicRooms"))
     async def public_rooms(self, request: IRequest) -> JsonDict:
-        if not self.hs.config.room_directory.public_rooms_without_auth or access_token(request) is not None:
-            await self.hs.auth.get_user(request, allow_guest=True)
+        if not self.config.public_rooms_without_auth or access_token(request) is not None:
+            await self.auth.get_user(request, allow_guest=True)
         query = PublicRoomsQuery(
             limit=query_int(request, "limit", None),
             since=query_str(request, "since"),
@@ -94,7 +97,7 @@ class DirectoryServlet:
 
     @route("POST", *_paths("/publicRooms"))
     async def query_public_rooms(self, request: IRequest) -> JsonDict:
-        await self.hs.auth.get_user(request, allow_guest=True)
+        await self.auth.get_user(request, allow_guest=True)
         body = json_body(request, allow_empty=True)
         filter_ = get_dict(body, "filter", {})
         query = PublicRoomsQuery(

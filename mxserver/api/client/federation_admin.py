@@ -25,7 +25,7 @@ class FederationAdminServlet:
     @route("GET", "/_mxserver/admin/v1/federation/destinations")
     async def destinations(self, request: IRequest) -> JsonDict:
         requester = await self.hs.auth.get_user(request)
-        if not await is_server_admin(self.hs, requester.user_id):
+        if not await is_server_admin(self.hs.accounts, requester.user_id):
             raise forbidden("You are not a server admin")
         destinations = self.sender.destinations_status()
         return {"destinations": destinations, "total": len(destinations)}

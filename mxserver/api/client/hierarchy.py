@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
+from mxserver.accounts.auth import Auth
 from mxserver.api.http import JsonDict, query_bool, query_int, query_str, route
+from mxserver.room_handlers.hierarchy import HierarchyHandler
 
 
 class HierarchyServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
+    """A page of the walk of a space's rooms."""
+
+    def __init__(self, auth: Auth, hierarchy: HierarchyHandler) -> None:
+        self.auth = auth
+        self.handler = hierarchy
 
     @route("GET", "/_matrix/client/v1/rooms/{room_id}/hierarchy")
     async def hierarchy(self, request: IRequest, room_id: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request, allow_guest=True)
-        return await self.hs.hierarchy.client_hierarchy(
+        requester = await self.auth.get_user(request, allow_guest=True)
+        return await self.handler.client_hierarchy(
             requester.user_id,
             room_id,
             suggested_only=query_bool(request, "suggested_only", False),

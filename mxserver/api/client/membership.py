@@ -2,18 +2,18 @@
 
 joining.yaml, knocking.yaml, inviting.yaml, leaving.yaml, kicking.yaml,
 banning.yaml. Each parses the body, authenticates and calls one method of
-``hs.room_membership``.
+the :class:`~mxserver.room_handlers.membership.MembershipHandler`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
+from mxserver.accounts.auth import Auth
 from mxserver.api.http import JsonDict, get_str, json_body, route
 from mxserver.errors import invalid_param
 from mxserver.room_handlers.identifiers import check_room_id
+from mxserver.room_handlers.membership import MembershipHandler
 
 _V3 = "/_matrix/client/v3"
 _R0 = "/_matrix/client/r0"
@@ -45,13 +45,15 @@ def _no_third_party(body: JsonDict) -> None:
 
 
 class MembershipServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.membership = hs.room_membership
+    """Join, knock, leave, forget, invite, kick, ban, unban."""
+
+    def __init__(self, auth: Auth, membership: MembershipHandler) -> None:
+        self.auth = auth
+        self.membership = membership
 
     @route("POST", *_paths("/join/{room_id_or_alias}"))
     async def join(self, request: IRequest, room_id_or_alias: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        requester = await self.auth.get_user(request, allow_guest=True)
         body = json_body(request, allow_empty=True)
         _no_third_party(body)
         room_id = await self.membership.join(requester, room_id_or_alias, _reason(body), _via(request))
@@ -59,7 +61,7 @@ class MembershipServlet:
 
     @route("POST", *_paths("/rooms/{room_id}/join"))
     async def join_room_id(self, request: IRequest, room_id: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        requester = await self.auth.get_user(request, allow_guest=True)
         body = json_body(request, allow_empty=True)
         _no_third_party(body)
         room_id = await self.membership.join(requester, check_room_id(room_id), _reason(body))
@@ -67,28 +69,28 @@ class MembershipServlet:
 
     @route("POST", *_paths("/knock/{room_id_or_alias}"))
     async def knock(self, request: IRequest, room_id_or_alias: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
+        requester = await self.auth.get_user(request)
         body = json_body(request, allow_empty=True)
         room_id = await self.membership.knock(requester, room_id_or_alias, _reason(body), _via(request))
         return {"room_id": room_id}
 
     @route("POST", *_paths("/rooms/{room_id}/leave"))
     async def leave(self, request: IRequest, room_id: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        requester = await self.auth.get_user(request, allow_guest=True)
         body = json_body(request, allow_empty=True)
         await self.membership.leave(requester, check_room_id(room_id), _reason(body))
         return {}
 
     @route("POST", *_paths("/rooms/{room_id}/forget"))
     async def forget(self, request: IRequest, room_id: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        requester = await self.auth.get_user(request, allow_guest=True)
         json_body(request, allow_empty=True)
         await self.membership.forget(requester, check_room_id(room_id))
         return {}
 
     @route("POST", *_paths("/rooms/{room_id}/invite"))
     async def invite(self, request: IRequest, room_id: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
+        requester = await self.auth.get_user(request)
         body = json_body(request)
         if "user_id" not in body and ("medium" in body or "address" in body):
             raise invalid_param("Third-party invites (medium/address) are not supported by this server")
@@ -98,21 +100,21 @@ class MembershipServlet:
 
     @route("POST", *_paths("/rooms/{room_id}/kick"))
     async def kick(self, request: IRequest, room_id: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
+        requester = await self.auth.get_user(request)
         body = json_body(request)
         await self.membership.kick(requester, check_room_id(room_id), get_str(body, "user_id"), _reason(body))
         return {}
 
     @route("POST", *_paths("/rooms/{room_id}/ban"))
     async def ban(self, request: IRequest, room_id: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
+        requester = await self.auth.get_user(request)
         body = json_body(request)
         await self.membership.ban(requester, check_room_id(room_id), get_str(body, "user_id"), _reason(body))
         return {}
 
     @route("POST", *_paths("/rooms/{room_id}/unban"))
     async def unban(self, request: IRequest, room_id: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
+        requester = await self.auth.get_user(request)
         body = json_body(request)
         await self.membership.unban(requester, check_room_id(room_id), get_str(body, "user_id"), _reason(body))
         return {}

@@ -1,7 +1,7 @@
 """Client routes for room events: send, state, redact, event, members, messages, context.
 
 Thin: parse and validate the request, authenticate, call one handler
-(``hs.room_messages`` to send, ``hs.room_history`` to read), render.
+(:class:`MessageHandler` to send, :class:`HistoryHandler` to read), render.
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
+from mxserver.accounts.auth import Auth
 from mxserver.api.http import JsonDict, get_str, json_body, query_int, query_str, route
 from mxserver.errors import invalid_param, missing_param
 from mxserver.ids import is_valid_event_id, is_valid_room_id
-from mxserver.room_handlers.history import MEMBERSHIPS
+from mxserver.room_handlers.history import MEMBERSHIPS, HistoryHandler
+from mxserver.room_handlers.messages import MessageHandler
 from mxserver.sync.filtering import RoomEventFilter
 
 _V3 = "/_matrix/client/v3"
@@ -61,11 +63,12 @@ def _enum(request: IRequest, name: str, allowed: frozenset[str] | tuple[str, ...
 
 
 class RoomEventsServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.auth = hs.auth
-        self.sender = hs.room_messages
-        self.reader = hs.room_history
+    """Sending into rooms and reading them: events, state, members, /messages, /context."""
+
+    def __init__(self, auth: Auth, messages: MessageHandler, history: HistoryHandler) -> None:
+        self.auth = auth
+        self.sender = messages
+        self.reader = history
 
     # -- sending -------------------------------------------------------------------------------
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
+from mxserver.accounts.auth import Auth
 from mxserver.api.http import JsonDict, get_bool, get_dict, get_list, get_str, get_str_list, json_body, route
 from mxserver.errors import bad_json, invalid_param
-from mxserver.room_handlers.creation import CreateRoomRequest
+from mxserver.room_handlers.creation import CreateRoomRequest, RoomCreationHandler
 from mxserver.room_handlers.identifiers import check_room_id
+from mxserver.room_handlers.upgrade import RoomUpgradeHandler
 
 _V3 = "/_matrix/client/v3"
 _R0 = "/_matrix/client/r0"
@@ -53,20 +53,24 @@ def parse_create_room(body: JsonDict) -> CreateRoomRequest:
 
 
 class CreateRoomServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
+    """createRoom and room upgrades."""
+
+    def __init__(self, auth: Auth, creation: RoomCreationHandler, upgrades: RoomUpgradeHandler) -> None:
+        self.auth = auth
+        self.creation = creation
+        self.upgrades = upgrades
 
     @route("POST", *_paths("/createRoom"))
     async def create_room(self, request: IRequest) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
+        requester = await self.auth.get_user(request)
         req = parse_create_room(json_body(request))
-        return await self.hs.room_creation.create_room(requester, req)
+        return await self.creation.create_room(requester, req)
 
     @route("POST", *_paths("/rooms/{room_id}/upgrade"))
     async def upgrade(self, request: IRequest, room_id: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
+        requester = await self.auth.get_user(request)
         body = json_body(request)
         new_version = get_str(body, "new_version")
         additional = get_str_list(body, "additional_creators", None)
-        new_room = await self.hs.room_upgrade.upgrade(requester, check_room_id(room_id), new_version, additional)
+        new_room = await self.upgrades.upgrade(requester, check_room_id(room_id), new_version, additional)
         return {"replacement_room": new_room}
