@@ -233,9 +233,66 @@ class Homeserver(service.MultiService):
 
     def _build_ephemeral(self) -> None:
         """Room members cache, typing, receipts, presence, profiles, user directory."""
-        from mxserver.ephemeral import build_ephemeral_handlers
+        from mxserver.ephemeral import EphemeralTimers
+        from mxserver.ephemeral.presence import PresenceHandler
+        from mxserver.ephemeral.profiles import ProfileHandler
+        from mxserver.ephemeral.receipts import ReceiptsHandler
+        from mxserver.ephemeral.room_members import RoomMembers
+        from mxserver.ephemeral.typing import TypingHandler
+        from mxserver.ephemeral.user_directory import UserDirectory
+        from mxserver.storage.profiles import ProfileStore
+        from mxserver.storage.receipts import ReceiptStore
+        from mxserver.storage.room_members import RoomMembersStore
+        from mxserver.storage.stream_positions import PersistedStream
+        from mxserver.storage.user_directory import UserDirectoryStore
 
-        build_ephemeral_handlers(self)
+        streams = self.ephemeral_streams
+        # Who is joined where, in memory: a cache of the room stream, so it must see every
+        # batch before any reader of the stream asks it something.
+        self.room_members = RoomMembers(RoomMembersStore(self.db))
+        self.room_stream.subscribe(self.room_members.on_room_events, Phase.CACHES)
+
+        self.typing_handler = TypingHandler(self.typing, self.room_server, streams.typing)
+        self.room_stream.subscribe(self.typing_handler.on_room_events)  # leaving stops typing
+        self.notifier.register_stream("typing", lambda: self.typing_handler.current_position)
+
+        receipts_position = PersistedStream(self.db, "receipts")
+        self.receipts = ReceiptsHandler(
+            ReceiptStore(self.db, receipts_position),
+            receipts_position,
+            self.room_server,
+            self.event_store,
+            # (ignore: attached by build_user_data_handlers until _build_user_data builds it here)
+            self.account_data,  # type: ignore[attr-defined]
+            self.clock,
+            streams.receipts,
+        )
+        self.notifier.register_stream("receipts", lambda: self.receipts.current_position)
+        self.start_hooks.append(self.receipts.start)
+
+        profile_store = ProfileStore(self.db)
+        self.presence_handler = PresenceHandler(
+            self.presence, self.config.presence, self.room_members, profile_store, self.clock, streams.presence
+        )
+        self.notifier.register_stream("presence", lambda: self.presence_handler.current_position)
+
+        self.user_directory = UserDirectory(
+            self.server_name, UserDirectoryStore(self.db), profile_store, self.room_members
+        )
+        self.room_stream.subscribe(self.user_directory.on_room_events)
+        self.room_members.subscribe_memberships(self.user_directory.membership_changed)
+
+        self.profiles = ProfileHandler(
+            self.server_name,
+            profile_store,
+            self.room_server,
+            self.room_members,
+            self.remote_queries,
+            self.presence_handler,
+            self.user_directory,
+        )
+        # Nothing stays scheduled on the reactor after the Homeserver stops.
+        EphemeralTimers(self.typing_handler, self.presence_handler).setServiceParent(self)
 
     def _build_e2ee(self) -> None:
         """Device lists, device and one-time keys, cross-signing, key backup, dehydrated devices."""
@@ -477,11 +534,11 @@ class Homeserver(service.MultiService):
         from mxserver.api.client import presence, profile, receipts, typing, user_directory
 
         return [
-            typing.TypingServlet(self),
-            receipts.ReceiptsServlet(self),
-            presence.PresenceServlet(self),
-            profile.ProfileServlet(self),
-            user_directory.UserDirectoryServlet(self),
+            typing.TypingServlet(self.auth, self.typing_handler),
+            receipts.ReceiptsServlet(self.auth, self.receipts),
+            presence.PresenceServlet(self.auth, self.presence_handler),
+            profile.ProfileServlet(self.auth, self.profiles),
+            user_directory.UserDirectoryServlet(self.auth, self.user_directory),
         ]
 
     def _sync_servlets(self) -> list[Any]:

@@ -57,6 +57,11 @@ class ITyping(Interface):
     def typing_in(room_id):  # type: ignore[no-untyped-def]
         """The user IDs typing in ``room_id`` now (a frozenset)."""
 
+    on_change = Attribute(
+        "optional: a module that has it (initially None) gets it set by the server to a"
+        " callable(room_id), to be called on every change, expiries included"
+    )
+
 
 class IPresence(Interface):
     """Presence: set and read a user's presence, and the idle rules."""
@@ -69,6 +74,11 @@ class IPresence(Interface):
 
     def user_active(user_id):  # type: ignore[no-untyped-def]
         """Note activity by the user (a sync or a send)."""
+
+    on_change = Attribute(
+        "optional: a module that has it (initially None) gets it set by the server to a"
+        " callable(user_id), to be called whenever a user's state changes"
+    )
 
 
 class IModule(Interface):

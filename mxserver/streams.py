@@ -87,7 +87,8 @@ class RoomEventStream(Stream[list[Event]]):
 
 @attrs.frozen
 class TypingChange:
-    """Who is typing in a room changed; ``refreshed`` is a user who said again they are typing."""
+    """Who is typing in a room changed; or, with ``refreshed``, nothing changed but that user
+    said again they are typing (only other servers care: they time typing out themselves)."""
 
     room_id: str
     typing_now: frozenset[str]
@@ -95,6 +96,8 @@ class TypingChange:
 
     @property
     def wakes(self) -> tuple[Iterable[str], Iterable[str]]:
+        if self.refreshed is not None:
+            return (), ()  # nothing new to show a client
         return (), (self.room_id,)
 
 

@@ -1,21 +1,22 @@
 """Presence (modules/presence.md): the client API, who may see whom, idle timeouts, and the "presence" stream.
 
-The IPresence module (``hs.presence``) keeps each user's state; this handler
-decides the rest:
+The IPresence module keeps each user's state; this handler decides the rest:
 
-- **Who may see whom**: users who share a room (``hs.room_members``, an
-  in-memory map kept current from the room stream). Anyone else asking
+- **Who may see whom**: users who share a room (:class:`~mxserver.ephemeral.room_members.RoomMembers`,
+  an in-memory map kept current from the room stream). Anyone else asking
   ``GET /presence/{userId}/status`` gets 403.
 - **Activity**: ``user_synced`` (every /sync) and ``PUT .../status`` count as
   activity. A user who stops syncing becomes ``unavailable`` after
   ``presence.idle_after_ms`` and ``offline`` after
-  ``presence.offline_after_ms`` (one timer per user on ``hs.clock``, reset by
-  each activity).
+  ``presence.offline_after_ms`` (one timer per user on the reactor clock, reset by
+  each activity; :meth:`PresenceHandler.stop` cancels them at shutdown).
 - **The stream**: an in-memory position, bumped on every change the module
   reports (its ``on_change`` callback) and on profile changes (m.presence
   carries ``displayname``/``avatar_url``, client-server-api §Events on Change
-  of Profile Information). Each change wakes the /sync of everyone sharing a
-  room with the user. After a restart the stream starts at 0 again; a token
+  of Profile Information). Each change is published as a
+  :class:`~mxserver.streams.PresenceChange` on the presence stream, naming
+  everyone sharing a room with the user (and the user) as the users whose /sync
+  it wakes; the federation sender tells the servers of local users' rooms. After a restart the stream starts at 0 again; a token
   ahead of it is answered like an initial sync.
 - ``presence.enabled: false``: PUT is accepted and ignored, GET says
   ``offline``, nothing is tracked, no stream traffic.
@@ -23,12 +24,22 @@ decides the rest:
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from mxserver.config import PresenceConfig
+from mxserver.ephemeral.room_members import RoomMembers
 from mxserver.errors import forbidden, invalid_param
+from mxserver.interfaces import IPresence
+from mxserver.storage.profiles import ProfileStore
+from mxserver.streams import PresenceChange, Stream
+
+if TYPE_CHECKING:
+    from mxserver.accounts.auth import Requester
 
 log = Logger()
 
@@ -41,10 +52,20 @@ STATES = (ONLINE, UNAVAILABLE, OFFLINE)
 class PresenceHandler:
     """``hs.presence_handler``."""
 
-    def __init__(self, hs: Any) -> None:
-        self._hs = hs
-        self._module = hs.presence
-        config = hs.config.presence
+    def __init__(
+        self,
+        module: IPresence,
+        config: PresenceConfig,
+        members: RoomMembers,
+        profiles: ProfileStore,
+        clock: IReactorTime,
+        changes: Stream[PresenceChange],
+    ) -> None:
+        self._module = module
+        self._members = members
+        self._profiles = profiles
+        self._clock = clock
+        self._changes = changes
         self.enabled: bool = config.enabled
         self._idle_after = config.idle_after_ms / 1000
         self._offline_after = max(config.offline_after_ms, config.idle_after_ms) / 1000
@@ -52,13 +73,12 @@ class PresenceHandler:
         #: user -> stream position of their latest change
         self._user_positions: dict[str, int] = {}
         #: user -> the pending idle/offline timer
-        self._timers: dict[str, Any] = {}
-        #: user -> waking their watchers (looking up who shares a room) in progress
-        self._waking: dict[str, Any] = {}
+        self._timers: dict[str, IDelayedCall] = {}
+        #: user -> publishing their change (looking up who shares a room) in progress
+        self._waking: dict[str, Deferred[None]] = {}
         self._module_notifies = hasattr(self._module, "on_change")
         if self._module_notifies:
             self._module.on_change = self._changed
-        hs.notifier.register_stream("presence", lambda: self._position)
 
     @property
     def current_position(self) -> int:
@@ -66,15 +86,15 @@ class PresenceHandler:
 
     # -- the client API ------------------------------------------------------------------------
 
-    async def get_presence(self, requester: Any, user_id: str) -> dict[str, Any]:
+    async def get_presence(self, requester: Requester, user_id: str) -> dict[str, Any]:
         """presence.yaml GET: your own, or of someone sharing a room with you (else 403)."""
         if not self.enabled:
             return {"presence": OFFLINE}
-        if not await self._hs.room_members.share_a_room(requester.user_id, user_id):
+        if not await self._members.share_a_room(requester.user_id, user_id):
             raise forbidden("You are not allowed to see their presence")
         return dict(self._module.get_state(user_id))
 
-    async def set_presence(self, requester: Any, user_id: str, presence: str, status_msg: str | None) -> None:
+    async def set_presence(self, requester: Requester, user_id: str, presence: str, status_msg: str | None) -> None:
         """presence.yaml PUT: only your own; counts as activity."""
         if user_id != requester.user_id:
             raise forbidden("You may only set your own presence")
@@ -127,7 +147,7 @@ class PresenceHandler:
         """
         if not self.enabled:
             return []
-        sharing = set(await self._hs.room_members.users_sharing_rooms(user_id))
+        sharing = set(await self._members.users_sharing_rooms(user_id))
         sharing.add(user_id)
         if since_pos is None or since_pos > self._position:
             users = {u for u in sharing if u in self._user_positions}
@@ -139,7 +159,7 @@ class PresenceHandler:
         if not users:
             return []
         ordered = sorted(users)
-        profiles = await self._hs.profiles.get_profiles(ordered)
+        profiles = await self._profiles.get_profiles(ordered)
         events = []
         for u in ordered:
             content = dict(self._module.get_state(u))
@@ -170,36 +190,39 @@ class PresenceHandler:
             return
         self._position += 1
         self._user_positions[user_id] = self._position
-        sender = getattr(self._hs, "federation_sender", None)
-        if sender is not None:
-            # Local users' changes go to the servers sharing a room with them (§Presence).
-            sender.edus.presence_changed(user_id, self._module.get_state(user_id))
-        d = ensureDeferred(self._wake(user_id))
-        d.addErrback(lambda f: log.failure("waking presence watchers of {user_id} failed", f, user_id=user_id))
+        d = ensureDeferred(self._publish(user_id))
+        d.addErrback(lambda f: log.failure("publishing the presence of {user_id} failed", f, user_id=user_id))
         if not d.called:
             self._waking[user_id] = d
             d.addBoth(self._woke, user_id, d)
 
-    def _woke(self, result: Any, user_id: str, d: Any) -> None:
+    def _woke(self, result: object, user_id: str, d: Deferred[None]) -> None:
         if self._waking.get(user_id) is d:
             del self._waking[user_id]
 
     async def _woken(self, user_id: str) -> None:
-        """Wait until the watchers of the user's latest change have been woken (so API callers see it done)."""
+        """Wait until the user's latest change is published and its watchers woken (so API callers see it done)."""
         d = self._waking.get(user_id)
         if d is not None:
             await d
 
-    async def _wake(self, user_id: str) -> None:
-        users = set(await self._hs.room_members.users_sharing_rooms(user_id))
-        users.add(user_id)
-        self._hs.notifier.notify(user_ids=users)
+    async def _publish(self, user_id: str) -> None:
+        """Publish the user's change, waking everyone sharing a room with them (usually cached, so
+        this completes at once; otherwise the state published is the one current by then)."""
+        try:
+            users = set(await self._members.users_sharing_rooms(user_id))
+            users.add(user_id)
+        except Exception:
+            # Still published, so other servers hear of it; but nobody can be woken.
+            log.failure("waking presence watchers of {user_id} failed", user_id=user_id)
+            users = set()
+        self._changes.publish(PresenceChange(user_id, dict(self._module.get_state(user_id)), frozenset(users)))
 
     # -- timeouts ------------------------------------------------------------------------------------
 
-    def _schedule(self, user_id: str, delay: float, fn: Any) -> None:
+    def _schedule(self, user_id: str, delay: float, fn: Callable[[str], None]) -> None:
         self._cancel_timer(user_id)
-        self._timers[user_id] = self._hs.clock.callLater(delay, fn, user_id)
+        self._timers[user_id] = self._clock.callLater(delay, fn, user_id)
 
     def _cancel_timer(self, user_id: str) -> None:
         timer = self._timers.pop(user_id, None)

@@ -3,7 +3,7 @@
 Reading: anyone may look up a local user's profile (the spec's minimum is
 users visible through rooms; this server does not restrict further). Writing:
 only your own. Remote users' profiles come from their server (federation ``query/profile``,
-through ``hs.remote_queries``). A change is propagated (§Events on Change of Profile Information): a new
+through :class:`~mxserver.federation.remote_queries.RemoteQueries`). A change is propagated (§Events on Change of Profile Information): a new
 ``m.room.member`` join event with the new values in every room the user is
 joined to (rooms in parallel, a few at a time; a room that refuses is logged
 and skipped), a presence update, and the user directory.
@@ -16,16 +16,24 @@ at most 1000 characters. ``null`` or ``""`` clears a field.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import DeferredSemaphore, gatherResults
 from twisted.logger import Logger
 
+from mxserver.ephemeral.presence import PresenceHandler
+from mxserver.ephemeral.room_members import RoomMembers
+from mxserver.ephemeral.user_directory import UserDirectory
 from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
 from mxserver.ids import is_valid_server_name
 from mxserver.room_handlers.identifiers import check_user_id, server_of_user
 from mxserver.rooms.room_server import EventSpec
 from mxserver.storage.profiles import FIELDS, Profile, ProfileStore
+
+if TYPE_CHECKING:
+    from mxserver.accounts.auth import Requester
+    from mxserver.federation.remote_queries import RemoteQueries
+    from mxserver.rooms.api import ClientRooms
 
 log = Logger()
 
@@ -47,20 +55,35 @@ def is_mxc_uri(value: str) -> bool:
 
 
 class ProfileHandler:
-    """``hs.profiles``."""
+    """``hs.profiles``: reads and changes profiles; a change is sent to the user's rooms (as
+    member events, through ``rooms``), to presence and to the user directory."""
 
-    def __init__(self, hs: Any) -> None:
-        self._hs = hs
-        self.store = ProfileStore(hs.db)
+    def __init__(
+        self,
+        server_name: str,
+        store: ProfileStore,
+        rooms: ClientRooms,
+        members: RoomMembers,
+        remote_queries: RemoteQueries,
+        presence: PresenceHandler,
+        user_directory: UserDirectory,
+    ) -> None:
+        self._server_name = server_name
+        self.store = store
+        self._rooms = rooms
+        self._members = members
+        self._remote_queries = remote_queries
+        self._presence = presence
+        self._user_directory = user_directory
 
     # -- reading -----------------------------------------------------------------------------
 
     async def get_profile(self, user_id: str) -> dict[str, str]:
         """profile.yaml GET /profile/{userId}: the fields that are set; 404 M_NOT_FOUND for unknown users."""
         check_user_id(user_id)
-        if server_of_user(user_id) != self._hs.server_name:
+        if server_of_user(user_id) != self._server_name:
             # server-server-api §Querying for information: query/profile, cached briefly.
-            return await self._hs.remote_queries.profile(user_id)
+            return await self._remote_queries.profile(user_id)
         profile = await self._lookup(user_id)
         return {k: v for k, v in zip(FIELDS, profile, strict=True) if v is not None}
 
@@ -77,7 +100,7 @@ class ProfileHandler:
 
     async def _lookup(self, user_id: str) -> Profile:
         check_user_id(user_id)
-        if server_of_user(user_id) != self._hs.server_name:
+        if server_of_user(user_id) != self._server_name:
             raise not_found("Profiles of users on other servers are not stored here")
         profile = await self.store.get_profile(user_id)
         if profile is None:
@@ -86,7 +109,7 @@ class ProfileHandler:
 
     # -- writing ------------------------------------------------------------------------------
 
-    async def set_field(self, requester: Any, user_id: str, field: str, value: Any) -> None:
+    async def set_field(self, requester: Requester, user_id: str, field: str, value: Any) -> None:
         """profile.yaml PUT: only your own; ``value`` already a str or None."""
         if field not in FIELDS:
             raise invalid_param(f"Unknown profile field {field!r}")
@@ -107,12 +130,12 @@ class ProfileHandler:
             return
         new = {f: (value if f == field else v) for f, v in zip(FIELDS, old, strict=True)}
         await self._propagate(user_id, new)
-        self._hs.presence_handler.profile_changed(user_id)
-        self._hs.user_directory.profile_changed(user_id, new["displayname"], new["avatar_url"])
+        self._presence.profile_changed(user_id)
+        self._user_directory.profile_changed(user_id, new["displayname"], new["avatar_url"])
 
     async def _propagate(self, user_id: str, profile: dict[str, str | None]) -> None:
         """A new join event with the new profile in every room the user is joined to."""
-        rooms = sorted(await self._hs.room_members.rooms_for_user(user_id))
+        rooms = sorted(await self._members.rooms_for_user(user_id))
         if not rooms:
             return
         sem = DeferredSemaphore(PROPAGATION_CONCURRENCY)
@@ -120,7 +143,7 @@ class ProfileHandler:
 
     async def _update_member_event(self, room_id: str, user_id: str, profile: dict[str, str | None]) -> None:
         try:
-            member = await self._hs.room_server.current_state_event(room_id, "m.room.member", user_id)
+            member = await self._rooms.current_state_event(room_id, "m.room.member", user_id)
             if member is None or member.membership != "join":
                 return
             content = {k: v for k, v in member.content.items() if k not in _NOT_COPIED}
@@ -131,7 +154,7 @@ class ProfileHandler:
                     content[field] = value
             if content == member.content:
                 return
-            await self._hs.room_server.send(
+            await self._rooms.send(
                 room_id, EventSpec("m.room.member", content, state_key=user_id, sender=user_id)
             )
         except MatrixError as e:

@@ -4,15 +4,17 @@
   ``m.read.private`` receipts, unthreaded or threaded (``thread_id`` "main"
   or a thread root's event ID); ``m.fully_read`` goes to the read marker.
 - ``POST /rooms/{roomId}/read_markers``: ``m.fully_read`` (room account data,
-  through ``hs.account_data``) and ``m.read`` / ``m.read.private`` receipts.
+  through the account data handler) and ``m.read`` / ``m.read.private`` receipts.
 
 Rules: only users joined to the room; the event must be in the room's
 timeline (404 otherwise); a receipt only moves forward (one for an event
 earlier in the room stream than the stored one is accepted and ignored);
 the fully-read marker likewise. Every change is a position on the persisted
-``receipts`` stream; public receipts wake the room's /sync long-polls,
+``receipts`` stream, published as a :class:`~mxserver.streams.ReceiptChange`
+on the receipts stream: public receipts wake the room's /sync long-polls,
 private ones only their owner's (receipts.md: servers MUST NOT send
-``m.read.private`` to anyone else).
+``m.read.private`` to anyone else), and the federation sender sends local
+users' public ones to the room's other servers.
 
 Not checked: that an event given with a thread root's ``thread_id`` belongs
 to that thread (it needs relation walking; the 400 the spec allows for it is
@@ -22,15 +24,23 @@ not produced).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
 from mxserver.events.model import Event
 from mxserver.ids import is_valid_event_id
-from mxserver.storage.receipts import PRIVATE_TYPES, UNTHREADED, ReceiptStore, receipt_content
+from mxserver.storage.events import EventStore
+from mxserver.storage.receipts import UNTHREADED, ReceiptStore, receipt_content
 from mxserver.storage.stream_positions import PersistedStream
+from mxserver.streams import ReceiptChange, Stream
+
+if TYPE_CHECKING:
+    from mxserver.accounts.auth import Requester
+    from mxserver.rooms.api import ReaderRooms
+    from mxserver.sync.account_data import AccountDataHandler
 
 log = Logger()
 
@@ -42,14 +52,26 @@ MAIN_THREAD = "main"
 
 
 class ReceiptsHandler:
-    """``hs.receipts``."""
+    """``hs.receipts``: writes receipts (``store``, positions from ``position``) and publishes them."""
 
-    def __init__(self, hs: Any) -> None:
-        self._hs = hs
-        self._stream = PersistedStream(hs.db, "receipts")
-        self._store = ReceiptStore(hs.db, self._stream)
+    def __init__(
+        self,
+        store: ReceiptStore,
+        position: PersistedStream,
+        rooms: ReaderRooms,
+        events: EventStore,
+        account_data: AccountDataHandler,
+        clock: IReactorTime,
+        changes: Stream[ReceiptChange],
+    ) -> None:
+        self._store = store
+        self._stream = position
+        self._rooms = rooms
+        self._events = events
+        self._account_data = account_data
+        self._clock = clock
+        self._changes = changes
         self._loaded = False
-        hs.notifier.register_stream("receipts", lambda: self._stream.current)
 
     async def start(self) -> None:
         """Load the persisted stream position (after migrations, before serving)."""
@@ -63,7 +85,7 @@ class ReceiptsHandler:
     # -- the client API ---------------------------------------------------------------------
 
     async def send_receipt(
-        self, requester: Any, room_id: str, receipt_type: str, event_id: str, thread_id: str | None
+        self, requester: Requester, room_id: str, receipt_type: str, event_id: str, thread_id: str | None
     ) -> None:
         """receipts.yaml: store a receipt (or, for ``m.fully_read``, move the read marker)."""
         if receipt_type not in (*RECEIPT_TYPES, FULLY_READ):
@@ -82,7 +104,7 @@ class ReceiptsHandler:
             await self._store_receipt(room_nid, room_id, receipt_type, user_id, thread_id, event)
 
     async def set_read_markers(
-        self, requester: Any, room_id: str, fully_read: str | None, read: str | None, read_private: str | None
+        self, requester: Requester, room_id: str, fully_read: str | None, read: str | None, read_private: str | None
     ) -> None:
         """read_markers.yaml: every given event is checked before anything is written."""
         user_id = requester.user_id
@@ -105,7 +127,7 @@ class ReceiptsHandler:
 
         Ignored (False) when the event is not in the room's timeline here; receipts only move forward.
         """
-        room = await self._hs.room_server.get_room(room_id)
+        room = await self._rooms.get_room(room_id)
         if room is None:
             return False
         try:
@@ -120,19 +142,19 @@ class ReceiptsHandler:
             room.room_nid, receipt_type, user_id, UNTHREADED if thread_id is None else thread_id, event_id, ordering, ts
         )
         if position is not None:
-            self._hs.notifier.notify(room_ids=[room_id])
+            self._changes.publish(ReceiptChange(room_id, receipt_type, user_id, event_id, thread_id, ts))
         return position is not None
 
     async def _check_joined(self, room_id: str, user_id: str) -> int:
-        room = await self._hs.room_server.get_room(room_id)
-        if room is None or await self._hs.room_server.membership(room_id, user_id) != "join":
+        room = await self._rooms.get_room(room_id)
+        if room is None or await self._rooms.membership(room_id, user_id) != "join":
             raise forbidden("You are not joined to this room")
         return int(room.room_nid)
 
     async def _event_in_room(self, room_id: str, event_id: str) -> Event:
         if not is_valid_event_id(event_id):
             raise invalid_param("Invalid event ID")
-        event = await self._hs.event_store.get_event(event_id)
+        event = await self._events.get_event(event_id)
         if (
             event is None
             or event.room_id != room_id
@@ -150,23 +172,18 @@ class ReceiptsHandler:
             await self.start()
         ordering = event.metadata.stream_ordering
         assert ordering is not None
-        ts = int(self._hs.clock.seconds() * 1000)
+        ts = int(self._clock.seconds() * 1000)
         position = await self._store.upsert(
             room_nid, receipt_type, user_id, UNTHREADED if thread_id is None else thread_id, event.event_id, ordering, ts
         )
         if position is None:
             return  # older than the stored receipt: receipts only move forward
-        if receipt_type in PRIVATE_TYPES:
-            self._hs.notifier.notify(user_ids=[user_id])
-        else:
-            self._hs.notifier.notify(room_ids=[room_id])
-            # Public receipts of local users go to the room's other servers (§Receipts).
-            sender = getattr(self._hs, "federation_sender", None)
-            if sender is not None:
-                sender.edus.receipt(room_id, receipt_type, user_id, event.event_id, thread_id, ts)
+        # Private receipts wake only their owner and stay on this server (ReceiptChange.wakes,
+        # the federation sender's receipt hook); public ones wake the room and go to its servers.
+        self._changes.publish(ReceiptChange(room_id, receipt_type, user_id, event.event_id, thread_id, ts))
 
     async def _set_fully_read(self, user_id: str, room_id: str, event: Event) -> None:
-        account_data = self._hs.account_data
+        account_data = self._account_data
         try:
             current = await account_data.get_account_data(user_id, room_id, FULLY_READ)
         except MatrixError as e:
@@ -176,7 +193,7 @@ class ReceiptsHandler:
         if current is not None and isinstance(current.get("event_id"), str):
             if current["event_id"] == event.event_id:
                 return
-            old = await self._hs.event_store.get_event(current["event_id"])
+            old = await self._events.get_event(current["event_id"])
             old_ordering = old.metadata.stream_ordering if old is not None else None
             if old_ordering is not None and old_ordering > (event.metadata.stream_ordering or 0):
                 return  # the marker only moves forward, like receipts
@@ -219,7 +236,7 @@ class ReceiptsHandler:
         """:meth:`get_read_receipt_stream_ordering` for many rooms in one query (rooms without receipts absent)."""
         nids: dict[int, str] = {}
         for room_id in dict.fromkeys(room_ids):
-            room = await self._hs.event_store.get_room(room_id)
+            room = await self._events.get_room(room_id)
             if room is not None:
                 nids[room.room_nid] = room_id
         if not nids:

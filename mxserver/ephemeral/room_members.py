@@ -22,26 +22,28 @@ up as the current state.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
 
 from twisted.internet.defer import Deferred
 
 from mxserver.events.model import Event
-from mxserver.storage.database import Txn
-from mxserver.streams import Phase
+from mxserver.storage.room_members import RoomMembersStore
 
 #: how many users' "sharing" sets stay cached
 SHARING_CACHE_SIZE = 20_000
 
-_CHUNK = 500
+#: told ``(room_id, user_id, joined)`` of a join or leave (possibly repeated: must be idempotent)
+MembershipListener = Callable[[str, str, bool], None]
 
 
 class RoomMembers:
-    """``hs.room_members``: joined members per room and rooms per user, kept current."""
+    """``hs.room_members``: joined members per room and rooms per user, kept current.
 
-    def __init__(self, hs: Any) -> None:
-        self._db = hs.db
+    The Homeserver subscribes :meth:`on_room_events` to the room stream (caches phase).
+    """
+
+    def __init__(self, store: RoomMembersStore) -> None:
+        self._store = store
         self._members: dict[str, set[str]] = {}
         self._rooms: dict[str, set[str]] = {}
         self._sharing: OrderedDict[str, frozenset[str]] = OrderedDict()
@@ -52,10 +54,18 @@ class RoomMembers:
         self._user_waiters: dict[str, list[Deferred[None]]] = {}
         #: bumped by every membership change seen on the stream
         self._generation = 0
-        #: called with (room_id, user_id, joined) for every join/leave seen on the stream
-        #: (possibly repeated: receivers must be idempotent)
-        self.listeners: list[Any] = []
-        hs.room_stream.subscribe(self._on_events, Phase.CACHES)
+        #: told of every join/leave seen (:data:`MembershipListener`), in registration order.
+        #: Register with :meth:`subscribe_memberships` (from the Homeserver); appending here
+        #: directly still works while the last callers move over.
+        self.listeners: list[MembershipListener] = []
+
+    def subscribe_memberships(self, listener: MembershipListener) -> None:
+        """Call ``listener(room_id, user_id, joined)`` for every join or leave from now on.
+
+        It runs right after this cache moved (inside the room-stream publish, caches phase,
+        or inside :meth:`state_replaced`): it must be cheap, synchronous and idempotent.
+        """
+        self.listeners.append(listener)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -110,7 +120,7 @@ class RoomMembers:
                 self._loading_rooms[r] = []
                 self._room_waiters[r] = []
             try:
-                loaded = await self._db.run_read("room_members_load_rooms", _load_rooms_txn, to_load)
+                loaded = await self._store.joined_members(to_load)
             except BaseException as e:
                 self._finish(to_load, self._loading_rooms, self._room_waiters, e)
                 raise
@@ -132,7 +142,7 @@ class RoomMembers:
                 self._loading_users[u] = []
                 self._user_waiters[u] = []
             try:
-                loaded = await self._db.run_read("room_members_load_users", _load_users_txn, to_load)
+                loaded = await self._store.joined_rooms(to_load)
             except BaseException as e:
                 self._finish(to_load, self._loading_users, self._user_waiters, e)
                 raise
@@ -181,7 +191,8 @@ class RoomMembers:
 
     # -- the stream ---------------------------------------------------------------------------
 
-    def _on_events(self, events: list[Event]) -> None:
+    def on_room_events(self, events: list[Event]) -> None:
+        """Room-stream subscriber: apply the joins and leaves among ``events``."""
         for ev in events:
             if ev.type != "m.room.member" or ev.state_key is None:
                 continue
@@ -211,33 +222,3 @@ class RoomMembers:
             self._sharing.pop(other, None)
         for listener in self.listeners:
             listener(room_id, user_id, joined)
-
-
-def _load_rooms_txn(txn: Txn, room_ids: list[str]) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {r: set() for r in room_ids}
-    for i in range(0, len(room_ids), _CHUNK):
-        chunk = room_ids[i : i + _CHUNK]
-        marks = ",".join("?" * len(chunk))
-        rows = txn.query(
-            "SELECT r.room_id, m.user_id FROM rooms r JOIN room_memberships m ON m.room_nid = r.room_nid"
-            f" WHERE r.room_id IN ({marks}) AND m.membership = 'join'",
-            chunk,
-        )
-        for room_id, user_id in rows:
-            out[room_id].add(user_id)
-    return out
-
-
-def _load_users_txn(txn: Txn, user_ids: list[str]) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {u: set() for u in user_ids}
-    for i in range(0, len(user_ids), _CHUNK):
-        chunk = user_ids[i : i + _CHUNK]
-        marks = ",".join("?" * len(chunk))
-        rows = txn.query(
-            "SELECT m.user_id, r.room_id FROM room_memberships m JOIN rooms r ON r.room_nid = m.room_nid"
-            f" WHERE m.user_id IN ({marks}) AND m.membership = 'join'",
-            chunk,
-        )
-        for user_id, room_id in rows:
-            out[user_id].add(room_id)
-    return out

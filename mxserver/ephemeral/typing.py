@@ -1,7 +1,6 @@
 """Typing notifications: the client API behind ``PUT /rooms/{roomId}/typing/{userId}`` and the "typing" stream.
 
-Who is typing is kept by the ITyping module (``hs.typing``; expiry on the
-reactor clock). This handler adds the rules (only yourself, only in rooms you
+Who is typing is kept by the ITyping module (expiry on the reactor clock). This handler adds the rules (only yourself, only in rooms you
 are joined to) and the stream: an in-memory position bumped on every change
 the module reports through its ``on_change`` callback, with the position of
 each room's latest change, so /sync can ask which rooms changed since a
@@ -9,17 +8,29 @@ token. The stream is in memory: after a restart it starts again at 0, and a
 token ahead of it is answered like an initial sync (what is typing now).
 A module without ``on_change`` still works, but then only explicit changes
 (not expiries) move the stream.
+
+Every change is published as a :class:`~mxserver.streams.TypingChange` on the
+typing stream (the notifier wakes the room's long-polls from it, the federation
+sender tells the room's other servers); a local user saying again that they
+are typing is published too, with ``refreshed`` set (other servers time typing
+out on their own) and waking nobody.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
 from mxserver.errors import forbidden
 from mxserver.events.model import Event
+from mxserver.interfaces import ITyping
+from mxserver.streams import Stream, TypingChange
+
+if TYPE_CHECKING:
+    from mxserver.accounts.auth import Requester
+    from mxserver.rooms.api import ReaderRooms
 
 log = Logger()
 
@@ -28,19 +39,18 @@ DEFAULT_TIMEOUT_MS = 30_000
 
 
 class TypingHandler:
-    """``hs.typing_handler``."""
+    """``hs.typing_handler``; the Homeserver subscribes :meth:`on_room_events` to the room stream."""
 
-    def __init__(self, hs: Any) -> None:
-        self._hs = hs
-        self._module = hs.typing
+    def __init__(self, module: ITyping, rooms: ReaderRooms, stream: Stream[TypingChange]) -> None:
+        self._module = module
+        self._rooms = rooms
+        self._stream = stream
         self._position = 0
         #: room -> stream position of its latest typing change
         self._room_positions: dict[str, int] = {}
         self._module_notifies = hasattr(self._module, "on_change")
         if self._module_notifies:
             self._module.on_change = self._changed
-        hs.notifier.register_stream("typing", lambda: self._position)
-        hs.room_stream.subscribe(self._on_events)
 
     @property
     def current_position(self) -> int:
@@ -48,13 +58,13 @@ class TypingHandler:
 
     # -- the client API --------------------------------------------------------------------
 
-    async def set_typing(self, requester: Any, room_id: str, user_id: str, typing: bool, timeout_ms: int | None) -> None:
+    async def set_typing(self, requester: Requester, room_id: str, user_id: str, typing: bool, timeout_ms: int | None) -> None:
         """typing.yaml: only for yourself, only in a room you are joined to (else 403)."""
         if user_id != requester.user_id:
             raise forbidden("You may only set your own typing state")
-        if await self._hs.room_server.get_room(room_id) is None:
+        if await self._rooms.get_room(room_id) is None:
             raise forbidden("You are not joined to this room")
-        if await self._hs.room_server.membership(room_id, user_id) != "join":
+        if await self._rooms.membership(room_id, user_id) != "join":
             raise forbidden("You are not joined to this room")
         was_typing = user_id in self._module.typing_in(room_id)
         self._module.set_typing(room_id, user_id, typing, DEFAULT_TIMEOUT_MS if timeout_ms is None else timeout_ms)
@@ -62,7 +72,7 @@ class TypingHandler:
             self._changed(room_id)
         elif typing and was_typing:
             # A refresh is no change here, but other servers time typing out on their own.
-            self._federate(room_id, refreshed=user_id)
+            self._publish(room_id, refreshed=user_id)
 
     def set_remote_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
         """An ``m.typing`` EDU from another server, already checked (its user, joined to the room)."""
@@ -75,14 +85,10 @@ class TypingHandler:
     def _changed(self, room_id: str) -> None:
         self._position += 1
         self._room_positions[room_id] = self._position
-        self._hs.notifier.notify(room_ids=[room_id])
-        self._federate(room_id)
+        self._publish(room_id)
 
-    def _federate(self, room_id: str, refreshed: str | None = None) -> None:
-        """Tell the room's other servers about local users who started or stopped typing."""
-        sender = getattr(self._hs, "federation_sender", None)
-        if sender is not None:
-            sender.edus.typing_changed(room_id, self._module.typing_in(room_id), refreshed)
+    def _publish(self, room_id: str, refreshed: str | None = None) -> None:
+        self._stream.publish(TypingChange(room_id, frozenset(self._module.typing_in(room_id)), refreshed))
 
     def typing_for_rooms(self, room_ids: Iterable[str], since_pos: int | None) -> dict[str, dict[str, Any]]:
         """The ``m.typing`` ephemeral event of each room in ``room_ids`` whose typing changed after ``since_pos``.
@@ -110,7 +116,8 @@ class TypingHandler:
 
     # -- leaving stops typing ------------------------------------------------------------------
 
-    def _on_events(self, events: list[Event]) -> None:
+    def on_room_events(self, events: list[Event]) -> None:
+        """Room-stream subscriber: a user who leaves (or is kicked, banned...) stops typing."""
         for ev in events:
             if ev.type != "m.room.member" or ev.state_key is None or ev.membership == "join":
                 continue

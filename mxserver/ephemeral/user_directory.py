@@ -10,10 +10,11 @@ federation request per result).
 
 How: an in-memory index, no per-search SQL once warm.
 
-- ``hs.room_members`` gives each room's members and the users sharing a
+- :class:`~mxserver.ephemeral.room_members.RoomMembers` gives each room's members and the users sharing a
   room with the searcher (both cached and kept current from the room stream).
 - The set of public rooms is loaded on first search from the current state
-  (join rules and history visibility of every room) and then kept current
+  (join rules and history visibility of every room, through
+  :class:`~mxserver.storage.user_directory.UserDirectoryStore`) and then kept current
   from the room stream; its members' union is cached and dropped when a
   membership in a public room or the set itself changes.
 - Profiles of local users (and their search tokens) are cached on first
@@ -34,16 +35,17 @@ with a display name or avatar first, then by user ID.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from mxserver.ephemeral.room_members import RoomMembers
 from mxserver.events.model import Event
 from mxserver.room_handlers.identifiers import server_of_user
-from mxserver.storage.database import Txn
+from mxserver.storage.profiles import ProfileStore
+from mxserver.storage.user_directory import RoomRules, UserDirectoryStore, member_profile
 
 log = Logger()
 
@@ -64,22 +66,28 @@ def _tokens(user_id: str, displayname: str | None) -> tuple[str, ...]:
 
 
 class UserDirectory:
-    """``hs.user_directory``."""
+    """``hs.user_directory``.
 
-    def __init__(self, hs: Any) -> None:
-        self._hs = hs
-        self._members = hs.room_members
+    The Homeserver subscribes :meth:`on_room_events` to the room stream and
+    :meth:`membership_changed` to the members cache's joins and leaves.
+    """
+
+    def __init__(
+        self, server_name: str, store: UserDirectoryStore, profiles: ProfileStore, members: RoomMembers
+    ) -> None:
+        self._server_name = server_name
+        self._store = store
+        self._profile_store = profiles
+        self._members = members
         #: user -> (displayname, avatar_url, search tokens), local users seen so far
         self._profiles: dict[str, tuple[str | None, str | None, tuple[str, ...]]] = {}
         #: room -> (join_rule, history_visibility); None until loaded
-        self._room_rules: dict[str, tuple[str | None, str | None]] | None = None
+        self._room_rules: dict[str, RoomRules] | None = None
         self._loading = False
         self._waiters: list[Deferred[None]] = []
         self._pending: list[Event] = []
         self._public_members: frozenset[str] | None = None
         self._public_generation = 0
-        hs.room_stream.subscribe(self._on_events)
-        hs.room_members.listeners.append(self._membership_changed)
 
     # -- search -----------------------------------------------------------------------------------
 
@@ -90,7 +98,7 @@ class UserDirectory:
             return {"results": [], "limited": False}
         visible = set(await self._members.users_sharing_rooms(searcher))
         visible |= await self._public_room_members()
-        own = self._hs.server_name
+        own = self._server_name
         local = [u for u in visible if server_of_user(u) == own]
         remote = [u for u in visible if server_of_user(u) != own]
         await self._ensure_profiles(local)
@@ -120,7 +128,7 @@ class UserDirectory:
         missing = [u for u in user_ids if u not in self._profiles]
         if not missing:
             return
-        found = await self._hs.profiles.get_profiles(missing)
+        found = await self._profile_store.get_profiles(missing)
         for user_id, (displayname, avatar_url) in found.items():
             # A profile change that landed while we read wins over what we read.
             self._profiles.setdefault(user_id, (displayname, avatar_url, _tokens(user_id, displayname)))
@@ -130,16 +138,16 @@ class UserDirectory:
         missing = [u for u in user_ids if u not in self._profiles]
         if not missing:
             return
-        found = await self._hs.db.run_read("user_directory_remote_profiles", _member_profiles_txn, missing)
+        found = await self._store.member_profiles(missing)
         for user_id in missing:
             displayname, avatar_url = found.get(user_id, (None, None))
             self._profiles.setdefault(user_id, (displayname, avatar_url, _tokens(user_id, displayname)))
 
     def _remote_member_event(self, ev: Event) -> None:
         user_id = ev.state_key
-        if not user_id or server_of_user(user_id) == self._hs.server_name or ev.membership != "join":
+        if not user_id or server_of_user(user_id) == self._server_name or ev.membership != "join":
             return
-        displayname, avatar_url = _member_profile(ev.content)
+        displayname, avatar_url = member_profile(ev.content)
         self._profiles[user_id] = (displayname, avatar_url, _tokens(user_id, displayname))
 
     def profile_changed(self, user_id: str, displayname: str | None, avatar_url: str | None) -> None:
@@ -173,7 +181,7 @@ class UserDirectory:
             return
         self._loading = True
         try:
-            rules = await self._hs.db.run_read("user_directory_room_rules", _load_rules_txn)
+            rules = await self._store.room_rules()
         except BaseException as e:
             self._loading = False
             self._pending = []
@@ -191,7 +199,8 @@ class UserDirectory:
         for w in waiters:
             w.callback(None)
 
-    def _on_events(self, events: list[Event]) -> None:
+    def on_room_events(self, events: list[Event]) -> None:
+        """Room-stream subscriber: remote users' profiles, rooms becoming public or not."""
         for ev in events:
             if ev.type == "m.room.member" and not (ev.rejected or ev.metadata.soft_failed or ev.metadata.outlier):
                 self._remote_member_event(ev)
@@ -217,7 +226,8 @@ class UserDirectory:
         if was != _is_public(new):
             self._invalidate_public()
 
-    def _membership_changed(self, room_id: str, user_id: str, joined: bool) -> None:
+    def membership_changed(self, room_id: str, user_id: str, joined: bool) -> None:
+        """A join or leave (from the members cache): the public rooms' members may have moved."""
         if self._room_rules is not None and _is_public(self._room_rules.get(room_id, (None, None))):
             self._invalidate_public()
 
@@ -226,7 +236,7 @@ class UserDirectory:
         self._public_members = None
 
 
-def _is_public(rules: tuple[str | None, str | None]) -> bool:
+def _is_public(rules: RoomRules) -> bool:
     return rules[0] == "public" or rules[1] == "world_readable"
 
 
@@ -244,48 +254,3 @@ def _rank(user_id: str, displayname: str | None, avatar_url: str | None, query: 
 
 def _starts(words_: list[str], query: list[str]) -> bool:
     return bool(words_) and words_[0].startswith(query[0])
-
-
-def _member_profile(content: Any) -> tuple[str | None, str | None]:
-    if not isinstance(content, dict):
-        return None, None
-    name, avatar = content.get("displayname"), content.get("avatar_url")
-    return (name if isinstance(name, str) else None), (avatar if isinstance(avatar, str) else None)
-
-
-def _member_profiles_txn(txn: Txn, user_ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
-    """user -> (displayname, avatar_url) of their latest join event in any room's current state."""
-    out: dict[str, tuple[str | None, str | None]] = {}
-    for i in range(0, len(user_ids), 500):
-        chunk = user_ids[i : i + 500]
-        marks = ",".join("?" * len(chunk))
-        rows = txn.query(
-            "SELECT cs.state_key, e.json FROM current_state cs JOIN events e ON e.event_id = cs.event_id"
-            f" WHERE cs.type = 'm.room.member' AND cs.state_key IN ({marks})"
-            " ORDER BY e.origin_server_ts DESC",
-            chunk,
-        )
-        for user_id, raw in rows:
-            if user_id in out:
-                continue
-            content = json.loads(raw).get("content")
-            if isinstance(content, dict) and content.get("membership") == "join":
-                out[user_id] = _member_profile(content)
-    return out
-
-
-def _load_rules_txn(txn: Txn) -> dict[str, tuple[str | None, str | None]]:
-    rows = txn.query(
-        "SELECT r.room_id, cs.type, e.json FROM current_state cs"
-        " JOIN rooms r ON r.room_nid = cs.room_nid JOIN events e ON e.event_id = cs.event_id"
-        " WHERE cs.type IN ('m.room.join_rules', 'm.room.history_visibility') AND cs.state_key = ''"
-    )
-    out: dict[str, tuple[str | None, str | None]] = {}
-    for room_id, etype, raw in rows:
-        content = json.loads(raw).get("content")
-        key = "join_rule" if etype == "m.room.join_rules" else "history_visibility"
-        value = content.get(key) if isinstance(content, dict) else None
-        value = value if isinstance(value, str) else None
-        join_rule, history = out.get(room_id, (None, None))
-        out[room_id] = (value, history) if etype == "m.room.join_rules" else (join_rule, value)
-    return out

@@ -6,11 +6,11 @@ fields, spec v1.16) answer M_UNRECOGNIZED.
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
+from mxserver.accounts.auth import Auth
 from mxserver.api.http import JsonDict, json_body, route
+from mxserver.ephemeral.profiles import ProfileHandler
 from mxserver.errors import bad_json, missing_param
 
 _V3 = "/_matrix/client/v3"
@@ -22,9 +22,9 @@ def _paths(suffix: str) -> list[str]:
 
 
 class ProfileServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.profiles = hs.profiles
+    def __init__(self, auth: Auth, profiles: ProfileHandler) -> None:
+        self.auth = auth
+        self.profiles = profiles
 
     # profile.yaml: lookups need no access token.
 
@@ -49,7 +49,7 @@ class ProfileServlet:
         return await self._set(request, user_id, "avatar_url")
 
     async def _set(self, request: IRequest, user_id: str, field: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        requester = await self.auth.get_user(request, allow_guest=True)
         body = json_body(request)
         if field not in body:
             raise missing_param(f"Missing '{field}'")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
+from mxserver.accounts.auth import Auth
 from mxserver.api.http import JsonDict, json_body, route
+from mxserver.ephemeral.receipts import ReceiptsHandler
 from mxserver.errors import bad_json, invalid_param
 from mxserver.room_handlers.identifiers import check_room_id
 
@@ -28,13 +28,13 @@ def _event_id_field(body: JsonDict, key: str) -> str | None:
 
 
 class ReceiptsServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.receipts = hs.receipts
+    def __init__(self, auth: Auth, receipts: ReceiptsHandler) -> None:
+        self.auth = auth
+        self.receipts = receipts
 
     @route("POST", *_paths("/rooms/{room_id}/receipt/{receipt_type}/{event_id}"))
     async def send_receipt(self, request: IRequest, room_id: str, receipt_type: str, event_id: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        requester = await self.auth.get_user(request, allow_guest=True)
         # receipts.yaml: the body holds only optional fields; clients often send none at all.
         body = json_body(request, allow_empty=True)
         thread_id = body.get("thread_id")
@@ -45,7 +45,7 @@ class ReceiptsServlet:
 
     @route("POST", *_paths("/rooms/{room_id}/read_markers"))
     async def set_read_markers(self, request: IRequest, room_id: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        requester = await self.auth.get_user(request, allow_guest=True)
         body = json_body(request)
         await self.receipts.set_read_markers(
             requester,

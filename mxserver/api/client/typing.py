@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
+from mxserver.accounts.auth import Auth
 from mxserver.api.http import JsonDict, get_bool, get_int, json_body, route
+from mxserver.ephemeral.typing import TypingHandler
 from mxserver.errors import invalid_param
 from mxserver.room_handlers.identifiers import check_room_id, check_user_id
 
@@ -14,13 +14,13 @@ _PATHS = [p + "/rooms/{room_id}/typing/{user_id}" for p in ("/_matrix/client/v3"
 
 
 class TypingServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.typing = hs.typing_handler
+    def __init__(self, auth: Auth, typing: TypingHandler) -> None:
+        self.auth = auth
+        self.typing = typing
 
     @route("PUT", *_PATHS)
     async def set_typing(self, request: IRequest, room_id: str, user_id: str) -> JsonDict:
-        requester = await self.hs.auth.get_user(request, allow_guest=True)
+        requester = await self.auth.get_user(request, allow_guest=True)
         body = json_body(request)
         typing = get_bool(body, "typing")
         timeout = get_int(body, "timeout", None)

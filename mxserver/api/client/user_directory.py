@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
+from mxserver.accounts.auth import Auth
 from mxserver.api.http import JsonDict, get_int, get_str, json_body, route
-from mxserver.ephemeral.user_directory import DEFAULT_LIMIT, MAX_LIMIT
+from mxserver.ephemeral.user_directory import DEFAULT_LIMIT, MAX_LIMIT, UserDirectory
 from mxserver.errors import invalid_param
 
 _PATHS = [p + "/user_directory/search" for p in ("/_matrix/client/v3", "/_matrix/client/r0")]
@@ -16,13 +15,13 @@ MAX_TERM_LENGTH = 1000
 
 
 class UserDirectoryServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.directory = hs.user_directory
+    def __init__(self, auth: Auth, directory: UserDirectory) -> None:
+        self.auth = auth
+        self.directory = directory
 
     @route("POST", *_PATHS)
     async def search(self, request: IRequest) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
+        requester = await self.auth.get_user(request)
         body = json_body(request)
         term = get_str(body, "search_term", max_length=MAX_TERM_LENGTH)
         limit = get_int(body, "limit", DEFAULT_LIMIT)
