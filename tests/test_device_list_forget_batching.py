@@ -3,12 +3,14 @@ batches (a federation join adopting a 1,000-member state is one listener call pe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.trial import unittest
 
 from mxserver.e2ee.device_lists import DeviceListHandler
+from mxserver.storage.e2ee_device_lists import DeviceListStore
+from mxserver.streams import DeviceListChange, Stream
 
 
 class _Store:
@@ -37,32 +39,25 @@ class _Store:
         return succeed(None)
 
 
-class _Members:
-    def __init__(self) -> None:
-        self.listeners: list[Any] = []
-
-
-class _Notifier:
-    def register_stream(self, name: str, current: Any) -> None:
-        pass
-
-
-class _Hs:
-    server_name = "us.test"
-
-    def __init__(self) -> None:
-        self.notifier = _Notifier()
-        self.start_hooks: list[Any] = []
-        self.room_members = _Members()
-
-
 class ForgetBatchingTests(unittest.TestCase):
     def setUp(self) -> None:
         self.store = _Store()
-        self.handler = DeviceListHandler(_Hs(), self.store, None, None)
+        # Only the store takes part in forgetting: no other collaborator is called.
+        unused: Any = None
+        self.handler = DeviceListHandler(
+            "us.test",
+            cast(DeviceListStore, self.store),
+            unused,
+            unused,
+            Stream[DeviceListChange]("device_lists"),
+            unused,
+            unused,
+            unused,
+            unused,
+        )
 
     def test_joins_during_a_forget_go_as_one_batch(self) -> None:
-        changed = self.handler._membership_changed
+        changed = self.handler.membership_changed
         changed("!r:remote.test", "@a:remote.test", True)
         for user in ("@b:remote.test", "@c:remote.test", "@b:remote.test", "@d:remote.test"):
             changed("!r:remote.test", user, True)
@@ -82,8 +77,8 @@ class ForgetBatchingTests(unittest.TestCase):
 
     def test_a_failed_batch_does_not_stop_the_next(self) -> None:
         self.store.fail_next = True
-        self.handler._membership_changed("!r:remote.test", "@a:remote.test", True)
+        self.handler.membership_changed("!r:remote.test", "@a:remote.test", True)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-        self.handler._membership_changed("!r:remote.test", "@c:remote.test", True)
+        self.handler.membership_changed("!r:remote.test", "@c:remote.test", True)
         self.store.gates[0].callback(None)
         self.assertEqual(self.store.forgotten, ["@c:remote.test"])

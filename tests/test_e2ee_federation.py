@@ -169,6 +169,7 @@ class E2eeFederationTests(TwoServerTestCase):
 
         sender.send_edu = lossy
         await self.new_bob_device("BOB3")
+        await self.b.hs.outbound_device_lists.settle()  # the EDUs are built in the background
         self.assertEqual([c["device_id"] for c in dropped], ["BOB3"])
         # ...so the next one refers to a prev_id server A never saw: it fetches the whole list.
         await self.new_bob_device("BOB4")

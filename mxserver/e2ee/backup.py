@@ -1,6 +1,6 @@
 """Server-side key backups (end_to_end_encryption.md §Server-side key backups; key_backup.yaml).
 
-``hs.key_backup``. Versions are opaque strings to clients; here they are
+The Homeserver's ``key_backup``. Versions are opaque strings to clients; here they are
 the decimal form of a per-user counter. The server stores ``auth_data`` and
 ``session_data`` as given (it cannot read them) and decides, for a session
 it already holds, whether an upload replaces it (:meth:`RoomKey.better_than`).
@@ -73,8 +73,9 @@ def parse_sessions(obj: Any, what: str) -> dict[str, RoomKey]:
 
 
 class KeyBackupHandler:
-    def __init__(self, hs: Any, store: KeyBackupStore) -> None:
-        self.hs = hs
+    """/room_keys/*: backup versions and the room keys in them."""
+
+    def __init__(self, store: KeyBackupStore) -> None:
         self.store = store
 
     @staticmethod

@@ -1,6 +1,6 @@
 """Cross-signing (end_to_end_encryption.md §Cross-signing; cross_signing.yaml).
 
-``hs.cross_signing``: uploading a user's master, self-signing and
+The Homeserver's ``cross_signing``: uploading a user's master, self-signing and
 user-signing keys, and uploading signatures of keys. Signatures accepted by
 ``/keys/signatures/upload`` are exactly the kinds /keys/query may show:
 
@@ -13,7 +13,7 @@ Each is verified against the signing key before it is stored.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mxserver.e2ee.validation import (
     cross_signing_public_key,
@@ -24,6 +24,11 @@ from mxserver.e2ee.validation import (
 )
 from mxserver.errors import MatrixError, bad_json, forbidden, missing_param
 from mxserver.ids import UserID
+from mxserver.storage.e2ee_keys import E2eKeyStore
+
+if TYPE_CHECKING:
+    from mxserver.accounts.uia import UIARequest, UserInteractiveAuth
+    from mxserver.e2ee.device_lists import DeviceListHandler
 
 JsonDict = dict[str, Any]
 
@@ -31,12 +36,17 @@ _FIELDS = (("master", "master_key"), ("self_signing", "self_signing_key"), ("use
 
 
 class CrossSigningHandler:
-    def __init__(self, hs: Any, key_store: Any, device_lists: Any) -> None:
-        self.hs = hs
+    """/keys/device_signing/upload and /keys/signatures/upload."""
+
+    def __init__(
+        self, server_name: str, key_store: E2eKeyStore, device_lists: DeviceListHandler, uia: UserInteractiveAuth
+    ) -> None:
+        self.server_name = server_name
         self.store = key_store
         self.device_lists = device_lists
+        self._uia = uia
 
-    async def upload_keys(self, requester: Any, body: JsonDict, uia_request: Any) -> None:
+    async def upload_keys(self, requester: Any, body: JsonDict, uia_request: UIARequest) -> None:
         """POST /keys/device_signing/upload."""
         user_id = requester.user_id
         new: dict[str, tuple[str, str, JsonDict]] = {}  # key_type -> (key id, public key, key)
@@ -48,7 +58,7 @@ class CrossSigningHandler:
 
         # cross_signing.yaml: no UIA for the first master key, nor for re-uploading the same keys.
         if "master" in existing and not all(existing.get(t) == k for t, (_, _, k) in new.items()):
-            await self.hs.uia.authenticate(uia_request, self.hs.uia.reauth_flows(), user_id)
+            await self._uia.authenticate(uia_request, self._uia.reauth_flows(), user_id)
         if not new:
             return
 
@@ -106,7 +116,7 @@ class CrossSigningHandler:
             for user_id, device_id, stream_id, prev in results:
                 by_user.setdefault(user_id, []).append((device_id, stream_id, prev))
             for user_id, changes in by_user.items():
-                if UserID.parse(user_id).server_name == self.hs.server_name:
+                if UserID.parse(user_id).server_name == self.server_name:
                     await self.device_lists.local_changes(user_id, changes)
         return {"failures": failures}
 

@@ -1,22 +1,25 @@
 """Device lists: who must hear that a user's devices changed (end_to_end_encryption.md
 §Tracking the device list for a user; server-server-api §Device Management).
 
-``hs.device_lists``. Every change to a local user's devices, device keys or
+The Homeserver's ``device_lists``. Every change to a local user's devices, device keys or
 cross-signing keys takes a position on the persisted ``device_lists`` stream
-(recorded by the store in the same transaction as the change). Then:
+(recorded by the store in the same transaction as the change). Then a
+:class:`~mxserver.streams.DeviceListChange` is published on the ephemeral
+``device_lists`` stream, naming the local users sharing a room with the user:
 
-- local users sharing a room with the user are woken; their ``/sync``
-  ``device_lists.changed`` (and ``/keys/changes``) lists the user;
-- every other server sharing a room with the user gets an
-  ``m.device_list_update`` EDU per device (``stream_id`` = the position,
-  ``prev_id`` = the user's previous device change) or an
-  ``m.signing_key_update`` EDU for cross-signing keys.
+- the notifier wakes them; their ``/sync`` ``device_lists.changed`` (and
+  ``/keys/changes``) lists the user;
+- :mod:`mxserver.federation.outbound_device_lists` sends every other server
+  sharing a room with the user an ``m.device_list_update`` EDU per device
+  (``stream_id`` = the position, ``prev_id`` = the user's previous device
+  change) or an ``m.signing_key_update`` EDU for cross-signing keys.
 
 Inbound, an EDU for a remote user whose list we cache is applied when every
 ``prev_id`` is one we applied; otherwise (a gap: an EDU was lost, or the cache
 came from ``/user/keys/query``, which gives no stream position) the list is
 fetched whole with ``GET /user/devices/{userId}``. Either way local users
-sharing a room with that user see them in ``device_lists.changed``.
+sharing a room with that user see them in ``device_lists.changed`` (a change
+published for the remote user: it wakes them, no server is sent anything).
 
 Membership moves the lists too: a user who starts sharing a room is
 ``changed``, one who no longer shares any room is ``left``; and a remote
@@ -26,15 +29,25 @@ them, because their server may not have been sending us updates meanwhile.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import DeferredLock, ensureDeferred
 from twisted.logger import Logger
 
 from mxserver.e2ee.keys import merge_signatures, user_devices_path
 from mxserver.e2ee.validation import cross_signing_public_key
-from mxserver.federation.destinations import servers_in_room
+from mxserver.events.model import Event
 from mxserver.ids import UserID
+from mxserver.storage.e2ee_device_lists import DeviceListStore
+from mxserver.storage.e2ee_keys import E2eKeyStore
+from mxserver.storage.stream_positions import PersistedStream
+from mxserver.storage.sync import MembershipRow
+from mxserver.streams import DeviceListChange, Stream
+
+if TYPE_CHECKING:
+    from mxserver.federation.client import FederationClient
+    from mxserver.rooms.api import ReaderRooms
 
 log = Logger()
 
@@ -54,28 +67,78 @@ def _server(user_id: str) -> str | None:
         return None
 
 
+class RoomMembership(Protocol):
+    """Who is joined where (``mxserver.ephemeral.room_members.RoomMembers``)."""
+
+    async def members(self, room_id: str) -> Collection[str]: ...
+
+    async def rooms_for_user(self, user_id: str) -> Collection[str]: ...
+
+    async def users_sharing_rooms(self, user_id: str) -> Collection[str]: ...
+
+
+class Memberships(Protocol):
+    """A user's memberships, read from the database (``mxserver.storage.sync.SyncStore``)."""
+
+    async def memberships(self, user_id: str) -> list[MembershipRow]: ...
+
+
 class DeviceListHandler:
-    def __init__(self, hs: Any, store: Any, key_store: Any, stream: Any) -> None:
-        self.hs = hs
+    """Device-list changes: /sync ``device_lists``, /keys/changes, /user/devices, inbound EDUs.
+
+    The Homeserver wires it: :meth:`start` as a start hook, :meth:`on_room_events` on
+    the room stream (caches phase), :meth:`membership_changed` as a room-members
+    listener, :meth:`on_device_list_update` and :meth:`on_signing_key_update` as the
+    inbound EDU handlers.
+    """
+
+    def __init__(
+        self,
+        server_name: str,
+        store: DeviceListStore,
+        key_store: E2eKeyStore,
+        stream: PersistedStream,
+        changes: Stream[DeviceListChange],
+        room_members: RoomMembership,
+        rooms: ReaderRooms,
+        memberships: Memberships,
+        federation_client: FederationClient,
+    ) -> None:
+        self.server_name = server_name
         self.store = store
         self.key_store = key_store
         self.stream = stream
+        self._changes = changes
+        self._room_members = room_members
+        self._rooms = rooms
+        self._memberships = memberships
+        self._federation_client = federation_client
         self._locks: dict[str, DeferredLock] = {}
         #: background work (EDU handling, cache drops), awaited by tests through :meth:`settle`
         self._pending: set[Any] = set()
         #: remote users whose cached device list must be dropped (:meth:`_queue_forget`), in order
         self._to_forget: dict[str, None] = {}
         self._forgetting = False
-        hs.notifier.register_stream("device_lists", lambda: stream.current)
-        hs.start_hooks.append(self._start)
-        hs.room_members.listeners.append(self._membership_changed)
+        # The room-stream position of each room's last event, so that /sync asks the database
+        # for membership changes only in rooms with events since its token; rooms without an
+        # event since start-up count as changed at the position the server started at.
+        self._room_latest: dict[str, int] = {}
+        self._room_baseline = 0
 
-    async def _start(self) -> None:
+    async def start(self) -> None:
+        """A start hook (after the room server's): load the stream position."""
         await self.stream.load()
-        edus = getattr(self.hs, "federation_edus", None)
-        if edus is not None:
-            edus.register(DEVICE_LIST_UPDATE, self.on_device_list_update)
-            edus.register(SIGNING_KEY_UPDATE, self.on_signing_key_update)
+        self._room_baseline = self._rooms.current_position
+
+    def on_room_events(self, events: list[Event]) -> None:
+        """Room-stream subscriber (caches phase): remember which rooms moved when."""
+        for ev in events:
+            pos = ev.metadata.stream_ordering or 0
+            if pos > self._room_latest.get(ev.room_id, 0):
+                self._room_latest[ev.room_id] = pos
+
+    def _room_changed_since(self, room_id: str, position: int) -> bool:
+        return self._room_latest.get(room_id, self._room_baseline) > position
 
     @property
     def current_position(self) -> int:
@@ -112,69 +175,19 @@ class DeviceListHandler:
     # -- local changes -------------------------------------------------------------------------
 
     async def _interested_local_users(self, user_id: str) -> set[str]:
-        sharing = set(await self.hs.room_members.users_sharing_rooms(user_id))
-        return {u for u in sharing if _server(u) == self.hs.server_name} | {user_id}
+        sharing = set(await self._room_members.users_sharing_rooms(user_id))
+        return {u for u in sharing if _server(u) == self.server_name} | {user_id}
 
-    async def _remote_servers(self, user_id: str) -> set[str]:
-        servers: set[str] = set()
-        for room_id in await self.hs.room_members.rooms_for_user(user_id):
-            servers |= await servers_in_room(self.hs, room_id)
-        servers.discard(self.hs.server_name)
-        return servers
+    async def _publish(self, user_id: str, changes: list[tuple[str, int, int | None]]) -> None:
+        notify = await self._interested_local_users(user_id)
+        self._changes.publish(DeviceListChange(user_id, tuple(changes), frozenset(notify)))
 
     async def local_changes(self, user_id: str, changes: list[tuple[str, int, int | None]]) -> None:
-        """Changes recorded for local ``user_id``: ``[(device_id or '', stream_id, prev_id)]``."""
-        self.hs.notifier.notify(user_ids=await self._interested_local_users(user_id))
-        sender = getattr(self.hs, "federation_sender", None)
-        if sender is None or not changes:
-            return
-        servers = await self._remote_servers(user_id)
-        if not servers:
-            return
-        edus: list[tuple[str, JsonDict]] = []
-        if any(device_id == "" for device_id, _, _ in changes):
-            edus.append((SIGNING_KEY_UPDATE, await self._signing_key_content(user_id)))
-        device_changes = [c for c in changes if c[0] != ""]
-        if device_changes:
-            names = (await self.key_store.get_local_device_names([user_id])).get(user_id, {})
-            stored = (await self.key_store.get_device_keys([(user_id, None)])).get(user_id, {})
-            sigs = await self.key_store.get_signatures([user_id], [user_id])
-            # Each EDU points at the one before it: in one batch, the previous change of the batch.
-            prev: int | None = device_changes[0][2]
-            for device_id, stream_id, _ in sorted(device_changes, key=lambda c: c[1]):
-                content: JsonDict = {
-                    "user_id": user_id,
-                    "device_id": device_id,
-                    "stream_id": stream_id,
-                    "prev_id": [prev] if prev is not None else [],
-                }
-                if device_id not in names:
-                    content["deleted"] = True
-                else:
-                    if SHARE_DEVICE_NAMES_OVER_FEDERATION and names[device_id] is not None:
-                        content["device_display_name"] = names[device_id]
-                    keys = stored.get(device_id, (None, None))[0]
-                    if keys is not None:
-                        content["keys"] = merge_signatures(keys, sigs.get((user_id, device_id)))
-                edus.append((DEVICE_LIST_UPDATE, content))
-                prev = stream_id
-        # Stored until delivered: a peer that was down, or our own restart, must not leave
-        # another server with a stale device list (end_to_end_encryption §Tracking device lists).
-        for destination in sorted(servers):
-            for edu_type, content in edus:
-                sender.send_edu(destination, edu_type, content, persistent=True)
+        """Changes recorded for local ``user_id``: ``[(device_id or '', stream_id, prev_id)]``.
 
-    async def _signing_key_content(self, user_id: str) -> JsonDict:
-        keys = (await self.key_store.get_cross_signing_keys([user_id])).get(user_id, {})
-        content: JsonDict = {"user_id": user_id}
-        if "master" in keys:
-            # With the signatures of the user's own devices on it (others may see those).
-            public = cross_signing_public_key(keys["master"])
-            sigs = await self.key_store.get_signatures([user_id], [user_id]) if public else {}
-            content["master_key"] = merge_signatures(keys["master"], sigs.get((user_id, public[1])) if public else None)
-        if "self_signing" in keys:
-            content["self_signing_key"] = keys["self_signing"]
-        return content
+        Published (even with no change, which wakes the user's room-mates and sends nothing).
+        """
+        await self._publish(user_id, changes)
 
     async def devices_removed(self, user_id: str, device_ids: list[str] | None) -> None:
         """Local devices were deleted (None: every device the user no longer has)."""
@@ -192,7 +205,7 @@ class DeviceListHandler:
         self, user_id: str, since_room: int, since_dl: int, now_room: int, now_dl: int, memberships: list[Any]
     ) -> tuple[list[str], list[str]]:
         """``(changed, left)`` for ``user_id`` between two positions (sync tokens' room and device_lists)."""
-        room_members = self.hs.room_members
+        room_members = self._room_members
         sharing = set(await room_members.users_sharing_rooms(user_id))
         changed: set[str] = set()
         if now_dl > since_dl:
@@ -204,8 +217,7 @@ class DeviceListHandler:
                 if since_room < m.stream_ordering <= now_room:
                     changed |= set(await room_members.members(m.room_id))  # we joined: everyone there is new to us
             # Only rooms with events since then can have membership changes (known in memory).
-            sync = getattr(self.hs, "sync_handler", None)
-            busy = [m for m in joined if sync is None or sync.room_changed_since(m.room_id, since_room)]
+            busy = [m for m in joined if self._room_changed_since(m.room_id, since_room)]
             moves = (
                 await self.store.membership_changes([m.room_nid for m in busy], since_room, now_room) if busy else []
             )
@@ -248,9 +260,9 @@ class DeviceListHandler:
 
     async def keys_changes(self, user_id: str, from_token: Any, to_token: Any) -> JsonDict:
         """GET /keys/changes."""
-        memberships = await self.hs.sync_handler.store.memberships(user_id)
+        memberships = await self._memberships.memberships(user_id)
         to_dl = min(to_token.device_lists, self.stream.current)
-        to_room = min(to_token.room, self.hs.room_server.current_position)
+        to_room = min(to_token.room, self._rooms.current_position)
         changed, left = await self.changes_for(
             user_id, from_token.room, from_token.device_lists, to_room, to_dl, memberships
         )
@@ -274,7 +286,7 @@ class DeviceListHandler:
             devices.append(entry)
         result: JsonDict = {
             "user_id": user_id,
-            "stream_id": await self._latest_device_stream_id(user_id),
+            "stream_id": await self.store.latest_device_stream_id(user_id),
             "devices": devices,
         }
         cross = (await self.key_store.get_cross_signing_keys([user_id])).get(user_id, {})
@@ -287,22 +299,15 @@ class DeviceListHandler:
                 result[field] = key
         return result
 
-    async def _latest_device_stream_id(self, user_id: str) -> int:
-        row = await self.hs.db.select_one(
-            "device_list_latest_device",
-            "SELECT MAX(stream_id) FROM device_list_changes WHERE user_id = ? AND device_id <> ''",
-            user_id,
-        )
-        return int(row[0]) if row and row[0] is not None else 0
-
     # -- federation: receiving ---------------------------------------------------------------------------
 
     async def _shares_room_locally(self, user_id: str) -> bool:
-        return bool(await self.hs.room_members.rooms_for_user(user_id))
+        return bool(await self._room_members.rooms_for_user(user_id))
 
     async def _remote_changed(self, user_id: str) -> None:
         await self.store.record_remote_change(user_id)
-        self.hs.notifier.notify(user_ids=await self._interested_local_users(user_id))
+        # Published to wake local users, with no changes of ours to send any server.
+        await self._publish(user_id, [])
 
     def on_device_list_update(self, origin: str, content: JsonDict) -> None:
         """An inbound m.device_list_update EDU: handled in the background, in order per user.
@@ -383,7 +388,9 @@ class DeviceListHandler:
         """
         server = _server(user_id)
         try:
-            answer = await self.hs.federation_client.get_json(server, user_devices_path(user_id), timeout=30)
+            if server is None:
+                raise ValueError("not a user ID")
+            answer = await self._federation_client.get_json(server, user_devices_path(user_id), timeout=30)
             stream_id = answer.get("stream_id")
             devices_in = answer.get("devices")
             if answer.get("user_id") != user_id or not isinstance(stream_id, int) or not isinstance(devices_in, list):
@@ -431,10 +438,11 @@ class DeviceListHandler:
 
     # -- membership ---------------------------------------------------------------------------------------
 
-    def _membership_changed(self, room_id: str, user_id: str, joined: bool) -> None:
+    def membership_changed(self, room_id: str, user_id: str, joined: bool) -> None:
+        """Room-members listener: a join makes cached lists of remote users untrustworthy."""
         if not joined:
             return
-        if _server(user_id) != self.hs.server_name:
+        if _server(user_id) != self.server_name:
             self._queue_forget(user_id)
         else:
             self._background(self._forget_room_members(room_id))
@@ -464,8 +472,8 @@ class DeviceListHandler:
             self._forgetting = False
 
     async def _forget_room_members(self, room_id: str) -> None:
-        members = await self.hs.room_members.members(room_id)
-        await self._forget([u for u in members if _server(u) != self.hs.server_name])
+        members = await self._room_members.members(room_id)
+        await self._forget([u for u in members if _server(u) != self.server_name])
 
     async def _forget(self, user_ids: list[str]) -> None:
         if not user_ids:

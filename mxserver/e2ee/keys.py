@@ -1,6 +1,6 @@
 """Device keys: upload, query and claim (keys.yaml; server-server user_keys.yaml).
 
-``hs.e2e_keys``. Queries and claims for local users are answered from the
+The Homeserver's ``e2e_keys``. Queries and claims for local users are answered from the
 database; for remote users they go to the user's server over federation
 (``/user/keys/query``, ``/user/keys/claim``), one request per server, run in
 parallel. A remote user's device list is cached once a local user shares a
@@ -17,17 +17,22 @@ keys are shown to their owner alone.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mxserver.e2ee.validation import check_device_keys, parse_key_map
 from mxserver.errors import MatrixError, bad_json, invalid_param
 from mxserver.federation.client import FederationError
 from mxserver.ids import UserID
-from mxserver.storage.e2ee_keys import KeyConflict
+from mxserver.storage.e2ee_keys import E2eKeyStore, KeyConflict
+
+if TYPE_CHECKING:
+    from mxserver.e2ee.device_lists import DeviceListHandler
+    from mxserver.federation.client import FederationClient
 
 log = Logger()
 
@@ -118,13 +123,24 @@ def _failure(e: Exception) -> JsonDict:
 
 
 class E2eKeysHandler:
-    def __init__(self, hs: Any, store: Any, device_lists: Any) -> None:
-        self.hs = hs
+    """/keys/upload, /keys/query and /keys/claim, local and over federation."""
+
+    def __init__(
+        self,
+        server_name: str,
+        store: E2eKeyStore,
+        device_lists: DeviceListHandler,
+        federation_client: FederationClient,
+        clock: IReactorTime,
+    ) -> None:
+        self.server_name = server_name
         self.store = store
         self.device_lists = device_lists
+        self._federation_client = federation_client
+        self._clock = clock
 
     def _is_mine(self, user_id: str) -> bool:
-        return UserID.parse(user_id).server_name == self.hs.server_name
+        return UserID.parse(user_id).server_name == self.server_name
 
     # -- upload ---------------------------------------------------------------------------------
 
@@ -145,7 +161,7 @@ class E2eKeysHandler:
         algorithms = [a for a, _ in fallback]
         if len(set(algorithms)) != len(algorithms):
             raise invalid_param("At most one fallback key per algorithm")
-        now_ms = int(self.hs.clock.seconds() * 1000)
+        now_ms = int(self._clock.seconds() * 1000)
         try:
             counts, changes = await self.store.upload_keys(user_id, device_id, device_keys, otks, fallback, now_ms)
         except KeyConflict as e:
@@ -163,7 +179,7 @@ class E2eKeysHandler:
         remote: dict[str, dict[str, list[str]]] = {}
         for user_id, devices in device_query.items():
             server = UserID.parse(user_id).server_name
-            if server == self.hs.server_name:
+            if server == self.server_name:
                 local[user_id] = devices
             else:
                 remote.setdefault(server, {})[user_id] = devices
@@ -250,7 +266,7 @@ class E2eKeysHandler:
         if remote_users:
             sigs = await self.store.get_signatures(remote_users, [requester_user])
             for user_id in remote_users:
-                public = next(iter(masters[user_id].get("keys", {}).values()), None)
+                public: Any = next(iter(masters[user_id].get("keys", {}).values()), None)
                 masters[user_id] = merge_signatures(masters[user_id], sigs.get((user_id, public)))
 
     @staticmethod
@@ -278,7 +294,7 @@ class E2eKeysHandler:
 
     async def _fetch_keys(self, server: str, users: dict[str, list[str]], timeout: float) -> JsonDict:
         """POST /user/keys/query to ``server``; only what it may speak for (its own users) is kept."""
-        answer = await self.hs.federation_client.post_json(
+        answer = await self._federation_client.post_json(
             server, "/_matrix/federation/v1/user/keys/query", {"device_keys": users}, timeout=timeout
         )
         clean: JsonDict = {"device_keys": {}, "master_keys": {}, "self_signing_keys": {}}
@@ -311,7 +327,7 @@ class E2eKeysHandler:
         remote: dict[str, dict[str, dict[str, str]]] = {}
         for user_id, devices in claim_query.items():
             server = UserID.parse(user_id).server_name
-            if server == self.hs.server_name:
+            if server == self.server_name:
                 local[user_id] = devices
             else:
                 remote.setdefault(server, {})[user_id] = devices
@@ -332,7 +348,7 @@ class E2eKeysHandler:
         return await self.store.claim_keys(wanted) if wanted else {}
 
     async def _claim_remote(self, server: str, query: dict[str, dict[str, str]], timeout: float) -> JsonDict:
-        answer = await self.hs.federation_client.post_json(
+        answer = await self._federation_client.post_json(
             server, "/_matrix/federation/v1/user/keys/claim", {"one_time_keys": query}, timeout=timeout
         )
         got = answer.get("one_time_keys")

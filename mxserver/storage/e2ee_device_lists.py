@@ -25,6 +25,8 @@ KEEP_REMOTE_IDS = 20
 
 
 class DeviceListStore:
+    """The device-list change log and the cache of remote users' device lists."""
+
     def __init__(self, db: Database, stream: PersistedStream) -> None:
         self.db = db
         self.stream = stream
@@ -46,6 +48,15 @@ class DeviceListStore:
     async def latest_stream_id(self, user_id: str) -> int:
         row = await self.db.select_one(
             "device_list_latest", "SELECT MAX(stream_id) FROM device_list_changes WHERE user_id = ?", user_id
+        )
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def latest_device_stream_id(self, user_id: str) -> int:
+        """The position of ``user_id``'s last device change (cross-signing changes left out)."""
+        row = await self.db.select_one(
+            "device_list_latest_device",
+            "SELECT MAX(stream_id) FROM device_list_changes WHERE user_id = ? AND device_id <> ''",
+            user_id,
         )
         return int(row[0]) if row and row[0] is not None else 0
 

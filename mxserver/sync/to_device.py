@@ -4,18 +4,25 @@ Messages for local devices are queued per device with a position on the
 persisted ``to_device`` stream. ``/sync`` lists a device's pending messages
 in order of arrival (at most 100 at a time) and, when the client's next
 ``since`` shows it received them, deletes them (:meth:`ToDeviceHandler.ack_to_device`).
+
+Every batch queued publishes a :class:`~mxserver.streams.ToDeviceSent` on the
+ephemeral ``to_device`` stream: the notifier wakes the local recipients, and
+for a local sender the federation sender sends the remote recipients' messages
+(one ``m.direct_to_device`` EDU per server).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mxserver.errors import bad_json, invalid_param, missing_param
 from mxserver.ids import UserID
 from mxserver.storage.stream_positions import PersistedStream
 from mxserver.storage.to_device import ToDeviceStore
+from mxserver.streams import Stream, ToDeviceSent
 
 log = Logger()
 
@@ -27,14 +34,24 @@ MAX_TXN_ID_BYTES = 255
 
 
 class ToDeviceHandler:
-    """``hs.to_device``: send messages, and what /sync delivers and acknowledges."""
+    """The Homeserver's ``to_device``: send messages, and what /sync delivers and acknowledges.
 
-    def __init__(self, hs: Any, store: ToDeviceStore, stream: PersistedStream) -> None:
-        self._hs = hs
+    ``sent`` is the ephemeral ``to_device`` stream it publishes every queued batch on.
+    """
+
+    def __init__(
+        self,
+        server_name: str,
+        store: ToDeviceStore,
+        stream: PersistedStream,
+        sent: Stream[ToDeviceSent],
+        clock: IReactorTime,
+    ) -> None:
+        self._server_name = server_name
         self._store = store
         self._stream = stream
-        self._notifier = hs.notifier
-        self._clock = hs.clock
+        self._sent = sent
+        self._clock = clock
 
     @property
     def current_position(self) -> int:
@@ -51,19 +68,20 @@ class ToDeviceHandler:
         local: dict[str, dict[str, dict[str, Any]]] = {}
         remote: dict[str, dict[str, dict[str, Any]]] = {}
         for user_id, by_device in messages.items():
-            if UserID.parse(user_id).server_name != self._hs.server_name:
+            if UserID.parse(user_id).server_name != self._server_name:
                 remote[user_id] = by_device
                 continue
             local[user_id] = by_device
         now_ms = int(self._clock.seconds() * 1000)
         # The txn ID is recorded even without local recipients: a retransmission sends nothing twice.
         result = await self._store.add_messages(sender, sender_device or "", event_type, txn_id, local, now_ms)
-        if result is not None and result[1]:
-            self._notifier.notify(user_ids=result[1])
-        federation_sender = getattr(self._hs, "federation_sender", None)
-        if result is not None and remote and federation_sender is not None:
-            # server-server-api §Send-to-device messaging: one m.direct_to_device EDU per server.
-            federation_sender.edus.to_device(sender, sender_device, event_type, txn_id, remote)
+        if result is None:
+            return  # a retransmission
+        # The federation sender sends the remote recipients' messages (server-server-api
+        # §Send-to-device messaging: one m.direct_to_device EDU per server).
+        self._sent.publish(
+            ToDeviceSent(sender, sender_device, event_type, txn_id, messages, frozenset(result[1]))
+        )
 
     async def receive_remote(
         self, origin: str, sender: str, event_type: str, message_id: str, messages: dict[str, dict[str, dict[str, Any]]]
@@ -78,8 +96,8 @@ class ToDeviceHandler:
         result = await self._store.add_messages(sender, f"federation:{origin}", event_type, message_id, messages, now_ms)
         if result is None:
             return False
-        if result[1]:
-            self._notifier.notify(user_ids=result[1])
+        # Published to wake the recipients; from a remote sender, so no server is sent anything.
+        self._sent.publish(ToDeviceSent(sender, None, event_type, message_id, messages, frozenset(result[1])))
         return True
 
     async def get_to_device_for_sync(

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
+from mxserver.accounts.auth import Auth
 from mxserver.api.http import JsonDict, json_body, route
+from mxserver.sync.to_device import ToDeviceHandler
 
 
 class ToDeviceServlet:
-    def __init__(self, hs: Any) -> None:
-        self.auth = hs.auth
-        self.to_device = hs.to_device
+    """PUT /sendToDevice/{eventType}/{txnId}."""
+
+    def __init__(self, auth: Auth, to_device: ToDeviceHandler) -> None:
+        self.auth = auth
+        self.to_device = to_device
 
     @route(
         "PUT",
