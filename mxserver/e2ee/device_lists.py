@@ -66,7 +66,6 @@ class DeviceListHandler:
         #: remote users whose cached device list must be dropped (:meth:`_queue_forget`), in order
         self._to_forget: dict[str, None] = {}
         self._forgetting = False
-        hs.notifier.register_stream("device_lists", lambda: stream.current)
         hs.start_hooks.append(self._start)
         hs.room_members.listeners.append(self._membership_changed)
 

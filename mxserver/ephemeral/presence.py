@@ -58,7 +58,6 @@ class PresenceHandler:
         self._module_notifies = hasattr(self._module, "on_change")
         if self._module_notifies:
             self._module.on_change = self._changed
-        hs.notifier.register_stream("presence", lambda: self._position)
 
     @property
     def current_position(self) -> int:

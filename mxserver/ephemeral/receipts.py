@@ -49,7 +49,6 @@ class ReceiptsHandler:
         self._stream = PersistedStream(hs.db, "receipts")
         self._store = ReceiptStore(hs.db, self._stream)
         self._loaded = False
-        hs.notifier.register_stream("receipts", lambda: self._stream.current)
 
     async def start(self) -> None:
         """Load the persisted stream position (after migrations, before serving)."""

@@ -39,7 +39,6 @@ class TypingHandler:
         self._module_notifies = hasattr(self._module, "on_change")
         if self._module_notifies:
             self._module.on_change = self._changed
-        hs.notifier.register_stream("typing", lambda: self._position)
         hs.room_stream.subscribe(self._on_events)
 
     @property
