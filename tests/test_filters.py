@@ -139,12 +139,12 @@ class FilterApiTests(HomeserverTestCase):
         bob = await self.register("bob")
         body = {"room": {"timeline": {"limit": 3}}}
         filter_id = (await self.post(f"{V3}/user/{alice.user_id}/filter", body, alice))[1]["filter_id"]
-        loaded = await load_filter(self.hs, alice.user_id, filter_id)
+        loaded = await load_filter(self.hs.filters, alice.user_id, filter_id)
         self.assertEqual(loaded.timeline.limit, 3)
-        self.assertIs(await load_filter(self.hs, alice.user_id, filter_id), loaded)  # cached
-        inline = await load_filter(self.hs, alice.user_id, '{"room": {"timeline": {"limit": 4}}}')
+        self.assertIs(await load_filter(self.hs.filters, alice.user_id, filter_id), loaded)  # cached
+        inline = await load_filter(self.hs.filters, alice.user_id, '{"room": {"timeline": {"limit": 4}}}')
         self.assertEqual(inline.timeline.limit, 4)
-        self.assertEqual((await load_filter(self.hs, alice.user_id, None)).timeline.limit, DEFAULT_TIMELINE_LIMIT)
+        self.assertEqual((await load_filter(self.hs.filters, alice.user_id, None)).timeline.limit, DEFAULT_TIMELINE_LIMIT)
         for bad, errcode in [
             ("777", "M_NOT_FOUND"),
             ("nope", "M_NOT_FOUND"),
@@ -152,11 +152,11 @@ class FilterApiTests(HomeserverTestCase):
             ('{"room": {"timeline": {"limit": 0}}}', "M_INVALID_PARAM"),
         ]:
             with self.assertRaises(MatrixError) as cm:
-                await load_filter(self.hs, alice.user_id, bad)
+                await load_filter(self.hs.filters, alice.user_id, bad)
             self.assertEqual(cm.exception.errcode, errcode, bad)
         # A filter ID belongs to its user.
         with self.assertRaises(MatrixError) as cm:
-            await load_filter(self.hs, bob.user_id, filter_id)
+            await load_filter(self.hs.filters, bob.user_id, filter_id)
         self.assertEqual(cm.exception.errcode, "M_NOT_FOUND")
 
 

@@ -8,6 +8,7 @@ from twisted.trial import unittest
 
 from mxserver.errors import MatrixError
 from mxserver.sync.notifier import Notifier
+from mxserver.sync.sources import SyncRequest, SyncSection, SyncSources
 from mxserver.sync.tokens import StreamToken
 
 
@@ -34,7 +35,8 @@ class TokenTests(unittest.SynchronousTestCase):
 class NotifierTests(unittest.SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.notifier = Notifier(self.clock)
+        self.sources = SyncSources()
+        self.notifier = Notifier(self.clock, self.sources)
 
     def test_room_event_wakes_only_that_rooms_waiters(self) -> None:
         a = ensureDeferred(self.notifier.wait("@a:x", ["!r1:x"], 30_000))
@@ -72,8 +74,31 @@ class NotifierTests(unittest.SynchronousTestCase):
         self.assertTrue(all(d.called for d in ds))
 
     def test_current_token(self) -> None:
-        pos = {"room": 3}
-        self.notifier.register_stream("room", lambda: pos["room"])
-        self.assertEqual(self.notifier.current_token(), StreamToken(room=3))
-        pos["room"] = 9
+        room, typing = _Source("room", 3), _Source("typing", 1)
+        self.sources.register(typing)
+        self.sources.register(room)
+        self.assertEqual(self.notifier.current_token(), StreamToken(room=3, typing=1))
+        room.position = 9
         self.assertEqual(self.notifier.current_token().room, 9)
+        self.assertEqual([s.name for s in self.sources], ["room", "typing"])  # token order
+
+    def test_sources_are_registered_once_by_known_name(self) -> None:
+        self.sources.register(_Source("room", 0))
+        with self.assertRaises(ValueError):
+            self.sources.register(_Source("room", 1))
+        with self.assertRaises(ValueError):
+            self.sources.register(_Source("nonsense", 1))
+
+
+class _Source:
+    """A sync source with a settable position and nothing to say."""
+
+    def __init__(self, name: str, position: int) -> None:
+        self.name = name
+        self.position = position
+
+    def current_position(self) -> int:
+        return self.position
+
+    async def sync_section(self, request: SyncRequest) -> SyncSection:
+        return SyncSection()

@@ -40,6 +40,7 @@ from mxserver.errors import MatrixError, forbidden, not_found
 from mxserver.events.builder import build_event
 from mxserver.events.model import Event
 from mxserver.events.signing import verify_event_signature
+from mxserver.events.stripped_state import STRIPPED_STATE_TYPES
 from mxserver.events.validation import EventFormatError
 from mxserver.events.versions import KNOWN_ROOM_VERSIONS, EventFormat, RoomVersion
 from mxserver.federation.client import FederationError
@@ -53,17 +54,6 @@ log = Logger()
 
 MEMBER = "m.room.member"
 CREATE_KEY: StateKey = ("m.room.create", "")
-
-#: the state given with invites and knocks (client-server-api §Stripped state)
-STRIPPED_STATE_TYPES = (
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-    "m.room.topic",
-)
 
 _TEMPLATE_DROP = ("hashes", "signatures", "unsigned")
 

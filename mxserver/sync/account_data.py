@@ -15,6 +15,8 @@ from mxserver.errors import MatrixError, bad_json, forbidden, invalid_param, not
 from mxserver.ids import is_valid_room_id
 from mxserver.storage.account_data import GLOBAL, TAG_TYPE, AccountDataStore
 from mxserver.storage.stream_positions import PersistedStream
+from mxserver.sync.notifier import Notifier
+from mxserver.sync.push_rules import PushRulesHandler
 
 PUSH_RULES_TYPE = "m.push_rules"
 FULLY_READ_TYPE = "m.fully_read"
@@ -47,13 +49,15 @@ def check_type(data_type: str) -> None:
 
 
 class AccountDataHandler:
-    """``hs.account_data``: read and write account data and tags; what /sync sends of them."""
+    """Read and write account data and tags; what /sync sends of them."""
 
-    def __init__(self, hs: Any, store: AccountDataStore, stream: PersistedStream) -> None:
-        self._hs = hs
+    def __init__(
+        self, store: AccountDataStore, stream: PersistedStream, push_rules: PushRulesHandler, notifier: Notifier
+    ) -> None:
         self._store = store
         self._stream = stream
-        self._notifier = hs.notifier
+        self._push_rules = push_rules
+        self._notifier = notifier
 
     @property
     def current_position(self) -> int:
@@ -66,7 +70,7 @@ class AccountDataHandler:
         """The content of one type, global (``room_id`` None) or for a room; M_NOT_FOUND if unset."""
         if room_id is None and data_type == PUSH_RULES_TYPE:
             # "Servers must allow clients to read the above event types as normal."
-            return await self._hs.push_rules.push_rules_content(user_id)
+            return await self._push_rules.push_rules_content(user_id)
         content = await self._store.get(user_id, GLOBAL if room_id is None else room_id, data_type)
         if content is None:
             raise not_found("Room account data not found." if room_id is not None else "Account data not found.")
@@ -138,9 +142,9 @@ class AccountDataHandler:
             else:
                 rooms.setdefault(room_id, []).append(event)
         if from_pos is None or (
-            from_pos < to_pos and await self._hs.push_rules.changed_between(user_id, from_pos, to_pos)
+            from_pos < to_pos and await self._push_rules.changed_between(user_id, from_pos, to_pos)
         ):
-            content = await self._hs.push_rules.push_rules_content(user_id)
+            content = await self._push_rules.push_rules_content(user_id)
             global_events.append({"type": PUSH_RULES_TYPE, "content": content})
         return global_events, rooms
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from mxserver.errors import MatrixError, bad_json, invalid_param, not_found
+from mxserver.storage.filters import FilterStore
 
 T = TypeVar("T")
 
@@ -383,7 +384,7 @@ def filter_hash(value: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-async def load_filter(hs: Any, user_id: str, filter_param: str | None) -> Filter:
+async def load_filter(filters: FilterHandler, user_id: str, filter_param: str | None) -> Filter:
     """The filter of a ``filter`` query parameter: a filter ID of ``user_id`` or inline JSON.
 
     filter.yaml: an ID never starts with "{", so that marks inline JSON.
@@ -394,15 +395,15 @@ async def load_filter(hs: Any, user_id: str, filter_param: str | None) -> Filter
         return DEFAULT_FILTER
     if filter_param.lstrip().startswith("{"):
         return parse_filter_json(filter_param)
-    return await hs.filters.get_filter(user_id, filter_param)
+    return await filters.get_filter(user_id, filter_param)
 
 
 class FilterHandler:
-    """``hs.filters``: upload and fetch filters; parsed filters are cached (they never change)."""
+    """Upload and fetch filters; parsed filters are cached (they never change)."""
 
     CACHE_SIZE = 10_000
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: FilterStore) -> None:
         self._store = store
         self._cache: dict[tuple[str, str], Filter] = {}
 

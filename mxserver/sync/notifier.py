@@ -5,17 +5,21 @@ a room wakes the waiters of that room; per-user data (account data, to-device,
 own membership changes) wakes that user's waiters. A waiter costs a Deferred
 and a few set entries; a client that disconnects cancels its Deferred, which
 removes the waiter at once.
+
+The current token is read from the registered sync sources
+(:class:`~mxserver.sync.sources.SyncSources`).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from mxserver.sync.tokens import STREAMS, StreamToken
+from mxserver.sync.sources import SyncSources
+from mxserver.sync.tokens import StreamToken
 
 
 class _Waiter:
@@ -25,27 +29,23 @@ class _Waiter:
         self.user_id = user_id
         self.rooms = rooms
         self.deferred = deferred
-        self.timer: Any = None
+        self.timer: IDelayedCall | None = None
 
 
 class Notifier:
     """Stream positions and long-poll wake-ups."""
 
-    def __init__(self, clock: Any) -> None:
+    def __init__(self, clock: IReactorTime, sources: SyncSources) -> None:
         self._clock = clock
-        self._position_sources: dict[str, Callable[[], int]] = {}
+        self._sources = sources
         self._by_user: dict[str, set[_Waiter]] = defaultdict(set)
         self._by_room: dict[str, set[_Waiter]] = defaultdict(set)
 
     # -- positions ------------------------------------------------------------------
 
-    def register_stream(self, name: str, current_position: Callable[[], int]) -> None:
-        """Tell the notifier how to read a stream's current position."""
-        assert name in STREAMS, name
-        self._position_sources[name] = current_position
-
     def current_token(self) -> StreamToken:
-        return StreamToken(**{name: fn() for name, fn in self._position_sources.items()})
+        """Every registered stream at its current position."""
+        return self._sources.current_token()
 
     # -- waking ---------------------------------------------------------------------
 
@@ -88,13 +88,13 @@ class Notifier:
         self._by_user[user_id].add(waiter)
         for room_id in waiter.rooms:
             self._by_room[room_id].add(waiter)
-        waiter.timer = self._clock.callLater(max(0, timeout_ms) / 1000, self._wake, waiter)
+        timer = waiter.timer = self._clock.callLater(max(0, timeout_ms) / 1000, self._wake, waiter)
         try:
             await waiter.deferred
         except CancelledError:
             self._remove(waiter)
-            if waiter.timer.active():
-                waiter.timer.cancel()
+            if timer.active():
+                timer.cancel()
             raise
 
     @property

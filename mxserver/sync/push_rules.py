@@ -19,6 +19,7 @@ from mxserver.errors import MatrixError, bad_json, invalid_param, not_found
 from mxserver.ids import UserID, is_valid_room_id
 from mxserver.storage.push_rules import DefaultOverride, PushRulesStore, RuleNotFound, StoredRule
 from mxserver.sync import push_rule_defaults as defaults
+from mxserver.sync.notifier import Notifier
 from mxserver.sync.push_rule_defaults import KINDS
 
 #: rule IDs are path segments and primary-key columns: keep them bounded
@@ -40,11 +41,11 @@ def rule_not_found() -> MatrixError:
 
 
 class PushRulesHandler:
-    """``hs.push_rules``: read and change a user's push rules."""
+    """Read and change a user's push rules."""
 
-    def __init__(self, hs: Any, store: PushRulesStore) -> None:
+    def __init__(self, store: PushRulesStore, notifier: Notifier) -> None:
         self._store = store
-        self._notifier = hs.notifier
+        self._notifier = notifier
 
     # -- reading ---------------------------------------------------------------------
 

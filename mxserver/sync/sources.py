@@ -6,17 +6,23 @@ positions as a :class:`SyncSection`. Sources are registered with one
 :class:`SyncSources` registry; the notifier builds the current token from it,
 the /sync handler merges the sections of all of them, and sliding sync, push
 counts and workers reuse the same sources.
+
+The adapters over today's handlers are in :mod:`mxserver.sync.source_adapters`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 from mxserver.storage.sync import MembershipRow
 from mxserver.sync.tokens import STREAMS, StreamToken
+
+if TYPE_CHECKING:
+    from mxserver.accounts.auth import Requester
+    from mxserver.sync.filtering import Filter
 
 JsonDict = dict[str, Any]
 
@@ -25,20 +31,29 @@ JsonDict = dict[str, Any]
 class SyncRequest:
     """The sync being built, as a source sees it."""
 
-    user_id: str
-    device_id: str | None
-    #: every membership of the user (joined, invited, left, ...), from the room stream
+    requester: Requester
+    #: every membership of the user (joined, invited, left, ...), from the room stream, unfiltered
     memberships: Sequence[MembershipRow]
+    #: the joined rooms the sync's filter lets through
     joined_room_ids: Sequence[str]
-    sync_filter: Any
+    sync_filter: Filter
     #: None on an initial sync
     since: StreamToken | None
     #: the token this sync answers up to
     now: StreamToken
     full_state: bool = False
 
+    @property
+    def user_id(self) -> str:
+        return self.requester.user_id
+
+    @property
+    def device_id(self) -> str | None:
+        return self.requester.device_id
+
     def since_position(self, stream: str) -> int | None:
-        return None if self.since is None else getattr(self.since, stream)
+        """The client's position on ``stream``; None on an initial sync."""
+        return None if self.since is None else int(getattr(self.since, stream))
 
     def now_position(self, stream: str) -> int:
         return int(getattr(self.now, stream))
@@ -48,15 +63,15 @@ class SyncRequest:
 class SyncSection:
     """One source's part of a /sync answer."""
 
-    #: room ID -> events for ``rooms.join.{room}.ephemeral``
+    #: room ID -> events for ``rooms.join.{room}.ephemeral`` (a joined room listed here is in the answer)
     room_ephemeral: dict[str, list[JsonDict]] = attrs.Factory(dict)
-    #: room ID -> events for ``rooms.*.{room}.account_data``
+    #: room ID -> events for ``rooms.*.{room}.account_data`` (a joined room listed here is in the answer)
     room_account_data: dict[str, list[JsonDict]] = attrs.Factory(dict)
-    #: top-level keys of the answer (``presence``, ``to_device``, ``device_lists``, ...)
+    #: top-level keys of the answer (``presence``, ``to_device``, ``device_lists``, ...), in answer order
     top_level: JsonDict = attrs.Factory(dict)
     #: the position to put in ``next_batch`` for this stream, when it is not ``now``'s
     next_position: int | None = None
-    #: whether anything here is worth returning an incremental sync early for
+    #: whether ``top_level`` holds news worth ending a long-poll for (rooms count by being in the answer)
     has_data: bool = False
 
 
@@ -79,6 +94,9 @@ class SyncSources:
 
     def __init__(self) -> None:
         self._sources: dict[str, SyncSource] = {}
+        # Kept ready-made: the token is read several times by every /sync wake-up.
+        self._ordered: tuple[SyncSource, ...] = ()
+        self._positions: tuple[tuple[str, Callable[[], int]], ...] = ()
 
     def register(self, source: SyncSource) -> None:
         if source.name not in STREAMS:
@@ -86,12 +104,15 @@ class SyncSources:
         if source.name in self._sources:
             raise ValueError(f"sync stream {source.name!r} registered twice")
         self._sources[source.name] = source
+        self._ordered = tuple(sorted(self._sources.values(), key=lambda s: STREAMS.index(s.name)))
+        self._positions = tuple((s.name, s.current_position) for s in self._ordered)
 
     def current_token(self) -> StreamToken:
-        return StreamToken(**{name: src.current_position() for name, src in self._sources.items()})
+        """Every registered stream at its current position (unregistered ones at 0)."""
+        return StreamToken(**{name: position() for name, position in self._positions})
 
     def __iter__(self) -> Iterator[SyncSource]:
-        return iter(sorted(self._sources.values(), key=lambda s: STREAMS.index(s.name)))
+        return iter(self._ordered)
 
     def get(self, name: str) -> SyncSource | None:
         return self._sources.get(name)

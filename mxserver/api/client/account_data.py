@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
+from mxserver.accounts.auth import Auth
 from mxserver.api.http import JsonDict, json_body, route
-from mxserver.sync.account_data import check_own_data, check_room_id
+from mxserver.sync.account_data import AccountDataHandler, check_own_data, check_room_id
 
 
 def _paths(*suffixes: str) -> list[str]:
@@ -15,9 +14,9 @@ def _paths(*suffixes: str) -> list[str]:
 
 
 class AccountDataServlet:
-    def __init__(self, hs: Any) -> None:
-        self.auth = hs.auth
-        self.account_data = hs.account_data
+    def __init__(self, auth: Auth, account_data: AccountDataHandler) -> None:
+        self.auth = auth
+        self.account_data = account_data
 
     async def _own(self, request: IRequest, user_id: str, room_id: str | None = None) -> None:
         requester = await self.auth.get_user(request)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
+from mxserver.accounts.auth import Auth
 from mxserver.api.http import JsonDict, json_body, route
 from mxserver.sync.account_data import check_own_data
+from mxserver.sync.filtering import FilterHandler
 
 
 def _paths(*suffixes: str) -> list[str]:
@@ -15,9 +15,9 @@ def _paths(*suffixes: str) -> list[str]:
 
 
 class FilterServlet:
-    def __init__(self, hs: Any) -> None:
-        self.auth = hs.auth
-        self.filters = hs.filters
+    def __init__(self, auth: Auth, filters: FilterHandler) -> None:
+        self.auth = auth
+        self.filters = filters
 
     @route("POST", *_paths("/user/{user_id}/filter"))
     async def create_filter(self, request: IRequest, user_id: str) -> JsonDict:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
+from mxserver.accounts.auth import Auth
 from mxserver.api.http import JsonDict, get_bool, get_list, json_body, query_str, route
+from mxserver.sync.push_rules import PushRulesHandler
 
 
 def _paths(*suffixes: str) -> list[str]:
@@ -14,9 +14,9 @@ def _paths(*suffixes: str) -> list[str]:
 
 
 class PushRulesServlet:
-    def __init__(self, hs: Any) -> None:
-        self.auth = hs.auth
-        self.push_rules = hs.push_rules
+    def __init__(self, auth: Auth, push_rules: PushRulesHandler) -> None:
+        self.auth = auth
+        self.push_rules = push_rules
 
     @route("GET", *_paths("/pushrules/"))
     async def get_all(self, request: IRequest) -> JsonDict:
