@@ -74,7 +74,7 @@ class FederationTestMixin:
         client = origin.hs.federation_client
         target = self.b if origin is self.a else self.a  # type: ignore[attr-defined]
         try:
-            answer = await client.request_json(method, target.server_name, path, args, body)
+            answer = await client.request_json(method, target.server_name, path, body=body, args=args)
             return 200, answer
         except FederationError as e:
             return e.code, e.body

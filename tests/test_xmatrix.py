@@ -243,18 +243,18 @@ class AuthenticateRequestTests(unittest.TestCase):
 class AuthProbe:
     """A test-only federation route that authenticates its caller."""
 
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
+    def __init__(self, auth: FederationAuth) -> None:
+        self.auth = auth
 
     @route("GET", "/_matrix/federation/v1/mxtest/probe/{thing}")
     async def probe_get(self, request: IRequest, thing: str) -> dict:
-        origin = await self.hs.federation_auth.authenticate_request(request, None)
+        origin = await self.auth.authenticate_request(request, None)
         return {"origin": origin, "thing": thing}
 
     @route("PUT", "/_matrix/federation/v1/mxtest/probe/{thing}")
     async def probe_put(self, request: IRequest, thing: str) -> dict:
         content = json_body(request)
-        origin = await self.hs.federation_auth.authenticate_request(request, content)
+        origin = await self.auth.authenticate_request(request, content)
         return {"origin": origin, "content": content}
 
 
@@ -307,7 +307,7 @@ class TwoServerTests(HomeserverTestCase):
         self.hs_b.startService()
         self.addCleanup(self.hs_b.stopService)
         await self.hs_b.when_ready()
-        app = build_app([*self.hs_b.servlets("federation"), AuthProbe(self.hs_b)])
+        app = build_app([*self.hs_b.servlets("federation"), AuthProbe(self.hs_b.federation_auth)])
         site = MatrixSite(
             MatrixResource({"federation": app.resource()}), max_json_body=1 << 20, max_upload_body=1 << 20
         )

@@ -18,15 +18,20 @@ older senders.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import attrs
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from mxserver.crypto.signing import ED25519, SignatureError
 from mxserver.errors import MatrixError, forbidden
 from mxserver.federation.acl import server_matches_acl
 from mxserver.ids import is_valid_server_name
+
+if TYPE_CHECKING:
+    from mxserver.federation.keyring import Keyring
 
 __all__ = ["FederationAuth", "XMatrixCredentials", "parse_xmatrix_header", "server_matches_acl"]
 
@@ -125,16 +130,16 @@ def _unauthorized(msg: str) -> MatrixError:
 
 
 class FederationAuth:
-    """Checks X-Matrix signatures of inbound federation requests (``hs.federation_auth``)."""
+    """Checks X-Matrix signatures of inbound federation requests."""
 
-    def __init__(self, server_name: str, keyring: Any, clock: Any, enabled: bool = True) -> None:
+    def __init__(self, server_name: str, keyring: Keyring, clock: IReactorTime, enabled: bool = True) -> None:
         self.server_name = server_name
         self.keyring = keyring
         self.clock = clock
         self.enabled = enabled
         #: called with the origin of every authenticated request (the federation sender ends
         #: that server's backoff: it is evidently up)
-        self.on_authenticated: list[Any] = []
+        self.on_authenticated: list[Callable[[str], object]] = []
 
     def credentials(self, request: IRequest) -> list[XMatrixCredentials]:
         """The X-Matrix credentials of ``request``, checked for shape and destination."""

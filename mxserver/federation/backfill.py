@@ -196,7 +196,7 @@ class Backfiller:
             if not isinstance(pdu, dict):
                 continue
             try:
-                event = await check_pdu(self.hs, pdu, rv)
+                event = await check_pdu(self.hs.keyring, pdu, rv)
             except InvalidPdu as e:
                 log.info("backfill: dropping a PDU: {reason}", reason=e.reason)
                 continue

@@ -34,6 +34,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.names import dns
 from twisted.names.error import DNSNameError
@@ -125,7 +126,7 @@ class _FetchError(Exception):
 class ServerDiscovery:
     """Resolves server names; one per homeserver (it holds the ``.well-known`` cache)."""
 
-    def __init__(self, reactor: Any, clock: Any, https_agent: Any, dns_resolver: Any = None) -> None:
+    def __init__(self, reactor: Any, clock: IReactorTime, https_agent: Any, dns_resolver: Any = None) -> None:
         self.reactor = reactor
         self.clock = clock
         #: an IResolver for SRV look-ups; created on first use unless given (tests give a fake)

@@ -1,7 +1,7 @@
 """Inbound EDUs: the registry the ``/send`` handler dispatches through, and the
 handlers for typing, receipts, presence and send-to-device.
 
-``hs.federation_edus`` is an :class:`EduRegistry`. Any component registers a
+The Homeserver's ``federation_edus`` is an :class:`EduRegistry`. Any component registers a
 handler ``(origin, content) -> None | Awaitable[None]`` for an ``edu_type``;
 unknown types are ignored (server-server-api §EDUs: they are not persistent,
 so dropping them is harmless). A handler that fails is logged and does not
@@ -16,12 +16,21 @@ ACL denies the origin (§Server Access Control Lists).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mxserver.federation.room_access import acl_allows
 from mxserver.ids import UserID, is_valid_event_id, is_valid_room_id
+
+if TYPE_CHECKING:
+    from mxserver.ephemeral.presence import PresenceHandler
+    from mxserver.ephemeral.receipts import ReceiptsHandler
+    from mxserver.ephemeral.room_members import RoomMembers
+    from mxserver.ephemeral.typing import TypingHandler
+    from mxserver.rooms.api import FederationRooms
+    from mxserver.sync.to_device import ToDeviceHandler
 
 log = Logger()
 
@@ -36,7 +45,7 @@ MAX_TO_DEVICE_USERS = 1000
 
 
 class EduRegistry:
-    """``hs.federation_edus``: EDU type -> handler."""
+    """EDU type -> handler; the ``/send`` receiver dispatches every EDU through it."""
 
     def __init__(self) -> None:
         self._handlers: dict[str, EduHandler] = {}
@@ -73,10 +82,27 @@ def _user_of(origin: str, user_id: Any) -> str | None:
 
 
 class InboundEdus:
-    """The handlers of the EDUs the core understands."""
+    """The handlers of the EDUs the core understands; :meth:`register` puts them on a registry."""
 
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
+    def __init__(
+        self,
+        server_name: str,
+        clock: IReactorTime,
+        rooms: FederationRooms,
+        room_members: RoomMembers,
+        typing: TypingHandler,
+        receipts: ReceiptsHandler,
+        presence: PresenceHandler,
+        to_device: ToDeviceHandler,
+    ) -> None:
+        self.server_name = server_name
+        self.clock = clock
+        self.rooms = rooms
+        self.room_members = room_members
+        self.typing = typing
+        self.receipts = receipts
+        self.presence = presence
+        self.to_device = to_device
 
     def register(self, registry: EduRegistry) -> None:
         registry.register("m.typing", self.on_typing)
@@ -85,9 +111,9 @@ class InboundEdus:
         registry.register("m.direct_to_device", self.on_direct_to_device)
 
     async def _joined(self, room_id: str, user_id: str) -> bool:
-        if not is_valid_room_id(room_id) or await self.hs.room_server.get_room(room_id) is None:
+        if not is_valid_room_id(room_id) or await self.rooms.get_room(room_id) is None:
             return False
-        return bool(await self.hs.room_server.membership(room_id, user_id) == "join")
+        return bool(await self.rooms.membership(room_id, user_id) == "join")
 
     async def on_typing(self, origin: str, content: dict[str, Any]) -> None:
         """m.typing: for a user of the origin who is joined to the room (so the origin is in it)."""
@@ -96,16 +122,16 @@ class InboundEdus:
         typing = content.get("typing")
         if not isinstance(room_id, str) or user_id is None or not isinstance(typing, bool):
             return
-        if not await self._joined(room_id, user_id) or not await acl_allows(self.hs, room_id, origin):
+        if not await self._joined(room_id, user_id) or not await acl_allows(self.rooms, room_id, origin):
             return
-        self.hs.typing_handler.set_remote_typing(room_id, user_id, typing, REMOTE_TYPING_TIMEOUT_MS)
+        self.typing.set_remote_typing(room_id, user_id, typing, REMOTE_TYPING_TIMEOUT_MS)
 
     async def on_receipt(self, origin: str, content: dict[str, Any]) -> None:
         """m.receipt: {room_id: {"m.read": {user_id: {event_ids, data: {ts, thread_id?}}}}}."""
         for room_id, by_type in list(content.items())[:MAX_RECEIPT_ROOMS]:
             if not isinstance(by_type, dict) or not isinstance(room_id, str):
                 continue
-            if not await acl_allows(self.hs, room_id, origin):
+            if not await acl_allows(self.rooms, room_id, origin):
                 continue
             # receipts.md: m.read.private never leaves its server; only m.read travels.
             reads = by_type.get("m.read")
@@ -122,7 +148,7 @@ class InboundEdus:
                 ts = data.get("ts")
                 thread_id = data.get("thread_id")
                 if not isinstance(ts, int) or isinstance(ts, bool):
-                    ts = int(self.hs.clock.seconds() * 1000)
+                    ts = int(self.clock.seconds() * 1000)
                 # receipts.md: a thread is "main" or the event ID of its root
                 if thread_id is not None and not (thread_id == "main" or is_valid_event_id(thread_id)):
                     continue
@@ -130,7 +156,7 @@ class InboundEdus:
                     continue
                 for event_id in event_ids[:10]:
                     if is_valid_event_id(event_id):
-                        await self.hs.receipts.store_remote_receipt(room_id, "m.read", user_id, thread_id, event_id, ts)
+                        await self.receipts.store_remote_receipt(room_id, "m.read", user_id, thread_id, event_id, ts)
 
     async def on_presence(self, origin: str, content: dict[str, Any]) -> None:
         """m.presence: ``push`` updates, each for a user of the origin."""
@@ -149,9 +175,9 @@ class InboundEdus:
                 status_msg = None
             # Only users someone here could see (sharing a room with us): the origin cannot fill
             # our memory with presence nobody asked for (§Presence: send only what is of interest).
-            if not await self.hs.room_members.rooms_for_user(user_id):
+            if not await self.room_members.rooms_for_user(user_id):
                 continue
-            await self.hs.presence_handler.set_remote_presence(user_id, presence, status_msg)
+            await self.presence.set_remote_presence(user_id, presence, status_msg)
 
     async def on_direct_to_device(self, origin: str, content: dict[str, Any]) -> None:
         """m.direct_to_device: deliver to local devices, once per (origin, sender, message_id)."""
@@ -165,7 +191,7 @@ class InboundEdus:
             return
         local: dict[str, dict[str, dict[str, Any]]] = {}
         for user_id, by_device in list(messages.items())[:MAX_TO_DEVICE_USERS]:
-            if not UserID.is_valid(user_id) or UserID.parse(user_id).server_name != self.hs.server_name:
+            if not UserID.is_valid(user_id) or UserID.parse(user_id).server_name != self.server_name:
                 continue
             if not isinstance(by_device, dict):
                 continue
@@ -173,9 +199,4 @@ class InboundEdus:
             if devices:
                 local[user_id] = devices
         if local:
-            await self.hs.to_device.receive_remote(origin, sender, event_type, message_id, local)
-
-
-def build_inbound_edus(hs: Any) -> None:
-    """Register the core's EDU handlers on ``hs.federation_edus`` (needs the ephemeral handlers)."""
-    InboundEdus(hs).register(hs.federation_edus)
+            await self.to_device.receive_remote(origin, sender, event_type, message_id, local)

@@ -1,7 +1,6 @@
 """What the federation read endpoints answer (server-server-api §Retrieving events,
 §Backfilling and retrieving missing events, §Retrieving event authorisation
-information). ``hs.federation_events``; the routes in
-``mxserver/api/federation/events.py`` authenticate and call one method each.
+information). The routes in ``mxserver/api/federation/events.py`` authenticate and call one method each.
 
 Every method takes the authenticated ``origin`` and checks, before reading:
 the room is known (404), its server ACL allows the origin and the origin has a
@@ -13,20 +12,18 @@ and the events returned are ones the origin may see
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IReactorTime
 
 from mxserver.errors import MatrixError, forbidden, not_found
 from mxserver.events.model import Event
-from mxserver.federation.room_access import (
-    acl_allows,
-    filter_events_for_server,
-    pdus,
-    require_room_access,
-    server_in_room,
-    visible_to_server,
-)
-from mxserver.storage.events import RoomRecord
-from mxserver.storage.federation_txns import closest_event_by_ts
+from mxserver.federation.room_access import RoomAccess, pdus
+from mxserver.storage.events import EventStore, RoomRecord
+
+if TYPE_CHECKING:
+    from mxserver.storage.federation_txns import FederationTxnStore
+    from mxserver.storage.state import StateStore
 
 #: backfill.yaml has no maximum; we serve at most this many per request
 MAX_BACKFILL = 100
@@ -35,17 +32,29 @@ MAX_MISSING_EVENTS = 50
 
 
 class FederationEventsHandler:
-    """``hs.federation_events``."""
+    """Answers the federation read endpoints, after the access checks of :class:`RoomAccess`."""
 
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.store = hs.event_store
+    def __init__(
+        self,
+        server_name: str,
+        clock: IReactorTime,
+        store: EventStore,
+        state_store: StateStore,
+        access: RoomAccess,
+        txns: FederationTxnStore,
+    ) -> None:
+        self.server_name = server_name
+        self.clock = clock
+        self.store = store
+        self.state_store = state_store
+        self.access = access
+        self.txns = txns
 
     def _now_ms(self) -> int:
-        return int(self.hs.clock.seconds() * 1000)
+        return int(self.clock.seconds() * 1000)
 
     def _transaction(self, events: Iterable[Event]) -> dict[str, Any]:
-        return {"origin": self.hs.server_name, "origin_server_ts": self._now_ms(), "pdus": pdus(events)}
+        return {"origin": self.server_name, "origin_server_ts": self._now_ms(), "pdus": pdus(events)}
 
     async def _event_in_room(self, room: RoomRecord, event_id: str, *, need_state: bool = False) -> Event:
         ev = await self.store.get_event(event_id)
@@ -64,23 +73,23 @@ class FederationEventsHandler:
             # A rejected event is not part of the room: we do not hand it on.
             raise not_found(f"Could not find event {event_id}")
         room_id = ev.room_id
-        if not await acl_allows(self.hs, room_id, origin):
+        if not await self.access.acl_allows(room_id, origin):
             raise forbidden(f"Server {origin} is denied by the room's server ACL")
-        if not await server_in_room(self.hs, room_id, origin):
+        if not await self.access.server_in_room(room_id, origin):
             raise forbidden(f"Server {origin} is not in the room of {event_id}")
-        if not await visible_to_server(self.hs, origin, ev):
+        if not await self.access.visible_to_server(origin, ev):
             raise forbidden(f"Server {origin} may not see {event_id}")
         return self._transaction([ev])
 
     # -- state ----------------------------------------------------------------------------------
 
     async def _state_before(self, origin: str, room_id: str, event_id: str) -> tuple[list[str], list[str]]:
-        room = await require_room_access(self.hs, origin, room_id)
+        room = await self.access.require_room_access(origin, room_id)
         ev = await self._event_in_room(room, event_id, need_state=True)
-        if not await visible_to_server(self.hs, origin, ev):
+        if not await self.access.visible_to_server(origin, ev):
             raise forbidden(f"Server {origin} may not see the state at {event_id}")
         # events.yaml: "prior to considering any state changes induced by the requested event"
-        state = await self.hs.state_store.get_state(ev.metadata.state_before)
+        state = await self.state_store.get_state(ev.metadata.state_before)
         state_ids = sorted(state.values())
         chain = await self.store.get_auth_chain_ids(state_ids)
         return state_ids, sorted(chain)
@@ -101,9 +110,9 @@ class FederationEventsHandler:
 
     async def event_auth(self, origin: str, room_id: str, event_id: str) -> dict[str, Any]:
         """GET /event_auth/{roomId}/{eventId}: the event's full auth chain."""
-        room = await require_room_access(self.hs, origin, room_id)
+        room = await self.access.require_room_access(origin, room_id)
         ev = await self._event_in_room(room, event_id)
-        if not await visible_to_server(self.hs, origin, ev):
+        if not await self.access.visible_to_server(origin, ev):
             raise forbidden(f"Server {origin} may not see {event_id}")
         chain = await self.store.get_auth_chain_ids([event_id])
         events = await self.store.get_events(chain)
@@ -113,7 +122,7 @@ class FederationEventsHandler:
 
     async def backfill(self, origin: str, room_id: str, starts: Sequence[str], limit: int) -> dict[str, Any]:
         """GET /backfill/{roomId}?v=&limit=: the events in ``v`` and before them, newest first."""
-        room = await require_room_access(self.hs, origin, room_id)
+        room = await self.access.require_room_access(origin, room_id)
         limit = max(0, min(limit, MAX_BACKFILL))
         seen: set[str] = set()
         found: list[Event] = []
@@ -134,14 +143,14 @@ class FederationEventsHandler:
                 nxt.extend(p for p in ev.prev_event_ids if p not in seen)
             frontier = list(dict.fromkeys(nxt))
         found.sort(key=lambda e: (-e.depth, e.event_id))
-        return self._transaction(await filter_events_for_server(self.hs, origin, found))
+        return self._transaction(await self.access.filter_events_for_server(origin, found))
 
     async def get_missing_events(
         self, origin: str, room_id: str, earliest: Sequence[str], latest: Sequence[str], limit: int, min_depth: int
     ) -> dict[str, Any]:
         """POST /get_missing_events/{roomId}: a breadth-first walk of the prev events of
         ``latest``, not entering ``earliest``, at most ``limit`` events of depth >= ``min_depth``."""
-        room = await require_room_access(self.hs, origin, room_id)
+        room = await self.access.require_room_access(origin, room_id)
         limit = max(0, min(limit, MAX_MISSING_EVENTS))
         stop = set(earliest)
         seen: set[str] = set(latest) | stop
@@ -163,20 +172,20 @@ class FederationEventsHandler:
                 nxt.extend(ev.prev_event_ids)
             frontier = nxt
         found.sort(key=lambda e: (e.depth, e.event_id))
-        return {"events": pdus(await filter_events_for_server(self.hs, origin, found))}
+        return {"events": pdus(await self.access.filter_events_for_server(origin, found))}
 
     # -- timestamps -----------------------------------------------------------------------------------
 
     async def timestamp_to_event(self, origin: str, room_id: str, ts: int, direction: str) -> dict[str, Any]:
         """GET /timestamp_to_event/{roomId}?ts=&dir=: the closest event at or after (f) / before (b) ``ts``."""
-        room = await require_room_access(self.hs, origin, room_id)
+        room = await self.access.require_room_access(origin, room_id)
         forward = direction == "f"
-        row = await closest_event_by_ts(self.hs.db, room.room_nid, ts, forward)
+        row = await self.txns.closest_event_by_ts(room.room_nid, ts, forward)
         if row is None:
             raise MatrixError(
                 404, "M_NOT_FOUND", f"Unable to find event from {ts} in {'forward' if forward else 'backward'} direction"
             )
         ev = await self.store.get_event(row[0])
-        if ev is None or not await visible_to_server(self.hs, origin, ev):
+        if ev is None or not await self.access.visible_to_server(origin, ev):
             raise not_found(f"Unable to find event from {ts}")
         return {"event_id": row[0], "origin_server_ts": row[1]}

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from signedjson.types import SigningKey, VerifyKey
 from twisted.internet.defer import DeferredList, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mxserver.crypto.keys import decode_verify_key, get_verify_key, key_id, verify_key_base64
@@ -37,6 +38,9 @@ from mxserver.crypto.signing import ED25519, SignatureError, sign_json, signatur
 from mxserver.federation.responses import SharedCalls
 from mxserver.ids import is_valid_server_name
 from mxserver.storage.server_keys import ServerKeyStore, StoredServerKey
+
+if TYPE_CHECKING:
+    from mxserver.federation.client import FederationClient
 
 log = Logger()
 
@@ -148,21 +152,21 @@ def parse_key_response(server_name: str, response: Any, now_ms: int) -> tuple[li
 
 
 class Keyring:
-    """Finds and checks the keys of other servers (``hs.keyring``)."""
+    """Finds and checks the keys of other servers."""
 
     def __init__(
         self,
         server_name: str,
         signing_key: SigningKey,
         store: ServerKeyStore,
-        client: Any,
-        clock: Any,
+        client: FederationClient,
+        clock: IReactorTime,
         trusted_key_servers: Iterable[str] = (),
     ) -> None:
         self.server_name = server_name
         self.signing_key = signing_key
         self.store = store
-        #: anything with the FederationClient's get_json/post_json
+        #: fetches key responses (its get_json/post_json; tests hand in a fake)
         self.client = client
         self.clock = clock
         self.trusted_key_servers = list(trusted_key_servers)

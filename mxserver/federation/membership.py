@@ -59,7 +59,7 @@ class FederationMembershipHandler:
         room = await self.room_server.get_room(room_id)
         if room is None or not await self.hs.remote_rooms.is_host_in_room(room_id):
             raise not_found(f"Unknown room {room_id}: this server is not in it")
-        if not await acl_allows(self.hs, room_id, origin):
+        if not await acl_allows(self.hs.room_server, room_id, origin):
             raise forbidden(f"Server {origin} is denied by the room's server ACL")
         return room
 
@@ -184,7 +184,7 @@ class FederationMembershipHandler:
         it fails the checks -- including a content hash mismatch: we would otherwise sign (or
         serve) content its sender never signed."""
         try:
-            event = await check_pdu(self.hs, pdu, rv)
+            event = await check_pdu(self.hs.keyring, pdu, rv)
         except InvalidPdu as e:
             raise invalid_param(f"The event failed the checks: {e.reason}") from None
         if not check_content_hash(pdu):
@@ -259,7 +259,7 @@ class FederationMembershipHandler:
         user = await self.hs.accounts.get_user(target)
         if user is None or user.deactivated:
             raise not_found(f"Unknown user {target}")
-        if not await acl_allows(self.hs, room_id, origin):
+        if not await acl_allows(self.hs.room_server, room_id, origin):
             raise forbidden(f"Server {origin} is denied by the room's server ACL")
         state = await self._invite_room_state(given, rv, room_id)
         signed = add_event_signature(pdu, rv, self.hs.server_name, self.hs.signing_key)
@@ -296,7 +296,7 @@ class FederationMembershipHandler:
                 log.warn("invite to {room_id}: invite_room_state has a stripped event", room_id=room_id)
             elif rv.hydra:
                 try:
-                    ev = await check_pdu(self.hs, entry, rv)
+                    ev = await check_pdu(self.hs.keyring, entry, rv)
                 except InvalidPdu as e:
                     raise invalid_param(f"An invite_room_state event failed the checks: {e.reason}") from None
                 if ev.room_id != room_id:

@@ -217,7 +217,7 @@ class GapFiller:
         if pdu.get("room_id") != room.room_id and not (pdu.get("type") == "m.room.create" and "room_id" not in pdu):
             return None  # checked cheaply first; a v12 create event has no room_id (checked below)
         try:
-            ev = await check_pdu(self.hs, pdu, room.room_version)
+            ev = await check_pdu(self.hs.keyring, pdu, room.room_version)
         except InvalidPdu as e:
             log.info("dropping a fetched PDU: {reason}", reason=e.reason)
             return None

@@ -13,7 +13,7 @@ A transaction from an (already authenticated) origin is processed once:
   with gaps filled from the origin (:mod:`mxserver.federation.missing`);
 * PDUs of different rooms are processed concurrently, one room's in order;
   an exception on one PDU becomes that PDU's error and nothing else;
-* then every EDU through ``hs.federation_edus``.
+* then every EDU through the :class:`~mxserver.federation.edus.EduRegistry`.
 
 The answer is ``{"pdus": {event_id: {} | {"error": "..."}}}``. Rejected
 events are stored (§Rejection) and reported with the reason; soft-failed
@@ -23,19 +23,27 @@ ones are accepted as far as the sender is concerned.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import Counter
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mxserver.errors import bad_json
 from mxserver.events.hashing import EventIdError, compute_event_id
+from mxserver.events.model import Event
+from mxserver.federation.edus import EduRegistry
 from mxserver.federation.missing import GapFiller, GapFillError
 from mxserver.federation.pdu_checks import InvalidPdu, check_pdu
 from mxserver.federation.room_access import acl_allows
 from mxserver.rooms.room_server import MissingEventsError, MissingStateError, ReceiveStatus
 from mxserver.storage.federation_txns import FederationTxnStore
+
+if TYPE_CHECKING:
+    from mxserver.federation.keyring import Keyring
+    from mxserver.rooms.api import FederationRooms
+    from mxserver.storage.events import RoomRecord
 
 log = Logger()
 
@@ -58,17 +66,39 @@ _COUNTED_EDU_TYPES = frozenset({"m.typing", "m.receipt", "m.presence", "m.direct
                                 "m.signing_key_update"})
 
 
-class TransactionReceiver:
-    """``hs.federation_receiver``."""
+class JoinHandshakes(Protocol):
+    """What the receiver asks of the joining side (``mxserver.federation.remote_rooms.RemoteRooms``)."""
 
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.txns = FederationTxnStore(hs.db)
-        self.gaps = GapFiller(hs)
+    async def wait_for_handshake(self, room_id: str) -> None: ...
+
+    async def receive_out_of_band(self, event: Event) -> bool: ...
+
+
+class TransactionReceiver:
+    """Processes inbound transactions: PDUs to the room server (through the gap filler), EDUs to the registry."""
+
+    def __init__(
+        self,
+        txns: FederationTxnStore,
+        rooms: FederationRooms,
+        keyring: Keyring,
+        edus: EduRegistry,
+        gaps: GapFiller,
+        handshakes: JoinHandshakes,
+        clock: IReactorTime,
+    ) -> None:
+        self.txns = txns
+        self.rooms = rooms
+        self.keyring = keyring
+        self.edus = edus
+        #: fills the gap before a received event from its origin (tests read it)
+        self.gaps = gaps
+        self.handshakes = handshakes
+        self.clock = clock
         self._inflight: dict[tuple[str, str], list[Deferred[dict[str, Any]]]] = {}
 
     def _now_ms(self) -> int:
-        return int(self.hs.clock.seconds() * 1000)
+        return int(self.clock.seconds() * 1000)
 
     async def on_send(self, origin: str, txn_id: str, body: Any) -> dict[str, Any]:
         """Process one transaction of ``origin`` (authenticated) and answer it."""
@@ -109,18 +139,17 @@ class TransactionReceiver:
         for edu in edus:
             if isinstance(edu, dict):
                 edu_type = edu.get("edu_type")
-                handled = await self.hs.federation_edus.dispatch(origin, edu_type, edu.get("content"))
+                handled = await self.edus.dispatch(origin, edu_type, edu.get("content"))
                 label = edu_type if edu_type in _COUNTED_EDU_TYPES else "other"
                 EDUS_RECEIVED.labels(label, "yes" if handled else "no").inc()
         return {"pdus": results}
 
     async def _process_room(self, origin: str, room_id: Any, pdus: list[Any], results: dict[str, dict[str, Any]]) -> None:
-        remote_rooms = getattr(self.hs, "remote_rooms", None)
-        if remote_rooms is not None and isinstance(room_id, str):
+        if isinstance(room_id, str):
             # The resident server may send the room's next events before our own join's
             # state is stored: let them in once it is, rather than drop them as unknown.
-            await remote_rooms.wait_for_handshake(room_id)
-        room = await self.hs.room_server.get_room(room_id) if isinstance(room_id, str) else None
+            await self.handshakes.wait_for_handshake(room_id)
+        room = await self.rooms.get_room(room_id) if isinstance(room_id, str) else None
         for pdu in pdus:
             if room is None:
                 # Without the room we know neither its version nor, for v3+, the event ID.
@@ -143,12 +172,12 @@ class TransactionReceiver:
             PDUS_RECEIVED.labels(outcome).inc()
             results[event_id] = {} if error is None else {"error": error}
 
-    async def _process_pdu(self, origin: str, room: Any, pdu: dict[str, Any]) -> tuple[str | None, str]:
+    async def _process_pdu(self, origin: str, room: RoomRecord, pdu: dict[str, Any]) -> tuple[str | None, str]:
         """``(error for the sender or None, outcome)``; accepted and soft-failed events have no error."""
-        if not await acl_allows(self.hs, room.room_id, origin):
+        if not await acl_allows(self.rooms, room.room_id, origin):
             return f"Server {origin} is denied by the room's server ACL", "dropped"
         try:
-            event = await check_pdu(self.hs, pdu, room.room_version)
+            event = await check_pdu(self.keyring, pdu, room.room_version)
         except InvalidPdu as e:
             return e.reason, "dropped"
         if event.room_id != room.room_id:
@@ -156,8 +185,7 @@ class TransactionReceiver:
         # An invite withdrawn or a knock refused in a room we are not in: there is no room state
         # to fill gaps from (the resident server answers /state_ids with 403), only our own
         # out-of-band membership to replace (mxserver/federation/remote_rooms.py).
-        remote_rooms = getattr(self.hs, "remote_rooms", None)
-        if remote_rooms is not None and await remote_rooms.receive_out_of_band(event):
+        if await self.handshakes.receive_out_of_band(event):
             return None, ReceiveStatus.ACCEPTED.value
         try:
             result = await self.gaps.receive(origin, room, event)
@@ -191,11 +219,3 @@ def _parse_transaction(origin: str, body: Any) -> tuple[list[Any], list[Any]]:
     if claimed is not None and claimed != origin:
         raise bad_json(f"Transaction origin {claimed!r} is not the authenticated origin {origin!r}")
     return pdus, edus
-
-
-def build_federation_inbound(hs: Any) -> None:
-    """Attach ``hs.federation_receiver`` (/send) and ``hs.federation_events`` (the read endpoints)."""
-    from mxserver.federation.events_api import FederationEventsHandler
-
-    hs.federation_receiver = TransactionReceiver(hs)
-    hs.federation_events = FederationEventsHandler(hs)

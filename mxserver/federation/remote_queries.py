@@ -18,10 +18,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mxserver.errors import MatrixError, invalid_param, not_found
-from mxserver.federation.client import FederationError
+from mxserver.federation.client import FederationClient, FederationError
 from mxserver.federation.responses import SharedCalls
 from mxserver.ids import is_valid_server_name
 
@@ -48,10 +49,11 @@ def _remote_error(e: FederationError, what: str) -> MatrixError:
 
 
 class RemoteQueries:
-    """``hs.remote_queries``."""
+    """Remote profiles (cached) and other servers' room directories, for our clients."""
 
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
+    def __init__(self, client: FederationClient, clock: IReactorTime) -> None:
+        self.client = client
+        self.clock = clock
         self._profiles: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self._fetching = SharedCalls()
 
@@ -59,7 +61,7 @@ class RemoteQueries:
 
     async def profile(self, user_id: str) -> dict[str, Any]:
         """The public profile of a remote user: 404 M_NOT_FOUND if the remote has none."""
-        now = self.hs.clock.seconds()
+        now = self.clock.seconds()
         cached = self._profiles.get(user_id)
         if cached is not None and cached[0] > now:
             self._profiles.move_to_end(user_id)
@@ -73,7 +75,7 @@ class RemoteQueries:
     async def _fetch_profile(self, user_id: str) -> Any:
         server = user_id.split(":", 1)[1]
         try:
-            answer = await self.hs.federation_client.get_json(
+            answer = await self.client.get_json(
                 server,
                 "/_matrix/federation/v1/query/profile",
                 {"user_id": user_id},
@@ -90,7 +92,7 @@ class RemoteQueries:
         return result
 
     def _remember(self, user_id: str, result: Any) -> None:
-        self._profiles[user_id] = (self.hs.clock.seconds() + PROFILE_CACHE_S, result)
+        self._profiles[user_id] = (self.clock.seconds() + PROFILE_CACHE_S, result)
         self._profiles.move_to_end(user_id)
         while len(self._profiles) > PROFILE_CACHE_SIZE:
             self._profiles.popitem(last=False)
@@ -111,7 +113,7 @@ class RemoteQueries:
         """public_rooms.yaml (server-server): ``server``'s directory page, checked and passed on."""
         if not is_valid_server_name(server):
             raise invalid_param(f"Invalid server name {server!r}")
-        client = self.hs.federation_client
+        client = self.client
         path = "/_matrix/federation/v1/publicRooms"
         try:
             if search_term is None and room_types is None:

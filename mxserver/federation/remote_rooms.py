@@ -407,7 +407,7 @@ class RemoteRooms:
         if not isinstance(pdu, dict):
             return None
         try:
-            return await check_pdu(self.hs, pdu, rv)
+            return await check_pdu(self.hs.keyring, pdu, rv)
         except InvalidPdu as e:
             log.info("dropping a PDU: {reason}", reason=e.reason)
             return None

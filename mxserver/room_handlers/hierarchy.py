@@ -38,11 +38,10 @@ from mxserver.errors import forbidden, invalid_param, not_found
 from mxserver.events.model import Event
 from mxserver.events.redaction import redact_pdu
 from mxserver.events.versions import get_room_version
-from mxserver.federation.acl import server_matches_acl
 from mxserver.federation.client import FederationClient, FederationError
 from mxserver.federation.destinations import user_server
 from mxserver.federation.responses import SharedCalls
-from mxserver.federation.room_access import ACL_KEY
+from mxserver.federation.room_access import acl_allows
 from mxserver.ids import is_valid_room_id, is_valid_server_name
 from mxserver.room_handlers.directory import room_summary_chunk
 from mxserver.room_handlers.membership import ServersInRoom
@@ -185,13 +184,6 @@ class HierarchyHandler:
             return False
         return self.server_name in await self.room_servers.servers_in_room(room_id)
 
-    async def _acl_allows(self, room_id: str, server_name: str) -> bool:
-        """Whether the room's current server ACL allows ``server_name`` (a room we do not know: True)."""
-        if await self.room_server.get_room(room_id) is None:
-            return True
-        acl = await self.room_server.current_state_event(room_id, *ACL_KEY)
-        return server_matches_acl(server_name, acl.content if acl is not None else None)
-
     async def local_summary(self, room_id: str) -> dict[str, Any]:
         """room_summary.yaml plus ``children_state`` for a room this server knows."""
         room = await self.room_server.get_room(room_id)
@@ -262,7 +254,7 @@ class HierarchyHandler:
     async def server_may_see(self, origin: str, summary: dict[str, Any]) -> bool:
         """Whether ``origin`` could feasibly peek or join the (local) room (federation hierarchy)."""
         room_id = summary["room_id"]
-        if not await self._acl_allows(room_id, origin):
+        if not await acl_allows(self.room_server, room_id, origin):
             return False
         if summary.get("world_readable") is True:
             return True
@@ -292,7 +284,7 @@ class HierarchyHandler:
         """space_hierarchy.yaml (server-server): the room, its children ``origin`` may see, and the rest."""
         if not await self.is_local(room_id):
             raise not_found("Room does not exist.")
-        if not await self._acl_allows(room_id, origin):
+        if not await acl_allows(self.room_server, room_id, origin):
             raise forbidden(f"Server {origin} is denied by the room's server ACL")
         room = await self.local_summary(room_id)
         if not await self.server_may_see(origin, room):

@@ -1,4 +1,5 @@
-"""SQL for inbound federation transactions (table ``federation_inbound_txns``, schema 0012)."""
+"""SQL of the inbound federation API: transactions (table ``federation_inbound_txns``, schema 0012)
+and the timestamp look-up of ``/timestamp_to_event``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ TXN_RETENTION_MS = 24 * 3600 * 1000
 
 
 class FederationTxnStore:
+    """Answers to inbound transactions, kept for retransmissions; the event closest to a time."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -36,19 +39,18 @@ class FederationTxnStore:
 
         await self.db.run_interaction("store_federation_txn", txn)
 
-
-async def closest_event_by_ts(db: Database, room_nid: int, ts: int, forward: bool) -> tuple[str, int] | None:
-    """``(event_id, origin_server_ts)`` of the room's timeline event closest to ``ts`` at or after it
-    (``forward``) or at or before it; rejected, soft-failed and outlier events do not count."""
-    order = "ASC" if forward else "DESC"
-    cmp = ">=" if forward else "<="
-    row = await db.select_one(
-        "closest_event_by_ts",
-        "SELECT event_id, origin_server_ts FROM events WHERE room_nid = ? AND stream_ordering IS NOT NULL"
-        f" AND rejected_reason IS NULL AND soft_failed = ? AND origin_server_ts {cmp} ?"
-        f" ORDER BY origin_server_ts {order}, stream_ordering {order} LIMIT 1",
-        room_nid,
-        False,
-        ts,
-    )
-    return (row[0], row[1]) if row else None
+    async def closest_event_by_ts(self, room_nid: int, ts: int, forward: bool) -> tuple[str, int] | None:
+        """``(event_id, origin_server_ts)`` of the room's timeline event closest to ``ts`` at or after it
+        (``forward``) or at or before it; rejected, soft-failed and outlier events do not count."""
+        order = "ASC" if forward else "DESC"
+        cmp = ">=" if forward else "<="
+        row = await self.db.select_one(
+            "closest_event_by_ts",
+            "SELECT event_id, origin_server_ts FROM events WHERE room_nid = ? AND stream_ordering IS NOT NULL"
+            f" AND rejected_reason IS NULL AND soft_failed = ? AND origin_server_ts {cmp} ?"
+            f" ORDER BY origin_server_ts {order}, stream_ordering {order} LIMIT 1",
+            room_nid,
+            False,
+            ts,
+        )
+        return (row[0], row[1]) if row else None

@@ -1,6 +1,6 @@
 """Federation read routes: events, state, backfill, missing events, auth chains, timestamps
 (events.yaml, backfill.yaml, event_auth.yaml). Each authenticates its caller with X-Matrix
-and calls one method of ``hs.federation_events``, which does the access checks."""
+and calls one method of the FederationEventsHandler, which does the access checks."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from twisted.web.iweb import IRequest
 
 from mxserver.api.http import JsonDict, json_body, query_int, query_str, route
 from mxserver.errors import bad_json, invalid_param, missing_param
+from mxserver.federation.auth import FederationAuth
+from mxserver.federation.events_api import FederationEventsHandler
 from mxserver.ids import is_valid_event_id, is_valid_room_id
 
 
@@ -49,31 +51,34 @@ def _int(body: JsonDict, key: str, default: int) -> int:
 
 
 class FederationEventsServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
+    """The federation read routes."""
+
+    def __init__(self, auth: FederationAuth, events: FederationEventsHandler) -> None:
+        self.auth = auth
+        self.events = events
 
     async def _origin(self, request: IRequest, content: Any = None) -> str:
-        return str(await self.hs.federation_auth.authenticate_request(request, content))
+        return str(await self.auth.authenticate_request(request, content))
 
     @route("GET", "/_matrix/federation/v1/event/{event_id}")
     async def get_event(self, request: IRequest, event_id: str) -> JsonDict:
         origin = await self._origin(request)
-        return await self.hs.federation_events.get_event(origin, _event_id(event_id))
+        return await self.events.get_event(origin, _event_id(event_id))
 
     @route("GET", "/_matrix/federation/v1/state/{room_id}")
     async def get_state(self, request: IRequest, room_id: str) -> JsonDict:
         origin = await self._origin(request)
-        return await self.hs.federation_events.state(origin, _room_id(room_id), _required_event_id(request))
+        return await self.events.state(origin, _room_id(room_id), _required_event_id(request))
 
     @route("GET", "/_matrix/federation/v1/state_ids/{room_id}")
     async def get_state_ids(self, request: IRequest, room_id: str) -> JsonDict:
         origin = await self._origin(request)
-        return await self.hs.federation_events.state_ids(origin, _room_id(room_id), _required_event_id(request))
+        return await self.events.state_ids(origin, _room_id(room_id), _required_event_id(request))
 
     @route("GET", "/_matrix/federation/v1/event_auth/{room_id}/{event_id}")
     async def get_event_auth(self, request: IRequest, room_id: str, event_id: str) -> JsonDict:
         origin = await self._origin(request)
-        return await self.hs.federation_events.event_auth(origin, _room_id(room_id), _event_id(event_id))
+        return await self.events.event_auth(origin, _room_id(room_id), _event_id(event_id))
 
     @route("GET", "/_matrix/federation/v1/backfill/{room_id}")
     async def backfill(self, request: IRequest, room_id: str) -> JsonDict:
@@ -90,9 +95,7 @@ class FederationEventsServlet:
         limit = query_int(request, "limit", None, minimum=0)
         if limit is None:
             raise missing_param("Missing query parameter 'limit'")
-        return await self.hs.federation_events.backfill(
-            origin, _room_id(room_id), [_event_id(v) for v in starts], limit
-        )
+        return await self.events.backfill(origin, _room_id(room_id), [_event_id(v) for v in starts], limit)
 
     @route("POST", "/_matrix/federation/v1/get_missing_events/{room_id}")
     async def get_missing_events(self, request: IRequest, room_id: str) -> JsonDict:
@@ -101,7 +104,7 @@ class FederationEventsServlet:
         latest = _event_id_list(body, "latest_events")
         if not latest:
             raise missing_param("'latest_events' must name at least one event")
-        return await self.hs.federation_events.get_missing_events(
+        return await self.events.get_missing_events(
             origin,
             _room_id(room_id),
             _event_id_list(body, "earliest_events"),
@@ -119,4 +122,4 @@ class FederationEventsServlet:
         direction = query_str(request, "dir")
         if direction not in ("f", "b"):
             raise invalid_param("Query parameter 'dir' must be 'f' or 'b'")
-        return await self.hs.federation_events.timestamp_to_event(origin, _room_id(room_id), ts, direction)
+        return await self.events.timestamp_to_event(origin, _room_id(room_id), ts, direction)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from signedjson.types import SigningKey
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from mxserver.api.http import JsonDict, json_body, query_int, route
 from mxserver.errors import bad_json, invalid_param
-from mxserver.federation.keyring import MAX_NOTARY_QUERY_SERVERS, OWN_KEY_VALIDITY_MS, local_key_response
+from mxserver.federation.keyring import MAX_NOTARY_QUERY_SERVERS, OWN_KEY_VALIDITY_MS, Keyring, local_key_response
 from mxserver.ids import is_valid_server_name
 
 #: How long other servers may cache our key response (server-server-api §Publishing Keys).
@@ -21,16 +23,21 @@ def _is_int(value: Any) -> bool:
 
 
 class KeyServerServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
+    """Our signing keys, and as a notary the keys of other servers the keyring holds."""
+
+    def __init__(self, server_name: str, signing_key: SigningKey, keyring: Keyring, clock: IReactorTime) -> None:
+        self.server_name = server_name
+        self.signing_key = signing_key
+        self.keyring = keyring
+        self.clock = clock
 
     def _now_ms(self) -> int:
-        return int(self.hs.clock.seconds() * 1000)
+        return int(self.clock.seconds() * 1000)
 
     @route("GET", "/_matrix/key/v2/server", "/_matrix/key/v2/server/{key_id}")
     def server_keys(self, request: IRequest, key_id: str | None = None) -> JsonDict:
         # The {key_id} form is deprecated; the answer is the same: all current keys.
-        return local_key_response(self.hs.server_name, self.hs.signing_key, self._now_ms())
+        return local_key_response(self.server_name, self.signing_key, self._now_ms())
 
     @route("GET", "/_matrix/key/v2/query/{server_name}")
     async def query_one(self, request: IRequest, server_name: str) -> JsonDict:
@@ -38,7 +45,7 @@ class KeyServerServlet:
             raise invalid_param(f"Invalid server name {server_name!r}")
         # keys_query.yaml: without minimum_valid_until_ts the notary uses the current time.
         min_valid = query_int(request, "minimum_valid_until_ts", self._now_ms(), minimum=0)
-        keys = await self.hs.keyring.notary_query({server_name: ({}, min_valid)})
+        keys = await self.keyring.notary_query({server_name: ({}, min_valid)})
         return {"server_keys": keys}
 
     @route("POST", "/_matrix/key/v2/query")
@@ -67,4 +74,4 @@ class KeyServerServlet:
                     raise bad_json(f"server_keys.{server_name}.{kid}.minimum_valid_until_ts must be an integer")
                 criteria[kid] = wanted
             query[server_name] = (criteria, now)
-        return {"server_keys": await self.hs.keyring.notary_query(query)}
+        return {"server_keys": await self.keyring.notary_query(query)}

@@ -7,7 +7,7 @@ any other query type is ``M_UNRECOGNIZED``. ``/publicRooms`` is served only when
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.web.iweb import IRequest
 
@@ -23,20 +23,38 @@ from mxserver.api.http import (
     query_str,
     route,
 )
+from mxserver.config import RoomDirectoryConfig
 from mxserver.errors import MatrixError, forbidden, invalid_param, missing_param, not_found, unrecognized
+from mxserver.federation.auth import FederationAuth
 from mxserver.ids import UserID, is_valid_room_alias
-from mxserver.room_handlers.directory import PublicRoomsQuery
+from mxserver.room_handlers.directory import DirectoryHandler, PublicRoomsQuery
+
+if TYPE_CHECKING:
+    from mxserver.ephemeral.profiles import ProfileHandler
 
 #: profile fields a server may ask for (query.yaml: displayname, avatar_url, m.tz or custom)
 _PROFILE_FIELD_MAX = 255
 
 
 class FederationQueryServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
+    """Profile and alias queries about our users and rooms; our public room directory."""
+
+    def __init__(
+        self,
+        server_name: str,
+        auth: FederationAuth,
+        profiles: ProfileHandler,
+        directory: DirectoryHandler,
+        room_directory: RoomDirectoryConfig,
+    ) -> None:
+        self.server_name = server_name
+        self.auth = auth
+        self.profiles = profiles
+        self.directory = directory
+        self.room_directory = room_directory
 
     async def _origin(self, request: IRequest, content: Any = None) -> str:
-        return str(await self.hs.federation_auth.authenticate_request(request, content))
+        return str(await self.auth.authenticate_request(request, content))
 
     @route("GET", "/_matrix/federation/v1/query/profile")
     async def query_profile(self, request: IRequest) -> JsonDict:
@@ -46,12 +64,12 @@ class FederationQueryServlet:
             raise missing_param("Missing query parameter 'user_id'")
         if not UserID.is_valid(user_id):
             raise invalid_param(f"Invalid user ID {user_id!r}")
-        if UserID.parse(user_id).server_name != self.hs.server_name:
+        if UserID.parse(user_id).server_name != self.server_name:
             raise invalid_param("The user is not local to this server")
         field = query_str(request, "field")
         if field is not None and (not field or len(field) > _PROFILE_FIELD_MAX):
             raise invalid_param("Invalid 'field'")
-        profile = await self.hs.profiles.get_profile(user_id)
+        profile = await self.profiles.get_profile(user_id)
         if field is None:
             return dict(profile)
         if field not in profile:
@@ -66,10 +84,10 @@ class FederationQueryServlet:
             raise missing_param("Missing query parameter 'room_alias'")
         if not is_valid_room_alias(alias):
             raise invalid_param(f"Invalid room alias {alias!r}")
-        if not self.hs.directory.is_local_alias(alias):
+        if not self.directory.is_local_alias(alias):
             raise not_found(f"Room alias {alias} is not on this server")
         try:
-            return await self.hs.directory.get_alias(alias)
+            return await self.directory.get_alias(alias)
         except MatrixError as e:
             if e.code == 404:
                 raise not_found(f"Room alias {alias} not found") from None
@@ -81,7 +99,7 @@ class FederationQueryServlet:
         raise unrecognized(f"Unknown query type {query_type!r}")
 
     def _check_public_rooms(self) -> None:
-        if not self.hs.config.room_directory.public_rooms_over_federation:
+        if not self.room_directory.public_rooms_over_federation:
             raise forbidden("This server does not publish its room directory over federation")
 
     @route("GET", "/_matrix/federation/v1/publicRooms")
@@ -94,7 +112,7 @@ class FederationQueryServlet:
             include_all_networks=query_bool(request, "include_all_networks", False),
             third_party_instance_id=query_str(request, "third_party_instance_id"),
         )
-        return await self.hs.directory.public_rooms(query)
+        return await self.directory.public_rooms(query)
 
     @route("POST", "/_matrix/federation/v1/publicRooms")
     async def query_public_rooms(self, request: IRequest) -> JsonDict:
@@ -115,4 +133,4 @@ class FederationQueryServlet:
             include_all_networks=get_bool(body, "include_all_networks", False),
             third_party_instance_id=get_str(body, "third_party_instance_id", None),
         )
-        return await self.hs.directory.public_rooms(query)
+        return await self.directory.public_rooms(query)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
 import mxserver
 from mxserver.api.http import JsonDict, route
+from mxserver.config import WellKnownConfig
 from mxserver.errors import not_found
 
 
 class FederationVersionServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
+    """Our software version, and where other servers should reach us (server delegation)."""
+
+    def __init__(self, well_known: WellKnownConfig) -> None:
+        self.well_known = well_known
 
     @route("GET", "/_matrix/federation/v1/version")
     def version(self, request: IRequest) -> JsonDict:
@@ -22,6 +23,6 @@ class FederationVersionServlet:
     @route("GET", "/.well-known/matrix/server")
     def well_known_server(self, request: IRequest) -> JsonDict:
         # server-server-api §Server discovery: no delegation configured means 404.
-        if not self.hs.config.well_known.server:
+        if not self.well_known.server:
             raise not_found("No server delegation configured")
-        return {"m.server": self.hs.config.well_known.server}
+        return {"m.server": self.well_known.server}
