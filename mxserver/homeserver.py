@@ -219,7 +219,7 @@ class Homeserver(service.MultiService):
         )
         self.start_hooks.append(self.room_server.start)
         self.event_serializer = EventSerializer(self.event_store, self.clock)
-        self.room_stream.subscribe(self._run_new_event_hooks)
+        self.room_stream.subscribe(self.event_hooks.on_new_events)
 
     def _build_federation_rooms(self) -> None:
         """Rooms over federation: joining remote rooms, backfill, the resident side of membership."""
@@ -737,17 +737,6 @@ class Homeserver(service.MultiService):
     def _notify_ephemeral(self, change: Any) -> None:
         users, rooms = change.wakes
         self.notifier.notify(user_ids=users, room_ids=rooms)
-
-    def _run_new_event_hooks(self, events: list[Any]) -> None:
-        for hook in self.event_hooks:
-            on_new_event = getattr(hook, "on_new_event", None)
-            if on_new_event is None:
-                continue
-            for event in events:
-                try:
-                    on_new_event(event)
-                except Exception:
-                    log.failure("module {hook!r} failed in on_new_event", hook=hook)
 
     # -- embedding ------------------------------------------------------------------
 

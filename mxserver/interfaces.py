@@ -9,7 +9,7 @@ entry-point group      interface               first-party default
 ``mxserver.login``     :class:`ILoginFlow`       ``password``
 ``mxserver.presence``  :class:`IPresence`        ``default``
 ``mxserver.typing``    :class:`ITyping`          ``default``
-``mxserver.modules``   :class:`IModule`          none
+``mxserver.modules``   :class:`IModule` (+ :class:`IEventChecker`, :class:`INewEventListener`)  none
 ``mxserver.media_storage``  :class:`IMediaStorage`  ``file``
 =====================  ======================  ==========================
 
@@ -82,16 +82,26 @@ class IPresence(Interface):
 
 
 class IModule(Interface):
-    """A generic module: hooks into the event flow (``mxserver.modules``).
+    """A generic module (``mxserver.modules``).
 
-    Every method is optional; the server checks with ``hasattr``.
+    It hooks into the event flow by also providing :class:`IEventChecker`
+    and/or :class:`INewEventListener` (``@implementer(IModule, IEventChecker)``);
+    the server calls exactly the hooks a module declares.
     """
 
+
+class IEventChecker(Interface):
+    """May refuse a local event before it is accepted."""
+
     def check_event_allowed(event, state):  # type: ignore[no-untyped-def]
-        """Return False (or a Deferred of False) to refuse a local event before it is accepted."""
+        """Return False (or a Deferred/coroutine of False) to refuse ``event``; ``state`` is the room's current state map."""
+
+
+class INewEventListener(Interface):
+    """Told of every persisted event."""
 
     def on_new_event(event):  # type: ignore[no-untyped-def]
-        """Called after an event is persisted."""
+        """Called after ``event`` is persisted and published, in stream order."""
 
 
 class IMediaStorage(Interface):

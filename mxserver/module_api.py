@@ -8,11 +8,18 @@ clock, a password checker and the :class:`EventHooks` registry.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol
+import inspect
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from mxserver.events.model import Event
+from mxserver.interfaces import IEventChecker, INewEventListener
+
+log = Logger()
 
 
 class PasswordChecker(Protocol):
@@ -24,15 +31,18 @@ class PasswordChecker(Protocol):
 class EventHooks:
     """Module objects hooked into the event flow (``mxserver.modules``, ``register_event_hook``).
 
-    A hook may have ``check_event_allowed(event, state)`` (read by the room server at
-    every local send) and/or ``on_new_event(event)`` (called after persistence). Hooks
-    may be added after start-up, so readers iterate this registry at each use.
+    A hook provides :class:`~mxserver.interfaces.IEventChecker` (asked by the room
+    server at every local send) and/or :class:`~mxserver.interfaces.INewEventListener`
+    (told after persistence); the interfaces it declares say which. Hooks may be
+    added after start-up, so this registry is read at each use.
     """
 
     def __init__(self) -> None:
         self._hooks: list[object] = []
 
     def append(self, hook: object) -> None:
+        if not (IEventChecker.providedBy(hook) or INewEventListener.providedBy(hook)):
+            raise TypeError(f"{hook!r} provides neither IEventChecker nor INewEventListener")
         self._hooks.append(hook)
 
     def pop(self, index: int = -1) -> object:
@@ -43,6 +53,28 @@ class EventHooks:
 
     def __len__(self) -> int:
         return len(self._hooks)
+
+    async def check_allowed(self, event: Event, state: Mapping[Any, str]) -> bool:
+        """Whether every checker allows ``event`` (False from any one refuses it)."""
+        for hook in list(self._hooks):
+            if IEventChecker.providedBy(hook):
+                allowed = hook.check_event_allowed(event, state)  # type: ignore[attr-defined]
+                if isinstance(allowed, Deferred) or inspect.isawaitable(allowed):
+                    allowed = await allowed
+                if allowed is False:
+                    return False
+        return True
+
+    def on_new_events(self, events: list[Event]) -> None:
+        """Tell every listener of ``events``; a failing listener is logged and skipped."""
+        for hook in list(self._hooks):
+            if not INewEventListener.providedBy(hook):
+                continue
+            for event in events:
+                try:
+                    hook.on_new_event(event)  # type: ignore[attr-defined]
+                except Exception:
+                    log.failure("module {hook!r} failed in on_new_event", hook=hook)
 
 
 class ModuleApi:
@@ -76,5 +108,5 @@ class ModuleApi:
         return ensureDeferred(self._passwords.check_user_password(user_id, password))
 
     def register_event_hook(self, hook: object) -> None:
-        """Add an object with ``on_new_event(event)`` and/or ``check_event_allowed(event, state)``."""
+        """Add an object providing ``IEventChecker`` and/or ``INewEventListener`` (TypeError otherwise)."""
         self._event_hooks.append(hook)

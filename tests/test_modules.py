@@ -14,7 +14,7 @@ from zope.interface import implementer
 from mxserver.api.ratelimit import RateLimiter
 from mxserver.errors import MatrixError
 from mxserver.events.versions import get_room_version
-from mxserver.interfaces import IModule, IPresence, ITyping
+from mxserver.interfaces import IEventChecker, IModule, INewEventListener, IPresence, ITyping
 from mxserver.module_loader import ModuleLoadError, construct, find_entry_point
 from mxserver.rooms.room_server import EventSpec
 from tests.test_room_server import basic_room
@@ -138,7 +138,7 @@ class ThirdPartyLoginModuleTests(HomeserverTestCase):
         self.assertEqual(body["user_id"], "@wizard:test")
 
 
-@implementer(IModule)
+@implementer(IModule, IEventChecker, INewEventListener)
 class _NoShouting:
     def __init__(self) -> None:
         self.seen: list[str] = []
@@ -163,6 +163,29 @@ class EventHookTests(HomeserverTestCase):
         # on_new_event saw every persisted event but not the refused one
         self.assertEqual(hook.seen[-1], "hello")
         self.assertNotIn("HELLO", hook.seen)
+
+    async def test_hooks_are_called_as_declared(self) -> None:
+        """Only the interfaces a hook declares are used: a listener is never asked to check."""
+
+        @implementer(INewEventListener)
+        class Listener:
+            def __init__(self) -> None:
+                self.seen: list[str] = []
+
+            def check_event_allowed(self, event: Any, state: Any) -> bool:
+                raise AssertionError("not declared: must not be called")
+
+            def on_new_event(self, event: Any) -> None:
+                self.seen.append(event.type)
+
+        listener = Listener()
+        self.hs.module_api.register_event_hook(listener)
+        rv = get_room_version("11")
+        room_id, _ = await self.hs.room_server.create_room("@a:test", rv, {}, basic_room(rv, "@a:test"))
+        await self.hs.room_server.send(room_id, EventSpec("m.room.message", {"body": "hi"}, sender="@a:test"))
+        self.assertEqual(listener.seen[-1], "m.room.message")
+        with self.assertRaises(TypeError):
+            self.hs.module_api.register_event_hook(object())
 
 
 class MallocTuningTests(unittest.SynchronousTestCase):

@@ -110,6 +110,11 @@ class ProfileTests(EphemeralTestCase):
         # a server module refuses member events in room1
         hs = self.hs
 
+        from zope.interface import implementer
+
+        from mxserver.interfaces import IEventChecker
+
+        @implementer(IEventChecker)
         class Refuse:
             def check_event_allowed(self, event, state):  # type: ignore[no-untyped-def]
                 return not (event.room_id == room1 and event.type == "m.room.member")

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from signedjson.types import SigningKey
@@ -31,6 +31,9 @@ from mxserver.rooms.room_head import RoomHead
 from mxserver.rooms.sequencer import RoomSequencer
 from mxserver.storage.events import EventStore, PersistItem, RoomRecord
 from mxserver.storage.state import StateStore
+
+if TYPE_CHECKING:
+    from mxserver.module_api import EventHooks
 
 MAX_PREV_EVENTS = 10  # a PDU may cite at most 20; fewer keeps events small
 #: how long a client's transaction ID keeps its meaning after a restart
@@ -69,7 +72,7 @@ class LocalEventBuilder:
         clock: IReactorTime,
         server_name: str,
         signing_key: SigningKey,
-        event_hooks: Iterable[object],
+        event_hooks: EventHooks,
     ) -> None:
         self.store = store
         self.state = state
@@ -278,15 +281,8 @@ class LocalEventBuilder:
         return event
 
     async def _check_hooks(self, event: Event, head: RoomHead) -> None:
-        for hook in self.event_hooks:
-            check = getattr(hook, "check_event_allowed", None)
-            if check is None:
-                continue
-            allowed = check(event, dict(head.state))
-            if isinstance(allowed, Deferred) or hasattr(allowed, "__await__"):
-                allowed = await allowed
-            if allowed is False:
-                raise forbidden("This event was refused by a server module")
+        if not await self.event_hooks.check_allowed(event, dict(head.state)):
+            raise forbidden("This event was refused by a server module")
 
     def _apply(
         self, head: RoomHead, event: Event, items: list[PersistItem], txn_key: TxnKey | None, new_room: bool = False

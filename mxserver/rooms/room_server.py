@@ -21,7 +21,7 @@ store allocates event NIDs and stream positions (``EventStore.allocate_ids``).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from signedjson.types import SigningKey
 from twisted.internet.interfaces import IReactorTime
@@ -51,6 +51,9 @@ from mxserver.storage.events import EventStore, RoomRecord
 from mxserver.storage.state import StateKey, StateStore
 from mxserver.streams import RoomEventStream
 
+if TYPE_CHECKING:
+    from mxserver.module_api import EventHooks
+
 _T = TypeVar("_T")
 
 
@@ -70,7 +73,7 @@ class RoomServer:
         clock: IReactorTime,
         server_name: str,
         signing_key: SigningKey,
-        event_hooks: Iterable[object],
+        event_hooks: EventHooks,
     ) -> None:
         self.store = store
         self.state = state
