@@ -276,8 +276,7 @@ class Homeserver(service.MultiService):
             receipts_position,
             self.room_server,
             self.event_store,
-            # (ignore: attached by build_user_data_handlers until _build_user_data builds it here)
-            self.account_data,  # type: ignore[attr-defined]
+            self.account_data,
             self.clock,
             streams.receipts,
         )

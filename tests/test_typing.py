@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mxserver.streams import TypingChange
 from tests.ephemeral_helpers import C, EphemeralTestCase, q
 
 
@@ -115,6 +116,24 @@ class TypingTests(EphemeralTestCase):
         # the server keeps serving
         code, _ = await self.put(path, {"typing": True, "timeout": 100}, alice)
         self.assertEqual(code, 200)
+
+    async def test_changes_and_refreshes_are_published(self) -> None:
+        alice = await self.register("alice")
+        room = await self.create_room(alice)
+        published: list[TypingChange] = []
+        self.hs.ephemeral_streams.typing.subscribe(published.append)
+        for _ in range(2):
+            code, _ = await self.put(self.path(room, alice.user_id), {"typing": True, "timeout": 5000}, alice)
+            self.assertEqual(code, 200)
+        typing = TypingChange(room, frozenset({alice.user_id}))
+        # The default module reports the renewed timeout as a change (which wakes the room);
+        # the refresh is published besides, for other servers, and wakes nobody.
+        refresh = TypingChange(room, frozenset({alice.user_id}), refreshed=alice.user_id)
+        self.assertEqual(published, [typing, typing, refresh])
+        self.assertEqual([list(w) for w in typing.wakes], [[], [room]])
+        self.assertEqual([list(w) for w in refresh.wakes], [[], []])
+        self.clock.advance(6)
+        self.assertEqual(published[3:], [TypingChange(room, frozenset())])
 
 
 class TypingRealClockTests(EphemeralTestCase):

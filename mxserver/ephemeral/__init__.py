@@ -21,7 +21,7 @@ service of the Homeserver, cancels the typing and presence timers at shutdown
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.application import service
 
@@ -38,7 +38,7 @@ class EphemeralTimers(service.Service):
         self._presence = presence
         self.setName("ephemeral")
 
-    def stopService(self) -> Any:
+    def stopService(self) -> None:
         self._typing.stop()
         self._presence.stop()
-        return super().stopService()
+        super().stopService()
