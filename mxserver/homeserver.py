@@ -220,10 +220,65 @@ class Homeserver(service.MultiService):
         self.notifier.register_stream("room", lambda: self.room_server.current_position)
 
     def _build_federation_rooms(self) -> None:
-        """Rooms over federation: joining remote rooms, backfill, the resident side of membership."""
-        from mxserver.federation.membership import build_federation_membership
+        """Rooms over federation: the servers in each room, filling gaps in a room's DAG, joining
+        remote rooms, backfill, the resident side of membership."""
+        from mxserver.federation.backfill import Backfiller
+        from mxserver.federation.destinations import RoomServers
+        from mxserver.federation.membership import FederationMembershipHandler
+        from mxserver.federation.missing import GapFiller
+        from mxserver.federation.remote_rooms import RemoteRooms
+        from mxserver.storage.backfill import BackfillStore
 
-        build_federation_membership(self)
+        fed = self.config.federation
+        # The servers in a room derive from the room-members cache, which _build_ephemeral builds
+        # later. Nothing asks for them before start-up, so the cache is looked up when asked;
+        # once RoomMembers (it needs only its store) is built in an earlier section, pass
+        # self.room_members.members instead of the lambda.
+        self.room_servers = RoomServers(
+            lambda room_id: self.room_members.members(room_id)
+        )
+        self.room_stream.subscribe(self.room_servers.on_room_events, Phase.CACHES)
+        self.federation_gaps = GapFiller(
+            self.clock, self.room_server, self.event_store, self.state_store, self.federation_client, self.keyring
+        )
+        self.remote_rooms = RemoteRooms(
+            self.server_name,
+            self.signing_key,
+            self.clock,
+            self.room_server,
+            self.event_store,
+            self.federation_client,
+            self.keyring,
+            self.room_servers,
+            self.federation_gaps,
+        )
+        # A join over federation replaces the room's state without a member event per change on
+        # the room stream (the room-members cache follows it too: see _build_federation_sender).
+        self.remote_rooms.joined_state.subscribe(lambda c: self.room_servers.invalidate(c.room_id), Phase.CACHES)
+        self.backfiller = Backfiller(
+            self.server_name,
+            self.clock,
+            fed,
+            self.room_server,
+            self.event_store,
+            self.state_store,
+            BackfillStore(self.db, self.event_store, self.state_store),
+            self.federation_client,
+            self.keyring,
+            self.room_servers,
+        )
+        # Other servers' joins, leaves and knocks it accepts go on to the room's other servers:
+        # its `accepted` stream is wired to the federation sender in _build_federation_sender.
+        self.federation_membership = FederationMembershipHandler(
+            self.server_name,
+            self.signing_key,
+            self.room_server,
+            self.event_store,
+            self.state_store,
+            self.accounts,
+            self.keyring,
+            self.remote_rooms,
+        )
 
     def _build_user_data(self) -> None:
         """Account data, push rules, filters (and, for now, to-device)."""
@@ -307,9 +362,6 @@ class Homeserver(service.MultiService):
         directory), creation and upgrades (both use membership and the directory), sending
         (checks canonical aliases with the directory), reading history, the space hierarchy.
         """
-        from mxserver.federation.backfill import Backfiller
-        from mxserver.federation.destinations import RoomServers
-        from mxserver.federation.remote_rooms import RemoteRooms
         from mxserver.room_handlers.creation import RoomCreationHandler
         from mxserver.room_handlers.directory import DirectoryHandler
         from mxserver.room_handlers.hierarchy import HierarchyHandler, RemoteHierarchy
@@ -323,18 +375,10 @@ class Homeserver(service.MultiService):
         from mxserver.storage.memberships import MembershipStore
 
         rooms, server_name = self.room_server, self.server_name
-        # Attached by _build_federation_rooms' build function (typed here until it assigns it itself).
-        remote_rooms: RemoteRooms = self.remote_rooms  # type: ignore[attr-defined]
+        remote_rooms = self.remote_rooms
         self.directory_store = DirectoryStore(self.db)
         self.membership_store = MembershipStore(self.db)
         self.history_store = HistoryStore(self.db, self.event_store)
-        # TRANSITIONAL (federation area): the per-room server sets, built here because membership
-        # and the hierarchy are their first users in build order (they need room_members, from
-        # _build_ephemeral); the federation sender picks this instance up as hs.room_servers.
-        self.room_servers = RoomServers(self)
-        # TRANSITIONAL (federation area): built here as before (it was attached by the room
-        # handlers' build function); /messages calls it when history runs out.
-        self.backfiller = Backfiller(self)
 
         self.directory = DirectoryHandler(
             self.directory_store,
@@ -404,24 +448,41 @@ class Homeserver(service.MultiService):
 
     def _build_federation_sender(self) -> None:
         """The outbound sender: per-destination queues fed by the room and ephemeral streams."""
-        # It follows hs.room_members, and subscribes to the room stream after it.
-        self.federation_sender = FederationSender(self)
-        self.federation_sender.setServiceParent(self)
-        self.start_hooks.append(self.federation_sender.start)
-        # TRANSITIONAL (removed when OutboundEdus subscribes to the streams itself): local
-        # ephemeral changes published on the streams reach the federation sender's hooks.
-        edus = self.federation_sender.edus
-        streams = self.ephemeral_streams
-        streams.typing.subscribe(lambda c: edus.typing_changed(c.room_id, c.typing_now, c.refreshed))
-        streams.receipts.subscribe(
-            lambda c: edus.receipt(c.room_id, c.receipt_type, c.user_id, c.event_id, c.thread_id, c.ts)
+        from mxserver.federation.outbound_edus import OutboundEdus
+        from mxserver.storage.federation_sender import FederationSenderStore
+
+        fed = self.config.federation
+        room_members = self.room_members
+        # The room-members cache (built in _build_ephemeral, after _build_federation_rooms) follows
+        # the state a join over federation adopts, like the room servers do.
+        self.remote_rooms.joined_state.subscribe(lambda c: room_members.state_replaced(c.room_id, c.joined), Phase.CACHES)
+
+        sender = self.federation_sender = FederationSender(
+            self.server_name,
+            self.clock,
+            fed,
+            FederationSenderStore(self.db),
+            self.room_servers,
+            self.room_server,
+            self.event_store,
+            self.federation_client,
         )
-        streams.presence.subscribe(lambda c: edus.presence_changed(c.user_id, dict(c.state)))
-        streams.to_device.subscribe(
-            lambda c: edus.to_device(
-                c.sender, c.sender_device, c.event_type, c.txn_id, {u: dict(m) for u, m in c.messages.items()}
-            )
-        )
+        sender.setServiceParent(self)
+        self.start_hooks.append(sender.start)
+        if fed.enabled:
+            # Our new events go to the servers in their rooms (READERS: after the member caches).
+            self.room_stream.subscribe(sender.on_room_events, Phase.READERS)
+            # A server that sends us a signed request is up: stop backing off from it.
+            self.federation_auth.on_authenticated.append(sender.destination_is_up)
+        # The resident server sends other servers' joins, leaves and knocks on to the room.
+        self.federation_membership.accepted.subscribe(lambda m: sender.send_pdu(m.event, exclude=[m.origin]))
+        # Typing, receipts, presence and to-device of our users, as EDUs (READERS phase).
+        self.outbound_edus = OutboundEdus(self.server_name, sender, room_members)
+        self.outbound_edus.subscribe(self.ephemeral_streams)
+        # TRANSITIONAL: for the to-device writer (sync/to_device.py), which still calls
+        # hs.federation_sender.edus rather than publish ToDeviceSent; delete with
+        # FederationSender.edus once it publishes.
+        sender.edus = self.outbound_edus
 
     def _build_media(self) -> None:
         """The media repository: storage module, uploads, thumbnails, remote media, previews."""
@@ -496,7 +557,7 @@ class Homeserver(service.MultiService):
             account.AccountServlet(self.auth, self.account),
             devices.DevicesServlet(self.auth, self.devices),
             admin.AdminRegisterServlet(self.shared_secret_registration),
-            federation_admin.FederationAdminServlet(self),
+            federation_admin.FederationAdminServlet(self.auth, self.accounts, self.federation_sender),
         ]
 
     def _room_servlets(self) -> list[Any]:
@@ -557,7 +618,7 @@ class Homeserver(service.MultiService):
 
         return [
             version.FederationVersionServlet(self),
-            membership.FederationMembershipServlet(self),
+            membership.FederationMembershipServlet(self.federation_auth, self.federation_membership),
             keys.KeyServerServlet(self),
             user_keys.UserKeysServlet(self),
             transactions.TransactionServlet(self),

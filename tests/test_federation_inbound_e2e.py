@@ -57,7 +57,7 @@ class InboundEndToEndTests(FederationTestMixin, TwoServerTestCase):
         (m1, m2) = await self.b_events_a_never_got("before", "after")
         room = await self.a.hs.room_server.get_room(self.room_id)
         assert room is not None
-        event = await check_pdu(self.a.hs, await self.pdu_of_b(m2), room.room_version)
+        event = await check_pdu(self.a.hs.keyring, await self.pdu_of_b(m2), room.room_version)
         result = await self.a.hs.federation_receiver.gaps.receive_with_fetched_state(self.b.server_name, room, event)
         self.assertTrue(result.accepted, result)
         before = await self.a.hs.event_store.get_event(m1)

@@ -65,13 +65,13 @@ class CheckPduTests(unittest.TestCase):
 
     async def reason(self, pdu: Any, version: str = "12") -> str:
         with self.assertRaises(InvalidPdu) as cm:
-            await check_pdu(self.hs, pdu, rv(version))
+            await check_pdu(self.hs.keyring, pdu, rv(version))
         return cm.exception.reason
 
     async def test_valid_event(self) -> None:
         for version in ("1", "3", "5", "10", "11", "12"):
             pdu = self.event(version)
-            event = await check_pdu(self.hs, pdu, rv(version))
+            event = await check_pdu(self.hs.keyring, pdu, rv(version))
             self.assertEqual(event.event_id, compute_event_id(pdu, rv(version)))
             self.assertEqual(event.content["body"], "hello")
         # the keys were fetched once and then cached
@@ -115,7 +115,7 @@ class CheckPduTests(unittest.TestCase):
         self.assertIn("not signed by remote.test", await self.reason(pdu))
         # adding remote.test's signature makes it acceptable
         pdu = add_event_signature(pdu, rv("12"), "remote.test", self.remote_key)
-        await check_pdu(self.hs, pdu, rv("12"))
+        await check_pdu(self.hs.keyring, pdu, rv("12"))
         # a signature by an unknown key ID of the right server does not count
         pdu = self.event(key=generate_signing_key("zz"))
         self.assertIn("no key of remote.test among ed25519:zz", await self.reason(pdu))
@@ -133,20 +133,20 @@ class CheckPduTests(unittest.TestCase):
         self.assertIn("prev_events", await self.reason(self.event("1"), "12"))
         # v6+ (strict canonical JSON): integers beyond 2^53 are refused; v5 accepts them
         pdu = self.event("5", content={"msgtype": "m.text", "body": "x", "n": 2**60})
-        await check_pdu(self.hs, pdu, rv("5"))
+        await check_pdu(self.hs.keyring, pdu, rv("5"))
         self.assertIn("not canonical JSON", await self.reason(pdu, "6"))
 
     async def test_key_validity_from_v5(self) -> None:
         # an event sent after the key's valid_until_ts: accepted in v4, dropped in v5+
         late = NOW_S * 1000 + 2 * DAY_MS
-        await check_pdu(self.hs, self.event("4", ts=late), rv("4"))
+        await check_pdu(self.hs.keyring, self.event("4", ts=late), rv("4"))
         self.assertIn("no key of remote.test", await self.reason(self.event("5", ts=late), "5"))
 
     async def test_hash_mismatch_gives_redacted_event(self) -> None:
         pdu = self.event()
         expected_id = compute_event_id(pdu, rv("12"))
         pdu["content"] = {"msgtype": "m.text", "body": "tampered"}  # not covered by the signature
-        event = await check_pdu(self.hs, pdu, rv("12"))
+        event = await check_pdu(self.hs.keyring, pdu, rv("12"))
         self.assertEqual(event.event_id, expected_id)
         self.assertEqual(event.content, {})
         # state events keep their protected content keys
@@ -156,7 +156,7 @@ class CheckPduTests(unittest.TestCase):
             origin_server_ts=NOW_S * 1000, server_name="remote.test", signing_key=self.remote_key,
         ).get_pdu_json()
         pl["content"] = {"join_rule": "public", "x": 2}
-        event = await check_pdu(self.hs, pl, rv("12"))
+        event = await check_pdu(self.hs.keyring, pl, rv("12"))
         self.assertEqual(event.content, {"join_rule": "public"})
         # the input is not modified
         self.assertEqual(pl["content"], {"join_rule": "public", "x": 2})

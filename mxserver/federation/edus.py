@@ -96,7 +96,7 @@ class InboundEdus:
         typing = content.get("typing")
         if not isinstance(room_id, str) or user_id is None or not isinstance(typing, bool):
             return
-        if not await self._joined(room_id, user_id) or not await acl_allows(self.hs, room_id, origin):
+        if not await self._joined(room_id, user_id) or not await acl_allows(self.hs.room_server, room_id, origin):
             return
         self.hs.typing_handler.set_remote_typing(room_id, user_id, typing, REMOTE_TYPING_TIMEOUT_MS)
 
@@ -105,7 +105,7 @@ class InboundEdus:
         for room_id, by_type in list(content.items())[:MAX_RECEIPT_ROOMS]:
             if not isinstance(by_type, dict) or not isinstance(room_id, str):
                 continue
-            if not await acl_allows(self.hs, room_id, origin):
+            if not await acl_allows(self.hs.room_server, room_id, origin):
                 continue
             # receipts.md: m.read.private never leaves its server; only m.read travels.
             reads = by_type.get("m.read")

@@ -64,7 +64,7 @@ class FederationEventsHandler:
             # A rejected event is not part of the room: we do not hand it on.
             raise not_found(f"Could not find event {event_id}")
         room_id = ev.room_id
-        if not await acl_allows(self.hs, room_id, origin):
+        if not await acl_allows(self.hs.room_server, room_id, origin):
             raise forbidden(f"Server {origin} is denied by the room's server ACL")
         if not await server_in_room(self.hs, room_id, origin):
             raise forbidden(f"Server {origin} is not in the room of {event_id}")

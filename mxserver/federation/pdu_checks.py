@@ -6,7 +6,7 @@ server-server-api §Checks performed on receipt of a PDU, steps 1-3:
    otherwise it is dropped;
 2. it carries valid signatures of every server that must sign it
    (§Validating hashes and signatures on received events; keys through
-   ``hs.keyring``; from room v5 a key must be valid at the event's
+   the :class:`~mxserver.federation.keyring.Keyring`; from room v5 a key must be valid at the event's
    ``origin_server_ts``); otherwise it is dropped;
 3. its content hash matches; otherwise the event is *redacted* (redaction
    algorithm of the room version) and the redacted copy is used from then on
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
@@ -38,6 +38,9 @@ from mxserver.events.redaction import redact_pdu
 from mxserver.events.signing import required_signature_servers, verify_event_signatures
 from mxserver.events.validation import EventFormatError, validate_pdu
 from mxserver.events.versions import EventFormat, RoomVersion
+
+if TYPE_CHECKING:
+    from mxserver.federation.keyring import Keyring
 
 log = Logger()
 
@@ -62,7 +65,7 @@ def check_pdu_format(pdu: Any, room_version: RoomVersion) -> None:
         raise InvalidPdu(f"invalid event format: {e.reason}") from None
 
 
-async def check_pdu(hs: Any, pdu: dict[str, Any], room_version: RoomVersion) -> Event:
+async def check_pdu(keyring: Keyring, pdu: dict[str, Any], room_version: RoomVersion) -> Event:
     """The event of a received ``pdu`` after steps 1-3; raises :class:`InvalidPdu`.
 
     A content-hash mismatch is not an error: the answer is then the redacted
@@ -82,11 +85,11 @@ async def check_pdu(hs: Any, pdu: dict[str, Any], room_version: RoomVersion) -> 
         if not ids:
             raise InvalidPdu(f"event is not signed by {server}")
         try:
-            keys[server] = await hs.keyring.get_verify_keys(server, ids, min_valid)
+            keys[server] = await keyring.get_verify_keys(server, ids, min_valid)
         except Exception as e:  # an unreachable key server: we cannot check, so we drop
             raise InvalidPdu(f"cannot fetch the keys of {server}: {e}") from None
         if not keys[server]:
-            why = hs.keyring.last_error(server) if hasattr(hs.keyring, "last_error") else None
+            why = keyring.last_error(server)
             raise InvalidPdu(
                 f"no key of {server} among {', '.join(sorted(ids))} valid at {min_valid}" + (f" ({why})" if why else "")
             )

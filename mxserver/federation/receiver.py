@@ -64,7 +64,7 @@ class TransactionReceiver:
     def __init__(self, hs: Any) -> None:
         self.hs = hs
         self.txns = FederationTxnStore(hs.db)
-        self.gaps = GapFiller(hs)
+        self.gaps: GapFiller = hs.federation_gaps
         self._inflight: dict[tuple[str, str], list[Deferred[dict[str, Any]]]] = {}
 
     def _now_ms(self) -> int:
@@ -145,10 +145,10 @@ class TransactionReceiver:
 
     async def _process_pdu(self, origin: str, room: Any, pdu: dict[str, Any]) -> tuple[str | None, str]:
         """``(error for the sender or None, outcome)``; accepted and soft-failed events have no error."""
-        if not await acl_allows(self.hs, room.room_id, origin):
+        if not await acl_allows(self.hs.room_server, room.room_id, origin):
             return f"Server {origin} is denied by the room's server ACL", "dropped"
         try:
-            event = await check_pdu(self.hs, pdu, room.room_version)
+            event = await check_pdu(self.hs.keyring, pdu, room.room_version)
         except InvalidPdu as e:
             return e.reason, "dropped"
         if event.room_id != room.room_id:

@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mxserver.errors import MatrixError, forbidden
 from mxserver.events.model import Event
@@ -28,8 +28,19 @@ from mxserver.ids import server_of
 from mxserver.rooms.visibility import INVITED, JOINED, history_visibility_of
 from mxserver.storage.state import StateKey
 
+if TYPE_CHECKING:
+    from mxserver.storage.events import RoomRecord
+
 ACL_KEY: StateKey = ("m.room.server_acl", "")
 _VISIBILITY_KEY: StateKey = ("m.room.history_visibility", "")
+
+
+class AclRooms(Protocol):
+    """What the ACL check reads of the room server (client-facing and federation callers alike)."""
+
+    async def get_room(self, room_id: str) -> RoomRecord | None: ...
+
+    async def current_state_event(self, room_id: str, etype: str, state_key: str = "") -> Event | None: ...
 
 
 def _domain(user_id: Any) -> str | None:
@@ -38,13 +49,13 @@ def _domain(user_id: Any) -> str | None:
     return server_of(user_id)
 
 
-async def acl_allows(hs: Any, room_id: str, server_name: str) -> bool:
+async def acl_allows(rooms: AclRooms, room_id: str, server_name: str) -> bool:
     """Whether the room's current server ACL allows ``server_name`` (a room we do not know: True)."""
     from mxserver.federation.acl import server_matches_acl
 
-    if await hs.room_server.get_room(room_id) is None:
+    if await rooms.get_room(room_id) is None:
         return True
-    acl = await hs.room_server.current_state_event(room_id, *ACL_KEY)
+    acl = await rooms.current_state_event(room_id, *ACL_KEY)
     return server_matches_acl(server_name, acl.content if acl is not None else None)
 
 
@@ -63,7 +74,7 @@ async def require_room_access(hs: Any, origin: str, room_id: str) -> Any:
     room = await hs.room_server.get_room(room_id)
     if room is None:
         raise MatrixError(404, "M_NOT_FOUND", f"Unknown room {room_id}")
-    if not await acl_allows(hs, room_id, origin):
+    if not await acl_allows(hs.room_server, room_id, origin):
         raise forbidden(f"Server {origin} is denied by the room's server ACL")
     if not await server_in_room(hs, room_id, origin):
         raise forbidden(f"Server {origin} is not in room {room_id}")
