@@ -98,10 +98,9 @@ class Homeserver(service.MultiService):
         self._build_media()
         # Removing or renaming a device (accounts) reaches the areas built after accounts, in
         # this order: the device's to-device queue goes, then its keys (and other servers hear).
-        # (The ignores go once _build_user_data and _build_e2ee set these attributes themselves.)
-        self.device_hooks.on_removed(self.to_device.delete_device_queues)  # type: ignore[attr-defined]
-        self.device_hooks.on_removed(self.device_lists.devices_removed)  # type: ignore[attr-defined]
-        self.device_hooks.on_changed(self.device_lists.device_changed)  # type: ignore[attr-defined]
+        self.device_hooks.on_removed(self.to_device.delete_device_queues)
+        self.device_hooks.on_removed(self.device_lists.devices_removed)
+        self.device_hooks.on_changed(self.device_lists.device_changed)
         # Waking a long-polling /sync runs it inside the publish, so every other subscriber
         # (membership and room caches) must have seen the events first: the NOTIFY phase.
         self.room_stream.subscribe(self._notify_room_events, Phase.NOTIFY)
@@ -222,10 +221,65 @@ class Homeserver(service.MultiService):
         self.room_stream.subscribe(self.event_hooks.on_new_events)
 
     def _build_federation_rooms(self) -> None:
-        """Rooms over federation: joining remote rooms, backfill, the resident side of membership."""
-        from mxserver.federation.membership import build_federation_membership
+        """Rooms over federation: the servers in each room, filling gaps in a room's DAG, joining
+        remote rooms, backfill, the resident side of membership."""
+        from mxserver.federation.backfill import Backfiller
+        from mxserver.federation.destinations import RoomServers
+        from mxserver.federation.membership import FederationMembershipHandler
+        from mxserver.federation.missing import GapFiller
+        from mxserver.federation.remote_rooms import RemoteRooms
+        from mxserver.storage.backfill import BackfillStore
 
-        build_federation_membership(self)
+        fed = self.config.federation
+        # The servers in a room derive from the room-members cache, which _build_ephemeral builds
+        # later. Nothing asks for them before start-up, so the cache is looked up when asked;
+        # once RoomMembers (it needs only its store) is built in an earlier section, pass
+        # self.room_members.members instead of the lambda.
+        self.room_servers = RoomServers(
+            lambda room_id: self.room_members.members(room_id)
+        )
+        self.room_stream.subscribe(self.room_servers.on_room_events, Phase.CACHES)
+        self.federation_gaps = GapFiller(
+            self.clock, self.room_server, self.event_store, self.state_store, self.federation_client, self.keyring
+        )
+        self.remote_rooms = RemoteRooms(
+            self.server_name,
+            self.signing_key,
+            self.clock,
+            self.room_server,
+            self.event_store,
+            self.federation_client,
+            self.keyring,
+            self.room_servers,
+            self.federation_gaps,
+        )
+        # A join over federation replaces the room's state without a member event per change on
+        # the room stream (the room-members cache follows it too: see _build_federation_sender).
+        self.remote_rooms.joined_state.subscribe(lambda c: self.room_servers.invalidate(c.room_id), Phase.CACHES)
+        self.backfiller = Backfiller(
+            self.server_name,
+            self.clock,
+            fed,
+            self.room_server,
+            self.event_store,
+            self.state_store,
+            BackfillStore(self.db, self.event_store, self.state_store),
+            self.federation_client,
+            self.keyring,
+            self.room_servers,
+        )
+        # Other servers' joins, leaves and knocks it accepts go on to the room's other servers:
+        # its `accepted` stream is wired to the federation sender in _build_federation_sender.
+        self.federation_membership = FederationMembershipHandler(
+            self.server_name,
+            self.signing_key,
+            self.room_server,
+            self.event_store,
+            self.state_store,
+            self.accounts,
+            self.keyring,
+            self.remote_rooms,
+        )
 
     def _build_user_data(self) -> None:
         """Account data, push rules, filters."""
@@ -344,14 +398,14 @@ class Homeserver(service.MultiService):
             self.e2e_key_store,
             device_lists_stream,
             self.ephemeral_streams.device_lists,
-            self.room_members,  # type: ignore[attr-defined]  # (until _build_ephemeral sets it typed)
+            self.room_members,
             self.room_server,
             SyncStore(self.db),
             self.federation_client,
         )
         self.start_hooks.append(self.device_lists.start)
         self.room_stream.subscribe(self.device_lists.on_room_events, Phase.CACHES)
-        self.room_members.listeners.append(self.device_lists.membership_changed)  # type: ignore[attr-defined]
+        self.room_members.listeners.append(self.device_lists.membership_changed)
         self.federation_edus.register(DEVICE_LIST_UPDATE, self.device_lists.on_device_list_update)
         self.federation_edus.register(SIGNING_KEY_UPDATE, self.device_lists.on_signing_key_update)
 
@@ -362,12 +416,12 @@ class Homeserver(service.MultiService):
             self.server_name,
             self.e2e_key_store,
             self.device_lists,
-            self.uia,  # type: ignore[attr-defined]  # (until _build_accounts sets it typed)
+            self.uia,
         )
         self.key_backup = KeyBackupHandler(KeyBackupStore(self.db))
         self.dehydrated_devices = DehydratedDeviceHandler(
             DehydratedDeviceStore(self.db),
-            self.devices,  # type: ignore[attr-defined]  # (until _build_accounts sets it typed)
+            self.devices,
             self.e2e_keys,
             self.to_device,
             self.clock,
@@ -380,9 +434,6 @@ class Homeserver(service.MultiService):
         directory), creation and upgrades (both use membership and the directory), sending
         (checks canonical aliases with the directory), reading history, the space hierarchy.
         """
-        from mxserver.federation.backfill import Backfiller
-        from mxserver.federation.destinations import RoomServers
-        from mxserver.federation.remote_rooms import RemoteRooms
         from mxserver.room_handlers.creation import RoomCreationHandler
         from mxserver.room_handlers.directory import DirectoryHandler
         from mxserver.room_handlers.hierarchy import HierarchyHandler, RemoteHierarchy
@@ -396,18 +447,10 @@ class Homeserver(service.MultiService):
         from mxserver.storage.memberships import MembershipStore
 
         rooms, server_name = self.room_server, self.server_name
-        # Attached by _build_federation_rooms' build function (typed here until it assigns it itself).
-        remote_rooms: RemoteRooms = self.remote_rooms  # type: ignore[attr-defined]
+        remote_rooms = self.remote_rooms
         self.directory_store = DirectoryStore(self.db)
         self.membership_store = MembershipStore(self.db)
         self.history_store = HistoryStore(self.db, self.event_store)
-        # TRANSITIONAL (federation area): the per-room server sets, built here because membership
-        # and the hierarchy are their first users in build order (they need room_members, from
-        # _build_ephemeral); the federation sender picks this instance up as hs.room_servers.
-        self.room_servers = RoomServers(self)
-        # TRANSITIONAL (federation area): built here as before (it was attached by the room
-        # handlers' build function); /messages calls it when history runs out.
-        self.backfiller = Backfiller(self)
 
         self.directory = DirectoryHandler(
             self.directory_store,
@@ -471,16 +514,14 @@ class Homeserver(service.MultiService):
         # Before anything reads which rooms changed: the CACHES phase.
         self.room_stream.subscribe(self.sync_room_source.on_room_events, Phase.CACHES)
         self.start_hooks.append(self.sync_room_source.start)
-        # TRANSITIONAL: the ignores below are for attributes still attached by the build_* functions
-        # of the ephemeral, e2ee and room-handler sections (mypy cannot see them until those are inlined).
         for source in (
             self.sync_room_source,
-            sources.TypingSource(self.typing_handler),  # type: ignore[attr-defined]
-            sources.ReceiptsSource(self.receipts),  # type: ignore[attr-defined]
-            sources.PresenceSource(self.presence_handler),  # type: ignore[attr-defined]
+            sources.TypingSource(self.typing_handler),
+            sources.ReceiptsSource(self.receipts),
+            sources.PresenceSource(self.presence_handler),
             sources.AccountDataSource(self.account_data),
             sources.ToDeviceSource(self.to_device),
-            sources.DeviceListsSource(self.device_lists),  # type: ignore[attr-defined]
+            sources.DeviceListsSource(self.device_lists),
         ):
             self.sync_sources.register(source)
 
@@ -489,13 +530,13 @@ class Homeserver(service.MultiService):
             events=self.event_store,
             state=self.state_store,
             serializer=self.event_serializer,
-            visibility=self.history_visibility,  # type: ignore[attr-defined]
+            visibility=self.history_visibility,
             rooms=self.room_server,
             room_source=self.sync_room_source,
             sources=self.sync_sources,
             notifier=self.notifier,
-            read_positions=self.receipts,  # type: ignore[attr-defined]
-            on_sync=self.presence_handler.user_synced,  # type: ignore[attr-defined]
+            read_positions=self.receipts,
+            on_sync=self.presence_handler.user_synced,
             clock=self.clock,
         )
 
@@ -503,7 +544,6 @@ class Homeserver(service.MultiService):
         """Inbound transactions and EDUs, the federation read endpoints."""
         from mxserver.federation.edus import InboundEdus
         from mxserver.federation.events_api import FederationEventsHandler
-        from mxserver.federation.missing import GapFiller
         from mxserver.federation.receiver import TransactionReceiver
         from mxserver.federation.room_access import RoomAccess
         from mxserver.storage.federation_txns import FederationTxnStore
@@ -518,9 +558,6 @@ class Homeserver(service.MultiService):
             self.presence_handler,
             self.to_device,
         ).register(self.federation_edus)
-        # TRANSITIONAL: the gap filler (federation/missing.py) moves to _build_federation_rooms
-        # as self.federation_gaps, built there with its own collaborators; then drop this line.
-        self.federation_gaps = GapFiller(self)
         txns = FederationTxnStore(self.db)
         self.federation_receiver = TransactionReceiver(
             txns,
@@ -528,8 +565,7 @@ class Homeserver(service.MultiService):
             self.keyring,
             self.federation_edus,
             self.federation_gaps,
-            # (attached by _build_federation_rooms' build function until it assigns it itself)
-            self.remote_rooms,  # type: ignore[attr-defined]
+            self.remote_rooms,
             self.clock,
         )
         access = RoomAccess(self.room_server, self.state_store, self.event_store, self.room_servers)
@@ -539,40 +575,49 @@ class Homeserver(service.MultiService):
 
     def _build_federation_sender(self) -> None:
         """The outbound sender: per-destination queues fed by the room and ephemeral streams."""
-        # It follows hs.room_members, and subscribes to the room stream after it.
-        self.federation_sender = FederationSender(self)
-        self.federation_sender.setServiceParent(self)
-        self.start_hooks.append(self.federation_sender.start)
-        # TRANSITIONAL (removed when OutboundEdus subscribes to the streams itself): local
-        # ephemeral changes published on the streams reach the federation sender's hooks.
-        edus = self.federation_sender.edus
-        streams = self.ephemeral_streams
-        streams.typing.subscribe(lambda c: edus.typing_changed(c.room_id, c.typing_now, c.refreshed))
-        streams.receipts.subscribe(
-            lambda c: edus.receipt(c.room_id, c.receipt_type, c.user_id, c.event_id, c.thread_id, c.ts)
-        )
-        streams.presence.subscribe(lambda c: edus.presence_changed(c.user_id, dict(c.state)))
-        streams.to_device.subscribe(
-            lambda c: edus.to_device(
-                c.sender, c.sender_device, c.event_type, c.txn_id, {u: dict(m) for u, m in c.messages.items()}
-            )
-        )
+        from mxserver.federation.outbound_edus import OutboundEdus
+        from mxserver.storage.federation_sender import FederationSenderStore
 
-        # -- e2ee (wire-e2ee): local users' device-list changes, sent to the servers sharing a room
-        # with them. Kept as its own block at the end of this section. TODO(fedout merge): pass the
-        # RoomServers object's servers_in_room instead of destinations.servers_in_room(self, ...).
-        from mxserver.federation.destinations import servers_in_room
+        fed = self.config.federation
+        room_members = self.room_members
+        # The room-members cache (built in _build_ephemeral, after _build_federation_rooms) follows
+        # the state a join over federation adopts, like the room servers do.
+        self.remote_rooms.joined_state.subscribe(lambda c: room_members.state_replaced(c.room_id, c.joined), Phase.CACHES)
+
+        sender = self.federation_sender = FederationSender(
+            self.server_name,
+            self.clock,
+            fed,
+            FederationSenderStore(self.db),
+            self.room_servers,
+            self.room_server,
+            self.event_store,
+            self.federation_client,
+        )
+        sender.setServiceParent(self)
+        self.start_hooks.append(sender.start)
+        if fed.enabled:
+            # Our new events go to the servers in their rooms (READERS: after the member caches).
+            self.room_stream.subscribe(sender.on_room_events, Phase.READERS)
+            # A server that sends us a signed request is up: stop backing off from it.
+            self.federation_auth.on_authenticated.append(sender.destination_is_up)
+        # The resident server sends other servers' joins, leaves and knocks on to the room.
+        self.federation_membership.accepted.subscribe(lambda m: sender.send_pdu(m.event, exclude=[m.origin]))
+        # Typing, receipts, presence and to-device of our users, as EDUs (READERS phase).
+        self.outbound_edus = OutboundEdus(self.server_name, sender, room_members)
+        self.outbound_edus.subscribe(self.ephemeral_streams)
+
+        # Local users' device-list changes, sent to the servers sharing a room with them.
         from mxserver.federation.outbound_device_lists import OutboundDeviceLists
 
         self.outbound_device_lists = OutboundDeviceLists(
             self.server_name,
             self.e2e_key_store,
-            self.room_members,  # type: ignore[attr-defined]  # (until _build_ephemeral sets it typed)
-            lambda room_id: servers_in_room(self, room_id),
+            self.room_members,
+            self.room_servers.servers_in_room,
             self.federation_sender,
         )
         self.ephemeral_streams.device_lists.subscribe(self.outbound_device_lists.on_change)
-        # -- end e2ee block
 
     def _build_media(self) -> None:
         """The media repository: storage module, uploads, thumbnails, remote media, previews."""
@@ -647,7 +692,7 @@ class Homeserver(service.MultiService):
             account.AccountServlet(self.auth, self.account),
             devices.DevicesServlet(self.auth, self.devices),
             admin.AdminRegisterServlet(self.shared_secret_registration),
-            federation_admin.FederationAdminServlet(self),
+            federation_admin.FederationAdminServlet(self.auth, self.accounts, self.federation_sender),
         ]
 
     def _room_servlets(self) -> list[Any]:
@@ -708,7 +753,7 @@ class Homeserver(service.MultiService):
 
         return [
             version.FederationVersionServlet(self.config.well_known),
-            membership.FederationMembershipServlet(self),
+            membership.FederationMembershipServlet(self.federation_auth, self.federation_membership),
             keys.KeyServerServlet(self.server_name, self.signing_key, self.keyring, self.clock),
             user_keys.UserKeysServlet(self.server_name, self.federation_auth, self.device_lists, self.e2e_keys),
             transactions.TransactionServlet(self.federation_auth, self.federation_receiver, self.config.limits),

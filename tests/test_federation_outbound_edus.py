@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mxserver.streams import PresenceChange, ReceiptChange, ToDeviceSent, TypingChange
 from tests.room_helpers import C, q
 from tests.test_federation_sender import R1, R2, SenderTestCase, settle
 
@@ -108,3 +109,23 @@ class OutboundEduTests(SenderTestCase):
         # the local recipient got its message as before
         sync = await self.get(f"{C}/sync", bob)
         self.assertEqual([m["content"] for m in sync[1]["to_device"]["events"]], [{"k": 4}])
+
+    async def test_changes_published_on_the_ephemeral_streams(self) -> None:
+        """The sender's EDUs follow the change records the ephemeral writers publish."""
+        self.transport.auto.update({R1, R2})
+        alice = await self.register("alice")
+        room = await self.room_with(alice, R1)
+        streams = self.hs.ephemeral_streams
+        streams.typing.publish(TypingChange(room, frozenset({alice.user_id})))
+        streams.receipts.publish(ReceiptChange(room, "m.read", alice.user_id, "$e", None, 5))
+        streams.presence.publish(PresenceChange(alice.user_id, {"presence": "online"}))
+        streams.to_device.publish(ToDeviceSent(alice.user_id, "DEV", "m.x", "t1", {f"@z:{R2}": {"D": {"k": 1}}}))
+        await self.until(
+            lambda: all(self.edus(R1, t) for t in ("m.typing", "m.receipt", "m.presence"))
+            and self.edus(R2, "m.direct_to_device"),
+            "EDUs",
+        )
+        self.assertEqual(self.edus(R1, "m.typing"), [{"room_id": room, "user_id": alice.user_id, "typing": True}])
+        self.assertEqual(self.edus(R1, "m.receipt")[0][room]["m.read"][alice.user_id]["event_ids"], ["$e"])
+        self.assertEqual([p["user_id"] for p in self.edus(R1, "m.presence")[0]["push"]], [alice.user_id])
+        self.assertEqual(self.edus(R2, "m.direct_to_device")[0]["messages"], {f"@z:{R2}": {"D": {"k": 1}}})

@@ -25,8 +25,8 @@ class RejoinGapTests(FederationTestMixin, TwoServerTestCase):
         self.bob = await self.b.register("bob")
 
     def gaps(self) -> Any:
-        """A's gap filler (``hs.federation_receiver.gaps``)."""
-        return getattr(self.a.hs, "federation_receiver").gaps  # noqa: B009 (attached at start-up)
+        """A's gap filler (``hs.federation_gaps``: the /send receiver's and the rejoin's)."""
+        return self.a.hs.federation_gaps
 
     async def all_messages_backwards(self, room_id: str) -> list[dict[str, Any]]:
         """Every event A's /messages gives alice, from the latest backwards (all pages)."""

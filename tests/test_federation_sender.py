@@ -16,7 +16,6 @@ from twisted.internet.defer import Deferred
 
 from mxserver.federation import sender as sender_mod
 from mxserver.federation.client import FederationError, RequestFailed
-from mxserver.federation.destinations import servers_in_room
 from mxserver.homeserver import Homeserver
 from mxserver.rooms.room_server import EventSpec
 from tests.room_helpers import RoomTestCase
@@ -95,7 +94,7 @@ class SenderTestCase(RoomTestCase):
         room = await self.create_room(user)
         # Destinations come from the joined members when the sender routes an event: let it
         # route the creation events (only we are in the room) before anyone else joins.
-        await servers_in_room(self.hs, room)
+        await self.hs.room_servers.servers_in_room(room)
         await self.until(lambda: not self.sender._routing and not self.sender._incoming, "routing")
         for i, server in enumerate(servers):
             uid = f"@u{i}:{server}"

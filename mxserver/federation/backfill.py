@@ -31,16 +31,18 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import attrs
 from twisted.internet.defer import DeferredSemaphore, gatherResults
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mxserver.events.model import Event
 from mxserver.events.versions import RoomVersion
-from mxserver.federation.client import FederationError
+from mxserver.federation.client import FederationClient, FederationError
+from mxserver.federation.destinations import RoomServers, user_server
 from mxserver.federation.pdu_checks import InvalidPdu, check_pdu
 from mxserver.federation.responses import SharedCalls
 from mxserver.rooms.auth import AuthError, auth_types_for, check_auth_rules
@@ -50,6 +52,13 @@ from mxserver.rooms.state_resolution import resolve_state
 from mxserver.storage.backfill import BackfillStore, TimelinePlacement
 from mxserver.storage.events import PersistItem
 from mxserver.storage.state import NewSnapshot, StateKey, StateMap
+
+if TYPE_CHECKING:
+    from mxserver.config import FederationConfig
+    from mxserver.federation.keyring import Keyring
+    from mxserver.rooms.api import FederationRooms
+    from mxserver.storage.events import EventStore
+    from mxserver.storage.state import StateStore
 
 log = Logger()
 
@@ -95,13 +104,31 @@ class _Item:
 
 
 class Backfiller:
-    """``hs.backfiller``."""
+    """Fetches a room's older history from other servers (``hs.backfiller``, for /messages)."""
 
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.events = hs.event_store
-        self.state = hs.state_store
-        self.store = BackfillStore(hs.db, hs.event_store, hs.state_store)
+    def __init__(
+        self,
+        server_name: str,
+        clock: IReactorTime,
+        config: FederationConfig,
+        rooms: FederationRooms,
+        events: EventStore,
+        state: StateStore,
+        store: BackfillStore,
+        client: FederationClient,
+        keyring: Keyring,
+        room_servers: RoomServers,
+    ) -> None:
+        self.server_name = server_name
+        self.clock = clock
+        self.config = config
+        self.room_server = rooms
+        self.events = events
+        self.state = state
+        self.store = store
+        self.client = client
+        self.keyring = keyring
+        self.room_servers = room_servers
         self._running = SharedCalls()
         #: room -> (extremities tried, monotonic time before which they are not tried again)
         self._fruitless: dict[str, tuple[frozenset[str], float]] = {}
@@ -121,15 +148,15 @@ class Backfiller:
     async def may_have_more(self, room_id: str) -> bool:
         """Whether our history of ``room_id`` starts at events whose prev events other servers may
         have (cheap: no federation request)."""
-        room = await self.hs.room_server.get_room(room_id)
-        if room is None or not self.hs.config.federation.enabled:
+        room = await self.room_server.get_room(room_id)
+        if room is None or not self.config.enabled:
             return False
         extremities = await self.store.backward_extremities(room.room_nid)
         if not extremities:
             return False
         tried = self._fruitless.get(room_id)
         key = frozenset(x.event_id for x in extremities)
-        return not (tried is not None and tried[0] == key and self.hs.clock.seconds() < tried[1])
+        return not (tried is not None and tried[0] == key and self.clock.seconds() < tried[1])
 
     async def _backfill_safely(self, room_id: str) -> int:
         # A client's /messages must not fail because another server sent something odd.
@@ -142,20 +169,20 @@ class Backfiller:
             self._create.pop(room_id, None)
 
     async def _backfill(self, room_id: str) -> int:
-        room = await self.hs.room_server.get_room(room_id)
-        if room is None or not self.hs.config.federation.enabled:
+        room = await self.room_server.get_room(room_id)
+        if room is None or not self.config.enabled:
             return 0
         extremities = await self.store.backward_extremities(room.room_nid)
         if not extremities:
             return 0
         key = frozenset(x.event_id for x in extremities)
         tried = self._fruitless.get(room_id)
-        if tried is not None and tried[0] == key and self.hs.clock.seconds() < tried[1]:
+        if tried is not None and tried[0] == key and self.clock.seconds() < tried[1]:
             return 0
         wanted = sorted(key)[:MAX_V]
         for server in await self._servers(room_id, [x.cited_by_sender for x in extremities]):
             try:
-                answer = await self.hs.federation_client.get_json(
+                answer = await self.client.get_json(
                     server,
                     f"/_matrix/federation/v1/backfill/{quote(room_id, safe='')}",
                     {"v": wanted, "limit": BACKFILL_LIMIT},
@@ -172,21 +199,19 @@ class Backfiller:
             if added:
                 self._fruitless.pop(room_id, None)
                 return added
-        self._fruitless[room_id] = (key, self.hs.clock.seconds() + RETRY_AFTER_S)
+        self._fruitless[room_id] = (key, self.clock.seconds() + RETRY_AFTER_S)
         return 0
 
     async def _servers(self, room_id: str, senders: Sequence[str]) -> list[str]:
         """Who to ask: the servers of the senders of our earliest events first (they were there
         before us), then the other servers in the room, never ourselves."""
-        from mxserver.federation.destinations import servers_in_room, user_server
-
         ordered: list[str] = []
         for sender in senders:
             server = user_server(sender)
             if server:
                 ordered.append(server)
-        ordered += sorted(await servers_in_room(self.hs, room_id))
-        own = self.hs.server_name
+        ordered += sorted(await self.room_servers.servers_in_room(room_id))
+        own = self.server_name
         return [s for s in dict.fromkeys(ordered) if s != own][:MAX_SERVERS]
 
     async def _checked(self, pdus: Iterable[Any], rv: RoomVersion, room_id: str) -> list[Event]:
@@ -196,7 +221,7 @@ class Backfiller:
             if not isinstance(pdu, dict):
                 continue
             try:
-                event = await check_pdu(self.hs.keyring, pdu, rv)
+                event = await check_pdu(self.keyring, pdu, rv)
             except InvalidPdu as e:
                 log.info("backfill: dropping a PDU: {reason}", reason=e.reason)
                 continue
@@ -220,7 +245,7 @@ class Backfiller:
             return 0
         order = _parents_first(list(items.values()))
         fetched: dict[str, Event] = {}  # state events fetched as outliers for this batch
-        head = await self.hs.room_server.get_head(room_id)
+        head = await self.room_server.get_head(room_id)
         create_id = head.state.get(("m.room.create", ""))
         create = (await self.events.get_events([create_id])).get(create_id) if create_id else None
         self._create[room_id] = create
@@ -232,7 +257,7 @@ class Backfiller:
             done.append(item)
         if not done:
             return 0
-        return await self.hs.room_server.run_locked(room_id, lambda h: self._write(h, done, fetched))
+        return await self.room_server.run_locked(room_id, lambda h: self._write(h, done, fetched))
 
     async def _state_before(
         self, item: _Item, items: Mapping[str, _Item], fetched: dict[str, Event], rv: RoomVersion, origin: str,
@@ -290,7 +315,7 @@ class Backfiller:
         """The state before ``ev`` by ``/state_ids`` on ``origin``, its events at hand; None if unavailable."""
         room_q = quote(ev.room_id, safe="")
         try:
-            answer = await self.hs.federation_client.get_json(
+            answer = await self.client.get_json(
                 origin, f"/_matrix/federation/v1/state_ids/{room_q}", {"event_id": ev.event_id}
             )
         except FederationError as e:
@@ -320,7 +345,7 @@ class Backfiller:
         pdus: list[Any] = []
         if len(missing) > MAX_SINGLE_FETCHES:
             try:
-                answer = await self.hs.federation_client.get_json(
+                answer = await self.client.get_json(
                     origin, f"/_matrix/federation/v1/state/{quote(at.room_id, safe='')}", {"event_id": at.event_id}
                 )
                 for name in ("pdus", "auth_chain"):
@@ -333,7 +358,7 @@ class Backfiller:
 
             async def one(event_id: str) -> list[Any]:
                 try:
-                    answer = await self.hs.federation_client.get_json(
+                    answer = await self.client.get_json(
                         origin, f"/_matrix/federation/v1/event/{quote(event_id, safe='')}"
                     )
                 except FederationError:
@@ -482,7 +507,7 @@ class Backfiller:
         redactions = await self._early_redactions(room.room_nid, shown)
         try:
             await self.store.persist(
-                inserts, placements, snapshots, int(self.hs.clock.seconds() * 1000), list(redactions.items())
+                inserts, placements, snapshots, int(self.clock.seconds() * 1000), list(redactions.items())
             )
         except Exception:
             self.state.invalidate_planned()

@@ -9,13 +9,20 @@ joins we authorised, and receive it into the room through the room server,
 which authorises it. ``PUT /invite`` asks us to co-sign an invite of one of
 our users to a room elsewhere; it is kept as an out-of-band membership so the
 user sees it in /sync and can join or reject it.
+
+A membership event of another server accepted here must also reach the room's
+other servers: the handler publishes it on :attr:`FederationMembershipHandler.accepted`
+(a :class:`RemoteMembershipAccepted`), which the Homeserver wires to the
+federation sender (built later), rather than calling the sender itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
+import attrs
+from signedjson.types import SigningKey
 from twisted.logger import Logger
 
 from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
@@ -24,12 +31,20 @@ from mxserver.events.model import Event
 from mxserver.events.signing import add_event_signature
 from mxserver.events.versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from mxserver.federation.pdu_checks import InvalidPdu, check_pdu
-from mxserver.federation.remote_rooms import MEMBER, event_template, stripped
+from mxserver.federation.remote_rooms import MEMBER, RemoteRooms, event_template, stripped
 from mxserver.federation.room_access import acl_allows
 from mxserver.room_handlers.identifiers import is_room_id, server_of_user
 from mxserver.rooms.power_levels import JOIN_RULES_KEY, POWER_LEVELS_KEY, get_named_level, get_user_power_level
 from mxserver.rooms.room_server import EventSpec, MissingEventsError, MissingStateError
 from mxserver.storage.events import RoomRecord
+from mxserver.streams import Stream
+
+if TYPE_CHECKING:
+    from mxserver.federation.keyring import Keyring
+    from mxserver.rooms.api import FederationRooms
+    from mxserver.storage.accounts import AccountStore
+    from mxserver.storage.events import EventStore
+    from mxserver.storage.state import StateStore
 
 log = Logger()
 
@@ -43,12 +58,39 @@ def incompatible_room_version(rv_id: str, msg: str) -> MatrixError:
     return MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION", msg, room_version=rv_id)
 
 
+@attrs.frozen
+class RemoteMembershipAccepted:
+    """Another server's join, leave or knock, newly accepted into a room we are in: the
+    resident sends it on to the room's other servers (all but ``origin``, which has it)."""
+
+    event: Event
+    origin: str
+
+
 class FederationMembershipHandler:
     """``hs.federation_membership``: answers make_*/send_* and invites from other servers."""
 
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.room_server = hs.room_server
+    def __init__(
+        self,
+        server_name: str,
+        signing_key: SigningKey,
+        rooms: FederationRooms,
+        events: EventStore,
+        state: StateStore,
+        accounts: AccountStore,
+        keyring: Keyring,
+        remote_rooms: RemoteRooms,
+    ) -> None:
+        self.server_name = server_name
+        self.signing_key = signing_key
+        self.room_server = rooms
+        self.events = events
+        self.state = state
+        self.accounts = accounts
+        self.keyring = keyring
+        self.remote_rooms = remote_rooms
+        #: membership events of other servers accepted here (not duplicates), to send on
+        self.accepted: Stream[RemoteMembershipAccepted] = Stream("remote_membership_accepted")
 
     # -- shared checks ------------------------------------------------------------------------
 
@@ -57,9 +99,9 @@ class FederationMembershipHandler:
         if not is_room_id(room_id):
             raise invalid_param(f"Invalid room ID {room_id[:100]!r}")
         room = await self.room_server.get_room(room_id)
-        if room is None or not await self.hs.remote_rooms.is_host_in_room(room_id):
+        if room is None or not await self.remote_rooms.is_host_in_room(room_id):
             raise not_found(f"Unknown room {room_id}: this server is not in it")
-        if not await acl_allows(self.hs.room_server, room_id, origin):
+        if not await acl_allows(self.room_server, room_id, origin):
             raise forbidden(f"Server {origin} is denied by the room's server ACL")
         return room
 
@@ -88,7 +130,7 @@ class FederationMembershipHandler:
             if authoriser is not None:
                 content["join_authorised_via_users_server"] = authoriser
         event = await self.room_server.build_unpersisted(room_id, EventSpec(MEMBER, content, user_id, user_id))
-        return {"room_version": rv.identifier, "event": event_template(event, self.hs.server_name)}
+        return {"room_version": rv.identifier, "event": event_template(event, self.server_name)}
 
     async def _restricted_join_authoriser(self, room: RoomRecord, user_id: str) -> str | None:
         """server-server-api §Restricted rooms: a local member who may invite, to vouch for a
@@ -111,7 +153,7 @@ class FederationMembershipHandler:
             for c in (allow if isinstance(allow, list) else [])
             if isinstance(c, dict) and c.get("type") == "m.room_membership" and isinstance(c.get("room_id"), str)
         ]
-        known = [r for r in rooms if await self.hs.remote_rooms.is_host_in_room(r)]
+        known = [r for r in rooms if await self.remote_rooms.is_host_in_room(r)]
         if not known:
             raise MatrixError(
                 400, "M_UNABLE_TO_AUTHORISE_JOIN", "This server is not in any of the rooms the join rule allows"
@@ -119,7 +161,7 @@ class FederationMembershipHandler:
         if not any([await self.room_server.membership(r, user_id) == "join" for r in known]):
             raise forbidden("You are not invited to this room and not joined to any room its join rule allows")
         ids = await self.room_server.current_state_ids(room.room_id)
-        ours = self.hs.server_name
+        ours = self.server_name
         member_keys = [k for k in ids if k[0] == MEMBER and server_of_user(k[1]) == ours]
         members = await self.room_server.current_state_events(room.room_id, member_keys)
         pl = state.get(POWER_LEVELS_KEY)
@@ -170,13 +212,12 @@ class FederationMembershipHandler:
             raise invalid_param(f"The event does not build on this room's events: {e}") from None
         if not result.accepted:
             raise forbidden(f"The {membership} was refused: {result.reason or result.status.value}")
-        stored = await self.hs.event_store.get_event(event.event_id)
+        stored = await self.events.get_event(event.event_id)
         stored = stored if stored is not None else event
-        sender = getattr(self.hs, "federation_sender", None)
-        if sender is not None and not result.duplicate:
+        if not result.duplicate:
             # §Joining Rooms: "The resident server must also send the event to other servers
             # participating in the room" (and likewise for leaves and knocks).
-            sender.send_pdu(stored, exclude=[origin])
+            self.accepted.publish(RemoteMembershipAccepted(stored, origin))
         return room, stored
 
     async def _checked(self, pdu: dict[str, Any], rv: RoomVersion) -> Event:
@@ -184,7 +225,7 @@ class FederationMembershipHandler:
         it fails the checks -- including a content hash mismatch: we would otherwise sign (or
         serve) content its sender never signed."""
         try:
-            event = await check_pdu(self.hs.keyring, pdu, rv)
+            event = await check_pdu(self.keyring, pdu, rv)
         except InvalidPdu as e:
             raise invalid_param(f"The event failed the checks: {e.reason}") from None
         if not check_content_hash(pdu):
@@ -196,20 +237,20 @@ class FederationMembershipHandler:
         before it is persisted or sent on."""
         content = pdu.get("content")
         via = content.get("join_authorised_via_users_server") if isinstance(content, dict) else None
-        if not rv.restricted_join_rule or not _user_id(via) or server_of_user(via) != self.hs.server_name:
+        if not rv.restricted_join_rule or not _user_id(via) or server_of_user(via) != self.server_name:
             return pdu
         try:
-            return add_event_signature(pdu, rv, self.hs.server_name, self.hs.signing_key)
+            return add_event_signature(pdu, rv, self.server_name, self.signing_key)
         except (TypeError, ValueError, KeyError):
             raise invalid_param("The event cannot be signed: it is malformed") from None
 
     async def send_join_answer(self, room: RoomRecord, event: Event) -> dict[str, Any]:
         """joins-v2.yaml 200: the state before the join, its auth chain, the (co-signed) event."""
-        pos = await self.hs.event_store.get_event_positions(event.event_id)
-        state_ids = await self.hs.state_store.get_state(pos[2] if pos is not None else None)
+        pos = await self.events.get_event_positions(event.event_id)
+        state_ids = await self.state.get_state(pos[2] if pos is not None else None)
         ids = list(state_ids.values())
-        chain_ids = await self.hs.event_store.get_auth_chain_ids([*ids, event.event_id])
-        events = await self.hs.event_store.get_events([*ids, *chain_ids])
+        chain_ids = await self.events.get_auth_chain_ids([*ids, event.event_id])
+        events = await self.events.get_events([*ids, *chain_ids])
         state = [events[e] for e in ids if e in events]
         servers = {
             server_of_user(ev.state_key)
@@ -221,11 +262,11 @@ class FederationMembershipHandler:
             "auth_chain": [events[e].get_pdu_json() for e in sorted(chain_ids) if e in events],
             "event": event.get_pdu_json(),
             "members_omitted": False,
-            "servers_in_room": sorted(servers | {self.hs.server_name}),
+            "servers_in_room": sorted(servers | {self.server_name}),
         }
 
     async def knock_room_state(self, room_id: str) -> list[dict[str, Any]]:
-        return await self.hs.remote_rooms.invite_room_state(room_id)
+        return await self.remote_rooms.invite_room_state(room_id)
 
     # -- invites of our users ------------------------------------------------------------------------------
 
@@ -251,21 +292,21 @@ class FederationMembershipHandler:
             raise invalid_param("The event is not an invite")
         if not _user_id(sender) or server_of_user(sender) != origin:
             raise invalid_param(f"The event's sender is not a user of the requesting server {origin}")
-        if not _user_id(target) or server_of_user(target) != self.hs.server_name:
+        if not _user_id(target) or server_of_user(target) != self.server_name:
             raise invalid_param("The invited user is not a user of this server")
         event = await self._checked(pdu, rv)
         if event.event_id != event_id:
             raise invalid_param(f"The event's ID is {event.event_id}, not {event_id}")
-        user = await self.hs.accounts.get_user(target)
+        user = await self.accounts.get_user(target)
         if user is None or user.deactivated:
             raise not_found(f"Unknown user {target}")
-        if not await acl_allows(self.hs.room_server, room_id, origin):
+        if not await acl_allows(self.room_server, room_id, origin):
             raise forbidden(f"Server {origin} is denied by the room's server ACL")
         state = await self._invite_room_state(given, rv, room_id)
-        signed = add_event_signature(pdu, rv, self.hs.server_name, self.hs.signing_key)
-        if not await self.hs.remote_rooms.is_host_in_room(room_id):
+        signed = add_event_signature(pdu, rv, self.server_name, self.signing_key)
+        if not await self.remote_rooms.is_host_in_room(room_id):
             # We are not in the room: the invite only reaches us here. Keep it out of band.
-            current = await self.hs.remote_rooms.local_membership(room_id, target)
+            current = await self.remote_rooms.local_membership(room_id, target)
             if current is not None and current.membership == "ban":
                 raise forbidden(f"{target} is banned from the room")
             stored = dict(signed)
@@ -296,7 +337,7 @@ class FederationMembershipHandler:
                 log.warn("invite to {room_id}: invite_room_state has a stripped event", room_id=room_id)
             elif rv.hydra:
                 try:
-                    ev = await check_pdu(self.hs.keyring, entry, rv)
+                    ev = await check_pdu(self.keyring, entry, rv)
                 except InvalidPdu as e:
                     raise invalid_param(f"An invite_room_state event failed the checks: {e.reason}") from None
                 if ev.room_id != room_id:
@@ -307,11 +348,3 @@ class FederationMembershipHandler:
         if rv.hydra and not any(s["type"] == "m.room.create" for s in out):
             raise invalid_param("invite_room_state must contain the room's m.room.create event")
         return out
-
-
-def build_federation_membership(hs: Any) -> None:
-    """Attach ``hs.federation_membership`` and ``hs.remote_rooms``."""
-    from mxserver.federation.remote_rooms import build_remote_rooms
-
-    build_remote_rooms(hs)
-    hs.federation_membership = FederationMembershipHandler(hs)

@@ -16,10 +16,11 @@ its own events.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 from urllib.parse import quote
 
 from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mxserver.events.model import Event
@@ -28,6 +29,13 @@ from mxserver.rooms.room_server import EventStoreStateSource, MissingEventsError
 from mxserver.rooms.state_resolution import resolve_state
 from mxserver.storage.events import RoomRecord
 from mxserver.storage.state import StateKey
+
+if TYPE_CHECKING:
+    from mxserver.federation.client import FederationClient
+    from mxserver.federation.keyring import Keyring
+    from mxserver.rooms.api import FederationRooms
+    from mxserver.storage.events import EventStore
+    from mxserver.storage.state import StateStore
 
 log = Logger()
 
@@ -66,11 +74,21 @@ def _q(value: str) -> str:
 class GapFiller:
     """Fetches what a received event needs from its origin and receives it (``hs.federation_gaps``)."""
 
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.client = hs.federation_client
-        self.room_server = hs.room_server
-        self.store = hs.event_store
+    def __init__(
+        self,
+        clock: IReactorTime,
+        rooms: FederationRooms,
+        events: EventStore,
+        state: StateStore,
+        client: FederationClient,
+        keyring: Keyring,
+    ) -> None:
+        self.clock = clock
+        self.client = client
+        self.room_server = rooms
+        self.store = events
+        self.state = state
+        self.keyring = keyring
         #: seconds allowed per outbound request (tests lower it)
         self.timeout = FETCH_TIMEOUT_S
 
@@ -156,10 +174,10 @@ class GapFiller:
         path = f"/_matrix/federation/v1/get_missing_events/{_q(room.room_id)}"
         fetched: dict[str, Event] = {}
         latest = [event.event_id]
-        deadline = self.hs.clock.seconds() + REJOIN_GAP_DEADLINE_S
+        deadline = self.clock.seconds() + REJOIN_GAP_DEADLINE_S
         for _ in range(REJOIN_GAP_MAX_ROUNDS):
             room_left = max_events - len(fetched)
-            if not latest or room_left <= 0 or self.hs.clock.seconds() > deadline:
+            if not latest or room_left <= 0 or self.clock.seconds() > deadline:
                 break
             body = {
                 # What we hold (stored, or fetched in an earlier round): the walk stops there.
@@ -217,7 +235,7 @@ class GapFiller:
         if pdu.get("room_id") != room.room_id and not (pdu.get("type") == "m.room.create" and "room_id" not in pdu):
             return None  # checked cheaply first; a v12 create event has no room_id (checked below)
         try:
-            ev = await check_pdu(self.hs.keyring, pdu, room.room_version)
+            ev = await check_pdu(self.keyring, pdu, room.room_version)
         except InvalidPdu as e:
             log.info("dropping a fetched PDU: {reason}", reason=e.reason)
             return None
@@ -243,7 +261,7 @@ class GapFiller:
         for prev_id in prev_ids:
             prev = known.get(prev_id)
             if prev is not None and not prev.metadata.outlier and prev.metadata.state_after is not None:
-                maps.append(dict(await self.hs.state_store.get_state(prev.metadata.state_after)))
+                maps.append(dict(await self.state.get_state(prev.metadata.state_after)))
                 continue
             maps.append(await self._remote_state_after(origin, room, prev_id, prev))
         if not maps:
@@ -352,5 +370,5 @@ class GapFiller:
         await self.fetch_events(origin, room, list(dict.fromkeys(event.auth_event_ids)))
 
 
-def _id_list(value: Any) -> bool:
+def _id_list(value: Any) -> TypeGuard[list[str]]:
     return isinstance(value, list) and all(isinstance(v, str) and v.startswith("$") for v in value)

@@ -1,10 +1,11 @@
 """Outbound EDUs: what local users' typing, receipts, presence and to-device messages send to other servers.
 
-The ephemeral handlers call these hooks (``hs.federation_sender.edus``) after
-a local change; each builds the EDU of server-server-api §Typing
-Notifications, §Receipts, §Presence or §Send-to-device messaging and queues
-it through :meth:`FederationSender.send_edu` with a coalescing key, so a
-burst of changes to the same thing sends only the latest:
+:class:`OutboundEdus` is a reader of the ephemeral streams (typing, receipts,
+presence, to-device; READERS phase): for each local change published there it
+builds the EDU of server-server-api §Typing Notifications, §Receipts,
+§Presence or §Send-to-device messaging and queues it through
+:meth:`FederationSender.send_edu` with a coalescing key, so a burst of
+changes to the same thing sends only the latest:
 
 ============================  =================================  ============================
 EDU                           to                                 coalesced per
@@ -22,13 +23,14 @@ and ``m.read.private`` receipts are never sent (receipts module: private to thei
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Collection, Hashable, Iterable
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 
 from mxserver.federation.destinations import user_server
+from mxserver.streams import EphemeralStreams, Phase, PresenceChange, ReceiptChange, ToDeviceSent, TypingChange
 
 log = Logger()
 
@@ -36,15 +38,64 @@ log = Logger()
 MESSAGE_ID_LENGTH = 32
 
 
-class OutboundEdus:
-    """The hooks; every one is a no-op for remote users and when federation is disabled."""
+class EduQueue(Protocol):
+    """What the EDUs are queued on (:class:`~mxserver.federation.sender.FederationSender`)."""
 
-    def __init__(self, hs: Any, sender: Any) -> None:
-        self._hs = hs
+    @property
+    def enabled(self) -> bool: ...
+
+    def send_edu(
+        self, destination: str, edu_type: str, content: dict[str, Any], key: Hashable | None = None, *,
+        persistent: bool = False,
+    ) -> None: ...
+
+    def send_edu_to_room(
+        self, room_id: str, edu_type: str, content: dict[str, Any], key: Hashable | None = None
+    ) -> Deferred[None]: ...
+
+    async def servers_in_room(self, room_id: str) -> set[str]: ...
+
+
+class RoomsForUser(Protocol):
+    """The rooms a user is joined to (:class:`~mxserver.ephemeral.room_members.RoomMembers`)."""
+
+    async def rooms_for_user(self, user_id: str) -> Collection[str]: ...
+
+
+class OutboundEdus:
+    """The hooks; every one is a no-op for remote users and when federation is disabled.
+
+    :meth:`subscribe` makes it a reader of the ephemeral streams (the Homeserver calls it).
+    """
+
+    def __init__(self, server_name: str, sender: EduQueue, members: RoomsForUser) -> None:
         self._sender = sender
-        self._server_name: str = hs.server_name
+        self._members = members
+        self._server_name = server_name
         #: room -> local users whose "typing" other servers were last told
         self._typing: dict[str, set[str]] = {}
+
+    def subscribe(self, streams: EphemeralStreams) -> None:
+        """Follow the typing, receipt, presence and to-device streams (READERS phase)."""
+        streams.typing.subscribe(self.on_typing, Phase.READERS)
+        streams.receipts.subscribe(self.on_receipt, Phase.READERS)
+        streams.presence.subscribe(self.on_presence, Phase.READERS)
+        streams.to_device.subscribe(self.on_to_device, Phase.READERS)
+
+    # -- the stream subscribers ---------------------------------------------------------------
+
+    def on_typing(self, change: TypingChange) -> None:
+        self.typing_changed(change.room_id, change.typing_now, change.refreshed)
+
+    def on_receipt(self, change: ReceiptChange) -> None:
+        self.receipt(change.room_id, change.receipt_type, change.user_id, change.event_id, change.thread_id, change.ts)
+
+    def on_presence(self, change: PresenceChange) -> None:
+        self.presence_changed(change.user_id, dict(change.state))
+
+    def on_to_device(self, change: ToDeviceSent) -> None:
+        messages = {user_id: dict(by_device) for user_id, by_device in change.messages.items()}
+        self.to_device(change.sender, change.sender_device, change.event_type, change.txn_id, messages)
 
     def _local(self, user_id: str) -> bool:
         return user_server(user_id) == self._server_name
@@ -117,7 +168,7 @@ class OutboundEdus:
 
         async def send() -> None:
             servers: set[str] = set()
-            for room_id in await self._hs.room_members.rooms_for_user(user_id):
+            for room_id in await self._members.rooms_for_user(user_id):
                 servers |= await self._sender.servers_in_room(room_id)
             servers.discard(self._server_name)
             for server in servers:

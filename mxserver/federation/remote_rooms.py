@@ -1,7 +1,7 @@
 """Membership in rooms that live on other servers: the joining side of the federation handshakes.
 
 server-server-api §Joining Rooms, §Knocking upon a room, §Inviting to a room,
-§Leaving Rooms (Rejecting Invites). ``hs.remote_rooms`` (:class:`RemoteRooms`)
+§Leaving Rooms (Rejecting Invites). :class:`RemoteRooms` (``hs.remote_rooms``)
 is what :mod:`mxserver.room_handlers.membership` calls when a request needs another
 server:
 
@@ -11,9 +11,11 @@ server:
   :func:`~mxserver.federation.pdu_checks.check_pdu`, each event against the
   auth rules with its own auth events, our join against the returned state --
   and hand it to :meth:`RoomServer.persist_joined_state` (auth chain and state
-  as outliers, the join accepted on that state). From then on the room is like
-  any other: new events come in through ``/send`` and ours go out through the
-  federation sender.
+  as outliers, the join accepted on that state). The joined members of the
+  adopted state are published on :attr:`RemoteRooms.joined_state` (the member
+  caches follow it: no member event per change reaches the room stream). From
+  then on the room is like any other: new events come in through ``/send`` and
+  ours go out through the federation sender.
 * **knock** through another server (``make_knock``/``send_knock``) and
   **reject** an invite or retract a knock (``make_leave``/``send_leave``):
   the membership event is stored *out of band* (an outlier with a stream
@@ -29,10 +31,13 @@ server:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import attrs
+from signedjson.types import SigningKey
 from twisted.internet.defer import DeferredLock
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mxserver.crypto.signing import SignatureError, signature_ids
@@ -43,12 +48,20 @@ from mxserver.events.signing import verify_event_signature
 from mxserver.events.stripped_state import STRIPPED_STATE_TYPES
 from mxserver.events.validation import EventFormatError
 from mxserver.events.versions import KNOWN_ROOM_VERSIONS, EventFormat, RoomVersion
-from mxserver.federation.client import FederationError
+from mxserver.federation.client import FederationClient, FederationError
+from mxserver.federation.destinations import RoomServers
 from mxserver.federation.pdu_checks import InvalidPdu, check_pdu
 from mxserver.room_handlers.identifiers import server_of_alias, server_of_room_id, server_of_user
 from mxserver.rooms.auth import AuthError, auth_types_for, check_auth_rules
 from mxserver.rooms.room_server import EventSpec
 from mxserver.storage.state import StateKey
+from mxserver.streams import Stream
+
+if TYPE_CHECKING:
+    from mxserver.federation.keyring import Keyring
+    from mxserver.federation.missing import GapFiller
+    from mxserver.rooms.api import FederationRooms
+    from mxserver.storage.events import EventStore
 
 log = Logger()
 
@@ -124,38 +137,65 @@ def _auth_chain_reason(
     return None
 
 
+@attrs.frozen
+class JoinedStateAdopted:
+    """A join over federation replaced ``room_id``'s state as a whole (committed):
+    ``joined`` are its joined members now."""
+
+    room_id: str
+    joined: frozenset[str]
+
+
 class RemoteRooms:
     """``hs.remote_rooms``: joins, knocks, leaves and invites that need another server."""
 
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.room_server = hs.room_server
-        self.client = hs.federation_client
+    def __init__(
+        self,
+        server_name: str,
+        signing_key: SigningKey,
+        clock: IReactorTime,
+        rooms: FederationRooms,
+        events: EventStore,
+        client: FederationClient,
+        keyring: Keyring,
+        room_servers: RoomServers,
+        gaps: GapFiller,
+    ) -> None:
+        self.server_name = server_name
+        self.signing_key = signing_key
+        self.clock = clock
+        self.room_server = rooms
+        self.events = events
+        self.client = client
+        self.keyring = keyring
+        self.room_servers = room_servers
+        #: fills the gap of a rejoin (the events sent while we were out of the room)
+        self.gaps = gaps
+        #: the rooms whose state a join replaced, for the member caches
+        self.joined_state: Stream[JoinedStateAdopted] = Stream("joined_state_adopted")
         # one handshake per room at a time: two joins racing would each adopt their own state
         self._locks: dict[str, DeferredLock] = {}
 
     def _now_ms(self) -> int:
-        return int(self.hs.clock.seconds() * 1000)
+        return int(self.clock.seconds() * 1000)
 
     # -- where we stand -------------------------------------------------------------------
 
     async def is_host_in_room(self, room_id: str) -> bool:
         """Whether one of our users is joined to the room (we follow its DAG)."""
-        from mxserver.federation.destinations import servers_in_room
-
         if await self.room_server.get_room(room_id) is None:
             return False
-        return self.hs.server_name in await servers_in_room(self.hs, room_id)
+        return self.server_name in await self.room_servers.servers_in_room(room_id)
 
     async def local_membership(self, room_id: str, user_id: str) -> Event | None:
         """The latest membership event of a local user in a room, out-of-band ones included."""
         room = await self.room_server.get_room(room_id)
         if room is None:
             return None
-        row = await self.hs.event_store.get_membership(user_id, room.room_nid)
+        row = await self.events.get_membership(user_id, room.room_nid)
         if row is None:
             return None
-        return await self.hs.event_store.get_event(row[1])
+        return await self.events.get_event(row[1])
 
     # -- aliases ------------------------------------------------------------------------------
 
@@ -178,7 +218,7 @@ class RemoteRooms:
 
     def candidates(self, room_id: str, via: Iterable[str], extra: Iterable[str] = ()) -> list[str]:
         """Servers to ask, in order, without our own: ``via``, ``extra``, the room ID's server."""
-        ours = self.hs.server_name
+        ours = self.server_name
         found = [*via, *extra, server_of_room_id(room_id) or ""]
         return [s for s in dict.fromkeys(found) if s and s != ours]
 
@@ -192,7 +232,7 @@ class RemoteRooms:
         rv = KNOWN_ROOM_VERSIONS.get(ver) if isinstance(ver, str) else None
         if rv is None:
             raise MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION", f"{server} answered unsupported room version {ver!r}")
-        template = body.get("event")
+        template: Any = body.get("event")
         # joins-v1.yaml and friends: the template MUST be checked before it is signed.
         ok = (
             isinstance(template, dict)
@@ -235,8 +275,8 @@ class RemoteRooms:
                 auth_event_ids=refs("auth_events"),
                 depth=template["depth"],
                 origin_server_ts=self._now_ms(),
-                server_name=self.hs.server_name,
-                signing_key=self.hs.signing_key,
+                server_name=self.server_name,
+                signing_key=self.signing_key,
                 ref_hashes=hashes,
             )
         except (EventFormatError, ValueError, TypeError) as e:
@@ -349,7 +389,7 @@ class RemoteRooms:
                 state_ids.append(ev.event_id)
         events.pop(event.event_id, None)
         missing = {a for ev in [*events.values(), event] for a in ev.auth_event_ids if a not in events}
-        stored = await self.hs.event_store.get_events(missing)
+        stored = await self.events.get_events(missing)
         create = next((e for e in events.values() if e.type == "m.room.create" and e.state_key == ""), None)
         if create is None or create.room_id != room_id:
             raise _BadAnswer("the send_join answer has no m.room.create event of this room")
@@ -372,10 +412,8 @@ class RemoteRooms:
         await self._fill_rejoin_gap(server, room_id, event)
         await self.room_server.persist_joined_state(room_id, rv, create.sender, list(events.values()), event, state)
         joined = [k[1] for k, e in state.items() if k[0] == MEMBER and events[e].membership == "join"]
-        members = getattr(self.hs, "room_members", None)
-        if members is not None:
-            # The state's member events are outliers, not on the room stream: say who is in the room now.
-            members.state_replaced(room_id, [*joined, event.sender])
+        # The state's member events are outliers, not on the room stream: say who is in the room now.
+        self.joined_state.publish(JoinedStateAdopted(room_id, frozenset([*joined, event.sender])))
         return event
 
     async def _fill_rejoin_gap(self, server: str, room_id: str, event: Event) -> None:
@@ -391,11 +429,10 @@ class RemoteRooms:
         the gap.
         """
         room = await self.room_server.get_room(room_id)
-        gaps = getattr(getattr(self.hs, "federation_receiver", None), "gaps", None)
-        if room is None or gaps is None:
+        if room is None:
             return  # a first join: no history of ours to join up with
         try:
-            received = await gaps.fill_gap_before(server, room, event)
+            received = await self.gaps.fill_gap_before(server, room, event)
         except Exception:
             log.failure("filling the gap of {room} before our rejoin failed", room=room_id)
             return
@@ -407,7 +444,7 @@ class RemoteRooms:
         if not isinstance(pdu, dict):
             return None
         try:
-            return await check_pdu(self.hs.keyring, pdu, rv)
+            return await check_pdu(self.keyring, pdu, rv)
         except InvalidPdu as e:
             log.info("dropping a PDU: {reason}", reason=e.reason)
             return None
@@ -475,8 +512,8 @@ class RemoteRooms:
                 auth_event_ids=[membership.event_id],
                 depth=membership.depth + 1,
                 origin_server_ts=self._now_ms(),
-                server_name=self.hs.server_name,
-                signing_key=self.hs.signing_key,
+                server_name=self.server_name,
+                signing_key=self.signing_key,
             )
         return await self._store_out_of_band(room_id, rv, event)
 
@@ -491,7 +528,7 @@ class RemoteRooms:
         target = event.state_key
         if event.type != MEMBER or event.membership not in ("leave", "ban") or not isinstance(target, str):
             return False
-        if ":" not in target or server_of_user(target) != self.hs.server_name:
+        if ":" not in target or server_of_user(target) != self.server_name:
             return False
         if await self.is_host_in_room(event.room_id):
             return False
@@ -503,7 +540,7 @@ class RemoteRooms:
         for s in given if isinstance(given, list) else []:
             if isinstance(s, dict) and isinstance(s.get("sender"), str) and ":" in s["sender"]:
                 trusted.add(server_of_user(s["sender"]))
-        if server_of_user(event.sender) not in trusted - {self.hs.server_name}:
+        if server_of_user(event.sender) not in trusted - {self.server_name}:
             return False
         await self._store_out_of_band(event.room_id, current.room_version, event)
         return True
@@ -553,7 +590,7 @@ class RemoteRooms:
 
     async def _check_cosigned(self, server: str, pdu: Mapping[str, Any], rv: RoomVersion) -> None:
         ids = signature_ids(pdu, server)
-        keys = await self.hs.keyring.get_verify_keys(server, ids, 0) if ids else {}
+        keys = await self.keyring.get_verify_keys(server, ids, 0) if ids else {}
         try:
             if not keys:
                 raise SignatureError(f"no usable key of {server}")
@@ -564,8 +601,3 @@ class RemoteRooms:
 
 class _BadAnswer(Exception):
     """Another server's answer cannot be used (malformed, or failing our checks)."""
-
-
-def build_remote_rooms(hs: Any) -> None:
-    """Attach ``hs.remote_rooms`` (needs ``hs.room_server``, ``hs.federation_client``, ``hs.event_store``)."""
-    hs.remote_rooms = RemoteRooms(hs)

@@ -14,7 +14,7 @@ per destination and sent in transactions (``PUT /_matrix/federation/v1/send/{txn
 - **Backoff.** A transport failure, a timeout, a 5xx (and 401/408/429) start
   or lengthen the destination's backoff: exponential with jitter, from
   :data:`MIN_RETRY_INTERVAL_MS` to :data:`MAX_RETRY_INTERVAL_MS`, on
-  ``hs.clock``, persisted so a restart does not hammer a dead server. Other
+  the server's clock, persisted so a restart does not hammer a dead server. Other
   4xx answers to the whole transaction drop it (retrying would not help, and
   the server is evidently up); per-PDU errors in a 200 answer are only logged.
   A request from the destination (:meth:`destination_is_up`) ends its backoff.
@@ -36,39 +36,53 @@ invites go through /invite), minus the servers the room's ``m.room.server_acl``
 denies. Never to ourselves, nothing when ``federation.enabled`` is false.
 
 The joined servers are read when the event is routed, right after it is
-published: exact when the room's members are in memory (``hs.room_members``),
+published: exact when the room's members are in memory (the room-members cache),
 otherwise as of the database read that loads them, which may already include
 a membership change published just after the event.
 
 EDUs sent with ``persistent=True`` (send-to-device messages) are stored until
 delivered (:mod:`mxserver.federation.outbox`); other queued EDUs (typing,
 receipts, presence) live in memory only and do not survive a restart.
+
+Wiring (``homeserver.py``): the sender is a reader of the room stream
+(:meth:`FederationSender.on_room_events`, READERS phase: after the member
+caches) and is told by the X-Matrix check when a server talks to us
+(:meth:`FederationSender.destination_is_up`); both only when federation is enabled.
 """
 
 from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import Hashable, Iterable
-from typing import Any
+from collections.abc import Callable, Coroutine, Hashable, Iterable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from twisted.application import service
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mxserver.errors import MatrixError
 from mxserver.events.model import Event
 from mxserver.federation import sender_metrics as sm
 from mxserver.federation.acl import server_matches_acl
-from mxserver.federation.client import FederationError
-from mxserver.federation.destinations import _room_servers, user_server
-from mxserver.federation.outbound_edus import OutboundEdus, merge_presence
+from mxserver.federation.client import FederationClient, FederationError
+from mxserver.federation.destinations import RoomServers, user_server
+from mxserver.federation.outbound_edus import merge_presence
 from mxserver.federation.outbox import OUTBOX, Outbox
 from mxserver.federation.sender_state import Destination, Transaction
 from mxserver.storage.federation_sender import DestinationRow, FederationSenderStore, OrderedWrites, QueuedRoom
 
+if TYPE_CHECKING:
+    from mxserver.config import FederationConfig
+    from mxserver.rooms.api import FederationRooms
+    from mxserver.storage.events import EventStore
+
 log = Logger()
+
+#: ``transport(destination, txn_id, body)``: sends one transaction, fires with the answer's body
+Transport = Callable[[str, str, dict[str, Any]], "Coroutine[Any, Any, Any] | Deferred[Any]"]
 
 MAX_PDUS_PER_TXN = 50
 MAX_EDUS_PER_TXN = 100
@@ -90,14 +104,27 @@ TXN_TIMEOUT_S = 60.0
 class FederationSender(service.Service):
     """Queues PDUs and EDUs per destination and sends them in transactions."""
 
-    def __init__(self, hs: Any, transport: Any = None) -> None:
-        self.hs = hs
-        self.clock = hs.clock
-        self.server_name: str = hs.server_name
-        self.enabled: bool = hs.config.federation.enabled
-        self.store = FederationSenderStore(hs.db)
-        #: ``transport(destination, txn_id, body) -> Awaitable[dict]``; tests replace it
-        self.transport = transport or self._put_transaction
+    def __init__(
+        self,
+        server_name: str,
+        clock: IReactorTime,
+        config: FederationConfig,
+        store: FederationSenderStore,
+        room_servers: RoomServers,
+        rooms: FederationRooms,
+        events: EventStore,
+        client: FederationClient,
+        transport: Transport | None = None,
+    ) -> None:
+        self.clock = clock
+        self.server_name = server_name
+        self.enabled: bool = config.enabled
+        self.store = store
+        self._rooms = rooms
+        self._events = events
+        self._client = client
+        #: sends one transaction; tests replace it
+        self.transport: Transport = transport or self._put_transaction
         self.random = random.Random()
         self.setName("federation_sender")
         self._dests: dict[str, Destination] = {}
@@ -111,13 +138,7 @@ class FederationSender(service.Service):
         self._writer = OrderedWrites()
         self.outbox = Outbox(self.store, self._writer)
         self._pending_rows: dict[tuple[str, str], QueuedRoom] = {}
-        self._room_servers = _room_servers(hs)
-        #: the hooks the ephemeral handlers call (typing, receipts, presence, to-device)
-        self.edus = OutboundEdus(hs, self)
-        if self.enabled:
-            hs.room_stream.subscribe(self._on_events)
-            # A server that sends us a signed request is up: stop backing off from it.
-            hs.federation_auth.on_authenticated.append(self.destination_is_up)
+        self._room_servers = room_servers
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -240,7 +261,8 @@ class FederationSender(service.Service):
 
     # -- events from the room stream --------------------------------------------------------------
 
-    def _on_events(self, events: list[Event]) -> None:
+    def on_room_events(self, events: list[Event]) -> None:
+        """Room-stream subscriber: our own new events go to the other servers in their rooms."""
         ours = [
             e
             for e in events
@@ -304,7 +326,7 @@ class FederationSender(service.Service):
         if not servers:
             return servers
         try:
-            acl = await self.hs.room_server.current_state_event(room_id, "m.room.server_acl", "")
+            acl = await self._rooms.current_state_event(room_id, "m.room.server_acl", "")
         except MatrixError:
             return servers  # a room we have no head for: no ACL known
         if acl is None:
@@ -406,7 +428,7 @@ class FederationSender(service.Service):
             await self.flush_writes()
             rows = await self.store.rooms_behind(dest.name, dest.last_stream, MAX_PDUS_PER_TXN)
             if rows:
-                found = await self.hs.event_store.get_events([r.event_id for r in rows])
+                found = await self._events.get_events([r.event_id for r in rows])
                 pdus = [found[r.event_id] for r in rows if r.event_id in found]
                 stream = rows[-1].stream_ordering
                 if not pdus:
@@ -566,7 +588,7 @@ class FederationSender(service.Service):
 
     async def _put_transaction(self, destination: str, txn_id: str, body: dict[str, Any]) -> dict[str, Any]:
         path = f"/_matrix/federation/v1/send/{quote(txn_id, safe='')}"
-        return await self.hs.federation_client.put_json(destination, path, body, timeout=TXN_TIMEOUT_S)
+        return await self._client.put_json(destination, path, body, timeout=TXN_TIMEOUT_S)
 
     # -- store writes -------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ Times are milliseconds since the epoch; ``null`` when not applicable.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from twisted.web.iweb import IRequest
 
@@ -16,16 +16,22 @@ from mxserver.api.http import JsonDict, route
 from mxserver.errors import forbidden
 from mxserver.room_handlers.permissions import is_server_admin
 
+if TYPE_CHECKING:
+    from mxserver.accounts.auth import Auth
+    from mxserver.federation.sender import FederationSender
+    from mxserver.storage.accounts import AccountStore
+
 
 class FederationAdminServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.sender = hs.federation_sender
+    def __init__(self, auth: Auth, accounts: AccountStore, sender: FederationSender) -> None:
+        self.auth = auth
+        self.accounts = accounts
+        self.sender = sender
 
     @route("GET", "/_mxserver/admin/v1/federation/destinations")
     async def destinations(self, request: IRequest) -> JsonDict:
-        requester = await self.hs.auth.get_user(request)
-        if not await is_server_admin(self.hs.accounts, requester.user_id):
+        requester = await self.auth.get_user(request)
+        if not await is_server_admin(self.accounts, requester.user_id):
             raise forbidden("You are not a server admin")
         destinations = self.sender.destinations_status()
         return {"destinations": destinations, "total": len(destinations)}

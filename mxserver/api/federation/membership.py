@@ -2,7 +2,8 @@
 
 joins-v1.yaml, joins-v2.yaml, leaving-v1.yaml, leaving-v2.yaml, knocks.yaml,
 invites-v2.yaml and third_party_invite.yaml. Every route authenticates the
-X-Matrix request first and calls one method of ``hs.federation_membership``.
+X-Matrix request first and calls one method of the
+:class:`~mxserver.federation.membership.FederationMembershipHandler`.
 
 The v1 ``send_join``/``send_leave`` are served too, with their historical
 ``[200, body]`` answers, for servers that still use them. The v1 ``invite``
@@ -11,12 +12,16 @@ The v1 ``send_join``/``send_leave`` are served too, with their historical
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.web.iweb import IRequest
 
 from mxserver.api.http import JsonDict, json_body, route
 from mxserver.errors import MatrixError, missing_param, unrecognized
+
+if TYPE_CHECKING:
+    from mxserver.federation.auth import FederationAuth
+    from mxserver.federation.membership import FederationMembershipHandler
 
 _V1 = "/_matrix/federation/v1"
 _V2 = "/_matrix/federation/v2"
@@ -35,12 +40,12 @@ def _versions(request: IRequest, default: list[str] | None) -> list[str]:
 
 
 class FederationMembershipServlet:
-    def __init__(self, hs: Any) -> None:
-        self.hs = hs
-        self.handler = hs.federation_membership
+    def __init__(self, federation_auth: FederationAuth, handler: FederationMembershipHandler) -> None:
+        self.federation_auth = federation_auth
+        self.handler = handler
 
     async def _origin(self, request: IRequest, body: Any = None) -> str:
-        return await self.hs.federation_auth.authenticate_request(request, body)
+        return await self.federation_auth.authenticate_request(request, body)
 
     # -- joins ---------------------------------------------------------------------------------
 
