@@ -608,7 +608,7 @@ class Homeserver(service.MultiService):
         self.outbound_edus.subscribe(self.ephemeral_streams)
 
         # Local users' device-list changes, sent to the servers sharing a room with them.
-        from mxserver.federation.outbound_device_lists import OutboundDeviceLists
+        from mxserver.e2ee.outbound_device_lists import OutboundDeviceLists
 
         self.outbound_device_lists = OutboundDeviceLists(
             self.server_name,

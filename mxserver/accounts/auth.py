@@ -16,8 +16,8 @@ import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
-from mxserver.api.http import access_token, client_ip
 from mxserver.errors import MatrixError, missing_token, unknown_token
+from mxserver.request_info import access_token, client_ip
 from mxserver.storage.accounts import AccountStore
 
 TOKEN_PREFIX = "mxa_"

@@ -32,6 +32,7 @@ from mxserver.errors import (
     too_large,
     unrecognized,
 )
+from mxserver.request_info import access_token, client_ip, query_str  # noqa: F401 (part of this module's API)
 
 log = Logger()
 
@@ -249,16 +250,6 @@ def get_str_list(body: JsonDict, key: str, default: Any = _MISSING) -> Any:
 # -- query parameters -----------------------------------------------------------------
 
 
-def query_str(request: IRequest, name: str, default: Any = None) -> Any:
-    values = request.args.get(name.encode()) if request.args else None
-    if not values:
-        return default
-    try:
-        return values[0].decode("utf-8")
-    except UnicodeDecodeError:
-        raise invalid_param(f"Query parameter '{name}' is not valid UTF-8") from None
-
-
 def query_int(
     request: IRequest, name: str, default: Any = None, minimum: int | None = None, maximum: int | None = None
 ) -> Any:
@@ -285,23 +276,3 @@ def query_bool(request: IRequest, name: str, default: bool = False) -> bool:
     if raw in ("false", "0"):
         return False
     raise invalid_param(f"Query parameter '{name}' must be true or false")
-
-
-def access_token(request: IRequest) -> str | None:
-    """The access token from ``Authorization: Bearer``, else the deprecated query parameter."""
-    raw = request.getHeader(b"Authorization")
-    if raw:
-        header = raw.decode("latin-1")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-        return None
-    return query_str(request, "access_token")
-
-
-def client_ip(request: IRequest) -> str:
-    forwarded = getattr(request, "mx_forwarded_for", None)
-    if forwarded:
-        return forwarded
-    peer = request.getClientAddress()
-    return getattr(peer, "host", "unknown")

@@ -5,7 +5,7 @@ The Homeserver builds (``_build_e2ee``):
 ==========================  ===================================================
 ``device_lists``            device-list changes: /sync ``device_lists``, /keys/changes,
                             m.device_list_update / m.signing_key_update EDUs in
-                            (out: :mod:`mxserver.federation.outbound_device_lists`)
+                            (out: :mod:`mxserver.e2ee.outbound_device_lists`)
 ``e2e_keys``                /keys/upload, /keys/query, /keys/claim (local and federated)
 ``cross_signing``           /keys/device_signing/upload, /keys/signatures/upload
 ``key_backup``              /room_keys/*

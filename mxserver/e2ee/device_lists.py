@@ -9,7 +9,7 @@ cross-signing keys takes a position on the persisted ``device_lists`` stream
 
 - the notifier wakes them; their ``/sync`` ``device_lists.changed`` (and
   ``/keys/changes``) lists the user;
-- :mod:`mxserver.federation.outbound_device_lists` sends every other server
+- :mod:`mxserver.e2ee.outbound_device_lists` sends every other server
   sharing a room with the user an ``m.device_list_update`` EDU per device
   (``stream_id`` = the position, ``prev_id`` = the user's previous device
   change) or an ``m.signing_key_update`` EDU for cross-signing keys.

@@ -25,8 +25,8 @@ from mxserver.ephemeral.presence import PresenceHandler
 from mxserver.ephemeral.room_members import RoomMembers
 from mxserver.ephemeral.user_directory import UserDirectory
 from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
+from mxserver.identifier_checks import check_user_id, server_of_user
 from mxserver.ids import is_valid_server_name
-from mxserver.room_handlers.identifiers import check_user_id, server_of_user
 from mxserver.rooms.room_server import EventSpec
 from mxserver.storage.profiles import FIELDS, Profile, ProfileStore
 

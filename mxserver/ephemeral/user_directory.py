@@ -43,7 +43,7 @@ from twisted.logger import Logger
 
 from mxserver.ephemeral.room_members import RoomMembers
 from mxserver.events.model import Event
-from mxserver.room_handlers.identifiers import server_of_user
+from mxserver.identifier_checks import server_of_user
 from mxserver.storage.profiles import ProfileStore
 from mxserver.storage.user_directory import RoomRules, UserDirectoryStore, member_profile
 

@@ -33,7 +33,7 @@ from mxserver.events.versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from mxserver.federation.pdu_checks import InvalidPdu, check_pdu
 from mxserver.federation.remote_rooms import MEMBER, RemoteRooms, event_template, stripped
 from mxserver.federation.room_access import acl_allows
-from mxserver.room_handlers.identifiers import is_room_id, server_of_user
+from mxserver.identifier_checks import is_room_id, server_of_user
 from mxserver.rooms.power_levels import JOIN_RULES_KEY, POWER_LEVELS_KEY, get_named_level, get_user_power_level
 from mxserver.rooms.room_server import EventSpec, MissingEventsError, MissingStateError
 from mxserver.storage.events import RoomRecord

@@ -51,7 +51,7 @@ from mxserver.events.versions import KNOWN_ROOM_VERSIONS, EventFormat, RoomVersi
 from mxserver.federation.client import FederationClient, FederationError
 from mxserver.federation.destinations import RoomServers
 from mxserver.federation.pdu_checks import InvalidPdu, check_pdu
-from mxserver.room_handlers.identifiers import server_of_alias, server_of_room_id, server_of_user
+from mxserver.identifier_checks import server_of_alias, server_of_room_id, server_of_user
 from mxserver.rooms.auth import AuthError, auth_types_for, check_auth_rules
 from mxserver.rooms.room_server import EventSpec
 from mxserver.storage.state import StateKey

@@ -20,8 +20,8 @@ from mxserver.accounts.auth import Requester
 from mxserver.config import RoomDirectoryConfig
 from mxserver.errors import MatrixError, bad_json, forbidden, invalid_param
 from mxserver.events.versions import RoomVersion, get_room_version
+from mxserver.identifier_checks import check_user_id, is_room_alias, is_room_id, server_of_alias, server_of_user
 from mxserver.room_handlers.directory import CANONICAL_ALIAS, DirectoryHandler, canonical_alias_aliases
-from mxserver.room_handlers.identifiers import check_user_id, is_room_alias, is_room_id, server_of_alias, server_of_user
 from mxserver.room_handlers.membership import MembershipHandler
 from mxserver.room_handlers.permissions import is_server_admin
 from mxserver.rooms.api import ClientRooms

@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 from mxserver.accounts.auth import Requester
 from mxserver.config import RoomDirectoryConfig
 from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
-from mxserver.room_handlers.identifiers import (
+from mxserver.identifier_checks import (
     check_room_alias,
     check_room_id,
     is_room_alias,

@@ -17,7 +17,6 @@ Pagination tokens are room-stream positions, ``s<position>``, standing
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -31,6 +30,7 @@ from mxserver.storage.events import EventStore, RoomRecord
 from mxserver.storage.history import HistoryStore
 from mxserver.storage.state import StateKey, StateStore
 from mxserver.sync.filtering import RoomEventFilter
+from mxserver.sync.tokens import parse_room_token, room_token
 
 EMPTY_FILTER = RoomEventFilter()
 
@@ -43,19 +43,6 @@ TIMESTAMP_CANDIDATES = 20
 
 MEMBERSHIPS = frozenset({"join", "invite", "knock", "leave", "ban"})
 
-_TOKEN = re.compile(r"s(-?[0-9]{1,18})(?:_[0-9A-Za-z_.~-]*)?")
-
-
-def room_token(position: int) -> str:
-    return f"s{position}"
-
-
-def parse_room_token(token: str, name: str = "from") -> int:
-    """The room-stream position of a pagination (or sync) token; M_INVALID_PARAM if it is not one."""
-    m = _TOKEN.fullmatch(token)
-    if m is None:
-        raise invalid_param(f"Invalid pagination token in '{name}'")
-    return int(m.group(1))
 
 
 class Backfill(Protocol):

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from mxserver.accounts.auth import Requester
 from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
 from mxserver.events.model import Event
+from mxserver.identifier_checks import check_room_id, check_user_id, server_of_room_id, server_of_user
 from mxserver.room_handlers.directory import DirectoryHandler
-from mxserver.room_handlers.identifiers import check_room_id, check_user_id, server_of_room_id, server_of_user
 from mxserver.rooms.api import ClientRooms
 from mxserver.rooms.power_levels import (
     CREATE_KEY,

@@ -29,9 +29,9 @@ from mxserver.accounts.auth import Requester
 from mxserver.errors import MatrixError, forbidden
 from mxserver.events.model import Event
 from mxserver.events.versions import RoomVersion, get_room_version
+from mxserver.identifier_checks import check_user_id
 from mxserver.room_handlers.creation import unsupported_room_version
 from mxserver.room_handlers.directory import CANONICAL_ALIAS, DirectoryHandler
-from mxserver.room_handlers.identifiers import check_user_id
 from mxserver.room_handlers.membership import MembershipHandler
 from mxserver.rooms.api import ClientRooms
 from mxserver.rooms.power_levels import (

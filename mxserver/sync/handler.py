@@ -22,14 +22,13 @@ from twisted.logger import Logger
 
 from mxserver.events.model import Event
 from mxserver.events.stripped_state import STRIPPED_STATE_TYPES
-from mxserver.room_handlers.history import room_token
 from mxserver.storage.state import StateKey
 from mxserver.storage.sync import MembershipRow, SyncStore
 from mxserver.sync.filtering import DEFAULT_TIMELINE_LIMIT
 from mxserver.sync.notifier import Notifier
 from mxserver.sync.source_adapters import RoomStreamSource
 from mxserver.sync.sources import SyncRequest, SyncSources
-from mxserver.sync.tokens import StreamToken
+from mxserver.sync.tokens import StreamToken, room_token
 
 if TYPE_CHECKING:
     from mxserver.accounts.auth import Requester

@@ -10,6 +10,8 @@ zero and a token ahead of them is read as "nothing new".
 
 from __future__ import annotations
 
+import re
+
 import attrs
 
 from mxserver.errors import invalid_param
@@ -50,3 +52,19 @@ class StreamToken:
     def is_after(self, other: StreamToken) -> bool:
         """Whether any stream of ``self`` is ahead of ``other``."""
         return any(getattr(self, s) > getattr(other, s) for s in STREAMS)
+
+
+#: a room-stream pagination token (/messages, prev_batch): ``s<position>``, or a whole sync token
+_ROOM_TOKEN = re.compile(r"s(-?[0-9]{1,18})(?:_[0-9A-Za-z_.~-]*)?")
+
+
+def room_token(position: int) -> str:
+    return f"s{position}"
+
+
+def parse_room_token(token: str, name: str = "from") -> int:
+    """The room-stream position of a pagination (or sync) token; M_INVALID_PARAM if it is not one."""
+    m = _ROOM_TOKEN.fullmatch(token)
+    if m is None:
+        raise invalid_param(f"Invalid pagination token in '{name}'")
+    return int(m.group(1))

@@ -12,7 +12,7 @@ from twisted.web.iweb import IRequest
 from mxserver.accounts.auth import Auth
 from mxserver.api.http import JsonDict, get_str, json_body, route
 from mxserver.errors import invalid_param
-from mxserver.room_handlers.identifiers import check_room_id
+from mxserver.identifier_checks import check_room_id
 from mxserver.room_handlers.membership import MembershipHandler
 
 _V3 = "/_matrix/client/v3"

@@ -7,7 +7,7 @@ from twisted.web.iweb import IRequest
 from mxserver.accounts.auth import Auth
 from mxserver.api.http import JsonDict, get_str, json_body, route
 from mxserver.ephemeral.presence import PresenceHandler
-from mxserver.room_handlers.identifiers import check_user_id
+from mxserver.identifier_checks import check_user_id
 
 _PATHS = [p + "/presence/{user_id}/status" for p in ("/_matrix/client/v3", "/_matrix/client/r0")]
 

@@ -8,7 +8,7 @@ from mxserver.accounts.auth import Auth
 from mxserver.api.http import JsonDict, json_body, route
 from mxserver.ephemeral.receipts import ReceiptsHandler
 from mxserver.errors import bad_json, invalid_param
-from mxserver.room_handlers.identifiers import check_room_id
+from mxserver.identifier_checks import check_room_id
 
 _V3 = "/_matrix/client/v3"
 _R0 = "/_matrix/client/r0"

@@ -7,8 +7,8 @@ from twisted.web.iweb import IRequest
 from mxserver.accounts.auth import Auth
 from mxserver.api.http import JsonDict, get_bool, get_dict, get_list, get_str, get_str_list, json_body, route
 from mxserver.errors import bad_json, invalid_param
+from mxserver.identifier_checks import check_room_id
 from mxserver.room_handlers.creation import CreateRoomRequest, RoomCreationHandler
-from mxserver.room_handlers.identifiers import check_room_id
 from mxserver.room_handlers.upgrade import RoomUpgradeHandler
 
 _V3 = "/_matrix/client/v3"

@@ -8,7 +8,7 @@ from mxserver.accounts.auth import Auth
 from mxserver.api.http import JsonDict, get_bool, get_int, json_body, route
 from mxserver.ephemeral.typing import TypingHandler
 from mxserver.errors import invalid_param
-from mxserver.room_handlers.identifiers import check_room_id, check_user_id
+from mxserver.identifier_checks import check_room_id, check_user_id
 
 _PATHS = [p + "/rooms/{room_id}/typing/{user_id}" for p in ("/_matrix/client/v3", "/_matrix/client/r0")]
 
