@@ -30,7 +30,7 @@ class InboundEndToEndTests(FederationTestMixin, TwoServerTestCase):
         """Messages bob sends while B's sender is off: A does not hear of them."""
         # B's sender stops listening to B's room stream (test-only: as if A were unreachable
         # and B had given up), so A only learns of these events from what the test hands it.
-        self.b.hs.room_stream.unsubscribe(self.b.hs.federation_sender._on_events)
+        self.b.hs.room_stream.unsubscribe(self.b.hs.federation_sender.on_room_events)
         return [await self.send_text(self.b, self.bob, self.room_id, t) for t in texts]
 
     async def pdu_of_b(self, event_id: str) -> dict:
