@@ -235,9 +235,7 @@ class Homeserver(service.MultiService):
         # later. Nothing asks for them before start-up, so the cache is looked up when asked;
         # once RoomMembers (it needs only its store) is built in an earlier section, pass
         # self.room_members.members instead of the lambda.
-        self.room_servers = RoomServers(
-            lambda room_id: self.room_members.members(room_id)
-        )
+        self.room_servers = RoomServers(lambda room_id: self.room_members.members(room_id))
         self.room_stream.subscribe(self.room_servers.on_room_events, Phase.CACHES)
         self.federation_gaps = GapFiller(
             self.clock, self.room_server, self.event_store, self.state_store, self.federation_client, self.keyring
