@@ -403,7 +403,7 @@ class Homeserver(service.MultiService):
         )
         self.start_hooks.append(self.device_lists.start)
         self.room_stream.subscribe(self.device_lists.on_room_events, Phase.CACHES)
-        self.room_members.listeners.append(self.device_lists.membership_changed)
+        self.room_members.subscribe_memberships(self.device_lists.membership_changed)
         self.federation_edus.register(DEVICE_LIST_UPDATE, self.device_lists.on_device_list_update)
         self.federation_edus.register(SIGNING_KEY_UPDATE, self.device_lists.on_signing_key_update)
 
