@@ -25,38 +25,24 @@ class RoomMembersStore:
 
     def joined_members(self, room_ids: Sequence[str]) -> Deferred[dict[str, set[str]]]:
         """room -> the users joined to it (every one of ``room_ids`` present, empty if unknown)."""
-
-        def txn(t: Txn) -> dict[str, set[str]]:
-            out: dict[str, set[str]] = {r: set() for r in room_ids}
-            for i in range(0, len(room_ids), _CHUNK):
-                chunk = list(room_ids[i : i + _CHUNK])
-                marks = ",".join("?" * len(chunk))
-                rows = t.query(
-                    "SELECT r.room_id, m.user_id FROM rooms r JOIN room_memberships m ON m.room_nid = r.room_nid"
-                    f" WHERE r.room_id IN ({marks}) AND m.membership = 'join'",
-                    chunk,
-                )
-                for room_id, user_id in rows:
-                    out[room_id].add(user_id)
-            return out
-
-        return self.db.run_read("room_members_load_rooms", txn)
+        return self.db.run_read("room_members_load_rooms", _joined, "r.room_id", "m.user_id", room_ids)
 
     def joined_rooms(self, user_ids: Sequence[str]) -> Deferred[dict[str, set[str]]]:
         """user -> the rooms they are joined to (every one of ``user_ids`` present)."""
+        return self.db.run_read("room_members_load_users", _joined, "m.user_id", "r.room_id", user_ids)
 
-        def txn(t: Txn) -> dict[str, set[str]]:
-            out: dict[str, set[str]] = {u: set() for u in user_ids}
-            for i in range(0, len(user_ids), _CHUNK):
-                chunk = list(user_ids[i : i + _CHUNK])
-                marks = ",".join("?" * len(chunk))
-                rows = t.query(
-                    "SELECT m.user_id, r.room_id FROM room_memberships m JOIN rooms r ON r.room_nid = m.room_nid"
-                    f" WHERE m.user_id IN ({marks}) AND m.membership = 'join'",
-                    chunk,
-                )
-                for user_id, room_id in rows:
-                    out[user_id].add(room_id)
-            return out
 
-        return self.db.run_read("room_members_load_users", txn)
+def _joined(t: Txn, key: str, value: str, keys: Sequence[str]) -> dict[str, set[str]]:
+    """``key`` -> the ``value``s of its joined memberships, for every one of ``keys`` (chunked)."""
+    out: dict[str, set[str]] = {k: set() for k in keys}
+    for i in range(0, len(keys), _CHUNK):
+        chunk = list(keys[i : i + _CHUNK])
+        marks = ",".join("?" * len(chunk))
+        rows = t.query(
+            f"SELECT {key}, {value} FROM room_memberships m JOIN rooms r ON r.room_nid = m.room_nid"
+            f" WHERE {key} IN ({marks}) AND m.membership = 'join'",
+            chunk,
+        )
+        for k, v in rows:
+            out[k].add(v)
+    return out
