@@ -59,7 +59,7 @@ from mxserver.events.builder import build_event  # noqa: E402
 from mxserver.events.model import Event  # noqa: E402
 from mxserver.events.versions import get_room_version  # noqa: E402
 from mxserver.federation.client import FederationClient  # noqa: E402
-from tests.fake_remote import FakeRemote, FakeRoom  # noqa: E402
+from tests.harness import FakeRemote, FakeRoom  # noqa: E402
 from tests.interop import harness  # noqa: E402
 
 FED_V1 = "/_matrix/federation/v1"
@@ -258,7 +258,7 @@ def report(results: list[dict[str, Any]]) -> None:
 async def main(args: Any) -> int:
     root = Path(tempfile.mkdtemp(prefix="mxserver-bench-federation-"))
     fake = FakeRemote("bench1")
-    fake.listen(str(root / "fake-tls"))
+    fake.listen(None, str(root / "fake-tls"))
     client = FederationClient(
         reactor, reactor, FederationConfig(verify_tls=False, ip_range_whitelist=["127.0.0.0/8"]),
         fake.server_name, fake.signing_key,
@@ -279,9 +279,9 @@ async def main(args: Any) -> int:
             results.append(await Bench(target, fake, client, args).run())
             # What the server asked the fake remote (keys, sends, any gap filling it needed).
             asked: dict[str, int] = {}
-            for method, path, _ in fake.requests:
-                name = "/".join(path.split("/")[:5])
-                asked[f"{method} {name}"] = asked.get(f"{method} {name}", 0) + 1
+            for req in fake.requests:
+                key = f"{req.method.decode()} {'/'.join(req.path.decode().split('/')[:5])}"
+                asked[key] = asked.get(key, 0) + 1
             results[-1]["requests_to_fake_remote"] = asked
         except Exception as e:
             failed = True

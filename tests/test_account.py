@@ -11,9 +11,7 @@ from mxserver.accounts.uia import UIARequest, UserInteractiveAuth
 from mxserver.api.ratelimit import RateLimiter
 from mxserver.config import RegistrationConfig
 from mxserver.errors import InteractiveAuthRequired, MatrixError
-from tests.utils import HomeserverTestCase, TestUser
-
-V3 = "/_matrix/client/v3"
+from tests.harness import C, HomeserverTestCase, TestUser
 
 
 def password_auth(
@@ -47,28 +45,28 @@ class UIAMixin(HomeserverTestCase):
 
     async def login(self, user: str, password: str, **extra: Any) -> tuple[int, Any]:
         body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password}
-        return await self.post(f"{V3}/login", {**body, **extra})
+        return await self.post(f"{C}/login", {**body, **extra})
 
 
 class WhoamiTests(HomeserverTestCase):
     async def test_whoami(self) -> None:
         alice = await self.register("alice", device_id="PHONE")
-        code, body = await self.get(f"{V3}/account/whoami", alice)
+        code, body = await self.get(f"{C}/account/whoami", alice)
         self.assertEqual((code, body), (200, {"user_id": "@alice:test", "device_id": "PHONE", "is_guest": False}))
 
     async def test_whoami_needs_a_valid_token(self) -> None:
-        self.assertMatrixError(await self.get(f"{V3}/account/whoami"), 401, "M_MISSING_TOKEN")
-        self.assertMatrixError(await self.get(f"{V3}/account/whoami", "mxa_nope"), 401, "M_UNKNOWN_TOKEN")
+        self.assertMatrixError(await self.get(f"{C}/account/whoami"), 401, "M_MISSING_TOKEN")
+        self.assertMatrixError(await self.get(f"{C}/account/whoami", "mxa_nope"), 401, "M_UNKNOWN_TOKEN")
 
     async def test_token_in_query_string(self) -> None:
         alice = await self.register("alice")
-        code, body = await self.get(f"{V3}/account/whoami?access_token={alice.access_token}")
+        code, body = await self.get(f"{C}/account/whoami?access_token={alice.access_token}")
         self.assertEqual((code, body["user_id"]), (200, "@alice:test"))
 
     async def test_threepids_empty(self) -> None:
         alice = await self.register("alice")
-        self.assertEqual(await self.get(f"{V3}/account/3pid", alice), (200, {"threepids": []}))
-        self.assertMatrixError(await self.get(f"{V3}/account/3pid"), 401, "M_MISSING_TOKEN")
+        self.assertEqual(await self.get(f"{C}/account/3pid", alice), (200, {"threepids": []}))
+        self.assertMatrixError(await self.get(f"{C}/account/3pid"), 401, "M_MISSING_TOKEN")
 
 
 class PasswordChangeTests(UIAMixin):
@@ -76,15 +74,15 @@ class PasswordChangeTests(UIAMixin):
         alice = await self.register("alice", device_id="ONE")
         code, other = await self.login("alice", alice.password, device_id="TWO")
         self.assertEqual(code, 200)
-        await self.get(f"{V3}/account/whoami", other["access_token"])  # now cached by hs.auth
+        await self.get(f"{C}/account/whoami", other["access_token"])  # now cached by hs.auth
         code, body = await self.with_password_uia(
-            "POST", f"{V3}/account/password", {"new_password": "new secret"}, alice
+            "POST", f"{C}/account/password", {"new_password": "new secret"}, alice
         )
         self.assertEqual((code, body), (200, {}))
         # The requester's own token survives; the other device and its token are gone.
-        self.assertEqual((await self.get(f"{V3}/account/whoami", alice))[0], 200)
-        self.assertMatrixError(await self.get(f"{V3}/account/whoami", other["access_token"]), 401, "M_UNKNOWN_TOKEN")
-        code, devices = await self.get(f"{V3}/devices", alice)
+        self.assertEqual((await self.get(f"{C}/account/whoami", alice))[0], 200)
+        self.assertMatrixError(await self.get(f"{C}/account/whoami", other["access_token"]), 401, "M_UNKNOWN_TOKEN")
+        code, devices = await self.get(f"{C}/devices", alice)
         self.assertEqual([d["device_id"] for d in devices["devices"]], ["ONE"])
         self.assertMatrixError(await self.login("alice", alice.password), 403, "M_FORBIDDEN")
         self.assertEqual((await self.login("alice", "new secret"))[0], 200)
@@ -93,81 +91,81 @@ class PasswordChangeTests(UIAMixin):
         alice = await self.register("alice", device_id="ONE")
         code, other = await self.login("alice", alice.password, device_id="TWO")
         body = {"new_password": "new secret", "logout_devices": False}
-        self.assertEqual((await self.with_password_uia("POST", f"{V3}/account/password", body, alice))[0], 200)
-        self.assertEqual((await self.get(f"{V3}/account/whoami", other["access_token"]))[0], 200)
+        self.assertEqual((await self.with_password_uia("POST", f"{C}/account/password", body, alice))[0], 200)
+        self.assertEqual((await self.get(f"{C}/account/whoami", other["access_token"]))[0], 200)
 
     async def test_wrong_old_password_is_a_failed_stage(self) -> None:
         alice = await self.register("alice")
-        session = await self.uia_session("POST", f"{V3}/account/password", {"new_password": "x2"}, alice)
+        session = await self.uia_session("POST", f"{C}/account/password", {"new_password": "x2"}, alice)
         body = {"new_password": "x2", "auth": password_auth(alice, session, password="wrong")}
-        code, resp = await self.post(f"{V3}/account/password", body, alice)
+        code, resp = await self.post(f"{C}/account/password", body, alice)
         self.assertEqual((code, resp["errcode"], resp["session"], resp["completed"]), (401, "M_FORBIDDEN", session, []))
         self.assertIsInstance(resp["error"], str)
         # The session survives a failed attempt: the right password then succeeds.
         body["auth"] = password_auth(alice, session)
-        self.assertEqual((await self.post(f"{V3}/account/password", body, alice))[0], 200)
+        self.assertEqual((await self.post(f"{C}/account/password", body, alice))[0], 200)
 
     async def test_reauth_as_another_user_is_refused(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob", password="bob's password")
-        session = await self.uia_session("POST", f"{V3}/account/password", {"new_password": "pwned"}, alice)
+        session = await self.uia_session("POST", f"{C}/account/password", {"new_password": "pwned"}, alice)
         auth = password_auth(bob, session)  # bob's correct credentials, on alice's request
-        code, resp = await self.post(f"{V3}/account/password", {"new_password": "pwned", "auth": auth}, alice)
+        code, resp = await self.post(f"{C}/account/password", {"new_password": "pwned", "auth": auth}, alice)
         self.assertEqual((code, resp["errcode"]), (401, "M_FORBIDDEN"))
         self.assertEqual((await self.login("alice", alice.password))[0], 200)
 
     async def test_uia_without_session_starts_one(self) -> None:
         alice = await self.register("alice")
         body = {"new_password": "new secret", "auth": password_auth(alice)}
-        self.assertEqual(await self.post(f"{V3}/account/password", body, alice), (200, {}))
+        self.assertEqual(await self.post(f"{C}/account/password", body, alice), (200, {}))
 
     async def test_completed_session_cannot_be_reused(self) -> None:
         alice = await self.register("alice")
-        session = await self.uia_session("POST", f"{V3}/account/password", {"new_password": "p1"}, alice)
+        session = await self.uia_session("POST", f"{C}/account/password", {"new_password": "p1"}, alice)
         body = {"new_password": "p1", "auth": password_auth(alice, session)}
-        self.assertEqual((await self.post(f"{V3}/account/password", body, alice))[0], 200)
+        self.assertEqual((await self.post(f"{C}/account/password", body, alice))[0], 200)
         body = {"new_password": "p2", "auth": {"session": session}}
-        self.assertMatrixError(await self.post(f"{V3}/account/password", body, alice), 400, "M_UNKNOWN")
+        self.assertMatrixError(await self.post(f"{C}/account/password", body, alice), 400, "M_UNKNOWN")
 
     async def test_unknown_session(self) -> None:
         alice = await self.register("alice")
         body = {"new_password": "p1", "auth": {**password_auth(alice), "session": "no-such-session"}}
-        self.assertMatrixError(await self.post(f"{V3}/account/password", body, alice), 400, "M_UNKNOWN")
+        self.assertMatrixError(await self.post(f"{C}/account/password", body, alice), 400, "M_UNKNOWN")
 
     async def test_session_of_another_user_or_endpoint_is_refused(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
-        session = await self.uia_session("POST", f"{V3}/account/password", {"new_password": "p1"}, alice)
+        session = await self.uia_session("POST", f"{C}/account/password", {"new_password": "p1"}, alice)
         # bob may not continue alice's session, even with his own credentials
         body = {"new_password": "p1", "auth": password_auth(bob, session)}
-        self.assertMatrixError(await self.post(f"{V3}/account/password", body, bob), 403, "M_FORBIDDEN")
+        self.assertMatrixError(await self.post(f"{C}/account/password", body, bob), 403, "M_FORBIDDEN")
         # nor may alice use it for another operation
         self.assertMatrixError(
-            await self.post(f"{V3}/account/deactivate", {"auth": password_auth(alice, session)}, alice),
+            await self.post(f"{C}/account/deactivate", {"auth": password_auth(alice, session)}, alice),
             403,
             "M_FORBIDDEN",
         )
 
     async def test_session_only_retry_reports_progress(self) -> None:
         alice = await self.register("alice")
-        session = await self.uia_session("POST", f"{V3}/account/password", {"new_password": "p1"}, alice)
+        session = await self.uia_session("POST", f"{C}/account/password", {"new_password": "p1"}, alice)
         code, resp = await self.post(
-            f"{V3}/account/password", {"new_password": "p1", "auth": {"session": session}}, alice
+            f"{C}/account/password", {"new_password": "p1", "auth": {"session": session}}, alice
         )
         self.assertEqual((code, resp["session"], resp["completed"]), (401, session, []))
         self.assertNotIn("errcode", resp)
 
     async def test_stage_not_offered(self) -> None:
         alice = await self.register("alice")
-        session = await self.uia_session("POST", f"{V3}/account/password", {"new_password": "p1"}, alice)
+        session = await self.uia_session("POST", f"{C}/account/password", {"new_password": "p1"}, alice)
         # m.login.dummy is for registration only: it never re-authenticates anyone.
         body = {"new_password": "p1", "auth": {"type": "m.login.dummy", "session": session}}
-        code, resp = await self.post(f"{V3}/account/password", body, alice)
+        code, resp = await self.post(f"{C}/account/password", body, alice)
         self.assertEqual((code, resp["errcode"], resp["completed"]), (401, "M_UNRECOGNIZED", []))
 
     async def test_bad_input(self) -> None:
         alice = await self.register("alice")
-        path = f"{V3}/account/password"
+        path = f"{C}/account/password"
         self.assertMatrixError(await self.request("POST", path, raw=b"{not json", token=alice), 400, "M_NOT_JSON")
         self.assertMatrixError(await self.request("POST", path, raw=b"[]", token=alice), 400, "M_BAD_JSON")
         self.assertMatrixError(await self.post(path, {}, alice), 400, "M_MISSING_PARAM")
@@ -197,8 +195,8 @@ class PasswordChangeTests(UIAMixin):
         code, resp = await self.with_password_uia("POST", "/_matrix/client/v1/login/get_token", {}, alice)
         self.assertEqual(code, 200, resp)
         body = {"new_password": "new secret", "logout_devices": False}
-        self.assertEqual((await self.with_password_uia("POST", f"{V3}/account/password", body, alice))[0], 200)
-        result = await self.post(f"{V3}/login", {"type": "m.login.token", "token": resp["login_token"]})
+        self.assertEqual((await self.with_password_uia("POST", f"{C}/account/password", body, alice))[0], 200)
+        result = await self.post(f"{C}/login", {"type": "m.login.token", "token": resp["login_token"]})
         self.assertMatrixError(result, 403, "M_FORBIDDEN")
 
 
@@ -208,43 +206,43 @@ class WeakPasswordTests(UIAMixin):
     async def test_short_password_refused(self) -> None:
         alice = await self.register("alice", password="long enough")
         self.assertMatrixError(
-            await self.post(f"{V3}/account/password", {"new_password": "short"}, alice), 400, "M_WEAK_PASSWORD"
+            await self.post(f"{C}/account/password", {"new_password": "short"}, alice), 400, "M_WEAK_PASSWORD"
         )
         body = {"username": "bob", "password": "short", "auth": {"type": "m.login.dummy"}}
-        self.assertMatrixError(await self.post(f"{V3}/register", body), 400, "M_WEAK_PASSWORD")
+        self.assertMatrixError(await self.post(f"{C}/register", body), 400, "M_WEAK_PASSWORD")
 
 
 class DeactivationTests(UIAMixin):
     async def test_deactivate(self) -> None:
         alice = await self.register("alice")
         code, other = await self.login("alice", alice.password)
-        await self.get(f"{V3}/account/whoami", other["access_token"])  # cached
-        code, body = await self.with_password_uia("POST", f"{V3}/account/deactivate", {}, alice)
+        await self.get(f"{C}/account/whoami", other["access_token"])  # cached
+        code, body = await self.with_password_uia("POST", f"{C}/account/deactivate", {}, alice)
         # account_deactivation.yaml: "success" when there are no identifiers to unbind.
         self.assertEqual((code, body), (200, {"id_server_unbind_result": "success"}))
         for token in (alice.access_token, other["access_token"]):
-            self.assertMatrixError(await self.get(f"{V3}/account/whoami", token), 401, "M_UNKNOWN_TOKEN")
+            self.assertMatrixError(await self.get(f"{C}/account/whoami", token), 401, "M_UNKNOWN_TOKEN")
         self.assertMatrixError(await self.login("alice", alice.password), 403, "M_USER_DEACTIVATED")
         self.assertMatrixError(await self.login("@alice:test", "anything"), 403, "M_USER_DEACTIVATED")
         # The user ID is never handed out again.
         body = {"username": "alice", "password": "p", "auth": {"type": "m.login.dummy"}}
-        self.assertMatrixError(await self.post(f"{V3}/register", body), 400, "M_USER_IN_USE")
+        self.assertMatrixError(await self.post(f"{C}/register", body), 400, "M_USER_IN_USE")
 
     async def test_deactivate_wrong_password(self) -> None:
         alice = await self.register("alice")
-        session = await self.uia_session("POST", f"{V3}/account/deactivate", {}, alice)
-        code, resp = await self.post(f"{V3}/account/deactivate", {"auth": password_auth(alice, session, "nope")}, alice)
+        session = await self.uia_session("POST", f"{C}/account/deactivate", {}, alice)
+        code, resp = await self.post(f"{C}/account/deactivate", {"auth": password_auth(alice, session, "nope")}, alice)
         self.assertEqual((code, resp["errcode"]), (401, "M_FORBIDDEN"))
-        self.assertEqual((await self.get(f"{V3}/account/whoami", alice))[0], 200)
+        self.assertEqual((await self.get(f"{C}/account/whoami", alice))[0], 200)
 
     async def test_bad_input(self) -> None:
         alice = await self.register("alice")
-        path = f"{V3}/account/deactivate"
+        path = f"{C}/account/deactivate"
         self.assertMatrixError(await self.request("POST", path, raw=b"nope", token=alice), 400, "M_NOT_JSON")
         self.assertMatrixError(await self.post(path, {"erase": "yes"}, alice), 400, "M_BAD_JSON")
         self.assertMatrixError(await self.post(path, {"id_server": 3}, alice), 400, "M_BAD_JSON")
         self.assertMatrixError(await self.post(path, {}), 401, "M_MISSING_TOKEN")
-        self.assertEqual((await self.get(f"{V3}/account/whoami", alice))[0], 200)
+        self.assertEqual((await self.get(f"{C}/account/whoami", alice))[0], 200)
 
 
 class UIAExpiryTests(UIAMixin):
@@ -252,22 +250,22 @@ class UIAExpiryTests(UIAMixin):
 
     async def test_session_expires(self) -> None:
         alice = await self.register("alice")
-        session = await self.uia_session("POST", f"{V3}/account/password", {"new_password": "p1"}, alice)
+        session = await self.uia_session("POST", f"{C}/account/password", {"new_password": "p1"}, alice)
         self.clock.advance(16 * 60)
         body = {"new_password": "p1", "auth": password_auth(alice, session)}
-        self.assertMatrixError(await self.post(f"{V3}/account/password", body, alice), 400, "M_UNKNOWN")
+        self.assertMatrixError(await self.post(f"{C}/account/password", body, alice), 400, "M_UNKNOWN")
 
     async def test_activity_keeps_session_alive(self) -> None:
         alice = await self.register("alice")
-        session = await self.uia_session("POST", f"{V3}/account/password", {"new_password": "p1"}, alice)
+        session = await self.uia_session("POST", f"{C}/account/password", {"new_password": "p1"}, alice)
         for _ in range(3):
             self.clock.advance(10 * 60)
             code, _ = await self.post(
-                f"{V3}/account/password", {"new_password": "p1", "auth": {"session": session}}, alice
+                f"{C}/account/password", {"new_password": "p1", "auth": {"session": session}}, alice
             )
             self.assertEqual(code, 401)
         body = {"new_password": "p1", "auth": password_auth(alice, session)}
-        self.assertEqual((await self.post(f"{V3}/account/password", body, alice))[0], 200)
+        self.assertEqual((await self.post(f"{C}/account/password", body, alice))[0], 200)
 
 
 class MultiStageFlowTests(unittest.TestCase):

@@ -7,12 +7,10 @@ import hmac
 from typing import Any
 
 from mxserver.errors import MatrixError
-from tests.utils import HomeserverTestCase
+from tests.harness import C, HomeserverTestCase
 
 PATH = "/_synapse/admin/v1/register"
 SECRET = "a shared secret"
-V3 = "/_matrix/client/v3"
-
 
 def mac_for(nonce: str, username: str, password: str, admin: bool, secret: str = SECRET) -> str:
     # Written out independently of the server's code: the format admin tooling uses.
@@ -44,13 +42,13 @@ class SharedSecretTests(HomeserverTestCase):
         code, body = await self.post(PATH, await self.signed("root", "pw", admin=True, displayname="The Admin"))
         self.assertEqual(code, 200, body)
         self.assertEqual((body["user_id"], body["home_server"]), ("@root:test", "test"))
-        code, me = await self.get(f"{V3}/account/whoami", body["access_token"])
+        code, me = await self.get(f"{C}/account/whoami", body["access_token"])
         self.assertEqual((me["user_id"], me["device_id"]), ("@root:test", body["device_id"]))
         user = await self.hs.accounts.get_user("@root:test")
         self.assertTrue(user.is_admin)
         self.assertEqual(await self.hs.accounts.get_profile("@root:test"), ("The Admin", None))
         login = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "root"}, "password": "pw"}
-        self.assertEqual((await self.post(f"{V3}/login", login))[0], 200)
+        self.assertEqual((await self.post(f"{C}/login", login))[0], 200)
 
     async def test_register_non_admin(self) -> None:
         code, body = await self.post(PATH, await self.signed("alice", "pw"))
@@ -112,7 +110,7 @@ class SharedSecretTests(HomeserverTestCase):
 
     async def test_client_registration_stays_closed(self) -> None:
         self.assertMatrixError(
-            await self.post(f"{V3}/register", {"username": "x", "password": "y"}), 403, "M_FORBIDDEN"
+            await self.post(f"{C}/register", {"username": "x", "password": "y"}), 403, "M_FORBIDDEN"
         )
 
 

@@ -24,7 +24,7 @@ from mxserver.rooms.power_levels import (
     redaction_may_be_applied,
     user_has_named_level,
 )
-from tests.auth_room import ALICE, ALL_VERSIONS, BOB, CAROL, DAVE, Room, basic_room, pl_content
+from tests.harness.auth_room import ALICE, ALL_VERSIONS, BOB, CAROL, DAVE, Room, basic_room, pl_content
 from tests.test_auth_rules import AuthTestCase
 
 V = KNOWN_ROOM_VERSIONS

@@ -12,7 +12,7 @@ from twisted.trial import unittest
 from mxserver.events.model import Event, EventMetadata
 from mxserver.events.versions import KNOWN_ROOM_VERSIONS
 from mxserver.rooms.auth import AuthError, auth_types_for_event, check_auth_rules, is_valid_user_id
-from tests.auth_room import ALICE, ALL_VERSIONS, BOB, CAROL, DAVE, EVE, Room, basic_room, pl_content
+from tests.harness.auth_room import ALICE, ALL_VERSIONS, BOB, CAROL, DAVE, EVE, Room, basic_room, pl_content
 
 V = KNOWN_ROOM_VERSIONS
 

@@ -16,11 +16,7 @@ from twisted.trial import unittest
 
 from mxserver.events.model import Event
 from mxserver.storage.events import PersistItem, RoomRecord
-from tests.fake_remote import FED, FakeRemote, FakeRoom
-from tests.federation_helpers import temp_dir
-from tests.utils import HomeserverTestCase, TestUser
-
-C = "/_matrix/client/v3"
+from tests.harness import FED, C, FakeRemote, FakeRoom, HomeserverTestCase, TestUser, temp_dir
 
 
 def q(value: str) -> str:
@@ -69,8 +65,7 @@ class BackfillTests(HomeserverTestCase):
     async def _set_up(self) -> None:
         await super()._set_up()
         self.remote = FakeRemote()
-        self.remote.listen(temp_dir(self))
-        self.addCleanup(self.remote.port.stopListening)
+        self.remote.listen(self, temp_dir(self))
         self.alice: TestUser = await self.register("alice")
 
     async def page_all(self, room_id: str, limit: int = 30, max_pages: int = 50) -> list[dict[str, Any]]:
@@ -291,7 +286,7 @@ class BackfillTests(HomeserverTestCase):
             pdus[2] = tampered
             return 200, {"origin": self.remote.server_name, "origin_server_ts": 0, "pdus": pdus + ["junk", 5]}
 
-        self.remote.routes[f"{FED}/backfill/{q(room.room_id)}"] = answer
+        self.remote.routes[f"{FED}/backfill/{q(room.room_id)}".encode()] = answer
         events = await self.page_all(room.room_id)
         ids = [e["event_id"] for e in events]
         self.assertNotIn(msgs[1].event_id, ids)

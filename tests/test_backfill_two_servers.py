@@ -7,8 +7,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from tests.two_servers import CLIENT, TestServer, TwoServerTestCase
-from tests.utils import TestUser
+from tests.harness import C, TestServer, TestUser, TwoServerTestCase
 
 
 def q(value: str) -> str:
@@ -20,7 +19,7 @@ class TwoServerBackfillTests(TwoServerTestCase):
         events: list[dict[str, Any]] = []
         token = None
         for _ in range(100):
-            path = f"{CLIENT}/rooms/{q(room_id)}/messages?dir=b&limit={limit}" + (f"&from={token}" if token else "")
+            path = f"{C}/rooms/{q(room_id)}/messages?dir=b&limit={limit}" + (f"&from={token}" if token else "")
             code, body = await server.get(path, user)
             self.assertEqual(code, 200, body)
             events += body["chunk"]
@@ -44,7 +43,7 @@ class TwoServerBackfillTests(TwoServerTestCase):
     async def send_messages(self, user: TestUser, room_id: str, n: int, prefix: str) -> None:
         for i in range(n):
             code, body = await self.b.put(
-                f"{CLIENT}/rooms/{q(room_id)}/send/m.room.message/{prefix}{i}",
+                f"{C}/rooms/{q(room_id)}/send/m.room.message/{prefix}{i}",
                 {"msgtype": "m.text", "body": f"{prefix} {i}"},
                 user,
             )
@@ -55,7 +54,7 @@ class TwoServerBackfillTests(TwoServerTestCase):
         room_id = await self.b.create_room(bob, {"preset": "public_chat", "name": "History"})
         await self.send_messages(bob, room_id, 100, "msg")
         alice = await self.a.register("alice")
-        code, body = await self.a.post(f"{CLIENT}/join/{q(room_id)}?server_name={q(self.b.server_name)}", {}, alice)
+        code, body = await self.a.post(f"{C}/join/{q(room_id)}?server_name={q(self.b.server_name)}", {}, alice)
         self.assertEqual(code, 200, body)
         since = (await self.a.sync(alice))["next_batch"]
         # A has the state at its join, none of the messages
@@ -78,7 +77,7 @@ class TwoServerBackfillTests(TwoServerTestCase):
         self.assertTrue(all(p < 0 for p in positions), positions)
 
         # /sync shows no old event as new
-        code, inc = await self.a.get(f"{CLIENT}/sync?timeout=0&since={since}", alice)
+        code, inc = await self.a.get(f"{C}/sync?timeout=0&since={since}", alice)
         self.assertEqual(code, 200, inc)
         timeline = inc["rooms"]["join"].get(room_id, {}).get("timeline", {}).get("events", [])
         self.assertEqual(timeline, [])
@@ -89,7 +88,7 @@ class TwoServerBackfillTests(TwoServerTestCase):
         # new events still arrive after the join, and come first in /messages
         await self.send_messages(bob, room_id, 1, "after")
         for _ in range(100):
-            code, inc = await self.a.get(f"{CLIENT}/sync?timeout=2000&since={since}", alice)
+            code, inc = await self.a.get(f"{C}/sync?timeout=2000&since={since}", alice)
             self.assertEqual(code, 200, inc)
             timeline = inc["rooms"]["join"].get(room_id, {}).get("timeline", {}).get("events", [])
             if any(e["content"].get("body") == "after 0" for e in timeline):

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 from mxserver.errors import MatrixError
-from tests.client_room_helpers import V3, ClientRoomTestCase, q
+from tests.harness import C, HomeserverTestCase, q
 
 
-class AliasTests(ClientRoomTestCase):
+class AliasTests(HomeserverTestCase):
     async def test_create_resolve_delete(self) -> None:
         alice = await self.register("alice")
         room = await self.create_room(alice)
         alias = "#my/room:test"
-        path = f"{V3}/directory/room/{q(alias)}"
+        path = f"{C}/directory/room/{q(alias)}"
         self.assertEqual(await self.put(path, {"room_id": room}, alice), (200, {}))
         # resolving needs no token
         self.assertEqual(await self.get(path), (200, {"room_id": room, "servers": ["test"]}))
         self.assertMatrixError(await self.put(path, {"room_id": room}, alice), 409, "M_UNKNOWN")
-        code, body = await self.get(f"{V3}/rooms/{q(room)}/aliases", alice)
+        code, body = await self.get(f"{C}/rooms/{q(room)}/aliases", alice)
         self.assertEqual((code, body), (200, {"aliases": [alias]}))
         self.assertEqual(await self.delete(path, None, alice), (200, {}))
         self.assertMatrixError(await self.get(path), 404, "M_NOT_FOUND")
         self.assertMatrixError(await self.delete(path, None, alice), 404, "M_NOT_FOUND")
-        self.assertEqual((await self.get(f"{V3}/rooms/{q(room)}/aliases", alice))[1], {"aliases": []})
+        self.assertEqual((await self.get(f"{C}/rooms/{q(room)}/aliases", alice))[1], {"aliases": []})
         # r0 works too
         self.assertEqual(await self.put(f"/_matrix/client/r0/directory/room/{q(alias)}", {"room_id": room}, alice), (200, {}))
 
@@ -30,7 +30,7 @@ class AliasTests(ClientRoomTestCase):
         bob = await self.register("bob")
         room = await self.create_room(alice)
         # only members may alias a room
-        self.assertMatrixError(await self.put(f"{V3}/directory/room/{q('#b:test')}", {"room_id": room}, bob), 403, "M_FORBIDDEN")
+        self.assertMatrixError(await self.put(f"{C}/directory/room/{q('#b:test')}", {"room_id": room}, bob), 403, "M_FORBIDDEN")
         for alias, body, status, errcode in (
             ("#other:elsewhere.example", {"room_id": room}, 400, "M_INVALID_PARAM"),
             ("nohash:test", {"room_id": room}, 400, "M_INVALID_PARAM"),
@@ -42,19 +42,19 @@ class AliasTests(ClientRoomTestCase):
             ("#ok:test", {"room_id": 1}, 400, "M_BAD_JSON"),
             ("#ok:test", {}, 400, "M_MISSING_PARAM"),
         ):
-            self.assertMatrixError(await self.put(f"{V3}/directory/room/{q(alias)}", body, alice), status, errcode)
+            self.assertMatrixError(await self.put(f"{C}/directory/room/{q(alias)}", body, alice), status, errcode)
         self.assertMatrixError(
-            await self.request("PUT", f"{V3}/directory/room/{q('#ok:test')}", raw=b"x", token=alice), 400, "M_NOT_JSON"
+            await self.request("PUT", f"{C}/directory/room/{q('#ok:test')}", raw=b"x", token=alice), 400, "M_NOT_JSON"
         )
-        self.assertMatrixError(await self.put(f"{V3}/directory/room/{q('#ok:test')}", {"room_id": room}), 401, "M_MISSING_TOKEN")
-        self.assertMatrixError(await self.get(f"{V3}/directory/room/{q('#ok:test')}"), 404, "M_NOT_FOUND")
+        self.assertMatrixError(await self.put(f"{C}/directory/room/{q('#ok:test')}", {"room_id": room}), 401, "M_MISSING_TOKEN")
+        self.assertMatrixError(await self.get(f"{C}/directory/room/{q('#ok:test')}"), 404, "M_NOT_FOUND")
 
     async def test_resolve_errors(self) -> None:
-        self.assertMatrixError(await self.get(f"{V3}/directory/room/{q('#x:test')}"), 404, "M_NOT_FOUND")
+        self.assertMatrixError(await self.get(f"{C}/directory/room/{q('#x:test')}"), 404, "M_NOT_FOUND")
         # another server's alias: that server is asked (loopback is blacklisted by default: unreachable)
-        result = await self.get(f"{V3}/directory/room/{q('#x:127.0.0.1:1')}")
+        result = await self.get(f"{C}/directory/room/{q('#x:127.0.0.1:1')}")
         self.assertMatrixError(result, 502, "M_UNKNOWN")
-        self.assertMatrixError(await self.get(f"{V3}/directory/room/nope"), 400, "M_INVALID_PARAM")
+        self.assertMatrixError(await self.get(f"{C}/directory/room/nope"), 400, "M_INVALID_PARAM")
 
     async def test_delete_permissions_and_canonical_alias(self) -> None:
         alice = await self.register("alice")
@@ -63,36 +63,36 @@ class AliasTests(ClientRoomTestCase):
         room = await self.create_room(alice, preset="public_chat", room_alias_name="main", room_version="11")
         await self.join(bob, room)
         await self.join(carol, room)
-        self.assertEqual(await self.put(f"{V3}/directory/room/{q('#bobs:test')}", {"room_id": room}, bob), (200, {}))
+        self.assertEqual(await self.put(f"{C}/directory/room/{q('#bobs:test')}", {"room_id": room}, bob), (200, {}))
         await self.set_state(alice, room, "m.room.canonical_alias", {"alias": "#main:test", "alt_aliases": ["#bobs:test"]})
         # carol neither created it nor may edit the canonical alias
-        self.assertMatrixError(await self.delete(f"{V3}/directory/room/{q('#bobs:test')}", None, carol), 403, "M_FORBIDDEN")
+        self.assertMatrixError(await self.delete(f"{C}/directory/room/{q('#bobs:test')}", None, carol), 403, "M_FORBIDDEN")
         # bob created it: he may delete it (the canonical alias stays: he may not edit it)
-        self.assertEqual(await self.delete(f"{V3}/directory/room/{q('#bobs:test')}", None, bob), (200, {}))
+        self.assertEqual(await self.delete(f"{C}/directory/room/{q('#bobs:test')}", None, bob), (200, {}))
         self.assertEqual(
-            await self.state_content(room, "m.room.canonical_alias"), {"alias": "#main:test", "alt_aliases": ["#bobs:test"]}
+            await self.room_state(room, "m.room.canonical_alias"), {"alias": "#main:test", "alt_aliases": ["#bobs:test"]}
         )
         # alice (room admin) may delete an alias she did not make; the canonical alias loses it
-        self.assertEqual(await self.put(f"{V3}/directory/room/{q('#carols:test')}", {"room_id": room}, carol), (200, {}))
-        self.assertEqual(await self.delete(f"{V3}/directory/room/{q('#main:test')}", None, alice), (200, {}))
-        self.assertEqual(await self.delete(f"{V3}/directory/room/{q('#carols:test')}", None, alice), (200, {}))
-        self.assertEqual(await self.state_content(room, "m.room.canonical_alias"), {"alt_aliases": ["#bobs:test"]})
+        self.assertEqual(await self.put(f"{C}/directory/room/{q('#carols:test')}", {"room_id": room}, carol), (200, {}))
+        self.assertEqual(await self.delete(f"{C}/directory/room/{q('#main:test')}", None, alice), (200, {}))
+        self.assertEqual(await self.delete(f"{C}/directory/room/{q('#carols:test')}", None, alice), (200, {}))
+        self.assertEqual(await self.room_state(room, "m.room.canonical_alias"), {"alt_aliases": ["#bobs:test"]})
         # other servers' aliases are not ours to delete
         self.assertMatrixError(
-            await self.delete(f"{V3}/directory/room/{q('#x:elsewhere.example')}", None, alice), 400, "M_INVALID_PARAM"
+            await self.delete(f"{C}/directory/room/{q('#x:elsewhere.example')}", None, alice), 400, "M_INVALID_PARAM"
         )
-        self.assertMatrixError(await self.delete(f"{V3}/directory/room/{q('#main:test')}"), 401, "M_MISSING_TOKEN")
+        self.assertMatrixError(await self.delete(f"{C}/directory/room/{q('#main:test')}"), 401, "M_MISSING_TOKEN")
 
     async def test_local_aliases_visibility(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
         room = await self.create_room(alice, room_alias_name="a")
-        self.assertMatrixError(await self.get(f"{V3}/rooms/{q(room)}/aliases", bob), 403, "M_FORBIDDEN")
+        self.assertMatrixError(await self.get(f"{C}/rooms/{q(room)}/aliases", bob), 403, "M_FORBIDDEN")
         await self.set_state(alice, room, "m.room.history_visibility", {"history_visibility": "world_readable"})
-        self.assertEqual(await self.get(f"{V3}/rooms/{q(room)}/aliases", bob), (200, {"aliases": ["#a:test"]}))
-        self.assertMatrixError(await self.get(f"{V3}/rooms/{q('!x:test')}/aliases", bob), 404, "M_NOT_FOUND")
-        self.assertMatrixError(await self.get(f"{V3}/rooms/bad/aliases", bob), 400, "M_INVALID_PARAM")
-        self.assertMatrixError(await self.get(f"{V3}/rooms/{q(room)}/aliases"), 401, "M_MISSING_TOKEN")
+        self.assertEqual(await self.get(f"{C}/rooms/{q(room)}/aliases", bob), (200, {"aliases": ["#a:test"]}))
+        self.assertMatrixError(await self.get(f"{C}/rooms/{q('!x:test')}/aliases", bob), 404, "M_NOT_FOUND")
+        self.assertMatrixError(await self.get(f"{C}/rooms/bad/aliases", bob), 400, "M_INVALID_PARAM")
+        self.assertMatrixError(await self.get(f"{C}/rooms/{q(room)}/aliases"), 401, "M_MISSING_TOKEN")
 
     async def test_validate_canonical_alias(self) -> None:
         alice = await self.register("alice")
@@ -116,12 +116,12 @@ class AliasTests(ClientRoomTestCase):
         await self.hs.directory.validate_canonical_alias(other, {"alias": "#there:test"})
 
 
-class DirectoryVisibilityTests(ClientRoomTestCase):
+class DirectoryVisibilityTests(HomeserverTestCase):
     async def test_get_and_set(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
         room = await self.create_room(alice, preset="public_chat")
-        path = f"{V3}/directory/list/room/{q(room)}"
+        path = f"{C}/directory/list/room/{q(room)}"
         self.assertEqual(await self.get(path), (200, {"visibility": "private"}))
         self.assertEqual(await self.put(path, {"visibility": "public"}, alice), (200, {}))
         self.assertEqual(await self.get(path), (200, {"visibility": "public"}))
@@ -138,26 +138,26 @@ class DirectoryVisibilityTests(ClientRoomTestCase):
     async def test_bad_input(self) -> None:
         alice = await self.register("alice")
         room = await self.create_room(alice)
-        path = f"{V3}/directory/list/room/{q(room)}"
+        path = f"{C}/directory/list/room/{q(room)}"
         self.assertMatrixError(await self.put(path, {"visibility": "hidden"}, alice), 400, "M_INVALID_PARAM")
         self.assertMatrixError(await self.put(path, {"visibility": True}, alice), 400, "M_BAD_JSON")
         self.assertMatrixError(await self.request("PUT", path, raw=b"]", token=alice), 400, "M_NOT_JSON")
         self.assertMatrixError(await self.put(path, {"visibility": "public"}), 401, "M_MISSING_TOKEN")
-        self.assertMatrixError(await self.get(f"{V3}/directory/list/room/{q('!x:test')}"), 404, "M_NOT_FOUND")
-        self.assertMatrixError(await self.put(f"{V3}/directory/list/room/{q('!x:test')}", {}, alice), 404, "M_NOT_FOUND")
-        self.assertMatrixError(await self.get(f"{V3}/directory/list/room/x"), 400, "M_INVALID_PARAM")
+        self.assertMatrixError(await self.get(f"{C}/directory/list/room/{q('!x:test')}"), 404, "M_NOT_FOUND")
+        self.assertMatrixError(await self.put(f"{C}/directory/list/room/{q('!x:test')}", {}, alice), 404, "M_NOT_FOUND")
+        self.assertMatrixError(await self.get(f"{C}/directory/list/room/x"), 400, "M_INVALID_PARAM")
         self.assertEqual(await self.get(path), (200, {"visibility": "private"}))
 
     async def test_publication_not_allowed(self) -> None:
         alice = await self.register("alice")
         room = await self.create_room(alice)
         self.hs.config.room_directory.publication_allowed = False
-        path = f"{V3}/directory/list/room/{q(room)}"
+        path = f"{C}/directory/list/room/{q(room)}"
         self.assertMatrixError(await self.put(path, {"visibility": "public"}, alice), 403, "M_FORBIDDEN")
         self.assertEqual(await self.put(path, {"visibility": "private"}, alice), (200, {}))
 
 
-class PublicRoomsTests(ClientRoomTestCase):
+class PublicRoomsTests(HomeserverTestCase):
     async def _rooms(self) -> dict[str, str]:
         alice = await self.register("alice")
         self.alice = alice
@@ -189,7 +189,7 @@ class PublicRoomsTests(ClientRoomTestCase):
 
     async def test_listing(self) -> None:
         rooms = await self._rooms()
-        code, body = await self.get(f"{V3}/publicRooms", self.alice)
+        code, body = await self.get(f"{C}/publicRooms", self.alice)
         self.assertEqual(code, 200, body)
         self.assertEqual([e["room_id"] for e in body["chunk"]], [rooms["big"], rooms["mid"], rooms["small"]])
         self.assertEqual(body["total_room_count_estimate"], 3)
@@ -214,26 +214,26 @@ class PublicRoomsTests(ClientRoomTestCase):
         self.assertEqual((small["topic"], small["join_rule"], small["guest_can_join"]), ("Plain cheese", "invite", True))
         self.assertNotIn("name", small)
         # POST gives the same without a filter
-        code, posted = await self.post(f"{V3}/publicRooms", {}, self.alice)
+        code, posted = await self.post(f"{C}/publicRooms", {}, self.alice)
         self.assertEqual(posted, body)
         # the server parameter naming us is fine
-        self.assertEqual((await self.get(f"{V3}/publicRooms?server=test", self.alice))[1], body)
+        self.assertEqual((await self.get(f"{C}/publicRooms?server=test", self.alice))[1], body)
 
     async def test_pagination(self) -> None:
         rooms = await self._rooms()
         order = [rooms["big"], rooms["mid"], rooms["small"]]
-        code, page1 = await self.get(f"{V3}/publicRooms?limit=1", self.alice)
+        code, page1 = await self.get(f"{C}/publicRooms?limit=1", self.alice)
         self.assertEqual([e["room_id"] for e in page1["chunk"]], order[:1])
         self.assertNotIn("prev_batch", page1)
-        code, page2 = await self.get(f"{V3}/publicRooms?limit=1&since={q(page1['next_batch'])}", self.alice)
+        code, page2 = await self.get(f"{C}/publicRooms?limit=1&since={q(page1['next_batch'])}", self.alice)
         self.assertEqual([e["room_id"] for e in page2["chunk"]], order[1:2])
-        code, page3 = await self.post(f"{V3}/publicRooms", {"limit": 1, "since": page2["next_batch"]}, self.alice)
+        code, page3 = await self.post(f"{C}/publicRooms", {"limit": 1, "since": page2["next_batch"]}, self.alice)
         self.assertEqual([e["room_id"] for e in page3["chunk"]], order[2:])
         self.assertNotIn("next_batch", page3)
         # and back
-        code, back = await self.post(f"{V3}/publicRooms", {"limit": 1, "since": page3["prev_batch"]}, self.alice)
+        code, back = await self.post(f"{C}/publicRooms", {"limit": 1, "since": page3["prev_batch"]}, self.alice)
         self.assertEqual([e["room_id"] for e in back["chunk"]], order[1:2])
-        code, back = await self.post(f"{V3}/publicRooms", {"limit": 5, "since": page3["prev_batch"]}, self.alice)
+        code, back = await self.post(f"{C}/publicRooms", {"limit": 5, "since": page3["prev_batch"]}, self.alice)
         self.assertEqual([e["room_id"] for e in back["chunk"]], order[:2])
         self.assertNotIn("prev_batch", back)
         self.assertEqual(back["next_batch"] is not None, True)
@@ -242,7 +242,7 @@ class PublicRoomsTests(ClientRoomTestCase):
         rooms = await self._rooms()
 
         async def search(filter_: dict) -> list[str]:
-            code, body = await self.post(f"{V3}/publicRooms", {"filter": filter_}, self.alice)
+            code, body = await self.post(f"{C}/publicRooms", {"filter": filter_}, self.alice)
             self.assertEqual(code, 200, body)
             return [e["room_id"] for e in body["chunk"]]
 
@@ -253,26 +253,26 @@ class PublicRoomsTests(ClientRoomTestCase):
         self.assertEqual(await search({"room_types": ["m.space"]}), [rooms["mid"]])
         self.assertEqual(await search({"room_types": [None]}), [rooms["big"], rooms["small"]])
         self.assertEqual(await search({"room_types": [None, "m.space"]}), [rooms["big"], rooms["mid"], rooms["small"]])
-        code, body = await self.post(f"{V3}/publicRooms", {"include_all_networks": True}, self.alice)
+        code, body = await self.post(f"{C}/publicRooms", {"include_all_networks": True}, self.alice)
         self.assertEqual(len(body["chunk"]), 3)
-        code, body = await self.post(f"{V3}/publicRooms", {"third_party_instance_id": "irc"}, self.alice)
+        code, body = await self.post(f"{C}/publicRooms", {"third_party_instance_id": "irc"}, self.alice)
         self.assertEqual(body["chunk"], [])
 
     async def test_unpublish_and_auth(self) -> None:
         rooms = await self._rooms()
-        await self.put(f"{V3}/directory/list/room/{q(rooms['mid'])}", {"visibility": "private"}, self.alice)
-        code, body = await self.get(f"{V3}/publicRooms", self.alice)
+        await self.put(f"{C}/directory/list/room/{q(rooms['mid'])}", {"visibility": "private"}, self.alice)
+        code, body = await self.get(f"{C}/publicRooms", self.alice)
         self.assertEqual([e["room_id"] for e in body["chunk"]], [rooms["big"], rooms["small"]])
-        self.assertMatrixError(await self.get(f"{V3}/publicRooms"), 401, "M_MISSING_TOKEN")
-        self.assertMatrixError(await self.post(f"{V3}/publicRooms", {}), 401, "M_MISSING_TOKEN")
+        self.assertMatrixError(await self.get(f"{C}/publicRooms"), 401, "M_MISSING_TOKEN")
+        self.assertMatrixError(await self.post(f"{C}/publicRooms", {}), 401, "M_MISSING_TOKEN")
         self.hs.config.room_directory.public_rooms_without_auth = True
-        code, anonymous = await self.get(f"{V3}/publicRooms")
+        code, anonymous = await self.get(f"{C}/publicRooms")
         self.assertEqual((code, anonymous), (200, body))
-        self.assertMatrixError(await self.get(f"{V3}/publicRooms", "badtoken"), 401, "M_UNKNOWN_TOKEN")
+        self.assertMatrixError(await self.get(f"{C}/publicRooms", "badtoken"), 401, "M_UNKNOWN_TOKEN")
 
     async def test_bad_input(self) -> None:
         alice = await self.register("alice")
-        path = f"{V3}/publicRooms"
+        path = f"{C}/publicRooms"
         self.assertMatrixError(await self.get(f"{path}?limit=ten", alice), 400, "M_INVALID_PARAM")
         self.assertMatrixError(await self.get(f"{path}?since=garbage", alice), 400, "M_INVALID_PARAM")
         # another server's directory is fetched over federation (tests/test_remote_queries.py);

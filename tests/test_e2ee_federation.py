@@ -11,11 +11,10 @@ from urllib.parse import quote
 from twisted.internet import reactor, task
 
 from mxserver.federation.client import FederationError
+from tests.harness import C, TestServer, TestUser, TwoServerTestCase
 from tests.test_account import password_auth
 from tests.test_keys import FakeDevice
 from tests.test_keys_cross_signing import CrossSigningKeys
-from tests.two_servers import CLIENT, TestServer, TwoServerTestCase
-from tests.utils import TestUser
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
@@ -39,34 +38,34 @@ class E2eeFederationTests(TwoServerTestCase):
             await self.upload(server, device, device_keys=device.device_keys())
         self.room_id = await self.b.create_room(self.bob.user, {"preset": "public_chat"})
         code, body = await self.a.post(
-            f"{CLIENT}/join/{quote(self.room_id)}?server_name={self.b.server_name}", {}, self.alice.user
+            f"{C}/join/{quote(self.room_id)}?server_name={self.b.server_name}", {}, self.alice.user
         )
         self.assertEqual(code, 200, body)
         # Both servers know both members before anything else happens.
         await eventually(lambda: self._joined(self.b, self.bob.user, self.alice.user_id))
 
     async def _joined(self, server: TestServer, user: TestUser, member: str) -> bool:
-        code, body = await server.get(f"{CLIENT}/rooms/{quote(self.room_id)}/joined_members", user)
+        code, body = await server.get(f"{C}/rooms/{quote(self.room_id)}/joined_members", user)
         return code == 200 and member in body["joined"]
 
     async def upload(self, server: TestServer, device: FakeDevice, **body: Any) -> dict[str, Any]:
-        code, resp = await server.post(f"{CLIENT}/keys/upload", body, device.user)
+        code, resp = await server.post(f"{C}/keys/upload", body, device.user)
         self.assertEqual(code, 200, resp)
         return resp
 
     async def query(self, server: TestServer, device: FakeDevice, user_id: str) -> dict[str, Any]:
-        code, body = await server.post(f"{CLIENT}/keys/query", {"device_keys": {user_id: []}}, device.user)
+        code, body = await server.post(f"{C}/keys/query", {"device_keys": {user_id: []}}, device.user)
         self.assertEqual(code, 200, body)
         return body
 
     async def claim(self, server: TestServer, device: FakeDevice, query: dict[str, Any]) -> dict[str, Any]:
-        code, body = await server.post(f"{CLIENT}/keys/claim", {"one_time_keys": query}, device.user)
+        code, body = await server.post(f"{C}/keys/claim", {"one_time_keys": query}, device.user)
         self.assertEqual(code, 200, body)
         return body
 
     async def new_bob_device(self, device_id: str) -> FakeDevice:
         code, body = await self.b.post(
-            f"{CLIENT}/login",
+            f"{C}/login",
             {
                 "type": "m.login.password",
                 "identifier": {"type": "m.id.user", "user": "bob"},
@@ -121,7 +120,7 @@ class E2eeFederationTests(TwoServerTestCase):
         body = await self.query(self.a, self.alice, f"@x:{dead}")
         self.assertIn(dead, body["failures"])
         code, body = await self.a.post(
-            f"{CLIENT}/keys/claim",
+            f"{C}/keys/claim",
             {"one_time_keys": {f"@x:{dead}": {"D": "signed_curve25519"}}, "timeout": 2000},
             self.alice.user,
         )
@@ -180,7 +179,7 @@ class E2eeFederationTests(TwoServerTestCase):
         await self.query(self.a, self.alice, self.bob.user_id)
         bob2 = await self.new_bob_device("BOB2")
         await eventually(lambda: self._has_devices({"BOB1", "BOB2"}))
-        path = f"{CLIENT}/devices/BOB2"
+        path = f"{C}/devices/BOB2"
         code, resp = await self.b.request("DELETE", path, {}, token=bob2.user)
         code, resp = await self.b.request(
             "DELETE", path, {"auth": password_auth(self.bob.user, resp["session"])}, token=self.bob.user
@@ -191,7 +190,7 @@ class E2eeFederationTests(TwoServerTestCase):
     async def test_cross_signing_keys_over_federation(self) -> None:
         await self.query(self.a, self.alice, self.bob.user_id)
         keys = CrossSigningKeys(self.bob.user_id)
-        code, body = await self.b.post(f"{CLIENT}/keys/device_signing/upload", keys.upload_body(), self.bob.user)
+        code, body = await self.b.post(f"{C}/keys/device_signing/upload", keys.upload_body(), self.bob.user)
         self.assertEqual(code, 200, body)
 
         async def seen() -> bool:
@@ -207,13 +206,13 @@ class E2eeFederationTests(TwoServerTestCase):
         self.assertNotIn(self.bob.user_id, body.get("user_signing_keys", {}))
         # Alice signs Bob's master key with her user-signing key: only she sees that signature.
         a_keys = CrossSigningKeys(self.alice.user_id)
-        code, _ = await self.a.post(f"{CLIENT}/keys/device_signing/upload", a_keys.upload_body(), self.alice.user)
+        code, _ = await self.a.post(f"{C}/keys/device_signing/upload", a_keys.upload_body(), self.alice.user)
         self.assertEqual(code, 200)
         from tests.test_keys import public, sign
 
         signed = sign(keys.master_key(), self.alice.user_id, a_keys.key_id(a_keys.user_signing), a_keys.user_signing)
         code, resp = await self.a.post(
-            f"{CLIENT}/keys/signatures/upload", {self.bob.user_id: {public(keys.master): signed}}, self.alice.user
+            f"{C}/keys/signatures/upload", {self.bob.user_id: {public(keys.master): signed}}, self.alice.user
         )
         self.assertEqual((code, resp), (200, {"failures": {}}))
         master = (await self.query(self.a, self.alice, self.bob.user_id))["master_keys"][self.bob.user_id]
@@ -234,7 +233,7 @@ class E2eeFederationTests(TwoServerTestCase):
         self.assertEqual([d["device_id"] for d in body["devices"]], ["BOB1"])
         self.assertEqual(body["devices"][0]["keys"], self.bob.device_keys())
         # Device names stay on their server.
-        code, _ = await self.b.put(f"{CLIENT}/devices/BOB1", {"display_name": "Bob's work laptop"}, self.bob.user)
+        code, _ = await self.b.put(f"{C}/devices/BOB1", {"display_name": "Bob's work laptop"}, self.bob.user)
         self.assertEqual(code, 200)
         body = await client.get_json(self.b.server_name, path)
         self.assertNotIn("device_display_name", body["devices"][0])
@@ -282,7 +281,7 @@ class E2eeFederationTests(TwoServerTestCase):
         }
         since = (await self.b.sync(self.bob.user))["next_batch"]
         code, body = await self.a.put(
-            f"{CLIENT}/sendToDevice/m.room.encrypted/t1",
+            f"{C}/sendToDevice/m.room.encrypted/t1",
             {"messages": {self.bob.user_id: {"BOB1": payload}}},
             self.alice.user,
         )
@@ -325,7 +324,7 @@ class E2eeFederationTests(TwoServerTestCase):
         await self.query(self.a, self.alice, self.bob.user_id)
         await self.new_bob_device("BOB2")
         await eventually(lambda: self._has_devices({"BOB1", "BOB2"}))
-        path = f"{CLIENT}/account/deactivate"
+        path = f"{C}/account/deactivate"
         code, resp = await self.b.post(path, {}, self.bob.user)
         self.assertEqual(code, 401, resp)
         code, resp = await self.b.post(path, {"auth": password_auth(self.bob.user, resp["session"])}, self.bob.user)

@@ -9,23 +9,24 @@ from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 
+from tests.harness import C
 from tests.test_account import password_auth
-from tests.test_keys import V3, FakeDevice, KeysTestCase
+from tests.test_keys import FakeDevice, KeysTestCase
 
 
 class DeviceListSyncTests(KeysTestCase):
     async def sync(self, device: FakeDevice, since: str | None = None, timeout: int = 0) -> dict[str, Any]:
-        path = f"{V3}/sync?timeout={timeout}" + (f"&since={since}" if since else "")
+        path = f"{C}/sync?timeout={timeout}" + (f"&since={since}" if since else "")
         code, body = await self.get(path, device.user)
         self.assertEqual(code, 200, body)
         return body
 
     async def room_with(self, creator: FakeDevice, *others: FakeDevice) -> str:
-        code, body = await self.post(f"{V3}/createRoom", {"preset": "public_chat"}, creator.user)
+        code, body = await self.post(f"{C}/createRoom", {"preset": "public_chat"}, creator.user)
         self.assertEqual(code, 200, body)
         room_id = body["room_id"]
         for other in others:
-            code, body = await self.post(f"{V3}/join/{room_id}", {}, other.user)
+            code, body = await self.post(f"{C}/join/{room_id}", {}, other.user)
             self.assertEqual(code, 200, body)
         return room_id
 
@@ -69,7 +70,7 @@ class DeviceListSyncTests(KeysTestCase):
         since = (await self.sync(bob))["next_batch"]
         # Carol joins a room Bob is in: she is new to Bob, and Bob is new to her.
         carol_since = (await self.sync(carol))["next_batch"]
-        code, _ = await self.post(f"{V3}/join/{room}", {}, carol.user)
+        code, _ = await self.post(f"{C}/join/{room}", {}, carol.user)
         self.assertEqual(code, 200)
         body = await self.sync(bob, since)
         self.assertIn(carol.user_id, body["device_lists"]["changed"])
@@ -77,13 +78,13 @@ class DeviceListSyncTests(KeysTestCase):
         self.assertEqual(set(carol_body["device_lists"]["changed"]) - {carol.user_id}, {alice.user_id, bob.user_id})
         # Carol leaves: Bob no longer shares a room with her.
         since = body["next_batch"]
-        code, _ = await self.post(f"{V3}/rooms/{room}/leave", {}, carol.user)
+        code, _ = await self.post(f"{C}/rooms/{room}/leave", {}, carol.user)
         self.assertEqual(code, 200)
         body = await self.sync(bob, since)
         self.assertEqual(body["device_lists"]["left"], [carol.user_id])
         # Bob leaves too: he shares nothing with Alice any more.
         since = body["next_batch"]
-        await self.post(f"{V3}/rooms/{room}/leave", {}, bob.user)
+        await self.post(f"{C}/rooms/{room}/leave", {}, bob.user)
         body = await self.sync(bob, since)
         self.assertEqual(body["device_lists"]["left"], [alice.user_id])
 
@@ -93,7 +94,7 @@ class DeviceListSyncTests(KeysTestCase):
         room1 = await self.room_with(alice, bob)
         await self.room_with(alice, bob)
         since = (await self.sync(bob))["next_batch"]
-        await self.post(f"{V3}/rooms/{room1}/leave", {}, alice.user)
+        await self.post(f"{C}/rooms/{room1}/leave", {}, alice.user)
         self.assertEqual((await self.sync(bob, since))["device_lists"]["left"], [])
 
     async def test_device_deletion_is_a_change(self) -> None:
@@ -101,9 +102,9 @@ class DeviceListSyncTests(KeysTestCase):
         bob = await self.new_device("bob")
         await self.room_with(alice, bob)
         since = (await self.sync(bob))["next_batch"]
-        code, resp = await self.request("DELETE", f"{V3}/devices/A1", {}, token=alice.user)
+        code, resp = await self.request("DELETE", f"{C}/devices/A1", {}, token=alice.user)
         code, resp = await self.request(
-            "DELETE", f"{V3}/devices/A1", {"auth": password_auth(alice.user, resp["session"])}, token=alice.user
+            "DELETE", f"{C}/devices/A1", {"auth": password_auth(alice.user, resp["session"])}, token=alice.user
         )
         self.assertEqual(code, 200, resp)
         body = await self.sync(bob, since)
@@ -116,12 +117,12 @@ class DeviceListSyncTests(KeysTestCase):
         start = (await self.sync(bob))["next_batch"]
         await self.upload(alice, device_keys=alice.device_keys())
         end = (await self.sync(bob))["next_batch"]
-        code, body = await self.get(f"{V3}/keys/changes?from={start}&to={end}", bob.user)
+        code, body = await self.get(f"{C}/keys/changes?from={start}&to={end}", bob.user)
         self.assertEqual((code, body), (200, {"changed": [alice.user_id], "left": []}))
-        code, body = await self.get(f"{V3}/keys/changes?from={end}&to={end}", bob.user)
+        code, body = await self.get(f"{C}/keys/changes?from={end}&to={end}", bob.user)
         self.assertEqual(body, {"changed": [], "left": []})
-        self.assertMatrixError(await self.get(f"{V3}/keys/changes?from={start}", bob.user), 400, "M_MISSING_PARAM")
-        self.assertMatrixError(await self.get(f"{V3}/keys/changes?from=bad&to={end}", bob.user), 400, "M_INVALID_PARAM")
+        self.assertMatrixError(await self.get(f"{C}/keys/changes?from={start}", bob.user), 400, "M_MISSING_PARAM")
+        self.assertMatrixError(await self.get(f"{C}/keys/changes?from=bad&to={end}", bob.user), 400, "M_INVALID_PARAM")
 
     async def test_one_time_key_counts_in_sync(self) -> None:
         alice = await self.new_device("alice")
@@ -141,7 +142,7 @@ class DeviceListSyncTests(KeysTestCase):
         await self.room_with(alice, bob)
         since = (await self.sync(bob))["next_batch"]
         code, body = await self.post(
-            f"{V3}/keys/device_signing/upload", CrossSigningKeys(alice.user_id).upload_body(), alice.user
+            f"{C}/keys/device_signing/upload", CrossSigningKeys(alice.user_id).upload_body(), alice.user
         )
         self.assertEqual(code, 200, body)
         self.assertEqual((await self.sync(bob, since))["device_lists"]["changed"], [alice.user_id])

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from mxserver.rooms.room_server import EventSpec
-from tests.room_helpers import RoomTestCase
+from tests.harness import HomeserverTestCase
 
 
-class ServersInRoomTests(RoomTestCase):
+class ServersInRoomTests(HomeserverTestCase):
     async def _remote_join(self, room: str, user_id: str) -> None:
         # A remote user's join, built locally: enough for the membership bookkeeping
         # (the room is public; the room server signs it as ours, which does not matter here).
@@ -14,7 +14,7 @@ class ServersInRoomTests(RoomTestCase):
 
     async def test_own_server_and_remote_members(self) -> None:
         alice = await self.register("alice")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         self.assertEqual(await self.hs.room_servers.servers_in_room(room), {"test"})
         await self._remote_join(room, "@bob:remote.example")
         await self._remote_join(room, "@carol:remote.example")
@@ -35,7 +35,7 @@ class ServersInRoomTests(RoomTestCase):
 
     async def test_result_cannot_change_the_cache(self) -> None:
         alice = await self.register("alice")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         servers = await self.hs.room_servers.servers_in_room(room)
         with self.assertRaises(AttributeError):
             servers.add("evil.example")  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from mxserver.rooms.room_server import EventSpec
-from tests.fed_inbound_helpers import LOOPBACK, InboundTestCase
+from tests.harness import LOOPBACK, InboundTestCase
 
 F = "/_matrix/federation/v1"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from mxserver.federation.pdu_checks import check_pdu
+from tests.harness import TwoServerTestCase
 from tests.test_federation_joins import FederationTestMixin, eventually
-from tests.two_servers import TwoServerTestCase
 
 F1 = "/_matrix/federation/v1"
 

@@ -11,9 +11,8 @@ from typing import Any
 from mxserver.crypto.keys import generate_signing_key
 from mxserver.events.builder import build_event
 from mxserver.federation.remote_rooms import q
+from tests.harness import C, TestServer, TestUser, TwoServerTestCase
 from tests.test_federation_joins import F1, F2, FederationTestMixin, eventually
-from tests.two_servers import CLIENT, TestServer, TwoServerTestCase
-from tests.utils import TestUser
 
 
 class InviteTests(FederationTestMixin, TwoServerTestCase):
@@ -23,7 +22,7 @@ class InviteTests(FederationTestMixin, TwoServerTestCase):
         self.bob = await self.b.register("bob")
 
     async def invite(self, server: TestServer, user: TestUser, room_id: str, target: str) -> tuple[int, Any]:
-        return await server.post(f"{CLIENT}/rooms/{q(room_id)}/invite", {"user_id": target}, user)
+        return await server.post(f"{C}/rooms/{q(room_id)}/invite", {"user_id": target}, user)
 
     async def membership_on(self, server: TestServer, room_id: str, user_id: str) -> str | None:
         if await server.hs.room_server.get_room(room_id) is None:
@@ -68,7 +67,7 @@ class InviteTests(FederationTestMixin, TwoServerTestCase):
         room_id = await self.a.create_room(self.alice, {"preset": "private_chat"})
         self.assertEqual((await self.invite(self.a, self.alice, room_id, self.bob.user_id))[0], 200)
         since = (await self.b.sync(self.bob))["next_batch"]
-        code, body = await self.b.post(f"{CLIENT}/rooms/{q(room_id)}/leave", {"reason": "no thanks"}, self.bob)
+        code, body = await self.b.post(f"{C}/rooms/{q(room_id)}/leave", {"reason": "no thanks"}, self.bob)
         self.assertEqual(code, 200, body)
         # A took the rejection into the room (send_leave)
         self.assertEqual(await self.membership_on(self.a, room_id, self.bob.user_id), "leave")
@@ -80,14 +79,14 @@ class InviteTests(FederationTestMixin, TwoServerTestCase):
         # and joining later without an invite is refused by A
         self.assertMatrixError(await self.join(self.b, self.bob, room_id, self.a.server_name), 403, "M_FORBIDDEN")
         # the rejected room can be forgotten
-        code, body = await self.b.post(f"{CLIENT}/rooms/{q(room_id)}/forget", {}, self.bob)
+        code, body = await self.b.post(f"{C}/rooms/{q(room_id)}/forget", {}, self.bob)
         self.assertEqual(code, 200, body)
 
     async def test_reject_when_inviter_is_gone(self) -> None:
         room_id = await self.a.create_room(self.alice, {"preset": "private_chat"})
         self.assertEqual((await self.invite(self.a, self.alice, room_id, self.bob.user_id))[0], 200)
         await self.a.hs.stopService()  # A is unreachable now
-        code, body = await self.b.post(f"{CLIENT}/rooms/{q(room_id)}/leave", {}, self.bob)
+        code, body = await self.b.post(f"{C}/rooms/{q(room_id)}/leave", {}, self.bob)
         self.assertEqual(code, 200, body)
         sync = await self.b.sync(self.bob)
         self.assertNotIn(room_id, sync["rooms"]["invite"])
@@ -100,7 +99,7 @@ class InviteTests(FederationTestMixin, TwoServerTestCase):
 
     async def test_create_room_inviting_a_remote_user(self) -> None:
         code, body = await self.a.post(
-            f"{CLIENT}/createRoom", {"preset": "trusted_private_chat", "invite": [self.bob.user_id], "is_direct": True},
+            f"{C}/createRoom", {"preset": "trusted_private_chat", "invite": [self.bob.user_id], "is_direct": True},
             self.alice,
         )
         self.assertEqual(code, 200, body)
@@ -117,7 +116,7 @@ class InviteTests(FederationTestMixin, TwoServerTestCase):
              "initial_state": [{"type": "m.room.join_rules", "content": {"join_rule": "knock"}}]},
         )
         code, body = await self.a.post(
-            f"{CLIENT}/knock/{q(room_id)}?server_name={q(self.b.server_name)}", {"reason": "let me in"}, self.alice
+            f"{C}/knock/{q(room_id)}?server_name={q(self.b.server_name)}", {"reason": "let me in"}, self.alice
         )
         self.assertEqual((code, body.get("room_id")), (200, room_id), body)
         self.assertEqual(await self.membership_on(self.b, room_id, self.alice.user_id), "knock")
@@ -138,13 +137,13 @@ class InviteTests(FederationTestMixin, TwoServerTestCase):
             self.bob, {"room_version": "12", "initial_state": [{"type": "m.room.join_rules", "content": {"join_rule": "knock"}}]}
         )
         via = f"?server_name={q(self.b.server_name)}"
-        self.assertEqual((await self.a.post(f"{CLIENT}/knock/{q(room_id)}{via}", {}, self.alice))[0], 200)
-        code, body = await self.a.post(f"{CLIENT}/rooms/{q(room_id)}/leave", {}, self.alice)
+        self.assertEqual((await self.a.post(f"{C}/knock/{q(room_id)}{via}", {}, self.alice))[0], 200)
+        code, body = await self.a.post(f"{C}/rooms/{q(room_id)}/leave", {}, self.alice)
         self.assertEqual(code, 200, body)
         self.assertEqual(await self.membership_on(self.b, room_id, self.alice.user_id), "leave")
         # a room that does not take knocks
         public = await self.public_room(self.b, self.bob)
-        result = await self.a.post(f"{CLIENT}/knock/{q(public)}{via}", {}, self.alice)
+        result = await self.a.post(f"{C}/knock/{q(public)}{via}", {}, self.alice)
         self.assertMatrixError(result, 403, "M_FORBIDDEN")
 
 
@@ -201,7 +200,7 @@ class ResidentBadInputTests(FederationTestMixin, TwoServerTestCase):
             await self.fed(self.a, "GET", self.make_join_path(user_id="nope"), args={"ver": ["12"]}), 400, "M_INVALID_PARAM"
         )
         # banned
-        code, body = await self.b.post(f"{CLIENT}/rooms/{q(self.room_id)}/ban", {"user_id": self.alice_id}, self.bob)
+        code, body = await self.b.post(f"{C}/rooms/{q(self.room_id)}/ban", {"user_id": self.alice_id}, self.bob)
         self.assertEqual(code, 200, body)
         self.assertFedError(await self.fed(self.a, "GET", self.make_join_path(), args={"ver": ["12"]}), 403, "M_FORBIDDEN")
         # a good template otherwise
@@ -363,7 +362,7 @@ class OutOfBandUpdateTests(FederationTestMixin, TwoServerTestCase):
         alice = await self.a.register("alice")
         bob = await self.b.register("bob")
         room_id = await self.b.create_room(bob, {"preset": "private_chat"})
-        code, body = await self.b.post(f"{CLIENT}/rooms/{q(room_id)}/invite", {"user_id": alice.user_id}, bob)
+        code, body = await self.b.post(f"{C}/rooms/{q(room_id)}/invite", {"user_id": alice.user_id}, bob)
         self.assertEqual(code, 200, body)
         since = (await self.a.sync(alice))["next_batch"]
         remote = self.a.hs.remote_rooms
@@ -380,7 +379,7 @@ class OutOfBandUpdateTests(FederationTestMixin, TwoServerTestCase):
         self.assertFalse(await remote.receive_out_of_band(forged))
         # The kick reaches A through B's sender (a kick of a remote user goes to her server)
         # and replaces the invite: her client sees the room leave.
-        code, body = await self.b.post(f"{CLIENT}/rooms/{q(room_id)}/kick", {"user_id": alice.user_id}, bob)
+        code, body = await self.b.post(f"{C}/rooms/{q(room_id)}/kick", {"user_id": alice.user_id}, bob)
         self.assertEqual(code, 200, body)
         kick = await self.b.hs.room_server.current_state_event(room_id, "m.room.member", alice.user_id)
         sync = await self.a.sync(alice, since, timeout_ms=20_000)

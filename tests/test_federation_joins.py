@@ -16,8 +16,7 @@ from twisted.internet import reactor, task
 
 from mxserver.federation.client import FederationError
 from mxserver.federation.remote_rooms import q
-from tests.two_servers import CLIENT, TestServer, TwoServerTestCase
-from tests.utils import TestUser
+from tests.harness import C, TestServer, TestUser, TwoServerTestCase
 
 F1 = "/_matrix/federation/v1"
 F2 = "/_matrix/federation/v2"
@@ -46,17 +45,17 @@ class FederationTestMixin:
         return await server.create_room(user, body)
 
     async def joined(self, server: TestServer, user: TestUser, room_id: str) -> set[str]:
-        code, body = await server.get(f"{CLIENT}/rooms/{q(room_id)}/joined_members", user)
+        code, body = await server.get(f"{C}/rooms/{q(room_id)}/joined_members", user)
         self.assertEqual(code, 200, body)  # type: ignore[attr-defined]
         return set(body["joined"])
 
     async def join(self, server: TestServer, user: TestUser, room: str, via: str | None = None) -> tuple[int, Any]:
         query = f"?server_name={quote(via)}" if via else ""
-        return await server.post(f"{CLIENT}/join/{q(room)}{query}", {}, user)
+        return await server.post(f"{C}/join/{q(room)}{query}", {}, user)
 
     async def send_text(self, server: TestServer, user: TestUser, room_id: str, text: str) -> str:
         code, body = await server.put(
-            f"{CLIENT}/rooms/{q(room_id)}/send/m.room.message/t{text.__hash__()}",
+            f"{C}/rooms/{q(room_id)}/send/m.room.message/t{text.__hash__()}",
             {"msgtype": "m.text", "body": text},
             user,
         )
@@ -64,7 +63,7 @@ class FederationTestMixin:
         return body["event_id"]
 
     async def timeline_bodies(self, server: TestServer, user: TestUser, room_id: str) -> list[str]:
-        code, body = await server.get(f"{CLIENT}/rooms/{q(room_id)}/messages?dir=b&limit=50", user)
+        code, body = await server.get(f"{C}/rooms/{q(room_id)}/messages?dir=b&limit=50", user)
         if code != 200:
             return []
         return [e["content"].get("body") for e in body["chunk"] if e["type"] == "m.room.message"]
@@ -99,9 +98,9 @@ class RemoteJoinTests(FederationTestMixin, TwoServerTestCase):
             self.assertEqual(await self.joined(self.a, self.alice, room_id), both)
             self.assertEqual(await self.joined(self.b, self.bob, room_id), both)
             # the room's state came along: name, create, join rules
-            code, state = await self.a.get(f"{CLIENT}/rooms/{q(room_id)}/state/m.room.name", self.alice)
+            code, state = await self.a.get(f"{C}/rooms/{q(room_id)}/state/m.room.name", self.alice)
             self.assertEqual((code, state.get("name")), (200, f"room v{version}"))
-            code, create = await self.a.get(f"{CLIENT}/rooms/{q(room_id)}/state/m.room.create", self.alice)
+            code, create = await self.a.get(f"{C}/rooms/{q(room_id)}/state/m.room.create", self.alice)
             self.assertEqual(code, 200, create)
             # joining again is a no-op answered locally
             code, body = await self.join(self.a, self.alice, room_id)
@@ -136,11 +135,11 @@ class RemoteJoinTests(FederationTestMixin, TwoServerTestCase):
     async def test_join_by_remote_alias(self) -> None:
         room_id = await self.public_room(self.b, self.bob, room_alias_name="lobby")
         alias = f"#lobby:{self.b.server_name}"
-        code, body = await self.a.get(f"{CLIENT}/directory/room/{q(alias)}", self.alice)
+        code, body = await self.a.get(f"{C}/directory/room/{q(alias)}", self.alice)
         self.assertEqual(code, 200, body)
         self.assertEqual(body["room_id"], room_id)
         self.assertIn(self.b.server_name, body["servers"])
-        code, body = await self.a.get(f"{CLIENT}/directory/room/{q('#nope:' + self.b.server_name)}", self.alice)
+        code, body = await self.a.get(f"{C}/directory/room/{q('#nope:' + self.b.server_name)}", self.alice)
         self.assertEqual((code, body.get("errcode")), (404, "M_NOT_FOUND"), body)
         code, body = await self.join(self.a, self.alice, alias)
         self.assertEqual((code, body.get("room_id")), (200, room_id), body)
@@ -149,7 +148,7 @@ class RemoteJoinTests(FederationTestMixin, TwoServerTestCase):
     async def test_leave_and_rejoin(self) -> None:
         room_id = await self.public_room(self.b, self.bob)
         self.assertEqual((await self.join(self.a, self.alice, room_id, self.b.server_name))[0], 200)
-        code, body = await self.a.post(f"{CLIENT}/rooms/{q(room_id)}/leave", {}, self.alice)
+        code, body = await self.a.post(f"{C}/rooms/{q(room_id)}/leave", {}, self.alice)
         self.assertEqual(code, 200, body)
         await eventually(lambda: self._not_joined(self.b, self.bob, room_id, self.alice.user_id))
         sync = await self.a.sync(self.alice)
@@ -166,7 +165,7 @@ class RemoteJoinTests(FederationTestMixin, TwoServerTestCase):
     async def test_banned_user_cannot_join(self) -> None:
         room_id = await self.public_room(self.b, self.bob)
         code, body = await self.b.post(
-            f"{CLIENT}/rooms/{q(room_id)}/ban", {"user_id": self.alice.user_id, "reason": "no"}, self.bob
+            f"{C}/rooms/{q(room_id)}/ban", {"user_id": self.alice.user_id, "reason": "no"}, self.bob
         )
         self.assertEqual(code, 200, body)
         result = await self.join(self.a, self.alice, room_id, self.b.server_name)
@@ -212,7 +211,7 @@ class ResidentAndRestrictedTests(FederationTestMixin, TwoServerTestCase):
     async def test_invite_while_already_resident(self) -> None:
         room_id = await self.public_room(self.b, self.bob)
         self.assertEqual((await self.join(self.a, self.alice, room_id, self.b.server_name))[0], 200)
-        code, body = await self.b.post(f"{CLIENT}/rooms/{q(room_id)}/invite", {"user_id": self.carol.user_id}, self.bob)
+        code, body = await self.b.post(f"{C}/rooms/{q(room_id)}/invite", {"user_id": self.carol.user_id}, self.bob)
         self.assertEqual(code, 200, body)
         # A is in the room: the invite arrives as a room event (not out of band) and shows in /sync
         async def invited() -> bool:
@@ -353,11 +352,11 @@ class RestartTests(FederationTestMixin, TwoServerTestCase):
         room_id = await self.public_room(self.b, bob, "12", name="durable")
         other = await self.b.create_room(bob, {"preset": "private_chat", "name": "invite only"})
         self.assertEqual((await self.join(self.a, alice, room_id, self.b.server_name))[0], 200)
-        code, body = await self.b.post(f"{CLIENT}/rooms/{q(other)}/invite", {"user_id": carol.user_id}, bob)
+        code, body = await self.b.post(f"{C}/rooms/{q(other)}/invite", {"user_id": carol.user_id}, bob)
         self.assertEqual(code, 200, body)
         await self.restart(self.a)
         self.assertEqual(await self.joined(self.a, alice, room_id), {alice.user_id, bob.user_id})
-        code, name = await self.a.get(f"{CLIENT}/rooms/{q(room_id)}/state/m.room.name", alice)
+        code, name = await self.a.get(f"{C}/rooms/{q(room_id)}/state/m.room.name", alice)
         self.assertEqual((code, name.get("name")), (200, "durable"))
         invite = (await self.a.sync(carol))["rooms"]["invite"][other]["invite_state"]["events"]
         self.assertIn("invite only", [e["content"].get("name") for e in invite])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mxserver.streams import PresenceChange, ReceiptChange, ToDeviceSent, TypingChange
-from tests.room_helpers import C, q
+from tests.harness import C, q
 from tests.test_federation_sender import R1, R2, SenderTestCase, settle
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from mxserver.federation.remote_rooms import q
+from tests.harness import C, TwoServerTestCase
 from tests.test_federation_joins import FederationTestMixin, eventually
-from tests.two_servers import CLIENT, TwoServerTestCase
 
 
 class RejoinGapTests(FederationTestMixin, TwoServerTestCase):
@@ -31,7 +31,7 @@ class RejoinGapTests(FederationTestMixin, TwoServerTestCase):
     async def all_messages_backwards(self, room_id: str) -> list[dict[str, Any]]:
         """Every event A's /messages gives alice, from the latest backwards (all pages)."""
         out: list[dict[str, Any]] = []
-        path = f"{CLIENT}/rooms/{q(room_id)}/messages?dir=b&limit=20"
+        path = f"{C}/rooms/{q(room_id)}/messages?dir=b&limit=20"
         code, body = await self.a.get(path, self.alice)
         for _ in range(50):
             self.assertEqual(code, 200, body)
@@ -47,7 +47,7 @@ class RejoinGapTests(FederationTestMixin, TwoServerTestCase):
         self.assertEqual((await self.join(self.a, self.alice, room_id, self.b.server_name))[0], 200)
         await self.send_text(self.b, self.bob, room_id, "before leaving")
         await eventually(lambda: self._a_has_body(room_id, "before leaving"))
-        code, body = await self.a.post(f"{CLIENT}/rooms/{q(room_id)}/leave", {}, self.alice)
+        code, body = await self.a.post(f"{C}/rooms/{q(room_id)}/leave", {}, self.alice)
         self.assertEqual(code, 200, body)
         await eventually(lambda: self._b_sees_leave(room_id))
         away = [f"while away {i}" for i in range(count)]

@@ -17,7 +17,7 @@ from twisted.web import server
 
 from mxserver.crypto.keys import generate_signing_key
 from mxserver.rooms.room_server import EventSpec
-from tests.fed_inbound_helpers import InboundTestCase
+from tests.harness import InboundTestCase
 
 
 def q(value: str) -> str:
@@ -39,10 +39,10 @@ class SendTests(InboundTestCase):
         msg = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "hello"})
         code, body = await self.send_txn("t1", [pdu(msg)])
         self.assertEqual((code, body), (200, {"pdus": {msg.event_id: {}}}))
-        row = await self.row(msg.event_id)
-        assert row is not None
-        self.assertIsNotNone(row[0])  # in the timeline
-        self.assertIsNone(row[1])
+        info = await self.event_info(msg.event_id)
+        assert info is not None
+        self.assertIsNotNone(info.stream_ordering)  # in the timeline
+        self.assertIsNone(info.rejected_reason)
         # alice sees it through the client API
         code, msgs = await self.get(f"/_matrix/client/v3/rooms/{q(room_id)}/messages?dir=b&limit=1", self.alice)
         self.assertEqual(msgs["chunk"][0]["content"]["body"], "hello")
@@ -56,7 +56,7 @@ class SendTests(InboundTestCase):
         code, body = await self.send_txn("t1", [p])
         self.assertEqual(code, 200)
         self.assertIn("bad signature", body["pdus"][forged.event_id]["error"])
-        self.assertIsNone(await self.row(forged.event_id))
+        self.assertIsNone(await self.event_info(forged.event_id))
 
     async def test_wrong_origin(self) -> None:
         room_id = await self.joined_room()
@@ -77,7 +77,7 @@ class SendTests(InboundTestCase):
                                         sender=other.user("carol"))
         code, resp = await self.send_txn("t2", [pdu(spoof)])
         self.assertIn(f"not signed by {other.name}", resp["pdus"][spoof.event_id]["error"])
-        self.assertIsNone(await self.row(spoof.event_id))
+        self.assertIsNone(await self.event_info(spoof.event_id))
 
     async def test_bad_hash_is_stored_redacted(self) -> None:
         room_id = await self.joined_room()
@@ -86,9 +86,9 @@ class SendTests(InboundTestCase):
         p["content"] = {"msgtype": "m.text", "body": "tampered"}
         code, body = await self.send_txn("t1", [p])
         self.assertEqual(body, {"pdus": {msg.event_id: {}}})
-        row = await self.row(msg.event_id)
-        assert row is not None
-        self.assertEqual(json.loads(row[4])["content"], {})
+        stored = await self.hs.event_store.get_event(msg.event_id)
+        assert stored is not None
+        self.assertEqual(stored.content, {})
 
     async def test_event_failing_auth_is_rejected(self) -> None:
         room_id = await self.room()
@@ -98,10 +98,10 @@ class SendTests(InboundTestCase):
         code, body = await self.send_txn("t1", [pdu(msg)])
         self.assertEqual(code, 200)
         self.assertIn("Event rejected", body["pdus"][msg.event_id]["error"])
-        row = await self.row(msg.event_id)
-        assert row is not None
-        self.assertIsNone(row[0])
-        self.assertIsNotNone(row[1])
+        info = await self.event_info(msg.event_id)
+        assert info is not None
+        self.assertIsNone(info.stream_ordering)
+        self.assertIsNotNone(info.rejected_reason)
         # a rejected event is not handed on to other servers
         code, err = await self.fed("GET", f"/_matrix/federation/v1/event/{q(msg.event_id)}")
         self.assertEqual((code, err["errcode"]), (404, "M_NOT_FOUND"))
@@ -161,7 +161,7 @@ class SendTests(InboundTestCase):
             REGISTRY.get_sample_value("mxserver_federation_transactions_received_total", {"result": "replayed"}),
             replays + 1,
         )
-        self.assertIsNone(await self.row(other.event_id))
+        self.assertIsNone(await self.event_info(other.event_id))
         messages, _ = await self.hs.to_device.get_to_device_for_sync(self.alice.user_id, self.alice.device_id, 0)
         self.assertEqual([m["content"] for m in messages], [{"n": 1}])
         # two concurrent deliveries of one transaction: processed once, both get the answer
@@ -185,7 +185,7 @@ class SendTests(InboundTestCase):
                   "content": {"room_id": room_id, "user_id": self.remote.user("bob"), "typing": True}}
         code, body = await self.send_txn("t1", [pdu(msg)], [typing])
         self.assertIn("server ACL", body["pdus"][msg.event_id]["error"])
-        self.assertIsNone(await self.row(msg.event_id))
+        self.assertIsNone(await self.event_info(msg.event_id))
         self.assertEqual(set(self.hs.typing.typing_in(room_id)), set())
         # and the protected read endpoints refuse it
         code, resp = await self.fed("GET", f"/_matrix/federation/v1/state_ids/{q(room_id)}?event_id={q(msg.prev_event_ids[0])}")
@@ -202,8 +202,8 @@ class SendTests(InboundTestCase):
             return server.NOT_DONE_YET
 
         path = f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()
-        bad.scripted.routes[path] = hang
-        bad.scripted.routes[f"/_matrix/federation/v1/state_ids/{q(room_id)}".encode()] = hang
+        bad.routes[path] = hang
+        bad.routes[f"/_matrix/federation/v1/state_ids/{q(room_id)}".encode()] = hang
         self.hs.federation_receiver.gaps.timeout = 2.0
         gap = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "gap"},
                                       sender=bad.user("mallory"), prev=["$unknown"], remote=bad, depth=50)
@@ -217,7 +217,7 @@ class SendTests(InboundTestCase):
         code, body = await bad_send
         self.assertEqual(code, 200)
         self.assertIn("error", body["pdus"][gap.event_id])
-        self.assertIsNone(await self.row(gap.event_id))
+        self.assertIsNone(await self.event_info(gap.event_id))
         for r in hanging:
             if not r.finished and not r._disconnected:
                 r.finish()
@@ -232,16 +232,16 @@ class SendTests(InboundTestCase):
         e3 = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "3"},
                                      prev=[e2.event_id], depth=e2.depth + 1)
         path = f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()
-        self.remote.scripted.routes[path] = (200, {"events": [pdu(e2), pdu(e1)]})
+        self.remote.routes[path] = (200, {"events": [pdu(e2), pdu(e1)]})
         code, body = await self.send_txn("t1", [pdu(e3)])
         self.assertEqual(body, {"pdus": {e3.event_id: {}}})
-        (req,) = [r for r in self.remote.scripted.requests if r.path == path]
+        (req,) = [r for r in self.remote.requests if r.path == path]
         sent = json.loads(req.body)
         self.assertEqual(sent["latest_events"], [e3.event_id])
         self.assertEqual(sorted(sent["earliest_events"]), sorted(extremities))
         self.assertEqual(sent["limit"], 10)
-        rows = [await self.row(e.event_id) for e in (e1, e2, e3)]
-        orderings = [r[0] for r in rows if r is not None]
+        infos = [await self.event_info(e.event_id) for e in (e1, e2, e3)]
+        orderings = [i.stream_ordering for i in infos if i is not None]
         self.assertEqual(len(orderings), 3)
         self.assertEqual(orderings, sorted(orderings))  # received oldest first
         head = await self.hs.room_server.get_head(room_id)
@@ -253,7 +253,7 @@ class SendTests(InboundTestCase):
         x = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "never sent"})
         y = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "after the gap"},
                                     prev=[x.event_id], depth=x.depth + 1)
-        routes = self.remote.scripted.routes
+        routes = self.remote.routes
         routes[f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()] = (200, {"events": []})
         chain = sorted(await self.hs.event_store.get_auth_chain_ids(state.values()))
         routes[f"/_matrix/federation/v1/state_ids/{q(room_id)}".encode()] = (
@@ -262,12 +262,12 @@ class SendTests(InboundTestCase):
             200, {"origin": self.remote.name, "origin_server_ts": 1, "pdus": [pdu(x)]})
         code, body = await self.send_txn("t1", [pdu(y)])
         self.assertEqual(body, {"pdus": {y.event_id: {}}})
-        row_y = await self.row(y.event_id)
-        row_x = await self.row(x.event_id)
-        assert row_x is not None and row_y is not None
-        self.assertIsNotNone(row_y[0])  # y is in the timeline
-        self.assertTrue(row_x[3])  # x is an outlier
-        state_req = [r for r in self.remote.scripted.requests if r.path.startswith(b"/_matrix/federation/v1/state_ids/")]
+        info_y = await self.event_info(y.event_id)
+        info_x = await self.event_info(x.event_id)
+        assert info_x is not None and info_y is not None
+        self.assertIsNotNone(info_y.stream_ordering)  # y is in the timeline
+        self.assertTrue(info_x.outlier)
+        state_req = [r for r in self.remote.requests if r.path.startswith(b"/_matrix/federation/v1/state_ids/")]
         self.assertIn(q(x.event_id).encode(), state_req[0].uri)
         self.assertEqual(await self.hs.room_server.state_at_event(y.event_id, after=False), state)
         # the outlier is served to servers in the room (the current state decides its visibility)
@@ -375,7 +375,7 @@ class SendTests(InboundTestCase):
             hanging.append(request)
             return server.NOT_DONE_YET
 
-        routes = self.remote.scripted.routes
+        routes = self.remote.routes
         routes[f"/_matrix/federation/v1/get_missing_events/{q(slow_room)}".encode()] = hang
         routes[f"/_matrix/federation/v1/state_ids/{q(slow_room)}".encode()] = (404, {"errcode": "M_NOT_FOUND", "error": "x"})
         self.hs.federation_receiver.gaps.timeout = 2.0
@@ -386,7 +386,7 @@ class SendTests(InboundTestCase):
         while not hanging:
             await task.deferLater(reactor, 0.05)
         # the other room's event is in while the first room waits for its gap
-        self.assertIsNotNone(await self.row(fast.event_id))
+        self.assertIsNotNone(await self.event_info(fast.event_id))
         self.assertFalse(d.called)
         code, body = await d
         self.assertEqual(body["pdus"][fast.event_id], {})
@@ -401,7 +401,7 @@ class SendTests(InboundTestCase):
         x = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "x"})
         y = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "y"},
                                     prev=[x.event_id], depth=x.depth + 1)
-        routes = self.remote.scripted.routes
+        routes = self.remote.routes
         routes[f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()] = (200, {"events": []})
         routes[f"/_matrix/federation/v1/state_ids/{q(room_id)}".encode()] = (
             200, {"pdu_ids": sorted([*state.values(), bad_topic.event_id]), "auth_chain_ids": []})
@@ -410,10 +410,10 @@ class SendTests(InboundTestCase):
                 200, {"origin": self.remote.name, "origin_server_ts": 1, "pdus": [pdu(ev)]})
         code, body = await self.send_txn("t1", [pdu(y)])
         self.assertEqual(body, {"pdus": {y.event_id: {}}})
-        row = await self.row(bad_topic.event_id)
-        assert row is not None
-        self.assertTrue(row[3])  # an outlier
-        self.assertIsNotNone(row[1])  # rejected
+        info = await self.event_info(bad_topic.event_id)
+        assert info is not None
+        self.assertTrue(info.outlier)
+        self.assertIsNotNone(info.rejected_reason)
         before = await self.hs.room_server.state_at_event(y.event_id, after=False)
         self.assertNotIn(("m.room.topic", ""), before)
 
@@ -430,7 +430,7 @@ class SendTests(InboundTestCase):
         routes[f"/_matrix/federation/v1/event/{q('$elsewhere')}".encode()] = (404, {"errcode": "M_NOT_FOUND", "error": "x"})
         code, body = await self.send_txn("t2", [pdu(z)])
         self.assertIn("error", body["pdus"][z.event_id])
-        self.assertIsNone(await self.row(z.event_id))
+        self.assertIsNone(await self.event_info(z.event_id))
 
     async def test_many_missing_state_events_come_from_state(self) -> None:
         room_id = await self.joined_room()
@@ -443,7 +443,7 @@ class SendTests(InboundTestCase):
         x = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "x"})
         y = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "y"},
                                     prev=[x.event_id], depth=x.depth + 1)
-        routes = self.remote.scripted.routes
+        routes = self.remote.routes
         routes[f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()] = (200, {"events": []})
         ids = sorted([*state.values(), *(j.event_id for j in joins)])
         routes[f"/_matrix/federation/v1/state_ids/{q(room_id)}".encode()] = (200, {"pdu_ids": ids, "auth_chain_ids": []})
@@ -453,7 +453,7 @@ class SendTests(InboundTestCase):
             200, {"origin": self.remote.name, "origin_server_ts": 1, "pdus": [pdu(x)]})
         code, body = await self.send_txn("t1", [pdu(y)])
         self.assertEqual(body, {"pdus": {y.event_id: {}}})
-        self.assertEqual(self.remote.scripted.hits(f"/_matrix/federation/v1/state/{q(room_id)}".encode()), 1)
+        self.assertEqual(self.remote.hits(f"/_matrix/federation/v1/state/{q(room_id)}".encode()), 1)
         before = await self.hs.room_server.state_at_event(y.event_id, after=False)
         self.assertEqual(before[("m.room.member", self.remote.user("u7"))], joins[7].event_id)
         # the current state is the resolution of ours and y's: the 25 joins are in it

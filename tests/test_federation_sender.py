@@ -18,8 +18,7 @@ from mxserver.federation import sender as sender_mod
 from mxserver.federation.client import FederationError, RequestFailed
 from mxserver.homeserver import Homeserver
 from mxserver.rooms.room_server import EventSpec
-from tests.room_helpers import RoomTestCase
-from tests.utils import TestUser
+from tests.harness import HomeserverTestCase, TestUser
 
 R1 = "r1.example"
 R2 = "r2.example"
@@ -74,7 +73,7 @@ async def settle(rounds: int = 5) -> None:
         await d
 
 
-class SenderTestCase(RoomTestCase):
+class SenderTestCase(HomeserverTestCase):
     use_fake_clock = True
 
     async def _set_up(self) -> None:
@@ -91,7 +90,7 @@ class SenderTestCase(RoomTestCase):
             await settle(1)
 
     async def room_with(self, user: TestUser, *servers: str) -> str:
-        room = await self.create_room(user)
+        room = await self.create_room(user, preset="public_chat")
         # Destinations come from the joined members when the sender routes an event: let it
         # route the creation events (only we are in the room) before anyone else joins.
         await self.hs.room_servers.servers_in_room(room)

@@ -9,8 +9,7 @@ from twisted.internet.defer import Deferred
 
 from mxserver.federation.remote_rooms import q
 from mxserver.homeserver import Homeserver
-from tests.two_servers import CLIENT, TestServer, TwoServerTestCase
-from tests.utils import TestUser
+from tests.harness import C, TestServer, TestUser, TwoServerTestCase
 
 
 async def sleep(seconds: float) -> None:
@@ -40,7 +39,7 @@ class SenderEndToEndTests(_Helpers):
         alice = await self.a.register("alice")
         bob = await self.b.register("bob", device_id="BOBDEV")
         messages = {bob.user_id: {"BOBDEV": {"secret": "s1"}}}
-        code, body = await self.a.put(f"{CLIENT}/sendToDevice/m.test/t1", {"messages": messages}, alice)
+        code, body = await self.a.put(f"{C}/sendToDevice/m.test/t1", {"messages": messages}, alice)
         self.assertEqual(code, 200, body)
         events = await self.eventually(lambda: self.to_device_inbox(self.b, bob), "to-device at B")
         self.assertEqual(events, [{"type": "m.test", "sender": alice.user_id, "content": {"secret": "s1"}}])
@@ -50,14 +49,14 @@ class SenderEndToEndTests(_Helpers):
         self.assertFalse(entry["backing_off"])
 
     async def test_dead_server_backs_off_without_delaying_the_live_one(self) -> None:
-        from tests.federation_helpers import free_port
+        from tests.harness import free_port
 
         dead = f"127.0.0.1:{free_port()}"  # nothing listens there: connection refused
         alice = await self.a.register("alice")
         bob = await self.b.register("bob", device_id="BOBDEV")
         for i in range(3):
             messages = {f"@ghost:{dead}": {"D": {"n": i}}, bob.user_id: {"BOBDEV": {"n": i}}}
-            code, body = await self.a.put(f"{CLIENT}/sendToDevice/m.test/t{i}", {"messages": messages}, alice)
+            code, body = await self.a.put(f"{C}/sendToDevice/m.test/t{i}", {"messages": messages}, alice)
             self.assertEqual(code, 200, body)
 
         async def all_three() -> list[dict[str, Any]] | None:
@@ -87,18 +86,18 @@ class RoomTrafficTests(_Helpers):
         self.alice = await self.a.register("alice")
         self.bob = await self.b.register("bob")
         self.room = await self.b.create_room(self.bob, {"preset": "public_chat"})
-        code, body = await self.a.post(f"{CLIENT}/join/{q(self.room)}?server_name={q(self.b.server_name)}", {}, self.alice)
+        code, body = await self.a.post(f"{C}/join/{q(self.room)}?server_name={q(self.b.server_name)}", {}, self.alice)
         self.assertEqual(code, 200, body)
 
     async def say(self, server: TestServer, user: TestUser, text: str) -> str:
         code, body = await server.put(
-            f"{CLIENT}/rooms/{q(self.room)}/send/m.room.message/{text}", {"msgtype": "m.text", "body": text}, user
+            f"{C}/rooms/{q(self.room)}/send/m.room.message/{text}", {"msgtype": "m.text", "body": text}, user
         )
         self.assertEqual(code, 200, body)
         return str(body["event_id"])
 
     async def bodies(self, server: TestServer, user: TestUser) -> list[str]:
-        code, body = await server.get(f"{CLIENT}/rooms/{q(self.room)}/messages?dir=b&limit=100", user)
+        code, body = await server.get(f"{C}/rooms/{q(self.room)}/messages?dir=b&limit=100", user)
         if code != 200:
             return []
         return [e["content"].get("body") for e in reversed(body["chunk"]) if e["type"] == "m.room.message"]
@@ -119,7 +118,7 @@ class RoomTrafficTests(_Helpers):
 
     async def test_typing_reaches_the_other_server(self) -> None:
         code, body = await self.a.put(
-            f"{CLIENT}/rooms/{q(self.room)}/typing/{q(self.alice.user_id)}", {"typing": True, "timeout": 20000}, self.alice
+            f"{C}/rooms/{q(self.room)}/typing/{q(self.alice.user_id)}", {"typing": True, "timeout": 20000}, self.alice
         )
         self.assertEqual(code, 200, body)
 
@@ -129,7 +128,7 @@ class RoomTrafficTests(_Helpers):
 
         await self.eventually(typing_at_b, "typing at B")
         code, body = await self.a.put(
-            f"{CLIENT}/rooms/{q(self.room)}/typing/{q(self.alice.user_id)}", {"typing": False}, self.alice
+            f"{C}/rooms/{q(self.room)}/typing/{q(self.alice.user_id)}", {"typing": False}, self.alice
         )
         self.assertEqual(code, 200, body)
 
@@ -145,7 +144,7 @@ class RoomTrafficTests(_Helpers):
             return "read me" in await self.bodies(self.a, self.alice)
 
         await self.eventually(at_a, "message at A")
-        code, body = await self.a.post(f"{CLIENT}/rooms/{q(self.room)}/receipt/m.read/{q(event_id)}", {}, self.alice)
+        code, body = await self.a.post(f"{C}/rooms/{q(self.room)}/receipt/m.read/{q(event_id)}", {}, self.alice)
         self.assertEqual(code, 200, body)
 
         async def receipt_at_b() -> bool:
@@ -158,12 +157,12 @@ class RoomTrafficTests(_Helpers):
 
     async def test_kick_reaches_the_kicked_users_server(self) -> None:
         code, body = await self.b.post(
-            f"{CLIENT}/rooms/{q(self.room)}/kick", {"user_id": self.alice.user_id, "reason": "out"}, self.bob
+            f"{C}/rooms/{q(self.room)}/kick", {"user_id": self.alice.user_id, "reason": "out"}, self.bob
         )
         self.assertEqual(code, 200, body)
 
         async def kicked_at_a() -> bool:
-            path = f"{CLIENT}/rooms/{q(self.room)}/state/m.room.member/{q(self.alice.user_id)}"
+            path = f"{C}/rooms/{q(self.room)}/state/m.room.member/{q(self.alice.user_id)}"
             code, body = await self.a.get(path, self.alice)
             return code == 200 and body.get("membership") == "leave" and body.get("reason") == "out"
 

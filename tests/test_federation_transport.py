@@ -24,14 +24,7 @@ from mxserver.federation.discovery import (
     cache_period,
 )
 from mxserver.federation.ip_filter import IPRangeFilter
-from tests.federation_helpers import (
-    FakeDNS,
-    FakeNameResolver,
-    ScriptedServer,
-    listen_tls,
-    make_cert,
-    temp_dir,
-)
+from tests.harness import FakeDNS, FakeNameResolver, ScriptedServer, listen_tls, make_cert, temp_dir
 
 LOOPBACK_OK = {"verify_tls": False, "ip_range_whitelist": ["127.0.0.0/8"]}
 WK = b"/.well-known/matrix/server"
@@ -478,7 +471,7 @@ class ClientTests(_ClientTestCase):
         self.assertIn("timed out", cm.exception.msg)
 
     async def test_connection_refused(self) -> None:
-        from tests.federation_helpers import free_port
+        from tests.harness import free_port
 
         client = self.make_client(**LOOPBACK_OK)
         with self.assertRaises(RequestFailed) as cm:

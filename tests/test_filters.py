@@ -17,9 +17,7 @@ from mxserver.sync.filtering import (
     load_filter,
     split_dotted_path,
 )
-from tests.utils import HomeserverTestCase
-
-V3 = "/_matrix/client/v3"
+from tests.harness import C, HomeserverTestCase
 
 SPEC_EXAMPLE = {
     "room": {
@@ -70,17 +68,17 @@ INVALID_FILTERS: list[tuple[Any, str]] = [
 class FilterApiTests(HomeserverTestCase):
     async def test_upload_and_download(self) -> None:
         alice = await self.register("alice")
-        code, body = await self.post(f"{V3}/user/{alice.user_id}/filter", SPEC_EXAMPLE, alice)
+        code, body = await self.post(f"{C}/user/{alice.user_id}/filter", SPEC_EXAMPLE, alice)
         self.assertEqual(code, 200, body)
         filter_id = body["filter_id"]
         self.assertIsInstance(filter_id, str)
         self.assertFalse(filter_id.startswith("{"))
-        self.assertEqual(await self.get(f"{V3}/user/{alice.user_id}/filter/{filter_id}", alice), (200, SPEC_EXAMPLE))
+        self.assertEqual(await self.get(f"{C}/user/{alice.user_id}/filter/{filter_id}", alice), (200, SPEC_EXAMPLE))
 
     async def test_ids(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
-        path = f"{V3}/user/{alice.user_id}/filter"
+        path = f"{C}/user/{alice.user_id}/filter"
         first = (await self.post(path, {"room": {"timeline": {"limit": 5}}}, alice))[1]["filter_id"]
         # An identical upload (key order does not matter) reuses the ID.
         same = (await self.post(path, {"room": {"timeline": {"limit": 5}}}, alice))[1]["filter_id"]
@@ -88,12 +86,12 @@ class FilterApiTests(HomeserverTestCase):
         other = (await self.post(path, {"room": {"timeline": {"limit": 6}}}, alice))[1]["filter_id"]
         self.assertNotEqual(first, other)
         # Filter IDs are per user: bob's first filter may have the same ID but is bob's.
-        bobs = (await self.post(f"{V3}/user/{bob.user_id}/filter", {"presence": {"limit": 1}}, bob))[1]["filter_id"]
+        bobs = (await self.post(f"{C}/user/{bob.user_id}/filter", {"presence": {"limit": 1}}, bob))[1]["filter_id"]
         self.assertEqual(
-            await self.get(f"{V3}/user/{bob.user_id}/filter/{bobs}", bob), (200, {"presence": {"limit": 1}})
+            await self.get(f"{C}/user/{bob.user_id}/filter/{bobs}", bob), (200, {"presence": {"limit": 1}})
         )
         self.assertEqual(
-            await self.get(f"{V3}/user/{alice.user_id}/filter/{first}", alice),
+            await self.get(f"{C}/user/{alice.user_id}/filter/{first}", alice),
             (200, {"room": {"timeline": {"limit": 5}}}),
         )
 
@@ -101,24 +99,24 @@ class FilterApiTests(HomeserverTestCase):
         alice = await self.register("alice")
         for filter_id in ("0", "12345", "abc", "-1", "99999999999999999999999", "%7B%7D"):
             self.assertMatrixError(
-                await self.get(f"{V3}/user/{alice.user_id}/filter/{filter_id}", alice), 404, "M_NOT_FOUND"
+                await self.get(f"{C}/user/{alice.user_id}/filter/{filter_id}", alice), 404, "M_NOT_FOUND"
             )
 
     async def test_other_users_filters_are_forbidden(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
-        filter_id = (await self.post(f"{V3}/user/{bob.user_id}/filter", {}, bob))[1]["filter_id"]
-        self.assertMatrixError(await self.get(f"{V3}/user/{bob.user_id}/filter/{filter_id}", alice), 403, "M_FORBIDDEN")
-        self.assertMatrixError(await self.post(f"{V3}/user/{bob.user_id}/filter", {}, alice), 403, "M_FORBIDDEN")
+        filter_id = (await self.post(f"{C}/user/{bob.user_id}/filter", {}, bob))[1]["filter_id"]
+        self.assertMatrixError(await self.get(f"{C}/user/{bob.user_id}/filter/{filter_id}", alice), 403, "M_FORBIDDEN")
+        self.assertMatrixError(await self.post(f"{C}/user/{bob.user_id}/filter", {}, alice), 403, "M_FORBIDDEN")
         # And alice does not find bob's filter under her own ID either.
         self.assertMatrixError(
-            await self.get(f"{V3}/user/{alice.user_id}/filter/{filter_id}", alice), 404, "M_NOT_FOUND"
+            await self.get(f"{C}/user/{alice.user_id}/filter/{filter_id}", alice), 404, "M_NOT_FOUND"
         )
-        self.assertMatrixError(await self.post(f"{V3}/user/{alice.user_id}/filter", {}, None), 401, "M_MISSING_TOKEN")
+        self.assertMatrixError(await self.post(f"{C}/user/{alice.user_id}/filter", {}, None), 401, "M_MISSING_TOKEN")
 
     async def test_invalid_filters(self) -> None:
         alice = await self.register("alice")
-        path = f"{V3}/user/{alice.user_id}/filter"
+        path = f"{C}/user/{alice.user_id}/filter"
         for body, errcode in INVALID_FILTERS:
             self.assertMatrixError(await self.post(path, body, alice), 400, errcode)
         self.assertMatrixError(await self.request("POST", path, raw=b"{nope", token=alice), 400, "M_NOT_JSON")
@@ -130,15 +128,15 @@ class FilterApiTests(HomeserverTestCase):
     async def test_unknown_keys_are_ignored(self) -> None:
         alice = await self.register("alice")
         body = {"org.example.future": [1], "room": {"timeline": {"limit": 3, "x": "y"}, "z": 1}}
-        code, resp = await self.post(f"{V3}/user/{alice.user_id}/filter", body, alice)
+        code, resp = await self.post(f"{C}/user/{alice.user_id}/filter", body, alice)
         self.assertEqual(code, 200)
-        self.assertEqual(await self.get(f"{V3}/user/{alice.user_id}/filter/{resp['filter_id']}", alice), (200, body))
+        self.assertEqual(await self.get(f"{C}/user/{alice.user_id}/filter/{resp['filter_id']}", alice), (200, body))
 
     async def test_load_filter(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
         body = {"room": {"timeline": {"limit": 3}}}
-        filter_id = (await self.post(f"{V3}/user/{alice.user_id}/filter", body, alice))[1]["filter_id"]
+        filter_id = (await self.post(f"{C}/user/{alice.user_id}/filter", body, alice))[1]["filter_id"]
         loaded = await load_filter(self.hs.filters, alice.user_id, filter_id)
         self.assertEqual(loaded.timeline.limit, 3)
         self.assertIs(await load_filter(self.hs.filters, alice.user_id, filter_id), loaded)  # cached

@@ -10,10 +10,7 @@ from twisted.internet import reactor, task
 from twisted.trial import unittest
 
 from mxserver.room_handlers.hierarchy import child_sort_key, clean_summary, ordered_children
-from tests.client_room_helpers import ClientRoomTestCase, q
-from tests.fed_inbound_helpers import InboundTestCase
-from tests.two_servers import TwoServerTestCase
-from tests.utils import TestUser
+from tests.harness import HomeserverTestCase, InboundTestCase, TestUser, TwoServerTestCase, q
 
 V1 = "/_matrix/client/v1"
 
@@ -85,7 +82,7 @@ class OrderingTests(unittest.TestCase):
         self.assertEqual([c["state_key"] for c in s["children_state"]], ["!c:x"])
 
 
-class HierarchyTests(HierarchyMixin, ClientRoomTestCase):
+class HierarchyTests(HierarchyMixin, HomeserverTestCase):
     async def _set_up(self) -> None:
         await super()._set_up()
         self.alice = await self.register("alice")

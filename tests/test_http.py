@@ -7,7 +7,7 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from mxserver.api.http import build_app, route
-from tests.utils import HomeserverTestCase
+from tests.harness import HomeserverTestCase
 
 
 class DiscoveryTests(HomeserverTestCase):

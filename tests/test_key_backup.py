@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.utils import HomeserverTestCase, TestUser
+from tests.harness import HomeserverTestCase, TestUser
 
 RK = "/_matrix/client/v3/room_keys"
 ALG = "m.megolm_backup.v1.curve25519-aes-sha2"

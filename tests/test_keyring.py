@@ -11,8 +11,7 @@ from mxserver.crypto.keys import generate_signing_key, get_verify_key, key_id, v
 from mxserver.crypto.signing import SignatureError, sign_json, verify_signed_json
 from mxserver.federation.keyring import MAX_KEY_VALIDITY_MS, KeyLookupError, parse_key_response
 from mxserver.homeserver import Homeserver
-from tests.federation_helpers import FakeKeyClient, key_response
-from tests.utils import HomeserverTestCase
+from tests.harness import FakeKeyClient, HomeserverTestCase, key_response
 
 DAY_MS = 24 * 3600 * 1000
 KEY_PATH = "/_matrix/key/v2/server"

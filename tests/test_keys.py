@@ -9,9 +9,7 @@ import nacl.signing
 from twisted.internet.defer import ensureDeferred, gatherResults
 
 from mxserver.crypto.signing import encode_base64, signing_bytes
-from tests.utils import HomeserverTestCase, TestUser
-
-V3 = "/_matrix/client/v3"
+from tests.harness import C, HomeserverTestCase, TestUser
 
 _counter = itertools.count(1)
 
@@ -67,7 +65,7 @@ class FakeDevice:
 
 class KeysTestCase(HomeserverTestCase):
     async def upload(self, device: FakeDevice, **body: Any) -> tuple[int, Any]:
-        return await self.post(f"{V3}/keys/upload", body, device.user)
+        return await self.post(f"{C}/keys/upload", body, device.user)
 
     async def new_device(self, localpart: str, device_id: str | None = None, upload: bool = True) -> FakeDevice:
         user = await self.register(localpart, device_id=device_id)
@@ -78,12 +76,12 @@ class KeysTestCase(HomeserverTestCase):
         return device
 
     async def query(self, user: TestUser, device_keys: dict[str, list[str]]) -> dict[str, Any]:
-        code, body = await self.post(f"{V3}/keys/query", {"device_keys": device_keys}, user)
+        code, body = await self.post(f"{C}/keys/query", {"device_keys": device_keys}, user)
         self.assertEqual(code, 200, body)
         return body
 
     async def claim(self, user: TestUser, one_time_keys: dict[str, dict[str, str]]) -> dict[str, Any]:
-        code, body = await self.post(f"{V3}/keys/claim", {"one_time_keys": one_time_keys}, user)
+        code, body = await self.post(f"{C}/keys/claim", {"one_time_keys": one_time_keys}, user)
         self.assertEqual(code, 200, body)
         return body
 
@@ -97,7 +95,7 @@ class UploadTests(KeysTestCase):
         self.assertEqual({k: v for k, v in got.items() if k != "unsigned"}, alice.device_keys())
         self.assertEqual(got["unsigned"], {})
         # A device name shows in unsigned.
-        code, _ = await self.put(f"{V3}/devices/ALICEPHONE", {"display_name": "Phone"}, alice.user)
+        code, _ = await self.put(f"{C}/devices/ALICEPHONE", {"display_name": "Phone"}, alice.user)
         self.assertEqual(code, 200)
         got = (await self.query(bob.user, {alice.user_id: []}))["device_keys"][alice.user_id]["ALICEPHONE"]
         self.assertEqual(got["unsigned"], {"device_display_name": "Phone"})
@@ -148,9 +146,9 @@ class UploadTests(KeysTestCase):
             self.assertEqual(code, 400, (body, resp))
             self.assertIn(resp["errcode"], ("M_BAD_JSON", "M_INVALID_PARAM"))
         self.assertMatrixError(await self.upload(alice, one_time_keys={"nocolon": "k"}), 400, "M_INVALID_PARAM")
-        self.assertMatrixError(await self.post(f"{V3}/keys/upload", {}), 401, "M_MISSING_TOKEN")
+        self.assertMatrixError(await self.post(f"{C}/keys/upload", {}), 401, "M_MISSING_TOKEN")
         self.assertMatrixError(
-            await self.request("POST", f"{V3}/keys/upload", raw=b"{nope", token=alice.user), 400, "M_NOT_JSON"
+            await self.request("POST", f"{C}/keys/upload", raw=b"{nope", token=alice.user), 400, "M_NOT_JSON"
         )
         # A signed one-time key with a bad signature.
         bad = alice.signed_key()
@@ -159,10 +157,10 @@ class UploadTests(KeysTestCase):
             await self.upload(alice, one_time_keys={"signed_curve25519:X": bad}), 400, "M_INVALID_SIGNATURE"
         )
         for body in ({"device_keys": "x"}, {"device_keys": {"bad-user": []}}, {}):
-            code, resp = await self.post(f"{V3}/keys/query", body, alice.user)
+            code, resp = await self.post(f"{C}/keys/query", body, alice.user)
             self.assertEqual(code, 400, resp)
         for body in ({"one_time_keys": []}, {"one_time_keys": {alice.user_id: {"D": 1}}}, {}):
-            code, resp = await self.post(f"{V3}/keys/claim", body, alice.user)
+            code, resp = await self.post(f"{C}/keys/claim", body, alice.user)
             self.assertEqual(code, 400, resp)
 
     async def test_otk_counts_and_conflicts(self) -> None:
@@ -259,7 +257,7 @@ class ClaimTests(KeysTestCase):
         self.assertEqual(body, {"one_time_keys": {}, "failures": {}})
 
     async def sync_keys(self, device: FakeDevice) -> dict[str, Any]:
-        code, body = await self.get(f"{V3}/sync?timeout=0", device.user)
+        code, body = await self.get(f"{C}/sync?timeout=0", device.user)
         self.assertEqual(code, 200, body)
         return body
 
@@ -271,7 +269,7 @@ class DeviceDeletionTests(KeysTestCase):
         alice = await self.new_device("alice", "A1")
         bob = await self.new_device("bob")
         await self.upload(alice, one_time_keys=alice.one_time_keys(2))
-        path = f"{V3}/devices/A1"
+        path = f"{C}/devices/A1"
         code, resp = await self.request("DELETE", path, {}, token=alice.user)
         self.assertEqual(code, 401, resp)
         code, resp = await self.request(

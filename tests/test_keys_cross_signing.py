@@ -7,8 +7,9 @@ from typing import Any
 
 import nacl.signing
 
+from tests.harness import C
 from tests.test_account import password_auth
-from tests.test_keys import V3, FakeDevice, KeysTestCase, public, sign
+from tests.test_keys import FakeDevice, KeysTestCase, public, sign
 
 
 class CrossSigningKeys:
@@ -46,7 +47,7 @@ class CrossSigningKeys:
 
 class CrossSigningTestCase(KeysTestCase):
     async def upload_cross_signing(self, device: FakeDevice, body: dict[str, Any]) -> tuple[int, Any]:
-        return await self.post(f"{V3}/keys/device_signing/upload", body, device.user)
+        return await self.post(f"{C}/keys/device_signing/upload", body, device.user)
 
     async def set_up_cross_signing(self, device: FakeDevice) -> CrossSigningKeys:
         keys = CrossSigningKeys(device.user_id)
@@ -54,7 +55,7 @@ class CrossSigningTestCase(KeysTestCase):
         return keys
 
     async def upload_signatures(self, device: FakeDevice, body: dict[str, Any]) -> dict[str, Any]:
-        code, resp = await self.post(f"{V3}/keys/signatures/upload", body, device.user)
+        code, resp = await self.post(f"{C}/keys/signatures/upload", body, device.user)
         self.assertEqual(code, 200, resp)
         return resp
 
@@ -212,5 +213,5 @@ class SignaturesUploadTests(CrossSigningTestCase):
         # Unknown keys.
         resp = await self.upload_signatures(alice, {bob.user_id: {"NOSUCHKEY": forged_bob}})
         self.assertIn("NOSUCHKEY", resp["failures"][bob.user_id])
-        code, resp = await self.post(f"{V3}/keys/signatures/upload", {"not-a-user": {}}, alice.user)
+        code, resp = await self.post(f"{C}/keys/signatures/upload", {"not-a-user": {}}, alice.user)
         self.assertEqual(code, 400, resp)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.test_keys import V3, FakeDevice, KeysTestCase
-from tests.utils import TestUser
+from tests.harness import TestUser
+from tests.test_keys import C, FakeDevice, KeysTestCase
 
 DD = "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device"
 
@@ -46,7 +46,7 @@ class DehydratedDeviceTests(KeysTestCase):
         # To-device messages wait for it; the events endpoint pages and acknowledges them.
         for i in range(2):
             code, _ = await self.put(
-                f"{V3}/sendToDevice/m.room.encrypted/t{i}",
+                f"{C}/sendToDevice/m.room.encrypted/t{i}",
                 {"messages": {alice.user_id: {"DEHYDRATED1": {"n": i}}}},
                 bob.user,
             )
@@ -89,7 +89,7 @@ class DehydratedDeviceTests(KeysTestCase):
             code, resp = await self.put(DD, body, alice.user)
             self.assertEqual(code, 400, (body, resp))
             self.assertMatrixError(await self.get(DD, alice.user), 404, "M_NOT_FOUND")
-        code, body = await self.get(f"{V3}/devices", alice.user)
+        code, body = await self.get(f"{C}/devices", alice.user)
         self.assertEqual([d["device_id"] for d in body["devices"]], [alice.device_id])
         # An ordinary device's ID cannot be taken.
         taken = self.dehydrated(alice.user, alice.device_id)

@@ -6,11 +6,10 @@ from typing import Any
 
 from twisted.internet.defer import DeferredList, ensureDeferred
 
+from tests.harness import C, HomeserverTestCase
 from tests.test_account import UIAMixin, password_auth
-from tests.utils import HomeserverTestCase
 
-V3 = "/_matrix/client/v3"
-LOGIN = f"{V3}/login"
+LOGIN = f"{C}/login"
 GET_TOKEN = "/_matrix/client/v1/login/get_token"
 
 
@@ -42,7 +41,7 @@ class LoginTests(UIAMixin):
             self.assertEqual(code, 200, resp)
             self.assertEqual((resp["user_id"], resp["home_server"]), ("@alice:test", "test"))
             self.assertRegex(resp["device_id"], r"^[A-Z]{10}$")
-            code, me = await self.get(f"{V3}/account/whoami", resp["access_token"])
+            code, me = await self.get(f"{C}/account/whoami", resp["access_token"])
             self.assertEqual((me["user_id"], me["device_id"]), ("@alice:test", resp["device_id"]))
 
     async def test_wrong_credentials(self) -> None:
@@ -90,25 +89,25 @@ class LoginTests(UIAMixin):
             LOGIN, password_login("alice", "pw", device_id="TABLET", initial_device_display_name="Tablet")
         )
         self.assertEqual((code, first["device_id"]), (200, "TABLET"))
-        await self.get(f"{V3}/account/whoami", first["access_token"])  # cached
+        await self.get(f"{C}/account/whoami", first["access_token"])  # cached
         # Logging in again on the same device replaces its token and keeps its name.
         code, second = await self.post(
             LOGIN, password_login("alice", "pw", device_id="TABLET", initial_device_display_name="Other")
         )
         self.assertEqual((code, second["device_id"]), (200, "TABLET"))
-        self.assertMatrixError(await self.get(f"{V3}/account/whoami", first["access_token"]), 401, "M_UNKNOWN_TOKEN")
-        code, device = await self.get(f"{V3}/devices/TABLET", second["access_token"])
+        self.assertMatrixError(await self.get(f"{C}/account/whoami", first["access_token"]), 401, "M_UNKNOWN_TOKEN")
+        code, device = await self.get(f"{C}/devices/TABLET", second["access_token"])
         self.assertEqual(device["display_name"], "Tablet")
         self.assertEqual(len(await self.hs.accounts.get_devices("@alice:test")), 2)
 
     async def test_logout(self) -> None:
         alice = await self.register("alice", password="pw")
         code, other = await self.post(LOGIN, password_login("alice", "pw", device_id="OTHER"))
-        await self.get(f"{V3}/account/whoami", other["access_token"])  # cached
-        self.assertEqual(await self.post(f"{V3}/logout", {}, other["access_token"]), (200, {}))
-        self.assertMatrixError(await self.get(f"{V3}/account/whoami", other["access_token"]), 401, "M_UNKNOWN_TOKEN")
-        self.assertMatrixError(await self.post(f"{V3}/logout", {}, other["access_token"]), 401, "M_UNKNOWN_TOKEN")
-        code, devices = await self.get(f"{V3}/devices", alice)
+        await self.get(f"{C}/account/whoami", other["access_token"])  # cached
+        self.assertEqual(await self.post(f"{C}/logout", {}, other["access_token"]), (200, {}))
+        self.assertMatrixError(await self.get(f"{C}/account/whoami", other["access_token"]), 401, "M_UNKNOWN_TOKEN")
+        self.assertMatrixError(await self.post(f"{C}/logout", {}, other["access_token"]), 401, "M_UNKNOWN_TOKEN")
+        code, devices = await self.get(f"{C}/devices", alice)
         self.assertEqual([d["device_id"] for d in devices["devices"]], [alice.device_id])
 
     async def test_logout_all(self) -> None:
@@ -116,21 +115,21 @@ class LoginTests(UIAMixin):
         code, other = await self.post(LOGIN, password_login("alice", "pw"))
         bob = await self.register("bob")
         for token in (alice.access_token, other["access_token"]):
-            await self.get(f"{V3}/account/whoami", token)  # cached
-        self.assertEqual(await self.post(f"{V3}/logout/all", {}, alice), (200, {}))
+            await self.get(f"{C}/account/whoami", token)  # cached
+        self.assertEqual(await self.post(f"{C}/logout/all", {}, alice), (200, {}))
         for token in (alice.access_token, other["access_token"]):
-            self.assertMatrixError(await self.get(f"{V3}/account/whoami", token), 401, "M_UNKNOWN_TOKEN")
+            self.assertMatrixError(await self.get(f"{C}/account/whoami", token), 401, "M_UNKNOWN_TOKEN")
         self.assertEqual(await self.hs.accounts.get_devices("@alice:test"), [])
-        self.assertEqual((await self.get(f"{V3}/account/whoami", bob))[0], 200)
+        self.assertEqual((await self.get(f"{C}/account/whoami", bob))[0], 200)
         self.assertEqual((await self.post(LOGIN, password_login("alice", "pw")))[0], 200)
 
     async def test_logout_needs_a_token(self) -> None:
-        self.assertMatrixError(await self.post(f"{V3}/logout", {}), 401, "M_MISSING_TOKEN")
-        self.assertMatrixError(await self.post(f"{V3}/logout/all", {}, "mxa_bogus"), 401, "M_UNKNOWN_TOKEN")
+        self.assertMatrixError(await self.post(f"{C}/logout", {}), 401, "M_MISSING_TOKEN")
+        self.assertMatrixError(await self.post(f"{C}/logout/all", {}, "mxa_bogus"), 401, "M_UNKNOWN_TOKEN")
 
     async def test_deactivated_user(self) -> None:
         alice = await self.register("alice", password="pw")
-        self.assertEqual((await self.with_password_uia("POST", f"{V3}/account/deactivate", {}, alice))[0], 200)
+        self.assertEqual((await self.with_password_uia("POST", f"{C}/account/deactivate", {}, alice))[0], 200)
         self.assertMatrixError(await self.post(LOGIN, password_login("alice", "pw")), 403, "M_USER_DEACTIVATED")
 
 
@@ -142,7 +141,7 @@ class LoginTokenTests(UIAMixin):
         self.assertEqual(body["expires_in_ms"], 120_000)
         code, resp = await self.post(LOGIN, {"type": "m.login.token", "token": body["login_token"]})
         self.assertEqual((code, resp["user_id"]), (200, "@alice:test"))
-        self.assertEqual((await self.get(f"{V3}/account/whoami", resp["access_token"]))[0], 200)
+        self.assertEqual((await self.get(f"{C}/account/whoami", resp["access_token"]))[0], 200)
         # Single use.
         self.assertMatrixError(
             await self.post(LOGIN, {"type": "m.login.token", "token": body["login_token"]}), 403, "M_FORBIDDEN"
@@ -181,7 +180,7 @@ class LoginTokenTests(UIAMixin):
 
     async def test_capability(self) -> None:
         alice = await self.register("alice")
-        code, body = await self.get(f"{V3}/capabilities", alice)
+        code, body = await self.get(f"{C}/capabilities", alice)
         self.assertEqual(body["capabilities"]["m.get_login_token"], {"enabled": True})
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from tests.utils import HomeserverTestCase, TestUser
+from tests.harness import HomeserverTestCase, TestUser
 
 
 def png(width: int, height: int, color: tuple[int, ...] = (200, 30, 30)) -> bytes:

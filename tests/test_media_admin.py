@@ -12,7 +12,7 @@ from twisted.internet.threads import deferToThread
 
 from mxserver.media.storage import remote_key
 from mxserver.storage.media import RemoteMedia
-from tests.utils import HomeserverTestCase
+from tests.harness import HomeserverTestCase
 
 DAY_MS = 86_400_000
 

@@ -10,7 +10,7 @@ from twisted.trial import unittest
 from twisted.web import server
 
 from mxserver.media.preview import parse_opengraph
-from tests.federation_helpers import ScriptedServer
+from tests.harness import ScriptedServer
 from tests.test_media import MediaTestCase, png
 
 PAGE = b"""<!doctype html><html><head>

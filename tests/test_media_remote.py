@@ -14,10 +14,8 @@ from twisted.trial import unittest
 from twisted.web import server
 
 from mxserver.media.http import encode_multipart, parse_multipart
-from tests.federation_helpers import ScriptedServer, listen_tls, make_cert, temp_dir
+from tests.harness import ScriptedServer, TwoServerTestCase, deep_merge, listen_tls, make_cert, temp_dir
 from tests.test_media import MediaTestCase, png
-from tests.two_servers import TwoServerTestCase
-from tests.utils import deep_merge
 
 
 def multipart(data: bytes, ctype: str, disposition: str = "inline") -> tuple[bytes, str]:

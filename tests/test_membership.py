@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.client_room_helpers import V3, ClientRoomTestCase, q
-from tests.utils import TestUser
+from tests.harness import C, HomeserverTestCase, TestUser, q
 
 
-class MembershipTestCase(ClientRoomTestCase):
-    async def count_events(self, room: str) -> int:
-        return len(await self.room_events(room))
+class MembershipTestCase(HomeserverTestCase):
+    async def count_events(self, user: TestUser, room: str) -> int:
+        """How many events of the room ``user`` (a member all along) sees."""
+        return len(await self.room_events(user, room))
 
     async def act(self, action: str, user: TestUser, room: str, target: TestUser | str, **extra: Any) -> tuple[int, Any]:
         target_id = target if isinstance(target, str) else target.user_id
-        return await self.post(f"{V3}/rooms/{q(room)}/{action}", {"user_id": target_id, **extra}, user)
+        return await self.post(f"{C}/rooms/{q(room)}/{action}", {"user_id": target_id, **extra}, user)
 
 
 class JoinTests(MembershipTestCase):
@@ -24,36 +24,36 @@ class JoinTests(MembershipTestCase):
         carol = await self.register("carol")
         await self.set_profile(bob, "Bobby", "mxc://test/bob")
         room = await self.create_room(alice, preset="public_chat", room_alias_name="lobby")
-        code, body = await self.post(f"{V3}/join/{q('#lobby:test')}", {"reason": "hello"}, bob)
+        code, body = await self.post(f"{C}/join/{q('#lobby:test')}", {"reason": "hello"}, bob)
         self.assertEqual((code, body), (200, {"room_id": room}))
         self.assertEqual(
-            await self.member_content(room, bob),
+            await self.room_state(room, "m.room.member", bob.user_id),
             {"membership": "join", "displayname": "Bobby", "avatar_url": "mxc://test/bob", "reason": "hello"},
         )
         # server_name / via are ignored for rooms this server has
-        code, body = await self.post(f"{V3}/join/{q(room)}?server_name=elsewhere.example&via=other.example", {}, carol)
+        code, body = await self.post(f"{C}/join/{q(room)}?server_name=elsewhere.example&via=other.example", {}, carol)
         self.assertEqual((code, body), (200, {"room_id": room}))
         # /rooms/{roomId}/join, and no body at all
         dave = await self.register("dave")
-        code, body = await self.request("POST", f"{V3}/rooms/{q(room)}/join", token=dave)
+        code, body = await self.request("POST", f"{C}/rooms/{q(room)}/join", token=dave)
         self.assertEqual((code, body), (200, {"room_id": room}))
-        self.assertEqual(await self.member_content(room, dave), {"membership": "join", "displayname": "dave"})
+        self.assertEqual(await self.room_state(room, "m.room.member", dave.user_id), {"membership": "join", "displayname": "dave"})
 
     async def test_join_again_is_a_no_op(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
         room = await self.create_room(alice, preset="public_chat")
         await self.join(bob, room)
-        n = await self.count_events(room)
+        n = await self.count_events(alice, room)
         await self.join(bob, room)
         await self.join(alice, room)
-        self.assertEqual(await self.count_events(room), n)
+        self.assertEqual(await self.count_events(alice, room), n)
 
     async def test_invite_only(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
         room = await self.create_room(alice)
-        self.assertMatrixError(await self.post(f"{V3}/join/{q(room)}", {}, bob), 403, "M_FORBIDDEN")
+        self.assertMatrixError(await self.post(f"{C}/join/{q(room)}", {}, bob), 403, "M_FORBIDDEN")
         await self.invite(alice, room, bob)
         await self.join(bob, room)
         self.assertEqual(await self.membership(room, bob), "join")
@@ -71,20 +71,20 @@ class JoinTests(MembershipTestCase):
             ("#bad", 400, "M_INVALID_PARAM"),
             ("!", 400, "M_INVALID_PARAM"),
         ):
-            result = await self.post(f"{V3}/join/{q(target)}", {}, bob)
+            result = await self.post(f"{C}/join/{q(target)}", {}, bob)
             self.assertMatrixError(result, status, errcode)
             if "127.0.0.1" in target:
                 self.assertIn("127.0.0.1:1", result[1]["error"])
-        result = await self.post(f"{V3}/join/{q('!unknownv12room')}?via=127.0.0.1:1", {}, bob)
+        result = await self.post(f"{C}/join/{q('!unknownv12room')}?via=127.0.0.1:1", {}, bob)
         self.assertMatrixError(result, 502, "M_UNKNOWN")
         # /rooms/{roomId}/join needs a room ID
-        self.assertMatrixError(await self.post(f"{V3}/rooms/{q('#x:test')}/join", {}, bob), 400, "M_INVALID_PARAM")
+        self.assertMatrixError(await self.post(f"{C}/rooms/{q('#x:test')}/join", {}, bob), 400, "M_INVALID_PARAM")
 
     async def test_bad_input(self) -> None:
         alice = await self.register("alice")
         room = await self.create_room(alice, preset="public_chat")
         bob = await self.register("bob")
-        path = f"{V3}/join/{q(room)}"
+        path = f"{C}/join/{q(room)}"
         self.assertMatrixError(await self.post(path, {}), 401, "M_MISSING_TOKEN")
         self.assertMatrixError(await self.request("POST", path, raw=b"[", token=bob), 400, "M_NOT_JSON")
         self.assertMatrixError(await self.post(path, ["x"], bob), 400, "M_BAD_JSON")
@@ -99,20 +99,20 @@ class JoinTests(MembershipTestCase):
     async def test_guest_access(self) -> None:
         self.hs.config.registration.allow_guests = True
         alice = await self.register("alice")
-        code, guest = await self.post(f"{V3}/register?kind=guest", {})
+        code, guest = await self.post(f"{C}/register?kind=guest", {})
         self.assertEqual(code, 200, guest)
         open_room = await self.create_room(alice, preset="public_chat")
         self.assertMatrixError(
-            await self.post(f"{V3}/join/{q(open_room)}", {}, guest["access_token"]), 403, "M_GUEST_ACCESS_FORBIDDEN"
+            await self.post(f"{C}/join/{q(open_room)}", {}, guest["access_token"]), 403, "M_GUEST_ACCESS_FORBIDDEN"
         )
         guest_room = await self.create_room(
             alice,
             preset="public_chat",
             initial_state=[{"type": "m.room.guest_access", "content": {"guest_access": "can_join"}}],
         )
-        code, body = await self.post(f"{V3}/join/{q(guest_room)}", {}, guest["access_token"])
+        code, body = await self.post(f"{C}/join/{q(guest_room)}", {}, guest["access_token"])
         self.assertEqual(code, 200, body)
-        code, body = await self.post(f"{V3}/rooms/{q(guest_room)}/leave", {}, guest["access_token"])
+        code, body = await self.post(f"{C}/rooms/{q(guest_room)}/leave", {}, guest["access_token"])
         self.assertEqual(code, 200, body)
 
 
@@ -124,14 +124,14 @@ class InviteTests(MembershipTestCase):
         code, body = await self.act("invite", alice, room, bob, reason="Welcome")
         self.assertEqual((code, body), (200, {}))
         self.assertEqual(
-            await self.member_content(room, bob), {"membership": "invite", "displayname": "bob", "reason": "Welcome"}
+            await self.room_state(room, "m.room.member", bob.user_id), {"membership": "invite", "displayname": "bob", "reason": "Welcome"}
         )
         ev = await self.hs.room_server.current_state_event(room, "m.room.member", bob.user_id)
         self.assertEqual(ev.sender, alice.user_id)
         # already invited: success, nothing new
-        n = await self.count_events(room)
+        n = await self.count_events(alice, room)
         self.assertEqual(await self.act("invite", alice, room, bob), (200, {}))
-        self.assertEqual(await self.count_events(room), n)
+        self.assertEqual(await self.count_events(alice, room), n)
         # already joined
         await self.join(bob, room)
         self.assertMatrixError(await self.act("invite", alice, room, bob), 403, "M_FORBIDDEN")
@@ -145,7 +145,7 @@ class InviteTests(MembershipTestCase):
         self.assertMatrixError(await self.act("invite", bob, room, carol), 403, "M_FORBIDDEN")
         await self.join(bob, room)
         # below the invite level
-        pl = await self.state_content(room, "m.room.power_levels")
+        pl = await self.room_state(room, "m.room.power_levels")
         await self.set_state(alice, room, "m.room.power_levels", {**pl, "invite": 50})
         result = await self.act("invite", bob, room, carol)
         self.assertMatrixError(result, 403, "M_FORBIDDEN")
@@ -168,7 +168,7 @@ class InviteTests(MembershipTestCase):
             ("@x\ud800:test", 400, "M_INVALID_PARAM"),
         ):
             self.assertMatrixError(await self.act("invite", alice, room, target), status, errcode)
-        path = f"{V3}/rooms/{q(room)}/invite"
+        path = f"{C}/rooms/{q(room)}/invite"
         self.assertMatrixError(await self.post(path, {}, alice), 400, "M_MISSING_PARAM")
         self.assertMatrixError(await self.post(path, {"user_id": 5}, alice), 400, "M_BAD_JSON")
         self.assertMatrixError(await self.post(path, {"medium": "email", "address": "a@b.c", "id_server": "x"}, alice), 400, "M_INVALID_PARAM")
@@ -186,23 +186,23 @@ class LeaveForgetTests(MembershipTestCase):
         carol = await self.register("carol")
         room = await self.create_room(alice, preset="public_chat")
         await self.join(bob, room)
-        code, body = await self.post(f"{V3}/rooms/{q(room)}/leave", {"reason": "bye"}, bob)
+        code, body = await self.post(f"{C}/rooms/{q(room)}/leave", {"reason": "bye"}, bob)
         self.assertEqual((code, body), (200, {}))
-        self.assertEqual(await self.member_content(room, bob), {"membership": "leave", "reason": "bye"})
+        self.assertEqual(await self.room_state(room, "m.room.member", bob.user_id), {"membership": "leave", "reason": "bye"})
         # leaving again is harmless
-        n = await self.count_events(room)
-        self.assertEqual(await self.request("POST", f"{V3}/rooms/{q(room)}/leave", token=bob), (200, {}))
-        self.assertEqual(await self.count_events(room), n)
+        n = await self.count_events(alice, room)
+        self.assertEqual(await self.request("POST", f"{C}/rooms/{q(room)}/leave", token=bob), (200, {}))
+        self.assertEqual(await self.count_events(alice, room), n)
         # rejecting an invite
         await self.invite(alice, room, carol)
-        self.assertEqual(await self.post(f"{V3}/rooms/{q(room)}/leave", {}, carol), (200, {}))
+        self.assertEqual(await self.post(f"{C}/rooms/{q(room)}/leave", {}, carol), (200, {}))
         self.assertEqual(await self.membership(room, carol), "leave")
         # never a member; unknown room; bad input
         dave = await self.register("dave")
-        self.assertMatrixError(await self.post(f"{V3}/rooms/{q(room)}/leave", {}, dave), 403, "M_FORBIDDEN")
-        self.assertMatrixError(await self.post(f"{V3}/rooms/{q('!x:test')}/leave", {}, dave), 404, "M_NOT_FOUND")
-        self.assertMatrixError(await self.post(f"{V3}/rooms/x/leave", {}, dave), 400, "M_INVALID_PARAM")
-        self.assertMatrixError(await self.post(f"{V3}/rooms/{q(room)}/leave", {"reason": []}, bob), 400, "M_BAD_JSON")
+        self.assertMatrixError(await self.post(f"{C}/rooms/{q(room)}/leave", {}, dave), 403, "M_FORBIDDEN")
+        self.assertMatrixError(await self.post(f"{C}/rooms/{q('!x:test')}/leave", {}, dave), 404, "M_NOT_FOUND")
+        self.assertMatrixError(await self.post(f"{C}/rooms/x/leave", {}, dave), 400, "M_INVALID_PARAM")
+        self.assertMatrixError(await self.post(f"{C}/rooms/{q(room)}/leave", {"reason": []}, bob), 400, "M_BAD_JSON")
 
     async def test_forget(self) -> None:
         alice = await self.register("alice")
@@ -210,20 +210,20 @@ class LeaveForgetTests(MembershipTestCase):
         room = await self.create_room(alice, preset="public_chat")
         info = await self.hs.room_server.get_room(room)
         await self.join(bob, room)
-        result = await self.post(f"{V3}/rooms/{q(room)}/forget", {}, bob)
+        result = await self.post(f"{C}/rooms/{q(room)}/forget", {}, bob)
         self.assertMatrixError(result, 400, "M_UNKNOWN")
         self.assertFalse(await self.hs.membership_store.is_forgotten(bob.user_id, info.room_nid))
-        await self.post(f"{V3}/rooms/{q(room)}/leave", {}, bob)
-        self.assertEqual(await self.request("POST", f"{V3}/rooms/{q(room)}/forget", token=bob), (200, {}))
+        await self.post(f"{C}/rooms/{q(room)}/leave", {}, bob)
+        self.assertEqual(await self.request("POST", f"{C}/rooms/{q(room)}/forget", token=bob), (200, {}))
         self.assertTrue(await self.hs.membership_store.is_forgotten(bob.user_id, info.room_nid))
         # re-joining brings the room back
         await self.join(bob, room)
         self.assertFalse(await self.hs.membership_store.is_forgotten(bob.user_id, info.room_nid))
         # never a member; unknown room
         carol = await self.register("carol")
-        self.assertMatrixError(await self.post(f"{V3}/rooms/{q(room)}/forget", {}, carol), 404, "M_NOT_FOUND")
-        self.assertMatrixError(await self.post(f"{V3}/rooms/{q('!x:test')}/forget", {}, carol), 404, "M_NOT_FOUND")
-        self.assertMatrixError(await self.post(f"{V3}/rooms/{q(room)}/forget", {}), 401, "M_MISSING_TOKEN")
+        self.assertMatrixError(await self.post(f"{C}/rooms/{q(room)}/forget", {}, carol), 404, "M_NOT_FOUND")
+        self.assertMatrixError(await self.post(f"{C}/rooms/{q('!x:test')}/forget", {}, carol), 404, "M_NOT_FOUND")
+        self.assertMatrixError(await self.post(f"{C}/rooms/{q(room)}/forget", {}), 401, "M_MISSING_TOKEN")
 
     async def test_forget_after_ban(self) -> None:
         alice = await self.register("alice")
@@ -231,7 +231,7 @@ class LeaveForgetTests(MembershipTestCase):
         room = await self.create_room(alice, preset="public_chat")
         await self.join(bob, room)
         await self.act("ban", alice, room, bob)
-        self.assertEqual(await self.post(f"{V3}/rooms/{q(room)}/forget", {}, bob), (200, {}))
+        self.assertEqual(await self.post(f"{C}/rooms/{q(room)}/forget", {}, bob), (200, {}))
 
 
 class KickBanTests(MembershipTestCase):
@@ -277,21 +277,21 @@ class KickBanTests(MembershipTestCase):
         alice, bob, carol, room = await self._room()
         code, body = await self.act("ban", alice, room, bob, reason="spam")
         self.assertEqual((code, body), (200, {}))
-        self.assertEqual(await self.member_content(room, bob), {"membership": "ban", "reason": "spam"})
+        self.assertEqual(await self.room_state(room, "m.room.member", bob.user_id), {"membership": "ban", "reason": "spam"})
         # banned: no joining, no invites, no kicking
-        self.assertMatrixError(await self.post(f"{V3}/join/{q(room)}", {}, bob), 403, "M_FORBIDDEN")
+        self.assertMatrixError(await self.post(f"{C}/join/{q(room)}", {}, bob), 403, "M_FORBIDDEN")
         self.assertMatrixError(await self.act("invite", alice, room, bob), 403, "M_FORBIDDEN")
         self.assertMatrixError(await self.act("kick", alice, room, bob), 403, "M_FORBIDDEN")
-        self.assertMatrixError(await self.post(f"{V3}/rooms/{q(room)}/leave", {}, bob), 403, "M_FORBIDDEN")
+        self.assertMatrixError(await self.post(f"{C}/rooms/{q(room)}/leave", {}, bob), 403, "M_FORBIDDEN")
         # banning again changes nothing
-        n = await self.count_events(room)
+        n = await self.count_events(alice, room)
         self.assertEqual(await self.act("ban", alice, room, bob), (200, {}))
-        self.assertEqual(await self.count_events(room), n)
+        self.assertEqual(await self.count_events(alice, room), n)
         # carol cannot unban
         self.assertMatrixError(await self.act("unban", carol, room, bob), 403, "M_FORBIDDEN")
         code, body = await self.act("unban", alice, room, bob, reason="served")
         self.assertEqual((code, body), (200, {}))
-        self.assertEqual(await self.member_content(room, bob), {"membership": "leave", "reason": "served"})
+        self.assertEqual(await self.room_state(room, "m.room.member", bob.user_id), {"membership": "leave", "reason": "served"})
         self.assertMatrixError(await self.act("unban", alice, room, bob), 400, "M_BAD_STATE")
         await self.join(bob, room)
 
@@ -317,7 +317,7 @@ class KickBanTests(MembershipTestCase):
     async def test_bad_input(self) -> None:
         alice, bob, carol, room = await self._room()
         for action in ("kick", "ban", "unban"):
-            path = f"{V3}/rooms/{q(room)}/{action}"
+            path = f"{C}/rooms/{q(room)}/{action}"
             self.assertMatrixError(await self.post(path, {"user_id": bob.user_id}), 401, "M_MISSING_TOKEN")
             self.assertMatrixError(await self.request("POST", path, raw=b"{", token=alice), 400, "M_NOT_JSON")
             self.assertMatrixError(await self.post(path, {}, alice), 400, "M_MISSING_PARAM")
@@ -327,7 +327,7 @@ class KickBanTests(MembershipTestCase):
                 await self.post(path, {"user_id": bob.user_id, "reason": 7}, alice), 400, "M_BAD_JSON"
             )
             self.assertMatrixError(
-                await self.post(f"{V3}/rooms/{q('!x:test')}/{action}", {"user_id": bob.user_id}, alice), 404, "M_NOT_FOUND"
+                await self.post(f"{C}/rooms/{q('!x:test')}/{action}", {"user_id": bob.user_id}, alice), 404, "M_NOT_FOUND"
             )
         self.assertEqual(await self.membership(room, bob), "join")
 
@@ -343,18 +343,18 @@ class KnockTests(MembershipTestCase):
                 room_alias_name=f"knock{version}",
                 initial_state=[{"type": "m.room.join_rules", "content": {"join_rule": "knock"}}],
             )
-            code, body = await self.post(f"{V3}/knock/{q(f'#knock{version}:test')}", {"reason": "let me in"}, bob)
+            code, body = await self.post(f"{C}/knock/{q(f'#knock{version}:test')}", {"reason": "let me in"}, bob)
             self.assertEqual((code, body), (200, {"room_id": room}))
             self.assertEqual(
-                await self.member_content(room, bob), {"membership": "knock", "displayname": "bob", "reason": "let me in"}
+                await self.room_state(room, "m.room.member", bob.user_id), {"membership": "knock", "displayname": "bob", "reason": "let me in"}
             )
             # a knock is not an invite
-            self.assertMatrixError(await self.post(f"{V3}/join/{q(room)}", {}, bob), 403, "M_FORBIDDEN")
+            self.assertMatrixError(await self.post(f"{C}/join/{q(room)}", {}, bob), 403, "M_FORBIDDEN")
             # accepting the knock is an invite
             await self.invite(alice, room, bob)
-            self.assertMatrixError(await self.post(f"{V3}/knock/{q(room)}", {}, bob), 403, "M_FORBIDDEN")
+            self.assertMatrixError(await self.post(f"{C}/knock/{q(room)}", {}, bob), 403, "M_FORBIDDEN")
             await self.join(bob, room)
-            self.assertMatrixError(await self.post(f"{V3}/knock/{q(room)}", {}, bob), 403, "M_FORBIDDEN")
+            self.assertMatrixError(await self.post(f"{C}/knock/{q(room)}", {}, bob), 403, "M_FORBIDDEN")
 
     async def test_knock_retracted_by_leave_and_denied_by_kick(self) -> None:
         alice = await self.register("alice")
@@ -362,10 +362,10 @@ class KnockTests(MembershipTestCase):
         room = await self.create_room(
             alice, room_version="10", initial_state=[{"type": "m.room.join_rules", "content": {"join_rule": "knock_restricted"}}]
         )
-        self.assertEqual((await self.post(f"{V3}/knock/{q(room)}", {}, bob))[0], 200)
-        self.assertEqual(await self.post(f"{V3}/rooms/{q(room)}/leave", {}, bob), (200, {}))
+        self.assertEqual((await self.post(f"{C}/knock/{q(room)}", {}, bob))[0], 200)
+        self.assertEqual(await self.post(f"{C}/rooms/{q(room)}/leave", {}, bob), (200, {}))
         self.assertEqual(await self.membership(room, bob), "leave")
-        self.assertEqual((await self.post(f"{V3}/knock/{q(room)}", {}, bob))[0], 200)
+        self.assertEqual((await self.post(f"{C}/knock/{q(room)}", {}, bob))[0], 200)
         self.assertEqual((await self.act("kick", alice, room, bob))[0], 200)
         self.assertEqual(await self.membership(room, bob), "leave")
 
@@ -376,24 +376,24 @@ class KnockTests(MembershipTestCase):
         old = await self.create_room(
             alice, room_version="6", initial_state=[{"type": "m.room.join_rules", "content": {"join_rule": "knock"}}]
         )
-        result = await self.post(f"{V3}/knock/{q(old)}", {}, bob)
+        result = await self.post(f"{C}/knock/{q(old)}", {}, bob)
         self.assertMatrixError(result, 403, "M_FORBIDDEN")
         self.assertIn("knocking", result[1]["error"])
         # join rule invite / public
         private = await self.create_room(alice, room_version="11")
-        self.assertMatrixError(await self.post(f"{V3}/knock/{q(private)}", {}, bob), 403, "M_FORBIDDEN")
+        self.assertMatrixError(await self.post(f"{C}/knock/{q(private)}", {}, bob), 403, "M_FORBIDDEN")
         # banned
         knock = await self.create_room(
             alice, room_version="11", initial_state=[{"type": "m.room.join_rules", "content": {"join_rule": "knock"}}]
         )
         await self.act("ban", alice, knock, bob)
-        self.assertMatrixError(await self.post(f"{V3}/knock/{q(knock)}", {}, bob), 403, "M_FORBIDDEN")
+        self.assertMatrixError(await self.post(f"{C}/knock/{q(knock)}", {}, bob), 403, "M_FORBIDDEN")
         # unknown, remote, invalid
-        self.assertMatrixError(await self.post(f"{V3}/knock/{q('!x:test')}", {}, bob), 404, "M_NOT_FOUND")
-        self.assertMatrixError(await self.post(f"{V3}/knock/{q('#x:127.0.0.1:1')}", {}, bob), 502, "M_UNKNOWN")
-        self.assertMatrixError(await self.post(f"{V3}/knock/x", {}, bob), 400, "M_INVALID_PARAM")
-        self.assertMatrixError(await self.post(f"{V3}/knock/{q(knock)}", {"reason": 1}, bob), 400, "M_BAD_JSON")
-        self.assertMatrixError(await self.post(f"{V3}/knock/{q(knock)}", {}), 401, "M_MISSING_TOKEN")
+        self.assertMatrixError(await self.post(f"{C}/knock/{q('!x:test')}", {}, bob), 404, "M_NOT_FOUND")
+        self.assertMatrixError(await self.post(f"{C}/knock/{q('#x:127.0.0.1:1')}", {}, bob), 502, "M_UNKNOWN")
+        self.assertMatrixError(await self.post(f"{C}/knock/x", {}, bob), 400, "M_INVALID_PARAM")
+        self.assertMatrixError(await self.post(f"{C}/knock/{q(knock)}", {"reason": 1}, bob), 400, "M_BAD_JSON")
+        self.assertMatrixError(await self.post(f"{C}/knock/{q(knock)}", {}), 401, "M_MISSING_TOKEN")
 
 
 class RestrictedJoinTests(MembershipTestCase):
@@ -416,12 +416,12 @@ class RestrictedJoinTests(MembershipTestCase):
     async def test_restricted_join(self) -> None:
         for version in ("8", "9", "10", "12"):
             alice, bob, space, room = await self._rooms(version, suffix=version)
-            result = await self.post(f"{V3}/join/{q(room)}", {}, bob)
+            result = await self.post(f"{C}/join/{q(room)}", {}, bob)
             self.assertMatrixError(result, 403, "M_FORBIDDEN")
             await self.join(bob, space)
-            code, body = await self.post(f"{V3}/join/{q(room)}", {}, bob)
+            code, body = await self.post(f"{C}/join/{q(room)}", {}, bob)
             self.assertEqual(code, 200, body)
-            content = await self.member_content(room, bob)
+            content = await self.room_state(room, "m.room.member", bob.user_id)
             self.assertEqual(content["join_authorised_via_users_server"], alice.user_id)
 
     async def test_authoriser_needs_invite_power(self) -> None:
@@ -429,15 +429,15 @@ class RestrictedJoinTests(MembershipTestCase):
         carol = await self.register("carol")
         # carol (level 0) joins; the invite level is raised above everyone but alice, who leaves
         await self.join(carol, space)
-        await self.post(f"{V3}/join/{q(room)}", {}, carol)
+        await self.post(f"{C}/join/{q(room)}", {}, carol)
         self.assertEqual(
-            (await self.member_content(room, carol))["join_authorised_via_users_server"], alice.user_id
+            (await self.room_state(room, "m.room.member", carol.user_id))["join_authorised_via_users_server"], alice.user_id
         )
-        pl = await self.state_content(room, "m.room.power_levels")
+        pl = await self.room_state(room, "m.room.power_levels")
         await self.set_state(alice, room, "m.room.power_levels", {**pl, "invite": 50})
-        await self.post(f"{V3}/rooms/{q(room)}/leave", {}, alice)
+        await self.post(f"{C}/rooms/{q(room)}/leave", {}, alice)
         await self.join(bob, space)
-        result = await self.post(f"{V3}/join/{q(room)}", {}, bob)
+        result = await self.post(f"{C}/join/{q(room)}", {}, bob)
         self.assertMatrixError(result, 403, "M_FORBIDDEN")
         self.assertIn("authorised", result[1]["error"])
 
@@ -445,9 +445,9 @@ class RestrictedJoinTests(MembershipTestCase):
         alice, bob, space, room = await self._rooms("9")
         await self.invite(alice, room, bob)
         await self.join(bob, room)
-        self.assertNotIn("join_authorised_via_users_server", await self.member_content(room, bob))
+        self.assertNotIn("join_authorised_via_users_server", await self.room_state(room, "m.room.member", bob.user_id))
 
     async def test_restricted_before_v8_is_invite_only(self) -> None:
         alice, bob, space, room = await self._rooms("7")
         await self.join(bob, space)
-        self.assertMatrixError(await self.post(f"{V3}/join/{q(room)}", {}, bob), 403, "M_FORBIDDEN")
+        self.assertMatrixError(await self.post(f"{C}/join/{q(room)}", {}, bob), 403, "M_FORBIDDEN")

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 
-from tests.room_event_helpers import C, RoomEventsTestCase, q
+from tests.harness import C, HomeserverTestCase, q
 
 
 def ids_of(page: dict) -> list[str]:
     return [e["event_id"] for e in page["chunk"]]
 
 
-class MessagesTests(RoomEventsTestCase):
+class MessagesTests(HomeserverTestCase):
     async def _room_with(self, n: int) -> tuple:
         alice = await self.register("alice")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         code, page = await self.messages(alice, room, dir="b", limit=1000)
         self.initial = len(page["chunk"])  # the room-creation events
         ids = [await self.send_message(alice, room, f"m{i}") for i in range(n)]
@@ -123,13 +123,13 @@ class MessagesTests(RoomEventsTestCase):
     async def test_filters(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         await self.join(bob, room)
         await self.send_message(alice, room, "a1")
         await self.send_message(bob, room, "b1")
         await self.send_message(alice, room, "img", url="mxc://test/img")
-        await self.send_message(bob, room, "custom", etype="com.example.x")
-        await self.send_message(bob, room, "custom2", etype="com_example_x")
+        await self.send_message(bob, room, "custom", event_type="com.example.x")
+        await self.send_message(bob, room, "custom2", event_type="com_example_x")
 
         async def bodies(filt: dict) -> list[str]:
             code, page = await self.messages(alice, room, dir="f", limit=100, filter=filt)
@@ -154,8 +154,8 @@ class MessagesTests(RoomEventsTestCase):
         alice = await self.register("alice")
         bob = await self.register("bob")
         carol = await self.register("carol")
-        room = await self.create_room(alice)
-        await self.join(bob, room, displayname="Bob")
+        room = await self.create_room(alice, preset="public_chat")
+        await self.set_membership(bob, room, bob, "join", displayname="Bob")
         await self.join(carol, room)
         await self.send_message(bob, room, "hi")
         code, page = await self.messages(alice, room, dir="b", limit=1, filter={"lazy_load_members": True})
@@ -166,10 +166,10 @@ class MessagesTests(RoomEventsTestCase):
         self.assertNotIn("state", page)
 
 
-class ContextTests(RoomEventsTestCase):
+class ContextTests(HomeserverTestCase):
     async def test_context(self) -> None:
         alice = await self.register("alice")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         await self.set_state(alice, room, "m.room.name", {"name": "Ctx"})
         ids = [await self.send_message(alice, room, f"m{i}") for i in range(20)]
         code, ctx = await self.get(f"{C}/rooms/{q(room)}/context/{q(ids[10])}?limit=4", alice)
@@ -201,8 +201,8 @@ class ContextTests(RoomEventsTestCase):
     async def test_context_errors(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
-        room = await self.create_room(alice)
-        other = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
+        other = await self.create_room(alice, preset="public_chat")
         here = await self.send_message(alice, room, "x")
         there = await self.send_message(alice, other, "y")
         self.assertMatrixError(await self.get(f"{C}/rooms/{q(room)}/context/{q('$nope')}", alice), 404, "M_NOT_FOUND")
@@ -220,11 +220,11 @@ class ContextTests(RoomEventsTestCase):
         self.assertMatrixError(await self.get(f"{C}/rooms/{q(room)}/event/{q(here)}", bob), 404, "M_NOT_FOUND")
 
 
-class TimestampToEventTests(RoomEventsTestCase):
+class TimestampToEventTests(HomeserverTestCase):
     async def test_timestamp_to_event(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         ids = [await self.send_message(alice, room, f"m{i}") for i in range(3)]
         events = [await self.hs.event_store.get_event(e) for e in ids]
         ts = [e.origin_server_ts for e in events]

@@ -17,8 +17,8 @@ from mxserver.events.versions import get_room_version
 from mxserver.interfaces import IEventChecker, IModule, INewEventListener, IPresence, ITyping
 from mxserver.module_loader import ModuleLoadError, construct, find_entry_point
 from mxserver.rooms.room_server import EventSpec
+from tests.harness import HomeserverTestCase
 from tests.test_room_server import basic_room
-from tests.utils import HomeserverTestCase
 
 THIRD_PARTY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "thirdparty")
 

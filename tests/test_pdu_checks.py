@@ -16,7 +16,7 @@ from mxserver.events.signing import add_event_signature, verify_event_signatures
 from mxserver.events.versions import get_room_version
 from mxserver.federation.keyring import Keyring
 from mxserver.federation.pdu_checks import InvalidPdu, check_pdu
-from tests.federation_helpers import FakeKeyClient, MemoryKeyStore, key_response
+from tests.harness import FakeKeyClient, MemoryKeyStore, key_response
 
 DAY_MS = 24 * 3600 * 1000
 NOW_S = 1_700_000_000

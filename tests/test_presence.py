@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.ephemeral_helpers import C, EphemeralTestCase, q
-from tests.utils import TestUser
+from tests.harness import C, HomeserverTestCase, TestUser, q
 
 
 def path(user_id: str) -> str:
     return f"{C}/presence/{q(user_id)}/status"
 
 
-class PresenceTests(EphemeralTestCase):
+class PresenceTests(HomeserverTestCase):
     use_fake_clock = True
     config_overrides = {"presence": {"idle_after_ms": 60_000, "offline_after_ms": 120_000}}
 
@@ -155,7 +154,7 @@ class PresenceTests(EphemeralTestCase):
         self.assertEqual(await self.get(p, alice), (200, {"presence": "offline"}))
 
 
-class PresenceDisabledTests(EphemeralTestCase):
+class PresenceDisabledTests(HomeserverTestCase):
     config_overrides = {"presence": {"enabled": False}}
 
     async def test_nothing_is_shared(self) -> None:
@@ -177,7 +176,7 @@ class PresenceDisabledTests(EphemeralTestCase):
         self.assertMatrixError(await self.put(path(alice.user_id), {"presence": "online"}, bob), 403, "M_FORBIDDEN")
 
 
-class PresenceRealClockTests(EphemeralTestCase):
+class PresenceRealClockTests(HomeserverTestCase):
     async def test_pending_timers_are_cancelled_at_shutdown(self) -> None:
         alice = await self.register("alice")
         await self.hs.presence_handler.user_synced(alice.user_id, None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.ephemeral_helpers import C, EphemeralTestCase, q
+from tests.harness import C, HomeserverTestCase, q
 
 AVATAR = "mxc://test/abcDEF_123-x"
 
@@ -11,7 +11,7 @@ def path(user_id: str, field: str | None = None) -> str:
     return f"{C}/profile/{q(user_id)}" + (f"/{field}" if field else "")
 
 
-class ProfileTests(EphemeralTestCase):
+class ProfileTests(HomeserverTestCase):
     async def test_get_and_set(self) -> None:
         alice = await self.register("alice")
         # registration sets the display name to the localpart; lookups need no token
@@ -72,7 +72,7 @@ class ProfileTests(EphemeralTestCase):
         alice = await self.register("alice")
         bob = await self.register("bob")
         room1 = await self.shared_room(bob, alice)
-        room2 = await self.create_room(alice, "public_chat")
+        room2 = await self.create_room(alice, preset="public_chat")
         left = await self.shared_room(bob, alice)
         await self.leave(alice, left)
         await self.put(path(alice.user_id, "avatar_url"), {"avatar_url": AVATAR}, alice)

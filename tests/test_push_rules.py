@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.utils import HomeserverTestCase, TestUser
+from tests.harness import C, HomeserverTestCase, TestUser
 
-V3 = "/_matrix/client/v3"
-RULES = f"{V3}/pushrules/global"
+RULES = f"{C}/pushrules/global"
 
 DEFAULT_OVERRIDE_IDS = [
     ".m.rule.master",
@@ -43,7 +42,7 @@ class PushRulesTests(HomeserverTestCase):
 
     async def test_default_rules(self) -> None:
         alice = await self.register("alice")
-        code, body = await self.get(f"{V3}/pushrules/", alice)
+        code, body = await self.get(f"{C}/pushrules/", alice)
         self.assertEqual(code, 200)
         ruleset = body["global"]
         self.assertEqual(ruleset, await self.ruleset(alice))
@@ -99,8 +98,8 @@ class PushRulesTests(HomeserverTestCase):
         self.assertMatrixError(await self.get(f"{RULES}/", None), 401, "M_MISSING_TOKEN")
         # With or without the trailing slash, and under r0 (older clients).
         full = await self.ruleset(alice)
-        self.assertEqual(await self.get(f"{V3}/pushrules", alice), (200, {"global": full}))
-        self.assertEqual(await self.get(f"{V3}/pushrules/global", alice), (200, full))
+        self.assertEqual(await self.get(f"{C}/pushrules", alice), (200, {"global": full}))
+        self.assertEqual(await self.get(f"{C}/pushrules/global", alice), (200, full))
         self.assertEqual(await self.get("/_matrix/client/r0/pushrules/", alice), (200, {"global": full}))
 
     # -- user rules -------------------------------------------------------------------------

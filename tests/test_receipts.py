@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from mxserver.homeserver import Homeserver
-from tests.ephemeral_helpers import C, EphemeralTestCase, q
-from tests.utils import TestUser
+from tests.harness import C, HomeserverTestCase, TestUser, q
 
 
-class ReceiptTests(EphemeralTestCase):
+class ReceiptTests(HomeserverTestCase):
     async def receipt(
         self, user: TestUser, room: str, event_id: str, receipt_type: str = "m.read", body: Any = None
     ) -> tuple[int, Any]:

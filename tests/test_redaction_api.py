@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tests.room_event_helpers import C, RoomEventsTestCase, q
+from tests.harness import C, HomeserverTestCase, q
 
 
-class RedactionApiTests(RoomEventsTestCase):
+class RedactionApiTests(HomeserverTestCase):
     async def _redact(self, user, room: str, event_id: str, txn: str, body: dict | None = None) -> tuple[int, dict]:
         return await self.put(
             f"{C}/rooms/{q(room)}/redact/{q(event_id)}/{q(txn)}", body if body is not None else {}, user
@@ -13,7 +13,7 @@ class RedactionApiTests(RoomEventsTestCase):
 
     async def test_redact_own_message(self) -> None:
         alice = await self.register("alice")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         target = await self.send_message(alice, room, "oops", extra_key="secret")
         code, body = await self._redact(alice, room, target, "r1", {"reason": "typo"})
         self.assertEqual(code, 200, body)
@@ -36,7 +36,7 @@ class RedactionApiTests(RoomEventsTestCase):
 
     async def test_redact_after_cache_eviction(self) -> None:
         alice = await self.register("alice")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         target = await self.send_message(alice, room, "oops")
         self.hs.event_store._cache.clear()
         code, body = await self._redact(alice, room, target, "r")
@@ -48,7 +48,7 @@ class RedactionApiTests(RoomEventsTestCase):
     async def test_redact_needs_power_for_others_events(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         await self.join(bob, room)
         mine = await self.send_message(alice, room, "alice's")
         bobs = await self.send_message(bob, room, "bob's")
@@ -66,8 +66,8 @@ class RedactionApiTests(RoomEventsTestCase):
     async def test_redact_errors(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
-        room = await self.create_room(alice)
-        other = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
+        other = await self.create_room(alice, preset="public_chat")
         elsewhere = await self.send_message(alice, other, "other room")
         target = await self.send_message(alice, room, "x")
         self.assertMatrixError(await self._redact(alice, room, "$unknown", "a"), 404, "M_NOT_FOUND")
@@ -96,7 +96,7 @@ class RedactionApiTests(RoomEventsTestCase):
     async def test_redaction_via_send_every_version(self) -> None:
         alice = await self.register("alice")
         for version in ("1", "3", "11", "12"):
-            room = await self.create_room(alice, version=version)
+            room = await self.create_room(alice, preset="public_chat", room_version=version)
             target = await self.send_message(alice, room, "bye")
             code, body = await self.put(
                 f"{C}/rooms/{q(room)}/send/m.room.redaction/red{version}", {"redacts": target, "reason": "r"}, alice
@@ -117,7 +117,7 @@ class RedactionApiTests(RoomEventsTestCase):
     async def test_escaped_event_ids(self) -> None:
         """v3 event IDs are standard base64 ('/' and '+'); v1 IDs have ':'."""
         alice = await self.register("alice")
-        room = await self.create_room(alice, version="3")
+        room = await self.create_room(alice, preset="public_chat", room_version="3")
         target = None
         for i in range(200):
             event_id = await self.send_message(alice, room, f"m{i}")
@@ -129,7 +129,7 @@ class RedactionApiTests(RoomEventsTestCase):
         self.assertEqual((await self._redact(alice, room, target, "slash"))[0], 200)
         code, ev = await self.get(f"{C}/rooms/{q(room)}/context/{q(target)}?limit=2", alice)
         self.assertEqual((code, ev["event"]["event_id"], ev["event"]["content"]), (200, target, {}))
-        room1 = await self.create_room(alice, version="1")
+        room1 = await self.create_room(alice, preset="public_chat", room_version="1")
         v1 = await self.send_message(alice, room1, "v1")
         self.assertIn(":", v1)
         self.assertEqual((await self._redact(alice, room1, v1, "colon"))[0], 200)
@@ -137,7 +137,7 @@ class RedactionApiTests(RoomEventsTestCase):
 
     async def test_redacted_state_event(self) -> None:
         alice = await self.register("alice")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         name_id = await self.set_state(alice, room, "m.room.name", {"name": "Rude"})
         self.assertEqual((await self._redact(alice, room, name_id, "n"))[0], 200)
         self.assertEqual(await self.get(f"{C}/rooms/{q(room)}/state/m.room.name/", alice), (200, {}))

@@ -7,10 +7,9 @@ from typing import Any
 
 from twisted.internet.defer import DeferredList, ensureDeferred
 
-from tests.utils import HomeserverTestCase
+from tests.harness import C, HomeserverTestCase
 
-V3 = "/_matrix/client/v3"
-REGISTER = f"{V3}/register"
+REGISTER = f"{C}/register"
 VALIDITY = "/_matrix/client/v1/register/m.login.registration_token/validity"
 DUMMY = {"type": "m.login.dummy"}
 
@@ -27,7 +26,7 @@ class RegisterTests(HomeserverTestCase):
         self.assertEqual(code, 200, resp)
         self.assertEqual(resp["user_id"], "@alice:test")
         self.assertRegex(resp["device_id"], r"^[A-Z]{10}$")
-        code, me = await self.get(f"{V3}/account/whoami", resp["access_token"])
+        code, me = await self.get(f"{C}/account/whoami", resp["access_token"])
         self.assertEqual(me, {"user_id": "@alice:test", "device_id": resp["device_id"], "is_guest": False})
         # The session is spent.
         again = {"username": "alice2", "password": "secret", "auth": {**DUMMY, "session": session}}
@@ -44,10 +43,10 @@ class RegisterTests(HomeserverTestCase):
         code, resp = await self.post(REGISTER, body)
         self.assertEqual((code, resp["device_id"]), (200, "LAPTOP"))
         self.assertEqual(await self.hs.accounts.get_profile("@alice:test"), ("alice", None))
-        code, devices = await self.get(f"{V3}/devices", resp["access_token"])
+        code, devices = await self.get(f"{C}/devices", resp["access_token"])
         self.assertEqual(devices["devices"][0]["display_name"], "Laptop")
         login = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "secret"}
-        self.assertEqual((await self.post(f"{V3}/login", login))[0], 200)
+        self.assertEqual((await self.post(f"{C}/login", login))[0], 200)
 
     async def test_inhibit_login(self) -> None:
         body = {"username": "alice", "password": "secret", "inhibit_login": True, "auth": DUMMY}
@@ -209,12 +208,12 @@ class GuestTests(HomeserverTestCase):
         self.assertEqual(code, 200, resp)
         self.assertTrue(re.fullmatch(r"@[0-9]+:test", resp["user_id"]), resp["user_id"])
         self.assertNotEqual(resp["device_id"], "MINE")
-        code, me = await self.get(f"{V3}/account/whoami", resp["access_token"])
+        code, me = await self.get(f"{C}/account/whoami", resp["access_token"])
         self.assertEqual((me["user_id"], me["is_guest"]), (resp["user_id"], True))
-        code, devices = await self.get(f"{V3}/devices", resp["access_token"])
+        code, devices = await self.get(f"{C}/devices", resp["access_token"])
         self.assertEqual(devices["devices"][0]["display_name"], "Guest phone")
         # Guests may not manage their account.
-        result = await self.post(f"{V3}/account/password", {"new_password": "x"}, resp["access_token"])
+        result = await self.post(f"{C}/account/password", {"new_password": "x"}, resp["access_token"])
         self.assertMatrixError(result, 403, "M_GUEST_ACCESS_FORBIDDEN")
 
     async def test_guest_with_empty_body(self) -> None:

@@ -17,11 +17,18 @@ from twisted.web import server
 from mxserver.crypto.keys import generate_signing_key
 from mxserver.events.builder import build_event
 from mxserver.rooms.auth import auth_types_for_event
-from tests.federation_helpers import ScriptedServer, free_port, listen_tls, make_cert, temp_dir
-from tests.two_servers import TwoServerTestCase
-from tests.utils import HomeserverTestCase, TestUser
+from tests.harness import (
+    C,
+    HomeserverTestCase,
+    ScriptedServer,
+    TestUser,
+    TwoServerTestCase,
+    free_port,
+    listen_tls,
+    make_cert,
+    temp_dir,
+)
 
-C = "/_matrix/client/v3"
 PROFILE = b"/_matrix/federation/v1/query/profile"
 PUBLIC_ROOMS = b"/_matrix/federation/v1/publicRooms"
 

@@ -11,7 +11,7 @@ from mxserver.events.versions import get_room_version
 from mxserver.homeserver import Homeserver
 from mxserver.rooms.power_levels import default_power_levels_content
 from mxserver.rooms.room_server import EventSpec
-from tests.utils import HomeserverTestCase
+from tests.harness import HomeserverTestCase
 
 
 def basic_room(rv: Any, creator: str) -> list[EventSpec]:
@@ -106,8 +106,9 @@ class RoomServerTests(HomeserverTestCase):
         state = await rs.state_at_event(msg.event_id)
         self.assertEqual(len([k for k in state if k[0] == "m.room.member"]), 121)
         # messages share the snapshot of the state before them
-        pos = await self.hs.event_store.get_event_positions(msg.event_id)
-        self.assertEqual(pos[2], pos[3])
+        info = await self.hs.event_store.get_event_info(msg.event_id)
+        assert info is not None
+        self.assertEqual(info.state_before, info.state_after)
         rows = await self.hs.db.select("count", "SELECT COUNT(*) FROM state_snapshot_entries")
         # far fewer rows than one full copy per state event (which would be ~ 120*60 = 7,000+)
         self.assertLess(rows[0][0], 2000)

@@ -30,9 +30,9 @@ from mxserver.rooms.room_server import (
     ReceiveStatus,
 )
 from mxserver.rooms.state_resolution import resolve_state_sync
-from tests.utils import HomeserverTestCase, TestUser
+from mxserver.storage.events import StoredEventInfo
+from tests.harness import C, HomeserverTestCase, TestUser
 
-C = "/_matrix/client/v3"
 REMOTE = "remote.test"
 BOB = "@bob:remote.test"
 EVE = "@eve:remote.test"
@@ -122,13 +122,10 @@ class ReceiveTests(HomeserverTestCase):
                     sender: str | None = None) -> Event:
         return await self.hs.room_server.send(room_id, EventSpec(etype, content, state_key, sender or self.alice.user_id))
 
-    async def row(self, event_id: str) -> tuple[Any, ...] | None:
-        return await self.hs.db.select_one(
-            "row",
-            "SELECT stream_ordering, rejected_reason, soft_failed, state_before, state_after, outlier"
-            " FROM events WHERE event_id = ?",
-            event_id,
-        )
+    async def info(self, event_id: str) -> StoredEventInfo:
+        info = await self.hs.event_store.get_event_info(event_id)
+        assert info is not None, f"{event_id} is not stored"
+        return info
 
     async def count_events(self) -> int:
         rows = await self.hs.db.select("count", "SELECT COUNT(*) FROM events")
@@ -182,10 +179,10 @@ class ReceiveTests(HomeserverTestCase):
             self.assertEqual(seen, [join.event_id, msg.event_id])
             self.assertIsNotNone(msg.metadata.stream_ordering)
             self.assertEqual(await self.extremities(room_id), {msg.event_id})
-            row = await self.row(msg.event_id)
-            self.assertEqual(row[0], msg.metadata.stream_ordering)
-            self.assertIsNone(row[1])
-            self.assertEqual(row[3], row[4])
+            info = await self.info(msg.event_id)
+            self.assertEqual(info.stream_ordering, msg.metadata.stream_ordering)
+            self.assertIsNone(info.rejected_reason)
+            self.assertEqual(info.state_before, info.state_after)
             self.assertIn(msg.event_id, await self.message_ids(room_id))
             self.assertIn(msg.event_id, await self.sync_timeline_ids(room_id))
             code, members = await self.get(f"{C}/rooms/{q(room_id)}/joined_members", self.alice)
@@ -203,15 +200,13 @@ class ReceiveTests(HomeserverTestCase):
             msg = await self.remote(room_id, "m.room.message", {"msgtype": "m.text", "body": "spam"}, sender=EVE)
             result = await self.receive(msg, ReceiveStatus.REJECTED)
             self.assertIsInstance(result.reason, str)
-            row = await self.row(msg.event_id)
-            self.assertIsNotNone(row, "a rejected event is stored")
-            stream, reason, soft_failed, state_before, state_after, outlier = row
-            self.assertIsNone(stream)
-            self.assertEqual(reason, result.reason)
-            self.assertFalse(soft_failed)
-            self.assertFalse(outlier)
-            self.assertEqual(state_before, state_after)
-            self.assertIsNotNone(state_before)
+            info = await self.info(msg.event_id)  # a rejected event is stored
+            self.assertIsNone(info.stream_ordering)
+            self.assertEqual(info.rejected_reason, result.reason)
+            self.assertFalse(info.soft_failed)
+            self.assertFalse(info.outlier)
+            self.assertEqual(info.state_before, info.state_after)
+            self.assertIsNotNone(info.state_before)
             self.assertEqual(await self.extremities(room_id), before)
             self.assertEqual(set((await self.hs.room_server.get_head(room_id)).extremities), before)
             self.assertEqual(await self.hs.room_server.current_state_ids(room_id), state)
@@ -223,7 +218,8 @@ class ReceiveTests(HomeserverTestCase):
             topic = await self.remote(room_id, "m.room.topic", {"topic": "hijacked"}, sender=EVE, state_key="")
             await self.receive(topic, ReceiveStatus.REJECTED)
             self.assertEqual(await self.hs.room_server.current_state_ids(room_id), state)
-            self.assertEqual((await self.row(topic.event_id))[3:5], (state_before, state_before))
+            topic_info = await self.info(topic.event_id)
+            self.assertEqual((topic_info.state_before, topic_info.state_after), (info.state_before, info.state_before))
 
     async def test_event_citing_rejected_auth_event_is_rejected(self) -> None:
         for version in ("10", "12"):
@@ -243,13 +239,12 @@ class ReceiveTests(HomeserverTestCase):
             msg = await self.remote(room_id, "m.room.message", {"msgtype": "m.text", "body": "as admin"}, auth_ids=auth)
             result = await self.receive(msg, ReceiveStatus.REJECTED)
             self.assertIn("rejected", result.reason)
-            self.assertIsNotNone((await self.row(msg.event_id))[1])
+            self.assertIsNotNone((await self.info(msg.event_id)).rejected_reason)
             # but an event with the rejected event as a prev event and proper auth events is fine
             # (§Rejection): the state after a rejected event is the state before it
             ok = await self.remote(room_id, "m.room.message", {"msgtype": "m.text", "body": "sorry"}, prev=[grab.event_id])
             await self.receive(ok)
-            row = await self.row(ok.event_id)
-            self.assertEqual(row[3], (await self.row(grab.event_id))[4])
+            self.assertEqual((await self.info(ok.event_id)).state_before, (await self.info(grab.event_id)).state_after)
             self.assertIn(ok.event_id, await self.message_ids(room_id))
             self.assertNotIn(grab.event_id, await self.message_ids(room_id))
             self.assertEqual(await self.hs.room_server.current_state_ids(room_id), state)
@@ -269,12 +264,12 @@ class ReceiveTests(HomeserverTestCase):
             evade = await self.remote(room_id, "m.room.message", {"msgtype": "m.text", "body": "evading"}, prev=[join.event_id])
             result = await self.receive(evade, ReceiveStatus.SOFT_FAILED)
             self.assertIsInstance(result.reason, str)
-            stream, reason, soft_failed, state_before, state_after, _ = await self.row(evade.event_id)
-            self.assertIsNone(stream)
-            self.assertIsNone(reason)
-            self.assertTrue(soft_failed)
-            self.assertEqual(state_before, (await self.row(join.event_id))[4])
-            self.assertEqual(state_after, state_before)
+            info = await self.info(evade.event_id)
+            self.assertIsNone(info.stream_ordering)
+            self.assertIsNone(info.rejected_reason)
+            self.assertTrue(info.soft_failed)
+            self.assertEqual(info.state_before, (await self.info(join.event_id)).state_after)
+            self.assertEqual(info.state_after, info.state_before)
             self.assertEqual(await self.extremities(room_id), {ban.event_id})
             self.assertNotIn(evade.event_id, await self.message_ids(room_id))
             self.assertNotIn(evade.event_id, await self.sync_timeline_ids(room_id))
@@ -308,13 +303,11 @@ class ReceiveTests(HomeserverTestCase):
                 "cs", "SELECT type, state_key, event_id FROM current_state WHERE room_nid = ?", await self.room_nid(room_id)
             )
             self.assertEqual({(r[0], r[1]): r[2] for r in rows}, expected)
-            row = await self.hs.db.select_one(
-                "resolved", "SELECT current_state_after FROM events WHERE event_id = ?", theirs.event_id
-            )
+            current_after = (await self.info(theirs.event_id)).current_state_after
             if expected == await rs.state_at_event(theirs.event_id):
-                self.assertIsNone(row[0])
+                self.assertIsNone(current_after)
             else:
-                self.assertEqual(dict(await self.hs.state_store.get_state(row[0])), expected)
+                self.assertEqual(dict(await self.hs.state_store.get_state(current_after)), expected)
             if version != "1":
                 # v2 mainline ordering, same power levels: the later origin_server_ts (ours) wins,
                 # so the room's state is not the state after the latest event (restart reads it back)
@@ -381,7 +374,7 @@ class ReceiveTests(HomeserverTestCase):
                 await self.hs.room_server.receive_event(third)
             self.assertEqual(cm.exception.missing, [rename.event_id])
             self.assertEqual(await self.count_events(), count)
-            self.assertIsNone(await self.row(third.event_id))
+            self.assertIsNone(await self.hs.event_store.get_event_info(third.event_id))
             # once the missing events arrive, so can the others
             await self.receive(first)
             await self.receive(second)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from tests.room_event_helpers import C, RoomEventsTestCase, q
+from tests.harness import C, HomeserverTestCase, q
 
 
 def by_key(events: list[dict]) -> dict[tuple[str, str], dict]:
     return {(e["type"], e["state_key"]): e for e in events}
 
 
-class RoomStateTests(RoomEventsTestCase):
+class RoomStateTests(HomeserverTestCase):
     async def test_get_full_state(self) -> None:
         alice = await self.register("alice")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         code, state = await self.get(f"{C}/rooms/{q(room)}/state", alice)
         self.assertEqual(code, 200, state)
         keys = set(by_key(state))
@@ -32,7 +32,7 @@ class RoomStateTests(RoomEventsTestCase):
 
     async def test_put_and_get_state_event(self) -> None:
         alice = await self.register("alice")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         first = await self.set_state(alice, room, "m.room.name", {"name": "One"})
         code, content = await self.get(f"{C}/rooms/{q(room)}/state/m.room.name/", alice)
         self.assertEqual((code, content), (200, {"name": "One"}))
@@ -55,7 +55,7 @@ class RoomStateTests(RoomEventsTestCase):
 
     async def test_state_keys_with_slashes_and_user_ids(self) -> None:
         alice = await self.register("alice")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         key = "a/b%c d"
         await self.set_state(alice, room, "com.example.thing", {"v": 1}, state_key=key)
         self.assertEqual(
@@ -73,7 +73,7 @@ class RoomStateTests(RoomEventsTestCase):
     async def test_get_state_errors(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         self.assertMatrixError(await self.get(f"{C}/rooms/{q(room)}/state/m.room.topic/", alice), 404, "M_NOT_FOUND")
         self.assertMatrixError(
             await self.get(f"{C}/rooms/{q(room)}/state/m.room.name/?format=xml", alice), 400, "M_INVALID_PARAM"
@@ -87,7 +87,7 @@ class RoomStateTests(RoomEventsTestCase):
     async def test_put_state_errors(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         await self.join(bob, room)
         # below state_default (50)
         self.assertMatrixError(
@@ -114,12 +114,12 @@ class RoomStateTests(RoomEventsTestCase):
 
     async def test_canonical_alias_without_aliases(self) -> None:
         alice = await self.register("alice")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         await self.set_state(alice, room, "m.room.canonical_alias", {})
 
     async def test_canonical_alias_must_point_here(self) -> None:
         alice = await self.register("alice")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         result = await self.put(f"{C}/rooms/{q(room)}/state/m.room.canonical_alias/", {"alias": "#nowhere:test"}, alice)
         self.assertMatrixError(result, 400, "M_BAD_ALIAS")
         self.assertMatrixError(
@@ -129,7 +129,7 @@ class RoomStateTests(RoomEventsTestCase):
     async def test_left_user_sees_state_at_leave(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         await self.set_state(alice, room, "m.room.name", {"name": "Before"})
         await self.join(bob, room)
         await self.leave(bob, room)
@@ -147,19 +147,19 @@ class RoomStateTests(RoomEventsTestCase):
     async def test_world_readable_non_member_reads_state(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
-        room = await self.create_room(alice, history_visibility="world_readable")
+        room = await self.create_room(alice, preset="public_chat", history_visibility="world_readable")
         code, state = await self.get(f"{C}/rooms/{q(room)}/state", bob)
         self.assertEqual(code, 200, state)
         self.assertIn(("m.room.create", ""), by_key(state))
 
 
-class MembersTests(RoomEventsTestCase):
+class MembersTests(HomeserverTestCase):
     async def _room(self) -> tuple:
         alice = await self.register("alice")
         bob = await self.register("bob")
         carol = await self.register("carol")
-        room = await self.create_room(alice)
-        await self.join(bob, room, displayname="Bobby", avatar_url="mxc://test/bob")
+        room = await self.create_room(alice, preset="public_chat")
+        await self.set_membership(bob, room, bob, "join", displayname="Bobby", avatar_url="mxc://test/bob")
         await self.invite(alice, room, carol)
         return alice, bob, carol, room
 
@@ -212,7 +212,7 @@ class MembersTests(RoomEventsTestCase):
 
     async def test_joined_rooms(self) -> None:
         alice, bob, carol, room = await self._room()
-        other = await self.create_room(alice)
+        other = await self.create_room(alice, preset="public_chat")
         code, body = await self.get(f"{C}/joined_rooms", alice)
         self.assertEqual(code, 200)
         self.assertEqual(sorted(body["joined_rooms"]), sorted([room, other]))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from tests.room_event_helpers import C, RoomEventsTestCase, q
+from tests.harness import C, HomeserverTestCase, q
 
 
-class SendTests(RoomEventsTestCase):
+class SendTests(HomeserverTestCase):
     async def test_send_and_read_back(self) -> None:
         alice = await self.register("alice")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         code, body = await self.put(
             f"{C}/rooms/{q(room)}/send/m.room.message/txn1", {"msgtype": "m.text", "body": "hi"}, alice
         )
@@ -26,7 +26,7 @@ class SendTests(RoomEventsTestCase):
 
     async def test_txn_idempotent_over_http(self) -> None:
         alice = await self.register("alice")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         path = f"{C}/rooms/{q(room)}/send/m.room.message/same"
         first = await self.put(path, {"body": "once"}, alice)
         second = await self.put(path, {"body": "once"}, alice)
@@ -54,8 +54,8 @@ class SendTests(RoomEventsTestCase):
         )
         self.assertEqual(code, 200, login)
         other_device = login["access_token"]
-        room = await self.create_room(alice)
-        room2 = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
+        room2 = await self.create_room(alice, preset="public_chat")
         a = (await self.put(f"{C}/rooms/{q(room)}/send/m.room.message/1", {"body": "a"}, alice))[1]["event_id"]
         b = (await self.put(f"{C}/rooms/{q(room)}/send/m.room.message/1", {"body": "b"}, other_device))[1]["event_id"]
         self.assertNotEqual(a, b)
@@ -76,7 +76,7 @@ class SendTests(RoomEventsTestCase):
 
     async def test_any_event_type_and_escaping(self) -> None:
         alice = await self.register("alice")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         etype = "com.example/odd type"
         code, body = await self.put(f"{C}/rooms/{q(room)}/send/{q(etype)}/{q('t/1 x')}", {"x": 1}, alice)
         self.assertEqual(code, 200, body)
@@ -87,7 +87,7 @@ class SendTests(RoomEventsTestCase):
     async def test_every_room_version(self) -> None:
         alice = await self.register("alice")
         for version in ("1", "3", "11", "12"):
-            room = await self.create_room(alice, version=version)
+            room = await self.create_room(alice, preset="public_chat", room_version=version)
             event_id = await self.send_message(alice, room, f"v{version}")
             if version == "1":
                 self.assertIn(":", event_id)
@@ -96,7 +96,7 @@ class SendTests(RoomEventsTestCase):
 
     async def test_r0_prefix(self) -> None:
         alice = await self.register("alice")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         code, body = await self.put(
             f"/_matrix/client/r0/rooms/{q(room)}/send/m.room.message/r0", {"body": "old"}, alice
         )
@@ -105,7 +105,7 @@ class SendTests(RoomEventsTestCase):
     async def test_not_member_forbidden(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         self.assertMatrixError(
             await self.put(f"{C}/rooms/{q(room)}/send/m.room.message/x", {"body": "no"}, bob), 403, "M_FORBIDDEN"
         )
@@ -113,7 +113,7 @@ class SendTests(RoomEventsTestCase):
     async def test_power_level_enforced(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         await self.join(bob, room)
         self.assertMatrixError(
             await self.put(f"{C}/rooms/{q(room)}/send/m.room.power_levels/x", {"users": {bob.user_id: 100}}, bob),
@@ -123,7 +123,7 @@ class SendTests(RoomEventsTestCase):
 
     async def test_bad_input(self) -> None:
         alice = await self.register("alice")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         path = f"{C}/rooms/{q(room)}/send/m.room.message"
         self.assertMatrixError(await self.put(f"{path}/a", None, None), 401, "M_MISSING_TOKEN")
         self.assertMatrixError(await self.request("PUT", f"{path}/b", raw=b"not json", token=alice), 400, "M_NOT_JSON")
@@ -151,7 +151,7 @@ class SendTests(RoomEventsTestCase):
 
     async def test_ratelimited(self) -> None:
         alice = await self.register("alice")
-        room = await self.create_room(alice)
+        room = await self.create_room(alice, preset="public_chat")
         self.hs.ratelimit_message._enabled = True
         self.hs.ratelimit_message._rate = 0.001
         self.hs.ratelimit_message._burst = 2.0

@@ -38,7 +38,7 @@ from mxserver.config import load_config_dict
 from mxserver.homeserver import Homeserver, preflight
 from mxserver.storage.dialect import SQLITE
 from mxserver.storage.migrations import SchemaError, latest_version, prepare_database
-from tests.utils import HomeserverTestCase
+from tests.harness import HomeserverTestCase
 
 VENV_BIN = os.path.dirname(sys.executable)
 

@@ -7,28 +7,26 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
-from tests.utils import HomeserverTestCase, TestUser
-
-V3 = "/_matrix/client/v3"
+from tests.harness import C, HomeserverTestCase, TestUser
 
 
 class SyncTests(HomeserverTestCase):
     async def _room(self, user: TestUser, **extra: Any) -> str:
-        code, body = await self.post(f"{V3}/createRoom", {"preset": "public_chat", **extra}, user)
+        code, body = await self.post(f"{C}/createRoom", {"preset": "public_chat", **extra}, user)
         self.assertEqual(code, 200, body)
         return body["room_id"]
 
     async def _send(self, user: TestUser, room_id: str, body: str) -> str:
         self._txn = getattr(self, "_txn", 0) + 1
         code, resp = await self.put(
-            f"{V3}/rooms/{room_id}/send/m.room.message/t{self._txn}", {"msgtype": "m.text", "body": body}, user
+            f"{C}/rooms/{room_id}/send/m.room.message/t{self._txn}", {"msgtype": "m.text", "body": body}, user
         )
         self.assertEqual(code, 200, resp)
         return resp["event_id"]
 
     async def _sync(self, user: TestUser, since: str | None = None, **params: Any) -> dict[str, Any]:
         query = "&".join(f"{k}={v}" for k, v in params.items())
-        path = f"{V3}/sync?" + (f"since={since}&" if since else "") + query
+        path = f"{C}/sync?" + (f"since={since}&" if since else "") + query
         code, body = await self.get(path, user)
         self.assertEqual(code, 200, body)
         return body
@@ -68,7 +66,7 @@ class SyncTests(HomeserverTestCase):
         alice = await self.register("alice")
         bob = await self.register("bob")
         room = await self._room(alice)
-        code, _ = await self.post(f"{V3}/join/{room}", {}, bob)
+        code, _ = await self.post(f"{C}/join/{room}", {}, bob)
         self.assertEqual(code, 200)
         since = (await self._sync(bob))["next_batch"]
         start = reactor.seconds()
@@ -92,7 +90,7 @@ class SyncTests(HomeserverTestCase):
         alice = await self.register("alice")
         room = await self._room(alice)
         since = (await self._sync(alice))["next_batch"]
-        code, _ = await self.put(f"{V3}/rooms/{room}/state/m.room.topic/", {"topic": "changed in the gap"}, alice)
+        code, _ = await self.put(f"{C}/rooms/{room}/state/m.room.topic/", {"topic": "changed in the gap"}, alice)
         self.assertEqual(code, 200)
         for i in range(15):
             await self._send(alice, room, f"m{i}")
@@ -104,7 +102,7 @@ class SyncTests(HomeserverTestCase):
         self.assertEqual(joined["state"]["events"][0]["content"]["topic"], "changed in the gap")
         # prev_batch pages back into the gap with /messages
         code, page = await self.get(
-            f"{V3}/rooms/{room}/messages?dir=b&limit=5&from={joined['timeline']['prev_batch']}", alice
+            f"{C}/rooms/{room}/messages?dir=b&limit=5&from={joined['timeline']['prev_batch']}", alice
         )
         self.assertEqual(code, 200, page)
         self.assertEqual([e["content"]["body"] for e in page["chunk"]], ["m4", "m3", "m2", "m1", "m0"])
@@ -114,16 +112,16 @@ class SyncTests(HomeserverTestCase):
         bob = await self.register("bob")
         room = await self._room(alice, preset="private_chat", name="Secret")
         since = (await self._sync(bob))["next_batch"]
-        code, _ = await self.post(f"{V3}/rooms/{room}/invite", {"user_id": bob.user_id}, alice)
+        code, _ = await self.post(f"{C}/rooms/{room}/invite", {"user_id": bob.user_id}, alice)
         self.assertEqual(code, 200)
         body = await self._sync(bob, since)
         invite = body["rooms"]["invite"][room]["invite_state"]["events"]
         self.assertIn("m.room.name", {e["type"] for e in invite})
         self.assertIn(("m.room.member", bob.user_id), {(e["type"], e.get("state_key")) for e in invite})
-        code, _ = await self.post(f"{V3}/rooms/{room}/join", {}, bob)
+        code, _ = await self.post(f"{C}/rooms/{room}/join", {}, bob)
         body = await self._sync(bob, body["next_batch"])
         self.assertIn(room, body["rooms"]["join"])
-        code, _ = await self.post(f"{V3}/rooms/{room}/kick", {"user_id": bob.user_id, "reason": "bye"}, alice)
+        code, _ = await self.post(f"{C}/rooms/{room}/kick", {"user_id": bob.user_id, "reason": "bye"}, alice)
         self.assertEqual(code, 200)
         body = await self._sync(bob, body["next_batch"])
         left = body["rooms"]["leave"][room]
@@ -138,10 +136,10 @@ class SyncTests(HomeserverTestCase):
 
     async def test_bad_input(self) -> None:
         alice = await self.register("alice")
-        self.assertMatrixError(await self.get(f"{V3}/sync"), 401, "M_MISSING_TOKEN")
-        self.assertMatrixError(await self.get(f"{V3}/sync?since=garbage", alice), 400, "M_INVALID_PARAM")
-        self.assertMatrixError(await self.get(f"{V3}/sync?timeout=abc", alice), 400, "M_INVALID_PARAM")
-        self.assertMatrixError(await self.get(f"{V3}/sync?set_presence=busy", alice), 400, "M_INVALID_PARAM")
-        code, body = await self.get(f"{V3}/sync?filter=%7Bnot%20json", alice)
+        self.assertMatrixError(await self.get(f"{C}/sync"), 401, "M_MISSING_TOKEN")
+        self.assertMatrixError(await self.get(f"{C}/sync?since=garbage", alice), 400, "M_INVALID_PARAM")
+        self.assertMatrixError(await self.get(f"{C}/sync?timeout=abc", alice), 400, "M_INVALID_PARAM")
+        self.assertMatrixError(await self.get(f"{C}/sync?set_presence=busy", alice), 400, "M_INVALID_PARAM")
+        code, body = await self.get(f"{C}/sync?filter=%7Bnot%20json", alice)
         self.assertEqual(code, 400)
-        self.assertMatrixError(await self.get(f"{V3}/sync?filter=12345", alice), 404, "M_NOT_FOUND")
+        self.assertMatrixError(await self.get(f"{C}/sync?filter=12345", alice), 404, "M_NOT_FOUND")

@@ -11,8 +11,8 @@ matrix-nio clients, mxserver joining an encrypted room on Synapse.
 from __future__ import annotations
 
 from mxserver.federation.remote_rooms import q
+from tests.harness import C, TwoServerTestCase
 from tests.test_federation_joins import FederationTestMixin, eventually
-from tests.two_servers import CLIENT, TwoServerTestCase
 
 ENCRYPTION = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
 
@@ -24,7 +24,7 @@ class RemoteInviteJoinSyncTests(FederationTestMixin, TwoServerTestCase):
         room_id = await self.b.create_room(
             bob, {"preset": "private_chat", "name": "secret", "initial_state": [ENCRYPTION]}
         )
-        code, body = await self.b.post(f"{CLIENT}/rooms/{q(room_id)}/invite", {"user_id": alice.user_id}, bob)
+        code, body = await self.b.post(f"{C}/rooms/{q(room_id)}/invite", {"user_id": alice.user_id}, bob)
         self.assertEqual(code, 200, body)
 
         async def invited() -> bool:

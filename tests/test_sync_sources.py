@@ -12,11 +12,10 @@ from twisted.internet.task import deferLater
 from twisted.web._newclient import ResponseNeverReceived
 
 from mxserver.homeserver import Homeserver
-from tests.ephemeral_helpers import C, EphemeralTestCase, q
-from tests.utils import TestUser
+from tests.harness import C, HomeserverTestCase, TestUser, q
 
 
-class SyncSourcesTests(EphemeralTestCase):
+class SyncSourcesTests(HomeserverTestCase):
     async def sync(self, user: TestUser, since: str | None = None, **params: Any) -> dict[str, Any]:
         args = dict(params)
         if since:
@@ -98,7 +97,7 @@ class SyncSourcesTests(EphemeralTestCase):
 
     async def test_lazy_loaded_members(self) -> None:
         alice = await self.register("alice")
-        room = await self.create_room(alice, "public_chat")
+        room = await self.create_room(alice, preset="public_chat")
         others = [await self.register(f"user{i}") for i in range(4)]
         for u in others:
             await self.join(u, room)
@@ -116,7 +115,7 @@ class SyncSourcesTests(EphemeralTestCase):
 
     async def test_history_visibility_joined_hides_earlier_events(self) -> None:
         alice, bob = await self.register("alice"), await self.register("bob")
-        room = await self.create_room(alice, "public_chat")
+        room = await self.create_room(alice, preset="public_chat")
         await self.put(f"{C}/rooms/{q(room)}/state/m.room.history_visibility/", {"history_visibility": "joined"}, alice)
         await self.send_message(alice, room, "before bob")
         await self.join(bob, room)

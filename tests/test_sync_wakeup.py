@@ -13,14 +13,12 @@ from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
 
-from tests.utils import HomeserverTestCase
-
-V3 = "/_matrix/client/v3"
+from tests.harness import C, HomeserverTestCase
 
 
 class SyncWakeupTests(HomeserverTestCase):
     async def _sync(self, token: Any, since: str | None = None, timeout: int = 0) -> dict[str, Any]:
-        path = f"{V3}/sync?timeout={timeout}" + (f"&since={since}" if since else "")
+        path = f"{C}/sync?timeout={timeout}" + (f"&since={since}" if since else "")
         code, body = await self.get(path, token)
         self.assertEqual(code, 200, body)
         return body
@@ -28,10 +26,10 @@ class SyncWakeupTests(HomeserverTestCase):
     async def _joined_pair(self) -> tuple[Any, Any, str, str]:
         alice = await self.register("alice")
         bob = await self.register("bob")
-        code, body = await self.post(f"{V3}/createRoom", {"preset": "public_chat"}, alice)
+        code, body = await self.post(f"{C}/createRoom", {"preset": "public_chat"}, alice)
         self.assertEqual(code, 200, body)
         room = body["room_id"]
-        code, body = await self.post(f"{V3}/join/{room}", {}, bob)
+        code, body = await self.post(f"{C}/join/{room}", {}, bob)
         self.assertEqual(code, 200, body)
         since = (await self._sync(bob))["next_batch"]
         return alice, bob, room, since
@@ -47,7 +45,7 @@ class SyncWakeupTests(HomeserverTestCase):
         alice, bob, room, since = await self._joined_pair()
 
         async def kick() -> None:
-            code, body = await self.post(f"{V3}/rooms/{room}/kick", {"user_id": bob.user_id}, alice)
+            code, body = await self.post(f"{C}/rooms/{room}/kick", {"user_id": bob.user_id}, alice)
             self.assertEqual(code, 200, body)
 
         body = await self._woken_by(bob, since, kick)
@@ -61,7 +59,7 @@ class SyncWakeupTests(HomeserverTestCase):
         carol_since = (await self._sync(carol))["next_batch"]
 
         async def invite() -> None:
-            code, body = await self.post(f"{V3}/rooms/{room}/invite", {"user_id": carol.user_id}, alice)
+            code, body = await self.post(f"{C}/rooms/{room}/invite", {"user_id": carol.user_id}, alice)
             self.assertEqual(code, 200, body)
 
         body = await self._woken_by(carol, carol_since, invite)

@@ -7,17 +7,15 @@ from typing import Any
 from twisted.internet.defer import ensureDeferred
 
 from mxserver.homeserver import Homeserver
+from tests.harness import C, TestUser
 from tests.test_account import UIAMixin
-from tests.utils import TestUser
-
-V3 = "/_matrix/client/v3"
 
 
 class ToDeviceTests(UIAMixin):
     async def send(
         self, sender: TestUser, messages: Any, txn_id: str = "t1", event_type: str = "m.test"
     ) -> tuple[int, Any]:
-        return await self.put(f"{V3}/sendToDevice/{event_type}/{txn_id}", {"messages": messages}, sender)
+        return await self.put(f"{C}/sendToDevice/{event_type}/{txn_id}", {"messages": messages}, sender)
 
     async def login_device(self, user: TestUser, device_id: str) -> TestUser:
         code, body = await self.login(user.user_id, user.password, device_id=device_id)
@@ -141,7 +139,7 @@ class ToDeviceTests(UIAMixin):
     async def test_bad_input(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob", device_id="B1")
-        path = f"{V3}/sendToDevice/m.test"
+        path = f"{C}/sendToDevice/m.test"
         self.assertMatrixError(await self.put(f"{path}/t", {}, alice), 400, "M_MISSING_PARAM")
         self.assertMatrixError(await self.put(f"{path}/t", {"messages": []}, alice), 400, "M_BAD_JSON")
         self.assertMatrixError(await self.put(f"{path}/t", {"messages": {bob.user_id: "x"}}, alice), 400, "M_BAD_JSON")
@@ -157,7 +155,7 @@ class ToDeviceTests(UIAMixin):
         self.assertMatrixError(await self.request("PUT", f"{path}/t", raw=b"[", token=alice), 400, "M_NOT_JSON")
         self.assertMatrixError(await self.put(f"{path}/t", [1], alice), 400, "M_BAD_JSON")
         self.assertMatrixError(
-            await self.put(f"{V3}/sendToDevice/{'x' * 256}/t", {"messages": {}}, alice), 400, "M_INVALID_PARAM"
+            await self.put(f"{C}/sendToDevice/{'x' * 256}/t", {"messages": {}}, alice), 400, "M_INVALID_PARAM"
         )
         self.assertMatrixError(await self.put(f"{path}/{'t' * 256}", {"messages": {}}, alice), 400, "M_INVALID_PARAM")
         self.assertMatrixError(await self.put(f"{path}/t", {"messages": {}}, None), 401, "M_MISSING_TOKEN")
@@ -173,7 +171,7 @@ class ToDeviceTests(UIAMixin):
         bob = await self.register("bob", device_id="B1")
         await self.login_device(bob, "B2")
         await self.send(alice, {bob.user_id: {"*": {"n": 1}}}, "t1")
-        code, body = await self.with_password_uia("DELETE", f"{V3}/devices/B2", {}, bob)
+        code, body = await self.with_password_uia("DELETE", f"{C}/devices/B2", {}, bob)
         self.assertEqual(code, 200, body)
         # Bob logs in again with the old device ID: the old queue did not survive.
         await self.login_device(bob, "B2")
@@ -184,7 +182,7 @@ class ToDeviceTests(UIAMixin):
         alice = await self.register("alice")
         bob = await self.register("bob", device_id="B1")
         await self.send(alice, {bob.user_id: {"B1": {"n": 1}}}, "t1")
-        self.assertEqual((await self.post(f"{V3}/logout/all", {}, bob))[0], 200)
+        self.assertEqual((await self.post(f"{C}/logout/all", {}, bob))[0], 200)
         await self.login_device(bob, "B1")
         self.assertEqual((await self.inbox(bob, "B1"))[0], [])
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mxserver.crypto.keys import get_verify_key
-from tests.two_servers import CLIENT, TwoServerTestCase
+from tests.harness import C, TwoServerTestCase
 
 
 class TwoServerHarnessTests(TwoServerTestCase):
@@ -13,7 +13,7 @@ class TwoServerHarnessTests(TwoServerTestCase):
             self.assertEqual(server.server_name, f"127.0.0.1:{server.federation_port}")
             user = await server.register("alice")
             self.assertEqual(user.user_id, server.user_id("alice"))
-            code, body = await server.get(f"{CLIENT}/account/whoami", user)
+            code, body = await server.get(f"{C}/account/whoami", user)
             self.assertEqual((code, body["user_id"]), (200, user.user_id))
         # the base class helpers talk to A
         code, body = await self.get("/_matrix/client/versions")

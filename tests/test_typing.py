@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from mxserver.streams import TypingChange
-from tests.ephemeral_helpers import C, EphemeralTestCase, q
+from tests.harness import C, HomeserverTestCase, q
 
 
-class TypingTests(EphemeralTestCase):
+class TypingTests(HomeserverTestCase):
     use_fake_clock = True
 
     def path(self, room: str, user_id: str) -> str:
@@ -136,7 +136,7 @@ class TypingTests(EphemeralTestCase):
         self.assertEqual(published[3:], [TypingChange(room, frozenset())])
 
 
-class TypingRealClockTests(EphemeralTestCase):
+class TypingRealClockTests(HomeserverTestCase):
     """With the reactor's clock, a pending expiry must not outlive the server (trial checks the reactor)."""
 
     async def test_pending_expiry_is_cancelled_at_shutdown(self) -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.client_room_helpers import V3, ClientRoomTestCase, q
-from tests.utils import TestUser
+from tests.harness import C, HomeserverTestCase, TestUser, q
 
 
-class UpgradeTests(ClientRoomTestCase):
+class UpgradeTests(HomeserverTestCase):
     async def upgrade(self, user: TestUser, room: str, version: str, **extra: Any) -> str:
-        code, body = await self.post(f"{V3}/rooms/{q(room)}/upgrade", {"new_version": version, **extra}, user)
+        code, body = await self.post(f"{C}/rooms/{q(room)}/upgrade", {"new_version": version, **extra}, user)
         self.assertEqual(code, 200, body)
         return body["replacement_room"]
 
@@ -31,7 +30,7 @@ class UpgradeTests(ClientRoomTestCase):
                 {"type": "org.example.private", "content": {"not": "copied"}},
             ],
         )
-        self.assertEqual(await self.put(f"{V3}/directory/room/{q('#second:test')}", {"room_id": room}, alice), (200, {}))
+        self.assertEqual(await self.put(f"{C}/directory/room/{q('#second:test')}", {"room_id": room}, alice), (200, {}))
         await self.set_state(alice, room, "m.room.canonical_alias", {"alias": "#main:test", "alt_aliases": ["#second:test", "#far:elsewhere.example"]})
         return room
 
@@ -39,8 +38,8 @@ class UpgradeTests(ClientRoomTestCase):
         alice = await self.register("alice")
         bob = await self.register("bob")
         old = await self._full_room(alice, "10")
-        await self.post(f"{V3}/rooms/{q(old)}/ban", {"user_id": "@spammer:elsewhere.example", "reason": "spam"}, alice)
-        last = (await self.room_events(old))[-1].event_id
+        await self.post(f"{C}/rooms/{q(old)}/ban", {"user_id": "@spammer:elsewhere.example", "reason": "spam"}, alice)
+        last = (await self.room_events(alice, old))[-1]["event_id"]
         copied = (
             "m.room.name",
             "m.room.topic",
@@ -52,34 +51,34 @@ class UpgradeTests(ClientRoomTestCase):
             "m.room.guest_access",
             "m.room.power_levels",
         )
-        before = {etype: await self.state_content(old, etype) for etype in copied}
+        before = {etype: await self.room_state(old, etype) for etype in copied}
         new = await self.upgrade(alice, old, "11")
         self.assertNotEqual(new, old)
-        create = await self.state_content(new, "m.room.create")
+        create = await self.room_state(new, "m.room.create")
         self.assertEqual(create["predecessor"], {"room_id": old, "event_id": last})
         self.assertEqual((create["room_version"], create["type"]), ("11", "org.example.kind"))
         for etype in copied:
             self.assertIsNotNone(before[etype], etype)
-            self.assertEqual(await self.state_content(new, etype), before[etype], etype)
-        self.assertIsNone(await self.state_content(new, "org.example.private"))
-        self.assertEqual(await self.member_content(new, "@spammer:elsewhere.example"), {"membership": "ban", "reason": "spam"})
+            self.assertEqual(await self.room_state(new, etype), before[etype], etype)
+        self.assertIsNone(await self.room_state(new, "org.example.private"))
+        self.assertEqual(await self.room_state(new, "m.room.member", "@spammer:elsewhere.example"), {"membership": "ban", "reason": "spam"})
         self.assertEqual(await self.membership(new, alice), "join")
         # the old room is tombstoned and quietened
-        tombstone = await self.state_content(old, "m.room.tombstone")
+        tombstone = await self.room_state(old, "m.room.tombstone")
         self.assertEqual(tombstone["replacement_room"], new)
         self.assertIsInstance(tombstone["body"], str)
-        old_pl = await self.state_content(old, "m.room.power_levels")
+        old_pl = await self.room_state(old, "m.room.power_levels")
         self.assertEqual((old_pl["events_default"], old_pl["invite"]), (50, 50))
         # aliases, canonical alias and the directory listing moved
-        self.assertEqual((await self.get(f"{V3}/directory/room/{q('#main:test')}"))[1]["room_id"], new)
-        self.assertEqual((await self.get(f"{V3}/rooms/{q(new)}/aliases", alice))[1]["aliases"], ["#main:test", "#second:test"])
+        self.assertEqual((await self.get(f"{C}/directory/room/{q('#main:test')}"))[1]["room_id"], new)
+        self.assertEqual((await self.get(f"{C}/rooms/{q(new)}/aliases", alice))[1]["aliases"], ["#main:test", "#second:test"])
         self.assertEqual(
-            await self.state_content(new, "m.room.canonical_alias"),
+            await self.room_state(new, "m.room.canonical_alias"),
             {"alias": "#main:test", "alt_aliases": ["#second:test", "#far:elsewhere.example"]},
         )
-        self.assertEqual(await self.state_content(old, "m.room.canonical_alias"), {"alt_aliases": ["#far:elsewhere.example"]})
-        self.assertEqual((await self.get(f"{V3}/directory/list/room/{q(new)}"))[1], {"visibility": "public"})
-        self.assertEqual((await self.get(f"{V3}/directory/list/room/{q(old)}"))[1], {"visibility": "private"})
+        self.assertEqual(await self.room_state(old, "m.room.canonical_alias"), {"alt_aliases": ["#far:elsewhere.example"]})
+        self.assertEqual((await self.get(f"{C}/directory/list/room/{q(new)}"))[1], {"visibility": "public"})
+        self.assertEqual((await self.get(f"{C}/directory/list/room/{q(old)}"))[1], {"visibility": "private"})
         # members of the old room may join the new one (it is public)
         await self.join(bob, new)
 
@@ -92,15 +91,15 @@ class UpgradeTests(ClientRoomTestCase):
         await self.set_power(alice, old, bob.user_id, 50)
         new = await self.upgrade(alice, old, "12")
         self.assertNotIn(":", new)
-        pl = await self.state_content(new, "m.room.power_levels")
+        pl = await self.room_state(new, "m.room.power_levels")
         self.assertEqual(pl["users"], {bob.user_id: 50})
         self.assertGreater(pl["events"]["m.room.tombstone"], pl["state_default"])
-        self.assertNotIn("additional_creators", await self.state_content(new, "m.room.create"))
+        self.assertNotIn("additional_creators", await self.room_state(new, "m.room.create"))
         # v12 -> v12 with additional creators: they leave users
         newer = await self.upgrade(alice, new, "12", additional_creators=[bob.user_id, carol.user_id, alice.user_id])
-        create = await self.state_content(newer, "m.room.create")
+        create = await self.room_state(newer, "m.room.create")
         self.assertEqual(create["additional_creators"], [bob.user_id, carol.user_id])
-        self.assertEqual((await self.state_content(newer, "m.room.power_levels"))["users"], {})
+        self.assertEqual((await self.room_state(newer, "m.room.power_levels"))["users"], {})
         self.assertIn("event_id", create["predecessor"])
 
     async def test_from_v12_to_older(self) -> None:
@@ -111,10 +110,10 @@ class UpgradeTests(ClientRoomTestCase):
         )
         await self.join(bob, old)
         new = await self.upgrade(bob, old, "11")
-        pl = await self.state_content(new, "m.room.power_levels")
+        pl = await self.room_state(new, "m.room.power_levels")
         # both creators of the v12 room keep administrator power
         self.assertEqual(pl["users"], {alice.user_id: 100, bob.user_id: 100})
-        self.assertEqual((await self.state_content(new, "m.room.create"))["predecessor"]["room_id"], old)
+        self.assertEqual((await self.room_state(new, "m.room.create"))["predecessor"]["room_id"], old)
         # bob cannot give himself more than he has; alice can still act as admin
         await self.join(alice, new)
         await self.set_state(alice, new, "m.room.name", {"name": "still admin"})
@@ -122,12 +121,12 @@ class UpgradeTests(ClientRoomTestCase):
     async def test_stringy_power_levels_become_integers(self) -> None:
         alice = await self.register("alice")
         old = await self.create_room(alice, room_version="1", preset="public_chat")
-        pl = await self.state_content(old, "m.room.power_levels")
+        pl = await self.room_state(old, "m.room.power_levels")
         await self.set_state(
             alice, old, "m.room.power_levels", {**pl, "kick": " 40", "users": {alice.user_id: "100", "@x:test": 10.7}, "events": {"m.room.name": "+30"}}
         )
         new = await self.upgrade(alice, old, "10")
-        pl = await self.state_content(new, "m.room.power_levels")
+        pl = await self.room_state(new, "m.room.power_levels")
         self.assertEqual((pl["kick"], pl["users"], pl["events"]), (40, {alice.user_id: 100, "@x:test": 10}, {"m.room.name": 30}))
 
     async def test_upgrade_by_moderator_with_tombstone_power(self) -> None:
@@ -135,35 +134,35 @@ class UpgradeTests(ClientRoomTestCase):
         bob = await self.register("bob")
         old = await self.create_room(alice, room_version="9", preset="public_chat", name="n")
         await self.join(bob, old)
-        pl = await self.state_content(old, "m.room.power_levels")
+        pl = await self.room_state(old, "m.room.power_levels")
         pl = {**pl, "users": {**pl["users"], bob.user_id: 50}, "events": {**pl["events"], "m.room.tombstone": 50}}
         await self.set_state(alice, old, "m.room.power_levels", pl)
         new = await self.upgrade(bob, old, "10")
         # bob could not otherwise send the copied power levels: a first event raised him, the last restores them
-        events = await self.room_events(new)
-        pls = [e for e in events if e.type == "m.room.power_levels"]
+        events = await self.room_events(bob, new)
+        pls = [e for e in events if e["type"] == "m.room.power_levels"]
         self.assertEqual(len(pls), 2)
-        self.assertEqual(pls[0].content["users"][bob.user_id], 100)
-        self.assertEqual(await self.state_content(new, "m.room.power_levels"), pl)
-        self.assertEqual(await self.state_content(new, "m.room.name"), {"name": "n"})
+        self.assertEqual(pls[0]["content"]["users"][bob.user_id], 100)
+        self.assertEqual(await self.room_state(new, "m.room.power_levels"), pl)
+        self.assertEqual(await self.room_state(new, "m.room.name"), {"name": "n"})
         # bob cannot change the old room's power levels (he lacks the level): the tombstone is there anyway
-        self.assertEqual((await self.state_content(old, "m.room.tombstone"))["replacement_room"], new)
-        self.assertEqual((await self.state_content(old, "m.room.power_levels"))["events_default"], 0)
+        self.assertEqual((await self.room_state(old, "m.room.tombstone"))["replacement_room"], new)
+        self.assertEqual((await self.room_state(old, "m.room.power_levels"))["events_default"], 0)
 
     async def test_every_version_pair_sample(self) -> None:
         alice = await self.register("alice")
         for old_v, new_v in (("1", "6"), ("6", "7"), ("7", "9"), ("9", "10"), ("10", "12"), ("12", "1")):
             old = await self.create_room(alice, room_version=old_v, name=f"from {old_v}")
             new = await self.upgrade(alice, old, new_v)
-            self.assertEqual((await self.state_content(new, "m.room.create"))["room_version"], new_v)
-            self.assertEqual(await self.state_content(new, "m.room.name"), {"name": f"from {old_v}"})
+            self.assertEqual((await self.room_state(new, "m.room.create"))["room_version"], new_v)
+            self.assertEqual(await self.room_state(new, "m.room.name"), {"name": f"from {old_v}"})
             await self.set_state(alice, new, "m.room.topic", {"topic": "works"})
 
     async def test_refusals_and_bad_input(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
         room = await self.create_room(alice, preset="public_chat", room_version="11")
-        path = f"{V3}/rooms/{q(room)}/upgrade"
+        path = f"{C}/rooms/{q(room)}/upgrade"
         # not in the room; in the room without the tombstone level
         self.assertMatrixError(await self.post(path, {"new_version": "12"}, bob), 403, "M_FORBIDDEN")
         await self.join(bob, room)
@@ -180,8 +179,8 @@ class UpgradeTests(ClientRoomTestCase):
         self.assertMatrixError(await self.request("POST", path, raw=b"?", token=alice), 400, "M_NOT_JSON")
         self.assertMatrixError(await self.post(path, {"new_version": "12"}), 401, "M_MISSING_TOKEN")
         self.assertMatrixError(
-            await self.post(f"{V3}/rooms/{q('!x:test')}/upgrade", {"new_version": "12"}, alice), 404, "M_NOT_FOUND"
+            await self.post(f"{C}/rooms/{q('!x:test')}/upgrade", {"new_version": "12"}, alice), 404, "M_NOT_FOUND"
         )
-        self.assertMatrixError(await self.post(f"{V3}/rooms/x/upgrade", {"new_version": "12"}, alice), 400, "M_INVALID_PARAM")
+        self.assertMatrixError(await self.post(f"{C}/rooms/x/upgrade", {"new_version": "12"}, alice), 400, "M_INVALID_PARAM")
         # nothing happened to the room
-        self.assertIsNone(await self.state_content(room, "m.room.tombstone"))
+        self.assertIsNone(await self.room_state(room, "m.room.tombstone"))

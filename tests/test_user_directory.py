@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.ephemeral_helpers import C, EphemeralTestCase, q
-from tests.utils import TestUser
+from tests.harness import C, HomeserverTestCase, TestUser, q
 
 SEARCH = f"{C}/user_directory/search"
 
 
-class UserDirectoryTests(EphemeralTestCase):
+class UserDirectoryTests(HomeserverTestCase):
     async def search(self, user: TestUser, term: str, limit: int | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"search_term": term}
         if limit is not None:
@@ -45,7 +44,7 @@ class UserDirectoryTests(EphemeralTestCase):
         alice = await self.register("alice")
         bob = await self.register("bob")
         carol = await self.register("carol")
-        public = await self.create_room(bob, "public_chat")
+        public = await self.create_room(bob, preset="public_chat")
         self.assertEqual(await self.found(alice, "bob"), [bob.user_id])
         await self.join(carol, public)
         self.assertEqual(await self.found(alice, "carol"), [carol.user_id])
@@ -95,7 +94,7 @@ class UserDirectoryTests(EphemeralTestCase):
 
     async def test_limit_and_limited(self) -> None:
         alice = await self.register("alice")
-        room = await self.create_room(alice, "public_chat")
+        room = await self.create_room(alice, preset="public_chat")
         members = []
         for i in range(5):
             user = await self.register(f"member{i}")

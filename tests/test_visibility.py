@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from tests.room_event_helpers import C, RoomEventsTestCase, q
+from mxserver.events.versions import get_room_version
+from mxserver.rooms.local_events import EventSpec
+from mxserver.rooms.power_levels import default_power_levels_content
+from tests.harness import C, HomeserverTestCase, q
+
+V12 = get_room_version("12")
+assert V12 is not None
 
 
-class VisibilityTests(RoomEventsTestCase):
+class VisibilityTests(HomeserverTestCase):
     async def _users(self) -> tuple:
         return await self.register("alice"), await self.register("bob"), await self.register("carol")
 
@@ -17,7 +23,7 @@ class VisibilityTests(RoomEventsTestCase):
     async def test_shared(self) -> None:
         alice, bob, _ = await self._users()
         for version in ("1", "12"):
-            room = await self.create_room(alice, version=version, history_visibility="shared")
+            room = await self.create_room(alice, preset="public_chat", room_version=version, history_visibility="shared")
             await self.send_message(alice, room, "before")
             self.assertEqual((await self.visible_bodies(bob, room))[0], 403)
             await self.join(bob, room)
@@ -35,18 +41,18 @@ class VisibilityTests(RoomEventsTestCase):
 
     async def test_joined(self) -> None:
         alice, bob, _ = await self._users()
-        room = await self.create_room(alice, history_visibility="joined")
+        room = await self.create_room(alice, preset="public_chat", history_visibility="joined")
         before = await self.send_message(alice, room, "before")
         await self.invite(alice, room, bob)
         invited = await self.send_message(alice, room, "invited")
-        join = await self.join(bob, room)
+        join = await self.set_membership(bob, room, bob, "join")
         await self.send_message(alice, room, "joined")
         self.assertEqual(await self.visible_bodies(bob, room), ["joined"])
         self.assertFalse(await self._visible(bob, room, before))
         self.assertFalse(await self._visible(bob, room, invited))
         # his own join is visible (judged after the event)
         self.assertTrue(await self._visible(bob, room, join))
-        leave = await self.leave(bob, room)
+        leave = await self.set_membership(bob, room, bob, "leave")
         await self.send_message(alice, room, "after")
         self.assertEqual(await self.visible_bodies(bob, room), ["joined"])
         # his own leave is visible (judged before the event)
@@ -60,9 +66,9 @@ class VisibilityTests(RoomEventsTestCase):
 
     async def test_invited(self) -> None:
         alice, bob, _ = await self._users()
-        room = await self.create_room(alice, history_visibility="invited")
+        room = await self.create_room(alice, preset="public_chat", history_visibility="invited")
         before = await self.send_message(alice, room, "before")
-        invite = await self.invite(alice, room, bob)
+        invite = await self.set_membership(alice, room, bob, "invite")
         await self.send_message(alice, room, "invited")
         # an invited user cannot read the room yet (he must join)
         self.assertEqual((await self.visible_bodies(bob, room))[0], 403)
@@ -74,7 +80,7 @@ class VisibilityTests(RoomEventsTestCase):
 
     async def test_world_readable(self) -> None:
         alice, bob, carol = await self._users()
-        room = await self.create_room(alice, history_visibility="world_readable")
+        room = await self.create_room(alice, preset="public_chat", history_visibility="world_readable")
         first = await self.send_message(alice, room, "public 1")
         # carol never joined: she reads the room, its events and their context
         self.assertEqual(await self.visible_bodies(carol, room), ["public 1"])
@@ -101,18 +107,23 @@ class VisibilityTests(RoomEventsTestCase):
 
     async def test_default_is_shared(self) -> None:
         alice, bob, _ = await self._users()
-        room = await self.create_room(alice, history_visibility=None)
+        # no m.room.history_visibility event at all (createRoom always sends one)
+        room = await self.create_room_from(alice, [
+            EventSpec("m.room.member", {"membership": "join"}, alice.user_id, alice.user_id),
+            EventSpec("m.room.power_levels", default_power_levels_content(V12, alice.user_id), "", alice.user_id),
+            EventSpec("m.room.join_rules", {"join_rule": "public"}, "", alice.user_id),
+        ])
         await self.send_message(alice, room, "old")
         await self.join(bob, room)
         self.assertEqual(await self.visible_bodies(bob, room), ["old"])
-        room2 = await self.create_room(alice, history_visibility="something_new")
+        room2 = await self.create_room(alice, preset="public_chat", history_visibility="something_new")
         await self.send_message(alice, room2, "old2")
         await self.join(bob, room2)
         self.assertEqual(await self.visible_bodies(bob, room2), ["old2"])
 
     async def test_context_respects_visibility(self) -> None:
         alice, bob, _ = await self._users()
-        room = await self.create_room(alice, history_visibility="joined")
+        room = await self.create_room(alice, preset="public_chat", history_visibility="joined")
         hidden = [await self.send_message(alice, room, f"h{i}") for i in range(3)]
         await self.join(bob, room)
         shown = [await self.send_message(alice, room, f"s{i}") for i in range(3)]
@@ -129,7 +140,7 @@ class VisibilityTests(RoomEventsTestCase):
 
     async def test_lazy_members_and_state_for_left_user(self) -> None:
         alice, bob, _ = await self._users()
-        room = await self.create_room(alice, history_visibility="shared")
+        room = await self.create_room(alice, preset="public_chat", history_visibility="shared")
         await self.join(bob, room)
         await self.send_message(alice, room, "x")
         await self.leave(bob, room)
@@ -139,14 +150,14 @@ class VisibilityTests(RoomEventsTestCase):
         self.assertNotIn("m.room.topic", [e["type"] for e in page["chunk"]])
 
 
-class FilterForUserTests(RoomEventsTestCase):
+class FilterForUserTests(HomeserverTestCase):
     """The function /sync can reuse: many events, several rooms, few state loads."""
 
     async def test_filter_many_rooms_few_loads(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
-        joined_room = await self.create_room(alice, history_visibility="joined")
-        shared_room = await self.create_room(alice, history_visibility="shared")
+        joined_room = await self.create_room(alice, preset="public_chat", history_visibility="joined")
+        shared_room = await self.create_room(alice, preset="public_chat", history_visibility="shared")
         early = [await self.send_message(alice, joined_room, f"e{i}") for i in range(20)]
         await self.join(bob, joined_room)
         late = [await self.send_message(alice, joined_room, f"l{i}") for i in range(20)]

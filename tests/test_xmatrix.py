@@ -24,17 +24,17 @@ from mxserver.federation.acl import server_matches_acl
 from mxserver.federation.auth import FederationAuth, MalformedAuthorization, NotXMatrix, parse_xmatrix_header
 from mxserver.federation.keyring import Keyring
 from mxserver.homeserver import Homeserver
-from tests import postgres
-from tests.federation_helpers import (
+from tests.harness import (
     FakeKeyClient,
+    HomeserverTestCase,
     MemoryKeyStore,
     free_port,
     key_response,
     listen_tls,
     make_cert,
+    postgres,
     temp_dir,
 )
-from tests.utils import HomeserverTestCase
 
 DAY_MS = 24 * 3600 * 1000
 

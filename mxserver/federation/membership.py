@@ -246,8 +246,8 @@ class FederationMembershipHandler:
 
     async def send_join_answer(self, room: RoomRecord, event: Event) -> dict[str, Any]:
         """joins-v2.yaml 200: the state before the join, its auth chain, the (co-signed) event."""
-        pos = await self.events.get_event_positions(event.event_id)
-        state_ids = await self.state.get_state(pos[2] if pos is not None else None)
+        info = await self.events.get_event_info(event.event_id)
+        state_ids = await self.state.get_state(info.state_before if info is not None else None)
         ids = list(state_ids.values())
         chain_ids = await self.events.get_auth_chain_ids([*ids, event.event_id])
         events = await self.events.get_events([*ids, *chain_ids])

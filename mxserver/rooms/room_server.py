@@ -135,10 +135,10 @@ class RoomServer:
         return member.membership if member is not None else None
 
     async def state_at_event(self, event_id: str, after: bool = True) -> dict[StateKey, str]:
-        pos = await self.store.get_event_positions(event_id)
-        if pos is None:
+        info = await self.store.get_event_info(event_id)
+        if info is None:
             raise not_found("Unknown event")
-        return dict(await self.state.get_state(pos[3] if after else pos[2]))
+        return dict(await self.state.get_state(info.state_after if after else info.state_before))
 
     # -- local writes ---------------------------------------------------------------------------
 

@@ -60,6 +60,24 @@ class PersistItem:
     out_of_band_membership: bool = False
 
 
+@attrs.frozen
+class StoredEventInfo:
+    """Where a persisted event sits: its room, stream position, state snapshots and verdicts."""
+
+    room_nid: int
+    #: None for an outlier (not in the timeline) or a rejected event
+    stream_ordering: int | None
+    #: the state snapshots before and after the event
+    state_before: int | None
+    state_after: int | None
+    #: the room's resolved current state after the event, when it differs from ``state_after``
+    current_state_after: int | None
+    replaces_state: str | None
+    rejected_reason: str | None
+    soft_failed: bool
+    outlier: bool
+
+
 def encode_pdu(event: Event) -> str:
     return json.dumps(event.get_pdu_json(), ensure_ascii=False, separators=(",", ":"))
 
@@ -247,12 +265,19 @@ class EventStore:
             frontier = next_frontier
         return chain
 
-    async def get_event_positions(self, event_id: str) -> tuple[Any, ...] | None:
-        """``(room_nid, stream_ordering, state_before, state_after, replaces_state)`` of an event."""
-        return await self.db.select_one(
-            "get_event_positions",
-            "SELECT room_nid, stream_ordering, state_before, state_after, replaces_state FROM events WHERE event_id = ?",
+    async def get_event_info(self, event_id: str) -> StoredEventInfo | None:
+        """Where a persisted event sits (None if it is not stored)."""
+        row = await self.db.select_one(
+            "get_event_info",
+            "SELECT room_nid, stream_ordering, state_before, state_after, current_state_after, replaces_state,"
+            " rejected_reason, soft_failed, outlier FROM events WHERE event_id = ?",
             event_id,
+        )
+        if row is None:
+            return None
+        nid, stream, before, after, current_after, replaces, rejected, soft_failed, outlier = row
+        return StoredEventInfo(
+            nid, stream, before, after, current_after, replaces, rejected, bool(soft_failed), bool(outlier)
         )
 
     async def get_forward_extremities(self, room_nid: int) -> list[str]:

@@ -35,7 +35,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.federation_helpers import free_port, make_cert
+from tests.harness import free_port, make_cert
 from tests.interop.client import ARRIVAL_TIMEOUT, PASSWORD, Sync, User, bodies, http, quote
 
 __all__ = ["ARRIVAL_TIMEOUT", "PASSWORD", "Sync", "User", "bodies", "get_pair", "http", "quote"]
@@ -417,7 +417,7 @@ def _postgres_dsn() -> str | None:
     """A new database when MX_INTEROP_DB=postgres (mxserver on Postgres); None for SQLite, the default."""
     if os.environ.get("MX_INTEROP_DB", "sqlite") != "postgres":
         return None
-    from tests import postgres
+    from tests.harness import postgres
 
     cluster = postgres.cluster()
     if cluster is None:
@@ -436,7 +436,7 @@ def get_pair() -> Pair:
         raise InteropError(f"the Synapse/mxserver pair failed to start earlier: {_pair_error}")
     if _pair is None:
         if os.environ.get("MX_INTEROP_DB") == "postgres":
-            from tests import postgres
+            from tests.harness import postgres
 
             postgres.cluster()  # its exit handler is registered first, so it stops after the servers
         pair = Pair()

@@ -1,4 +1,4 @@
-"""Test support for federation: fake DNS, a scriptable HTTPS server, peers over TLS."""
+"""The harness's network: certificates, ports, fake DNS, a scriptable HTTPS server, keyring fakes."""
 
 from __future__ import annotations
 
@@ -106,19 +106,27 @@ class ScriptedServer(resource.Resource):
         return sum(1 for r in self.requests if r.path == path)
 
     def render(self, request: Any) -> Any:
-        body = request.content.read() if request.content is not None else b""
-        self.requests.append(
-            Recorded(
-                request.method,
-                request.uri,
-                request.path,
-                {k.lower(): v for k, v in request.requestHeaders.getAllRawHeaders()},
-                body,
-            )
-        )
+        self.record(request)
         route = self.routes.get(request.path)
         if route is None:
             return render_json(request, 404, {"errcode": "M_UNRECOGNIZED", "error": "no such route"})
+        return self.answer(request, route)
+
+    def record(self, request: Any) -> Recorded:
+        """Keep the request (its body read once, here) in ``requests``."""
+        body = request.content.read() if request.content is not None else b""
+        recorded = Recorded(
+            request.method,
+            request.uri,
+            request.path,
+            {k.lower(): v for k, v in request.requestHeaders.getAllRawHeaders()},
+            body,
+        )
+        self.requests.append(recorded)
+        return recorded
+
+    def answer(self, request: Any, route: Any) -> Any:
+        """Render ``route``: ``(code, body[, headers])`` or a callable(request) giving that or NOT_DONE_YET."""
         answer = route(request) if callable(route) else route
         if answer is server.NOT_DONE_YET:
             return answer

@@ -9,7 +9,7 @@ SRV (server-server-api §Resolving server names). Both trust loopback
 (``federation.ip_range_whitelist``) and skip certificate checks
 (``verify_tls: false``).
 
-Like every :class:`~tests.utils.HomeserverTestCase`, each subclass also runs as
+Like every :class:`~tests.harness.server.HomeserverTestCase`, each subclass also runs as
 a ``<Name>Postgres`` twin; both servers then use their own Postgres database.
 ``self.hs``/``self.request``/``self.register`` of the base class talk to A.
 
@@ -34,23 +34,22 @@ from twisted.web.client import HTTPConnectionPool
 
 from mxserver.config import load_config_dict
 from mxserver.homeserver import Homeserver
-from tests import postgres
-from tests.federation_helpers import free_port, make_cert
-from tests.utils import ClientHttp, HomeserverTestCase, TestUser, deep_merge
+from tests.harness import postgres
+from tests.harness.client import ClientHttp
+from tests.harness.network import free_port, make_cert
+from tests.harness.server import HomeserverTestCase, deep_merge
 
 #: what both servers need to reach each other on loopback
 LOOPBACK_FEDERATION = {"verify_tls": False, "ip_range_whitelist": ["127.0.0.0/8"]}
 
-CLIENT = "/_matrix/client/v3"
 
 
 def _sending(hs: Homeserver) -> bool:
-    sender = getattr(hs, "federation_sender", None)
-    status = getattr(sender, "destinations_status", None)
-    if not hs.running or status is None:
+    if not hs.running:
         return False
     return any(
-        (d["pending_pdus"] or d["pending_edus"] or d["in_flight"]) and not d["backing_off"] for d in status()
+        (d["pending_pdus"] or d["pending_edus"] or d["in_flight"]) and not d["backing_off"]
+        for d in hs.federation_sender.destinations_status()
     )
 
 
@@ -79,28 +78,6 @@ class TestServer(ClientHttp):
         return f"@{localpart}:{self.server_name}"
 
     # -- conveniences ---------------------------------------------------------------------------
-
-    async def register(self, localpart: str, password: str = "correct horse", device_id: str | None = None) -> TestUser:
-        """Register a user on this server through the client API (m.login.dummy)."""
-        body: dict[str, Any] = {"username": localpart, "password": password, "auth": {"type": "m.login.dummy"}}
-        if device_id:
-            body["device_id"] = device_id
-        code, resp = await self.post(f"{CLIENT}/register", body)
-        self.test.assertEqual(code, 200, resp)
-        return TestUser(resp["user_id"], resp["access_token"], resp["device_id"], password)
-
-    async def create_room(self, user: TestUser, body: dict[str, Any] | None = None) -> str:
-        """``createRoom`` on this server as ``user``; the room ID."""
-        code, resp = await self.post(f"{CLIENT}/createRoom", body or {}, user)
-        self.test.assertEqual(code, 200, resp)
-        return resp["room_id"]
-
-    async def sync(self, user: TestUser, since: str | None = None, timeout_ms: int = 0) -> dict[str, Any]:
-        """One /sync of ``user`` (no long poll unless ``timeout_ms``)."""
-        query = f"?timeout={timeout_ms}" + (f"&since={since}" if since else "")
-        code, resp = await self.get(f"{CLIENT}/sync{query}", user)
-        self.test.assertEqual(code, 200, resp)
-        return resp
 
 
 class TwoServerTestCase(HomeserverTestCase):

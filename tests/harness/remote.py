@@ -12,9 +12,12 @@ is contacted directly) and serves:
 * ``GET /_matrix/federation/v1/event/{eventId}``;
 * ``POST /_matrix/federation/v1/get_missing_events/{roomId}``;
 * ``PUT /_matrix/federation/v1/send/{txnId}`` -- accepted (200), its PDUs and EDUs kept in ``received``;
-* anything in ``routes`` (exact path -> ``(code, body)`` or a callable taking the request).
+* anything in ``routes`` (exact path as bytes -> ``(code, body)`` or a callable taking the
+  request, as for :class:`~tests.harness.network.ScriptedServer`), which wins over the above.
 
-Every request is recorded in ``requests`` as ``(method, path, query args)``.
+Every request is recorded in ``requests``. Requests *to* the server under test are signed
+as the remote with :meth:`FakeRemote.auth_header`; :class:`InboundTestCase` is the test case
+for a homeserver federating with such remotes.
 """
 
 from __future__ import annotations
@@ -26,17 +29,23 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import treq
 from twisted.internet import reactor
-from twisted.web import resource, server
+from twisted.web import server
 
 from mxserver.api.http import render_json
-from mxserver.crypto.keys import generate_signing_key
+from mxserver.crypto.keys import generate_signing_key, key_id
+from mxserver.crypto.signing import sign_json
 from mxserver.events.builder import build_event
 from mxserver.events.model import Event
 from mxserver.events.versions import RoomVersion, get_room_version
 from mxserver.rooms.auth import auth_types_for_event
+from mxserver.rooms.local_events import EventSpec
 from mxserver.rooms.power_levels import default_power_levels_content
-from tests.federation_helpers import key_response, listen_tls, make_cert
+from mxserver.storage.events import StoredEventInfo
+from tests.harness.client import TestUser
+from tests.harness.network import ScriptedServer, key_response, listen_tls, make_cert, temp_dir
+from tests.harness.server import HomeserverTestCase
 
 FED = "/_matrix/federation/v1"
 
@@ -189,27 +198,38 @@ class FakeRoom:
         return [self.events[e].get_pdu_json() for e in out]
 
 
-class FakeRemote(resource.Resource):
-    """The fake server's HTTPS resource (see the module docstring)."""
-
-    isLeaf = True
+class FakeRemote(ScriptedServer):
+    """A remote homeserver (see the module docstring): serves its key and rooms, and signs requests as itself."""
 
     def __init__(self, key_id: str = "fake1") -> None:
         super().__init__()
         self.signing_key = generate_signing_key(key_id)
         self.server_name = ""
         self.rooms: dict[str, FakeRoom] = {}
-        self.routes: dict[str, Any] = {}
-        self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
         #: paths (prefixes) answered 404, to test a remote that does not serve something
         self.refuse: set[str] = set()
         self.port: Any = None
         #: bodies of the transactions sent to us
         self.received: list[dict[str, Any]] = []
 
-    def listen(self, cert_dir: str) -> str:
-        cert_path, key_path = make_cert(cert_dir)
+    # The names the inbound tests use for the same things.
+    @property
+    def name(self) -> str:
+        return self.server_name
+
+    @property
+    def key(self) -> Any:
+        return self.signing_key
+
+    def listen(self, test: Any, cert: tuple[str, str] | str) -> str:
+        """Serve on a random loopback TLS port (stopped by ``test``'s cleanup, if given); the server name.
+
+        ``cert`` is ``(cert path, key path)`` or a directory to make a self-signed one in.
+        """
+        cert_path, key_path = make_cert(cert) if isinstance(cert, str) else cert
         self.port = listen_tls(server.Site(self), cert_path, key_path)
+        if test is not None:
+            test.addCleanup(self.port.stopListening)
         self.server_name = f"127.0.0.1:{self.port.getHost().port}"
         return self.server_name
 
@@ -222,29 +242,40 @@ class FakeRemote(resource.Resource):
         return room
 
     def count(self, prefix: str) -> int:
-        return sum(1 for r in self.requests if r[1].startswith(prefix))
+        """How many requests had a path starting with ``prefix``."""
+        return sum(1 for r in self.requests if r.path.decode().startswith(prefix))
+
+    def auth_header(
+        self, method: str, uri: str, destination: str, content: Any = None, key: Any = None, origin: str | None = None
+    ) -> str:
+        """The X-Matrix ``Authorization`` of a request from this server (or ``origin``, signed with ``key``)."""
+        origin = origin or self.server_name
+        signing_key = key or self.signing_key
+        signed: dict[str, Any] = {"method": method, "uri": uri, "origin": origin, "destination": destination}
+        if content is not None:
+            signed["content"] = content
+        sign_json(signed, origin, signing_key)
+        sig = signed["signatures"][origin][key_id(signing_key)]
+        return f'X-Matrix origin="{origin}",destination="{destination}",key="{key_id(signing_key)}",sig="{sig}"'
 
     # -- serving -----------------------------------------------------------------------------
 
     def render(self, request: Any) -> Any:
-        raw = request.uri.decode()
-        parts = urlsplit(raw)
+        recorded = self.record(request)
+        parts = urlsplit(request.uri.decode())
         path = parts.path
-        args = parse_qs(parts.query)
-        self.requests.append((request.method.decode(), path, args))
+        route = self.routes.get(request.path)
+        if route is not None:
+            return self.answer(request, route)
         if any(path.startswith(p) for p in self.refuse):
             return render_json(request, 404, {"errcode": "M_UNRECOGNIZED", "error": "refused (fake)"})
-        route = self.routes.get(path)
-        if route is not None:
-            code, body = route(request) if callable(route) else route
-            return render_json(request, code, body)
         try:
-            code, body = self._answer(request, path, args)
+            code, body = self._answer(request, path, parse_qs(parts.query), recorded.body)
         except KeyError:
             code, body = 404, {"errcode": "M_NOT_FOUND", "error": "not found (fake)"}
         return render_json(request, code, body)
 
-    def _answer(self, request: Any, path: str, args: dict[str, list[str]]) -> tuple[int, Any]:
+    def _answer(self, request: Any, path: str, args: dict[str, list[str]], content: bytes) -> tuple[int, Any]:
         segments = [unquote(s) for s in path.split("/")]
         if path == "/_matrix/key/v2/server":
             valid = int((reactor.seconds() + 3600) * 1000)
@@ -255,7 +286,7 @@ class FakeRemote(resource.Resource):
             return 200, self._txn(room.backfill(args.get("v", []), limit))
         if path.startswith(FED + "/get_missing_events/"):
             room = self.rooms[segments[5]]
-            body = json.loads(request.content.read() or b"{}")
+            body = json.loads(content or b"{}")
             found = room.missing_events(body.get("earliest_events", []), body.get("latest_events", []),
                                         int(body.get("limit", 10)))
             return 200, {"events": found}
@@ -272,7 +303,7 @@ class FakeRemote(resource.Resource):
             }
         if path.startswith(FED + "/send/") and request.method == b"PUT":
             try:
-                txn = json.loads(request.content.read() or b"{}")
+                txn = json.loads(content or b"{}")
             except ValueError:
                 return 400, {"errcode": "M_NOT_JSON", "error": "not JSON"}
             self.received.append(txn)
@@ -287,3 +318,132 @@ class FakeRemote(resource.Resource):
 
     def _txn(self, pdus: list[dict[str, Any]]) -> dict[str, Any]:
         return {"origin": self.server_name, "origin_server_ts": int(reactor.seconds() * 1000), "pdus": pdus}
+
+
+LOOPBACK = {"verify_tls": False, "ip_range_whitelist": ["127.0.0.0/8"]}
+
+
+class InboundTestCase(HomeserverTestCase):
+    """A homeserver "test" federating on loopback with fake remotes."""
+
+    config_overrides = {"federation": LOOPBACK}
+
+    async def _set_up(self) -> None:
+        await super()._set_up()
+        self.cert = make_cert(temp_dir(self))
+        self.remote = self.new_remote()
+        self.alice: TestUser = await self.register("alice")
+        self._ts = int(reactor.seconds() * 1000) - 60_000
+
+    def new_remote(self, key_version: str = "r1") -> FakeRemote:
+        """Another remote server, listening until the test ends."""
+        remote = FakeRemote(key_version)
+        remote.listen(self, self.cert)
+        return remote
+
+    # -- requests to the server under test, signed as a remote -------------------------------
+
+    async def fed(
+        self, method: str, path: str, body: Any = None, remote: FakeRemote | None = None, *, key: Any = None,
+        origin: str | None = None, raw: bytes | None = None,
+    ) -> tuple[int, Any]:
+        remote = remote or self.remote
+        header = remote.auth_header(method, path, self.hs.server_name, body, key=key, origin=origin)
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        resp = await treq.request(
+            method, self.base_url + path, data=data, headers={"Authorization": [header]}, pool=self.pool,
+            reactor=reactor,
+        )
+        content = await resp.content()
+        try:
+            return resp.code, json.loads(content)
+        except ValueError:
+            return resp.code, content
+
+    async def send_txn(self, txn_id: str, pdus: Sequence[Any] = (), edus: Sequence[Any] = (),
+                       remote: FakeRemote | None = None) -> tuple[int, Any]:
+        remote = remote or self.remote
+        body = {"origin": remote.name, "origin_server_ts": self._now(), "pdus": list(pdus), "edus": list(edus)}
+        return await self.fed("PUT", f"/_matrix/federation/v1/send/{txn_id}", body, remote)
+
+    def _now(self) -> int:
+        return int(reactor.seconds() * 1000)
+
+    # -- rooms and remote events ------------------------------------------------------------------
+
+    async def room(self, version: str = "12", visibility: str = "shared", extra: Sequence[EventSpec] = ()) -> str:
+        rv = get_room_version(version)
+        assert rv is not None
+        user = self.alice.user_id
+        initial = [
+            EventSpec("m.room.member", {"membership": "join"}, user, user),
+            EventSpec("m.room.power_levels", default_power_levels_content(rv, user), "", user),
+            EventSpec("m.room.join_rules", {"join_rule": "public"}, "", user),
+            EventSpec("m.room.history_visibility", {"history_visibility": visibility}, "", user),
+            *extra,
+        ]
+        room_id, _ = await self.hs.room_server.create_room(user, rv, {}, initial)
+        return room_id
+
+    async def remote_event(
+        self,
+        room_id: str,
+        etype: str,
+        content: dict[str, Any],
+        *,
+        sender: str | None = None,
+        state_key: str | None = None,
+        prev: Sequence[str] | None = None,
+        auth_ids: Sequence[str] | None = None,
+        depth: int | None = None,
+        remote: FakeRemote | None = None,
+        state: dict[Any, str] | None = None,
+    ) -> Event:
+        """An event built and signed by ``remote`` on ``prev`` (default: the room's forward
+        extremities), with the auth events picked from ``state`` (default: the current state)."""
+        remote = remote or self.remote
+        sender = sender or remote.user("bob")
+        rs = self.hs.room_server
+        head = await rs.get_head(room_id)
+        rv = head.room.room_version
+        prev_ids = list(head.extremities if prev is None else prev)
+        if auth_ids is None:
+            st = dict(head.state if state is None else state)
+            wanted = auth_types_for_event(rv, etype, sender, state_key, content)
+            auth_ids = [st[k] for k in sorted(wanted) if k in st]
+        if depth is None:
+            known = await self.hs.event_store.get_events(prev_ids)
+            depth = max((e.depth for e in known.values()), default=head.depth) + 1
+        self._ts += 1
+        return build_event(
+            rv,
+            type=etype,
+            sender=sender,
+            content=content,
+            room_id=room_id,
+            state_key=state_key,
+            prev_event_ids=prev_ids,
+            auth_event_ids=list(auth_ids),
+            depth=depth,
+            origin_server_ts=self._ts,
+            server_name=remote.name,
+            signing_key=remote.key,
+        )
+
+    async def join_remote_user(self, room_id: str, remote: FakeRemote | None = None, localpart: str = "bob") -> Event:
+        remote = remote or self.remote
+        user = remote.user(localpart)
+        join = await self.remote_event(room_id, "m.room.member", {"membership": "join"}, sender=user,
+                                       state_key=user, remote=remote)
+        result = await self.hs.room_server.receive_event(join)
+        self.assertTrue(result.accepted, result)
+        return join
+
+    async def local_message(self, room_id: str, body: str = "hi") -> Event:
+        return await self.hs.room_server.send(
+            room_id, EventSpec("m.room.message", {"msgtype": "m.text", "body": body}, None, self.alice.user_id)
+        )
+
+    async def event_info(self, event_id: str) -> StoredEventInfo | None:
+        """Where the server stored the event (timeline position, verdicts), or None if it did not."""
+        return await self.hs.event_store.get_event_info(event_id)

@@ -1,4 +1,4 @@
-"""Test support: a real Homeserver on a real port, on SQLite and on Postgres.
+"""The test case of the harness: a real Homeserver on a real port, on SQLite and on Postgres.
 
 Every subclass of :class:`HomeserverTestCase` runs twice: as itself (SQLite)
 and as a generated ``<Name>Postgres`` twin, which skips with the reason when
@@ -7,31 +7,24 @@ no Postgres can be started here.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
-import attrs
-import treq
 from twisted.internet import reactor
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 from twisted.web.client import HTTPConnectionPool
 
 from mxserver.config import HomeserverConfig, load_config_dict
+from mxserver.events.versions import get_room_version
 from mxserver.homeserver import Homeserver
-from tests import postgres
-
-
-@attrs.frozen
-class TestUser:
-    user_id: str
-    access_token: str
-    device_id: str
-    password: str
+from mxserver.rooms.local_events import EventSpec
+from tests.harness import postgres
+from tests.harness.client import ClientHttp, TestUser
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -51,65 +44,11 @@ def no_real_dns(hs: Homeserver) -> None:
     (``@bob:remote.example``) to their servers; here those names simply do not
     resolve (only IP literals and ``localhost`` do), so the sender backs off.
     """
-    from tests.federation_helpers import FakeDNS, FakeNameResolver
+    from tests.harness.network import FakeDNS, FakeNameResolver
 
     client = hs.federation_client
     client.discovery.dns_resolver = FakeDNS()
     client.connector.name_resolver = FakeNameResolver({"localhost": ["127.0.0.1"]})
-
-
-class ClientHttp:
-    """HTTP helpers for a test server's client listener at ``self.base_url`` (over ``self.pool``)."""
-
-    base_url: str
-    pool: HTTPConnectionPool
-    last_headers: Any = None
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        token: str | TestUser | None = None,
-        raw: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, Any]:
-        """``(status, parsed JSON or raw bytes)`` of a request to the server at ``base_url``."""
-        hdrs = dict(headers or {})
-        if isinstance(token, TestUser):
-            token = token.access_token
-        if token is not None:
-            hdrs["Authorization"] = f"Bearer {token}"
-        data = raw
-        if body is not None:
-            data = json.dumps(body).encode()
-            hdrs.setdefault("Content-Type", "application/json")
-        resp = await treq.request(
-            method,
-            self.base_url + path,
-            data=data,
-            headers={k: [v] for k, v in hdrs.items()},
-            pool=self.pool,
-            reactor=reactor,
-        )
-        content = await resp.content()
-        self.last_headers = resp.headers
-        ctype = resp.headers.getRawHeaders("content-type", [""])[0]
-        if ctype.startswith("application/json"):
-            return resp.code, json.loads(content)
-        return resp.code, content
-
-    async def get(self, path: str, token: str | TestUser | None = None) -> tuple[int, Any]:
-        return await self.request("GET", path, token=token)
-
-    async def post(self, path: str, body: Any = None, token: str | TestUser | None = None) -> tuple[int, Any]:
-        return await self.request("POST", path, body if body is not None else {}, token=token)
-
-    async def put(self, path: str, body: Any = None, token: str | TestUser | None = None) -> tuple[int, Any]:
-        return await self.request("PUT", path, body if body is not None else {}, token=token)
-
-    async def delete(self, path: str, body: Any = None, token: str | TestUser | None = None) -> tuple[int, Any]:
-        return await self.request("DELETE", path, body, token=token)
 
 
 class HomeserverTestCase(ClientHttp, unittest.TestCase):
@@ -182,13 +121,38 @@ class HomeserverTestCase(ClientHttp, unittest.TestCase):
         self.assertEqual((code, body.get("errcode") if isinstance(body, dict) else body), (status, errcode), body)
         self.assertIsInstance(body.get("error"), str)
 
-    # -- accounts -----------------------------------------------------------------------
+    def _before_create_room(self) -> None:
+        if self.use_fake_clock:
+            # v12 room IDs hash the create event: two identical ones in the same millisecond collide.
+            self.clock.advance(0.001)
 
-    async def register(self, localpart: str, password: str = "correct horse", device_id: str | None = None) -> TestUser:
-        """Register through the client API (m.login.dummy) and return the session."""
-        body: dict[str, Any] = {"username": localpart, "password": password, "auth": {"type": "m.login.dummy"}}
-        if device_id:
-            body["device_id"] = device_id
-        code, resp = await self.post("/_matrix/client/v3/register", body)
-        self.assertEqual(code, 200, resp)
-        return TestUser(resp["user_id"], resp["access_token"], resp["device_id"], password)
+    # -- the server's side: shapes the client API cannot make, and waiting on it ----------------
+
+    async def create_room_from(self, creator: TestUser, specs: Sequence[EventSpec], version: str | None = None) -> str:
+        """A room whose initial events after the create event are exactly ``specs`` (through the room server).
+
+        For rooms ``createRoom`` cannot make (no history visibility event at all, a
+        hand-picked event list); everything else goes through :meth:`create_room`.
+        """
+        rv = get_room_version(version or self.config.default_room_version)
+        assert rv is not None
+        self._before_create_room()
+        room_id, _ = await self.hs.room_server.create_room(creator.user_id, rv, {}, list(specs))
+        return room_id
+
+    async def room_state(self, room: str, event_type: str, state_key: str = "") -> dict[str, Any] | None:
+        """The content of the room's current state event as the server holds it, or None."""
+        ev = await self.hs.room_server.current_state_event(room, event_type, state_key)
+        return ev.content if ev is not None else None
+
+    async def membership(self, room: str, user: TestUser | str) -> str | None:
+        """The user's current membership of the room as the server holds it."""
+        return await self.hs.room_server.membership(room, user if isinstance(user, str) else user.user_id)
+
+    def waiter(self, user: TestUser | str, rooms: tuple[str, ...] | list[str] = (), timeout_ms: int = 60_000) -> Deferred[None]:
+        """A /sync-style long poll on the notifier for ``user``; it must fire, or be cancelled by the cleanup."""
+        user_id = user if isinstance(user, str) else user.user_id
+        d = ensureDeferred(self.hs.notifier.wait(user_id, rooms, timeout_ms))
+        self.addCleanup(lambda: d.called or d.cancel())
+        d.addErrback(lambda f: None)
+        return d
