@@ -58,8 +58,8 @@ class ITyping(Interface):
         """The user IDs typing in ``room_id`` now (a frozenset)."""
 
     on_change = Attribute(
-        "optional: a module that has it (initially None) gets it set by the server to a"
-        " callable(room_id), to be called on every change, expiries included"
+        "None until the server sets it to a callable(room_id); the module calls it on every"
+        " change, expiries included (the server publishes typing on its stream from there)"
     )
 
 
@@ -76,8 +76,8 @@ class IPresence(Interface):
         """Note activity by the user (a sync or a send)."""
 
     on_change = Attribute(
-        "optional: a module that has it (initially None) gets it set by the server to a"
-        " callable(user_id), to be called whenever a user's state changes"
+        "None until the server sets it to a callable(user_id); the module calls it whenever a"
+        " user's state changes (the server publishes presence on its stream from there)"
     )
 
 

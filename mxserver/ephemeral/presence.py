@@ -76,9 +76,8 @@ class PresenceHandler:
         self._timers: dict[str, IDelayedCall] = {}
         #: user -> publishing their change (looking up who shares a room) in progress
         self._waking: dict[str, Deferred[None]] = {}
-        self._module_notifies = hasattr(self._module, "on_change")
-        if self._module_notifies:
-            self._module.on_change = self._changed
+        # IPresence: the module reports every change through on_change.
+        self._module.on_change = self._changed
 
     @property
     def current_position(self) -> int:
@@ -102,7 +101,7 @@ class PresenceHandler:
             raise invalid_param(f"'presence' must be one of {', '.join(STATES)}")
         if not self.enabled:
             return
-        self._set(user_id, presence, status_msg)
+        self._module.set_state(user_id, presence, status_msg)
         if presence == OFFLINE:
             self._cancel_timer(user_id)
         else:
@@ -114,7 +113,7 @@ class PresenceHandler:
         (the user's server decides when they go idle or offline)."""
         if not self.enabled:
             return
-        self._set(user_id, presence, status_msg)
+        self._module.set_state(user_id, presence, status_msg)
         await self._woken(user_id)
 
     # -- for /sync --------------------------------------------------------------------------------
@@ -131,7 +130,7 @@ class PresenceHandler:
         target = UNAVAILABLE if set_presence == UNAVAILABLE else ONLINE
         state = self._module.get_state(user_id)
         if state.get("presence") != target:
-            self._set(user_id, target, state.get("status_msg"))
+            self._module.set_state(user_id, target, state.get("status_msg"))
         elif target == ONLINE:
             self._module.user_active(user_id)
         self._schedule(user_id, self._idle_after, self._went_idle)
@@ -177,13 +176,6 @@ class PresenceHandler:
             self._changed(user_id)
 
     # -- state changes and the stream -----------------------------------------------------------------
-
-    def _set(self, user_id: str, presence: str, status_msg: str | None) -> None:
-        before = self._module.get_state(user_id) if not self._module_notifies else None
-        self._module.set_state(user_id, presence, status_msg)
-        if before is not None:
-            if (before.get("presence"), before.get("status_msg")) != (presence, status_msg):
-                self._changed(user_id)
 
     def _changed(self, user_id: str) -> None:
         if not self.enabled:
@@ -235,7 +227,7 @@ class PresenceHandler:
         if state.get("presence") in (ONLINE, UNAVAILABLE):
             # Even when the module already reports "unavailable" (its own idle clock), the
             # stored state changes here, which is what tells the watchers.
-            self._set(user_id, UNAVAILABLE, state.get("status_msg"))
+            self._module.set_state(user_id, UNAVAILABLE, state.get("status_msg"))
         remaining = self._offline_after - self._idle_after
         if remaining > 0:
             self._schedule(user_id, remaining, self._went_offline)
@@ -246,7 +238,7 @@ class PresenceHandler:
         self._timers.pop(user_id, None)
         state = self._module.get_state(user_id)
         if state.get("presence") != OFFLINE:
-            self._set(user_id, OFFLINE, state.get("status_msg"))
+            self._module.set_state(user_id, OFFLINE, state.get("status_msg"))
 
     def stop(self) -> None:
         """At shutdown: cancel every timer."""

@@ -48,9 +48,8 @@ class TypingHandler:
         self._position = 0
         #: room -> stream position of its latest typing change
         self._room_positions: dict[str, int] = {}
-        self._module_notifies = hasattr(self._module, "on_change")
-        if self._module_notifies:
-            self._module.on_change = self._changed
+        # ITyping: the module reports every change, expiries included, through on_change.
+        self._module.on_change = self._changed
 
     @property
     def current_position(self) -> int:
@@ -68,17 +67,13 @@ class TypingHandler:
             raise forbidden("You are not joined to this room")
         was_typing = user_id in self._module.typing_in(room_id)
         self._module.set_typing(room_id, user_id, typing, DEFAULT_TIMEOUT_MS if timeout_ms is None else timeout_ms)
-        if not self._module_notifies:
-            self._changed(room_id)
-        elif typing and was_typing:
+        if typing and was_typing:
             # A refresh is no change here, but other servers time typing out on their own.
             self._publish(room_id, refreshed=user_id)
 
     def set_remote_typing(self, room_id: str, user_id: str, typing: bool, timeout_ms: int) -> None:
         """An ``m.typing`` EDU from another server, already checked (its user, joined to the room)."""
         self._module.set_typing(room_id, user_id, typing, timeout_ms)
-        if not self._module_notifies:
-            self._changed(room_id)
 
     # -- the stream -------------------------------------------------------------------------
 
@@ -123,8 +118,6 @@ class TypingHandler:
                 continue
             if ev.state_key in self._module.typing_in(ev.room_id):
                 self._module.set_typing(ev.room_id, ev.state_key, False, 0)
-                if not self._module_notifies:
-                    self._changed(ev.room_id)
 
     def stop(self) -> None:
         """At shutdown: stop everyone typing, which cancels the module's expiry timers."""
