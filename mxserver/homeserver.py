@@ -35,6 +35,7 @@ from mxserver.api.ratelimit import RateLimiter
 from mxserver.api.resource import MatrixResource, MatrixSite
 from mxserver.config import HomeserverConfig
 from mxserver.crypto.keys import key_id, load_or_generate_signing_key
+from mxserver.ephemeral.room_members import RoomMembers
 from mxserver.errors import MatrixError
 from mxserver.federation.auth import FederationAuth
 from mxserver.federation.client import FederationClient
@@ -48,6 +49,7 @@ from mxserver.rooms.room_server import RoomServer
 from mxserver.storage.accounts import AccountStore
 from mxserver.storage.events import EventStore
 from mxserver.storage.migrations import prepare_database
+from mxserver.storage.room_members import RoomMembersStore
 from mxserver.storage.server_keys import ServerKeyStore
 from mxserver.storage.state import StateStore
 from mxserver.streams import EphemeralStreams, Phase, RoomEventStream
@@ -218,6 +220,10 @@ class Homeserver(service.MultiService):
         )
         self.start_hooks.append(self.room_server.start)
         self.event_serializer = EventSerializer(self.event_store, self.clock)
+        # Who is joined where, in memory: a cache of the room stream (CACHES phase), so every
+        # reader of the stream sees it up to date; the servers in a room derive from it.
+        self.room_members = RoomMembers(RoomMembersStore(self.db))
+        self.room_stream.subscribe(self.room_members.on_room_events, Phase.CACHES)
         self.room_stream.subscribe(self.event_hooks.on_new_events)
 
     def _build_federation_rooms(self) -> None:
@@ -231,11 +237,8 @@ class Homeserver(service.MultiService):
         from mxserver.storage.backfill import BackfillStore
 
         fed = self.config.federation
-        # The servers in a room derive from the room-members cache, which _build_ephemeral builds
-        # later. Nothing asks for them before start-up, so the cache is looked up when asked;
-        # once RoomMembers (it needs only its store) is built in an earlier section, pass
-        # self.room_members.members instead of the lambda.
-        self.room_servers = RoomServers(lambda room_id: self.room_members.members(room_id))
+        # The servers in a room derive from the room-members cache (subscribed before them).
+        self.room_servers = RoomServers(self.room_members.members)
         self.room_stream.subscribe(self.room_servers.on_room_events, Phase.CACHES)
         self.federation_gaps = GapFiller(
             self.clock, self.room_server, self.event_store, self.state_store, self.federation_client, self.keyring
@@ -252,7 +255,9 @@ class Homeserver(service.MultiService):
             self.federation_gaps,
         )
         # A join over federation replaces the room's state without a member event per change on
-        # the room stream (the room-members cache follows it too: see _build_federation_sender).
+        # the room stream: the member cache adopts the new state, then the servers are re-derived.
+        room_members = self.room_members
+        self.remote_rooms.joined_state.subscribe(lambda c: room_members.state_replaced(c.room_id, c.joined), Phase.CACHES)
         self.remote_rooms.joined_state.subscribe(lambda c: self.room_servers.invalidate(c.room_id), Phase.CACHES)
         self.backfiller = Backfiller(
             self.server_name,
@@ -299,26 +304,19 @@ class Homeserver(service.MultiService):
         self.start_hooks.append(account_data_stream.load)
 
     def _build_ephemeral(self) -> None:
-        """Room members cache, typing, receipts, presence, profiles, user directory."""
+        """Typing, receipts, presence, profiles, user directory."""
         from mxserver.ephemeral import EphemeralTimers
         from mxserver.ephemeral.presence import PresenceHandler
         from mxserver.ephemeral.profiles import ProfileHandler
         from mxserver.ephemeral.receipts import ReceiptsHandler
-        from mxserver.ephemeral.room_members import RoomMembers
         from mxserver.ephemeral.typing import TypingHandler
         from mxserver.ephemeral.user_directory import UserDirectory
         from mxserver.storage.profiles import ProfileStore
         from mxserver.storage.receipts import ReceiptStore
-        from mxserver.storage.room_members import RoomMembersStore
         from mxserver.storage.stream_positions import PersistedStream
         from mxserver.storage.user_directory import UserDirectoryStore
 
         streams = self.ephemeral_streams
-        # Who is joined where, in memory: a cache of the room stream, so it must see every
-        # batch before any reader of the stream asks it something.
-        self.room_members = RoomMembers(RoomMembersStore(self.db))
-        self.room_stream.subscribe(self.room_members.on_room_events, Phase.CACHES)
-
         self.typing_handler = TypingHandler(self.typing, self.room_server, streams.typing)
         self.room_stream.subscribe(self.typing_handler.on_room_events)  # leaving stops typing
 
@@ -578,9 +576,6 @@ class Homeserver(service.MultiService):
 
         fed = self.config.federation
         room_members = self.room_members
-        # The room-members cache (built in _build_ephemeral, after _build_federation_rooms) follows
-        # the state a join over federation adopts, like the room servers do.
-        self.remote_rooms.joined_state.subscribe(lambda c: room_members.state_replaced(c.room_id, c.joined), Phase.CACHES)
 
         sender = self.federation_sender = FederationSender(
             self.server_name,
