@@ -94,9 +94,6 @@ class ProfileHandler:
             raise not_found(f"The user has no {field}")
         return {field: profile[field]}
 
-    async def get_profiles(self, user_ids: list[str]) -> dict[str, Profile]:
-        """``(displayname, avatar_url)`` of those of ``user_ids`` that are local users (for presence, sync)."""
-        return await self.store.get_profiles(user_ids)
 
     async def _lookup(self, user_id: str) -> Profile:
         check_user_id(user_id)
