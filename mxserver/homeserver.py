@@ -45,6 +45,7 @@ from mxserver.interfaces import ILoginFlow, IMediaStorage, IModule, IPresence, I
 from mxserver.module_api import EventHooks, ModuleApi
 from mxserver.module_loader import LOGIN, MEDIA_STORAGE, MODULES, PRESENCE, STORAGE, TYPING, construct
 from mxserver.room_handlers.event_serializer import EventSerializer
+from mxserver.rooms.activity import RoomActivity
 from mxserver.rooms.room_server import RoomServer
 from mxserver.storage.accounts import AccountStore
 from mxserver.storage.events import EventStore
@@ -224,6 +225,10 @@ class Homeserver(service.MultiService):
         # reader of the stream sees it up to date; the servers in a room derive from it.
         self.room_members = RoomMembers(RoomMembersStore(self.db))
         self.room_stream.subscribe(self.room_members.on_room_events, Phase.CACHES)
+        # Which rooms had events since a position (for /sync and device-list changes).
+        self.room_activity = RoomActivity(self.room_server)
+        self.start_hooks.append(self.room_activity.start)
+        self.room_stream.subscribe(self.room_activity.on_room_events, Phase.CACHES)
         self.room_stream.subscribe(self.event_hooks.on_new_events)
 
     def _build_federation_rooms(self) -> None:
@@ -395,12 +400,11 @@ class Homeserver(service.MultiService):
             device_lists_stream,
             self.ephemeral_streams.device_lists,
             self.room_members,
-            self.room_server,
+            self.room_activity,
             SyncStore(self.db),
             self.federation_client,
         )
         self.start_hooks.append(self.device_lists.start)
-        self.room_stream.subscribe(self.device_lists.on_room_events, Phase.CACHES)
         self.room_members.subscribe_memberships(self.device_lists.membership_changed)
         self.federation_edus.register(DEVICE_LIST_UPDATE, self.device_lists.on_device_list_update)
         self.federation_edus.register(SIGNING_KEY_UPDATE, self.device_lists.on_signing_key_update)
@@ -506,10 +510,9 @@ class Homeserver(service.MultiService):
         from mxserver.sync.handler import SyncHandler
 
         sync_store = SyncStore(self.db)
-        self.sync_room_source = sources.RoomStreamSource(self.room_server, sync_store)
+        self.sync_room_source = sources.RoomStreamSource(self.room_activity, sync_store)
         # Before anything reads which rooms changed: the CACHES phase.
         self.room_stream.subscribe(self.sync_room_source.on_room_events, Phase.CACHES)
-        self.start_hooks.append(self.sync_room_source.start)
         for source in (
             self.sync_room_source,
             sources.TypingSource(self.typing_handler),

@@ -37,8 +37,8 @@ from twisted.logger import Logger
 
 from mxserver.e2ee.keys import merge_signatures, user_devices_path
 from mxserver.e2ee.validation import cross_signing_public_key
-from mxserver.events.model import Event
 from mxserver.ids import UserID
+from mxserver.rooms.activity import RoomActivity
 from mxserver.storage.e2ee_device_lists import DeviceListStore
 from mxserver.storage.e2ee_keys import E2eKeyStore
 from mxserver.storage.stream_positions import PersistedStream
@@ -47,7 +47,6 @@ from mxserver.streams import DeviceListChange, Stream
 
 if TYPE_CHECKING:
     from mxserver.federation.client import FederationClient
-    from mxserver.rooms.api import ReaderRooms
 
 log = Logger()
 
@@ -86,8 +85,7 @@ class Memberships(Protocol):
 class DeviceListHandler:
     """Device-list changes: /sync ``device_lists``, /keys/changes, /user/devices, inbound EDUs.
 
-    The Homeserver wires it: :meth:`start` as a start hook, :meth:`on_room_events` on
-    the room stream (caches phase), :meth:`membership_changed` as a room-members
+    The Homeserver wires it: :meth:`start` as a start hook, :meth:`membership_changed` as a room-members
     listener, :meth:`on_device_list_update` and :meth:`on_signing_key_update` as the
     inbound EDU handlers.
     """
@@ -100,7 +98,7 @@ class DeviceListHandler:
         stream: PersistedStream,
         changes: Stream[DeviceListChange],
         room_members: RoomMembership,
-        rooms: ReaderRooms,
+        activity: RoomActivity,
         memberships: Memberships,
         federation_client: FederationClient,
     ) -> None:
@@ -110,7 +108,7 @@ class DeviceListHandler:
         self.stream = stream
         self._changes = changes
         self._room_members = room_members
-        self._rooms = rooms
+        self._activity = activity
         self._memberships = memberships
         self._federation_client = federation_client
         self._locks: dict[str, DeferredLock] = {}
@@ -119,26 +117,10 @@ class DeviceListHandler:
         #: remote users whose cached device list must be dropped (:meth:`_queue_forget`), in order
         self._to_forget: dict[str, None] = {}
         self._forgetting = False
-        # The room-stream position of each room's last event, so that /sync asks the database
-        # for membership changes only in rooms with events since its token; rooms without an
-        # event since start-up count as changed at the position the server started at.
-        self._room_latest: dict[str, int] = {}
-        self._room_baseline = 0
 
     async def start(self) -> None:
         """A start hook (after the room server's): load the stream position."""
         await self.stream.load()
-        self._room_baseline = self._rooms.current_position
-
-    def on_room_events(self, events: list[Event]) -> None:
-        """Room-stream subscriber (caches phase): remember which rooms moved when."""
-        for ev in events:
-            pos = ev.metadata.stream_ordering or 0
-            if pos > self._room_latest.get(ev.room_id, 0):
-                self._room_latest[ev.room_id] = pos
-
-    def _room_changed_since(self, room_id: str, position: int) -> bool:
-        return self._room_latest.get(room_id, self._room_baseline) > position
 
     @property
     def current_position(self) -> int:
@@ -217,7 +199,7 @@ class DeviceListHandler:
                 if since_room < m.stream_ordering <= now_room:
                     changed |= set(await room_members.members(m.room_id))  # we joined: everyone there is new to us
             # Only rooms with events since then can have membership changes (known in memory).
-            busy = [m for m in joined if self._room_changed_since(m.room_id, since_room)]
+            busy = [m for m in joined if self._activity.changed_since(m.room_id, since_room)]
             moves = (
                 await self.store.membership_changes([m.room_nid for m in busy], since_room, now_room) if busy else []
             )
@@ -262,7 +244,7 @@ class DeviceListHandler:
         """GET /keys/changes."""
         memberships = await self._memberships.memberships(user_id)
         to_dl = min(to_token.device_lists, self.stream.current)
-        to_room = min(to_token.room, self._rooms.current_position)
+        to_room = min(to_token.room, self._activity.current_position)
         changed, left = await self.changes_for(
             user_id, from_token.room, from_token.device_lists, to_room, to_dl, memberships
         )

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mxserver.events.model import Event
+from mxserver.rooms.activity import RoomActivity
 from mxserver.storage.sync import MembershipRow, SyncStore
 from mxserver.sync.sources import SyncRequest, SyncSection
 from mxserver.sync.tokens import StreamToken
@@ -77,41 +78,31 @@ class DeviceListsReader(HasPosition, Protocol):
 class RoomStreamSource:
     """The ``room`` stream: its position, the rooms that changed, and users' memberships.
 
-    It follows the room event stream (subscribe :meth:`on_room_events` in the
-    CACHES phase) and remembers the latest position of every room that has had
-    an event since start-up; any other room's latest event is older than the
-    start-up position (:meth:`start`). Its :meth:`sync_section` is empty: the
-    /sync handler builds the rooms itself, after every other section, because
-    a room with only ephemeral or account-data news is in the answer too.
+    Which rooms had events since a token comes from :class:`RoomActivity`; a user's
+    memberships are cached until one of them changes (subscribe :meth:`on_room_events`
+    in the CACHES phase). Its :meth:`sync_section` is empty: the /sync handler builds
+    the rooms itself, after every other section, because a room with only ephemeral
+    or account-data news is in the answer too.
     """
 
     name = "room"
 
-    def __init__(self, rooms: HasPosition, store: SyncStore) -> None:
-        self._rooms = rooms
+    def __init__(self, activity: RoomActivity, store: SyncStore) -> None:
+        self._activity = activity
         self._store = store
-        self._room_latest: dict[str, int] = {}
-        self._baseline = 0
         self._memberships: dict[str, list[MembershipRow]] = {}
 
-    async def start(self) -> None:
-        """A start hook: runs once the room server knows its position."""
-        self._baseline = self._rooms.current_position
-
     def current_position(self) -> int:
-        return self._rooms.current_position
+        return self._activity.current_position
 
     def on_room_events(self, events: list[Event]) -> None:
         for ev in events:
-            pos = ev.metadata.stream_ordering or 0
-            if pos > self._room_latest.get(ev.room_id, 0):
-                self._room_latest[ev.room_id] = pos
             if ev.type == "m.room.member" and ev.state_key is not None:
                 self._memberships.pop(ev.state_key, None)
 
     def room_changed_since(self, room_id: str, position: int) -> bool:
         """Whether the room has had an event after ``position`` (no database involved)."""
-        return self._room_latest.get(room_id, self._baseline) > position
+        return self._activity.changed_since(room_id, position)
 
     async def memberships(self, user_id: str) -> list[MembershipRow]:
         """Every membership of ``user_id``, cached until one of them changes."""

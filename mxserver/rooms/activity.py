@@ -1,0 +1,52 @@
+"""Which rooms had events since a stream position, answered from memory.
+
+/sync and the device-list changes both ask "has this room had an event since
+the client's token?" for every room a user is in; asking the database each
+time would cost a query per room per sync. :class:`RoomActivity` follows the
+room stream instead and remembers each room's latest position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from mxserver.events.model import Event
+
+
+class _Positioned(Protocol):
+    @property
+    def current_position(self) -> int: ...
+
+
+class RoomActivity:
+    """The room-stream position of each room's latest event since start-up.
+
+    Subscribe :meth:`on_room_events` to the room stream in the CACHES phase and
+    run :meth:`start` after the room server's start hook. A room without an
+    event since start-up counts as changed at the start-up position, which is
+    always safe to over-report.
+    """
+
+    def __init__(self, rooms: _Positioned) -> None:
+        self._rooms = rooms
+        self._latest: dict[str, int] = {}
+        self._baseline = 0
+
+    async def start(self) -> None:
+        self._baseline = self._rooms.current_position
+
+    @property
+    def current_position(self) -> int:
+        """The room stream's position now."""
+        return self._rooms.current_position
+
+    def on_room_events(self, events: Sequence[Event]) -> None:
+        for ev in events:
+            pos = ev.metadata.stream_ordering or 0
+            if pos > self._latest.get(ev.room_id, 0):
+                self._latest[ev.room_id] = pos
+
+    def changed_since(self, room_id: str, position: int) -> bool:
+        """Whether the room may have had an event after ``position``."""
+        return self._latest.get(room_id, self._baseline) > position
