@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from mxserver.crypto.canonical import decode_json
 from mxserver.errors import (
     InteractiveAuthRequired,
     MatrixError,
@@ -169,9 +170,6 @@ def render_error(request: IRequest, error: MatrixError) -> bytes:
 # -- request bodies -------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
 
 def read_body(request: IRequest, max_size: int = DEFAULT_MAX_BODY) -> bytes:
     """The raw request body, refusing bodies over ``max_size`` with M_TOO_LARGE."""
@@ -193,8 +191,8 @@ def json_body(request: IRequest, max_size: int = DEFAULT_MAX_BODY, allow_empty: 
     if not raw.strip() and allow_empty:
         return {}
     try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError):
+        body = decode_json(raw)
+    except ValueError:
         raise not_json() from None
     if not isinstance(body, dict):
         raise bad_json("Request body must be a JSON object")

@@ -114,16 +114,68 @@ def _parse_number_with_fraction_or_exponent(literal: str) -> int | float:
     return float(literal)
 
 
-def decode_json(data: bytes | str) -> Any:
-    """Parse JSON text the way Matrix expects.
+#: How deeply arrays and objects may nest in JSON we accept. The spec sets no limit, but
+#: every reader of a value (validation, canonical encoding, redaction) walks it
+#: recursively: a body nested thousands deep would exhaust the stack there, after parsing.
+#: Events are at most 64 KiB and real content nests a handful of levels.
+MAX_JSON_DEPTH = 100
 
-    Rejects ``NaN``/``Infinity`` and turns exponent-form integers (``1e10``)
-    into ints; see the comments above for why.
+
+class JSONDecodeError(ValueError):
+    """Text that is not JSON Matrix accepts (see :func:`decode_json`)."""
+
+
+def decode_json(data: bytes | str) -> Any:
+    """Parse JSON text the way Matrix expects, raising :class:`JSONDecodeError` (a ValueError).
+
+    Besides JSON syntax and UTF-8 it rejects: ``NaN``/``Infinity``; nesting deeper than
+    :data:`MAX_JSON_DEPTH`; lone UTF-16 surrogate escapes (``"\\ud800"``), which name no
+    Unicode character and cannot be encoded as UTF-8 (appendices §Canonical JSON encodes
+    strings as UTF-8). Exponent-form integers (``1e10``) become ints (see above).
     """
-    if isinstance(data, bytes):
-        data = data.decode("utf-8")
-    return json.loads(
-        data,
-        parse_constant=_reject_constant,
-        parse_float=_parse_number_with_fraction_or_exponent,
-    )
+    try:
+        if isinstance(data, bytes):
+            data = data.decode("utf-8")
+        value = json.loads(
+            data,
+            parse_constant=_reject_constant,
+            parse_float=_parse_number_with_fraction_or_exponent,
+        )
+    except RecursionError:
+        raise JSONDecodeError("JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise JSONDecodeError(str(e)) from None
+    # Surrogates can only come from \u escapes (UTF-8 input cannot hold them): skip the
+    # walk's string checks for text without any.
+    _check_value(value, check_strings="\\u" in data)
+    return value
+
+
+def _check_value(value: Any, check_strings: bool) -> None:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth > MAX_JSON_DEPTH:
+                raise JSONDecodeError("JSON nested too deeply")
+            for key, child in item.items():
+                if check_strings:
+                    _check_string(key)
+                if isinstance(child, (dict, list)) or (check_strings and isinstance(child, str)):
+                    stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            if depth > MAX_JSON_DEPTH:
+                raise JSONDecodeError("JSON nested too deeply")
+            for child in item:
+                if isinstance(child, (dict, list)) or (check_strings and isinstance(child, str)):
+                    stack.append((child, depth + 1))
+        elif isinstance(item, str):
+            _check_string(item)
+
+
+def _check_string(s: str) -> None:
+    if not s.isascii():
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            raise JSONDecodeError("JSON string holds a lone surrogate escape") from None

@@ -26,7 +26,6 @@ connect time, where the IP filter applies.
 from __future__ import annotations
 
 import email.utils
-import json
 import random
 import re
 from collections.abc import Iterable
@@ -42,6 +41,7 @@ from twisted.web import error as web_error
 from twisted.web.client import BrowserLikeRedirectAgent
 from twisted.web.http_headers import Headers
 
+from mxserver.crypto.canonical import decode_json
 from mxserver.federation.ip_filter import BlockedAddressError, parse_ip
 from mxserver.federation.responses import SharedCalls, read_body
 from mxserver.ids import split_host_port
@@ -280,8 +280,8 @@ class ServerDiscovery:
         if response.code != 200:
             raise _FetchError(f"HTTP {response.code}", transient=False)
         try:
-            content = json.loads(body.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
+            content = decode_json(body)
+        except ValueError:
             raise _FetchError("the answer is not JSON", transient=False) from None
         if not isinstance(content, dict) or not isinstance(content.get("m.server"), str):
             raise _FetchError("the answer has no m.server string", transient=False)

@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from mxserver.crypto.canonical import decode_json
 from mxserver.errors import MatrixError, bad_json, invalid_param, not_found
 from mxserver.storage.filters import FilterStore
 
@@ -229,7 +230,7 @@ class RoomEventFilter(EventFilter):
         if raw is None or raw == "":
             return cls()
         try:
-            value = json.loads(raw, parse_constant=_reject_constant)
+            value = decode_json(raw)
         except ValueError:
             raise bad_json("'filter' is not valid JSON") from None
         return cls.from_json(value)
@@ -366,16 +367,13 @@ DEFAULT_FILTER = Filter()
 def parse_filter_json(raw: str) -> Filter:
     """A Filter from inline JSON text; M_BAD_JSON if it is not a JSON object."""
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
+        value = decode_json(raw)
     except ValueError:
         raise bad_json("The filter is not valid JSON") from None
     if not isinstance(value, dict):
         raise bad_json("The filter must be a JSON object")
     return Filter(value)
 
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def filter_hash(value: Mapping[str, Any]) -> str:
