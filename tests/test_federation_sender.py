@@ -14,8 +14,8 @@ from prometheus_client import REGISTRY
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
-from mxserver.federation import sender as sender_mod
 from mxserver.config import HomeserverConfig
+from mxserver.federation import sender as sender_mod
 from mxserver.federation.client import FederationError, RequestFailed
 from mxserver.homeserver import Homeserver
 from mxserver.rooms.room_server import EventSpec

@@ -8,9 +8,9 @@ from typing import Any, cast
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 
+from mxserver.api.federation.keys import KeyServerServlet
 from mxserver.crypto.keys import generate_signing_key, get_verify_key, key_id, verify_key_base64
 from mxserver.crypto.signing import SignatureError, sign_json, verify_signed_json
-from mxserver.api.federation.keys import KeyServerServlet
 from mxserver.federation.client import FederationClient
 from mxserver.federation.keyring import (
     MAX_KEY_VALIDITY_MS,
