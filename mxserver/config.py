@@ -220,6 +220,16 @@ class FederationConfig:
         factory=list, metadata=_help("exceptions to the blacklist (tests: [127.0.0.0/8])", parse=_networks)
     )
     trusted_key_servers: list[str] = attrs.field(factory=list, metadata=_help("notaries asked for server keys"))
+    gap_fetch_timeout_ms: int = attrs.field(
+        default=20_000,
+        metadata=_help(
+            "deadline of each request fetching the events or state a received event lacks; "
+            "until then a slow peer holds up its own transaction (never other servers')",
+            parse=parse_duration_ms,
+            check=lambda v: v > 0,
+            sample="20s",
+        ),
+    )
 
 
 @attrs.define

@@ -40,7 +40,7 @@ from mxserver.errors import MatrixError
 from mxserver.federation.auth import FederationAuth
 from mxserver.federation.client import FederationClient
 from mxserver.federation.keyring import Keyring
-from mxserver.federation.sender import FederationSender
+from mxserver.federation.sender import FederationSender, Transport
 from mxserver.interfaces import ILoginFlow, IMediaStorage, IModule, IPresence, IStorageBackend, ITyping
 from mxserver.module_api import EventHooks, ModuleApi
 from mxserver.module_loader import LOGIN, MEDIA_STORAGE, MODULES, PRESENCE, STORAGE, TYPING, construct
@@ -61,9 +61,24 @@ log = Logger()
 
 
 class Homeserver(service.MultiService):
-    """One Matrix homeserver: its config, database, components and listeners."""
+    """One Matrix homeserver: its config, database, components and listeners.
 
-    def __init__(self, config: HomeserverConfig, reactor: Any = None, clock: Any = None) -> None:
+    ``clock``: where time comes from (the reactor by default; tests pass a ``task.Clock``).
+    ``federation_transport``: how the federation sender delivers a transaction
+    (:data:`~mxserver.federation.sender.Transport`); by default ``PUT /send`` over the
+    federation client. An embedding application may route outbound transactions itself
+    (through a proxy, a queue, or a recorder); the sender's queues, backoff and catch-up
+    work the same whatever delivers them.
+    """
+
+    def __init__(
+        self,
+        config: HomeserverConfig,
+        reactor: Any = None,
+        clock: Any = None,
+        *,
+        federation_transport: Transport | None = None,
+    ) -> None:
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -74,6 +89,7 @@ class Homeserver(service.MultiService):
         # Time comes from ``clock`` (the reactor unless a test passes a task.Clock).
         self.clock = clock if clock is not None else reactor
         self.server_name = config.server_name
+        self._federation_transport = federation_transport
         self.setName("mxserver")
         self._ready: Deferred[None] | None = None
         self.is_ready = False
@@ -246,7 +262,13 @@ class Homeserver(service.MultiService):
         self.room_servers = RoomServers(self.room_members.members)
         self.room_stream.subscribe(self.room_servers.on_room_events, Phase.CACHES)
         self.federation_gaps = GapFiller(
-            self.clock, self.room_server, self.event_store, self.state_store, self.federation_client, self.keyring
+            self.clock,
+            self.room_server,
+            self.event_store,
+            self.state_store,
+            self.federation_client,
+            self.keyring,
+            timeout=fed.gap_fetch_timeout_ms / 1000,
         )
         self.remote_rooms = RemoteRooms(
             self.server_name,
@@ -589,6 +611,7 @@ class Homeserver(service.MultiService):
             self.room_server,
             self.event_store,
             self.federation_client,
+            transport=self._federation_transport,
         )
         sender.setServiceParent(self)
         self.start_hooks.append(sender.start)

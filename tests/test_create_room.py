@@ -313,21 +313,27 @@ class CreateRoomTests(HomeserverTestCase):
         self.assertEqual(await self.hs.event_store.get_rooms_for_user(alice.user_id), [])
         await self.create_room(alice)
 
+    async def test_r0_prefix(self) -> None:
+        alice = await self.register("alice")
+        code, body = await self.post("/_matrix/client/r0/createRoom", {}, alice)
+        self.assertEqual(code, 200, body)
+
+
+class GuestCreateRoomTests(HomeserverTestCase):
+    config_overrides = {"registration": {"enabled": True, "allow_guests": True}}
+
     async def test_guests_cannot_create_rooms(self) -> None:
-        self.hs.config.registration.allow_guests = True
         code, body = await self.post(f"{C}/register?kind=guest", {})
         self.assertEqual(code, 200, body)
         self.assertMatrixError(
             await self.post(f"{C}/createRoom", {}, body["access_token"]), 403, "M_GUEST_ACCESS_FORBIDDEN"
         )
 
+
+class PublicationNotAllowedCreateRoomTests(HomeserverTestCase):
+    config_overrides = {"room_directory": {"publication_allowed": False}}
+
     async def test_publication_not_allowed(self) -> None:
         alice = await self.register("alice")
-        self.hs.config.room_directory.publication_allowed = False
         self.assertMatrixError(await self.post(f"{C}/createRoom", {"visibility": "public"}, alice), 403, "M_FORBIDDEN")
         await self.create_room(alice, visibility="private")
-
-    async def test_r0_prefix(self) -> None:
-        alice = await self.register("alice")
-        code, body = await self.post("/_matrix/client/r0/createRoom", {}, alice)
-        self.assertEqual(code, 200, body)

@@ -148,16 +148,8 @@ class DirectoryVisibilityTests(HomeserverTestCase):
         self.assertMatrixError(await self.get(f"{C}/directory/list/room/x"), 400, "M_INVALID_PARAM")
         self.assertEqual(await self.get(path), (200, {"visibility": "private"}))
 
-    async def test_publication_not_allowed(self) -> None:
-        alice = await self.register("alice")
-        room = await self.create_room(alice)
-        self.hs.config.room_directory.publication_allowed = False
-        path = f"{C}/directory/list/room/{q(room)}"
-        self.assertMatrixError(await self.put(path, {"visibility": "public"}, alice), 403, "M_FORBIDDEN")
-        self.assertEqual(await self.put(path, {"visibility": "private"}, alice), (200, {}))
 
-
-class PublicRoomsTests(HomeserverTestCase):
+class PublicRoomsTestCase(HomeserverTestCase):
     async def _rooms(self) -> dict[str, str]:
         alice = await self.register("alice")
         self.alice = alice
@@ -187,6 +179,8 @@ class PublicRoomsTests(HomeserverTestCase):
         await self.create_room(alice, name="Hidden cheese")  # private: never listed
         return {"big": big, "mid": mid, "small": small}
 
+
+class PublicRoomsTests(PublicRoomsTestCase):
     async def test_listing(self) -> None:
         rooms = await self._rooms()
         code, body = await self.get(f"{C}/publicRooms", self.alice)
@@ -265,10 +259,6 @@ class PublicRoomsTests(HomeserverTestCase):
         self.assertEqual([e["room_id"] for e in body["chunk"]], [rooms["big"], rooms["small"]])
         self.assertMatrixError(await self.get(f"{C}/publicRooms"), 401, "M_MISSING_TOKEN")
         self.assertMatrixError(await self.post(f"{C}/publicRooms", {}), 401, "M_MISSING_TOKEN")
-        self.hs.config.room_directory.public_rooms_without_auth = True
-        code, anonymous = await self.get(f"{C}/publicRooms")
-        self.assertEqual((code, anonymous), (200, body))
-        self.assertMatrixError(await self.get(f"{C}/publicRooms", "badtoken"), 401, "M_UNKNOWN_TOKEN")
 
     async def test_bad_input(self) -> None:
         alice = await self.register("alice")
@@ -293,3 +283,28 @@ class PublicRoomsTests(HomeserverTestCase):
         ):
             self.assertMatrixError(await self.post(path, body, alice), 400, errcode)
         self.assertMatrixError(await self.request("POST", path, raw=b"{", token=alice), 400, "M_NOT_JSON")
+
+
+class PublicationNotAllowedTests(HomeserverTestCase):
+    config_overrides = {"room_directory": {"publication_allowed": False}}
+
+    async def test_publication_not_allowed(self) -> None:
+        alice = await self.register("alice")
+        room = await self.create_room(alice)
+        path = f"{C}/directory/list/room/{q(room)}"
+        self.assertMatrixError(await self.put(path, {"visibility": "public"}, alice), 403, "M_FORBIDDEN")
+        self.assertEqual(await self.put(path, {"visibility": "private"}, alice), (200, {}))
+
+
+class PublicRoomsWithoutAuthTests(PublicRoomsTestCase):
+    config_overrides = {"room_directory": {"public_rooms_without_auth": True}}
+
+    async def test_anonymous_sees_what_a_user_sees(self) -> None:
+        rooms = await self._rooms()
+        await self.put(f"{C}/directory/list/room/{q(rooms['mid'])}", {"visibility": "private"}, self.alice)
+        code, body = await self.get(f"{C}/publicRooms", self.alice)
+        self.assertEqual([e["room_id"] for e in body["chunk"]], [rooms["big"], rooms["small"]])
+        code, anonymous = await self.get(f"{C}/publicRooms")
+        self.assertEqual((code, anonymous), (200, body))
+        # a token that is sent must still be valid
+        self.assertMatrixError(await self.get(f"{C}/publicRooms", "badtoken"), 401, "M_UNKNOWN_TOKEN")

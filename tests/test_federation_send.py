@@ -17,7 +17,7 @@ from twisted.web import server
 
 from mxserver.crypto.keys import generate_signing_key
 from mxserver.rooms.room_server import EventSpec
-from tests.harness import InboundTestCase
+from tests.harness import LOOPBACK, InboundTestCase
 
 
 def q(value: str) -> str:
@@ -28,12 +28,14 @@ def pdu(event: Any) -> dict[str, Any]:
     return event.get_pdu_json()
 
 
-class SendTests(InboundTestCase):
+class SendTestCase(InboundTestCase):
     async def joined_room(self, **kw: Any) -> str:
         room_id = await self.room(**kw)
         await self.join_remote_user(room_id)
         return room_id
 
+
+class SendTests(SendTestCase):
     async def test_accepts_events(self) -> None:
         room_id = await self.joined_room()
         msg = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "hello"})
@@ -191,37 +193,6 @@ class SendTests(InboundTestCase):
         code, resp = await self.fed("GET", f"/_matrix/federation/v1/state_ids/{q(room_id)}?event_id={q(msg.prev_event_ids[0])}")
         self.assertEqual((code, resp["errcode"]), (403, "M_FORBIDDEN"))
 
-    async def test_bad_peer_does_not_block_others(self) -> None:
-        room_id = await self.joined_room()
-        bad = self.new_remote()
-        await self.join_remote_user(room_id, remote=bad, localpart="mallory")
-        hanging: list[Any] = []
-
-        def hang(request: Any) -> Any:
-            hanging.append(request)
-            return server.NOT_DONE_YET
-
-        path = f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()
-        bad.routes[path] = hang
-        bad.routes[f"/_matrix/federation/v1/state_ids/{q(room_id)}".encode()] = hang
-        self.hs.federation_receiver.gaps.timeout = 2.0
-        gap = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "gap"},
-                                      sender=bad.user("mallory"), prev=["$unknown"], remote=bad, depth=50)
-        bad_send = defer.ensureDeferred(self.send_txn("b1", [pdu(gap)], remote=bad))
-        while not hanging:
-            await task.deferLater(reactor, 0.05)
-        # while the bad peer's transaction waits on its own server, a good one goes through
-        msg = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "good"})
-        self.assertEqual(await self.send_txn("g1", [pdu(msg)]), (200, {"pdus": {msg.event_id: {}}}))
-        self.assertFalse(bad_send.called)
-        code, body = await bad_send
-        self.assertEqual(code, 200)
-        self.assertIn("error", body["pdus"][gap.event_id])
-        self.assertIsNone(await self.event_info(gap.event_id))
-        for r in hanging:
-            if not r.finished and not r._disconnected:
-                r.finish()
-
     async def test_gap_filled_with_get_missing_events(self) -> None:
         room_id = await self.joined_room()
         head = await self.hs.room_server.get_head(room_id)
@@ -366,32 +337,6 @@ class SendTests(InboundTestCase):
             self.alice.user_id, [room_id], None, self.hs.receipts.current_position)
         self.assertEqual(receipts, {})
 
-    async def test_rooms_processed_concurrently(self) -> None:
-        slow_room = await self.joined_room()
-        fast_room = await self.joined_room()
-        hanging: list[Any] = []
-
-        def hang(request: Any) -> Any:
-            hanging.append(request)
-            return server.NOT_DONE_YET
-
-        routes = self.remote.routes
-        routes[f"/_matrix/federation/v1/get_missing_events/{q(slow_room)}".encode()] = hang
-        routes[f"/_matrix/federation/v1/state_ids/{q(slow_room)}".encode()] = (404, {"errcode": "M_NOT_FOUND", "error": "x"})
-        self.hs.federation_receiver.gaps.timeout = 2.0
-        gap = await self.remote_event(slow_room, "m.room.message", {"msgtype": "m.text", "body": "gap"},
-                                      prev=["$unknown"], depth=50)
-        fast = await self.remote_event(fast_room, "m.room.message", {"msgtype": "m.text", "body": "fast"})
-        d = defer.ensureDeferred(self.send_txn("t1", [pdu(gap), pdu(fast)]))
-        while not hanging:
-            await task.deferLater(reactor, 0.05)
-        # the other room's event is in while the first room waits for its gap
-        self.assertIsNotNone(await self.event_info(fast.event_id))
-        self.assertFalse(d.called)
-        code, body = await d
-        self.assertEqual(body["pdus"][fast.event_id], {})
-        self.assertIn("error", body["pdus"][gap.event_id])
-
     async def test_state_from_remote_is_checked(self) -> None:
         room_id = await self.joined_room()
         state = await self.hs.room_server.current_state_ids(room_id)
@@ -459,3 +404,65 @@ class SendTests(InboundTestCase):
         # the current state is the resolution of ours and y's: the 25 joins are in it
         current = await self.hs.room_server.current_state_ids(room_id)
         self.assertIn(("m.room.member", self.remote.user("u24")), current)
+
+
+class SlowPeerTests(SendTestCase):
+    """A peer that never answers the gap filling's requests holds up only its own events, for
+    ``federation.gap_fetch_timeout_ms`` per request."""
+
+    config_overrides = {"federation": {**LOOPBACK, "gap_fetch_timeout_ms": "2s"}}
+
+    async def test_bad_peer_does_not_block_others(self) -> None:
+        room_id = await self.joined_room()
+        bad = self.new_remote()
+        await self.join_remote_user(room_id, remote=bad, localpart="mallory")
+        hanging: list[Any] = []
+
+        def hang(request: Any) -> Any:
+            hanging.append(request)
+            return server.NOT_DONE_YET
+
+        path = f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()
+        bad.routes[path] = hang
+        bad.routes[f"/_matrix/federation/v1/state_ids/{q(room_id)}".encode()] = hang
+        gap = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "gap"},
+                                      sender=bad.user("mallory"), prev=["$unknown"], remote=bad, depth=50)
+        bad_send = defer.ensureDeferred(self.send_txn("b1", [pdu(gap)], remote=bad))
+        while not hanging:
+            await task.deferLater(reactor, 0.05)
+        # while the bad peer's transaction waits on its own server, a good one goes through
+        msg = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "good"})
+        self.assertEqual(await self.send_txn("g1", [pdu(msg)]), (200, {"pdus": {msg.event_id: {}}}))
+        self.assertFalse(bad_send.called)
+        code, body = await bad_send
+        self.assertEqual(code, 200)
+        self.assertIn("error", body["pdus"][gap.event_id])
+        self.assertIsNone(await self.event_info(gap.event_id))
+        for r in hanging:
+            if not r.finished and not r._disconnected:
+                r.finish()
+
+    async def test_rooms_processed_concurrently(self) -> None:
+        slow_room = await self.joined_room()
+        fast_room = await self.joined_room()
+        hanging: list[Any] = []
+
+        def hang(request: Any) -> Any:
+            hanging.append(request)
+            return server.NOT_DONE_YET
+
+        routes = self.remote.routes
+        routes[f"/_matrix/federation/v1/get_missing_events/{q(slow_room)}".encode()] = hang
+        routes[f"/_matrix/federation/v1/state_ids/{q(slow_room)}".encode()] = (404, {"errcode": "M_NOT_FOUND", "error": "x"})
+        gap = await self.remote_event(slow_room, "m.room.message", {"msgtype": "m.text", "body": "gap"},
+                                      prev=["$unknown"], depth=50)
+        fast = await self.remote_event(fast_room, "m.room.message", {"msgtype": "m.text", "body": "fast"})
+        d = defer.ensureDeferred(self.send_txn("t1", [pdu(gap), pdu(fast)]))
+        while not hanging:
+            await task.deferLater(reactor, 0.05)
+        # the other room's event is in while the first room waits for its gap
+        self.assertIsNotNone(await self.event_info(fast.event_id))
+        self.assertFalse(d.called)
+        code, body = await d
+        self.assertEqual(body["pdus"][fast.event_id], {})
+        self.assertIn("error", body["pdus"][gap.event_id])

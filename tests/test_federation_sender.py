@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
+from mxserver.config import HomeserverConfig
 from mxserver.federation import sender as sender_mod
 from mxserver.federation.client import FederationError, RequestFailed
 from mxserver.homeserver import Homeserver
@@ -76,10 +77,13 @@ async def settle(rounds: int = 5) -> None:
 class SenderTestCase(HomeserverTestCase):
     use_fake_clock = True
 
+    def make_homeserver(self, config: HomeserverConfig) -> Homeserver:
+        # every server this test starts (restarts too) sends through a new FakeTransport
+        self.transport = FakeTransport()
+        return Homeserver(config, reactor, clock=self.clock, federation_transport=self.transport)
+
     async def _set_up(self) -> None:
         await super()._set_up()
-        self.transport = FakeTransport()
-        self.hs.federation_sender.transport = self.transport
         self.sender = self.hs.federation_sender
 
     async def until(self, cond: Any, what: str = "condition", timeout: float = 10.0) -> None:
@@ -94,7 +98,7 @@ class SenderTestCase(HomeserverTestCase):
         # Destinations come from the joined members when the sender routes an event: let it
         # route the creation events (only we are in the room) before anyone else joins.
         await self.hs.room_servers.servers_in_room(room)
-        await self.until(lambda: not self.sender._routing and not self.sender._incoming, "routing")
+        await self.sender.routed()
         for i, server in enumerate(servers):
             uid = f"@u{i}:{server}"
             await self.hs.room_server.send(room, EventSpec("m.room.member", {"membership": "join"}, uid, uid))
@@ -104,17 +108,14 @@ class SenderTestCase(HomeserverTestCase):
         ev = await self.hs.room_server.send(room, EventSpec("m.room.message", {"msgtype": "m.text", "body": body}, None, user.user_id))
         return ev.event_id
 
-    async def restart(self) -> Homeserver:
-        await self.hs.stopService()
-        hs = Homeserver(self.config, reactor, clock=self.clock)
-        self.transport = FakeTransport()
-        hs.federation_sender.transport = self.transport
-        hs.startService()
-        self.addCleanup(hs.stopService)
-        await hs.when_ready()
-        self.hs = hs
+    async def restart(self, config_overrides: dict[str, Any] | None = None) -> Homeserver:
+        hs = await super().restart(config_overrides)
         self.sender = hs.federation_sender
         return hs
+
+    def status(self, destination: str) -> dict[str, Any]:
+        """The sender's admin-API view of ``destination``."""
+        return {d["destination"]: d for d in self.sender.destinations_status()}[destination]
 
     def answer(self, call: Call, response: Any = None, error: Exception | None = None) -> None:
         if error is not None:
@@ -335,7 +336,7 @@ class FailureTests(SenderTestCase):
         await self.until(lambda: len(self.transport.to(R1)) == 2, "attempt after the inbound request")
         self.assertEqual(self.transport.to(R1)[1].txn_id, self.transport.to(R1)[0].txn_id)
         self.answer(self.transport.to(R1)[1])
-        self.assertFalse(self.sender._dests[R1].retry_interval)
+        self.assertFalse(self.status(R1)["retry_interval_ms"])
         # and for a healthy destination it does nothing
         self.sender.destination_is_up(R1)
         self.sender.destination_is_up("unknown.example")
@@ -348,19 +349,19 @@ class FailureTests(SenderTestCase):
         await self.say(alice, room, "a")
         await self.until(lambda: len(self.transport.to(R1)) == 1)
         self.answer(self.transport.to(R1)[0], error=FederationError(R1, 502, "M_UNKNOWN", "bad gateway"))
-        self.assertGreater(self.sender._dests[R1].retry_interval, 0)
+        self.assertGreater(self.status(R1)["retry_interval_ms"], 0)
         self.clock.advance(sender_mod.MIN_RETRY_INTERVAL_MS * 2 / 1000)
         await self.until(lambda: len(self.transport.to(R1)) == 2, "retry after 502")
         # A 400 for the whole transaction: dropped, not retried, and the destination is up.
         self.answer(self.transport.to(R1)[1], error=FederationError(R1, 400, "M_BAD_JSON", "no"))
-        self.assertEqual(self.sender._dests[R1].retry_interval, 0)
+        self.assertEqual(self.status(R1)["retry_interval_ms"], 0)
         await self.say(alice, room, "b")
         await self.until(lambda: len(self.transport.to(R1)) == 3, "next transaction")
         self.assertEqual(self.transport.to(R1)[2].pdu_ids, ["b"])
         self.assertNotEqual(self.transport.to(R1)[2].txn_id, self.transport.to(R1)[1].txn_id)
         # Per-PDU errors in a 200 answer are the remote's verdict: no retry.
         self.answer(self.transport.to(R1)[2], {"pdus": {"$x": {"error": "not allowed"}}})
-        self.assertEqual(self.sender._dests[R1].retry_interval, 0)
+        self.assertEqual(self.status(R1)["retry_interval_ms"], 0)
         await self.say(alice, room, "c")
         await self.until(lambda: len(self.transport.to(R1)) == 4)
         self.assertEqual(self.transport.to(R1)[3].pdu_ids, ["c"])
@@ -391,7 +392,7 @@ class FailureTests(SenderTestCase):
         self.assertEqual(calls[1].pdu_ids, ["before"])
         self.assertEqual(calls[2].pdu_ids, ["a4", "b2"])
         self.assertEqual(len(calls), 3)
-        self.assertFalse(self.sender._dests[R1].catching_up)
+        self.assertFalse(self.status(R1)["catching_up"])
 
 
 class RestartTests(SenderTestCase):
@@ -405,7 +406,7 @@ class RestartTests(SenderTestCase):
         self.answer(self.transport.to(R1)[0], error=RequestFailed(R1, "connection refused"))
         await self.say(alice, room_a, "a-last")
         await self.say(alice, room_b, "b-last")
-        interval = self.sender._dests[R1].retry_interval
+        interval = self.status(R1)["retry_interval_ms"]
         await self.sender.flush_writes()
         await self.restart()
         status = {d["destination"]: d for d in self.sender.destinations_status()}[R1]
@@ -420,7 +421,7 @@ class RestartTests(SenderTestCase):
         sent = [i for c in self.transport.to(R1) for i in c.pdu_ids]
         # the latest event of each room (x was superseded in room A by a-last)
         self.assertEqual(sent, ["a-last", "b-last"])
-        self.assertFalse(self.sender._dests[R1].catching_up)
+        self.assertFalse(self.status(R1)["catching_up"])
 
     async def test_clean_restart_catches_up_unsent_events(self) -> None:
         alice = await self.register("alice")
@@ -448,7 +449,7 @@ class OutboxTests(SenderTestCase):
             self.sender.send_edu(R1, "m.direct_to_device", self.to_device(n), persistent=True)
         self.sender.send_edu(R1, "m.typing", {"room_id": "!r:test", "user_id": "@a:test", "typing": True}, key=1)
         await self.sender.flush_writes()
-        interval = self.sender._dests[R1].retry_interval
+        interval = self.status(R1)["retry_interval_ms"]
         await self.restart()
         self.transport.auto.add(R1)
         self.clock.advance(interval / 1000 + 1)
@@ -471,7 +472,7 @@ class OutboxTests(SenderTestCase):
         await self.until(lambda: len(self.transport.pending(R1)) == 1)
         for n in range(10):
             self.sender.send_edu(R1, "m.direct_to_device", self.to_device(n), persistent=True)
-        self.assertLessEqual(len(self.sender._dests[R1].edus), 3)
+        self.assertLessEqual(self.status(R1)["pending_edus"], 3)
         self.transport.auto.add(R1)
         self.answer(self.transport.pending(R1)[0])
         await self.until(
@@ -481,7 +482,7 @@ class OutboxTests(SenderTestCase):
         )
         await settle(3)
         self.assertTrue(all(len(c.body.get("edus", [])) <= 4 for c in self.transport.to(R1)))
-        self.assertFalse(self.sender._dests[R1].outbox_in_store)
+        self.assertFalse(self.status(R1)["persisted_edus_in_store"])
 
 
 class DisabledTests(SenderTestCase):

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import reactor
+from twisted.trial import unittest
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.iweb import IRequest
 
-from mxserver.api.http import build_app, route
-from tests.harness import HomeserverTestCase
+from mxserver.api.http import route
+from tests.harness import ClientHttp, HomeserverTestCase, serve_servlets
 
 
 class DiscoveryTests(HomeserverTestCase):
@@ -94,12 +97,13 @@ class _EchoServlet:
         raise RuntimeError("secret internal detail")
 
 
-class RawPathTests(HomeserverTestCase):
-    async def _set_up(self) -> None:
-        await super()._set_up()
-        self.hs._apps["client"] = build_app([_EchoServlet()]).resource()
-        for port in self.hs.listening_ports:
-            port.factory.resource._apis["client"] = self.hs._apps["client"]
+class RawPathTests(ClientHttp, unittest.TestCase):
+    """Path handling of the HTTP layer (MatrixResource, MatrixSite, the Klein app), serving only _EchoServlet."""
+
+    def setUp(self) -> None:
+        self.base_url = serve_servlets(self, "client", [_EchoServlet()])
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(self.pool.closeCachedConnections)
 
     async def test_percent_encoded_slash_inside_segment(self) -> None:
         # An event ID (room v3) and a state key containing "/".

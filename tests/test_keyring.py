@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 
+from mxserver.api.federation.keys import KeyServerServlet
 from mxserver.crypto.keys import generate_signing_key, get_verify_key, key_id, verify_key_base64
 from mxserver.crypto.signing import SignatureError, sign_json, verify_signed_json
-from mxserver.federation.keyring import MAX_KEY_VALIDITY_MS, KeyLookupError, parse_key_response
+from mxserver.federation.client import FederationClient
+from mxserver.federation.keyring import (
+    MAX_KEY_VALIDITY_MS,
+    MIN_REFETCH_INTERVAL_S,
+    KeyLookupError,
+    Keyring,
+    parse_key_response,
+)
 from mxserver.homeserver import Homeserver
-from tests.harness import FakeKeyClient, HomeserverTestCase, key_response
+from tests.harness import FakeKeyClient, HomeserverTestCase, key_response, serve_servlets
 
 DAY_MS = 24 * 3600 * 1000
 KEY_PATH = "/_matrix/key/v2/server"
@@ -19,13 +28,22 @@ QUERY_PATH = "/_matrix/key/v2/query"
 
 
 class _KeyringCase(HomeserverTestCase):
+    """A Keyring of the test server's name and key, over its database's key store, that fetches
+    through ``self.fake`` (a FakeKeyClient) instead of the network."""
+
     def now_ms(self) -> int:
         return int(self.hs.clock.seconds() * 1000)
+
+    def new_keyring(self, hs: Homeserver | None = None, client: FakeKeyClient | None = None,
+                    trusted_key_servers: Sequence[str] = ()) -> Keyring:
+        hs = hs or self.hs
+        fetcher = cast(FederationClient, client or self.fake)
+        return Keyring(hs.server_name, hs.signing_key, hs.server_keys, fetcher, hs.clock, trusted_key_servers)
 
     async def _set_up(self) -> None:
         await super()._set_up()
         self.fake = FakeKeyClient()
-        self.hs.keyring.client = self.fake
+        self.keyring = self.new_keyring()
         self.remote_key = generate_signing_key("r1")
         self.remote_kid = key_id(self.remote_key)
 
@@ -37,7 +55,7 @@ class _KeyringCase(HomeserverTestCase):
 
 class KeyringTests(_KeyringCase):
     async def test_own_keys_answered_locally(self) -> None:
-        keys = await self.hs.keyring.get_verify_keys(
+        keys = await self.keyring.get_verify_keys(
             self.hs.server_name, [self.hs.signing_key_id], self.now_ms() + 10 * DAY_MS
         )
         self.assertEqual(bytes(keys[self.hs.signing_key_id]), bytes(get_verify_key(self.hs.signing_key)))
@@ -46,22 +64,22 @@ class KeyringTests(_KeyringCase):
     async def test_direct_fetch_then_memory(self) -> None:
         self.publish()
         for _ in range(3):
-            keys = await self.hs.keyring.get_verify_keys("remote.test", [self.remote_kid], self.now_ms())
+            keys = await self.keyring.get_verify_keys("remote.test", [self.remote_kid], self.now_ms())
             self.assertEqual(bytes(keys[self.remote_kid]), bytes(get_verify_key(self.remote_key)))
         self.assertEqual(self.fake.count("remote.test"), 1)
 
     async def test_verify_json_for_server(self) -> None:
         self.publish()
         obj = sign_json({"hello": "world"}, "remote.test", self.remote_key)
-        await self.hs.keyring.verify_json_for_server("remote.test", obj, self.now_ms())
+        await self.keyring.verify_json_for_server("remote.test", obj, self.now_ms())
         with self.assertRaises(SignatureError):
-            await self.hs.keyring.verify_json_for_server("remote.test", {**obj, "hello": "there"}, self.now_ms())
+            await self.keyring.verify_json_for_server("remote.test", {**obj, "hello": "there"}, self.now_ms())
         with self.assertRaises(SignatureError) as cm:
-            await self.hs.keyring.verify_json_for_server("remote.test", {"hello": "world"}, self.now_ms())
+            await self.keyring.verify_json_for_server("remote.test", {"hello": "world"}, self.now_ms())
         self.assertIn("not signed by remote.test", str(cm.exception))
         other = sign_json({"hello": "world"}, "remote.test", generate_signing_key("zz"))
         with self.assertRaises(KeyLookupError) as cm2:
-            await self.hs.keyring.verify_json_for_server("remote.test", other, self.now_ms())
+            await self.keyring.verify_json_for_server("remote.test", other, self.now_ms())
         self.assertIn("no key of remote.test among ed25519:zz", str(cm2.exception))
 
     async def test_bad_key_responses_are_refused(self) -> None:
@@ -93,42 +111,42 @@ class KeyringTests(_KeyringCase):
         for name, (build, reason) in cases.items():
             server = f"{name}.bad.test"
             self.fake.answers[(server, KEY_PATH)] = build(server)
-            keys = await self.hs.keyring.get_verify_keys(server, ["ed25519:r1"], now)
+            keys = await self.keyring.get_verify_keys(server, ["ed25519:r1"], now)
             self.assertEqual(keys, {}, name)
-            self.assertIn(reason, self.hs.keyring.last_error(server) or "", name)
+            self.assertIn(reason, self.keyring.last_error(server) or "", name)
 
     async def test_validity_cap_and_expiry(self) -> None:
         self.publish(valid_for_ms=30 * DAY_MS)
         now = self.now_ms()
-        keys = await self.hs.keyring.get_server_keys("remote.test", [self.remote_kid], now)
+        keys = await self.keyring.get_server_keys("remote.test", [self.remote_kid], now)
         self.assertLessEqual(keys[self.remote_kid].valid_until_ts, now + MAX_KEY_VALIDITY_MS + 1000)
         self.assertGreaterEqual(keys[self.remote_kid].valid_until_ts, now + MAX_KEY_VALIDITY_MS - 60_000)
         # needed valid in 8 days: not satisfied by a capped key
-        self.assertEqual(await self.hs.keyring.get_verify_keys("remote.test", [self.remote_kid], now + 8 * DAY_MS), {})
+        self.assertEqual(await self.keyring.get_verify_keys("remote.test", [self.remote_kid], now + 8 * DAY_MS), {})
 
     async def test_expired_response_usable_only_for_the_past(self) -> None:
         self.publish(valid_for_ms=-DAY_MS)
         now = self.now_ms()
-        self.assertEqual(await self.hs.keyring.get_verify_keys("remote.test", [self.remote_kid], now), {})
-        past = await self.hs.keyring.get_verify_keys("remote.test", [self.remote_kid], now - 2 * DAY_MS)
+        self.assertEqual(await self.keyring.get_verify_keys("remote.test", [self.remote_kid], now), {})
+        past = await self.keyring.get_verify_keys("remote.test", [self.remote_kid], now - 2 * DAY_MS)
         self.assertIn(self.remote_kid, past)
 
     async def test_old_verify_keys(self) -> None:
         old = generate_signing_key("old")
         now = self.now_ms()
         self.publish(old_verify_keys={"ed25519:old": {"key": verify_key_base64(old), "expired_ts": now - DAY_MS}})
-        keys = await self.hs.keyring.get_server_keys("remote.test", ["ed25519:old"], now - 2 * DAY_MS)
+        keys = await self.keyring.get_server_keys("remote.test", ["ed25519:old"], now - 2 * DAY_MS)
         self.assertTrue(keys["ed25519:old"].is_old)
         event = sign_json({"type": "m.room.message"}, "remote.test", old)
-        await self.hs.keyring.verify_json_for_server("remote.test", event, now - 2 * DAY_MS)
+        await self.keyring.verify_json_for_server("remote.test", event, now - 2 * DAY_MS)
         with self.assertRaises(KeyLookupError):
-            await self.hs.keyring.verify_json_for_server("remote.test", event, now)
+            await self.keyring.verify_json_for_server("remote.test", event, now)
 
     async def test_concurrent_lookups_share_one_fetch(self) -> None:
         gate: Deferred[Any] = Deferred()
         self.fake.answers[("remote.test", KEY_PATH)] = gate
         lookups = [
-            ensureDeferred(self.hs.keyring.get_verify_keys("remote.test", [self.remote_kid], self.now_ms()))
+            ensureDeferred(self.keyring.get_verify_keys("remote.test", [self.remote_kid], self.now_ms()))
             for _ in range(4)
         ]
         await _settle()
@@ -139,7 +157,7 @@ class KeyringTests(_KeyringCase):
 
     async def test_notary_fetch(self) -> None:
         notary_key = generate_signing_key("n1")
-        self.hs.keyring.trusted_key_servers = ["notary.test"]
+        self.keyring = self.new_keyring(trusted_key_servers=["notary.test"])
         self.publish("notary.test", notary_key)
         now = self.now_ms()
         item = key_response(
@@ -149,7 +167,7 @@ class KeyringTests(_KeyringCase):
             signers=[("remote.test", self.remote_key), ("notary.test", notary_key)],
         )
         self.fake.answers[("notary.test", QUERY_PATH)] = {"server_keys": [item]}
-        keys = await self.hs.keyring.get_verify_keys("remote.test", [self.remote_kid], now)
+        keys = await self.keyring.get_verify_keys("remote.test", [self.remote_kid], now)
         self.assertIn(self.remote_kid, keys)
         method, _, _, body = [c for c in self.fake.calls if c[1] == "notary.test" and c[2] == QUERY_PATH][0]
         self.assertEqual(body, {"server_keys": {"remote.test": {self.remote_kid: {"minimum_valid_until_ts": now}}}})
@@ -160,7 +178,7 @@ class KeyringTests(_KeyringCase):
 
     async def test_notary_answers_that_are_refused(self) -> None:
         notary_key = generate_signing_key("n1")
-        self.hs.keyring.trusted_key_servers = ["notary.test"]
+        self.keyring = self.new_keyring(trusted_key_servers=["notary.test"])
         self.publish("notary.test", notary_key)
         now = self.now_ms()
         k = self.remote_key
@@ -188,13 +206,13 @@ class KeyringTests(_KeyringCase):
             server = f"{name}.test"
             answer = {"server_keys": [build(server)]} if build else {"server_keys": {}}
             self.fake.answers[("notary.test", QUERY_PATH)] = answer
-            keys = await self.hs.keyring.get_verify_keys(server, [self.remote_kid], now)
+            keys = await self.keyring.get_verify_keys(server, [self.remote_kid], now)
             self.assertEqual(keys, {}, name)
-            self.assertIn(reason, self.hs.keyring.last_error(server) or "", name)
+            self.assertIn(reason, self.keyring.last_error(server) or "", name)
 
     async def test_cache_survives_restart(self) -> None:
         self.publish()
-        await self.hs.keyring.get_verify_keys("remote.test", [self.remote_kid], self.now_ms())
+        await self.keyring.get_verify_keys("remote.test", [self.remote_kid], self.now_ms())
         config = self.make_config()
         config.listeners = []
         hs2 = Homeserver(config, reactor)
@@ -202,8 +220,7 @@ class KeyringTests(_KeyringCase):
         self.addCleanup(hs2.stopService)
         await hs2.when_ready()
         offline = FakeKeyClient()
-        hs2.keyring.client = offline
-        keys = await hs2.keyring.get_verify_keys("remote.test", [self.remote_kid], self.now_ms())
+        keys = await self.new_keyring(hs2, offline).get_verify_keys("remote.test", [self.remote_kid], self.now_ms())
         self.assertEqual(bytes(keys[self.remote_kid]), bytes(get_verify_key(self.remote_key)))
         self.assertEqual(offline.calls, [])
 
@@ -224,28 +241,37 @@ class KeyringThrottleTests(_KeyringCase):
 
     async def test_refetch_is_throttled(self) -> None:
         self.publish()
-        self.assertEqual(await self.hs.keyring.get_verify_keys("remote.test", ["ed25519:new"], self.now_ms()), {})
-        self.assertEqual(await self.hs.keyring.get_verify_keys("remote.test", ["ed25519:new"], self.now_ms()), {})
+        self.assertEqual(await self.keyring.get_verify_keys("remote.test", ["ed25519:new"], self.now_ms()), {})
+        self.assertEqual(await self.keyring.get_verify_keys("remote.test", ["ed25519:new"], self.now_ms()), {})
         self.assertEqual(self.fake.count("remote.test"), 1)
         new_key = generate_signing_key("new")
         self.publish(key=new_key)
         self.clock.advance(11)
-        keys = await self.hs.keyring.get_verify_keys("remote.test", ["ed25519:new"], self.now_ms())
+        keys = await self.keyring.get_verify_keys("remote.test", ["ed25519:new"], self.now_ms())
         self.assertIn("ed25519:new", keys)
         self.assertEqual(self.fake.count("remote.test"), 2)
 
     async def test_expired_key_is_refetched(self) -> None:
         self.publish(valid_for_ms=60_000)
-        await self.hs.keyring.get_verify_keys("remote.test", [self.remote_kid], self.now_ms())
+        await self.keyring.get_verify_keys("remote.test", [self.remote_kid], self.now_ms())
         self.clock.advance(120)
         self.publish(valid_for_ms=DAY_MS)
         self.assertIn(
-            self.remote_kid, await self.hs.keyring.get_verify_keys("remote.test", [self.remote_kid], self.now_ms())
+            self.remote_kid, await self.keyring.get_verify_keys("remote.test", [self.remote_kid], self.now_ms())
         )
         self.assertEqual(self.fake.count("remote.test"), 2)
 
 
 class NotaryEndpointTests(_KeyringCase):
+    """The notary endpoints, served by a KeyServerServlet over the test's keyring."""
+
+    use_fake_clock = True
+
+    async def _set_up(self) -> None:
+        await super()._set_up()
+        servlet = KeyServerServlet(self.hs.server_name, self.hs.signing_key, self.keyring, self.clock)
+        self.base_url = serve_servlets(self, "federation", [servlet])
+
     def check_item(self, item: dict, server_name: str, origin_key: Any) -> None:
         verify_signed_json(item, server_name, get_verify_key(origin_key))
         verify_signed_json(item, self.hs.server_name, get_verify_key(self.hs.signing_key))
@@ -279,7 +305,7 @@ class NotaryEndpointTests(_KeyringCase):
         await self.post(QUERY_PATH, {"server_keys": {"remote.test": {}}})
         new_key = generate_signing_key("r2")
         self.publish(key=new_key)
-        self.hs.keyring._last_attempt.clear()  # as if the refetch interval had passed
+        self.clock.advance(MIN_REFETCH_INTERVAL_S)  # remote.test may be asked again
         code, body = await self.post(QUERY_PATH, {"server_keys": {"remote.test": {"ed25519:r2": {}}}})
         self.assertEqual(self.fake.count("remote.test"), 2)
         kids = {kid for item in body["server_keys"] for kid in item["verify_keys"]}

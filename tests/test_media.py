@@ -280,14 +280,20 @@ class FrozenUnauthenticatedMediaTests(MediaTestCase):
         code, _ = await self.get(f"/_matrix/client/v1/media/download/{self.split(mxc)}", alice)
         self.assertEqual(code, 200)
 
+
+class FreezeOnRestartTests(MediaTestCase):
+    """The operator freezes the deprecated endpoints (config change, restart): older media stays there."""
+
     async def test_media_from_before_the_freeze_stays_available(self) -> None:
         alice = await self.register("alice")
-        # Stored while the deprecated endpoints were open.
-        self.hs.config.media.unauthenticated_downloads = True
+        # Stored while the deprecated endpoints were open (the default).
         mxc = await self.upload_ok(alice, b"old", "text/plain")
-        self.hs.config.media.unauthenticated_downloads = False
+        await self.restart({"media": {"unauthenticated_downloads": False}})
         code, body = await self.get(f"/_matrix/media/v3/download/{self.split(mxc)}")
         self.assertEqual((code, body), (200, b"old"))
+        # what is stored from now on is frozen out of them
+        new = await self.upload_ok(alice, b"new", "text/plain")
+        self.assertMatrixError(await self.get(f"/_matrix/media/v3/download/{self.split(new)}"), 404, "M_NOT_FOUND")
 
 
 class StorageModuleTests(MediaTestCase):

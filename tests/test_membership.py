@@ -96,25 +96,6 @@ class JoinTests(MembershipTestCase):
         self.assertIsNone(await self.membership(room, bob))
         await self.join(bob, room)
 
-    async def test_guest_access(self) -> None:
-        self.hs.config.registration.allow_guests = True
-        alice = await self.register("alice")
-        code, guest = await self.post(f"{C}/register?kind=guest", {})
-        self.assertEqual(code, 200, guest)
-        open_room = await self.create_room(alice, preset="public_chat")
-        self.assertMatrixError(
-            await self.post(f"{C}/join/{q(open_room)}", {}, guest["access_token"]), 403, "M_GUEST_ACCESS_FORBIDDEN"
-        )
-        guest_room = await self.create_room(
-            alice,
-            preset="public_chat",
-            initial_state=[{"type": "m.room.guest_access", "content": {"guest_access": "can_join"}}],
-        )
-        code, body = await self.post(f"{C}/join/{q(guest_room)}", {}, guest["access_token"])
-        self.assertEqual(code, 200, body)
-        code, body = await self.post(f"{C}/rooms/{q(guest_room)}/leave", {}, guest["access_token"])
-        self.assertEqual(code, 200, body)
-
 
 class InviteTests(MembershipTestCase):
     async def test_invite_and_reason(self) -> None:
@@ -451,3 +432,25 @@ class RestrictedJoinTests(MembershipTestCase):
         alice, bob, space, room = await self._rooms("7")
         await self.join(bob, space)
         self.assertMatrixError(await self.post(f"{C}/join/{q(room)}", {}, bob), 403, "M_FORBIDDEN")
+
+
+class GuestJoinTests(MembershipTestCase):
+    config_overrides = {"registration": {"enabled": True, "allow_guests": True}}
+
+    async def test_guest_access(self) -> None:
+        alice = await self.register("alice")
+        code, guest = await self.post(f"{C}/register?kind=guest", {})
+        self.assertEqual(code, 200, guest)
+        open_room = await self.create_room(alice, preset="public_chat")
+        self.assertMatrixError(
+            await self.post(f"{C}/join/{q(open_room)}", {}, guest["access_token"]), 403, "M_GUEST_ACCESS_FORBIDDEN"
+        )
+        guest_room = await self.create_room(
+            alice,
+            preset="public_chat",
+            initial_state=[{"type": "m.room.guest_access", "content": {"guest_access": "can_join"}}],
+        )
+        code, body = await self.post(f"{C}/join/{q(guest_room)}", {}, guest["access_token"])
+        self.assertEqual(code, 200, body)
+        code, body = await self.post(f"{C}/rooms/{q(guest_room)}/leave", {}, guest["access_token"])
+        self.assertEqual(code, 200, body)

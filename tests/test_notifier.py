@@ -60,10 +60,11 @@ class NotifierTests(unittest.SynchronousTestCase):
 
     def test_cancel_frees_the_waiter(self) -> None:
         d = ensureDeferred(self.notifier.wait("@a:x", ["!r1:x", "!r2:x"], 30_000))
+        self.assertEqual(self.notifier.watched_rooms, 2)
         d.cancel()
         self.failureResultOf(d)
         self.assertEqual(self.notifier.waiting, 0)
-        self.assertEqual(self.notifier._by_room, {})
+        self.assertEqual(self.notifier.watched_rooms, 0)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_many_idle_waiters_are_cheap(self) -> None:

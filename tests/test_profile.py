@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
+from typing import Any
+
 from tests.harness import C, HomeserverTestCase, q
+
+#: where the third-party module distributions of the test suite live
+THIRD_PARTY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "thirdparty")
+FROZEN = "org.example.members_frozen"
 
 AVATAR = "mxc://test/abcDEF_123-x"
 
@@ -102,25 +111,26 @@ class ProfileTests(HomeserverTestCase):
         await self.put(path(alice.user_id, "displayname"), {"displayname": "Queen Alice"}, alice)
         self.assertEqual(self.hs.room_server.current_position, position)
 
+
+class RefusingModuleTests(HomeserverTestCase):
+    """With a third-party event checker (tests/fixtures/thirdparty/mxtest_room_guard), loaded
+    from its entry point as configured, that refuses member events in rooms marked with an org.example.members_frozen state event."""
+
+    config_overrides = {"modules": [{"group": "mxserver.modules", "name": "room_guard", "config": {"marker": FROZEN}}]}
+
+    def setUp(self) -> Any:
+        sys.path.insert(0, THIRD_PARTY)
+        importlib.invalidate_caches()
+        self.addCleanup(sys.path.remove, THIRD_PARTY)
+        return super().setUp()
+
     async def test_a_refusing_room_does_not_fail_the_change(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
         room1 = await self.shared_room(bob, alice)
         room2 = await self.shared_room(bob, alice)
-        # a server module refuses member events in room1
-        hs = self.hs
-
-        from zope.interface import implementer
-
-        from mxserver.interfaces import IEventChecker
-
-        @implementer(IEventChecker)
-        class Refuse:
-            def check_event_allowed(self, event, state):  # type: ignore[no-untyped-def]
-                return not (event.room_id == room1 and event.type == "m.room.member")
-
-        hs.event_hooks.append(Refuse())
-        self.addCleanup(hs.event_hooks.pop)
+        # the server's module refuses member events in room1 from now on
+        await self.set_state(bob, room1, FROZEN, {})
         code, _ = await self.put(path(alice.user_id, "displayname"), {"displayname": "New"}, alice)
         self.assertEqual(code, 200)
         self.flushLoggedErrors()

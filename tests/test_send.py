@@ -149,12 +149,21 @@ class SendTests(HomeserverTestCase):
         await self.send_message(alice, room, "still fine")
         self.assertEqual(await self.visible_bodies(alice, room), ["still fine"])
 
+
+class SendRateLimitTests(HomeserverTestCase):
+    # Only sending is limited tightly here; sign-up and log-in stay out of the way.
+    config_overrides = {
+        "rate_limits": {
+            "enabled": True,
+            "message": {"per_second": 0.001, "burst": 2},
+            "login": {"per_second": 1000, "burst": 1000},
+            "register": {"per_second": 1000, "burst": 1000},
+        }
+    }
+
     async def test_ratelimited(self) -> None:
         alice = await self.register("alice")
         room = await self.create_room(alice, preset="public_chat")
-        self.hs.ratelimit_message._enabled = True
-        self.hs.ratelimit_message._rate = 0.001
-        self.hs.ratelimit_message._burst = 2.0
         codes = [
             (await self.put(f"{C}/rooms/{q(room)}/send/m.room.message/rl{i}", {"body": "x"}, alice))[0]
             for i in range(4)

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
+from twisted.internet.defer import Deferred
+
 from mxserver.events.versions import get_room_version
 from mxserver.rooms.local_events import EventSpec
 from mxserver.rooms.power_levels import default_power_levels_content
+from mxserver.rooms.visibility import HistoryVisibility
+from mxserver.storage.database import Database
+from mxserver.storage.state import StateStore
 from tests.harness import C, HomeserverTestCase, q
 
 V12 = get_room_version("12")
@@ -150,6 +158,18 @@ class VisibilityTests(HomeserverTestCase):
         self.assertNotIn("m.room.topic", [e["type"] for e in page["chunk"]])
 
 
+class _CountingReads:
+    """A Database for a StateStore that records the description of every read it runs."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.reads: list[str] = []
+
+    def run_read(self, desc: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+        self.reads.append(desc)
+        return self._db.run_read(desc, fn, *args, **kwargs)
+
+
 class FilterForUserTests(HomeserverTestCase):
     """The function /sync can reuse: many events, several rooms, few state loads."""
 
@@ -166,18 +186,13 @@ class FilterForUserTests(HomeserverTestCase):
         ids = early + late + shared
         store = self.hs.event_store
         events = [(await store.get_events(ids))[e] for e in ids]
-        # cold caches: count snapshot loads
-        self.hs.state_store._cache.clear()
-        self.hs.state_store._cached_entries = 0
-        loads: list[int] = []
-        original = self.hs.state_store._load_txn
-
-        def counting(txn, nid):
-            loads.append(nid)
-            return original(txn, nid)
-
-        self.hs.state_store._load_txn = counting
-        visible = await self.hs.history_visibility.filter_events_for_user(bob.user_id, events)
+        # Cold caches: a visibility checker over a state store of its own, whose database
+        # reads are counted.
+        db = _CountingReads(self.hs.db)
+        visibility = HistoryVisibility(
+            self.hs.room_server, store, StateStore(cast(Database, db)), self.hs.history_store
+        )
+        visible = await visibility.filter_events_for_user(bob.user_id, events)
         self.assertEqual([e.event_id for e in visible], late + shared)
         # the 20 early messages share one snapshot, the 20 late ones another, the shared room's 20 a third
-        self.assertEqual(len(loads), 3)
+        self.assertEqual(db.reads.count("get_state_snapshot"), 3)

@@ -41,7 +41,7 @@ log = Logger()
 
 #: get_missing_events.yaml: "Defaults to 10"; what we ask for
 MISSING_EVENTS_LIMIT = 10
-#: seconds allowed for each outbound request of the gap filling
+#: seconds allowed for each outbound request of the gap filling, unless configured otherwise
 FETCH_TIMEOUT_S = 20.0
 #: above this many unknown state/auth events, one /state request beats many /event requests
 MAX_EVENT_FETCHES = 20
@@ -82,6 +82,7 @@ class GapFiller:
         state: StateStore,
         client: FederationClient,
         keyring: Keyring,
+        timeout: float = FETCH_TIMEOUT_S,
     ) -> None:
         self.clock = clock
         self.client = client
@@ -89,8 +90,8 @@ class GapFiller:
         self.store = events
         self.state = state
         self.keyring = keyring
-        #: seconds allowed per outbound request (tests lower it)
-        self.timeout = FETCH_TIMEOUT_S
+        #: seconds allowed per outbound request (``federation.gap_fetch_timeout_ms``)
+        self.timeout = timeout
 
     async def receive(self, origin: str, room: RoomRecord, event: Event) -> ReceiveResult:
         """Receive ``event`` (already through check_pdu), filling gaps from ``origin`` as needed."""

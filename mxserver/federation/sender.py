@@ -44,6 +44,11 @@ EDUs sent with ``persistent=True`` (send-to-device messages) are stored until
 delivered (:mod:`mxserver.federation.outbox`); other queued EDUs (typing,
 receipts, presence) live in memory only and do not survive a restart.
 
+Transactions go out through a :data:`Transport`: ``PUT /send`` over the federation
+client by default; an embedding application may hand in its own
+(``Homeserver(config, federation_transport=...)``), e.g. to relay through a proxy
+or to record traffic.
+
 Wiring (``homeserver.py``): the sender is a reader of the room stream
 (:meth:`FederationSender.on_room_events`, READERS phase: after the member
 caches) and is told by the X-Matrix check when a server talks to us
@@ -81,7 +86,10 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-#: ``transport(destination, txn_id, body)``: sends one transaction, fires with the answer's body
+#: ``transport(destination, txn_id, body)``: sends one transaction, fires with the answer's body;
+#: fails with :class:`~mxserver.federation.client.FederationError` for an error answer (a 4xx
+#: other than 401/408/429 drops the transaction) and with any other exception for a transport
+#: failure (the destination backs off)
 Transport = Callable[[str, str, dict[str, Any]], "Coroutine[Any, Any, Any] | Deferred[Any]"]
 
 MAX_PDUS_PER_TXN = 50
@@ -123,8 +131,9 @@ class FederationSender(service.Service):
         self._rooms = rooms
         self._events = events
         self._client = client
-        #: sends one transaction; tests replace it
-        self.transport: Transport = transport or self._put_transaction
+        # Sends one transaction: PUT /send over ``client`` unless the composition root hands in
+        # another transport (see ``Homeserver(federation_transport=...)``).
+        self._transport: Transport = transport or self._put_transaction
         self.random = random.Random()
         self.setName("federation_sender")
         self._dests: dict[str, Destination] = {}
@@ -134,6 +143,8 @@ class FederationSender(service.Service):
         # local events waiting for their destinations to be worked out, in stream order
         self._incoming: list[tuple[list[Event], frozenset[str]]] = []
         self._routing = False
+        # fired (and cleared) when the routing loop has nothing left: see routed()
+        self._routed_waiters: list[Deferred[None]] = []
         # store writes run one at a time, in order (catch-up positions must not overtake each other)
         self._writer = OrderedWrites()
         self.outbox = Outbox(self.store, self._writer)
@@ -176,7 +187,11 @@ class FederationSender(service.Service):
             dest.timer = None
             if dest.request is not None:
                 dest.request.cancel()
-        return self.flush_writes()
+        # Events still being routed record their rooms' catch-up positions when routed: let
+        # them, so those writes are queued before the final flush (and before the database closes).
+        d = self.routed()
+        d.addCallback(lambda _: self.flush_writes())
+        return d
 
     # -- the API ------------------------------------------------------------------------------
 
@@ -255,6 +270,19 @@ class FederationSender(service.Service):
         dest.retry_allowed = True
         self._kick(dest)
 
+    def routed(self) -> Deferred[None]:
+        """Fires once every event handed to the sender so far has been routed: queued for its
+        destinations (or recorded for their catch-up), so :meth:`destinations_status` shows it.
+
+        Routing reads each room's servers from the database, so it runs behind the room stream;
+        stopping the service waits for it, and so may anyone who needs the queues up to date.
+        """
+        if not self._routing:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._routed_waiters.append(d)
+        return d
+
     def destinations_status(self) -> list[dict[str, Any]]:
         """What the admin API shows: one entry per destination known since start-up or stored."""
         return [dest.status() for dest in sorted(self._dests.values(), key=lambda d: d.name)]
@@ -308,6 +336,9 @@ class FederationSender(service.Service):
                 self._queue_pdus(routed)
         finally:
             self._routing = False
+            waiters, self._routed_waiters = self._routed_waiters, []
+            for d in waiters:
+                d.callback(None)
 
     async def _destinations_for(self, event: Event) -> set[str]:
         servers = set(await self._room_servers.servers_in_room(event.room_id))
@@ -488,7 +519,7 @@ class FederationSender(service.Service):
         }
         if txn.edus:
             body["edus"] = txn.edus
-        d = ensureDeferred(self.transport(dest.name, txn.txn_id, body))
+        d = ensureDeferred(self._transport(dest.name, txn.txn_id, body))
         dest.request = d
         try:
             response = await d

@@ -101,3 +101,9 @@ class Notifier:
     def waiting(self) -> int:
         """How many long-polls are waiting (for metrics and tests)."""
         return sum(len(w) for w in self._by_user.values())
+
+    @property
+    def watched_rooms(self) -> int:
+        """How many rooms have a waiting long-poll: the size of the per-room index, which must
+        shrink as waiters leave (for metrics and tests)."""
+        return len(self._by_room)

@@ -30,7 +30,7 @@ from tests.harness.network import (
     temp_dir,
 )
 from tests.harness.remote import FED, LOOPBACK, FakeRemote, FakeRoom, InboundTestCase
-from tests.harness.server import HomeserverTestCase, deep_merge, no_real_dns
+from tests.harness.server import HomeserverTestCase, deep_merge, no_real_dns, serve_servlets
 from tests.harness.two_servers import LOOPBACK_FEDERATION, TestServer, TwoServerTestCase
 
 __all__ = [
@@ -60,5 +60,6 @@ __all__ = [
     "make_cert",
     "no_real_dns",
     "q",
+    "serve_servlets",
     "temp_dir",
 ]

@@ -37,6 +37,19 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def serve_servlets(test: unittest.TestCase, api: str, servlets: Sequence[Any]) -> str:
+    """Serve ``servlets`` as the ``api`` ("client", "federation", "media") of a MatrixResource,
+    on a loopback port until ``test`` ends; the base URL. For HTTP handlers built by the test itself."""
+    from mxserver.api.http import build_app
+    from mxserver.api.resource import MatrixResource, MatrixSite
+
+    root = MatrixResource({api: build_app(list(servlets)).resource()})
+    site = MatrixSite(root, max_json_body=1024**2, max_upload_body=50 * 1024**2, reactor=reactor)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    test.addCleanup(port.stopListening)
+    return f"http://127.0.0.1:{port.getHost().port}"
+
+
 def no_real_dns(hs: Homeserver) -> None:
     """Tests contact nothing but loopback: no SRV or A/AAAA look-ups in the real DNS.
 
@@ -81,6 +94,10 @@ class HomeserverTestCase(ClientHttp, unittest.TestCase):
             base["database"] = {"backend": "postgres", "dsn": self.pg_dsn}
         return load_config_dict(deep_merge(base, self.config_overrides))
 
+    def make_homeserver(self, config: HomeserverConfig) -> Homeserver:
+        """The server under test; override to hand fakes in through the constructor's seams."""
+        return Homeserver(config, reactor, clock=self.clock if self.use_fake_clock else None)
+
     def setUp(self) -> Any:
         return ensureDeferred(self._set_up())
 
@@ -100,7 +117,7 @@ class HomeserverTestCase(ClientHttp, unittest.TestCase):
         # to another process between choosing and binding it: try again with a new one.
         for attempt in range(3):
             self.config = self.make_config()
-            self.hs = Homeserver(self.config, reactor, clock=self.clock if self.use_fake_clock else None)
+            self.hs = self.make_homeserver(self.config)
             no_real_dns(self.hs)
             self.hs.startService()
             try:
@@ -115,6 +132,21 @@ class HomeserverTestCase(ClientHttp, unittest.TestCase):
         self.base_url = f"http://127.0.0.1:{port}"
         self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.addCleanup(self.pool.closeCachedConnections)
+
+    async def restart(self, config_overrides: dict[str, Any] | None = None) -> Homeserver:
+        """Stop the server and start a new one on the same database and data dir, its config
+        changed by ``config_overrides`` (merged over this test's), as an operator would between runs."""
+        await self.hs.stopService()
+        if config_overrides:
+            self.config_overrides = deep_merge(self.config_overrides, config_overrides)
+        self.config = self.make_config()
+        self.hs = self.make_homeserver(self.config)
+        no_real_dns(self.hs)
+        self.hs.startService()
+        self.addCleanup(self.hs.stopService)
+        await self.hs.when_ready()
+        self.base_url = f"http://127.0.0.1:{self.hs.listening_ports[0].getHost().port}"
+        return self.hs
 
     def assertMatrixError(self, result: tuple[int, Any], status: int, errcode: str) -> None:
         code, body = result
