@@ -20,7 +20,9 @@ class _Helpers(TwoServerTestCase):
             inbox.extend(sync.get("to_device", {}).get("events", []))
             return inbox if len(inbox) >= count else None
 
-        return await server.sync_until(user, arrived, what)
+        events: list[dict[str, Any]] | None = await server.sync_until(user, arrived, what)
+        assert events is not None
+        return events
 
 
 class SenderEndToEndTests(_Helpers):
@@ -57,6 +59,7 @@ class SenderEndToEndTests(_Helpers):
             return entry if entry and entry["backing_off"] else None
 
         entry = await self.wait_until(backing_off, "backoff of the dead server")
+        assert entry is not None
         self.assertGreater(entry["next_retry_ts"], self.now_ms())
         self.assertIsNone(entry["last_success_ts"])
         # What the failed transaction held is kept for its retry, nothing more piles up in memory.
@@ -111,9 +114,10 @@ class RoomTrafficTests(_Helpers):
             return [e["content"]["user_ids"] for e in self.ephemeral(sync, "m.typing")]
 
         # Each typing change at B is one m.typing in the next /sync: Alice typing, then nobody.
-        since = await self.b.sync_until(
-            self.bob, lambda s: self.alice.user_id in sum(typing_at_b(s), []) and s["next_batch"], "typing at B"
-        )
+        def typing(sync: dict[str, Any]) -> str | None:
+            return str(sync["next_batch"]) if self.alice.user_id in sum(typing_at_b(sync), []) else None
+
+        since = await self.b.sync_until(self.bob, typing, "typing at B")
         code, body = await self.a.put(
             f"{C}/rooms/{q(self.room)}/typing/{q(self.alice.user_id)}", {"typing": False}, self.alice
         )
@@ -187,10 +191,11 @@ class RoomTrafficTests(_Helpers):
 
         await self.wait_until(all_at_b, "every message at B after the catch-up")
 
-        def caught_up() -> dict[str, Any] | None:
+        async def caught_up() -> dict[str, Any] | None:
             # B may have everything (fetched the gap itself) a moment before A's loop sees no room behind.
             entry = {d["destination"]: d for d in sender.destinations_status()}[self.b.server_name]
             return entry if not entry["catching_up"] else None
 
         entry = await self.wait_until(caught_up, "A's catch-up of B finished")
+        assert entry is not None
         self.assertFalse(entry["backing_off"])

@@ -10,6 +10,8 @@ matrix-nio clients, mxserver joining an encrypted room on Synapse.
 
 from __future__ import annotations
 
+from typing import Any
+
 from mxserver.federation.remote_rooms import q
 from tests.harness import C, TwoServerTestCase
 from tests.test_federation_joins import FederationTestMixin
@@ -27,9 +29,10 @@ class RemoteInviteJoinSyncTests(FederationTestMixin, TwoServerTestCase):
         code, body = await self.b.post(f"{C}/rooms/{q(room_id)}/invite", {"user_id": alice.user_id}, bob)
         self.assertEqual(code, 200, body)
 
-        since = await self.a.sync_until(
-            alice, lambda sync: room_id in sync["rooms"]["invite"] and sync["next_batch"], "Alice's invite at A"
-        )
+        def invited(sync: dict[str, Any]) -> str | None:
+            return str(sync["next_batch"]) if room_id in sync["rooms"]["invite"] else None
+
+        since = await self.a.sync_until(alice, invited, "Alice's invite at A")
         code, body = await self.join(self.a, alice, room_id)
         self.assertEqual(code, 200, body)
 

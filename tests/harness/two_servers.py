@@ -172,7 +172,7 @@ class TwoServerTestCase(HomeserverTestCase):
         self.addCleanup(setattr, TwoServerTestCase, "_running", None)
 
     async def wait_until(
-        self, check: Callable[[], Awaitable[T] | T], what: str, timeout: float = DEFAULT_TIMEOUT
+        self, check: Callable[[], Awaitable[T]], what: str, timeout: float = DEFAULT_TIMEOUT
     ) -> T:
         """Run ``check`` now and again whenever either server publishes something (room events,
         ephemeral changes, federation sender status) until it answers something truthy; that answer.
@@ -189,9 +189,13 @@ class TwoServerTestCase(HomeserverTestCase):
         Best effort (it runs in the clean-up): still busy after ``timeout``, it returns anyway.
         """
         servers = [s.hs for s in (self.a, self.b)]
+
+        async def idle() -> bool:
+            return not any(_sending(hs) for hs in servers)
+
         try:
             await wait_until(
-                lambda: not any(_sending(hs) for hs in servers),
+                idle,
                 "both federation senders idle",
                 [hs.federation_sender.status_changes for hs in servers],
                 timeout,
@@ -219,7 +223,7 @@ class TwoServerTestCase(HomeserverTestCase):
         return int(reactor.seconds() * 1000)
 
 
-async def wait_on_current_servers(check: Callable[[], Awaitable[T] | T], what: str, timeout: float = DEFAULT_TIMEOUT) -> T:
+async def wait_on_current_servers(check: Callable[[], Awaitable[T]], what: str, timeout: float = DEFAULT_TIMEOUT) -> T:
     """:meth:`TwoServerTestCase.wait_until` of the two-server test running now, for module-level
     helpers that are not handed the test (``tests.test_federation_joins.eventually``)."""
     test = TwoServerTestCase._running

@@ -26,7 +26,6 @@ clock (``use_fake_clock``), advance the clock instead.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -97,7 +96,7 @@ class Changes:
 
 
 async def wait_until(
-    check: Callable[[], Awaitable[T] | T],
+    check: Callable[[], Awaitable[T]],
     what: str,
     streams: Iterable[Stream[Any]],
     timeout: float = DEFAULT_TIMEOUT,
@@ -109,8 +108,7 @@ async def wait_until(
         deadline = reactor.seconds() + timeout
         while True:
             seen = changes.count
-            answer = check()
-            result: T = await answer if inspect.isawaitable(answer) else answer  # type: ignore[assignment]
+            result = await check()
             if result:
                 return result
             if changes.count != seen:
@@ -123,7 +121,7 @@ async def wait_until(
 
 
 async def wait_on_servers(
-    check: Callable[[], Awaitable[T] | T],
+    check: Callable[[], Awaitable[T]],
     what: str,
     homeservers: Iterable[Homeserver],
     timeout: float = DEFAULT_TIMEOUT,
@@ -137,8 +135,12 @@ async def until_waiting(hs: Homeserver, count: int, timeout: float = DEFAULT_TIM
     """Wait until exactly ``count`` long-polls are parked on the server's notifier
     (a ``/sync`` that has nothing to return yet has registered, or a cancelled one has gone)."""
     notifier = hs.notifier
+
+    async def parked() -> bool:
+        return notifier.waiting == count
+
     await wait_until(
-        lambda: notifier.waiting == count,
+        parked,
         f"{count} long-poll(s) waiting on the notifier",
         [notifier.waiting_changes],
         timeout,
