@@ -4,29 +4,14 @@ deleted devices, and the federation endpoints' own checks."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
-
-from twisted.internet import reactor, task
 
 from mxserver.federation.client import FederationError
 from tests.harness import C, TestServer, TestUser, TwoServerTestCase
 from tests.test_account import password_auth
 from tests.test_keys import FakeDevice
 from tests.test_keys_cross_signing import CrossSigningKeys
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
-    """Poll ``check()`` until it answers something truthy; that answer."""
-    deadline = reactor.seconds() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if reactor.seconds() > deadline:
-            raise AssertionError("timed out waiting")
-        await task.deferLater(reactor, 0.05, lambda: None)
 
 
 class E2eeFederationTests(TwoServerTestCase):
@@ -42,7 +27,7 @@ class E2eeFederationTests(TwoServerTestCase):
         )
         self.assertEqual(code, 200, body)
         # Both servers know both members before anything else happens.
-        await eventually(lambda: self._joined(self.b, self.bob.user, self.alice.user_id))
+        await self.wait_until(lambda: self._joined(self.b, self.bob.user, self.alice.user_id), "Alice joined, at B")
 
     async def _joined(self, server: TestServer, user: TestUser, member: str) -> bool:
         code, body = await server.get(f"{C}/rooms/{quote(self.room_id)}/joined_members", user)
@@ -134,7 +119,7 @@ class E2eeFederationTests(TwoServerTestCase):
         resyncs = self.count_resyncs()
         await self.new_bob_device("BOB2")
         # The cache had no stream position (it came from /user/keys/query): one resync.
-        await eventually(lambda: self._has_devices({"BOB1", "BOB2"}))
+        await self.until_devices({"BOB1", "BOB2"})
         self.assertEqual(resyncs, [self.bob.user_id])
         tracked = await self.a.hs.device_lists.store.tracked([self.bob.user_id])
         self.assertIsNotNone(tracked[self.bob.user_id])
@@ -142,8 +127,11 @@ class E2eeFederationTests(TwoServerTestCase):
         self.assertIn(self.bob.user_id, sync["device_lists"]["changed"])
         # The next change follows on from the last one: applied without a resync.
         await self.new_bob_device("BOB3")
-        await eventually(lambda: self._has_devices({"BOB1", "BOB2", "BOB3"}))
+        await self.until_devices({"BOB1", "BOB2", "BOB3"})
         self.assertEqual(resyncs, [self.bob.user_id])
+
+    async def until_devices(self, wanted: set[str]) -> None:
+        await self.wait_until(lambda: self._has_devices(wanted), f"Bob's devices {sorted(wanted)} at A")
 
     async def _has_devices(self, wanted: set[str]) -> bool:
         await self.a.hs.device_lists.settle()
@@ -153,7 +141,7 @@ class E2eeFederationTests(TwoServerTestCase):
     async def test_gap_is_resynced(self) -> None:
         await self.query(self.a, self.alice, self.bob.user_id)
         await self.new_bob_device("BOB2")
-        await eventually(lambda: self._has_devices({"BOB1", "BOB2"}))
+        await self.until_devices({"BOB1", "BOB2"})
         resyncs = self.count_resyncs()
         # One update is lost on the way...
         sender = self.b.hs.federation_sender
@@ -172,20 +160,20 @@ class E2eeFederationTests(TwoServerTestCase):
         self.assertEqual([c["device_id"] for c in dropped], ["BOB3"])
         # ...so the next one refers to a prev_id server A never saw: it fetches the whole list.
         await self.new_bob_device("BOB4")
-        await eventually(lambda: self._has_devices({"BOB1", "BOB2", "BOB3", "BOB4"}))
+        await self.until_devices({"BOB1", "BOB2", "BOB3", "BOB4"})
         self.assertEqual(resyncs, [self.bob.user_id])
 
     async def test_deleted_device_propagates(self) -> None:
         await self.query(self.a, self.alice, self.bob.user_id)
         bob2 = await self.new_bob_device("BOB2")
-        await eventually(lambda: self._has_devices({"BOB1", "BOB2"}))
+        await self.until_devices({"BOB1", "BOB2"})
         path = f"{C}/devices/BOB2"
         code, resp = await self.b.request("DELETE", path, {}, token=bob2.user)
         code, resp = await self.b.request(
             "DELETE", path, {"auth": password_auth(self.bob.user, resp["session"])}, token=self.bob.user
         )
         self.assertEqual(code, 200, resp)
-        await eventually(lambda: self._has_devices({"BOB1"}))
+        await self.until_devices({"BOB1"})
 
     async def test_cross_signing_keys_over_federation(self) -> None:
         await self.query(self.a, self.alice, self.bob.user_id)
@@ -201,7 +189,7 @@ class E2eeFederationTests(TwoServerTestCase):
                 and body["self_signing_keys"].get(self.bob.user_id) == keys.self_signing_key()
             )
 
-        await eventually(seen)
+        await self.wait_until(seen, "Bob's cross-signing keys at A")
         body = await self.query(self.a, self.alice, self.bob.user_id)
         self.assertNotIn(self.bob.user_id, body.get("user_signing_keys", {}))
         # Alice signs Bob's master key with her user-signing key: only she sees that signature.
@@ -287,17 +275,15 @@ class E2eeFederationTests(TwoServerTestCase):
         )
         self.assertEqual(code, 200, body)
 
-        async def delivered() -> Any:
-            events = (await self.b.sync(self.bob.user, since))["to_device"]["events"]
-            return events
-
-        events = await eventually(delivered)
+        events = await self.b.sync_until(
+            self.bob.user, lambda sync: sync["to_device"]["events"], "the to-device message at B", since
+        )
         self.assertEqual(events, [{"type": "m.room.encrypted", "sender": self.alice.user_id, "content": payload}])
 
     async def test_updates_survive_the_peer_being_down(self) -> None:
         await self.query(self.a, self.alice, self.bob.user_id)
         await self.new_bob_device("BOB2")
-        await eventually(lambda: self._has_devices({"BOB1", "BOB2"}))
+        await self.until_devices({"BOB1", "BOB2"})
         # Server A goes away (its federation listener closes)...
         hs = self.a.hs
         fed_port = next(p for p in hs._listening if p.getHost().port == self.a.federation_port)
@@ -312,21 +298,21 @@ class E2eeFederationTests(TwoServerTestCase):
             entry = status.get(self.a.server_name)
             return entry is not None and entry["backing_off"]
 
-        await eventually(backing_off)
+        await self.wait_until(backing_off, "B backing off from A")
         self.assertEqual(await self.bob_devices_on_a(), {"BOB1", "BOB2"})
         # ...and comes back: the queued update arrives.
         listener = next(li for li in hs.config.listeners if li.port == self.a.federation_port)
         hs._listening.append(await hs._listen(listener))
         sender.destination_is_up(self.a.server_name)
-        await eventually(lambda: self._has_devices({"BOB1", "BOB2", "BOB3"}))
+        await self.until_devices({"BOB1", "BOB2", "BOB3"})
 
     async def test_deactivated_user_devices_disappear(self) -> None:
         await self.query(self.a, self.alice, self.bob.user_id)
         await self.new_bob_device("BOB2")
-        await eventually(lambda: self._has_devices({"BOB1", "BOB2"}))
+        await self.until_devices({"BOB1", "BOB2"})
         path = f"{C}/account/deactivate"
         code, resp = await self.b.post(path, {}, self.bob.user)
         self.assertEqual(code, 401, resp)
         code, resp = await self.b.post(path, {"auth": password_auth(self.bob.user, resp["session"])}, self.bob.user)
         self.assertEqual(code, 200, resp)
-        await eventually(lambda: self._has_devices(set()))
+        await self.until_devices(set())

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
-from twisted.internet.task import deferLater
 
-from tests.harness import C
+from tests.harness import C, until_waiting
 from tests.test_account import password_auth
 from tests.test_keys import FakeDevice, KeysTestCase
 
@@ -56,7 +54,7 @@ class DeviceListSyncTests(KeysTestCase):
         await self.room_with(alice, bob)
         since = (await self.sync(bob))["next_batch"]
         pending = ensureDeferred(self.sync(bob, since, timeout=10_000))
-        await deferLater(reactor, 0.2, lambda: None)
+        await until_waiting(self.hs, 1)  # the sync is parked on the notifier
         self.assertFalse(pending.called)
         await self.upload(alice, device_keys=alice.device_keys())
         body = await pending

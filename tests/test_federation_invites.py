@@ -12,7 +12,7 @@ from mxserver.crypto.keys import generate_signing_key
 from mxserver.events.builder import build_event
 from mxserver.federation.remote_rooms import q
 from tests.harness import C, TestServer, TestUser, TwoServerTestCase
-from tests.test_federation_joins import F1, F2, FederationTestMixin, eventually
+from tests.test_federation_joins import F1, F2, FederationTestMixin
 
 
 class InviteTests(FederationTestMixin, TwoServerTestCase):
@@ -57,11 +57,7 @@ class InviteTests(FederationTestMixin, TwoServerTestCase):
             self.assertIn(room_id, sync["rooms"]["join"])
             self.assertNotIn(room_id, sync["rooms"]["invite"])
             await self.send_text(self.b, self.bob, room_id, f"thanks v{version}")
-            text = f"thanks v{version}"
-            await eventually(lambda r=room_id, t=text: self._has(self.a, self.alice, r, t))  # type: ignore[misc]
-
-    async def _has(self, server: TestServer, user: TestUser, room_id: str, text: str) -> bool:
-        return text in await self.timeline_bodies(server, user, room_id)
+            await self.until_text(self.a, self.alice, room_id, f"thanks v{version}")
 
     async def test_reject_invite(self) -> None:
         room_id = await self.a.create_room(self.alice, {"preset": "private_chat"})

@@ -12,26 +12,22 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
-from twisted.internet import reactor, task
-
 from mxserver.federation.client import FederationError
 from mxserver.federation.remote_rooms import q
-from tests.harness import C, TestServer, TestUser, TwoServerTestCase
+from tests.harness import C, TestServer, TestUser, TwoServerTestCase, wait_on_current_servers
 
 F1 = "/_matrix/federation/v1"
 F2 = "/_matrix/federation/v2"
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
-    """Wait until ``check()`` answers something truthy (polling); the answer."""
-    deadline = reactor.seconds() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if reactor.seconds() > deadline:
-            raise AssertionError("timed out waiting")
-        await task.deferLater(reactor, 0.05, lambda: None)
+    """Wait until ``check()`` answers something truthy; the answer.
+
+    Kept for tests/test_federation_inbound_e2e.py: new code calls ``self.wait_until(check, what)``
+    of :class:`~tests.harness.TwoServerTestCase`, which this runs (on the test running now): the
+    check is re-run whenever either server publishes something, with no polling interval.
+    """
+    return await wait_on_current_servers(check, "a check of the running two-server test", timeout)
 
 
 class FederationTestMixin:
@@ -67,6 +63,14 @@ class FederationTestMixin:
         if code != 200:
             return []
         return [e["content"].get("body") for e in body["chunk"] if e["type"] == "m.room.message"]
+
+    async def until_text(self, server: TestServer, user: TestUser, room_id: str, text: str) -> None:
+        """Wait until ``user`` sees the message ``text`` in the room on ``server``."""
+
+        async def seen() -> bool:
+            return text in await self.timeline_bodies(server, user, room_id)
+
+        await self.wait_until(seen, f"{text!r} in {room_id} on {server.label}")  # type: ignore[attr-defined]
 
     async def fed(self, origin: TestServer, method: str, path: str, body: Any = None, args: Any = None) -> Any:
         """A signed federation request from ``origin`` to the other server; (code, body)."""
@@ -125,12 +129,9 @@ class RemoteJoinTests(FederationTestMixin, TwoServerTestCase):
         code, body = await self.join(self.a, self.alice, room_id, self.b.server_name)
         self.assertEqual(code, 200, body)
         await self.send_text(self.b, self.bob, room_id, "hello from B")
-        await eventually(lambda: self._has(self.a, self.alice, room_id, "hello from B"))
+        await self.until_text(self.a, self.alice, room_id, "hello from B")
         await self.send_text(self.a, self.alice, room_id, "hello from A")
-        await eventually(lambda: self._has(self.b, self.bob, room_id, "hello from A"))
-
-    async def _has(self, server: TestServer, user: TestUser, room_id: str, text: str) -> bool:
-        return text in await self.timeline_bodies(server, user, room_id)
+        await self.until_text(self.b, self.bob, room_id, "hello from A")
 
     async def test_join_by_remote_alias(self) -> None:
         room_id = await self.public_room(self.b, self.bob, room_alias_name="lobby")
@@ -150,7 +151,7 @@ class RemoteJoinTests(FederationTestMixin, TwoServerTestCase):
         self.assertEqual((await self.join(self.a, self.alice, room_id, self.b.server_name))[0], 200)
         code, body = await self.a.post(f"{C}/rooms/{q(room_id)}/leave", {}, self.alice)
         self.assertEqual(code, 200, body)
-        await eventually(lambda: self._not_joined(self.b, self.bob, room_id, self.alice.user_id))
+        await self.wait_until(lambda: self._not_joined(self.b, self.bob, room_id, self.alice.user_id), "Alice's leave at B")
         sync = await self.a.sync(self.alice)
         self.assertNotIn(room_id, sync["rooms"]["join"])
         # back in, through B again (A is no longer in the room)
@@ -203,7 +204,7 @@ class ResidentAndRestrictedTests(FederationTestMixin, TwoServerTestCase):
         self.assertEqual([r[0] for r in results], [200, 200], results)
         everyone = {self.alice.user_id, self.carol.user_id, self.bob.user_id}
         self.assertEqual(await self.joined(self.a, self.alice, room_id), everyone)
-        await eventually(lambda: self._all_joined(room_id, everyone))
+        await self.wait_until(lambda: self._all_joined(room_id, everyone), "both joins at B")
 
     async def _all_joined(self, room_id: str, users: set[str]) -> bool:
         return await self.joined(self.b, self.bob, room_id) == users
@@ -214,15 +215,12 @@ class ResidentAndRestrictedTests(FederationTestMixin, TwoServerTestCase):
         code, body = await self.b.post(f"{C}/rooms/{q(room_id)}/invite", {"user_id": self.carol.user_id}, self.bob)
         self.assertEqual(code, 200, body)
         # A is in the room: the invite arrives as a room event (not out of band) and shows in /sync
-        async def invited() -> bool:
-            return room_id in (await self.a.sync(self.carol))["rooms"]["invite"]
-
-        await eventually(invited)
+        await self.a.sync_until(self.carol, lambda sync: room_id in sync["rooms"]["invite"], "Carol's invite at A")
         self.assertEqual(await self.a.hs.room_server.membership(room_id, self.carol.user_id), "invite")
         # joining is then a local join on A, sent on to B
         code, body = await self.join(self.a, self.carol, room_id)
         self.assertEqual(code, 200, body)
-        await eventually(lambda: self._joined_on(self.b, room_id, self.carol.user_id))
+        await self.wait_until(lambda: self._joined_on(self.b, room_id, self.carol.user_id), "Carol's join at B")
 
     async def _joined_on(self, server: TestServer, room_id: str, user_id: str) -> bool:
         return await server.hs.room_server.membership(room_id, user_id) == "join"
@@ -361,12 +359,9 @@ class RestartTests(FederationTestMixin, TwoServerTestCase):
         invite = (await self.a.sync(carol))["rooms"]["invite"][other]["invite_state"]["events"]
         self.assertIn("invite only", [e["content"].get("name") for e in invite])
         await self.send_text(self.a, alice, room_id, "still here")
-        await eventually(lambda: self._has(self.b, bob, room_id, "still here"))
+        await self.until_text(self.b, bob, room_id, "still here")
         code, body = await self.join(self.a, carol, other)
         self.assertEqual(code, 200, body)
-
-    async def _has(self, server: TestServer, user: TestUser, room_id: str, text: str) -> bool:
-        return text in await self.timeline_bodies(server, user, room_id)
 
 
 class HandshakeWaitTests(FederationTestMixin, TwoServerTestCase):

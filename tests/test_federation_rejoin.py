@@ -15,7 +15,7 @@ from typing import Any
 
 from mxserver.federation.remote_rooms import q
 from tests.harness import C, TwoServerTestCase
-from tests.test_federation_joins import FederationTestMixin, eventually
+from tests.test_federation_joins import FederationTestMixin
 
 
 class RejoinGapTests(FederationTestMixin, TwoServerTestCase):
@@ -46,17 +46,14 @@ class RejoinGapTests(FederationTestMixin, TwoServerTestCase):
         room_id = await self.public_room(self.b, self.bob)
         self.assertEqual((await self.join(self.a, self.alice, room_id, self.b.server_name))[0], 200)
         await self.send_text(self.b, self.bob, room_id, "before leaving")
-        await eventually(lambda: self._a_has_body(room_id, "before leaving"))
+        await self.until_text(self.a, self.alice, room_id, "before leaving")
         code, body = await self.a.post(f"{C}/rooms/{q(room_id)}/leave", {}, self.alice)
         self.assertEqual(code, 200, body)
-        await eventually(lambda: self._b_sees_leave(room_id))
+        await self.wait_until(lambda: self._b_sees_leave(room_id), "Alice's leave at B")
         away = [f"while away {i}" for i in range(count)]
         for text in away:
             await self.send_text(self.b, self.bob, room_id, text)
         return room_id, away
-
-    async def _a_has_body(self, room_id: str, text: str) -> bool:
-        return text in await self.timeline_bodies(self.a, self.alice, room_id)
 
     async def _b_sees_leave(self, room_id: str) -> bool:
         return self.alice.user_id not in await self.joined(self.b, self.bob, room_id)
@@ -91,7 +88,7 @@ class RejoinGapTests(FederationTestMixin, TwoServerTestCase):
         self.assertEqual(events[0]["state_key"], self.alice.user_id)
         # B's new messages arrive as usual after the rejoin.
         await self.send_text(self.b, self.bob, room_id, "after rejoining")
-        await eventually(lambda: self._a_has_body(room_id, "after rejoining"))
+        await self.until_text(self.a, self.alice, room_id, "after rejoining")
         self.assertEqual(self.kinds(await self.all_messages_backwards(room_id))[:3], ["after rejoining", "alice join", "while away 29"])
 
     async def test_gap_beyond_the_bound_keeps_the_latest_events(self) -> None:

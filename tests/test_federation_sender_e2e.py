@@ -5,33 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 
 from mxserver.federation.remote_rooms import q
 from mxserver.homeserver import Homeserver
 from tests.harness import C, TestServer, TestUser, TwoServerTestCase
 
 
-async def sleep(seconds: float) -> None:
-    d: Deferred[None] = Deferred()
-    reactor.callLater(seconds, d.callback, None)
-    await d
-
-
 class _Helpers(TwoServerTestCase):
-    async def eventually(self, fn: Any, what: str, timeout: float = 20.0) -> Any:
-        deadline = reactor.seconds() + timeout
-        while True:
-            result = await fn()
-            if result:
-                return result
-            if reactor.seconds() > deadline:
-                self.fail(f"timed out waiting for {what}")
-            await sleep(0.1)
+    async def to_device_until(self, server: TestServer, user: TestUser, count: int, what: str) -> list[dict[str, Any]]:
+        """The user's to-device messages, once ``count`` have come (long-polling /sync)."""
+        inbox: list[dict[str, Any]] = []
 
-    async def to_device_inbox(self, server: TestServer, user: TestUser) -> list[dict[str, Any]]:
-        sync = await server.sync(user)
-        return list(sync.get("to_device", {}).get("events", []))
+        def arrived(sync: dict[str, Any]) -> list[dict[str, Any]] | None:
+            inbox.extend(sync.get("to_device", {}).get("events", []))
+            return inbox if len(inbox) >= count else None
+
+        events: list[dict[str, Any]] | None = await server.sync_until(user, arrived, what)
+        assert events is not None
+        return events
 
 
 class SenderEndToEndTests(_Helpers):
@@ -41,7 +32,7 @@ class SenderEndToEndTests(_Helpers):
         messages = {bob.user_id: {"BOBDEV": {"secret": "s1"}}}
         code, body = await self.a.put(f"{C}/sendToDevice/m.test/t1", {"messages": messages}, alice)
         self.assertEqual(code, 200, body)
-        events = await self.eventually(lambda: self.to_device_inbox(self.b, bob), "to-device at B")
+        events = await self.to_device_until(self.b, bob, 1, "to-device at B")
         self.assertEqual(events, [{"type": "m.test", "sender": alice.user_id, "content": {"secret": "s1"}}])
         status = {d["destination"]: d for d in self.a.hs.federation_sender.destinations_status()}
         entry = status[self.b.server_name]
@@ -59,11 +50,7 @@ class SenderEndToEndTests(_Helpers):
             code, body = await self.a.put(f"{C}/sendToDevice/m.test/t{i}", {"messages": messages}, alice)
             self.assertEqual(code, 200, body)
 
-        async def all_three() -> list[dict[str, Any]] | None:
-            events = await self.to_device_inbox(self.b, bob)
-            return events if len(events) == 3 else None
-
-        events = await self.eventually(all_three, "three messages at B")
+        events = await self.to_device_until(self.b, bob, 3, "three messages at B")
         self.assertEqual([e["content"]["n"] for e in events], [0, 1, 2])
 
         async def backing_off() -> dict[str, Any] | None:
@@ -71,7 +58,8 @@ class SenderEndToEndTests(_Helpers):
             entry = {d["destination"]: d for d in admin}.get(dead)
             return entry if entry and entry["backing_off"] else None
 
-        entry = await self.eventually(backing_off, "backoff of the dead server")
+        entry = await self.wait_until(backing_off, "backoff of the dead server")
+        assert entry is not None
         self.assertGreater(entry["next_retry_ts"], self.now_ms())
         self.assertIsNone(entry["last_success_ts"])
         # What the failed transaction held is kept for its retry, nothing more piles up in memory.
@@ -114,7 +102,7 @@ class RoomTrafficTests(_Helpers):
         async def arrived() -> bool:
             return (await self.bodies(self.b, self.bob)) == texts
 
-        await self.eventually(arrived, "all messages at B, in order")
+        await self.wait_until(arrived, "all messages at B, in order")
 
     async def test_typing_reaches_the_other_server(self) -> None:
         code, body = await self.a.put(
@@ -122,20 +110,19 @@ class RoomTrafficTests(_Helpers):
         )
         self.assertEqual(code, 200, body)
 
-        async def typing_at_b() -> list[dict[str, Any]]:
-            events = self.ephemeral(await self.b.sync(self.bob), "m.typing")
-            return [e for e in events if self.alice.user_id in e["content"]["user_ids"]]
+        def typing_at_b(sync: dict[str, Any]) -> list[list[str]]:
+            return [e["content"]["user_ids"] for e in self.ephemeral(sync, "m.typing")]
 
-        await self.eventually(typing_at_b, "typing at B")
+        # Each typing change at B is one m.typing in the next /sync: Alice typing, then nobody.
+        def typing(sync: dict[str, Any]) -> str | None:
+            return str(sync["next_batch"]) if self.alice.user_id in sum(typing_at_b(sync), []) else None
+
+        since = await self.b.sync_until(self.bob, typing, "typing at B")
         code, body = await self.a.put(
             f"{C}/rooms/{q(self.room)}/typing/{q(self.alice.user_id)}", {"typing": False}, self.alice
         )
         self.assertEqual(code, 200, body)
-
-        async def stopped_at_b() -> bool:
-            return not await typing_at_b()
-
-        await self.eventually(stopped_at_b, "typing stopped at B")
+        await self.b.sync_until(self.bob, lambda s: any(self.alice.user_id not in ids for ids in typing_at_b(s)), "typing stopped at B", since)
 
     async def test_read_receipt_reaches_the_other_server(self) -> None:
         event_id = await self.say(self.b, self.bob, "read me")
@@ -143,17 +130,17 @@ class RoomTrafficTests(_Helpers):
         async def at_a() -> bool:
             return "read me" in await self.bodies(self.a, self.alice)
 
-        await self.eventually(at_a, "message at A")
+        await self.wait_until(at_a, "message at A")
         code, body = await self.a.post(f"{C}/rooms/{q(self.room)}/receipt/m.read/{q(event_id)}", {}, self.alice)
         self.assertEqual(code, 200, body)
 
-        async def receipt_at_b() -> bool:
-            for e in self.ephemeral(await self.b.sync(self.bob), "m.receipt"):
+        def receipt_at_b(sync: dict[str, Any]) -> bool:
+            for e in self.ephemeral(sync, "m.receipt"):
                 if self.alice.user_id in e["content"].get(event_id, {}).get("m.read", {}):
                     return True
             return False
 
-        await self.eventually(receipt_at_b, "receipt at B")
+        await self.b.sync_until(self.bob, receipt_at_b, "receipt at B")
 
     async def test_kick_reaches_the_kicked_users_server(self) -> None:
         code, body = await self.b.post(
@@ -166,7 +153,7 @@ class RoomTrafficTests(_Helpers):
             code, body = await self.a.get(path, self.alice)
             return code == 200 and body.get("membership") == "leave" and body.get("reason") == "out"
 
-        await self.eventually(kicked_at_a, "the kick at A")
+        await self.wait_until(kicked_at_a, "the kick at A")
 
     async def test_catch_up_after_the_other_server_was_down(self) -> None:
         await self.say(self.a, self.alice, "before")
@@ -174,7 +161,7 @@ class RoomTrafficTests(_Helpers):
         async def before_at_b() -> bool:
             return "before" in await self.bodies(self.b, self.bob)
 
-        await self.eventually(before_at_b, "first message at B")
+        await self.wait_until(before_at_b, "first message at B")
         config = self.b.hs.config
         await self.b.hs.stopService()
         # A stopped process takes its connections with it; in one test process they linger.
@@ -187,7 +174,7 @@ class RoomTrafficTests(_Helpers):
             entry = {d["destination"]: d for d in sender.destinations_status()}.get(self.b.server_name)
             return bool(entry and entry["backing_off"])
 
-        await self.eventually(a_backs_off, "A backing off from B")
+        await self.wait_until(a_backs_off, "A backing off from B")
         hs = Homeserver(config, reactor)
         hs.startService()
         self.addCleanup(hs.stopService)
@@ -202,7 +189,13 @@ class RoomTrafficTests(_Helpers):
         async def all_at_b() -> bool:
             return set(await self.bodies(self.b, self.bob)) == want
 
-        await self.eventually(all_at_b, "every message at B after the catch-up")
-        entry = {d["destination"]: d for d in sender.destinations_status()}[self.b.server_name]
+        await self.wait_until(all_at_b, "every message at B after the catch-up")
+
+        async def caught_up() -> dict[str, Any] | None:
+            # B may have everything (fetched the gap itself) a moment before A's loop sees no room behind.
+            entry = {d["destination"]: d for d in sender.destinations_status()}[self.b.server_name]
+            return entry if not entry["catching_up"] else None
+
+        entry = await self.wait_until(caught_up, "A's catch-up of B finished")
+        assert entry is not None
         self.assertFalse(entry["backing_off"])
-        self.assertFalse(entry["catching_up"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from twisted.internet import reactor, task
 from twisted.trial import unittest
 
 from mxserver.room_handlers.hierarchy import child_sort_key, clean_summary, ordered_children
@@ -173,17 +172,6 @@ class HierarchyTests(HierarchyMixin, HomeserverTestCase):
         code, page = await self.hierarchy(self.bob, ids["space"], suggested_only="true", **{"from": body["next_batch"]})
         self.assertEqual((code, [r["room_id"] for r in page["rooms"]]), (200, [ids["room"]]))
 
-    async def test_ordering_by_order_then_timestamp(self) -> None:
-        a = self.alice
-        space = await self.make_space(a, "Space")
-        rooms = [await self.create_room(a, preset="public_chat") for _ in range(5)]
-        orders: list[str | None] = ["zz", None, " ", None, "aaaa"]
-        for room, order in zip(rooms, orders, strict=True):
-            await self.add_child(a, space, room, **({"order": order} if order is not None else {}))
-            await task.deferLater(reactor, 0.005, lambda: None)  # distinct origin_server_ts
-        got = await self.room_ids(self.bob, space)
-        self.assertEqual(got, [space, rooms[2], rooms[4], rooms[0], rooms[1], rooms[3]])
-
     async def test_private_child_visible_once_invited(self) -> None:
         a = self.alice
         space = await self.make_space(a, "Space")
@@ -301,6 +289,28 @@ class HierarchyTests(HierarchyMixin, HomeserverTestCase):
         self.assertEqual((code, page["rooms"][0]["room_id"]), (200, ids["sub"]))
         # Huge limits are capped, not refused.
         self.assertEqual(len(await self.room_ids(self.bob, space, limit=10**9, max_depth=10**9)), 4)
+
+
+class HierarchyOrderingTests(HierarchyMixin, HomeserverTestCase):
+    """On a fake clock: the children's events get distinct timestamps without waiting."""
+
+    use_fake_clock = True
+
+    async def _set_up(self) -> None:
+        await super()._set_up()
+        self.alice = await self.register("alice")
+        self.bob = await self.register("bob")
+
+    async def test_ordering_by_order_then_timestamp(self) -> None:
+        a = self.alice
+        space = await self.make_space(a, "Space")
+        rooms = [await self.create_room(a, preset="public_chat") for _ in range(5)]
+        orders: list[str | None] = ["zz", None, " ", None, "aaaa"]
+        for room, order in zip(rooms, orders, strict=True):
+            await self.add_child(a, space, room, **({"order": order} if order is not None else {}))
+            self.clock.advance(0.005)  # distinct origin_server_ts
+        got = await self.room_ids(self.bob, space)
+        self.assertEqual(got, [space, rooms[2], rooms[4], rooms[0], rooms[1], rooms[3]])
 
 
 class FederatedHierarchyTests(HierarchyMixin, TwoServerTestCase):

@@ -8,8 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 from PIL import Image
-from twisted.internet import reactor
-from twisted.internet.task import deferLater
+from twisted.internet.defer import Deferred, ensureDeferred
 
 from tests.harness import HomeserverTestCase, TestUser
 
@@ -259,11 +258,20 @@ class ExpiryTests(MediaTestCase):
         # The hourly clean-up deletes the expired row (and only it).
         media_id = mxc.split("/")[-1]
         self.assertIsNotNone(await self.hs.media_store.get_local_media(media_id))
+        # The clock starts the clean-up, which then runs its query: wait for that run itself.
+        repo = self.hs.media_repository
+        delete = repo.delete_expired_reservations
+        runs: list[Deferred[int]] = []
+
+        def recording() -> Deferred[int]:
+            d = ensureDeferred(delete())
+            runs.append(d)
+            return d
+
+        repo.delete_expired_reservations = recording  # type: ignore[assignment,method-assign]
         self.clock.advance(3600)
-        for _ in range(50):
-            if await self.hs.media_store.get_local_media(media_id) is None:
-                break
-            await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(len(runs), 1)
+        await runs[0]
         self.assertIsNone(await self.hs.media_store.get_local_media(media_id))
 
 

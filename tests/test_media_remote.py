@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from PIL import Image
 from twisted.internet import reactor
-from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.trial import unittest
 from twisted.web import server
 
@@ -101,18 +101,30 @@ class ScriptedRemoteTests(_ScriptedRemoteCase):
 
     async def test_concurrent_requests_fetch_once(self) -> None:
         body, ctype = multipart(b"shared", "text/plain")
-        release: list[Any] = []
+        arrived: Deferred[Any] = Deferred()
 
         def slow(request: Any) -> Any:
-            release.append(request)
+            arrived.callback(request)
             return server.NOT_DONE_YET
 
+        # Every download joins the one fetch through the fetcher's shared calls: count them in.
+        fetches = self.hs.media_repository.remote._fetches
+        run = fetches.run
+        joined: list[Any] = []
+        all_joined: Deferred[None] = Deferred()
+
+        def counting(key: Any, fn: Any) -> Any:
+            joined.append(key)
+            if len(joined) == 5:
+                all_joined.callback(None)
+            return run(key, fn)
+
+        fetches.run = counting  # type: ignore[method-assign]
         self.remote.routes[self.fed_path("same")] = slow
         pending = [ensureDeferred(self.download("same")) for _ in range(5)]
-        while not release:
-            await deferLater(0.02)
-        await deferLater(0.2)  # every request is now waiting on the one fetch
-        request = release[0]
+        request = await arrived
+        await all_joined  # every request is now waiting on the one fetch
+        self.assertEqual(len(set(joined)), 1)
         request.setHeader(b"Content-Type", ctype.encode())
         request.write(body)
         request.finish()
@@ -193,11 +205,6 @@ class FrozenScriptedRemoteTests(_ScriptedRemoteCase):
         )
         self.assertEqual(self.remote.hits(self.fed_path("pic", "thumbnail")), 0)
 
-
-def deferLater(seconds: float) -> Any:
-    from twisted.internet import task
-
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 def image_size(data: bytes) -> tuple[int, int]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
 
-from tests.harness import C, HomeserverTestCase, TestUser
+from tests.harness import C, HomeserverTestCase, TestUser, until_waiting
 
 
 class SyncTests(HomeserverTestCase):
@@ -71,7 +70,7 @@ class SyncTests(HomeserverTestCase):
         since = (await self._sync(bob))["next_batch"]
         start = reactor.seconds()
         d = defer.ensureDeferred(self._sync(bob, since, timeout=20000))
-        await deferLater(reactor, 0.2, lambda: None)
+        await until_waiting(self.hs, 1)  # the sync is parked on the notifier
         self.assertFalse(d.called)
         ev = await self._send(alice, room, "wake up")
         body = await d

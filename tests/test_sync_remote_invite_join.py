@@ -10,9 +10,11 @@ matrix-nio clients, mxserver joining an encrypted room on Synapse.
 
 from __future__ import annotations
 
+from typing import Any
+
 from mxserver.federation.remote_rooms import q
 from tests.harness import C, TwoServerTestCase
-from tests.test_federation_joins import FederationTestMixin, eventually
+from tests.test_federation_joins import FederationTestMixin
 
 ENCRYPTION = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
 
@@ -27,11 +29,10 @@ class RemoteInviteJoinSyncTests(FederationTestMixin, TwoServerTestCase):
         code, body = await self.b.post(f"{C}/rooms/{q(room_id)}/invite", {"user_id": alice.user_id}, bob)
         self.assertEqual(code, 200, body)
 
-        async def invited() -> bool:
-            return room_id in (await self.a.sync(alice))["rooms"]["invite"]
+        def invited(sync: dict[str, Any]) -> str | None:
+            return str(sync["next_batch"]) if room_id in sync["rooms"]["invite"] else None
 
-        await eventually(invited)
-        since = (await self.a.sync(alice))["next_batch"]
+        since = await self.a.sync_until(alice, invited, "Alice's invite at A")
         code, body = await self.join(self.a, alice, room_id)
         self.assertEqual(code, 200, body)
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import treq
-from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
+from twisted.internet import defer
 from twisted.web._newclient import ResponseNeverReceived
 
 from mxserver.homeserver import Homeserver
-from tests.harness import C, HomeserverTestCase, TestUser, q
+from tests.harness import C, HomeserverTestCase, TestUser, q, until_waiting
 
 
 class SyncSourcesTests(HomeserverTestCase):
@@ -147,16 +146,8 @@ class SyncSourcesTests(HomeserverTestCase):
             headers={"Authorization": [f"Bearer {alice.access_token}"]},
             pool=self.pool,
         )
-        for _ in range(50):
-            await deferLater(reactor, 0.02, lambda: None)
-            if self.hs.notifier.waiting:
-                break
-        self.assertEqual(self.hs.notifier.waiting, 1)
+        await until_waiting(self.hs, 1)
         d.cancel()  # the client goes away mid-poll
         with self.assertRaises((defer.CancelledError, ResponseNeverReceived)):
             await d
-        for _ in range(50):
-            await deferLater(reactor, 0.02, lambda: None)
-            if not self.hs.notifier.waiting:
-                break
-        self.assertEqual(self.hs.notifier.waiting, 0)
+        await until_waiting(self.hs, 0)  # the server saw the disconnect and dropped the waiter

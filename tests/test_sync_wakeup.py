@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
-from twisted.internet.task import deferLater
 
-from tests.harness import C, HomeserverTestCase
+from tests.harness import C, HomeserverTestCase, until_waiting
 
 
 class SyncWakeupTests(HomeserverTestCase):
@@ -36,7 +34,7 @@ class SyncWakeupTests(HomeserverTestCase):
 
     async def _woken_by(self, bob: Any, since: str, change: Any) -> dict[str, Any]:
         waiting = ensureDeferred(self._sync(bob, since, timeout=10000))
-        await deferLater(reactor, 0.2, lambda: None)  # the sync is parked on the notifier now
+        await until_waiting(self.hs, 1)  # the sync is parked on the notifier now
         self.assertFalse(waiting.called)
         await change()
         return await waiting

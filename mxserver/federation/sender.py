@@ -78,6 +78,7 @@ from mxserver.federation.outbound_edus import merge_presence
 from mxserver.federation.outbox import OUTBOX, Outbox
 from mxserver.federation.sender_state import Destination, Transaction
 from mxserver.storage.federation_sender import DestinationRow, FederationSenderStore, OrderedWrites, QueuedRoom
+from mxserver.streams import Stream
 
 if TYPE_CHECKING:
     from mxserver.config import FederationConfig
@@ -150,6 +151,12 @@ class FederationSender(service.Service):
         self.outbox = Outbox(self.store, self._writer)
         self._pending_rows: dict[tuple[str, str], QueuedRoom] = {}
         self._room_servers = room_servers
+        #: the name of a destination whose :meth:`destinations_status` entry may just have changed:
+        #: published after each transaction attempt (sent, refused, or failed and backing off) and
+        #: when its loop stops (nothing left to send, or waiting out a backoff). Nothing in the
+        #: server reads it; it lets an observer (a test, an admin tool) wait for the sender to go
+        #: idle instead of polling :meth:`destinations_status`.
+        self.status_changes: Stream[str] = Stream("federation_sender_status")
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -421,6 +428,7 @@ class FederationSender(service.Service):
 
         def done(_: Any) -> None:
             dest.running = False
+            self.status_changes.publish(dest.name)
 
         d.addBoth(done)
 
@@ -446,6 +454,7 @@ class FederationSender(service.Service):
                 outcome = await self._attempt(dest, txn)
             finally:
                 dest.in_flight = None
+            self.status_changes.publish(dest.name)
             if not self._started or outcome == "failed":
                 return
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from mxserver.streams import Stream
 from mxserver.sync.sources import SyncSources
 from mxserver.sync.tokens import StreamToken
 
@@ -40,6 +41,9 @@ class Notifier:
         self._sources = sources
         self._by_user: dict[str, set[_Waiter]] = defaultdict(set)
         self._by_room: dict[str, set[_Waiter]] = defaultdict(set)
+        #: :attr:`waiting` after a long-poll started or ended (woken, timed out or cancelled);
+        #: nothing in the server reads it: an observer (a test, metrics) can follow it instead of polling
+        self.waiting_changes: Stream[int] = Stream("notifier_waiting")
 
     # -- positions ------------------------------------------------------------------
 
@@ -68,16 +72,18 @@ class Notifier:
 
     def _remove(self, waiter: _Waiter) -> None:
         users = self._by_user.get(waiter.user_id)
-        if users is not None:
-            users.discard(waiter)
-            if not users:
-                del self._by_user[waiter.user_id]
+        if users is None or waiter not in users:
+            return  # removed already
+        users.discard(waiter)
+        if not users:
+            del self._by_user[waiter.user_id]
         for room_id in waiter.rooms:
             room = self._by_room.get(room_id)
             if room is not None:
                 room.discard(waiter)
                 if not room:
                     del self._by_room[room_id]
+        self.waiting_changes.publish(self.waiting)
 
     async def wait(self, user_id: str, rooms: Iterable[str], timeout_ms: int) -> None:
         """Return when something may be new for ``user_id`` or after ``timeout_ms``.
@@ -89,6 +95,7 @@ class Notifier:
         for room_id in waiter.rooms:
             self._by_room[room_id].add(waiter)
         timer = waiter.timer = self._clock.callLater(max(0, timeout_ms) / 1000, self._wake, waiter)
+        self.waiting_changes.publish(self.waiting)
         try:
             await waiter.deferred
         except CancelledError:

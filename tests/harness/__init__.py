@@ -9,6 +9,9 @@
   rooms, signed requests), and :class:`InboundTestCase` for a server federating with such remotes.
 * :mod:`~tests.harness.network` -- certificates, free ports, fake DNS, a scriptable HTTPS server,
   keyring fakes.
+* :mod:`~tests.harness.waiting` -- :func:`wait_until`: wait for what the servers do (re-checked at
+  each publication on their streams), never for time to pass; ``TwoServerTestCase.wait_until``
+  and ``ClientHttp.sync_until`` (a /sync long poll) build on it.
 * :mod:`~tests.harness.auth_room` -- rooms as pure data, for the auth-rule tests (no server).
 * :mod:`~tests.harness.postgres` -- a throwaway Postgres cluster for the Postgres twins.
 
@@ -31,10 +34,12 @@ from tests.harness.network import (
 )
 from tests.harness.remote import FED, LOOPBACK, FakeRemote, FakeRoom, InboundTestCase
 from tests.harness.server import HomeserverTestCase, deep_merge, no_real_dns, serve_servlets
-from tests.harness.two_servers import LOOPBACK_FEDERATION, TestServer, TwoServerTestCase
+from tests.harness.two_servers import LOOPBACK_FEDERATION, TestServer, TwoServerTestCase, wait_on_current_servers
+from tests.harness.waiting import Changes, server_streams, until_waiting, wait_on_servers, wait_until
 
 __all__ = [
     "C",
+    "Changes",
     "FED",
     "LOOPBACK",
     "LOOPBACK_FEDERATION",
@@ -61,5 +66,10 @@ __all__ = [
     "no_real_dns",
     "q",
     "serve_servlets",
+    "server_streams",
     "temp_dir",
+    "until_waiting",
+    "wait_on_current_servers",
+    "wait_on_servers",
+    "wait_until",
 ]

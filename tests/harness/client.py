@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import attrs
@@ -22,6 +23,11 @@ from twisted.internet import reactor
 from twisted.web.client import HTTPConnectionPool
 
 C = "/_matrix/client/v3"
+
+T = TypeVar("T")
+
+#: seconds :meth:`ClientHttp.sync_until` long-polls before it fails the test
+SYNC_UNTIL_TIMEOUT = 30.0
 
 _txn = itertools.count()
 
@@ -130,6 +136,34 @@ class ClientHttp:
         """One ``/sync`` of ``user`` (no long poll unless ``timeout_ms``)."""
         query = {"timeout": timeout_ms, **({"since": since} if since else {}), **params}
         return _ok(*await self.get(f"{C}/sync?{urlencode(query)}", user), "sync")
+
+    async def sync_until(
+        self,
+        user: TestUser,
+        found: Callable[[dict[str, Any]], T],
+        what: str,
+        since: str | None = None,
+        timeout: float = SYNC_UNTIL_TIMEOUT,
+        **params: Any,
+    ) -> T:
+        """Long-poll ``/sync`` as a client would until ``found(response)`` is truthy; that answer.
+
+        Each response is handed to ``found`` once, then the next ``/sync`` starts from its
+        ``next_batch`` (``found`` accumulates across responses itself where it needs to: to-device
+        messages, for one, come only once). Without ``since`` the first ``/sync`` is an initial one.
+        The server holds each request until something is new for ``user``: no polling interval.
+        Fails the test (AssertionError naming ``what``) after ``timeout`` seconds.
+        """
+        deadline = reactor.seconds() + timeout
+        while True:
+            remaining_ms = int((deadline - reactor.seconds()) * 1000)
+            sync = await self.sync(user, since, timeout_ms=max(0, remaining_ms) if since else 0, **params)
+            result = found(sync)
+            if result:
+                return result
+            if remaining_ms <= 0 or reactor.seconds() >= deadline:
+                raise AssertionError(f"timed out after {timeout:g} s of /sync waiting for {what}")
+            since = sync["next_batch"]
 
     # -- rooms --------------------------------------------------------------------------------
 

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, TypeVar
 
-from twisted.internet import reactor, task
+from twisted.internet import reactor
 from twisted.trial import unittest
 from twisted.web.client import HTTPConnectionPool
 
@@ -38,6 +39,9 @@ from tests.harness import postgres
 from tests.harness.client import ClientHttp
 from tests.harness.network import free_port, make_cert
 from tests.harness.server import HomeserverTestCase, deep_merge
+from tests.harness.waiting import DEFAULT_TIMEOUT, wait_on_servers, wait_until
+
+T = TypeVar("T")
 
 #: what both servers need to reach each other on loopback
 LOOPBACK_FEDERATION = {"verify_tls": False, "ip_range_whitelist": ["127.0.0.0/8"]}
@@ -82,6 +86,9 @@ class TestServer(ClientHttp):
 
 class TwoServerTestCase(HomeserverTestCase):
     """Starts two federating Homeservers, ``self.a`` and ``self.b``, for each test."""
+
+    #: the test running now (trial runs one at a time), for :func:`wait_on_current_servers`
+    _running: ClassVar[TwoServerTestCase | None] = None
 
     #: merged over both servers' configs (after the base test config); see also :meth:`server_overrides`
     config_overrides: dict[str, Any] = {}
@@ -161,12 +168,40 @@ class TwoServerTestCase(HomeserverTestCase):
         # Runs before the servers stop (cleanups run last-in first-out): a transaction still
         # on its way would otherwise be cut off mid-request and log errors into the next test.
         self.addCleanup(self.settle)
+        TwoServerTestCase._running = self
+        self.addCleanup(setattr, TwoServerTestCase, "_running", None)
+
+    async def wait_until(
+        self, check: Callable[[], Awaitable[T]], what: str, timeout: float = DEFAULT_TIMEOUT
+    ) -> T:
+        """Run ``check`` now and again whenever either server publishes something (room events,
+        ephemeral changes, federation sender status) until it answers something truthy; that answer.
+
+        See :mod:`tests.harness.waiting`. Fails the test naming ``what`` after ``timeout`` seconds.
+        """
+        return await wait_on_servers(check, what, (self.a.hs, self.b.hs), timeout)
 
     async def settle(self, timeout: float = 5.0) -> None:
-        """Wait (up to ``timeout`` seconds) until neither server has federation traffic queued or in flight."""
-        deadline = reactor.seconds() + timeout
-        while reactor.seconds() < deadline and any(_sending(s.hs) for s in (self.a, self.b)):
-            await task.deferLater(reactor, 0.02, lambda: None)
+        """Wait (up to ``timeout`` seconds) until neither server has federation traffic queued or in flight.
+
+        Re-checked each time a sender reports a destination's status changed (a transaction
+        done, a loop stopped): :attr:`~mxserver.federation.sender.FederationSender.status_changes`.
+        Best effort (it runs in the clean-up): still busy after ``timeout``, it returns anyway.
+        """
+        servers = [s.hs for s in (self.a, self.b)]
+
+        async def idle() -> bool:
+            return not any(_sending(hs) for hs in servers)
+
+        try:
+            await wait_until(
+                idle,
+                "both federation senders idle",
+                [hs.federation_sender.status_changes for hs in servers],
+                timeout,
+            )
+        except AssertionError:
+            pass
 
     async def restart(self, server: TestServer) -> None:
         """Stop ``server`` and start it again on the same database, key and federation port."""
@@ -186,3 +221,12 @@ class TwoServerTestCase(HomeserverTestCase):
 
     def now_ms(self) -> int:
         return int(reactor.seconds() * 1000)
+
+
+async def wait_on_current_servers(check: Callable[[], Awaitable[T]], what: str, timeout: float = DEFAULT_TIMEOUT) -> T:
+    """:meth:`TwoServerTestCase.wait_until` of the two-server test running now, for module-level
+    helpers that are not handed the test (``tests.test_federation_joins.eventually``)."""
+    test = TwoServerTestCase._running
+    if test is None:
+        raise RuntimeError("no TwoServerTestCase is running")
+    return await test.wait_until(check, what, timeout)
