@@ -3,11 +3,17 @@ through the other server's get_missing_events and state_ids, and its read endpoi
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
+from twisted.internet import reactor
+
+from mxserver.config import HomeserverConfig
+from mxserver.federation.client import FederationClient
 from mxserver.federation.pdu_checks import check_pdu
+from mxserver.homeserver import Homeserver
 from tests.harness import TwoServerTestCase
-from tests.test_federation_joins import FederationTestMixin, eventually
+from tests.test_federation_joins import FederationTestMixin
 
 F1 = "/_matrix/federation/v1"
 
@@ -16,7 +22,33 @@ def q(value: str) -> str:
     return quote(value, safe="")
 
 
+class DroppingTransport:
+    """B's federation transport: sends transactions for real until told to drop them.
+
+    Dropped transactions are answered as if the destination had accepted them, so B's
+    sender moves on (no retry later) and A never hears of those events from B's /send.
+    """
+
+    def __init__(self) -> None:
+        self.client: FederationClient | None = None
+        self.dropping = False
+
+    async def __call__(self, destination: str, txn_id: str, body: dict[str, Any]) -> Any:
+        if self.dropping:
+            return {"pdus": {}}
+        assert self.client is not None
+        return await self.client.put_json(destination, f"{F1}/send/{q(txn_id)}", body)
+
+
 class InboundEndToEndTests(FederationTestMixin, TwoServerTestCase):
+    def make_server(self, label: str, config: HomeserverConfig) -> Homeserver:
+        if label != "b":
+            return super().make_server(label, config)
+        self.b_transport = DroppingTransport()
+        hs = Homeserver(config, reactor, federation_transport=self.b_transport)
+        self.b_transport.client = hs.federation_client
+        return hs
+
     async def _set_up(self) -> None:
         await super()._set_up()
         self.alice = await self.a.register("alice")
@@ -27,10 +59,9 @@ class InboundEndToEndTests(FederationTestMixin, TwoServerTestCase):
         self.assertEqual(code, 200, body)
 
     async def b_events_a_never_got(self, *texts: str) -> list[str]:
-        """Messages bob sends while B's sender is off: A does not hear of them."""
-        # B's sender stops listening to B's room stream (test-only: as if A were unreachable
-        # and B had given up), so A only learns of these events from what the test hands it.
-        self.b.hs.room_stream.unsubscribe(self.b.hs.federation_sender.on_room_events)
+        """Messages bob sends while B's transactions are dropped: A does not hear of them."""
+        await self.settle()  # what B sent before (the join's echoes) has arrived
+        self.b_transport.dropping = True
         return [await self.send_text(self.b, self.bob, self.room_id, t) for t in texts]
 
     async def pdu_of_b(self, event_id: str) -> dict:
@@ -71,7 +102,7 @@ class InboundEndToEndTests(FederationTestMixin, TwoServerTestCase):
 
     async def test_read_endpoints_between_servers(self) -> None:
         m1 = await self.send_text(self.b, self.bob, self.room_id, "readable")
-        await eventually(lambda: self._has_event(m1))
+        await self.wait_until(lambda: self._has_event(m1), f"A has {m1}")
         client = self.a.hs.federation_client
         body = await client.get_json(self.b.server_name, f"{F1}/event/{q(m1)}")
         self.assertEqual(body["pdus"][0]["content"]["body"], "readable")

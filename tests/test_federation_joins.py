@@ -8,26 +8,16 @@ requests signed by A.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 from mxserver.federation.client import FederationError
 from mxserver.federation.remote_rooms import q
-from tests.harness import C, TestServer, TestUser, TwoServerTestCase, wait_on_current_servers
+from tests.harness import C, TestServer, TestUser, TwoServerTestCase
 
 F1 = "/_matrix/federation/v1"
 F2 = "/_matrix/federation/v2"
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
-    """Wait until ``check()`` answers something truthy; the answer.
-
-    Kept for tests/test_federation_inbound_e2e.py: new code calls ``self.wait_until(check, what)``
-    of :class:`~tests.harness.TwoServerTestCase`, which this runs (on the test running now): the
-    check is re-run whenever either server publishes something, with no polling interval.
-    """
-    return await wait_on_current_servers(check, "a check of the running two-server test", timeout)
 
 
 class FederationTestMixin:

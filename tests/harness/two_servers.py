@@ -27,13 +27,13 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from twisted.internet import reactor
 from twisted.trial import unittest
 from twisted.web.client import HTTPConnectionPool
 
-from mxserver.config import load_config_dict
+from mxserver.config import HomeserverConfig, load_config_dict
 from mxserver.homeserver import Homeserver
 from tests.harness import postgres
 from tests.harness.client import ClientHttp
@@ -87,8 +87,6 @@ class TestServer(ClientHttp):
 class TwoServerTestCase(HomeserverTestCase):
     """Starts two federating Homeservers, ``self.a`` and ``self.b``, for each test."""
 
-    #: the test running now (trial runs one at a time), for :func:`wait_on_current_servers`
-    _running: ClassVar[TwoServerTestCase | None] = None
 
     #: merged over both servers' configs (after the base test config); see also :meth:`server_overrides`
     config_overrides: dict[str, Any] = {}
@@ -117,6 +115,10 @@ class TwoServerTestCase(HomeserverTestCase):
         merged = deep_merge(deep_merge(base, self.config_overrides), self.server_overrides(label))
         return load_config_dict(merged)
 
+    def make_server(self, label: str, config: HomeserverConfig) -> Homeserver:
+        """Server ``label`` ("a" or "b"); override to hand fakes in through the constructor's seams."""
+        return Homeserver(config, reactor)
+
     async def _start_server(self, label: str, cert: tuple[str, str]) -> TestServer:
         data_dir = tempfile.mkdtemp(prefix=f"mxserver-test-{label}-")
         self.addCleanup(shutil.rmtree, data_dir, True)
@@ -124,7 +126,7 @@ class TwoServerTestCase(HomeserverTestCase):
         # process may take it meanwhile, so a failed start is retried with a new port.
         for attempt in range(3):
             port = free_port()
-            hs = Homeserver(self._server_config(label, data_dir, port, cert), reactor)
+            hs = self.make_server(label, self._server_config(label, data_dir, port, cert))
             hs.startService()
             try:
                 await hs.when_ready()
@@ -168,8 +170,6 @@ class TwoServerTestCase(HomeserverTestCase):
         # Runs before the servers stop (cleanups run last-in first-out): a transaction still
         # on its way would otherwise be cut off mid-request and log errors into the next test.
         self.addCleanup(self.settle)
-        TwoServerTestCase._running = self
-        self.addCleanup(setattr, TwoServerTestCase, "_running", None)
 
     async def wait_until(
         self, check: Callable[[], Awaitable[T]], what: str, timeout: float = DEFAULT_TIMEOUT
@@ -207,7 +207,7 @@ class TwoServerTestCase(HomeserverTestCase):
         """Stop ``server`` and start it again on the same database, key and federation port."""
         config = server.hs.config
         await server.hs.stopService()
-        hs = Homeserver(config, reactor)
+        hs = self.make_server(server.label, config)
         hs.startService()
         self.addCleanup(hs.stopService)
         await hs.when_ready()
@@ -222,11 +222,3 @@ class TwoServerTestCase(HomeserverTestCase):
     def now_ms(self) -> int:
         return int(reactor.seconds() * 1000)
 
-
-async def wait_on_current_servers(check: Callable[[], Awaitable[T]], what: str, timeout: float = DEFAULT_TIMEOUT) -> T:
-    """:meth:`TwoServerTestCase.wait_until` of the two-server test running now, for module-level
-    helpers that are not handed the test (``tests.test_federation_joins.eventually``)."""
-    test = TwoServerTestCase._running
-    if test is None:
-        raise RuntimeError("no TwoServerTestCase is running")
-    return await test.wait_until(check, what, timeout)
