@@ -7,14 +7,24 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from twisted.internet import reactor
+
+from mxserver.config import HomeserverConfig
 from mxserver.federation.client import FederationError
-from tests.harness import C, TestServer, TestUser, TwoServerTestCase
+from mxserver.homeserver import Homeserver
+from tests.harness import C, ControlledTransport, TestServer, TestUser, TwoServerTestCase
 from tests.test_account import password_auth
 from tests.test_keys import FakeDevice
 from tests.test_keys_cross_signing import CrossSigningKeys
 
 
 class E2eeFederationTests(TwoServerTestCase):
+    def make_server(self, label: str, config: HomeserverConfig) -> Homeserver:
+        if label != "b":
+            return super().make_server(label, config)
+        self.b_transport = ControlledTransport()
+        return self.b_transport.attach(Homeserver(config, reactor, federation_transport=self.b_transport))
+
     async def _set_up(self) -> None:
         await super()._set_up()
         self.alice = FakeDevice(await self.a.register("alice", device_id="ALICE1"))
@@ -284,12 +294,8 @@ class E2eeFederationTests(TwoServerTestCase):
         await self.query(self.a, self.alice, self.bob.user_id)
         await self.new_bob_device("BOB2")
         await self.until_devices({"BOB1", "BOB2"})
-        # Server A goes away (its federation listener closes)...
-        hs = self.a.hs
-        fed_port = next(p for p in hs._listening if p.getHost().port == self.a.federation_port)
-        await fed_port.stopListening()
-        hs._listening.remove(fed_port)
-        await self.b.hs.federation_client.pool.closeCachedConnections()  # no kept-alive way in either
+        # Server A becomes unreachable from B...
+        self.b_transport.mode = "fail"
         await self.new_bob_device("BOB3")
         sender = self.b.hs.federation_sender
 
@@ -301,8 +307,7 @@ class E2eeFederationTests(TwoServerTestCase):
         await self.wait_until(backing_off, "B backing off from A")
         self.assertEqual(await self.bob_devices_on_a(), {"BOB1", "BOB2"})
         # ...and comes back: the queued update arrives.
-        listener = next(li for li in hs.config.listeners if li.port == self.a.federation_port)
-        hs._listening.append(await hs._listen(listener))
+        self.b_transport.mode = "send"
         sender.destination_is_up(self.a.server_name)
         await self.until_devices({"BOB1", "BOB2", "BOB3"})
 

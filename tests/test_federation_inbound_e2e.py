@@ -3,16 +3,14 @@ through the other server's get_missing_events and state_ids, and its read endpoi
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import quote
 
 from twisted.internet import reactor
 
 from mxserver.config import HomeserverConfig
-from mxserver.federation.client import FederationClient
 from mxserver.federation.pdu_checks import check_pdu
 from mxserver.homeserver import Homeserver
-from tests.harness import TwoServerTestCase
+from tests.harness import ControlledTransport, TwoServerTestCase
 from tests.test_federation_joins import FederationTestMixin
 
 F1 = "/_matrix/federation/v1"
@@ -22,32 +20,12 @@ def q(value: str) -> str:
     return quote(value, safe="")
 
 
-class DroppingTransport:
-    """B's federation transport: sends transactions for real until told to drop them.
-
-    Dropped transactions are answered as if the destination had accepted them, so B's
-    sender moves on (no retry later) and A never hears of those events from B's /send.
-    """
-
-    def __init__(self) -> None:
-        self.client: FederationClient | None = None
-        self.dropping = False
-
-    async def __call__(self, destination: str, txn_id: str, body: dict[str, Any]) -> Any:
-        if self.dropping:
-            return {"pdus": {}}
-        assert self.client is not None
-        return await self.client.put_json(destination, f"{F1}/send/{q(txn_id)}", body)
-
-
 class InboundEndToEndTests(FederationTestMixin, TwoServerTestCase):
     def make_server(self, label: str, config: HomeserverConfig) -> Homeserver:
         if label != "b":
             return super().make_server(label, config)
-        self.b_transport = DroppingTransport()
-        hs = Homeserver(config, reactor, federation_transport=self.b_transport)
-        self.b_transport.client = hs.federation_client
-        return hs
+        self.b_transport = ControlledTransport()
+        return self.b_transport.attach(Homeserver(config, reactor, federation_transport=self.b_transport))
 
     async def _set_up(self) -> None:
         await super()._set_up()
@@ -61,7 +39,7 @@ class InboundEndToEndTests(FederationTestMixin, TwoServerTestCase):
     async def b_events_a_never_got(self, *texts: str) -> list[str]:
         """Messages bob sends while B's transactions are dropped: A does not hear of them."""
         await self.settle()  # what B sent before (the join's echoes) has arrived
-        self.b_transport.dropping = True
+        self.b_transport.mode = "drop"
         return [await self.send_text(self.b, self.bob, self.room_id, t) for t in texts]
 
     async def pdu_of_b(self, event_id: str) -> dict:

@@ -16,6 +16,7 @@ from twisted.web import server
 
 from mxserver.crypto.keys import generate_signing_key
 from mxserver.events.builder import build_event
+from mxserver.federation.remote_queries import PROFILE_CACHE_S
 from mxserver.rooms.auth import auth_types_for_event
 from tests.harness import (
     C,
@@ -81,17 +82,6 @@ class RemoteProfileTests(_RemoteTestCase):
         self.assertIn(f'origin="{self.hs.server_name}"', auth)
         self.assertIn(f'destination="{self.remote_name}"', auth)
 
-    async def test_cache_expires(self) -> None:
-        bob = self.bob()
-        names = iter(["First", "Second"])
-        self.remote.routes[PROFILE] = lambda r: (200, {"displayname": next(names)})
-        self.assertEqual((await self.get(f"{C}/profile/{q(bob)}"))[1], {"displayname": "First"})
-        cache = self.hs.remote_queries._profiles
-        expires, value = cache[bob]
-        cache[bob] = (0.0, value)  # as if the cache period had passed
-        self.assertEqual((await self.get(f"{C}/profile/{q(bob)}"))[1], {"displayname": "Second"})
-        self.assertEqual(self.remote.hits(PROFILE), 2)
-
     async def test_field_not_set(self) -> None:
         self.remote.routes[PROFILE] = (200, {"displayname": "Bob", "avatar_url": None})
         code, body = await self.get(f"{C}/profile/{q(self.bob())}/avatar_url")
@@ -133,6 +123,24 @@ class RemoteProfileTests(_RemoteTestCase):
         result = await self.put(f"{C}/profile/{q(self.bob())}/displayname", {"displayname": "x"}, self.alice)
         self.assertMatrixError(result, 403, "M_FORBIDDEN")
         self.assertEqual(self.remote.requests, [])
+
+
+class RemoteProfileCacheTests(_RemoteTestCase):
+    """The cache of remote profiles, on the server's (fake) clock."""
+
+    use_fake_clock = True
+
+    async def test_cache_expires(self) -> None:
+        bob = f"@bob:{self.remote_name}"
+        names = iter(["First", "Second"])
+        self.remote.routes[PROFILE] = lambda r: (200, {"displayname": next(names)})
+        self.assertEqual((await self.get(f"{C}/profile/{q(bob)}"))[1], {"displayname": "First"})
+        self.clock.advance(PROFILE_CACHE_S - 1)
+        self.assertEqual((await self.get(f"{C}/profile/{q(bob)}"))[1], {"displayname": "First"})
+        self.assertEqual(self.remote.hits(PROFILE), 1)
+        self.clock.advance(2)  # past the cache period
+        self.assertEqual((await self.get(f"{C}/profile/{q(bob)}"))[1], {"displayname": "Second"})
+        self.assertEqual(self.remote.hits(PROFILE), 2)
 
 
 class RemotePublicRoomsTests(_RemoteTestCase):
@@ -237,8 +245,8 @@ class RemoteMembersInUserDirectoryTests(_RemoteTestCase):
         )
         # the directory asked no one: profiles come from the room
         self.assertEqual(self.remote.requests, [])
-        # after a restart of the directory's cache, the profile is read from the room's state
-        self.hs.user_directory._profiles.clear()
+        # after a restart (no cached profiles), the profile is read from the room's state
+        await self.restart()
         self.assertEqual(await self.search("roberto"), [{"user_id": bob, "display_name": "Roberto", "avatar_url": "mxc://r/x"}])
         await self.remote_member(room_id, bob, {"membership": "leave"})
         self.assertEqual(await self.search("roberto"), [])

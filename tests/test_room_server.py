@@ -112,9 +112,9 @@ class RoomServerTests(HomeserverTestCase):
         rows = await self.hs.db.select("count", "SELECT COUNT(*) FROM state_snapshot_entries")
         # far fewer rows than one full copy per state event (which would be ~ 120*60 = 7,000+)
         self.assertLess(rows[0][0], 2000)
-        # a fresh load from the database (no caches) gives the same state
-        self.hs.state_store._cache.clear()
-        self.assertEqual(await rs.state_at_event(msg.event_id), state)
+        # a fresh load from the database (a restarted server, no caches) gives the same state
+        await self.restart()
+        self.assertEqual(await self.hs.room_server.state_at_event(msg.event_id), state)
 
     async def test_restart_keeps_rooms_and_positions(self) -> None:
         room_id = await self._room()

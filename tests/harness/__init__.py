@@ -34,7 +34,7 @@ from tests.harness.network import (
 )
 from tests.harness.remote import FED, LOOPBACK, FakeRemote, FakeRoom, InboundTestCase
 from tests.harness.server import HomeserverTestCase, deep_merge, no_real_dns, serve_servlets
-from tests.harness.two_servers import LOOPBACK_FEDERATION, TestServer, TwoServerTestCase
+from tests.harness.two_servers import LOOPBACK_FEDERATION, ControlledTransport, TestServer, TwoServerTestCase
 from tests.harness.waiting import Changes, server_streams, until_waiting, wait_on_servers, wait_until
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "LOOPBACK",
     "LOOPBACK_FEDERATION",
     "ClientHttp",
+    "ControlledTransport",
     "FakeDNS",
     "FakeKeyClient",
     "FakeNameResolver",

@@ -28,12 +28,14 @@ import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from twisted.internet import reactor
 from twisted.trial import unittest
 from twisted.web.client import HTTPConnectionPool
 
 from mxserver.config import HomeserverConfig, load_config_dict
+from mxserver.federation.client import FederationClient, RequestFailed
 from mxserver.homeserver import Homeserver
 from tests.harness import postgres
 from tests.harness.client import ClientHttp
@@ -82,6 +84,33 @@ class TestServer(ClientHttp):
         return f"@{localpart}:{self.server_name}"
 
     # -- conveniences ---------------------------------------------------------------------------
+
+
+class ControlledTransport:
+    """A server's federation transport the test steers (hand it in from :meth:`TwoServerTestCase.make_server`).
+
+    ``mode`` "send" (the default) puts each transaction for real over the server's federation
+    client; "drop" answers as if the destination had accepted it (the events never arrive, and
+    nothing is retried); "fail" raises as an unreachable destination would (the sender backs off
+    and catches up later).
+    """
+
+    def __init__(self) -> None:
+        self.client: FederationClient | None = None
+        self.mode = "send"
+
+    def attach(self, hs: Homeserver) -> Homeserver:
+        """Send through ``hs``'s federation client; ``hs``."""
+        self.client = hs.federation_client
+        return hs
+
+    async def __call__(self, destination: str, txn_id: str, body: dict[str, Any]) -> Any:
+        if self.mode == "drop":
+            return {"pdus": {}}
+        if self.mode == "fail":
+            raise RequestFailed(destination, "unreachable (the test took it down)")
+        assert self.client is not None
+        return await self.client.put_json(destination, f"/_matrix/federation/v1/send/{quote(txn_id, safe='')}", body)
 
 
 class TwoServerTestCase(HomeserverTestCase):
