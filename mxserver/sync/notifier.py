@@ -41,6 +41,9 @@ class Notifier:
         self._sources = sources
         self._by_user: dict[str, set[_Waiter]] = defaultdict(set)
         self._by_room: dict[str, set[_Waiter]] = defaultdict(set)
+        # Counted, not summed over _by_user: it is published on every start and end of a
+        # long-poll, and a fan-out ends hundreds of them at once.
+        self._waiting = 0
         #: :attr:`waiting` after a long-poll started or ended (woken, timed out or cancelled);
         #: nothing in the server reads it: an observer (a test, metrics) can follow it instead of polling
         self.waiting_changes: Stream[int] = Stream("notifier_waiting")
@@ -83,7 +86,8 @@ class Notifier:
                 room.discard(waiter)
                 if not room:
                     del self._by_room[room_id]
-        self.waiting_changes.publish(self.waiting)
+        self._waiting -= 1
+        self.waiting_changes.publish(self._waiting)
 
     async def wait(self, user_id: str, rooms: Iterable[str], timeout_ms: int) -> None:
         """Return when something may be new for ``user_id`` or after ``timeout_ms``.
@@ -95,7 +99,8 @@ class Notifier:
         for room_id in waiter.rooms:
             self._by_room[room_id].add(waiter)
         timer = waiter.timer = self._clock.callLater(max(0, timeout_ms) / 1000, self._wake, waiter)
-        self.waiting_changes.publish(self.waiting)
+        self._waiting += 1
+        self.waiting_changes.publish(self._waiting)
         try:
             await waiter.deferred
         except CancelledError:
@@ -107,7 +112,7 @@ class Notifier:
     @property
     def waiting(self) -> int:
         """How many long-polls are waiting (for metrics and tests)."""
-        return sum(len(w) for w in self._by_user.values())
+        return self._waiting
 
     @property
     def watched_rooms(self) -> int:
