@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # compat mode keeps twisted/plugins visible to twistd (a PEP 660 editable install hides it)
 PIP_INSTALL := $(BIN)/pip install -q --disable-pip-version-check --config-settings editable_mode=compat
 
-.PHONY: run test install install-test postgres-binaries synapse-peer lint typecheck sample-config clean
+.PHONY: run test install install-test postgres-binaries synapse-peer sytest sytest-update lint typecheck sample-config clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,25 @@ synapse-peer:
 
 test: install-test postgres-binaries synapse-peer
 	$(BIN)/trial tests
+	$(MAKE) --no-print-directory sytest
+
+# SyTest, the field's black-box suite (../shared/sytest), against this checkout at room
+# version 10. Every test on tests/sytest/passing.txt must pass (the list only grows:
+# `make sytest-update` adds the newly passing ones); tests/sytest/exclusions.txt lists,
+# with the spec text, what SyTest expects that mxserver rightly refuses. The TAP output and
+# a per-file summary are in $(SYTEST_OUT). Its Perl dependencies come from Debian (root/sudo).
+SYTEST_OUT ?= _sytest
+SYTEST_CHECK := $(BIN)/python contrib/sytest_check.py $(SYTEST_OUT) tests/sytest/passing.txt --exclusions tests/sytest/exclusions.txt
+sytest: install
+	@if [ ! -f "$(SHARED)/sytest/run" ]; then \
+		echo "no $(SHARED)/sytest: SyTest skipped"; \
+	else \
+		EXCLUDE="$(CURDIR)/tests/sytest/exclusions.txt" bash "$(SHARED)/sytest/run" $(SYTEST_OUT); \
+		$(SYTEST_CHECK); \
+	fi
+
+sytest-update:
+	$(SYTEST_CHECK) --update
 
 lint:
 	$(BIN)/ruff check mxserver modules tests twisted
@@ -74,4 +93,4 @@ sample-config: install
 	$(BIN)/python -m mxserver generate-config contrib/homeserver.sample.yaml
 
 clean:
-	rm -rf $(VENV) _trial_temp* build *.egg-info twisted/plugins/dropin.cache
+	rm -rf $(VENV) _trial_temp* _sytest build *.egg-info twisted/plugins/dropin.cache
