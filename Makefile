@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # compat mode keeps twisted/plugins visible to twistd (a PEP 660 editable install hides it)
 PIP_INSTALL := $(BIN)/pip install -q --disable-pip-version-check --config-settings editable_mode=compat
 
-.PHONY: run test install install-test postgres-binaries synapse-peer sytest sytest-update lint typecheck sample-config clean
+.PHONY: run test install install-test postgres-binaries synapse-peer sytest sytest-update fuzz lint typecheck sample-config clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,16 @@ sytest: install
 
 sytest-update:
 	$(SYTEST_CHECK) --update
+
+# A bounded schema-driven fuzz run (schemathesis) over every Client-Server operation of the
+# spec in ../shared/spec: no response may be a server error (see contrib/fuzz_client_api.py).
+FUZZ_EXAMPLES ?= 20
+$(VENV)/.installed-fuzz: $(VENV)/.installed setup.cfg pyproject.toml
+	$(PIP_INSTALL) -e '.[fuzz]'
+	touch $@
+
+fuzz: $(VENV)/.installed-fuzz
+	$(BIN)/python contrib/fuzz_client_api.py --spec $(SHARED)/spec/api/client-server --max-examples $(FUZZ_EXAMPLES)
 
 lint:
 	$(BIN)/ruff check mxserver modules tests twisted

@@ -12,12 +12,12 @@ from typing import Any
 from urllib.parse import quote
 
 from prometheus_client import REGISTRY
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer
 from twisted.web import server
 
 from mxserver.crypto.keys import generate_signing_key
 from mxserver.rooms.room_server import EventSpec
-from tests.harness import LOOPBACK, InboundTestCase
+from tests.harness import LOOPBACK, InboundTestCase, wait_until
 
 
 def q(value: str) -> str:
@@ -417,9 +417,12 @@ class SlowPeerTests(SendTestCase):
         bad = self.new_remote()
         await self.join_remote_user(room_id, remote=bad, localpart="mallory")
         hanging: list[Any] = []
+        arrived: defer.Deferred[None] = defer.Deferred()
 
         def hang(request: Any) -> Any:
             hanging.append(request)
+            if not arrived.called:
+                arrived.callback(None)
             return server.NOT_DONE_YET
 
         path = f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()
@@ -428,8 +431,7 @@ class SlowPeerTests(SendTestCase):
         gap = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "gap"},
                                       sender=bad.user("mallory"), prev=["$unknown"], remote=bad, depth=50)
         bad_send = defer.ensureDeferred(self.send_txn("b1", [pdu(gap)], remote=bad))
-        while not hanging:
-            await task.deferLater(reactor, 0.05)
+        await arrived  # the server is asking the bad peer, which does not answer
         # while the bad peer's transaction waits on its own server, a good one goes through
         msg = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "good"})
         self.assertEqual(await self.send_txn("g1", [pdu(msg)]), (200, {"pdus": {msg.event_id: {}}}))
@@ -446,9 +448,12 @@ class SlowPeerTests(SendTestCase):
         slow_room = await self.joined_room()
         fast_room = await self.joined_room()
         hanging: list[Any] = []
+        arrived: defer.Deferred[None] = defer.Deferred()
 
         def hang(request: Any) -> Any:
             hanging.append(request)
+            if not arrived.called:
+                arrived.callback(None)
             return server.NOT_DONE_YET
 
         routes = self.remote.routes
@@ -458,10 +463,13 @@ class SlowPeerTests(SendTestCase):
                                       prev=["$unknown"], depth=50)
         fast = await self.remote_event(fast_room, "m.room.message", {"msgtype": "m.text", "body": "fast"})
         d = defer.ensureDeferred(self.send_txn("t1", [pdu(gap), pdu(fast)]))
-        while not hanging:
-            await task.deferLater(reactor, 0.05)
-        # the other room's event is in while the first room waits for its gap
-        self.assertIsNotNone(await self.event_info(fast.event_id))
+        await arrived  # the slow room waits for its gap, which never comes
+        # the other room's event gets in meanwhile (the room stream publishes it)
+
+        async def fast_stored() -> bool:
+            return await self.event_info(fast.event_id) is not None
+
+        await wait_until(fast_stored, "the fast room's event stored", [self.hs.room_stream])
         self.assertFalse(d.called)
         code, body = await d
         self.assertEqual(body["pdus"][fast.event_id], {})
