@@ -117,11 +117,13 @@ def is_upstream_failure(status: int, body: bytes) -> bool:
     return isinstance(error, dict) and isinstance(error.get("errcode"), str) and isinstance(error.get("error"), str)
 
 
-def run_file(spec: Path, base: str, token: str, max_examples: int, report_dir: Path) -> tuple[int, int, int, list[str]]:
+def run_file(
+    spec: Path, base: str, token: str, max_examples: int, report_dir: Path, config: Path | None
+) -> tuple[int, int, int, list[str]]:
     """Schemathesis over one OpenAPI file: (operations, requests, upstream failures, server errors)."""
     report_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        str(BIN / "schemathesis"), "--no-color", "run", str(spec),
+        str(BIN / "schemathesis"), "--no-color", *(["--config-file", str(config)] if config else []), "run", str(spec),
         "--origin", base,
         "-H", f"Authorization: Bearer {token}",
         "--checks", "not_a_server_error",
@@ -169,15 +171,32 @@ def main() -> int:
     try:
         user = call(base, "POST", "/_matrix/client/v3/register",
                     {"username": "fuzzer", "password": "fuzz pass", "auth": {"type": "m.login.dummy"}})
-        call(base, "POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"}, user["access_token"])
+        token = user["access_token"]
+        room = call(base, "POST", "/_matrix/client/v3/createRoom", {"preset": "public_chat"}, token)["room_id"]
+        event = call(base, "PUT", f"/_matrix/client/v3/rooms/{room}/send/m.room.message/fuzz1",
+                     {"msgtype": "m.text", "body": "hello"}, token)["event_id"]
+        # Second pass: the path parameters name things that exist (the room, its event, the
+        # user, its device), so the fuzzed bodies and queries reach the handlers behind the lookups.
+        real = work / "schemathesis-real-ids.toml"
+        real.write_text(
+            "[parameters]\n"
+            + "".join(
+                f'"path.{name}" = {json.dumps(value)}\n'
+                for name, value in {
+                    "roomId": room, "roomIdOrAlias": room, "eventId": event, "userId": user["user_id"],
+                    "deviceId": user["device_id"],
+                }.items()
+            )
+        )
         total_ops = total_reqs = total_upstream = 0
-        for spec in files:
-            ops, reqs, upstream, failures = run_file(spec, base, user["access_token"], a.max_examples, work / "reports")
+        for spec, config in [(f, c) for c in (None, real) for f in files]:
+            ops, reqs, upstream, failures = run_file(spec, base, token, a.max_examples, work / "reports", config)
             total_ops += ops
             total_reqs += reqs
             total_upstream += upstream
             status = "ok" if not failures else "SERVER ERRORS"
-            print(f"{spec.stem:40} operations={ops:3} requests={reqs:6} unreachable-remote={upstream:3} {status}", flush=True)
+            label = spec.stem + (" (real ids)" if config else "")
+            print(f"{label:40} operations={ops:3} requests={reqs:6} unreachable-remote={upstream:3} {status}", flush=True)
             for f in failures[:20]:
                 print(f"    {f}")
             failed |= bool(failures)
@@ -189,7 +208,7 @@ def main() -> int:
         if unhandled:
             failed = True
             print(f"server log: {len(unhandled)} unhandled errors (see {log})")
-        print(f"fuzz: {len(files)} files, {total_ops} operations, {total_reqs} requests"
+        print(f"fuzz: {len(files)} files in 2 passes, {total_ops} operation runs, {total_reqs} requests"
               f" ({total_upstream} answered 502/504 for an unreachable remote server), "
               f"{'server errors found' if failed else 'no server errors'}")
     finally:
