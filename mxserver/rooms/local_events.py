@@ -202,14 +202,9 @@ class LocalEventBuilder:
 
     async def _send_unlocked(self, room_id: str, spec: EventSpec, txn_key: TxnKey | None) -> Event:
         sequencer = self.sequencer
-        head = await sequencer.get_head(room_id)
-        await head.lock.acquire()
+        # Locked and current: a head dropped while we waited (a failed write) is reloaded, as often as needed.
+        head = await sequencer.lock_existing_head(room_id)
         try:
-            # The head may have been dropped while we waited (a failed write): rebuild it.
-            if not sequencer.is_current(head):
-                head.lock.release()
-                head = await sequencer.get_head(room_id)
-                await head.lock.acquire()
             cache, create = await self._auth_events_for(head, spec)
             event = self._build(head, spec, cache, create)
             await self._check_hooks(event, head)
