@@ -182,6 +182,7 @@ class Homeserver(service.MultiService):
             registrar=self.registrar,
             uia=self.uia,
             devices=self.devices,
+            auth=self.auth,
             ratelimit_register=self.ratelimit_register,
             clock=self.clock,
         )

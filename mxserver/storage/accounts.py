@@ -101,6 +101,18 @@ class AccountStore:
 
         return self.db.run_read("get_user", txn)
 
+    def upgrade_guest(self, user_id: str, password_hash: str) -> Deferred[bool]:
+        """Make a guest account a full one with a password; False if it is not a live guest."""
+
+        def txn(t: Txn) -> bool:
+            t.execute(
+                "UPDATE users SET is_guest = ?, password_hash = ? WHERE user_id = ? AND is_guest = ? AND deactivated = ?",
+                (False, password_hash, user_id, True, False),
+            )
+            return bool(t.rowcount)
+
+        return self.db.run_interaction("upgrade_guest", txn)
+
     def set_password_hash(self, user_id: str, password_hash: str | None) -> Deferred[None]:
         return self.db.execute(
             "set_password_hash", "UPDATE users SET password_hash = ? WHERE user_id = ?", password_hash, user_id
@@ -256,6 +268,19 @@ class AccountStore:
             user_id,
             device_id,
         )
+
+    def get_device_connections(self, user_id: str) -> Deferred[list[tuple[str, str | None, int | None, str | None]]]:
+        """(device_id, last_seen_ip, last_seen_ts, last_seen_user_agent) for each of the user's devices."""
+
+        def txn(t: Txn) -> list[tuple[str, str | None, int | None, str | None]]:
+            rows = t.query(
+                "SELECT device_id, last_seen_ip, last_seen_ts, last_seen_user_agent FROM devices"
+                " WHERE user_id = ? ORDER BY device_id",
+                (user_id,),
+            )
+            return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+        return self.db.run_read("get_device_connections", txn)
 
     def delete_other_tokens(self, user_id: str, keep_device_id: str | None) -> Deferred[list[str]]:
         """Log out every device but ``keep_device_id``: deletes those devices and tokens."""
