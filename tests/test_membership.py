@@ -39,6 +39,25 @@ class JoinTests(MembershipTestCase):
         self.assertEqual((code, body), (200, {"room_id": room}))
         self.assertEqual(await self.room_state(room, "m.room.member", dave.user_id), {"membership": "join", "displayname": "dave"})
 
+    async def test_join_keeps_extra_content(self) -> None:
+        # Synapse keeps the body's other keys in the join event (SyTest "POST /join/:room_id can
+        # join a room with custom content"); never `membership` nor join_authorised_via_users_server.
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        carol = await self.register("carol")
+        room = await self.create_room(alice, preset="public_chat", room_alias_name="lobby")
+        body = {"foo": "bar", "membership": "leave", "join_authorised_via_users_server": alice.user_id}
+        self.assertEqual((await self.post(f"{C}/join/{q(room)}", body, bob))[0], 200)
+        self.assertEqual(
+            await self.room_state(room, "m.room.member", bob.user_id),
+            {"membership": "join", "displayname": "bob", "foo": "bar"},
+        )
+        self.assertEqual((await self.post(f"{C}/join/{q('#lobby:test')}", {"foo": {"n": 1}}, carol))[0], 200)
+        self.assertEqual(
+            await self.room_state(room, "m.room.member", carol.user_id),
+            {"membership": "join", "displayname": "carol", "foo": {"n": 1}},
+        )
+
     async def test_join_again_is_a_no_op(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")

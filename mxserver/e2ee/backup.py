@@ -16,7 +16,10 @@ from mxserver.storage.e2ee_backup import KeyBackupStore, RoomKey, VersionNotFoun
 
 JsonDict = dict[str, Any]
 
-ALGORITHMS = ("m.megolm_backup.v1.curve25519-aes-sha2",)
+#: key_backup.yaml's one algorithm, and "m.megolm_backup.v1", its name in the MSC1219 drafts,
+#: which Synapse still accepts (it accepts any) and SyTest's 07-backup.pl uses. The server never
+#: interprets either (it stores what clients encrypt), so the old name costs nothing.
+ALGORITHMS = ("m.megolm_backup.v1.curve25519-aes-sha2", "m.megolm_backup.v1")
 #: one upload's bound (a whole backup may be uploaded in chunks)
 MAX_KEYS_PER_UPLOAD = 10_000
 MAX_ID_LENGTH = 255
