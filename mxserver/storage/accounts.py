@@ -146,25 +146,27 @@ class AccountStore:
         now_ms: int,
         *,
         new_only: bool = False,
-    ) -> Deferred[list[str] | None]:
+    ) -> Deferred[tuple[bool, list[str]] | None]:
         """Create (or reuse) a device and, if given, an access token for it: one transaction.
 
         Logging in again with an existing device ID replaces that device's old tokens
         (client-server-api §Relationship between access tokens and devices) and keeps
         its display name (login.yaml: ``initial_device_display_name`` is ignored for a
-        known device). Returns the hashes of the tokens replaced, for cache
-        invalidation; with ``new_only`` an existing device is left alone and the
-        result is None (a generated ID that collided).
+        known device). Returns whether the device is new (other users' device lists
+        change) and the hashes of the tokens replaced, for cache invalidation; with
+        ``new_only`` an existing device is left alone and the result is None (a
+        generated ID that collided).
         """
 
-        def txn(t: Txn) -> list[str] | None:
+        def txn(t: Txn) -> tuple[bool, list[str]] | None:
             t.execute(
                 "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (user_id, device_id) DO NOTHING",
                 (user_id, device_id, display_name, now_ms),
             )
             replaced: list[str] = []
-            if t.rowcount == 0:  # the device exists
+            created = t.rowcount != 0
+            if not created:  # the device exists
                 if new_only:
                     return None
                 replaced = self._delete_device_tokens_txn(t, user_id, device_id)
@@ -173,7 +175,7 @@ class AccountStore:
                     "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts) VALUES (?, ?, ?, ?)",
                     (token_hash, user_id, device_id, now_ms),
                 )
-            return replaced
+            return created, replaced
 
         return self.db.run_interaction("create_device_and_token", txn)
 
