@@ -296,3 +296,42 @@ class RegisterRateLimitTests(HomeserverTestCase):
         self.assertMatrixError((code, resp), 429, "M_LIMIT_EXCEEDED")
         self.assertGreater(resp["retry_after_ms"], 0)
         self.assertIsNone(await self.hs.accounts.get_user("@a3:test"))
+
+
+class GuestUpgradeTests(HomeserverTestCase):
+    config_overrides = {"registration": {"enabled": True, "allow_guests": True}}
+
+    async def test_guest_upgrades_to_a_full_account(self) -> None:
+        # guest_access.md: the ordinary register flow, with guest_access_token and the guest's
+        # own localpart as username.
+        code, guest = await self.post(f"{REGISTER}?kind=guest", {})
+        localpart = guest["user_id"][1:].split(":")[0]
+        body = {"username": localpart, "password": "secret", "guest_access_token": guest["access_token"]}
+        code, resp = await self.post(REGISTER, body)
+        self.assertEqual(code, 401, resp)  # UIA as usual
+        code, resp = await self.post(REGISTER, {**body, "auth": {**DUMMY, "session": resp["session"]}})
+        self.assertEqual((code, resp["user_id"]), (200, guest["user_id"]), resp)
+        code, me = await self.get(f"{C}/account/whoami", resp["access_token"])
+        self.assertEqual((me["user_id"], me["is_guest"]), (guest["user_id"], False))
+        # The old guest token is no longer a guest's either (no stale cache), and the password logs in.
+        code, me = await self.get(f"{C}/account/whoami", guest["access_token"])
+        self.assertEqual(me["is_guest"], False)
+        login = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": localpart}, "password": "secret"}
+        self.assertEqual((await self.post(f"{C}/login", login))[0], 200)
+        # Upgrading twice is refused.
+        again = {**body, "auth": DUMMY}
+        self.assertMatrixError(await self.post(REGISTER, again), 403, "M_FORBIDDEN")
+
+    async def test_guest_cannot_upgrade_another_account(self) -> None:
+        code, guest1 = await self.post(f"{REGISTER}?kind=guest", {})
+        code, guest2 = await self.post(f"{REGISTER}?kind=guest", {})
+        localpart1 = guest1["user_id"][1:].split(":")[0]
+        body = {"username": localpart1, "password": "x", "guest_access_token": guest2["access_token"], "auth": DUMMY}
+        self.assertMatrixError(await self.post(REGISTER, body), 403, "M_FORBIDDEN")
+        body = {"password": "x", "guest_access_token": guest2["access_token"], "auth": DUMMY}
+        self.assertMatrixError(await self.post(REGISTER, body), 400, "M_MISSING_PARAM")
+        alice = await self.register("alice")
+        body = {"username": "alice", "password": "x", "guest_access_token": alice.access_token, "auth": DUMMY}
+        self.assertMatrixError(await self.post(REGISTER, body), 403, "M_FORBIDDEN")
+        code, me = await self.get(f"{C}/account/whoami", guest1["access_token"])
+        self.assertEqual(me["is_guest"], True)
