@@ -85,6 +85,11 @@ class KeyBackupTests(HomeserverTestCase):
             await self.put(f"{RK}/version/{v}", {"algorithm": old, "auth_data": "another", "version": v}, alice), (200, {})
         )
         self.assertEqual((await self.get(f"{RK}/version", alice))[1]["auth_data"], "another")
+        # session_data likewise.
+        room_key = {"first_message_index": 1, "forwarded_count": 0, "is_verified": False, "session_data": "opaque"}
+        self.assertEqual((await self.put(f"{RK}/keys/{ROOM}/s1?version={v}", room_key, alice))[0], 200)
+        code, got = await self.get(f"{RK}/keys/{ROOM}/s1?version={v}", alice)
+        self.assertEqual((code, got), (200, room_key))
 
     async def test_bad_input(self) -> None:
         alice = await self.register("alice")
@@ -108,7 +113,7 @@ class KeyBackupTests(HomeserverTestCase):
             {"first_message_index": 0},
             {**key(), "is_verified": "yes"},
             {**key(), "first_message_index": -1},
-            {**key(), "session_data": "x"},
+            {**key(), "session_data": 5},
         ):
             code, resp = await self.put(f"{RK}/keys/{ROOM}/s1?version={v}", body, alice)
             self.assertEqual(code, 400, (body, resp))

@@ -50,7 +50,9 @@ def parse_room_key(obj: Any, what: str) -> RoomKey:
             raise bad_json(f"'{what}.{name}' must be a non-negative integer")
     if not isinstance(verified, bool):
         raise bad_json(f"'{what}.is_verified' must be a boolean")
-    if not isinstance(data, dict):
+    # An object per key_backup_data.yaml; a string kept as opaque too, as for auth_data
+    # (Synapse stores any JSON; SyTest's 07-backup.pl sends strings).
+    if not isinstance(data, (dict, str)):
         raise bad_json(f"'{what}.session_data' must be an object")
     return RoomKey(fmi, fc, verified, data)
 

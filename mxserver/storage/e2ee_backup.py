@@ -34,7 +34,7 @@ class RoomKey:
     first_message_index: int
     forwarded_count: int
     is_verified: bool
-    session_data: JsonDict
+    session_data: JsonDict | str
 
     def to_json(self) -> JsonDict:
         return {
