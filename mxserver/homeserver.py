@@ -182,6 +182,7 @@ class Homeserver(service.MultiService):
             registrar=self.registrar,
             uia=self.uia,
             devices=self.devices,
+            auth=self.auth,
             ratelimit_register=self.ratelimit_register,
             clock=self.clock,
         )
@@ -458,6 +459,7 @@ class Homeserver(service.MultiService):
         """
         from mxserver.room_handlers.creation import RoomCreationHandler
         from mxserver.room_handlers.directory import DirectoryHandler
+        from mxserver.room_handlers.guest_access import GuestAccessEnforcer
         from mxserver.room_handlers.hierarchy import HierarchyHandler, RemoteHierarchy
         from mxserver.room_handlers.history import HistoryHandler
         from mxserver.room_handlers.membership import MembershipHandler
@@ -494,6 +496,8 @@ class Homeserver(service.MultiService):
             self.room_servers,
             server_name,
         )
+        self.guest_access = GuestAccessEnforcer(rooms, self.accounts, self.room_members, server_name)
+        self.room_stream.subscribe(self.guest_access.on_room_events)
         self.room_creation = RoomCreationHandler(
             rooms,
             self.accounts,

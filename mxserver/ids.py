@@ -10,13 +10,14 @@ import attrs
 from mxserver.errors import MatrixError, invalid_param
 
 # appendices §Server Name: hostname | IPv4 | "[" IPv6 "]", optional ":" port.
-_DNS_NAME = re.compile(r"^[A-Za-z0-9.\-]{1,255}$")
-_PORT = re.compile(r"^[0-9]{1,5}$")
+# ``\Z``, not ``$``: ``$`` also matches before a trailing newline, which let "name\n" through.
+_DNS_NAME = re.compile(r"^[A-Za-z0-9.\-]{1,255}\Z")
+_PORT = re.compile(r"^[0-9]{1,5}\Z")
 
 # appendices §User Identifiers: the localparts new accounts may use.
-_LOCALPART = re.compile(r"^[a-z0-9._=\-/+]+$")
+_LOCALPART = re.compile(r"^[a-z0-9._=\-/+]+\Z")
 # Historical user IDs may use any printable ASCII except ':' (appendices, historical note).
-_HISTORICAL_LOCALPART = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
+_HISTORICAL_LOCALPART = re.compile(r"^[\x21-\x39\x3b-\x7e]+\Z")
 
 MAX_ID_LENGTH = 255
 

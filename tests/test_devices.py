@@ -113,6 +113,19 @@ class DeviceTests(UIAMixin):
         self.assertEqual((await self.get(path, alice))[0], 200)
         self.assertEqual(await self.delete(path, {"auth": password_auth(alice, session)}, alice), (200, {}))
 
+    async def test_another_users_credentials_are_refused_with_403(self) -> None:
+        # A stolen access token is not enough: UIA with someone else's (valid) password is a
+        # plain 403, and the device stays (SyTest "DELETE /device/{deviceId} requires UI auth
+        # user to match device owner").
+        alice = await self.register("alice")
+        eve = await self.register("eve")
+        await self.login("alice", alice.password, device_id="LAPTOP")
+        path = f"{C}/devices/LAPTOP"
+        self.assertMatrixError(await self.delete(path, {"auth": password_auth(eve)}, alice), 403, "M_FORBIDDEN")
+        self.assertEqual((await self.get(path, alice))[0], 200)
+        self.assertEqual(await self.delete(path, {"auth": password_auth(alice)}, alice), (200, {}))
+        self.assertMatrixError(await self.get(path, alice), 404, "M_NOT_FOUND")
+
     async def test_someone_elses_device_is_untouched(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob", device_id="BOBS")

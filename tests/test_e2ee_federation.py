@@ -185,6 +185,19 @@ class E2eeFederationTests(TwoServerTestCase):
         self.assertEqual(code, 200, resp)
         await self.until_devices({"BOB1"})
 
+    async def test_first_cached_answer_marks_the_user_changed(self) -> None:
+        # Once A first caches Bob's list (Alice's query), its local users sharing a room with
+        # Bob see him in device_lists.changed, as Synapse signals after its first resync.
+        sync = await self.a.sync(self.alice.user)
+        since = sync["next_batch"]
+        self.assertEqual(await self.bob_devices_on_a(), {"BOB1"})
+        await self.a.sync_until(
+            self.alice.user,
+            lambda s: self.bob.user_id in s.get("device_lists", {}).get("changed", []),
+            "Bob in Alice's device_lists.changed",
+            since=since,
+        )
+
     async def test_cross_signing_keys_over_federation(self) -> None:
         await self.query(self.a, self.alice, self.bob.user_id)
         keys = CrossSigningKeys(self.bob.user_id)

@@ -75,6 +75,17 @@ class DeviceSigningUploadTests(CrossSigningTestCase):
         self.assertIn(alice.user_id, theirs["self_signing_keys"])
         self.assertNotIn(alice.user_id, theirs.get("user_signing_keys", {}))
 
+    async def test_unstable_paths(self) -> None:
+        # The pre-v1.1 (MSC1756) paths that Synapse still serves and SyTest uses.
+        alice = await self.new_device("alice")
+        keys = CrossSigningKeys(alice.user_id)
+        code, resp = await self.post("/_matrix/client/unstable/keys/device_signing/upload", keys.upload_body(), alice.user)
+        self.assertEqual((code, resp), (200, {}))
+        own = await self.query(alice.user, {alice.user_id: []})
+        self.assertEqual(own["master_keys"][alice.user_id], keys.master_key())
+        code, resp = await self.post("/_matrix/client/unstable/keys/signatures/upload", {}, alice.user)
+        self.assertEqual(code, 200, resp)
+
     async def test_same_keys_again_need_no_uia_new_ones_do(self) -> None:
         alice = await self.new_device("alice")
         keys = await self.set_up_cross_signing(alice)

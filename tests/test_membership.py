@@ -39,6 +39,25 @@ class JoinTests(MembershipTestCase):
         self.assertEqual((code, body), (200, {"room_id": room}))
         self.assertEqual(await self.room_state(room, "m.room.member", dave.user_id), {"membership": "join", "displayname": "dave"})
 
+    async def test_join_keeps_extra_content(self) -> None:
+        # Synapse keeps the body's other keys in the join event (SyTest "POST /join/:room_id can
+        # join a room with custom content"); never `membership` nor join_authorised_via_users_server.
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        carol = await self.register("carol")
+        room = await self.create_room(alice, preset="public_chat", room_alias_name="lobby")
+        body = {"foo": "bar", "membership": "leave", "join_authorised_via_users_server": alice.user_id}
+        self.assertEqual((await self.post(f"{C}/join/{q(room)}", body, bob))[0], 200)
+        self.assertEqual(
+            await self.room_state(room, "m.room.member", bob.user_id),
+            {"membership": "join", "displayname": "bob", "foo": "bar"},
+        )
+        self.assertEqual((await self.post(f"{C}/join/{q('#lobby:test')}", {"foo": {"n": 1}}, carol))[0], 200)
+        self.assertEqual(
+            await self.room_state(room, "m.room.member", carol.user_id),
+            {"membership": "join", "displayname": "carol", "foo": {"n": 1}},
+        )
+
     async def test_join_again_is_a_no_op(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")
@@ -454,3 +473,31 @@ class GuestJoinTests(MembershipTestCase):
         self.assertEqual(code, 200, body)
         code, body = await self.post(f"{C}/rooms/{q(guest_room)}/leave", {}, guest["access_token"])
         self.assertEqual(code, 200, body)
+
+    async def test_guests_leave_when_guest_access_is_revoked(self) -> None:
+        # guest_access.md §Server behaviour: when m.room.guest_access stops saying can_join, the
+        # server sets its guests' membership to leave (by their own leave event); full members stay.
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        code, guest = await self.post(f"{C}/register?kind=guest", {})
+        room = await self.create_room(
+            alice,
+            preset="public_chat",
+            initial_state=[{"type": "m.room.guest_access", "content": {"guest_access": "can_join"}}],
+        )
+        self.assertEqual((await self.post(f"{C}/join/{q(room)}", {}, guest["access_token"]))[0], 200)
+        await self.join(bob, room)
+        # Another guest_access event that still allows guests changes nothing.
+        await self.set_state(alice, room, "m.room.guest_access", {"guest_access": "can_join"})
+        await self.hs.guest_access.settle()
+        self.assertEqual(await self.membership(room, guest["user_id"]), "join")
+        await self.set_state(alice, room, "m.room.guest_access", {"guest_access": "forbidden"})
+        await self.hs.guest_access.settle()
+        self.assertEqual(await self.membership(room, guest["user_id"]), "leave")
+        self.assertEqual(await self.membership(room, bob), "join")
+        leave = await self.room_state(room, "m.room.member", guest["user_id"])
+        self.assertEqual(leave, {"membership": "leave"})
+        # The guest sees itself out of the room.
+        self.assertMatrixError(
+            await self.post(f"{C}/join/{q(room)}", {}, guest["access_token"]), 403, "M_GUEST_ACCESS_FORBIDDEN"
+        )

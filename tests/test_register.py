@@ -28,9 +28,71 @@ class RegisterTests(HomeserverTestCase):
         self.assertRegex(resp["device_id"], r"^[A-Z]{10}$")
         code, me = await self.get(f"{C}/account/whoami", resp["access_token"])
         self.assertEqual(me, {"user_id": "@alice:test", "device_id": resp["device_id"], "is_guest": False})
-        # The session is spent.
+        # The completed session logs in again as the account it made, whatever else is asked.
         again = {"username": "alice2", "password": "secret", "auth": {**DUMMY, "session": session}}
-        self.assertMatrixError(await self.post(REGISTER, again), 400, "M_UNKNOWN")
+        code, resp2 = await self.post(REGISTER, again)
+        self.assertEqual((code, resp2["user_id"]), (200, "@alice:test"))
+        self.assertNotEqual(resp2["access_token"], resp["access_token"])
+        self.assertIsNone(await self.hs.accounts.get_user("@alice2:test"))
+
+    async def test_session_remembers_parameters(self) -> None:
+        # The first request's parameters apply to a later one that brings only `auth`.
+        first = {
+            "username": "alice",
+            "password": "übers3kr1t",
+            "device_id": "XYZZY",
+            "initial_device_display_name": "Phone",
+            "inhibit_login": False,
+        }
+        code, resp = await self.post(REGISTER, first)
+        self.assertEqual(code, 401, resp)
+        code, resp = await self.post(REGISTER, {"auth": {**DUMMY, "session": resp["session"]}})
+        self.assertEqual((code, resp["user_id"], resp["device_id"]), (200, "@alice:test", "XYZZY"), resp)
+        code, device = await self.get(f"{C}/devices/XYZZY", resp["access_token"])
+        self.assertEqual(device["display_name"], "Phone")
+        login = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "übers3kr1t"}
+        self.assertEqual((await self.post(f"{C}/login", login))[0], 200)
+
+    async def test_remembered_inhibit_login(self) -> None:
+        code, resp = await self.post(REGISTER, {"username": "alice", "password": "x", "inhibit_login": True})
+        self.assertEqual(code, 401)
+        self.assertEqual(
+            await self.post(REGISTER, {"auth": {**DUMMY, "session": resp["session"]}}), (200, {"user_id": "@alice:test"})
+        )
+
+    async def test_retry_without_username_is_idempotent(self) -> None:
+        code, resp = await self.post(REGISTER, {"password": "secret"})
+        body = {"password": "secret", "auth": {**DUMMY, "session": resp["session"]}}
+        code, first = await self.post(REGISTER, body)
+        self.assertEqual(code, 200, first)
+        code, second = await self.post(REGISTER, body)
+        self.assertEqual((code, second["user_id"]), (200, first["user_id"]))
+
+    async def test_retry_with_username_is_idempotent(self) -> None:
+        code, resp = await self.post(REGISTER, {"username": "alice", "password": "secret"})
+        body = {"username": "alice", "password": "secret", "auth": {**DUMMY, "session": resp["session"]}}
+        self.assertEqual((await self.post(REGISTER, body))[1]["user_id"], "@alice:test")
+        # Not M_USER_IN_USE: the session made this account.
+        code, again = await self.post(REGISTER, body)
+        self.assertEqual((code, again["user_id"]), (200, "@alice:test"), again)
+        # Another client (no session) still gets M_USER_IN_USE.
+        self.assertMatrixError(
+            await self.post(REGISTER, {"username": "alice", "password": "x", "auth": DUMMY}), 400, "M_USER_IN_USE"
+        )
+
+    async def test_failed_completion_frees_the_session(self) -> None:
+        code, resp = await self.post(REGISTER, {"username": "alice", "password": "x"})
+        session = resp["session"]
+        await self.register("alice")  # taken meanwhile, by someone else
+        body = {"username": "alice", "password": "x", "auth": {**DUMMY, "session": session}}
+        self.assertMatrixError(await self.post(REGISTER, body), 400, "M_USER_IN_USE")
+        # The session is still usable, with other parameters.
+        body = {"username": "alice2", "password": "x", "auth": {**DUMMY, "session": session}}
+        self.assertEqual((await self.post(REGISTER, body))[1]["user_id"], "@alice2:test")
+
+    async def test_capitals_are_downcased(self) -> None:
+        code, resp = await self.post(REGISTER, {"username": "user-UPPER", "password": "x", "auth": DUMMY})
+        self.assertEqual((code, resp["user_id"]), (200, "@user-upper:test"), resp)
 
     async def test_profile_and_device(self) -> None:
         body = {
@@ -74,7 +136,8 @@ class RegisterTests(HomeserverTestCase):
         self.assertEqual(outcomes, [(200, None), (400, "M_USER_IN_USE"), (400, "M_USER_IN_USE")])
 
     async def test_invalid_usernames(self) -> None:
-        for username in ["Alice", "al ice", "", "@alice:test", "al:ice", "ålice", "12345", "x" * 250]:
+        bad = ["al ice", "", "@alice:test", "al:ice", "ålice", "12345", "x" * 250, "alice\n", "al\nice", "alice\t"]
+        for username in bad:
             result = await self.post(REGISTER, {"username": username, "password": "x", "auth": DUMMY})
             self.assertMatrixError(result, 400, "M_INVALID_USERNAME")
         for username in ["a.b_c=d-e/f+g", "x" * 200]:
@@ -233,3 +296,42 @@ class RegisterRateLimitTests(HomeserverTestCase):
         self.assertMatrixError((code, resp), 429, "M_LIMIT_EXCEEDED")
         self.assertGreater(resp["retry_after_ms"], 0)
         self.assertIsNone(await self.hs.accounts.get_user("@a3:test"))
+
+
+class GuestUpgradeTests(HomeserverTestCase):
+    config_overrides = {"registration": {"enabled": True, "allow_guests": True}}
+
+    async def test_guest_upgrades_to_a_full_account(self) -> None:
+        # guest_access.md: the ordinary register flow, with guest_access_token and the guest's
+        # own localpart as username.
+        code, guest = await self.post(f"{REGISTER}?kind=guest", {})
+        localpart = guest["user_id"][1:].split(":")[0]
+        body = {"username": localpart, "password": "secret", "guest_access_token": guest["access_token"]}
+        code, resp = await self.post(REGISTER, body)
+        self.assertEqual(code, 401, resp)  # UIA as usual
+        code, resp = await self.post(REGISTER, {**body, "auth": {**DUMMY, "session": resp["session"]}})
+        self.assertEqual((code, resp["user_id"]), (200, guest["user_id"]), resp)
+        code, me = await self.get(f"{C}/account/whoami", resp["access_token"])
+        self.assertEqual((me["user_id"], me["is_guest"]), (guest["user_id"], False))
+        # The old guest token is no longer a guest's either (no stale cache), and the password logs in.
+        code, me = await self.get(f"{C}/account/whoami", guest["access_token"])
+        self.assertEqual(me["is_guest"], False)
+        login = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": localpart}, "password": "secret"}
+        self.assertEqual((await self.post(f"{C}/login", login))[0], 200)
+        # Upgrading twice is refused.
+        again = {**body, "auth": DUMMY}
+        self.assertMatrixError(await self.post(REGISTER, again), 403, "M_FORBIDDEN")
+
+    async def test_guest_cannot_upgrade_another_account(self) -> None:
+        code, guest1 = await self.post(f"{REGISTER}?kind=guest", {})
+        code, guest2 = await self.post(f"{REGISTER}?kind=guest", {})
+        localpart1 = guest1["user_id"][1:].split(":")[0]
+        body = {"username": localpart1, "password": "x", "guest_access_token": guest2["access_token"], "auth": DUMMY}
+        self.assertMatrixError(await self.post(REGISTER, body), 403, "M_FORBIDDEN")
+        body = {"password": "x", "guest_access_token": guest2["access_token"], "auth": DUMMY}
+        self.assertMatrixError(await self.post(REGISTER, body), 400, "M_MISSING_PARAM")
+        alice = await self.register("alice")
+        body = {"username": "alice", "password": "x", "guest_access_token": alice.access_token, "auth": DUMMY}
+        self.assertMatrixError(await self.post(REGISTER, body), 403, "M_FORBIDDEN")
+        code, me = await self.get(f"{C}/account/whoami", guest1["access_token"])
+        self.assertEqual(me["is_guest"], True)

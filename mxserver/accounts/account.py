@@ -16,6 +16,7 @@ from mxserver.accounts.passwords import PasswordHasher
 from mxserver.accounts.registration import check_password_strength
 from mxserver.accounts.uia import UIARequest, UserInteractiveAuth
 from mxserver.config import PasswordConfig
+from mxserver.errors import forbidden, not_found
 from mxserver.storage.accounts import AccountStore
 
 log = Logger()
@@ -66,3 +67,25 @@ class AccountHandler:
         self._auth.invalidate_user(requester.user_id)
         log.info("Deactivated {user_id}", user_id=requester.user_id)
         return {"id_server_unbind_result": "success"}
+
+    async def whois(self, requester: Requester, user_id: str) -> dict[str, Any]:
+        """admin.yaml ``GET /admin/whois/{userId}``: the user's devices and where they were last seen.
+
+        The spec lets servers restrict it to the user themself or a server admin, and so
+        it is here (anyone else gets 403 before any lookup, so it tells nothing). mxserver
+        keeps one "last seen" record per device, so each device has one session with at most
+        one connection.
+        """
+        if requester.user_id != user_id:
+            me = await self._store.get_user(requester.user_id)
+            if me is None or not me.is_admin:
+                raise forbidden("You may only look up yourself")
+        if await self._store.get_user(user_id) is None:
+            raise not_found("Unknown user")
+        devices: dict[str, Any] = {}
+        for device_id, ip, last_seen, user_agent in await self._store.get_device_connections(user_id):
+            connections = []
+            if last_seen is not None:
+                connections.append({"ip": ip or "", "last_seen": last_seen, "user_agent": user_agent or ""})
+            devices[device_id] = {"sessions": [{"connections": connections}]}
+        return {"user_id": user_id, "devices": devices}

@@ -89,21 +89,28 @@ class DeviceHandler:
     async def create_session(self, user_id: str, device_id: str | None, display_name: str | None) -> tuple[str, str]:
         """A new access token on ``device_id`` (created if new, generated if None): ``(device_id, token)``.
 
-        A known device keeps its name and loses its previous tokens.
+        A known device keeps its name and loses its previous tokens. A new device is a
+        device-list change (end_to_end_encryption.md §Tracking the device list for a user:
+        users sharing a room, and the user's own other devices, learn of it through
+        ``device_lists.changed``; Synapse signals it at creation, before any keys).
         """
         token = new_access_token()
         if device_id is not None:
-            replaced = await self._store.create_device_and_token(
+            outcome = await self._store.create_device_and_token(
                 user_id, device_id, display_name, hash_token(token), self._now_ms()
             )
-            self._auth.invalidate(replaced or [])
+            created, replaced = outcome if outcome is not None else (False, [])
+            self._auth.invalidate(replaced)
+            if created:
+                await self._hooks.device_changed(user_id, device_id)
             return device_id, token
         for _ in range(10):
             candidate = generate_device_id()
-            created = await self._store.create_device_and_token(
+            outcome = await self._store.create_device_and_token(
                 user_id, candidate, display_name, hash_token(token), self._now_ms(), new_only=True
             )
-            if created is not None:
+            if outcome is not None:
+                await self._hooks.device_changed(user_id, candidate)
                 return candidate, token
         raise MatrixError(500, "M_UNKNOWN", "Could not allocate a device ID")
 

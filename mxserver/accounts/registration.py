@@ -12,9 +12,11 @@ import secrets
 import string
 from typing import Any
 
+import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from mxserver.accounts.auth import Auth
 from mxserver.accounts.devices import DeviceHandler
 from mxserver.accounts.passwords import PasswordHasher
 from mxserver.accounts.protocols import RateLimit
@@ -122,6 +124,19 @@ class UserRegistrar:
         return user_id
 
 
+@attrs.frozen
+class RegistrationParams:
+    """The parameters of ``POST /register`` (kind=user), parsed: what a UIA session remembers."""
+
+    username: str | None = None
+    password: str | None = None
+    device_id: str | None = None
+    device_display_name: str | None = None
+    inhibit_login: bool = False
+    #: guest_access.md: a guest upgrading its own account to a full one
+    guest_access_token: str | None = None
+
+
 class RegistrationHandler:
     """``POST /register`` and its helpers."""
 
@@ -139,9 +154,11 @@ class RegistrationHandler:
         registrar: UserRegistrar,
         uia: UserInteractiveAuth,
         devices: DeviceHandler,
+        auth: Auth,
         ratelimit_register: RateLimit,
         clock: IReactorTime,
     ) -> None:
+        self._auth = auth
         self._config = config
         self._password_config = password_config
         self._server_name = server_name
@@ -184,40 +201,82 @@ class RegistrationHandler:
         self._ratelimit_register.check(ip)
         return registration_token_valid(self._config.registration_token, token)
 
-    async def register(
-        self,
-        *,
-        username: str | None,
-        password: str | None,
-        device_id: str | None,
-        device_display_name: str | None,
-        inhibit_login: bool,
-        uia: UIARequest,
-        ip: str,
-    ) -> dict[str, Any]:
-        """``POST /register`` for ``kind=user``: checks, then UIA, then the account and its session."""
+    async def register(self, params: RegistrationParams | None, uia: UIARequest, ip: str) -> dict[str, Any]:
+        """``POST /register`` for ``kind=user``: checks, then UIA, then the account and its session.
+
+        ``params`` is None when the request brought only ``auth``: the UIA session's
+        remembered parameters apply (see :mod:`mxserver.accounts.uia`). A retry of a
+        completed session logs in again as the account it created.
+        """
         if not self.open:
             raise forbidden("Registration is disabled")
-        # registration.yaml: M_USER_IN_USE / M_INVALID_USERNAME / M_EXCLUSIVE come before UIA.
-        if username is not None:
-            user_id = check_localpart(self._server_name, username)
-            if await self._store.get_user(user_id) is not None:
-                raise user_in_use()
-        if password is not None:
-            check_password_strength(self._password_config, password)
-        if uia.auth is not None:
-            # Only real attempts count: asking for the flows costs nothing but a session.
-            self._ratelimit_register.check(ip)
-            if password is None:
-                raise missing_param("Missing 'password'")
-        await self._uia.authenticate(uia, self.flows())
-        assert password is not None  # UIA never succeeds without auth, and auth requires a password
+        remembered, done_user = self._uia.remembered(uia)
+        params = remembered if isinstance(remembered, RegistrationParams) else RegistrationParams()
+        if params.username is not None:
+            # Synapse downcases the requested localpart (SyTest "POST /register downcases
+            # capitals in usernames"); the grammar (appendices §User Identifiers) is lower case.
+            params = attrs.evolve(params, username=params.username.lower())
+        guest_user_id: str | None = None
+        if done_user is None:
+            guest_user_id = await self._guest_to_upgrade(params)
+            # registration.yaml: M_USER_IN_USE / M_INVALID_USERNAME / M_EXCLUSIVE come before UIA.
+            if params.username is not None and guest_user_id is None:
+                user_id = check_localpart(self._server_name, params.username)
+                if await self._store.get_user(user_id) is not None:
+                    raise user_in_use()
+            if params.password is not None:
+                check_password_strength(self._password_config, params.password)
+            if uia.auth is not None:
+                # Only real attempts count: asking for the flows costs nothing but a session.
+                self._ratelimit_register.check(ip)
+                if params.password is None:
+                    raise missing_param("Missing 'password'")
+        completed = await self._uia.authenticate(uia, self.flows(), keep=True)
+        registered: str | None = completed.result
+        try:
+            if registered is None:
+                password = params.password
+                if password is None:  # a concurrent request changed the session's parameters
+                    raise missing_param("Missing 'password'")
+                if guest_user_id is not None:
+                    registered = await self._upgrade_guest(guest_user_id, password)
+                elif params.username is not None:
+                    registered = await self._registrar.register_user(params.username, password)
+                else:
+                    registered = await self._register_generated(password, guest=False)
+            response = await self._login_response(
+                registered, params.device_id, params.device_display_name, params.inhibit_login
+            )
+        finally:
+            self._uia.record(completed.session_id, registered)
+        return response
 
-        if username is not None:
-            user_id = await self._registrar.register_user(username, password)
-        else:
-            user_id = await self._register_generated(password, guest=False)
-        return await self._login_response(user_id, device_id, device_display_name, inhibit_login)
+    async def _guest_to_upgrade(self, params: RegistrationParams) -> str | None:
+        """guest_access.md: the guest account that ``guest_access_token`` upgrades, if any.
+
+        The token must be a guest's, and ``username`` (required) its own localpart.
+        """
+        if params.guest_access_token is None:
+            return None
+        requester = await self._auth.get_user_by_token(params.guest_access_token)
+        if not requester.is_guest:
+            raise forbidden("'guest_access_token' is not a guest's access token")
+        if params.username is None:
+            raise missing_param("Upgrading a guest account requires 'username'")
+        if f"@{params.username}:{self._server_name}" != requester.user_id:
+            raise forbidden("A guest may only upgrade its own account")
+        return requester.user_id
+
+    async def _upgrade_guest(self, user_id: str, password: str) -> str:
+        """Make the guest ``user_id`` a full account with ``password``; its tokens stay valid."""
+        check_password_strength(self._password_config, password)
+        password_hash = await self._passwords.hash(password)
+        if not await self._store.upgrade_guest(user_id, password_hash):
+            raise user_in_use()
+        # Cached requesters still say "guest".
+        self._auth.invalidate_user(user_id)
+        log.info("Upgraded guest {user_id} to a full account", user_id=user_id)
+        return user_id
 
     async def register_guest(self, device_display_name: str | None, ip: str) -> dict[str, Any]:
         """``POST /register?kind=guest``: no UIA; every parameter but the device name is ignored."""

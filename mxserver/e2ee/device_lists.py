@@ -417,6 +417,11 @@ class DeviceListHandler:
             async with self._lock(user_id):
                 if user_id not in await self.store.tracked([user_id]):
                     await self.store.replace_remote_list(user_id, None, by_device, cross)
+                    # What this server knows of the list went from nothing to something: local
+                    # users sharing a room see the user in device_lists.changed, as Synapse
+                    # signals after its first resync (SyTest "Device list doesn't change if
+                    # remote server is down" waits for it).
+                    await self._remote_changed(user_id)
 
     # -- membership ---------------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from mxserver.e2ee.validation import check_device_keys, parse_key_map
+from mxserver.e2ee.validation import check_device_keys, cross_signing_public_key, parse_key_map
 from mxserver.errors import MatrixError, bad_json, invalid_param
 from mxserver.federation.client import FederationError
 from mxserver.ids import UserID
@@ -266,8 +266,9 @@ class E2eKeysHandler:
         if remote_users:
             sigs = await self.store.get_signatures(remote_users, [requester_user])
             for user_id in remote_users:
-                public: Any = next(iter(masters[user_id].get("keys", {}).values()), None)
-                masters[user_id] = merge_signatures(masters[user_id], sigs.get((user_id, public)))
+                public = cross_signing_public_key(masters[user_id])
+                if public is not None:
+                    masters[user_id] = merge_signatures(masters[user_id], sigs.get((user_id, public[1])))
 
     @staticmethod
     def _merge_into(result: JsonDict, answer: JsonDict) -> None:
@@ -314,7 +315,9 @@ class E2eKeysHandler:
                 continue
             for user_id in users:
                 key = keys.get(user_id)
-                if isinstance(key, dict) and key.get("user_id") == user_id:
+                # A key without one string public key (cross_signing_key.yaml) is skipped, like a
+                # key for a user the server may not speak for: neither reaches clients or the cache.
+                if isinstance(key, dict) and key.get("user_id") == user_id and cross_signing_public_key(key):
                     clean[field][user_id] = key
         await self.device_lists.cache_query_answer(users, clean)
         return clean

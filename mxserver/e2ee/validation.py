@@ -133,11 +133,13 @@ def parse_cross_signing_key(obj: Any, user_id: str, usage: str, what: str) -> tu
 
 
 def cross_signing_public_key(obj: JsonDict) -> tuple[str, str] | None:
-    """``(key id, public key)`` of a stored cross-signing key."""
+    """``(key id, public key)`` of a stored or remote cross-signing key; None if it has no
+    single string key (another server's answer may hold anything)."""
     keys = obj.get("keys")
     if isinstance(keys, dict) and len(keys) == 1:
         ((key_id, public_key),) = keys.items()
-        return key_id, public_key
+        if isinstance(key_id, str) and isinstance(public_key, str):
+            return key_id, public_key
     return None
 
 

@@ -157,16 +157,35 @@ class MembershipHandler:
     # -- joining ---------------------------------------------------------------------------------
 
     async def join(
-        self, requester: Requester, room_id_or_alias: str, reason: str | None = None, via: Sequence[str] = ()
+        self,
+        requester: Requester,
+        room_id_or_alias: str,
+        reason: str | None = None,
+        via: Sequence[str] = (),
+        *,
+        extra_content: dict[str, Any] | None = None,
     ) -> str:
-        """Join a room by ID or alias; returns the room ID."""
+        """Join a room by ID or alias; returns the room ID.
+
+        ``extra_content``: other keys of the request body, kept in the join event (Synapse's
+        behaviour, see ``mxserver.api.client.membership``); they may set a per-room
+        ``displayname``/``avatar_url`` but never ``membership`` nor the server-chosen
+        ``join_authorised_via_users_server``.
+        """
+        extra = {
+            k: v
+            for k, v in (extra_content or {}).items()
+            if k not in ("membership", "join_authorised_via_users_server")
+        }
         room_id, servers = await self.resolve_room_and_servers(room_id_or_alias, via)
         user_id = requester.user_id
         candidates = await self._remote_candidates(room_id, user_id, servers)
         if candidates is not None:
             if requester.is_guest:
                 raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests may not join rooms on other servers")
-            content = self._with_reason({"membership": "join", **await self.profile_content(user_id)}, reason)
+            content = self._with_reason(
+                {**await self.profile_content(user_id), **extra, "membership": "join"}, reason
+            )
             if await self.remote_rooms.join(user_id, room_id, candidates, content) is not None:
                 return room_id
             # None: a concurrent join brought this server into the room meanwhile; join here.
@@ -181,7 +200,7 @@ class MembershipHandler:
             guest = state.get(GUEST_ACCESS_KEY)
             if guest is None or guest.content.get("guest_access") != "can_join":
                 raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests may not join this room")
-        content = self._with_reason({"membership": "join", **await self.profile_content(user_id)}, reason)
+        content = self._with_reason({**await self.profile_content(user_id), **extra, "membership": "join"}, reason)
         rv = room.room_version
         jr_event = state.get(JOIN_RULES_KEY)
         jr = jr_event.content if jr_event is not None else {}

@@ -101,6 +101,18 @@ class AccountStore:
 
         return self.db.run_read("get_user", txn)
 
+    def upgrade_guest(self, user_id: str, password_hash: str) -> Deferred[bool]:
+        """Make a guest account a full one with a password; False if it is not a live guest."""
+
+        def txn(t: Txn) -> bool:
+            t.execute(
+                "UPDATE users SET is_guest = ?, password_hash = ? WHERE user_id = ? AND is_guest = ? AND deactivated = ?",
+                (False, password_hash, user_id, True, False),
+            )
+            return bool(t.rowcount)
+
+        return self.db.run_interaction("upgrade_guest", txn)
+
     def set_password_hash(self, user_id: str, password_hash: str | None) -> Deferred[None]:
         return self.db.execute(
             "set_password_hash", "UPDATE users SET password_hash = ? WHERE user_id = ?", password_hash, user_id
@@ -134,25 +146,27 @@ class AccountStore:
         now_ms: int,
         *,
         new_only: bool = False,
-    ) -> Deferred[list[str] | None]:
+    ) -> Deferred[tuple[bool, list[str]] | None]:
         """Create (or reuse) a device and, if given, an access token for it: one transaction.
 
         Logging in again with an existing device ID replaces that device's old tokens
         (client-server-api §Relationship between access tokens and devices) and keeps
         its display name (login.yaml: ``initial_device_display_name`` is ignored for a
-        known device). Returns the hashes of the tokens replaced, for cache
-        invalidation; with ``new_only`` an existing device is left alone and the
-        result is None (a generated ID that collided).
+        known device). Returns whether the device is new (other users' device lists
+        change) and the hashes of the tokens replaced, for cache invalidation; with
+        ``new_only`` an existing device is left alone and the result is None (a
+        generated ID that collided).
         """
 
-        def txn(t: Txn) -> list[str] | None:
+        def txn(t: Txn) -> tuple[bool, list[str]] | None:
             t.execute(
                 "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (user_id, device_id) DO NOTHING",
                 (user_id, device_id, display_name, now_ms),
             )
             replaced: list[str] = []
-            if t.rowcount == 0:  # the device exists
+            created = t.rowcount != 0
+            if not created:  # the device exists
                 if new_only:
                     return None
                 replaced = self._delete_device_tokens_txn(t, user_id, device_id)
@@ -161,7 +175,7 @@ class AccountStore:
                     "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts) VALUES (?, ?, ?, ?)",
                     (token_hash, user_id, device_id, now_ms),
                 )
-            return replaced
+            return created, replaced
 
         return self.db.run_interaction("create_device_and_token", txn)
 
@@ -256,6 +270,19 @@ class AccountStore:
             user_id,
             device_id,
         )
+
+    def get_device_connections(self, user_id: str) -> Deferred[list[tuple[str, str | None, int | None, str | None]]]:
+        """(device_id, last_seen_ip, last_seen_ts, last_seen_user_agent) for each of the user's devices."""
+
+        def txn(t: Txn) -> list[tuple[str, str | None, int | None, str | None]]:
+            rows = t.query(
+                "SELECT device_id, last_seen_ip, last_seen_ts, last_seen_user_agent FROM devices"
+                " WHERE user_id = ? ORDER BY device_id",
+                (user_id,),
+            )
+            return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+        return self.db.run_read("get_device_connections", txn)
 
     def delete_other_tokens(self, user_id: str, keep_device_id: str | None) -> Deferred[list[str]]:
         """Log out every device but ``keep_device_id``: deletes those devices and tokens."""

@@ -23,7 +23,8 @@ JsonDict = dict[str, Any]
 class BackupVersion:
     version: int
     algorithm: str
-    auth_data: JsonDict
+    #: an object per key_backup.yaml; a string from clients that Synapse also accepts
+    auth_data: JsonDict | str
     etag: int
     count: int
 
@@ -33,7 +34,7 @@ class RoomKey:
     first_message_index: int
     forwarded_count: int
     is_verified: bool
-    session_data: JsonDict
+    session_data: JsonDict | str
 
     def to_json(self) -> JsonDict:
         return {
@@ -85,7 +86,7 @@ class KeyBackupStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create_version(self, user_id: str, algorithm: str, auth_data: JsonDict) -> Deferred[int]:
+    def create_version(self, user_id: str, algorithm: str, auth_data: JsonDict | str) -> Deferred[int]:
         def txn(t: Txn) -> int:
             row = t.query_one("SELECT MAX(version) FROM e2e_room_keys_versions WHERE user_id = ?", (user_id,))
             version = (int(row[0]) if row and row[0] is not None else 0) + 1
@@ -102,7 +103,7 @@ class KeyBackupStore:
         """A live version (None: the current one)."""
         return self.db.run_read("backup_get_version", _version_row_txn, user_id, version)
 
-    def update_auth_data(self, user_id: str, version: int, auth_data: JsonDict) -> Deferred[bool]:
+    def update_auth_data(self, user_id: str, version: int, auth_data: JsonDict | str) -> Deferred[bool]:
         def txn(t: Txn) -> bool:
             t.execute(
                 "UPDATE e2e_room_keys_versions SET auth_data = ? WHERE user_id = ? AND version = ? AND deleted = ?",

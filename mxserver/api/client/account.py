@@ -9,6 +9,7 @@ from mxserver.accounts.account import AccountHandler
 from mxserver.accounts.auth import Auth
 from mxserver.api.client.uia import uia_request
 from mxserver.api.http import JsonDict, get_bool, get_str, json_body, route
+from mxserver.identifier_checks import check_user_id
 
 
 class AccountServlet:
@@ -52,3 +53,8 @@ class AccountServlet:
     async def threepids(self, request: IRequest) -> JsonDict:
         await self.auth.get_user(request)
         return {"threepids": []}
+
+    @route("GET", "/_matrix/client/v3/admin/whois/{user_id}", "/_matrix/client/r0/admin/whois/{user_id}")
+    async def whois(self, request: IRequest, user_id: str) -> JsonDict:
+        requester = await self.auth.get_user(request)
+        return await self.account.whois(requester, check_user_id(user_id))

@@ -65,14 +65,16 @@ class KeysServlet:
             requester.user_id, StreamToken.parse(raw_from), StreamToken.parse(raw_to)
         )
 
-    @route("POST", "/_matrix/client/v3/keys/device_signing/upload")
+    # The unstable paths are where cross-signing lived before v1.1 (MSC1756); Synapse still
+    # serves them and SyTest (08-cross-signing.pl) uses them.
+    @route("POST", "/_matrix/client/v3/keys/device_signing/upload", "/_matrix/client/unstable/keys/device_signing/upload")
     async def device_signing_upload(self, request: IRequest) -> JsonDict:
         requester = await self.auth.get_user(request)
         body = json_body(request)
         await self.cross_signing.upload_keys(requester, body, uia_request(request, body))
         return {}
 
-    @route("POST", "/_matrix/client/v3/keys/signatures/upload")
+    @route("POST", "/_matrix/client/v3/keys/signatures/upload", "/_matrix/client/unstable/keys/signatures/upload")
     async def signatures_upload(self, request: IRequest) -> JsonDict:
         requester = await self.auth.get_user(request)
         return await self.cross_signing.upload_signatures(requester, json_body(request))

@@ -39,6 +39,16 @@ def _reason(body: JsonDict) -> str | None:
     return get_str(body, "reason", None)
 
 
+def _extra_join_content(body: JsonDict) -> JsonDict:
+    """Keys of a join body other than the ones joining.yaml defines, kept in the member event.
+
+    The spec defines only ``reason`` and ``third_party_signed``; Synapse puts the rest of the
+    body into the join event's content (SyTest "POST /join/:room_id can join a room with custom
+    content"), and so does mxserver. The handler decides which keys it will not take.
+    """
+    return {k: v for k, v in body.items() if k not in ("reason", "third_party_signed")}
+
+
 def _no_third_party(body: JsonDict) -> None:
     if body.get("third_party_signed") is not None:
         raise invalid_param("third_party_signed is not supported: this server does not do third-party invites")
@@ -56,7 +66,9 @@ class MembershipServlet:
         requester = await self.auth.get_user(request, allow_guest=True)
         body = json_body(request, allow_empty=True)
         _no_third_party(body)
-        room_id = await self.membership.join(requester, room_id_or_alias, _reason(body), _via(request))
+        room_id = await self.membership.join(
+            requester, room_id_or_alias, _reason(body), _via(request), extra_content=_extra_join_content(body)
+        )
         return {"room_id": room_id}
 
     @route("POST", *_paths("/rooms/{room_id}/join"))
@@ -64,7 +76,9 @@ class MembershipServlet:
         requester = await self.auth.get_user(request, allow_guest=True)
         body = json_body(request, allow_empty=True)
         _no_third_party(body)
-        room_id = await self.membership.join(requester, check_room_id(room_id), _reason(body))
+        room_id = await self.membership.join(
+            requester, check_room_id(room_id), _reason(body), extra_content=_extra_join_content(body)
+        )
         return {"room_id": room_id}
 
     @route("POST", *_paths("/knock/{room_id_or_alias}"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.web.iweb import IRequest
 
-from mxserver.accounts.registration import RegistrationHandler
+from mxserver.accounts.registration import RegistrationHandler, RegistrationParams
 from mxserver.api.client.devices import device_id_param, display_name_param
 from mxserver.api.client.uia import uia_request
 from mxserver.api.http import JsonDict, client_ip, get_bool, get_str, json_body, query_str, route
@@ -29,15 +29,19 @@ class RegisterServlet:
             return await self.registration.register_guest(display_name_param(body, "initial_device_display_name"), ip)
         body = json_body(request)
         get_bool(body, "refresh_token", False)  # type-checked only: no refresh tokens are issued
-        return await self.registration.register(
-            username=get_str(body, "username", None),
-            password=get_str(body, "password", None),
-            device_id=device_id_param(body),
-            device_display_name=display_name_param(body, "initial_device_display_name"),
-            inhibit_login=get_bool(body, "inhibit_login", False),
-            uia=uia_request(request, body),
-            ip=ip,
-        )
+        params: RegistrationParams | None = None
+        if set(body) - {"auth"}:
+            # A body of only `auth` continues a session with the parameters it remembers.
+            params = RegistrationParams(
+                username=get_str(body, "username", None),
+                password=get_str(body, "password", None),
+                device_id=device_id_param(body),
+                device_display_name=display_name_param(body, "initial_device_display_name"),
+                inhibit_login=get_bool(body, "inhibit_login", False),
+                guest_access_token=get_str(body, "guest_access_token", None),
+            )
+        uia = uia_request(request, body, params)
+        return await self.registration.register(params, uia, ip)
 
     @route("GET", "/_matrix/client/v3/register/available")
     async def available(self, request: IRequest) -> JsonDict:
