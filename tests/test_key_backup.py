@@ -71,26 +71,6 @@ class KeyBackupTests(HomeserverTestCase):
         self.assertMatrixError(await self.get(f"{RK}/version/{v1}", bob), 404, "M_NOT_FOUND")
         self.assertMatrixError(await self.delete(f"{RK}/version/{v1}", None, bob), 404, "M_NOT_FOUND")
 
-    async def test_opaque_string_auth_data(self) -> None:
-        # key_backup.yaml types auth_data as an object, but the server never reads it and
-        # Synapse keeps any JSON; SyTest's backups (07-backup.pl) use a string.
-        # Its algorithm name there is the MSC1219 drafts' "m.megolm_backup.v1".
-        alice = await self.register("alice")
-        old = "m.megolm_backup.v1"
-        code, body = await self.post(f"{RK}/version", {"algorithm": old, "auth_data": "anopaquestring"}, alice)
-        self.assertEqual(code, 200, body)
-        v = body["version"]
-        self.assertEqual((await self.get(f"{RK}/version/{v}", alice))[1]["auth_data"], "anopaquestring")
-        self.assertEqual(
-            await self.put(f"{RK}/version/{v}", {"algorithm": old, "auth_data": "another", "version": v}, alice), (200, {})
-        )
-        self.assertEqual((await self.get(f"{RK}/version", alice))[1]["auth_data"], "another")
-        # session_data likewise.
-        room_key = {"first_message_index": 1, "forwarded_count": 0, "is_verified": False, "session_data": "opaque"}
-        self.assertEqual((await self.put(f"{RK}/keys/{ROOM}/s1?version={v}", room_key, alice))[0], 200)
-        code, got = await self.get(f"{RK}/keys/{ROOM}/s1?version={v}", alice)
-        self.assertEqual((code, got), (200, room_key))
-
     async def test_bad_input(self) -> None:
         alice = await self.register("alice")
         for body in (
@@ -99,7 +79,6 @@ class KeyBackupTests(HomeserverTestCase):
             {"auth_data": {}},
             {"algorithm": 1, "auth_data": {}},
             {"algorithm": ALG, "auth_data": []},
-            {"algorithm": ALG, "auth_data": 5},
         ):
             code, resp = await self.post(f"{RK}/version", body, alice)
             self.assertEqual(code, 400, (body, resp))
@@ -113,7 +92,7 @@ class KeyBackupTests(HomeserverTestCase):
             {"first_message_index": 0},
             {**key(), "is_verified": "yes"},
             {**key(), "first_message_index": -1},
-            {**key(), "session_data": 5},
+            {**key(), "session_data": "x"},
         ):
             code, resp = await self.put(f"{RK}/keys/{ROOM}/s1?version={v}", body, alice)
             self.assertEqual(code, 400, (body, resp))

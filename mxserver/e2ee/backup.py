@@ -16,10 +16,7 @@ from mxserver.storage.e2ee_backup import KeyBackupStore, RoomKey, VersionNotFoun
 
 JsonDict = dict[str, Any]
 
-#: key_backup.yaml's one algorithm, and "m.megolm_backup.v1", its name in the MSC1219 drafts,
-#: which Synapse still accepts (it accepts any) and SyTest's 07-backup.pl uses. The server never
-#: interprets either (it stores what clients encrypt), so the old name costs nothing.
-ALGORITHMS = ("m.megolm_backup.v1.curve25519-aes-sha2", "m.megolm_backup.v1")
+ALGORITHMS = ("m.megolm_backup.v1.curve25519-aes-sha2",)
 #: one upload's bound (a whole backup may be uploaded in chunks)
 MAX_KEYS_PER_UPLOAD = 10_000
 MAX_ID_LENGTH = 255
@@ -50,9 +47,7 @@ def parse_room_key(obj: Any, what: str) -> RoomKey:
             raise bad_json(f"'{what}.{name}' must be a non-negative integer")
     if not isinstance(verified, bool):
         raise bad_json(f"'{what}.is_verified' must be a boolean")
-    # An object per key_backup_data.yaml; a string kept as opaque too, as for auth_data
-    # (Synapse stores any JSON; SyTest's 07-backup.pl sends strings).
-    if not isinstance(data, (dict, str)):
+    if not isinstance(data, dict):
         raise bad_json(f"'{what}.session_data' must be an object")
     return RoomKey(fmi, fc, verified, data)
 
@@ -84,7 +79,7 @@ class KeyBackupHandler:
         self.store = store
 
     @staticmethod
-    def _parse_version_body(body: JsonDict) -> tuple[str, JsonDict | str]:
+    def _parse_version_body(body: JsonDict) -> tuple[str, JsonDict]:
         algorithm = body.get("algorithm")
         auth_data = body.get("auth_data")
         if algorithm is None:
@@ -93,10 +88,7 @@ class KeyBackupHandler:
             raise missing_param("Missing 'auth_data'")
         if not isinstance(algorithm, str):
             raise bad_json("'algorithm' must be a string")
-        # key_backup.yaml types auth_data as an object; Synapse stores any JSON there, and
-        # SyTest's backups (07-backup.pl) use a string. The server never reads it, so an
-        # opaque string is kept as well; anything else is refused.
-        if not isinstance(auth_data, (dict, str)):
+        if not isinstance(auth_data, dict):
             raise bad_json("'auth_data' must be an object")
         if algorithm not in ALGORITHMS:
             raise invalid_param(f"Unsupported backup algorithm {algorithm!r}")

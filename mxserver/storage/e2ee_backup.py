@@ -23,8 +23,7 @@ JsonDict = dict[str, Any]
 class BackupVersion:
     version: int
     algorithm: str
-    #: an object per key_backup.yaml; a string from clients that Synapse also accepts
-    auth_data: JsonDict | str
+    auth_data: JsonDict
     etag: int
     count: int
 
@@ -34,7 +33,7 @@ class RoomKey:
     first_message_index: int
     forwarded_count: int
     is_verified: bool
-    session_data: JsonDict | str
+    session_data: JsonDict
 
     def to_json(self) -> JsonDict:
         return {
@@ -86,7 +85,7 @@ class KeyBackupStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create_version(self, user_id: str, algorithm: str, auth_data: JsonDict | str) -> Deferred[int]:
+    def create_version(self, user_id: str, algorithm: str, auth_data: JsonDict) -> Deferred[int]:
         def txn(t: Txn) -> int:
             row = t.query_one("SELECT MAX(version) FROM e2e_room_keys_versions WHERE user_id = ?", (user_id,))
             version = (int(row[0]) if row and row[0] is not None else 0) + 1
@@ -103,7 +102,7 @@ class KeyBackupStore:
         """A live version (None: the current one)."""
         return self.db.run_read("backup_get_version", _version_row_txn, user_id, version)
 
-    def update_auth_data(self, user_id: str, version: int, auth_data: JsonDict | str) -> Deferred[bool]:
+    def update_auth_data(self, user_id: str, version: int, auth_data: JsonDict) -> Deferred[bool]:
         def txn(t: Txn) -> bool:
             t.execute(
                 "UPDATE e2e_room_keys_versions SET auth_data = ? WHERE user_id = ? AND version = ? AND deleted = ?",
