@@ -557,6 +557,7 @@ class Homeserver(service.MultiService):
             sources=self.sync_sources,
             notifier=self.notifier,
             read_positions=self.receipts,
+            ignored=self.account_data,
             on_sync=self.presence_handler.user_synced,
             clock=self.clock,
         )

@@ -68,6 +68,58 @@ class SyncStore:
 
         return await self.db.run_read("sync_recent_events", txn)
 
+    async def membership_history(
+        self, room_nids: Sequence[int], user_id: str, since: int
+    ) -> dict[int, tuple[str | None, list[str]]]:
+        """For each room: the user's membership at ``since`` (None if it had none) and its
+        memberships after it, oldest first. /sync asks only for the rooms whose membership row
+        moved after ``since``: to tell a (re)join from a profile change."""
+
+        def membership(raw: str) -> str | None:
+            value = json.loads(raw).get("content", {}).get("membership")
+            return value if isinstance(value, str) else None
+
+        def txn(t: Txn) -> dict[int, tuple[str | None, list[str]]]:
+            out: dict[int, tuple[str | None, list[str]]] = {}
+            where = f"room_nid = ? AND type = 'm.room.member' AND state_key = ? AND {_TIMELINE}"
+            for room_nid in room_nids:
+                before = t.query_one(
+                    f"SELECT json FROM events WHERE {where} AND stream_ordering <= ? ORDER BY stream_ordering DESC LIMIT 1",
+                    (room_nid, user_id, False, since),
+                )
+                after = t.query(
+                    f"SELECT json FROM events WHERE {where} AND stream_ordering > ? ORDER BY stream_ordering",
+                    (room_nid, user_id, False, since),
+                )
+                changes = [m for m in (membership(r[0]) for r in after) if m is not None]
+                out[room_nid] = (membership(before[0]) if before else None, changes)
+            return out
+
+        return await self.db.run_read("sync_membership_history", txn)
+
+    async def room_names(self, room_nids: Sequence[int]) -> set[int]:
+        """The rooms with a non-empty ``m.room.name`` or ``m.room.canonical_alias`` (one query for all)."""
+        def txn(t: Txn) -> set[int]:
+            named: set[int] = set()
+            for i in range(0, len(room_nids), 500):
+                chunk = room_nids[i : i + 500]
+                marks = ", ".join("?" for _ in chunk)
+                rows = t.query(
+                    "SELECT c.room_nid, c.type, e.json FROM current_state c JOIN events e ON e.event_id = c.event_id"
+                    f" WHERE c.room_nid IN ({marks}) AND c.state_key = ''"
+                    " AND c.type IN ('m.room.name', 'm.room.canonical_alias')",
+                    list(chunk),
+                )
+                for room_nid, etype, raw in rows:
+                    content = json.loads(raw).get("content", {})
+                    if (etype == "m.room.name" and content.get("name")) or (
+                        etype == "m.room.canonical_alias" and content.get("alias")
+                    ):
+                        named.add(room_nid)
+            return named
+
+        return await self.db.run_read("sync_room_names", txn) if room_nids else set()
+
     async def snapshots_at(self, positions: Sequence[tuple[int, int]]) -> dict[int, int | None]:
         """For each ``(room_nid, position)``: the state snapshot after the room's last event at or before it."""
 
