@@ -78,6 +78,7 @@ class _RoomPlan:
     after: int | None  # timeline lower bound (exclusive); None = from the start (initial/full/new)
     upto: int  # timeline upper bound (inclusive)
     since_state: int | None  # room position of the client's last sync (for state deltas)
+    newly_joined: bool = False  # (re)joined since the client's last sync
 
 
 class SyncHandler:
@@ -208,8 +209,9 @@ class SyncHandler:
 
         plans: list[_RoomPlan] = []
         for m in joined:
-            if initial or full_state or newly_joined(m):
-                plans.append(_RoomPlan(m, None, now.room, None))
+            newly = not initial and newly_joined(m)
+            if initial or full_state or newly:
+                plans.append(_RoomPlan(m, None, now.room, None, newly_joined=newly))
             elif self._room_source.room_changed_since(m.room_id, since_room):  # type: ignore[arg-type]
                 plans.append(_RoomPlan(m, since_room, now.room, since_room))
             elif m.room_id in ephemeral or m.room_id in room_ad:
@@ -221,8 +223,9 @@ class SyncHandler:
                 continue
             if (initial and sync_filter.include_leave) or (since_room is not None and m.stream_ordering > since_room):
                 # The timeline of a left room stops at the leave.
-                after = None if initial or full_state or newly_joined(m) else since_room
-                leave_plans.append(_RoomPlan(m, after, m.stream_ordering, after))
+                newly = not initial and newly_joined(m)
+                after = None if initial or full_state or newly else since_room
+                leave_plans.append(_RoomPlan(m, after, m.stream_ordering, after, newly_joined=newly))
 
         ignored = await self._ignored.ignored_users(user_id)
         if initial or full_state:
@@ -312,14 +315,22 @@ class SyncHandler:
             state_events = await self._state_events(state_ids, start, timeline, sync_filter, requester, incremental)
             room_ephemeral = ephemeral.get(m.room_id, []) if joined else []
             room_data = room_ad.get(m.room_id, [])
-            if incremental and not (timeline or state_events or room_ephemeral or room_data):
+            if not joined and not timeline:
+                own = await self._events.get_event(m.event_id)
+                if own is not None and own.metadata.outlier:
+                    # An out-of-band leave (a rejected invite through another server) is in no
+                    # timeline of ours: it is the timeline (as Synapse).
+                    timeline = [own]
+            if joined and incremental and not (timeline or state_events or room_ephemeral or room_data):
                 # Nothing this filter lets through changed: the room is left out (as Synapse does),
                 # e.g. a membership change the timeline filter drops.
                 continue
             room: dict[str, Any] = {
                 "timeline": {
                     "events": await self._format(sync_filter, timeline, viewer),
-                    "limited": limited,
+                    # A room new to the client is always "limited" (as Synapse): what came before
+                    # the join is history it has not seen.
+                    "limited": limited or plan.newly_joined,
                     "prev_batch": room_token((timeline[0].metadata.stream_ordering or 1) - 1 if timeline else plan.upto),
                 },
                 "state": {"events": await self._format(sync_filter, state_events, viewer)},
