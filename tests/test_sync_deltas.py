@@ -229,3 +229,19 @@ class RoomReadTests(HomeserverTestCase):
         self.assertEqual(await found(bob), [])
         await self.set_state(alice, room, "m.room.join_rules", {"join_rule": "public"})
         self.assertEqual(await found(bob), [bob.user_id])
+
+    async def test_messages_forwards_from_a_sync_token_gives_an_end_token(self) -> None:
+        alice = await self.register("alice")
+        room = await self.create_room(alice, preset="public_chat")
+        since = (await self.sync(alice))["next_batch"]
+        ev = await self.send_message(alice, room, "2")
+        code, page = await self.messages(alice, room, dir="f", **{"from": since})
+        self.assertEqual(code, 200, page)
+        self.assertEqual([e["event_id"] for e in page["chunk"]], [ev])
+        # the live edge: a token to go on from once more arrives, none once nothing came
+        code, rest = await self.messages(alice, room, dir="f", **{"from": page["end"]})
+        self.assertEqual((code, rest["chunk"]), (200, []))
+        self.assertNotIn("end", rest)
+        later = await self.send_message(alice, room, "3")
+        code, more = await self.messages(alice, room, dir="f", **{"from": page["end"]})
+        self.assertEqual([e["event_id"] for e in more["chunk"]], [later])

@@ -272,7 +272,10 @@ class HistoryHandler:
                 chunk += rest
         viewer = (user_id, requester.device_id)
         out: dict[str, Any] = {"start": start, "chunk": await self.serializer.serialize(chunk, viewer=viewer)}
-        if more:
+        if more or (not backwards and chunk and to_pos is None):
+            # Forwards to the live edge: events may still come after the last one, so the client
+            # gets a token to go on from (as Synapse; SyTest "A next_batch token can be used in the
+            # v1 messages API"). Backwards, no 'end' once the start of the room is reached.
             out["end"] = room_token(pos)
         if filt.lazy_load_members:
             out["state"] = await self._member_state(chunk, viewer)
