@@ -539,7 +539,7 @@ class Homeserver(service.MultiService):
             self.sync_room_source,
             sources.TypingSource(self.typing_handler),
             sources.ReceiptsSource(self.receipts),
-            sources.PresenceSource(self.presence_handler),
+            sources.PresenceSource(self.presence_handler, self.sync_room_source, self.room_members, sync_store),
             sources.AccountDataSource(self.account_data),
             sources.ToDeviceSource(self.to_device),
             sources.DeviceListsSource(self.device_lists),

@@ -107,6 +107,35 @@ class SyncDeltaTests(HomeserverTestCase):
         self.assertEqual(summary, {"m.joined_member_count": 2, "m.invited_member_count": 0})
 
 
+class NewlySharedPresenceTests(HomeserverTestCase):
+    async def _presence(self, body: dict[str, Any], viewer: TestUser) -> list[str]:
+        return [e["sender"] for e in body["presence"]["events"] if e["sender"] != viewer.user_id]
+
+    async def test_presence_of_members_met_by_joining(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        room = await self.create_room(alice, preset="public_chat")
+        await self.sync(alice)  # alice is online
+        since = (await self.sync(bob))["next_batch"]
+        await self.join(bob, room)
+        body = await self.sync(bob, since)
+        self.assertEqual(await self._presence(body, bob), [alice.user_id])
+        # only once
+        self.assertEqual(await self._presence(await self.sync(bob, body["next_batch"]), bob), [])
+
+    async def test_presence_of_members_who_join(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        room = await self.create_room(alice, preset="public_chat")
+        await self.sync(bob)  # bob is online, sharing no room with alice yet
+        since = (await self.sync(alice))["next_batch"]
+        await self.send_message(alice, room, "before")
+        since = (await self.sync(alice, since))["next_batch"]
+        await self.join(bob, room)
+        body = await self.sync(alice, since)
+        self.assertEqual(await self._presence(body, alice), [bob.user_id])
+
+
 class LazyMembersTests(HomeserverTestCase):
     LL = {"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 10}}}
 

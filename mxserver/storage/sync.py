@@ -97,6 +97,26 @@ class SyncStore:
 
         return await self.db.run_read("sync_membership_history", txn)
 
+    async def joins_between(self, room_nids: Sequence[int], after: int, upto: int) -> set[str]:
+        """Users whose current membership of one of the rooms is a join made in (after, upto]."""
+
+        def txn(t: Txn) -> set[str]:
+            out: set[str] = set()
+            for i in range(0, len(room_nids), 500):
+                chunk = list(room_nids[i : i + 500])
+                marks = ", ".join("?" for _ in chunk)
+                out.update(
+                    r[0]
+                    for r in t.query(
+                        f"SELECT user_id FROM room_memberships WHERE room_nid IN ({marks}) AND membership = 'join'"
+                        " AND stream_ordering > ? AND stream_ordering <= ?",
+                        (*chunk, after, upto),
+                    )
+                )
+            return out
+
+        return await self.db.run_read("sync_joins_between", txn)
+
     async def room_names(self, room_nids: Sequence[int]) -> set[int]:
         """The rooms with a non-empty ``m.room.name`` or ``m.room.canonical_alias`` (one query for all)."""
         def txn(t: Txn) -> set[int]:
