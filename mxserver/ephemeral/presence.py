@@ -160,7 +160,8 @@ class PresenceHandler:
         else:
             users = {u for u, pos in self._user_positions.items() if pos > since_pos and u in sharing}
         if since_pos is not None:
-            users |= {u for u in newly_shared if u in sharing and u in self._user_positions}
+            # Even those never seen since start (offline): the client has no presence for them yet.
+            users |= {u for u in newly_shared if u in sharing}
         if not users:
             return []
         ordered = sorted(users)
