@@ -117,28 +117,26 @@ class SyncStore:
 
         return await self.db.run_read("sync_joins_between", txn)
 
-    async def room_names(self, room_nids: Sequence[int]) -> set[int]:
-        """The rooms with a non-empty ``m.room.name`` or ``m.room.canonical_alias`` (one query for all)."""
-        def txn(t: Txn) -> set[int]:
-            named: set[int] = set()
-            for i in range(0, len(room_nids), 500):
-                chunk = room_nids[i : i + 500]
-                marks = ", ".join("?" for _ in chunk)
-                rows = t.query(
-                    "SELECT c.room_nid, c.type, e.json FROM current_state c JOIN events e ON e.event_id = c.event_id"
-                    f" WHERE c.room_nid IN ({marks}) AND c.state_key = ''"
-                    " AND c.type IN ('m.room.name', 'm.room.canonical_alias')",
-                    list(chunk),
-                )
-                for room_nid, etype, raw in rows:
-                    content = json.loads(raw).get("content", {})
-                    if (etype == "m.room.name" and content.get("name")) or (
-                        etype == "m.room.canonical_alias" and content.get("alias")
-                    ):
-                        named.add(room_nid)
-            return named
-
-        return await self.db.run_read("sync_room_names", txn) if room_nids else set()
+    @staticmethod
+    def _named_rooms_txn(t: Txn, room_nids: Sequence[int]) -> set[int]:
+        """The rooms with a non-empty ``m.room.name`` or ``m.room.canonical_alias``."""
+        named: set[int] = set()
+        for i in range(0, len(room_nids), 500):
+            chunk = list(room_nids[i : i + 500])
+            marks = ", ".join("?" for _ in chunk)
+            rows = t.query(
+                "SELECT c.room_nid, c.type, e.json FROM current_state c JOIN events e ON e.event_id = c.event_id"
+                f" WHERE c.room_nid IN ({marks}) AND c.state_key = ''"
+                " AND c.type IN ('m.room.name', 'm.room.canonical_alias')",
+                chunk,
+            )
+            for room_nid, etype, raw in rows:
+                content = json.loads(raw).get("content", {})
+                if (etype == "m.room.name" and content.get("name")) or (
+                    etype == "m.room.canonical_alias" and content.get("alias")
+                ):
+                    named.add(room_nid)
+        return named
 
     async def snapshots_at(self, positions: Sequence[tuple[int, int]]) -> dict[int, int | None]:
         """For each ``(room_nid, position)``: the state snapshot after the room's last event at or before it."""
@@ -158,11 +156,15 @@ class SyncStore:
 
         return await self.db.run_read("sync_snapshots_at", txn)
 
-    async def member_summaries(self, room_nids: Sequence[int], user_id: str) -> dict[int, tuple[int, int, list[str]]]:
-        """For each room: (joined count, invited count, up to 5 other members' IDs for heroes)."""
+    async def member_summaries(
+        self, room_nids: Sequence[int], user_id: str
+    ) -> dict[int, tuple[int, int, list[str] | None]]:
+        """For each room: (joined count, invited count, up to 5 other members' IDs for heroes, or
+        None for a room with a name or canonical alias: it needs no heroes)."""
 
-        def txn(t: Txn) -> dict[int, tuple[int, int, list[str]]]:
-            out = {}
+        def txn(t: Txn) -> dict[int, tuple[int, int, list[str] | None]]:
+            named = self._named_rooms_txn(t, room_nids)
+            out: dict[int, tuple[int, int, list[str] | None]] = {}
             for room_nid in room_nids:
                 counts = dict(
                     t.query(
@@ -178,7 +180,7 @@ class SyncStore:
                         (room_nid, user_id),
                     )
                 ]
-                out[room_nid] = (counts.get("join", 0), counts.get("invite", 0), heroes)
+                out[room_nid] = (counts.get("join", 0), counts.get("invite", 0), None if room_nid in named else heroes)
             return out
 
         return await self.db.run_read("sync_member_summaries", txn)

@@ -285,7 +285,6 @@ class SyncHandler:
 
         need_summary = [p.membership.room_nid for p in plans if joined]
         summaries = await self.store.member_summaries(need_summary, user_id) if need_summary else {}
-        named = await self.store.room_names(need_summary) if need_summary else set()
         unread = await self._unread(user_id, [p.membership for p in plans]) if joined else {}
 
         # Timelines first: a filter or history visibility may move a timeline's start (and so
@@ -338,12 +337,12 @@ class SyncHandler:
             }
             if joined:
                 room["ephemeral"] = {"events": room_ephemeral}
-                joined_count, invited_count, heroes = summaries.get(m.room_nid, (0, 0, []))
+                joined_count, invited_count, heroes = summaries.get(m.room_nid, (0, 0, None))
                 summary: dict[str, Any] = {
                     "m.joined_member_count": joined_count,
                     "m.invited_member_count": invited_count,
                 }
-                if m.room_nid not in named:
+                if heroes is not None:
                     # client-server-api §GET /sync: m.heroes is "Required if the room's m.room.name
                     # or m.room.canonical_alias state events are unset or empty"; Synapse leaves it
                     # out otherwise (SyTest 31sync/16room-summary.pl expects that).
