@@ -543,7 +543,7 @@ class Homeserver(service.MultiService):
             self.sync_room_source,
             sources.TypingSource(self.typing_handler),
             sources.ReceiptsSource(self.receipts),
-            sources.PresenceSource(self.presence_handler),
+            sources.PresenceSource(self.presence_handler, self.sync_room_source, self.room_members, sync_store),
             sources.AccountDataSource(self.account_data),
             sources.ToDeviceSource(self.to_device),
             sources.DeviceListsSource(self.device_lists),
@@ -561,6 +561,7 @@ class Homeserver(service.MultiService):
             sources=self.sync_sources,
             notifier=self.notifier,
             read_positions=self.receipts,
+            ignored=self.account_data,
             on_sync=self.presence_handler.user_synced,
             clock=self.clock,
         )

@@ -207,7 +207,8 @@ class ContextTests(HomeserverTestCase):
         there = await self.send_message(alice, other, "y")
         self.assertMatrixError(await self.get(f"{C}/rooms/{q(room)}/context/{q('$nope')}", alice), 404, "M_NOT_FOUND")
         self.assertMatrixError(await self.get(f"{C}/rooms/{q(room)}/context/{q(there)}", alice), 404, "M_NOT_FOUND")
-        self.assertMatrixError(await self.get(f"{C}/rooms/{q(room)}/context/{q(here)}", bob), 404, "M_NOT_FOUND")
+        # a user never in a room that is not world readable may not read it (403, as /messages)
+        self.assertMatrixError(await self.get(f"{C}/rooms/{q(room)}/context/{q(here)}", bob), 403, "M_FORBIDDEN")
         self.assertMatrixError(await self.get(f"{C}/rooms/{q(room)}/context/bad", alice), 400, "M_INVALID_PARAM")
         self.assertMatrixError(
             await self.get(f"{C}/rooms/{q(room)}/context/{q(here)}?limit=x", alice), 400, "M_INVALID_PARAM"

@@ -49,9 +49,11 @@ class RoomStateTests(HomeserverTestCase):
         code, ev = await self.get(f"{C}/rooms/{q(room)}/state/m.room.name/?format=event", alice)
         self.assertEqual(ev["content"], {"name": "Two"})
         self.assertEqual(ev["unsigned"]["prev_content"], {"name": "One"})
-        # a PUT identical to the current state is simply sent again
+        # a PUT identical to the current state (same sender) sends nothing: the current event's ID
         again = await self.set_state(alice, room, "m.room.name", {"name": "Two"})
-        self.assertNotEqual(again, body["event_id"])
+        self.assertEqual(again, body["event_id"])
+        code, ev = await self.get(f"{C}/rooms/{q(room)}/state/m.room.name/?format=event", alice)
+        self.assertEqual(ev["event_id"], body["event_id"])
 
     async def test_state_keys_with_slashes_and_user_ids(self) -> None:
         alice = await self.register("alice")

@@ -24,7 +24,7 @@ The IPresence module keeps each user's state; this handler decides the rest:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -136,13 +136,17 @@ class PresenceHandler:
         self._schedule(user_id, self._idle_after, self._went_idle)
         await self._woken(user_id)
 
-    async def presence_for_sync(self, user_id: str, since_pos: int | None) -> list[dict[str, Any]]:
+    async def presence_for_sync(
+        self, user_id: str, since_pos: int | None, newly_shared: Iterable[str] = ()
+    ) -> list[dict[str, Any]]:
         """``m.presence`` events for /sync: users sharing a room with ``user_id``, and the user.
 
         Incremental (``since_pos`` given): those whose presence changed after
-        ``since_pos``. Initial (None, or a token from before a restart): every
-        one of them this server has presence for (a user never seen since
-        start is offline, which clients assume anyway), and always the user.
+        ``since_pos``, and ``newly_shared`` (users who came to share a room with
+        it since then) whatever their last change. Initial (None, or a token from
+        before a restart): every one of them this server has presence for (a user
+        never seen since start is offline, which clients assume anyway), and
+        always the user.
         """
         if not self.enabled:
             return []
@@ -155,6 +159,9 @@ class PresenceHandler:
             users = {u for u in sharing if self._user_positions.get(u, 0) > since_pos}
         else:
             users = {u for u, pos in self._user_positions.items() if pos > since_pos and u in sharing}
+        if since_pos is not None:
+            # Even those never seen since start (offline): the client has no presence for them yet.
+            users |= {u for u in newly_shared if u in sharing}
         if not users:
             return []
         ordered = sorted(users)

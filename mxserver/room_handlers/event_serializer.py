@@ -47,6 +47,18 @@ class EventSerializer:
             )
         return out
 
+    def federation_format(self, event: Event) -> dict[str, Any]:
+        """filter.yaml ``event_format: federation``: the PDU as sent over federation (redacted if
+        it was), with its ``event_id`` and ``unsigned.age`` as Synapse adds them."""
+        pdu = event.get_pdu_json()
+        if event.metadata.redacted_by:
+            pdu = redact_pdu(pdu, event.room_version)
+        pdu["event_id"] = event.event_id
+        unsigned = dict(pdu.get("unsigned") or {})
+        unsigned["age"] = int(self._clock.seconds() * 1000) - int(pdu.get("origin_server_ts", 0))
+        pdu["unsigned"] = unsigned
+        return pdu
+
     async def serialize_one(self, event: Event, viewer: tuple[str, str | None] | None = None) -> dict[str, Any]:
         return (await self.serialize([event], viewer))[0]
 

@@ -86,9 +86,20 @@ class MessageHandler:
     ) -> str:
         """PUT /rooms/{roomId}/state/{eventType}/{stateKey}: the new event's ID.
 
-        A PUT equal to the current state is sent again (room_state.yaml allows either).
+        A PUT equal to the current state (same content, same sender) from a joined user answers
+        the current event's ID and sends nothing: room_state.yaml is silent, and this is what
+        Synapse does (SyTest "Setting state twice is idempotent").
         """
         self.ratelimit.check(requester.user_id)
+        current = await self.room_server.current_state_event(room_id, event_type, state_key)
+        if (
+            current is not None
+            and current.sender == requester.user_id
+            and current.content == content
+            and not current.metadata.redacted_by
+            and await self.room_server.membership(room_id, requester.user_id) == "join"
+        ):
+            return current.event_id
         if event_type == "m.room.canonical_alias":
             # room_state.yaml: new aliases must be valid and point to this room.
             await self.directory.validate_canonical_alias(room_id, content)

@@ -68,6 +68,76 @@ class SyncStore:
 
         return await self.db.run_read("sync_recent_events", txn)
 
+    async def membership_history(
+        self, room_nids: Sequence[int], user_id: str, since: int
+    ) -> dict[int, tuple[str | None, list[str]]]:
+        """For each room: the user's membership at ``since`` (None if it had none) and its
+        memberships after it, oldest first. /sync asks only for the rooms whose membership row
+        moved after ``since``: to tell a (re)join from a profile change."""
+
+        def membership(raw: str) -> str | None:
+            value = json.loads(raw).get("content", {}).get("membership")
+            return value if isinstance(value, str) else None
+
+        def txn(t: Txn) -> dict[int, tuple[str | None, list[str]]]:
+            out: dict[int, tuple[str | None, list[str]]] = {}
+            where = f"room_nid = ? AND type = 'm.room.member' AND state_key = ? AND {_TIMELINE}"
+            for room_nid in room_nids:
+                before = t.query_one(
+                    f"SELECT json FROM events WHERE {where} AND stream_ordering <= ? ORDER BY stream_ordering DESC LIMIT 1",
+                    (room_nid, user_id, False, since),
+                )
+                after = t.query(
+                    f"SELECT json FROM events WHERE {where} AND stream_ordering > ? ORDER BY stream_ordering",
+                    (room_nid, user_id, False, since),
+                )
+                changes = [m for m in (membership(r[0]) for r in after) if m is not None]
+                out[room_nid] = (membership(before[0]) if before else None, changes)
+            return out
+
+        return await self.db.run_read("sync_membership_history", txn)
+
+    async def joins_between(self, room_nids: Sequence[int], after: int, upto: int) -> set[str]:
+        """Users whose current membership of one of the rooms is a join made in (after, upto]."""
+
+        def txn(t: Txn) -> set[str]:
+            out: set[str] = set()
+            for i in range(0, len(room_nids), 500):
+                chunk = list(room_nids[i : i + 500])
+                marks = ", ".join("?" for _ in chunk)
+                out.update(
+                    r[0]
+                    for r in t.query(
+                        f"SELECT user_id FROM room_memberships WHERE room_nid IN ({marks}) AND membership = 'join'"
+                        " AND stream_ordering > ? AND stream_ordering <= ?",
+                        (*chunk, after, upto),
+                    )
+                )
+            return out
+
+        return await self.db.run_read("sync_joins_between", txn)
+
+    @staticmethod
+    def _named_rooms_txn(t: Txn, room_nids: Sequence[int]) -> set[int]:
+        """The rooms with a non-empty ``m.room.name`` or ``m.room.canonical_alias``."""
+        named: set[int] = set()
+        for i in range(0, len(room_nids), 500):
+            chunk = list(room_nids[i : i + 500])
+            marks = ", ".join("?" for _ in chunk)
+            rows = t.query(
+                "SELECT c.room_nid, c.type, e.json FROM current_state c JOIN events e ON e.event_id = c.event_id"
+                f" WHERE c.room_nid IN ({marks}) AND c.state_key = ''"
+                " AND c.type IN ('m.room.name', 'm.room.canonical_alias')",
+                chunk,
+            )
+            for room_nid, etype, raw in rows:
+                content = json.loads(raw).get("content", {})
+                if (etype == "m.room.name" and content.get("name")) or (
+                    etype == "m.room.canonical_alias" and content.get("alias")
+                ):
+                    named.add(room_nid)
+        return named
+
     async def snapshots_at(self, positions: Sequence[tuple[int, int]]) -> dict[int, int | None]:
         """For each ``(room_nid, position)``: the state snapshot after the room's last event at or before it."""
 
@@ -86,11 +156,15 @@ class SyncStore:
 
         return await self.db.run_read("sync_snapshots_at", txn)
 
-    async def member_summaries(self, room_nids: Sequence[int], user_id: str) -> dict[int, tuple[int, int, list[str]]]:
-        """For each room: (joined count, invited count, up to 5 other members' IDs for heroes)."""
+    async def member_summaries(
+        self, room_nids: Sequence[int], user_id: str
+    ) -> dict[int, tuple[int, int, list[str] | None]]:
+        """For each room: (joined count, invited count, up to 5 other members' IDs for heroes, or
+        None for a room with a name or canonical alias: it needs no heroes)."""
 
-        def txn(t: Txn) -> dict[int, tuple[int, int, list[str]]]:
-            out = {}
+        def txn(t: Txn) -> dict[int, tuple[int, int, list[str] | None]]:
+            named = self._named_rooms_txn(t, room_nids)
+            out: dict[int, tuple[int, int, list[str] | None]] = {}
             for room_nid in room_nids:
                 counts = dict(
                     t.query(
@@ -106,7 +180,7 @@ class SyncStore:
                         (room_nid, user_id),
                     )
                 ]
-                out[room_nid] = (counts.get("join", 0), counts.get("invite", 0), heroes)
+                out[room_nid] = (counts.get("join", 0), counts.get("invite", 0), None if room_nid in named else heroes)
             return out
 
         return await self.db.run_read("sync_member_summaries", txn)

@@ -9,6 +9,7 @@ the persisted ``account_data`` stream and wakes the owner's ``/sync``.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from mxserver.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
@@ -20,6 +21,10 @@ from mxserver.sync.push_rules import PushRulesHandler
 
 PUSH_RULES_TYPE = "m.push_rules"
 FULLY_READ_TYPE = "m.fully_read"
+IGNORED_USERS_TYPE = "m.ignored_user_list"
+
+#: users whose ignore lists are kept in memory (every /sync reads the list)
+IGNORED_CACHE_SIZE = 10_000
 
 #: account_data.md §Server Behaviour: types the server manages; clients may read, not set, them
 SERVER_MANAGED_TYPES = frozenset({FULLY_READ_TYPE, PUSH_RULES_TYPE})
@@ -58,6 +63,8 @@ class AccountDataHandler:
         self._stream = stream
         self._push_rules = push_rules
         self._notifier = notifier
+        #: user -> ignored user IDs; /sync asks on every request, set_account_data refreshes it
+        self._ignored: OrderedDict[str, frozenset[str]] = OrderedDict()
 
     @property
     def current_position(self) -> int:
@@ -92,8 +99,25 @@ class AccountDataHandler:
         if data_type == PUSH_RULES_TYPE:
             raise MatrixError(405, "M_BAD_JSON", "Push rules are changed through the /pushrules API.")
         position = await self._store.set(user_id, GLOBAL if room_id is None else room_id, data_type, content)
+        if room_id is None and data_type == IGNORED_USERS_TYPE:
+            self._ignored.pop(user_id, None)
         self._notifier.notify(user_ids=[user_id])
         return position
+
+    async def ignored_users(self, user_id: str) -> frozenset[str]:
+        """The users ``user_id`` ignores (modules/ignore_users.md: the ``ignored_users`` keys of its
+        global ``m.ignored_user_list``), from memory after the first read: /sync asks on every request."""
+        cached = self._ignored.get(user_id)
+        if cached is not None:
+            self._ignored.move_to_end(user_id)
+            return cached
+        content = await self._store.get(user_id, GLOBAL, IGNORED_USERS_TYPE)
+        ignored = content.get("ignored_users") if content else None
+        users = frozenset(u for u in ignored if isinstance(u, str) and u != user_id) if isinstance(ignored, dict) else frozenset()
+        self._ignored[user_id] = users
+        if len(self._ignored) > IGNORED_CACHE_SIZE:
+            self._ignored.popitem(last=False)
+        return users
 
     # -- tags --------------------------------------------------------------------------
 

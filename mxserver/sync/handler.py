@@ -13,6 +13,7 @@ source (:class:`~mxserver.sync.source_adapters.RoomStreamSource`).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -55,6 +56,18 @@ class ReadPositions(Protocol):
     async def get_read_receipt_stream_orderings(self, user_id: str, room_ids: Iterable[str]) -> Mapping[str, int]: ...
 
 
+class IgnoredUsers(Protocol):
+    """Whom a user ignores (modules/ignore_users.md), asked once per /sync."""
+
+    async def ignored_users(self, user_id: str) -> frozenset[str]: ...
+
+
+#: timeline batches read per room when a filter or history visibility drops events (as Synapse)
+MAX_TIMELINE_ROUNDS = 5
+#: devices whose lazy-loaded members are remembered, and members remembered per device
+LL_CACHE_DEVICES = 10_000
+LL_CACHE_MEMBERS = 200
+
 #: called at the start of every /sync with the user and its ``set_presence`` (presence's hook)
 OnSync = Callable[[str, "str | None"], Awaitable[None]]
 
@@ -65,6 +78,7 @@ class _RoomPlan:
     after: int | None  # timeline lower bound (exclusive); None = from the start (initial/full/new)
     upto: int  # timeline upper bound (inclusive)
     since_state: int | None  # room position of the client's last sync (for state deltas)
+    newly_joined: bool = False  # (re)joined since the client's last sync
 
 
 class SyncHandler:
@@ -83,6 +97,7 @@ class SyncHandler:
         sources: SyncSources,
         notifier: Notifier,
         read_positions: ReadPositions,
+        ignored: IgnoredUsers,
         on_sync: OnSync | None,
         clock: IReactorTime,
     ) -> None:
@@ -96,7 +111,13 @@ class SyncHandler:
         self._sources = sources
         self._notifier = notifier
         self._read_positions = read_positions
+        self._ignored = ignored
         self._on_sync = on_sync
+        #: (user, device) -> {member user ID: member event ID} already sent to that device with a
+        #: lazy-loading filter, so incremental syncs leave them out (filtering §Lazy-loading room
+        #: members: "redundant" membership events). Memory only, bounded: forgetting just means
+        #: sending a member again, which the spec allows.
+        self._ll_sent: OrderedDict[tuple[str, str | None], OrderedDict[str, str]] = OrderedDict()
         self._clock = clock
 
     def room_changed_since(self, room_id: str, position: int) -> bool:
@@ -166,11 +187,31 @@ class SyncHandler:
                 next_positions[source.name] = section.next_position
             has_data = has_data or section.has_data
 
+        # Rooms whose membership row moved since the last sync: a (re)join (full state, as a new
+        # room) or only a profile change (an incremental delta). One query for those rooms only.
+        moved = [
+            m.room_nid
+            for m in memberships
+            if since_room is not None and m.stream_ordering > since_room and m.membership in ("join", "leave", "ban")
+        ]
+        history = await self.store.membership_history(moved, user_id, since_room) if moved else {}  # type: ignore[arg-type]
+
+        def newly_joined(m: MembershipRow) -> bool:
+            if m.room_nid not in history:
+                return False
+            at_since, changes = history[m.room_nid]
+            if m.membership == "join":
+                # Not joined at the last sync, or left and joined again since (Synapse treats a
+                # rejoin as a new room too: the client may have dropped the room on the leave).
+                return at_since != "join" or any(c != "join" for c in changes)
+            # Joined and left again between two syncs: the room's state was never sent.
+            return "join" in changes and at_since != "join"
+
         plans: list[_RoomPlan] = []
         for m in joined:
-            newly_joined = since_room is not None and m.stream_ordering > since_room
-            if initial or full_state or newly_joined:
-                plans.append(_RoomPlan(m, None, now.room, None))
+            newly = not initial and newly_joined(m)
+            if initial or full_state or newly:
+                plans.append(_RoomPlan(m, None, now.room, None, newly_joined=newly))
             elif self._room_source.room_changed_since(m.room_id, since_room):  # type: ignore[arg-type]
                 plans.append(_RoomPlan(m, since_room, now.room, since_room))
             elif m.room_id in ephemeral or m.room_id in room_ad:
@@ -182,11 +223,18 @@ class SyncHandler:
                 continue
             if (initial and sync_filter.include_leave) or (since_room is not None and m.stream_ordering > since_room):
                 # The timeline of a left room stops at the leave.
-                after = None if initial or full_state else since_room
-                leave_plans.append(_RoomPlan(m, after, m.stream_ordering, after))
+                newly = not initial and newly_joined(m)
+                after = None if initial or full_state or newly else since_room
+                leave_plans.append(_RoomPlan(m, after, m.stream_ordering, after, newly_joined=newly))
 
-        join_out = await self._rooms(requester, plans, sync_filter, ephemeral, room_ad, full_state, joined=True)
-        leave_out = await self._rooms(requester, leave_plans, sync_filter, {}, room_ad, full_state, joined=False)
+        ignored = await self._ignored.ignored_users(user_id)
+        if initial or full_state:
+            # A fresh start: the client keeps no member from before (lazy-loading's "redundant").
+            self._ll_sent.pop((user_id, requester.device_id), None)
+        join_out = await self._rooms(
+            requester, plans, sync_filter, ephemeral, room_ad, full_state, ignored, joined=True
+        )
+        leave_out = await self._rooms(requester, leave_plans, sync_filter, {}, room_ad, full_state, ignored, joined=False)
 
         invite_out: dict[str, Any] = {}
         knock_out: dict[str, Any] = {}
@@ -194,6 +242,9 @@ class SyncHandler:
             if m.membership not in ("invite", "knock"):
                 continue
             if not (initial or full_state or m.stream_ordering > since_room):  # type: ignore[operator]
+                continue
+            if m.membership == "invite" and ignored and await self._invited_by_ignored(m, ignored):
+                # modules/ignore_users.md: invites from ignored users are not sent.
                 continue
             stripped = await self._stripped_state(m)
             if m.membership == "invite":
@@ -218,6 +269,7 @@ class SyncHandler:
         ephemeral: dict[str, list[dict[str, Any]]],
         room_ad: dict[str, list[dict[str, Any]]],
         full_state: bool,
+        ignored: frozenset[str],
         joined: bool,
     ) -> dict[str, Any]:
         if not plans:
@@ -231,54 +283,136 @@ class SyncHandler:
         all_ids = [e for ids, _ in recent.values() for e in ids]
         events = await self._events.get_events(all_ids)
 
-        # Snapshots at the client's previous sync, for state deltas across a gap.
-        since_positions = [
-            (p.membership.room_nid, p.since_state)
-            for p in plans
-            if p.since_state is not None and recent.get(p.membership.room_nid, ([], False))[1]
-        ]
-        since_snapshots = await self.store.snapshots_at(since_positions) if since_positions else {}
         need_summary = [p.membership.room_nid for p in plans if joined]
         summaries = await self.store.member_summaries(need_summary, user_id) if need_summary else {}
         unread = await self._unread(user_id, [p.membership for p in plans]) if joined else {}
 
+        # Timelines first: a filter or history visibility may move a timeline's start (and so
+        # which rooms have a gap that needs a state delta).
+        timelines: dict[int, tuple[list[Event], bool]] = {}
+        for plan in plans:
+            ids, limited = recent.get(plan.membership.room_nid, ([], False))
+            batch = [events[i] for i in ids if i in events]
+            timelines[plan.membership.room_nid] = await self._timeline(
+                user_id, plan, batch, limited, limit, sync_filter, ignored
+            )
+
+        # Snapshots at the client's previous sync, for state deltas across a gap.
+        since_positions = [
+            (p.membership.room_nid, p.since_state)
+            for p in plans
+            if p.since_state is not None and timelines[p.membership.room_nid][1]
+        ]
+        since_snapshots = await self.store.snapshots_at(since_positions) if since_positions else {}
+
         out: dict[str, Any] = {}
         for plan in plans:
             m = plan.membership
-            ids, limited = recent.get(m.room_nid, ([], False))
-            timeline = [events[i] for i in ids if i in events]
-            if plan.after is None and timeline:
-                # Initial sync or a new join: history visibility decides what came before.
-                timeline = await self._visible(user_id, m, timeline)
-            timeline = [e for e in timeline if sync_filter.timeline.matches(e)]
-            state_ids = await self._state_for(plan, timeline, limited, since_snapshots, full_state)
-            state_events = await self._state_events(state_ids, timeline, sync_filter, user_id, plan, limited)
+            timeline, limited = timelines[m.room_nid]
+            incremental = plan.after is not None and not full_state
+            state_ids, start = await self._state_for(plan, timeline, limited, since_snapshots, full_state, sync_filter)
+            state_events = await self._state_events(state_ids, start, timeline, sync_filter, requester, incremental)
+            room_ephemeral = ephemeral.get(m.room_id, []) if joined else []
+            room_data = room_ad.get(m.room_id, [])
+            if not joined and not timeline:
+                own = await self._events.get_event(m.event_id)
+                if own is not None and own.metadata.outlier:
+                    # An out-of-band leave (a rejected invite through another server) is in no
+                    # timeline of ours: it is the timeline (as Synapse).
+                    timeline = [own]
+            if joined and incremental and not (timeline or state_events or room_ephemeral or room_data):
+                # Nothing this filter lets through changed: the room is left out (as Synapse does),
+                # e.g. a membership change the timeline filter drops.
+                continue
             room: dict[str, Any] = {
                 "timeline": {
-                    "events": self._fields(sync_filter, await self._serializer.serialize(timeline, viewer, False)),
-                    "limited": limited,
+                    "events": await self._format(sync_filter, timeline, viewer),
+                    # A room new to the client is always "limited" (as Synapse): what came before
+                    # the join is history it has not seen.
+                    "limited": limited or plan.newly_joined,
                     "prev_batch": room_token((timeline[0].metadata.stream_ordering or 1) - 1 if timeline else plan.upto),
                 },
-                "state": {"events": self._fields(sync_filter, await self._serializer.serialize(state_events, viewer, False))},
-                "account_data": {"events": room_ad.get(m.room_id, [])},
+                "state": {"events": await self._format(sync_filter, state_events, viewer)},
+                "account_data": {"events": room_data},
             }
             if joined:
-                room["ephemeral"] = {"events": ephemeral.get(m.room_id, [])}
-                joined_count, invited_count, heroes = summaries.get(m.room_nid, (0, 0, []))
-                room["summary"] = {
-                    "m.heroes": heroes,
+                room["ephemeral"] = {"events": room_ephemeral}
+                joined_count, invited_count, heroes = summaries.get(m.room_nid, (0, 0, None))
+                summary: dict[str, Any] = {
                     "m.joined_member_count": joined_count,
                     "m.invited_member_count": invited_count,
                 }
+                if heroes is not None:
+                    # client-server-api §GET /sync: m.heroes is "Required if the room's m.room.name
+                    # or m.room.canonical_alias state events are unset or empty"; Synapse leaves it
+                    # out otherwise (SyTest 31sync/16room-summary.pl expects that).
+                    summary["m.heroes"] = heroes
+                room["summary"] = summary
                 room["unread_notifications"] = {"notification_count": unread.get(m.room_nid, 0), "highlight_count": 0}
             out[m.room_id] = room
         return out
 
-    async def _visible(self, user_id: str, m: MembershipRow, timeline: list[Event]) -> list[Event]:
-        # Joined (or left) before the first event: every event was seen as a member.
-        if m.membership == "join" and (timeline[0].metadata.stream_ordering or 0) > m.stream_ordering:
-            return timeline
-        return await self._visibility.filter_events_for_user(user_id, timeline)
+    async def _timeline(
+        self,
+        user_id: str,
+        plan: _RoomPlan,
+        batch: list[Event],
+        limited: bool,
+        limit: int,
+        sync_filter: Filter,
+        ignored: frozenset[str],
+    ) -> tuple[list[Event], bool]:
+        """The room's timeline: the last ``limit`` events after ``plan.after`` that the filter
+        passes and the user may see, and whether earlier ones were left out.
+
+        The first batch (``limit`` events, read for all rooms at once) is usually the answer. When
+        the filter, the ignore list or history visibility drops events from a full batch, earlier
+        batches are read, at most MAX_TIMELINE_ROUNDS in all (as Synapse), so that a filtered
+        timeline still reaches its limit.
+        """
+        m = plan.membership
+        # Joined before the first event: every event was seen as a member, no visibility check.
+        check_visibility = bool(batch) and not (
+            m.membership == "join" and (batch[0].metadata.stream_ordering or 0) > m.stream_ordering
+        )
+        current: set[str] | None = None
+        out: list[Event] = []
+        rounds = MAX_TIMELINE_ROUNDS
+        while True:
+            # modules/ignore_users.md: no events from ignored users (their state changes still count).
+            kept = [e for e in batch if sync_filter.timeline.matches(e) and (e.is_state() or e.sender not in ignored)]
+            if check_visibility and kept:
+                visible = await self._visibility.filter_events_for_user(user_id, kept)
+                if len(visible) < len(kept):
+                    # The room's current state is always in the timeline, even where it changed
+                    # while the user could not see the room (Synapse's always_include_ids; SyTest
+                    # "Current state appears in timeline in private history").
+                    if current is None:
+                        current = await self._current_ids(plan)
+                    seen = {e.event_id for e in visible}
+                    visible = [e for e in kept if e.event_id in seen or e.event_id in current]
+                kept = visible
+            out = kept + out
+            rounds -= 1
+            if not limited or len(out) >= limit or rounds <= 0 or not batch:
+                break
+            # The batch was full but lost events: read the one before it.
+            earliest = batch[0].metadata.stream_ordering or 0
+            load = max(limit * 2, DEFAULT_TIMELINE_LIMIT)
+            more = await self.store.recent_event_ids([(m.room_nid, plan.after, earliest - 1)], load)
+            ids, limited = more.get(m.room_nid, ([], False))
+            fetched = await self._events.get_events(ids)
+            batch = [fetched[i] for i in ids if i in fetched]
+        if len(out) > limit:
+            out = out[-limit:]
+            limited = True
+        return out, limited
+
+    async def _current_ids(self, plan: _RoomPlan) -> set[str]:
+        """The event IDs of the room's state at the end of the plan's timeline."""
+        nid = plan.membership.room_nid
+        snap = (await self.store.snapshots_at([(nid, plan.upto)])).get(nid)
+        return set((await self._state.get_state(snap)).values())
 
     async def _state_for(
         self,
@@ -287,10 +421,14 @@ class SyncHandler:
         limited: bool,
         since_snapshots: dict[int, int | None],
         full_state: bool,
-    ) -> dict[StateKey, str]:
-        if plan.after is not None and not full_state and not limited:
+        sync_filter: Filter,
+    ) -> tuple[dict[StateKey, str], Mapping[StateKey, str] | None]:
+        """The state section's IDs, and the state at the start of the timeline when it was read
+        (an incremental sync without a gap reads it only for lazy-loading's senders)."""
+        gapless = plan.after is not None and not full_state and not limited
+        if gapless and not (sync_filter.lazy_load_members and timeline):
             # An incremental sync without a gap: the timeline itself carries every state change.
-            return {}
+            return {}, None
         # The state at the start of the timeline: before its first event, else at its end.
         if timeline:
             # An out-of-band membership (an invite or knock through another server: an outlier)
@@ -299,31 +437,89 @@ class SyncHandler:
             first = next((e for e in timeline if not e.metadata.outlier), timeline[0])
             start = await self._state.get_state(first.metadata.state_before)
         else:
-            snap = (await self.store.snapshots_at([(plan.membership.room_nid, plan.upto)])).get(plan.membership.room_nid)
+            nid = plan.membership.room_nid
+            snap = (await self.store.snapshots_at([(nid, plan.upto)])).get(nid)
             start = await self._state.get_state(snap)
+        if gapless:
+            return {}, start
         if plan.after is None or full_state:
-            return dict(start)
+            return dict(start), start
         before = await self._state.get_state(since_snapshots.get(plan.membership.room_nid))
-        return {k: v for k, v in start.items() if before.get(k) != v}
+        return {k: v for k, v in start.items() if before.get(k) != v}, start
 
     async def _state_events(
         self,
         state_ids: dict[StateKey, str],
+        start: Mapping[StateKey, str] | None,
         timeline: list[Event],
         sync_filter: Filter,
-        user_id: str,
-        plan: _RoomPlan,
-        limited: bool,
+        requester: Requester,
+        incremental: bool,
     ) -> list[Event]:
         if sync_filter.lazy_load_members:
-            # filtering §Lazy-loading room members: only the members who sent timeline events (and you).
-            senders = {e.sender for e in timeline} | {user_id}
-            state_ids = {k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders}
+            state_ids = self._lazy_members(state_ids, start, timeline, sync_filter, requester, incremental)
         in_timeline = {e.event_id for e in timeline}
         ids = [v for v in state_ids.values() if v not in in_timeline]
         events = await self._events.get_events(ids)
         chosen = [events[i] for i in ids if i in events]
         return [e for e in chosen if sync_filter.state.matches(e)]
+
+    def _lazy_members(
+        self,
+        state_ids: dict[StateKey, str],
+        start: Mapping[StateKey, str] | None,
+        timeline: list[Event],
+        sync_filter: Filter,
+        requester: Requester,
+        incremental: bool,
+    ) -> dict[StateKey, str]:
+        """client-server-api §Lazy-loading room members: the membership events of the timeline's
+        senders (at its start) and, on an incremental sync, every membership that changed in the
+        gap; members already sent to this device are left out unless ``include_redundant_members``.
+        These are Synapse's rules, which SyTest 31sync/15lazy-members.pl encodes."""
+        user_id = requester.user_id
+        senders = {e.sender for e in timeline}
+        if incremental:
+            out = dict(state_ids)  # the gap's changes, members included
+            for sender in senders:
+                key = ("m.room.member", sender)
+                if start is not None and key in start:
+                    out[key] = start[key]
+        else:
+            senders.add(user_id)
+            out = {k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders}
+        cache_key = (user_id, requester.device_id)
+        sent = self._ll_sent.get(cache_key)
+        if sent is None:
+            sent = self._ll_sent[cache_key] = OrderedDict()
+            if len(self._ll_sent) > LL_CACHE_DEVICES:
+                self._ll_sent.popitem(last=False)
+        else:
+            self._ll_sent.move_to_end(cache_key)
+        if incremental and not sync_filter.include_redundant_members:
+            out = {k: v for k, v in out.items() if k[0] != "m.room.member" or sent.get(k[1]) != v}
+        members = [(k[1], v) for k, v in out.items() if k[0] == "m.room.member"]
+        members += [(e.state_key, e.event_id) for e in timeline if e.type == "m.room.member" and e.state_key]
+        for member, event_id in members:
+            sent[member] = event_id
+            sent.move_to_end(member)
+        while len(sent) > LL_CACHE_MEMBERS:
+            sent.popitem(last=False)
+        return out
+
+    async def _format(
+        self, sync_filter: Filter, events: list[Event], viewer: tuple[str, str | None]
+    ) -> list[dict[str, Any]]:
+        if sync_filter.event_format == "federation":
+            # filter.yaml event_format "federation": events as they travel between servers.
+            serialized = [self._serializer.federation_format(e) for e in events]
+        else:
+            serialized = await self._serializer.serialize(events, viewer, False)
+        return self._fields(sync_filter, serialized)
+
+    async def _invited_by_ignored(self, m: MembershipRow, ignored: frozenset[str]) -> bool:
+        own = await self._events.get_event(m.event_id)
+        return own is not None and own.sender in ignored
 
     def _fields(self, sync_filter: Filter, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if sync_filter.event_fields:

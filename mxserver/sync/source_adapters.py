@@ -12,7 +12,7 @@ memberships.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mxserver.events.model import Event
@@ -49,7 +49,16 @@ class ReceiptsReader(HasPosition, Protocol):
 
 
 class PresenceReader(HasPosition, Protocol):
-    async def presence_for_sync(self, user_id: str, since_pos: int | None) -> Sequence[JsonDict]: ...
+    @property
+    def enabled(self) -> bool: ...
+
+    async def presence_for_sync(
+        self, user_id: str, since_pos: int | None, newly_shared: Iterable[str] = ()
+    ) -> Sequence[JsonDict]: ...
+
+
+class MembersReader(Protocol):
+    async def members(self, room_id: str) -> frozenset[str]: ...
 
 
 class AccountDataReader(HasPosition, Protocol):
@@ -91,18 +100,34 @@ class RoomStreamSource:
         self._activity = activity
         self._store = store
         self._memberships: dict[str, list[MembershipRow]] = {}
+        #: room -> position of its last membership event seen since start (one int per room)
+        self._member_moves: dict[str, int] = {}
+        #: positions after this one are all in _member_moves (None until the first event)
+        self._moves_from: int | None = None
 
     def current_position(self) -> int:
         return self._activity.current_position
 
     def on_room_events(self, events: list[Event]) -> None:
         for ev in events:
+            pos = ev.metadata.stream_ordering
+            if pos and self._moves_from is None:
+                self._moves_from = pos - 1
             if ev.type == "m.room.member" and ev.state_key is not None:
                 self._memberships.pop(ev.state_key, None)
+                if pos and pos > self._member_moves.get(ev.room_id, 0):
+                    self._member_moves[ev.room_id] = pos
 
     def room_changed_since(self, room_id: str, position: int) -> bool:
         """Whether the room has had an event after ``position`` (no database involved)."""
         return self._activity.changed_since(room_id, position)
+
+    def members_moved_since(self, room_id: str, position: int) -> bool:
+        """Whether the room may have had a membership event after ``position`` (no database
+        involved; before the first event seen since start, any event counts)."""
+        if self._moves_from is None or position < self._moves_from:
+            return self._activity.changed_since(room_id, position)
+        return self._member_moves.get(room_id, 0) > position
 
     async def memberships(self, user_id: str) -> list[MembershipRow]:
         """Every membership of ``user_id``, cached until one of them changes."""
@@ -166,16 +191,42 @@ class PresenceSource:
 
     name = "presence"
 
-    def __init__(self, presence: PresenceReader) -> None:
+    def __init__(
+        self, presence: PresenceReader, rooms: RoomStreamSource, members: MembersReader, store: SyncStore
+    ) -> None:
         self._presence = presence
+        self._rooms = rooms
+        self._members = members
+        self._store = store
 
     def current_position(self) -> int:
         return self._presence.current_position
 
     async def sync_section(self, request: SyncRequest) -> SyncSection:
-        events = await self._presence.presence_for_sync(request.user_id, request.since_position("presence"))
+        newly = await self._newly_shared(request) if request.since is not None and self._presence.enabled else set()
+        events = await self._presence.presence_for_sync(request.user_id, request.since_position("presence"), newly)
         matching = [e for e in events if request.sync_filter.presence.matches(e)]
         return SyncSection(top_level={"presence": {"events": matching}}, has_data=bool(matching))
+
+    async def _newly_shared(self, request: SyncRequest) -> set[str]:
+        """Users who came to share a room with the syncing user since its last sync: everyone in a
+        room it joined, and whoever joined one of its rooms. Their presence is sent even when it
+        did not change (as Synapse; SyTest 31sync/03joined.pl). One query, only for the rooms
+        with membership events since then (known in memory)."""
+        assert request.since is not None
+        since_room, now_room = request.since.room, request.now.room
+        if now_room <= since_room:
+            return set()
+        joined = [m for m in request.memberships if m.membership == "join"]
+        out: set[str] = set()
+        for m in joined:
+            if since_room < m.stream_ordering <= now_room:
+                out |= await self._members.members(m.room_id)
+        busy = [m.room_nid for m in joined if self._rooms.members_moved_since(m.room_id, since_room)]
+        if busy:
+            out |= await self._store.joins_between(busy, since_room, now_room)
+        out.discard(request.user_id)
+        return out
 
 
 # -- per-user streams ------------------------------------------------------------------------------------
