@@ -24,7 +24,7 @@ The IPresence module keeps each user's state; this handler decides the rest:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -155,6 +155,22 @@ class PresenceHandler:
             users = {u for u in sharing if self._user_positions.get(u, 0) > since_pos}
         else:
             users = {u for u, pos in self._user_positions.items() if pos > since_pos and u in sharing}
+        return await self._events(users)
+
+    async def presence_for_users(self, user_ids: Iterable[str], since_pos: int | None) -> list[dict[str, Any]]:
+        """``m.presence`` events of the given users (e.g. the members of a room a user peeks into
+        through the legacy /events and room /initialSync): those whose presence changed after
+        ``since_pos``; with None (or a token from before a restart), those this server has
+        presence for."""
+        if not self.enabled:
+            return []
+        if since_pos is None or since_pos > self._position:
+            users = {u for u in user_ids if u in self._user_positions}
+        else:
+            users = {u for u in user_ids if self._user_positions.get(u, 0) > since_pos}
+        return await self._events(users)
+
+    async def _events(self, users: set[str]) -> list[dict[str, Any]]:
         if not users:
             return []
         ordered = sorted(users)

@@ -270,7 +270,10 @@ class HistoryHandler:
                 chunk += rest
         viewer = (user_id, requester.device_id)
         out: dict[str, Any] = {"start": start, "chunk": await self.serializer.serialize(chunk, viewer=viewer)}
-        if more:
+        if more or chunk:
+            # rooms.yaml: `end` is omitted when no further events are available. Like Synapse, a
+            # page with events always carries one (the next page may then come back empty);
+            # SyTest's 34room-messages and 31sync/04timeline expect it.
             out["end"] = room_token(pos)
         if filt.lazy_load_members:
             out["state"] = await self._member_state(chunk, viewer)
