@@ -79,7 +79,9 @@ class MessagesTests(HomeserverTestCase):
         code, first = await self.messages(alice, room, dir="b", limit=5)
         code, same = await self.messages(alice, room, dir="b", limit=100, to=first["end"])
         self.assertEqual(ids_of(same), ids_of(first))
-        code, beyond = await self.messages(alice, room, **{"dir": "b", "limit": 100, "from": same["end"], "to": first["end"]})
+        code, beyond = await self.messages(
+            alice, room, **{"dir": "b", "limit": 100, "from": same["end"], "to": first["end"]}
+        )
         self.assertEqual((beyond["chunk"], "end" in beyond), ([], False))
         code, older = await self.messages(alice, room, **{"dir": "b", "limit": 100, "from": first["end"]})
         self.assertEqual(len(older["chunk"]), 25 + self.initial)

@@ -18,7 +18,7 @@ events carry ``content.user_id``, the room initial syncs carry ``presence`` and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
@@ -42,6 +42,10 @@ JsonDict = dict[str, Any]
 #: the streams /events and /initialSync read besides the room stream (Synapse's event sources:
 #: to-device messages and device lists exist only in /sync)
 LEGACY_STREAMS = ("typing", "receipts", "presence", "account_data")
+
+#: called when a user reads the event stream or an initial sync, as /sync does (presence's hook:
+#: the user is online and active)
+OnSync = Callable[[str, "str | None"], Awaitable[None]]
 
 #: events per /events answer and messages per room of an initial sync when the client gives no limit
 #: (Synapse's default)
@@ -109,6 +113,7 @@ class LegacySyncHandler:
         visibility: Visibility,
         members: RoomMemberLookup,
         presence: PresenceLookup,
+        on_sync: OnSync | None,
         clock: IReactorTime,
     ) -> None:
         self._sources = sources
@@ -121,6 +126,7 @@ class LegacySyncHandler:
         self._visibility = visibility
         self._members = members
         self._presence = presence
+        self._on_sync = on_sync
         self._clock = clock
 
     # -- GET /events --------------------------------------------------------------------------
@@ -149,6 +155,7 @@ class LegacySyncHandler:
             if access.membership != "join" and not access.world_readable:
                 raise forbidden("You are not a member of this room and it is not world readable")
             peek = (room_id, access.room.room_nid)
+        await self._synced(requester)
         since = from_token if from_token is not None else self._notifier.current_token()
         deadline = self._clock.seconds() + timeout_ms / 1000
         while True:
@@ -184,7 +191,7 @@ class LegacySyncHandler:
 
         timeline, room_end = await self._room_events(user_id, rooms, own_changes, since.room, now.room, limit)
         viewer = (user_id, requester.device_id)
-        chunk = await self._serializer.serialize(timeline, viewer)
+        chunk = [_v1_format(e) for e in await self._serializer.serialize(timeline, viewer)]
 
         request = SyncRequest(requester, memberships, room_ids, _EVERYTHING, since, now)
         end = now.copy_and_replace("room", room_end)
@@ -262,7 +269,7 @@ class LegacySyncHandler:
         if event is None:
             raise not_found("Event not found")
         try:
-            return await self._rooms.get_event(requester, event.room_id, event_id)
+            return _v1_format(await self._rooms.get_event(requester, event.room_id, event_id))
         except Exception as e:
             # Not allowed to read the room: as unknown (old_sync.yaml: 404 either way).
             if getattr(e, "code", None) == 403:
@@ -277,6 +284,8 @@ class LegacySyncHandler:
         account data; ``end`` is where /events continues."""
         user_id = requester.user_id
         viewer = (user_id, requester.device_id)
+        # First: the user coming online is in this answer, not news for the stream after it.
+        await self._synced(requester)
         now = self._notifier.current_token()
         memberships = await self._room_source.memberships(user_id)
         wanted = ("join", "invite", "leave") if archived else ("join", "invite")
@@ -291,12 +300,12 @@ class LegacySyncHandler:
             if m.membership == "invite":
                 invite = await self._events.get_event(m.event_id)
                 if invite is not None:
-                    info["invite"] = await self._serializer.serialize_one(invite, viewer)
+                    info["invite"] = _v1_format(await self._serializer.serialize_one(invite, viewer))
                     info["inviter"] = invite.sender
                 rooms.append(info)
                 continue
             info["messages"] = await self._messages(requester, m.room_id, now, limit)
-            info["state"] = await self._rooms.get_state(requester, m.room_id)
+            info["state"] = [_v1_format(e) for e in await self._rooms.get_state(requester, m.room_id)]
             info["account_data"] = _room_account_data(sections.room_account_data.get(m.room_id, []))
             rooms.append(info)
 
@@ -319,7 +328,7 @@ class LegacySyncHandler:
             raise forbidden("You are not a member of this room and it is not world readable")
         now = self._notifier.current_token()
         messages = await self._messages(requester, room_id, now, limit)
-        state = await self._rooms.get_state(requester, room_id)
+        state = [_v1_format(e) for e in await self._rooms.get_state(requester, room_id)]
         out: JsonDict = {"room_id": room_id, "messages": messages, "state": state}
         if access.membership in ("join", "leave", "ban"):
             out["membership"] = access.membership
@@ -343,11 +352,17 @@ class LegacySyncHandler:
 
     # -- shared -------------------------------------------------------------------------------------------
 
+    async def _synced(self, requester: Requester) -> None:
+        """Reading the stream is activity, as a /sync is (Synapse: /events "affects presence");
+        not for guests, as Synapse."""
+        if self._on_sync is not None and not requester.is_guest:
+            await self._on_sync(requester.user_id, None)
+
     async def _messages(self, requester: Requester, room_id: str, now: StreamToken, limit: int) -> JsonDict:
         """The latest ``limit`` messages the user may see, oldest first, as a pagination chunk
         whose ``end`` is a whole stream token (for /events) and ``start`` a /messages token."""
         page = await self._rooms.messages(requester, room_id, now.serialize(), None, "b", limit)
-        chunk = list(reversed(page["chunk"]))
+        chunk = [_v1_format(e) for e in reversed(page["chunk"])]
         start = page.get("end")
         if start is None:
             start = room_token(now.room) if not chunk else page["start"]
@@ -379,6 +394,21 @@ class _Sections:
         self.presence: list[JsonDict] = []
         self.account_data: list[JsonDict] = []
         self.room_account_data: dict[str, list[JsonDict]] = {}
+
+
+def _v1_format(event: JsonDict) -> JsonDict:
+    """A client event as the v1 APIs give it (Synapse's format_event_for_client_v1, which SyTest
+    reads): ``user_id`` beside ``sender``, and ``age``, ``prev_content``, ``redacted_because`` and
+    ``replaces_state`` from ``unsigned`` at the top level too."""
+    out = dict(event)
+    if "sender" in out:
+        out["user_id"] = out["sender"]
+    unsigned = out.get("unsigned")
+    if isinstance(unsigned, dict):
+        for key in ("age", "prev_content", "redacted_because", "replaces_state"):
+            if key in unsigned:
+                out[key] = unsigned[key]
+    return out
 
 
 def _legacy_presence(event: JsonDict) -> JsonDict:
