@@ -211,12 +211,7 @@ class Homeserver(service.MultiService):
         self.federation_client = FederationClient(self.reactor, self.clock, fed, self.server_name, self.signing_key)
         self.federation_client.setServiceParent(self)  # stopping the server closes its connections
         self.keyring = Keyring(
-            self.server_name,
-            self.signing_key,
-            self.server_keys,
-            self.federation_client,
-            self.clock,
-            fed.trusted_key_servers,
+            self.server_name, self.signing_key, self.server_keys, self.federation_client, self.clock, fed.trusted_key_servers
         )
         self.federation_auth = FederationAuth(self.server_name, self.keyring, self.clock, fed.enabled)
         from mxserver.federation.remote_queries import RemoteQueries
@@ -289,9 +284,7 @@ class Homeserver(service.MultiService):
         # A join over federation replaces the room's state without a member event per change on
         # the room stream: the member cache adopts the new state, then the servers are re-derived.
         room_members = self.room_members
-        self.remote_rooms.joined_state.subscribe(
-            lambda c: room_members.state_replaced(c.room_id, c.joined), Phase.CACHES
-        )
+        self.remote_rooms.joined_state.subscribe(lambda c: room_members.state_replaced(c.room_id, c.joined), Phase.CACHES)
         self.remote_rooms.joined_state.subscribe(lambda c: self.room_servers.invalidate(c.room_id), Phase.CACHES)
         self.backfiller = Backfiller(
             self.server_name,

@@ -111,12 +111,8 @@ class TypingTests(HomeserverTestCase):
         self.assertMatrixError(
             await self.put(self.path("!nope:test", alice.user_id), {"typing": True}, alice), 403, "M_FORBIDDEN"
         )
-        self.assertMatrixError(
-            await self.put(self.path("nope", alice.user_id), {"typing": True}, alice), 400, "M_INVALID_PARAM"
-        )
-        self.assertMatrixError(
-            await self.put(self.path(room, "alice"), {"typing": True}, alice), 400, "M_INVALID_PARAM"
-        )
+        self.assertMatrixError(await self.put(self.path("nope", alice.user_id), {"typing": True}, alice), 400, "M_INVALID_PARAM")
+        self.assertMatrixError(await self.put(self.path(room, "alice"), {"typing": True}, alice), 400, "M_INVALID_PARAM")
         self.assertEqual(self.hs.typing.typing_in(room), frozenset())
         self.assertEqual(self.hs.typing_handler.current_position, 0)
         # the server keeps serving
@@ -148,7 +144,5 @@ class TypingRealClockTests(HomeserverTestCase):
     async def test_pending_expiry_is_cancelled_at_shutdown(self) -> None:
         alice = await self.register("alice")
         room = await self.create_room(alice)
-        code, _ = await self.put(
-            f"{C}/rooms/{q(room)}/typing/{q(alice.user_id)}", {"typing": True, "timeout": 30_000}, alice
-        )
+        code, _ = await self.put(f"{C}/rooms/{q(room)}/typing/{q(alice.user_id)}", {"typing": True, "timeout": 30_000}, alice)
         self.assertEqual(code, 200)

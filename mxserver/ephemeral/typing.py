@@ -57,9 +57,7 @@ class TypingHandler:
 
     # -- the client API --------------------------------------------------------------------
 
-    async def set_typing(
-        self, requester: Requester, room_id: str, user_id: str, typing: bool, timeout_ms: int | None
-    ) -> None:
+    async def set_typing(self, requester: Requester, room_id: str, user_id: str, typing: bool, timeout_ms: int | None) -> None:
         """typing.yaml: only for yourself, only in a room you are joined to (else 403)."""
         if user_id != requester.user_id:
             raise forbidden("You may only set your own typing state")
