@@ -493,6 +493,7 @@ class Homeserver(service.MultiService):
             remote_rooms,
             self.room_servers,
             server_name,
+            tags=self.account_data,
         )
         self.room_creation = RoomCreationHandler(
             rooms,
