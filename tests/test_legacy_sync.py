@@ -258,3 +258,15 @@ class LegacySyncTests(HomeserverTestCase):
         # an event of another room: 400, as Synapse
         code, body = await self.post(f"{C}/rooms/{q(other)}/redact/{q(second['event_id'])}", {}, alice)
         self.assertEqual((code, body["errcode"]), (400, "M_INVALID_PARAM"))
+
+    async def test_client_v3_endpoints_answer_under_r0(self) -> None:
+        alice = await self.register("alice")
+        code, body = await self.get(f"{R0}/account/whoami", alice)
+        self.assertEqual((code, body["user_id"]), (200, alice.user_id))
+        code, body = await self.get(f"{R0}/devices", alice)
+        self.assertEqual(code, 200, body)
+        code, body = await self.post(f"{R0}/keys/query", {"device_keys": {alice.user_id: []}}, alice)
+        self.assertEqual(code, 200, body)
+        # what is not an endpoint stays unknown under either prefix
+        code, body = await self.get(f"{R0}/no/such/thing", alice)
+        self.assertEqual((code, body["errcode"]), (404, "M_UNRECOGNIZED"))
