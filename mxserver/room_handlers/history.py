@@ -152,23 +152,24 @@ class HistoryHandler:
                 chosen.append(ev)
         return await self.serializer.serialize(chosen, viewer=(user_id, requester.device_id))
 
-    async def joined_members(self, requester: Requester, room_id: str) -> dict[str, dict[str, str]]:
+    async def joined_members(self, requester: Requester, room_id: str) -> dict[str, dict[str, str | None]]:
         access = await self.visibility.room_access(requester.user_id, room_id)
         if access.membership != "join":
             raise forbidden("You are not a member of this room")
         ids = await self.room_server.current_state_ids(room_id)
         events = await self.events.get_events(e for (t, _), e in ids.items() if t == "m.room.member")
-        joined: dict[str, dict[str, str]] = {}
+        joined: dict[str, dict[str, str | None]] = {}
         for ev in events.values():
             if ev.membership != "join" or ev.state_key is None:
                 continue
             content = ev.content if not ev.metadata.redacted_by else {}
-            info = {}
-            if isinstance(content.get("displayname"), str):
-                info["display_name"] = content["displayname"]
-            if isinstance(content.get("avatar_url"), str):
-                info["avatar_url"] = content["avatar_url"]
-            joined[ev.state_key] = info
+            # joined_members.yaml: both fields optional; like Synapse, both are always present
+            # (null when unset), which SyTest's 31room-state expects.
+            name, avatar = content.get("displayname"), content.get("avatar_url")
+            joined[ev.state_key] = {
+                "display_name": name if isinstance(name, str) else None,
+                "avatar_url": avatar if isinstance(avatar, str) else None,
+            }
         return joined
 
     async def joined_rooms(self, requester: Requester) -> list[str]:
