@@ -121,6 +121,27 @@ class LegacySyncTests(HomeserverTestCase):
             code, body = await self.events(reader, **{"from": body["end"], "room_id": open_room})
             self.assertEqual([e for e in body["chunk"] if e["type"] != "m.presence"], [])
 
+    async def test_stream_carries_own_membership_changes_in_other_rooms(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        room = await self.create_room(alice)
+        token = await self.stream_token(bob)
+        await self.invite(alice, room, bob)
+        code, body = await self.events(bob, **{"from": token})
+        invites = [e for e in body["chunk"] if e["type"] == "m.room.member"]
+        self.assertEqual([(e["state_key"], e["content"]["membership"]) for e in invites], [(bob.user_id, "invite")])
+        await self.join(bob, room)
+        token = body["end"]
+        await self.send_message(alice, room, "while bob is here")
+        await self.leave(bob, room)
+        await self.send_message(alice, room, "after bob left")
+        code, body = await self.events(bob, **{"from": token})
+        seen = [(e["type"], e["content"].get("membership") or e["content"].get("body")) for e in body["chunk"]]
+        self.assertEqual(
+            [s for s in seen if s[0] != "m.presence"],
+            [("m.room.member", "join"), ("m.room.message", "while bob is here"), ("m.room.member", "leave")],
+        )
+
     async def test_bad_parameters_are_400(self) -> None:
         alice = await self.register("alice")
         for params in ({"limit": "hello"}, {"limit": -2}, {"timeout": "hello"}, {"from": "nonsense"}):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
-from mxserver.errors import forbidden, invalid_param, not_found
+from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
 from mxserver.events.model import Event
 from mxserver.sync.filtering import Filter
 from mxserver.sync.notifier import Notifier
@@ -175,19 +175,23 @@ class LegacySyncHandler:
         after them, and the rooms read (for the notifier)."""
         user_id = requester.user_id
         memberships = await self._room_source.memberships(user_id)
+        # (room ID, room NID, read up to): joined rooms up to now, rooms left since `since` up to
+        # the leave (what happened while the user was there, and the leave itself).
+        rooms: list[tuple[str, int, int]]
+        own_changes: list[str] = []
         if peek is not None:
-            rooms = [peek]
-            own_changes: list[str] = []
+            rooms = [(peek[0], peek[1], now.room)]
         else:
-            rooms = [(m.room_id, m.room_nid) for m in memberships if m.membership == "join"]
-            joined = {r for r, _ in rooms}
-            # The user's own membership changes in rooms they are not in (invites, leaves, kicks).
-            own_changes = [
-                m.event_id
-                for m in memberships
-                if m.room_id not in joined and since.room < m.stream_ordering <= now.room
-            ]
-        room_ids = [r for r, _ in rooms]
+            rooms = [(m.room_id, m.room_nid, now.room) for m in memberships if m.membership == "join"]
+            for m in memberships:
+                if not since.room < m.stream_ordering <= now.room:
+                    continue
+                if m.membership in ("leave", "ban"):
+                    rooms.append((m.room_id, m.room_nid, m.stream_ordering))
+                elif m.membership != "join":
+                    # Invites and knocks: the user's own membership event, out of the room's timeline.
+                    own_changes.append(m.event_id)
+        room_ids = [r for r, _, upto in rooms if upto == now.room]
 
         timeline, room_end = await self._room_events(user_id, rooms, own_changes, since.room, now.room, limit)
         viewer = (user_id, requester.device_id)
@@ -222,14 +226,16 @@ class LegacySyncHandler:
     async def _room_events(
         self,
         user_id: str,
-        rooms: Sequence[tuple[str, int]],
+        rooms: Sequence[tuple[str, int, int]],
         own_changes: Sequence[str],
         after: int,
         upto: int,
         limit: int,
     ) -> tuple[list[Event], int]:
         """The room events the user may see in (after, upto], oldest first, at most ``limit``, and
-        the room position the client has everything up to.
+        the room position the client has everything up to. ``rooms`` are (room ID, room NID,
+        position to read the room up to); ``own_changes`` the user's own membership events in
+        rooms they are only invited to or knocking on.
 
         Only rooms that changed are queried (the room source knows without the database). A
         room that filled its page may have more: the answer stops at the first such gap so a
@@ -239,18 +245,20 @@ class LegacySyncHandler:
             return [], upto
         candidates: list[Event] = []
         complete_upto = upto
-        for room_id, room_nid in rooms:
+        for room_id, room_nid, room_upto in rooms:
             if not self._room_source.room_changed_since(room_id, after):
                 continue
-            page = await self._timeline.page(room_nid, after, upto, False, limit)
+            page = await self._timeline.page(room_nid, after, min(upto, room_upto), False, limit)
             candidates += page
             if len(page) >= limit:
                 last = page[-1].metadata.stream_ordering
                 assert last is not None
                 complete_upto = min(complete_upto, last)
+        own: set[str] = set()
         if own_changes:
             found = await self._events.get_events(own_changes)
             candidates += [found[e] for e in own_changes if e in found]
+            own = set(found)
         ordered = sorted(
             (e for e in candidates if (e.metadata.stream_ordering or 0) <= complete_upto),
             key=lambda e: e.metadata.stream_ordering or 0,
@@ -259,7 +267,11 @@ class LegacySyncHandler:
         if len(ordered) > limit:
             ordered = ordered[:limit]
             end = ordered[-1].metadata.stream_ordering or end
-        return await self._visibility.filter_events_for_user(user_id, ordered), end
+        # The user's own membership changes (an invite, a kick) are theirs to see whatever the
+        # room's history visibility: the sync APIs tell them out of band too.
+        others = [e for e in ordered if e.event_id not in own]
+        visible = {e.event_id for e in await self._visibility.filter_events_for_user(user_id, others)}
+        return [e for e in ordered if e.event_id in own or e.event_id in visible], end
 
     # -- GET /events/{eventId} -------------------------------------------------------------------
 
@@ -270,9 +282,9 @@ class LegacySyncHandler:
             raise not_found("Event not found")
         try:
             return _v1_format(await self._rooms.get_event(requester, event.room_id, event_id))
-        except Exception as e:
+        except MatrixError as e:
             # Not allowed to read the room: as unknown (old_sync.yaml: 404 either way).
-            if getattr(e, "code", None) == 403:
+            if e.code == 403:
                 raise not_found("Event not found") from None
             raise
 
