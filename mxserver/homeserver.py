@@ -573,6 +573,7 @@ class Homeserver(service.MultiService):
             visibility=self.history_visibility,
             members=self.room_members,
             presence=self.presence_handler,
+            directory=self.directory,
             on_sync=self.presence_handler.user_synced,
             clock=self.clock,
         )

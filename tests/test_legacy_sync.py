@@ -184,7 +184,11 @@ class LegacySyncTests(HomeserverTestCase):
         self.assertEqual(rooms[invited]["membership"], "invite")
         self.assertEqual(rooms[invited]["invite"]["state_key"], alice.user_id)
         joined = rooms[room]
-        self.assertEqual(joined["membership"], "join")
+        self.assertEqual((joined["membership"], joined["visibility"]), ("join", "private"))
+        public = await self.create_room(alice, preset="public_chat", visibility="public")
+        code, body = await self.get(f"{C}/rooms/{q(public)}/initialSync", alice)
+        self.assertEqual(body["visibility"], "public")
+        code, body = await self.get(f"{C}/initialSync?limit=2", alice)
         self.assertEqual([e["type"] for e in joined["account_data"]], ["m.tag", "my.type"])
         chunk = joined["messages"]["chunk"]
         self.assertEqual(len(chunk), 2)

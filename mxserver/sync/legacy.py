@@ -93,6 +93,12 @@ class RoomMemberLookup(Protocol):
     async def members(self, room_id: str) -> frozenset[str]: ...
 
 
+class Published(Protocol):
+    """Whether a room is in the room directory (the directory handler), for ``visibility``."""
+
+    async def is_published(self, room_id: str) -> bool: ...
+
+
 class PresenceLookup(Protocol):
     async def presence_for_users(self, user_ids: Iterable[str], since_pos: int | None) -> list[JsonDict]: ...
 
@@ -113,6 +119,7 @@ class LegacySyncHandler:
         visibility: Visibility,
         members: RoomMemberLookup,
         presence: PresenceLookup,
+        directory: Published,
         on_sync: OnSync | None,
         clock: IReactorTime,
     ) -> None:
@@ -126,6 +133,7 @@ class LegacySyncHandler:
         self._visibility = visibility
         self._members = members
         self._presence = presence
+        self._directory = directory
         self._on_sync = on_sync
         self._clock = clock
 
@@ -309,6 +317,7 @@ class LegacySyncHandler:
         rooms: list[JsonDict] = []
         for m in chosen:
             info: JsonDict = {"room_id": m.room_id, "membership": m.membership}
+            info["visibility"] = "public" if await self._directory.is_published(m.room_id) else "private"
             if m.membership == "invite":
                 invite = await self._events.get_event(m.event_id)
                 if invite is not None:
@@ -342,6 +351,7 @@ class LegacySyncHandler:
         messages = await self._messages(requester, room_id, now, limit)
         state = [_v1_format(e) for e in await self._rooms.get_state(requester, room_id)]
         out: JsonDict = {"room_id": room_id, "messages": messages, "state": state}
+        out["visibility"] = "public" if await self._directory.is_published(room_id) else "private"
         if access.membership in ("join", "leave", "ban"):
             out["membership"] = access.membership
         if access.until is not None:
