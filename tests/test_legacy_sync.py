@@ -224,6 +224,9 @@ class LegacySyncTests(HomeserverTestCase):
         self.assertEqual(next(e for e in left["state"] if e["type"] == "madeup.state")["content"], {"body": "before"})
         self.assertEqual([e["type"] for e in left["messages"]["chunk"]][-1], "m.room.member")
         self.assertEqual(left["messages"]["chunk"][-2]["content"]["body"], "before")
+        # its end is the leave: /messages forwards from there has nothing of what came after
+        code, later = await self.messages(bob, room, dir="f", **{"from": left["messages"]["end"]})
+        self.assertEqual(later["chunk"], [])
 
     # -- GET /rooms/{roomId}/initialSync ------------------------------------------------------------------
 

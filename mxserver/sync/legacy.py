@@ -326,6 +326,9 @@ class LegacySyncHandler:
                 rooms.append(info)
                 continue
             info["messages"] = await self._messages(requester, m.room_id, now, limit)
+            if m.membership == "leave":
+                # The messages stop at the leave (the room reader's rule for former members).
+                info["messages"]["end"] = now.copy_and_replace("room", m.stream_ordering).serialize()
             info["state"] = [_v1_format(e) for e in await self._rooms.get_state(requester, m.room_id)]
             info["account_data"] = _room_account_data(sections.room_account_data.get(m.room_id, []))
             rooms.append(info)
@@ -363,7 +366,8 @@ class LegacySyncHandler:
             members = await self._members.members(room_id)
             out["presence"] = [_legacy_presence(e) for e in await self._presence.presence_for_users(members, None)]
             sections = await self._sections(
-                SyncRequest(requester, await self._room_source.memberships(user_id), [room_id], _EVERYTHING, None, now)
+                SyncRequest(requester, await self._room_source.memberships(user_id), [room_id], _EVERYTHING, None, now),
+                only=("receipts",),
             )
             out["receipts"] = [{**e, "room_id": rid} for rid, e in sections.receipts.items()]
         account_data = await self._sections(
