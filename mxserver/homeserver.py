@@ -495,6 +495,7 @@ class Homeserver(service.MultiService):
             remote_rooms,
             self.room_servers,
             server_name,
+            tags=self.account_data,
         )
         self.guest_access = GuestAccessEnforcer(rooms, self.accounts, self.room_members, server_name)
         self.room_stream.subscribe(self.guest_access.on_room_events)
@@ -534,6 +535,7 @@ class Homeserver(service.MultiService):
         from mxserver.storage.sync import SyncStore
         from mxserver.sync import source_adapters as sources
         from mxserver.sync.handler import SyncHandler
+        from mxserver.sync.legacy import LegacySyncHandler
 
         sync_store = SyncStore(self.db)
         self.sync_room_source = sources.RoomStreamSource(self.room_activity, sync_store)
@@ -562,6 +564,21 @@ class Homeserver(service.MultiService):
             notifier=self.notifier,
             read_positions=self.receipts,
             ignored=self.account_data,
+            on_sync=self.presence_handler.user_synced,
+            clock=self.clock,
+        )
+        self.legacy_sync_handler = LegacySyncHandler(
+            sources=self.sync_sources,
+            room_source=self.sync_room_source,
+            notifier=self.notifier,
+            rooms=self.room_history,
+            timeline=self.history_store,
+            events=self.event_store,
+            serializer=self.event_serializer,
+            visibility=self.history_visibility,
+            members=self.room_members,
+            presence=self.presence_handler,
+            directory=self.directory,
             on_sync=self.presence_handler.user_synced,
             clock=self.clock,
         )
@@ -762,9 +779,12 @@ class Homeserver(service.MultiService):
         ]
 
     def _sync_servlets(self) -> list[Any]:
-        from mxserver.api.client import sync
+        from mxserver.api.client import legacy, sync
 
-        return [sync.SyncServlet(self.auth, self.sync_handler, self.filters)]
+        return [
+            sync.SyncServlet(self.auth, self.sync_handler, self.filters),
+            legacy.LegacySyncServlet(self.auth, self.legacy_sync_handler),
+        ]
 
     def _client_media_servlets(self) -> list[Any]:
         from mxserver.api.media.media import AuthenticatedMediaServlet

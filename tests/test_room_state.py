@@ -209,6 +209,8 @@ class MembersTests(HomeserverTestCase):
         self.assertEqual(code, 200, body)
         self.assertEqual(set(body["joined"]), {alice.user_id, bob.user_id})
         self.assertEqual(body["joined"][bob.user_id], {"display_name": "Bobby", "avatar_url": "mxc://test/bob"})
+        # no avatar: the key is there, null (as Synapse)
+        self.assertIsNone(body["joined"][alice.user_id]["avatar_url"])
         self.assertMatrixError(await self.get(f"{C}/rooms/{q(room)}/joined_members", carol), 403, "M_FORBIDDEN")
         self.assertMatrixError(await self.get(f"{C}/rooms/{q('!x:test')}/joined_members", carol), 404, "M_NOT_FOUND")
 

@@ -184,3 +184,21 @@ class UpgradeTests(HomeserverTestCase):
         self.assertMatrixError(await self.post(f"{C}/rooms/x/upgrade", {"new_version": "12"}, alice), 400, "M_INVALID_PARAM")
         # nothing happened to the room
         self.assertIsNone(await self.room_state(room, "m.room.tombstone"))
+
+    async def test_joining_the_new_room_copies_the_users_tags(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        room = await self.shared_room(alice, bob, preset="public_chat")
+        tags = f"{C}/user/{q(bob.user_id)}/rooms"
+        self.assertEqual(await self.put(f"{tags}/{q(room)}/tags/work", {"order": 0.5}, bob), (200, {}))
+        new_room = await self.upgrade(alice, room, "10")
+        await self.join(bob, new_room)
+        code, body = await self.get(f"{tags}/{q(new_room)}/tags", bob)
+        self.assertEqual((code, body), (200, {"tags": {"work": {"order": 0.5}}}))
+        # the old room keeps its tags; a room that is not an upgrade copies nothing
+        code, body = await self.get(f"{tags}/{q(room)}/tags", bob)
+        self.assertEqual(body, {"tags": {"work": {"order": 0.5}}})
+        plain = await self.create_room(alice, preset="public_chat")
+        await self.join(bob, plain)
+        code, body = await self.get(f"{tags}/{q(plain)}/tags", bob)
+        self.assertEqual(body, {"tags": {}})

@@ -70,8 +70,29 @@ def _werkzeug_path(path: str) -> str:
     return _PLACEHOLDER.sub(r"<\1>", path)
 
 
+_CLIENT_V3 = "/_matrix/client/v3/"
+_CLIENT_R0 = "/_matrix/client/r0/"
+
+
+def _with_r0_aliases(routes: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Every client-server ``v3`` route also under ``r0``, unless the servlet names one itself.
+
+    v3 replaced r0 (client-server-api §API Standards, v1.1), and Synapse still serves the
+    client API under both prefixes, which older clients and SyTest call.
+    """
+    have = set(routes)
+    out = list(routes)
+    for method, path in routes:
+        if path.startswith(_CLIENT_V3):
+            alias = (method, _CLIENT_R0 + path[len(_CLIENT_V3) :])
+            if alias not in have:
+                have.add(alias)
+                out.append(alias)
+    return out
+
+
 def build_app(servlets: list[Any]) -> Klein:
-    """A Klein app serving every route of every servlet."""
+    """A Klein app serving every route of every servlet (client-server v3 routes under r0 too)."""
     app = Klein()
     # The path is the raw one: werkzeug must neither merge "//" nor redirect on "/".
     app.url_map.merge_slashes = False
@@ -79,7 +100,7 @@ def build_app(servlets: list[Any]) -> Klein:
     for servlet in servlets:
         for attr in dir(type(servlet)):
             fn = getattr(servlet, attr)
-            for i, (method, path) in enumerate(getattr(fn, "__mx_routes__", ())):
+            for i, (method, path) in enumerate(_with_r0_aliases(list(getattr(fn, "__mx_routes__", ())))):
                 endpoint = f"{type(servlet).__name__}.{attr}.{i}.{method}"
                 methods = [method, "HEAD"] if method == "GET" else [method]
                 app.route(_werkzeug_path(path), methods=methods, endpoint=endpoint)(_view(fn, path))

@@ -162,6 +162,22 @@ class PresenceHandler:
         if since_pos is not None:
             # Even those never seen since start (offline): the client has no presence for them yet.
             users |= {u for u in newly_shared if u in sharing}
+        return await self._events(users)
+
+    async def presence_for_users(self, user_ids: Iterable[str], since_pos: int | None) -> list[dict[str, Any]]:
+        """``m.presence`` events of the given users (e.g. the members of a room a user peeks into
+        through the legacy /events and room /initialSync): those whose presence changed after
+        ``since_pos``; with None (or a token from before a restart), those this server has
+        presence for."""
+        if not self.enabled:
+            return []
+        if since_pos is None or since_pos > self._position:
+            users = {u for u in user_ids if u in self._user_positions}
+        else:
+            users = {u for u in user_ids if self._user_positions.get(u, 0) > since_pos}
+        return await self._events(users)
+
+    async def _events(self, users: set[str]) -> list[dict[str, Any]]:
         if not users:
             return []
         ordered = sorted(users)

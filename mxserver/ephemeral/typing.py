@@ -89,17 +89,19 @@ class TypingHandler:
         """The ``m.typing`` ephemeral event of each room in ``room_ids`` whose typing changed after ``since_pos``.
 
         Initial sync (``since_pos`` None, or a token from before a restart):
-        only rooms where someone is typing now (an empty list tells a fresh
-        client nothing). Incremental: every changed room, including those
-        whose list became empty (clients replace their list, so an empty one
-        is how typing stops).
+        rooms where someone is typing now, and rooms whose typing changed since
+        the server started, with their (possibly empty) list: Synapse does so
+        (every room past typing position 0), and SyTest's 20typing waits for the
+        empty list through syncs without ``since``. Incremental: every changed
+        room, including those whose list became empty (clients replace their
+        list, so an empty one is how typing stops).
         """
         initial = since_pos is None or since_pos > self._position
         out: dict[str, dict[str, Any]] = {}
         for room_id in room_ids:
             if initial:
                 users = self._module.typing_in(room_id)
-                if not users:
+                if not users and room_id not in self._room_positions:
                     continue
             else:
                 assert since_pos is not None

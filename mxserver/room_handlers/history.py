@@ -44,7 +44,6 @@ TIMESTAMP_CANDIDATES = 20
 MEMBERSHIPS = frozenset({"join", "invite", "knock", "leave", "ban"})
 
 
-
 class Backfill(Protocol):
     """Fetching older history of a room from other servers (the federation side's backfiller)."""
 

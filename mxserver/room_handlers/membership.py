@@ -63,6 +63,14 @@ class ServersInRoom(Protocol):
     async def servers_in_room(self, room_id: str) -> Set[str]: ...
 
 
+class RoomTags(Protocol):
+    """A user's room tags (the account data handler), copied into an upgraded room on joining it."""
+
+    async def get_tags(self, user_id: str, room_id: str) -> dict[str, Any]: ...
+
+    async def add_tag(self, user_id: str, room_id: str, tag: str, tag_content: dict[str, Any]) -> int: ...
+
+
 class MembershipHandler:
     """Join, knock, leave, forget, invite, kick, ban and unban, locally or through federation."""
 
@@ -75,8 +83,10 @@ class MembershipHandler:
         remote_rooms: RemoteRooms,
         room_servers: ServersInRoom,
         server_name: str,
+        tags: RoomTags | None = None,
     ) -> None:
         self.room_server = room_server
+        self.tags = tags
         self.accounts = accounts
         self.memberships = memberships
         self.directory = directory
@@ -187,6 +197,7 @@ class MembershipHandler:
                 {**await self.profile_content(user_id), **extra, "membership": "join"}, reason
             )
             if await self.remote_rooms.join(user_id, room_id, candidates, content) is not None:
+                await self._copy_tags_from_predecessor(user_id, room_id)
                 return room_id
             # None: a concurrent join brought this server into the room meanwhile; join here.
         room = await self.local_room(room_id, via)
@@ -210,7 +221,30 @@ class MembershipHandler:
                 room_id, state, jr, user_id
             )
         await self._send(room_id, user_id, user_id, content)
+        await self._copy_tags_from_predecessor(user_id, room_id)
         return room_id
+
+    async def _copy_tags_from_predecessor(self, user_id: str, room_id: str) -> None:
+        """Joining an upgraded room: the user's tags of the old room apply to the new one too.
+
+        room_upgrades.md leaves per-user data to the server; Synapse copies the tags on the
+        join (SyTest's 42tags expects it). Tags the user already set in the new room win.
+        """
+        if self.tags is None:
+            return
+        create = await self.room_server.current_state_event(room_id, "m.room.create")
+        predecessor = create.content.get("predecessor") if create is not None else None
+        old_room = predecessor.get("room_id") if isinstance(predecessor, dict) else None
+        if not isinstance(old_room, str) or old_room == room_id:
+            return
+        old_tags = await self.tags.get_tags(user_id, old_room)
+        if not old_tags or await self.tags.get_tags(user_id, room_id):
+            return
+        for tag, tag_content in old_tags.items():
+            try:
+                await self.tags.add_tag(user_id, room_id, tag, tag_content if isinstance(tag_content, dict) else {})
+            except MatrixError:
+                continue  # a tag the old room somehow held but that is not valid now: skipped
 
     async def _restricted_join_authoriser(
         self, room_id: str, state: dict[StateKey, Event], join_rules: dict[str, Any], user_id: str

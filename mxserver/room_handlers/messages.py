@@ -138,8 +138,12 @@ class MessageHandler:
         if await self.room_server.membership(room_id, user_id) != "join":
             raise forbidden("You are not joined to this room")
         target = await self.events.get_event(target_id)
-        if target is None or target.room_id != room_id or target.rejected:
+        if target is None or target.rejected:
             raise not_found("Event not found")
+        if target.room_id != room_id:
+            # The spec is silent; Synapse answers 400 ("Cannot redact event from a different
+            # room") and SyTest's 10redactions expects that.
+            raise invalid_param("Cannot redact an event from a different room")
         if target.sender == user_id:
             return
         state = await self.room_server.current_state_events(room_id, [POWER_LEVELS_KEY, CREATE_KEY])

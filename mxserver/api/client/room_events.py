@@ -6,6 +6,7 @@ Thin: parse and validate the request, authenticate, call one handler
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from twisted.web.iweb import IRequest
@@ -27,6 +28,11 @@ _MAX_ID_BYTES = 255
 
 def _paths(*suffixes: str) -> list[str]:
     return [prefix + suffix for suffix in suffixes for prefix in (_V3, _R0)]
+
+
+def _fresh_txn_id() -> str:
+    """A transaction ID for a request that has none: never equal to another request's."""
+    return "legacy-" + secrets.token_urlsafe(12)
 
 
 def _room_id(room_id: str) -> str:
@@ -81,6 +87,12 @@ class RoomEventsServlet:
         )
         return {"event_id": event_id}
 
+    @route("POST", *_paths("/rooms/{room_id}/send/{event_type}"))
+    async def send_without_txn(self, request: IRequest, room_id: str, event_type: str) -> JsonDict:
+        """The r0-era POST form without a transaction ID, which Synapse still serves (SyTest's
+        34room-messages uses it): every call sends a new event, so it gets a fresh transaction ID."""
+        return await self.send(request, room_id, event_type, _fresh_txn_id())
+
     @route("PUT", *_paths("/rooms/{room_id}/state/{event_type}/{state_key}"))
     async def put_state(self, request: IRequest, room_id: str, event_type: str, state_key: str) -> JsonDict:
         requester = await self.auth.get_user(request, allow_guest=True)
@@ -101,6 +113,11 @@ class RoomEventsServlet:
         reason = get_str(body, "reason", None)
         event_id = await self.sender.redact(requester, _room_id(room_id), _event_id(event_id), txn_id, reason)
         return {"event_id": event_id}
+
+    @route("POST", *_paths("/rooms/{room_id}/redact/{event_id}"))
+    async def redact_without_txn(self, request: IRequest, room_id: str, event_id: str) -> JsonDict:
+        """The r0-era POST form of redact without a transaction ID (as Synapse serves it)."""
+        return await self.redact(request, room_id, event_id, _fresh_txn_id())
 
     # -- state ------------------------------------------------------------------------------------
 
