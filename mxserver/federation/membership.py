@@ -25,13 +25,13 @@ import attrs
 from signedjson.types import SigningKey
 from twisted.logger import Logger
 
-from mxserver.crypto.signing import signature_ids
+from mxserver.crypto.signing import SignatureError, signature_ids
 from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
 from mxserver.events.hashing import check_content_hash
 from mxserver.events.model import Event
-from mxserver.events.signing import add_event_signature
+from mxserver.events.signing import add_event_signature, verify_event_signature
 from mxserver.events.versions import KNOWN_ROOM_VERSIONS, RoomVersion
-from mxserver.federation.pdu_checks import InvalidPdu, check_pdu
+from mxserver.federation.pdu_checks import InvalidPdu, check_pdu, check_pdu_format
 from mxserver.federation.remote_rooms import MEMBER, RemoteRooms, event_template, stripped
 from mxserver.federation.room_access import acl_allows
 from mxserver.identifier_checks import is_room_id, server_of_user
@@ -240,8 +240,12 @@ class FederationMembershipHandler:
         ``M_FORBIDDEN`` (checked before the format, so an unsigned template is refused as
         unsigned); any other failure is 400 ``M_INVALID_PARAM``.
         """
-        if not signature_ids(pdu, origin):
-            raise forbidden(f"The event is not signed by {origin}")
+        try:
+            check_pdu_format(pdu, rv)
+        except InvalidPdu as e:
+            if e.kind == "json":  # before the signature, which cannot be checked on such JSON
+                raise MatrixError(400, "M_BAD_JSON", f"The event failed the checks: {e.reason}") from None
+        await self._check_origin_signature(pdu, rv, origin)
         try:
             event = await check_pdu(self.keyring, pdu, rv)
         except InvalidPdu as e:
@@ -254,6 +258,27 @@ class FederationMembershipHandler:
         if not check_content_hash(pdu):
             raise invalid_param("The event's content hash does not match its content")
         return event
+
+    async def _check_origin_signature(self, pdu: dict[str, Any], rv: RoomVersion, origin: str) -> None:
+        """403 unless ``origin`` signed the PDU (with any key it ever published: key validity
+        and every other check are :func:`check_pdu`'s). Done first, so a PDU signed by nobody,
+        or with a forged signature, is refused as such even if it is malformed too (SyTest
+        "Inbound /v1/send_join rejects incorrectly-signed joins" sends the bare template)."""
+        ids = signature_ids(pdu, origin)
+        if not ids:
+            raise forbidden(f"The event is not signed by {origin}")
+        try:
+            keys = await self.keyring.get_verify_keys(origin, ids, 0)
+        except Exception:
+            keys = {}
+        if not keys:
+            raise forbidden(f"No key of {origin} among {', '.join(sorted(ids))} is known")
+        try:
+            verify_event_signature(pdu, rv, origin, keys)
+        except SignatureError as e:
+            raise forbidden(f"The event's signature by {origin} does not check: {e}") from None
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return  # too malformed to encode: check_pdu says how
 
     def _cosign_restricted_join(self, pdu: dict[str, Any], rv: RoomVersion) -> dict[str, Any]:
         """joins-v2.yaml: a join authorised via one of our users must carry our signature
