@@ -236,6 +236,11 @@ class ResidentBadInputTests(FederationTestMixin, TwoServerTestCase):
         unsigned = {k: v for k, v in good.get_pdu_json().items() if k not in ("signatures", "hashes")}
         result = await self.fed(self.a, "PUT", f"{F2}/send_join/{q(self.room_id)}/{q(good.event_id)}", unsigned)
         self.assertFedError(result, 403, "M_FORBIDDEN")
+        # ... and so with a made-up signature (SyTest "Inbound /v1/send_join rejects incorrectly-signed joins")
+        key = next(iter(good.signatures[self.a.server_name]))
+        fake = {**unsigned, "signatures": {self.a.server_name: {key: "a" * 86}}}
+        result = await self.fed(self.a, "PUT", f"{F2}/send_join/{q(self.room_id)}/{q(good.event_id)}", fake)
+        self.assertFedError(result, 403, "M_FORBIDDEN")
         # the path names another event
         result = await self.fed(self.a, "PUT", f"{F2}/send_join/{q(self.room_id)}/{q('$other')}", good.get_pdu_json())
         self.assertFedError(result, 400, "M_INVALID_PARAM")
