@@ -178,3 +178,41 @@ class InboundV1AndErrorsTests(InboundTestCase):
         code, body = await self.fed("PUT", f"/_matrix/federation/v2/invite/{q(room_id)}/{q(invite.event_id)}",
                                     {"room_version": "10", "event": pdu(invite), "invite_room_state": []})
         self.assertEqual((code, body.get("errcode")), (403, "M_FORBIDDEN"), body)
+
+
+class InboundRedactionTests(InboundTestCase):
+    """rooms/v3 "Handling redactions": accepted by the auth rules, applied only when allowed."""
+
+    async def content_of(self, room_id: str, event_id: str) -> dict[str, Any]:
+        code, body = await self.get(f"{C}/rooms/{q(room_id)}/event/{q(event_id)}", self.alice)
+        self.assertEqual(code, 200, body)
+        content: dict[str, Any] = body["content"]
+        return content
+
+    async def test_remote_user_without_power_cannot_redact_others(self) -> None:
+        """SyTest "Inbound federation ignores redactions from invalid servers room > v3"."""
+        room_id = await self.room(version="10")
+        await self.join_remote_user(room_id)
+        msg = await self.local_message(room_id, "Hello")
+        bad = await self.remote_event(room_id, "m.room.redaction", {}, redacts=msg.event_id)
+        code, body = await self.send_txn("r1", [pdu(bad)])
+        self.assertEqual(body, {"pdus": {bad.event_id: {}}})  # accepted by the auth rules ...
+        self.assertEqual((await self.content_of(room_id, msg.event_id)).get("body"), "Hello")  # ... not applied
+        # the remote user's own message: the same server, so it is applied
+        own = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "mine"})
+        await self.send_txn("r2", [pdu(own)])
+        good = await self.remote_event(room_id, "m.room.redaction", {}, redacts=own.event_id)
+        await self.send_txn("r3", [pdu(good)])
+        self.assertEqual(await self.content_of(room_id, own.event_id), {})
+
+    async def test_redaction_of_an_event_of_another_room_is_ignored(self) -> None:
+        """SyTest "An event which redacts an event in a different room should be ignored"."""
+        room1 = await self.room(version="10")
+        room2 = await self.room(version="10")
+        await self.join_remote_user(room1)
+        await self.join_remote_user(room2)
+        own = await self.remote_event(room1, "m.room.message", {"msgtype": "m.text", "body": "mine"})
+        await self.send_txn("r1", [pdu(own)])
+        cross = await self.remote_event(room2, "m.room.redaction", {}, redacts=own.event_id)
+        await self.send_txn("r2", [pdu(cross)])
+        self.assertEqual((await self.content_of(room1, own.event_id)).get("body"), "mine")
