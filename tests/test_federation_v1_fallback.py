@@ -214,5 +214,12 @@ class InboundRedactionTests(InboundTestCase):
         own = await self.remote_event(room1, "m.room.message", {"msgtype": "m.text", "body": "mine"})
         await self.send_txn("r1", [pdu(own)])
         cross = await self.remote_event(room2, "m.room.redaction", {}, redacts=own.event_id)
-        await self.send_txn("r2", [pdu(cross)])
+        code, body = await self.send_txn("r2", [pdu(cross)])
+        self.assertEqual(body, {"pdus": {cross.event_id: {}}})
         self.assertEqual((await self.content_of(room1, own.event_id)).get("body"), "mine")
+        # never shown to clients: it cannot be validated with its target (soft-failed)
+        sentinel = await self.remote_event(room2, "m.room.message", {"msgtype": "m.text", "body": "sentinel"})
+        await self.send_txn("r3", [pdu(sentinel)])
+        ids = [e["event_id"] for e in await self.room_events(self.alice, room2)]
+        self.assertIn(sentinel.event_id, ids)
+        self.assertNotIn(cross.event_id, ids)

@@ -344,6 +344,15 @@ class InboundReceiver:
         if reason is None and (before.nid is None or before.nid != head.snapshot_nid):
             soft = _auth_failure(event, await self._auth_state(head.state, event), create, selection=False)
 
+        if reason is None and soft is None and event.type == "m.room.redaction" and event.redacts:
+            # rooms/v3 "Handling redactions": a redaction is not sent to clients until it can be
+            # validated with its target, and one naming an event of another room never can be
+            # (SyTest "An event which redacts an event in a different room should be ignored").
+            # The auth rules accept it, so it is soft-failed, not rejected.
+            target = await self.store.get_event(event.redacts)
+            if target is not None and target.room_id != room_id:
+                soft = "it redacts an event of another room"
+
         accepted = reason is None and soft is None
         state_event = event.is_state() and reason is None
         after_map: StateMap = before.state
