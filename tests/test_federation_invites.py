@@ -269,6 +269,9 @@ class ResidentBadInputTests(FederationTestMixin, TwoServerTestCase):
         self.assertIn(("m.room.member", self.bob.user_id), state_types)
         self.assertNotIn(("m.room.member", self.alice_id), state_types)  # the state before the join
         self.assertTrue(answer["auth_chain"])
+        # oldest first, so a server keeping the last event per state key keeps the newest
+        depths = [e["depth"] for e in answer["auth_chain"]]
+        self.assertEqual(depths, sorted(depths))
         self.assertIn(self.alice_id, await self.joined(self.b, self.bob, self.room_id))
         # omit_members is accepted; the answer is the full state all the same (sent again: a duplicate)
         code, again = await self.fed(self.a, "PUT", path, good.get_pdu_json(), args={"omit_members": "true"})

@@ -59,6 +59,10 @@ def incompatible_room_version(rv_id: str, msg: str) -> MatrixError:
     return MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION", msg, room_version=rv_id)
 
 
+def _depth_order(event: Event) -> tuple[int, str]:
+    return event.depth, event.event_id
+
+
 def _not_origin_user(origin: str) -> MatrixError:
     """A membership event of another server's user, sent by ``origin``: 403, as Synapse answers
     (SyTest "Inbound /v1/send_join rejects joins from other servers"); the spec mandates no
@@ -307,7 +311,12 @@ class FederationMembershipHandler:
         }
         return {
             "state": [e.get_pdu_json() for e in state],
-            "auth_chain": [events[e].get_pdu_json() for e in sorted(chain_ids) if e in events],
+            # Oldest first (by depth): the spec gives no order, but a joining server that takes
+            # the last event of each state key seen (SyTest's does) would otherwise end up with
+            # an older power-levels event than the one in ``state``.
+            "auth_chain": [
+                ev.get_pdu_json() for ev in sorted((events[e] for e in chain_ids if e in events), key=_depth_order)
+            ],
             "event": event.get_pdu_json(),
             "members_omitted": False,
             "servers_in_room": sorted(servers | {self.server_name}),
