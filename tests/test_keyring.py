@@ -311,6 +311,38 @@ class NotaryEndpointTests(_KeyringCase):
         kids = {kid for item in body["server_keys"] for kid in item["verify_keys"]}
         self.assertIn("ed25519:r2", kids)
 
+    async def test_get_query_naming_a_key(self) -> None:
+        """SyTest "Federation key API can act as a notary server via a GET request" (the
+        /{keyId} form dropped from the spec, still used)."""
+        self.publish()
+        code, body = await self.get(f"/_matrix/key/v2/query/remote.test/{self.remote_kid}")
+        self.assertEqual(code, 200, body)
+        (item,) = body["server_keys"]
+        self.assertIn(self.remote_kid, item["verify_keys"])
+        self.check_item(item, "remote.test", self.remote_key)
+
+    async def test_expired_key_refetched_at_once_and_kept(self) -> None:
+        """SyTest "Key notary server should return an expired key if it can't find any others"
+        and "... must not overwrite a valid key with a spurious result from the origin server"."""
+        expired_at = self.now_ms() - DAY_MS
+        self.publish(valid_for_ms=-DAY_MS)
+        query = {"server_keys": {"remote.test": {self.remote_kid: {"minimum_valid_until_ts": 0}}}}
+        code, body = await self.post(QUERY_PATH, query)
+        self.assertEqual(body["server_keys"][0]["valid_until_ts"], expired_at)
+        # a later minimum: asked again at once (no refetch throttle for notary queries) ...
+        later = {"server_keys": {"remote.test": {self.remote_kid: {"minimum_valid_until_ts": expired_at + 1000}}}}
+        self.publish(key=generate_signing_key("r2"))  # ... and the origin now publishes another key only
+        code, body = await self.post(QUERY_PATH, later)
+        self.assertEqual(self.fake.count("remote.test"), 2)
+        # the expired key is still what we hold for that key ID, and only its response is answered
+        (item,) = body["server_keys"]
+        self.assertEqual((list(item["verify_keys"]), item["valid_until_ts"]), ([self.remote_kid], expired_at))
+        # the origin unreachable: the expired key all the same
+        del self.fake.answers[("remote.test", KEY_PATH)]
+        code, body = await self.post(QUERY_PATH, later)
+        self.assertEqual(self.fake.count("remote.test"), 3)
+        self.assertEqual([list(i["verify_keys"]) for i in body["server_keys"]], [[self.remote_kid]])
+
     async def test_own_keys(self) -> None:
         code, body = await self.post(QUERY_PATH, {"server_keys": {self.hs.server_name: {}}})
         (item,) = body["server_keys"]

@@ -23,11 +23,13 @@ class RedactionApiTests(HomeserverTestCase):
         self.assertEqual(ev["content"], {})
         because = ev["unsigned"]["redacted_because"]
         self.assertEqual((because["event_id"], because["content"]["reason"]), (redaction_id, "typo"))
+        self.assertEqual(ev["unsigned"]["redacted_by"], redaction_id)  # as Synapse gives it too
         # /messages shows the pruned event and the redaction itself
         code, page = await self.messages(alice, room, dir="b", limit=2)
         self.assertEqual([e["event_id"] for e in page["chunk"]], [redaction_id, target])
         self.assertEqual(page["chunk"][1]["content"], {})
         self.assertEqual(page["chunk"][1]["unsigned"]["redacted_because"]["event_id"], redaction_id)
+        self.assertEqual(page["chunk"][1]["unsigned"]["redacted_by"], redaction_id)
         self.assertEqual(page["chunk"][0]["redacts"], target)
         # idempotent per txn
         self.assertEqual(

@@ -181,6 +181,10 @@ class AuthenticateRequestTests(unittest.TestCase):
         self.assertIn("Malformed X-Matrix", e.msg)
         e = await self.check(_Req(b"GET", b"/t", [b'X-Matrix origin="bad name!",key="ed25519:r1",sig="x"']))
         self.assertIn("not a valid server name", e.msg)
+        # a non-numeric port (SyTest "Non-numeric ports in server names are rejected"): 400
+        e = await self.check(_Req(b"GET", b"/t", [b'X-Matrix origin="localhost:http",key="ed25519:r1",sig="x"']))
+        self.assertEqual((e.code, e.errcode), (400, "M_UNAUTHORIZED"))
+        self.assertIn("not a valid server name", e.msg)
         e = await self.check(_Req(b"GET", b"/t", [b'X-Matrix origin="origin.test",key="rsa:1",sig="x"']))
         self.assertIn("unsupported algorithm", e.msg)
 

@@ -60,6 +60,10 @@ def format_client_event(
             unsigned["replaces_state"] = meta.replaces_state
     if redacted_because is not None:
         unsigned["redacted_because"] = format_client_event(redacted_because, now_ms, include_room_id=include_room_id)
+        # Not in the spec (redacted_because is): Synapse also names the redaction here, and
+        # clients and SyTest ("Can receive redactions from regular users over federation in
+        # room version N") read it.
+        unsigned["redacted_by"] = redacted_because.event_id
     out["unsigned"] = unsigned
     return out
 

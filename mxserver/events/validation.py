@@ -35,8 +35,11 @@ MAX_DEPTH_V6 = 2**53 - 1
 class EventFormatError(ValueError):
     """The PDU does not match its room version's event format."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, bad_json: bool = False) -> None:
         self.reason = reason
+        #: the PDU is not even JSON its room version accepts (v6-canonical-json: floats,
+        #: integers out of range); the federation endpoints answer M_BAD_JSON for it
+        self.bad_json = bad_json
         super().__init__(reason)
 
 
@@ -119,7 +122,7 @@ def validate_pdu(
         try:
             check_strict_canonical_json(pdu)
         except CanonicalJSONError as e:
-            raise EventFormatError(f"not canonical JSON: {e}") from None
+            raise EventFormatError(f"not canonical JSON: {e}", bad_json=True) from None
 
     # pdu_base.yaml required keys and their types.
     _check_id(pdu, "type", None)

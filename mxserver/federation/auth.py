@@ -159,7 +159,10 @@ class FederationAuth:
             raise _unauthorized("X-Matrix Authorization headers name different origins")
         for c in creds:
             if not is_valid_server_name(c.origin):
-                raise _unauthorized(f"X-Matrix origin {c.origin!r} is not a valid server name")
+                # appendices §Server Name (e.g. a non-numeric port): the request is malformed,
+                # not merely unauthenticated. The spec names no status; 400 is Synapse's, which
+                # SyTest's "Non-numeric ports in server names are rejected" expects.
+                raise MatrixError(400, "M_UNAUTHORIZED", f"X-Matrix origin {c.origin!r} is not a valid server name")
             if c.destination is not None and c.destination != self.server_name:
                 # server-server-api §Request Authentication: a wrong destination MUST be denied with 401.
                 raise _unauthorized(f"X-Matrix destination {c.destination!r} is not this server ({self.server_name})")

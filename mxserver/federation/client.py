@@ -89,7 +89,13 @@ class FederationError(Exception):
         are passed on; everything else is a 502 from our side.
         """
         if 400 <= self.code < 500 and self.code not in (401, 429):
-            return MatrixError(self.code, self.errcode, f"{self.destination}: {self.msg}")
+            extra: dict[str, Any] = {}
+            ver = self.body.get("room_version") if isinstance(self.body, dict) else None
+            if self.errcode == "M_INCOMPATIBLE_ROOM_VERSION" and isinstance(ver, str):
+                # joins-v1.yaml 400: room_version is "Required if the errcode is
+                # M_INCOMPATIBLE_ROOM_VERSION"; the client's join error carries it on.
+                extra["room_version"] = ver[:100]
+            return MatrixError(self.code, self.errcode, f"{self.destination}: {self.msg}", **extra)
         return MatrixError(502, "M_UNKNOWN", f"Request to {self.destination} failed: {self.msg}")
 
 
@@ -282,6 +288,21 @@ class FederationClient(service.Service):
             "POST", destination, path, body, args, timeout, max_size=max_size, authenticate=authenticate
         )
 
+    async def put_json_v1(
+        self,
+        destination: str,
+        path: str,
+        body: Any,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """PUT to one of the historical v1 endpoints (``send_join``, ``send_leave``, ``invite``)
+        whose answer is ``[200, {...}]`` (invites-v1.yaml, joins-v1.yaml, leaving-v1.yaml): the
+        object inside. Used only when the peer does not know the v2 endpoint."""
+        content: dict[str, Any] = await self._send(
+            "PUT", destination, path, None, body, timeout, DEFAULT_MAX_JSON_SIZE, True, raw=False, v1_wrapped=True
+        )
+        return content
+
     async def get_raw(
         self,
         destination: str,
@@ -313,6 +334,7 @@ class FederationClient(service.Service):
         max_size: int,
         authenticate: bool,
         raw: bool,
+        v1_wrapped: bool = False,
     ) -> Any:
         """One request with its checks and deadline: a JSON object, or a RawResponse if ``raw``."""
         if not self.config.enabled:
@@ -324,7 +346,9 @@ class FederationClient(service.Service):
         query = encode_query(args)
         uri = path + ("?" + query if query else "")
         d = ensureDeferred(
-            self._request(method, destination, uri, body, min(max_size, MAX_RESPONSE_SIZE), authenticate, raw)
+            self._request(
+                method, destination, uri, body, min(max_size, MAX_RESPONSE_SIZE), authenticate, raw, v1_wrapped
+            )
         )
         timed_out: list[bool] = []
 
@@ -368,7 +392,15 @@ class FederationClient(service.Service):
     # -- one request ---------------------------------------------------------------------
 
     async def _request(
-        self, method: str, destination: str, uri: str, body: Any, max_size: int, authenticate: bool, raw: bool = False
+        self,
+        method: str,
+        destination: str,
+        uri: str,
+        body: Any,
+        max_size: int,
+        authenticate: bool,
+        raw: bool = False,
+        v1_wrapped: bool = False,
     ) -> Any:
         server = await self.discovery.resolve(destination)
         headers = Headers({b"Host": [server.host_header.encode("ascii")], b"User-Agent": [USER_AGENT]})
@@ -390,6 +422,10 @@ class FederationClient(service.Service):
             content = decode_json(data)
         except (ValueError, UnicodeDecodeError):
             raise RequestFailed(destination, f"{method} {_path_only(uri)}: the answer is not JSON") from None
+        if v1_wrapped:
+            # The v1 answer's status wrapper: [200, {...}].
+            ok = isinstance(content, list) and len(content) == 2 and content[0] == 200
+            content = content[1] if ok else None
         if not isinstance(content, dict):
             raise RequestFailed(destination, f"{method} {_path_only(uri)}: the answer is not a JSON object")
         return content

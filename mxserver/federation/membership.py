@@ -25,12 +25,13 @@ import attrs
 from signedjson.types import SigningKey
 from twisted.logger import Logger
 
+from mxserver.crypto.signing import SignatureError, signature_ids
 from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
 from mxserver.events.hashing import check_content_hash
 from mxserver.events.model import Event
-from mxserver.events.signing import add_event_signature
+from mxserver.events.signing import add_event_signature, verify_event_signature
 from mxserver.events.versions import KNOWN_ROOM_VERSIONS, RoomVersion
-from mxserver.federation.pdu_checks import InvalidPdu, check_pdu
+from mxserver.federation.pdu_checks import InvalidPdu, check_pdu, check_pdu_format
 from mxserver.federation.remote_rooms import MEMBER, RemoteRooms, event_template, stripped
 from mxserver.federation.room_access import acl_allows
 from mxserver.identifier_checks import is_room_id, server_of_user
@@ -56,6 +57,17 @@ def _user_id(value: Any) -> TypeGuard[str]:
 def incompatible_room_version(rv_id: str, msg: str) -> MatrixError:
     # joins-v1.yaml 400: "room_version ... Required if the errcode is M_INCOMPATIBLE_ROOM_VERSION"
     return MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION", msg, room_version=rv_id)
+
+
+def _depth_order(event: Event) -> tuple[int, str]:
+    return event.depth, event.event_id
+
+
+def _not_origin_user(origin: str) -> MatrixError:
+    """A membership event of another server's user, sent by ``origin``: 403, as Synapse answers
+    (SyTest "Inbound /v1/send_join rejects joins from other servers"); the spec mandates no
+    code (joins-v2.yaml: "servers SHOULD return M_INVALID_PARAM")."""
+    return forbidden(f"The event's sender is not a user of the requesting server {origin}")
 
 
 @attrs.frozen
@@ -194,7 +206,7 @@ class FederationMembershipHandler:
         if not isinstance(content, dict) or content.get("membership") != membership:
             raise invalid_param(f"The event's membership is not {membership!r}")
         if not _user_id(sender) or server_of_user(sender) != origin:
-            raise invalid_param(f"The event's sender is not a user of the requesting server {origin}")
+            raise _not_origin_user(origin)
         if pdu.get("state_key") != sender:
             raise invalid_param("The event's state_key is not its sender")
         if pdu.get("room_id") != room_id:
@@ -203,7 +215,7 @@ class FederationMembershipHandler:
             # Signed before the checks, which require the authorising server's signature: it
             # is only kept (persisted, returned) if the origin's signature checks out.
             pdu = self._cosign_restricted_join(pdu, rv)
-        event = await self._checked(pdu, rv)
+        event = await self._checked(pdu, rv, origin)
         if event.event_id != event_id:
             raise invalid_param(f"The event's ID is {event.event_id}, not {event_id}")
         try:
@@ -220,17 +232,57 @@ class FederationMembershipHandler:
             self.accepted.publish(RemoteMembershipAccepted(stored, origin))
         return room, stored
 
-    async def _checked(self, pdu: dict[str, Any], rv: RoomVersion) -> Event:
-        """The event of a membership PDU we are asked to accept or co-sign; M_INVALID_PARAM if
-        it fails the checks -- including a content hash mismatch: we would otherwise sign (or
-        serve) content its sender never signed."""
+    async def _checked(self, pdu: dict[str, Any], rv: RoomVersion, origin: str) -> Event:
+        """The event of a membership PDU ``origin`` asks us to accept or co-sign, if it passes
+        the checks -- a content hash mismatch included: we would otherwise sign (or serve)
+        content its sender never signed.
+
+        The errors: joins-v2.yaml and invites-v2.yaml mandate no error code ("servers SHOULD
+        return M_INVALID_PARAM"). Where SyTest encodes Synapse's codes we match them: a PDU
+        that is not JSON of its room version (v6-canonical-json: a float, an integer out of
+        range) is 400 ``M_BAD_JSON``; a missing or bad signature of the origin is 403
+        ``M_FORBIDDEN`` (checked before the format, so an unsigned template is refused as
+        unsigned); any other failure is 400 ``M_INVALID_PARAM``.
+        """
+        try:
+            check_pdu_format(pdu, rv)
+        except InvalidPdu as e:
+            if e.kind == "json":  # before the signature, which cannot be checked on such JSON
+                raise MatrixError(400, "M_BAD_JSON", f"The event failed the checks: {e.reason}") from None
+        await self._check_origin_signature(pdu, rv, origin)
         try:
             event = await check_pdu(self.keyring, pdu, rv)
         except InvalidPdu as e:
-            raise invalid_param(f"The event failed the checks: {e.reason}") from None
+            msg = f"The event failed the checks: {e.reason}"
+            if e.kind == "json":
+                raise MatrixError(400, "M_BAD_JSON", msg) from None
+            if e.kind == "signature":
+                raise forbidden(msg) from None
+            raise invalid_param(msg) from None
         if not check_content_hash(pdu):
             raise invalid_param("The event's content hash does not match its content")
         return event
+
+    async def _check_origin_signature(self, pdu: dict[str, Any], rv: RoomVersion, origin: str) -> None:
+        """403 unless ``origin`` signed the PDU (with any key it ever published: key validity
+        and every other check are :func:`check_pdu`'s). Done first, so a PDU signed by nobody,
+        or with a forged signature, is refused as such even if it is malformed too (SyTest
+        "Inbound /v1/send_join rejects incorrectly-signed joins" sends the bare template)."""
+        ids = signature_ids(pdu, origin)
+        if not ids:
+            raise forbidden(f"The event is not signed by {origin}")
+        try:
+            keys = await self.keyring.get_verify_keys(origin, ids, 0)
+        except Exception:
+            keys = {}
+        if not keys:
+            raise forbidden(f"No key of {origin} among {', '.join(sorted(ids))} is known")
+        try:
+            verify_event_signature(pdu, rv, origin, keys)
+        except SignatureError as e:
+            raise forbidden(f"The event's signature by {origin} does not check: {e}") from None
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return  # too malformed to encode: check_pdu says how
 
     def _cosign_restricted_join(self, pdu: dict[str, Any], rv: RoomVersion) -> dict[str, Any]:
         """joins-v2.yaml: a join authorised via one of our users must carry our signature
@@ -259,7 +311,12 @@ class FederationMembershipHandler:
         }
         return {
             "state": [e.get_pdu_json() for e in state],
-            "auth_chain": [events[e].get_pdu_json() for e in sorted(chain_ids) if e in events],
+            # Oldest first (by depth): the spec gives no order, but a joining server that takes
+            # the last event of each state key seen (SyTest's does) would otherwise end up with
+            # an older power-levels event than the one in ``state``.
+            "auth_chain": [
+                ev.get_pdu_json() for ev in sorted((events[e] for e in chain_ids if e in events), key=_depth_order)
+            ],
             "event": event.get_pdu_json(),
             "members_omitted": False,
             "servers_in_room": sorted(servers | {self.server_name}),
@@ -291,17 +348,19 @@ class FederationMembershipHandler:
         if pdu.get("type") != MEMBER or not isinstance(content, dict) or content.get("membership") != "invite":
             raise invalid_param("The event is not an invite")
         if not _user_id(sender) or server_of_user(sender) != origin:
-            raise invalid_param(f"The event's sender is not a user of the requesting server {origin}")
+            raise _not_origin_user(origin)
         if not _user_id(target) or server_of_user(target) != self.server_name:
             raise invalid_param("The invited user is not a user of this server")
-        event = await self._checked(pdu, rv)
+        event = await self._checked(pdu, rv, origin)
         if event.event_id != event_id:
             raise invalid_param(f"The event's ID is {event.event_id}, not {event_id}")
+        # server-server-api §Server Access Control Lists: a denied server gets 403 whatever
+        # else is wrong with its request (checked before the invitee is looked up).
+        if not await acl_allows(self.room_server, room_id, origin):
+            raise forbidden(f"Server {origin} is denied by the room's server ACL")
         user = await self.accounts.get_user(target)
         if user is None or user.deactivated:
             raise not_found(f"Unknown user {target}")
-        if not await acl_allows(self.room_server, room_id, origin):
-            raise forbidden(f"Server {origin} is denied by the room's server ACL")
         state = await self._invite_room_state(given, rv, room_id)
         signed = add_event_signature(pdu, rv, self.server_name, self.signing_key)
         if not await self.remote_rooms.is_host_in_room(room_id):
@@ -317,6 +376,25 @@ class FederationMembershipHandler:
             await self.room_server.persist_out_of_band_membership(room_id, rv, creator, invite)
         # Otherwise it also arrives in a transaction of the room's events (invites-v2.yaml).
         return {"event": signed}
+
+    async def on_invite_v1(self, origin: str, room_id: str, event_id: str, pdu: Any) -> dict[str, Any]:
+        """invites-v1.yaml: the body is the invite event itself, and "servers which receive a
+        v1 invite request must assume that the room version is either "1" or "2"" -- we take
+        the one the m.room.create event in its ``unsigned.invite_room_state`` names, if it is
+        one of those, else "1" (the two share the event format and auth rules). The stripped
+        state comes from there too. Answered like v2 (the route adds v1's ``[200, ...]``)."""
+        if not isinstance(pdu, dict):
+            raise MatrixError(400, "M_BAD_JSON", "The body must be the invite event")
+        unsigned = pdu.get("unsigned")
+        given = unsigned.get("invite_room_state") if isinstance(unsigned, dict) else None
+        given = given if isinstance(given, list) else []
+        ver = "1"
+        for s in given:
+            if isinstance(s, dict) and s.get("type") == "m.room.create" and isinstance(s.get("content"), dict):
+                if s["content"].get("room_version") in ("1", "2"):
+                    ver = s["content"]["room_version"]
+        body = {"room_version": ver, "event": pdu, "invite_room_state": given}
+        return await self.on_invite(origin, room_id, event_id, body)
 
     async def _invite_room_state(self, given: list[Any], rv: RoomVersion, room_id: str) -> list[dict[str, Any]]:
         """The stripped form of ``invite_room_state``, checked as invites-v2.yaml asks.

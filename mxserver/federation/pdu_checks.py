@@ -48,11 +48,16 @@ __all__ = ["InvalidPdu", "check_pdu", "check_pdu_format"]
 
 
 class InvalidPdu(Exception):
-    """The PDU must be dropped: bad format, or a required signature is missing or invalid."""
+    """The PDU must be dropped: bad format, or a required signature is missing or invalid.
 
-    def __init__(self, reason: str) -> None:
+    ``kind`` says which, for the endpoints that answer the sender (send_join, invite):
+    ``"json"`` (not JSON of its room version), ``"format"`` or ``"signature"``.
+    """
+
+    def __init__(self, reason: str, kind: str = "format") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
 
 
 def check_pdu_format(pdu: Any, room_version: RoomVersion) -> None:
@@ -62,7 +67,7 @@ def check_pdu_format(pdu: Any, room_version: RoomVersion) -> None:
     try:
         validate_pdu(pdu, room_version)
     except EventFormatError as e:
-        raise InvalidPdu(f"invalid event format: {e.reason}") from None
+        raise InvalidPdu(f"invalid event format: {e.reason}", "json" if e.bad_json else "format") from None
 
 
 async def check_pdu(keyring: Keyring, pdu: dict[str, Any], room_version: RoomVersion) -> Event:
@@ -83,7 +88,7 @@ async def check_pdu(keyring: Keyring, pdu: dict[str, Any], room_version: RoomVer
     for server in sorted(servers):
         ids = signature_ids(pdu, server)
         if not ids:
-            raise InvalidPdu(f"event is not signed by {server}")
+            raise InvalidPdu(f"event is not signed by {server}", "signature")
         try:
             keys[server] = await keyring.get_verify_keys(server, ids, min_valid)
         except Exception as e:  # an unreachable key server: we cannot check, so we drop
@@ -91,7 +96,8 @@ async def check_pdu(keyring: Keyring, pdu: dict[str, Any], room_version: RoomVer
         if not keys[server]:
             why = keyring.last_error(server)
             raise InvalidPdu(
-                f"no key of {server} among {', '.join(sorted(ids))} valid at {min_valid}" + (f" ({why})" if why else "")
+                f"no key of {server} among {', '.join(sorted(ids))} valid at {min_valid}" + (f" ({why})" if why else ""),
+                "signature",
             )
     # The signed bytes are the reference-hash input: encode the redacted event once, for the
     # signatures and for the (v3+) event ID, which is its hash and the same for the redacted copy.
@@ -99,7 +105,7 @@ async def check_pdu(keyring: Keyring, pdu: dict[str, Any], room_version: RoomVer
     try:
         verify_event_signatures(pdu, room_version, keys, signed_bytes=signed)
     except SignatureError as e:
-        raise InvalidPdu(f"bad signature: {e}") from None
+        raise InvalidPdu(f"bad signature: {e}", "signature") from None
     event_id = None
     if room_version.event_format is not EventFormat.V1:
         event_id = event_id_from_reference_hash(hashlib.sha256(signed).digest(), room_version)

@@ -173,7 +173,8 @@ class TransactionReceiver:
             results[event_id] = {} if error is None else {"error": error}
 
     async def _process_pdu(self, origin: str, room: RoomRecord, pdu: dict[str, Any]) -> tuple[str | None, str]:
-        """``(error for the sender or None, outcome)``; accepted and soft-failed events have no error."""
+        """``(error for the sender or None, outcome)``; accepted, soft-failed and rejected (stored
+        with their verdict) events have no error: only PDUs we could not handle do."""
         if not await acl_allows(self.rooms, room.room_id, origin):
             return f"Server {origin} is denied by the room's server ACL", "dropped"
         try:
@@ -195,7 +196,16 @@ class TransactionReceiver:
         except (MissingEventsError, MissingStateError) as e:
             return f"Could not fill the gap before the event: {e}", "dropped"
         if result.status is ReceiveStatus.REJECTED:
-            return f"Event rejected: {result.reason or 'failed the auth rules'}", "rejected"
+            # Stored as rejected: the PDU was handled, and that verdict is final, so no error
+            # (transactions.yaml: "If no error is present, the PDU can be considered
+            # successfully handled"). Synapse answers so too, and SyTest's senders treat any
+            # error as a failure to deliver (e.g. "/state returns M_NOT_FOUND for a rejected
+            # message event"). The reason is logged and counted.
+            log.info(
+                "{event_id} from {origin} rejected: {reason}",
+                event_id=event.event_id, origin=origin, reason=result.reason or "failed the auth rules",
+            )
+            return None, "rejected"
         return None, result.status.value
 
 

@@ -231,7 +231,12 @@ class RemoteRooms:
         ver = body.get("room_version", "1")
         rv = KNOWN_ROOM_VERSIONS.get(ver) if isinstance(ver, str) else None
         if rv is None:
-            raise MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION", f"{server} answered unsupported room version {ver!r}")
+            raise MatrixError(
+                400,
+                "M_INCOMPATIBLE_ROOM_VERSION",
+                f"{server} answered unsupported room version {str(ver)[:50]!r}",
+                **({"room_version": ver[:100]} if isinstance(ver, str) else {}),
+            )
         template: Any = body.get("event")
         # joins-v1.yaml and friends: the template MUST be checked before it is signed.
         ok = (
@@ -289,14 +294,16 @@ class RemoteRooms:
         """make_<kind> then send_<kind> with the first server that takes part; the answer."""
         if not servers:
             raise not_found(f"Room {room_id} is not on this server and no server to ask was given")
-        send_version = "v1" if kind == "knock" else "v2"
         last: MatrixError | None = None
         for server in servers:
             try:
                 rv, template = await self._make(server, kind, room_id, user_id, membership, versions)
                 event = self._fill(rv, template, content)
-                path = f"/_matrix/federation/{send_version}/send_{kind}/{q(room_id)}/{q(event.event_id)}"
-                answer = await self.client.put_json(server, path, event.get_pdu_json())
+                tail = f"/send_{kind}/{q(room_id)}/{q(event.event_id)}"
+                if kind == "knock":  # knocks.yaml: there is only a v1
+                    answer = await self.client.put_json(server, "/_matrix/federation/v1" + tail, event.get_pdu_json())
+                else:
+                    answer = await self._put_v2_or_v1(server, tail, event.get_pdu_json())
                 return server, rv, event, answer
             except FederationError as e:
                 log.info("{kind} of {room} through {server} failed: {e}", kind=kind, room=room_id, server=server, e=e)
@@ -313,6 +320,23 @@ class RemoteRooms:
                 last = e
         assert last is not None
         raise last
+
+    async def _put_v2_or_v1(self, server: str, tail: str, body: Any) -> dict[str, Any]:
+        """PUT ``/v2<tail>``, or ``/v1<tail>`` if ``server`` does not know the v2 endpoint.
+
+        invites-v2.yaml: "Senders which receive a 400 or 404 response to this endpoint should
+        retry using the v1 API as the server may be older"; servers predating the v2
+        send_join/send_leave answer the same way. Like Synapse (which SyTest's "Outbound
+        federation can query v1 /send_join" encodes), a 400 only counts when it is
+        ``M_UNRECOGNIZED``: any other 400 is the server refusing our event, not the endpoint.
+        """
+        try:
+            return await self.client.put_json(server, "/_matrix/federation/v2" + tail, body)
+        except FederationError as e:
+            if not _unknown_endpoint(e):
+                raise
+            log.info("{server} does not know /v2{tail}: trying v1", server=server, tail=tail)
+        return await self.client.put_json_v1(server, "/_matrix/federation/v1" + tail, body)
 
     # -- joining ----------------------------------------------------------------------------------
 
@@ -562,9 +586,19 @@ class RemoteRooms:
             "event": event.get_pdu_json(),
             "invite_room_state": await self.invite_room_state(room_id),
         }
-        path = f"/_matrix/federation/v2/invite/{q(room_id)}/{q(event.event_id)}"
+        tail = f"/invite/{q(room_id)}/{q(event.event_id)}"
         try:
-            answer = await self.client.put_json(destination, path, body)
+            try:
+                answer = await self.client.put_json(destination, "/_matrix/federation/v2" + tail, body)
+            except FederationError as e:
+                # invites-v2.yaml: retry with v1 on a 400 or 404 "if the room version is 1 or
+                # 2" (the v1 body is the bare event: it cannot say which version the room is).
+                if rv.identifier not in ("1", "2") or not _unknown_endpoint(e):
+                    raise
+                log.info("{server} does not know /v2/invite: trying v1", server=destination)
+                answer = await self.client.put_json_v1(
+                    destination, "/_matrix/federation/v1" + tail, event.get_pdu_json()
+                )
         except FederationError as e:
             raise e.to_matrix_error() from None
         signed = answer.get("event")
@@ -597,6 +631,19 @@ class RemoteRooms:
             verify_event_signature(pdu, rv, server, keys)
         except SignatureError as e:
             raise MatrixError(502, "M_UNKNOWN", f"{server} did not sign the invite: {e}") from None
+
+
+def _unknown_endpoint(e: FederationError) -> bool:
+    """Whether an error answer says the server does not have the endpoint (an older server).
+
+    A 404 or 405 counts when it is ``M_UNRECOGNIZED`` or carries no Matrix error at all (older
+    servers answered unknown paths with a bare 404): a 404 ``M_NOT_FOUND`` is the endpoint
+    answering. Older Synapses answered unknown endpoints with 400 ``M_UNRECOGNIZED``.
+    """
+    if e.code in (404, 405):
+        bare = not isinstance(e.body, dict) or not isinstance(e.body.get("errcode"), str)
+        return bare or e.errcode == "M_UNRECOGNIZED"
+    return e.code == 400 and e.errcode == "M_UNRECOGNIZED"
 
 
 class _BadAnswer(Exception):

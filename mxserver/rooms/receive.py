@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from mxserver.events.model import Event
 from mxserver.events.versions import RoomVersion
 from mxserver.rooms.auth import AuthError, auth_types_for, check_auth_rules
+from mxserver.rooms.power_levels import redaction_may_be_applied
 from mxserver.rooms.room_head import RoomHead
 from mxserver.rooms.sequencer import RoomSequencer
 from mxserver.rooms.state_resolution import resolve_state
@@ -343,6 +344,15 @@ class InboundReceiver:
         if reason is None and (before.nid is None or before.nid != head.snapshot_nid):
             soft = _auth_failure(event, await self._auth_state(head.state, event), create, selection=False)
 
+        if reason is None and soft is None and event.type == "m.room.redaction" and event.redacts:
+            # rooms/v3 "Handling redactions": a redaction is not sent to clients until it can be
+            # validated with its target, and one naming an event of another room never can be
+            # (SyTest "An event which redacts an event in a different room should be ignored").
+            # The auth rules accept it, so it is soft-failed, not rejected.
+            target = await self.store.get_event(event.redacts)
+            if target is not None and target.room_id != room_id:
+                soft = "it redacts an event of another room"
+
         accepted = reason is None and soft is None
         state_event = event.is_state() and reason is None
         after_map: StateMap = before.state
@@ -389,6 +399,8 @@ class InboundReceiver:
             return ReceiveResult(ReceiveStatus.REJECTED, reason), [item]
         if soft is not None:
             return ReceiveResult(ReceiveStatus.SOFT_FAILED, soft), [item]
+        if event.type == "m.room.redaction":
+            item.applies_redaction = await self._redaction_applies(event, before.state, create)
 
         if current is None or current == after_map:
             current_nid, current_map = after_nid, after_map
@@ -458,6 +470,21 @@ class InboundReceiver:
             seen.add(ev.metadata.state_after)
             maps.append(await self.state.get_state(ev.metadata.state_after))
         return await resolve_state(rv, maps, EventStoreStateSource(self.store, {event.event_id: event}))
+
+    async def _redaction_applies(self, redaction: Event, state: StateMap, create: Event | None) -> bool:
+        """Whether an accepted redaction redacts its target (if we hold it): never an event of
+        another room (SyTest "An event which redacts an event in a different room should be
+        ignored"), and from v3 only if rooms/v3 "Handling redactions" allows -- the auth rules
+        no longer check redactions: its sender reaches the redact level in the state before it,
+        or is of the target's sender's server. A target we do not hold is decided when it
+        arrives (federation/backfill.py)."""
+        target = await self.store.get_event(redaction.redacts) if redaction.redacts else None
+        if target is None:
+            return True
+        if target.room_id != redaction.room_id:
+            return False
+        auth = await self._auth_state(state, redaction)
+        return redaction_may_be_applied(redaction, target, auth, create_event=create)
 
     async def _auth_state(self, state: StateMap, event: Event) -> dict[StateKey, Event]:
         """The events of ``state`` that the auth rules may look at for ``event``."""

@@ -58,6 +58,10 @@ class PersistItem:
     #: a membership event of a room this server is not in (a remote invite, its rejection, a
     #: knock through another server): only the member's ``room_memberships`` row changes
     out_of_band_membership: bool = False
+    #: for an accepted m.room.redaction: whether it redacts its target (rooms v3+ "Handling
+    #: redactions": only if its sender may; never an event of another room). A target not
+    #: stored yet is marked when it is, by whoever stores it (backfill checks again).
+    applies_redaction: bool = True
 
 
 @attrs.frozen
@@ -403,13 +407,18 @@ class EventStore:
                     "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts) VALUES (?, ?, ?, ?, ?)",
                     (*item.txn_key, ev.event_id, now_ms),
                 )
-            if ev.type == "m.room.redaction" and meta.rejected_reason is None and not meta.soft_failed:
+            if (
+                ev.type == "m.room.redaction"
+                and meta.rejected_reason is None
+                and not meta.soft_failed
+                and item.applies_redaction
+            ):
                 target = ev.redacts
                 if target:
-                    # Mark the target even if we do not have it yet: it arrives redacted.
+                    # Only an event of the same room: a redaction cannot reach into another.
                     txn.execute(
-                        "UPDATE events SET redacted_by = ? WHERE event_id = ? AND redacted_by IS NULL",
-                        (ev.event_id, target),
+                        "UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_nid = ? AND redacted_by IS NULL",
+                        (ev.event_id, target, room.room_nid),
                     )
 
     def _update_current_state_txn(self, txn: Txn, item: PersistItem, batch: Mapping[str, Event] | None = None) -> None:
@@ -453,9 +462,9 @@ class EventStore:
                 self.state.written(item.snapshot)
             for snap in item.extra_snapshots:
                 self.state.written(snap)
-            if item.event.type == "m.room.redaction" and item.event.redacts:
+            if item.event.type == "m.room.redaction" and item.event.redacts and item.applies_redaction:
                 target = self._cache.get(item.event.redacts)
-                if target is not None and target.metadata.redacted_by is None:
+                if target is not None and target.room_id == item.event.room_id and target.metadata.redacted_by is None:
                     target.metadata.redacted_by = item.event.event_id
             if item.stream_ordering is not None:
                 self.max_stream = max(self.max_stream, item.stream_ordering)

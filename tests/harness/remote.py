@@ -398,6 +398,7 @@ class InboundTestCase(HomeserverTestCase):
         depth: int | None = None,
         remote: FakeRemote | None = None,
         state: dict[Any, str] | None = None,
+        redacts: str | None = None,
     ) -> Event:
         """An event built and signed by ``remote`` on ``prev`` (default: the room's forward
         extremities), with the auth events picked from ``state`` (default: the current state)."""
@@ -428,6 +429,7 @@ class InboundTestCase(HomeserverTestCase):
             origin_server_ts=self._ts,
             server_name=remote.name,
             signing_key=remote.key,
+            redacts=redacts,
         )
 
     async def join_remote_user(self, room_id: str, remote: FakeRemote | None = None, localpart: str = "bob") -> Event:

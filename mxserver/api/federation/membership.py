@@ -5,9 +5,9 @@ invites-v2.yaml and third_party_invite.yaml. Every route authenticates the
 X-Matrix request first and calls one method of the
 :class:`~mxserver.federation.membership.FederationMembershipHandler`.
 
-The v1 ``send_join``/``send_leave`` are served too, with their historical
-``[200, body]`` answers, for servers that still use them. The v1 ``invite``
-(no room version in the request) is not: it answers ``M_UNRECOGNIZED``.
+The v1 ``send_join``/``send_leave``/``invite`` are served too, with their
+historical ``[200, body]`` answers, for servers that still use them (a v1
+invite is of a room of version 1 or 2: invites-v1.yaml).
 """
 
 from __future__ import annotations
@@ -116,6 +116,13 @@ class FederationMembershipServlet:
         body = json_body(request)
         origin = await self._origin(request, body)
         return await self.handler.on_invite(origin, room_id, event_id, body)
+
+    @route("PUT", _V1 + "/invite/{room_id}/{event_id}")
+    async def invite_v1(self, request: IRequest, room_id: str, event_id: str) -> Any:
+        body = json_body(request)
+        origin = await self._origin(request, body)
+        answer = await self.handler.on_invite_v1(origin, room_id, event_id, body)
+        return 200, [200, answer]
 
     @route("PUT", _V1 + "/exchange_third_party_invite/{room_id}")
     async def exchange_third_party_invite(self, request: IRequest, room_id: str) -> JsonDict:
