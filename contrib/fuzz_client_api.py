@@ -135,7 +135,8 @@ def run_file(
         "--report", "ndjson",
         "--report-dir", str(report_dir),
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    # In the work dir: schemathesis keeps its cache (.schemathesis/) in the current directory.
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=report_dir.parent)
     (report_dir / f"{spec.stem}.out").write_text(out.stdout + out.stderr)
     requests = upstream = 0
     errors: list[str] = []
