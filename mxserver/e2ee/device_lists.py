@@ -32,9 +32,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Protocol
 
-from twisted.internet.defer import DeferredLock, ensureDeferred
+from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
+from mxserver.background import BackgroundTasks
 from mxserver.e2ee.keys import merge_signatures, user_devices_path
 from mxserver.e2ee.validation import cross_signing_public_key
 from mxserver.ids import UserID
@@ -113,7 +114,7 @@ class DeviceListHandler:
         self._federation_client = federation_client
         self._locks: dict[str, DeferredLock] = {}
         #: background work (EDU handling, cache drops), awaited by tests through :meth:`settle`
-        self._pending: set[Any] = set()
+        self._tasks = BackgroundTasks("device list background work")
         #: remote users whose cached device list must be dropped (:meth:`_queue_forget`), in order
         self._to_forget: dict[str, None] = {}
         self._forgetting = False
@@ -127,24 +128,11 @@ class DeviceListHandler:
         return self.stream.current
 
     def _background(self, coro: Any) -> None:
-        d = ensureDeferred(coro)
-        self._pending.add(d)
-
-        def done(result: Any) -> None:
-            self._pending.discard(d)
-            if hasattr(result, "getTraceback"):
-                log.failure("device list background work failed", result)
-
-        d.addBoth(done)
+        self._tasks.run(coro)
 
     async def settle(self) -> None:
         """Wait for background work started so far (tests)."""
-        while self._pending:
-            for d in list(self._pending):
-                try:
-                    await d
-                except Exception:
-                    pass
+        await self._tasks.settle()
 
     def _lock(self, user_id: str) -> DeferredLock:
         lock = self._locks.get(user_id)

@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
+from mxserver.background import BackgroundTasks
 from mxserver.errors import MatrixError
 from mxserver.events.model import Event
 from mxserver.identifier_checks import server_of_user
@@ -46,7 +46,7 @@ class GuestAccessEnforcer:
         self._accounts = accounts
         self._members = members
         self._server_name = server_name
-        self._pending: set[Deferred[None]] = set()
+        self._tasks = BackgroundTasks("guest access enforcement")
 
     def on_room_events(self, events: list[Event]) -> None:
         rooms = {ev.room_id for ev in events if ev.type == GUEST_ACCESS and ev.state_key == ""}
@@ -54,24 +54,11 @@ class GuestAccessEnforcer:
             self._background(self._enforce(room_id))
 
     def _background(self, coro: Any) -> None:
-        d: Deferred[None] = ensureDeferred(coro)
-        self._pending.add(d)
-
-        def done(result: Any) -> None:
-            self._pending.discard(d)
-            if hasattr(result, "getTraceback"):
-                log.failure("guest access enforcement failed", result)
-
-        d.addBoth(done)
+        self._tasks.run(coro)
 
     async def settle(self) -> None:
         """Wait for the work started so far (tests)."""
-        while self._pending:
-            for d in list(self._pending):
-                try:
-                    await d
-                except Exception:
-                    pass
+        await self._tasks.settle()
 
     async def _enforce(self, room_id: str) -> None:
         key = (GUEST_ACCESS, "")
