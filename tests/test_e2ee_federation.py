@@ -284,6 +284,29 @@ class E2eeFederationTests(TwoServerTestCase):
         answer = await client.post_json(self.b.server_name, "/_matrix/federation/v1/user/keys/claim", claim)
         self.assertEqual(answer, {"one_time_keys": {}})
 
+    async def test_user_devices_position_never_runs_ahead_of_its_devices(self) -> None:
+        # A change committed while B is reading the devices for /user/devices must not be
+        # claimed by the answer's stream_id: A would then drop that change's EDU as seen and
+        # keep the device without its keys.
+        key_store = self.b.hs.device_lists.key_store
+        original = key_store.get_device_keys
+
+        async def read_then_change(*args: Any, **kwargs: Any) -> Any:
+            stored = await original(*args, **kwargs)
+            key_store.get_device_keys = original  # type: ignore[method-assign]
+            # A rename is a device-list change (other servers hear of it).
+            code, body = await self.b.put(f"{C}/devices/BOB1", {"display_name": "renamed"}, self.bob.user)
+            self.assertEqual(code, 200, body)
+            return stored
+
+        before = await self.b.hs.device_lists.store.latest_device_stream_id(self.bob.user_id)
+        key_store.get_device_keys = read_then_change  # type: ignore[method-assign]
+        path = "/_matrix/federation/v1/user/devices/" + quote(self.bob.user_id, safe="")
+        body = await self.a.hs.federation_client.get_json(self.b.server_name, path)
+        after = await self.b.hs.device_lists.store.latest_device_stream_id(self.bob.user_id)
+        self.assertGreater(after, before)
+        self.assertEqual(body["stream_id"], before)
+
     async def test_encrypted_to_device_passes_through(self) -> None:
         payload = {
             "algorithm": "m.olm.v1.curve25519-aes-sha2",

@@ -242,6 +242,11 @@ class DeviceListHandler:
 
     async def user_devices(self, user_id: str) -> JsonDict:
         """GET /user/devices/{userId} for a local user (user_devices.yaml)."""
+        # The position first: a change committed between these reads then shows up as
+        # devices newer than the position, which the asking server applies again when the
+        # change's EDU arrives. Read last, the position could claim a change whose keys the
+        # devices below were read too early to hold, and the EDU would be dropped as seen.
+        stream_id = await self.store.latest_device_stream_id(user_id)
         names = (await self.key_store.get_local_device_names([user_id])).get(user_id, {})
         stored = (await self.key_store.get_device_keys([(user_id, None)])).get(user_id, {})
         sigs = await self.key_store.get_signatures([user_id], [user_id])
@@ -256,7 +261,7 @@ class DeviceListHandler:
             devices.append(entry)
         result: JsonDict = {
             "user_id": user_id,
-            "stream_id": await self.store.latest_device_stream_id(user_id),
+            "stream_id": stream_id,
             "devices": devices,
         }
         cross = (await self.key_store.get_cross_signing_keys([user_id])).get(user_id, {})
