@@ -61,8 +61,11 @@ synapse-peer:
 		bash "$(SHARED)/servers/synapse/install" >/dev/null; \
 	fi
 
+# One trial worker per core: the suite is mostly waiting on sockets and databases, and
+# each worker has its own _trial_temp (SQLite files, Postgres cluster).
+TRIAL_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 test: install-test postgres-binaries synapse-peer
-	$(BIN)/trial tests
+	$(BIN)/trial -j$(TRIAL_JOBS) tests
 	$(MAKE) --no-print-directory sytest
 
 # SyTest, the field's black-box suite (../shared/sytest), against this checkout at room
