@@ -1,0 +1,1 @@
+"""Push notifications: rule evaluation, notification counts and pushers (modules/push.md)."""

@@ -1,0 +1,249 @@
+"""Push-rule evaluation (modules/push.md §Push Rules): every condition kind with the spec's own
+examples, property paths with escapes, rule kinds and order, disabled and unknown rules, and
+each predefined rule against the events it is for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.trial import unittest
+
+from mxserver.push.evaluator import (
+    CompiledRules,
+    EventFacts,
+    compile_condition,
+    evaluate,
+    glob_matches,
+    highlights,
+    notifies,
+    parse_path,
+    tweaks,
+)
+from mxserver.sync import push_rule_defaults as defaults
+
+ME = "@me:example.org"
+OTHER = "@other:example.org"
+ROOM = "!room:example.org"
+
+
+def facts(event: dict[str, Any], members: int = 5, power: int = 0, **kw: Any) -> EventFacts:
+    event = {"room_id": ROOM, "sender": OTHER, **event}
+    return EventFacts(event, members, power, **kw)
+
+
+def matches(condition: dict[str, Any], event: dict[str, Any], user: str = ME, **kw: Any) -> bool:
+    return compile_condition(condition)(facts(event, **kw), user)
+
+
+def default_ruleset(user_id: str, own: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """The ruleset as the push-rules API shows it: user rules before the defaults of their kind."""
+    own = own or {}
+    return {
+        "override": [
+            defaults.for_user(defaults.MASTER_RULE, user_id),
+            *own.get("override", []),
+            *(defaults.for_user(r, user_id) for r in defaults.DEFAULT_OVERRIDE_RULES),
+        ],
+        "content": own.get("content", []),
+        "room": own.get("room", []),
+        "sender": own.get("sender", []),
+        "underride": [*own.get("underride", []), *(defaults.for_user(r, user_id) for r in defaults.DEFAULT_UNDERRIDE_RULES)],
+    }
+
+
+def actions_for(event: dict[str, Any], own: dict[str, list[dict[str, Any]]] | None = None, **kw: Any) -> Any:
+    rules = CompiledRules.from_ruleset(default_ruleset(ME, own))
+    return evaluate(rules, facts(event, **kw), ME)
+
+
+def message(body: str, **content: Any) -> dict[str, Any]:
+    return {"type": "m.room.message", "content": {"msgtype": "m.text", "body": body, **content}}
+
+
+class PathAndGlobTests(unittest.SynchronousTestCase):
+    def test_dot_separated_paths(self) -> None:
+        # appendices §Dot-separated property paths
+        self.assertEqual(parse_path("content.body"), ("content", "body"))
+        self.assertEqual(parse_path("content.m\\.relates_to"), ("content", "m.relates_to"))
+        self.assertEqual(parse_path("content.m\\\\foo"), ("content", "m\\foo"))
+        self.assertEqual(parse_path("content.m\\xfoo"), ("content", "m\\xfoo"))  # other escapes left as-is
+        self.assertEqual(parse_path("a..b"), ("a", "", "b"))
+
+    def test_whole_value_globs(self) -> None:
+        self.assertTrue(glob_matches("lunc?*", "Lunch plans", False))
+        self.assertTrue(glob_matches("lunc?*", "LUNCH", False))
+        self.assertFalse(glob_matches("lunc?*", " lunch", False))
+        self.assertFalse(glob_matches("lunc?*", "lunc", False))
+        self.assertTrue(glob_matches("a.b", "A.B", False))
+        self.assertFalse(glob_matches("a.b", "axb", False))  # no regex leaks through
+        self.assertTrue(glob_matches("*", "", False))
+
+    def test_body_globs_match_at_word_boundaries(self) -> None:
+        for body in ("An example event.", "exple", "An exciting triple-whammy"):
+            self.assertTrue(glob_matches("ex*ple", body, True), body)
+        self.assertFalse(glob_matches("ex*ple", "complex people", True))
+        self.assertFalse(glob_matches("tea", "steam", True))
+        self.assertTrue(glob_matches("tea", "time for TEA!", True))
+        self.assertFalse(glob_matches("tea", "tea_time", True))  # _ is a word character
+
+
+class ConditionTests(unittest.SynchronousTestCase):
+    def test_event_match(self) -> None:
+        topic = {"type": "m.room.topic", "state_key": "", "content": {"topic": "Lunch plans"}}
+        self.assertTrue(matches({"kind": "event_match", "key": "content.topic", "pattern": "lunc?*"}, topic))
+        for value in (None, 5, ["Lunch"], {"x": 1}):
+            event = {"type": "m.room.topic", "content": {"topic": value}}
+            self.assertFalse(matches({"kind": "event_match", "key": "content.topic", "pattern": "*"}, event), value)
+        self.assertFalse(matches({"kind": "event_match", "key": "content.missing", "pattern": "*"}, topic))
+        body = message("An example event.")
+        self.assertTrue(matches({"kind": "event_match", "key": "content.body", "pattern": "ex*ple"}, body))
+        self.assertFalse(matches({"kind": "event_match", "key": "content.body"}, body))  # no pattern
+
+    def test_event_property_is(self) -> None:
+        create = {"type": "m.room.create", "state_key": "", "content": {"m.federate": True, "room_version": "1"}}
+        cond = {"kind": "event_property_is", "key": "content.m\\.federate", "value": True}
+        self.assertTrue(matches(cond, create))
+        for value in ("true", 1, None):
+            self.assertFalse(matches(cond, {"type": "m.room.create", "content": {"m.federate": value}}), value)
+        self.assertTrue(matches({"kind": "event_property_is", "key": "content.n", "value": None}, {"content": {"n": None}}))
+        self.assertFalse(matches({"kind": "event_property_is", "key": "content.n", "value": None}, {"content": {}}))
+        self.assertTrue(matches({"kind": "event_property_is", "key": "content.n", "value": 1}, {"content": {"n": 1}}))
+        self.assertFalse(matches({"kind": "event_property_is", "key": "content.n", "value": 1}, {"content": {"n": True}}))
+        self.assertFalse(matches({"kind": "event_property_is", "key": "content.n", "value": 1}, {"content": {"n": 1.0}}))
+        # compound values are not supported: never match
+        self.assertFalse(matches({"kind": "event_property_is", "key": "content", "value": {}}, {"content": {}}))
+
+    def test_event_property_contains(self) -> None:
+        alias = {
+            "type": "m.room.canonical_alias",
+            "state_key": "",
+            "content": {"alias": "#somewhere:localhost", "alt_aliases": ["#somewhere:example.org", "#myroom:example.com"]},
+        }
+        cond = {"kind": "event_property_contains", "key": "content.alt_aliases", "value": "#myroom:example.com"}
+        self.assertTrue(matches(cond, alias))
+        partial = {**cond, "value": ":example.com"}
+        self.assertFalse(matches(partial, alias))
+        self.assertFalse(matches({**cond, "key": "content.alias", "value": "#somewhere:localhost"}, alias))  # not an array
+        self.assertFalse(matches({**cond, "value": 1}, {"content": {"alt_aliases": [True, [1], {"a": 1}]}}))
+        self.assertTrue(matches({**cond, "value": 1}, {"content": {"alt_aliases": [True, 1]}}))
+
+    def test_contains_display_name(self) -> None:
+        names = {ME: "Dr. Who"}.get
+        cond = {"kind": "contains_display_name"}
+        self.assertTrue(matches(cond, message("hello dr. who!"), display_name=names))
+        self.assertFalse(matches(cond, message("hello dr. whom"), display_name=names))
+        self.assertFalse(matches(cond, message("hello"), display_name=names))
+        self.assertFalse(matches(cond, message("Dr. Who"), user=OTHER, display_name=names))  # no name: no match
+        self.assertFalse(matches(cond, {"type": "m.room.message", "content": {"body": 5}}, display_name=names))
+
+    def test_room_member_count(self) -> None:
+        for spec, count, expected in (
+            ("2", 2, True),
+            ("==2", 3, False),
+            ("<3", 2, True),
+            ("<3", 3, False),
+            (">3", 4, True),
+            (">=3", 3, True),
+            ("<=3", 4, False),
+            ("=2", 2, False),  # not a valid operator: never matches
+            ("two", 2, False),
+            (2, 2, False),
+        ):
+            self.assertEqual(matches({"kind": "room_member_count", "is": spec}, message("x"), members=count), expected, spec)
+
+    def test_sender_notification_permission(self) -> None:
+        cond = {"kind": "sender_notification_permission", "key": "room"}
+        self.assertFalse(matches(cond, message("x"), power=49))
+        self.assertTrue(matches(cond, message("x"), power=50))  # the default for notifications.room
+        self.assertTrue(matches(cond, message("x"), power=10, notification_levels={"room": 10}))
+        self.assertFalse(matches(cond, message("x"), power=10, notification_levels={"room": 20}))
+        self.assertFalse(matches({"kind": "sender_notification_permission"}, message("x"), power=100))
+
+    def test_unknown_conditions_never_match(self) -> None:
+        for cond in ({"kind": "org.example.unknown"}, {}, "event_match", None):
+            self.assertFalse(matches(cond, message("x")), cond)  # type: ignore[arg-type]
+
+
+class RuleTests(unittest.SynchronousTestCase):
+    def test_rule_kinds_in_order(self) -> None:
+        own = {
+            "content": [{"rule_id": "tea", "pattern": "tea", "enabled": True, "actions": ["notify", {"set_tweak": "sound", "value": "tea"}]}],
+            "room": [{"rule_id": ROOM, "enabled": True, "actions": []}],
+            "sender": [{"rule_id": OTHER, "enabled": True, "actions": ["notify", {"set_tweak": "sound", "value": "bell"}]}],
+        }
+        # content before room: the tea rule wins
+        self.assertEqual(tweaks(actions_for(message("time for tea"), own)), {"sound": "tea"})
+        # otherwise the room rule (silence) beats the sender rule
+        self.assertEqual(actions_for(message("hello"), own), [])
+        other_room = {**message("hello"), "room_id": "!elsewhere:example.org"}
+        self.assertEqual(tweaks(actions_for(other_room, own)), {"sound": "bell"})
+        # and a user's override beats everything but the master rule
+        override = {"override": [{"rule_id": "all", "conditions": [], "enabled": True, "actions": ["dont_notify"]}]}
+        self.assertEqual(actions_for(message("hello"), {**own, **override}), [])  # historical action stripped
+
+    def test_disabled_rules_never_match(self) -> None:
+        own = {"sender": [{"rule_id": OTHER, "enabled": False, "actions": []}]}
+        self.assertTrue(notifies(actions_for(message("hello"), own)))
+
+    def test_own_events_never_notify(self) -> None:
+        rules = CompiledRules.from_ruleset(default_ruleset(ME))
+        event = facts({**message(f"hi {ME}", **{"m.mentions": {"user_ids": [ME]}}), "sender": ME})
+        self.assertIsNone(evaluate(rules, event, ME))
+
+    def test_shared_facts_serve_many_recipients(self) -> None:
+        # One EventFacts for every recipient: recipient-specific conditions still differ.
+        users = [f"@u{i}:example.org" for i in range(50)]
+        compiled = {u: CompiledRules.from_ruleset(default_ruleset(u)) for u in users}
+        shared = facts(message("hi", **{"m.mentions": {"user_ids": [users[7]]}}), members=50)
+        results = {u: evaluate(compiled[u], shared, u) for u in users}
+        self.assertTrue(highlights(results[users[7]]))
+        self.assertEqual([u for u in users if highlights(results[u])], [users[7]])
+        self.assertTrue(all(notifies(results[u]) for u in users))
+
+
+class PredefinedRuleTests(unittest.SynchronousTestCase):
+    def test_master_rule_silences_everything_when_enabled(self) -> None:
+        ruleset = default_ruleset(ME)
+        ruleset["override"][0] = {**ruleset["override"][0], "enabled": True}
+        rules = CompiledRules.from_ruleset(ruleset)
+        self.assertEqual(evaluate(rules, facts(message("hi")), ME), [])
+
+    def test_suppress_notices(self) -> None:
+        self.assertEqual(actions_for(message("bot says", msgtype="m.notice")), [])
+
+    def test_invite_for_me(self) -> None:
+        invite = {"type": "m.room.member", "state_key": ME, "content": {"membership": "invite"}}
+        self.assertEqual(actions_for(invite), ["notify", {"set_tweak": "sound", "value": "default"}])
+        other_invite = {**invite, "state_key": "@else:example.org"}
+        self.assertEqual(actions_for(other_invite), [])  # .m.rule.member_event
+
+    def test_user_mention(self) -> None:
+        actions = actions_for(message("hey", **{"m.mentions": {"user_ids": [ME]}}))
+        self.assertTrue(notifies(actions) and highlights(actions))
+        self.assertEqual(tweaks(actions), {"sound": "default", "highlight": True})
+        # the body alone no longer mentions (v1.17 removed the body-matching rules)
+        self.assertFalse(highlights(actions_for(message(f"hey {ME}"))))
+
+    def test_room_mention_needs_permission(self) -> None:
+        event = message("@room hello", **{"m.mentions": {"room": True}})
+        self.assertFalse(highlights(actions_for(event, power=0)))
+        self.assertTrue(highlights(actions_for(event, power=50)))
+        self.assertFalse(highlights(actions_for(message("x", **{"m.mentions": {"room": "true"}}), power=100)))
+
+    def test_tombstone_reaction_acl_edits(self) -> None:
+        tombstone = {"type": "m.room.tombstone", "state_key": "", "content": {"body": "moved", "replacement_room": "!n:x"}}
+        self.assertTrue(highlights(actions_for(tombstone)))
+        self.assertEqual(actions_for({**tombstone, "state_key": "x"}), None)  # not state: no rule
+        self.assertEqual(actions_for({"type": "m.reaction", "content": {}}), [])
+        self.assertEqual(actions_for({"type": "m.room.server_acl", "state_key": "", "content": {}}), [])
+        edit = message("* fixed", **{"m.relates_to": {"rel_type": "m.replace", "event_id": "$x"}})
+        self.assertEqual(actions_for(edit), [])
+
+    def test_underrides(self) -> None:
+        self.assertEqual(tweaks(actions_for({"type": "m.call.invite", "content": {}})), {"sound": "ring"})
+        self.assertEqual(tweaks(actions_for(message("hi"), members=2)), {"sound": "default"})
+        self.assertEqual(actions_for(message("hi"), members=3), ["notify"])
+        encrypted = {"type": "m.room.encrypted", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
+        self.assertEqual(tweaks(actions_for(encrypted, members=2)), {"sound": "default"})
+        self.assertEqual(actions_for(encrypted, members=3), ["notify"])
+        self.assertIsNone(actions_for({"type": "org.example.custom", "content": {}}))
