@@ -111,6 +111,7 @@ class Homeserver(service.MultiService):
         self._build_ephemeral()
         self._build_e2ee()
         self._build_room_handlers()
+        self._build_push()
         self._build_sync()
         self._build_federation_inbound()
         self._build_federation_sender()
@@ -530,6 +531,25 @@ class Homeserver(service.MultiService):
             server_name,
         )
 
+    def _build_push(self) -> None:
+        """Push: the reader that evaluates every new event's push rules (counts, notifications)."""
+        from mxserver.push.notifications import NotificationReader
+        from mxserver.storage.push_actions import PushActionsStore
+
+        self.push_notifications = NotificationReader(
+            self.server_name,
+            PushActionsStore(self.db),
+            self.room_stream,
+            self.event_store,
+            self.room_members.members,
+            self.room_server,
+            self.push_rules.get_ruleset,
+            lambda: self.event_store.max_stream,
+            self.clock,
+        )
+        self.push_rules.on_changed(self.push_notifications.rules_changed)
+        self.start_hooks.append(self.push_notifications.start)
+
     def _build_sync(self) -> None:
         """The sync sources of every stream (tokens and /sync read them) and the /sync handler."""
         from mxserver.storage.sync import SyncStore
@@ -562,7 +582,7 @@ class Homeserver(service.MultiService):
             room_source=self.sync_room_source,
             sources=self.sync_sources,
             notifier=self.notifier,
-            read_positions=self.receipts,
+            counts=self.push_notifications,
             ignored=self.account_data,
             on_sync=self.presence_handler.user_synced,
             clock=self.clock,

@@ -143,8 +143,8 @@ class EventFacts:
     event: Mapping[str, Any]
     #: joined members of the room (room_member_count)
     member_count: int
-    #: the sender's power level (sender_notification_permission)
-    sender_power: int
+    #: the sender's power level (sender_notification_permission; infinite for v12 creators)
+    sender_power: float
     #: the power levels' ``notifications`` object
     notification_levels: Mapping[str, Any] = attrs.field(factory=dict)
     #: a recipient's display name in the room, for contains_display_name
@@ -325,6 +325,8 @@ class CompiledRules:
     """A user's whole ruleset (override, content, room, sender, underride), compiled."""
 
     rules: tuple[CompiledRule, ...]
+    #: some rule has a contains_display_name condition (the evaluator then needs the user's name)
+    needs_display_name: bool = False
 
     @classmethod
     def from_ruleset(cls, ruleset: Mapping[str, Sequence[Mapping[str, Any]]]) -> CompiledRules:
@@ -335,7 +337,8 @@ class CompiledRules:
                 c = compile_rule(kind, rule)
                 if c is not None:
                     compiled.append(c)
-        return cls(tuple(compiled))
+        needs_name = any(_contains_display_name in rule.conditions for rule in compiled)
+        return cls(tuple(compiled), needs_name)
 
     def evaluate(self, facts: EventFacts, user_id: str) -> CompiledRule | None:
         """The first rule that matches the event for ``user_id``, or None."""

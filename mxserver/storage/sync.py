@@ -1,4 +1,4 @@
-"""Read queries for /sync: memberships, recent timelines, member counts, unread counts.
+"""Read queries for /sync: memberships, recent timelines, member counts.
 
 Each method is one database interaction however many rooms it covers, so an
 initial sync of many rooms costs a handful of round trips, not one per room.
@@ -184,22 +184,6 @@ class SyncStore:
             return out
 
         return await self.db.run_read("sync_member_summaries", txn)
-
-    async def unread_counts(self, rooms: Sequence[tuple[int, int]], user_id: str) -> dict[int, int]:
-        """For each ``(room_nid, after_position)``: messages from others after it (notification count)."""
-
-        def txn(t: Txn) -> dict[int, int]:
-            out = {}
-            for room_nid, after in rooms:
-                row = t.query_one(
-                    f"SELECT COUNT(*) FROM events WHERE room_nid = ? AND {_TIMELINE} AND stream_ordering > ?"
-                    " AND sender != ? AND type IN ('m.room.message', 'm.room.encrypted', 'm.sticker')",
-                    (room_nid, False, after, user_id),
-                )
-                out[room_nid] = row[0] if row else 0
-            return out
-
-        return await self.db.run_read("sync_unread_counts", txn)
 
     async def membership_content(self, event_id: str) -> dict[str, Any]:
         row = await self.db.select_one("sync_member_content", "SELECT json FROM events WHERE event_id = ?", event_id)

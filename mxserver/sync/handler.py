@@ -14,7 +14,7 @@ source (:class:`~mxserver.sync.source_adapters.RoomStreamSource`).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -23,6 +23,7 @@ from twisted.logger import Logger
 
 from mxserver.events.model import Event
 from mxserver.events.stripped_state import STRIPPED_STATE_TYPES
+from mxserver.storage.push_actions import MAIN_THREAD, UnreadCounts
 from mxserver.storage.state import StateKey
 from mxserver.storage.sync import MembershipRow, SyncStore
 from mxserver.sync.filtering import DEFAULT_TIMELINE_LIMIT
@@ -50,10 +51,12 @@ class VisibilityFilter(Protocol):
     async def filter_events_for_user(self, user_id: str, events: Sequence[Event]) -> list[Event]: ...
 
 
-class ReadPositions(Protocol):
-    """Where users' read receipts are, for unread counts."""
+class NotificationCounts(Protocol):
+    """Unread notification counts (the push reader's results after the user's receipts)."""
 
-    async def get_read_receipt_stream_orderings(self, user_id: str, room_ids: Iterable[str]) -> Mapping[str, int]: ...
+    async def unread_counts(
+        self, user_id: str, rooms: Sequence[tuple[int, int]], upto: int
+    ) -> Mapping[int, Mapping[str, UnreadCounts]]: ...
 
 
 class IgnoredUsers(Protocol):
@@ -96,7 +99,7 @@ class SyncHandler:
         room_source: RoomStreamSource,
         sources: SyncSources,
         notifier: Notifier,
-        read_positions: ReadPositions,
+        counts: NotificationCounts,
         ignored: IgnoredUsers,
         on_sync: OnSync | None,
         clock: IReactorTime,
@@ -110,7 +113,7 @@ class SyncHandler:
         self._room_source = room_source
         self._sources = sources
         self._notifier = notifier
-        self._read_positions = read_positions
+        self._counts = counts
         self._ignored = ignored
         self._on_sync = on_sync
         #: (user, device) -> {member user ID: member event ID} already sent to that device with a
@@ -285,7 +288,8 @@ class SyncHandler:
 
         need_summary = [p.membership.room_nid for p in plans if joined]
         summaries = await self.store.member_summaries(need_summary, user_id) if need_summary else {}
-        unread = await self._unread(user_id, [p.membership for p in plans]) if joined else {}
+        upto = max((p.upto for p in plans), default=0)
+        unread = await self._unread(user_id, [p.membership for p in plans], upto) if joined else {}
 
         # Timelines first: a filter or history visibility may move a timeline's start (and so
         # which rooms have a gap that needs a state delta).
@@ -348,7 +352,7 @@ class SyncHandler:
                     # out otherwise (SyTest 31sync/16room-summary.pl expects that).
                     summary["m.heroes"] = heroes
                 room["summary"] = summary
-                room["unread_notifications"] = {"notification_count": unread.get(m.room_nid, 0), "highlight_count": 0}
+                _add_counts(room, unread.get(m.room_nid, {}), sync_filter.unread_thread_notifications)
             out[m.room_id] = room
         return out
 
@@ -526,11 +530,12 @@ class SyncHandler:
             return [sync_filter.apply_event_fields(e) for e in events]
         return events
 
-    async def _unread(self, user_id: str, rooms: list[MembershipRow]) -> dict[int, int]:
-        """Messages from others after the user's read receipt (or their join), per room."""
-        read = await self._read_positions.get_read_receipt_stream_orderings(user_id, [m.room_id for m in rooms])
-        positions = [(m.room_nid, max(read.get(m.room_id, 0), m.stream_ordering)) for m in rooms]
-        return await self.store.unread_counts(positions, user_id)
+    async def _unread(
+        self, user_id: str, rooms: list[MembershipRow], upto: int
+    ) -> Mapping[int, Mapping[str, UnreadCounts]]:
+        """Notifications after the user's read receipts (or their join), per room and thread,
+        counting every event up to ``upto`` (the push reader is waited for)."""
+        return await self._counts.unread_counts(user_id, [(m.room_nid, m.stream_ordering) for m in rooms], upto)
 
     async def _stripped_state(self, m: MembershipRow) -> list[dict[str, Any]]:
         try:
@@ -561,3 +566,22 @@ def _out_of_band_state(own: Event | None) -> list[dict[str, Any]] | None:
     out = [e for e in given if isinstance(e, dict)]
     out.append({"type": own.type, "state_key": own.state_key, "content": own.content, "sender": own.sender})
     return out
+
+
+def _counts_json(counts: UnreadCounts) -> dict[str, int]:
+    return {"notification_count": counts.notifications, "highlight_count": counts.highlights}
+
+
+def _add_counts(room: dict[str, Any], counts: Mapping[str, UnreadCounts], per_thread: bool) -> None:
+    """``unread_notifications`` (and ``unread_thread_notifications`` when the filter asks for
+    them: client-server-api §Receiving notifications, threads then count apart from the room)."""
+    if not per_thread:
+        room["unread_notifications"] = _counts_json(
+            UnreadCounts(sum(c.notifications for c in counts.values()), sum(c.highlights for c in counts.values()))
+        )
+        return
+    room["unread_notifications"] = _counts_json(counts.get(MAIN_THREAD, UnreadCounts()))
+    threads = {t: _counts_json(c) for t, c in counts.items() if t != MAIN_THREAD}
+    if threads:
+        # Only when there is something to show, as Synapse.
+        room["unread_thread_notifications"] = threads

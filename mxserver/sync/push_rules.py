@@ -13,6 +13,7 @@ Evaluating rules against events (notification counts, pushers) is not here.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from mxserver.errors import MatrixError, bad_json, invalid_param, not_found
@@ -46,6 +47,7 @@ class PushRulesHandler:
     def __init__(self, store: PushRulesStore, notifier: Notifier) -> None:
         self._store = store
         self._notifier = notifier
+        self._listeners: list[Callable[[str], None]] = []
 
     # -- reading ---------------------------------------------------------------------
 
@@ -152,7 +154,13 @@ class PushRulesHandler:
             raise rule_not_found()
         self._changed(user_id, position)
 
+    def on_changed(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(user_id)`` after each change to a user's rules (compiled-rule caches)."""
+        self._listeners.append(listener)
+
     def _changed(self, user_id: str, position: int) -> None:
+        for listener in self._listeners:
+            listener(user_id)
         # The store already advanced the stream (after commit); wake the user's /sync.
         self._notifier.notify(user_ids=[user_id])
 

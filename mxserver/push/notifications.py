@@ -1,0 +1,305 @@
+"""The push reader: evaluates push rules for every new room event and records who it notifies.
+
+A reader of the room event stream like sync and the federation sender (never a writer
+of room state). For each timeline event it works out the local users who can see it
+(the room's joined local members, and the invitee of an invite), shares the event's
+facts across them (:class:`~mxserver.push.evaluator.EventFacts`), runs each user's
+compiled rules, and stores the notifying results with its stream position in one
+transaction. After a restart it catches up from that position, so an event persisted
+just before a crash is still evaluated, once.
+
+/sync asks :meth:`NotificationReader.wait_for` before counting, so the counts it shows
+always include the events it shows.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from mxserver.events.model import Event
+from mxserver.push.evaluator import CompiledRules, EventFacts, evaluate, highlights, notifies
+from mxserver.rooms.power_levels import get_user_power_level
+from mxserver.storage.push_actions import MAIN_THREAD, PushActionRow, PushActionsStore, UnreadCounts
+from mxserver.streams import RoomEventStream
+
+log = Logger()
+
+#: the reader's name in ``stream_readers``
+READER_NAME = "push"
+#: compiled rulesets kept in memory (users whose rules have not changed since)
+RULES_CACHE_SIZE = 50_000
+#: events read per query while catching up after a restart
+CATCH_UP_PAGE = 500
+#: the longest /sync waits for the reader before counting without the newest events
+WAIT_TIMEOUT_S = 10.0
+
+StateKey = tuple[str, str]
+
+
+class RoomState(Protocol):
+    async def current_state_events(
+        self, room_id: str, keys: Iterable[StateKey] | None = None
+    ) -> dict[StateKey, Event]: ...
+
+
+class EventSource(Protocol):
+    async def get_events(self, event_ids: Iterable[str], include_rejected: bool = True) -> dict[str, Event]: ...
+
+    async def get_room(self, room_id: str) -> Any: ...
+
+
+def thread_of(event: Event) -> str:
+    """The thread an event belongs to for counts: its root for ``m.thread`` relations, else main."""
+    relates = event.content.get("m.relates_to")
+    if isinstance(relates, dict) and relates.get("rel_type") == "m.thread":
+        root = relates.get("event_id")
+        if isinstance(root, str):
+            return root
+    return MAIN_THREAD
+
+
+class NotificationReader:
+    """Push-rule evaluation for every local recipient of every new timeline event."""
+
+    def __init__(
+        self,
+        server_name: str,
+        store: PushActionsStore,
+        stream: RoomEventStream,
+        events: EventSource,
+        members: Callable[[str], Awaitable[Collection[str]]],
+        room_state: RoomState,
+        rulesets: Callable[[str], Awaitable[Mapping[str, Any]]],
+        current_position: Callable[[], int],
+        clock: IReactorTime,
+    ) -> None:
+        self._server_name = server_name
+        self._suffix = ":" + server_name
+        self._store = store
+        self._stream = stream
+        self._events = events
+        self._members = members
+        self._room_state = room_state
+        self._rulesets = rulesets
+        self._current_position = current_position
+        self._clock = clock
+        self._rules: OrderedDict[str, CompiledRules] = OrderedDict()
+        #: the last stream position evaluated (and persisted)
+        self.position = 0
+        self._started = False
+        self._queue: list[tuple[list[Event], int]] = []
+        self._draining = False
+        self._waiters: list[tuple[int, Deferred[None]]] = []
+        stream.subscribe(self.on_room_events)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the persisted position (a start hook, after migrations) and catch up from it."""
+        stored = await self._store.reader_position(READER_NAME)
+        if stored is None:
+            # A new database, or one from before push: what happened before is not news.
+            stored = self._current_position()
+            await self._store.record(READER_NAME, stored, [])
+        self.position = stored
+        self._started = True
+        self._kick()
+
+    def rules_changed(self, user_id: str) -> None:
+        """The user's push rules changed: compile them again on their next event."""
+        self._rules.pop(user_id, None)
+
+    # -- the stream -------------------------------------------------------------------------
+
+    def on_room_events(self, events: list[Event]) -> None:
+        self._queue.append((events, self._stream.position))
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._started and not self._draining:
+            self._draining = True
+            d: Deferred[None] = Deferred.fromCoroutine(self._drain())
+            d.addErrback(lambda f: log.failure("push evaluation stopped", f))
+
+    async def _drain(self) -> None:
+        try:
+            while True:
+                if self._queue:
+                    events, upto = self._queue.pop(0)
+                    if upto <= self.position:
+                        continue
+                    # Catch up first if the stream moved on while this reader was not looking.
+                    first = min((e.metadata.stream_ordering or 0 for e in events), default=upto)
+                    if first > self.position + 1:
+                        await self._catch_up(first - 1)
+                    await self._process([e for e in events if (e.metadata.stream_ordering or 0) > self.position], upto)
+                elif self._current_position() > self.position and not self._queue:
+                    await self._catch_up(self._current_position())
+                    if not self._queue:
+                        break
+                else:
+                    break
+        finally:
+            self._draining = False
+
+    async def _catch_up(self, upto: int) -> None:
+        while self.position < upto:
+            ids = await self._store.timeline_event_ids_after(self.position, upto, CATCH_UP_PAGE)
+            if not ids:
+                await self._process([], upto)
+                return
+            found = await self._events.get_events(ids, include_rejected=False)
+            batch = [found[i] for i in ids if i in found]
+            last = max((e.metadata.stream_ordering or 0 for e in batch), default=upto)
+            await self._process(batch, upto if len(ids) < CATCH_UP_PAGE else last)
+
+    async def _process(self, events: Sequence[Event], upto: int) -> None:
+        rows: list[PushActionRow] = []
+        for event in events:
+            try:
+                rows.extend(await self._evaluate(event))
+            except Exception:
+                # One bad event must not stop every later notification.
+                log.failure("push evaluation of {event_id} failed", event_id=event.event_id)
+        await self._store.record(READER_NAME, upto, rows)
+        self._advance(upto)
+
+    def _advance(self, position: int) -> None:
+        self.position = max(self.position, position)
+        ready = [(p, d) for p, d in self._waiters if p <= self.position]
+        self._waiters = [(p, d) for p, d in self._waiters if p > self.position]
+        for _, d in ready:
+            if not d.called:
+                d.callback(None)
+
+    # -- evaluation ------------------------------------------------------------------------------
+
+    def _is_local(self, user_id: str) -> bool:
+        return user_id.endswith(self._suffix)
+
+    async def _recipients(self, event: Event) -> list[str]:
+        members = await self._members(event.room_id)
+        recipients = {u for u in members if self._is_local(u)}
+        if event.type == "m.room.member" and event.content.get("membership") == "invite":
+            target = event.state_key
+            if isinstance(target, str) and self._is_local(target):
+                recipients.add(target)
+        recipients.discard(event.sender)  # own events never notify (§Push Rules)
+        return sorted(recipients)
+
+    async def _compiled(self, user_id: str) -> CompiledRules:
+        rules = self._rules.get(user_id)
+        if rules is None:
+            rules = CompiledRules.from_ruleset(await self._rulesets(user_id))
+            self._rules[user_id] = rules
+            while len(self._rules) > RULES_CACHE_SIZE:
+                self._rules.popitem(last=False)
+        else:
+            self._rules.move_to_end(user_id)
+        return rules
+
+    async def _evaluate(self, event: Event) -> list[PushActionRow]:
+        meta = event.metadata
+        if meta.stream_ordering is None or meta.stream_ordering <= 0 or meta.rejected_reason or meta.soft_failed:
+            return []
+        recipients = await self._recipients(event)
+        if not recipients:
+            return []
+        room = await self._events.get_room(event.room_id)
+        if room is None:
+            return []
+        compiled = {u: await self._compiled(u) for u in recipients}
+        facts = await self._facts(event, recipients, compiled)
+        thread = thread_of(event)
+        ts = int(event.get("origin_server_ts", 0) or 0)
+        rows = []
+        for user_id in recipients:
+            actions = evaluate(compiled[user_id], facts, user_id)
+            if notifies(actions):
+                assert actions is not None
+                rows.append(
+                    PushActionRow(
+                        user_id,
+                        room.room_nid,
+                        meta.stream_ordering,
+                        event.event_id,
+                        thread,
+                        highlights(actions),
+                        actions,
+                        ts,
+                    )
+                )
+        return rows
+
+    async def _facts(self, event: Event, recipients: list[str], compiled: Mapping[str, CompiledRules]) -> EventFacts:
+        members = await self._members(event.room_id)
+        keys: list[StateKey] = [("m.room.power_levels", ""), ("m.room.create", "")]
+        wants_names = [u for u in recipients if compiled[u].needs_display_name]
+        keys.extend(("m.room.member", u) for u in wants_names)
+        state = await self._room_state.current_state_events(event.room_id, keys)
+        sender_power, notification_levels = _sender_power(event, state)
+        names: dict[str, str] = {}
+        for user_id in wants_names:
+            member = state.get(("m.room.member", user_id))
+            name = member.content.get("displayname") if member is not None else None
+            if isinstance(name, str) and name:
+                names[user_id] = name
+        return EventFacts(
+            event.get_pdu_json(),
+            len(members),
+            sender_power,
+            notification_levels,
+            names.get,
+        )
+
+    # -- counts ---------------------------------------------------------------------------------
+
+    async def unread_counts(
+        self, user_id: str, rooms: Sequence[tuple[int, int]], upto: int
+    ) -> dict[int, dict[str, UnreadCounts]]:
+        """Per room and thread, the user's notifications not yet read (``rooms``: ``(room_nid,
+        joined_at)``), with every event up to ``upto`` evaluated first."""
+        if not rooms:
+            return {}
+        await self.wait_for(upto)
+        return await self._store.unread_counts(user_id, rooms)
+
+    # -- /sync's barrier ----------------------------------------------------------------------
+
+    def wait_for(self, position: int) -> Deferred[None]:
+        """Fires once every event up to ``position`` is evaluated (at most :data:`WAIT_TIMEOUT_S`)."""
+        position = min(position, self._stream.position)
+        d: Deferred[None] = Deferred()
+        if position <= self.position:
+            d.callback(None)
+            return d
+        self._waiters.append((position, d))
+
+        def timed_out() -> None:
+            if not d.called:
+                log.warn("push evaluation is behind: counting without it (at {position})", position=self.position)
+                self._waiters = [(p, w) for p, w in self._waiters if w is not d]
+                d.callback(None)
+
+        call = self._clock.callLater(WAIT_TIMEOUT_S, timed_out)
+
+        def stop_timer(result: None) -> None:
+            if call.active():
+                call.cancel()
+
+        d.addCallback(stop_timer)
+        return d
+
+
+def _sender_power(event: Event, state: Mapping[StateKey, Event]) -> tuple[float, Mapping[str, Any]]:
+    """The sender's power level (v12 creators: infinite) and the power levels' ``notifications``."""
+    level = get_user_power_level(event.sender, state, event.room_version)
+    power_levels = state.get(("m.room.power_levels", ""))
+    notifications = power_levels.content.get("notifications") if power_levels is not None else None
+    return level, notifications if isinstance(notifications, dict) else {}

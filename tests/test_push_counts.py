@@ -1,0 +1,136 @@
+"""Unread notification counts in /sync from push-rule evaluation (modules/push.md §Receiving
+notifications): mentions highlight, muted rooms and notices stay quiet, read receipts reset
+the counts (threaded receipts only their thread, m.read.private too), threads count apart when
+the filter asks, and the counts survive a restart, including events the push reader had not
+evaluated when the server stopped."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.harness import C, HomeserverTestCase, TestUser, q
+
+THREADS = json.dumps({"room": {"timeline": {"unread_thread_notifications": True}}})
+
+
+class PushCountTests(HomeserverTestCase):
+    async def _set_up(self) -> None:
+        await super()._set_up()
+        self.alice = await self.register("alice")
+        self.bob = await self.register("bob")
+        self.carol = await self.register("carol")
+        self.room = await self.create_room(self.alice, preset="public_chat")
+        for user in (self.bob, self.carol):
+            await self.join(user, self.room)
+
+    async def counts(self, user: TestUser, room: str | None = None, filter: str | None = None) -> dict[str, Any]:
+        path = f"{C}/sync" + (f"?filter={q(filter)}" if filter else "")
+        code, body = await self.get(path, user)
+        self.assertEqual(code, 200, body)
+        joined = body["rooms"]["join"][room or self.room]
+        out = dict(joined["unread_notifications"])
+        if "unread_thread_notifications" in joined:
+            out["threads"] = joined["unread_thread_notifications"]
+        return out
+
+    async def send(self, user: TestUser, content: dict[str, Any], event_type: str = "m.room.message") -> str:
+        code, body = await self.post(f"{C}/rooms/{q(self.room)}/send/{event_type}", content, user)
+        self.assertEqual(code, 200, body)
+        return body["event_id"]
+
+    async def receipt(self, user: TestUser, event_id: str, receipt_type: str = "m.read", **body: Any) -> None:
+        code, resp = await self.post(f"{C}/rooms/{q(self.room)}/receipt/{receipt_type}/{q(event_id)}", body, user)
+        self.assertEqual(code, 200, resp)
+
+    async def test_messages_mentions_and_notices(self) -> None:
+        await self.send(self.alice, {"msgtype": "m.text", "body": "hello"})
+        await self.send(self.alice, {"msgtype": "m.notice", "body": "a bot"})  # .m.rule.suppress_notices
+        await self.send(self.alice, {"msgtype": "m.text", "body": "hi", "m.mentions": {"user_ids": [self.bob.user_id]}})
+        self.assertEqual(await self.counts(self.bob), {"notification_count": 2, "highlight_count": 1})
+        self.assertEqual(await self.counts(self.carol), {"notification_count": 2, "highlight_count": 0})
+        # Nobody is notified of their own messages.
+        self.assertEqual(await self.counts(self.alice), {"notification_count": 0, "highlight_count": 0})
+
+    async def test_room_mention_needs_the_power(self) -> None:
+        mention = {"msgtype": "m.text", "body": "@room", "m.mentions": {"room": True}}
+        # bob has power 0 < notifications.room (50): an ordinary message (.m.rule.message)
+        await self.send(self.bob, mention)
+        self.assertEqual(await self.counts(self.carol), {"notification_count": 1, "highlight_count": 0})
+        await self.send(self.alice, mention)  # the creator has 100
+        self.assertEqual(await self.counts(self.carol), {"notification_count": 2, "highlight_count": 1})
+
+    async def test_muted_room_and_changed_rules(self) -> None:
+        code, body = await self.put(f"{C}/pushrules/global/room/{q(self.room)}", {"actions": []}, self.bob)
+        self.assertEqual(code, 200, body)
+        await self.send(self.alice, {"msgtype": "m.text", "body": "quiet"})
+        self.assertEqual(await self.counts(self.bob), {"notification_count": 0, "highlight_count": 0})
+        # Rules are compiled once per user: a change is seen at the next event.
+        code, body = await self.delete(f"{C}/pushrules/global/room/{q(self.room)}", token=self.bob)
+        self.assertEqual(code, 200, body)
+        await self.send(self.alice, {"msgtype": "m.text", "body": "loud"})
+        self.assertEqual(await self.counts(self.bob), {"notification_count": 1, "highlight_count": 0})
+
+    async def test_receipts_reset_counts(self) -> None:
+        first = await self.send(self.alice, {"msgtype": "m.text", "body": "1"})
+        await self.send(self.alice, {"msgtype": "m.text", "body": "2", "m.mentions": {"user_ids": [self.bob.user_id]}})
+        self.assertEqual(await self.counts(self.bob), {"notification_count": 2, "highlight_count": 1})
+        await self.receipt(self.bob, first)
+        self.assertEqual(await self.counts(self.bob), {"notification_count": 1, "highlight_count": 1})
+        last = await self.send(self.alice, {"msgtype": "m.text", "body": "3"})
+        await self.receipt(self.bob, last, "m.read.private")
+        self.assertEqual(await self.counts(self.bob), {"notification_count": 0, "highlight_count": 0})
+
+    async def test_threads_count_apart(self) -> None:
+        root = await self.send(self.alice, {"msgtype": "m.text", "body": "root"})
+        thread = {"rel_type": "m.thread", "event_id": root}
+        in_thread = [
+            await self.send(self.alice, {"msgtype": "m.text", "body": f"t{i}", "m.relates_to": thread}) for i in range(2)
+        ]
+        await self.send(self.alice, {"msgtype": "m.text", "body": "main", "m.mentions": {"user_ids": [self.bob.user_id]}})
+        # Without the filter flag: one count for everything.
+        self.assertEqual(await self.counts(self.bob), {"notification_count": 4, "highlight_count": 1})
+        self.assertEqual(
+            await self.counts(self.bob, filter=THREADS),
+            {"notification_count": 2, "highlight_count": 1, "threads": {root: {"notification_count": 2, "highlight_count": 0}}},
+        )
+        # A receipt in the thread reads the thread only...
+        await self.receipt(self.bob, in_thread[1], thread_id=root)
+        self.assertEqual(await self.counts(self.bob, filter=THREADS), {"notification_count": 2, "highlight_count": 1})
+        # ...and a main-timeline receipt the main timeline only.
+        await self.send(self.alice, {"msgtype": "m.text", "body": "t2", "m.relates_to": thread})
+        await self.receipt(self.bob, root, thread_id="main")
+        self.assertEqual(
+            await self.counts(self.bob, filter=THREADS),
+            {"notification_count": 1, "highlight_count": 1, "threads": {root: {"notification_count": 1, "highlight_count": 0}}},
+        )
+
+    async def test_invites_notify_the_invitee(self) -> None:
+        dave = await self.register("dave")
+        room = await self.create_room(self.alice)
+        code, body = await self.post(f"{C}/rooms/{q(room)}/invite", {"user_id": dave.user_id}, self.alice)
+        self.assertEqual(code, 200, body)
+        nid = await self._nid(room)
+        counts = await self.hs.push_notifications.unread_counts(dave.user_id, [(nid, 0)], self.hs.room_stream.position)
+        self.assertEqual(sum(c.notifications for c in counts[nid].values()), 1)
+
+    async def _nid(self, room: str) -> int:
+        record = await self.hs.event_store.get_room(room)
+        assert record is not None
+        return record.room_nid
+
+    async def test_counts_survive_a_restart(self) -> None:
+        await self.send(self.alice, {"msgtype": "m.text", "body": "before", "m.mentions": {"user_ids": [self.bob.user_id]}})
+        self.assertEqual(await self.counts(self.bob), {"notification_count": 1, "highlight_count": 1})
+        await self.restart()
+        self.assertEqual(await self.counts(self.bob), {"notification_count": 1, "highlight_count": 1})
+
+    async def test_events_not_yet_evaluated_at_a_stop_are_caught_up(self) -> None:
+        await self.send(self.alice, {"msgtype": "m.text", "body": "seen"})
+        # The reader stops listening, as if the process died between persisting and evaluating.
+        reader = self.hs.push_notifications
+        self.hs.room_stream.unsubscribe(reader.on_room_events)
+        await self.send(self.alice, {"msgtype": "m.text", "body": "unseen", "m.mentions": {"user_ids": [self.bob.user_id]}})
+        await self.send(self.alice, {"msgtype": "m.text", "body": "unseen too"})
+        await self.restart()
+        self.assertEqual(await self.counts(self.bob), {"notification_count": 3, "highlight_count": 1})
