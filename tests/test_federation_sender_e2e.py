@@ -34,9 +34,14 @@ class SenderEndToEndTests(_Helpers):
         self.assertEqual(code, 200, body)
         events = await self.to_device_until(self.b, bob, 1, "to-device at B")
         self.assertEqual(events, [{"type": "m.test", "sender": alice.user_id, "content": {"secret": "s1"}}])
-        status = {d["destination"]: d for d in self.a.hs.federation_sender.destinations_status()}
-        entry = status[self.b.server_name]
-        self.assertIsNotNone(entry["last_success_ts"])
+
+        # B can deliver the message before A has read B's answer: wait for A to record it.
+        async def recorded() -> dict[str, Any] | None:
+            status = {d["destination"]: d for d in self.a.hs.federation_sender.destinations_status()}
+            entry = status.get(self.b.server_name)
+            return entry if entry is not None and entry["last_success_ts"] is not None else None
+
+        entry = await self.wait_until(recorded, "A's record of its transaction to B succeeding")
         self.assertFalse(entry["backing_off"])
 
     async def test_dead_server_backs_off_without_delaying_the_live_one(self) -> None:
