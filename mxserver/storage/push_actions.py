@@ -1,4 +1,4 @@
-"""SQL for push-rule results (schema 0018): ``event_push_actions`` and the readers' positions.
+"""SQL for push-rule results (schema 0020): ``event_push_actions`` and the readers' positions.
 
 A row exists for each (user, event) that notifies the user. Unread counts are
 the rows after the user's read receipt: the room-wide (unthreaded) receipt or the
