@@ -211,7 +211,7 @@ class RateLimitConfig:
 class FederationConfig:
     enabled: bool = attrs.field(default=True, metadata=_help("talk to other homeservers"))
     verify_tls: bool = attrs.field(default=True, metadata=_help("verify peers' certificates (tests on loopback set false)"))
-    ca_certificates: list[str] = attrs.field(factory=list, metadata=_help("extra CA files trusted for outbound federation", path=True))
+    ca_certificates: list[str] = attrs.field(factory=list, metadata=_help("extra CA files trusted for outbound federation and URL previews", path=True))
     ip_range_blacklist: list[str] = attrs.field(
         factory=lambda: list(DEFAULT_IP_RANGE_BLACKLIST),
         metadata=_help("never connect to these ranges (no SSRF)", parse=_networks, sample_default="private, loopback, link-local"),

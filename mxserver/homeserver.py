@@ -696,7 +696,14 @@ class Homeserver(service.MultiService):
         storage = construct(MEDIA_STORAGE, name, IMediaStorage, storage_config, self.module_api)
         self.media_store = MediaStore(self.db)
         thumbnails = Thumbnails(self.server_name, config.media, self.media_store, storage)
-        fetcher = SafeFetcher(self.reactor, self.clock, self.federation_client.ip_filter, config.media.url_preview)
+        # Previews trust federation.ca_certificates too (and obey its IP filter).
+        fetcher = SafeFetcher(
+            self.reactor,
+            self.clock,
+            self.federation_client.ip_filter,
+            config.media.url_preview,
+            self.federation_client.tls.verified_creator_for,
+        )
         self.remote_media = RemoteMediaFetcher(
             config.media, self.clock, self.media_store, storage, thumbnails, self.federation_client, fetcher
         )

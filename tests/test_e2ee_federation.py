@@ -81,9 +81,9 @@ class E2eeFederationTests(TwoServerTestCase):
         handler = self.a.hs.device_lists
         original = handler.resync
 
-        async def counting(user_id: str) -> bool:
+        async def counting(user_id: str, timeout: float = 30) -> bool:
             calls.append(user_id)
-            return await original(user_id)
+            return await original(user_id, timeout)
 
         handler.resync = counting
         return calls
@@ -124,15 +124,18 @@ class E2eeFederationTests(TwoServerTestCase):
         self.assertEqual(body["one_time_keys"], {})
 
     async def test_new_device_reaches_the_other_server(self) -> None:
-        await self.query(self.a, self.alice, self.bob.user_id)  # starts the cache
-        since = (await self.a.sync(self.alice.user))["next_batch"]
         resyncs = self.count_resyncs()
-        await self.new_bob_device("BOB2")
-        # The cache had no stream position (it came from /user/keys/query): one resync.
-        await self.until_devices({"BOB1", "BOB2"})
+        # Alice's query of Bob's whole list starts A's cache with GET /user/devices, which
+        # gives the stream position later updates build on.
+        await self.query(self.a, self.alice, self.bob.user_id)
         self.assertEqual(resyncs, [self.bob.user_id])
         tracked = await self.a.hs.device_lists.store.tracked([self.bob.user_id])
         self.assertIsNotNone(tracked[self.bob.user_id])
+        since = (await self.a.sync(self.alice.user))["next_batch"]
+        await self.new_bob_device("BOB2")
+        # The update follows on from that position: applied without another resync.
+        await self.until_devices({"BOB1", "BOB2"})
+        self.assertEqual(resyncs, [self.bob.user_id])
         sync = await self.a.sync(self.alice.user, since)
         self.assertIn(self.bob.user_id, sync["device_lists"]["changed"])
         # The next change follows on from the last one: applied without a resync.
@@ -306,6 +309,12 @@ class E2eeFederationTests(TwoServerTestCase):
         after = await self.b.hs.device_lists.store.latest_device_stream_id(self.bob.user_id)
         self.assertGreater(after, before)
         self.assertEqual(body["stream_id"], before)
+        # The rename's EDU makes A (sharing a room with Bob, no cache yet) fetch Bob's list.
+        await self.wait_until(self._a_tracks_bob, "A caches Bob's list")
+
+    async def _a_tracks_bob(self) -> bool:
+        await self.a.hs.device_lists.settle()
+        return bool(await self.a.hs.device_lists.store.tracked([self.bob.user_id]))
 
     async def test_encrypted_to_device_passes_through(self) -> None:
         payload = {
@@ -357,3 +366,96 @@ class E2eeFederationTests(TwoServerTestCase):
         code, resp = await self.b.post(path, {"auth": password_auth(self.bob.user, resp["session"])}, self.bob.user)
         self.assertEqual(code, 200, resp)
         await self.until_devices(set())
+
+    # -- starting the cache (SyTest 50federation/40devicelists.pl) ------------------------------
+
+    async def _a_caches(self, wanted: set[str]) -> bool:
+        await self.a.hs.device_lists.settle()
+        if not await self.a.hs.device_lists.store.tracked([self.bob.user_id]):
+            return False
+        stored = await self.a.hs.device_lists.key_store.get_device_keys([(self.bob.user_id, None)])
+        return set(stored.get(self.bob.user_id, {})) == wanted
+
+    async def test_update_for_an_uncached_user_starts_the_cache(self) -> None:
+        # Nobody at A asked for Bob's keys: the first update A hears of (Bob shares a room
+        # with Alice) starts the cache with the whole list, and Alice is told.
+        since = (await self.a.sync(self.alice.user))["next_batch"]
+        resyncs = self.count_resyncs()
+        await self.new_bob_device("BOB2")
+        await self.wait_until(lambda: self._a_caches({"BOB1", "BOB2"}), "A caches Bob's list")
+        self.assertEqual(resyncs, [self.bob.user_id])
+        await self.a.sync_until(
+            self.alice.user,
+            lambda s: self.bob.user_id in s.get("device_lists", {}).get("changed", []),
+            "Bob in Alice's device_lists.changed",
+            since=since,
+        )
+
+    async def test_rejoining_refetches_the_list(self) -> None:
+        resyncs = self.count_resyncs()
+        self.assertEqual(await self.bob_devices_on_a(), {"BOB1"})
+        code, body = await self.a.post(f"{C}/rooms/{quote(self.room_id)}/leave", {}, self.alice.user)
+        self.assertEqual(code, 200, body)
+        await self.wait_until(lambda: self._left(), "Alice left, at B")
+        # While A shares no room with Bob, B tells it nothing of his new device...
+        await self.new_bob_device("BOB2")
+        code, body = await self.a.post(
+            f"{C}/join/{quote(self.room_id)}?server_name={self.b.server_name}", {}, self.alice.user
+        )
+        self.assertEqual(code, 200, body)
+        await self.a.hs.device_lists.settle()
+        # ...so the rejoin dropped A's cache and the next query fetches the list again.
+        self.assertEqual(await self.bob_devices_on_a(), {"BOB1", "BOB2"})
+        self.assertEqual(resyncs, [self.bob.user_id, self.bob.user_id])
+
+    async def _left(self) -> bool:
+        return not await self._joined(self.b, self.bob.user, self.alice.user_id)
+
+    async def test_partial_key_objects_are_relayed(self) -> None:
+        # A remote server may answer with key objects that lack fields (SyTest's fake servers
+        # do): the device is still listed with what its server gave, its name following the
+        # updates; an object naming another user or device is dropped.
+        client = self.a.hs.federation_client
+        original = client.get_json
+        devices_path = "/_matrix/federation/v1/user/devices/"
+
+        async def fake_user_devices(destination: str, path: str, *args: Any, **kwargs: Any) -> Any:
+            if not path.startswith(devices_path):
+                return await original(destination, path, *args, **kwargs)
+            return {
+                "user_id": self.bob.user_id,
+                "stream_id": 1,
+                "devices": [
+                    {"device_id": "PARTIAL", "keys": {"device_keys": {}}},
+                    {"device_id": "LIAR", "keys": {"user_id": self.alice.user_id, "device_id": "LIAR"}},
+                ],
+            }
+
+        client.get_json = fake_user_devices  # type: ignore[method-assign]
+        sender = self.b.hs.federation_sender
+        update = {"user_id": self.bob.user_id, "device_id": "PARTIAL", "stream_id": 1, "keys": {"device_keys": {}}}
+        sender.send_edu(self.a.server_name, "m.device_list_update", update)
+        await self.wait_until(lambda: self._a_caches({"PARTIAL", "LIAR"}), "A caches Bob's list")
+        code, body = await self.a.post(
+            f"{C}/keys/query", {"device_keys": {self.bob.user_id: ["PARTIAL", "LIAR"]}}, self.alice.user
+        )
+        self.assertEqual(code, 200, body)
+        self.assertEqual(body["device_keys"][self.bob.user_id], {"PARTIAL": {"device_keys": {}, "unsigned": {}}})
+
+        renamed = {**update, "stream_id": 2, "prev_id": [1], "device_display_name": "test display name"}
+        sender.send_edu(self.a.server_name, "m.device_list_update", renamed)
+
+        async def named() -> bool:
+            await self.a.hs.device_lists.settle()
+            stored = await self.a.hs.device_lists.key_store.get_device_keys([(self.bob.user_id, "PARTIAL")])
+            return stored[self.bob.user_id]["PARTIAL"][1] == "test display name"
+
+        await self.wait_until(named, "the rename applied at A")
+        code, body = await self.a.post(
+            f"{C}/keys/query", {"device_keys": {self.bob.user_id: ["PARTIAL"]}}, self.alice.user
+        )
+        self.assertEqual(code, 200, body)
+        self.assertEqual(
+            body["device_keys"][self.bob.user_id]["PARTIAL"],
+            {"device_keys": {}, "unsigned": {"device_display_name": "test display name"}},
+        )

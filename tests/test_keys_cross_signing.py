@@ -75,6 +75,39 @@ class DeviceSigningUploadTests(CrossSigningTestCase):
         self.assertIn(alice.user_id, theirs["self_signing_keys"])
         self.assertNotIn(alice.user_id, theirs.get("user_signing_keys", {}))
 
+    async def test_user_signing_key_change_is_told_to_its_owner_only(self) -> None:
+        # Nobody but its owner sees a user-signing key (§Cross-signing), so a new one puts
+        # the owner, and nobody else, in device_lists.changed (SyTest "Changing
+        # user-signing key notifies local users").
+        alice = await self.new_device("alice")
+        bob = await self.new_device("bob")
+        room_id = await self.create_room(alice.user, {"preset": "public_chat"})
+        code, body = await self.post(f"{C}/join/{room_id}", {}, bob.user)
+        self.assertEqual(code, 200, body)
+        keys = CrossSigningKeys(alice.user_id)
+        first = {"master_key": keys.master_key(), "self_signing_key": keys.self_signing_key()}
+        self.assertEqual(await self.upload_cross_signing(alice, first), (200, {}))
+        since = {u.user_id: (await self.sync(u.user))["next_batch"] for u in (alice, bob)}
+        code, resp = await self.upload_cross_signing(alice, {"user_signing_key": keys.user_signing_key()})
+        self.assertEqual(code, 401, resp)
+        body = {"user_signing_key": keys.user_signing_key(), "auth": password_auth(alice.user, resp["session"])}
+        self.assertEqual(await self.upload_cross_signing(alice, body), (200, {}))
+        for device, told in ((alice, True), (bob, False)):
+            sync = await self.sync(device.user, since[device.user_id])
+            self.assertEqual(alice.user_id in sync["device_lists"]["changed"], told, device.user_id)
+            code, changes = await self.get(
+                f"{C}/keys/changes?from={since[device.user_id]}&to={sync['next_batch']}", device.user
+            )
+            self.assertEqual(code, 200, changes)
+            self.assertEqual(alice.user_id in changes["changed"], told, device.user_id)
+        # A new master key is everyone's news again.
+        new = CrossSigningKeys(alice.user_id)
+        code, resp = await self.upload_cross_signing(alice, {"master_key": new.master_key()})
+        body = {"master_key": new.master_key(), "auth": password_auth(alice.user, resp["session"])}
+        self.assertEqual(await self.upload_cross_signing(alice, body), (200, {}))
+        sync = await self.sync(bob.user, since[bob.user_id])
+        self.assertIn(alice.user_id, sync["device_lists"]["changed"])
+
     async def test_unstable_paths(self) -> None:
         # The pre-v1.1 (MSC1756) paths that Synapse still serves and SyTest uses.
         alice = await self.new_device("alice")

@@ -9,8 +9,9 @@ from twisted.internet import reactor
 from twisted.trial import unittest
 from twisted.web import server
 
+from mxserver.config import HomeserverConfig
 from mxserver.media.preview import parse_opengraph
-from tests.harness import ScriptedServer
+from tests.harness import ScriptedServer, listen_tls, make_cert, temp_dir
 from tests.test_media import MediaTestCase, png
 
 PAGE = b"""<!doctype html><html><head>
@@ -121,3 +122,36 @@ class PreviewDisabledTests(_PreviewCase):
         self.web.routes[b"/page"] = (200, PAGE, {"Content-Type": "text/html"})
         self.assertMatrixError(await self.preview(self.site + "/page"), 404, "M_UNRECOGNIZED")
         self.assertEqual(self.web.requests, [])
+
+
+class PreviewTLSTests(_PreviewCase):
+    """https pages: certificates are always verified, against the system's CAs plus
+    ``federation.ca_certificates`` (SyTest's web server has a certificate from its own CA)."""
+
+    def make_config(self) -> HomeserverConfig:
+        self.cert, self.key = make_cert(temp_dir(self), dns_names=("localhost",), ips=("127.0.0.1",))
+        self.config_overrides = {
+            "federation": {"ip_range_whitelist": ["127.0.0.0/8"], "ca_certificates": [self.cert], "verify_tls": False},
+            "media": {"url_preview": {"enabled": True}},
+        }
+        return super().make_config()
+
+    def serve_tls(self, cert: tuple[str, str]) -> tuple[ScriptedServer, str]:
+        web = ScriptedServer()
+        port = listen_tls(server.Site(web), *cert)
+        self.addCleanup(port.stopListening)
+        return web, f"https://127.0.0.1:{port.getHost().port}"
+
+    async def test_extra_ca_is_trusted_and_unknown_ones_refused(self) -> None:
+        web, site = self.serve_tls((self.cert, self.key))
+        web.routes[b"/page"] = (200, PAGE, {"Content-Type": "text/html"})
+        web.routes[b"/logo.png"] = (200, png(4, 3), {"Content-Type": "image/png"})
+        code, body = await self.preview(site + "/page")
+        self.assertEqual(code, 200, body)
+        self.assertEqual((body["og:title"], body["og:image:width"]), ("OG title & more", 4))
+        # A certificate from a CA nobody configured is refused, though federation.verify_tls
+        # is off: that switch is federation's, previews always verify.
+        stranger, other_site = self.serve_tls(make_cert(temp_dir(self)))
+        stranger.routes[b"/page"] = (200, PAGE, {"Content-Type": "text/html"})
+        self.assertMatrixError(await self.preview(other_site + "/page"), 502, "M_UNKNOWN")
+        self.assertEqual(stranger.requests, [])

@@ -84,7 +84,12 @@ class CrossSigningHandler:
         if not changed:
             return
         stream_id, prev = await self.store.set_cross_signing_keys(user_id, changed)
-        await self.device_lists.local_changes(user_id, [("", stream_id, prev)])
+        if set(changed) == {"user_signing"}:
+            # Only its owner sees a user-signing key (§Cross-signing): the change is theirs
+            # alone (the store marks it so), and no server hears of it; Synapse likewise.
+            await self.device_lists.local_changes(user_id, [])
+        else:
+            await self.device_lists.local_changes(user_id, [("", stream_id, prev)])
 
     async def upload_signatures(self, requester: Any, body: JsonDict) -> JsonDict:
         """POST /keys/signatures/upload: ``{"failures": {user: {key id: error}}}``."""

@@ -17,9 +17,12 @@ cross-signing keys takes a position on the persisted ``device_lists`` stream
 Inbound, an EDU for a remote user whose list we cache is applied when every
 ``prev_id`` is one we applied; otherwise (a gap: an EDU was lost, or the cache
 came from ``/user/keys/query``, which gives no stream position) the list is
-fetched whole with ``GET /user/devices/{userId}``. Either way local users
-sharing a room with that user see them in ``device_lists.changed`` (a change
-published for the remote user: it wakes them, no server is sent anything).
+fetched whole with ``GET /user/devices/{userId}``. An EDU for a user sharing a
+room with us whose list we do not cache yet starts the cache the same way (a
+resync), and so does a local ``/keys/query`` for such a user's whole list
+(:meth:`DeviceListHandler.start_tracking`), as Synapse does. Either way local
+users sharing a room with that user see them in ``device_lists.changed`` (a
+change published for the remote user: it wakes them, no server is sent anything).
 
 Membership moves the lists too: a user who starts sharing a room is
 ``changed``, one who no longer shares any room is ``left``; and a remote
@@ -32,12 +35,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Protocol
 
-from twisted.internet.defer import DeferredLock
+from twisted.internet.defer import DeferredLock, ensureDeferred, gatherResults
 from twisted.logger import Logger
 
 from mxserver.background import BackgroundTasks
 from mxserver.e2ee.keys import merge_signatures, user_devices_path
-from mxserver.e2ee.validation import cross_signing_public_key
+from mxserver.e2ee.validation import cross_signing_public_key, remote_device_keys
 from mxserver.ids import UserID
 from mxserver.rooms.activity import RoomActivity
 from mxserver.storage.e2ee_device_lists import DeviceListStore
@@ -179,7 +182,7 @@ class DeviceListHandler:
         sharing = set(await room_members.users_sharing_rooms(user_id))
         changed: set[str] = set()
         if now_dl > since_dl:
-            changed = (await self.store.users_changed_between(since_dl, now_dl)) & (sharing | {user_id})
+            changed = (await self.store.users_changed_between(since_dl, now_dl, user_id)) & (sharing | {user_id})
         left_candidates: set[str] = set()
         if now_room > since_room:
             joined = [m for m in memberships if m.membership == "join"]
@@ -309,32 +312,31 @@ class DeviceListHandler:
         if not isinstance(prev_ids, list) or not all(isinstance(p, int) for p in prev_ids):
             prev_ids = None
         async with self._lock(user_id):
+            shares = await self._shares_room_locally(user_id)
             tracked = await self.store.tracked([user_id])
             if user_id in tracked:
                 known = await self.store.known_remote_ids(user_id)
                 if stream_id in known:
                     return  # seen already (a retransmission)
                 if tracked[user_id] is not None and prev_ids and all(p in known for p in prev_ids):
-                    keys = content.get("keys")
                     name = content.get("device_display_name")
-                    if (
-                        not isinstance(keys, dict)
-                        or keys.get("user_id") != user_id
-                        or keys.get("device_id") != device_id
-                    ):
-                        keys = None
                     await self.store.apply_remote_update(
                         user_id,
                         stream_id,
                         device_id,
                         content.get("deleted") is True,
-                        keys,
+                        remote_device_keys(content.get("keys"), user_id, device_id),
                         name if isinstance(name, str) else None,
                     )
                 else:
                     # A gap (or no position to build on): fetch the whole list.
                     await self.resync(user_id)
-            if await self._shares_room_locally(user_id):
+            elif shares:
+                # Not cached yet, though we share a room (so the user's server will keep
+                # telling us): start the cache from the whole list, as Synapse does on an
+                # update from a user it has no list of.
+                await self.resync(user_id)
+            if shares:
                 await self._remote_changed(user_id)
 
     async def _signing_key_update(self, origin: str, content: JsonDict) -> None:
@@ -356,7 +358,36 @@ class DeviceListHandler:
             if await self._shares_room_locally(user_id):
                 await self._remote_changed(user_id)
 
-    async def resync(self, user_id: str) -> bool:
+    async def start_tracking(self, user_ids: Collection[str], timeout: float) -> set[str]:
+        """Start caching the lists of remote ``user_ids`` sharing a room with us; those now cached.
+
+        For a local ``/keys/query`` of a user's whole list: the list is fetched with
+        ``GET /user/devices`` (which, unlike ``/user/keys/query``, gives the stream
+        position later EDUs build on), as Synapse does for users it has no cache of.
+        Local users sharing a room see the user in ``device_lists.changed`` once the
+        cache starts. A user whose fetch fails is left out (the caller asks
+        ``/user/keys/query`` instead).
+        """
+        sharing = [u for u in user_ids if await self._shares_room_locally(u)]
+        if not sharing:
+            return set()
+        results = await gatherResults([ensureDeferred(self._start_tracking(u, timeout)) for u in sharing])
+        return {u for u, ok in zip(sharing, results, strict=True) if ok}
+
+    async def _start_tracking(self, user_id: str, timeout: float) -> bool:
+        try:
+            async with self._lock(user_id):
+                if user_id in await self.store.tracked([user_id]):
+                    return True  # cached meanwhile (an EDU's resync)
+                if not await self.resync(user_id, timeout):
+                    return False
+                await self._remote_changed(user_id)
+                return True
+        except Exception:
+            log.failure("starting the device list cache of {user_id} failed", user_id=user_id)
+            return False
+
+    async def resync(self, user_id: str, timeout: float = 30) -> bool:
         """Fetch a remote user's whole device list (GET /user/devices); False if it failed.
 
         On failure the cache is dropped, so the next query asks the server again.
@@ -365,7 +396,7 @@ class DeviceListHandler:
         try:
             if server is None:
                 raise ValueError("not a user ID")
-            answer = await self._federation_client.get_json(server, user_devices_path(user_id), timeout=30)
+            answer = await self._federation_client.get_json(server, user_devices_path(user_id), timeout=timeout)
             stream_id = answer.get("stream_id")
             devices_in = answer.get("devices")
             if answer.get("user_id") != user_id or not isinstance(stream_id, int) or not isinstance(devices_in, list):
@@ -378,13 +409,7 @@ class DeviceListHandler:
         for entry in devices_in:
             if not isinstance(entry, dict) or not isinstance(entry.get("device_id"), str):
                 continue
-            keys = entry.get("keys")
-            if (
-                not isinstance(keys, dict)
-                or keys.get("user_id") != user_id
-                or keys.get("device_id") != entry["device_id"]
-            ):
-                keys = None
+            keys = remote_device_keys(entry.get("keys"), user_id, entry["device_id"])
             name = entry.get("device_display_name")
             devices[entry["device_id"]] = (keys, name if isinstance(name, str) else None)
         await self.store.replace_remote_list(user_id, stream_id, devices, _cross_signing_from(answer, user_id, "_key"))

@@ -24,7 +24,12 @@ from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from mxserver.e2ee.validation import check_device_keys, cross_signing_public_key, parse_key_map
+from mxserver.e2ee.validation import (
+    check_device_keys,
+    cross_signing_public_key,
+    parse_key_map,
+    remote_device_keys,
+)
 from mxserver.errors import MatrixError, bad_json, invalid_param
 from mxserver.federation.client import FederationError
 from mxserver.ids import UserID
@@ -251,6 +256,16 @@ class E2eKeysHandler:
                     from_cache[user_id] = devices
                 else:
                     to_fetch.setdefault(server, {})[user_id] = devices
+        # A whole list of a user we share a room with but hold no cache of: start the cache
+        # (GET /user/devices) and answer from it; the others go to /user/keys/query.
+        whole = [u for users in to_fetch.values() for u, devices in users.items() if not devices]
+        if whole:
+            for user_id in await self.device_lists.start_tracking(whole, timeout):
+                from_cache[user_id] = []
+                server = UserID.parse(user_id).server_name
+                del to_fetch[server][user_id]
+                if not to_fetch[server]:
+                    del to_fetch[server]
         if from_cache:
             self._merge_into(result, await self._from_cache(from_cache))
         if to_fetch:
@@ -304,11 +319,8 @@ class E2eKeysHandler:
             by_device = got.get(user_id) if isinstance(got, dict) else None
             if not isinstance(by_device, dict):
                 continue
-            clean["device_keys"][user_id] = {
-                d: k
-                for d, k in by_device.items()
-                if isinstance(k, dict) and k.get("user_id") == user_id and k.get("device_id") == d
-            }
+            kept = {d: remote_device_keys(k, user_id, d) for d, k in by_device.items()}
+            clean["device_keys"][user_id] = {d: k for d, k in kept.items() if k is not None}
         for field in ("master_keys", "self_signing_keys"):
             keys = answer.get(field)
             if not isinstance(keys, dict):

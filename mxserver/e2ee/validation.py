@@ -145,3 +145,20 @@ def cross_signing_public_key(obj: JsonDict) -> tuple[str, str] | None:
 
 def strip_signatures(obj: JsonDict) -> JsonDict:
     return {k: v for k, v in obj.items() if k not in ("signatures", "unsigned")}
+
+
+def remote_device_keys(keys: Any, user_id: str, device_id: str) -> JsonDict | None:
+    """A remote server's key object for its ``user_id``'s ``device_id``, or None if unusable.
+
+    The server speaks for its own users, and clients verify each device key object's
+    self-signature before trusting it (end_to_end_encryption.md §Device keys), so an
+    object is relayed as that server gave it, even partial: the spec is silent, and
+    Synapse keeps it (SyTest's fake servers send ``{"device_keys": {}}``). Only an
+    object that is no object, or names another user or device, is dropped: relayed, it
+    would pass off keys under an identity they do not claim.
+    """
+    if not isinstance(keys, dict):
+        return None
+    if keys.get("user_id", user_id) != user_id or keys.get("device_id", device_id) != device_id:
+        return None
+    return keys

@@ -76,6 +76,14 @@ class FederationTLSPolicy:
         self._trust = _PlatformAndExtraCAs(extra)
         self._unverified_context: SSL.Context | None = None
 
+    def verified_creator_for(self, name: str) -> IOpenSSLClientConnectionCreator:
+        """A connection creator that always checks the certificate (system CAs plus the extra ones).
+
+        For URL previews: they trust the operator's extra CAs, as they obey the
+        federation IP filter, but never go unverified (``verify_tls`` is federation's).
+        """
+        return ssl.optionsForClientTLS(name, trustRoot=self._trust)
+
     def creator_for(self, name: str) -> IOpenSSLClientConnectionCreator:
         """A connection creator checking that the peer's certificate is valid for ``name``."""
         if not self.verify:

@@ -16,6 +16,7 @@ content-repo.yaml ``preview_url`` describes. Off unless
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
@@ -23,7 +24,12 @@ from urllib.parse import urljoin, urlsplit
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, DNSLookupError
-from twisted.internet.interfaces import IProtocol, IProtocolFactory, IReactorTime
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+)
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.web.client import URI, Agent, HTTPConnectionPool
@@ -63,9 +69,12 @@ class FetchFailed(Exception):
 class _FilteredWebEndpoints:
     """``http``/``https`` endpoints whose every address passes the IP filter."""
 
-    def __init__(self, reactor: Any, connector: FilteredConnector) -> None:
+    def __init__(
+        self, reactor: Any, connector: FilteredConnector, tls: Callable[[str], IOpenSSLClientConnectionCreator]
+    ) -> None:
         self._reactor = reactor
         self._connector = connector
+        self._tls = tls
 
     def endpointForURI(self, uri: URI) -> Any:
         host = uri.host.decode("idna")
@@ -79,7 +88,7 @@ class _FilteredWebEndpoints:
                 cls = TCP6ClientEndpoint if ":" in ip else TCP4ClientEndpoint
                 endpoint: Any = cls(self._reactor, ip, ip_port, timeout=20)
                 if tls:
-                    endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+                    endpoint = wrapClientTLS(self._tls(host), endpoint)
                 try:
                     return await endpoint.connect(factory)
                 except ConnectError as e:
@@ -92,12 +101,20 @@ class _FilteredWebEndpoints:
 class SafeFetcher:
     """GETs URLs through the IP filter, bounded in size and time (see the module docstring)."""
 
-    def __init__(self, reactor: Any, clock: IReactorTime, ip_filter: IPRangeFilter, config: UrlPreviewConfig) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        clock: IReactorTime,
+        ip_filter: IPRangeFilter,
+        config: UrlPreviewConfig,
+        tls: Callable[[str], IOpenSSLClientConnectionCreator] = optionsForClientTLS,
+    ) -> None:
+        """``tls`` makes the TLS connection creator for a host name (default: the system's CAs)."""
         self.clock = clock
         self.config = config
         connector = FilteredConnector(reactor, ip_filter, None)  # type: ignore[arg-type]
         self.pool = HTTPConnectionPool(reactor, persistent=False)
-        self.agent = Agent.usingEndpointFactory(reactor, _FilteredWebEndpoints(reactor, connector), pool=self.pool)
+        self.agent = Agent.usingEndpointFactory(reactor, _FilteredWebEndpoints(reactor, connector, tls), pool=self.pool)
 
     async def fetch(self, url: str, max_size: int) -> tuple[str, Headers, bytes]:
         """``(final URL, headers, body)`` of a 2xx answer, following redirects."""

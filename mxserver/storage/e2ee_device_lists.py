@@ -33,13 +33,14 @@ class DeviceListStore:
 
     # -- the change log ---------------------------------------------------------------------
 
-    def users_changed_between(self, after: int, upto: int) -> Deferred[set[str]]:
-        """Users with a device-list change at a position in (after, upto]."""
+    def users_changed_between(self, after: int, upto: int, viewer: str) -> Deferred[set[str]]:
+        """Users with a device-list change at a position in (after, upto] that ``viewer`` may hear of."""
 
         def txn(t: Txn) -> set[str]:
             rows = t.query(
-                "SELECT DISTINCT user_id FROM device_list_changes WHERE stream_id > ? AND stream_id <= ?",
-                (after, upto),
+                "SELECT DISTINCT user_id FROM device_list_changes WHERE stream_id > ? AND stream_id <= ?"
+                " AND (owner_only = FALSE OR user_id = ?)",
+                (after, upto, viewer),
             )
             return {r[0] for r in rows}
 

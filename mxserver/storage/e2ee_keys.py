@@ -27,10 +27,13 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
-def record_change_txn(txn: Txn, stream: PersistedStream, user_id: str, device_id: str) -> tuple[int, int | None]:
+def record_change_txn(
+    txn: Txn, stream: PersistedStream, user_id: str, device_id: str, owner_only: bool = False
+) -> tuple[int, int | None]:
     """Record a change to ``user_id``'s device list; ``(stream_id, previous stream_id for the user)``.
 
-    ``device_id`` is '' for a change of cross-signing keys.
+    ``device_id`` is '' for a change of cross-signing keys; ``owner_only`` for one only
+    ``user_id`` may hear of (a user-signing key: schema 0018).
     """
     # prev_id links outbound m.device_list_update EDUs, which exist for device changes only.
     prev = txn.query_one(
@@ -38,8 +41,8 @@ def record_change_txn(txn: Txn, stream: PersistedStream, user_id: str, device_id
     )
     position = stream.allocate_txn(txn)
     txn.execute(
-        "INSERT INTO device_list_changes (stream_id, user_id, device_id) VALUES (?, ?, ?)",
-        (position, user_id, device_id),
+        "INSERT INTO device_list_changes (stream_id, user_id, device_id, owner_only) VALUES (?, ?, ?, ?)",
+        (position, user_id, device_id, owner_only),
     )
     return position, (int(prev[0]) if prev and prev[0] is not None else None)
 
@@ -307,7 +310,12 @@ class E2eKeyStore:
     def set_cross_signing_keys(
         self, user_id: str, keys: dict[str, tuple[str, JsonDict]]
     ) -> Deferred[tuple[int, int | None]]:
-        """Store ``{key_type: (public key, key)}`` and record the change, in one transaction."""
+        """Store ``{key_type: (public key, key)}`` and record the change, in one transaction.
+
+        A change of the user-signing key alone is the owner's only: others cannot see
+        that key (end_to_end_encryption.md §Cross-signing).
+        """
+        owner_only = set(keys) == {"user_signing"}
 
         def txn(t: Txn) -> tuple[int, int | None]:
             for key_type, (public_key, key) in keys.items():
@@ -317,7 +325,7 @@ class E2eKeyStore:
                     " key_json = excluded.key_json",
                     (user_id, key_type, public_key, _dumps(key)),
                 )
-            return record_change_txn(t, self.stream, user_id, "")
+            return record_change_txn(t, self.stream, user_id, "", owner_only)
 
         return self.db.run_interaction("e2e_set_cross_signing_keys", txn)
 
