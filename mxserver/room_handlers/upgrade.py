@@ -174,6 +174,7 @@ class RoomUpgradeHandler:
                 raise MatrixError(400, "M_INVALID_ROOM_STATE", f"The room's state cannot be copied: {e.msg}") from None
             raise
 
+        await self.membership.copy_user_state_from_predecessor(user_id, new_room_id)
         await self._move_aliases(room_id, new_room_id, user_id, old.get((CANONICAL_ALIAS, "")))
         await self._restrict_old_room(room_id, user_id, old.get(POWER_LEVELS_KEY))
         return new_room_id
@@ -237,6 +238,10 @@ class RoomUpgradeHandler:
         alt = content.get("alt_aliases")
         if isinstance(alt, list):
             content["alt_aliases"] = [a for a in alt if a not in moved]
+            if not content["alt_aliases"]:
+                # Nothing left: the key goes too (Synapse leaves the old room an empty
+                # m.room.canonical_alias; SyTest "/upgrade moves aliases to the new room").
+                del content["alt_aliases"]
         if content != canonical.content:
             await _send_if_allowed(self.room_server, old_room, EventSpec(CANONICAL_ALIAS, content, "", user_id))
 
