@@ -124,7 +124,8 @@ class LocalEventBuilder:
         naming a room ID chosen in advance; the new room is created; then the tombstone is
         queued. A tombstone the upgrader may not send (403) leaves no new room behind. In v12+
         the room ID is the create event's hash and cannot be known before it, so the create
-        event omits ``predecessor.event_id`` (optional from v12 on, m.room.create).
+        event names the old room's latest event before the tombstone (``predecessor.event_id``
+        is optional from v12 on but "SHOULD still be populated where possible", m.room.create).
         """
         sequencer = self.sequencer
         head = await sequencer.lock_existing_head(old_room_id)
@@ -135,6 +136,8 @@ class LocalEventBuilder:
             if new_room_id is not None:
                 tombstone = await self._build_checked(head, _tombstone_spec(creator, tombstone_content, new_room_id))
                 content["predecessor"] = {**content.get("predecessor", {}), "event_id": tombstone.event_id}
+            elif head.extremities:
+                content["predecessor"] = {**content.get("predecessor", {}), "event_id": head.extremities[-1]}
             new_room_id, _ = await self._create_room(creator, room_version, content, initial, new_room_id)
             if tombstone is None:
                 tombstone = await self._build_checked(head, _tombstone_spec(creator, tombstone_content, new_room_id))
