@@ -24,6 +24,7 @@ from mxserver import metrics
 from mxserver.accounts.account import AccountHandler
 from mxserver.accounts.auth import Auth
 from mxserver.accounts.devices import DeviceHandler, DeviceHooks
+from mxserver.accounts.erasure import ErasedUsers
 from mxserver.accounts.login import LoginHandler
 from mxserver.accounts.passwords import PasswordHasher
 from mxserver.accounts.protocols import LoginFlow
@@ -199,8 +200,10 @@ class Homeserver(service.MultiService):
             ratelimit_login=self.ratelimit_login,
             clock=self.clock,
         )
+        #: accounts deactivated with erase: history visibility and federation reads ask it
+        self.erased_users = ErasedUsers(self.accounts)
         self.account = AccountHandler(
-            self.accounts, config.password, self.passwords, self.auth, self.uia, self.device_hooks
+            self.accounts, config.password, self.passwords, self.auth, self.uia, self.device_hooks, self.erased_users
         )
         self.shared_secret_registration = SharedSecretRegistration(
             config.registration, self.server_name, self.registrar, self.devices, self.clock
@@ -512,7 +515,9 @@ class Homeserver(service.MultiService):
         )
         self.room_upgrade = RoomUpgradeHandler(rooms, self.room_membership, self.directory)
         self.room_messages = MessageHandler(rooms, self.event_store, self.ratelimit_message, self.directory)
-        self.history_visibility = HistoryVisibility(rooms, self.event_store, self.state_store, self.history_store)
+        self.history_visibility = HistoryVisibility(
+            rooms, self.event_store, self.state_store, self.history_store, self.erased_users
+        )
         self.room_history = HistoryHandler(
             rooms,
             self.event_store,
@@ -631,7 +636,7 @@ class Homeserver(service.MultiService):
             self.remote_rooms,
             self.clock,
         )
-        access = RoomAccess(self.room_server, self.state_store, self.event_store, self.room_servers)
+        access = RoomAccess(self.room_server, self.state_store, self.event_store, self.room_servers, self.erased_users)
         self.federation_events = FederationEventsHandler(
             self.server_name, self.clock, self.event_store, self.state_store, access, txns
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.harness import C, HomeserverTestCase, TestUser, q
+from tests.harness import C, HomeserverTestCase, TestUser, TwoServerTestCase, q
 
 
 class UpgradeTests(HomeserverTestCase):
@@ -39,7 +39,6 @@ class UpgradeTests(HomeserverTestCase):
         bob = await self.register("bob")
         old = await self._full_room(alice, "10")
         await self.post(f"{C}/rooms/{q(old)}/ban", {"user_id": "@spammer:elsewhere.example", "reason": "spam"}, alice)
-        last = (await self.room_events(alice, old))[-1]["event_id"]
         copied = (
             "m.room.name",
             "m.room.topic",
@@ -55,7 +54,11 @@ class UpgradeTests(HomeserverTestCase):
         new = await self.upgrade(alice, old, "11")
         self.assertNotEqual(new, old)
         create = await self.room_state(new, "m.room.create")
-        self.assertEqual(create["predecessor"], {"room_id": old, "event_id": last})
+        # predecessor.event_id is the old room's last event: its tombstone (as Synapse; SyTest
+        # "/upgrade creates a new room")
+        tombstones = [e for e in await self.room_events(alice, old) if e["type"] == "m.room.tombstone"]
+        self.assertEqual(len(tombstones), 1)
+        self.assertEqual(create["predecessor"], {"room_id": old, "event_id": tombstones[0]["event_id"]})
         self.assertEqual((create["room_version"], create["type"]), ("11", "org.example.kind"))
         for etype in copied:
             self.assertIsNotNone(before[etype], etype)
@@ -202,3 +205,80 @@ class UpgradeTests(HomeserverTestCase):
         await self.join(bob, plain)
         code, body = await self.get(f"{tags}/{q(plain)}/tags", bob)
         self.assertEqual(body, {"tags": {}})
+
+    async def test_direct_chats_stay_direct(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        room = await self.shared_room(alice, bob, preset="public_chat")
+        other = await self.create_room(alice)
+        for user, peer in ((alice, bob), (bob, alice)):
+            path = f"{C}/user/{q(user.user_id)}/account_data/m.direct"
+            self.assertEqual(await self.put(path, {peer.user_id: [other, room]}, user), (200, {}))
+        new_room = await self.upgrade(alice, room, "10")
+        # the upgrader's m.direct names the new room at once, the other member's once they join
+        code, body = await self.get(f"{C}/user/{q(alice.user_id)}/account_data/m.direct", alice)
+        self.assertEqual((code, body), (200, {bob.user_id: [other, room, new_room]}))
+        code, body = await self.get(f"{C}/user/{q(bob.user_id)}/account_data/m.direct", bob)
+        self.assertEqual(body, {alice.user_id: [other, room]})
+        await self.join(bob, new_room)
+        code, body = await self.get(f"{C}/user/{q(bob.user_id)}/account_data/m.direct", bob)
+        self.assertEqual(body, {alice.user_id: [other, room, new_room]})
+
+    async def test_old_canonical_alias_emptied(self) -> None:
+        alice = await self.register("alice")
+        room = await self.create_room(alice, room_alias_name="one")
+        self.assertEqual(await self.put(f"{C}/directory/room/{q('#two:test')}", {"room_id": room}, alice), (200, {}))
+        await self.set_state(alice, room, "m.room.canonical_alias", {"alias": "#one:test", "alt_aliases": ["#two:test"]})
+        new_room = await self.upgrade(alice, room, "10")
+        # every alias moved: the old room's canonical alias is left empty, without alt_aliases
+        self.assertEqual(await self.room_state(room, "m.room.canonical_alias"), {})
+        self.assertEqual(
+            await self.room_state(new_room, "m.room.canonical_alias"), {"alias": "#one:test", "alt_aliases": ["#two:test"]}
+        )
+
+
+class RemoteUpgradeTests(TwoServerTestCase):
+    async def test_joining_server_moves_its_aliases_and_listing(self) -> None:
+        alice = await self.a.register("alice")
+        bob = await self.b.register("bob")
+        # bob may publish the room in his server's directory (list_public_rooms: the room's
+        # state event level)
+        pl = {"users": {alice.user_id: 100, bob.user_id: 100}}
+        code, body = await self.a.post(f"{C}/createRoom", {"preset": "public_chat", "room_version": "10", "power_level_content_override": pl}, alice)
+        self.assertEqual(code, 200, body)
+        room = body["room_id"]
+        await self.b.join(bob, room, via=[self.a.server_name])
+        # bob's server lists the room and has an alias for it
+        alias = f"#bobs:{self.b.server_name}"
+        self.assertEqual(await self.b.put(f"{C}/directory/room/{q(alias)}", {"room_id": room}, bob), (200, {}))
+        self.assertEqual(await self.b.put(f"{C}/directory/list/room/{q(room)}", {"visibility": "public"}, bob), (200, {}))
+        code, body = await self.a.post(f"{C}/rooms/{q(room)}/upgrade", {"new_version": "10"}, alice)
+        self.assertEqual(code, 200, body)
+        new_room = body["replacement_room"]
+
+        async def tombstoned() -> bool:
+            return await self.b.hs.room_server.current_state_event(room, "m.room.tombstone") is not None
+
+        await self.wait_until(tombstoned, "the tombstone reaches B")
+        await self.b.join(bob, new_room, via=[self.a.server_name])
+        code, body = await self.b.get(f"{C}/directory/room/{q(alias)}")
+        self.assertEqual((code, body["room_id"]), (200, new_room))
+        code, body = await self.b.get(f"{C}/directory/list/room/{q(new_room)}")
+        self.assertEqual(body, {"visibility": "public"})
+        code, body = await self.b.get(f"{C}/directory/list/room/{q(room)}")
+        self.assertEqual(body, {"visibility": "private"})
+
+    async def test_a_room_naming_a_predecessor_takes_nothing_without_its_tombstone(self) -> None:
+        alice = await self.a.register("alice")
+        bob = await self.b.register("bob")
+        code, body = await self.b.post(f"{C}/createRoom", {"preset": "public_chat"}, bob)
+        bobs_room = body["room_id"]
+        alias = f"#kept:{self.b.server_name}"
+        self.assertEqual(await self.b.put(f"{C}/directory/room/{q(alias)}", {"room_id": bobs_room}, bob), (200, {}))
+        # alice's room claims to replace bob's room, which has no tombstone naming it
+        body = {"preset": "public_chat", "creation_content": {"predecessor": {"room_id": bobs_room}}}
+        code, body = await self.a.post(f"{C}/createRoom", body, alice)
+        self.assertEqual(code, 200, body)
+        await self.b.join(bob, body["room_id"], via=[self.a.server_name])
+        code, body = await self.b.get(f"{C}/directory/room/{q(alias)}")
+        self.assertEqual((code, body["room_id"]), (200, bobs_room))

@@ -190,7 +190,7 @@ class FilterForUserTests(HomeserverTestCase):
         # reads are counted.
         db = _CountingReads(self.hs.db)
         visibility = HistoryVisibility(
-            self.hs.room_server, store, StateStore(cast(Database, db)), self.hs.history_store
+            self.hs.room_server, store, StateStore(cast(Database, db)), self.hs.history_store, self.hs.erased_users
         )
         visible = await visibility.filter_events_for_user(bob.user_id, events)
         self.assertEqual([e.event_id for e in visible], late + shared)

@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from mxserver.accounts.auth import Auth, Requester
 from mxserver.accounts.devices import DeviceHooks
+from mxserver.accounts.erasure import ErasedUsers
 from mxserver.accounts.passwords import PasswordHasher
 from mxserver.accounts.registration import check_password_strength
 from mxserver.accounts.uia import UIARequest, UserInteractiveAuth
@@ -33,8 +34,10 @@ class AccountHandler:
         auth: Auth,
         uia: UserInteractiveAuth,
         device_hooks: DeviceHooks,
+        erasure: ErasedUsers,
     ) -> None:
         self._store = store
+        self._erasure = erasure
         self._password_config = password_config
         self._passwords = passwords
         self._auth = auth
@@ -55,14 +58,18 @@ class AccountHandler:
         self._auth.invalidate(removed)
         await self._device_hooks.devices_removed(requester.user_id, None)
 
-    async def deactivate(self, requester: Requester, uia: UIARequest) -> dict[str, Any]:
+    async def deactivate(self, requester: Requester, uia: UIARequest, erase: bool = False) -> dict[str, Any]:
         """account_deactivation.yaml: the account can never log in again; every token goes.
 
         mxserver binds no third-party identifiers, so there is nothing to unbind
-        and the spec requires ``success`` in that case.
+        and the spec requires ``success`` in that case. ``erase``: the user's events are
+        served redacted from now on (see :mod:`mxserver.accounts.erasure`) and their
+        account data is dropped.
         """
         await self._uia.authenticate(uia, self._uia.reauth_flows(), requester.user_id)
-        await self._store.deactivate_user(requester.user_id)
+        await self._store.deactivate_user(requester.user_id, erase=erase)
+        if erase:
+            self._erasure.erased(requester.user_id)
         await self._device_hooks.devices_removed(requester.user_id, None)
         self._auth.invalidate_user(requester.user_id)
         log.info("Deactivated {user_id}", user_id=requester.user_id)

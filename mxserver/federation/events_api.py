@@ -79,7 +79,8 @@ class FederationEventsHandler:
             raise forbidden(f"Server {origin} is not in the room of {event_id}")
         if not await self.access.visible_to_server(origin, ev):
             raise forbidden(f"Server {origin} may not see {event_id}")
-        return self._transaction([ev])
+        # as the server may have it (an erased user's event comes redacted)
+        return self._transaction(await self.access.filter_events_for_server(origin, [ev]))
 
     # -- state ----------------------------------------------------------------------------------
 

@@ -189,10 +189,13 @@ class HistoryHandler:
             or event.rejected
             or event.metadata.soft_failed
             or event.metadata.stream_ordering is None
-            or not await self.visibility.can_see_event(user_id, event)
         ):
             raise not_found("Event not found")
-        return event, access
+        # as the user may see it (an erased sender's event may come redacted)
+        visible = await self.visibility.filter_events_for_user(user_id, [event])
+        if not visible:
+            raise not_found("Event not found")
+        return visible[0], access
 
     async def get_event(self, requester: Requester, room_id: str, event_id: str) -> dict[str, Any]:
         event, _ = await self._visible_event(requester.user_id, room_id, event_id)

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from mxserver.federation.remote_rooms import RemoteRooms
 
 MEMBER = "m.room.member"
+#: client-server-api §Direct Messaging: the global account data listing direct chats
+DIRECT_TYPE = "m.direct"
 GUEST_ACCESS_KEY: StateKey = ("m.room.guest_access", "")
 
 
@@ -64,11 +66,18 @@ class ServersInRoom(Protocol):
 
 
 class RoomTags(Protocol):
-    """A user's room tags (the account data handler), copied into an upgraded room on joining it."""
+    """A user's room tags and ``m.direct`` (the account data handler), copied into an upgraded
+    room on joining it."""
 
     async def get_tags(self, user_id: str, room_id: str) -> dict[str, Any]: ...
 
     async def add_tag(self, user_id: str, room_id: str, tag: str, tag_content: dict[str, Any]) -> int: ...
+
+    async def get_account_data(self, user_id: str, room_id: str | None, data_type: str) -> dict[str, Any]: ...
+
+    async def set_account_data(
+        self, user_id: str, room_id: str | None, data_type: str, content: dict[str, Any], *, from_client: bool = True
+    ) -> int: ...
 
 
 class MembershipHandler:
@@ -197,7 +206,8 @@ class MembershipHandler:
                 {**await self.profile_content(user_id), **extra, "membership": "join"}, reason
             )
             if await self.remote_rooms.join(user_id, room_id, candidates, content) is not None:
-                await self._copy_tags_from_predecessor(user_id, room_id)
+                await self._adopt_upgraded_room(room_id)
+                await self.copy_user_state_from_predecessor(user_id, room_id)
                 return room_id
             # None: a concurrent join brought this server into the room meanwhile; join here.
         room = await self.local_room(room_id, via)
@@ -221,22 +231,30 @@ class MembershipHandler:
                 room_id, state, jr, user_id
             )
         await self._send(room_id, user_id, user_id, content)
-        await self._copy_tags_from_predecessor(user_id, room_id)
+        await self.copy_user_state_from_predecessor(user_id, room_id)
         return room_id
 
-    async def _copy_tags_from_predecessor(self, user_id: str, room_id: str) -> None:
-        """Joining an upgraded room: the user's tags of the old room apply to the new one too.
-
-        room_upgrades.md leaves per-user data to the server; Synapse copies the tags on the
-        join (SyTest's 42tags expects it). Tags the user already set in the new room win.
-        """
-        if self.tags is None:
-            return
+    async def _predecessor(self, room_id: str) -> str | None:
+        """The room ``room_id`` replaces (its create event's ``predecessor.room_id``), if any."""
         create = await self.room_server.current_state_event(room_id, "m.room.create")
         predecessor = create.content.get("predecessor") if create is not None else None
         old_room = predecessor.get("room_id") if isinstance(predecessor, dict) else None
-        if not isinstance(old_room, str) or old_room == room_id:
+        return old_room if isinstance(old_room, str) and old_room != room_id else None
+
+    async def copy_user_state_from_predecessor(self, user_id: str, room_id: str) -> None:
+        """Joining (or creating by an upgrade) an upgraded room: the user's tags of the old room
+        apply to the new one too, and a direct chat stays one.
+
+        room_upgrades.md leaves per-user data to the server; Synapse copies the tags and adds
+        the new room wherever ``m.direct`` lists the old one (SyTest's 42tags and "/upgrade
+        preserves direct room state" expect it). Tags the user already set in the new room win.
+        """
+        if self.tags is None:
             return
+        old_room = await self._predecessor(room_id)
+        if old_room is None:
+            return
+        await self._copy_direct(user_id, old_room, room_id)
         old_tags = await self.tags.get_tags(user_id, old_room)
         if not old_tags or await self.tags.get_tags(user_id, room_id):
             return
@@ -245,6 +263,45 @@ class MembershipHandler:
                 await self.tags.add_tag(user_id, room_id, tag, tag_content if isinstance(tag_content, dict) else {})
             except MatrixError:
                 continue  # a tag the old room somehow held but that is not valid now: skipped
+
+    async def _copy_direct(self, user_id: str, old_room: str, new_room: str) -> None:
+        """``m.direct`` (client-server-api §Direct Messaging: user ID -> room IDs): every list
+        naming the old room names the new one too."""
+        assert self.tags is not None
+        try:
+            direct = await self.tags.get_account_data(user_id, None, DIRECT_TYPE)
+        except MatrixError:
+            return  # unset
+        changed = False
+        updated: dict[str, Any] = {}
+        for other, rooms in direct.items():
+            if isinstance(rooms, list) and old_room in rooms and new_room not in rooms:
+                rooms = [*rooms, new_room]
+                changed = True
+            updated[other] = rooms
+        if changed:
+            await self.tags.set_account_data(user_id, None, DIRECT_TYPE, updated, from_client=False)
+
+    async def _adopt_upgraded_room(self, room_id: str) -> None:
+        """This server joined an upgraded room through another server: its local aliases and
+        directory listing of the old room move to the new one, as when a local user upgrades
+        (room_upgrades.md steps 3-4 done by the upgrader's server for its own directory).
+
+        Only when the old room's tombstone, as this server knows it, names this room: a room
+        merely claiming a predecessor cannot take that room's aliases (Synapse checks the same;
+        SyTest "/upgrade moves remote aliases to the new room" and "Local and remote users'
+        homeservers remove a room from their public directory on upgrade").
+        """
+        old_room = await self._predecessor(room_id)
+        if old_room is None or await self.room_server.get_room(old_room) is None:
+            return
+        tombstone = await self.room_server.current_state_event(old_room, "m.room.tombstone")
+        if tombstone is None or tombstone.content.get("replacement_room") != room_id:
+            return
+        await self.directory.move_aliases(old_room, room_id)
+        if await self.directory.is_published(old_room):
+            await self.directory.publish(room_id, True)
+            await self.directory.publish(old_room, False)
 
     async def _restricted_join_authoriser(
         self, room_id: str, state: dict[StateKey, Event], join_rules: dict[str, Any], user_id: str

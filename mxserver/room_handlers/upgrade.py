@@ -166,26 +166,23 @@ class RoomUpgradeHandler:
         if first_pl is not final_pl:
             events.append(state(POWER_LEVELS, final_pl))
         try:
-            new_room_id, _ = await self.room_server.create_room(user_id, new_rv, create_content, events)
+            new_room_id, _ = await self.room_server.replace_room(
+                room_id, user_id, new_rv, create_content, events, {"body": "This room has been replaced"}
+            )
         except MatrixError as e:
             if e.code == 403:
                 raise MatrixError(400, "M_INVALID_ROOM_STATE", f"The room's state cannot be copied: {e.msg}") from None
             raise
 
+        await self.membership.copy_user_state_from_predecessor(user_id, new_room_id)
         await self._move_aliases(room_id, new_room_id, user_id, old.get((CANONICAL_ALIAS, "")))
-        await self.room_server.send(
-            room_id,
-            state(TOMBSTONE, {"body": "This room has been replaced", "replacement_room": new_room_id}),
-        )
         await self._restrict_old_room(room_id, user_id, old.get(POWER_LEVELS_KEY))
         return new_room_id
 
     async def _create_content(self, room_id: str, old_create: Event, extra_creators: Sequence[str]) -> dict[str, Any]:
+        # predecessor.event_id, "the last known event in the old room" (m.room.create), is the
+        # tombstone: the room server adds it when it builds that (see ClientRooms.replace_room).
         content: dict[str, Any] = {"predecessor": {"room_id": room_id}}
-        # "The event ID of the last known event in the old room" (m.room.create; optional from v12).
-        head = await self.room_server.get_head(room_id)
-        if head.extremities:
-            content["predecessor"]["event_id"] = head.extremities[-1]
         for key in ("type", "m.federate"):
             # room_upgrades.md: the type is copied from the predecessor; a non-federating room stays so.
             if key in old_create.content:
@@ -241,6 +238,10 @@ class RoomUpgradeHandler:
         alt = content.get("alt_aliases")
         if isinstance(alt, list):
             content["alt_aliases"] = [a for a in alt if a not in moved]
+            if not content["alt_aliases"]:
+                # Nothing left: the key goes too (Synapse leaves the old room an empty
+                # m.room.canonical_alias; SyTest "/upgrade moves aliases to the new room").
+                del content["alt_aliases"]
         if content != canonical.content:
             await _send_if_allowed(self.room_server, old_room, EventSpec(CANONICAL_ALIAS, content, "", user_id))
 

@@ -56,6 +56,16 @@ class ClientRooms(ReaderRooms, Protocol):
         self, creator: str, room_version: RoomVersion, create_content: Mapping[str, Any], initial: Sequence[EventSpec]
     ) -> tuple[str, list[Event]]: ...
 
+    async def replace_room(
+        self,
+        old_room_id: str,
+        creator: str,
+        room_version: RoomVersion,
+        create_content: Mapping[str, Any],
+        initial: Sequence[EventSpec],
+        tombstone_content: Mapping[str, Any],
+    ) -> tuple[str, Event]: ...
+
     async def send(self, room_id: str, spec: EventSpec, txn_key: TxnKey | None = None) -> Event: ...
 
     async def get_head(self, room_id: str) -> RoomHead: ...

@@ -55,6 +55,10 @@ class EventSpec:
     redacts: str | None = None
 
 
+def _tombstone_spec(sender: str, content: Mapping[str, Any], replacement_room: str) -> EventSpec:
+    return EventSpec("m.room.tombstone", {**content, "replacement_room": replacement_room}, "", sender)
+
+
 class LocalEventBuilder:
     """Builds, authorises and sequences local events; deduplicates client transaction IDs.
 
@@ -99,11 +103,75 @@ class LocalEventBuilder:
         self, creator: str, room_version: RoomVersion, create_content: Mapping[str, Any], initial: Sequence[EventSpec]
     ) -> tuple[str, list[Event]]:
         """Create a room: the create event, then ``initial`` events, persisted in one transaction."""
+        return await self._create_room(creator, room_version, create_content, initial, None)
+
+    async def replace_room(
+        self,
+        old_room_id: str,
+        creator: str,
+        room_version: RoomVersion,
+        create_content: Mapping[str, Any],
+        initial: Sequence[EventSpec],
+        tombstone_content: Mapping[str, Any],
+    ) -> tuple[str, Event]:
+        """Create the replacement room of an upgrade and tombstone the old one: ``(new room ID,
+        the m.room.tombstone event)``.
+
+        modules/room_upgrades.md: the new room's create event names the predecessor's "last
+        known event"; that is the tombstone itself, as Synapse does (SyTest "/upgrade creates a
+        new room" checks ``predecessor.event_id`` is the tombstone's ID). So the tombstone is
+        built first, on the old room's head held locked (no other event can get in between),
+        naming a room ID chosen in advance; the new room is created; then the tombstone is
+        queued. A tombstone the upgrader may not send (403) leaves no new room behind. In v12+
+        the room ID is the create event's hash and cannot be known before it, so the create
+        event names the old room's latest event before the tombstone (``predecessor.event_id``
+        is optional from v12 on but "SHOULD still be populated where possible", m.room.create).
+        """
+        sequencer = self.sequencer
+        head = await sequencer.lock_existing_head(old_room_id)
+        try:
+            new_room_id = None if room_version.hydra else self._new_room_id()
+            content = dict(create_content)
+            tombstone: Event | None = None
+            if new_room_id is not None:
+                tombstone = await self._build_checked(head, _tombstone_spec(creator, tombstone_content, new_room_id))
+                content["predecessor"] = {**content.get("predecessor", {}), "event_id": tombstone.event_id}
+            elif head.extremities:
+                content["predecessor"] = {**content.get("predecessor", {}), "event_id": head.extremities[-1]}
+            new_room_id, _ = await self._create_room(creator, room_version, content, initial, new_room_id)
+            if tombstone is None:
+                tombstone = await self._build_checked(head, _tombstone_spec(creator, tombstone_content, new_room_id))
+            items: list[PersistItem] = []
+            self._apply(head, tombstone, items, None)
+            d = sequencer.enqueue(items)
+        finally:
+            head.lock.release()
+        await d
+        return new_room_id, tombstone
+
+    async def _build_checked(self, head: RoomHead, spec: EventSpec) -> Event:
+        """Build ``spec`` on ``head`` (locked by the caller): auth rules and module hooks."""
+        cache, create = await self._auth_events_for(head, spec)
+        event = self._build(head, spec, cache, create)
+        await self._check_hooks(event, head)
+        return event
+
+    def _new_room_id(self) -> str:
+        return "!" + "".join(secrets.choice(_ALNUM) for _ in range(18)) + ":" + self.server_name
+
+    async def _create_room(
+        self,
+        creator: str,
+        room_version: RoomVersion,
+        create_content: Mapping[str, Any],
+        initial: Sequence[EventSpec],
+        room_id: str | None,
+    ) -> tuple[str, list[Event]]:
+        """Create a room (``room_id`` chosen by the caller, or a new one)."""
         content = dict(create_content)
         if not room_version.implicit_room_creator:
             content["creator"] = creator
         content["room_version"] = room_version.identifier
-        server = self.server_name
         # v12 room IDs are the create event's hash: two rooms made by one user in the same
         # millisecond with the same content would collide, so create times never repeat.
         create_ts = max(self._now_ms(), self._last_create_ts + 1)
@@ -113,13 +181,13 @@ class LocalEventBuilder:
             type="m.room.create",
             sender=creator,
             content=content,
-            room_id=None if room_version.hydra else "!" + "".join(secrets.choice(_ALNUM) for _ in range(18)) + ":" + server,
+            room_id=None if room_version.hydra else (room_id or self._new_room_id()),
             state_key="",
             prev_event_ids=[],
             auth_event_ids=[],
             depth=1,
             origin_server_ts=create_ts,
-            server_name=server,
+            server_name=self.server_name,
             signing_key=self.signing_key,
         )
         room_id = create.room_id
@@ -205,9 +273,7 @@ class LocalEventBuilder:
         # Locked and current: a head dropped while we waited (a failed write) is reloaded, as often as needed.
         head = await sequencer.lock_existing_head(room_id)
         try:
-            cache, create = await self._auth_events_for(head, spec)
-            event = self._build(head, spec, cache, create)
-            await self._check_hooks(event, head)
+            event = await self._build_checked(head, spec)
             items: list[PersistItem] = []
             self._apply(head, event, items, txn_key)
             d = sequencer.enqueue(items)

@@ -148,6 +148,21 @@ class RoomServer:
         """Create a room: the create event, then ``initial`` events, persisted in one transaction."""
         return await self.local.create_room(creator, room_version, create_content, initial)
 
+    async def replace_room(
+        self,
+        old_room_id: str,
+        creator: str,
+        room_version: RoomVersion,
+        create_content: Mapping[str, Any],
+        initial: Sequence[EventSpec],
+        tombstone_content: Mapping[str, Any],
+    ) -> tuple[str, Event]:
+        """A room upgrade's replacement room and the old room's tombstone (see
+        :meth:`LocalEventBuilder.replace_room`)."""
+        return await self.local.replace_room(
+            old_room_id, creator, room_version, create_content, initial, tombstone_content
+        )
+
     async def send(self, room_id: str, spec: EventSpec, txn_key: TxnKey | None = None) -> Event:
         """Create, authorise and persist one local event; idempotent per ``txn_key``."""
         return await self.local.send(room_id, spec, txn_key)

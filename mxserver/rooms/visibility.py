@@ -31,11 +31,13 @@ from twisted.internet.defer import ensureDeferred, gatherResults
 
 from mxserver.errors import not_found
 from mxserver.events.model import Event
+from mxserver.events.redaction import redact_event
 from mxserver.storage.events import EventStore, RoomRecord
 from mxserver.storage.history import HistoryStore
 from mxserver.storage.state import StateKey, StateStore
 
 if TYPE_CHECKING:
+    from mxserver.accounts.erasure import ErasedUsers
     from mxserver.rooms.api import ReaderRooms
 
 HISTORY_VISIBILITY_KEY: StateKey = ("m.room.history_visibility", "")
@@ -97,11 +99,19 @@ class _SnapshotView:
 class HistoryVisibility:
     """Decides which events users may see."""
 
-    def __init__(self, room_server: ReaderRooms, events: EventStore, state: StateStore, history: HistoryStore) -> None:
+    def __init__(
+        self,
+        room_server: ReaderRooms,
+        events: EventStore,
+        state: StateStore,
+        history: HistoryStore,
+        erasure: ErasedUsers,
+    ) -> None:
         self.room_server = room_server
         self.events = events
         self.state = state
         self.history = history
+        self.erasure = erasure
 
     async def room_access(self, user_id: str, room_id: str) -> RoomAccess:
         """The user's access to a room from its current state; M_NOT_FOUND for unknown rooms."""
@@ -123,18 +133,29 @@ class HistoryVisibility:
         return bool(await self.filter_events_for_user(user_id, [event]))
 
     async def filter_events_for_user(self, user_id: str, events: Sequence[Event]) -> list[Event]:
-        """The events of ``events`` (in order) that ``user_id`` may see."""
+        """The events of ``events`` (in order) that ``user_id`` may see, as they may see them:
+        an erased sender's event is redacted unless the user was joined when it was sent
+        (see :mod:`mxserver.accounts.erasure`)."""
         if not events:
             return []
         by_room: dict[str, list[Event]] = {}
         for ev in events:
             by_room.setdefault(ev.room_id, []).append(ev)
         visible: set[str] = set()
+        joined: set[str] = set()
         for room_id, room_events in by_room.items():
-            visible.update(await self._visible_in_room(user_id, room_id, room_events))
-        return [ev for ev in events if ev.event_id in visible]
+            room_visible, room_joined = await self._visible_in_room(user_id, room_id, room_events)
+            visible.update(room_visible)
+            joined.update(room_joined)
+        erased = await self.erasure.erased_among({ev.sender for ev in events})
+        return [
+            redact_event(ev) if ev.sender in erased and ev.event_id not in joined else ev
+            for ev in events
+            if ev.event_id in visible
+        ]
 
-    async def _visible_in_room(self, user_id: str, room_id: str, events: list[Event]) -> set[str]:
+    async def _visible_in_room(self, user_id: str, room_id: str, events: list[Event]) -> tuple[set[str], set[str]]:
+        """``(the events the user may see, those of them sent while the user was joined)``."""
         member_key = ("m.room.member", user_id)
         nids: set[int] = set()
         for ev in events:
@@ -162,10 +183,14 @@ class HistoryVisibility:
             return last_join[0] > position
 
         visible: set[str] = set()
+        joined: set[str] = set()
         default = views[None]
         for ev in events:
             meta = ev.metadata
-            allowed = _allowed(views.get(meta.state_before, default))
+            before = views.get(meta.state_before, default)
+            if before.membership == "join":
+                joined.add(ev.event_id)
+            allowed = _allowed(before)
             if allowed is None:
                 allowed = await joined_after(meta.stream_ordering)
             if not allowed and meta.state_after is not None and _sees_both_sides(ev, user_id):
@@ -174,7 +199,7 @@ class HistoryVisibility:
                     allowed = await joined_after(meta.stream_ordering)
             if allowed:
                 visible.add(ev.event_id)
-        return visible
+        return visible, joined
 
     async def _load_states(self, nids: Iterable[int]) -> dict[int, dict[StateKey, str]]:
         out: dict[int, dict[StateKey, str]] = {}

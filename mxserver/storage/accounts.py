@@ -121,10 +121,19 @@ class AccountStore:
     def set_admin(self, user_id: str, admin: bool) -> Deferred[None]:
         return self.db.execute("set_admin", "UPDATE users SET is_admin = ? WHERE user_id = ?", admin, user_id)
 
-    def deactivate_user(self, user_id: str) -> Deferred[list[str]]:
-        """Mark deactivated, drop password, devices and tokens; returns the device IDs removed."""
+    def deactivate_user(self, user_id: str, erase: bool = False) -> Deferred[list[str]]:
+        """Mark deactivated, drop password, devices and tokens; returns the device IDs removed.
+
+        ``erase``: in the same transaction, record the user as erased and drop their account
+        data (account_deactivation.yaml: the server "should additionally erase any non-event
+        data associated with the user, such as account data").
+        """
 
         def txn(t: Txn) -> list[str]:
+            if erase:
+                t.execute("DELETE FROM erased_users WHERE user_id = ?", (user_id,))
+                t.execute("INSERT INTO erased_users (user_id) VALUES (?)", (user_id,))
+                t.execute("DELETE FROM account_data WHERE user_id = ?", (user_id,))
             devices = [r[0] for r in t.query("SELECT device_id FROM devices WHERE user_id = ?", (user_id,))]
             t.execute("UPDATE users SET deactivated = ?, password_hash = NULL WHERE user_id = ?", (True, user_id))
             t.execute("DELETE FROM access_tokens WHERE user_id = ?", (user_id,))
@@ -134,6 +143,14 @@ class AccountStore:
             return devices
 
         return self.db.run_interaction("deactivate_user", txn)
+
+    def get_erased_users(self) -> Deferred[list[str]]:
+        """Every user deactivated with ``erase`` (few: kept in memory by ``ErasedUsers``)."""
+
+        def txn(t: Txn) -> list[str]:
+            return [r[0] for r in t.query("SELECT user_id FROM erased_users", ())]
+
+        return self.db.run_interaction("get_erased_users", txn)
 
     # -- devices and tokens ------------------------------------------------------
 

@@ -393,8 +393,9 @@ class SyncHandler:
                     # "Current state appears in timeline in private history").
                     if current is None:
                         current = await self._current_ids(plan)
-                    seen = {e.event_id for e in visible}
-                    visible = [e for e in kept if e.event_id in seen or e.event_id in current]
+                    # (the visible ones as filtered: an erased sender's events come redacted)
+                    seen = {e.event_id: e for e in visible}
+                    visible = [seen.get(e.event_id, e) for e in kept if e.event_id in seen or e.event_id in current]
                 kept = visible
             out = kept + out
             rounds -= 1

@@ -278,8 +278,9 @@ class LegacySyncHandler:
         # The user's own membership changes (an invite, a kick) are theirs to see whatever the
         # room's history visibility: the sync APIs tell them out of band too.
         others = [e for e in ordered if e.event_id not in own]
-        visible = {e.event_id for e in await self._visibility.filter_events_for_user(user_id, others)}
-        return [e for e in ordered if e.event_id in own or e.event_id in visible], end
+        # (as filtered: an erased sender's events come redacted)
+        visible = {e.event_id: e for e in await self._visibility.filter_events_for_user(user_id, others)}
+        return [visible.get(e.event_id, e) for e in ordered if e.event_id in own or e.event_id in visible], end
 
     # -- GET /events/{eventId} -------------------------------------------------------------------
 

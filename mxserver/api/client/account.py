@@ -46,8 +46,8 @@ class AccountServlet:
         requester = await self.auth.get_user(request)
         body = json_body(request, allow_empty=True)
         get_str(body, "id_server", None)  # type-checked only: no 3PIDs are ever bound here
-        get_bool(body, "erase", False)  # there is no event erasure yet; the account is deactivated all the same
-        return await self.account.deactivate(requester, uia_request(request, body))
+        erase = get_bool(body, "erase", False)
+        return await self.account.deactivate(requester, uia_request(request, body), erase)
 
     @route("GET", "/_matrix/client/v3/account/3pid")
     async def threepids(self, request: IRequest) -> JsonDict:
