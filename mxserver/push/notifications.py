@@ -36,6 +36,8 @@ READER_NAME = "push"
 RULES_CACHE_SIZE = 50_000
 #: events read per query while catching up after a restart
 CATCH_UP_PAGE = 500
+#: stream positions a batch without notifications may move the reader before it persists them
+PERSIST_EVERY = 1000
 #: the longest /sync waits for the reader before counting without the newest events
 WAIT_TIMEOUT_S = 10.0
 
@@ -92,6 +94,8 @@ class NotificationReader:
         self._rules: OrderedDict[str, CompiledRules] = OrderedDict()
         #: the last stream position evaluated (and persisted)
         self.position = 0
+        #: the position last written to the database
+        self._persisted = 0
         self._started = False
         self._queue: list[tuple[list[Event], int]] = []
         self._draining = False
@@ -107,7 +111,7 @@ class NotificationReader:
             # A new database, or one from before push: what happened before is not news.
             stored = self._current_position()
             await self._store.record(READER_NAME, stored, [])
-        self.position = stored
+        self.position = self._persisted = stored
         self._started = True
         self._kick()
 
@@ -167,7 +171,11 @@ class NotificationReader:
             except Exception:
                 # One bad event must not stop every later notification.
                 log.failure("push evaluation of {event_id} failed", event_id=event.event_id)
-        await self._store.record(READER_NAME, upto, rows)
+        if rows or upto - self._persisted >= PERSIST_EVERY:
+            await self._store.record(READER_NAME, upto, rows)
+            self._persisted = upto
+        # Else no write: evaluating those events again after a restart finds the same
+        # nothing (rows are keyed by user and position, so a repeat adds none either).
         self._advance(upto)
 
     def _advance(self, position: int) -> None:
