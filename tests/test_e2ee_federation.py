@@ -144,12 +144,22 @@ class E2eeFederationTests(TwoServerTestCase):
         self.assertEqual(resyncs, [self.bob.user_id])
 
     async def until_devices(self, wanted: set[str]) -> None:
-        await self.wait_until(lambda: self._has_devices(wanted), f"Bob's devices {sorted(wanted)} at A")
+        seen: list[Any] = []
+        try:
+            await self.wait_until(lambda: self._has_devices(wanted, seen), f"Bob's devices {sorted(wanted)} at A")
+        except AssertionError as e:
+            # What A held when it gave up: the cache, its position, and what a query answered.
+            raise AssertionError(f"{e}; last seen at A (cached, tracked, queried): {seen[-1:]}") from None
 
-    async def _has_devices(self, wanted: set[str]) -> bool:
+    async def _has_devices(self, wanted: set[str], seen: list[Any] | None = None) -> bool:
         await self.a.hs.device_lists.settle()
         stored = await self.a.hs.device_lists.key_store.get_device_keys([(self.bob.user_id, None)])
-        return set(stored.get(self.bob.user_id, {})) == wanted and await self.bob_devices_on_a() == wanted
+        cached = {d: keys is not None for d, (keys, _) in stored.get(self.bob.user_id, {}).items()}
+        queried = await self.bob_devices_on_a()
+        if seen is not None:
+            tracked = await self.a.hs.device_lists.store.tracked([self.bob.user_id])
+            seen.append((cached, tracked, sorted(queried)))
+        return set(cached) == wanted and queried == wanted
 
     async def test_gap_is_resynced(self) -> None:
         await self.query(self.a, self.alice, self.bob.user_id)

@@ -119,7 +119,11 @@ class DeviceListHandler:
         #: background work (EDU handling, cache drops), awaited by tests through :meth:`settle`
         self._tasks = BackgroundTasks("device list background work")
         #: remote users whose cached device list must be dropped (:meth:`_queue_forget`), in order
-        self._to_forget: dict[str, None] = {}
+        self._to_forget: dict[str, int] = {}
+        #: when (a sequence number, not a time) each remote user's cached list was last filled:
+        #: a forget queued before a fill must not drop the fresh list (see :meth:`_forget`)
+        self._fill_seq = 0
+        self._filled_at: dict[str, int] = {}
         self._forgetting = False
 
     async def start(self) -> None:
@@ -413,6 +417,7 @@ class DeviceListHandler:
             name = entry.get("device_display_name")
             devices[entry["device_id"]] = (keys, name if isinstance(name, str) else None)
         await self.store.replace_remote_list(user_id, stream_id, devices, _cross_signing_from(answer, user_id, "_key"))
+        self._filled(user_id)
         return True
 
     async def cache_query_answer(self, users: dict[str, list[str]], answer: JsonDict) -> None:
@@ -435,6 +440,7 @@ class DeviceListHandler:
             async with self._lock(user_id):
                 if user_id not in await self.store.tracked([user_id]):
                     await self.store.replace_remote_list(user_id, None, by_device, cross)
+                    self._filled(user_id)
                     # What this server knows of the list went from nothing to something: local
                     # users sharing a room see the user in device_lists.changed, as Synapse
                     # signals after its first resync (SyTest "Device list doesn't change if
@@ -450,7 +456,7 @@ class DeviceListHandler:
         if _server(user_id) != self.server_name:
             self._queue_forget(user_id)
         else:
-            self._background(self._forget_room_members(room_id))
+            self._background(self._forget_room_members(room_id, self._fill_seq))
 
     def _queue_forget(self, user_id: str) -> None:
         """Forget ``user_id``'s cached list in the background, coalesced with other joins.
@@ -459,7 +465,8 @@ class DeviceListHandler:
         listener call per member, which was one database read each. While a batch is being
         forgotten, the next joins queue up and go as one batch after it.
         """
-        self._to_forget[user_id] = None
+        # The first queueing counts: a cache filled after it is newer than the join.
+        self._to_forget.setdefault(user_id, self._fill_seq)
         if not self._forgetting:
             self._forgetting = True
             self._background(self._drain_forgets())
@@ -467,7 +474,7 @@ class DeviceListHandler:
     async def _drain_forgets(self) -> None:
         try:
             while self._to_forget:
-                batch = list(self._to_forget)
+                batch = dict(self._to_forget)
                 self._to_forget.clear()
                 try:
                     await self._forget(batch)
@@ -476,16 +483,27 @@ class DeviceListHandler:
         finally:
             self._forgetting = False
 
-    async def _forget_room_members(self, room_id: str) -> None:
-        members = await self._room_members.members(room_id)
-        await self._forget([u for u in members if _server(u) != self.server_name])
+    def _filled(self, user_id: str) -> None:
+        self._fill_seq += 1
+        self._filled_at[user_id] = self._fill_seq
 
-    async def _forget(self, user_ids: list[str]) -> None:
-        if not user_ids:
+    async def _forget_room_members(self, room_id: str, queued_at: int) -> None:
+        members = await self._room_members.members(room_id)
+        await self._forget({u: queued_at for u in members if _server(u) != self.server_name})
+
+    async def _forget(self, queued: dict[str, int]) -> None:
+        """Drop the cached lists of the users in ``queued`` (user -> fill sequence when the
+        join was seen), except those filled again since: that fill (a resync or a query
+        answer after the join) is already as fresh as a refetch would be, and a forget that
+        ran after it would leave the user uncached while every update since went unused."""
+        if not queued:
             return
-        tracked = await self.store.tracked(user_ids)
+        tracked = await self.store.tracked(list(queued))
         for user_id in tracked:
             async with self._lock(user_id):
+                if self._filled_at.get(user_id, 0) > queued[user_id]:
+                    continue
+                self._filled_at.pop(user_id, None)
                 await self.store.forget_remote(user_id)
 
 
