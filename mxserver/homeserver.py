@@ -600,6 +600,7 @@ class Homeserver(service.MultiService):
             self.receipts,
             self.presence_handler,
             self.to_device,
+            self.remote_rooms,
         ).register(self.federation_edus)
         txns = FederationTxnStore(self.db)
         self.federation_receiver = TransactionReceiver(
@@ -650,6 +651,9 @@ class Homeserver(service.MultiService):
         if fed.enabled:
             # New joins: the presence of the users who now share a room (READERS: after the member caches).
             self.room_stream.subscribe(self.outbound_edus.on_room_events, Phase.READERS)
+            self.remote_rooms.joined_state.subscribe(
+                lambda c: self.outbound_edus.on_joined_state(c.room_id, c.joined), Phase.READERS
+            )
 
         # Local users' device-list changes, sent to the servers sharing a room with them.
         from mxserver.e2ee.outbound_device_lists import OutboundDeviceLists

@@ -205,6 +205,27 @@ class OutboundEdus:
             return succeed(None)
         return self._background(ensureDeferred(self._presence_for_joins(joins)), "presence")
 
+    def on_joined_state(self, room_id: str, joined: Collection[str]) -> Deferred[None]:
+        """Our user joined a room over federation and its state (``joined``: the joined members)
+        is stored: their presence goes to the room's other servers. (The join event itself was
+        on the room stream before the member caches knew the room's other servers.)"""
+        if not self._sender.enabled or self._presence is None:
+            return succeed(None)
+        presence = self._presence
+        ours = sorted(u for u in joined if self._local(u))
+        servers = {s for s in (user_server(u) for u in joined) if s is not None and s != self._server_name}
+
+        async def send() -> None:
+            allowed = servers & await self._sender.servers_in_room(room_id)  # the room's ACL applies
+            for user_id in ours:
+                state = presence.current_state(user_id)
+                if state is None:
+                    continue
+                for server in sorted(allowed):
+                    self._sender.send_edu(server, "m.presence", {"push": [_presence_item(user_id, state)]}, key=user_id)
+
+        return self._background(ensureDeferred(send()), "presence")
+
     async def _presence_for_joins(self, joins: list[Event]) -> None:
         assert self._presence is not None
         for event in joins:

@@ -373,6 +373,15 @@ class RemoteRooms:
             await lock.acquire()
             lock.release()
 
+    async def wait_for_handshakes(self) -> None:
+        """Return once the join and knock handshakes running now are done (of any room).
+
+        For EDUs that name no room (m.presence): the resident sends our new fellow members'
+        presence as soon as it accepts our join, which may be before its state is stored here.
+        """
+        for room_id in list(self._locks):
+            await self.wait_for_handshake(room_id)
+
     async def join(
         self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]
     ) -> Event | None:

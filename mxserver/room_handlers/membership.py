@@ -203,8 +203,10 @@ class MembershipHandler:
         room = await self.local_room(room_id, via)
         state = await self._state(room_id, user_id, extra=[GUEST_ACCESS_KEY])
         membership = _membership(state, user_id)
-        if membership == "join":
-            return room_id
+        # Already joined: a new join event all the same (join -> join, as a profile change is),
+        # as Synapse does -- its duplicate check compares the request's content with the
+        # stored one, which a bare /join never matches. Clients (SyTest's *_synced helpers
+        # among them) rely on a /join showing the room in their next incremental /sync.
         if membership == "ban":
             raise forbidden("You are banned from this room")
         if requester.is_guest:
@@ -216,7 +218,8 @@ class MembershipHandler:
         jr_event = state.get(JOIN_RULES_KEY)
         jr = jr_event.content if jr_event is not None else {}
         restricted = ("restricted", "knock_restricted") if rv.knock_restricted_join_rule else ("restricted",)
-        if membership != "invite" and rv.restricted_join_rule and jr.get("join_rule") in restricted:
+        # v8 auth rule 4.3.3: a member already joined (or invited) needs no authoriser.
+        if membership not in ("invite", "join") and rv.restricted_join_rule and jr.get("join_rule") in restricted:
             content["join_authorised_via_users_server"] = await self._restricted_join_authoriser(
                 room_id, state, jr, user_id
             )
