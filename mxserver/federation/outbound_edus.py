@@ -16,6 +16,10 @@ EDU                           to                                 coalesced per
 ``m.direct_to_device``        each recipient's server            not coalesced; persisted
 ============================  =================================  ============================
 
+A new join sends presence too, though nobody's changed: a remote user's join gets its server
+the presence of our users in the room, our user's join sends theirs to the room's other servers
+(:meth:`OutboundEdus.on_room_events`, :meth:`OutboundEdus.on_joined_state`).
+
 Only local users' changes are sent: a remote server speaks for its own users,
 and ``m.read.private`` receipts are never sent (receipts module: private to their owner).
 """
