@@ -166,6 +166,22 @@ class MembershipHandler:
 
     # -- joining ---------------------------------------------------------------------------------
 
+    async def _guests_invited_in(self, room_id: str, user_id: str) -> bool:
+        """Whether a guest may join a room this server is not in: guest_access.md lets guests
+        join only rooms whose ``m.room.guest_access`` is ``can_join``, and the only state we
+        have of such a room before joining is the stripped state of the guest's invite (which
+        mxserver includes that event in; a room whose invite does not say is refused)."""
+        own = await self.remote_rooms.local_membership(room_id, user_id)
+        if own is None or own.membership != "invite":
+            return False
+        unsigned = own.unsigned if isinstance(own.unsigned, dict) else {}
+        stripped = unsigned.get("invite_room_state")
+        for entry in stripped if isinstance(stripped, list) else []:
+            if isinstance(entry, dict) and entry.get("type") == GUEST_ACCESS_KEY[0] and entry.get("state_key") == "":
+                content = entry.get("content")
+                return isinstance(content, dict) and content.get("guest_access") == "can_join"
+        return False
+
     async def join(
         self,
         requester: Requester,
@@ -226,22 +242,6 @@ class MembershipHandler:
         await self._send(room_id, user_id, user_id, content)
         await self._copy_tags_from_predecessor(user_id, room_id)
         return room_id
-
-    async def _guests_invited_in(self, room_id: str, user_id: str) -> bool:
-        """Whether a guest may join a room this server is not in: guest_access.md lets guests
-        join only rooms whose ``m.room.guest_access`` is ``can_join``, and the only state we
-        have of such a room before joining is the stripped state of the guest's invite (which
-        mxserver includes that event in; a room whose invite does not say is refused)."""
-        own = await self.remote_rooms.local_membership(room_id, user_id)
-        if own is None or own.membership != "invite":
-            return False
-        unsigned = own.unsigned if isinstance(own.unsigned, dict) else {}
-        stripped = unsigned.get("invite_room_state")
-        for entry in stripped if isinstance(stripped, list) else []:
-            if isinstance(entry, dict) and entry.get("type") == GUEST_ACCESS_KEY[0] and entry.get("state_key") == "":
-                content = entry.get("content")
-                return isinstance(content, dict) and content.get("guest_access") == "can_join"
-        return False
 
     async def _copy_tags_from_predecessor(self, user_id: str, room_id: str) -> None:
         """Joining an upgraded room: the user's tags of the old room apply to the new one too.
