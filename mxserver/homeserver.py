@@ -625,6 +625,7 @@ class Homeserver(service.MultiService):
             self.receipts,
             self.presence_handler,
             self.to_device,
+            self.remote_rooms,
         ).register(self.federation_edus)
         txns = FederationTxnStore(self.db)
         self.federation_receiver = TransactionReceiver(
@@ -670,8 +671,14 @@ class Homeserver(service.MultiService):
         # The resident server sends other servers' joins, leaves and knocks on to the room.
         self.federation_membership.accepted.subscribe(lambda m: sender.send_pdu(m.event, exclude=[m.origin]))
         # Typing, receipts, presence and to-device of our users, as EDUs (READERS phase).
-        self.outbound_edus = OutboundEdus(self.server_name, sender, room_members)
+        self.outbound_edus = OutboundEdus(self.server_name, sender, room_members, self.presence_handler)
         self.outbound_edus.subscribe(self.ephemeral_streams)
+        if fed.enabled:
+            # New joins: the presence of the users who now share a room (READERS: after the member caches).
+            self.room_stream.subscribe(self.outbound_edus.on_room_events, Phase.READERS)
+            self.remote_rooms.joined_state.subscribe(
+                lambda c: self.outbound_edus.on_joined_state(c.room_id, c.joined), Phase.READERS
+            )
 
         # Local users' device-list changes, sent to the servers sharing a room with them.
         from mxserver.e2ee.outbound_device_lists import OutboundDeviceLists

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mxserver.rooms.room_server import EventSpec
 from mxserver.streams import PresenceChange, ReceiptChange, ToDeviceSent, TypingChange
 from tests.harness import C, q
 from tests.test_federation_sender import R1, R2, SenderTestCase, settle
@@ -78,6 +79,35 @@ class OutboundEduTests(SenderTestCase):
         self.assertEqual(pushes[alice.user_id]["presence"], "online")
         self.assertEqual(pushes[alice.user_id]["status_msg"], "lunch")
         self.assertIn("last_active_ago", pushes[alice.user_id])
+
+    async def test_new_joins_exchange_presence(self) -> None:
+        """SyTest "New federated private chats get full presence information (SYN-115)": a
+        remote user's join gets its server the presence of our users in the room; our user's
+        join sends theirs to the room's other servers. Users never seen since start are not sent."""
+        self.transport.auto.update({R1, R2})
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        carol = await self.register("carol")
+        code, body = await self.put(f"{C}/presence/{q(alice.user_id)}/status", {"presence": "online", "status_msg": "hi"}, alice)
+        self.assertEqual(code, 200, body)
+        room = await self.room_with(alice)
+        await self.join(carol, room)  # carol's presence is unknown: never sent
+        await self.room_servers_joined(room, R1)
+        await self.until(lambda: self.edus(R1, "m.presence"), "presence at R1")
+        pushes = [p for e in self.edus(R1, "m.presence") for p in e["push"]]
+        self.assertEqual([(p["user_id"], p["presence"], p.get("status_msg")) for p in pushes],
+                         [(alice.user_id, "online", "hi")])
+        # bob's presence is known; his join sends it to R1 (R2 is not in the room)
+        await self.put(f"{C}/presence/{q(bob.user_id)}/status", {"presence": "unavailable"}, bob)
+        await self.join(bob, room)
+        await self.until(lambda: any(p["user_id"] == bob.user_id for e in self.edus(R1, "m.presence")
+                                     for p in e["push"]), "bob's presence at R1")
+        await settle()
+        self.assertEqual(self.edus(R2, "m.presence"), [])
+
+    async def room_servers_joined(self, room: str, server: str) -> None:
+        uid = f"@u:{server}"
+        await self.hs.room_server.send(room, EventSpec("m.room.member", {"membership": "join"}, uid, uid))
 
     async def test_to_device_grouped_per_server_and_deduplicated(self) -> None:
         self.transport.auto.update({R1, R2})

@@ -17,7 +17,7 @@ from twisted.web import server
 
 from mxserver.crypto.keys import generate_signing_key
 from mxserver.rooms.room_server import EventSpec
-from tests.harness import LOOPBACK, InboundTestCase, wait_until
+from tests.harness import LOOPBACK, C, InboundTestCase, wait_until
 
 
 def q(value: str) -> str:
@@ -224,34 +224,65 @@ class SendTests(SendTestCase):
         self.assertEqual(head.extremities, [e3.event_id])
 
     async def test_gap_filled_with_state_ids(self) -> None:
+        """A gap behind the events get_missing_events gave: the oldest is given the state at
+        its prev events (/state_ids), fetched from the sender."""
         room_id = await self.joined_room()
         state = await self.hs.room_server.current_state_ids(room_id)
-        x = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "never sent"})
+        w = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "never sent"})
+        x = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "pulled"},
+                                    prev=[w.event_id], depth=w.depth + 1)
         y = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "after the gap"},
                                     prev=[x.event_id], depth=x.depth + 1)
         routes = self.remote.routes
-        routes[f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()] = (200, {"events": []})
+        routes[f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()] = (200, {"events": [pdu(x)]})
         chain = sorted(await self.hs.event_store.get_auth_chain_ids(state.values()))
         routes[f"/_matrix/federation/v1/state_ids/{q(room_id)}".encode()] = (
             200, {"pdu_ids": sorted(state.values()), "auth_chain_ids": chain})
-        routes[f"/_matrix/federation/v1/event/{q(x.event_id)}".encode()] = (
-            200, {"origin": self.remote.name, "origin_server_ts": 1, "pdus": [pdu(x)]})
+        routes[f"/_matrix/federation/v1/event/{q(w.event_id)}".encode()] = (
+            200, {"origin": self.remote.name, "origin_server_ts": 1, "pdus": [pdu(w)]})
         code, body = await self.send_txn("t1", [pdu(y)])
         self.assertEqual(body, {"pdus": {y.event_id: {}}})
-        info_y = await self.event_info(y.event_id)
-        info_x = await self.event_info(x.event_id)
-        assert info_x is not None and info_y is not None
-        self.assertIsNotNone(info_y.stream_ordering)  # y is in the timeline
-        self.assertTrue(info_x.outlier)
+        info_y, info_x, info_w = [await self.event_info(e.event_id) for e in (y, x, w)]
+        assert info_x is not None and info_y is not None and info_w is not None
+        self.assertIsNotNone(info_y.stream_ordering)  # y and x are in the timeline
+        self.assertIsNotNone(info_x.stream_ordering)
+        self.assertTrue(info_w.outlier)
         state_req = [r for r in self.remote.requests if r.path.startswith(b"/_matrix/federation/v1/state_ids/")]
-        self.assertIn(q(x.event_id).encode(), state_req[0].uri)
-        self.assertEqual(await self.hs.room_server.state_at_event(y.event_id, after=False), state)
+        self.assertIn(q(w.event_id).encode(), state_req[0].uri)
+        self.assertEqual(await self.hs.room_server.state_at_event(x.event_id, after=False), state)
         # the outlier is served to servers in the room (the current state decides its visibility)
-        code, got = await self.fed("GET", f"/_matrix/federation/v1/event/{q(x.event_id)}")
+        code, got = await self.fed("GET", f"/_matrix/federation/v1/event/{q(w.event_id)}")
         self.assertEqual((code, got["pdus"][0]["content"]["body"]), (200, "never sent"))
         # and not in state_ids: its state is not known here
-        code, err = await self.fed("GET", f"/_matrix/federation/v1/state_ids/{q(room_id)}?event_id={q(x.event_id)}")
+        code, err = await self.fed("GET", f"/_matrix/federation/v1/state_ids/{q(room_id)}?event_id={q(w.event_id)}")
         self.assertEqual((code, err["errcode"]), (404, "M_NOT_FOUND"))
+
+    async def test_pushed_event_with_undivulged_prev_events_is_dropped(self) -> None:
+        """SyTest "Federation rejects inbound events where the prev_events cannot be found": a
+        pushed event whose prev events get_missing_events does not give is dropped, and the
+        state at those events is not asked for (as Synapse does)."""
+        room_id = await self.joined_room()
+        x = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "never sent"})
+        y = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "after the gap"},
+                                    prev=[x.event_id], depth=x.depth + 1)
+        gme = f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()
+        self.remote.routes[gme] = (200, {"events": []})
+        code, body = await self.send_txn("t1", [pdu(y)])
+        self.assertEqual(code, 200, body)
+        self.assertIn("error", body["pdus"][y.event_id])
+        self.assertEqual(self.remote.hits(gme), 1)
+        self.assertEqual(self.remote.count("/_matrix/federation/v1/state_ids/"), 0)
+        self.assertEqual(self.remote.count("/_matrix/federation/v1/event/"), 0)
+        self.assertIsNone(await self.event_info(y.event_id))
+        self.assertIsNone(await self.event_info(x.event_id))
+        # a later event citing the dropped one asks for it again, and is dropped too
+        z = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "later"},
+                                    prev=[y.event_id], depth=y.depth + 1)
+        code, body = await self.send_txn("t2", [pdu(z)])
+        self.assertIn("error", body["pdus"][z.event_id])
+        self.assertEqual(self.remote.hits(gme), 2)
+        code, msgs = await self.get(f"{C}/rooms/{q(room_id)}/messages?dir=b&limit=5", self.alice)
+        self.assertNotIn(z.event_id, [e["event_id"] for e in msgs["chunk"]])
 
     async def test_edus(self) -> None:
         room_id = await self.joined_room()
@@ -351,15 +382,20 @@ class SendTests(SendTestCase):
         x = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "x"})
         y = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "y"},
                                     prev=[x.event_id], depth=x.depth + 1)
+        # y2 is pushed; get_missing_events gives y, whose prev event x it does not: y is given
+        # the state at x, fetched from the sender
+        y2 = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "y2"},
+                                     prev=[y.event_id], depth=y.depth + 1)
         routes = self.remote.routes
-        routes[f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()] = (200, {"events": []})
+        gme = f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()
+        routes[gme] = (200, {"events": [pdu(y)]})
         routes[f"/_matrix/federation/v1/state_ids/{q(room_id)}".encode()] = (
             200, {"pdu_ids": sorted([*state.values(), bad_topic.event_id]), "auth_chain_ids": []})
         for ev in (x, bad_topic):
             routes[f"/_matrix/federation/v1/event/{q(ev.event_id)}".encode()] = (
                 200, {"origin": self.remote.name, "origin_server_ts": 1, "pdus": [pdu(ev)]})
-        code, body = await self.send_txn("t1", [pdu(y)])
-        self.assertEqual(body, {"pdus": {y.event_id: {}}})
+        code, body = await self.send_txn("t1", [pdu(y2)])
+        self.assertEqual(body, {"pdus": {y2.event_id: {}}})
         info = await self.event_info(bad_topic.event_id)
         assert info is not None
         self.assertTrue(info.outlier)
@@ -370,6 +406,9 @@ class SendTests(SendTestCase):
         # a state event with a forged signature: the gap cannot be filled, the event is refused
         z = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "z"},
                                     prev=["$elsewhere"], depth=60)
+        z2 = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "z2"},
+                                     prev=[z.event_id], depth=61)
+        routes[gme] = (200, {"events": [pdu(z)]})
         forged = pdu(await self.remote_event(room_id, "m.room.name", {"name": "n"}, state_key=""))
         forged["signatures"] = {self.remote.name: {"ed25519:r1": "A" * 86}}
         forged_id = "$" + "f" * 43
@@ -378,9 +417,10 @@ class SendTests(SendTestCase):
         routes[f"/_matrix/federation/v1/event/{q(forged_id)}".encode()] = (
             200, {"origin": self.remote.name, "origin_server_ts": 1, "pdus": [forged]})
         routes[f"/_matrix/federation/v1/event/{q('$elsewhere')}".encode()] = (404, {"errcode": "M_NOT_FOUND", "error": "x"})
-        code, body = await self.send_txn("t2", [pdu(z)])
-        self.assertIn("error", body["pdus"][z.event_id])
+        code, body = await self.send_txn("t2", [pdu(z2)])
+        self.assertIn("error", body["pdus"][z2.event_id])
         self.assertIsNone(await self.event_info(z.event_id))
+        self.assertIsNone(await self.event_info(z2.event_id))
 
     async def test_many_missing_state_events_come_from_state(self) -> None:
         room_id = await self.joined_room()
@@ -393,16 +433,18 @@ class SendTests(SendTestCase):
         x = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "x"})
         y = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "y"},
                                     prev=[x.event_id], depth=x.depth + 1)
+        y2 = await self.remote_event(room_id, "m.room.message", {"msgtype": "m.text", "body": "y2"},
+                                     prev=[y.event_id], depth=y.depth + 1)
         routes = self.remote.routes
-        routes[f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()] = (200, {"events": []})
+        routes[f"/_matrix/federation/v1/get_missing_events/{q(room_id)}".encode()] = (200, {"events": [pdu(y)]})
         ids = sorted([*state.values(), *(j.event_id for j in joins)])
         routes[f"/_matrix/federation/v1/state_ids/{q(room_id)}".encode()] = (200, {"pdu_ids": ids, "auth_chain_ids": []})
         routes[f"/_matrix/federation/v1/state/{q(room_id)}".encode()] = (
             200, {"pdus": [pdu(j) for j in joins], "auth_chain": []})
         routes[f"/_matrix/federation/v1/event/{q(x.event_id)}".encode()] = (
             200, {"origin": self.remote.name, "origin_server_ts": 1, "pdus": [pdu(x)]})
-        code, body = await self.send_txn("t1", [pdu(y)])
-        self.assertEqual(body, {"pdus": {y.event_id: {}}})
+        code, body = await self.send_txn("t1", [pdu(y2)])
+        self.assertEqual(body, {"pdus": {y2.event_id: {}}})
         self.assertEqual(self.remote.hits(f"/_matrix/federation/v1/state/{q(room_id)}".encode()), 1)
         before = await self.hs.room_server.state_at_event(y.event_id, after=False)
         self.assertEqual(before[("m.room.member", self.remote.user("u7"))], joins[7].event_id)

@@ -204,3 +204,28 @@ class RoomTrafficTests(_Helpers):
         entry = await self.wait_until(caught_up, "A's catch-up of B finished")
         assert entry is not None
         self.assertFalse(entry["backing_off"])
+
+
+class PresenceOnJoinTests(_Helpers):
+    async def test_new_shared_room_exchanges_presence(self) -> None:
+        """SyTest "New federated private chats get full presence information (SYN-115)": once
+        Bob (of B) joins Alice's (of A) new room, each sees the other's presence in /sync,
+        though neither changed it since."""
+        alice = await self.a.register("alice")
+        bob = await self.b.register("bob")
+        for server, user in ((self.a, alice), (self.b, bob)):
+            code, body = await server.put(f"{C}/presence/{q(user.user_id)}/status", {"presence": "online"}, user)
+            self.assertEqual(code, 200, body)
+        room = await self.a.create_room(alice, {"preset": "private_chat"})
+        code, body = await self.a.post(f"{C}/rooms/{q(room)}/invite", {"user_id": bob.user_id}, alice)
+        self.assertEqual(code, 200, body)
+        await self.b.join(bob, room)
+
+        def sees(other: str) -> Any:
+            def check(sync: dict[str, Any]) -> bool:
+                return any(e["sender"] == other and e["content"]["presence"] == "online"
+                           for e in sync.get("presence", {}).get("events", []))
+            return check
+
+        await self.a.sync_until(alice, sees(bob.user_id), "Bob's presence at A")
+        await self.b.sync_until(bob, sees(alice.user_id), "Alice's presence at B")

@@ -223,3 +223,32 @@ class InboundRedactionTests(InboundTestCase):
         ids = [e["event_id"] for e in await self.room_events(self.alice, room2)]
         self.assertIn(sentinel.event_id, ids)
         self.assertNotIn(cross.event_id, ids)
+
+
+class FloatRemote(FakeRemote):
+    """A remote that co-signs invites after adding a float to the event (not JSON of a v6+ room)."""
+
+    def _answer(self, request: Any, path: str, args: dict[str, list[str]], content: bytes) -> tuple[int, Any]:
+        if path.startswith("/_matrix/federation/v2/invite/") and request.method == b"PUT":
+            body = json.loads(content)
+            event = {**body["event"], "bad_val": 1.1}
+            rv = get_room_version(body["room_version"])
+            assert rv is not None
+            return 200, {"event": add_event_signature(event, rv, self.server_name, self.signing_key)}
+        return super()._answer(request, path, args, content)
+
+
+class InviteAnswerTests(InboundTestCase):
+    def new_remote(self, key_version: str = "r1") -> FakeRemote:
+        remote = FloatRemote()
+        remote.listen(self, self.cert)
+        return remote
+
+    async def test_invite_answer_with_a_float_is_bad_json(self) -> None:
+        """SyTest "Outbound federation rejects invite response which include invalid JSON for room
+        version 6": 400 M_BAD_JSON (as Synapse), and no invite in the room."""
+        room_id = await self.create_room(self.alice, {"preset": "private_chat", "room_version": "6"})
+        carol = self.remote.user("carol")
+        code, body = await self.post(f"{C}/rooms/{q(room_id)}/invite", {"user_id": carol}, self.alice)
+        self.assertEqual((code, body.get("errcode")), (400, "M_BAD_JSON"), body)
+        self.assertIsNone(await self.hs.room_server.current_state_event(room_id, "m.room.member", carol))

@@ -146,6 +146,21 @@ class RoomStateTests(HomeserverTestCase):
         self.assertNotIn(("m.room.topic", ""), state)
         self.assertEqual(await self.get(f"{C}/rooms/{q(room)}/state/m.room.name/", alice), (200, {"name": "After"}))
 
+    async def test_banned_user_may_not_read_state(self) -> None:
+        """SyTest "Remote banned user is kicked and may not rejoin until unbanned": a banned user
+        gets 403 for the room's state (Synapse serves departed members only if they left)."""
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        room = await self.create_room(alice, preset="public_chat")
+        await self.join(bob, room)
+        code, body = await self.post(f"{C}/rooms/{q(room)}/ban", {"user_id": bob.user_id}, alice)
+        self.assertEqual(code, 200, body)
+        path = f"{C}/rooms/{q(room)}/state/m.room.member/{q(bob.user_id)}"
+        self.assertMatrixError(await self.get(path, bob), 403, "M_FORBIDDEN")
+        self.assertMatrixError(await self.get(f"{C}/rooms/{q(room)}/state", bob), 403, "M_FORBIDDEN")
+        code, member = await self.get(path, alice)
+        self.assertEqual((code, member.get("membership")), (200, "ban"))
+
     async def test_world_readable_non_member_reads_state(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")

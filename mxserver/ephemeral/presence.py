@@ -116,6 +116,13 @@ class PresenceHandler:
         self._module.set_state(user_id, presence, status_msg)
         await self._woken(user_id)
 
+    def current_state(self, user_id: str) -> dict[str, Any] | None:
+        """The user's presence as other servers are told it; None when presence is disabled or
+        the user's presence never changed since start (offline, which other servers assume)."""
+        if not self.enabled or user_id not in self._user_positions:
+            return None
+        return dict(self._module.get_state(user_id))
+
     # -- for /sync --------------------------------------------------------------------------------
 
     async def user_synced(self, user_id: str, set_presence: str | None) -> None:

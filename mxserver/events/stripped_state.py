@@ -16,4 +16,8 @@ STRIPPED_STATE_TYPES = (
     "m.room.canonical_alias",
     "m.room.encryption",
     "m.room.topic",
+    # Not in the spec's list, which allows more ("The server might include events not
+    # described here as well"): it lets the invitee's server know, before joining, that its
+    # guests may join (guest_access.md: only if it is "can_join").
+    "m.room.guest_access",
 )

@@ -16,7 +16,7 @@ ACL denies the origin (§Server Access Control Lists).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -81,6 +81,12 @@ def _user_of(origin: str, user_id: Any) -> str | None:
     return user_id if UserID.parse(user_id).server_name == origin else None
 
 
+class Handshakes(Protocol):
+    """Our joins over federation in progress (:class:`~mxserver.federation.remote_rooms.RemoteRooms`)."""
+
+    async def wait_for_handshakes(self) -> None: ...
+
+
 class InboundEdus:
     """The handlers of the EDUs the core understands; :meth:`register` puts them on a registry."""
 
@@ -94,8 +100,10 @@ class InboundEdus:
         receipts: ReceiptsHandler,
         presence: PresenceHandler,
         to_device: ToDeviceHandler,
+        handshakes: Handshakes | None = None,
     ) -> None:
         self.server_name = server_name
+        self.handshakes = handshakes
         self.clock = clock
         self.rooms = rooms
         self.room_members = room_members
@@ -175,9 +183,18 @@ class InboundEdus:
                 status_msg = None
             # Only users someone here could see (sharing a room with us): the origin cannot fill
             # our memory with presence nobody asked for (§Presence: send only what is of interest).
-            if not await self.room_members.rooms_for_user(user_id):
+            if not await self.room_members.rooms_for_user(user_id) and not await self._shares_after_joins(user_id):
                 continue
             await self.presence.set_remote_presence(user_id, presence, status_msg)
+
+    async def _shares_after_joins(self, user_id: str) -> bool:
+        """Whether ``user_id`` shares a room with us once our running joins are done: the room's
+        resident sends its users' presence when it accepts our join (Synapse does so too), which
+        may be before we have stored the room's state from its answer."""
+        if self.handshakes is None:
+            return False
+        await self.handshakes.wait_for_handshakes()
+        return bool(await self.room_members.rooms_for_user(user_id))
 
     async def on_direct_to_device(self, origin: str, content: dict[str, Any]) -> None:
         """m.direct_to_device: deliver to local devices, once per (origin, sender, message_id)."""

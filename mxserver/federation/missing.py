@@ -3,11 +3,12 @@
 server-server-api §Backfilling and retrieving missing events: first
 ``POST /get_missing_events`` to the sending server (earliest = our forward
 extremities, latest = the event, ``limit`` 10, ``min_depth``); what comes
-back is received oldest first. If a gap remains (the events returned still
-cite unknown events), the state before the event is fetched instead:
+back is received oldest first. If a gap remains before a fetched event (it
+still cites unknown events), the state before it is fetched instead:
 ``GET /state_ids`` at each of its prev events, the events we lack with
 ``GET /event`` (or ``GET /state`` when many are missing), stored as outliers,
-and the event is received with that state as its state before.
+and the event is received with that state as its state before. A pushed
+event whose own prev events its sender does not give us is dropped.
 
 Every outbound request has a timeout, so a slow or broken peer only delays
 its own events.
@@ -104,7 +105,20 @@ class GapFiller:
         await self.fetch_missing_events(origin, room, event)
         try:
             return await self.room_server.receive_event(event)
-        except (MissingEventsError, MissingStateError):
+        except MissingEventsError as e:
+            undivulged = set(e.missing) & set(event.prev_event_ids)
+            if undivulged:
+                # The event was pushed to us (/send) and its sender would not give us its
+                # prev events. Taking the state at them from the sender instead would let
+                # that event become our only forward extremity with state we cannot check,
+                # so it is dropped, as Synapse does (SyTest "Federation rejects inbound
+                # events where the prev_events cannot be found": no /state_ids at them).
+                # Events *pulled* by get_missing_events are still given their state (above).
+                raise GapFillError(
+                    f"{origin} did not divulge the prev events of {event.event_id}: {', '.join(sorted(undivulged))}"
+                ) from None
+            return await self.receive_with_fetched_state(origin, room, event)
+        except MissingStateError:
             return await self.receive_with_fetched_state(origin, room, event)
 
     # -- get_missing_events -----------------------------------------------------------------

@@ -16,6 +16,10 @@ EDU                           to                                 coalesced per
 ``m.direct_to_device``        each recipient's server            not coalesced; persisted
 ============================  =================================  ============================
 
+A new join sends presence too, though nobody's changed: a remote user's join gets its server
+the presence of our users in the room, our user's join sends theirs to the room's other servers
+(:meth:`OutboundEdus.on_room_events`, :meth:`OutboundEdus.on_joined_state`).
+
 Only local users' changes are sent: a remote server speaks for its own users,
 and ``m.read.private`` receipts are never sent (receipts module: private to their owner).
 """
@@ -23,12 +27,13 @@ and ``m.read.private`` receipts are never sent (receipts module: private to thei
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Hashable, Iterable
+from collections.abc import Collection, Hashable, Iterable, Mapping
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 
+from mxserver.events.model import Event
 from mxserver.federation.destinations import user_server
 from mxserver.streams import EphemeralStreams, Phase, PresenceChange, ReceiptChange, ToDeviceSent, TypingChange
 
@@ -57,9 +62,17 @@ class EduQueue(Protocol):
 
 
 class RoomsForUser(Protocol):
-    """The rooms a user is joined to (:class:`~mxserver.ephemeral.room_members.RoomMembers`)."""
+    """Who is joined where (:class:`~mxserver.ephemeral.room_members.RoomMembers`)."""
 
     async def rooms_for_user(self, user_id: str) -> Collection[str]: ...
+
+    async def members(self, room_id: str) -> Collection[str]: ...
+
+
+class PresenceStates(Protocol):
+    """Local users' current presence (:class:`~mxserver.ephemeral.presence.PresenceHandler`)."""
+
+    def current_state(self, user_id: str) -> Mapping[str, Any] | None: ...
 
 
 class OutboundEdus:
@@ -68,9 +81,12 @@ class OutboundEdus:
     :meth:`subscribe` makes it a reader of the ephemeral streams (the Homeserver calls it).
     """
 
-    def __init__(self, server_name: str, sender: EduQueue, members: RoomsForUser) -> None:
+    def __init__(
+        self, server_name: str, sender: EduQueue, members: RoomsForUser, presence: PresenceStates | None = None
+    ) -> None:
         self._sender = sender
         self._members = members
+        self._presence = presence
         self._server_name = server_name
         #: room -> local users whose "typing" other servers were last told
         self._typing: dict[str, set[str]] = {}
@@ -152,19 +168,11 @@ class OutboundEdus:
 
     # -- presence ----------------------------------------------------------------------------------
 
-    def presence_changed(self, user_id: str, state: dict[str, Any]) -> Deferred[None]:
+    def presence_changed(self, user_id: str, state: Mapping[str, Any]) -> Deferred[None]:
         """A local user's presence changed: tell every server sharing a room with them."""
         if not self._sender.enabled or not self._local(user_id):
             return succeed(None)
-        item: dict[str, Any] = {
-            "user_id": user_id,
-            "presence": state.get("presence", "offline"),
-            "last_active_ago": int(state.get("last_active_ago", 0) or 0),
-        }
-        if state.get("status_msg") is not None:
-            item["status_msg"] = state["status_msg"]
-        if state.get("currently_active") is not None:
-            item["currently_active"] = bool(state["currently_active"])
+        item = _presence_item(user_id, state)
 
         async def send() -> None:
             servers: set[str] = set()
@@ -175,6 +183,77 @@ class OutboundEdus:
                 self._sender.send_edu(server, "m.presence", {"push": [item]}, key=user_id)
 
         return self._background(ensureDeferred(send()), "presence")
+
+    def on_room_events(self, events: list[Event]) -> Deferred[None]:
+        """Room-stream subscriber: a new join makes servers share a room that may not have
+        shared one before, and presence only travels on changes. So, as Synapse does (SyTest
+        "New federated private chats get full presence information (SYN-115)"; modules/presence.md
+        only says servers share presence of users who share a room): a remote user's join sends
+        the presence of our users in the room to its server, and our user's join sends theirs
+        to the room's other servers."""
+        if not self._sender.enabled or self._presence is None:
+            return succeed(None)
+        joins = [
+            e
+            for e in events
+            if e.type == "m.room.member"
+            and e.membership == "join"
+            and isinstance(e.state_key, str)
+            and (e.metadata.stream_ordering or 0) > 0  # backfilled history is not a new join
+            and not e.rejected
+            and not e.metadata.soft_failed
+            and not e.metadata.outlier
+            and not _was_joined(e)
+        ]
+        if not joins:
+            return succeed(None)
+        return self._background(ensureDeferred(self._presence_for_joins(joins)), "presence")
+
+    def on_joined_state(self, room_id: str, joined: Collection[str]) -> Deferred[None]:
+        """Our user joined a room over federation and its state (``joined``: the joined members)
+        is stored: their presence goes to the room's other servers. (The join event itself was
+        on the room stream before the member caches knew the room's other servers.)"""
+        if not self._sender.enabled or self._presence is None:
+            return succeed(None)
+        presence = self._presence
+        ours = sorted(u for u in joined if self._local(u))
+        servers = {s for s in (user_server(u) for u in joined) if s is not None and s != self._server_name}
+
+        async def send() -> None:
+            allowed = servers & await self._sender.servers_in_room(room_id)  # the room's ACL applies
+            for user_id in ours:
+                state = presence.current_state(user_id)
+                if state is None:
+                    continue
+                for server in sorted(allowed):
+                    self._sender.send_edu(server, "m.presence", {"push": [_presence_item(user_id, state)]}, key=user_id)
+
+        return self._background(ensureDeferred(send()), "presence")
+
+    async def _presence_for_joins(self, joins: list[Event]) -> None:
+        assert self._presence is not None
+        for event in joins:
+            user_id = event.state_key
+            assert isinstance(user_id, str)
+            if self._local(user_id):
+                state = self._presence.current_state(user_id)
+                if state is None:
+                    continue
+                servers = await self._sender.servers_in_room(event.room_id)
+                servers.discard(self._server_name)
+                for server in servers:
+                    self._sender.send_edu(server, "m.presence", {"push": [_presence_item(user_id, state)]}, key=user_id)
+                continue
+            joiner_server = user_server(user_id)
+            if joiner_server is None:
+                continue
+            for member in sorted(await self._members.members(event.room_id)):
+                if not self._local(member):
+                    continue
+                state = self._presence.current_state(member)
+                if state is not None:
+                    push = [_presence_item(member, state)]
+                    self._sender.send_edu(joiner_server, "m.presence", {"push": push}, key=member)
 
     # -- send-to-device ----------------------------------------------------------------------------
 
@@ -198,6 +277,26 @@ class OutboundEdus:
             content = {"sender": sender, "type": event_type, "message_id": message_id, "messages": msgs}
             # Persisted until delivered: end-to-end encryption keys travel this way.
             self._sender.send_edu(server, "m.direct_to_device", content, persistent=True)
+
+
+def _was_joined(event: Event) -> bool:
+    """Whether a join event only changed a member's profile (its ``unsigned.prev_content``)."""
+    prev = event.unsigned.get("prev_content")
+    return isinstance(prev, dict) and prev.get("membership") == "join"
+
+
+def _presence_item(user_id: str, state: Mapping[str, Any]) -> dict[str, Any]:
+    """One entry of an ``m.presence`` EDU's ``push`` (server-server-api §Presence)."""
+    item: dict[str, Any] = {
+        "user_id": user_id,
+        "presence": state.get("presence", "offline"),
+        "last_active_ago": int(state.get("last_active_ago", 0) or 0),
+    }
+    if state.get("status_msg") is not None:
+        item["status_msg"] = state["status_msg"]
+    if state.get("currently_active") is not None:
+        item["currently_active"] = bool(state["currently_active"])
+    return item
 
 
 def merge_presence(edus: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -40,8 +40,9 @@ from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from mxserver.crypto.canonical import CanonicalJSONError, check_strict_canonical_json
 from mxserver.crypto.signing import SignatureError, signature_ids
-from mxserver.errors import MatrixError, forbidden, not_found
+from mxserver.errors import MatrixError, bad_json, forbidden, not_found
 from mxserver.events.builder import build_event
 from mxserver.events.model import Event
 from mxserver.events.signing import verify_event_signature
@@ -372,6 +373,15 @@ class RemoteRooms:
             await lock.acquire()
             lock.release()
 
+    async def wait_for_handshakes(self) -> None:
+        """Return once the join and knock handshakes running now are done (of any room).
+
+        For EDUs that name no room (m.presence): the resident sends our new fellow members'
+        presence as soon as it accepts our join, which may be before its state is stored here.
+        """
+        for room_id in list(self._locks):
+            await self.wait_for_handshake(room_id)
+
     async def join(
         self, user_id: str, room_id: str, servers: Sequence[str], content: Mapping[str, Any]
     ) -> Event | None:
@@ -604,6 +614,15 @@ class RemoteRooms:
         signed = answer.get("event")
         if not isinstance(signed, dict):
             raise MatrixError(502, "M_UNKNOWN", f"{destination} answered the invite without an event")
+        if rv.strict_canonicaljson:
+            # rooms v6 "canonical JSON": floats and out-of-range integers are not JSON of the
+            # room. The spec does not say what the inviter's client then sees; Synapse parses
+            # the answer as an event of the room and gives 400 M_BAD_JSON (SyTest "Outbound
+            # federation rejects invite response which include invalid JSON for room version 6").
+            try:
+                check_strict_canonical_json(signed)
+            except CanonicalJSONError as e:
+                raise bad_json(f"{destination} answered the invite with invalid JSON: {e}") from None
         ours = event.get_pdu_json()
         theirs = dict(signed)
         for pdu in (ours, theirs):

@@ -90,6 +90,12 @@ class HistoryHandler:
         access = await self._readable(user_id, room_id)
         if access.until is None:
             return await self.room_server.current_state_ids(room_id)
+        if access.membership == "ban":
+            # The spec's 403 ("You aren't a member of the room and weren't previously a
+            # member") leaves a banned former member open; Synapse refuses them the room's
+            # state (only "leave" is a departed member it serves), and SyTest "Remote banned
+            # user is kicked and may not rejoin until unbanned" expects that 403.
+            raise forbidden("You are banned from this room")
         assert access.member_event is not None
         return dict(await self.state.get_state(access.member_event.metadata.state_after))
 
