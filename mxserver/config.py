@@ -270,6 +270,17 @@ class LimitsConfig:
 
 
 @attrs.define
+class PushConfig:
+    allow_http_gateways: bool = attrs.field(
+        default=False,
+        metadata=_help(
+            "accept http:// push gateway URLs (the spec requires https); every gateway address still"
+            " passes federation.ip_range_blacklist/whitelist"
+        ),
+    )
+
+
+@attrs.define
 class ModuleEntry:
     group: str = attrs.field(metadata=_help("entry-point group, e.g. mxserver.typing"))
     name: str = attrs.field(metadata=_help("entry-point name in that group"))
@@ -305,6 +316,7 @@ class HomeserverConfig:
     well_known: WellKnownConfig = attrs.field(factory=WellKnownConfig, metadata=_help("/.well-known/matrix answers"))
     presence: PresenceConfig = attrs.field(factory=PresenceConfig, metadata=_help("presence"))
     limits: LimitsConfig = attrs.field(factory=LimitsConfig, metadata=_help("request limits"))
+    push: PushConfig = attrs.field(factory=PushConfig, metadata=_help("pushers and push gateways"))
     app_service_config_files: list[str] = attrs.field(factory=list, metadata=_help("application service registrations", path=True))
     default_room_version: str = attrs.field(default="12", metadata=_help("room version for new rooms"))
     modules: list[ModuleEntry] = attrs.field(factory=list, metadata=_help("modules to load from entry points"))

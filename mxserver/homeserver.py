@@ -117,6 +117,7 @@ class Homeserver(service.MultiService):
         self._build_federation_inbound()
         self._build_federation_sender()
         self._build_media()
+        self._build_pushers()
         # Removing or renaming a device (accounts) reaches the areas built after accounts, in
         # this order: the device's to-device queue goes, then its keys (and other servers hear).
         self.device_hooks.on_removed(self.to_device.delete_device_queues)
@@ -555,6 +556,45 @@ class Homeserver(service.MultiService):
         self.push_rules.on_changed(self.push_notifications.rules_changed)
         self.start_hooks.append(self.push_notifications.start)
 
+    def _build_pushers(self) -> None:
+        """Pushers: delivery to push gateways (one destination each), the pushers API, /notifications.
+
+        After federation (the gateways are reached through the same IP-filtered agent as URL
+        previews, which trusts federation.ca_certificates).
+        """
+        from mxserver.media.preview import SafeFetcher
+        from mxserver.push.gateway import PushGatewayClient
+        from mxserver.push.notification_list import NotificationList
+        from mxserver.push.pusher_pool import PusherPool
+        from mxserver.push.pushers import PushersHandler
+        from mxserver.storage.pushers import PusherStore
+
+        store = PusherStore(self.db)
+        fetcher = SafeFetcher(
+            self.reactor,
+            self.clock,
+            self.federation_client.ip_filter,
+            self.config.media.url_preview,
+            self.federation_client.tls.verified_creator_for,
+        )
+        self.pusher_pool = PusherPool(
+            store, PushGatewayClient(fetcher.agent, self.clock), self.event_store, self.room_server, self.clock
+        )
+        self.pushers = PushersHandler(
+            store,
+            self.pusher_pool,
+            self.federation_client.ip_filter,
+            self.config.push.allow_http_gateways,
+            lambda: self.event_store.max_stream,
+            self.clock,
+        )
+        self.notification_list = NotificationList(store, self.event_store, self.event_serializer)
+        self.push_notifications.on_recorded(self.pusher_pool.on_notifications)
+        self.ephemeral_streams.receipts.subscribe(self.pusher_pool.on_receipt)
+        self.device_hooks.on_removed(self.pushers.devices_removed)
+        self.start_hooks.append(self.pusher_pool.start)
+        self.pusher_pool.setServiceParent(self)
+
     def _build_sync(self) -> None:
         """The sync sources of every stream (tokens and /sync read them) and the /sync handler."""
         from mxserver.storage.sync import SyncStore
@@ -788,12 +828,13 @@ class Homeserver(service.MultiService):
         ]
 
     def _user_data_servlets(self) -> list[Any]:
-        from mxserver.api.client import account_data, filters, push_rules
+        from mxserver.api.client import account_data, filters, push_rules, pushers
 
         return [
             account_data.AccountDataServlet(self.auth, self.account_data),
             filters.FilterServlet(self.auth, self.filters),
             push_rules.PushRulesServlet(self.auth, self.push_rules),
+            pushers.PushersServlet(self.auth, self.pushers, self.notification_list),
         ]
 
     def _e2ee_servlets(self) -> list[Any]:

@@ -57,7 +57,6 @@ caches) and is told by the X-Matrix check when a server talks to us
 
 from __future__ import annotations
 
-import random
 import secrets
 from collections.abc import Callable, Coroutine, Hashable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -68,6 +67,7 @@ from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, suc
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from mxserver.delivery.destinations import DeliveryLoops, RetryPolicy
 from mxserver.errors import MatrixError
 from mxserver.events.model import Event
 from mxserver.federation import sender_metrics as sm
@@ -135,12 +135,20 @@ class FederationSender(service.Service):
         # Sends one transaction: PUT /send over ``client`` unless the composition root hands in
         # another transport (see ``Homeserver(federation_transport=...)``).
         self._transport: Transport = transport or self._put_transaction
-        self.random = random.Random()
         self.setName("federation_sender")
         self._dests: dict[str, Destination] = {}
         self._txn_prefix = secrets.token_hex(4)
         self._edu_seq = 0
-        self._started = False
+        #: the shared destination mechanism (mxserver.delivery): backoff, retry timer, one loop each
+        self._loops: DeliveryLoops[Destination] = DeliveryLoops(
+            clock,
+            RetryPolicy(MIN_RETRY_INTERVAL_MS, MAX_RETRY_INTERVAL_MS, RETRY_MULTIPLIER, RETRY_JITTER),
+            self._has_work,
+            self._run,
+            self,
+            on_stopped=lambda dest: self.status_changes.publish(dest.name),
+            kind="federation sender",
+        )
         # local events waiting for their destinations to be worked out, in stream order
         self._incoming: list[tuple[list[Event], frozenset[str]]] = []
         self._routing = False
@@ -160,6 +168,19 @@ class FederationSender(service.Service):
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    @property
+    def _started(self) -> bool:
+        return self._loops.started
+
+    @_started.setter
+    def _started(self, value: bool) -> None:
+        self._loops.started = value
+
+    @property
+    def random(self) -> Any:
+        """The backoff's jitter source (a test may seed it)."""
+        return self._loops.random
+
     async def start(self) -> None:
         """Load persisted backoff and catch-up state (a start hook, after migrations)."""
         if not self.enabled:
@@ -178,22 +199,14 @@ class FederationSender(service.Service):
             self._kick(dest)
 
     def _load_row(self, dest: Destination, row: DestinationRow) -> None:
-        dest.failure_ts = row.failure_ts
-        dest.retry_last_ts = row.retry_last_ts
-        dest.retry_interval = row.retry_interval
+        self._loops.load(dest, row.failure_ts, row.retry_last_ts, row.retry_interval)
         dest.last_success_ts = row.last_success_ts
         dest.last_stream = max(dest.last_stream, row.last_successful_stream)
         self._update_gauges(dest)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        self._started = False
-        for dest in self._dests.values():
-            if dest.timer is not None and dest.timer.active():
-                dest.timer.cancel()
-            dest.timer = None
-            if dest.request is not None:
-                dest.request.cancel()
+        self._loops.stop(self._dests.values())
         # Events still being routed record their rooms' catch-up positions when routed: let
         # them, so those writes are queued before the final flush (and before the database closes).
         d = self.routed()
@@ -263,19 +276,11 @@ class FederationSender(service.Service):
     def destination_is_up(self, destination: str) -> None:
         """``destination`` just talked to us: end its backoff and send what is waiting."""
         dest = self._dests.get(destination)
-        if dest is None or dest.retry_interval <= 0 or dest.retry_allowed:
+        if dest is None:
             return
-        if dest.timer is not None and dest.timer.active():
-            dest.timer.cancel()
-        dest.timer = None
         # One attempt soon; should it fail, the backoff grows from where it was. A server that
         # reaches us but cannot be reached still gets at most one attempt per INBOUND_RETRY_GAP_MS.
-        due = (dest.retry_last_ts or 0) + INBOUND_RETRY_GAP_MS
-        if due > self._now_ms():
-            dest.timer = self.clock.callLater((due - self._now_ms()) / 1000, self._retry_due, dest)
-            return
-        dest.retry_allowed = True
-        self._kick(dest)
+        self._loops.retry_soon(dest, INBOUND_RETRY_GAP_MS)
 
     def routed(self) -> Deferred[None]:
         """Fires once every event handed to the sender so far has been routed: queued for its
@@ -411,38 +416,12 @@ class FederationSender(service.Service):
     def _now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
 
+    def _has_work(self, dest: Destination) -> bool:
+        return bool(dest.pdus or dest.edus or dest.retry or dest.catching_up or dest.outbox_in_store)
+
     def _kick(self, dest: Destination) -> None:
         """Start the destination's loop unless it runs, backs off, or the sender is not started."""
-        if not self._started or dest.running:
-            return
-        if not (dest.pdus or dest.edus or dest.retry or dest.catching_up or dest.outbox_in_store):
-            return
-        if dest.retry_interval > 0 and not dest.retry_allowed:
-            due = dest.next_retry_ts or 0
-            if due > self._now_ms():
-                self._schedule_retry(dest, due)
-                return
-        dest.running = True
-        d = ensureDeferred(self._run(dest))
-        d.addErrback(lambda f: log.failure("federation sender loop for {dest} failed", f, dest=dest.name))
-
-        def done(_: Any) -> None:
-            dest.running = False
-            self.status_changes.publish(dest.name)
-
-        d.addBoth(done)
-
-    def _schedule_retry(self, dest: Destination, due_ms: int) -> None:
-        if dest.timer is not None and dest.timer.active():
-            return
-        delay = max(0.0, (due_ms - self._now_ms()) / 1000)
-        dest.timer = self.clock.callLater(delay, self._retry_due, dest)
-
-    def _retry_due(self, dest: Destination) -> None:
-        dest.timer = None
-        # The backoff stays set until a transaction succeeds; the loop may now try once.
-        dest.retry_allowed = True
-        self._kick(dest)
+        self._loops.kick(dest)
 
     async def _run(self, dest: Destination) -> None:
         while self._started:
@@ -573,33 +552,19 @@ class FederationSender(service.Service):
                 )
 
     def _succeeded(self, dest: Destination, txn: Transaction) -> None:
-        was_failing = dest.retry_interval > 0 or dest.failure_ts is not None
         dest.retry = None
-        dest.retry_allowed = False
-        dest.last_error = None
-        dest.failure_ts = dest.retry_last_ts = None
-        dest.retry_interval = 0
-        dest.last_success_ts = self._now_ms()
         dest.last_stream = max(dest.last_stream, txn.stream)
+        # backoff_ended (below) persists the delivered position with the end of a backoff
+        if not self._loops.succeeded(dest) and txn.pdus:
+            self.backoff_ended(dest, dest.last_success_ts or self._now_ms())
         if txn.outbox:
             self.outbox.delivered(dest.name, txn.outbox)
         self._update_gauges(dest)
-        if txn.pdus or was_failing:
-            name, now, stream = dest.name, dest.last_success_ts, dest.last_stream
-            self._write(lambda: self.store.set_success(name, now, stream))
 
     def _failed(self, dest: Destination, txn: Transaction, reason: str) -> None:
-        now = self._now_ms()
         sm.TRANSACTIONS.labels(dest.name, "failed").inc()
         dest.retry = txn
-        if dest.failure_ts is None:
-            dest.failure_ts = now
-        base = MIN_RETRY_INTERVAL_MS if dest.retry_interval <= 0 else dest.retry_interval * RETRY_MULTIPLIER
-        jittered = int(base * self.random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
-        dest.retry_interval = max(MIN_RETRY_INTERVAL_MS, min(MAX_RETRY_INTERVAL_MS, jittered))
-        dest.retry_last_ts = now
-        dest.retry_allowed = False
-        dest.last_error = reason
+        self._loops.failed(dest, reason)  # the backoff grows (persisted) and a retry is scheduled
         # Stop holding PDUs in memory: the catch-up sends each room's latest one later.
         if dest.pdus:
             sm.PDUS_DEFERRED.labels(dest.name).inc(len(dest.pdus))
@@ -610,13 +575,16 @@ class FederationSender(service.Service):
             "transaction {txn_id} to {dest} failed ({reason}); retrying in {secs:.0f}s",
             txn_id=txn.txn_id, dest=dest.name, reason=reason, secs=dest.retry_interval / 1000,
         )
-        name, failure_ts, interval = dest.name, dest.failure_ts, dest.retry_interval
-        self._write(lambda: self.store.set_backoff(name, failure_ts, now, interval))
-        if dest.timer is not None and dest.timer.active():
-            dest.timer.cancel()
-        dest.timer = None
-        if self._started:
-            self._schedule_retry(dest, now + dest.retry_interval)
+
+    # -- persisting backoff (the BackoffWriter of the shared loops) ----------------------------------
+
+    def backoff_started(self, dest: Destination, failure_ts: int, retry_last_ts: int, retry_interval: int) -> None:
+        name = dest.name
+        self._write(lambda: self.store.set_backoff(name, failure_ts, retry_last_ts, retry_interval))
+
+    def backoff_ended(self, dest: Destination, now_ms: int) -> None:
+        name, stream = dest.name, dest.last_stream
+        self._write(lambda: self.store.set_success(name, now_ms, stream))
 
     def _update_gauges(self, dest: Destination) -> None:
         sm.BACKING_OFF.labels(dest.name).set(1 if dest.retry_interval > 0 else 0)

@@ -7,8 +7,8 @@ from collections.abc import Hashable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
 
+from mxserver.delivery.destinations import DestinationState
 from mxserver.events.model import Event
 
 
@@ -27,22 +27,15 @@ class Transaction:
 
 
 @attrs.define(eq=False)
-class Destination:
-    """Everything the sender knows about one destination."""
+class Destination(DestinationState):
+    """Everything the sender knows about one destination (backoff and loop state: the base)."""
 
-    name: str
     pdus: list[Event] = attrs.field(factory=list)
     #: (edu_type, key) -> EDU; unkeyed EDUs get a unique key
     edus: OrderedDict[Hashable, dict[str, Any]] = attrs.field(factory=OrderedDict)
     in_flight: Transaction | None = None
-    #: the loop is running (sending, or reading the store for a catch-up)
-    running: bool = False
     #: a transaction that failed, to send again as it was
     retry: Transaction | None = None
-    failure_ts: int | None = None
-    retry_last_ts: int | None = None
-    retry_interval: int = 0
-    last_success_ts: int | None = None
     last_stream: int = 0
     #: PDUs were not kept: send the latest event of each room it missed first
     catching_up: bool = False
@@ -50,19 +43,7 @@ class Destination:
     outbox_in_store: bool = False
     #: the highest persisted EDU put in a transaction
     outbox_after: int = 0
-    timer: Any = None
-    #: the backoff timer fired: one attempt may go ahead although the backoff is still set
-    retry_allowed: bool = False
     txn_counter: int = 0
-    #: why the last attempt failed (for the admin API)
-    last_error: str | None = None
-    request: Deferred[Any] | None = None
-
-    @property
-    def next_retry_ts(self) -> int | None:
-        if self.retry_interval <= 0 or self.retry_last_ts is None:
-            return None
-        return self.retry_last_ts + self.retry_interval
 
     def status(self) -> dict[str, Any]:
         """The admin API's view of this destination (times in ms since the epoch)."""

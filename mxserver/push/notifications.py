@@ -100,7 +100,13 @@ class NotificationReader:
         self._queue: list[tuple[list[Event], int]] = []
         self._draining = False
         self._waiters: list[tuple[int, Deferred[None]]] = []
+        self._listeners: list[Callable[[set[str]], None]] = []
         stream.subscribe(self.on_room_events)
+
+    def on_recorded(self, fn: Callable[[set[str]], None]) -> None:
+        """Call ``fn(user_ids)`` after notifications for these users are stored (pushers listen:
+        they read the rows themselves, from their own persisted positions)."""
+        self._listeners.append(fn)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -174,6 +180,13 @@ class NotificationReader:
         if rows or upto - self._persisted >= PERSIST_EVERY:
             await self._store.record(READER_NAME, upto, rows)
             self._persisted = upto
+            if rows:
+                users = {r.user_id for r in rows}
+                for fn in self._listeners:
+                    try:
+                        fn(users)
+                    except Exception:
+                        log.failure("a notification listener failed")
         # Else no write: evaluating those events again after a restart finds the same
         # nothing (rows are keyed by user and position, so a repeat adds none either).
         self._advance(upto)
