@@ -44,7 +44,7 @@ def default_ruleset(user_id: str, own: dict[str, list[dict[str, Any]]] | None = 
             *own.get("override", []),
             *(defaults.for_user(r, user_id) for r in defaults.DEFAULT_OVERRIDE_RULES),
         ],
-        "content": own.get("content", []),
+        "content": [*own.get("content", []), *(defaults.for_user(r, user_id) for r in defaults.DEFAULT_RULES_BY_KIND["content"])],
         "room": own.get("room", []),
         "sender": own.get("sender", []),
         "underride": [*own.get("underride", []), *(defaults.for_user(r, user_id) for r in defaults.DEFAULT_UNDERRIDE_RULES)],
@@ -221,8 +221,12 @@ class PredefinedRuleTests(unittest.SynchronousTestCase):
         actions = actions_for(message("hey", **{"m.mentions": {"user_ids": [ME]}}))
         self.assertTrue(notifies(actions) and highlights(actions))
         self.assertEqual(tweaks(actions), {"sound": "default", "highlight": True})
-        # the body alone no longer mentions (v1.17 removed the body-matching rules)
-        self.assertFalse(highlights(actions_for(message(f"hey {ME}"))))
+        # the body alone mentions only by the localpart (the server's own .m.rule.contains_user_name;
+        # v1.17 removed the display-name and @room body rules)
+        self.assertTrue(highlights(actions_for(message(f"hey {ME}"))))
+        self.assertTrue(highlights(actions_for(message("ME: look"))))
+        self.assertFalse(highlights(actions_for(message("meeting"))))
+        self.assertFalse(highlights(actions_for(message("@room hello"), power=100)))
 
     def test_room_mention_needs_permission(self) -> None:
         event = message("@room hello", **{"m.mentions": {"room": True}})

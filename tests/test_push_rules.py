@@ -36,7 +36,13 @@ class PushRulesTests(HomeserverTestCase):
         return body
 
     async def ids(self, user: TestUser, kind: str) -> list[str]:
-        return [r["rule_id"] for r in (await self.ruleset(user))[kind]]
+        """The rule IDs of ``kind`` in order (for content: the user's own, without the server's
+        default .m.rule.contains_user_name)."""
+        rules = (await self.ruleset(user))[kind]
+        return [r["rule_id"] for r in rules if kind != "content" or not r["default"]]
+
+    async def own(self, user: TestUser, kind: str) -> list[dict[str, Any]]:
+        return [r for r in (await self.ruleset(user))[kind] if not r["default"]]
 
     # -- defaults ---------------------------------------------------------------------------
 
@@ -49,8 +55,21 @@ class PushRulesTests(HomeserverTestCase):
         self.assertEqual(set(ruleset), {"override", "content", "room", "sender", "underride"})
         self.assertEqual([r["rule_id"] for r in ruleset["override"]], DEFAULT_OVERRIDE_IDS)
         self.assertEqual([r["rule_id"] for r in ruleset["underride"]], DEFAULT_UNDERRIDE_IDS)
-        # v1.17 removed the legacy body-matching rules: no server-default content rules remain.
-        self.assertEqual((ruleset["content"], ruleset["room"], ruleset["sender"]), ([], [], []))
+        # v1.17 removed the legacy body-matching rules from the spec's list; the server keeps its
+        # own .m.rule.contains_user_name on the localpart (push_rule_defaults says why).
+        self.assertEqual(
+            ruleset["content"],
+            [
+                {
+                    "rule_id": ".m.rule.contains_user_name",
+                    "default": True,
+                    "enabled": True,
+                    "pattern": "alice",
+                    "actions": ["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}],
+                }
+            ],
+        )
+        self.assertEqual((ruleset["room"], ruleset["sender"]), ([], []))
         for rule in ruleset["override"] + ruleset["underride"]:
             self.assertTrue(rule["default"], rule)
             self.assertEqual(rule["enabled"], rule["rule_id"] != ".m.rule.master", rule)
@@ -115,7 +134,7 @@ class PushRulesTests(HomeserverTestCase):
             "actions": ["notify"],
         }
         self.assertEqual(await self.get(f"{RULES}/content/nocake", alice), (200, expected))
-        self.assertEqual((await self.ruleset(alice))["content"], [expected])
+        self.assertEqual(await self.own(alice, "content"), [expected])
 
     async def test_add_override_room_sender_underride(self) -> None:
         alice = await self.register("alice")
@@ -509,4 +528,4 @@ class PushRulesTests(HomeserverTestCase):
             self.assertEqual(code, 200)
             glob, _ = await ad.get_account_data_for_sync(alice.user_id, before, ad.current_position)
             self.assertEqual([e["type"] for e in glob], ["m.push_rules"], path)
-        self.assertEqual((await self.ruleset(alice))["content"], [])
+        self.assertEqual(await self.own(alice, "content"), [])

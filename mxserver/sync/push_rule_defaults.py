@@ -1,10 +1,16 @@
 """The server-default push rules (client-server-api §Push Rules, modules/push.md §Predefined Rules).
 
-Exactly the rules the spec (v1.19) defines, in its order. v1.17 removed the
-legacy body-matching mention rules (``.m.rule.contains_user_name``,
-``.m.rule.contains_display_name``, ``.m.rule.roomnotif``; MSC4210), so there
-are no default ``content`` rules. ``[the user's Matrix ID]`` in a definition is
-replaced by the owner's user ID.
+The rules the spec (v1.19) defines, in its order, plus one of the server's own.
+v1.17 removed the legacy body-matching mention rules from the specified list
+(MSC4210); §Predefined Rules still lets homeservers "specify server-default
+rules", and mxserver keeps ``.m.rule.contains_user_name`` (a content rule on the
+user's localpart, as Synapse still has it), so that a client that writes a
+mention into the body without ``m.mentions`` still reaches the user; users can
+disable it like any default. ``.m.rule.contains_display_name`` and
+``.m.rule.roomnotif`` stay gone (display names and "@room" in bodies were the
+false positives MSC4210 removed them for). ``[the user's Matrix ID]`` in a
+definition is replaced by the owner's user ID, ``[the user's localpart]`` by the
+localpart.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 KINDS = ("override", "content", "room", "sender", "underride")
 
 USER_ID_PLACEHOLDER = "[the user's Matrix ID]"
+LOCALPART_PLACEHOLDER = "[the user's localpart]"
 
 _SOUND_DEFAULT = {"set_tweak": "sound", "value": "default"}
 _HIGHLIGHT = {"set_tweak": "highlight"}
@@ -68,6 +75,15 @@ DEFAULT_OVERRIDE_RULES: list[dict[str, Any]] = [
     ),
 ]
 
+#: the server's own content rule (see the module docstring)
+DEFAULT_CONTENT_RULE: dict[str, Any] = {
+    "rule_id": ".m.rule.contains_user_name",
+    "default": True,
+    "enabled": True,
+    "pattern": LOCALPART_PLACEHOLDER,
+    "actions": ["notify", _SOUND_DEFAULT, _HIGHLIGHT],
+}
+
 #: §Default Underride Rules
 DEFAULT_UNDERRIDE_RULES: list[dict[str, Any]] = [
     _rule(".m.rule.call", [_match("type", "m.call.invite")], ["notify", {"set_tweak": "sound", "value": "ring"}]),
@@ -88,7 +104,7 @@ DEFAULT_UNDERRIDE_RULES: list[dict[str, Any]] = [
 #: kind -> the default rules of that kind (master included), for lookups by ID
 DEFAULT_RULES_BY_KIND: dict[str, list[dict[str, Any]]] = {
     "override": [MASTER_RULE, *DEFAULT_OVERRIDE_RULES],
-    "content": [],
+    "content": [DEFAULT_CONTENT_RULE],
     "room": [],
     "sender": [],
     "underride": DEFAULT_UNDERRIDE_RULES,
@@ -106,6 +122,8 @@ def default_rule(kind: str, rule_id: str, user_id: str) -> dict[str, Any] | None
 def for_user(rule: dict[str, Any], user_id: str) -> dict[str, Any]:
     """A deep copy of ``rule`` with the user ID placeholder filled in."""
     out = copy.deepcopy(rule)
+    if out.get("pattern") == LOCALPART_PLACEHOLDER:
+        out["pattern"] = user_id[1:].split(":", 1)[0]
     for condition in out.get("conditions", ()):
         for key in ("pattern", "value"):
             if condition.get(key) == USER_ID_PLACEHOLDER:
