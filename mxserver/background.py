@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 log = Logger()
 
@@ -30,10 +31,16 @@ class BackgroundTasks:
 
         def done(result: Any) -> None:
             self._pending.discard(d)
-            if hasattr(result, "getTraceback"):
+            if isinstance(result, Failure) and not result.check(CancelledError):
                 log.failure("{what} failed", result, what=self._what)
 
         d.addBoth(done)
+
+    def cancel(self) -> None:
+        """Stop everything still running (a shutdown: e.g. a request to another server in
+        flight is abandoned rather than left open after the server stopped)."""
+        for d in list(self._pending):
+            d.cancel()
 
     async def settle(self) -> None:
         """Wait for the work started so far, and for what it starts in turn."""

@@ -992,6 +992,10 @@ class Homeserver(service.MultiService):
         ports, self._listening = self._listening, []
         for port in ports:
             await port.stopListening()
+        # Background work of stream readers (device-list resyncs, guest kicks) may be waiting
+        # on other servers: abandon it rather than leave connections open past the stop.
+        self.device_lists.stop()
+        self.guest_access.stop()
         await super().stopService()
         self.is_ready = False
         self.db.close()
