@@ -36,12 +36,6 @@ class BackgroundTasks:
 
         d.addBoth(done)
 
-    def cancel(self) -> None:
-        """Stop everything still running (a shutdown: e.g. a request to another server in
-        flight is abandoned rather than left open after the server stopped)."""
-        for d in list(self._pending):
-            d.cancel()
-
     async def settle(self) -> None:
         """Wait for the work started so far, and for what it starts in turn."""
         while self._pending:

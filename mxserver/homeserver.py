@@ -992,11 +992,13 @@ class Homeserver(service.MultiService):
         ports, self._listening = self._listening, []
         for port in ports:
             await port.stopListening()
-        # Background work of stream readers (device-list resyncs, guest kicks) may be waiting
-        # on other servers: abandon it rather than leave connections open past the stop.
-        self.device_lists.stop()
-        self.guest_access.stop()
+        await self.push_notifications.stop()
+        # Child services stop: the federation client abandons requests in flight, so that
+        # background work waiting on another server (device-list resyncs) ends now.
         await super().stopService()
+        # That work may still write what it learnt: let it finish before the database closes.
+        await self.device_lists.settle()
+        await self.guest_access.settle()
         self.is_ready = False
         self.db.close()
 

@@ -137,10 +137,6 @@ class DeviceListHandler:
     def _background(self, coro: Any) -> None:
         self._tasks.run(coro)
 
-    def stop(self) -> None:
-        """Abandon background work still running (the server is stopping)."""
-        self._tasks.cancel()
-
     async def settle(self) -> None:
         """Wait for background work started so far (tests)."""
         await self._tasks.settle()

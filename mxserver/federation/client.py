@@ -202,6 +202,8 @@ class FederationClient(service.Service):
         self.ip_filter = IPRangeFilter(config.ip_range_blacklist, config.ip_range_whitelist)
         self.tls = FederationTLSPolicy(config.verify_tls, config.ca_certificates)
         self.connector = FilteredConnector(reactor, self.ip_filter, self.tls, name_resolver)
+        #: requests being made (each its own Deferred), abandoned at stop
+        self._in_flight: set[Deferred[Any]] = set()
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 5
         self.pool.cachedConnectionTimeout = 120
@@ -213,6 +215,10 @@ class FederationClient(service.Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        # Requests still in flight are abandoned: their callers see a failure now instead of
+        # holding a connection (and the work waiting on it) open past the stop.
+        for d in list(self._in_flight):
+            d.cancel()
         self.discovery.close()
         return self.pool.closeCachedConnections()
 
@@ -351,6 +357,7 @@ class FederationClient(service.Service):
             )
         )
         timed_out: list[bool] = []
+        self._in_flight.add(d)
 
         def expire() -> None:
             timed_out.append(True)
@@ -370,6 +377,7 @@ class FederationClient(service.Service):
                 raise RequestFailed(destination, f"{method} {path}: {e}") from None
             raise RequestFailed(destination, f"{method} {path}: {_describe_failure(e)}") from None
         finally:
+            self._in_flight.discard(d)
             if deadline.active():
                 deadline.cancel()
 

@@ -99,6 +99,7 @@ class NotificationReader:
         self._started = False
         self._queue: list[tuple[list[Event], int]] = []
         self._draining = False
+        self._idle_waiters: list[Deferred[None]] = []
         self._waiters: list[tuple[int, Deferred[None]]] = []
         self._listeners: list[Callable[[set[str]], None]] = []
         stream.subscribe(self.on_room_events)
@@ -121,6 +122,21 @@ class NotificationReader:
         self._started = True
         self._kick()
 
+    async def stop(self) -> None:
+        """Finish the batch being evaluated and take no more (before the database closes).
+
+        What is left is evaluated after the next start, from the persisted position."""
+        self._started = False
+        self._queue.clear()
+        waiting, self._waiters = self._waiters, []
+        for _, w in waiting:
+            if not w.called:
+                w.callback(None)
+        while self._draining:
+            d: Deferred[None] = Deferred()
+            self._idle_waiters.append(d)
+            await d
+
     def rules_changed(self, user_id: str) -> None:
         """The user's push rules changed: compile them again on their next event."""
         self._rules.pop(user_id, None)
@@ -139,7 +155,7 @@ class NotificationReader:
 
     async def _drain(self) -> None:
         try:
-            while True:
+            while self._started:
                 if self._queue:
                     events, upto = self._queue.pop(0)
                     if upto <= self.position:
@@ -157,9 +173,12 @@ class NotificationReader:
                     break
         finally:
             self._draining = False
+            idle, self._idle_waiters = self._idle_waiters, []
+            for d in idle:
+                d.callback(None)
 
     async def _catch_up(self, upto: int) -> None:
-        while self.position < upto:
+        while self.position < upto and self._started:
             ids = await self._store.timeline_event_ids_after(self.position, upto, CATCH_UP_PAGE)
             if not ids:
                 await self._process([], upto)

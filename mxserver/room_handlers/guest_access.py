@@ -56,10 +56,6 @@ class GuestAccessEnforcer:
     def _background(self, coro: Any) -> None:
         self._tasks.run(coro)
 
-    def stop(self) -> None:
-        """Abandon work still running (the server is stopping)."""
-        self._tasks.cancel()
-
     async def settle(self) -> None:
         """Wait for the work started so far (tests)."""
         await self._tasks.settle()
