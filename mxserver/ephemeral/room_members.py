@@ -119,19 +119,25 @@ class RoomMembers:
             for r in to_load:
                 self._loading_rooms[r] = []
                 self._room_waiters[r] = []
-            try:
-                loaded = await self._store.joined_members(to_load)
-            except BaseException as e:
-                self._finish(to_load, self._loading_rooms, self._room_waiters, e)
-                raise
-            for r in to_load:
-                members = loaded.get(r, set())
-                for user_id, joined in self._loading_rooms[r]:
-                    (members.add if joined else members.discard)(user_id)
-                self._members[r] = members
-            self._finish(to_load, self._loading_rooms, self._room_waiters, None)
+            waits += [self._wait(self._room_waiters, r) for r in to_load]
+            # The load runs on its own: a caller that goes away (a cancelled request) must not
+            # cancel it under the other callers waiting for the same rooms.
+            Deferred.fromCoroutine(self._load_rooms(to_load))
         for d in waits:
             await d
+
+    async def _load_rooms(self, to_load: list[str]) -> None:
+        try:
+            loaded = await self._store.joined_members(to_load)
+        except BaseException as e:
+            self._finish(to_load, self._loading_rooms, self._room_waiters, e)
+            return
+        for r in to_load:
+            members = loaded.get(r, set())
+            for user_id, joined in self._loading_rooms[r]:
+                (members.add if joined else members.discard)(user_id)
+            self._members[r] = members
+        self._finish(to_load, self._loading_rooms, self._room_waiters, None)
 
     async def _ensure_users(self, user_ids: list[str]) -> None:
         missing = [u for u in user_ids if u not in self._rooms]
@@ -141,19 +147,23 @@ class RoomMembers:
             for u in to_load:
                 self._loading_users[u] = []
                 self._user_waiters[u] = []
-            try:
-                loaded = await self._store.joined_rooms(to_load)
-            except BaseException as e:
-                self._finish(to_load, self._loading_users, self._user_waiters, e)
-                raise
-            for u in to_load:
-                rooms = loaded.get(u, set())
-                for room_id, joined in self._loading_users[u]:
-                    (rooms.add if joined else rooms.discard)(room_id)
-                self._rooms[u] = rooms
-            self._finish(to_load, self._loading_users, self._user_waiters, None)
+            waits += [self._wait(self._user_waiters, u) for u in to_load]
+            Deferred.fromCoroutine(self._load_users(to_load))  # on its own, as for rooms
         for d in waits:
             await d
+
+    async def _load_users(self, to_load: list[str]) -> None:
+        try:
+            loaded = await self._store.joined_rooms(to_load)
+        except BaseException as e:
+            self._finish(to_load, self._loading_users, self._user_waiters, e)
+            return
+        for u in to_load:
+            rooms = loaded.get(u, set())
+            for room_id, joined in self._loading_users[u]:
+                (rooms.add if joined else rooms.discard)(room_id)
+            self._rooms[u] = rooms
+        self._finish(to_load, self._loading_users, self._user_waiters, None)
 
     @staticmethod
     def _wait(waiters: dict[str, list[Deferred[None]]], key: str) -> Deferred[None]:
@@ -171,6 +181,8 @@ class RoomMembers:
         for key in keys:
             loading.pop(key, None)
             for d in waiters.pop(key, []):
+                if d.called:
+                    continue  # that caller went away (cancelled)
                 if error is None:
                     d.callback(None)
                 else:

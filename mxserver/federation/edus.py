@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -68,6 +69,8 @@ class EduRegistry:
             result = handler(origin, content)
             if result is not None and hasattr(result, "__await__"):
                 await result
+        except CancelledError:
+            raise  # the request carrying it went away (the sending server hung up): not a failure
         except Exception:
             log.failure("EDU {edu_type} from {origin} failed", edu_type=edu_type, origin=origin)
             return False
