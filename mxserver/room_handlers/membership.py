@@ -229,10 +229,9 @@ class MembershipHandler:
         room = await self.local_room(room_id, via)
         state = await self._state(room_id, user_id, extra=[GUEST_ACCESS_KEY])
         membership = _membership(state, user_id)
-        # Already joined: a new join event all the same (join -> join, as a profile change is),
-        # as Synapse does -- its duplicate check compares the request's content with the
-        # stored one, which a bare /join never matches. Clients (SyTest's *_synced helpers
-        # among them) rely on a /join showing the room in their next incremental /sync.
+        if membership == "join":
+            # Joining again changes nothing (SyTest "Joining room twice is idempotent").
+            return room_id
         if membership == "ban":
             raise forbidden("You are banned from this room")
         if requester.is_guest:
