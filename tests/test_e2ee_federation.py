@@ -186,6 +186,19 @@ class E2eeFederationTests(TwoServerTestCase):
         await self.until_devices({"BOB1", "BOB2", "BOB3", "BOB4"})
         self.assertEqual(resyncs, [self.bob.user_id])
 
+    async def test_stale_update_is_ignored(self) -> None:
+        # An update older than the list A holds (a retransmitted transaction, or one a resync
+        # already covered) changes nothing and fetches nothing.
+        await self.query(self.a, self.alice, self.bob.user_id)
+        position = (await self.a.hs.device_lists.store.tracked([self.bob.user_id]))[self.bob.user_id]
+        assert position is not None and position >= 2
+        resyncs = self.count_resyncs()
+        stale = {"user_id": self.bob.user_id, "device_id": "BOB1", "stream_id": position - 1, "prev_id": [position - 2]}
+        self.a.hs.device_lists.on_device_list_update(self.b.server_name, stale)
+        await self.a.hs.device_lists.settle()
+        self.assertEqual(resyncs, [])
+        self.assertEqual(await self.bob_devices_on_a(), {"BOB1"})
+
     async def test_deleted_device_propagates(self) -> None:
         await self.query(self.a, self.alice, self.bob.user_id)
         bob2 = await self.new_bob_device("BOB2")

@@ -319,6 +319,12 @@ class DeviceListHandler:
             shares = await self._shares_room_locally(user_id)
             tracked = await self.store.tracked([user_id])
             if user_id in tracked:
+                position = tracked[user_id]
+                if position is not None and stream_id <= position:
+                    # Older than the list we hold (the origin's stream IDs only grow): a
+                    # retransmission, or an update a resync already covered. Treating it as
+                    # a gap would fetch the whole list again for nothing.
+                    return
                 known = await self.store.known_remote_ids(user_id)
                 if stream_id in known:
                     return  # seen already (a retransmission)
