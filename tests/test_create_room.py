@@ -278,6 +278,13 @@ class CreateRoomTests(HomeserverTestCase):
         # an empty invite_3pid list is fine
         await self.create_room(alice, invite_3pid=[])
 
+    async def test_float_in_creation_content_is_bad_json(self) -> None:
+        # Found by the fuzz run: a float nested in creation_content reached the create event
+        # builder and answered 500.
+        alice = await self.register("alice")
+        body = {"creation_content": {"x": [{"y": 1.5}]}}
+        self.assertMatrixError(await self.post(f"{C}/createRoom", body, alice), 400, "M_BAD_JSON")
+
     async def test_bad_input(self) -> None:
         alice = await self.register("alice")
         path = f"{C}/createRoom"

@@ -176,20 +176,26 @@ class LocalEventBuilder:
         # millisecond with the same content would collide, so create times never repeat.
         create_ts = max(self._now_ms(), self._last_create_ts + 1)
         self._last_create_ts = create_ts
-        create = build_event(
-            room_version,
-            type="m.room.create",
-            sender=creator,
-            content=content,
-            room_id=None if room_version.hydra else (room_id or self._new_room_id()),
-            state_key="",
-            prev_event_ids=[],
-            auth_event_ids=[],
-            depth=1,
-            origin_server_ts=create_ts,
-            server_name=self.server_name,
-            signing_key=self.signing_key,
-        )
+        try:
+            create = build_event(
+                room_version,
+                type="m.room.create",
+                sender=creator,
+                content=content,
+                room_id=None if room_version.hydra else (room_id or self._new_room_id()),
+                state_key="",
+                prev_event_ids=[],
+                auth_event_ids=[],
+                depth=1,
+                origin_server_ts=create_ts,
+                server_name=self.server_name,
+                signing_key=self.signing_key,
+            )
+        except EventFormatError as e:
+            # The creator's creation_content is in the create event: bad input, not our fault.
+            if "too large" in e.reason or "bytes" in e.reason:
+                raise MatrixError(413, "M_TOO_LARGE", f"Event too large: {e.reason}") from None
+            raise MatrixError(400, "M_BAD_JSON", f"Invalid creation_content: {e.reason}") from None
         room_id = create.room_id
         try:
             check_auth_rules(create, {})
