@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 from twisted.application import service
@@ -35,6 +35,7 @@ from twisted.logger import Logger
 from mxserver.delivery.destinations import DeliveryLoops, DestinationState, RetryPolicy
 from mxserver.events.model import Event
 from mxserver.push.gateway import GatewayRefused, GatewayUnavailable, PushGatewayClient, device_entry, tweaks_of
+from mxserver.push.notifications import EventSource, RoomState
 from mxserver.storage.federation_sender import OrderedWrites
 from mxserver.storage.pushers import PendingNotification, PusherRow, PusherStore
 from mxserver.streams import ReceiptChange
@@ -50,19 +51,6 @@ MIN_RETRY_INTERVAL_MS = 1_000
 MAX_RETRY_INTERVAL_MS = 3600 * 1000
 #: event types worth waking a device for (prio "high"), when they make a sound or highlight
 _URGENT_TYPES = ("m.room.message", "m.room.encrypted", "m.call.invite")
-
-StateKey = tuple[str, str]
-
-
-class RoomState(Protocol):
-    async def current_state_events(
-        self, room_id: str, keys: Iterable[StateKey] | None = None
-    ) -> dict[StateKey, Event]: ...
-
-
-class EventSource(Protocol):
-    async def get_events(self, event_ids: Iterable[str], include_rejected: bool = True) -> dict[str, Event]: ...
-
 
 @attrs.define(eq=False)
 class Pusher(DestinationState):
