@@ -6,6 +6,7 @@ import email.utils
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.error import DNSLookupError
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 from twisted.web import server
@@ -399,6 +400,17 @@ class ClientTests(_ClientTestCase):
         with self.assertRaises(RequestFailed) as cm:
             await client.get_json(f"sneaky.test:{self.port}", "/x")
         self.assertIn("sneaky.test (resolved to 127.0.0.1, 10.0.0.1) is blocked", cm.exception.msg)
+        self.assertEqual(self.remote.requests, [])
+
+    async def test_unresolvable_host_names_fail_as_dns_errors(self) -> None:
+        """Names DNS cannot hold never reach the system resolver (whose thread would raise, never answer)."""
+        client = self.make_client(**LOOPBACK_OK)
+        client.connector.name_resolver = None  # the reactor's real getaddrinfo resolver
+        for host in ("a..example.org", "x" * 64 + ".example.org", ".example.org", "x." * 130 + "org"):
+            with self.assertRaises(DNSLookupError, msg=host):
+                await client.connector.addresses(host, 443)
+            with self.assertRaises(RequestFailed, msg=host):
+                await client.get_json(f"{host}:{self.port}", "/x")
         self.assertEqual(self.remote.requests, [])
 
     async def test_ipv4_mapped_literal_blocked(self) -> None:

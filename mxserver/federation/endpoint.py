@@ -60,6 +60,21 @@ def destination_of(uri: URI) -> str:
     return bytes.fromhex(uri.host.decode("ascii")).decode("utf-8")
 
 
+def is_resolvable_name(host: str) -> bool:
+    """Whether DNS can be asked about ``host``: every label 1..63 octets once IDNA-encoded.
+
+    The Matrix grammar for server names allows names such as ``a..b`` or a
+    100-character label that DNS cannot hold (RFC 1035 §2.3.4). Handed to the
+    system resolver, those raise ``UnicodeError`` in its thread, which Twisted's
+    resolver does not catch: the lookup would never complete.
+    """
+    try:
+        encoded = host.encode("idna")
+    except UnicodeError:
+        return False
+    return 0 < len(encoded.rstrip(b".")) <= 253
+
+
 @implementer(IResolutionReceiver)
 class _Addresses:
     def __init__(self) -> None:
@@ -102,6 +117,8 @@ class FilteredConnector:
         if ip is not None:
             found = [(str(ip), port)]
         else:
+            if not is_resolvable_name(host):
+                raise DNSLookupError(f"{host!r} is not a resolvable host name")
             resolver = self.name_resolver or self.reactor.nameResolver
             receiver = _Addresses()
             resolver.resolveHostName(receiver, host, port)
