@@ -163,6 +163,7 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", default=[])
     ap.add_argument("--keep", action="store_true", help="keep the work dir (server log, reports)")
     a = ap.parse_args()
+    a.spec = a.spec.resolve()  # schemathesis runs in the work dir: a relative path would not be found
     files = sorted(p for p in a.spec.glob("*.yaml") if not a.only or p.stem in a.only)
     if not files:
         sys.exit(f"no OpenAPI files in {a.spec}")
