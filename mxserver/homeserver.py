@@ -549,7 +549,8 @@ class Homeserver(service.MultiService):
             self.event_store,
             self.room_members.members,
             self.room_server,
-            self.push_rules.get_ruleset,
+            self.push_rules.get_rulesets,
+            self.account_data.ignored_users_of,
             lambda: self.event_store.max_stream,
             self.clock,
         )

@@ -105,6 +105,46 @@ class PushCountTests(HomeserverTestCase):
             {"notification_count": 1, "highlight_count": 1, "threads": {root: {"notification_count": 1, "highlight_count": 0}}},
         )
 
+    async def test_ignored_senders_do_not_count(self) -> None:
+        """modules/ignore_users.md: the client never sees an ignored user's messages, so they are
+        neither counted nor pushed; once un-ignored, new messages count (the missed ones do not)."""
+        ignore = f"{C}/user/{q(self.bob.user_id)}/account_data/m.ignored_user_list"
+        code, body = await self.put(ignore, {"ignored_users": {self.alice.user_id: {}}}, self.bob)
+        self.assertEqual(code, 200, body)
+        await self.send(self.alice, {"msgtype": "m.text", "body": "hi", "m.mentions": {"user_ids": [self.bob.user_id]}})
+        self.assertEqual(await self.counts(self.bob), {"notification_count": 0, "highlight_count": 0})
+        self.assertEqual(await self.counts(self.carol), {"notification_count": 1, "highlight_count": 0})
+        code, body = await self.put(ignore, {"ignored_users": {}}, self.bob)
+        self.assertEqual(code, 200, body)
+        await self.send(self.alice, {"msgtype": "m.text", "body": "again"})
+        self.assertEqual(await self.counts(self.bob), {"notification_count": 1, "highlight_count": 0})
+
+    async def test_cold_recipients_rules_are_read_in_one_transaction(self) -> None:
+        """A room's members whose rules are not in memory are read together, not one query each:
+        the first message into a big room after a restart must not cost a query per member."""
+        for name in ("dave", "erin", "frank"):
+            await self.join(await self.register(name), self.room)
+        reader = self.hs.push_notifications
+        await reader.wait_for(self.hs.room_stream.position)  # the joins are evaluated
+        calls: list[list[str]] = []
+        real = reader._rulesets
+
+        def counting(user_ids: Any) -> Any:
+            calls.append(sorted(user_ids))
+            return real(user_ids)
+
+        reader._rulesets = counting
+        reader._rules.clear()
+        await self.send(self.alice, {"msgtype": "m.text", "body": "to all"})
+        self.assertEqual(await self.counts(self.bob), {"notification_count": 1, "highlight_count": 0})
+        others = sorted(u for u in (await self.hs.room_members.members(self.room)) if u != self.alice.user_id)
+        self.assertEqual(len(others), 5)
+        self.assertEqual(calls, [others])
+        # ...and kept: the next message reads none.
+        await self.send(self.alice, {"msgtype": "m.text", "body": "again"})
+        self.assertEqual(await self.counts(self.bob), {"notification_count": 2, "highlight_count": 0})
+        self.assertEqual(len(calls), 1)
+
     async def test_invites_notify_the_invitee(self) -> None:
         dave = await self.register("dave")
         room = await self.create_room(self.alice)

@@ -77,7 +77,8 @@ class NotificationReader:
         events: EventSource,
         members: Callable[[str], Awaitable[Collection[str]]],
         room_state: RoomState,
-        rulesets: Callable[[str], Awaitable[Mapping[str, Any]]],
+        rulesets: Callable[[Sequence[str]], Awaitable[Mapping[str, Mapping[str, Any]]]],
+        ignored_users: Callable[[Sequence[str]], Awaitable[Mapping[str, frozenset[str]]]],
         current_position: Callable[[], int],
         clock: IReactorTime,
     ) -> None:
@@ -89,9 +90,12 @@ class NotificationReader:
         self._members = members
         self._room_state = room_state
         self._rulesets = rulesets
+        self._ignored_users = ignored_users
         self._current_position = current_position
         self._clock = clock
         self._rules: OrderedDict[str, CompiledRules] = OrderedDict()
+        #: bumped by every rules change (rules read across a change are used once, not kept)
+        self._rules_generation = 0
         #: the last stream position evaluated (and persisted)
         self.position = 0
         #: the position last written to the database
@@ -140,6 +144,7 @@ class NotificationReader:
     def rules_changed(self, user_id: str) -> None:
         """The user's push rules changed: compile them again on their next event."""
         self._rules.pop(user_id, None)
+        self._rules_generation += 1
 
     # -- the stream -------------------------------------------------------------------------
 
@@ -233,28 +238,43 @@ class NotificationReader:
         recipients.discard(event.sender)  # own events never notify (§Push Rules)
         return sorted(recipients)
 
-    async def _compiled(self, user_id: str) -> CompiledRules:
-        rules = self._rules.get(user_id)
-        if rules is None:
-            rules = CompiledRules.from_ruleset(await self._rulesets(user_id))
-            self._rules[user_id] = rules
+    async def _compiled(self, user_ids: Sequence[str]) -> dict[str, CompiledRules]:
+        """Every user's compiled rules; those not in memory read in one transaction."""
+        out: dict[str, CompiledRules] = {}
+        missing: list[str] = []
+        for user_id in user_ids:
+            rules = self._rules.get(user_id)
+            if rules is None:
+                missing.append(user_id)
+            else:
+                self._rules.move_to_end(user_id)
+                out[user_id] = rules
+        if missing:
+            generation = self._rules_generation
+            for user_id, ruleset in (await self._rulesets(missing)).items():
+                out[user_id] = rules = CompiledRules.from_ruleset(ruleset)
+                if generation == self._rules_generation:
+                    self._rules[user_id] = rules
             while len(self._rules) > RULES_CACHE_SIZE:
                 self._rules.popitem(last=False)
-        else:
-            self._rules.move_to_end(user_id)
-        return rules
+        return out
 
     async def _evaluate(self, event: Event) -> list[PushActionRow]:
         meta = event.metadata
         if meta.stream_ordering is None or meta.stream_ordering <= 0 or meta.rejected_reason or meta.soft_failed:
             return []
         recipients = await self._recipients(event)
+        if recipients and event.get("state_key") is None:
+            # modules/ignore_users.md: an ignored sender's events do not reach the client (state
+            # events do), so they must not count or push either.
+            ignored = await self._ignored_users(recipients)
+            recipients = [u for u in recipients if event.sender not in ignored.get(u, ())]
         if not recipients:
             return []
         room = await self._events.get_room(event.room_id)
         if room is None:
             return []
-        compiled = {u: await self._compiled(u) for u in recipients}
+        compiled = await self._compiled(recipients)
         facts = await self._facts(event, recipients, compiled)
         thread = thread_of(event)
         ts = int(event.get("origin_server_ts", 0) or 0)

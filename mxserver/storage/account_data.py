@@ -9,6 +9,7 @@ read-modify-write in one transaction.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -20,6 +21,9 @@ from mxserver.storage.stream_positions import PersistedStream
 GLOBAL = ""
 
 TAG_TYPE = "m.tag"
+
+#: user IDs per IN (...) list: under SQLite's default bound on parameters
+_CHUNK = 500
 
 
 def _dump(content: Any) -> str:
@@ -43,6 +47,25 @@ class AccountDataStore:
             data_type,
         )
         return json.loads(row[0]) if row else None
+
+    def get_for_users(self, user_ids: Sequence[str], room_id: str, data_type: str) -> Deferred[dict[str, Any]]:
+        """``{user: content}`` of one account data type for many users (those without it left out)."""
+        users = list(dict.fromkeys(user_ids))
+
+        def txn(t: Txn) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for i in range(0, len(users), _CHUNK):
+                chunk = users[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for user_id, content in t.query(
+                    "SELECT user_id, content FROM account_data"
+                    f" WHERE room_id = ? AND type = ? AND user_id IN ({marks})",
+                    (room_id, data_type, *chunk),
+                ):
+                    out[user_id] = json.loads(content)
+            return out
+
+        return self.db.run_read("get_account_data_for_users", txn)
 
     def get_changes(self, user_id: str, from_pos: int | None, to_pos: int) -> Deferred[list[tuple[str, str, Any]]]:
         """``(room_id, type, content)`` of every row whose latest change is in (from_pos, to_pos]."""

@@ -9,6 +9,7 @@ account data event) and records it in ``push_rules_changes``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -46,6 +47,10 @@ class RuleNotFound(Exception):
         self.rule_id = rule_id
 
 
+#: user IDs per IN (...) list: under SQLite's default bound on parameters
+_CHUNK = 500
+
+
 def _dump(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -57,30 +62,45 @@ class PushRulesStore:
 
     # -- reading -----------------------------------------------------------------
 
-    def get_rules(self, user_id: str) -> Deferred[tuple[list[StoredRule], dict[str, DefaultOverride]]]:
+    async def get_rules(self, user_id: str) -> tuple[list[StoredRule], dict[str, DefaultOverride]]:
         """The user's own rules (most important first within each kind) and default-rule changes."""
+        return (await self.get_rules_for_users([user_id]))[user_id]
 
-        def txn(t: Txn) -> tuple[list[StoredRule], dict[str, DefaultOverride]]:
-            rows = t.query(
-                "SELECT kind, rule_id, conditions, pattern, actions, enabled FROM push_rules"
-                " WHERE user_id = ? ORDER BY kind, position",
-                (user_id,),
-            )
-            rules = [
-                StoredRule(
-                    r[0], r[1], json.loads(r[2]) if r[2] is not None else None, r[3], json.loads(r[4]), bool(r[5])
-                )
-                for r in rows
-            ]
-            overrides = {
-                r[0]: DefaultOverride(
-                    None if r[1] is None else bool(r[1]), json.loads(r[2]) if r[2] is not None else None
-                )
+    def get_rules_for_users(
+        self, user_ids: Sequence[str]
+    ) -> Deferred[dict[str, tuple[list[StoredRule], dict[str, DefaultOverride]]]]:
+        """:meth:`get_rules` of many users in one transaction (push evaluation of a big room)."""
+        users = list(dict.fromkeys(user_ids))
+
+        def txn(t: Txn) -> dict[str, tuple[list[StoredRule], dict[str, DefaultOverride]]]:
+            out: dict[str, tuple[list[StoredRule], dict[str, DefaultOverride]]] = {u: ([], {}) for u in users}
+            for i in range(0, len(users), _CHUNK):
+                chunk = users[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
                 for r in t.query(
-                    "SELECT rule_id, enabled, actions FROM push_rule_default_overrides WHERE user_id = ?", (user_id,)
-                )
-            }
-            return rules, overrides
+                    "SELECT user_id, kind, rule_id, conditions, pattern, actions, enabled FROM push_rules"
+                    f" WHERE user_id IN ({marks}) ORDER BY user_id, kind, position",
+                    chunk,
+                ):
+                    out[r[0]][0].append(
+                        StoredRule(
+                            r[1],
+                            r[2],
+                            json.loads(r[3]) if r[3] is not None else None,
+                            r[4],
+                            json.loads(r[5]),
+                            bool(r[6]),
+                        )
+                    )
+                for r in t.query(
+                    "SELECT user_id, rule_id, enabled, actions FROM push_rule_default_overrides"
+                    f" WHERE user_id IN ({marks})",
+                    chunk,
+                ):
+                    out[r[0]][1][r[1]] = DefaultOverride(
+                        None if r[2] is None else bool(r[2]), json.loads(r[3]) if r[3] is not None else None
+                    )
+            return out
 
         return self.db.run_read("get_push_rules", txn)
 

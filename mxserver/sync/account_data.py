@@ -10,6 +10,7 @@ the persisted ``account_data`` stream and wakes the owner's ``/sync``.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from mxserver.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
@@ -65,6 +66,8 @@ class AccountDataHandler:
         self._notifier = notifier
         #: user -> ignored user IDs; /sync asks on every request, set_account_data refreshes it
         self._ignored: OrderedDict[str, frozenset[str]] = OrderedDict()
+        #: bumped by every change of an ignored list (a read in flight across it is not cached)
+        self._ignored_generation = 0
 
     @property
     def current_position(self) -> int:
@@ -101,6 +104,7 @@ class AccountDataHandler:
         position = await self._store.set(user_id, GLOBAL if room_id is None else room_id, data_type, content)
         if room_id is None and data_type == IGNORED_USERS_TYPE:
             self._ignored.pop(user_id, None)
+            self._ignored_generation += 1
         self._notifier.notify(user_ids=[user_id])
         return position
 
@@ -111,13 +115,37 @@ class AccountDataHandler:
         if cached is not None:
             self._ignored.move_to_end(user_id)
             return cached
-        content = await self._store.get(user_id, GLOBAL, IGNORED_USERS_TYPE)
-        ignored = content.get("ignored_users") if content else None
-        users = frozenset(u for u in ignored if isinstance(u, str) and u != user_id) if isinstance(ignored, dict) else frozenset()
-        self._ignored[user_id] = users
-        if len(self._ignored) > IGNORED_CACHE_SIZE:
+        return (await self.ignored_users_of([user_id]))[user_id]
+
+    async def ignored_users_of(self, user_ids: Sequence[str]) -> dict[str, frozenset[str]]:
+        """:meth:`ignored_users` of many users, those not in memory read in one query (push
+        evaluation asks for every member of a room)."""
+        out: dict[str, frozenset[str]] = {}
+        missing: list[str] = []
+        for user_id in user_ids:
+            cached = self._ignored.get(user_id)
+            if cached is None:
+                missing.append(user_id)
+            else:
+                out[user_id] = cached
+        if not missing:
+            return out
+        generation = self._ignored_generation
+        contents = await self._store.get_for_users(missing, GLOBAL, IGNORED_USERS_TYPE)
+        for user_id in missing:
+            ignored = (contents.get(user_id) or {}).get("ignored_users")
+            users = (
+                frozenset(u for u in ignored if isinstance(u, str) and u != user_id)
+                if isinstance(ignored, dict)
+                else frozenset()
+            )
+            out[user_id] = users
+            # A list changed while this read was in flight may be the old one: do not keep it.
+            if generation == self._ignored_generation:
+                self._ignored[user_id] = users
+        while len(self._ignored) > IGNORED_CACHE_SIZE:
             self._ignored.popitem(last=False)
-        return users
+        return out
 
     # -- tags --------------------------------------------------------------------------
 

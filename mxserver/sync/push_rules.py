@@ -13,7 +13,7 @@ Evaluating rules against events (notification counts, pushers) is not here.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mxserver.errors import MatrixError, bad_json, invalid_param, not_found
@@ -58,27 +58,12 @@ class PushRulesHandler:
     async def get_ruleset(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
         """The ``global`` ruleset (push_ruleset.yaml): every kind, most important rule first."""
         rules, overrides = await self._store.get_rules(user_id)
-        own: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
-        for rule in rules:
-            if rule.kind in own:
-                own[rule.kind].append(_user_rule_json(rule))
+        return _ruleset(user_id, rules, overrides)
 
-        def with_overrides(rule: dict[str, Any]) -> dict[str, Any]:
-            return _apply_override(defaults.for_user(rule, user_id), overrides.get(rule["rule_id"]))
-
-        # §Predefined Rules: defaults rank below the user's rules, except .m.rule.master which
-        # always ranks first.
-        return {
-            "override": [
-                with_overrides(defaults.MASTER_RULE),
-                *own["override"],
-                *(with_overrides(r) for r in defaults.DEFAULT_OVERRIDE_RULES),
-            ],
-            "content": [*own["content"], *(with_overrides(r) for r in defaults.DEFAULT_RULES_BY_KIND["content"])],
-            "room": own["room"],
-            "sender": own["sender"],
-            "underride": [*own["underride"], *(with_overrides(r) for r in defaults.DEFAULT_UNDERRIDE_RULES)],
-        }
+    async def get_rulesets(self, user_ids: Sequence[str]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        """:meth:`get_ruleset` of many users, read in one transaction (push evaluation)."""
+        stored = await self._store.get_rules_for_users(user_ids)
+        return {user_id: _ruleset(user_id, rules, overrides) for user_id, (rules, overrides) in stored.items()}
 
     async def push_rules_content(self, user_id: str) -> dict[str, Any]:
         """The content of the user's ``m.push_rules`` account data event."""
@@ -175,6 +160,33 @@ class PushRulesHandler:
 
 
 # -- rendering -------------------------------------------------------------------------
+
+
+def _ruleset(
+    user_id: str, rules: list[StoredRule], overrides: dict[str, DefaultOverride]
+) -> dict[str, list[dict[str, Any]]]:
+    """The user's stored rules merged with the server defaults, each kind most important first."""
+    own: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+    for rule in rules:
+        if rule.kind in own:
+            own[rule.kind].append(_user_rule_json(rule))
+
+    def with_overrides(rule: dict[str, Any]) -> dict[str, Any]:
+        return _apply_override(defaults.for_user(rule, user_id), overrides.get(rule["rule_id"]))
+
+    # §Predefined Rules: defaults rank below the user's rules, except .m.rule.master which
+    # always ranks first.
+    return {
+        "override": [
+            with_overrides(defaults.MASTER_RULE),
+            *own["override"],
+            *(with_overrides(r) for r in defaults.DEFAULT_OVERRIDE_RULES),
+        ],
+        "content": [*own["content"], *(with_overrides(r) for r in defaults.DEFAULT_RULES_BY_KIND["content"])],
+        "room": own["room"],
+        "sender": own["sender"],
+        "underride": [*own["underride"], *(with_overrides(r) for r in defaults.DEFAULT_UNDERRIDE_RULES)],
+    }
 
 
 def _user_rule_json(rule: StoredRule) -> dict[str, Any]:
