@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # compat mode keeps twisted/plugins visible to twistd (a PEP 660 editable install hides it)
 PIP_INSTALL := $(BIN)/pip install -q --disable-pip-version-check --config-settings editable_mode=compat
 
-.PHONY: run test install install-test postgres-binaries synapse-peer sytest sytest-update fuzz lint typecheck sample-config clean
+.PHONY: run test install install-test postgres-binaries synapse-peer sytest sytest-update fuzz jssdk-check lint typecheck sample-config clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -95,6 +95,11 @@ $(VENV)/.installed-fuzz: $(VENV)/.installed setup.cfg pyproject.toml
 
 fuzz: $(VENV)/.installed-fuzz
 	$(BIN)/python contrib/fuzz_client_api.py --spec $(SHARED)/spec/api/client-server --max-examples $(FUZZ_EXAMPLES)
+
+# Scratch check (not part of `make test`; needs node >= 20 and npm): two matrix-js-sdk clients
+# against a fresh server, whose unread counts must follow /sync's (see contrib/jssdk_unread/run).
+jssdk-check: install
+	MXSERVER_PYTHON=$(abspath $(BIN))/python bash contrib/jssdk_unread/run
 
 lint:
 	$(BIN)/ruff check mxserver modules tests twisted
