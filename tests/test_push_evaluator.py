@@ -4,6 +4,7 @@ each predefined rule against the events it is for."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from twisted.trial import unittest
@@ -13,6 +14,7 @@ from mxserver.push.evaluator import (
     EventFacts,
     compile_condition,
     evaluate,
+    evaluate_many,
     glob_matches,
     highlights,
     notifies,
@@ -199,6 +201,76 @@ class RuleTests(unittest.SynchronousTestCase):
         self.assertTrue(highlights(results[users[7]]))
         self.assertEqual([u for u in users if highlights(results[u])], [users[7]])
         self.assertTrue(all(notifies(results[u]) for u in users))
+
+
+class SharedEvaluationTests(unittest.SynchronousTestCase):
+    """evaluate_many walks what users of one rules shape share once per event: it must answer
+    exactly what evaluating each user alone answers, whatever the users, rules and events."""
+
+    USERS = [
+        *(f"@u{i}:example.org" for i in range(30)),
+        "@default:example.org",  # a localpart that is also a word of every rule's JSON
+        "@room:example.org",
+        "@m:example.org",
+        "@Upper.Case:example.org",
+        "@dots.and-dash=:example.org",
+        "@idotless:example.org",  # "ı" in a body matches its "i" (glob matching ignores case)
+        '@quo"te:example.org',  # historical grammar: JSON escapes it
+        "@st*r:example.org",  # historical grammar: a glob character
+    ]
+    NAMES = {"@u3:example.org": "Alice", "@u4:example.org": "Ünïcode Ñame", "@u5:example.org": "u6", "@m:example.org": "M"}
+    OWN: dict[str, dict[str, list[dict[str, Any]]]] = {
+        "@u1:example.org": {"room": [{"rule_id": ROOM, "enabled": True, "actions": []}]},
+        "@u2:example.org": {"content": [{"rule_id": "me", "pattern": "u2*", "enabled": True, "actions": ["notify"]}]},
+        "@u8:example.org": {"content": [{"rule_id": "nul", "pattern": "\x00L", "enabled": True, "actions": ["notify"]}]},
+        "@u9:example.org": {
+            "override": [
+                {
+                    "rule_id": "own-state",
+                    "enabled": True,
+                    "conditions": [{"kind": "event_match", "key": "state_key", "pattern": "@u9:example.org"}],
+                    "actions": ["notify", {"set_tweak": "sound", "value": "u9"}],
+                }
+            ]
+        },
+        "@u10:example.org": {"sender": [{"rule_id": OTHER, "enabled": True, "actions": []}]},
+    }
+
+    def _compiled(self) -> dict[str, CompiledRules]:
+        return {u: CompiledRules.from_ruleset(default_ruleset(u, self.OWN.get(u)), u) for u in self.USERS}
+
+    def test_users_on_default_rules_share_one_shape(self) -> None:
+        compiled = self._compiled()
+        shapes = {compiled[f"@u{i}:example.org"].shape for i in range(11, 30)}
+        self.assertEqual(len(shapes), 1)
+        self.assertIsNotNone(shapes.pop())
+        self.assertIsNone(compiled['@quo"te:example.org'].shape)
+        self.assertIsNone(compiled["@st*r:example.org"].shape)
+
+    def test_same_answers_as_one_by_one(self) -> None:
+        compiled = self._compiled()
+        rng = random.Random(1913)
+        words = ["hi", "Alice", "ALICE", "u6", "U2x", "u2", "default", "room", "M", "Ünïcode Ñame", "IDOTLESS", "ıdotless",
+                 "upper.case", "DOTS.AND-DASH=", "@u7:example.org", "st*r", "st_r", "quo\"te", "\x00L", "@room"]
+        kinds = ["m.room.message", "m.room.member", "m.room.name", "m.reaction", "m.call.invite"]
+        for _ in range(300):
+            user = rng.choice(self.USERS)
+            content: dict[str, Any] = {"body": " ".join(rng.choice(words) for _ in range(rng.randint(0, 4)))}
+            if rng.random() < 0.7:
+                content["msgtype"] = rng.choice(["m.text", "m.notice"])
+            if rng.random() < 0.3:
+                content["m.mentions"] = {"user_ids": rng.sample(self.USERS, rng.randint(0, 2)), "room": rng.random() < 0.3}
+            if rng.random() < 0.2:
+                content["membership"] = "invite"
+            event: dict[str, Any] = {"type": rng.choice(kinds), "content": content, "sender": rng.choice([OTHER, user])}
+            if rng.random() < 0.4:
+                event["state_key"] = rng.choice([user, "", OTHER])
+            members = rng.choice([2, 3, 40])
+            power = rng.choice([0, 100])
+
+            kw: dict[str, Any] = {"members": members, "power": power, "display_name": self.NAMES.get}
+            alone = {u: evaluate(compiled[u], facts(event, **kw), u) for u in self.USERS}
+            self.assertEqual(evaluate_many(compiled, facts(event, **kw), self.USERS), alone, event)
 
 
 class PredefinedRuleTests(unittest.SynchronousTestCase):

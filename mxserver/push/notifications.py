@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mxserver.events.model import Event
-from mxserver.push.evaluator import CompiledRules, EventFacts, evaluate, highlights, notifies
+from mxserver.push.evaluator import CompiledRules, EventFacts, evaluate_many, highlights, notifies
 from mxserver.rooms.power_levels import get_user_power_level
 from mxserver.storage.push_actions import MAIN_THREAD, PushActionRow, PushActionsStore, UnreadCounts
 from mxserver.streams import RoomEventStream
@@ -252,7 +252,7 @@ class NotificationReader:
         if missing:
             generation = self._rules_generation
             for user_id, ruleset in (await self._rulesets(missing)).items():
-                out[user_id] = rules = CompiledRules.from_ruleset(ruleset)
+                out[user_id] = rules = CompiledRules.from_ruleset(ruleset, user_id)
                 if generation == self._rules_generation:
                     self._rules[user_id] = rules
             while len(self._rules) > RULES_CACHE_SIZE:
@@ -279,8 +279,7 @@ class NotificationReader:
         thread = thread_of(event)
         ts = int(event.get("origin_server_ts", 0) or 0)
         rows = []
-        for user_id in recipients:
-            actions = evaluate(compiled[user_id], facts, user_id)
+        for user_id, actions in evaluate_many(compiled, facts, recipients).items():
             if notifies(actions):
                 assert actions is not None
                 rows.append(
