@@ -553,6 +553,7 @@ class Homeserver(service.MultiService):
             self.account_data.ignored_users_of,
             lambda: self.event_store.max_stream,
             self.clock,
+            self.reactor,
         )
         self.push_rules.on_changed(self.push_notifications.rules_changed)
         self.start_hooks.append(self.push_notifications.start)

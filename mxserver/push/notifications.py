@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from mxserver.events.model import Event
@@ -81,6 +81,7 @@ class NotificationReader:
         ignored_users: Callable[[Sequence[str]], Awaitable[Mapping[str, frozenset[str]]]],
         current_position: Callable[[], int],
         clock: IReactorTime,
+        reactor: IReactorTime,
     ) -> None:
         self._server_name = server_name
         self._suffix = ":" + server_name
@@ -93,6 +94,9 @@ class NotificationReader:
         self._ignored_users = ignored_users
         self._current_position = current_position
         self._clock = clock
+        #: runs evaluation in the reactor's next turn (the real reactor even where tests give a
+        #: fake clock: nothing would advance a fake one for it)
+        self._reactor = reactor
         self._rules: OrderedDict[str, CompiledRules] = OrderedDict()
         #: bumped by every rules change (rules read across a change are used once, not kept)
         self._rules_generation = 0
@@ -103,6 +107,7 @@ class NotificationReader:
         self._started = False
         self._queue: list[tuple[list[Event], int]] = []
         self._draining = False
+        self._pending_kick: IDelayedCall | None = None
         self._idle_waiters: list[Deferred[None]] = []
         self._waiters: list[tuple[int, Deferred[None]]] = []
         self._listeners: list[Callable[[set[str]], None]] = []
@@ -132,6 +137,8 @@ class NotificationReader:
         What is left is evaluated after the next start, from the persisted position."""
         self._started = False
         self._queue.clear()
+        if self._pending_kick is not None and self._pending_kick.active():
+            self._pending_kick.cancel()
         waiting, self._waiters = self._waiters, []
         for _, w in waiting:
             if not w.called:
@@ -150,7 +157,10 @@ class NotificationReader:
 
     def on_room_events(self, events: list[Event]) -> None:
         self._queue.append((events, self._stream.position))
-        self._kick()
+        # Evaluated from the next reactor turn, not inside the publish: the sender's answer
+        # and the woken /syncs go first (a /sync that counts waits for the evaluation).
+        if self._pending_kick is None or not self._pending_kick.active():
+            self._pending_kick = self._reactor.callLater(0, self._kick)
 
     def _kick(self) -> None:
         if self._started and not self._draining:
