@@ -24,17 +24,36 @@ from tests.interop import harness  # noqa: E402
 NAMES = {"mxserver": "mxserver", "synapse": "Synapse"}
 
 
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` merged over it (dicts merge, other values replace); in place."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
 class BenchMxServer(harness.MxServer):
-    """mxserver as the interop tests run it, logging warnings only."""
+    """mxserver as the interop tests run it, logging warnings only; ``extra`` is merged over its config."""
+
+    def __init__(self, root: Path, extra: dict[str, Any] | None = None) -> None:
+        self.extra = extra or {}  # before super().__init__(), which writes the config
+        super().__init__(root)
 
     def config(self) -> dict[str, Any]:
         conf = super().config()
         conf["log"]["level"] = "WARNING"
-        return conf
+        return deep_merge(conf, self.extra)
 
 
 class BenchSynapse(harness.SynapseServer):
-    """Synapse as the interop tests run it, logging warnings only, message/join/registration limiters off."""
+    """Synapse as the interop tests run it, logging warnings only, message/join/registration limiters off;
+    ``extra`` is merged over its extra config."""
+
+    def __init__(self, root: Path, python: str, extra: dict[str, Any] | None = None) -> None:
+        self.extra = extra or {}  # before super().__init__(), which writes the extra config
+        super().__init__(root, python)
 
     def extra_config(self) -> dict[str, Any]:
         conf = super().extra_config()
@@ -47,7 +66,7 @@ class BenchSynapse(harness.SynapseServer):
         conf.setdefault("rc_joins", {"local": big, "remote": big})
         conf.setdefault("rc_joins_per_room", big)
         conf.setdefault("rc_registration", big)
-        return conf
+        return deep_merge(conf, self.extra)
 
 
 _running: list[harness.ServerProcess] = []
@@ -61,18 +80,20 @@ def synapse_python() -> str:
     return _synapse_python[0]
 
 
-def new_server(kind: str, root: Path) -> harness.ServerProcess:
-    """An unstarted server of ``kind`` (``mxserver`` or ``synapse``) with its data under ``root``."""
+def new_server(kind: str, root: Path, extra: dict[str, Any] | None = None) -> harness.ServerProcess:
+    """An unstarted server of ``kind`` (``mxserver`` or ``synapse``) with its data under ``root``;
+    ``extra`` is merged over its configuration (mxserver's config, Synapse's extra config)."""
     if kind == "mxserver":
-        return BenchMxServer(root)
-    return BenchSynapse(root, synapse_python())
+        return BenchMxServer(root, extra)
+    return BenchSynapse(root, synapse_python(), extra)
 
 
-def start_server(kind: str, root: Path) -> harness.ServerProcess:
+def start_server(kind: str, root: Path, extra: dict[str, Any] | None = None) -> harness.ServerProcess:
     """A fresh, started server of ``kind`` with its data under ``root`` (one folder per
-    instance: the harness names the folder after the kind, so two of a kind need two roots)."""
+    instance: the harness names the folder after the kind, so two of a kind need two roots);
+    ``extra``: see :func:`new_server`."""
     root.mkdir(parents=True)
-    server = new_server(kind, root)
+    server = new_server(kind, root, extra)
     _running.append(server)  # before start(): a start that fails half-way is stopped too
     server.start()
     return server
