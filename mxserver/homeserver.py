@@ -578,9 +578,14 @@ class Homeserver(service.MultiService):
             self.federation_client.ip_filter,
             self.config.media.url_preview,
             self.federation_client.tls.verified_creator_for,
+            persistent=True,
         )
         self.pusher_pool = PusherPool(
-            store, PushGatewayClient(fetcher.agent, self.clock), self.event_store, self.room_server, self.clock
+            store,
+            PushGatewayClient(fetcher.agent, self.clock, fetcher.close),
+            self.event_store,
+            self.room_server,
+            self.clock,
         )
         self.pushers = PushersHandler(
             store,

@@ -29,12 +29,15 @@ class Gateway(resource.Resource):
     def __init__(self) -> None:
         super().__init__()
         self.received: list[dict[str, Any]] = []
+        #: the client port of each request (one port: one connection, kept open between them)
+        self.client_ports: list[int] = []
         self.answer: tuple[int, Any] = (200, {})
         self._waiters: list[Deferred[None]] = []
 
     def render_POST(self, request: Any) -> bytes:
         body = json.loads(request.content.read())
         self.received.append(body["notification"])
+        self.client_ports.append(request.getClientAddress().port)
         code, answer = self.answer
         request.setResponseCode(code)
         request.setHeader(b"content-type", b"application/json")
@@ -207,6 +210,8 @@ class DeliveryTests(PusherTestCase):
         received = await self.gateway.wait_for(2)
         self.assertEqual(received[1]["counts"], {"unread": 0})
         self.assertNotIn("event_id", received[1])
+        # Both went over one connection: no new handshake per notification.
+        self.assertEqual(len(set(self.gateway.client_ports)), 1, self.gateway.client_ports)
 
     async def test_event_id_only(self) -> None:
         await self.set_pusher(self.alice, self.pusher_body(format="event_id_only"))

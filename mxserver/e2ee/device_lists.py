@@ -495,7 +495,9 @@ class DeviceListHandler:
 
     async def _forget_room_members(self, room_id: str, queued_at: int) -> None:
         members = await self._room_members.members(room_id)
-        await self._forget({u: queued_at for u in members if _server(u) != self.server_name})
+        # A suffix test, not a parse per member: a local join into a room of thousands runs this.
+        local = ":" + self.server_name
+        await self._forget({u: queued_at for u in members if not u.endswith(local)})
 
     async def _forget(self, queued: dict[str, int]) -> None:
         """Drop the cached lists of the users in ``queued`` (user -> fill sequence when the

@@ -21,7 +21,7 @@ from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import (
@@ -98,6 +98,24 @@ class _FilteredWebEndpoints:
         return _DeferredEndpoint(connect)
 
 
+class _ClosablePool(HTTPConnectionPool):
+    """A connection pool that keeps nothing once closed: a request that was still finishing at
+    shutdown hands its connection back after :meth:`closeCachedConnections`, which would
+    otherwise keep it (and its idle timer) alive past the server's stop."""
+
+    closed = False
+
+    def closeCachedConnections(self) -> Deferred[None]:
+        self.closed = True
+        return super().closeCachedConnections()  # type: ignore[no-any-return]
+
+    def _putConnection(self, key: Any, connection: Any) -> None:
+        if self.closed:
+            connection.transport.abortConnection()
+            return
+        super()._putConnection(key, connection)
+
+
 class SafeFetcher:
     """GETs URLs through the IP filter, bounded in size and time (see the module docstring)."""
 
@@ -108,13 +126,21 @@ class SafeFetcher:
         ip_filter: IPRangeFilter,
         config: UrlPreviewConfig,
         tls: Callable[[str], IOpenSSLClientConnectionCreator] = optionsForClientTLS,
+        persistent: bool = False,
     ) -> None:
-        """``tls`` makes the TLS connection creator for a host name (default: the system's CAs)."""
+        """``tls`` makes the TLS connection creator for a host name (default: the system's CAs);
+        ``persistent`` keeps connections open for the next request to the same host (push
+        gateways get one request per notification: a TLS handshake each would cost more than
+        the request). Whoever asks for it calls :meth:`close` at shutdown."""
         self.clock = clock
         self.config = config
         connector = FilteredConnector(reactor, ip_filter, None)  # type: ignore[arg-type]
-        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        self.pool = _ClosablePool(reactor, persistent=persistent)
         self.agent = Agent.usingEndpointFactory(reactor, _FilteredWebEndpoints(reactor, connector, tls), pool=self.pool)
+
+    def close(self) -> Deferred[None]:
+        """Close the connections kept open (with ``persistent``)."""
+        return self.pool.closeCachedConnections()
 
     async def fetch(self, url: str, max_size: int) -> tuple[str, Headers, bytes]:
         """``(final URL, headers, body)`` of a 2xx answer, following redirects."""

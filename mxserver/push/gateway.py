@@ -10,10 +10,11 @@ the server's own network unless the operator allowed that range.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import treq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
@@ -60,9 +61,17 @@ def device_entry(app_id: str, pushkey: str, pushkey_ts: int, data: dict[str, Any
 class PushGatewayClient:
     """POSTs notifications to gateways and returns the pushkeys they rejected."""
 
-    def __init__(self, agent: IAgent, clock: IReactorTime) -> None:
+    def __init__(
+        self, agent: IAgent, clock: IReactorTime, close: Callable[[], Deferred[None]] | None = None
+    ) -> None:
+        """``close`` closes the connections ``agent`` keeps open (at shutdown)."""
         self._http = treq.client.HTTPClient(agent)
         self._clock = clock
+        self._close = close
+
+    def close(self) -> Deferred[None]:
+        """Close the connections kept open for the next notifications."""
+        return self._close() if self._close is not None else succeed(None)
 
     async def notify(self, url: str, notification: dict[str, Any]) -> list[str]:
         """Send ``{"notification": ...}``; the answer's ``rejected`` pushkeys.

@@ -114,7 +114,10 @@ class PusherPool(service.Service):
         """No new attempts; requests in flight are cancelled; queued store writes finish first."""
         super().stopService()
         self.loops.stop(self._pushers.values())
-        return self._writes.flush()
+        d = self._writes.flush()
+        # Then close the connections kept open for the gateways; the flush's outcome stands.
+        d.addBoth(lambda result: self._gateway.close().addCallback(lambda _: result))
+        return d
 
     def on_attempt(self, fn: Callable[[PusherKey], Any]) -> None:
         self._listeners.append(fn)
