@@ -114,6 +114,9 @@ def gateway_stub_main() -> int:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes: with Nagle on, a kept-alive connection waits
+        # for the client's delayed ACK (~40 ms) before the body (real gateways set TCP_NODELAY).
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

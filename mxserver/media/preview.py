@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
@@ -40,7 +40,7 @@ from zope.interface import implementer
 import mxserver
 from mxserver.config import UrlPreviewConfig
 from mxserver.errors import MatrixError, forbidden, invalid_param, unrecognized
-from mxserver.federation.endpoint import FilteredConnector, _DeferredEndpoint
+from mxserver.federation.endpoint import FilteredConnector, TCPEndpoint, _DeferredEndpoint
 from mxserver.federation.ip_filter import BlockedAddressError, IPRangeFilter
 from mxserver.federation.responses import ResponseTooLarge, SharedCalls, read_body
 from mxserver.media.http import base_type
@@ -85,8 +85,7 @@ class _FilteredWebEndpoints:
         async def connect(factory: IProtocolFactory) -> IProtocol:
             errors: list[Exception] = []
             for ip, ip_port in await self._connector.addresses(host, port):
-                cls = TCP6ClientEndpoint if ":" in ip else TCP4ClientEndpoint
-                endpoint: Any = cls(self._reactor, ip, ip_port, timeout=20)
+                endpoint: Any = TCPEndpoint(self._reactor, ip, ip_port, timeout=20)
                 if tls:
                     endpoint = wrapClientTLS(self._tls(host), endpoint)
                 try:
