@@ -60,6 +60,10 @@ from mxserver.sync.sources import SyncSources
 
 log = Logger()
 
+#: connections kept open per push gateway: most pushers share one gateway (Sygnal), and each
+#: pusher with news sends at once
+PUSH_CONNECTIONS_PER_GATEWAY = 16
+
 
 class Homeserver(service.MultiService):
     """One Matrix homeserver: its config, database, components and listeners.
@@ -578,7 +582,7 @@ class Homeserver(service.MultiService):
             self.federation_client.ip_filter,
             self.config.media.url_preview,
             self.federation_client.tls.verified_creator_for,
-            persistent=True,
+            keep_per_host=PUSH_CONNECTIONS_PER_GATEWAY,
         )
         self.pusher_pool = PusherPool(
             store,

@@ -125,16 +125,18 @@ class SafeFetcher:
         ip_filter: IPRangeFilter,
         config: UrlPreviewConfig,
         tls: Callable[[str], IOpenSSLClientConnectionCreator] = optionsForClientTLS,
-        persistent: bool = False,
+        keep_per_host: int = 0,
     ) -> None:
         """``tls`` makes the TLS connection creator for a host name (default: the system's CAs);
-        ``persistent`` keeps connections open for the next request to the same host (push
-        gateways get one request per notification: a TLS handshake each would cost more than
-        the request). Whoever asks for it calls :meth:`close` at shutdown."""
+        ``keep_per_host`` connections per host stay open for the next requests (push gateways
+        get one request per notification, from every pusher at once: a TLS handshake each
+        would cost more than the request). Whoever asks for that calls :meth:`close` at shutdown."""
         self.clock = clock
         self.config = config
         connector = FilteredConnector(reactor, ip_filter, None)  # type: ignore[arg-type]
-        self.pool = _ClosablePool(reactor, persistent=persistent)
+        self.pool = _ClosablePool(reactor, persistent=keep_per_host > 0)
+        if keep_per_host > 0:
+            self.pool.maxPersistentPerHost = keep_per_host
         self.agent = Agent.usingEndpointFactory(reactor, _FilteredWebEndpoints(reactor, connector, tls), pool=self.pool)
 
     def close(self) -> Deferred[None]:

@@ -315,6 +315,12 @@ class CompiledRule:
     rule_id: str
     conditions: tuple[Condition, ...]
     actions: tuple[Any, ...]
+    #: ``actions`` as the one list :func:`evaluate_many` hands every user this rule matched
+    #: (shared: readers must not change it)
+    shared_actions: list[Any] = attrs.field(init=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "shared_actions", list(self.actions))
 
     def matches(self, facts: EventFacts, user_id: str) -> bool:
         for condition in self.conditions:  # a loop, not all(): this runs per recipient
@@ -417,6 +423,9 @@ def evaluate_many(
 ) -> dict[str, list[Any] | None]:
     """:func:`evaluate` for every user in ``user_ids``, sharing work between users of one shape.
 
+    Users a rule matched share one actions list (:attr:`CompiledRule.shared_actions`): read it,
+    do not change it.
+
     For each :attr:`CompiledRules.shape`, the rules that do not name the user are walked once
     per event: the first that matches ends the walk, and each user then only checks the rules
     before it that do name them (mentions, their name in the body, invites to them). In a room
@@ -442,7 +451,7 @@ def evaluate_many(
                 if rules.rules[i].matches(facts, user_id):
                     found = i
                     break
-        out[user_id] = None if found is None else list(rules.rules[found].actions)
+        out[user_id] = None if found is None else rules.rules[found].shared_actions
     return out
 
 

@@ -289,19 +289,18 @@ class NotificationReader:
         thread = thread_of(event)
         ts = int(event.get("origin_server_ts", 0) or 0)
         rows = []
+        # Users share action lists (one per matching rule): judge each list once.
+        judged: dict[int, tuple[bool, bool]] = {}
         for user_id, actions in evaluate_many(compiled, facts, recipients).items():
-            if notifies(actions):
-                assert actions is not None
+            if actions is None:
+                continue
+            verdict = judged.get(id(actions))
+            if verdict is None:
+                verdict = judged[id(actions)] = (notifies(actions), highlights(actions))
+            if verdict[0]:
                 rows.append(
                     PushActionRow(
-                        user_id,
-                        room.room_nid,
-                        meta.stream_ordering,
-                        event.event_id,
-                        thread,
-                        highlights(actions),
-                        actions,
-                        ts,
+                        user_id, room.room_nid, meta.stream_ordering, event.event_id, thread, verdict[1], actions, ts
                     )
                 )
         return rows

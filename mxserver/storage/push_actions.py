@@ -60,6 +60,12 @@ class PushActionsStore:
         """Store ``rows`` and move ``reader`` to ``position``, in one transaction (a crash
         between the two would evaluate the events again or never)."""
 
+        # Rows share action lists (one per matching rule): encode each list once.
+        encoded: dict[int, str] = {}
+        for r in rows:
+            if id(r.actions) not in encoded:
+                encoded[id(r.actions)] = json.dumps(r.actions)
+
         def txn(t: Txn) -> None:
             t.executemany(
                 "INSERT INTO event_push_actions"
@@ -73,7 +79,7 @@ class PushActionsStore:
                         r.event_id,
                         r.thread_id,
                         r.highlight,
-                        json.dumps(r.actions),
+                        encoded[id(r.actions)],
                         r.ts,
                     )
                     for r in rows
