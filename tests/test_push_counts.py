@@ -145,6 +145,20 @@ class PushCountTests(HomeserverTestCase):
         self.assertEqual(await self.counts(self.bob), {"notification_count": 2, "highlight_count": 0})
         self.assertEqual(len(calls), 1)
 
+    async def test_rows_stored_in_chunks(self) -> None:
+        """A big room's rows go in several transactions (the writer is shared with sends);
+        every recipient's row arrives, and the position moves with the last chunk."""
+        from mxserver.storage import push_actions
+
+        self.patch(push_actions, "RECORD_CHUNK", 2)
+        for name in ("dave", "erin", "frank"):
+            await self.join(await self.register(name), self.room)
+        await self.send(self.alice, {"msgtype": "m.text", "body": "to all"})
+        for user in (self.bob, self.carol):
+            self.assertEqual(await self.counts(user), {"notification_count": 1, "highlight_count": 0})
+        stored = await self.hs.push_notifications._store.reader_position("push")
+        self.assertEqual(stored, self.hs.push_notifications.position)
+
     async def test_invites_notify_the_invitee(self) -> None:
         dave = await self.register("dave")
         room = await self.create_room(self.alice)

@@ -37,6 +37,10 @@ class PushActionRow:
     ts: int
 
 
+#: rows per transaction when storing push actions (see PushActionsStore.record)
+RECORD_CHUNK = 250
+
+
 @attrs.frozen
 class UnreadCounts:
     notifications: int = 0
@@ -56,42 +60,44 @@ class PushActionsStore:
 
         return self.db.run_read("stream_reader_position", txn)
 
-    def record(self, reader: str, position: int, rows: Sequence[PushActionRow]) -> Deferred[None]:
-        """Store ``rows`` and move ``reader`` to ``position``, in one transaction (a crash
-        between the two would evaluate the events again or never)."""
+    async def record(self, reader: str, position: int, rows: Sequence[PushActionRow]) -> None:
+        """Store ``rows`` and move ``reader`` to ``position``.
 
+        In transactions of :data:`RECORD_CHUNK` rows, the position with the last: a message
+        into a room of thousands is thousands of rows, and the single writer would make the
+        next event's persistence wait for all of them. A crash between chunks leaves some rows
+        without the position: the events are evaluated again and the repeats add nothing
+        (``ON CONFLICT DO NOTHING``); the position never runs ahead of its rows.
+        """
         # Rows share action lists (one per matching rule): encode each list once.
         encoded: dict[int, str] = {}
         for r in rows:
             if id(r.actions) not in encoded:
                 encoded[id(r.actions)] = json.dumps(r.actions)
+        values = [
+            (r.user_id, r.room_nid, r.stream_ordering, r.event_id, r.thread_id, r.highlight, encoded[id(r.actions)], r.ts)
+            for r in rows
+        ]
 
-        def txn(t: Txn) -> None:
-            t.executemany(
-                "INSERT INTO event_push_actions"
-                " (user_id, room_nid, stream_ordering, event_id, thread_id, highlight, actions, ts)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, stream_ordering) DO NOTHING",
-                [
-                    (
-                        r.user_id,
-                        r.room_nid,
-                        r.stream_ordering,
-                        r.event_id,
-                        r.thread_id,
-                        r.highlight,
-                        encoded[id(r.actions)],
-                        r.ts,
-                    )
-                    for r in rows
-                ],
-            )
-            t.execute(
-                "INSERT INTO stream_readers (name, position) VALUES (?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                (reader, position),
-            )
+        def txn(t: Txn, chunk: list[tuple[Any, ...]], with_position: bool) -> None:
+            if chunk:
+                t.executemany(
+                    "INSERT INTO event_push_actions"
+                    " (user_id, room_nid, stream_ordering, event_id, thread_id, highlight, actions, ts)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, stream_ordering) DO NOTHING",
+                    chunk,
+                )
+            if with_position:
+                t.execute(
+                    "INSERT INTO stream_readers (name, position) VALUES (?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                    (reader, position),
+                )
 
-        return self.db.run_interaction("push_actions_record", txn)
+        while len(values) > RECORD_CHUNK:
+            chunk, values = values[:RECORD_CHUNK], values[RECORD_CHUNK:]
+            await self.db.run_interaction("push_actions_record", txn, chunk, False)
+        await self.db.run_interaction("push_actions_record", txn, values, True)
 
     def timeline_event_ids_after(self, position: int, upto: int, limit: int) -> Deferred[list[str]]:
         """IDs of timeline events in ``(position, upto]``, in stream order (a reader catching up)."""
