@@ -32,6 +32,9 @@ log = Logger()
 
 #: the reader's name in ``stream_readers``
 READER_NAME = "push"
+
+#: how long published events wait to be evaluated together (unless a /sync waits for them)
+BATCH_WINDOW_S = 0.02
 #: compiled rulesets kept in memory (users whose rules have not changed since)
 RULES_CACHE_SIZE = 50_000
 #: events read per query while catching up after a restart
@@ -157,10 +160,12 @@ class NotificationReader:
 
     def on_room_events(self, events: list[Event]) -> None:
         self._queue.append((events, self._stream.position))
-        # Evaluated from the next reactor turn, not inside the publish: the sender's answer
-        # and the woken /syncs go first (a /sync that counts waits for the evaluation).
+        # Evaluated a moment later, not inside the publish: the sender's answer and the woken
+        # /syncs go first, and the sends of that moment are evaluated and stored together (one
+        # transaction, not one per send). A /sync that counts does not wait the moment out:
+        # wait_for starts the evaluation at once.
         if self._pending_kick is None or not self._pending_kick.active():
-            self._pending_kick = self._reactor.callLater(0, self._kick)
+            self._pending_kick = self._reactor.callLater(BATCH_WINDOW_S, self._kick)
 
     def _kick(self) -> None:
         if self._started and not self._draining:
@@ -172,7 +177,11 @@ class NotificationReader:
         try:
             while self._started:
                 if self._queue:
-                    events, upto = self._queue.pop(0)
+                    # Everything published meanwhile goes as one batch (one write): under load,
+                    # one transaction for many sends' notifications, not one each.
+                    batches, self._queue = self._queue, []
+                    upto = max(position for _, position in batches)
+                    events = [event for batch, _ in batches for event in batch]
                     if upto <= self.position:
                         continue
                     # Catch up first if the stream moved on while this reader was not looking.
@@ -348,6 +357,9 @@ class NotificationReader:
             d.callback(None)
             return d
         self._waiters.append((position, d))
+        if self._pending_kick is not None and self._pending_kick.active():
+            self._pending_kick.cancel()
+            self._kick()
 
         def timed_out() -> None:
             if not d.called:
