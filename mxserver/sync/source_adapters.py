@@ -100,6 +100,11 @@ class RoomStreamSource:
         self._activity = activity
         self._store = store
         self._memberships: dict[str, list[MembershipRow]] = {}
+        #: users whose memberships are being read, and how many reads
+        self._loading: dict[str, int] = {}
+        #: users with a member event while their memberships were being read: that read may
+        #: predate it, so it is answered but not kept
+        self._changed_while_loading: set[str] = set()
         #: room -> position of its last membership event seen since start (one int per room)
         self._member_moves: dict[str, int] = {}
         #: positions after this one are all in _member_moves (None until the first event)
@@ -115,6 +120,8 @@ class RoomStreamSource:
                 self._moves_from = pos - 1
             if ev.type == "m.room.member" and ev.state_key is not None:
                 self._memberships.pop(ev.state_key, None)
+                if ev.state_key in self._loading:
+                    self._changed_while_loading.add(ev.state_key)
                 if pos and pos > self._member_moves.get(ev.room_id, 0):
                     self._member_moves[ev.room_id] = pos
 
@@ -132,12 +139,23 @@ class RoomStreamSource:
     async def memberships(self, user_id: str) -> list[MembershipRow]:
         """Every membership of ``user_id``, cached until one of them changes."""
         cached = self._memberships.get(user_id)
-        if cached is None:
-            cached = await self._store.memberships(user_id)
+        if cached is not None:
+            return cached
+        self._loading[user_id] = self._loading.get(user_id, 0) + 1
+        try:
+            rows = await self._store.memberships(user_id)
+        finally:
+            left = self._loading.pop(user_id) - 1
+            if left:
+                self._loading[user_id] = left
+        stale = user_id in self._changed_while_loading
+        if not left:
+            self._changed_while_loading.discard(user_id)
+        if not stale:
             if len(self._memberships) > MEMBERSHIP_CACHE_SIZE:
                 self._memberships.clear()
-            self._memberships[user_id] = cached
-        return cached
+            self._memberships[user_id] = rows
+        return rows
 
     async def sync_section(self, request: SyncRequest) -> SyncSection:
         return SyncSection()
