@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Compare a SyTest run with the pass list kept in the repository.
 
-    sytest_check.py OUTDIR PASSING [--exclusions FILE] [--update]
+    sytest_check.py OUTDIR PASSING [--exclusions FILE] [--racy FILE] [--update]
 
 OUTDIR is what ``../shared/sytest/run OUTDIR`` wrote (``results.tap``). PASSING
 lists the tests that must pass, one name per line (lines starting with ``#`` are comments), like
@@ -9,6 +9,9 @@ Dendrite's ``sytest-whitelist``. Exit status 1 when a listed test did not pass
 (failed, skipped or did not run at all); tests that passed but are not listed
 are reported so they can be added, and ``--update`` adds them (the list only
 grows). Tests in the exclusion file are never required, and are counted.
+Tests in the racy file pass or fail by timing the server does not control (the
+file says why for each): they are reported, never required, and ``--update``
+does not add them.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ def main() -> int:
     ap.add_argument("outdir", type=Path)
     ap.add_argument("passing", type=Path)
     ap.add_argument("--exclusions", type=Path)
+    ap.add_argument("--racy", type=Path, help="tests whose outcome is timing: never required")
     ap.add_argument("--update", action="store_true", help="add newly passing tests to PASSING")
     a = ap.parse_args()
 
@@ -71,16 +75,22 @@ def main() -> int:
     results = read_results(tap)
     required = read_names(a.passing) if a.passing.exists() else []
     excluded = set(read_names(a.exclusions)) if a.exclusions else set()
+    racy = set(read_names(a.racy)) if a.racy else set()
+    if racy & set(required):
+        print(f"sytest-check: on both the pass list and the racy list: {sorted(racy & set(required))}", file=sys.stderr)
+        return 1
 
     broken = [(n, results.get(n, "not run")) for n in required if results.get(n) != "passed"]
     listed = set(required)
-    new = sorted(n for n, kind in results.items() if kind == "passed" and n not in listed)
+    new = sorted(n for n, kind in results.items() if kind == "passed" and n not in listed and n not in racy)
     counts = {k: sum(1 for v in results.values() if v == k) for k in ("passed", "failed", "skipped")}
 
     print(
         f"sytest-check: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped;"
         f" pass list {len(required)}, excluded {len(excluded)}"
     )
+    for name in sorted(racy):
+        print(f"  racy, not required ({results.get(name, 'not run')}): {name}")
     for name, kind in broken:
         print(f"  REGRESSION ({kind}): {name}")
     if new:
