@@ -26,6 +26,11 @@ DB_TXN_SECONDS = Histogram(
     ["desc"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )
+FEDERATION_REQUESTS = Counter(
+    "mxserver_federation_client_requests_total",
+    "Outbound federation requests by endpoint (the path up to its first parameter) and outcome",
+    ["endpoint", "outcome"],
+)
 REACTOR_LAG = Gauge("mxserver_reactor_lag_seconds", "How late the last reactor tick ran")
 
 

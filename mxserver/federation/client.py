@@ -36,6 +36,7 @@ from twisted.web.iweb import IBodyProducer, IResponse
 from zope.interface import implementer
 
 import mxserver
+from mxserver import metrics
 from mxserver.config import FederationConfig
 from mxserver.crypto.canonical import decode_json
 from mxserver.crypto.signing import sign_json
@@ -364,8 +365,11 @@ class FederationClient(service.Service):
             d.cancel()
 
         deadline = self.clock.callLater(timeout if timeout is not None else DEFAULT_TIMEOUT_S, expire)
+        outcome = "error"
         try:
-            return await d
+            answer = await d
+            outcome = "ok"
+            return answer
         except FederationError:
             raise
         except Exception as e:
@@ -377,6 +381,7 @@ class FederationClient(service.Service):
                 raise RequestFailed(destination, f"{method} {path}: {e}") from None
             raise RequestFailed(destination, f"{method} {path}: {_describe_failure(e)}") from None
         finally:
+            metrics.FEDERATION_REQUESTS.labels(endpoint_of(path), outcome).inc()
             self._in_flight.discard(d)
             if deadline.active():
                 deadline.cancel()
@@ -456,3 +461,12 @@ class FederationClient(service.Service):
 def _path_only(uri: str) -> str:
     # Query strings are kept out of messages and logs.
     return uri.split("?", 1)[0]
+
+
+def endpoint_of(path: str) -> str:
+    """The metric label of a federation path: its fixed segments, up to the first parameter
+    (``/_matrix/federation/v1/hierarchy/!room:x`` -> ``/_matrix/federation/v1/hierarchy``), so the
+    label set stays small whatever the rooms, users and servers asked about."""
+    parts = path.split("/")
+    # "", "_matrix", "federation" or "key", "v1", "<name>": parameters come after the name
+    return "/".join(parts[:5])

@@ -64,12 +64,13 @@ class PushRulesStore:
 
     async def get_rules(self, user_id: str) -> tuple[list[StoredRule], dict[str, DefaultOverride]]:
         """The user's own rules (most important first within each kind) and default-rule changes."""
-        return (await self.get_rules_for_users([user_id]))[user_id]
+        return (await self.get_rules_for_users([user_id], "get_push_rules"))[user_id]
 
     def get_rules_for_users(
-        self, user_ids: Sequence[str]
+        self, user_ids: Sequence[str], desc: str = "get_push_rules_of_users"
     ) -> Deferred[dict[str, tuple[list[StoredRule], dict[str, DefaultOverride]]]]:
-        """:meth:`get_rules` of many users in one transaction (push evaluation of a big room)."""
+        """:meth:`get_rules` of many users in one transaction (push evaluation of a big room);
+        ``desc`` names the transaction (its timing metric)."""
         users = list(dict.fromkeys(user_ids))
 
         def txn(t: Txn) -> dict[str, tuple[list[StoredRule], dict[str, DefaultOverride]]]:
@@ -102,7 +103,7 @@ class PushRulesStore:
                     )
             return out
 
-        return self.db.run_read("get_push_rules", txn)
+        return self.db.run_read(desc, txn)
 
     async def changed_between(self, user_id: str, from_pos: int, to_pos: int) -> bool:
         """Whether the user's push rules changed at a position in (from_pos, to_pos]."""
