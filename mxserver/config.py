@@ -230,6 +230,14 @@ class FederationConfig:
             sample="20s",
         ),
     )
+    rejoin_gap_max_events: int = attrs.field(
+        default=300,
+        metadata=_help(
+            "on rejoining a room, fetch at most this many of the events sent while this server was "
+            "out of it (the latest; older ones stay a gap in its history)",
+            check=lambda v: v >= 0,
+        ),
+    )
 
 
 @attrs.define

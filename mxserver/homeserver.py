@@ -279,6 +279,7 @@ class Homeserver(service.MultiService):
             self.federation_client,
             self.keyring,
             timeout=fed.gap_fetch_timeout_ms / 1000,
+            rejoin_max_events=fed.rejoin_gap_max_events,
         )
         self.remote_rooms = RemoteRooms(
             self.server_name,

@@ -53,6 +53,7 @@ MAX_STATE_IDS = 20_000
 #: after /state, at most this many events are still fetched one by one
 MAX_SINGLE_FETCHES = 100
 #: a rejoin's gap (the events sent while we were out of the room): at most this many are fetched
+#: (``federation.rejoin_gap_max_events``)
 REJOIN_GAP_MAX_EVENTS = 300
 #: ... asked for this many per get_missing_events round (a server may answer fewer: Synapse gives 20)
 REJOIN_GAP_ROUND_LIMIT = 100
@@ -84,6 +85,7 @@ class GapFiller:
         client: FederationClient,
         keyring: Keyring,
         timeout: float = FETCH_TIMEOUT_S,
+        rejoin_max_events: int = REJOIN_GAP_MAX_EVENTS,
     ) -> None:
         self.clock = clock
         self.client = client
@@ -93,6 +95,8 @@ class GapFiller:
         self.keyring = keyring
         #: seconds allowed per outbound request (``federation.gap_fetch_timeout_ms``)
         self.timeout = timeout
+        #: the most events a rejoin's gap fill fetches (``federation.rejoin_gap_max_events``)
+        self.rejoin_max_events = rejoin_max_events
 
     async def receive(self, origin: str, room: RoomRecord, event: Event) -> ReceiveResult:
         """Receive ``event`` (already through check_pdu), filling gaps from ``origin`` as needed."""
@@ -167,7 +171,7 @@ class GapFiller:
         origin: str,
         room: RoomRecord,
         event: Event,
-        max_events: int = REJOIN_GAP_MAX_EVENTS,
+        max_events: int | None = None,
         round_limit: int = REJOIN_GAP_ROUND_LIMIT,
     ) -> int:
         """Fetch and receive, oldest first, the events between our forward extremities and
@@ -180,6 +184,10 @@ class GapFiller:
         fetched events are received with their state fetched from ``origin``, so our history of
         the room jumps from our leave to them; backfill only extends the *start* of history).
         """
+        if max_events is None:
+            max_events = self.rejoin_max_events
+        if max_events <= 0:
+            return 0
         head = await self.room_server.get_head(room.room_id)
         earliest = list(head.extremities)
         if not earliest:
