@@ -213,8 +213,10 @@ class PusherStore:
 
         def txn(t: Txn) -> int:
             row = t.query_one(
-                f"SELECT COUNT(*) FROM ({user_notifications_sql()}) a WHERE a.stream_ordering > {_READ_UPTO}",
-                (*user_notifications_args(user_id), *_READ_ARGS),
+                f"SELECT COUNT(*) FROM ({user_notifications_sql()}) a WHERE a.stream_ordering > {_READ_UPTO}"
+                # Rooms the user left count no more (their badge is about rooms they are in).
+                " AND a.room_nid IN (SELECT m.room_nid FROM room_memberships m WHERE m.user_id = ? AND m.membership = ?)",
+                (*user_notifications_args(user_id), *_READ_ARGS, user_id, "join"),
             )
             return int(row[0]) if row else 0
 
