@@ -4,8 +4,10 @@ A reader of the room event stream like sync and the federation sender (never a w
 of room state). For each timeline event it works out the local users who can see it
 (the room's joined local members, and the invitee of an invite), shares the event's
 facts across them (:class:`~mxserver.push.evaluator.EventFacts`), runs each user's
-compiled rules, and stores the notifying results with its stream position in one
-transaction. After a restart it catches up from that position, so an event persisted
+compiled rules, and stores the results with its stream position: by exception, one
+default per event for the members who share the most common result and a row for each
+user who differs (:mod:`mxserver.storage.push_actions`), so a message into a big room
+costs one row, not one per member. After a restart it catches up from that position, so an event persisted
 just before a crash is still evaluated, once.
 
 /sync asks :meth:`NotificationReader.wait_for` before counting, so the counts it shows
