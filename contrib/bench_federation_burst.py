@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -65,7 +64,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from contrib.bench_processes import start_server, stop_all, stop_all_at_exit, stop_server  # noqa: E402
+from contrib.bench_processes import finish, interrupted, start_server, stop_all, stop_all_at_exit, stop_server  # noqa: E402
 from tests.interop import harness  # noqa: E402
 
 C = "/_matrix/client/v3"
@@ -382,21 +381,12 @@ def main(argv: list[str]) -> int:
         for i, name in enumerate(args.pair_list):
             results.append(run_pair(name, root / f"{i}-{name}", args))
     except (KeyboardInterrupt, SystemExit):
-        print("\ninterrupted: stopping the servers", file=sys.stderr)
-        stop_all()
-        print(f"data and logs kept in {root}", file=sys.stderr)
+        interrupted(root)
         raise
     finally:
         stop_all()
     report(results)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
-    failed = any("error" in r for r in results)
-    if args.keep or failed:
-        print(f"data and logs kept in {root}")
-    else:
-        shutil.rmtree(root, ignore_errors=True)
-    return 1 if failed else 0
+    return finish(root, results, args.json, args.keep, any("error" in r for r in results))
 
 
 if __name__ == "__main__":

@@ -74,9 +74,7 @@ difference.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -89,7 +87,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from contrib.bench_processes import NAMES, start_server, stop_all, stop_all_at_exit  # noqa: E402
+from contrib.bench_processes import NAMES, finish, interrupted, start_server, stop_all, stop_all_at_exit  # noqa: E402
 from tests.interop import harness  # noqa: E402
 
 C = "/_matrix/client/v3"
@@ -340,23 +338,14 @@ def main(argv: list[str]) -> int:
     try:
         out = run(root, args)
     except (KeyboardInterrupt, SystemExit):
-        print("\ninterrupted: stopping the servers", file=sys.stderr)
-        stop_all()
-        print(f"data and logs kept in {root}", file=sys.stderr)
+        interrupted(root)
         raise
     finally:
         stop_all()
     report(out)
     if "error" in out:
         print(f"FAILED: {out['error'][:2000]}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
-    failed = "error" in out
-    if args.keep or failed:
-        print(f"data and logs kept in {root}")
-    else:
-        shutil.rmtree(root, ignore_errors=True)
-    return 1 if failed else 0
+    return finish(root, out, args.json, args.keep, "error" in out)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -123,3 +124,22 @@ def stop_all_at_exit() -> None:
     """Nothing outlives the script: stop the servers at exit and on SIGTERM."""
     signal.signal(signal.SIGTERM, _on_sigterm)
     atexit.register(stop_all)
+
+
+def interrupted(root: Path) -> None:
+    """A bench script stopped by the user: stop the servers, keep the work dir (the caller re-raises)."""
+    print("\ninterrupted: stopping the servers", file=sys.stderr)
+    stop_all()
+    print(f"data and logs kept in {root}", file=sys.stderr)
+
+
+def finish(root: Path, results: Any, json_path: str | None, keep: bool, failed: bool) -> int:
+    """A bench script's ending: the JSON written if asked, the work dir kept if asked or if a
+    run failed (its logs), else removed; the exit status."""
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=1, default=str))
+    if keep or failed:
+        print(f"data and logs kept in {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+    return 1 if failed else 0

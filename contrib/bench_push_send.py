@@ -65,7 +65,6 @@ import argparse
 import itertools
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -81,7 +80,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from contrib.bench_processes import NAMES, start_server, stop_all, stop_all_at_exit, stop_server  # noqa: E402
+from contrib.bench_processes import (  # noqa: E402
+    NAMES,
+    finish,
+    interrupted,
+    start_server,
+    stop_all,
+    stop_all_at_exit,
+    stop_server,
+)
 from tests.interop import harness  # noqa: E402
 
 C = "/_matrix/client/v3"
@@ -567,21 +574,13 @@ def main(argv: list[str]) -> int:
     try:
         out = run(root, args)
     except (KeyboardInterrupt, SystemExit):
-        print("\ninterrupted: stopping the servers", file=sys.stderr)
-        stop_all()
-        print(f"data and logs kept in {root}", file=sys.stderr)
+        interrupted(root)
         raise
     report(out, args)
     failed = [r for r in out["runs"] if "error" in r]
     for r in failed:
         print(f"FAILED ({NAMES[r['server']]} {r['members']}): {r['error'][:2000]}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
-    if args.keep or failed:
-        print(f"data and logs kept in {root}")
-    else:
-        shutil.rmtree(root, ignore_errors=True)
-    return 1 if failed else 0
+    return finish(root, out, args.json, args.keep, bool(failed))
 
 
 if __name__ == "__main__":
