@@ -17,7 +17,6 @@ always include the events it shows.
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -25,6 +24,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from mxserver.batched_cache import BatchedCache
 from mxserver.events.model import Event
 from mxserver.push.evaluator import CompiledRules, EventFacts, evaluate_many, highlights, notifies
 from mxserver.rooms.power_levels import get_user_power_level
@@ -106,9 +106,8 @@ class NotificationReader:
         #: runs evaluation in the reactor's next turn (the real reactor even where tests give a
         #: fake clock: nothing would advance a fake one for it)
         self._reactor = reactor
-        self._rules: OrderedDict[str, CompiledRules] = OrderedDict()
-        #: bumped by every rules change (rules read across a change are used once, not kept)
-        self._rules_generation = 0
+        #: compiled rules by user (rules read across a change are used once, not kept)
+        self._rules: BatchedCache[str, CompiledRules] = BatchedCache(self._read_rules, RULES_CACHE_SIZE)
         #: the last stream position evaluated (and persisted)
         self.position = 0
         #: the position last written to the database
@@ -159,8 +158,7 @@ class NotificationReader:
 
     def rules_changed(self, user_id: str) -> None:
         """The user's push rules changed: compile them again on their next event."""
-        self._rules.pop(user_id, None)
-        self._rules_generation += 1
+        self._rules.invalidate(user_id)
 
     # -- the stream -------------------------------------------------------------------------
 
@@ -272,24 +270,11 @@ class NotificationReader:
 
     async def _compiled(self, user_ids: Sequence[str]) -> dict[str, CompiledRules]:
         """Every user's compiled rules; those not in memory read in one transaction."""
-        out: dict[str, CompiledRules] = {}
-        missing: list[str] = []
-        for user_id in user_ids:
-            rules = self._rules.get(user_id)
-            if rules is None:
-                missing.append(user_id)
-            else:
-                self._rules.move_to_end(user_id)
-                out[user_id] = rules
-        if missing:
-            generation = self._rules_generation
-            for user_id, ruleset in (await self._rulesets(missing)).items():
-                out[user_id] = rules = CompiledRules.from_ruleset(ruleset, user_id)
-                if generation == self._rules_generation:
-                    self._rules[user_id] = rules
-            while len(self._rules) > RULES_CACHE_SIZE:
-                self._rules.popitem(last=False)
-        return out
+        return await self._rules.get_many(user_ids)
+
+    async def _read_rules(self, user_ids: Sequence[str]) -> dict[str, CompiledRules]:
+        rulesets = await self._rulesets(user_ids)
+        return {user_id: CompiledRules.from_ruleset(ruleset, user_id) for user_id, ruleset in rulesets.items()}
 
     async def _evaluate(self, event: Event) -> tuple[list[PushActionRow], PushDefault | None, Collection[str]]:
         """The event's stored results (own rows, and the default if most members share one)

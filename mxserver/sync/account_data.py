@@ -9,10 +9,10 @@ the persisted ``account_data`` stream and wakes the owner's ``/sync``.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+from mxserver.batched_cache import BatchedCache
 from mxserver.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
 from mxserver.ids import is_valid_room_id
 from mxserver.storage.account_data import GLOBAL, TAG_TYPE, AccountDataStore
@@ -65,9 +65,7 @@ class AccountDataHandler:
         self._push_rules = push_rules
         self._notifier = notifier
         #: user -> ignored user IDs; /sync asks on every request, set_account_data refreshes it
-        self._ignored: OrderedDict[str, frozenset[str]] = OrderedDict()
-        #: bumped by every change of an ignored list (a read in flight across it is not cached)
-        self._ignored_generation = 0
+        self._ignored: BatchedCache[str, frozenset[str]] = BatchedCache(self._read_ignored, IGNORED_CACHE_SIZE)
 
     @property
     def current_position(self) -> int:
@@ -103,48 +101,33 @@ class AccountDataHandler:
             raise MatrixError(405, "M_BAD_JSON", "Push rules are changed through the /pushrules API.")
         position = await self._store.set(user_id, GLOBAL if room_id is None else room_id, data_type, content)
         if room_id is None and data_type == IGNORED_USERS_TYPE:
-            self._ignored.pop(user_id, None)
-            self._ignored_generation += 1
+            self._ignored.invalidate(user_id)
         self._notifier.notify(user_ids=[user_id])
         return position
 
     async def ignored_users(self, user_id: str) -> frozenset[str]:
         """The users ``user_id`` ignores (modules/ignore_users.md: the ``ignored_users`` keys of its
         global ``m.ignored_user_list``), from memory after the first read: /sync asks on every request."""
-        cached = self._ignored.get(user_id)
+        cached = self._ignored.get_cached(user_id)
         if cached is not None:
-            self._ignored.move_to_end(user_id)
             return cached
-        return (await self.ignored_users_of([user_id]))[user_id]
+        return (await self._ignored.get_many([user_id]))[user_id]
 
     async def ignored_users_of(self, user_ids: Sequence[str]) -> dict[str, frozenset[str]]:
         """:meth:`ignored_users` of many users, those not in memory read in one query (push
         evaluation asks for every member of a room)."""
+        return await self._ignored.get_many(user_ids)
+
+    async def _read_ignored(self, user_ids: Sequence[str]) -> dict[str, frozenset[str]]:
+        contents = await self._store.get_for_users(user_ids, GLOBAL, IGNORED_USERS_TYPE)
         out: dict[str, frozenset[str]] = {}
-        missing: list[str] = []
         for user_id in user_ids:
-            cached = self._ignored.get(user_id)
-            if cached is None:
-                missing.append(user_id)
-            else:
-                out[user_id] = cached
-        if not missing:
-            return out
-        generation = self._ignored_generation
-        contents = await self._store.get_for_users(missing, GLOBAL, IGNORED_USERS_TYPE)
-        for user_id in missing:
             ignored = (contents.get(user_id) or {}).get("ignored_users")
-            users = (
+            out[user_id] = (
                 frozenset(u for u in ignored if isinstance(u, str) and u != user_id)
                 if isinstance(ignored, dict)
                 else frozenset()
             )
-            out[user_id] = users
-            # A list changed while this read was in flight may be the old one: do not keep it.
-            if generation == self._ignored_generation:
-                self._ignored[user_id] = users
-        while len(self._ignored) > IGNORED_CACHE_SIZE:
-            self._ignored.popitem(last=False)
         return out
 
     # -- tags --------------------------------------------------------------------------
