@@ -124,16 +124,15 @@ class RelationsStore:
         before ``from_pos`` and after ``to_pos``; forwards, events after ``from_pos`` and at
         or before ``to_pos``.
         """
-        if backwards:
-            window, order = " AND e.stream_ordering <= ?", "DESC"
-            bound = " AND e.stream_ordering > ?"
-        else:
-            window, order = " AND e.stream_ordering > ?", "ASC"
-            bound = " AND e.stream_ordering <= ?"
-        page_args: list[Any] = [from_pos]
-        if to_pos is not None:
-            window += bound
-            page_args.append(to_pos)
+        order = "DESC" if backwards else "ASC"
+        page_args: list[Any] = [from_pos] if to_pos is None else [from_pos, to_pos]
+
+        def window(alias: str) -> str:
+            col = f"{alias}.stream_ordering"
+            if backwards:
+                return f" AND {col} <= ?" + (f" AND {col} > ?" if to_pos is not None else "")
+            return f" AND {col} > ?" + (f" AND {col} <= ?" if to_pos is not None else "")
+
         columns = self.events.EVENT_COLUMNS
         # The child's own row in the timeline: not rejected, not soft-failed, not redacted.
         timeline = "e.room_nid = ? AND e.stream_ordering IS NOT NULL AND e.rejected_reason IS NULL"
@@ -142,8 +141,9 @@ class RelationsStore:
             match, match_args = filt.sql("r")
             query = (
                 f"SELECT {columns} FROM event_relations r JOIN events e ON e.event_id = r.event_id"
-                f" WHERE r.relates_to_id = ? AND r.room_nid = ?{match} AND {timeline}{window}"
-                f" ORDER BY e.stream_ordering {order} LIMIT ?"
+                # paged on the index's copy of the position: (relates_to_id[, rel_type], stream_ordering)
+                f" WHERE r.relates_to_id = ? AND r.room_nid = ?{match} AND {timeline}{window('r')}"
+                f" ORDER BY r.stream_ordering {order} LIMIT ?"
             )
             args = [parent_id, room_nid, *match_args, room_nid, False, *page_args, limit]
         else:
@@ -160,7 +160,7 @@ class RelationsStore:
                 " JOIN events p ON p.event_id = related.event_id"
                 f" WHERE related.depth < ? AND r.room_nid = ? AND p.redacted_by IS NULL{match})"
                 f" SELECT {columns} FROM events e WHERE e.event_id IN (SELECT event_id FROM related)"
-                f" AND e.event_id <> ? AND {timeline}{window}"
+                f" AND e.event_id <> ? AND {timeline}{window('e')}"
                 f" ORDER BY e.stream_ordering {order} LIMIT ?"
             )
             args = [
