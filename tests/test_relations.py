@@ -396,6 +396,10 @@ class BackfilledRelationsTests(RelationsClient, HomeserverTestCase):
         events = await self.visible_history(alice, room.room_id)
         self.assertIn(reaction.event_id, events)
         self.assertEqual(await self.listed(alice, room.room_id, root.event_id), [topic.event_id, reaction.event_id])
+        # forwards from the start of history: backfilled positions are negative
+        self.assertEqual(
+            await self.listed(alice, room.room_id, root.event_id, dir="f"), [reaction.event_id, topic.event_id]
+        )
         row = await self.hs.db.select_one("row", "SELECT outlier FROM events WHERE event_id = ?", topic.event_id)
         self.assertEqual(row, (False,) if self.backend == "postgres" else (0,))
 
