@@ -59,8 +59,9 @@ def current_version(cursor: Any) -> int:
     return row[0] if row else 0
 
 
-def prepare_database(conn: Any, dialect: Dialect) -> int:
-    """Bring a DB-API connection's schema up to date; returns the version now in place."""
+def prepare_database(conn: Any, dialect: Dialect, up_to: int | None = None) -> int:
+    """Bring a DB-API connection's schema up to date (or up to version ``up_to``, for tests of
+    one migration); returns the version now in place."""
     cursor = conn.cursor()
     version = current_version(cursor)
     conn.commit()
@@ -71,7 +72,7 @@ def prepare_database(conn: Any, dialect: Dialect) -> int:
             "upgrade mxserver or restore a matching backup"
         )
     for number, name, sql in available_migrations():
-        if number <= version:
+        if number <= version or (up_to is not None and number > up_to):
             continue
         try:
             if dialect.name == "sqlite":
