@@ -19,7 +19,7 @@ from tests.test_backfill import seed_joined_room
 
 V1 = "/_matrix/client/v1"
 #: the schema version that adds event_relations
-RELATIONS_MIGRATION = 22
+RELATIONS_MIGRATION = 23
 
 
 def ids(body: dict[str, Any]) -> list[str]:
@@ -338,7 +338,7 @@ class RelationsTests(RelationsClient, HomeserverTestCase):
         thread = await self.send(alice, room, {"msgtype": "m.text", "body": "t", **relates(root, "m.thread")})
         before = await self.relation_rows(*children, thread)
         self.assertEqual(len(before), 4)
-        # the database as it was before migration 0022: the events, no index
+        # the database as it was before migration 0023: the events, no index
         db = self.hs.db
         await db.execute("drop", "DROP TABLE event_relations")
         await db.execute("downgrade", "UPDATE schema_version SET version = ?", RELATIONS_MIGRATION - 1)

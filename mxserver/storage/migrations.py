@@ -22,7 +22,7 @@ from mxserver.storage.relations import index_existing_relations
 #: data steps that portable SQL cannot express, run after the schema file of their version in
 #: the same transaction: ``version -> fn(connection, dialect)``
 _DATA_STEPS: dict[int, Callable[[Any, Dialect], None]] = {
-    22: index_existing_relations,
+    23: index_existing_relations,
 }
 
 

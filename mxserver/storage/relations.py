@@ -59,7 +59,7 @@ def place_relation_txn(txn: Txn, event_id: str) -> None:
 
 
 def index_existing_relations(conn: Any, dialect: Dialect) -> None:
-    """Migration 0022's data step: index the relationships of the timeline events stored before
+    """Migration 0023's data step: index the relationships of the timeline events stored before
     the table existed. Runs inside the migration's transaction, on a DB-API connection."""
     reader = conn.cursor()
     writer = Txn(conn.cursor(), dialect)
