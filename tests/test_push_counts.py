@@ -14,7 +14,9 @@ from tests.harness import C, HomeserverTestCase, TestUser, q
 THREADS = json.dumps({"room": {"timeline": {"unread_thread_notifications": True}}})
 
 
-class PushCountTests(HomeserverTestCase):
+class CountsRoom(HomeserverTestCase):
+    """alice's public room, with bob and carol joined, and what a client reads of it."""
+
     async def _set_up(self) -> None:
         await super()._set_up()
         self.alice = await self.register("alice")
@@ -42,6 +44,9 @@ class PushCountTests(HomeserverTestCase):
     async def receipt(self, user: TestUser, event_id: str, receipt_type: str = "m.read", **body: Any) -> None:
         code, resp = await self.post(f"{C}/rooms/{q(self.room)}/receipt/{receipt_type}/{q(event_id)}", body, user)
         self.assertEqual(code, 200, resp)
+
+
+class PushCountTests(CountsRoom):
 
     async def test_messages_mentions_and_notices(self) -> None:
         await self.send(self.alice, {"msgtype": "m.text", "body": "hello"})
@@ -147,14 +152,20 @@ class PushCountTests(HomeserverTestCase):
 
     async def test_rows_stored_in_chunks(self) -> None:
         """A big room's rows go in several transactions (the writer is shared with sends);
-        every recipient's row arrives, and the position moves with the last chunk."""
+        every recipient's row arrives, the event's default with the last, and the position
+        moves with the last chunk."""
         from mxserver.storage import push_actions
 
-        self.patch(push_actions, "RECORD_CHUNK", 2)
-        for name in ("dave", "erin", "frank"):
-            await self.join(await self.register(name), self.room)
-        await self.send(self.alice, {"msgtype": "m.text", "body": "to all"})
-        for user in (self.bob, self.carol):
+        self.patch(push_actions, "RECORD_CHUNK", 1)
+        users = {name: await self.register(name) for name in ("dave", "erin", "frank")}
+        for user in users.values():
+            await self.join(user, self.room)
+        # bob, carol and dave highlight (the default); erin and frank have rows of their own.
+        mentioned = [self.bob.user_id, self.carol.user_id, users["dave"].user_id]
+        await self.send(self.alice, {"msgtype": "m.text", "body": "to all", "m.mentions": {"user_ids": mentioned}})
+        for user in (self.bob, self.carol, users["dave"]):
+            self.assertEqual(await self.counts(user), {"notification_count": 1, "highlight_count": 1})
+        for user in (users["erin"], users["frank"]):
             self.assertEqual(await self.counts(user), {"notification_count": 1, "highlight_count": 0})
         stored = await self.hs.push_notifications._store.reader_position("push")
         self.assertEqual(stored, self.hs.push_notifications.position)
@@ -188,3 +199,72 @@ class PushCountTests(HomeserverTestCase):
         await self.send(self.alice, {"msgtype": "m.text", "body": "unseen too"})
         await self.restart()
         self.assertEqual(await self.counts(self.bob), {"notification_count": 3, "highlight_count": 1})
+
+
+class StoredByExceptionTests(CountsRoom):
+    """Results most members share are stored once per event (the event's default), with rows
+    only for the users who differ: counts, /notifications and joins must read the same as if
+    every user had a row of their own."""
+
+    async def _set_up(self) -> None:
+        await super()._set_up()
+        self.others = [await self.register(name) for name in ("dave", "erin", "frank", "grace", "heidi")]
+        for user in self.others:
+            await self.join(user, self.room)
+        self.dave, self.erin, self.frank = self.others[:3]
+        # bob mutes the room; erin ignores alice: neither is notified where the rest are.
+        code, body = await self.put(f"{C}/pushrules/global/room/{q(self.room)}", {"actions": []}, self.bob)
+        self.assertEqual(code, 200, body)
+        ignore = f"{C}/user/{q(self.erin.user_id)}/account_data/m.ignored_user_list"
+        code, body = await self.put(ignore, {"ignored_users": {self.alice.user_id: {}}}, self.erin)
+        self.assertEqual(code, 200, body)
+
+    async def notifications(self, user: TestUser) -> list[dict[str, Any]]:
+        code, body = await self.get(f"{C}/notifications", user)
+        self.assertEqual(code, 200, body)
+        return list(body["notifications"])
+
+    async def test_defaults_and_their_exceptions(self) -> None:
+        hello = await self.send(self.alice, {"msgtype": "m.text", "body": "hello"})
+        mention = await self.send(
+            self.alice, {"msgtype": "m.text", "body": "hi", "m.mentions": {"user_ids": [self.dave.user_id]}}
+        )
+        for user in (self.carol, self.frank, *self.others[3:]):
+            self.assertEqual(await self.counts(user), {"notification_count": 2, "highlight_count": 0})
+        self.assertEqual(await self.counts(self.dave), {"notification_count": 2, "highlight_count": 1})
+        for user in (self.bob, self.erin):
+            self.assertEqual(await self.counts(user), {"notification_count": 0, "highlight_count": 0})
+        self.assertEqual(await self.counts(self.alice), {"notification_count": 0, "highlight_count": 0})
+        # A receipt resets the default rows as it does the user's own.
+        await self.receipt(self.carol, hello)
+        self.assertEqual(await self.counts(self.carol), {"notification_count": 1, "highlight_count": 0})
+        await self.receipt(self.dave, mention)
+        self.assertEqual(await self.counts(self.dave), {"notification_count": 0, "highlight_count": 0})
+        # /notifications lists both kinds, newest first, with their actions.
+        listed = await self.notifications(self.dave)
+        self.assertEqual([n["event"]["event_id"] for n in listed], [mention, hello])
+        self.assertIn({"set_tweak": "highlight"}, listed[0]["actions"])
+        self.assertNotIn({"set_tweak": "highlight"}, listed[1]["actions"])
+        self.assertTrue(all(n["read"] for n in listed))
+        self.assertEqual(await self.notifications(self.bob), [])
+        self.assertEqual(await self.notifications(self.erin), [])
+
+    async def test_joins_count_from_the_join(self) -> None:
+        await self.send(self.alice, {"msgtype": "m.text", "body": "before"})
+        ivan = await self.register("ivan")
+        await self.join(ivan, self.room)
+        self.assertEqual(await self.counts(ivan), {"notification_count": 0, "highlight_count": 0})
+        self.assertEqual(await self.notifications(ivan), [])
+        # frank leaves and comes back: what was sent meanwhile, or before, is not his.
+        await self.leave(self.frank, self.room)
+        away = await self.send(self.alice, {"msgtype": "m.text", "body": "while away"})
+        await self.join(self.frank, self.room)
+        self.assertEqual(await self.counts(self.frank), {"notification_count": 0, "highlight_count": 0})
+        after = await self.send(self.alice, {"msgtype": "m.text", "body": "after"})
+        self.assertEqual(await self.counts(self.frank), {"notification_count": 1, "highlight_count": 0})
+        listed = [n["event"]["event_id"] for n in await self.notifications(self.frank)]
+        self.assertEqual(listed[0], after)
+        self.assertNotIn(away, listed)
+        self.assertEqual(await self.counts(ivan), {"notification_count": 2, "highlight_count": 0})
+        self.assertEqual([n["event"]["event_id"] for n in await self.notifications(ivan)], [after, away])
+        self.assertEqual(await self.counts(self.carol), {"notification_count": 3, "highlight_count": 0})

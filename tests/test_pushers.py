@@ -185,6 +185,28 @@ class PusherHttpOnlyTests(PusherTestCase):
 
 
 class DeliveryTests(PusherTestCase):
+    async def test_badge_counts_only_rooms_the_user_is_in(self) -> None:
+        """``counts.unread`` (push-gateway-api) is the unread notifications of the rooms the
+        user is in: a room they left stops counting, its unread messages with it."""
+        await self.set_pusher(self.alice, self.pusher_body())
+        await self.send_message(self.bob, self.room, "one")
+        other = await self.create_room(self.bob, preset="public_chat")
+        await self.join(self.alice, other)
+        await self.join(await self.register("carol"), other)
+        # a mention: alice's result differs from carol's, so it is a row of her own
+        code, body = await self.post(
+            f"{C}/rooms/{q(other)}/send/m.room.message",
+            {"msgtype": "m.text", "body": "two", "m.mentions": {"user_ids": [self.alice.user_id]}},
+            self.bob,
+        )
+        self.assertEqual(code, 200, body)
+        received = await self.gateway.wait_for(2)
+        self.assertEqual([n["counts"] for n in self.gateway.messages()], [{"unread": 1}, {"unread": 2}], received)
+        await self.leave(self.alice, other)
+        await self.send_message(self.bob, self.room, "three")
+        await self.gateway.wait_for(3)
+        self.assertEqual(self.gateway.messages()[-1]["counts"], {"unread": 2})
+
     async def test_message_is_pushed_with_every_field(self) -> None:
         await self.set_state(self.alice, self.room, "m.room.name", {"name": "Kitchen"})
         await self.set_pusher(self.alice, self.pusher_body(extra="x"))

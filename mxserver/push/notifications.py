@@ -4,8 +4,10 @@ A reader of the room event stream like sync and the federation sender (never a w
 of room state). For each timeline event it works out the local users who can see it
 (the room's joined local members, and the invitee of an invite), shares the event's
 facts across them (:class:`~mxserver.push.evaluator.EventFacts`), runs each user's
-compiled rules, and stores the notifying results with its stream position in one
-transaction. After a restart it catches up from that position, so an event persisted
+compiled rules, and stores the results with its stream position: by exception, one
+default per event for the members who share the most common result and a row for each
+user who differs (:mod:`mxserver.storage.push_actions`), so a message into a big room
+costs one row, not one per member. After a restart it catches up from that position, so an event persisted
 just before a crash is still evaluated, once.
 
 /sync asks :meth:`NotificationReader.wait_for` before counting, so the counts it shows
@@ -14,6 +16,7 @@ always include the events it shows.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
@@ -25,7 +28,7 @@ from twisted.logger import Logger
 from mxserver.events.model import Event
 from mxserver.push.evaluator import CompiledRules, EventFacts, evaluate_many, highlights, notifies
 from mxserver.rooms.power_levels import get_user_power_level
-from mxserver.storage.push_actions import MAIN_THREAD, PushActionRow, PushActionsStore, UnreadCounts
+from mxserver.storage.push_actions import MAIN_THREAD, PushActionRow, PushActionsStore, PushDefault, UnreadCounts
 from mxserver.streams import RoomEventStream
 
 log = Logger()
@@ -45,6 +48,9 @@ PERSIST_EVERY = 1000
 WAIT_TIMEOUT_S = 10.0
 
 StateKey = tuple[str, str]
+
+#: the actions stored for a user the event's default would notify but who is not notified
+_NO_ACTIONS: list[Any] = []
 
 
 class RoomState(Protocol):
@@ -214,17 +220,23 @@ class NotificationReader:
 
     async def _process(self, events: Sequence[Event], upto: int) -> None:
         rows: list[PushActionRow] = []
+        defaults: list[PushDefault] = []
+        users: set[str] = set()
         for event in events:
             try:
-                rows.extend(await self._evaluate(event))
+                event_rows, default, notified = await self._evaluate(event)
             except Exception:
                 # One bad event must not stop every later notification.
                 log.failure("push evaluation of {event_id} failed", event_id=event.event_id)
-        if rows or upto - self._persisted >= PERSIST_EVERY:
-            await self._store.record(READER_NAME, upto, rows)
+                continue
+            rows.extend(event_rows)
+            if default is not None:
+                defaults.append(default)
+            users.update(notified)
+        if rows or defaults or upto - self._persisted >= PERSIST_EVERY:
+            await self._store.record(READER_NAME, upto, rows, defaults)
             self._persisted = upto
-            if rows:
-                users = {r.user_id for r in rows}
+            if users:
                 for fn in self._listeners:
                     try:
                         fn(users)
@@ -247,7 +259,8 @@ class NotificationReader:
     def _is_local(self, user_id: str) -> bool:
         return user_id.endswith(self._suffix)
 
-    async def _recipients(self, event: Event) -> list[str]:
+    async def _recipients(self, event: Event) -> tuple[Collection[str], list[str]]:
+        """The room's joined members, and the local users the event may notify."""
         members = await self._members(event.room_id)
         recipients = {u for u in members if self._is_local(u)}
         if event.type == "m.room.member" and event.content.get("membership") == "invite":
@@ -255,7 +268,7 @@ class NotificationReader:
             if isinstance(target, str) and self._is_local(target):
                 recipients.add(target)
         recipients.discard(event.sender)  # own events never notify (§Push Rules)
-        return sorted(recipients)
+        return members, sorted(recipients)
 
     async def _compiled(self, user_ids: Sequence[str]) -> dict[str, CompiledRules]:
         """Every user's compiled rules; those not in memory read in one transaction."""
@@ -278,44 +291,69 @@ class NotificationReader:
                 self._rules.popitem(last=False)
         return out
 
-    async def _evaluate(self, event: Event) -> list[PushActionRow]:
+    async def _evaluate(self, event: Event) -> tuple[list[PushActionRow], PushDefault | None, Collection[str]]:
+        """The event's stored results (own rows, and the default if most members share one)
+        and the users it notifies."""
+        nothing: tuple[list[PushActionRow], PushDefault | None, Collection[str]] = ([], None, ())
         meta = event.metadata
         if meta.stream_ordering is None or meta.stream_ordering <= 0 or meta.rejected_reason or meta.soft_failed:
-            return []
-        recipients = await self._recipients(event)
+            return nothing
+        members, recipients = await self._recipients(event)
         if recipients and event.get("state_key") is None:
             # modules/ignore_users.md: an ignored sender's events do not reach the client (state
             # events do), so they must not count or push either.
             ignored = await self._ignored_users(recipients)
             recipients = [u for u in recipients if event.sender not in ignored.get(u, ())]
         if not recipients:
-            return []
+            return nothing
         room = await self._events.get_room(event.room_id)
         if room is None:
-            return []
+            return nothing
         compiled = await self._compiled(recipients)
-        facts = await self._facts(event, recipients, compiled)
+        facts = await self._facts(event, members, recipients, compiled)
         thread = thread_of(event)
         ts = int(event.get("origin_server_ts", 0) or 0)
-        rows = []
-        # Users share action lists (one per matching rule): judge each list once.
-        judged: dict[int, tuple[bool, bool]] = {}
+        # Users share action lists (one per matching rule): judge each list once. Notified
+        # users are grouped by what their actions say (equal lists from different rules too).
+        judged: dict[int, tuple[bool, bool, str]] = {}
+        groups: dict[str, tuple[list[Any], list[str]]] = {}
+        notified: list[str] = []
         for user_id, actions in evaluate_many(compiled, facts, recipients).items():
             if actions is None:
                 continue
             verdict = judged.get(id(actions))
             if verdict is None:
-                verdict = judged[id(actions)] = (notifies(actions), highlights(actions))
+                verdict = judged[id(actions)] = (notifies(actions), highlights(actions), _key(actions))
             if verdict[0]:
-                rows.append(
-                    PushActionRow(
-                        user_id, room.room_nid, meta.stream_ordering, event.event_id, thread, verdict[1], actions, ts
-                    )
-                )
-        return rows
+                groups.setdefault(verdict[2], (actions, []))[1].append(user_id)
+                notified.append(user_id)
+        if not notified:
+            return nothing
+        order = meta.stream_ordering
 
-    async def _facts(self, event: Event, recipients: list[str], compiled: Mapping[str, CompiledRules]) -> EventFacts:
-        members = await self._members(event.room_id)
+        def row(user_id: str, actions: list[Any], notify: bool = True) -> PushActionRow:
+            highlight = judged[id(actions)][1] if notify else False
+            return PushActionRow(user_id, room.room_nid, order, event.event_id, thread, highlight, actions, ts, notify)
+
+        # The default covers the joined local members (its sender aside): the largest group
+        # among them, if it is most of them. Everyone who differs gets a row of their own.
+        local_members = {u for u in members if self._is_local(u)}
+        local_members.discard(event.sender)
+        key, (actions, group) = max(groups.items(), key=lambda g: len(g[1][1]))
+        in_group = set(group) & local_members
+        if 2 * len(in_group) <= len(local_members):
+            return [row(u, a) for a, users in groups.values() for u in users], None, notified
+        rows = [row(u, a) for k, (a, users) in groups.items() if k != key for u in users]
+        rows += [row(u, actions) for u in group if u not in local_members]  # an invitee
+        rows += [row(u, _NO_ACTIONS, notify=False) for u in sorted(local_members.difference(notified))]
+        default = PushDefault(
+            room.room_nid, order, event.event_id, event.sender, thread, judged[id(actions)][1], actions, ts
+        )
+        return rows, default, notified
+
+    async def _facts(
+        self, event: Event, members: Collection[str], recipients: list[str], compiled: Mapping[str, CompiledRules]
+    ) -> EventFacts:
         keys: list[StateKey] = [("m.room.power_levels", ""), ("m.room.create", "")]
         wants_names = [u for u in recipients if compiled[u].needs_display_name]
         keys.extend(("m.room.member", u) for u in wants_names)
@@ -375,6 +413,11 @@ class NotificationReader:
 
         d.addCallback(stop_timer)
         return d
+
+
+def _key(actions: list[Any]) -> str:
+    """Actions as a comparable value (lists from different rules may say the same)."""
+    return json.dumps(actions, sort_keys=True)
 
 
 def _sender_power(event: Event, state: Mapping[StateKey, Event]) -> tuple[float, Mapping[str, Any]]:

@@ -5,7 +5,8 @@ DESIGN.md §Destinations): one request in flight, exponential backoff with jitte
 in its ``pushers`` row, a retry timer. What it sends comes from the database, not from
 memory, so the backlog is bounded by nothing in RAM and survives restarts:
 
-- the **queue** is the user's unread ``event_push_actions`` rows after the pusher's
+- the **queue** is the user's unread notifications
+  (:func:`~mxserver.storage.push_actions.user_notifications_sql`) after the pusher's
   persisted position (``last_stream_ordering``), read a page at a time; the position
   moves past a notification once the gateway took it (or refused it for good);
 - the **subscription** is :class:`~mxserver.push.notifications.NotificationReader`'s

@@ -1,5 +1,5 @@
 """SQL for pushers (schema 0021) and the reads pushers and ``/notifications`` make of
-``event_push_actions`` (schema 0020).
+notifications (schemas 0020, 0022).
 
 Which notifications count as read is decided here exactly as for /sync's unread counts
 (:mod:`mxserver.storage.push_actions`): a notification is read once the user's unthreaded
@@ -16,7 +16,7 @@ import attrs
 from twisted.internet.defer import Deferred
 
 from mxserver.storage.database import Database, Txn
-from mxserver.storage.push_actions import READ_RECEIPT_TYPES
+from mxserver.storage.push_actions import READ_RECEIPT_TYPES, user_notifications_args, user_notifications_sql
 from mxserver.storage.receipts import UNTHREADED
 
 _COLUMNS = (
@@ -199,10 +199,10 @@ class PusherStore:
         def txn(t: Txn) -> list[PendingNotification]:
             rows = t.query(
                 "SELECT a.stream_ordering, a.event_id, rm.room_id, a.actions, a.highlight"
-                " FROM event_push_actions a JOIN rooms rm ON rm.room_nid = a.room_nid"
-                f" WHERE a.user_id = ? AND a.stream_ordering > ? AND a.stream_ordering > {_READ_UPTO}"
+                f" FROM ({user_notifications_sql()}) a JOIN rooms rm ON rm.room_nid = a.room_nid"
+                f" WHERE a.stream_ordering > ? AND a.stream_ordering > {_READ_UPTO}"
                 " ORDER BY a.stream_ordering LIMIT ?",
-                (user_id, after, *_READ_ARGS, limit),
+                (*user_notifications_args(user_id), after, *_READ_ARGS, limit),
             )
             return [PendingNotification(int(r[0]), r[1], r[2], json.loads(r[3]), bool(r[4])) for r in rows]
 
@@ -213,8 +213,10 @@ class PusherStore:
 
         def txn(t: Txn) -> int:
             row = t.query_one(
-                f"SELECT COUNT(*) FROM event_push_actions a WHERE a.user_id = ? AND a.stream_ordering > {_READ_UPTO}",
-                (user_id, *_READ_ARGS),
+                f"SELECT COUNT(*) FROM ({user_notifications_sql()}) a WHERE a.stream_ordering > {_READ_UPTO}"
+                # Rooms the user left count no more (their badge is about rooms they are in).
+                " AND a.room_nid IN (SELECT m.room_nid FROM room_memberships m WHERE m.user_id = ? AND m.membership = ?)",
+                (*user_notifications_args(user_id), *_READ_ARGS, user_id, "join"),
             )
             return int(row[0]) if row else 0
 
@@ -229,11 +231,17 @@ class PusherStore:
             rows = t.query(
                 "SELECT a.stream_ordering, a.event_id, rm.room_id, a.actions, a.ts,"
                 f" CASE WHEN a.stream_ordering <= {_READ_UPTO} THEN 1 ELSE 0 END"
-                " FROM event_push_actions a JOIN rooms rm ON rm.room_nid = a.room_nid"
-                " WHERE a.user_id = ? AND a.stream_ordering < ?"
+                f" FROM ({user_notifications_sql()}) a JOIN rooms rm ON rm.room_nid = a.room_nid"
+                " WHERE a.stream_ordering < ?"
                 + (" AND a.highlight = ?" if only_highlight else "")
                 + " ORDER BY a.stream_ordering DESC LIMIT ?",
-                (*_READ_ARGS, user_id, before if before is not None else 2**62, *((True,) if only_highlight else ()), limit),
+                (
+                    *_READ_ARGS,
+                    *user_notifications_args(user_id),
+                    before if before is not None else 2**62,
+                    *((True,) if only_highlight else ()),
+                    limit,
+                ),
             )
             return [NotificationEntry(int(r[0]), r[1], r[2], json.loads(r[3]), int(r[4]), bool(r[5])) for r in rows]
 
