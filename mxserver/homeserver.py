@@ -465,7 +465,7 @@ class Homeserver(service.MultiService):
 
         In this order: the directory (aliases), membership (resolves aliases through the
         directory), creation and upgrades (both use membership and the directory), sending
-        (checks canonical aliases with the directory), reading history, the space hierarchy.
+        (checks canonical aliases with the directory), reading history and relations, the space hierarchy.
         """
         from mxserver.room_handlers.creation import RoomCreationHandler
         from mxserver.room_handlers.directory import DirectoryHandler
@@ -474,11 +474,13 @@ class Homeserver(service.MultiService):
         from mxserver.room_handlers.history import HistoryHandler
         from mxserver.room_handlers.membership import MembershipHandler
         from mxserver.room_handlers.messages import MessageHandler
+        from mxserver.room_handlers.relations import RelationsHandler
         from mxserver.room_handlers.upgrade import RoomUpgradeHandler
         from mxserver.rooms.visibility import HistoryVisibility
         from mxserver.storage.directory import DirectoryStore
         from mxserver.storage.history import HistoryStore
         from mxserver.storage.memberships import MembershipStore
+        from mxserver.storage.relations import RelationsStore
 
         rooms, server_name = self.room_server, self.server_name
         remote_rooms = self.remote_rooms
@@ -532,6 +534,13 @@ class Homeserver(service.MultiService):
             self.history_visibility,
             self.event_serializer,
             self.backfiller,
+        )
+        self.relations = RelationsHandler(
+            rooms,
+            self.event_store,
+            RelationsStore(self.db, self.event_store),
+            self.history_visibility,
+            self.event_serializer,
         )
         self.hierarchy = HierarchyHandler(
             rooms,
@@ -828,11 +837,12 @@ class Homeserver(service.MultiService):
         ]
 
     def _room_servlets(self) -> list[Any]:
-        from mxserver.api.client import directory, hierarchy, membership, room_events, rooms_create
+        from mxserver.api.client import directory, hierarchy, membership, relations, room_events, rooms_create
 
         auth = self.auth
         return [
             room_events.RoomEventsServlet(auth, self.room_messages, self.room_history),
+            relations.RelationsServlet(auth, self.relations),
             rooms_create.CreateRoomServlet(auth, self.room_creation, self.room_upgrade),
             membership.MembershipServlet(auth, self.room_membership),
             directory.DirectoryServlet(auth, self.directory, self.config.room_directory),

@@ -185,23 +185,7 @@ class HistoryHandler:
     # -- single events ---------------------------------------------------------------------------
 
     async def _visible_event(self, user_id: str, room_id: str, event_id: str) -> tuple[Event, RoomAccess]:
-        """The event if it is in the room's timeline and the user may see it, else M_NOT_FOUND."""
-        access = await self.visibility.room_access(user_id, room_id)
-        event = await self.events.get_event(event_id)
-        if (
-            not access.can_read
-            or event is None
-            or event.room_id != room_id
-            or event.rejected
-            or event.metadata.soft_failed
-            or event.metadata.stream_ordering is None
-        ):
-            raise not_found("Event not found")
-        # as the user may see it (an erased sender's event may come redacted)
-        visible = await self.visibility.filter_events_for_user(user_id, [event])
-        if not visible:
-            raise not_found("Event not found")
-        return visible[0], access
+        return await self.visibility.visible_timeline_event(user_id, room_id, event_id)
 
     async def get_event(self, requester: Requester, room_id: str, event_id: str) -> dict[str, Any]:
         event, _ = await self._visible_event(requester.user_id, room_id, event_id)

@@ -129,6 +129,26 @@ class HistoryVisibility:
             world_readable=history_visibility_of(state.get(HISTORY_VISIBILITY_KEY)) == WORLD_READABLE,
         )
 
+    async def visible_timeline_event(self, user_id: str, room_id: str, event_id: str) -> tuple[Event, RoomAccess]:
+        """The event, as the user may see it, and their access to its room, if it is in the room's
+        timeline and the user may see it; M_NOT_FOUND otherwise (GET /event, /context, /relations)."""
+        access = await self.room_access(user_id, room_id)
+        event = await self.events.get_event(event_id)
+        if (
+            not access.can_read
+            or event is None
+            or event.room_id != room_id
+            or event.rejected
+            or event.metadata.soft_failed
+            or event.metadata.stream_ordering is None
+        ):
+            raise not_found("Event not found")
+        # as the user may see it (an erased sender's event may come redacted)
+        visible = await self.filter_events_for_user(user_id, [event])
+        if not visible:
+            raise not_found("Event not found")
+        return visible[0], access
+
     async def can_see_event(self, user_id: str, event: Event) -> bool:
         return bool(await self.filter_events_for_user(user_id, [event]))
 

@@ -24,6 +24,7 @@ import attrs
 
 from mxserver.storage.database import Database, Txn
 from mxserver.storage.events import EventStore, PersistItem
+from mxserver.storage.relations import place_relation_txn
 from mxserver.storage.state import NewSnapshot, StateStore
 
 #: how many of a room's earliest timeline events are looked at for unknown prev events
@@ -149,6 +150,8 @@ class BackfillStore:
                 (p.stream_ordering, p.state_before, p.state_after, p.replaces_state, p.rejected_reason, False,
                  p.event_id, True),
             )
+            if txn.rowcount:
+                place_relation_txn(txn, p.event_id)
         for event_id, redaction_id in redactions:
             txn.execute(
                 "UPDATE events SET redacted_by = ? WHERE event_id = ? AND redacted_by IS NULL", (redaction_id, event_id)

@@ -1,8 +1,8 @@
 """SQL for rooms and events: reading events, and persisting batches of them.
 
 Persisting is one transaction per batch: events, DAG edges, state snapshots,
-current state, memberships, forward extremities and client transaction IDs
-all commit together or not at all. Only the room server calls the write
+current state, memberships, forward extremities, client transaction IDs and
+the relationship index all commit together or not at all. Only the room server calls the write
 side (DESIGN.md: the room server is the only writer of room state).
 """
 
@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from mxserver.events.model import Event, EventMetadata
 from mxserver.events.versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from mxserver.storage.database import Database, Txn
+from mxserver.storage.relations import write_relation_txn
 from mxserver.storage.state import NewSnapshot, StateKey, StateStore
 
 
@@ -370,6 +371,11 @@ class EventStore:
                 "INSERT INTO event_edges (event_nid, prev_event_id) VALUES (?, ?)",
                 [(item.event_nid, p) for p in dict.fromkeys(ev.prev_event_ids)],
             )
+            if item.stream_ordering is not None and meta.rejected_reason is None and not meta.soft_failed:
+                # Only timeline events are related children (outliers are not in the timeline).
+                write_relation_txn(
+                    txn, ev.event_id, room.room_nid, ev.type, ev.sender, ev.content, item.stream_ordering
+                )
             if item.snapshot is not None:
                 self.state.write_txn(txn, item.snapshot, event_nids)
             for snap in item.extra_snapshots:

@@ -3,6 +3,8 @@
 Schema files live in ``mxserver/storage/schema/NNNN_name.sql``; the database
 records the highest version applied. Each file is applied in its own
 transaction, so a crash mid-migration leaves the previous version intact.
+A version may add a data step in Python (``_DATA_STEPS``), for what portable
+SQL cannot do (reading event JSON); it runs in the same transaction.
 A database newer than this code is refused: running old code on it could
 corrupt data the newer code relies on.
 """
@@ -10,10 +12,18 @@ corrupt data the newer code relies on.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
 from mxserver.storage.dialect import Dialect
+from mxserver.storage.relations import index_existing_relations
+
+#: data steps that portable SQL cannot express, run after the schema file of their version in
+#: the same transaction: ``version -> fn(connection, dialect)``
+_DATA_STEPS: dict[int, Callable[[Any, Dialect], None]] = {
+    23: index_existing_relations,
+}
 
 
 class SchemaError(Exception):
@@ -49,8 +59,9 @@ def current_version(cursor: Any) -> int:
     return row[0] if row else 0
 
 
-def prepare_database(conn: Any, dialect: Dialect) -> int:
-    """Bring a DB-API connection's schema up to date; returns the version now in place."""
+def prepare_database(conn: Any, dialect: Dialect, up_to: int | None = None) -> int:
+    """Bring a DB-API connection's schema up to date (or up to version ``up_to``, for tests of
+    one migration); returns the version now in place."""
     cursor = conn.cursor()
     version = current_version(cursor)
     conn.commit()
@@ -61,7 +72,7 @@ def prepare_database(conn: Any, dialect: Dialect) -> int:
             "upgrade mxserver or restore a matching backup"
         )
     for number, name, sql in available_migrations():
-        if number <= version:
+        if number <= version or (up_to is not None and number > up_to):
             continue
         try:
             if dialect.name == "sqlite":
@@ -69,6 +80,9 @@ def prepare_database(conn: Any, dialect: Dialect) -> int:
                 cursor.execute("BEGIN")
             for statement in _statements(dialect.schema(sql)):
                 cursor.execute(statement)
+            step = _DATA_STEPS.get(number)
+            if step is not None:
+                step(conn, dialect)
             cursor.execute("DELETE FROM schema_version")
             cursor.execute(dialect.translate("INSERT INTO schema_version (version) VALUES (?)"), (number,))
             conn.commit()
