@@ -190,6 +190,7 @@ class DeliveryTests(PusherTestCase):
         user is in: a room they left stops counting, its unread messages with it."""
         await self.set_pusher(self.alice, self.pusher_body())
         await self.send_message(self.bob, self.room, "one")
+        await self.gateway.wait_for(1)  # counted before "two" exists
         other = await self.create_room(self.bob, preset="public_chat")
         await self.join(self.alice, other)
         await self.join(await self.register("carol"), other)
