@@ -26,6 +26,7 @@ from mxserver.accounts.auth import Auth
 from mxserver.accounts.devices import DeviceHandler, DeviceHooks
 from mxserver.accounts.erasure import ErasedUsers
 from mxserver.accounts.login import LoginHandler
+from mxserver.accounts.openid import OpenIdTokens
 from mxserver.accounts.passwords import PasswordHasher
 from mxserver.accounts.protocols import LoginFlow
 from mxserver.accounts.registration import RegistrationHandler, UserRegistrar
@@ -51,6 +52,7 @@ from mxserver.rooms.room_server import RoomServer
 from mxserver.storage.accounts import AccountStore
 from mxserver.storage.events import EventStore
 from mxserver.storage.migrations import prepare_database
+from mxserver.storage.openid import OpenIdStore
 from mxserver.storage.room_members import RoomMembersStore
 from mxserver.storage.server_keys import ServerKeyStore
 from mxserver.storage.state import StateStore
@@ -213,6 +215,7 @@ class Homeserver(service.MultiService):
         self.shared_secret_registration = SharedSecretRegistration(
             config.registration, self.server_name, self.registrar, self.devices, self.clock
         )
+        self.openid_tokens = OpenIdTokens(self.server_name, OpenIdStore(self.db), self.clock)
 
     def _build_federation_transport(self) -> None:
         """Outbound requests, server keys, inbound request signatures, remote queries."""
@@ -819,7 +822,7 @@ class Homeserver(service.MultiService):
         return {api: build_app(self.servlets(api)).resource() for api in ("client", "federation", "media")}
 
     def _account_servlets(self) -> list[Any]:
-        from mxserver.api.client import account, admin, devices, federation_admin, login, register, versions
+        from mxserver.api.client import account, admin, devices, federation_admin, login, openid, register, versions
 
         return [
             versions.VersionsServlet(
@@ -831,6 +834,7 @@ class Homeserver(service.MultiService):
             register.RegisterServlet(self.registration),
             login.LoginServlet(self.auth, self.login),
             account.AccountServlet(self.auth, self.account),
+            openid.OpenIdServlet(self.auth, self.openid_tokens, self.ratelimit_login),
             devices.DevicesServlet(self.auth, self.devices),
             admin.AdminRegisterServlet(self.shared_secret_registration),
             federation_admin.FederationAdminServlet(self.auth, self.accounts, self.federation_sender),
@@ -894,7 +898,17 @@ class Homeserver(service.MultiService):
         return [AuthenticatedMediaServlet(self.auth, self.media_repository, self.url_previewer, self.config.media)]
 
     def _federation_servlets(self) -> list[Any]:
-        from mxserver.api.federation import events, hierarchy, keys, membership, query, transactions, user_keys, version
+        from mxserver.api.federation import (
+            events,
+            hierarchy,
+            keys,
+            membership,
+            openid,
+            query,
+            transactions,
+            user_keys,
+            version,
+        )
         from mxserver.api.media.federation import FederationMediaServlet
 
         return [
@@ -909,6 +923,7 @@ class Homeserver(service.MultiService):
             ),
             hierarchy.FederationHierarchyServlet(self.federation_auth, self.hierarchy),
             FederationMediaServlet(self.federation_auth, self.media_repository, self.server_name),
+            openid.OpenIdUserInfoServlet(self.openid_tokens),
         ]
 
     def _media_servlets(self) -> list[Any]:
