@@ -180,6 +180,12 @@ class RoomTrafficTests(_Helpers):
             return bool(entry and entry["backing_off"])
 
         await self.wait_until(a_backs_off, "A backing off from B")
+        # Again, now that nothing is in flight: a transaction that was under way when B stopped
+        # (so its connection was not idle, and not closed above) put its connection back in the
+        # pool afterwards, and every retry then reached the stopped B, which answers 503 "Server
+        # is starting" for ever (seen once in a fresh-clone run). A real stopped process takes
+        # that connection with it.
+        await self.a.hs.federation_client.pool.closeCachedConnections()
         hs = Homeserver(config, reactor)
         hs.startService()
         self.addCleanup(hs.stopService)
