@@ -17,7 +17,7 @@ Pagination tokens are room-stream positions, ``s<position>``, standing
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from mxserver.accounts.auth import Requester
@@ -38,6 +38,39 @@ EMPTY_FILTER = RoomEventFilter()
 MAX_LIMIT = 1000
 #: /messages queries at most this many batches to fill a page that filtering thinned out
 MAX_PAGE_QUERIES = 3
+
+
+async def page_visible(
+    fetch: Callable[[int, int], Awaitable[list[Event]]],
+    keep: Callable[[list[Event]], Awaitable[list[Event]]],
+    from_pos: int,
+    to_pos: int | None,
+    backwards: bool,
+    limit: int,
+) -> tuple[list[Event], int, bool]:
+    """Page through stream positions: ``fetch(pos, n)`` gives up to ``n`` events after ``pos``
+    in the paging direction, ``keep`` drops those the user may not see; a page short of
+    ``limit`` after filtering is topped up, at most :data:`MAX_PAGE_QUERIES` reads.
+
+    ``(events kept, position after the last one scanned, whether more may follow)``.
+    """
+    chunk: list[Event] = []
+    pos = from_pos
+    for _ in range(MAX_PAGE_QUERIES):
+        want = limit - len(chunk)
+        if to_pos is not None and (pos <= to_pos if backwards else pos >= to_pos):
+            return chunk, pos, False
+        batch = await fetch(pos, want + 1)
+        more = len(batch) > want
+        batch = batch[:want]
+        if batch:
+            last = batch[-1].metadata.stream_ordering
+            assert last is not None
+            pos = last - 1 if backwards else last
+        chunk += await keep(batch)
+        if not more or len(chunk) >= limit:
+            return chunk, pos, more
+    return chunk, pos, True
 #: timestamp_to_event looks at this many candidates for one the user may see
 TIMESTAMP_CANDIDATES = 20
 
@@ -204,25 +237,15 @@ class HistoryHandler:
         filt: RoomEventFilter,
     ) -> tuple[list[Event], int, bool]:
         """``(events the user may see, position after the last one scanned, whether more may follow)``."""
-        chunk: list[Event] = []
-        pos = from_pos
         conditions = filt.sql_conditions()
-        for _ in range(MAX_PAGE_QUERIES):
-            want = limit - len(chunk)
-            if to_pos is not None and (pos <= to_pos if backwards else pos >= to_pos):
-                return chunk, pos, False
-            batch = await self.store.page(room.room_nid, pos, to_pos, backwards, want + 1, conditions)
-            more = len(batch) > want
-            batch = batch[:want]
-            if batch:
-                last = batch[-1].metadata.stream_ordering
-                assert last is not None
-                pos = last - 1 if backwards else last
-            batch = filt.filter_events(batch)
-            chunk += await self.visibility.filter_events_for_user(user_id, batch)
-            if not more or len(chunk) >= limit:
-                return chunk, pos, more
-        return chunk, pos, True
+
+        async def fetch(pos: int, n: int) -> list[Event]:
+            return await self.store.page(room.room_nid, pos, to_pos, backwards, n, conditions)
+
+        async def keep(batch: list[Event]) -> list[Event]:
+            return await self.visibility.filter_events_for_user(user_id, filt.filter_events(batch))
+
+        return await page_visible(fetch, keep, from_pos, to_pos, backwards, limit)
 
     async def messages(
         self,

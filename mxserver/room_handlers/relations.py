@@ -20,6 +20,7 @@ from mxserver.accounts.auth import Requester
 from mxserver.errors import invalid_param
 from mxserver.events.model import Event
 from mxserver.room_handlers.event_serializer import EventSerializer
+from mxserver.room_handlers.history import page_visible
 from mxserver.rooms.api import ReaderRooms
 from mxserver.rooms.visibility import HistoryVisibility
 from mxserver.storage.events import EventStore
@@ -32,7 +33,6 @@ MAX_LIMIT = 1000
 #: relations.yaml `recurse`: "Homeservers SHOULD traverse at least 3 levels of relationships"
 RECURSION_DEPTH = 3
 #: a page queries at most this many batches to fill up what the visibility filter thinned out
-MAX_PAGE_QUERIES = 3
 
 
 class RelationsHandler:
@@ -117,20 +117,11 @@ class RelationsHandler:
         limit: int,
     ) -> tuple[list[Event], int, bool]:
         """``(children the user may see, position after the last one scanned, whether more may follow)``."""
-        chunk: list[Event] = []
-        pos = from_pos
-        for _ in range(MAX_PAGE_QUERIES):
-            want = limit - len(chunk)
-            if to_pos is not None and (pos <= to_pos if backwards else pos >= to_pos):
-                return chunk, pos, False
-            batch = await self.store.children(room_nid, parent_id, filt, pos, to_pos, backwards, want + 1)
-            more = len(batch) > want
-            batch = batch[:want]
-            if batch:
-                last = batch[-1].metadata.stream_ordering
-                assert last is not None
-                pos = last - 1 if backwards else last
-            chunk += await self.visibility.filter_events_for_user(user_id, batch)
-            if not more or len(chunk) >= limit:
-                return chunk, pos, more
-        return chunk, pos, True
+
+        async def fetch(pos: int, n: int) -> list[Event]:
+            return await self.store.children(room_nid, parent_id, filt, pos, to_pos, backwards, n)
+
+        async def keep(batch: list[Event]) -> list[Event]:
+            return await self.visibility.filter_events_for_user(user_id, batch)
+
+        return await page_visible(fetch, keep, from_pos, to_pos, backwards, limit)
