@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import REGISTRY
-
 from mxserver.federation.remote_rooms import q
 from tests.harness import C, TwoServerTestCase
+from tests.harness.metrics import federation_requests
 from tests.test_federation_joins import FederationTestMixin
 
 #: server A's config, for the tests that need it to differ
@@ -26,12 +25,7 @@ A_CONFIG: dict[str, dict[str, Any]] = {
 
 
 def missing_events_requests() -> float:
-    """get_missing_events requests sent in this process, answered or not (the outbound metric)."""
-    total = 0.0
-    for outcome in ("ok", "error"):
-        labels = {"endpoint": "/_matrix/federation/v1/get_missing_events", "outcome": outcome}
-        total += REGISTRY.get_sample_value("mxserver_federation_client_requests_total", labels) or 0.0
-    return total
+    return federation_requests("/_matrix/federation/v1/get_missing_events")
 
 
 class RejoinGapTests(FederationTestMixin, TwoServerTestCase):

@@ -6,22 +6,17 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from prometheus_client import REGISTRY
 from twisted.trial import unittest
 
 from mxserver.room_handlers.hierarchy import child_sort_key, clean_summary, ordered_children
 from tests.harness import HomeserverTestCase, InboundTestCase, TestUser, TwoServerTestCase, q
+from tests.harness.metrics import federation_requests
 
 V1 = "/_matrix/client/v1"
 
 
 def hierarchy_requests() -> float:
-    """Outbound federation /hierarchy requests made in this process, answered or not (the metric)."""
-    total = 0.0
-    for outcome in ("ok", "error"):
-        labels = {"endpoint": "/_matrix/federation/v1/hierarchy", "outcome": outcome}
-        total += REGISTRY.get_sample_value("mxserver_federation_client_requests_total", labels) or 0.0
-    return total
+    return federation_requests("/_matrix/federation/v1/hierarchy")
 
 
 class HierarchyMixin:
