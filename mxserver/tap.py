@@ -8,13 +8,16 @@ the key path, and no traceback.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
 from twisted.logger import ILogObserver
 from twisted.python import usage
 
 from mxserver.config import ConfigError, HomeserverConfig, ListenerConfig, load_config
+
+if TYPE_CHECKING:
+    from mxserver.homeserver import Homeserver
 
 #: what a bare --listen HOST:PORT serves
 DEFAULT_RESOURCES = ["client", "federation", "media"]
@@ -76,9 +79,20 @@ class _TwistdRoot(service.MultiService):
     config (level, file, format) takes effect instead of twistd's defaults.
     """
 
-    def __init__(self, observer: Any) -> None:
+    def __init__(self, observer: Any, hs: Homeserver | None = None) -> None:
         super().__init__()
         self._observer = observer
+        self._hs = hs
+
+    def startService(self) -> None:
+        super().startService()
+        if self._hs is not None:
+            from mxserver.memory import freeze_startup_heap
+
+            # Start-up's objects live as long as the process: out of the collector's way
+            # once the server is ready (see mxserver.memory).
+            # A failed start is reported (and stops the reactor) where it happens.
+            self._hs.when_ready().addCallbacks(lambda _: freeze_startup_heap(), lambda _: None)
 
     def setServiceParent(self, parent: Any) -> None:
         if self._observer is not None and hasattr(parent, "setComponent"):
@@ -107,8 +121,8 @@ def makeService(options: dict[str, Any]) -> service.IService:
     parent = getattr(options, "parent", None)
     daemonised = parent is not None and not parent.get("nodaemon", True)
     observer = None if daemonised and config.log.path is None else make_observer(config.log)
-    root = _TwistdRoot(observer)
     hs = Homeserver(config)
     hs.stop_reactor_on_failure = True
+    root = _TwistdRoot(observer, hs)
     hs.setServiceParent(root)
     return root

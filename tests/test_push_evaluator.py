@@ -17,6 +17,7 @@ from mxserver.push.evaluator import (
     evaluate_many,
     glob_matches,
     highlights,
+    needs_display_names,
     notifies,
     parse_path,
     tweaks,
@@ -271,6 +272,30 @@ class SharedEvaluationTests(unittest.SynchronousTestCase):
             kw: dict[str, Any] = {"members": members, "power": power, "display_name": self.NAMES.get}
             alone = {u: evaluate(compiled[u], facts(event, **kw), u) for u in self.USERS}
             self.assertEqual(evaluate_many(compiled, facts(event, **kw), self.USERS), alone, event)
+            # As the push reader does it: names read only for those needs_display_names names.
+            lazy = facts(event, **{**kw, "display_name": lambda u: None})
+            wanted = set(needs_display_names(compiled, lazy, self.USERS))
+            lazy.display_name = {u: n for u, n in self.NAMES.items() if u in wanted}.get
+            self.assertEqual(evaluate_many(compiled, lazy, self.USERS), alone, event)
+
+    def test_names_are_asked_only_where_a_rule_may_use_them(self) -> None:
+        users = [f"@u{i}:example.org" for i in range(11, 30)]
+        named = "@named:example.org"
+        name_rule = {"rule_id": "name", "enabled": True, "conditions": [{"kind": "contains_display_name"}], "actions": ["notify"]}
+        compiled = {u: CompiledRules.from_ruleset(default_ruleset(u), u) for u in users}
+        compiled[named] = CompiledRules.from_ruleset(default_ruleset(named, {"override": [name_rule]}), named)
+        everyone = [*users, named]
+        # The default rules never ask for a name; a user's own contains_display_name rule does.
+        self.assertEqual(needs_display_names(compiled, facts(message("hello")), everyone), [named])
+        result = evaluate_many(compiled, facts(message("hi Nemo"), display_name={named: "nemo"}.get), everyone)
+        self.assertEqual(result[named], ["notify"])
+        join = {"type": "m.room.member", "state_key": OTHER, "content": {"membership": "join"}}
+        # .m.rule.member_event decides a join for everyone, and the invite rule (which names
+        # the user) cannot match a join: nobody is walked on their own.
+        self.assertEqual(list(evaluate_many(compiled, facts(join), users).values()), [[]] * len(users))
+        invite = {**join, "state_key": users[0], "content": {"membership": "invite"}}
+        self.assertTrue(notifies(evaluate_many(compiled, facts(invite), users)[users[0]]))
+        self.assertFalse(any(notifies(evaluate_many(compiled, facts(invite), users)[u]) for u in users[1:]))
 
 
 class PredefinedRuleTests(unittest.SynchronousTestCase):

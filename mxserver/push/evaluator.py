@@ -287,9 +287,27 @@ def _sender_notification_permission(key: Any) -> Condition:
 
 
 def compile_condition(condition: Any) -> Condition:
-    """One condition (push_condition.yaml); unrecognised ones never match (§Conditions)."""
+    """One condition (push_condition.yaml); unrecognised ones never match (§Conditions).
+
+    Compiled conditions are pure, so equal conditions share one: every user on the default
+    rules compiles the same few dozen, and a room's new members are compiled on its hot path.
+    """
     if not isinstance(condition, Mapping):
         return _never
+    try:
+        key = tuple(sorted((k, type(v).__name__, v) for k, v in condition.items()))
+        hash(key)
+    except TypeError:  # a list or object value: compiled each time (never_matches it anyway)
+        return _compile_condition(condition)
+    return _compiled_condition(key)
+
+
+@lru_cache(maxsize=16384)
+def _compiled_condition(key: tuple[tuple[str, str, Any], ...]) -> Condition:
+    return _compile_condition({k: v for k, _, v in key})
+
+
+def _compile_condition(condition: Mapping[str, Any]) -> Condition:
     kind = condition.get("kind")
     if kind == "event_match":
         return _event_match(condition.get("key"), condition.get("pattern"))
@@ -368,6 +386,9 @@ class CompiledRules:
     #: the user's localpart, case-folded (with a shape: a rule naming the user can only match
     #: an event whose strings hold it)
     folded_localpart: str = ""
+    #: per rule: its conditions that do not name the user (a user-dependent rule whose shared
+    #: conditions fail for an event matches nobody of the shape: the invite rule for a join)
+    shared_conditions: tuple[tuple[Condition, ...], ...] = ()
 
     @classmethod
     def from_ruleset(cls, ruleset: Mapping[str, Sequence[Mapping[str, Any]]], user_id: str | None = None) -> CompiledRules:
@@ -378,6 +399,7 @@ class CompiledRules:
         """
         compiled: list[CompiledRule] = []
         dependent: list[bool] = []
+        shared_conditions: list[tuple[Condition, ...]] = []
         shape_parts: list[str] = []
         localpart = user_id[1:].split(":", 1)[0] if user_id else None
         if user_id and (json.dumps(user_id) != f'"{user_id}"' or "*" in user_id or "?" in user_id):
@@ -391,12 +413,23 @@ class CompiledRules:
                     continue
                 compiled.append(c)
                 if user_id and localpart:
-                    normal, names_user = _normalised(rule, user_id, localpart)
+                    normal, names_user, naming = _normalised(rule, user_id, localpart)
                     shape_parts.append(json.dumps([kind, normal], sort_keys=True))
                     dependent.append(names_user or _contains_display_name in c.conditions)
+                    shared_conditions.append(
+                        tuple(
+                            cond
+                            for cond, names in zip(c.conditions, naming, strict=True)
+                            if not names and cond is not _contains_display_name
+                        )
+                        if kind in ("override", "underride")
+                        else ()
+                    )
         needs_name = any(_contains_display_name in rule.conditions for rule in compiled)
         shape = "\n".join(shape_parts) if user_id and localpart else None
-        return cls(tuple(compiled), needs_name, tuple(dependent), shape, (localpart or "").casefold())
+        return cls(
+            tuple(compiled), needs_name, tuple(dependent), shape, (localpart or "").casefold(), tuple(shared_conditions)
+        )
 
     def evaluate(self, facts: EventFacts, user_id: str) -> CompiledRule | None:
         """The first rule that matches the event for ``user_id``, or None."""
@@ -432,7 +465,6 @@ def evaluate_many(
     of a thousand users on default rules that is a handful of checks each, not the whole list.
     """
     out: dict[str, list[Any] | None] = {}
-    plans: dict[str, tuple[list[int], int | None]] = {}
     for user_id in user_ids:
         rules = compiled[user_id]
         if facts.sender == user_id:
@@ -441,13 +473,10 @@ def evaluate_many(
         if rules.shape is None:
             out[user_id] = evaluate(rules, facts, user_id)
             continue
-        plan = plans.get(rules.shape)
-        if plan is None:
-            plan = plans[rules.shape] = _plan(rules, facts, user_id)
-        own, shared = plan
-        found: int | None = shared
-        if own and _may_name(rules, facts, user_id):
-            for i in own:
+        plan = _plan(rules, facts, user_id)
+        found: int | None = plan.shared
+        if plan.own and _may_name(rules, plan, facts, user_id):
+            for i in plan.own:
                 if rules.rules[i].matches(facts, user_id):
                     found = i
                     break
@@ -455,10 +484,11 @@ def evaluate_many(
     return out
 
 
-def _normalised(rule: Mapping[str, Any], user_id: str, localpart: str) -> tuple[dict[str, Any], bool]:
+def _normalised(rule: Mapping[str, Any], user_id: str, localpart: str) -> tuple[dict[str, Any], bool, list[bool]]:
     """``rule`` with the user's ID and localpart in its patterns and condition values replaced
-    by markers, and whether it had any: only there does naming the user change what matches
-    (a rule that names the user can then only match an event whose strings hold the localpart)."""
+    by markers, whether it had any (only there does naming the user change what matches: a
+    rule that names the user can then only match an event whose strings hold the localpart),
+    and for each of its conditions (override and underride rules) whether it names the user."""
     found = False
 
     def mark(value: Any) -> Any:
@@ -477,21 +507,28 @@ def _normalised(rule: Mapping[str, Any], user_id: str, localpart: str) -> tuple[
     if "pattern" in normal:
         normal["pattern"] = mark(normal["pattern"])
     conditions = normal.get("conditions")
+    naming: list[bool] = []
     if isinstance(conditions, list):
-        normal["conditions"] = [
-            {k: mark(v) if k in ("pattern", "value") else v for k, v in c.items()} if isinstance(c, Mapping) else c
-            for c in conditions
-        ]
-    return normal, found
+        marked = []
+        for c in conditions:
+            before = found
+            found = False
+            marked.append(
+                {k: mark(v) if k in ("pattern", "value") else v for k, v in c.items()} if isinstance(c, Mapping) else c
+            )
+            naming.append(found)
+            found = found or before
+        normal["conditions"] = marked
+    return normal, found, naming
 
 
-def _may_name(rules: CompiledRules, facts: EventFacts, user_id: str) -> bool:
+def _may_name(rules: CompiledRules, plan: _Plan, facts: EventFacts, user_id: str) -> bool:
     """Whether a rule that names ``user_id`` could match: only if the event's strings hold the
     user's localpart (every ID holds it) or, for display-name rules, their display name."""
     text = facts.folded_text()
     if rules.folded_localpart and rules.folded_localpart in text:
         return True
-    if rules.needs_display_name:
+    if plan.needs_names:
         name = facts.display_name(user_id)
         if name and (not name.isascii() or name.casefold() in text):
             return True
@@ -509,13 +546,48 @@ def _strings(value: Any, out: list[str]) -> None:
             _strings(v, out)
 
 
-def _plan(rules: CompiledRules, facts: EventFacts, user_id: str) -> tuple[list[int], int | None]:
-    """For one shape and event: the user-dependent rules to check per user, in order, and the
-    index of the first user-independent rule that matches (None: no such rule)."""
+@attrs.frozen
+class _Plan:
+    """One shape's walk of one event: what its users share, and what each must check."""
+
+    #: the user-dependent rules to check per user, in order (those whose shared conditions hold)
+    own: tuple[int, ...]
+    #: the first user-independent rule that matches (None: no such rule)
+    shared: int | None
+    #: some rule in ``own`` asks for the user's display name
+    needs_names: bool
+
+
+def _plan(rules: CompiledRules, facts: EventFacts, user_id: str) -> _Plan:
+    """The plan of ``rules``' shape for the event (made once per shape and event)."""
+    key = ("plan", rules.shape)
+    plan = facts._values.get(key)
+    if plan is not None:
+        return plan  # type: ignore[no-any-return]
     own: list[int] = []
+    shared: int | None = None
     for i, rule in enumerate(rules.rules):
         if rules.user_dependent[i]:
-            own.append(i)
+            # Conditions that do not name the user answer alike for the whole shape: when one
+            # fails the rule matches none of them (a join is nobody's invite).
+            if all(cond(facts, user_id) for cond in rules.shared_conditions[i]):
+                own.append(i)
         elif rule.matches(facts, user_id):
-            return own, i
-    return own, None
+            shared = i
+            break
+    needs_names = any(_contains_display_name in rules.rules[i].conditions for i in own)
+    plan = facts._values[key] = _Plan(tuple(own), shared, needs_names)
+    return plan
+
+
+def needs_display_names(compiled: Mapping[str, CompiledRules], facts: EventFacts, user_ids: Sequence[str]) -> list[str]:
+    """Those of ``user_ids`` whose evaluation may ask for their display name (read them, and
+    only them, into :attr:`EventFacts.display_name` before :func:`evaluate_many`)."""
+    out: list[str] = []
+    for user_id in user_ids:
+        rules = compiled[user_id]
+        if user_id == facts.sender or not rules.needs_display_name:
+            continue
+        if rules.shape is None or _plan(rules, facts, user_id).needs_names:
+            out.append(user_id)
+    return out

@@ -26,7 +26,14 @@ from twisted.logger import Logger
 
 from mxserver.batched_cache import BatchedCache
 from mxserver.events.model import Event
-from mxserver.push.evaluator import CompiledRules, EventFacts, evaluate_many, highlights, notifies
+from mxserver.push.evaluator import (
+    CompiledRules,
+    EventFacts,
+    evaluate_many,
+    highlights,
+    needs_display_names,
+    notifies,
+)
 from mxserver.rooms.power_levels import get_user_power_level
 from mxserver.storage.push_actions import MAIN_THREAD, PushActionRow, PushActionsStore, PushDefault, UnreadCounts
 from mxserver.streams import RoomEventStream
@@ -295,7 +302,10 @@ class NotificationReader:
         if room is None:
             return nothing
         compiled = await self._compiled(recipients)
-        facts = await self._facts(event, members, recipients, compiled)
+        facts = await self._facts(event, members)
+        wants_names = needs_display_names(compiled, facts, recipients)
+        if wants_names:
+            facts.display_name = (await self._display_names(event.room_id, wants_names)).get
         thread = thread_of(event)
         ts = int(event.get("origin_server_ts", 0) or 0)
         # Users share action lists (one per matching rule): judge each list once. Notified
@@ -336,27 +346,23 @@ class NotificationReader:
         )
         return rows, default, notified
 
-    async def _facts(
-        self, event: Event, members: Collection[str], recipients: list[str], compiled: Mapping[str, CompiledRules]
-    ) -> EventFacts:
+    async def _facts(self, event: Event, members: Collection[str]) -> EventFacts:
         keys: list[StateKey] = [("m.room.power_levels", ""), ("m.room.create", "")]
-        wants_names = [u for u in recipients if compiled[u].needs_display_name]
-        keys.extend(("m.room.member", u) for u in wants_names)
         state = await self._room_state.current_state_events(event.room_id, keys)
         sender_power, notification_levels = _sender_power(event, state)
+        return EventFacts(event.get_pdu_json(), len(members), sender_power, notification_levels)
+
+    async def _display_names(self, room_id: str, user_ids: list[str]) -> dict[str, str]:
+        """The users' display names in the room (contains_display_name), read only for the
+        users whose rules may ask: a join into a big room needs none."""
+        state = await self._room_state.current_state_events(room_id, [("m.room.member", u) for u in user_ids])
         names: dict[str, str] = {}
-        for user_id in wants_names:
+        for user_id in user_ids:
             member = state.get(("m.room.member", user_id))
             name = member.content.get("displayname") if member is not None else None
             if isinstance(name, str) and name:
                 names[user_id] = name
-        return EventFacts(
-            event.get_pdu_json(),
-            len(members),
-            sender_power,
-            notification_levels,
-            names.get,
-        )
+        return names
 
     # -- counts ---------------------------------------------------------------------------------
 

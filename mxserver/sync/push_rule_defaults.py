@@ -15,7 +15,6 @@ localpart.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 #: rule kinds in the order they are checked
@@ -121,7 +120,7 @@ def default_rule(kind: str, rule_id: str, user_id: str) -> dict[str, Any] | None
 
 def for_user(rule: dict[str, Any], user_id: str) -> dict[str, Any]:
     """A deep copy of ``rule`` with the user ID placeholder filled in."""
-    out = copy.deepcopy(rule)
+    out = _json_copy(rule)
     if out.get("pattern") == LOCALPART_PLACEHOLDER:
         out["pattern"] = user_id[1:].split(":", 1)[0]
     for condition in out.get("conditions", ()):
@@ -129,3 +128,13 @@ def for_user(rule: dict[str, Any], user_id: str) -> dict[str, Any]:
             if condition.get(key) == USER_ID_PLACEHOLDER:
                 condition[key] = user_id
     return out
+
+
+def _json_copy(value: Any) -> Any:
+    """A deep copy of JSON-shaped data (what rules are): several times faster than
+    ``copy.deepcopy``, and every user's ruleset is built from these on their first event."""
+    if isinstance(value, dict):
+        return {k: _json_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_copy(v) for v in value]
+    return value
