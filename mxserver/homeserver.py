@@ -566,7 +566,7 @@ class Homeserver(service.MultiService):
             self.event_store,
             self.room_members.members,
             self.room_server,
-            self.push_rules.get_rulesets,
+            self.push_rules,
             self.account_data.ignored_users_of,
             lambda: self.event_store.max_stream,
             self.clock,

@@ -66,6 +66,20 @@ class PushCountTests(CountsRoom):
         # Nobody is notified of their own messages.
         self.assertEqual(await self.counts(self.alice), {"notification_count": 0, "highlight_count": 0})
 
+    async def test_own_rules_count_where_the_defaults_are_silent(self) -> None:
+        """A join notifies nobody on the default rules, and the reader then evaluates only the
+        users with rules of their own: carol's rule for member events still counts."""
+        joins = {
+            "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.member"}],
+            "actions": ["notify"],
+        }
+        code, body = await self.put(f"{C}/pushrules/global/override/joins", joins, self.carol)
+        self.assertEqual(code, 200, body)
+        await self.join(await self.register("dave"), self.room)
+        await self.send(self.alice, {"msgtype": "m.notice", "body": "a bot"})  # silent for all
+        self.assertEqual(await self.counts(self.carol), {"notification_count": 1, "highlight_count": 0})
+        self.assertEqual(await self.counts(self.bob), {"notification_count": 0, "highlight_count": 0})
+
     async def test_room_mention_needs_the_power(self) -> None:
         mention = {"msgtype": "m.text", "body": "@room", "m.mentions": {"room": True}}
         # bob has power 0 < notifications.room (50): an ordinary message (.m.rule.message)

@@ -19,6 +19,7 @@ from mxserver.push.evaluator import (
     highlights,
     needs_display_names,
     notifies,
+    outcome_for_shape,
     parse_path,
     tweaks,
 )
@@ -254,6 +255,8 @@ class SharedEvaluationTests(unittest.SynchronousTestCase):
         words = ["hi", "Alice", "ALICE", "u6", "U2x", "u2", "default", "room", "M", "Ünïcode Ñame", "IDOTLESS", "ıdotless",
                  "upper.case", "DOTS.AND-DASH=", "@u7:example.org", "st*r", "st_r", "quo\"te", "\x00L", "@room"]
         kinds = ["m.room.message", "m.room.member", "m.room.name", "m.reaction", "m.call.invite"]
+        template = CompiledRules.from_ruleset(default_ruleset("@template:example.org"), "@template:example.org")
+        decisions = 0
         for _ in range(300):
             user = rng.choice(self.USERS)
             content: dict[str, Any] = {"body": " ".join(rng.choice(words) for _ in range(rng.randint(0, 4)))}
@@ -277,6 +280,14 @@ class SharedEvaluationTests(unittest.SynchronousTestCase):
             wanted = set(needs_display_names(compiled, lazy, self.USERS))
             lazy.display_name = {u: n for u, n in self.NAMES.items() if u in wanted}.get
             self.assertEqual(evaluate_many(compiled, lazy, self.USERS), alone, event)
+            # An outcome the default rules decide alike is every default-rules user's answer.
+            decided, actions = outcome_for_shape(template, facts(event, **kw))
+            if decided:
+                decisions += 1
+                for u in self.USERS:
+                    if u not in self.OWN and u != event["sender"]:
+                        self.assertEqual(alone[u], actions, (u, event))
+        self.assertGreater(decisions, 20)
 
     def test_names_are_asked_only_where_a_rule_may_use_them(self) -> None:
         users = [f"@u{i}:example.org" for i in range(11, 30)]

@@ -580,6 +580,26 @@ def _plan(rules: CompiledRules, facts: EventFacts, user_id: str) -> _Plan:
     return plan
 
 
+def outcome_for_shape(rules: CompiledRules, facts: EventFacts) -> tuple[bool, list[Any] | None]:
+    """Whether every user of ``rules``' shape gets one answer for the event without a rule that
+    names them taking part, and that answer: then ``(True, actions or None)``, else
+    ``(False, None)``. (A join: ``.m.rule.member_event`` decides, the invite rule cannot match.)
+
+    The answer holds for every user whose ruleset is these rules but for the values that
+    name them, whatever their ID: the conditions that decide it name nobody.
+    """
+    if rules.shape is None:
+        return False, None
+    plan = _plan(rules, facts, _SHAPE_PROBE)
+    if plan.own:
+        return False, None
+    return True, None if plan.shared is None else rules.rules[plan.shared].shared_actions
+
+
+#: the recipient :func:`outcome_for_shape` walks the shared rules as (they do not read it)
+_SHAPE_PROBE = "@\x00shape-probe:\x00"
+
+
 def needs_display_names(compiled: Mapping[str, CompiledRules], facts: EventFacts, user_ids: Sequence[str]) -> list[str]:
     """Those of ``user_ids`` whose evaluation may ask for their display name (read them, and
     only them, into :attr:`EventFacts.display_name` before :func:`evaluate_many`)."""

@@ -33,6 +33,7 @@ from mxserver.push.evaluator import (
     highlights,
     needs_display_names,
     notifies,
+    outcome_for_shape,
 )
 from mxserver.rooms.power_levels import get_user_power_level
 from mxserver.storage.push_actions import MAIN_THREAD, PushActionRow, PushActionsStore, PushDefault, UnreadCounts
@@ -56,6 +57,9 @@ WAIT_TIMEOUT_S = 10.0
 
 StateKey = tuple[str, str]
 
+#: the user the server's default rules are compiled for (any ID with a plain localpart would do)
+_TEMPLATE_USER = "@push-rules-template:invalid"
+
 #: the actions stored for a user the event's default would notify but who is not notified
 _NO_ACTIONS: list[Any] = []
 
@@ -64,6 +68,16 @@ class RoomState(Protocol):
     async def current_state_events(
         self, room_id: str, keys: Iterable[StateKey] | None = None
     ) -> dict[StateKey, Event]: ...
+
+
+class PushRules(Protocol):
+    """The users' rulesets (the push rules handler)."""
+
+    async def get_rulesets(self, user_ids: Sequence[str]) -> Mapping[str, Mapping[str, Any]]: ...
+
+    async def users_with_own_rules(self, user_ids: Sequence[str]) -> set[str]: ...
+
+    def default_ruleset(self, user_id: str) -> Mapping[str, Any]: ...
 
 
 class EventSource(Protocol):
@@ -93,7 +107,7 @@ class NotificationReader:
         events: EventSource,
         members: Callable[[str], Awaitable[Collection[str]]],
         room_state: RoomState,
-        rulesets: Callable[[Sequence[str]], Awaitable[Mapping[str, Mapping[str, Any]]]],
+        rules: PushRules,
         ignored_users: Callable[[Sequence[str]], Awaitable[Mapping[str, frozenset[str]]]],
         current_position: Callable[[], int],
         clock: IReactorTime,
@@ -106,7 +120,10 @@ class NotificationReader:
         self._events = events
         self._members = members
         self._room_state = room_state
-        self._rulesets = rulesets
+        self._push_rules = rules
+        #: the server's default rules, compiled once: an event they decide alike for everyone
+        #: and notify nobody with is evaluated only for the users with rules of their own
+        self._defaults = CompiledRules.from_ruleset(rules.default_ruleset(_TEMPLATE_USER), _TEMPLATE_USER)
         self._ignored_users = ignored_users
         self._current_position = current_position
         self._clock = clock
@@ -280,7 +297,7 @@ class NotificationReader:
         return await self._rules.get_many(user_ids)
 
     async def _read_rules(self, user_ids: Sequence[str]) -> dict[str, CompiledRules]:
-        rulesets = await self._rulesets(user_ids)
+        rulesets = await self._push_rules.get_rulesets(user_ids)
         return {user_id: CompiledRules.from_ruleset(ruleset, user_id) for user_id, ruleset in rulesets.items()}
 
     async def _evaluate(self, event: Event) -> tuple[list[PushActionRow], PushDefault | None, Collection[str]]:
@@ -301,8 +318,16 @@ class NotificationReader:
         room = await self._events.get_room(event.room_id)
         if room is None:
             return nothing
-        compiled = await self._compiled(recipients)
         facts = await self._facts(event, members)
+        decided, actions = outcome_for_shape(self._defaults, facts)
+        if decided and not notifies(actions):
+            # Nobody on the default rules is notified (a join into a big room): only the users
+            # whose own rules might say otherwise are evaluated, and nobody's rules compiled
+            # for nothing.
+            recipients = sorted(await self._push_rules.users_with_own_rules(recipients))
+            if not recipients:
+                return nothing
+        compiled = await self._compiled(recipients)
         wants_names = needs_display_names(compiled, facts, recipients)
         if wants_names:
             facts.display_name = (await self._display_names(event.room_id, wants_names)).get

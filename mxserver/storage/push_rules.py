@@ -91,6 +91,11 @@ class PushRulesStore:
             out.update(await self._read_rules(users, desc))
         return out
 
+    async def users_with_changes(self, user_ids: Sequence[str]) -> set[str]:
+        """Those of ``user_ids`` who ever changed a rule (the others are on the defaults)."""
+        changed = await self._changed()
+        return {u for u in user_ids if u in changed}
+
     async def _changed(self) -> set[str]:
         if not self._changed_loaded:
             # Two first reads at once both load: the same rows, merged.

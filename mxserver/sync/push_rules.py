@@ -65,6 +65,15 @@ class PushRulesHandler:
         stored = await self._store.get_rules_for_users(user_ids)
         return {user_id: _ruleset(user_id, rules, overrides) for user_id, (rules, overrides) in stored.items()}
 
+    async def users_with_own_rules(self, user_ids: Sequence[str]) -> set[str]:
+        """Those of ``user_ids`` whose ruleset may differ from :meth:`default_ruleset`."""
+        return await self._store.users_with_changes(user_ids)
+
+    @staticmethod
+    def default_ruleset(user_id: str) -> dict[str, list[dict[str, Any]]]:
+        """The ruleset of a user who never changed a rule: the server's defaults."""
+        return _ruleset(user_id, [], {})
+
     async def push_rules_content(self, user_id: str) -> dict[str, Any]:
         """The content of the user's ``m.push_rules`` account data event."""
         return {"global": await self.get_ruleset(user_id)}
