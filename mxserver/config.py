@@ -205,6 +205,9 @@ class RateLimitConfig:
     login: RateLimitRule = attrs.field(factory=lambda: RateLimitRule(0.2, 5), metadata=_help("per IP and per user"))
     register: RateLimitRule = attrs.field(factory=lambda: RateLimitRule(0.17, 3), metadata=_help("per IP"))
     message: RateLimitRule = attrs.field(factory=lambda: RateLimitRule(10.0, 50), metadata=_help("per user"))
+    report: RateLimitRule = attrs.field(
+        factory=lambda: RateLimitRule(0.1, 5), metadata=_help("content reports (events, rooms, users), per user")
+    )
 
 
 @attrs.define

@@ -176,6 +176,7 @@ class Homeserver(service.MultiService):
         self.ratelimit_login = RateLimiter(self.clock, rl.login.per_second, rl.login.burst, rl.enabled)
         self.ratelimit_register = RateLimiter(self.clock, rl.register.per_second, rl.register.burst, rl.enabled)
         self.ratelimit_message = RateLimiter(self.clock, rl.message.per_second, rl.message.burst, rl.enabled)
+        self.ratelimit_report = RateLimiter(self.clock, rl.report.per_second, rl.report.burst, rl.enabled)
 
         self.uia = UserInteractiveAuth(self.clock, self.login_flows, config.registration, self.ratelimit_login)
         #: to-device queues and device keys are built later: __init__ subscribes them here
@@ -478,12 +479,14 @@ class Homeserver(service.MultiService):
         from mxserver.room_handlers.membership import MembershipHandler
         from mxserver.room_handlers.messages import MessageHandler
         from mxserver.room_handlers.relations import RelationsHandler
+        from mxserver.room_handlers.reports import ReportsHandler
         from mxserver.room_handlers.upgrade import RoomUpgradeHandler
         from mxserver.rooms.visibility import HistoryVisibility
         from mxserver.storage.directory import DirectoryStore
         from mxserver.storage.history import HistoryStore
         from mxserver.storage.memberships import MembershipStore
         from mxserver.storage.relations import RelationsStore
+        from mxserver.storage.reports import ReportsStore
 
         rooms, server_name = self.room_server, self.server_name
         remote_rooms = self.remote_rooms
@@ -528,6 +531,9 @@ class Homeserver(service.MultiService):
         self.room_messages = MessageHandler(rooms, self.event_store, self.ratelimit_message, self.directory)
         self.history_visibility = HistoryVisibility(
             rooms, self.event_store, self.state_store, self.history_store, self.erased_users
+        )
+        self.reports = ReportsHandler(
+            ReportsStore(self.db), self.history_visibility, rooms, self.accounts, server_name, self.clock
         )
         self.room_history = HistoryHandler(
             rooms,
@@ -841,12 +847,21 @@ class Homeserver(service.MultiService):
         ]
 
     def _room_servlets(self) -> list[Any]:
-        from mxserver.api.client import directory, hierarchy, membership, relations, room_events, rooms_create
+        from mxserver.api.client import (
+            directory,
+            hierarchy,
+            membership,
+            relations,
+            reports,
+            room_events,
+            rooms_create,
+        )
 
         auth = self.auth
         return [
             room_events.RoomEventsServlet(auth, self.room_messages, self.room_history),
             relations.RelationsServlet(auth, self.relations),
+            reports.ReportsServlet(auth, self.reports, self.ratelimit_report),
             rooms_create.CreateRoomServlet(auth, self.room_creation, self.room_upgrade),
             membership.MembershipServlet(auth, self.room_membership),
             directory.DirectoryServlet(auth, self.directory, self.config.room_directory),
