@@ -251,12 +251,25 @@ class RoomDirectoryConfig:
 
 
 @attrs.define
+class SupportContact:
+    role: str = attrs.field(metadata=_help("m.role.admin, m.role.security or a namespaced role", check=lambda v: bool(v)))
+    matrix_id: str | None = attrs.field(default=None, metadata=_help("the contact's Matrix user ID"))
+    email_address: str | None = attrs.field(default=None, metadata=_help("the contact's email address"))
+
+
+@attrs.define
 class WellKnownConfig:
     client_base_url: str | None = attrs.field(
         default=None, metadata=_help("m.homeserver base_url in /.well-known/matrix/client (default: public_baseurl)")
     )
     server: str | None = attrs.field(
         default=None, metadata=_help("m.server in /.well-known/matrix/server; null serves 404")
+    )
+    support_contacts: list[SupportContact] = attrs.field(
+        factory=list, metadata=_help("contacts in /.well-known/matrix/support (each: role, matrix_id and/or email_address)")
+    )
+    support_page: str | None = attrs.field(
+        default=None, metadata=_help("support_page in /.well-known/matrix/support; with no contacts either, it serves 404")
     )
 
 
@@ -497,6 +510,17 @@ def load_config(path: str | os.PathLike[str] | None) -> HomeserverConfig:
     return load_config_dict(data, Path(path).resolve().parent)
 
 
+def _is_user_id(value: str) -> bool:
+    from mxserver.errors import MatrixError
+    from mxserver.identifier_checks import check_user_id
+
+    try:
+        check_user_id(value)
+    except MatrixError:
+        return False
+    return True
+
+
 def _check(config: HomeserverConfig) -> None:
     """Rules that span several keys."""
     from mxserver.events.versions import KNOWN_ROOM_VERSIONS
@@ -508,6 +532,12 @@ def _check(config: HomeserverConfig) -> None:
             raise ConfigError(f"listeners[{i}].tls: needs tls.certificate_path and tls.private_key_path")
     if config.database.backend == "postgres" and not config.database.dsn:
         raise ConfigError("database.dsn: required for the postgres backend")
+    for i, contact in enumerate(config.well_known.support_contacts):
+        # support.yaml: "At least one of matrix_id or email_address is required."
+        if not contact.matrix_id and not contact.email_address:
+            raise ConfigError(f"well_known.support_contacts[{i}]: needs matrix_id or email_address")
+        if contact.matrix_id is not None and not _is_user_id(contact.matrix_id):
+            raise ConfigError(f"well_known.support_contacts[{i}].matrix_id: not a user ID: {contact.matrix_id!r}")
 
 
 # -- the sample ---------------------------------------------------------------

@@ -480,6 +480,7 @@ class Homeserver(service.MultiService):
         from mxserver.room_handlers.messages import MessageHandler
         from mxserver.room_handlers.relations import RelationsHandler
         from mxserver.room_handlers.reports import ReportsHandler
+        from mxserver.room_handlers.room_summary import RoomSummaryHandler
         from mxserver.room_handlers.upgrade import RoomUpgradeHandler
         from mxserver.rooms.visibility import HistoryVisibility
         from mxserver.storage.directory import DirectoryStore
@@ -559,6 +560,7 @@ class Homeserver(service.MultiService):
             self.clock,
             server_name,
         )
+        self.room_summaries = RoomSummaryHandler(self.hierarchy, self.directory, rooms)
 
     def _build_push(self) -> None:
         """Push: the reader that evaluates every new event's push rules (counts, notifications)."""
@@ -836,6 +838,8 @@ class Homeserver(service.MultiService):
                 self.login_flows,
                 self.config.default_room_version,
                 self.config.well_known.client_base_url or self.config.base_url,
+                self.config.well_known.support_contacts,
+                self.config.well_known.support_page,
             ),
             register.RegisterServlet(self.registration),
             login.LoginServlet(self.auth, self.login),
@@ -854,6 +858,7 @@ class Homeserver(service.MultiService):
             relations,
             reports,
             room_events,
+            room_summary,
             rooms_create,
         )
 
@@ -866,6 +871,7 @@ class Homeserver(service.MultiService):
             membership.MembershipServlet(auth, self.room_membership),
             directory.DirectoryServlet(auth, self.directory, self.config.room_directory),
             hierarchy.HierarchyServlet(auth, self.hierarchy),
+            room_summary.RoomSummaryServlet(auth, self.room_summaries),
         ]
 
     def _user_data_servlets(self) -> list[Any]:

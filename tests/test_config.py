@@ -91,6 +91,13 @@ class ConfigTests(unittest.SynchronousTestCase):
             "federation.ip_range_whitelist": {"federation": {"ip_range_whitelist": ["not-a-net"]}},
             "modules[0].group: required": {"modules": [{"name": "x"}]},
             "log.level: expected one of": {"log": {"level": "LOUD"}},
+            "well_known.support_contacts[0].role: required": {"well_known": {"support_contacts": [{"matrix_id": "@a:b"}]}},
+            "well_known.support_contacts[0]: needs matrix_id or email_address": {
+                "well_known": {"support_contacts": [{"role": "m.role.admin"}]}
+            },
+            "well_known.support_contacts[0].matrix_id: not a user ID": {
+                "well_known": {"support_contacts": [{"role": "m.role.admin", "matrix_id": "admin"}]}
+            },
         }
         for message, data in cases.items():
             with self.assertRaises(ConfigError) as cm:

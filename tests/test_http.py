@@ -52,6 +52,7 @@ class DiscoveryTests(HomeserverTestCase):
 
     async def test_well_known_server_unconfigured(self) -> None:
         self.assertMatrixError(await self.get("/.well-known/matrix/server"), 404, "M_NOT_FOUND")
+        self.assertMatrixError(await self.get("/.well-known/matrix/support"), 404, "M_NOT_FOUND")
 
     async def test_capabilities_requires_token(self) -> None:
         self.assertMatrixError(await self.get("/_matrix/client/v3/capabilities"), 401, "M_MISSING_TOKEN")
@@ -61,7 +62,31 @@ class DiscoveryTests(HomeserverTestCase):
 
 
 class WellKnownConfiguredTests(HomeserverTestCase):
-    config_overrides = {"well_known": {"server": "matrix.example.org:443", "client_base_url": "https://m.example.org"}}
+    config_overrides = {
+        "well_known": {
+            "server": "matrix.example.org:443",
+            "client_base_url": "https://m.example.org",
+            "support_contacts": [
+                {"role": "m.role.admin", "matrix_id": "@admin:example.org", "email_address": "admin@example.org"},
+                {"role": "m.role.security", "email_address": "security@example.org"},
+            ],
+            "support_page": "https://example.org/help",
+        }
+    }
+
+    async def test_well_known_support(self) -> None:
+        code, body = await self.get("/.well-known/matrix/support")
+        self.assertEqual(code, 200, body)
+        self.assertEqual(
+            body,
+            {
+                "contacts": [
+                    {"role": "m.role.admin", "matrix_id": "@admin:example.org", "email_address": "admin@example.org"},
+                    {"role": "m.role.security", "email_address": "security@example.org"},
+                ],
+                "support_page": "https://example.org/help",
+            },
+        )
 
     async def test_well_known_server(self) -> None:
         self.assertEqual(await self.get("/.well-known/matrix/server"), (200, {"m.server": "matrix.example.org:443"}))

@@ -30,6 +30,7 @@ PREFIXES: list[tuple[bytes, str]] = [
     (b"/_synapse/admin/", "client"),
     (b"/_mxserver/admin/", "client"),
     (b"/.well-known/matrix/client", "client"),
+    (b"/.well-known/matrix/support", "client"),
     (b"/.well-known/matrix/server", "federation"),
 ]
 

@@ -115,7 +115,7 @@ def ordered_children(children_state: list[dict[str, Any]], suggested_only: bool)
     return sorted(wanted, key=child_sort_key)
 
 
-def _join_rule(summary: dict[str, Any]) -> str:
+def join_rule_of(summary: dict[str, Any]) -> str:
     """The room's effective join rule: knock and restricted rules count only in room versions
     that have them (space_hierarchy.yaml: "in a room version that supports those settings")."""
     rule = summary.get("join_rule")
@@ -242,7 +242,7 @@ class HierarchyHandler:
             return False
         if summary.get("world_readable") is True:
             return True
-        rule = _join_rule(summary)
+        rule = join_rule_of(summary)
         if rule == "public" or rule in _KNOCKABLE:
             return True
         if rule == "restricted":
@@ -258,7 +258,7 @@ class HierarchyHandler:
             return False
         if summary.get("world_readable") is True:
             return True
-        rule = _join_rule(summary)
+        rule = join_rule_of(summary)
         if rule == "public" or rule in _KNOCKABLE:
             return True
         if origin in await self.room_servers.servers_in_room(room_id):

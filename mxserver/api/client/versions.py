@@ -1,12 +1,17 @@
-"""Discovery: /versions, /capabilities and /.well-known/matrix/client."""
+"""Discovery: /versions, /capabilities, /.well-known/matrix/client and /.well-known/matrix/support."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import attrs
 from twisted.web.iweb import IRequest
 
 from mxserver.accounts.auth import Auth
 from mxserver.accounts.protocols import LoginFlows
 from mxserver.api.http import JsonDict, route
+from mxserver.config import SupportContact
+from mxserver.errors import not_found
 from mxserver.events.versions import KNOWN_ROOM_VERSIONS
 
 #: Spec versions advertised. Only versions whose required features exist here
@@ -23,12 +28,23 @@ UNSTABLE_FEATURES: dict[str, bool] = {}
 class VersionsServlet:
     """``/versions``, ``/capabilities`` and the client well-known."""
 
-    def __init__(self, auth: Auth, login_flows: LoginFlows, default_room_version: str, client_base_url: str) -> None:
+    def __init__(
+        self,
+        auth: Auth,
+        login_flows: LoginFlows,
+        default_room_version: str,
+        client_base_url: str,
+        support_contacts: Sequence[SupportContact] = (),
+        support_page: str | None = None,
+    ) -> None:
         self.auth = auth
         self.login_flows = login_flows
         self.default_room_version = default_room_version
         #: /.well-known/matrix/client's m.homeserver base_url
         self.client_base_url = client_base_url
+        #: /.well-known/matrix/support
+        self.support_contacts = list(support_contacts)
+        self.support_page = support_page
 
     @route("GET", "/_matrix/client/versions")
     def versions(self, request: IRequest) -> JsonDict:
@@ -54,3 +70,18 @@ class VersionsServlet:
     @route("GET", "/.well-known/matrix/client")
     def well_known_client(self, request: IRequest) -> JsonDict:
         return {"m.homeserver": {"base_url": self.client_base_url}}
+
+    @route("GET", "/.well-known/matrix/support")
+    def well_known_support(self, request: IRequest) -> JsonDict:
+        """support.yaml (v1.10): the administrators' contacts and support page; 404 when the
+        config names neither (the spec requires at least one)."""
+        if not self.support_contacts and not self.support_page:
+            raise not_found("No support information is configured")
+        out: JsonDict = {}
+        if self.support_contacts:
+            out["contacts"] = [
+                {k: v for k, v in attrs.asdict(c).items() if v is not None} for c in self.support_contacts
+            ]
+        if self.support_page:
+            out["support_page"] = self.support_page
+        return out
