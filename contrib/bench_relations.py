@@ -1,0 +1,190 @@
+#!/usr/bin/env python
+"""Relations benchmark (issue 14): ``/messages`` of 50 events that each carry bundled
+aggregations (a thread and an edit), mxserver vs Synapse.
+
+How to run it (from the checkout, with the project's venv)::
+
+    .venv/bin/python contrib/bench_relations.py                      # both servers
+    .venv/bin/python contrib/bench_relations.py --server mxserver    # mxserver only
+    .venv/bin/python contrib/bench_relations.py --roots 10 --queries 5   # a quick check
+
+Options: ``--server mxserver|synapse`` (repeatable; default both), ``--roots N`` thread
+roots, the page size (default 50), ``--replies R`` thread replies per root (default 3),
+``--queries Q`` timed requests (default 20), ``--json FILE`` also writes the figures,
+``--keep`` keeps the data directories (logs).
+
+What it does, for each server, on a fresh process (``contrib/bench_processes.py``: SQLite,
+rate limits off, logging at WARNING):
+
+1. Setup, not timed: one user makes a room and takes a ``/sync`` token; sends ``N`` roots;
+   then, for each root, ``R`` replies in its thread (``m.thread``), an edit of the root
+   (``m.replace`` with ``m.new_content``) and a reply that references it (``m.reference``).
+2. ``Q`` timed ``GET /rooms/{roomId}/messages?dir=f&from=<token>&limit=N``: the page is the
+   ``N`` roots, each with ``unsigned["m.relations"]`` holding ``m.thread`` (latest reply,
+   count, participation) and ``m.replace``.
+3. The check, which fails the run: the page is the roots in order, and each root's bundle
+   has the thread's count and latest reply and the edit.
+
+The table shows the median, p90 and mean request time (ms) and the ratio mxserver/Synapse
+of the medians (issue 14 asks at most 0.2). Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from contrib.bench_processes import (  # noqa: E402
+    NAMES,
+    finish,
+    interrupted,
+    start_server,
+    stop_all,
+    stop_all_at_exit,
+    stop_server,
+)
+from tests.interop import harness  # noqa: E402
+
+C = "/_matrix/client/v3"
+
+
+def send(user: harness.User, room_id: str, content: dict[str, Any]) -> str:
+    path = f"{C}/rooms/{harness.quote(room_id)}/send/m.room.message/{uuid.uuid4().hex}"
+    return str(user.ok("PUT", path, content, timeout=60)["event_id"])
+
+
+def check_page(chunk: list[dict[str, Any]], roots: list[str], edits: dict[str, str], replies: int) -> None:
+    got = [e["event_id"] for e in chunk]
+    if got != roots:
+        raise AssertionError(f"the page is not the {len(roots)} roots in order: {got[:5]}...")
+    for event in chunk:
+        bundle = event.get("unsigned", {}).get("m.relations", {})
+        thread = bundle.get("m.thread") or {}
+        if thread.get("count") != replies or not isinstance(thread.get("latest_event"), dict):
+            raise AssertionError(f"{event['event_id']}: thread bundle {json.dumps(thread)[:300]}")
+        if thread.get("current_user_participated") is not True:
+            raise AssertionError(f"{event['event_id']}: current_user_participated {thread.get('current_user_participated')!r}")
+        replace = bundle.get("m.replace") or {}
+        if replace.get("event_id") != edits[event["event_id"]]:
+            raise AssertionError(f"{event['event_id']}: m.replace {json.dumps(replace)[:300]}")
+
+
+def run_one(kind: str, root: Path, args: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"server": kind, "roots": args.roots, "replies": args.replies, "queries": args.queries}
+    server = start_server(kind, root / kind)
+    try:
+        user = server.register("rel")
+        room_id = user.create_room(preset="private_chat", name="relations bench")
+        token = user.ok("GET", f"{C}/sync?timeout=0", timeout=60)["next_batch"]
+        # The /messages token of the room's present: a /sync token serves as a from token.
+        t = time.perf_counter()
+        roots = [send(user, room_id, {"msgtype": "m.text", "body": f"root {i}"}) for i in range(args.roots)]
+        edits: dict[str, str] = {}
+        for i, root_id in enumerate(roots):
+            for j in range(args.replies):
+                thread = {"rel_type": "m.thread", "event_id": root_id, "is_falling_back": True, "m.in_reply_to": {"event_id": root_id}}
+                send(user, room_id, {"msgtype": "m.text", "body": f"reply {i}.{j}", "m.relates_to": thread})
+            edits[root_id] = send(
+                user,
+                room_id,
+                {
+                    "msgtype": "m.text",
+                    "body": f"* root {i} (edited)",
+                    "m.new_content": {"msgtype": "m.text", "body": f"root {i} (edited)"},
+                    "m.relates_to": {"rel_type": "m.replace", "event_id": root_id},
+                },
+            )
+            send(user, room_id, {"msgtype": "m.text", "body": f"see {i}", "m.relates_to": {"rel_type": "m.reference", "event_id": root_id}})
+        out["setup_s"] = time.perf_counter() - t
+        path = f"{C}/rooms/{harness.quote(room_id)}/messages?dir=f&limit={args.roots}&from={harness.quote(token)}"
+        chunk = user.ok("GET", path, timeout=60)["chunk"]  # warm-up, and the check
+        check_page(chunk, roots, edits, args.replies)
+        times = []
+        for _ in range(args.queries):
+            t = time.perf_counter()
+            user.ok("GET", path, timeout=60)
+            times.append((time.perf_counter() - t) * 1000)
+        times.sort()
+        out.update(
+            {
+                "median_ms": statistics.median(times),
+                "p90_ms": times[int(0.9 * (len(times) - 1))],
+                "mean_ms": statistics.fmean(times),
+                "times_ms": [round(x, 3) for x in times],
+            }
+        )
+        print(f"[{NAMES[kind]}] median {out['median_ms']:.1f} ms (setup {out['setup_s']:.1f}s)", flush=True)
+    except Exception as e:
+        out["error"] = f"{type(e).__name__}: {e}"
+        print(f"[{NAMES[kind]}] FAILED: {out['error'][:2000]}", file=sys.stderr, flush=True)
+        print(server.tails(lines=25), file=sys.stderr)
+    finally:
+        stop_server(server)
+    return out
+
+
+def report(out: dict[str, Any], args: Any) -> None:
+    print()
+    print(f"GET /messages of {args.roots} thread roots, each with {args.replies} replies, an edit and a reference ({args.queries} requests)")
+    print(f"{'server':<9} {'median ms':>10} {'p90 ms':>8} {'mean ms':>8}  check")
+    medians: dict[str, float] = {}
+    for r in out["runs"]:
+        ok = "error" not in r
+        if ok:
+            medians[r["server"]] = r["median_ms"]
+        print(
+            f"{NAMES[r['server']]:<9} {r.get('median_ms', float('nan')):>10.2f} {r.get('p90_ms', float('nan')):>8.2f}"
+            f" {r.get('mean_ms', float('nan')):>8.2f}  {'bundles ok' if ok else 'FAILED'}"
+        )
+    if "mxserver" in medians and "synapse" in medians:
+        out["ratio"] = medians["mxserver"] / medians["synapse"]
+        print(f"median ratio mxserver/Synapse {out['ratio']:.3f} (issue 14 asks at most 0.2)")
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--server", action="append", choices=["mxserver", "synapse"], help="repeatable; default both")
+    p.add_argument("--roots", type=int, default=50, help="thread roots, the page size (default 50)")
+    p.add_argument("--replies", type=int, default=3, help="thread replies per root (default 3)")
+    p.add_argument("--queries", type=int, default=20, help="timed requests (default 20)")
+    p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--keep", action="store_true", help="keep data directories and logs")
+    args = p.parse_args(argv)
+    args.server = list(dict.fromkeys(args.server or ["mxserver", "synapse"]))
+    if args.roots < 1 or args.replies < 1 or args.queries < 1:
+        p.error("--roots, --replies and --queries must be at least 1")
+    missing = harness.shared_missing_reason()
+    if missing and "synapse" in args.server:
+        print(missing, file=sys.stderr)
+        return 2
+    stop_all_at_exit()
+    root = Path(tempfile.mkdtemp(prefix="mxserver-bench-relations-"))
+    out: dict[str, Any] = {"args": vars(args), "runs": []}
+    try:
+        for kind in args.server:
+            out["runs"].append(run_one(kind, root, args))
+    except (KeyboardInterrupt, SystemExit):
+        interrupted(root)
+        raise
+    finally:
+        stop_all()
+    report(out, args)
+    failed = [r for r in out["runs"] if "error" in r]
+    return finish(root, out, args.json, args.keep, bool(failed))
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        sys.exit(130)
