@@ -79,8 +79,9 @@ class BundledAggregations:
         of the latest thread replies they carry."""
         ignored = await self.ignored.ignored_users(user_id)
         out = await self._bundle(events, user_id, ignored, threads=True)
+        page = {ev.event_id for ev in events}
         latest = [b.thread.latest for b in out.values() if b.thread is not None]
-        latest = [ev for ev in latest if ev.event_id not in out]
+        latest = [ev for ev in latest if ev.event_id not in page]
         if latest:
             # threading.md: the latest event carries its own aggregations. Not its threads: a
             # thread reply cannot be a thread root, and this keeps a chain of them from looping.
