@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 from tests.harness import C, HomeserverTestCase, TestUser, q
 from tests.test_aggregations import AggregationsClient
+from tests.test_relations import relates
 
 V1 = "/_matrix/client/v1"
 
@@ -151,6 +152,24 @@ class ThreadsTests(AggregationsClient, HomeserverTestCase):
         (ev,) = body["chunk"]
         self.assertEqual((ev["event_id"], ev["content"]), (root, {}))
         self.assertEqual(ev["unsigned"]["m.relations"]["m.thread"]["count"], 1)
+
+    async def test_no_thread_off_a_related_event(self) -> None:
+        room, alice, bob = self.room, self.alice, self.bob
+        root = await self.send_message(alice, room, "root")
+        reply = await self.reply(bob, room, root)
+        edit = await self.edit(alice, room, root, "edited")
+        reaction = await self.react(bob, room, root)
+        # threading.md §Validation of m.thread relationships: threads do not nest
+        for parent in (reply, edit, reaction):
+            content = {"msgtype": "m.text", "body": "nested", **relates(parent, "m.thread")}
+            code, body = await self.post(f"{C}/rooms/{q(room)}/send/m.room.message", content, alice)
+            self.assertEqual((code, body.get("errcode")), (400, "M_UNKNOWN"), parent)
+        # a rich reply has no rel_type: it may start a thread
+        rich = await self.send(
+            bob, room, {"msgtype": "m.text", "body": "re", "m.relates_to": {"m.in_reply_to": {"event_id": root}}}
+        )
+        await self.reply(alice, room, rich)
+        self.assertEqual(await self.roots(alice, room), [rich, root])
 
     async def test_bad_input(self) -> None:
         room, alice = self.room, self.alice
