@@ -435,6 +435,9 @@ class FederatedAggregationsTests(AggregationsClient, InboundTestCase):
             (2, second.event_id, True),
         )
         self.assertEqual(thread["latest_event"]["sender"], bob)
+        # and the room's thread list has it
+        code, body = await self.get(f"/_matrix/client/v1/rooms/{q(room_id)}/threads", self.alice)
+        self.assertEqual((code, ids(body)), (200, [root.event_id]))
         winner = max(t.event_id for t in tied)
         self.assertEqual((await self.bundle(self.alice, room_id, message.event_id) or {})["m.replace"]["event_id"], winner)
 
@@ -465,3 +468,5 @@ class BackfilledAggregationsTests(AggregationsClient, HomeserverTestCase):
         self.assertIn(gone.event_id, seen)
         thread = (await self.bundle(alice, room.room_id, root.event_id) or {})["m.thread"]
         self.assertEqual((thread["count"], thread["latest_event"]["event_id"]), (2, replies[1].event_id))
+        code, body = await self.get(f"/_matrix/client/v1/rooms/{q(room.room_id)}/threads", alice)
+        self.assertEqual((code, ids(body)), (200, [root.event_id]))
