@@ -471,6 +471,7 @@ class Homeserver(service.MultiService):
         directory), creation and upgrades (both use membership and the directory), sending
         (checks canonical aliases with the directory), reading history and relations, the space hierarchy.
         """
+        from mxserver.room_handlers.aggregations import BundledAggregations
         from mxserver.room_handlers.creation import RoomCreationHandler
         from mxserver.room_handlers.directory import DirectoryHandler
         from mxserver.room_handlers.guest_access import GuestAccessEnforcer
@@ -481,13 +482,16 @@ class Homeserver(service.MultiService):
         from mxserver.room_handlers.relations import RelationsHandler
         from mxserver.room_handlers.reports import ReportsHandler
         from mxserver.room_handlers.room_summary import RoomSummaryHandler
+        from mxserver.room_handlers.threads import ThreadsHandler
         from mxserver.room_handlers.upgrade import RoomUpgradeHandler
         from mxserver.rooms.visibility import HistoryVisibility
+        from mxserver.storage.aggregations import AggregationsStore
         from mxserver.storage.directory import DirectoryStore
         from mxserver.storage.history import HistoryStore
         from mxserver.storage.memberships import MembershipStore
         from mxserver.storage.relations import RelationsStore
         from mxserver.storage.reports import ReportsStore
+        from mxserver.storage.threads import ThreadsStore
 
         rooms, server_name = self.room_server, self.server_name
         remote_rooms = self.remote_rooms
@@ -536,6 +540,11 @@ class Homeserver(service.MultiService):
         self.reports = ReportsHandler(
             ReportsStore(self.db), self.history_visibility, rooms, self.accounts, server_name, self.clock
         )
+        relations_store = RelationsStore(self.db, self.event_store)
+        #: bundled aggregations (unsigned m.relations) of the room events served to clients
+        self.bundled_aggregations = BundledAggregations(
+            AggregationsStore(self.db), relations_store, self.event_store, self.history_visibility, self.account_data
+        )
         self.room_history = HistoryHandler(
             rooms,
             self.event_store,
@@ -543,14 +552,24 @@ class Homeserver(service.MultiService):
             self.history_store,
             self.history_visibility,
             self.event_serializer,
+            self.bundled_aggregations,
             self.backfiller,
         )
         self.relations = RelationsHandler(
             rooms,
             self.event_store,
-            RelationsStore(self.db, self.event_store),
+            relations_store,
             self.history_visibility,
             self.event_serializer,
+            self.bundled_aggregations,
+        )
+        self.threads = ThreadsHandler(
+            rooms,
+            ThreadsStore(self.db, self.event_store),
+            self.history_visibility,
+            self.event_serializer,
+            self.bundled_aggregations,
+            self.account_data,
         )
         self.hierarchy = HierarchyHandler(
             rooms,
@@ -654,6 +673,7 @@ class Homeserver(service.MultiService):
             events=self.event_store,
             state=self.state_store,
             serializer=self.event_serializer,
+            aggregations=self.bundled_aggregations,
             visibility=self.history_visibility,
             rooms=self.room_server,
             room_source=self.sync_room_source,
@@ -860,6 +880,7 @@ class Homeserver(service.MultiService):
             room_events,
             room_summary,
             rooms_create,
+            threads,
         )
 
         auth = self.auth
@@ -867,6 +888,7 @@ class Homeserver(service.MultiService):
             room_events.RoomEventsServlet(auth, self.room_messages, self.room_history),
             relations.RelationsServlet(auth, self.relations),
             reports.ReportsServlet(auth, self.reports, self.ratelimit_report),
+            threads.ThreadsServlet(auth, self.threads),
             rooms_create.CreateRoomServlet(auth, self.room_creation, self.room_upgrade),
             membership.MembershipServlet(auth, self.room_membership),
             directory.DirectoryServlet(auth, self.directory, self.config.room_directory),

@@ -18,11 +18,12 @@ Pagination tokens are room-stream positions, ``s<position>``, standing
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from mxserver.accounts.auth import Requester
 from mxserver.errors import forbidden, invalid_param, not_found
 from mxserver.events.model import Event
+from mxserver.room_handlers.aggregations import Aggregations
 from mxserver.room_handlers.event_serializer import EventSerializer
 from mxserver.rooms.api import ClientRooms
 from mxserver.rooms.visibility import HistoryVisibility, RoomAccess
@@ -34,27 +35,37 @@ from mxserver.sync.tokens import parse_room_token, room_token
 
 EMPTY_FILTER = RoomEventFilter()
 
+T = TypeVar("T")
+
 #: the most events one /messages page returns, whatever the client asks
 MAX_LIMIT = 1000
 #: /messages queries at most this many batches to fill a page that filtering thinned out
 MAX_PAGE_QUERIES = 3
 
 
+def _stream_position(event: Any) -> int:
+    position = event.metadata.stream_ordering
+    assert position is not None
+    return int(position)
+
+
 async def page_visible(
-    fetch: Callable[[int, int], Awaitable[list[Event]]],
-    keep: Callable[[list[Event]], Awaitable[list[Event]]],
+    fetch: Callable[[int, int], Awaitable[list[T]]],
+    keep: Callable[[list[T]], Awaitable[list[T]]],
     from_pos: int,
     to_pos: int | None,
     backwards: bool,
     limit: int,
-) -> tuple[list[Event], int, bool]:
-    """Page through stream positions: ``fetch(pos, n)`` gives up to ``n`` events after ``pos``
+    position: Callable[[T], int] = _stream_position,
+) -> tuple[list[T], int, bool]:
+    """Page through stream positions: ``fetch(pos, n)`` gives up to ``n`` items after ``pos``
     in the paging direction, ``keep`` drops those the user may not see; a page short of
     ``limit`` after filtering is topped up, at most :data:`MAX_PAGE_QUERIES` reads.
+    ``position`` is where an item stands (an event's stream position by default).
 
-    ``(events kept, position after the last one scanned, whether more may follow)``.
+    ``(items kept, position after the last one scanned, whether more may follow)``.
     """
-    chunk: list[Event] = []
+    chunk: list[T] = []
     pos = from_pos
     for _ in range(MAX_PAGE_QUERIES):
         want = limit - len(chunk)
@@ -64,8 +75,7 @@ async def page_visible(
         more = len(batch) > want
         batch = batch[:want]
         if batch:
-            last = batch[-1].metadata.stream_ordering
-            assert last is not None
+            last = position(batch[-1])
             pos = last - 1 if backwards else last
         chunk += await keep(batch)
         if not more or len(chunk) >= limit:
@@ -100,6 +110,7 @@ class HistoryHandler:
         store: HistoryStore,
         visibility: HistoryVisibility,
         serializer: EventSerializer,
+        aggregations: Aggregations,
         backfiller: Backfill,
     ) -> None:
         self.room_server = room_server
@@ -108,6 +119,7 @@ class HistoryHandler:
         self.store = store
         self.visibility = visibility
         self.serializer = serializer
+        self.aggregations = aggregations
         self.backfiller = backfiller
 
     # -- access ---------------------------------------------------------------------------
@@ -222,7 +234,8 @@ class HistoryHandler:
 
     async def get_event(self, requester: Requester, room_id: str, event_id: str) -> dict[str, Any]:
         event, _ = await self._visible_event(requester.user_id, room_id, event_id)
-        return await self.serializer.serialize_one(event, viewer=(requester.user_id, requester.device_id))
+        bundles = await self.aggregations.bundles([event], requester.user_id)
+        return await self.serializer.serialize_one(event, (requester.user_id, requester.device_id), bundles)
 
     # -- timeline ------------------------------------------------------------------------------------
 
@@ -286,7 +299,8 @@ class HistoryHandler:
                 rest, pos, more = await self._page(user_id, access.room, pos, None, True, limit - len(chunk), filt)
                 chunk += rest
         viewer = (user_id, requester.device_id)
-        out: dict[str, Any] = {"start": start, "chunk": await self.serializer.serialize(chunk, viewer=viewer)}
+        bundles = await self.aggregations.bundles(chunk, user_id)
+        out: dict[str, Any] = {"start": start, "chunk": await self.serializer.serialize(chunk, viewer, bundles=bundles)}
         if more or (not backwards and chunk and to_pos is None):
             # Forwards to the live edge: events may still come after the last one, so the client
             # gets a token to go on from (as Synapse; SyTest "A next_batch token can be used in the
@@ -343,12 +357,14 @@ class HistoryHandler:
         if filt.lazy_load_members:
             senders = {ev.sender for ev in (*before, event, *after)}
             state = [ev for ev in state if ev.type != "m.room.member" or ev.state_key in senders]
+        # one computation of the bundles for the whole answer
+        bundles = await self.aggregations.bundles([*before, event, *after], user_id)
         return {
             "start": room_token(start_pos),
             "end": room_token(end_pos),
-            "events_before": await self.serializer.serialize(before, viewer=viewer),
-            "event": await self.serializer.serialize_one(event, viewer=viewer),
-            "events_after": await self.serializer.serialize(after, viewer=viewer),
+            "events_before": await self.serializer.serialize(before, viewer, bundles=bundles),
+            "event": await self.serializer.serialize_one(event, viewer, bundles),
+            "events_after": await self.serializer.serialize(after, viewer, bundles=bundles),
             "state": await self.serializer.serialize(state, viewer=viewer),
         }
 

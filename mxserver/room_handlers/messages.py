@@ -17,8 +17,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from mxserver.accounts.auth import Requester
-from mxserver.errors import bad_json, forbidden, invalid_param, not_found
+from mxserver.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
 from mxserver.events.model import Event
+from mxserver.events.relations import THREAD, relation_of
 from mxserver.events.versions import RedactionRules
 from mxserver.ids import is_valid_event_id
 from mxserver.room_handlers.directory import DirectoryHandler
@@ -68,6 +69,9 @@ class MessageHandler:
             await self._check_may_redact(requester.user_id, room_id, redacts)
             if room.room_version.redaction is not RedactionRules.V11:
                 content = {k: v for k, v in content.items() if k != "redacts"}
+        relation = relation_of(content)
+        if relation is not None and relation.rel_type == THREAD:
+            await self._check_thread_root(room_id, relation.parent_id)
         spec = EventSpec(event_type, content, None, requester.user_id, redacts)
         event = await self._send_with_txn(
             requester,
@@ -151,6 +155,14 @@ class MessageHandler:
             raise forbidden("You may not redact other users' events")
 
     # -- helpers -----------------------------------------------------------------------------------
+
+    async def _check_thread_root(self, room_id: str, root_id: str) -> None:
+        """threading.md §Validation of m.thread relationships: servers SHOULD refuse to start a
+        thread off an event that is itself related to another (threads do not nest), with 400
+        and M_UNKNOWN ("A specific error code is not currently available")."""
+        root = await self.events.get_event(root_id)
+        if root is not None and root.room_id == room_id and relation_of(root.content) is not None:
+            raise MatrixError(400, "M_UNKNOWN", "Cannot start a thread from an event with a relation")
 
     async def _room(self, room_id: str) -> RoomRecord:
         room = await self.room_server.get_room(room_id)

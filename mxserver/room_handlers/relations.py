@@ -19,6 +19,7 @@ from typing import Any
 from mxserver.accounts.auth import Requester
 from mxserver.errors import invalid_param
 from mxserver.events.model import Event
+from mxserver.room_handlers.aggregations import Aggregations
 from mxserver.room_handlers.event_serializer import EventSerializer
 from mxserver.room_handlers.history import page_visible
 from mxserver.rooms.api import ReaderRooms
@@ -45,12 +46,14 @@ class RelationsHandler:
         store: RelationsStore,
         visibility: HistoryVisibility,
         serializer: EventSerializer,
+        aggregations: Aggregations,
     ) -> None:
         self.room_server = room_server
         self.events = events
         self.store = store
         self.visibility = visibility
         self.serializer = serializer
+        self.aggregations = aggregations
 
     async def relations(
         self,
@@ -92,8 +95,10 @@ class RelationsHandler:
         chunk, pos, more = await self._page(
             user_id, access.room.room_nid, parent_id, filt, from_pos, to_pos, backwards, min(limit, MAX_LIMIT)
         )
+        # §Aggregations of child events: the children carry their own bundles
+        bundles = await self.aggregations.bundles(chunk, user_id)
         out: dict[str, Any] = {
-            "chunk": await self.serializer.serialize(chunk, viewer=(user_id, requester.device_id)),
+            "chunk": await self.serializer.serialize(chunk, (user_id, requester.device_id), bundles=bundles),
         }
         if more:
             out["next_batch"] = room_token(pos)

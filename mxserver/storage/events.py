@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 from mxserver.events.model import Event, EventMetadata
 from mxserver.events.versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from mxserver.storage.database import Database, Txn
-from mxserver.storage.relations import write_relation_txn
+from mxserver.storage.relations import relation_redacted_txn, write_relation_txn
 from mxserver.storage.state import NewSnapshot, StateKey, StateStore
 
 
@@ -426,6 +426,8 @@ class EventStore:
                         "UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_nid = ? AND redacted_by IS NULL",
                         (ev.event_id, target, room.room_nid),
                     )
+                    if txn.rowcount:
+                        relation_redacted_txn(txn, target)
 
     def _update_current_state_txn(self, txn: Txn, item: PersistItem, batch: Mapping[str, Event] | None = None) -> None:
         room_nid = item.room.room_nid

@@ -2,7 +2,9 @@
 
 Rows are written by the event persisters (:mod:`mxserver.storage.events`, and
 :mod:`mxserver.storage.backfill` when it places an outlier in the timeline) in
-the transaction that stores the event, through :func:`write_relation_txn`.
+the transaction that stores the event, through :func:`write_relation_txn`, which keeps
+the ``threads`` table (:mod:`mxserver.storage.threads`) up to date with it; a redaction
+of a child calls :func:`relation_redacted_txn` in its transaction.
 Reads return :class:`Event` objects through the event store, as the history
 store does. Only timeline events are indexed, and a page never returns a
 redacted child: client-server-api §Aggregations of child events, "when a child
@@ -16,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from mxserver.events.relations import relation_of
+from mxserver.events.relations import THREAD, Relation, relation_of
 from mxserver.storage.database import Database, Txn
 from mxserver.storage.dialect import Dialect
+from mxserver.storage.threads import refresh_thread_txn, thread_reply_added_txn
 
 if TYPE_CHECKING:
     from mxserver.events.model import Event
@@ -29,19 +32,33 @@ _INDEX_BATCH = 500
 
 
 def write_relation_txn(
-    txn: Txn, event_id: str, room_nid: int, etype: str, sender: str, content: Any, stream_ordering: int
-) -> None:
-    """Index a timeline event's relationship, if its content declares a valid one."""
+    txn: Txn,
+    event_id: str,
+    room_nid: int,
+    etype: str,
+    sender: str,
+    content: Any,
+    stream_ordering: int,
+    threads: bool = True,
+) -> Relation | None:
+    """Index a timeline event's relationship, if its content declares a valid one (and it was
+    not indexed already); the relationship indexed. ``threads``: count a thread reply in the
+    ``threads`` table too (False only before migration 0025 made it)."""
     if not isinstance(content, dict):
-        return
+        return None
     relation = relation_of(content)
     if relation is None:
-        return
+        return None
     txn.execute(
         "INSERT INTO event_relations (event_id, room_nid, relates_to_id, rel_type, annotation_key, sender, type,"
         " stream_ordering) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
         (event_id, room_nid, relation.parent_id, relation.rel_type, relation.key, sender, etype, stream_ordering),
     )
+    if not txn.rowcount:
+        return None
+    if threads and relation.rel_type == THREAD:
+        thread_reply_added_txn(txn, room_nid, relation.parent_id, event_id, stream_ordering)
+    return relation
 
 
 def place_relation_txn(txn: Txn, event_id: str) -> None:
@@ -55,7 +72,19 @@ def place_relation_txn(txn: Txn, event_id: str) -> None:
     if row is None:
         return
     room_nid, etype, sender, raw, position = row
-    write_relation_txn(txn, event_id, room_nid, etype, sender, json.loads(raw).get("content"), position)
+    relation = write_relation_txn(txn, event_id, room_nid, etype, sender, json.loads(raw).get("content"), position)
+    if relation is not None and relation.rel_type == THREAD:
+        # the outlier may have been redacted before it had its place: count it from its row
+        refresh_thread_txn(txn, room_nid, relation.parent_id)
+
+
+def relation_redacted_txn(txn: Txn, event_id: str) -> None:
+    """``event_id`` has just been redacted: if it was a thread reply, its thread loses it
+    (§Aggregations of child events: "when a child event is redacted then the relationship is
+    broken"). Its ``event_relations`` row stays; readers skip redacted children."""
+    row = txn.query_one("SELECT room_nid, relates_to_id, rel_type FROM event_relations WHERE event_id = ?", (event_id,))
+    if row is not None and row[2] == THREAD:
+        refresh_thread_txn(txn, row[0], row[1])
 
 
 def index_existing_relations(conn: Any, dialect: Dialect) -> None:
@@ -76,7 +105,8 @@ def index_existing_relations(conn: Any, dialect: Dialect) -> None:
     while rows := reader.fetchmany(_INDEX_BATCH):
         for event_id, room_nid, etype, sender, raw, position in rows:
             content = json.loads(raw).get("content")
-            write_relation_txn(writer, event_id, room_nid, etype, sender, content, position)
+            # (0025 fills the threads table from this one)
+            write_relation_txn(writer, event_id, room_nid, etype, sender, content, position, threads=False)
     reader.close()
 
 

@@ -34,6 +34,8 @@ from mxserver.sync.tokens import StreamToken, room_token
 
 if TYPE_CHECKING:
     from mxserver.accounts.auth import Requester
+    from mxserver.events.relations import Bundle
+    from mxserver.room_handlers.aggregations import Aggregations
     from mxserver.room_handlers.event_serializer import EventSerializer
     from mxserver.rooms.api import ReaderRooms
     from mxserver.storage.events import EventStore
@@ -94,6 +96,7 @@ class SyncHandler:
         events: EventStore,
         state: StateStore,
         serializer: EventSerializer,
+        aggregations: Aggregations,
         visibility: VisibilityFilter,
         rooms: ReaderRooms,
         room_source: RoomStreamSource,
@@ -108,6 +111,7 @@ class SyncHandler:
         self._events = events
         self._state = state
         self._serializer = serializer
+        self._aggregations = aggregations
         self._visibility = visibility
         self._room_server = rooms
         self._room_source = room_source
@@ -308,6 +312,20 @@ class SyncHandler:
             if p.since_state is not None and timelines[p.membership.room_nid][1]
         ]
         since_snapshots = await self.store.snapshots_at(since_positions) if since_positions else {}
+        # client-server-api §Aggregations of child events: bundles in /sync "when the relevant
+        # section has a limited value of true" (otherwise the client has every child as it came),
+        # computed once for the timelines of all rooms.
+        gapped = [
+            ev
+            for p in plans
+            if timelines[p.membership.room_nid][1] or p.newly_joined
+            for ev in timelines[p.membership.room_nid][0]
+        ]
+        bundles = (
+            await self._aggregations.bundles(gapped, user_id)
+            if gapped and sync_filter.event_format != "federation"
+            else {}
+        )
 
         out: dict[str, Any] = {}
         for plan in plans:
@@ -330,7 +348,7 @@ class SyncHandler:
                 continue
             room: dict[str, Any] = {
                 "timeline": {
-                    "events": await self._format(sync_filter, timeline, viewer),
+                    "events": await self._format(sync_filter, timeline, viewer, bundles),
                     # A room new to the client is always "limited" (as Synapse): what came before
                     # the join is history it has not seen.
                     "limited": limited or plan.newly_joined,
@@ -513,13 +531,17 @@ class SyncHandler:
         return out
 
     async def _format(
-        self, sync_filter: Filter, events: list[Event], viewer: tuple[str, str | None]
+        self,
+        sync_filter: Filter,
+        events: list[Event],
+        viewer: tuple[str, str | None],
+        bundles: Mapping[str, Bundle] | None = None,
     ) -> list[dict[str, Any]]:
         if sync_filter.event_format == "federation":
             # filter.yaml event_format "federation": events as they travel between servers.
             serialized = [self._serializer.federation_format(e) for e in events]
         else:
-            serialized = await self._serializer.serialize(events, viewer, False)
+            serialized = await self._serializer.serialize(events, viewer, False, bundles)
         return self._fields(sync_filter, serialized)
 
     async def _invited_by_ignored(self, m: MembershipRow, ignored: frozenset[str]) -> bool:
