@@ -468,7 +468,8 @@ class Homeserver(service.MultiService):
 
         In this order: the directory (aliases), membership (resolves aliases through the
         directory), creation and upgrades (both use membership and the directory), sending
-        (checks canonical aliases with the directory), reading history and relations, the space hierarchy.
+        (checks canonical aliases with the directory), reading history and relations, search (and
+        the start-up job that indexes events stored before the search index), the space hierarchy.
         """
         from mxserver.room_handlers.creation import RoomCreationHandler
         from mxserver.room_handlers.directory import DirectoryHandler
@@ -478,12 +479,15 @@ class Homeserver(service.MultiService):
         from mxserver.room_handlers.membership import MembershipHandler
         from mxserver.room_handlers.messages import MessageHandler
         from mxserver.room_handlers.relations import RelationsHandler
+        from mxserver.room_handlers.search import SearchHandler
         from mxserver.room_handlers.upgrade import RoomUpgradeHandler
         from mxserver.rooms.visibility import HistoryVisibility
+        from mxserver.storage.background_jobs import BackgroundJobs
         from mxserver.storage.directory import DirectoryStore
         from mxserver.storage.history import HistoryStore
         from mxserver.storage.memberships import MembershipStore
         from mxserver.storage.relations import RelationsStore
+        from mxserver.storage.search import SearchStore, index_existing_events_txn
 
         rooms, server_name = self.room_server, self.server_name
         remote_rooms = self.remote_rooms
@@ -545,6 +549,17 @@ class Homeserver(service.MultiService):
             self.history_visibility,
             self.event_serializer,
         )
+        self.search = SearchHandler(
+            SearchStore(self.db, self.event_store),
+            self.history_store,
+            self.event_store,
+            self.state_store,
+            rooms,
+            self.history_visibility,
+            self.event_serializer,
+        )
+        #: started once the server is up (_start), stopped before the database closes
+        self.background_jobs = BackgroundJobs(self.db, {"event_search": index_existing_events_txn}, self.clock)
         self.hierarchy = HierarchyHandler(
             rooms,
             self.membership_store,
@@ -841,12 +856,13 @@ class Homeserver(service.MultiService):
         ]
 
     def _room_servlets(self) -> list[Any]:
-        from mxserver.api.client import directory, hierarchy, membership, relations, room_events, rooms_create
+        from mxserver.api.client import directory, hierarchy, membership, relations, room_events, rooms_create, search
 
         auth = self.auth
         return [
             room_events.RoomEventsServlet(auth, self.room_messages, self.room_history),
             relations.RelationsServlet(auth, self.relations),
+            search.SearchServlet(auth, self.search),
             rooms_create.CreateRoomServlet(auth, self.room_creation, self.room_upgrade),
             membership.MembershipServlet(auth, self.room_membership),
             directory.DirectoryServlet(auth, self.directory, self.config.room_directory),
@@ -981,6 +997,9 @@ class Homeserver(service.MultiService):
         await self.db.run_with_connection(prepare_database, self.db.dialect)
         for hook in self.start_hooks:
             await hook()
+        # Work left by migrations (indexing events stored before an index existed) runs in the
+        # background: the server serves meanwhile.
+        self.background_jobs.start()
         self._lag.start()
         for listener in self.config.listeners:
             self._listening.append(await self._listen(listener))
@@ -1036,6 +1055,7 @@ class Homeserver(service.MultiService):
         # That work may still write what it learnt: let it finish before the database closes.
         await self.device_lists.settle()
         await self.guest_access.settle()
+        await self.background_jobs.stop()
         self.is_ready = False
         self.db.close()
 
