@@ -242,6 +242,7 @@ class SearchTests(SearchClient, HomeserverTestCase):
             alice, "hazelnut", event_context={"before_limit": 2, "after_limit": 2, "include_profile": True}
         )
         (result,) = body["results"]
+        self.assertEqual(result["result"]["event_id"], hit)
         context = result["context"]
         # events_before nearest first, as /context returns them
         self.assertEqual([e["event_id"] for e in context["events_before"]], [before[2], before[1]])

@@ -39,7 +39,7 @@ class _Fts5:
     """SQLite: an FTS5 table whose rowid is the event_nid, ranked by BM25."""
 
     nid_column = "rowid"
-    insert = "INSERT INTO event_search (rowid, key, words) VALUES (?, ?, ?)"
+    insert = "INSERT INTO event_search (rowid, words) VALUES (?, ?)"
 
     @staticmethod
     def document(words: Sequence[str]) -> str:
@@ -63,7 +63,7 @@ class _TsVector:
 
     nid_column = "event_nid"
     insert = (
-        "INSERT INTO event_search (event_nid, key, vector) VALUES (?, ?, CAST(? AS tsvector))"
+        "INSERT INTO event_search (event_nid, vector) VALUES (?, CAST(? AS tsvector))"
         " ON CONFLICT (event_nid) DO NOTHING"
     )
 
@@ -101,12 +101,11 @@ def write_search_txn(txn: Txn, event_nid: int, etype: str, content: Any) -> None
     found = searchable_text(etype, content)
     if found is None:
         return
-    key, text = found
-    words = search_words(text)
+    words = search_words(found[1])
     if not words:
         return
     backend = _backend(txn.dialect)
-    txn.execute(backend.insert, (event_nid, key, backend.document(words)))
+    txn.execute(backend.insert, (event_nid, backend.document(words)))
 
 
 def place_search_txn(txn: Txn, event_id: str) -> None:
@@ -203,8 +202,6 @@ class SearchCursor:
 @attrs.frozen
 class SearchHit:
     event: Event
-    #: the search key whose text matched
-    key: str
     #: search.yaml ``rank``: higher is closer
     score: float
     cursor: SearchCursor
@@ -248,10 +245,10 @@ class SearchStore:
         events = await self.events.events_from_rows(rows)
         hits = []
         for ev, row in zip(events, rows, strict=True):
-            key, score = row[-2], float(row[-1])
+            score = float(row[-1])
             stream = ev.metadata.stream_ordering
             assert stream is not None
-            hits.append(SearchHit(ev, key, score, SearchCursor(stream, score if query.by_rank else None)))
+            hits.append(SearchHit(ev, score, SearchCursor(stream, score if query.by_rank else None)))
         return hits, count
 
     def _search_txn(
@@ -263,7 +260,7 @@ class SearchStore:
         where, args = self._where(backend, query, text_query)
         count = None
         if with_count:
-            row = txn.query_one(f"SELECT COUNT(*) FROM {self._from(backend)} WHERE {where}", args)
+            row = txn.query_one(f"SELECT COUNT(*) FROM {self._from()} WHERE {where}", args)
             count = row[0] if row else 0
         page, page_args = "", []
         if after is not None and query.by_rank:
@@ -273,21 +270,42 @@ class SearchStore:
         elif after is not None:
             page, page_args = " AND e.stream_ordering < ?", [after.stream]
         order = "score DESC, e.stream_ordering DESC" if query.by_rank else "e.stream_ordering DESC"
-        rows = txn.query(
-            f"SELECT {self.events.EVENT_COLUMNS}, event_search.key, {backend.score} AS score"
-            f" FROM {self._from(backend)} WHERE {where}{page} ORDER BY {order} LIMIT ?",
+        # Sorting carries only keys and scores; the page's events are read afterwards (sorting
+        # the events' JSON along with every match cost a common word twice as much).
+        page_rows = txn.query(
+            f"SELECT e.event_nid, {backend.score} AS score"
+            f" FROM {self._from()} WHERE {where}{page} ORDER BY {order} LIMIT ?",
             [*score_args, *args, *page_args, limit],
         )
-        return rows, count
+        if not page_rows:
+            return [], count
+        marks = ",".join("?" * len(page_rows))
+        by_nid = {
+            r[-1]: r[:-1]
+            for r in txn.query(
+                f"SELECT {self.events.EVENT_COLUMNS}, e.event_nid FROM events e WHERE e.event_nid IN ({marks})",
+                [nid for nid, _ in page_rows],
+            )
+        }
+        return [(*by_nid[nid], score) for nid, score in page_rows if nid in by_nid], count
 
     @staticmethod
-    def _from(backend: type[_Fts5] | type[_TsVector]) -> str:
-        return f"event_search JOIN events e ON e.event_nid = event_search.{backend.nid_column}"
+    def _from() -> str:
+        # The index drives the query, the events are looked up by key for its matches. SQLite
+        # never reorders the tables of a CROSS JOIN: left to itself it walks the room's events
+        # (by the room_nid condition) and probes the index once per event, whatever matches.
+        return "event_search CROSS JOIN events e"
 
     @staticmethod
     def _where(backend: type[_Fts5] | type[_TsVector], query: SearchQuery, text_query: str) -> tuple[str, list[Any]]:
-        clauses = [backend.match, f"event_search.key IN ({','.join('?' * len(query.keys))})"]
-        args: list[Any] = [text_query, *query.keys]
+        clauses = [f"e.event_nid = event_search.{backend.nid_column}", backend.match]
+        args: list[Any] = [text_query]
+        if set(query.keys) != set(KEY_OF_TYPE.values()):
+            # each searchable type has one key: the keys asked for are the types to look at (the
+            # events' column, cheaper to read than one stored beside the words)
+            types = [t for t, key in KEY_OF_TYPE.items() if key in query.keys]
+            clauses.append(f"e.type IN ({','.join('?' * len(types))})")
+            args += types
         # a member sees the whole room; a former member nothing after they left
         rooms = []
         members = [r.room_nid for r in query.rooms if r.until is None]

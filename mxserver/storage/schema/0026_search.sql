@@ -3,17 +3,18 @@
 -- its words), one row per event, keyed by the event's event_nid. Rows are written in the
 -- transaction that persists the event (or places a backfilled outlier in the timeline) and
 -- deleted in the one that redacts it. Rejected, soft-failed and outlier events get no row.
+-- Each searchable event type has one search key (search.yaml `keys`): the events' type says
+-- which key a row's text came from.
 --
 -- Both backends index the same words, prepared in Python: SQLite's FTS5 with the "ascii"
 -- tokenizer splits them on the spaces between them; Postgres stores them as a tsvector.
 --
 -- dialect: sqlite
--- rowid: the event's event_nid; key: the search key the text came from (search.yaml `keys`)
-CREATE VIRTUAL TABLE event_search USING fts5(key UNINDEXED, words, tokenize = 'ascii');
+-- rowid: the event's event_nid
+CREATE VIRTUAL TABLE event_search USING fts5(words, tokenize = 'ascii');
 -- dialect: postgres
 CREATE TABLE event_search (
     event_nid BIGINT PRIMARY KEY,
-    key TEXT NOT NULL,
     vector TSVECTOR NOT NULL
 );
 CREATE INDEX event_search_vector ON event_search USING GIN (vector);
