@@ -52,6 +52,8 @@ class _Fts5:
         # FTS5 ANDs the terms of a query.
         return " ".join('"' + w.replace('"', '""') + '"*' for w in words)
 
+    #: see _TsVector.lock_rows: SQLite's one writer runs write transactions one at a time
+    lock_rows = ""
     match = "event_search MATCH ?"
     # bm25() is lower for better matches; search.yaml's rank is higher for closer ones
     score = "-bm25(event_search)"
@@ -77,6 +79,11 @@ class _TsVector:
     def query(words: Sequence[str]) -> str:
         return " & ".join(f"{_quote(w)}:*" for w in words)
 
+    #: The start-up job locks the events it indexes: a redaction committed between its read of
+    #: an event and its write would otherwise find no row to delete, and the job would then
+    #: store the redacted text. Locked, the redaction waits for the job's batch (or the job for
+    #: the redaction, and then sees it).
+    lock_rows = " FOR UPDATE"
     match = "event_search.vector @@ CAST(? AS tsquery)"
     # ts_rank_cd is a float4: as a float8 the value handed out in a next_batch compares equal
     # to the one computed again for the next page
@@ -146,7 +153,7 @@ def index_existing_events_txn(txn: Txn, position: int, target: int, limit: int) 
     rows = txn.query(
         f"SELECT e.event_nid, e.type, e.json FROM events e WHERE e.event_nid > ? AND e.event_nid <= ?"
         f" AND e.type IN ({','.join('?' * len(KEY_OF_TYPE))}) AND {_IN_TIMELINE} AND e.redacted_by IS NULL"
-        " ORDER BY e.event_nid LIMIT ?",
+        f" ORDER BY e.event_nid LIMIT ?{_backend(txn.dialect).lock_rows}",
         (position, target, *KEY_OF_TYPE, False, limit),
     )
     if not rows:
@@ -269,7 +276,10 @@ class SearchStore:
             page_args = [*score_args, after.score, *score_args, after.score, after.stream]
         elif after is not None:
             page, page_args = " AND e.stream_ordering < ?", [after.stream]
-        order = "score DESC, e.stream_ordering DESC" if query.by_rank else "e.stream_ordering DESC"
+        # "+ 0": Postgres would otherwise walk every event of the server backwards by position
+        # and test each against the index until it has a page, fast for a common word but a
+        # full scan for a rare one; sorting the matches costs what the count costs anyway.
+        order = "score DESC, e.stream_ordering DESC" if query.by_rank else "e.stream_ordering + 0 DESC"
         # Sorting carries only keys and scores; the page's events are read afterwards (sorting
         # the events' JSON along with every match cost a common word twice as much).
         page_rows = txn.query(
@@ -317,8 +327,7 @@ class SearchStore:
                 rooms.append("(e.room_nid = ? AND e.stream_ordering <= ?)")
                 args += [r.room_nid, r.until]
         clauses.append("(" + " OR ".join(rooms) + ")")
-        # the index has no row of a redacted event; this also covers a redaction committed
-        # while the start-up job was indexing the event (Postgres runs them side by side)
+        # the index has no row of a redacted event; checked all the same, as it costs nothing
         clauses.append(f"{_IN_TIMELINE} AND e.redacted_by IS NULL")
         args.append(False)
         if query.sender is not None:
