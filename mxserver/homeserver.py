@@ -557,6 +557,7 @@ class Homeserver(service.MultiService):
             rooms,
             self.history_visibility,
             self.event_serializer,
+            self.account_data,
         )
         #: started once the server is up (_start), stopped before the database closes
         self.background_jobs = BackgroundJobs(self.db, {"event_search": index_existing_events_txn}, self.clock)

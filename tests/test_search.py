@@ -355,8 +355,10 @@ class SearchTests(SearchClient, HomeserverTestCase):
         early = await self.send_message(alice, room, "almond early")
         await self.join(bob, room)
         joined = await self.send_message(alice, room, "almond joined")
-        # bob joined later under `joined` visibility: the earlier event is not his to find
+        # bob joined later under `joined` visibility: the earlier event is not his to find, nor
+        # to count
         self.assertEqual(await self.found(bob, "almond"), [joined])
+        self.assertEqual((await self.room_events(bob, "almond"))["count"], 1)
         self.assertCountEqual(await self.found(alice, "almond"), [early, joined])
         # a non-member finds nothing, even in a room they could join
         self.assertEqual(await self.found(carol, "almond"), [])
@@ -388,6 +390,26 @@ class SearchTests(SearchClient, HomeserverTestCase):
         open_room = await self.create_room(alice, preset="public_chat", history_visibility="world_readable")
         await self.send_message(alice, open_room, "cashew open")
         self.assertEqual(await self.found(carol, "cashew"), [])
+
+    async def test_ignored_users(self) -> None:
+        alice, bob, room = self.alice, self.bob, self.room
+        await self.set_power(alice, room, bob.user_id, 50)
+        before = await self.send_message(alice, room, "fig before")
+        theirs = await self.send_message(bob, room, "fig from bob")
+        name = await self.set_state(bob, room, "m.room.name", {"name": "fig garden"})
+        after = await self.send_message(alice, room, "fig after")
+        path = f"{C}/user/{q(alice.user_id)}/account_data/m.ignored_user_list"
+        self.assertEqual((await self.put(path, {"ignored_users": {bob.user_id: {}}}, alice))[0], 200)
+        # modules/ignore_users.md: no events of an ignored user, except state events
+        body = await self.room_events(alice, "fig", order_by="recent", event_context={"before_limit": 3})
+        self.assertEqual([r["result"]["event_id"] for r in body["results"]], [after, name, before])
+        self.assertEqual(body["count"], 3)
+        context = body["results"][0]["context"]
+        context_ids = [e["event_id"] for e in context["events_before"]]
+        self.assertEqual(context_ids[:2], [name, before])
+        self.assertNotIn(theirs, context_ids)
+        # bob's own search, and others', are not affected
+        self.assertIn(theirs, await self.found(bob, "fig"))
 
     async def test_redaction_removes_the_hit(self) -> None:
         alice, room = self.alice, self.room

@@ -11,6 +11,11 @@ text matched, but the user may not see that text).
 The search term is read as plain words (:func:`mxserver.events.search.search_words`):
 an event matches when, for every word, its text has a word starting with it.
 ``highlights`` are the words of the results that matched, as they are written.
+Messages of users the searcher ignores are neither results nor context (their
+state events are: modules/ignore_users.md). ``count`` is the number of matches
+in the user's rooms (up to when they left) less those the page found hidden
+from them: exact when one page holds every match, an upper bound otherwise (the
+spec allows an estimate; an exact count would check every match's visibility).
 
 Pages: ``next_batch`` is a cursor in the query's order (rank then stream
 position, or stream position alone for ``recent``), so paging never repeats
@@ -28,7 +33,7 @@ import binascii
 import json
 import math
 from collections.abc import Sequence
-from typing import Any, TypeGuard
+from typing import Any, Protocol, TypeGuard
 
 import attrs
 
@@ -62,6 +67,12 @@ MAX_PAGE_QUERIES = 3
 #: matches read per batch: a page's worth at least twice over (some may be hidden), bounded
 MIN_FETCH = 20
 MAX_FETCH = 400
+
+
+class IgnoredUsers(Protocol):
+    """Whom a user ignores (modules/ignore_users.md)."""
+
+    async def ignored_users(self, user_id: str) -> frozenset[str]: ...
 
 
 @attrs.frozen
@@ -159,6 +170,7 @@ class SearchHandler:
         rooms: ReaderRooms,
         visibility: HistoryVisibility,
         serializer: EventSerializer,
+        ignored: IgnoredUsers,
     ) -> None:
         self.store = store
         self.history = history
@@ -167,6 +179,7 @@ class SearchHandler:
         self.rooms = rooms
         self.visibility = visibility
         self.serializer = serializer
+        self.ignored = ignored
 
     async def search(
         self, requester: Requester, room_events: RoomEventsCriteria | None, next_batch: str | None
@@ -194,12 +207,14 @@ class SearchHandler:
             rooms = [r for r in rooms if r.room_id == token.room_id]
         if filt.allows_nothing:
             rooms = []
+        ignored = await self.ignored.ignored_users(user_id)
         query = SearchQuery(
             words=words,
             keys=criteria.keys,
             rooms=tuple(rooms),
             conditions=filt.sql_conditions(),
             sender=token.sender if token is not None else None,
+            ignored=ignored,
             by_rank=criteria.order_by == "rank",
         )
         limit = min(filt.limit or DEFAULT_LIMIT, MAX_LIMIT)
@@ -214,7 +229,9 @@ class SearchHandler:
             result: dict[str, Any] = {"rank": hit.score, "result": formatted}
             if criteria.event_context is not None:
                 room = rooms_by_id[hit.event.room_id]
-                result["context"] = await self._context(user_id, room, hit.event, criteria.event_context, viewer)
+                result["context"] = await self._context(
+                    user_id, room, hit.event, criteria.event_context, viewer, ignored
+                )
             results.append(result)
 
         out: dict[str, Any] = {"results": results, "count": page.count, "highlights": _highlights(events, words)}
@@ -239,7 +256,7 @@ class SearchHandler:
         """Up to ``limit`` matches the user may see, after ``after``; reads more batches of
         matches (at most :data:`MAX_PAGE_QUERIES`) while visibility leaves the page short."""
         hits: list[SearchHit] = []
-        count = 0
+        count = hidden = 0
         cursor = after
         fetch = min(max(2 * limit, MIN_FETCH), MAX_FETCH)
         for i in range(MAX_PAGE_QUERIES):
@@ -249,13 +266,16 @@ class SearchHandler:
             shown = await self._shown(user_id, [hit.event for hit in batch], filt)
             for j, hit in enumerate(batch):
                 cursor = hit.cursor
-                if hit.event.event_id in shown:
-                    hits.append(hit)
-                    if len(hits) == limit:
-                        return _Page(hits, count, cursor, j + 1 < len(batch) or len(batch) == fetch)
+                if hit.event.event_id not in shown:
+                    hidden += 1
+                    continue
+                hits.append(hit)
+                if len(hits) == limit:
+                    more = j + 1 < len(batch) or len(batch) == fetch
+                    return _Page(hits, max(count - hidden, len(hits)), cursor, more)
             if len(batch) < fetch:
-                return _Page(hits, count, cursor, False)
-        return _Page(hits, count, cursor, True)
+                return _Page(hits, max(count - hidden, len(hits)), cursor, False)
+        return _Page(hits, max(count - hidden, len(hits)), cursor, True)
 
     async def _shown(self, user_id: str, events: list[Event], filt: RoomEventFilter) -> set[str]:
         """The IDs of the events that are results for the user: they pass the filter exactly
@@ -273,6 +293,7 @@ class SearchHandler:
         event: Event,
         request: EventContextRequest,
         viewer: tuple[str, str | None],
+        ignored: frozenset[str],
     ) -> dict[str, Any]:
         """search.yaml ``context``: the events the user may see around a result, as /context
         pages them (events_before nearest first), with ``start``/``end`` room tokens."""
@@ -280,7 +301,8 @@ class SearchHandler:
         assert position is not None
 
         async def keep(batch: list[Event]) -> list[Event]:
-            return await self.visibility.filter_events_for_user(user_id, batch)
+            shown = [ev for ev in batch if ev.sender not in ignored or ev.state_key is not None]
+            return await self.visibility.filter_events_for_user(user_id, shown)
 
         async def fetch_before(pos: int, n: int) -> list[Event]:
             return await self.history.page(room.room_nid, pos, None, True, n)

@@ -193,6 +193,9 @@ class SearchQuery:
     conditions: tuple[str, Sequence[Any]] = ("", ())
     #: only events of this sender (a ``sender`` group's next_batch)
     sender: str | None = None
+    #: users whose messages the searcher ignores (their state events still count:
+    #: modules/ignore_users.md)
+    ignored: frozenset[str] = frozenset()
     #: search.yaml order_by: ``rank`` (True) or ``recent``
     by_rank: bool = True
 
@@ -333,5 +336,8 @@ class SearchStore:
         if query.sender is not None:
             clauses.append("e.sender = ?")
             args.append(query.sender)
+        if query.ignored:
+            clauses.append(f"NOT (e.state_key IS NULL AND e.sender IN ({','.join('?' * len(query.ignored))}))")
+            args += sorted(query.ignored)
         extra, extra_args = query.conditions
         return " AND ".join(clauses) + extra, [*args, *extra_args]
