@@ -487,7 +487,7 @@ class Homeserver(service.MultiService):
         from mxserver.storage.history import HistoryStore
         from mxserver.storage.memberships import MembershipStore
         from mxserver.storage.relations import RelationsStore
-        from mxserver.storage.search import SearchStore, index_existing_events_txn
+        from mxserver.storage.search import INDEX_JOB, SearchStore, index_existing_events_txn
 
         rooms, server_name = self.room_server, self.server_name
         remote_rooms = self.remote_rooms
@@ -560,7 +560,7 @@ class Homeserver(service.MultiService):
             self.account_data,
         )
         #: started once the server is up (_start), stopped before the database closes
-        self.background_jobs = BackgroundJobs(self.db, {"event_search": index_existing_events_txn}, self.clock)
+        self.background_jobs = BackgroundJobs(self.db, {INDEX_JOB: index_existing_events_txn}, self.clock)
         self.hierarchy = HierarchyHandler(
             rooms,
             self.membership_store,

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from mxserver.events.model import Event
     from mxserver.storage.events import EventStore
 
+#: the background job (mxserver.storage.background_jobs) migration 0026 schedules: indexing the
+#: events stored before the index existed, with :func:`index_existing_events_txn`
+INDEX_JOB = "event_search"
+
 #: an indexed event is in the timeline: not an outlier, not rejected, not soft-failed (alias e)
 _IN_TIMELINE = "e.stream_ordering IS NOT NULL AND e.rejected_reason IS NULL AND e.soft_failed = ?"
 
