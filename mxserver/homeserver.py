@@ -469,7 +469,8 @@ class Homeserver(service.MultiService):
 
         In this order: the directory (aliases), membership (resolves aliases through the
         directory), creation and upgrades (both use membership and the directory), sending
-        (checks canonical aliases with the directory), reading history and relations, the space hierarchy.
+        (checks canonical aliases with the directory), reading history and relations, search (and
+        the start-up job that indexes events stored before the search index), the space hierarchy.
         """
         from mxserver.room_handlers.aggregations import BundledAggregations
         from mxserver.room_handlers.creation import RoomCreationHandler
@@ -482,15 +483,18 @@ class Homeserver(service.MultiService):
         from mxserver.room_handlers.relations import RelationsHandler
         from mxserver.room_handlers.reports import ReportsHandler
         from mxserver.room_handlers.room_summary import RoomSummaryHandler
+        from mxserver.room_handlers.search import SearchHandler
         from mxserver.room_handlers.threads import ThreadsHandler
         from mxserver.room_handlers.upgrade import RoomUpgradeHandler
         from mxserver.rooms.visibility import HistoryVisibility
         from mxserver.storage.aggregations import AggregationsStore
+        from mxserver.storage.background_jobs import BackgroundJobs
         from mxserver.storage.directory import DirectoryStore
         from mxserver.storage.history import HistoryStore
         from mxserver.storage.memberships import MembershipStore
         from mxserver.storage.relations import RelationsStore
         from mxserver.storage.reports import ReportsStore
+        from mxserver.storage.search import INDEX_JOB, SearchStore, index_existing_events_txn
         from mxserver.storage.threads import ThreadsStore
 
         rooms, server_name = self.room_server, self.server_name
@@ -571,6 +575,18 @@ class Homeserver(service.MultiService):
             self.bundled_aggregations,
             self.account_data,
         )
+        self.search = SearchHandler(
+            SearchStore(self.db, self.event_store),
+            self.history_store,
+            self.event_store,
+            self.state_store,
+            rooms,
+            self.history_visibility,
+            self.event_serializer,
+            self.account_data,
+        )
+        #: started once the server is up (_start), stopped before the database closes
+        self.background_jobs = BackgroundJobs(self.db, {INDEX_JOB: index_existing_events_txn}, self.clock)
         self.hierarchy = HierarchyHandler(
             rooms,
             self.membership_store,
@@ -880,6 +896,7 @@ class Homeserver(service.MultiService):
             room_events,
             room_summary,
             rooms_create,
+            search,
             threads,
         )
 
@@ -889,6 +906,7 @@ class Homeserver(service.MultiService):
             relations.RelationsServlet(auth, self.relations),
             reports.ReportsServlet(auth, self.reports, self.ratelimit_report),
             threads.ThreadsServlet(auth, self.threads),
+            search.SearchServlet(auth, self.search),
             rooms_create.CreateRoomServlet(auth, self.room_creation, self.room_upgrade),
             membership.MembershipServlet(auth, self.room_membership),
             directory.DirectoryServlet(auth, self.directory, self.config.room_directory),
@@ -1024,6 +1042,9 @@ class Homeserver(service.MultiService):
         await self.db.run_with_connection(prepare_database, self.db.dialect)
         for hook in self.start_hooks:
             await hook()
+        # Work left by migrations (indexing events stored before an index existed) runs in the
+        # background: the server serves meanwhile.
+        self.background_jobs.start()
         self._lag.start()
         for listener in self.config.listeners:
             self._listening.append(await self._listen(listener))
@@ -1079,6 +1100,7 @@ class Homeserver(service.MultiService):
         # That work may still write what it learnt: let it finish before the database closes.
         await self.device_lists.settle()
         await self.guest_access.settle()
+        await self.background_jobs.stop()
         self.is_ready = False
         self.db.close()
 

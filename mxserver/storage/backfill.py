@@ -25,6 +25,7 @@ import attrs
 from mxserver.storage.database import Database, Txn
 from mxserver.storage.events import EventStore, PersistItem
 from mxserver.storage.relations import place_relation_txn, relation_redacted_txn
+from mxserver.storage.search import place_search_txn, unindex_redacted_txn
 from mxserver.storage.state import NewSnapshot, StateStore
 
 #: how many of a room's earliest timeline events are looked at for unknown prev events
@@ -152,12 +153,14 @@ class BackfillStore:
             )
             if txn.rowcount:
                 place_relation_txn(txn, p.event_id)
+                place_search_txn(txn, p.event_id)
         for event_id, redaction_id in redactions:
             txn.execute(
                 "UPDATE events SET redacted_by = ? WHERE event_id = ? AND redacted_by IS NULL", (redaction_id, event_id)
             )
             if txn.rowcount:
                 relation_redacted_txn(txn, event_id)
+                unindex_redacted_txn(txn, event_id)
         # Snapshots last: their entries may name any event of the batch.
         event_nids: dict[str, Any] = {i.event.event_id: i.event_nid for i in inserts}
         for snap in snapshots:

@@ -1,9 +1,10 @@
 """SQL for rooms and events: reading events, and persisting batches of them.
 
 Persisting is one transaction per batch: events, DAG edges, state snapshots,
-current state, memberships, forward extremities, client transaction IDs and
-the relationship index all commit together or not at all. Only the room server calls the write
-side (DESIGN.md: the room server is the only writer of room state).
+current state, memberships, forward extremities, client transaction IDs, the
+relationship index and the search index all commit together or not at all.
+Only the room server calls the write side (DESIGN.md: the room server is the
+only writer of room state).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mxserver.events.model import Event, EventMetadata
 from mxserver.events.versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from mxserver.storage.database import Database, Txn
 from mxserver.storage.relations import relation_redacted_txn, write_relation_txn
+from mxserver.storage.search import unindex_redacted_txn, write_search_txn
 from mxserver.storage.state import NewSnapshot, StateKey, StateStore
 
 
@@ -376,6 +378,7 @@ class EventStore:
                 write_relation_txn(
                     txn, ev.event_id, room.room_nid, ev.type, ev.sender, ev.content, item.stream_ordering
                 )
+                write_search_txn(txn, item.event_nid, ev.type, ev.content)
             if item.snapshot is not None:
                 self.state.write_txn(txn, item.snapshot, event_nids)
             for snap in item.extra_snapshots:
@@ -428,6 +431,7 @@ class EventStore:
                     )
                     if txn.rowcount:
                         relation_redacted_txn(txn, target)
+                        unindex_redacted_txn(txn, target)
 
     def _update_current_state_txn(self, txn: Txn, item: PersistItem, batch: Mapping[str, Event] | None = None) -> None:
         room_nid = item.room.room_nid

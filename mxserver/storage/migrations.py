@@ -4,7 +4,10 @@ Schema files live in ``mxserver/storage/schema/NNNN_name.sql``; the database
 records the highest version applied. Each file is applied in its own
 transaction, so a crash mid-migration leaves the previous version intact.
 A version may add a data step in Python (``_DATA_STEPS``), for what portable
-SQL cannot do (reading event JSON); it runs in the same transaction.
+SQL cannot do (reading event JSON); it runs in the same transaction. What only
+one backend has (SQLite's FTS5, Postgres's ``tsvector``) goes in a section of
+the file headed ``-- dialect: sqlite`` or ``-- dialect: postgres``; a
+``-- dialect: all`` line returns to statements for every backend.
 A database newer than this code is refused: running old code on it could
 corrupt data the newer code relies on.
 """
@@ -52,6 +55,21 @@ def _statements(sql: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
+_DIALECT_LINE = re.compile(r"--\s*dialect:\s*(\w+)\s*")
+
+
+def for_dialect(sql: str, dialect: str) -> str:
+    """The lines of a schema file that apply to ``dialect`` (see the module docstring)."""
+    keep, section = [], "all"
+    for line in sql.splitlines():
+        m = _DIALECT_LINE.fullmatch(line.strip())
+        if m:
+            section = m.group(1)
+        elif section in ("all", dialect):
+            keep.append(line)
+    return "\n".join(keep)
+
+
 def current_version(cursor: Any) -> int:
     cursor.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     cursor.execute("SELECT version FROM schema_version")
@@ -78,7 +96,7 @@ def prepare_database(conn: Any, dialect: Dialect, up_to: int | None = None) -> i
             if dialect.name == "sqlite":
                 # sqlite3 would autocommit each DDL statement: make the file one transaction.
                 cursor.execute("BEGIN")
-            for statement in _statements(dialect.schema(sql)):
+            for statement in _statements(dialect.schema(for_dialect(sql, dialect.name))):
                 cursor.execute(statement)
             step = _DATA_STEPS.get(number)
             if step is not None:
