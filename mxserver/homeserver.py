@@ -584,6 +584,7 @@ class Homeserver(service.MultiService):
             self.history_visibility,
             self.event_serializer,
             self.account_data,
+            self.bundled_aggregations,
         )
         #: started once the server is up (_start), stopped before the database closes
         self.background_jobs = BackgroundJobs(self.db, {INDEX_JOB: index_existing_events_txn}, self.clock)

@@ -272,6 +272,39 @@ class SearchTests(SearchClient, HomeserverTestCase):
         self.assertEqual(body["results"][0]["context"]["events_after"], [])
         self.assertNotIn("context", (await self.room_events(alice, "hazelnut"))["results"][0])
 
+    async def test_results_carry_bundled_aggregations(self) -> None:
+        """§Aggregations of child events: /search results (and their context) are bundled like
+        /messages: the thread and the latest valid edit of a root found by its text."""
+        alice, bob, room = self.alice, self.bob, self.room
+        root = await self.send_message(alice, room, "the almond question")
+        reply = await self.send(
+            bob, room, {"msgtype": "m.text", "body": "answer", "m.relates_to": {"rel_type": "m.thread", "event_id": root}}
+        )
+        edit = await self.send(
+            alice,
+            room,
+            {
+                "msgtype": "m.text",
+                "body": "* the almond question, edited",
+                "m.new_content": {"msgtype": "m.text", "body": "the almond question, edited"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": root},
+            },
+        )
+        after = await self.send_message(alice, room, "unrelated walnut")
+        body = await self.room_events(bob, "question", event_context={"before_limit": 0, "after_limit": 5})
+        by_id = {r["result"]["event_id"]: r for r in body["results"]}
+        bundle = by_id[root]["result"]["unsigned"]["m.relations"]
+        self.assertEqual(bundle["m.thread"]["count"], 1)
+        self.assertEqual(bundle["m.thread"]["latest_event"]["event_id"], reply)
+        self.assertIs(bundle["m.thread"]["current_user_participated"], True)
+        self.assertEqual(bundle["m.replace"]["event_id"], edit)
+        # the original's own text is what was found; the edit only shows in the bundle
+        self.assertEqual(by_id[root]["result"]["content"]["body"], "the almond question")
+        context_ids = [e["event_id"] for e in by_id[root]["context"]["events_after"]]
+        self.assertIn(after, context_ids)
+        (found,) = [r for r in body["results"] if r["result"]["event_id"] == root]
+        self.assertNotIn("m.relations", found["context"]["events_after"][-1].get("unsigned", {}))
+
     async def test_groupings(self) -> None:
         alice, bob, room = self.alice, self.bob, self.room
         other = await self.create_room(bob, preset="public_chat")

@@ -41,6 +41,7 @@ from mxserver.accounts.auth import Requester
 from mxserver.errors import invalid_param
 from mxserver.events.model import Event
 from mxserver.events.search import SEARCH_KEYS, highlights, search_words, searchable_text
+from mxserver.room_handlers.aggregations import Aggregations
 from mxserver.room_handlers.event_serializer import EventSerializer
 from mxserver.room_handlers.history import page_visible
 from mxserver.rooms.api import ReaderRooms
@@ -171,6 +172,7 @@ class SearchHandler:
         visibility: HistoryVisibility,
         serializer: EventSerializer,
         ignored: IgnoredUsers,
+        aggregations: Aggregations,
     ) -> None:
         self.store = store
         self.history = history
@@ -180,6 +182,7 @@ class SearchHandler:
         self.visibility = visibility
         self.serializer = serializer
         self.ignored = ignored
+        self.aggregations = aggregations
 
     async def search(
         self, requester: Requester, room_events: RoomEventsCriteria | None, next_batch: str | None
@@ -222,7 +225,10 @@ class SearchHandler:
 
         viewer = (user_id, requester.device_id)
         events = [hit.event for hit in page.hits]
-        serialized = await self.serializer.serialize(events, viewer=viewer)
+        # Bundled aggregations on the results as on /messages (§Aggregations of child events):
+        # one computation for the page.
+        bundles = await self.aggregations.bundles(events, user_id)
+        serialized = await self.serializer.serialize(events, viewer=viewer, bundles=bundles)
         rooms_by_id = {r.room_id: r for r in rooms}
         results = []
         for hit, formatted in zip(page.hits, serialized, strict=True):
@@ -318,11 +324,12 @@ class SearchHandler:
         if request.after_limit:
             # a former member sees nothing after they left
             after, end, _ = await page_visible(fetch_after, keep, position, room.until, False, request.after_limit)
+        bundles = await self.aggregations.bundles([*before, *after], user_id)
         context: dict[str, Any] = {
             "start": room_token(start),
             "end": room_token(end),
-            "events_before": await self.serializer.serialize(before, viewer=viewer),
-            "events_after": await self.serializer.serialize(after, viewer=viewer),
+            "events_before": await self.serializer.serialize(before, viewer=viewer, bundles=bundles),
+            "events_after": await self.serializer.serialize(after, viewer=viewer, bundles=bundles),
         }
         if request.include_profile:
             last = after[-1] if after else event
