@@ -558,6 +558,7 @@ class Homeserver(service.MultiService):
             self.event_serializer,
             self.bundled_aggregations,
             self.backfiller,
+            self.account_data,
         )
         self.relations = RelationsHandler(
             rooms,

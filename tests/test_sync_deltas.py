@@ -216,6 +216,29 @@ class IgnoredUsersTests(HomeserverTestCase):
         # bob's state (his membership) still counts
         self.assertIn(bob.user_id, {e.get("state_key") for e in initial["state"]["events"] + initial["timeline"]["events"]})
 
+    async def test_messages_and_context_leave_out_ignored_users(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        room = await self.create_room(alice, preset="public_chat")
+        await self.join(bob, room)
+        await self.set_power(alice, room, bob.user_id, 50)
+        first = await self.send_message(alice, room, "first")
+        hidden = await self.send_message(bob, room, "from bob")
+        topic = await self.set_state(bob, room, "m.room.topic", {"topic": "bob's topic"})
+        last = await self.send_message(alice, room, "last")
+        await self._ignore(alice, bob)
+        code, page = await self.messages(alice, room, dir="b", limit=10)
+        self.assertEqual(code, 200, page)
+        ids = [e["event_id"] for e in page["chunk"]]
+        self.assertEqual(ids[:3], [last, topic, first])  # bob's state event stays
+        self.assertNotIn(hidden, ids)
+        code, ctx = await self.get(f"{C}/rooms/{q(room)}/context/{q(first)}?limit=10", alice)
+        self.assertEqual(code, 200, ctx)
+        self.assertEqual([e["event_id"] for e in ctx["events_after"]], [topic, last])
+        # bob himself, and anyone not ignoring him, still sees it
+        code, page = await self.messages(bob, room, dir="b", limit=10)
+        self.assertIn(hidden, [e["event_id"] for e in page["chunk"]])
+
     async def test_invites_from_ignored_users_are_hidden(self) -> None:
         alice = await self.register("alice")
         bob = await self.register("bob")

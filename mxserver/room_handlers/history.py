@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 from mxserver.accounts.auth import Requester
 from mxserver.errors import forbidden, invalid_param, not_found
 from mxserver.events.model import Event
-from mxserver.room_handlers.aggregations import Aggregations
+from mxserver.room_handlers.aggregations import Aggregations, IgnoredUsers
 from mxserver.room_handlers.event_serializer import EventSerializer
 from mxserver.rooms.api import ClientRooms
 from mxserver.rooms.visibility import HistoryVisibility, RoomAccess
@@ -112,6 +112,7 @@ class HistoryHandler:
         serializer: EventSerializer,
         aggregations: Aggregations,
         backfiller: Backfill,
+        ignored: IgnoredUsers,
     ) -> None:
         self.room_server = room_server
         self.events = events
@@ -121,6 +122,7 @@ class HistoryHandler:
         self.serializer = serializer
         self.aggregations = aggregations
         self.backfiller = backfiller
+        self.ignored = ignored
 
     # -- access ---------------------------------------------------------------------------
 
@@ -251,11 +253,16 @@ class HistoryHandler:
     ) -> tuple[list[Event], int, bool]:
         """``(events the user may see, position after the last one scanned, whether more may follow)``."""
         conditions = filt.sql_conditions()
+        # modules/ignore_users.md: "the client will no longer receive events sent by that user,
+        # with the exception of state events" (Synapse leaves them out of /messages and /context too).
+        ignored = await self.ignored.ignored_users(user_id)
 
         async def fetch(pos: int, n: int) -> list[Event]:
             return await self.store.page(room.room_nid, pos, to_pos, backwards, n, conditions)
 
         async def keep(batch: list[Event]) -> list[Event]:
+            if ignored:
+                batch = [ev for ev in batch if ev.sender not in ignored or ev.state_key is not None]
             return await self.visibility.filter_events_for_user(user_id, filt.filter_events(batch))
 
         return await page_visible(fetch, keep, from_pos, to_pos, backwards, limit)
