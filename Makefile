@@ -98,8 +98,9 @@ $(VENV)/.installed-fuzz: $(VENV)/.installed setup.cfg pyproject.toml
 fuzz: $(VENV)/.installed-fuzz
 	$(BIN)/python contrib/fuzz_client_api.py --spec $(SHARED)/spec/api/client-server --max-examples $(FUZZ_EXAMPLES)
 
-# Scratch check (not part of `make test`; needs node >= 20 and npm): two matrix-js-sdk clients
-# against a fresh server, whose unread counts must follow /sync's (see contrib/jssdk_unread/run).
+# Scratch checks (not part of `make test`; need node >= 20 and npm): real matrix-js-sdk clients
+# against a fresh server: their unread counts follow /sync's, and with threadSupport they show
+# a thread and its replies (see contrib/jssdk_unread/run).
 jssdk-check: install
 	MXSERVER_PYTHON=$(abspath $(BIN))/python bash contrib/jssdk_unread/run
 

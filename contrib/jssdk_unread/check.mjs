@@ -12,69 +12,12 @@
 // room.getRoomUnreadNotificationCount (main) and room.getThreadUnreadNotificationCount.
 // Exits 1 on the first step whose counts do not settle within JSSDK_TIMEOUT_MS.
 
-import { ClientEvent, NotificationCountType, ReceiptType, createClient } from "matrix-js-sdk";
-import loglevel from "loglevel";
+import { NotificationCountType, ReceiptType } from "matrix-js-sdk";
 
-const [BASE, SERVER_NAME = "localhost"] = process.argv.slice(2);
-if (!BASE) {
-    console.error("usage: node check.mjs BASE_URL [SERVER_NAME]");
-    process.exit(2);
-}
-const TIMEOUT_MS = Number(process.env.JSSDK_TIMEOUT_MS || 20000);
+import { SERVER_NAME, TIMEOUT_MS, finish, http, register, sleep, startSdk, waitFor } from "./common.mjs";
+
 const TOTAL = NotificationCountType.Total;
 const HIGHLIGHT = NotificationCountType.Highlight;
-
-// The SDK's own logging (errors included: its MatrixRTC manager logs one per state event of a
-// room it has not made yet) is off unless asked for; what goes wrong in it is caught below.
-// Every SDK logger is its own loglevel logger at DEBUG, so each is set (again after clients
-// are created: they make child loggers).
-const SDK_LOG = process.env.JSSDK_SDK_LOG || "silent";
-const quietSdk = () => Object.values(loglevel.getLoggers()).forEach((l) => l.setLevel(SDK_LOG, false));
-quietSdk();
-
-// The SDK fetches some things in the background without awaiting them (e.g. a new thread's
-// start, through /relations): a rejected request there must not kill the check, but it is
-// reported at the end, since a client on this server would hit it too.
-const backgroundErrors = [];
-process.on("unhandledRejection", (err) => {
-    const line = `${err?.name || "Error"}: ${err?.message || err}`;
-    if (!backgroundErrors.includes(line)) {
-        backgroundErrors.push(line);
-        console.log(`  (SDK background request failed: ${line})`);
-    }
-});
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// -- raw HTTP ---------------------------------------------------------------------------------
-
-async function http(method, path, { token, body, query } = {}) {
-    const url = new URL(BASE + path);
-    for (const [k, v] of Object.entries(query || {})) url.searchParams.set(k, v);
-    const headers = { "Content-Type": "application/json" };
-    if (token) headers.Authorization = `Bearer ${token}`;
-    const res = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    const text = await res.text();
-    let json;
-    try {
-        json = JSON.parse(text);
-    } catch {
-        json = { raw: text };
-    }
-    return { status: res.status, json };
-}
-
-async function register(localpart) {
-    const req = { username: localpart, password: `pw-${localpart}-${Date.now()}`, inhibit_login: false };
-    let r = await http("POST", "/_matrix/client/v3/register", { body: req });
-    if (r.status === 401 && r.json.session) {
-        r = await http("POST", "/_matrix/client/v3/register", {
-            body: { ...req, auth: { type: "m.login.dummy", session: r.json.session } },
-        });
-    }
-    if (r.status !== 200) throw new Error(`register ${localpart}: ${r.status} ${JSON.stringify(r.json)}`);
-    return r.json; // user_id, access_token, device_id
-}
 
 // The server's counts for one room, straight from /sync (no since: a full answer every time).
 async function serverCounts(token, roomId) {
@@ -96,30 +39,6 @@ async function serverCounts(token, roomId) {
 
 // -- SDK ---------------------------------------------------------------------------------------
 
-async function startSdk(account) {
-    const client = createClient({
-        baseUrl: BASE,
-        accessToken: account.access_token,
-        userId: account.user_id,
-        deviceId: account.device_id,
-    });
-    quietSdk();
-    const prepared = new Promise((resolve, reject) => {
-        const onSync = (state, _prev, data) => {
-            if (state === "PREPARED") {
-                client.off(ClientEvent.Sync, onSync);
-                resolve();
-            } else if (state === "ERROR") {
-                reject(new Error(`${account.user_id}: sync error ${data?.error}`));
-            }
-        };
-        client.on(ClientEvent.Sync, onSync);
-    });
-    await client.startClient({ threadSupport: true, initialSyncLimit: 20 });
-    await withTimeout(prepared, `${account.user_id}: PREPARED`);
-    return client;
-}
-
 function sdkCounts(client, roomId, threadRoots) {
     const room = client.getRoom(roomId);
     if (!room) return null;
@@ -135,28 +54,6 @@ function sdkCounts(client, roomId, threadRoots) {
         main: { total: room.getRoomUnreadNotificationCount(TOTAL), highlight: room.getRoomUnreadNotificationCount(HIGHLIGHT) },
         threads,
     };
-}
-
-async function withTimeout(promise, what) {
-    let timer;
-    const timeout = new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${TIMEOUT_MS} ms: ${what}`)), TIMEOUT_MS);
-    });
-    try {
-        return await Promise.race([promise, timeout]);
-    } finally {
-        clearTimeout(timer);
-    }
-}
-
-async function waitFor(what, fn) {
-    const deadline = Date.now() + TIMEOUT_MS;
-    for (;;) {
-        const v = fn();
-        if (v) return v;
-        if (Date.now() > deadline) throw new Error(`timed out after ${TIMEOUT_MS} ms: ${what}`);
-        await sleep(50);
-    }
 }
 
 // Bob's copy of an event (thread events live in the thread's timeline once the SDK made it).
@@ -321,17 +218,4 @@ async function run(alice, bob, bobToken, bobId) {
     });
 }
 
-main().then(
-    () => {
-        if (backgroundErrors.length) {
-            console.log(`note: ${backgroundErrors.length} SDK background request(s) failed (not a count mismatch):`);
-            for (const line of backgroundErrors) console.log(`  ${line}`);
-        }
-        console.log("PASS: matrix-js-sdk's unread counts follow the server");
-        process.exit(0);
-    },
-    (err) => {
-        console.error(`FAIL: ${err.message}`);
-        process.exit(1);
-    },
-);
+finish(main, "matrix-js-sdk's unread counts follow the server");
