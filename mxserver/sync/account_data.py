@@ -23,6 +23,7 @@ from mxserver.sync.push_rules import PushRulesHandler
 PUSH_RULES_TYPE = "m.push_rules"
 FULLY_READ_TYPE = "m.fully_read"
 IGNORED_USERS_TYPE = "m.ignored_user_list"
+DIRECT_TYPE = "m.direct"
 
 #: users whose ignore lists are kept in memory (every /sync reads the list)
 IGNORED_CACHE_SIZE = 10_000
@@ -136,6 +137,25 @@ class AccountDataHandler:
         content = await self._store.get(user_id, room_id, TAG_TYPE)
         tags = content.get("tags") if content else None
         return tags if isinstance(tags, dict) else {}
+
+    async def tags_of_rooms(self, user_id: str) -> dict[str, frozenset[str]]:
+        """The tag names of every room the user tagged (sliding sync's ``tags`` filters)."""
+        out: dict[str, frozenset[str]] = {}
+        for room_id, content in (await self._store.get_rooms_of_type(user_id, TAG_TYPE)).items():
+            tags = content.get("tags") if isinstance(content, dict) else None
+            if isinstance(tags, dict) and tags:
+                out[room_id] = frozenset(tags)
+        return out
+
+    async def direct_rooms(self, user_id: str) -> frozenset[str]:
+        """The rooms in the user's global ``m.direct`` (its DMs; content is the client's: checked)."""
+        content = await self._store.get(user_id, GLOBAL, DIRECT_TYPE)
+        out: set[str] = set()
+        if isinstance(content, dict):
+            for rooms in content.values():
+                if isinstance(rooms, list):
+                    out.update(r for r in rooms if isinstance(r, str))
+        return frozenset(out)
 
     async def add_tag(self, user_id: str, room_id: str, tag: str, tag_content: dict[str, Any]) -> int:
         """Add or replace a tag; ``order`` (if given) must be a number in [0, 1] (tag.yaml)."""
