@@ -85,3 +85,266 @@ class SlidingSyncBasicsTests(SlidingSyncCase):
         self.assertIsInstance(room["bump_stamp"], int)
         self.assertIsInstance(room["prev_batch"], str)
         self.assertNotIn("timeline", resp["rooms"][rooms[2]].keys() - {"timeline"})
+    async def test_ranges_windows_and_count(self) -> None:
+        alice = await self.register("alice")
+        rooms = await self.rooms_of(alice, 5)
+        newest_first = list(reversed(rooms))
+        resp = await self.ss(
+            alice,
+            {
+                "lists": {
+                    "two": {"ranges": [[0, 0], [3, 9]], "timeline_limit": 0, "required_state": []},
+                    "whole": {"timeline_limit": 0, "required_state": []},
+                }
+            },
+        )
+        two = resp["lists"]["two"]
+        self.assertEqual(two["count"], 5)
+        self.assertEqual(
+            two["ops"],
+            [
+                {"op": "SYNC", "range": [0, 0], "room_ids": newest_first[:1]},
+                {"op": "SYNC", "range": [3, 9], "room_ids": newest_first[3:]},
+            ],
+        )
+        # A list without ranges holds every matching room (MSC4186 §SyncListConfig).
+        self.assertEqual(resp["lists"]["whole"]["ops"][0]["room_ids"], newest_first)
+        self.assertEqual(set(resp["rooms"]), set(rooms))
+        # timeline_limit 0: no timeline fields at all
+        self.assertNotIn("timeline", resp["rooms"][rooms[0]])
+        self.assertNotIn("limited", resp["rooms"][rooms[0]])
+
+    async def test_rooms_outside_the_ranges_are_not_sent(self) -> None:
+        alice = await self.register("alice")
+        rooms = await self.rooms_of(alice, 4)
+        resp = await self.ss(alice, {"lists": {"top": a_list(0, 1)}})
+        self.assertEqual(set(resp["rooms"]), {rooms[3], rooms[2]})
+        self.assertEqual(resp["lists"]["top"]["count"], 4)
+
+    async def test_activity_orders_the_list_but_only_bump_types_move_bump_stamp(self) -> None:
+        alice = await self.register("alice")
+        room_a, room_b = await self.rooms_of(alice, 2)
+        # A state change is activity (the list order) but not a bump (MSC4186 §bump_stamp).
+        await self.set_state(alice, room_a, "m.room.topic", {"topic": "news"})
+        resp = await self.ss(alice, {"lists": {"all": a_list(0, 9)}})
+        self.assertEqual(resp["lists"]["all"]["ops"][0]["room_ids"], [room_a, room_b])
+        stamp_a = resp["rooms"][room_a]["bump_stamp"]
+        stamp_b = resp["rooms"][room_b]["bump_stamp"]
+        self.assertLess(stamp_a, stamp_b)
+        # A message is both: it bumps room A above B's bump.
+        await self.send_message(alice, room_a, "again")
+        resp = await self.ss(alice, {"lists": {"all": a_list(0, 9)}}, pos=resp["pos"])
+        self.assertGreater(resp["rooms"][room_a]["bump_stamp"], stamp_b)
+
+    async def test_invite_is_ordered_by_the_invite_and_carries_stripped_state(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        own = await self.rooms_of(alice, 2)
+        room = await self.create_room(bob, name="bob's room", topic="t")
+        await self.send_message(bob, room, "before the invite")
+        await self.invite(bob, room, alice)
+        resp = await self.ss(alice, {"lists": {"all": a_list(0, 9, limit=5)}})
+        self.assertEqual(resp["lists"]["all"]["ops"][0]["room_ids"], [room, own[1], own[0]])
+        invited = resp["rooms"][room]
+        self.assertEqual(invited["membership"], "invite")
+        self.assertIs(invited["initial"], True)
+        types = {e["type"] for e in invited["invite_state"]}
+        self.assertTrue({"m.room.create", "m.room.name", "m.room.member"} <= types, types)
+        # Nothing of the room beyond the stripped state (MSC4186 §Invite/knock/rejections).
+        for field in ("timeline", "required_state", "name", "joined_count"):
+            self.assertNotIn(field, invited)
+        # Activity in the room after the invite does not move it: the invitee cannot see it.
+        await self.send_message(bob, room, "after the invite")
+        await self.send_message(alice, own[0], "mine")
+        resp = await self.ss(alice, {"lists": {"all": a_list(0, 9, limit=5)}}, pos=resp["pos"])
+        self.assertEqual(resp["lists"]["all"]["ops"][0]["room_ids"], [own[0], room, own[1]])
+        self.assertEqual(set(resp["rooms"]), {own[0]})
+
+    async def test_heroes_counts_and_avatar(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        carol = await self.register("carol")
+        await self.set_profile(bob, displayname="Bob B", avatar_url="mxc://test/bob")
+        room = await self.create_room(alice)  # no name: heroes
+        await self.invite_and_join(alice, room, bob)
+        await self.invite(alice, room, carol)
+        await self.set_state(alice, room, "m.room.avatar", {"url": "mxc://test/room"})
+        resp = await self.ss(alice, {"lists": {"all": a_list()}})
+        entry = resp["rooms"][room]
+        self.assertNotIn("name", entry)
+        self.assertEqual(entry["avatar"], "mxc://test/room")
+        self.assertEqual((entry["joined_count"], entry["invited_count"]), (2, 1))
+        self.assertEqual(
+            entry["heroes"],
+            [
+                {"user_id": bob.user_id, "displayname": "Bob B", "avatar_url": "mxc://test/bob"},
+                # the invite carries the invitee's profile
+                {"user_id": carol.user_id, "displayname": "carol"},
+            ],
+        )
+        # A named room has no heroes.
+        await self.set_state(alice, room, "m.room.name", {"name": "named"})
+        fresh = await self.ss(alice, {"conn_id": "other", "lists": {"all": a_list()}})
+        self.assertEqual(fresh["rooms"][room]["name"], "named")
+        self.assertNotIn("heroes", fresh["rooms"][room])
+
+    async def test_is_dm_from_m_direct(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        dm = await self.shared_room(alice, bob)
+        group = await self.create_room(alice, name="group")
+        code, body = await self.put(
+            f"/_matrix/client/v3/user/{alice.user_id}/account_data/m.direct", {bob.user_id: [dm]}, alice
+        )
+        self.assertEqual(code, 200, body)
+        resp = await self.ss(
+            alice,
+            {
+                "lists": {
+                    "all": a_list(0, 9),
+                    "dms": a_list(0, 9, filters={"is_dm": True}),
+                    "not_dms": a_list(0, 9, filters={"is_dm": False}),
+                }
+            },
+        )
+        self.assertIs(resp["rooms"][dm]["is_dm"], True)
+        self.assertNotIn("is_dm", resp["rooms"][group])
+        self.assertEqual(resp["lists"]["dms"]["ops"][0]["room_ids"], [dm])
+        self.assertEqual(resp["lists"]["not_dms"]["ops"][0]["room_ids"], [group])
+
+    async def test_unread_counts_from_the_push_reader(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        room = await self.shared_room(alice, bob)
+        await self.send_message(bob, room, "one")
+        await self.send_message(bob, room, "hey alice", **{"m.mentions": {"user_ids": [alice.user_id]}})
+        resp = await self.ss(alice, {"lists": {"all": a_list()}})
+        entry = resp["rooms"][room]
+        self.assertEqual((entry["notification_count"], entry["highlight_count"]), (2, 1))
+        # Reading on another device: the room comes again with the new counts.
+        last = entry["timeline"][-1]["event_id"]
+        code, body = await self.post(f"/_matrix/client/v3/rooms/{room}/receipt/m.read/{last}", {}, alice)
+        self.assertEqual(code, 200, body)
+        resp = await self.ss(alice, {"lists": {"all": a_list()}}, pos=resp["pos"])
+        entry = resp["rooms"][room]
+        self.assertEqual((entry["notification_count"], entry["highlight_count"]), (0, 0))
+        self.assertNotIn("timeline", entry)
+
+
+class SlidingSyncRequiredStateTests(SlidingSyncCase):
+    async def test_exact_keys_wildcards_and_me(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        room = await self.shared_room(alice, bob)
+        await self.set_state(alice, room, "m.room.topic", {"topic": "t"})
+        await self.set_state(alice, room, "org.example.thing", {"n": 1}, state_key="a")
+        await self.set_state(alice, room, "org.example.thing", {"n": 2}, state_key="b")
+        resp = await self.ss(
+            alice,
+            {
+                "lists": {
+                    "all": a_list(
+                        state=[
+                            ["m.room.topic", ""],
+                            ["org.example.thing", "*"],
+                            ["m.room.member", "$ME"],
+                            ["m.room.nothing", ""],
+                        ]
+                    )
+                }
+            },
+        )
+        self.assertEqual(
+            state_keys(resp["rooms"][room]),
+            {
+                ("m.room.topic", ""),
+                ("org.example.thing", "a"),
+                ("org.example.thing", "b"),
+                ("m.room.member", alice.user_id),
+            },
+        )
+        everything = await self.ss(alice, {"conn_id": "all", "lists": {"all": a_list(state=[["*", "*"]])}})
+        keys = state_keys(everything["rooms"][room])
+        self.assertIn(("m.room.member", bob.user_id), keys)
+        self.assertIn(("m.room.create", ""), keys)
+        self.assertIn(("m.room.power_levels", ""), keys)
+
+    async def test_lazy_members(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        carol = await self.register("carol")
+        room = await self.shared_room(alice, bob)
+        await self.invite_and_join(alice, room, carol)
+        await self.send_message(bob, room, "from bob")
+        config = a_list(limit=1, state=[["*", "*"], ["m.room.member", "$LAZY"]])
+        resp = await self.ss(alice, {"lists": {"all": config}})
+        keys = state_keys(resp["rooms"][room])
+        members = {k for t, k in keys if t == "m.room.member"}
+        # Everything but members, and only the timeline's senders of those.
+        self.assertEqual(members, {bob.user_id})
+        self.assertIn(("m.room.power_levels", ""), keys)
+        # Carol speaks: her membership comes, Bob's does not come again.
+        await self.send_message(carol, room, "from carol")
+        resp = await self.ss(alice, {"lists": {"all": config}}, pos=resp["pos"])
+        self.assertEqual(state_keys(resp["rooms"][room]), {("m.room.member", carol.user_id)})
+        await self.send_message(bob, room, "bob again")
+        resp = await self.ss(alice, {"lists": {"all": config}}, pos=resp["pos"])
+        self.assertNotIn("required_state", resp["rooms"][room])
+        # The invite's sender (Alice, new to this connection) and its target come.
+        dave = await self.register("dave")
+        await self.invite(alice, room, dave)
+        resp = await self.ss(alice, {"lists": {"all": config}}, pos=resp["pos"])
+        self.assertEqual(
+            state_keys(resp["rooms"][room]), {("m.room.member", dave.user_id), ("m.room.member", alice.user_id)}
+        )
+        # With a gap (limited), only the timeline's members: Carol's leave is not in it.
+        await self.leave(carol, room)
+        await self.send_message(alice, room, "carol left")
+        resp = await self.ss(alice, {"lists": {"all": config}}, pos=resp["pos"])
+        entry = resp["rooms"][room]
+        self.assertIs(entry["limited"], True)
+        self.assertNotIn("required_state", entry)
+
+    async def test_state_changes_are_sent_as_deltas(self) -> None:
+        alice = await self.register("alice")
+        room = await self.create_room(alice, name="before")
+        config = a_list(limit=1, state=[["m.room.name", ""], ["m.room.topic", ""]])
+        resp = await self.ss(alice, {"lists": {"all": config}})
+        self.assertEqual(state_keys(resp["rooms"][room]), {("m.room.name", "")})
+        await self.set_state(alice, room, "m.room.name", {"name": "after"})
+        await self.set_state(alice, room, "m.room.join_rules", {"join_rule": "public"})
+        resp = await self.ss(alice, {"lists": {"all": config}}, pos=resp["pos"])
+        entry = resp["rooms"][room]
+        self.assertNotIn("initial", entry)
+        self.assertEqual(entry["name"], "after")
+        # only what changed and is asked for
+        self.assertEqual([e["content"] for e in entry["required_state"]], [{"name": "after"}])
+        # A name removed is a null name (MSC4186 §Room results).
+        await self.set_state(alice, room, "m.room.name", {})
+        resp = await self.ss(alice, {"lists": {"all": config}}, pos=resp["pos"])
+        self.assertIsNone(resp["rooms"][room]["name"])
+
+    async def test_required_state_expansion_is_sent_at_once_and_not_twice(self) -> None:
+        alice = await self.register("alice")
+        room = await self.create_room(alice, name="r", topic="the topic")
+        resp = await self.ss(alice, {"lists": {"all": a_list(state=[["m.room.name", ""]])}})
+        self.assertEqual(state_keys(resp["rooms"][room]), {("m.room.name", "")})
+        # More required_state: the room comes at once with the new state only.
+        wider = a_list(state=[["m.room.name", ""], ["m.room.topic", ""]])
+        resp = await self.ss(alice, {"lists": {"all": wider}}, pos=resp["pos"])
+        entry = resp["rooms"][room]
+        self.assertEqual(state_keys(entry), {("m.room.topic", "")})
+        self.assertNotIn("timeline", entry)
+        self.assertNotIn("initial", entry)
+        # Dropping the topic and asking again while it did not change sends nothing again.
+        resp = await self.ss(alice, {"lists": {"all": a_list(state=[["m.room.name", ""]])}}, pos=resp["pos"])
+        self.assertEqual(resp["rooms"], {})
+        resp = await self.ss(alice, {"lists": {"all": wider}}, pos=resp["pos"])
+        self.assertEqual(resp["rooms"], {})
+        # But a topic changed while not asked for comes when asked again.
+        resp = await self.ss(alice, {"lists": {"all": a_list(state=[["m.room.name", ""]])}}, pos=resp["pos"])
+        await self.set_state(alice, room, "m.room.topic", {"topic": "new"})
+        resp = await self.ss(alice, {"lists": {"all": a_list(state=[["m.room.name", ""]])}}, pos=resp["pos"])
+        self.assertNotIn("required_state", resp["rooms"][room])
+        resp = await self.ss(alice, {"lists": {"all": wider}}, pos=resp["pos"])
+        self.assertEqual([e["content"] for e in resp["rooms"][room]["required_state"]], [{"topic": "new"}])
