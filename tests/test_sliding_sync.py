@@ -348,3 +348,142 @@ class SlidingSyncRequiredStateTests(SlidingSyncCase):
         self.assertNotIn("required_state", resp["rooms"][room])
         resp = await self.ss(alice, {"lists": {"all": wider}}, pos=resp["pos"])
         self.assertEqual([e["content"] for e in resp["rooms"][room]["required_state"]], [{"topic": "new"}])
+
+
+class SlidingSyncDeltaTests(SlidingSyncCase):
+    async def test_incremental_sends_only_what_is_new(self) -> None:
+        alice = await self.register("alice")
+        rooms = await self.rooms_of(alice, 3)
+        body = {"lists": {"all": a_list(0, 9, limit=3, state=[["m.room.name", ""]])}}
+        first = await self.ss(alice, body)
+        self.assertEqual(len(first["rooms"]), 3)
+        # Nothing new: no rooms (and timeout 0 answers at once).
+        idle = await self.ss(alice, body, pos=first["pos"], timeout=0)
+        self.assertEqual(idle["rooms"], {})
+        self.assertEqual(idle["lists"]["all"]["count"], 3)
+        await self.send_message(alice, rooms[0], "new one")
+        resp = await self.ss(alice, body, pos=idle["pos"])
+        self.assertEqual(list(resp["rooms"]), [rooms[0]])
+        entry = resp["rooms"][rooms[0]]
+        self.assertEqual(bodies(entry), ["new one"])
+        self.assertEqual(entry["num_live"], 1)
+        self.assertIs(entry["limited"], False)
+        for field in ("initial", "name", "required_state", "joined_count", "heroes"):
+            self.assertNotIn(field, entry)
+        self.assertEqual(resp["lists"]["all"]["ops"][0]["room_ids"][0], rooms[0])
+
+    async def test_several_requests_accumulate_deltas(self) -> None:
+        alice = await self.register("alice")
+        (room,) = await self.rooms_of(alice, 1)
+        body = {"lists": {"all": a_list(limit=10)}}
+        resp = await self.ss(alice, body)
+        seen = bodies(resp["rooms"][room])
+        for i in range(3):
+            await self.send_message(alice, room, f"m{i}")
+            resp = await self.ss(alice, body, pos=resp["pos"])
+            self.assertEqual(bodies(resp["rooms"][room]), [f"m{i}"])
+            seen += bodies(resp["rooms"][room])
+        self.assertEqual(seen, ["room 0 msg", "m0", "m1", "m2"])
+
+    async def test_timeline_limit_growth_resends_the_latest_events(self) -> None:
+        alice = await self.register("alice")
+        (room,) = await self.rooms_of(alice, 1)
+        for i in range(4):
+            await self.send_message(alice, room, f"m{i}")
+        resp = await self.ss(alice, {"lists": {"all": a_list(limit=1)}})
+        self.assertEqual(bodies(resp["rooms"][room]), ["m3"])
+        # MSC4186 §Changes to timeline_limit: the latest N at once, flagged.
+        resp = await self.ss(alice, {"lists": {"all": a_list(limit=3)}}, pos=resp["pos"])
+        entry = resp["rooms"][room]
+        self.assertEqual(bodies(entry), ["m1", "m2", "m3"])
+        self.assertIs(entry["expanded_timeline"], True)
+        self.assertIs(entry["unstable_expanded_timeline"], True)
+        self.assertNotIn("initial", entry)
+        self.assertEqual(entry["num_live"], 0)
+        # Going back down and up again without a gap: the client has them, nothing is sent.
+        resp = await self.ss(alice, {"lists": {"all": a_list(limit=1)}}, pos=resp["pos"])
+        self.assertEqual(resp["rooms"], {})
+        resp = await self.ss(alice, {"lists": {"all": a_list(limit=3)}}, pos=resp["pos"])
+        self.assertEqual(resp["rooms"], {})
+
+    async def test_room_updated_out_of_range_gets_what_it_missed(self) -> None:
+        alice = await self.register("alice")
+        room_a, room_b = await self.rooms_of(alice, 2)
+        top = {"lists": {"top": a_list(0, 0, limit=5)}}
+        both = {"lists": {"top": a_list(0, 1, limit=5)}}
+        resp = await self.ss(alice, both)
+        self.assertEqual(set(resp["rooms"]), {room_a, room_b})
+        resp = await self.ss(alice, top, pos=resp["pos"])
+        # B falls out of the window while something happens in it.
+        await self.send_message(alice, room_b, "b1")
+        await self.send_message(alice, room_a, "a1")
+        resp = await self.ss(alice, top, pos=resp["pos"])
+        self.assertEqual(list(resp["rooms"]), [room_a])
+        await self.send_message(alice, room_a, "a2")
+        resp = await self.ss(alice, top, pos=resp["pos"])
+        self.assertEqual(list(resp["rooms"]), [room_a])
+        # Back in the window: exactly what it missed, as a delta.
+        resp = await self.ss(alice, both, pos=resp["pos"])
+        self.assertEqual(list(resp["rooms"]), [room_b])
+        entry = resp["rooms"][room_b]
+        self.assertEqual(bodies(entry), ["b1"])
+        self.assertNotIn("initial", entry)
+        self.assertEqual(entry["num_live"], 0)
+
+    async def test_growing_the_range_sends_only_the_new_rooms(self) -> None:
+        alice = await self.register("alice")
+        rooms = await self.rooms_of(alice, 4)
+        resp = await self.ss(alice, {"lists": {"all": a_list(0, 1)}})
+        self.assertEqual(set(resp["rooms"]), {rooms[3], rooms[2]})
+        resp = await self.ss(alice, {"lists": {"all": a_list(0, 3)}}, pos=resp["pos"])
+        self.assertEqual(set(resp["rooms"]), {rooms[1], rooms[0]})
+        self.assertTrue(all(r["initial"] for r in resp["rooms"].values()))
+
+
+class SlidingSyncSubscriptionTests(SlidingSyncCase):
+    async def test_subscription_with_its_own_config(self) -> None:
+        alice = await self.register("alice")
+        rooms = await self.rooms_of(alice, 3)
+        for i in range(3):
+            await self.send_message(alice, rooms[0], f"old {i}")
+        await self.send_message(alice, rooms[2], "newest")
+        resp = await self.ss(
+            alice,
+            {
+                "lists": {"top": a_list(0, 0, limit=1)},
+                "room_subscriptions": {
+                    rooms[0]: {"timeline_limit": 2, "required_state": [["m.room.create", ""]]},
+                    # in the list too: the configs combine (MSC4186 §Combining room configs)
+                    rooms[2]: {"timeline_limit": 3, "required_state": [["m.room.name", ""]]},
+                },
+            },
+        )
+        self.assertEqual(set(resp["rooms"]), {rooms[0], rooms[2]})
+        self.assertEqual(bodies(resp["rooms"][rooms[0]]), ["old 1", "old 2"])
+        self.assertEqual(state_keys(resp["rooms"][rooms[0]]), {("m.room.create", "")})
+        self.assertEqual(len(resp["rooms"][rooms[2]]["timeline"]), 3)
+        self.assertEqual(state_keys(resp["rooms"][rooms[2]]), {("m.room.name", "")})
+
+    async def test_rooms_the_user_cannot_see_are_ignored(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        secret = await self.create_room(bob, name="secret")
+        left = await self.create_room(alice, name="left")
+        await self.send_message(alice, left, "before leaving")
+        await self.leave(alice, left)
+        resp = await self.ss(
+            alice,
+            {
+                "room_subscriptions": {
+                    secret: {"timeline_limit": 5, "required_state": [["*", "*"]]},
+                    "!nowhere:test": {"timeline_limit": 5, "required_state": []},
+                    left: {"timeline_limit": 5, "required_state": [["m.room.name", ""]]},
+                }
+            },
+        )
+        self.assertEqual(set(resp["rooms"]), {left})
+        # A room the user was in: what they saw, up to their leave.
+        entry = resp["rooms"][left]
+        self.assertEqual(entry["membership"], "leave")
+        self.assertEqual(entry["timeline"][-1]["type"], "m.room.member")
+        self.assertEqual(entry["name"], "left")
