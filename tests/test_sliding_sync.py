@@ -487,3 +487,129 @@ class SlidingSyncSubscriptionTests(SlidingSyncCase):
         self.assertEqual(entry["membership"], "leave")
         self.assertEqual(entry["timeline"][-1]["type"], "m.room.member")
         self.assertEqual(entry["name"], "left")
+
+
+class SlidingSyncMembershipTests(SlidingSyncCase):
+    """Invites, joins, leaves, kicks and bans move rooms in and out of lists."""
+
+    async def _lists(self, user: TestUser, pos: str | None = None) -> dict[str, Any]:
+        body = {
+            "lists": {
+                "all": a_list(0, 9, limit=5, state=[["m.room.member", "$ME"]]),
+                "invites": a_list(0, 9, limit=5, filters={"is_invite": True}),
+            }
+        }
+        return await self.ss(user, body, pos=pos)
+
+    @staticmethod
+    def _ids(resp: dict[str, Any], key: str = "all") -> list[str]:
+        return resp["lists"][key]["ops"][0]["room_ids"]
+
+    async def test_invite_then_join(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        room = await self.create_room(bob, name="party")
+        resp = await self._lists(alice)
+        self.assertEqual(resp["rooms"], {})
+        await self.invite(bob, room, alice)
+        resp = await self._lists(alice, resp["pos"])
+        self.assertEqual(self._ids(resp, "invites"), [room])
+        self.assertEqual(resp["rooms"][room]["membership"], "invite")
+        await self.join(alice, room)
+        resp = await self._lists(alice, resp["pos"])
+        self.assertEqual(self._ids(resp, "invites"), [])
+        self.assertEqual(self._ids(resp), [room])
+        entry = resp["rooms"][room]
+        # Joined: the whole room, as new (the client only had the stripped state).
+        self.assertIs(entry["initial"], True)
+        self.assertEqual(entry["membership"], "join")
+        self.assertEqual(entry["name"], "party")
+        self.assertEqual(state_keys(entry), {("m.room.member", alice.user_id)})
+        self.assertEqual(entry["timeline"][-1]["content"]["membership"], "join")
+
+    async def test_own_leave_is_sent_once_then_the_room_drops_out(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        room = await self.shared_room(bob, alice)
+        resp = await self._lists(alice)
+        self.assertEqual(self._ids(resp), [room])
+        await self.send_message(bob, room, "before")
+        await self.leave(alice, room)
+        await self.send_message(bob, room, "after")
+        resp = await self._lists(alice, resp["pos"])
+        self.assertEqual(self._ids(resp), [room])
+        entry = resp["rooms"][room]
+        self.assertEqual(entry["membership"], "leave")
+        self.assertEqual(bodies(entry), ["before"])  # nothing after the leave
+        self.assertEqual(entry["timeline"][-1]["content"]["membership"], "leave")
+        resp = await self._lists(alice, resp["pos"])
+        self.assertEqual(resp["lists"]["all"]["count"], 0)
+        self.assertEqual(resp["rooms"], {})
+        # A new connection does not list it either.
+        fresh = await self._lists(alice)
+        self.assertEqual(fresh["lists"]["all"]["count"], 0)
+
+    async def test_kick_and_ban_stay_in_the_list(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        kicked = await self.shared_room(bob, alice)
+        banned = await self.shared_room(bob, alice)
+        resp = await self._lists(alice)
+        code, body = await self.post(f"/_matrix/client/v3/rooms/{kicked}/kick", {"user_id": alice.user_id}, bob)
+        self.assertEqual(code, 200, body)
+        code, body = await self.post(f"/_matrix/client/v3/rooms/{banned}/ban", {"user_id": alice.user_id}, bob)
+        self.assertEqual(code, 200, body)
+        await self.send_message(bob, kicked, "after the kick")
+        resp = await self._lists(alice, resp["pos"])
+        self.assertEqual(self._ids(resp), [banned, kicked])
+        self.assertEqual(resp["rooms"][kicked]["membership"], "leave")
+        self.assertEqual(resp["rooms"][banned]["membership"], "ban")
+        self.assertEqual(resp["rooms"][kicked]["timeline"][-1]["sender"], bob.user_id)
+        self.assertEqual(bodies(resp["rooms"][kicked]), [])
+        # They stay listed (the user may not have seen the kick otherwise), with nothing new.
+        resp = await self._lists(alice, resp["pos"])
+        self.assertEqual(resp["lists"]["all"]["count"], 2)
+        self.assertEqual(resp["rooms"], {})
+        fresh = await self._lists(alice)
+        self.assertEqual(set(self._ids(fresh)), {kicked, banned})
+        self.assertEqual(fresh["rooms"][kicked]["bump_stamp"] < fresh["rooms"][banned]["bump_stamp"], True)
+
+    async def test_rejected_invite_is_sent_once(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        room = await self.create_room(bob)
+        await self.invite(bob, room, alice)
+        resp = await self._lists(alice)
+        self.assertEqual(self._ids(resp, "invites"), [room])
+        await self.leave(alice, room)
+        resp = await self._lists(alice, resp["pos"])
+        self.assertEqual(resp["rooms"][room]["membership"], "leave")
+        resp = await self._lists(alice, resp["pos"])
+        self.assertEqual(resp["lists"]["all"]["count"], 0)
+
+    async def test_rejoin_after_a_kick_is_sent_whole(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        room = await self.create_room(bob, preset="public_chat", name="pub")
+        await self.join(alice, room)
+        resp = await self._lists(alice)
+        code, body = await self.post(f"/_matrix/client/v3/rooms/{room}/kick", {"user_id": alice.user_id}, bob)
+        self.assertEqual(code, 200, body)
+        resp = await self._lists(alice, resp["pos"])
+        self.assertEqual(resp["rooms"][room]["membership"], "leave")
+        await self.join(alice, room)
+        resp = await self._lists(alice, resp["pos"])
+        self.assertIs(resp["rooms"][room]["initial"], True)
+        self.assertEqual(resp["rooms"][room]["membership"], "join")
+
+    async def test_display_name_change_is_not_a_new_join(self) -> None:
+        alice = await self.register("alice")
+        (room,) = await self.rooms_of(alice, 1)
+        resp = await self._lists(alice)
+        await self.set_profile(alice, displayname="Alice A")
+        resp = await self._lists(alice, resp["pos"])
+        entry = resp["rooms"][room]
+        self.assertNotIn("initial", entry)
+        self.assertEqual(
+            [e["content"].get("displayname") for e in entry["required_state"]], ["Alice A"]
+        )
