@@ -613,3 +613,184 @@ class SlidingSyncMembershipTests(SlidingSyncCase):
         self.assertEqual(
             [e["content"].get("displayname") for e in entry["required_state"]], ["Alice A"]
         )
+
+
+class SlidingSyncConnectionTests(SlidingSyncCase):
+    async def test_retry_with_the_same_pos_gets_the_same_rooms(self) -> None:
+        alice = await self.register("alice")
+        rooms = await self.rooms_of(alice, 2)
+        first = await self.ss(alice, {"lists": {"all": a_list(0, 0)}})
+        # The response to the next request is lost: the client asks again with the same pos.
+        lost = await self.ss(alice, {"lists": {"all": a_list(0, 1)}}, pos=first["pos"])
+        self.assertEqual(set(lost["rooms"]), {rooms[0]})
+        again = await self.ss(alice, {"lists": {"all": a_list(0, 1)}}, pos=first["pos"])
+        self.assertEqual(set(again["rooms"]), {rooms[0]})
+        self.assertIs(again["rooms"][rooms[0]]["initial"], True)
+        # Using the retried response's pos voids the lost one.
+        resp = await self.ss(alice, {"lists": {"all": a_list(0, 1)}}, pos=again["pos"])
+        self.assertEqual(resp["rooms"], {})
+        code, body = await self.ss_raw(alice, {"lists": {"all": a_list(0, 1)}}, pos=lost["pos"])
+        self.assertMatrixError((code, body), 400, "M_UNKNOWN_POS")
+        # An older pos, once a newer one was used, is unknown too.
+        code, body = await self.ss_raw(alice, {"lists": {"all": a_list(0, 1)}}, pos=first["pos"])
+        self.assertMatrixError((code, body), 400, "M_UNKNOWN_POS")
+
+    async def test_pos_belongs_to_its_user_device_and_conn_id(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        await self.rooms_of(alice, 1)
+        resp = await self.ss(alice, {"conn_id": "main", "lists": {"all": a_list()}})
+        for who, conn_id in ((bob, "main"), (alice, "other")):
+            code, body = await self.ss_raw(who, {"conn_id": conn_id, "lists": {"all": a_list()}}, pos=resp["pos"])
+            self.assertMatrixError((code, body), 400, "M_UNKNOWN_POS")
+        code, login = await self.post(
+            "/_matrix/client/v3/login",
+            {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": alice.password},
+        )
+        self.assertEqual(code, 200, login)
+        code, body = await self.ss_raw(login["access_token"], {"conn_id": "main", "lists": {"all": a_list()}}, pos=resp["pos"])
+        self.assertMatrixError((code, body), 400, "M_UNKNOWN_POS")
+        for garbage in ("", "nonsense", "s1_2~x", "s1~99999", "x~1"):
+            code, body = await self.ss_raw(alice, {"conn_id": "main", "lists": {"all": a_list()}}, pos=garbage or "~")
+            self.assertMatrixError((code, body), 400, "M_UNKNOWN_POS")
+        # The owner still can.
+        await self.ss(alice, {"conn_id": "main", "lists": {"all": a_list()}}, pos=resp["pos"])
+
+    async def test_connections_are_independent(self) -> None:
+        alice = await self.register("alice")
+        (room,) = await self.rooms_of(alice, 1)
+        one = await self.ss(alice, {"conn_id": "one", "lists": {"all": a_list()}})
+        two = await self.ss(alice, {"conn_id": "two", "lists": {"all": a_list()}})
+        self.assertIn(room, one["rooms"])
+        self.assertIn(room, two["rooms"])
+        await self.send_message(alice, room, "hi")
+        one = await self.ss(alice, {"conn_id": "one", "lists": {"all": a_list()}}, pos=one["pos"])
+        self.assertEqual(bodies(one["rooms"][room]), ["hi"])
+        two = await self.ss(alice, {"conn_id": "two", "lists": {"all": a_list()}}, pos=two["pos"])
+        self.assertEqual(bodies(two["rooms"][room]), ["hi"])
+
+    async def test_restart_keeps_the_connection(self) -> None:
+        alice = await self.register("alice")
+        rooms = await self.rooms_of(alice, 3)
+        body = {"lists": {"all": a_list(0, 1, limit=2, state=[["m.room.name", ""]])}}
+        resp = await self.ss(alice, body)
+        self.assertEqual(set(resp["rooms"]), {rooms[2], rooms[1]})
+        # A response whose pos the client has not used yet survives too.
+        await self.send_message(alice, rooms[0], "wake up")
+        resp = await self.ss(alice, body, pos=resp["pos"])
+        self.assertEqual(set(resp["rooms"]), {rooms[0]})
+        await self.restart()
+        await self.send_message(alice, rooms[1], "after restart")
+        resp = await self.ss(alice, body, pos=resp["pos"])
+        self.assertEqual(list(resp["rooms"]), [rooms[1]])
+        entry = resp["rooms"][rooms[1]]
+        self.assertNotIn("initial", entry)
+        self.assertEqual(bodies(entry), ["after restart"])
+        self.assertEqual(entry["num_live"], 1)
+        # and the rooms it had are still known: nothing else comes
+        resp = await self.ss(alice, body, pos=resp["pos"])
+        self.assertEqual(resp["rooms"], {})
+
+    async def test_a_device_keeps_a_bounded_number_of_connections(self) -> None:
+        from mxserver.sliding_sync.connections import MAX_CONNECTIONS_PER_DEVICE
+
+        alice = await self.register("alice")
+        await self.rooms_of(alice, 1)
+        positions = []
+        for i in range(MAX_CONNECTIONS_PER_DEVICE + 1):
+            resp = await self.ss(alice, {"conn_id": f"c{i}", "lists": {"all": a_list()}})
+            positions.append(resp["pos"])
+        # The oldest one went.
+        code, body = await self.ss_raw(alice, {"conn_id": "c0", "lists": {"all": a_list()}}, pos=positions[0])
+        self.assertMatrixError((code, body), 400, "M_UNKNOWN_POS")
+        for i in (1, MAX_CONNECTIONS_PER_DEVICE):
+            await self.ss(alice, {"conn_id": f"c{i}", "lists": {"all": a_list()}}, pos=positions[i])
+
+    async def test_removing_the_device_removes_its_connections(self) -> None:
+        alice = await self.register("alice")
+        await self.rooms_of(alice, 1)
+        code, login = await self.post(
+            "/_matrix/client/v3/login",
+            {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": alice.password},
+        )
+        self.assertEqual(code, 200, login)
+        phone = TestUser(alice.user_id, login["access_token"], login["device_id"], alice.password)
+        resp = await self.ss(phone, {"lists": {"all": a_list()}})
+        code, body = await self.delete(
+            f"/_matrix/client/v3/devices/{phone.device_id}",
+            {"auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": alice.password}},
+            alice,
+        )
+        self.assertEqual(code, 200, body)
+        rows = await self.hs.db.select("t", "SELECT COUNT(*) FROM sliding_sync_connections WHERE device_id = ?", phone.device_id)
+        self.assertEqual(rows[0][0], 0)
+        self.assertEqual(self.hs.sliding_sync_connections.cached_connections, 0)
+        self.assertTrue(resp["pos"])
+
+
+class SlidingSyncLongPollTests(SlidingSyncCase):
+    async def test_woken_by_a_new_message(self) -> None:
+        from twisted.internet.defer import ensureDeferred
+
+        from tests.harness import until_waiting
+
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        room = await self.shared_room(alice, bob)
+        body = {"lists": {"all": a_list()}}
+        resp = await self.ss(alice, body)
+        waiting = ensureDeferred(self.ss(alice, body, pos=resp["pos"], timeout=20_000))
+        await until_waiting(self.hs, 1)
+        self.assertFalse(waiting.called)
+        await self.send_message(bob, room, "wake")
+        resp = await waiting
+        self.assertEqual(bodies(resp["rooms"][room]), ["wake"])
+
+    async def test_woken_by_an_invite(self) -> None:
+        from twisted.internet.defer import ensureDeferred
+
+        from tests.harness import until_waiting
+
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        room = await self.create_room(bob)
+        body = {"lists": {"all": a_list()}}
+        resp = await self.ss(alice, body)
+        waiting = ensureDeferred(self.ss(alice, body, pos=resp["pos"], timeout=20_000))
+        await until_waiting(self.hs, 1)
+        await self.invite(bob, room, alice)
+        resp = await waiting
+        self.assertEqual(resp["rooms"][room]["membership"], "invite")
+
+    async def test_times_out_empty_and_without_pos_answers_at_once(self) -> None:
+        alice = await self.register("alice")
+        await self.rooms_of(alice, 1)
+        body = {"lists": {"all": a_list()}}
+        resp = await self.ss(alice, body, timeout=60_000)  # no pos: at once
+        resp = await self.ss(alice, body, pos=resp["pos"], timeout=50)
+        self.assertEqual(resp["rooms"], {})
+        self.assertEqual(self.hs.notifier.waiting, 0)
+
+    async def test_activity_no_list_holds_does_not_end_the_wait(self) -> None:
+        from twisted.internet.defer import ensureDeferred
+
+        from tests.harness import until_waiting
+
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        dm = await self.shared_room(alice, bob)
+        group = await self.shared_room(alice, bob)
+        code, body = await self.put(
+            f"/_matrix/client/v3/user/{alice.user_id}/account_data/m.direct", {bob.user_id: [dm]}, alice
+        )
+        self.assertEqual(code, 200, body)
+        request = {"lists": {"dms": a_list(filters={"is_dm": True})}}
+        resp = await self.ss(alice, request)
+        waiting = ensureDeferred(self.ss(alice, request, pos=resp["pos"], timeout=20_000))
+        await until_waiting(self.hs, 1)
+        await self.send_message(bob, group, "not in any list")
+        await until_waiting(self.hs, 1)  # woken, found nothing, waiting again
+        self.assertFalse(waiting.called)
+        await self.send_message(bob, dm, "in the list")
+        resp = await waiting
+        self.assertEqual(list(resp["rooms"]), [dm])
