@@ -794,3 +794,141 @@ class SlidingSyncLongPollTests(SlidingSyncCase):
         await self.send_message(bob, dm, "in the list")
         resp = await waiting
         self.assertEqual(list(resp["rooms"]), [dm])
+
+
+class SlidingSyncFilterTests(SlidingSyncCase):
+    async def test_filters(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        plain = await self.create_room(alice, name="Plain Talk")
+        encrypted = await self.create_room(
+            alice,
+            name="secret",
+            initial_state=[{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
+        )
+        space = await self.create_room(alice, name="space", creation_content={"type": "m.space"})
+        await self.set_state(alice, space, "m.space.child", {"via": ["test"]}, state_key=plain)
+        # a removed child (no via) is no child
+        await self.set_state(alice, space, "m.space.child", {}, state_key=encrypted)
+        invite = await self.create_room(bob, name="invite")
+        await self.invite(bob, invite, alice)
+        code, body = await self.put(
+            f"/_matrix/client/v3/user/{alice.user_id}/rooms/{encrypted}/tags/m.favourite", {}, alice
+        )
+        self.assertEqual(code, 200, body)
+        code, body = await self.put(f"/_matrix/client/v3/user/{alice.user_id}/rooms/{plain}/tags/u.work", {}, alice)
+        self.assertEqual(code, 200, body)
+        code, body = await self.put(
+            f"/_matrix/client/v3/user/{alice.user_id}/rooms/{plain}/tags/m.lowpriority", {}, alice
+        )
+        self.assertEqual(code, 200, body)
+
+        cases: dict[str, tuple[dict[str, Any], set[str]]] = {
+            "encrypted": ({"is_encrypted": True}, {encrypted}),
+            # the invite's stripped state has no encryption event and a create event: unencrypted
+            "unencrypted": ({"is_encrypted": False}, {plain, space, invite}),
+            "invites": ({"is_invite": True}, {invite}),
+            "no_invites": ({"is_invited": False}, {plain, encrypted, space}),
+            "spaces_only": ({"room_types": ["m.space"]}, {space}),
+            "untyped": ({"room_types": [None]}, {plain, encrypted, invite}),
+            "no_spaces": ({"not_room_types": ["m.space"]}, {plain, encrypted, invite}),
+            "both": ({"room_types": ["m.space", None], "not_room_types": ["m.space"]}, {plain, encrypted, invite}),
+            "in_space": ({"spaces": [space, "!unknown:test"]}, {plain}),
+            "favourites": ({"tags": ["m.favourite", "u.work"]}, {encrypted, plain}),
+            "not_low": ({"tags": ["m.favourite", "u.work"], "not_tags": ["m.lowpriority"]}, {encrypted}),
+            "untagged": ({"not_tags": ["m.favourite", "u.work"]}, {space, invite}),
+            "named": ({"room_name_like": "TALK"}, {plain}),
+            "combined": ({"is_encrypted": False, "is_invite": False, "not_room_types": ["m.space"]}, {plain}),
+        }
+        resp = await self.ss(
+            alice, {"lists": {key: a_list(0, 9, limit=0, filters=filters) for key, (filters, _) in cases.items()}}
+        )
+        for key, (_, expected) in cases.items():
+            got = set(resp["lists"][key]["ops"][0]["room_ids"])
+            self.assertEqual(got, expected, key)
+            self.assertEqual(resp["lists"][key]["count"], len(expected), key)
+
+    async def test_filters_follow_state_changes(self) -> None:
+        alice = await self.register("alice")
+        room = await self.create_room(alice, name="first")
+        body = {"lists": {"enc": a_list(filters={"is_encrypted": True}), "named": a_list(filters={"room_name_like": "second"})}}
+        resp = await self.ss(alice, body)
+        self.assertEqual(resp["lists"]["enc"]["count"], 0)
+        await self.set_state(alice, room, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"})
+        await self.set_state(alice, room, "m.room.name", {"name": "the second"})
+        resp = await self.ss(alice, body, pos=resp["pos"])
+        self.assertEqual(resp["lists"]["enc"]["count"], 1)
+        self.assertEqual(resp["lists"]["named"]["count"], 1)
+
+
+class SlidingSyncBadInputTests(SlidingSyncCase):
+    async def test_bad_bodies(self) -> None:
+        alice = await self.register("alice")
+        ok_list = a_list()
+        bad: list[tuple[Any, int, str]] = [
+            ([], 400, "M_BAD_JSON"),
+            ({"conn_id": 5}, 400, "M_BAD_JSON"),
+            ({"conn_id": "x" * 300}, 400, "M_INVALID_PARAM"),
+            ({"lists": []}, 400, "M_BAD_JSON"),
+            ({"lists": {"a": 1}}, 400, "M_BAD_JSON"),
+            ({"lists": {"": ok_list}}, 400, "M_INVALID_PARAM"),
+            ({"lists": {"k" * 65: ok_list}}, 400, "M_INVALID_PARAM"),
+            ({"lists": {f"l{i}": ok_list for i in range(101)}}, 400, "M_INVALID_PARAM"),
+            ({"lists": {"a": {"ranges": [[0, 1]], "required_state": []}}}, 400, "M_MISSING_PARAM"),
+            ({"lists": {"a": {"ranges": [[0, 1]], "timeline_limit": 1}}}, 400, "M_MISSING_PARAM"),
+            ({"lists": {"a": a_list(limit="1")}}, 400, "M_BAD_JSON"),  # type: ignore[arg-type]
+            ({"lists": {"a": a_list(limit=True)}}, 400, "M_BAD_JSON"),
+            ({"lists": {"a": a_list(limit=-1)}}, 400, "M_INVALID_PARAM"),
+            ({"lists": {"a": a_list(limit=1001)}}, 400, "M_INVALID_PARAM"),
+            ({"lists": {"a": {**ok_list, "ranges": [[0]]}}}, 400, "M_BAD_JSON"),
+            ({"lists": {"a": {**ok_list, "ranges": [[0, "1"]]}}}, 400, "M_BAD_JSON"),
+            ({"lists": {"a": {**ok_list, "ranges": [[-1, 1]]}}}, 400, "M_INVALID_PARAM"),
+            ({"lists": {"a": {**ok_list, "ranges": [[5, 1]]}}}, 400, "M_INVALID_PARAM"),
+            ({"lists": {"a": {**ok_list, "ranges": {"0": 1}}}}, 400, "M_BAD_JSON"),
+            ({"lists": {"a": a_list(state=[["m.room.name"]])}}, 400, "M_BAD_JSON"),
+            ({"lists": {"a": a_list(state=[["m.room.name", 1]])}}, 400, "M_BAD_JSON"),
+            ({"lists": {"a": a_list(state={"include": []})}}, 400, "M_BAD_JSON"),
+            ({"lists": {"a": a_list(filters=[])}}, 400, "M_BAD_JSON"),
+            ({"lists": {"a": a_list(filters={"is_dm": "yes"})}}, 400, "M_BAD_JSON"),
+            ({"lists": {"a": a_list(filters={"spaces": "!a:b"})}}, 400, "M_BAD_JSON"),
+            ({"lists": {"a": a_list(filters={"room_types": [1]})}}, 400, "M_BAD_JSON"),
+            ({"room_subscriptions": {"not-a-room": {"timeline_limit": 1, "required_state": []}}}, 400, "M_INVALID_PARAM"),
+            ({"room_subscriptions": {"!a:test": []}}, 400, "M_BAD_JSON"),
+            (
+                {"room_subscriptions": {f"!r{i}:test": {"timeline_limit": 1, "required_state": []} for i in range(101)}},
+                400,
+                "M_INVALID_PARAM",
+            ),
+            ({"extensions": []}, 400, "M_BAD_JSON"),
+            ({"extensions": {"to_device": {"enabled": "yes"}}}, 400, "M_BAD_JSON"),
+            ({"extensions": {"to_device": {"enabled": True, "since": 5}}}, 400, "M_BAD_JSON"),
+            ({"extensions": {"to_device": {"enabled": True, "since": "abc"}}}, 400, "M_INVALID_PARAM"),
+            ({"extensions": {"to_device": {"enabled": True, "limit": -1}}}, 400, "M_INVALID_PARAM"),
+            ({"extensions": {"receipts": {"enabled": True, "lists": "all"}}}, 400, "M_BAD_JSON"),
+            ({"timeout": -5}, 400, "M_INVALID_PARAM"),
+            ({"set_presence": "away"}, 400, "M_INVALID_PARAM"),
+        ]
+        for body, status, errcode in bad:
+            self.assertMatrixError(await self.ss_raw(alice, body), status, errcode)
+        self.assertMatrixError(
+            await self.request("POST", SS, raw=b"{not json", token=alice, headers={"Content-Type": "application/json"}),
+            400,
+            "M_NOT_JSON",
+        )
+        self.assertMatrixError(await self.post(SS, {}, None), 401, "M_MISSING_TOKEN")
+        self.assertMatrixError(await self.ss_raw(alice, {}, timeout="soon"), 400, "M_INVALID_PARAM")  # type: ignore[arg-type]
+        # unknown extensions and fields are ignored; an empty body is a valid (empty) request
+        resp = await self.ss(alice, {"extensions": {"org.example.future": {"enabled": True}}, "unknown": 1})
+        self.assertEqual(resp["rooms"], {})
+        code, resp = await self.request("POST", SS, raw=b"", token=alice)
+        self.assertEqual(code, 200, resp)
+
+    async def test_body_fields_of_the_later_msc_are_read_too(self) -> None:
+        alice = await self.register("alice")
+        rooms = await self.rooms_of(alice, 2)
+        body: dict[str, Any] = {"lists": {"a": {"range": [0, 0], "timeline_limit": 1, "required_state": []}}}
+        resp = await self.ss(alice, body)
+        self.assertEqual(list(resp["rooms"]), [rooms[1]])
+        await self.send_message(alice, rooms[1], "x")
+        resp = await self.ss(alice, {**body, "pos": resp["pos"], "timeout": 0})
+        self.assertEqual(bodies(resp["rooms"][rooms[1]]), ["x"])
