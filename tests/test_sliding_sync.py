@@ -876,7 +876,7 @@ class SlidingSyncBadInputTests(SlidingSyncCase):
             ({"lists": {f"l{i}": ok_list for i in range(101)}}, 400, "M_INVALID_PARAM"),
             ({"lists": {"a": {"ranges": [[0, 1]], "required_state": []}}}, 400, "M_MISSING_PARAM"),
             ({"lists": {"a": {"ranges": [[0, 1]], "timeline_limit": 1}}}, 400, "M_MISSING_PARAM"),
-            ({"lists": {"a": a_list(limit="1")}}, 400, "M_BAD_JSON"),  # type: ignore[arg-type]
+            ({"lists": {"a": a_list(limit="1")}}, 400, "M_BAD_JSON"),
             ({"lists": {"a": a_list(limit=True)}}, 400, "M_BAD_JSON"),
             ({"lists": {"a": a_list(limit=-1)}}, 400, "M_INVALID_PARAM"),
             ({"lists": {"a": a_list(limit=1001)}}, 400, "M_INVALID_PARAM"),
@@ -916,7 +916,7 @@ class SlidingSyncBadInputTests(SlidingSyncCase):
             "M_NOT_JSON",
         )
         self.assertMatrixError(await self.post(SS, {}, None), 401, "M_MISSING_TOKEN")
-        self.assertMatrixError(await self.ss_raw(alice, {}, timeout="soon"), 400, "M_INVALID_PARAM")  # type: ignore[arg-type]
+        self.assertMatrixError(await self.ss_raw(alice, {}, timeout="soon"), 400, "M_INVALID_PARAM")
         # unknown extensions and fields are ignored; an empty body is a valid (empty) request
         resp = await self.ss(alice, {"extensions": {"org.example.future": {"enabled": True}}, "unknown": 1})
         self.assertEqual(resp["rooms"], {})
