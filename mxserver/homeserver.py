@@ -730,6 +730,7 @@ class Homeserver(service.MultiService):
 
         store = SlidingSyncStore(self.db)
         self.sliding_sync_connections = Connections(store, self.clock)
+        self.sliding_sync_connections.setServiceParent(self)  # expires unused connections
         # A removed device's connections go with it.
         self.device_hooks.on_removed(self.sliding_sync_connections.devices_removed)
         index = RoomIndex(self.room_activity, store)

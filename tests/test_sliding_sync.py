@@ -932,3 +932,54 @@ class SlidingSyncBadInputTests(SlidingSyncCase):
         await self.send_message(alice, rooms[1], "x")
         resp = await self.ss(alice, {**body, "pos": resp["pos"], "timeout": 0})
         self.assertEqual(bodies(resp["rooms"][rooms[1]]), ["x"])
+
+
+class SlidingSyncConnectionStoreTests(SlidingSyncCase):
+    """The connection state's bounds, on the real store."""
+
+    def connections(self, **bounds: Any) -> Any:
+        from twisted.internet import reactor
+
+        from mxserver.sliding_sync.connections import Connections
+        from mxserver.storage.sliding_sync import SlidingSyncStore
+
+        return Connections(SlidingSyncStore(self.hs.db), reactor, **bounds)
+
+    async def test_unused_connections_expire(self) -> None:
+        alice = await self.register("alice")
+        await self.rooms_of(alice, 1)
+        resp = await self.ss(alice, {"lists": {"all": a_list()}})
+        self.assertEqual(await self.hs.sliding_sync_connections.expire(), 0)
+        await self.hs.db.execute("t", "UPDATE sliding_sync_connections SET last_used_ts = 0")
+        self.assertEqual(await self.hs.sliding_sync_connections.expire(), 1)
+        code, body = await self.ss_raw(alice, {"lists": {"all": a_list()}}, pos=resp["pos"])
+        self.assertMatrixError((code, body), 400, "M_UNKNOWN_POS")
+        rows = await self.hs.db.select("t", "SELECT COUNT(*) FROM sliding_sync_rooms")
+        self.assertEqual(rows[0][0], 0)
+
+    async def test_memory_is_bounded_and_evicted_state_is_read_back(self) -> None:
+        from mxserver.sliding_sync.connections import LIVE, RoomEntry
+
+        conns = self.connections(max_cached_entries=5)
+        entries = {f"!r{i}:test": RoomEntry(room=LIVE) for i in range(3)}
+        positions = {}
+        for conn_id in ("a", "b", "c"):
+            opened = await conns.open("@u:test", "DEV", conn_id, None)
+            positions[conn_id] = await conns.commit(opened, entries)
+            self.assertLessEqual(conns.cached_entries, 5)
+        self.assertEqual(conns.cached_connections, 1)
+        # An evicted connection is read back from the database, pending response included.
+        opened = await conns.open("@u:test", "DEV", "a", positions["a"])
+        self.assertEqual(set(opened.rooms), set(entries))
+        self.assertEqual(opened.rooms["!r0:test"], RoomEntry(room=LIVE))
+
+    async def test_a_user_keeps_a_bounded_number_of_connections(self) -> None:
+        from mxserver.sliding_sync.connections import LIVE, RoomEntry
+
+        conns = self.connections(max_per_user=2)
+        positions = []
+        for device in ("D1", "D2", "D3"):
+            opened = await conns.open("@u:test", device, "", None)
+            positions.append(await conns.commit(opened, {"!r:test": RoomEntry(room=LIVE)}))
+        rows = await self.hs.db.select("t", "SELECT device_id FROM sliding_sync_connections WHERE user_id = '@u:test'")
+        self.assertEqual(sorted(r[0] for r in rows), ["D2", "D3"])

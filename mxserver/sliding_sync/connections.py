@@ -25,8 +25,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.application import service
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 
 from mxserver.errors import MatrixError
 from mxserver.sliding_sync.request import RoomConfig
@@ -35,16 +38,36 @@ from mxserver.sync.tokens import StreamToken
 
 #: a stream status meaning "sent up to the position of the request's pos"
 LIVE = -1
-#: connections kept in memory (the rest are read back from the database when used)
+#: connections kept in memory (the rest are read back from the database when used) ...
 MAX_CACHED_CONNECTIONS = 1_000
-#: MSC4186 §Security considerations: a device's connections are capped (the oldest go)
+#: ... and room entries across them: the least recently used connections go first
+MAX_CACHED_ROOM_ENTRIES = 200_000
+#: MSC4186 §Security considerations: a device's and a user's connections are capped (the oldest go)
 MAX_CONNECTIONS_PER_DEVICE = 10
-#: a connection unused this long is removed (Synapse: 7 days)
+MAX_CONNECTIONS_PER_USER = 50
+#: a connection unused this long is removed (Synapse: 7 days), checked this often
 CONNECTION_EXPIRY_MS = 7 * 24 * 3600 * 1000
+EXPIRY_INTERVAL_S = 3600.0
 #: how stale a connection's last-used time may get before a request writes it again
 TOUCH_INTERVAL_MS = 3600 * 1000
 #: lazily-loaded members remembered per room (Synapse remembers 100 state keys per type)
 MAX_LAZY_MEMBERS = 100
+#: distinct room configs shared by the entries in memory (most rooms share a few)
+MAX_INTERNED_CONFIGS = 10_000
+
+log = Logger()
+_configs: dict[RoomConfig, RoomConfig] = {}
+
+
+def intern_config(config: RoomConfig) -> RoomConfig:
+    """One object per distinct config: a thousand rooms of one list share theirs in memory."""
+    found = _configs.get(config)
+    if found is not None:
+        return found
+    if len(_configs) >= MAX_INTERNED_CONFIGS:
+        _configs.clear()
+    _configs[config] = config
+    return config
 
 
 def unknown_pos(msg: str = "Unknown position") -> MatrixError:
@@ -108,7 +131,7 @@ class RoomEntry:
             room=obj.get("r"),
             receipts=obj.get("rc"),
             account_data=obj.get("ad"),
-            config=RoomConfig.from_json(obj["c"]) if "c" in obj else None,
+            config=intern_config(RoomConfig.from_json(obj["c"])) if "c" in obj else None,
             lazy_members=frozenset(obj.get("lm", ())),
         )
 
@@ -126,6 +149,7 @@ class ConnectionStore(Protocol):
         entries: Mapping[str, str],
         now_ms: int,
         max_per_device: int,
+        max_per_user: int,
         unused_since_ms: int,
     ) -> Deferred[tuple[int, int, list[tuple[str, str]]]]: ...
 
@@ -139,6 +163,8 @@ class ConnectionStore(Protocol):
 
     def delete_connections(self, user_id: str, device_ids: Sequence[str] | None) -> Deferred[list[tuple[str, str]]]: ...
 
+    def delete_unused(self, unused_since_ms: int) -> Deferred[list[tuple[str, str, str]]]: ...
+
 
 ConnKey = tuple[str, str, str]
 
@@ -150,6 +176,8 @@ class _Cached:
     rooms: dict[str, RoomEntry]
     pending: dict[int, dict[str, RoomEntry]]
     last_used_ms: int
+    #: entries counted in the cache's total (rooms and pending change in place)
+    counted: int = 0
 
 
 @attrs.frozen
@@ -163,8 +191,12 @@ class OpenConnection:
     rooms: Mapping[str, RoomEntry]
 
 
-class Connections:
-    """Connection state: opened at a request's pos, committed with the response's changes."""
+class Connections(service.Service):
+    """Connection state: opened at a request's pos, committed with the response's changes.
+
+    A child service of the Homeserver: while running, it removes connections unused for
+    :data:`CONNECTION_EXPIRY_MS`.
+    """
 
     def __init__(
         self,
@@ -172,15 +204,43 @@ class Connections:
         clock: IReactorTime,
         *,
         max_cached: int = MAX_CACHED_CONNECTIONS,
+        max_cached_entries: int = MAX_CACHED_ROOM_ENTRIES,
         max_per_device: int = MAX_CONNECTIONS_PER_DEVICE,
+        max_per_user: int = MAX_CONNECTIONS_PER_USER,
         expiry_ms: int = CONNECTION_EXPIRY_MS,
     ) -> None:
         self._store = store
         self._clock = clock
         self._max_cached = max_cached
+        self._max_cached_entries = max_cached_entries
         self._max_per_device = max_per_device
+        self._max_per_user = max_per_user
         self._expiry_ms = expiry_ms
         self._cache: OrderedDict[ConnKey, _Cached] = OrderedDict()
+        self._cached_entries = 0
+        self._expiry = LoopingCall(lambda: ensureDeferred(self.expire()))
+        self._expiry.clock = clock
+
+    def startService(self) -> None:
+        super().startService()
+        # Not now: the database is migrated after the services start.
+        self._expiry.start(EXPIRY_INTERVAL_S, now=False)
+
+    def stopService(self) -> Any:
+        if self._expiry.running:
+            self._expiry.stop()
+        return super().stopService()
+
+    async def expire(self) -> int:
+        """Remove the connections unused for too long; how many."""
+        try:
+            removed = await self._store.delete_unused(self._now_ms() - self._expiry_ms)
+        except Exception:
+            log.failure("expiring sliding sync connections failed")
+            return 0
+        for key in removed:
+            self._drop(key)
+        return len(removed)
 
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
@@ -189,6 +249,11 @@ class Connections:
     def cached_connections(self) -> int:
         """How many connections are in memory (for tests and metrics)."""
         return len(self._cache)
+
+    @property
+    def cached_entries(self) -> int:
+        """How many room entries those hold (for tests and metrics)."""
+        return self._cached_entries
 
     async def open(self, user_id: str, device_id: str, conn_id: str, position: int | None) -> OpenConnection:
         """The connection's state at ``position`` (None or 0: a fresh start); M_UNKNOWN_POS if the
@@ -216,10 +281,11 @@ class Connections:
             cached.pending.clear()
             cached.last_used_ms = now
             if not await self._store.confirm_position(cached.conn_key, position, now):
-                self._cache.pop(key, None)
+                self._drop(key)
                 raise unknown_pos()
         else:
             raise unknown_pos()
+        self._account(key)
         return OpenConnection(key, cached.conn_key, position, dict(cached.rooms))
 
     async def commit(self, opened: OpenConnection, changes: Mapping[str, RoomEntry]) -> int:
@@ -231,10 +297,10 @@ class Connections:
         user_id, device_id, conn_id = opened.key
         if opened.conn_key is None:
             conn_key, position, removed = await self._store.create_connection(
-                user_id, device_id, conn_id, entries, now, self._max_per_device, now - self._expiry_ms
+                user_id, device_id, conn_id, entries, now, self._max_per_device, self._max_per_user, now - self._expiry_ms
             )
             for dev, cid in removed:
-                self._cache.pop((user_id, dev, cid), None)
+                self._drop((user_id, dev, cid))
             self._put(opened.key, _Cached(conn_key, 0, {}, {position: dict(changes)}, now))
             return position
         new_position = await self._store.add_position(opened.conn_key, opened.position, entries, now)
@@ -242,18 +308,19 @@ class Connections:
         if new_position is None:
             # Another request on this connection confirmed a newer pos meanwhile: this response
             # belongs to a request its client already gave up on.
-            self._cache.pop(opened.key, None)
+            self._drop(opened.key)
             raise unknown_pos("The connection moved on")
         if cached is not None and cached.conn_key == opened.conn_key and cached.base_position == opened.position:
             cached.pending[new_position] = dict(changes)
+            self._account(opened.key)
         else:
-            self._cache.pop(opened.key, None)
+            self._drop(opened.key)
         return new_position
 
     async def devices_removed(self, user_id: str, device_ids: list[str] | None) -> None:
         """A removed device's connections go with it (device hooks)."""
         for dev, cid in await self._store.delete_connections(user_id, device_ids):
-            self._cache.pop((user_id, dev, cid), None)
+            self._drop((user_id, dev, cid))
 
     async def _get(self, key: ConnKey) -> _Cached | None:
         cached = self._cache.get(key)
@@ -277,7 +344,28 @@ class Connections:
         return loaded
 
     def _put(self, key: ConnKey, value: _Cached) -> None:
+        self._drop(key)
         self._cache[key] = value
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._max_cached:
-            self._cache.popitem(last=False)
+        self._account(key)
+
+    def _account(self, key: ConnKey) -> None:
+        """Count the entries of ``key`` again, then drop the least recently used connections
+        (never ``key``) until the cache is within its bounds."""
+        cached = self._cache.get(key)
+        if cached is not None:
+            size = len(cached.rooms) + sum(len(p) for p in cached.pending.values())
+            self._cached_entries += size - cached.counted
+            cached.counted = size
+        while len(self._cache) > 1 and (
+            len(self._cache) > self._max_cached or self._cached_entries > self._max_cached_entries
+        ):
+            oldest = next(iter(self._cache))
+            if oldest == key:
+                self._cache.move_to_end(key)
+                continue
+            self._drop(oldest)
+
+    def _drop(self, key: ConnKey) -> None:
+        dropped = self._cache.pop(key, None)
+        if dropped is not None:
+            self._cached_entries -= dropped.counted

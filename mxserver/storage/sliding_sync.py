@@ -85,14 +85,15 @@ class SlidingSyncStore:
         entries: Mapping[str, str],
         now_ms: int,
         max_per_device: int,
+        max_per_user: int,
         unused_since_ms: int,
     ) -> Deferred[tuple[int, int, list[tuple[str, str]]]]:
         """A new connection (replacing one with the same IDs) whose first pending position holds
         ``entries``: ``(conn_key, position, [(device_id, conn_id) of connections removed])``.
 
-        Removed with it: the device's oldest connections beyond ``max_per_device``, and the
-        user's connections unused since ``unused_since_ms`` (MSC4186 §Security considerations:
-        limit what is stored per user)."""
+        Removed with it: the device's oldest connections beyond ``max_per_device``, the user's
+        beyond ``max_per_user``, and the user's connections unused since ``unused_since_ms``
+        (MSC4186 §Security considerations: limit what is stored per user)."""
 
         def txn(t: Txn) -> tuple[int, int, list[tuple[str, str]]]:
             removed: list[tuple[int, str, str]] = []
@@ -109,6 +110,13 @@ class SlidingSyncStore:
             )
             for key, cid in others[max_per_device - 1 :]:
                 removed.append((int(key), device_id, cid))
+            everyone = t.query(
+                "SELECT conn_key, device_id, conn_id FROM sliding_sync_connections WHERE user_id = ?"
+                " AND NOT (device_id = ? AND conn_id = ?) ORDER BY last_used_ts DESC, conn_key DESC",
+                (user_id, device_id, conn_id),
+            )
+            for key, dev, cid in everyone[max_per_user - 1 :]:
+                removed.append((int(key), dev, cid))
             for key in {r[0] for r in removed}:
                 self._delete_connection_txn(t, key)
             conn_key = self._conn_keys.allocate_txn(t)
@@ -204,6 +212,20 @@ class SlidingSyncStore:
             return out
 
         return self.db.run_interaction("sliding_sync_delete_connections", txn)
+
+    def delete_unused(self, unused_since_ms: int) -> Deferred[list[tuple[str, str, str]]]:
+        """Remove every connection unused since ``unused_since_ms``; their (user, device, conn_id)."""
+
+        def txn(t: Txn) -> list[tuple[str, str, str]]:
+            rows = t.query(
+                "SELECT conn_key, user_id, device_id, conn_id FROM sliding_sync_connections WHERE last_used_ts < ?",
+                (unused_since_ms,),
+            )
+            for row in rows:
+                self._delete_connection_txn(t, int(row[0]))
+            return [(r[1], r[2], r[3]) for r in rows]
+
+        return self.db.run_interaction("sliding_sync_delete_unused", txn)
 
     @staticmethod
     def _delete_connection_txn(t: Txn, conn_key: int) -> None:

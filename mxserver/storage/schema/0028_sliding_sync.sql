@@ -16,7 +16,7 @@ CREATE TABLE sliding_sync_connections (
     last_used_ts {BIGINT} NOT NULL,
     UNIQUE (user_id, device_id, conn_id)
 );
-CREATE INDEX sliding_sync_connections_used ON sliding_sync_connections (user_id, last_used_ts);
+CREATE INDEX sliding_sync_connections_used ON sliding_sync_connections (last_used_ts);
 
 -- Positions handed out in a pos and not confirmed yet (the base position has no row here).
 CREATE TABLE sliding_sync_positions (
