@@ -211,6 +211,13 @@ class SlidingSyncBasicsTests(SlidingSyncCase):
         self.assertNotIn("is_dm", resp["rooms"][group])
         self.assertEqual(resp["lists"]["dms"]["ops"][0]["room_ids"], [dm])
         self.assertEqual(resp["lists"]["not_dms"]["ops"][0]["room_ids"], [group])
+        # m.direct changes: the lists follow.
+        code, body = await self.put(
+            f"/_matrix/client/v3/user/{alice.user_id}/account_data/m.direct", {bob.user_id: [dm, group]}, alice
+        )
+        self.assertEqual(code, 200, body)
+        resp = await self.ss(alice, {"lists": {"dms": a_list(0, 9, filters={"is_dm": True})}}, pos=resp["pos"])
+        self.assertEqual(resp["lists"]["dms"]["count"], 2)
 
     async def test_unread_counts_from_the_push_reader(self) -> None:
         alice = await self.register("alice")
@@ -371,6 +378,19 @@ class SlidingSyncDeltaTests(SlidingSyncCase):
         for field in ("initial", "name", "required_state", "joined_count", "heroes"):
             self.assertNotIn(field, entry)
         self.assertEqual(resp["lists"]["all"]["ops"][0]["room_ids"][0], rooms[0])
+
+    async def test_pos_and_prev_batch_page_messages(self) -> None:
+        alice = await self.register("alice")
+        (room,) = await self.rooms_of(alice, 1)
+        resp = await self.ss(alice, {"lists": {"all": a_list(limit=1)}})
+        await self.send_message(alice, room, "after the pos")
+        # MSC4186 §Connections: a pos is a /messages token like a /sync next_batch.
+        code, page = await self.messages(alice, room, dir="f", **{"from": resp["pos"]})
+        self.assertEqual(code, 200, page)
+        self.assertEqual([e["content"]["body"] for e in page["chunk"] if e["type"] == "m.room.message"], ["after the pos"])
+        code, page = await self.messages(alice, room, dir="b", **{"from": resp["rooms"][room]["prev_batch"]})
+        self.assertEqual(code, 200, page)
+        self.assertEqual(page["chunk"][0]["type"], "m.room.name")  # the event before the timeline's
 
     async def test_several_requests_accumulate_deltas(self) -> None:
         alice = await self.register("alice")

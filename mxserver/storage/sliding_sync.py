@@ -326,22 +326,30 @@ class SlidingSyncStore:
                     rows = t.query("SELECT type, state_key, event_id FROM current_state WHERE room_nid = ?", (nid,))
                     state.update({(r[0], r[1]): r[2] for r in rows})
                     continue
-                clauses: list[tuple[str, list[Any]]] = []
+                # One indexed branch per kind of want (the primary key is room, type, state key):
+                # an OR of them would make the planner scan the whole room's state.
+                branches: list[tuple[str, list[Any]]] = []
                 if want.types:
                     types = sorted(want.types)
-                    clauses.append((f"type IN ({', '.join('?' for _ in types)})", types))
+                    branches.append((f"type IN ({', '.join('?' for _ in types)})", types))
                 if want.any_type_keys:
                     keys = sorted(want.any_type_keys)
-                    clauses.append((f"state_key IN ({', '.join('?' for _ in keys)})", keys))
-                clauses += [("(type = ? AND state_key = ?)", [k[0], k[1]]) for k in sorted(want.exact)]
-                for i in range(0, len(clauses), 200):
-                    part = clauses[i : i + 200]
-                    rows = t.query(
-                        "SELECT type, state_key, event_id FROM current_state WHERE room_nid = ? AND ("
-                        + " OR ".join(c for c, _ in part)
-                        + ")",
-                        [nid] + [a for _, args in part for a in args],
+                    branches.append((f"state_key IN ({', '.join('?' for _ in keys)})", keys))
+                by_type: dict[str, list[str]] = {}
+                for etype, state_key in want.exact:
+                    if etype not in want.types:
+                        by_type.setdefault(etype, []).append(state_key)
+                for etype, keys in sorted(by_type.items()):
+                    for i in range(0, len(keys), _CHUNK):
+                        part = sorted(keys)[i : i + _CHUNK]
+                        branches.append((f"type = ? AND state_key IN ({', '.join('?' for _ in part)})", [etype, *part]))
+                for i in range(0, len(branches), 50):
+                    group = branches[i : i + 50]
+                    sql = " UNION ALL ".join(
+                        f"SELECT type, state_key, event_id FROM current_state WHERE room_nid = ? AND {clause}"
+                        for clause, _ in group
                     )
+                    rows = t.query(sql, [a for _, args in group for a in (nid, *args)])
                     state.update({(r[0], r[1]): r[2] for r in rows})
             return out
 
