@@ -238,6 +238,22 @@ class SlidingSyncBasicsTests(SlidingSyncCase):
         self.assertNotIn("timeline", entry)
 
 
+    async def test_set_presence(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        await self.shared_room(alice, bob)
+        status = f"/_matrix/client/v3/presence/{alice.user_id}/status"
+        await self.post(SS + "?set_presence=offline", {}, alice)
+        code, body = await self.get(status, bob)
+        self.assertEqual((code, body.get("presence")), (200, "offline"), body)
+        await self.ss(alice, {"set_presence": "unavailable"})
+        code, body = await self.get(status, bob)
+        self.assertEqual(body.get("presence"), "unavailable", body)
+        await self.ss(alice, {})
+        code, body = await self.get(status, bob)
+        self.assertEqual(body.get("presence"), "online", body)
+
+
 class SlidingSyncRequiredStateTests(SlidingSyncCase):
     async def test_exact_keys_wildcards_and_me(self) -> None:
         alice = await self.register("alice")
@@ -621,6 +637,25 @@ class SlidingSyncMembershipTests(SlidingSyncCase):
         resp = await self._lists(alice, resp["pos"])
         self.assertIs(resp["rooms"][room]["initial"], True)
         self.assertEqual(resp["rooms"][room]["membership"], "join")
+
+    async def test_knock_carries_stripped_state(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        room = await self.create_room(bob, name="knock here")
+        await self.set_state(bob, room, "m.room.join_rules", {"join_rule": "knock"})
+        code, body = await self.post(f"/_matrix/client/v3/knock/{room}", {"reason": "let me in"}, alice)
+        self.assertEqual(code, 200, body)
+        resp = await self._lists(alice)
+        entry = resp["rooms"][room]
+        self.assertEqual(entry["membership"], "knock")
+        self.assertIn("m.room.name", {e["type"] for e in entry["invite_state"]})
+        self.assertNotIn("timeline", entry)
+        # Let in: the room comes whole.
+        await self.invite(bob, room, alice)
+        await self.join(alice, room)
+        resp = await self._lists(alice, resp["pos"])
+        self.assertIs(resp["rooms"][room]["initial"], True)
+        self.assertEqual(resp["rooms"][room]["name"], "knock here")
 
     async def test_display_name_change_is_not_a_new_join(self) -> None:
         alice = await self.register("alice")
