@@ -272,8 +272,9 @@ class Connections(service.Service):
                 cached.last_used_ms = now
                 await self._store.drop_pending(cached.conn_key, now)
             elif now - cached.last_used_ms > TOUCH_INTERVAL_MS:
+                # In use, though nothing changed for a while: not to be expired.
                 cached.last_used_ms = now
-                await self._store.drop_pending(cached.conn_key, now)
+                await self._store.drop_pending(cached.conn_key, now)  # (no pending: a touch)
         elif position in cached.pending:
             changes = cached.pending[position]
             cached.rooms.update(changes)

@@ -155,14 +155,15 @@ class SlidingSyncHandler:
                 )
             )
             refresh = room_id in own_read
-            if not (
-                initial
+            due = (
+                from_bound is None  # new to the connection (or rejoined): sent whole
                 or status != LIVE  # sent before, and updates since were not: they are due now
                 or expanded
                 or state_expanded  # MSC4186 §Changing room configs: served at once
-                or self._updated(m, from_bound)  # type: ignore[arg-type]
                 or refresh
-            ):
+                or self._updated(m, from_bound)
+            )
+            if not due:
                 continue
             plans.append(
                 RoomPlan(
