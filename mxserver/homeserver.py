@@ -748,6 +748,7 @@ class Homeserver(service.MultiService):
                 counts=self.push_notifications,
                 index=index,
                 rooms=self.room_server,
+                aggregations=self.bundled_aggregations,
             ),
             extensions=Extensions(
                 to_device=self.to_device,

@@ -408,6 +408,20 @@ class SlidingSyncDeltaTests(SlidingSyncCase):
         self.assertEqual(code, 200, page)
         self.assertEqual(page["chunk"][0]["type"], "m.room.name")  # the event before the timeline's
 
+    async def test_bundled_aggregations_on_new_and_limited_timelines(self) -> None:
+        alice = await self.register("alice")
+        (room,) = await self.rooms_of(alice, 1)
+        root = await self.send_message(alice, room, "root")
+        await self.send_message(alice, room, "reply", **{"m.relates_to": {"rel_type": "m.thread", "event_id": root}})
+        resp = await self.ss(alice, {"lists": {"all": a_list(limit=5)}})
+        events = {e["event_id"]: e for e in resp["rooms"][room]["timeline"]}
+        self.assertEqual(events[root]["unsigned"]["m.relations"]["m.thread"]["count"], 1)
+        # Without a gap the client has every child as it came: no bundles (as /v3/sync).
+        await self.send_message(alice, room, "reply 2", **{"m.relates_to": {"rel_type": "m.thread", "event_id": root}})
+        resp = await self.ss(alice, {"lists": {"all": a_list(limit=5)}}, pos=resp["pos"])
+        (event,) = resp["rooms"][room]["timeline"]
+        self.assertNotIn("m.relations", event.get("unsigned", {}))
+
     async def test_several_requests_accumulate_deltas(self) -> None:
         alice = await self.register("alice")
         (room,) = await self.rooms_of(alice, 1)

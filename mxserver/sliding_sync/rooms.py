@@ -32,6 +32,7 @@ from mxserver.sync.tokens import room_token
 
 if TYPE_CHECKING:
     from mxserver.accounts.auth import Requester
+    from mxserver.room_handlers.aggregations import Aggregations, Bundle
     from mxserver.room_handlers.event_serializer import EventSerializer
     from mxserver.rooms.api import ReaderRooms
     from mxserver.storage.events import EventStore
@@ -110,7 +111,9 @@ class RoomResults:
         counts: NotificationCounts,
         index: RoomIndex,
         rooms: ReaderRooms,
+        aggregations: Aggregations,
     ) -> None:
+        self._aggregations = aggregations
         self._sync_store = sync_store
         self._store = store
         self._events = events
@@ -166,10 +169,14 @@ class RoomResults:
             w.fetched[(MEMBER, u)] for w in works if w.summary and w.summary[2] for u in w.summary[2] if (MEMBER, u) in w.fetched
         }
         state_events = await self._events.get_events(wanted_ids)
+        # MSC4186 §timeline: bundled aggregations "if limited is true", as per /v3/sync (a room new
+        # to the client is a gap too); computed once for every such timeline.
+        gapped = [e for w in works if w.limited or w.plan.initial or w.plan.expanded for e in w.timeline]
+        bundles = await self._aggregations.bundles(gapped, user_id) if gapped else {}
         viewer = (user_id, requester.device_id)
         for w in works:
             out[w.plan.room_id] = await self._assemble(
-                w, chosen_by_room[w.plan.room_id], state_events, unread, bumps, since_room, viewer, user_id
+                w, chosen_by_room[w.plan.room_id], state_events, unread, bumps, bundles, since_room, viewer, user_id
             )
         return out
 
@@ -351,6 +358,7 @@ class RoomResults:
         state_events: Mapping[str, Event],
         unread: Mapping[int, tuple[int, int]],
         bumps: Mapping[str, int],
+        bundles: Mapping[str, Bundle],
         since_room: int | None,
         viewer: tuple[str, str | None],
         user_id: str,
@@ -398,7 +406,7 @@ class RoomResults:
             changed = True
         if plan.config.timeline_limit > 0:
             if w.timeline:
-                body["timeline"] = await self._serializer.serialize(w.timeline, viewer, False)
+                body["timeline"] = await self._serializer.serialize(w.timeline, viewer, False, bundles)
                 changed = True
             body["limited"] = w.limited
             first = w.timeline[0].metadata.stream_ordering if w.timeline else None
