@@ -56,6 +56,7 @@ from mxserver.storage.openid import OpenIdStore
 from mxserver.storage.room_members import RoomMembersStore
 from mxserver.storage.server_keys import ServerKeyStore
 from mxserver.storage.state import StateStore
+from mxserver.storage.sync import SyncStore
 from mxserver.streams import EphemeralStreams, Phase, RoomEventStream
 from mxserver.sync.notifier import Notifier
 from mxserver.sync.sources import SyncSources
@@ -717,6 +718,55 @@ class Homeserver(service.MultiService):
             on_sync=self.presence_handler.user_synced,
             clock=self.clock,
         )
+        self._build_sliding_sync(sync_store)
+
+    def _build_sliding_sync(self, sync_store: SyncStore) -> None:
+        """Simplified sliding sync (MSC4186): the same sources, notifier and stores as /sync."""
+        from mxserver.sliding_sync.connections import Connections
+        from mxserver.sliding_sync.extensions import Extensions
+        from mxserver.sliding_sync.handler import SlidingSyncHandler
+        from mxserver.sliding_sync.room_lists import RoomIndex, RoomLists
+        from mxserver.sliding_sync.rooms import RoomResults
+        from mxserver.storage.sliding_sync import SlidingSyncStore
+
+        store = SlidingSyncStore(self.db)
+        self.sliding_sync_connections = Connections(store, self.clock)
+        self.sliding_sync_connections.setServiceParent(self)  # expires unused connections
+        # A removed device's connections go with it.
+        self.device_hooks.on_removed(self.sliding_sync_connections.devices_removed)
+        index = RoomIndex(self.room_activity, store)
+        self.room_stream.subscribe(index.on_room_events, Phase.CACHES)
+        self.sliding_sync_handler = SlidingSyncHandler(
+            connections=self.sliding_sync_connections,
+            room_lists=RoomLists(index, self.account_data, self.event_store),
+            rooms=RoomResults(
+                sync_store=sync_store,
+                store=store,
+                events=self.event_store,
+                state=self.state_store,
+                serializer=self.event_serializer,
+                visibility=self.history_visibility,
+                counts=self.push_notifications,
+                index=index,
+                rooms=self.room_server,
+                aggregations=self.bundled_aggregations,
+            ),
+            extensions=Extensions(
+                to_device=self.to_device,
+                device_lists=self.device_lists,
+                account_data=self.account_data,
+                receipts=self.receipts,
+                typing=self.typing_handler,
+            ),
+            index=index,
+            memberships=self.sync_room_source,
+            sync_store=sync_store,
+            receipts=self.receipts,
+            notifier=self.notifier,
+            ignored=self.account_data,
+            on_sync=self.presence_handler.user_synced,
+            clock=self.clock,
+        )
 
     def _build_federation_inbound(self) -> None:
         """Inbound transactions and EDUs, the federation read endpoints."""
@@ -948,11 +998,12 @@ class Homeserver(service.MultiService):
         ]
 
     def _sync_servlets(self) -> list[Any]:
-        from mxserver.api.client import legacy, sync
+        from mxserver.api.client import legacy, sliding_sync, sync
 
         return [
             sync.SyncServlet(self.auth, self.sync_handler, self.filters),
             legacy.LegacySyncServlet(self.auth, self.legacy_sync_handler),
+            sliding_sync.SlidingSyncServlet(self.auth, self.sliding_sync_handler),
         ]
 
     def _client_media_servlets(self) -> list[Any]:

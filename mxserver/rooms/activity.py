@@ -47,6 +47,10 @@ class RoomActivity:
             if pos > self._latest.get(ev.room_id, 0):
                 self._latest[ev.room_id] = pos
 
+    def latest(self, room_id: str) -> int | None:
+        """The position of the room's latest event since start-up (None: none seen since)."""
+        return self._latest.get(room_id)
+
     def changed_since(self, room_id: str, position: int) -> bool:
         """Whether the room may have had an event after ``position``."""
         return self._latest.get(room_id, self._baseline) > position

@@ -67,6 +67,18 @@ class AccountDataStore:
 
         return self.db.run_read("get_account_data_for_users", txn)
 
+    def get_rooms_of_type(self, user_id: str, data_type: str) -> Deferred[dict[str, Any]]:
+        """Every room's content of one room account data type (e.g. every room's tags)."""
+
+        def txn(t: Txn) -> dict[str, Any]:
+            rows = t.query(
+                "SELECT room_id, content FROM account_data WHERE user_id = ? AND type = ? AND room_id <> ?",
+                (user_id, data_type, GLOBAL),
+            )
+            return {r[0]: json.loads(r[1]) for r in rows}
+
+        return self.db.run_read("get_account_data_rooms_of_type", txn)
+
     def get_changes(self, user_id: str, from_pos: int | None, to_pos: int) -> Deferred[list[tuple[str, str, Any]]]:
         """``(room_id, type, content)`` of every row whose latest change is in (from_pos, to_pos]."""
 

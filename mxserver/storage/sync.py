@@ -118,17 +118,19 @@ class SyncStore:
         return await self.db.run_read("sync_joins_between", txn)
 
     @staticmethod
-    def _named_rooms_txn(t: Txn, room_nids: Sequence[int]) -> set[int]:
-        """The rooms with a non-empty ``m.room.name`` or ``m.room.canonical_alias``."""
+    def _named_rooms_txn(t: Txn, room_nids: Sequence[int], named_by: Sequence[str]) -> set[int]:
+        """The rooms with a non-empty ``m.room.name`` or ``m.room.canonical_alias`` (those of the
+        two in ``named_by``)."""
         named: set[int] = set()
+        types = ", ".join("?" for _ in named_by)
         for i in range(0, len(room_nids), 500):
             chunk = list(room_nids[i : i + 500])
             marks = ", ".join("?" for _ in chunk)
             rows = t.query(
                 "SELECT c.room_nid, c.type, e.json FROM current_state c JOIN events e ON e.event_id = c.event_id"
                 f" WHERE c.room_nid IN ({marks}) AND c.state_key = ''"
-                " AND c.type IN ('m.room.name', 'm.room.canonical_alias')",
-                chunk,
+                f" AND c.type IN ({types})",
+                [*chunk, *named_by],
             )
             for room_nid, etype, raw in rows:
                 content = json.loads(raw).get("content", {})
@@ -157,13 +159,17 @@ class SyncStore:
         return await self.db.run_read("sync_snapshots_at", txn)
 
     async def member_summaries(
-        self, room_nids: Sequence[int], user_id: str
+        self,
+        room_nids: Sequence[int],
+        user_id: str,
+        named_by: Sequence[str] = ("m.room.name", "m.room.canonical_alias"),
     ) -> dict[int, tuple[int, int, list[str] | None]]:
         """For each room: (joined count, invited count, up to 5 other members' IDs for heroes, or
-        None for a room with a name or canonical alias: it needs no heroes)."""
+        None for a room named by one of ``named_by``: it needs no heroes; /sync counts a
+        canonical alias as a name, sliding sync only ``m.room.name``)."""
 
         def txn(t: Txn) -> dict[int, tuple[int, int, list[str] | None]]:
-            named = self._named_rooms_txn(t, room_nids)
+            named = self._named_rooms_txn(t, room_nids, named_by)
             out: dict[int, tuple[int, int, list[str] | None]] = {}
             for room_nid in room_nids:
                 counts = dict(

@@ -23,6 +23,7 @@ from mxserver.sync.push_rules import PushRulesHandler
 PUSH_RULES_TYPE = "m.push_rules"
 FULLY_READ_TYPE = "m.fully_read"
 IGNORED_USERS_TYPE = "m.ignored_user_list"
+DIRECT_TYPE = "m.direct"
 
 #: users whose ignore lists are kept in memory (every /sync reads the list)
 IGNORED_CACHE_SIZE = 10_000
@@ -66,6 +67,8 @@ class AccountDataHandler:
         self._notifier = notifier
         #: user -> ignored user IDs; /sync asks on every request, set_account_data refreshes it
         self._ignored: BatchedCache[str, frozenset[str]] = BatchedCache(self._read_ignored, IGNORED_CACHE_SIZE)
+        #: user -> DM room IDs (m.direct); sliding sync asks on every request, likewise refreshed
+        self._direct: BatchedCache[str, frozenset[str]] = BatchedCache(self._read_direct, IGNORED_CACHE_SIZE)
 
     @property
     def current_position(self) -> int:
@@ -102,6 +105,8 @@ class AccountDataHandler:
         position = await self._store.set(user_id, GLOBAL if room_id is None else room_id, data_type, content)
         if room_id is None and data_type == IGNORED_USERS_TYPE:
             self._ignored.invalidate(user_id)
+        if room_id is None and data_type == DIRECT_TYPE:
+            self._direct.invalidate(user_id)
         self._notifier.notify(user_ids=[user_id])
         return position
 
@@ -136,6 +141,35 @@ class AccountDataHandler:
         content = await self._store.get(user_id, room_id, TAG_TYPE)
         tags = content.get("tags") if content else None
         return tags if isinstance(tags, dict) else {}
+
+    async def tags_of_rooms(self, user_id: str) -> dict[str, frozenset[str]]:
+        """The tag names of every room the user tagged (sliding sync's ``tags`` filters)."""
+        out: dict[str, frozenset[str]] = {}
+        for room_id, content in (await self._store.get_rooms_of_type(user_id, TAG_TYPE)).items():
+            tags = content.get("tags") if isinstance(content, dict) else None
+            if isinstance(tags, dict) and tags:
+                out[room_id] = frozenset(tags)
+        return out
+
+    async def direct_rooms(self, user_id: str) -> frozenset[str]:
+        """The rooms in the user's global ``m.direct`` (its DMs), from memory after the first read."""
+        cached = self._direct.get_cached(user_id)
+        if cached is not None:
+            return cached
+        return (await self._direct.get_many([user_id]))[user_id]
+
+    async def _read_direct(self, user_ids: Sequence[str]) -> dict[str, frozenset[str]]:
+        contents = await self._store.get_for_users(user_ids, GLOBAL, DIRECT_TYPE)
+        out: dict[str, frozenset[str]] = {}
+        for user_id in user_ids:
+            content = contents.get(user_id)
+            rooms: set[str] = set()
+            if isinstance(content, dict):  # the client's content: checked
+                for listed in content.values():
+                    if isinstance(listed, list):
+                        rooms.update(r for r in listed if isinstance(r, str))
+            out[user_id] = frozenset(rooms)
+        return out
 
     async def add_tag(self, user_id: str, room_id: str, tag: str, tag_content: dict[str, Any]) -> int:
         """Add or replace a tag; ``order`` (if given) must be a number in [0, 1] (tag.yaml)."""

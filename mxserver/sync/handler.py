@@ -561,21 +561,26 @@ class SyncHandler:
         return await self._counts.unread_counts(user_id, [(m.room_nid, m.stream_ordering) for m in rooms], upto)
 
     async def _stripped_state(self, m: MembershipRow) -> list[dict[str, Any]]:
-        try:
-            state = await self._room_server.current_state_events(m.room_id, [(t, "") for t in STRIPPED_STATE_TYPES])
-        except Exception:
-            state = {}
-        events = list(state.values())
-        own = await self._events.get_event(m.event_id)
-        given = _out_of_band_state(own)
-        if given is not None:
-            # An invite or knock through another server: the room state it sent with it.
-            return given
-        if own is not None:
-            events.append(own)
-        return [
-            {"type": e.type, "state_key": e.state_key, "content": e.content, "sender": e.sender} for e in events
-        ]
+        return await stripped_state(self._room_server, self._events, m)
+
+
+async def stripped_state(rooms: ReaderRooms, events: EventStore, m: MembershipRow) -> list[dict[str, Any]]:
+    """The stripped state of an invite or knock (``invite_state``/``knock_state``): the room's
+    identifying state and the membership event itself; for one through another server, the
+    state that server sent with it. /sync and sliding sync both send it."""
+    try:
+        state = await rooms.current_state_events(m.room_id, [(t, "") for t in STRIPPED_STATE_TYPES])
+    except Exception:
+        state = {}
+    found = list(state.values())
+    own = await events.get_event(m.event_id)
+    given = _out_of_band_state(own)
+    if given is not None:
+        # An invite or knock through another server: the room state it sent with it.
+        return given
+    if own is not None:
+        found.append(own)
+    return [{"type": e.type, "state_key": e.state_key, "content": e.content, "sender": e.sender} for e in found]
 
 
 def _out_of_band_state(own: Event | None) -> list[dict[str, Any]] | None:

@@ -71,7 +71,7 @@ class ToDeviceReader(HasPosition, Protocol):
     async def ack_to_device(self, user_id: str, device_id: str | None, up_to_pos: int) -> None: ...
 
     async def get_to_device_for_sync(
-        self, user_id: str, device_id: str | None, since_pos: int
+        self, user_id: str, device_id: str | None, since_pos: int, limit: int = ..., to_pos: int | None = None
     ) -> tuple[Sequence[JsonDict], int]: ...
 
 

@@ -21,8 +21,11 @@ SUPPORTED_SPEC_VERSIONS = [
     "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11",
 ]
 
-#: unstable features (MSCs) this server implements; empty until one is.
-UNSTABLE_FEATURES: dict[str, bool] = {}
+#: unstable features (MSCs) this server implements
+UNSTABLE_FEATURES: dict[str, bool] = {
+    # MSC4186 simplified sliding sync (mxserver.sliding_sync)
+    "org.matrix.simplified_msc3575": True,
+}
 
 
 class VersionsServlet:
