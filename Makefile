@@ -100,7 +100,8 @@ fuzz: $(VENV)/.installed-fuzz
 
 # Scratch checks (not part of `make test`; need node >= 20 and npm): real matrix-js-sdk clients
 # against a fresh server: their unread counts follow /sync's, and with threadSupport they show
-# a thread and its replies (see contrib/jssdk_unread/run).
+# a thread and its replies, and their SlidingSync keeps a room list and a live timeline
+# (see contrib/jssdk_unread/run).
 jssdk-check: install
 	MXSERVER_PYTHON=$(abspath $(BIN))/python bash contrib/jssdk_unread/run
 
