@@ -59,6 +59,26 @@ class RoomServerTests(HomeserverTestCase):
         stored = await self.hs.event_store.get_events([e.event_id for e in sent])
         self.assertEqual(len(stored), 5)
 
+    async def test_events_built_on_a_state_change_not_yet_committed(self) -> None:
+        """A write releases the room's lock once its event is planned, before the commit: the
+        next event in the room cites the new state event as an auth event while the store does
+        not have it yet. The message and a membership template built right after a power-levels
+        change (all started in one reactor turn) must wait for that commit, not fail auth."""
+        room_id = await self._room("10")
+        rv = get_room_version("10")
+        levels = {**default_power_levels_content(rv, self.alice), "events_default": 10}
+        levels["users"] = {self.alice: 100, self.bob: 10}
+        pl = defer.ensureDeferred(self.hs.room_server.send(room_id, EventSpec("m.room.power_levels", levels, "", self.alice)))
+        message = defer.ensureDeferred(
+            self.hs.room_server.send(room_id, EventSpec("m.room.message", {"body": "after", "msgtype": "m.text"}, sender=self.alice))
+        )
+        template = defer.ensureDeferred(
+            self.hs.room_server.build_unpersisted(room_id, EventSpec("m.room.member", {"membership": "join"}, self.bob, self.bob))
+        )
+        pl_event, msg, join = await defer.gatherResults([pl, message, template])
+        self.assertIn(pl_event.event_id, msg.auth_event_ids)
+        self.assertIn(pl_event.event_id, join.auth_event_ids)
+
     async def test_concurrent_sends_are_batched_and_ordered(self) -> None:
         room_id = await self._room()
         ds = [

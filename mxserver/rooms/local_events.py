@@ -295,9 +295,15 @@ class LocalEventBuilder:
         and invites that the invited user's server must co-sign before they are sent (the
         co-signed event then goes through the inbound receiver). 403 if auth fails.
         """
-        head = await self.sequencer.get_head(room_id)
-        cache, create = await self._auth_events_for(head, spec)
-        return self._build(head, spec, cache, create)
+        # Under the room's lock, like a send: a state event sequenced while the auth events
+        # are read would otherwise change the head between the read and the build, and the
+        # template would cite an auth event that was not read (403 to the joining server).
+        head = await self.sequencer.lock_existing_head(room_id)
+        try:
+            cache, create = await self._auth_events_for(head, spec)
+            return self._build(head, spec, cache, create)
+        finally:
+            head.lock.release()
 
     # -- building ----------------------------------------------------------------------------------
 
@@ -310,6 +316,13 @@ class LocalEventBuilder:
         if create_id:
             ids.append(create_id)
         cache = await self.store.get_events(ids)
+        unread = [i for i in ids if i not in cache]
+        if unread:
+            # The head is ahead of the store: a state event planned by a write that released
+            # the lock but has not committed yet (a power-levels change just before a message).
+            # Its commit is queued: wait for it, then read what it wrote.
+            await self.sequencer.wait_for_queued()
+            cache.update(await self.store.get_events(unread))
         return cache, cache.get(create_id) if create_id else None
 
     def _build(self, head: RoomHead, spec: EventSpec, cache: Mapping[str, Event], create: Event | None) -> Event:
