@@ -692,9 +692,10 @@ class Homeserver(service.MultiService):
             self.appservices.with_url, store, self.appservice_api, self.event_store, self.event_serializer, self.clock
         )
         reader.on_queued(sender.on_queued)
-        # A room's interest is worked out again when its members or aliases change.
-        self.room_members.subscribe_memberships(reader.room_changed)
+        # A room's interest is worked out again when its aliases change or a join over federation
+        # replaces its state (its member events do not come on the room stream).
         self.directory.alias_changes.subscribe(reader.room_changed)
+        self.remote_rooms.joined_state.subscribe(lambda change: reader.room_changed(change.room_id))
         streams = self.ephemeral_streams
         streams.typing.subscribe(reader.on_typing)
         streams.receipts.subscribe(reader.on_receipt)

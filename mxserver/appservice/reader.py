@@ -11,8 +11,13 @@ writes room state, and it keeps its own persisted position (``stream_readers``, 
 - one of the room's local aliases is in its ``aliases`` namespace;
 - one of the room's joined members is its sender or a local user of its ``users`` namespace.
 
-The room-level answers (the last two, and the first) are cached per room and forgotten when
-the room's members or aliases change. The chosen events are queued per service in the
+The room-level answers are kept per room and service: whether the room's ID or aliases are in
+the namespaces, and which of the service's users are joined. The latter is read from the
+room's members once, then follows the member events in stream order as the reader reads them,
+so an event is judged by who was in the room when it was sent, not when it is read (a user who
+joins, is sent a message and leaves before the reader gets there still gets the message). A
+room's answers are forgotten when its aliases change or its state is replaced by a join over
+federation. The chosen events are queued per service in the
 transaction that moves the reader's position, so each is queued once, in stream order, also
 across a crash; the sender (:mod:`mxserver.appservice.sender`) delivers them.
 
@@ -29,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any, Protocol
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -55,6 +61,20 @@ MAX_REMEMBERED_ROOMS = 100_000
 
 class EventSource(Protocol):
     async def get_events(self, event_ids: Iterable[str], include_rejected: bool = True) -> dict[str, Event]: ...
+
+
+@attrs.define
+class _RoomInterest:
+    """A service's interest in a room as a whole."""
+
+    #: the room's ID or one of its local aliases is in the service's namespaces
+    named: bool
+    #: the service's sender and users joined to the room (as of the reader's position)
+    members: set[str]
+
+    @property
+    def interested(self) -> bool:
+        return self.named or bool(self.members)
 
 
 #: ``{service ID: rows queued}``: the sender's cue that a queue grew
@@ -94,8 +114,8 @@ class AppServiceReader:
         self._draining = False
         self._pending_kick: IDelayedCall | None = None
         self._idle_waiters: list[Deferred[None]] = []
-        #: room ID -> service ID -> whether the service is interested in the whole room
-        self._rooms: dict[str, dict[str, bool]] = {}
+        #: room ID -> service ID -> its interest in the whole room
+        self._rooms: dict[str, dict[str, _RoomInterest]] = {}
         self._listeners: list[Queued] = []
         self._writes = OrderedWrites()
         self._seq = 0
@@ -140,9 +160,9 @@ class AppServiceReader:
 
     # -- what changes interest --------------------------------------------------------------------
 
-    def room_changed(self, room_id: str, *_: Any) -> None:
-        """The room's members or aliases changed: its interest is worked out again (cheap, sync:
-        a membership listener of the room-members cache)."""
+    def room_changed(self, room_id: str) -> None:
+        """The room's aliases changed, or its state was replaced by a join over federation (no
+        member event per change): its interest is worked out again."""
         self._rooms.pop(room_id, None)
 
     def services_changed(self, *_: Any) -> None:
@@ -208,6 +228,7 @@ class AppServiceReader:
             order = meta.stream_ordering
             if order is None or order <= 0 or meta.rejected_reason or meta.soft_failed or meta.outlier:
                 continue
+            self._follow_membership(event)
             for service in services:
                 try:
                     if await self._interested(service, event):
@@ -234,21 +255,33 @@ class AppServiceReader:
             return True
         return await self.interested_in_room(service, event.room_id)
 
+    def _follow_membership(self, event: Event) -> None:
+        """A member event, in stream order: the joined users the reader knows of follow it."""
+        memo = self._rooms.get(event.room_id)
+        state_key = event.get("state_key")
+        if memo is None or event.type != "m.room.member" or not isinstance(state_key, str):
+            return
+        joined = event.content.get("membership") == "join"
+        for service in self._services():
+            interest = memo.get(service.id)
+            if interest is not None and service.is_interested_in_user(state_key):
+                (interest.members.add if joined else interest.members.discard)(state_key)
+
     async def interested_in_room(self, service: AppService, room_id: str) -> bool:
         """The room's ID or one of its local aliases is in the service's namespaces, or one of its
         joined members is the service's sender or one of its users."""
         memo = self._rooms.get(room_id)
         if memo is not None and service.id in memo:
-            return memo[service.id]
-        interested = service.is_interested_in_room_id(room_id)
-        if not interested and service.aliases:
-            interested = any(service.is_interested_in_alias(a) for a in await self._aliases(room_id))
-        if not interested:
-            interested = any(service.is_interested_in_user(u) for u in await self._members(room_id))
+            return memo[service.id].interested
+        named = service.is_interested_in_room_id(room_id)
+        if not named and service.aliases:
+            named = any(service.is_interested_in_alias(a) for a in await self._aliases(room_id))
+        members = {u for u in await self._members(room_id) if service.is_interested_in_user(u)}
         if len(self._rooms) > MAX_REMEMBERED_ROOMS:
             self._rooms.clear()
-        self._rooms.setdefault(room_id, {})[service.id] = interested
-        return interested
+        # Another reading may have started following the room meanwhile: its answer stays.
+        interest = self._rooms.setdefault(room_id, {}).setdefault(service.id, _RoomInterest(named, members))
+        return interest.interested
 
     # -- ephemeral data (ephemeral streams subscriber) -----------------------------------------------
 
