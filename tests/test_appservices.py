@@ -315,6 +315,33 @@ class ExclusiveAliasTests(AppServiceTestCase):
         self.assertEqual([s["id"] for s in body["appservices"]], ["bridge"])
 
 
+class SighupTests(AppServiceTestCase):
+    async def test_sighup_reloads_the_registrations(self) -> None:
+        """Under twistd (mxserver.tap) SIGHUP reads the registration files again."""
+        import os
+        import signal
+
+        from mxserver.tap import _reload_on_sighup
+
+        previous = signal.getsignal(signal.SIGHUP)
+        self.addCleanup(signal.signal, signal.SIGHUP, previous)
+        _reload_on_sighup(self.hs)
+        self.write_registration(0, registration(self.appservice.url, as_token="as-after-sighup"))
+        os.kill(os.getpid(), signal.SIGHUP)
+        await self.appservice.wait_until(lambda: self.hs.appservices.by_token("as-after-sighup"), "the reload")
+        code, body = await self.get(WHOAMI, "as-after-sighup")
+        self.assertEqual((code, body["user_id"]), (200, "@_bridge_bot:test"))
+        # a bad file is logged; the registration in force stays
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        self.write_registration(0, {"id": "broken"})
+        os.kill(os.getpid(), signal.SIGHUP)
+        await deferLater(reactor, 0.2, lambda: None)  # the reload runs in the reactor's next turn
+        code, body = await self.get(WHOAMI, "as-after-sighup")
+        self.assertEqual(code, 200, body)
+
+
 class QueryTests(AppServiceTestCase):
     async def test_unknown_user_in_the_namespace_is_asked_of_the_service(self) -> None:
         ghost = "@_bridge_ghost:test"
