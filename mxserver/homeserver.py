@@ -709,7 +709,7 @@ class Homeserver(service.MultiService):
         sender.setServiceParent(self)
 
     async def _ensure_appservice_senders(self) -> None:
-        from mxserver.appservice.senders import ensure_sender_users
+        from mxserver.appservice.sender_users import ensure_sender_users
 
         await ensure_sender_users(self.appservices.services, self.accounts, self.clock)
 
