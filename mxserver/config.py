@@ -341,7 +341,22 @@ class HomeserverConfig:
     presence: PresenceConfig = attrs.field(factory=PresenceConfig, metadata=_help("presence"))
     limits: LimitsConfig = attrs.field(factory=LimitsConfig, metadata=_help("request limits"))
     push: PushConfig = attrs.field(factory=PushConfig, metadata=_help("pushers and push gateways"))
-    app_service_config_files: list[str] = attrs.field(factory=list, metadata=_help("application service registrations", path=True))
+    app_service_config_files: list[str] = attrs.field(
+        factory=list,
+        metadata=_help(
+            "application service registration files (YAML), checked at start-up; re-read on SIGHUP"
+            " or POST /_mxserver/admin/v1/appservices/reload",
+            path=True,
+        ),
+    )
+    app_service_ip_range_whitelist: list[str] = attrs.field(
+        factory=list,
+        metadata=_help(
+            "exceptions to federation.ip_range_blacklist for application service URLs only"
+            " (a bridge on this machine: [127.0.0.0/8, ::1/128])",
+            parse=_networks,
+        ),
+    )
     default_room_version: str = attrs.field(default="12", metadata=_help("room version for new rooms"))
     modules: list[ModuleEntry] = attrs.field(factory=list, metadata=_help("modules to load from entry points"))
 
@@ -538,6 +553,13 @@ def _check(config: HomeserverConfig) -> None:
             raise ConfigError(f"well_known.support_contacts[{i}]: needs matrix_id or email_address")
         if contact.matrix_id is not None and not _is_user_id(contact.matrix_id):
             raise ConfigError(f"well_known.support_contacts[{i}].matrix_id: not a user ID: {contact.matrix_id!r}")
+    if config.app_service_config_files:
+        from mxserver.appservice.registration import RegistrationError, load_registrations
+
+        try:
+            load_registrations(config.app_service_config_files, config.server_name)
+        except RegistrationError as e:
+            raise ConfigError(str(e)) from None
 
 
 # -- the sample ---------------------------------------------------------------

@@ -35,6 +35,7 @@ from mxserver.accounts.uia import UserInteractiveAuth
 from mxserver.api.http import build_app, render_error
 from mxserver.api.ratelimit import RateLimiter
 from mxserver.api.resource import MatrixResource, MatrixSite
+from mxserver.appservice.registration import AppServiceRegistry, ReloadResult
 from mxserver.config import HomeserverConfig
 from mxserver.crypto.keys import key_id, load_or_generate_signing_key
 from mxserver.ephemeral.room_members import RoomMembers
@@ -66,6 +67,8 @@ log = Logger()
 #: connections kept open per push gateway: most pushers share one gateway (Sygnal), and each
 #: pusher with news sends at once
 PUSH_CONNECTIONS_PER_GATEWAY = 16
+#: connections kept open per application service: one transaction in flight, plus queries
+APPSERVICE_CONNECTIONS = 4
 
 
 class Homeserver(service.MultiService):
@@ -113,6 +116,7 @@ class Homeserver(service.MultiService):
         self._build_core()
         self._build_accounts()
         self._build_federation_transport()
+        self._build_appservice_api()
         self._build_room_server()
         self._build_federation_rooms()
         self._build_user_data()
@@ -125,6 +129,7 @@ class Homeserver(service.MultiService):
         self._build_federation_sender()
         self._build_media()
         self._build_pushers()
+        self._build_appservices()
         # Removing or renaming a device (accounts) reaches the areas built after accounts, in
         # this order: the device's to-device queue goes, then its keys (and other servers hear).
         self.device_hooks.on_removed(self.to_device.delete_device_queues)
@@ -159,7 +164,10 @@ class Homeserver(service.MultiService):
         config = self.config
         self.accounts = AccountStore(self.db)
         self.passwords = PasswordHasher(config.password, self.reactor, self.accounts)
-        self.auth = Auth(self.accounts, self.clock)
+        #: the application services' registrations (tokens, namespaces): auth, registration and
+        #: rate limits ask it, so it comes first
+        self.appservices = AppServiceRegistry(self.server_name, config.app_service_config_files)
+        self.auth = Auth(self.accounts, self.clock, self.appservices)
 
         #: module objects hooked into the event flow; the room server and _run_new_event_hooks read it
         self.event_hooks = EventHooks()
@@ -176,14 +184,18 @@ class Homeserver(service.MultiService):
         rl = config.rate_limits
         self.ratelimit_login = RateLimiter(self.clock, rl.login.per_second, rl.login.burst, rl.enabled)
         self.ratelimit_register = RateLimiter(self.clock, rl.register.per_second, rl.register.burst, rl.enabled)
-        self.ratelimit_message = RateLimiter(self.clock, rl.message.per_second, rl.message.burst, rl.enabled)
+        self.ratelimit_message = RateLimiter(
+            self.clock, rl.message.per_second, rl.message.burst, rl.enabled, exempt=self.appservices.rate_limit_exempt
+        )
         self.ratelimit_report = RateLimiter(self.clock, rl.report.per_second, rl.report.burst, rl.enabled)
 
         self.uia = UserInteractiveAuth(self.clock, self.login_flows, config.registration, self.ratelimit_login)
         #: to-device queues and device keys are built later: __init__ subscribes them here
         self.device_hooks = DeviceHooks()
         self.devices = DeviceHandler(self.accounts, self.auth, self.uia, self.device_hooks, self.clock)
-        self.registrar = UserRegistrar(self.server_name, config.password, self.accounts, self.passwords, self.clock)
+        self.registrar = UserRegistrar(
+            self.server_name, config.password, self.accounts, self.passwords, self.clock, self.appservices
+        )
         self.registration = RegistrationHandler(
             config.registration,
             config.password,
@@ -236,6 +248,28 @@ class Homeserver(service.MultiService):
 
         #: inbound EDU handlers by type (the /send transaction handler dispatches through it)
         self.federation_edus = EduRegistry()
+
+    def _build_appservice_api(self) -> None:
+        """Requests to application services (queries here; transactions in _build_appservices),
+        through an IP-filtered agent like push gateways' (federation.ip_range_blacklist, with
+        federation.ip_range_whitelist and app_service_ip_range_whitelist as exceptions)."""
+        from mxserver.appservice.api import AppServiceApi
+        from mxserver.appservice.queries import AppServiceQueries
+        from mxserver.federation.ip_filter import IPRangeFilter
+        from mxserver.media.preview import SafeFetcher
+
+        config, fed = self.config, self.config.federation
+        ip_filter = IPRangeFilter(fed.ip_range_blacklist, [*fed.ip_range_whitelist, *config.app_service_ip_range_whitelist])
+        fetcher = SafeFetcher(
+            self.reactor,
+            self.clock,
+            ip_filter,
+            config.media.url_preview,
+            self.federation_client.tls.verified_creator_for,
+            keep_per_host=APPSERVICE_CONNECTIONS,
+        )
+        self.appservice_api = AppServiceApi(fetcher.agent, self.clock, fetcher.close)
+        self.appservice_queries = AppServiceQueries(self.appservices, self.appservice_api)
 
     def _build_room_server(self) -> None:
         """The event and state stores and the room server, the only writer of room state."""
@@ -394,6 +428,7 @@ class Homeserver(service.MultiService):
             self.remote_queries,
             self.presence_handler,
             self.user_directory,
+            self.appservice_queries,
         )
         # Nothing stays scheduled on the reactor after the Homeserver stops.
         EphemeralTimers(self.typing_handler, self.presence_handler).setServiceParent(self)
@@ -514,6 +549,8 @@ class Homeserver(service.MultiService):
             self.config.room_directory,
             self.clock,
             server_name,
+            namespaces=self.appservices,
+            alias_queries=self.appservice_queries,
         )
         self.room_membership = MembershipHandler(
             rooms,
@@ -664,6 +701,68 @@ class Homeserver(service.MultiService):
         self.device_hooks.on_removed(self.pushers.devices_removed)
         self.start_hooks.append(self.pusher_pool.start)
         self.pusher_pool.setServiceParent(self)
+
+    def _build_appservices(self) -> None:
+        """Delivery to application services: the reader that queues what each is interested in
+        (room stream, ephemeral streams), the sender (one destination each), their sender users."""
+        from mxserver.appservice.reader import AppServiceReader
+        from mxserver.appservice.sender import AppServiceSender
+        from mxserver.storage.appservices import AppServiceStore
+
+        store = AppServiceStore(self.db)
+        accounts = self.accounts
+
+        async def devices_of(user_id: str) -> list[str]:
+            return [d.device_id for d in await accounts.get_devices(user_id)]
+
+        reader = self.appservice_reader = AppServiceReader(
+            self.appservices.with_url,
+            store,
+            self.room_stream,
+            self.event_store,
+            self.room_members.members,
+            self.directory_store.get_aliases_for_room,
+            devices_of,
+            lambda: self.event_store.max_stream,
+            self.reactor,
+        )
+        sender = self.appservice_sender = AppServiceSender(
+            self.appservices.with_url, store, self.appservice_api, self.event_store, self.event_serializer, self.clock
+        )
+        reader.on_queued(sender.on_queued)
+        # A room's interest is worked out again when its aliases change or a join over federation
+        # replaces its state (its member events do not come on the room stream).
+        self.directory.alias_changes.subscribe(reader.room_changed)
+        self.remote_rooms.joined_state.subscribe(lambda change: reader.room_changed(change.room_id))
+        streams = self.ephemeral_streams
+        streams.typing.subscribe(reader.on_typing)
+        streams.receipts.subscribe(reader.on_receipt)
+        streams.presence.subscribe(reader.on_presence)
+        streams.to_device.subscribe(reader.on_to_device)
+        self.appservices.on_reload(reader.services_changed)
+        self.appservices.on_reload(sender.services_changed)
+        self.start_hooks.append(self._ensure_appservice_senders)
+        self.start_hooks.append(sender.start)  # before the reader: it hands the sender what it queues
+        self.start_hooks.append(reader.start)
+        sender.setServiceParent(self)
+
+    async def _ensure_appservice_senders(self) -> None:
+        from mxserver.appservice.sender_users import ensure_sender_users
+
+        await ensure_sender_users(self.appservices.services, self.accounts, self.clock)
+
+    async def reload_appservices(self) -> ReloadResult:
+        """Read the registration files again (admin API, SIGHUP); RegistrationError if one is bad
+        (the registrations in force stay)."""
+        result = self.appservices.reload()
+        await self._ensure_appservice_senders()
+        log.info(
+            "application services reloaded: added {added}, removed {removed}, changed {changed}",
+            added=list(result.added),
+            removed=list(result.removed),
+            changed=list(result.changed),
+        )
+        return result
 
     def _build_sync(self) -> None:
         """The sync sources of every stream (tokens and /sync read them) and the /sync handler."""
@@ -918,7 +1017,18 @@ class Homeserver(service.MultiService):
         return {api: build_app(self.servlets(api)).resource() for api in ("client", "federation", "media")}
 
     def _account_servlets(self) -> list[Any]:
-        from mxserver.api.client import account, admin, devices, federation_admin, login, openid, register, versions
+        from mxserver.api.client import (
+            account,
+            admin,
+            appservice,
+            devices,
+            federation_admin,
+            login,
+            openid,
+            register,
+            thirdparty,
+            versions,
+        )
 
         return [
             versions.VersionsServlet(
@@ -929,13 +1039,21 @@ class Homeserver(service.MultiService):
                 self.config.well_known.support_contacts,
                 self.config.well_known.support_page,
             ),
-            register.RegisterServlet(self.registration),
+            register.RegisterServlet(self.auth, self.registration),
             login.LoginServlet(self.auth, self.login),
             account.AccountServlet(self.auth, self.account),
             openid.OpenIdServlet(self.auth, self.openid_tokens, self.ratelimit_login),
             devices.DevicesServlet(self.auth, self.devices),
             admin.AdminRegisterServlet(self.shared_secret_registration),
             federation_admin.FederationAdminServlet(self.auth, self.accounts, self.federation_sender),
+            appservice.AppServiceServlet(
+                self.auth,
+                self.accounts,
+                self.appservice_queries,
+                self.reload_appservices,
+                self.appservice_sender.status,
+            ),
+            thirdparty.ThirdPartyServlet(self.auth, self.appservice_queries),
         ]
 
     def _room_servlets(self) -> list[Any]:
@@ -1147,6 +1265,7 @@ class Homeserver(service.MultiService):
         for port in ports:
             await port.stopListening()
         await self.push_notifications.stop()
+        await self.appservice_reader.stop()
         # Child services stop: the federation client abandons requests in flight, so that
         # background work waiting on another server (device-list resyncs) ends now.
         await super().stopService()

@@ -33,6 +33,29 @@ FEDERATION_REQUESTS = Counter(
 )
 REACTOR_LAG = Gauge("mxserver_reactor_lag_seconds", "How late the last reactor tick ran")
 
+# Application services (mxserver.appservice.sender), per service ID.
+APPSERVICE_QUEUE = Gauge(
+    "mxserver_appservice_queue_length",
+    "Events, ephemeral data and to-device messages queued per application service, not yet acknowledged",
+    ["appservice"],
+)
+APPSERVICE_TRANSACTIONS = Counter(
+    "mxserver_appservice_transactions_total",
+    "Transactions per application service by outcome (sent; failed: retried with the same ID)",
+    ["appservice", "outcome"],
+)
+APPSERVICE_EVENTS_SENT = Counter(
+    "mxserver_appservice_events_sent_total", "Room events acknowledged per application service", ["appservice"]
+)
+APPSERVICE_LAST_SUCCESS = Gauge(
+    "mxserver_appservice_last_success_timestamp_seconds",
+    "When an application service last acknowledged a transaction (Unix time)",
+    ["appservice"],
+)
+APPSERVICE_BACKING_OFF = Gauge(
+    "mxserver_appservice_backing_off", "1 while an application service is backing off after a failure", ["appservice"]
+)
+
 
 class ReactorLagMonitor:
     """Schedules a call every ``interval`` seconds and records how late it runs."""

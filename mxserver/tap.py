@@ -123,6 +123,26 @@ def makeService(options: dict[str, Any]) -> service.IService:
     observer = None if daemonised and config.log.path is None else make_observer(config.log)
     hs = Homeserver(config)
     hs.stop_reactor_on_failure = True
+    _reload_on_sighup(hs)
     root = _TwistdRoot(observer, hs)
     hs.setServiceParent(root)
     return root
+
+
+def _reload_on_sighup(hs: Homeserver) -> None:
+    """SIGHUP re-reads the application service registrations (``app_service_config_files``);
+    a bad file is logged and the registrations in force stay."""
+    import signal
+
+    from twisted.internet import reactor
+    from twisted.internet.defer import ensureDeferred
+    from twisted.logger import Logger
+
+    log = Logger()
+
+    def reload() -> None:
+        d = ensureDeferred(hs.reload_appservices())
+        d.addErrback(lambda f: log.error("reloading application services failed: {reason}", reason=f.getErrorMessage()))
+
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(reload))  # type: ignore[attr-defined]

@@ -249,8 +249,11 @@ class PublicRoomsTests(PublicRoomsTestCase):
         self.assertEqual(await search({"room_types": [None, "m.space"]}), [rooms["big"], rooms["mid"], rooms["small"]])
         code, body = await self.post(f"{C}/publicRooms", {"include_all_networks": True}, self.alice)
         self.assertEqual(len(body["chunk"]), 3)
-        code, body = await self.post(f"{C}/publicRooms", {"third_party_instance_id": "irc"}, self.alice)
+        # an application service network's directory (Synapse's "{appservice id}|{network id}")
+        code, body = await self.post(f"{C}/publicRooms", {"third_party_instance_id": "irc|freenode"}, self.alice)
         self.assertEqual(body["chunk"], [])
+        result = await self.post(f"{C}/publicRooms", {"third_party_instance_id": "irc"}, self.alice)
+        self.assertMatrixError(result, 400, "M_INVALID_PARAM")
 
     async def test_unpublish_and_auth(self) -> None:
         rooms = await self._rooms()

@@ -4,6 +4,11 @@ Tokens are 256-bit random strings; the database keeps only their SHA-256
 (a fast hash suffices: the tokens have full entropy). Resolved tokens are
 cached in memory, and the cache is invalidated on logout and device deletion,
 so the hot paths (send, /sync) cost no database round trip for auth.
+
+An application service's ``as_token`` (application-service-api §Identity assertion) acts as
+the service's sender user or, with ``?user_id=``, as any registered user of its user
+namespaces (403 M_FORBIDDEN otherwise); ``?device_id=`` picks one of that user's devices
+(400 M_UNKNOWN_DEVICE if it has no such device).
 """
 
 from __future__ import annotations
@@ -11,13 +16,15 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections import OrderedDict
+from typing import Protocol
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
-from mxserver.errors import MatrixError, missing_token, unknown_token
-from mxserver.request_info import access_token, client_ip
+from mxserver.appservice.registration import AppService
+from mxserver.errors import MatrixError, forbidden, missing_token, unknown_token
+from mxserver.request_info import access_token, client_ip, query_str
 from mxserver.storage.accounts import AccountStore
 
 TOKEN_PREFIX = "mxa_"
@@ -40,6 +47,29 @@ class Requester:
     is_guest: bool = False
     token_hash: str | None = None
     ip: str = ""
+    #: the application service whose as_token made the request (None for users' tokens)
+    app_service: AppService | None = None
+
+    @property
+    def session(self) -> str:
+        """What a client transaction ID is scoped to besides the user: the device, else the
+        application service, else the access token."""
+        if self.device_id is not None:
+            return self.device_id
+        if self.app_service is not None:
+            return f"appservice:{self.app_service.id}"
+        return f"token:{self.token_hash}"
+
+
+class AppServiceTokens(Protocol):
+    """The registered application services, by as_token (the appservice registry)."""
+
+    def by_token(self, as_token: str) -> AppService | None: ...
+
+
+class _NoAppServices:
+    def by_token(self, as_token: str) -> AppService | None:
+        return None
 
 
 class Auth:
@@ -47,17 +77,24 @@ class Auth:
 
     CACHE_SIZE = 50_000
 
-    def __init__(self, store: AccountStore, clock: IReactorTime) -> None:
+    def __init__(self, store: AccountStore, clock: IReactorTime, appservices: AppServiceTokens | None = None) -> None:
         self._store = store
         self._clock = clock
+        self._appservices = appservices or _NoAppServices()
         self._cache: OrderedDict[str, Requester] = OrderedDict()
         self._seen: dict[tuple[str, str], float] = {}
+        #: users known to exist, for application services' masquerading (accounts are never deleted)
+        self._registered: OrderedDict[str, None] = OrderedDict()
 
     async def get_user(self, request: IRequest, allow_guest: bool = False) -> Requester:
-        """The requester, or M_MISSING_TOKEN / M_UNKNOWN_TOKEN / M_GUEST_ACCESS_FORBIDDEN."""
+        """The requester, or M_MISSING_TOKEN / M_UNKNOWN_TOKEN / M_GUEST_ACCESS_FORBIDDEN
+        (and for an application service M_FORBIDDEN / M_UNKNOWN_DEVICE, see the module docstring)."""
         token = access_token(request)
         if token is None:
             raise missing_token()
+        service = self._appservices.by_token(token)
+        if service is not None:
+            return await self._appservice_requester(service, request)
         requester = await self.get_user_by_token(token)
         if requester.is_guest and not allow_guest:
             raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access not allowed")
@@ -80,6 +117,42 @@ class Auth:
             self._cache.popitem(last=False)
         return requester
 
+    def appservice(self, request: IRequest) -> AppService:
+        """The application service whose as_token the request carries (``/register`` and ``/login``
+        with ``m.login.application_service``): M_MISSING_TOKEN or M_UNKNOWN_TOKEN otherwise."""
+        token = access_token(request)
+        if token is None:
+            raise missing_token()
+        service = self._appservices.by_token(token)
+        if service is None:
+            raise unknown_token()
+        return service
+
+    async def _appservice_requester(self, service: AppService, request: IRequest) -> Requester:
+        user_id = query_str(request, "user_id") or service.sender
+        if user_id != service.sender:
+            if not service.is_interested_in_user(user_id):
+                raise forbidden(f"Application service cannot masquerade as this user ({user_id})")
+            if not await self._is_registered(user_id):
+                raise forbidden(f"Application service has not registered this user ({user_id})")
+        # MSC4326 (spec v1.17 §Identity assertion); Synapse still reads MSC3202's name too.
+        device_id = query_str(request, "device_id") or query_str(request, "org.matrix.msc3202.device_id")
+        if device_id is not None and await self._store.get_device(user_id, device_id) is None:
+            raise MatrixError(400, "M_UNKNOWN_DEVICE", f"{user_id} has no device {device_id}")
+        return Requester(user_id, device_id, False, None, client_ip(request), app_service=service)
+
+    async def _is_registered(self, user_id: str) -> bool:
+        if user_id in self._registered:
+            self._registered.move_to_end(user_id)
+            return True
+        user = await self._store.get_user(user_id)
+        if user is None or user.deactivated:
+            return False
+        self._registered[user_id] = None
+        if len(self._registered) > self.CACHE_SIZE:
+            self._registered.popitem(last=False)
+        return True
+
     def invalidate(self, token_hashes: list[str]) -> None:
         for h in token_hashes:
             self._cache.pop(h, None)
@@ -87,6 +160,7 @@ class Auth:
     def invalidate_user(self, user_id: str) -> None:
         for h in [h for h, r in self._cache.items() if r.user_id == user_id]:
             del self._cache[h]
+        self._registered.pop(user_id, None)
 
     def _note_seen(self, requester: Requester, ip: str, request: IRequest) -> None:
         # Device "last seen" is written at most once a minute per device: it is a hint, not a log.

@@ -133,14 +133,30 @@ class DeviceHandler:
             raise not_found("Unknown device")
         await self._hooks.device_changed(requester.user_id, device_id)
 
+    async def put_appservice_device(self, requester: Requester, device_id: str, display_name: str | None) -> bool:
+        """``PUT /devices/{deviceId}`` by an application service (MSC4190, spec v1.17 §Device
+        management): the device is created if the user has none of that ID. Whether it was."""
+        if len(device_id) > MAX_DEVICE_ID_LENGTH or not device_id:
+            raise MatrixError(400, "M_INVALID_PARAM", "Invalid device ID")
+        outcome = await self._store.create_device_and_token(
+            requester.user_id, device_id, display_name, None, self._now_ms(), new_only=True
+        )
+        if outcome is None:
+            await self.update_device(requester, device_id, display_name)
+            return False
+        await self._hooks.device_changed(requester.user_id, device_id)
+        return True
+
     async def delete_devices(self, requester: Requester, device_ids: list[str], uia: UIARequest) -> None:
         """Delete devices (and their tokens) after UIA; IDs the requester does not have are ignored.
 
         device_management.yaml: the answer is 200 whether a device "was successfully
         removed, or had been removed previously"; another user's devices are never touched
-        because every query is scoped to the requester.
+        because every query is scoped to the requester. An application service is not asked
+        for UIA (spec v1.17 §Device management: it "MUST NOT require" it).
         """
-        await self._uia.authenticate(uia, self._uia.reauth_flows(), requester.user_id)
+        if requester.app_service is None:
+            await self._uia.authenticate(uia, self._uia.reauth_flows(), requester.user_id)
         await self.remove_devices(requester.user_id, device_ids)
 
     async def remove_devices(self, user_id: str, device_ids: list[str]) -> None:

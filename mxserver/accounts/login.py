@@ -16,11 +16,14 @@ from mxserver.accounts.auth import Auth, Requester, hash_token
 from mxserver.accounts.devices import DeviceHandler, DeviceHooks
 from mxserver.accounts.protocols import LoginFlows, RateLimit
 from mxserver.accounts.uia import UIARequest, UserInteractiveAuth
+from mxserver.appservice.registration import AppService
 from mxserver.config import WellKnownConfig
-from mxserver.errors import MatrixError, bad_json, forbidden, user_deactivated
+from mxserver.errors import MatrixError, bad_json, forbidden, missing_param, user_deactivated
 from mxserver.storage.accounts import AccountStore
 
 LOGIN_TOKEN = "m.login.token"
+#: application-service-api §Server admin style permissions (v1.2)
+APPSERVICE_LOGIN = "m.login.application_service"
 #: login_token.yaml recommends two minutes
 LOGIN_TOKEN_LIFETIME_MS = 120_000
 
@@ -61,6 +64,8 @@ class LoginHandler:
         flows: list[dict[str, Any]] = [{"type": t} for t in self._login_flows]
         if LOGIN_TOKEN not in self._login_flows:
             flows.append({"type": LOGIN_TOKEN, "get_login_token": True})
+        # Listed as Synapse lists it: application services look for it.
+        flows.append({"type": APPSERVICE_LOGIN})
         return flows
 
     async def login(
@@ -109,6 +114,34 @@ class LoginHandler:
         if base_url:
             response["well_known"] = {"m.homeserver": {"base_url": base_url}}
         return response
+
+    async def login_appservice(
+        self,
+        service: AppService,
+        submission: dict[str, Any],
+        device_id: str | None,
+        device_display_name: str | None,
+    ) -> dict[str, Any]:
+        """``POST /login`` with ``m.login.application_service``: a session for one of the service's
+        users, without a password (not rate limited: the service is trusted by the admin)."""
+        if service.device_management:
+            # MSC4190: such a service creates its users' devices with PUT /devices (Synapse's rule).
+            raise MatrixError(
+                400, "M_APPSERVICE_LOGIN_UNSUPPORTED", "This application service manages its users' devices itself"
+            )
+        user_id = self._claimed_user(submission)
+        if user_id is None:
+            raise missing_param("Missing 'identifier'")
+        if not service.is_interested_in_user(user_id):
+            # application-service-api: logging in "as users outside of their defined namespaces"
+            raise MatrixError(403, "M_EXCLUSIVE", f"{user_id} is not in the namespaces of this application service")
+        user = await self._store.get_user(user_id)
+        if user is None:
+            raise forbidden(f"{user_id} is not registered")
+        if user.deactivated:
+            raise user_deactivated()
+        device_id, token = await self._devices.create_session(user_id, device_id, device_display_name)
+        return {"user_id": user_id, "access_token": token, "device_id": device_id, "home_server": self._server_name}
 
     async def logout(self, requester: Requester) -> None:
         """``POST /logout``: the token and its device go."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping
 from typing import Any, Protocol
 
+from mxserver.appservice.registration import AppService
+
 
 class LoginFlow(Protocol):
     """A login flow module: ``POST /login`` type and UIA stage."""
@@ -29,4 +31,12 @@ class RateLimit(Protocol):
 
     def check(self, key: str, cost: float = 1.0) -> None:
         """Take ``cost`` from ``key``'s bucket or raise M_LIMIT_EXCEEDED."""
+        ...
+
+
+class UserNamespaces(Protocol):
+    """Application services' exclusive user namespaces (the appservice registry)."""
+
+    def user_reserved(self, user_id: str, by: AppService | None = None) -> bool:
+        """Whether a service other than ``by`` claims ``user_id`` exclusively."""
         ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -19,7 +20,7 @@ from twisted.logger import Logger
 from mxserver.accounts.auth import Auth
 from mxserver.accounts.devices import DeviceHandler
 from mxserver.accounts.passwords import PasswordHasher
-from mxserver.accounts.protocols import RateLimit
+from mxserver.accounts.protocols import RateLimit, UserNamespaces
 from mxserver.accounts.uia import (
     DUMMY,
     REGISTRATION_TOKEN,
@@ -28,6 +29,7 @@ from mxserver.accounts.uia import (
     UserInteractiveAuth,
     registration_token_valid,
 )
+from mxserver.appservice.registration import AppService
 from mxserver.config import PasswordConfig, RegistrationConfig
 from mxserver.errors import MatrixError, forbidden, invalid_param, invalid_username, missing_param, user_in_use
 from mxserver.ids import MAX_ID_LENGTH, is_valid_localpart
@@ -39,12 +41,13 @@ log = Logger()
 MAX_PASSWORD_LENGTH = 512
 
 
-def check_localpart(server_name: str, localpart: str) -> str:
+def check_localpart(server_name: str, localpart: str, reserved: Callable[[str], bool] | None = None) -> str:
     """The user ID for ``localpart``, or M_INVALID_USERNAME / M_EXCLUSIVE.
 
     appendices §User Identifiers: new localparts use only ``a-z 0-9 . _ = - / +``;
     mxserver rejects the rest (upper case included) rather than mapping it.
-    Purely numeric localparts are kept for guests.
+    Purely numeric localparts are kept for guests. ``reserved(user_id)``: an application
+    service claims the user ID exclusively (application-service-api §Registration).
     """
     if not localpart:
         raise invalid_username("The username must not be empty")
@@ -55,18 +58,13 @@ def check_localpart(server_name: str, localpart: str) -> str:
     user_id = f"@{localpart}:{server_name}"
     if len(user_id.encode("utf-8")) > MAX_ID_LENGTH:
         raise invalid_username("The username is too long")
-    if is_exclusive(user_id):
-        raise MatrixError(400, "M_EXCLUSIVE", "This username is reserved by an application service")
+    if reserved is not None and reserved(user_id):
+        raise exclusive("This username is reserved by an application service")
     return user_id
 
 
-def is_exclusive(user_id: str) -> bool:
-    """Whether an application service claims ``user_id`` exclusively.
-
-    Application services do not exist yet: nothing is reserved. When they do,
-    this asks their registrations' exclusive user namespaces.
-    """
-    return False
+def exclusive(msg: str) -> MatrixError:
+    return MatrixError(400, "M_EXCLUSIVE", msg)
 
 
 def check_password_strength(config: PasswordConfig, password: str) -> None:
@@ -86,12 +84,18 @@ class UserRegistrar:
         store: AccountStore,
         passwords: PasswordHasher,
         clock: IReactorTime,
+        namespaces: UserNamespaces | None = None,
     ) -> None:
         self._server_name = server_name
         self._password_config = password_config
         self._store = store
         self._passwords = passwords
         self._clock = clock
+        self._namespaces = namespaces
+
+    def reserved(self, user_id: str, by: AppService | None = None) -> bool:
+        """Whether an application service other than ``by`` claims ``user_id`` exclusively."""
+        return self._namespaces is not None and self._namespaces.user_reserved(user_id, by)
 
     async def register_user(
         self,
@@ -100,14 +104,19 @@ class UserRegistrar:
         admin: bool = False,
         *,
         displayname: str | None = None,
+        app_service: AppService | None = None,
     ) -> str:
         """Create a (non-guest) account with its profile; returns the user ID.
 
         Raises MatrixError: M_INVALID_USERNAME, M_EXCLUSIVE, M_WEAK_PASSWORD,
         M_USER_IN_USE. ``password=None`` makes an account that cannot log in with
-        a password. The display name defaults to the localpart.
+        a password. The display name defaults to the localpart. ``app_service``: the
+        service registering one of its users (application-service-api §Server admin style
+        permissions): the ID must be in its user namespaces and in no other's exclusive one.
         """
-        user_id = check_localpart(self._server_name, localpart)
+        user_id = check_localpart(self._server_name, localpart, lambda u: self.reserved(u, app_service))
+        if app_service is not None and not app_service.is_interested_in_user(user_id):
+            raise exclusive(f"{user_id} is not in the user namespaces of application service {app_service.id}")
         if password is not None:
             check_password_strength(self._password_config, password)
         password_hash = await self._passwords.hash(password) if password is not None else None
@@ -189,7 +198,7 @@ class RegistrationHandler:
         """``GET /register/available``: M_INVALID_USERNAME / M_USER_IN_USE / M_EXCLUSIVE, else fine."""
         if not self.open:
             raise forbidden("Registration is disabled")
-        user_id = check_localpart(self._server_name, username)
+        user_id = check_localpart(self._server_name, username, self._registrar.reserved)
         if await self._store.get_user(user_id) is not None:
             raise user_in_use()
 
@@ -221,7 +230,7 @@ class RegistrationHandler:
             guest_user_id = await self._guest_to_upgrade(params)
             # registration.yaml: M_USER_IN_USE / M_INVALID_USERNAME / M_EXCLUSIVE come before UIA.
             if params.username is not None and guest_user_id is None:
-                user_id = check_localpart(self._server_name, params.username)
+                user_id = check_localpart(self._server_name, params.username, self._registrar.reserved)
                 if await self._store.get_user(user_id) is not None:
                     raise user_in_use()
             if params.password is not None:
@@ -278,6 +287,28 @@ class RegistrationHandler:
         log.info("Upgraded guest {user_id} to a full account", user_id=user_id)
         return user_id
 
+    async def register_appservice_user(
+        self,
+        service: AppService,
+        username: str,
+        device_id: str | None,
+        device_display_name: str | None,
+        inhibit_login: bool,
+    ) -> dict[str, Any]:
+        """``POST /register`` with ``m.login.application_service`` (application-service-api
+        §Server admin style permissions): no UIA, no password, not subject to
+        ``registration.enabled`` or the registration rate limit."""
+        if service.device_management and not inhibit_login:
+            # MSC4190 (spec v1.17): a service managing its users' devices gets no access tokens
+            # from /register; Synapse applies this to services registered with io.element.msc4190.
+            raise MatrixError(
+                400,
+                "M_APPSERVICE_LOGIN_UNSUPPORTED",
+                "This application service manages its users' devices: register with inhibit_login",
+            )
+        user_id = await self._registrar.register_user(username, None, app_service=service)
+        return await self._login_response(user_id, device_id, device_display_name, inhibit_login)
+
     async def register_guest(self, device_display_name: str | None, ip: str) -> dict[str, Any]:
         """``POST /register?kind=guest``: no UIA; every parameter but the device name is ignored."""
         if not self._config.allow_guests:
@@ -301,7 +332,7 @@ class RegistrationHandler:
                     secrets.choice(string.ascii_lowercase + string.digits) for _ in range(11)
                 )
             user_id = f"@{localpart}:{self._server_name}"
-            if is_exclusive(user_id):
+            if self._registrar.reserved(user_id):
                 continue
             if await self._store.create_user(
                 user_id, password_hash, now_ms, is_guest=guest, displayname=localpart

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from mxserver.errors import limit_exceeded
 
 
 class RateLimiter:
-    """``per_second`` sustained, ``burst`` at once; ``enabled=False`` allows everything."""
+    """``per_second`` sustained, ``burst`` at once; ``enabled=False`` allows everything.
 
-    def __init__(self, clock: Any, per_second: float, burst: int, enabled: bool = True) -> None:
+    ``exempt(key)`` true: the key is never limited (application services' users, see
+    :meth:`mxserver.appservice.registration.AppServiceRegistry.rate_limit_exempt`).
+    """
+
+    def __init__(
+        self,
+        clock: Any,
+        per_second: float,
+        burst: int,
+        enabled: bool = True,
+        exempt: Callable[[str], bool] | None = None,
+    ) -> None:
         self._clock = clock
+        self._exempt = exempt
         self._rate = per_second
         self._burst = float(burst)
         self._enabled = enabled and per_second > 0
@@ -21,7 +34,7 @@ class RateLimiter:
 
     def check(self, key: str, cost: float = 1.0) -> None:
         """Take ``cost`` tokens from ``key``'s bucket or raise M_LIMIT_EXCEEDED."""
-        if not self._enabled:
+        if not self._enabled or (self._exempt is not None and self._exempt(key)):
             return
         now = self._clock.seconds()
         tokens, last = self._buckets.get(key, (self._burst, now))

@@ -56,8 +56,10 @@ class CrossSigningHandler:
                 new[key_type] = (key_id, public, body[field])
         existing = (await self.store.get_cross_signing_keys([user_id])).get(user_id, {})
 
-        # cross_signing.yaml: no UIA for the first master key, nor for re-uploading the same keys.
-        if "master" in existing and not all(existing.get(t) == k for t, (_, _, k) in new.items()):
+        # cross_signing.yaml: no UIA for the first master key, nor for re-uploading the same keys;
+        # nor for an application service (spec v1.17 §Cross-signing: it "MUST NOT require" UIA).
+        replacing = "master" in existing and not all(existing.get(t) == k for t, (_, _, k) in new.items())
+        if replacing and getattr(requester, "app_service", None) is None:
             await self._uia.authenticate(uia_request, self._uia.reauth_flows(), user_id)
         if not new:
             return

@@ -16,7 +16,7 @@ at most 1000 characters. ``null`` or ``""`` clears a field.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import DeferredSemaphore, gatherResults
 from twisted.logger import Logger
@@ -49,6 +49,12 @@ _MXC = re.compile(r"mxc://([^/]+)/([A-Za-z0-9_-]+)")
 _NOT_COPIED = ("reason", "join_authorised_via_users_server")
 
 
+class UserQueries(Protocol):
+    """Asks application services about users in their namespaces (appservice queries)."""
+
+    async def user_exists(self, user_id: str) -> bool: ...
+
+
 def is_mxc_uri(value: str) -> bool:
     m = _MXC.fullmatch(value)
     return m is not None and is_valid_server_name(m.group(1))
@@ -67,8 +73,10 @@ class ProfileHandler:
         remote_queries: RemoteQueries,
         presence: PresenceHandler,
         user_directory: UserDirectory,
+        user_queries: UserQueries | None = None,
     ) -> None:
         self._server_name = server_name
+        self._user_queries = user_queries
         self.store = store
         self._rooms = rooms
         self._members = members
@@ -100,6 +108,9 @@ class ProfileHandler:
         if server_of_user(user_id) != self._server_name:
             raise not_found("Profiles of users on other servers are not stored here")
         profile = await self.store.get_profile(user_id)
+        if profile is None and self._user_queries is not None and await self._user_queries.user_exists(user_id):
+            # application-service-api §Querying: the service registered the user while we waited.
+            profile = await self.store.get_profile(user_id)
         if profile is None:
             raise not_found("Profile not found")
         return profile

@@ -151,7 +151,7 @@ class RoomCreationHandler:
         if alias is None:
             room_id = await self._create(rv, creator, create_content, events)
         else:
-            async with self.directory.reserve_alias(alias):
+            async with self.directory.reserve_alias(alias, requester):
                 room_id = await self._create(rv, creator, create_content, events)
                 await self.directory.create_reserved_alias(alias, room_id, creator)
         if req.visibility == "public":

@@ -8,6 +8,14 @@ asking that server (federation ``GET /query/directory``, through
 
 :meth:`DirectoryHandler.validate_canonical_alias` is what the send path calls for
 ``m.room.canonical_alias`` events (room_state.yaml: ``M_BAD_ALIAS``).
+
+Application services (application-service-api.md): a local alias that does not exist but lies
+in a service's alias namespace is asked of the service before the answer is 404 (§Querying);
+an alias or room in a service's exclusive namespace is the service's alone to create, delete or
+publish (400 ``M_EXCLUSIVE`` for anyone else, §Registration); each service may publish rooms in
+its own directory per network (appservice_room_directory.yaml), which ``publicRooms`` lists with
+``third_party_instance_id`` (``{service id}|{network id}``, Synapse's form) or
+``include_all_networks``.
 """
 
 from __future__ import annotations
@@ -16,12 +24,13 @@ import base64
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
 
 from mxserver.accounts.auth import Requester
+from mxserver.appservice.registration import AppService, parse_instance_id
 from mxserver.config import RoomDirectoryConfig
 from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
 from mxserver.identifier_checks import (
@@ -35,8 +44,9 @@ from mxserver.room_handlers.permissions import is_server_admin, may_send_state, 
 from mxserver.rooms.api import ClientRooms
 from mxserver.rooms.room_server import EventSpec
 from mxserver.storage.accounts import AccountStore
-from mxserver.storage.directory import DirectoryStore, PublishedRoom
+from mxserver.storage.directory import ALL_NETWORKS, DirectoryStore, PublishedRoom
 from mxserver.storage.memberships import MembershipStore
+from mxserver.streams import Stream
 
 if TYPE_CHECKING:
     # Types only: the federation package imports room_handlers.identifiers at run time.
@@ -77,6 +87,35 @@ def canonical_alias_aliases(content: Any) -> list[str]:
     return aliases
 
 
+class AppServiceNamespaces(Protocol):
+    """Application services' exclusive namespaces (the appservice registry)."""
+
+    def alias_reserved(self, alias: str, by: AppService | None = None) -> bool: ...
+
+    def room_reserved(self, room_id: str, by: AppService | None = None) -> bool: ...
+
+
+class AliasQueries(Protocol):
+    """Asks application services about aliases in their namespaces (appservice queries)."""
+
+    async def alias_exists(self, alias: str) -> bool: ...
+
+
+class _NoAppServices:
+    def alias_reserved(self, alias: str, by: AppService | None = None) -> bool:
+        return False
+
+    def room_reserved(self, room_id: str, by: AppService | None = None) -> bool:
+        return False
+
+    async def alias_exists(self, alias: str) -> bool:
+        return False
+
+
+def exclusive(msg: str) -> MatrixError:
+    return MatrixError(400, "M_EXCLUSIVE", msg)
+
+
 @attrs.frozen
 class PublicRoomsQuery:
     limit: int | None = None
@@ -103,8 +142,14 @@ class DirectoryHandler:
         config: RoomDirectoryConfig,
         clock: IReactorTime,
         server_name: str,
+        namespaces: AppServiceNamespaces | None = None,
+        alias_queries: AliasQueries | None = None,
     ) -> None:
         self.store = store
+        self.namespaces: AppServiceNamespaces = namespaces or _NoAppServices()
+        self.alias_queries: AliasQueries = alias_queries or _NoAppServices()
+        #: a room's local aliases changed (its ID is published): the appservice reader listens
+        self.alias_changes: Stream[str] = Stream("alias_changes")
         self.memberships = memberships
         self.room_server = room_server
         self.accounts = accounts
@@ -153,6 +198,9 @@ class DirectoryHandler:
         if not self.is_local_alias(alias):
             return await self.remote_rooms.query_alias(alias)
         record = await self.store.get_alias(alias)
+        if record is None and await self.alias_queries.alias_exists(alias):
+            # application-service-api §Querying: the service created it while we waited.
+            record = await self.store.get_alias(alias)
         if record is None:
             raise not_found(f"Room alias {alias} not found.")
         return record.room_id, await self.servers_in_room(record.room_id)
@@ -171,27 +219,43 @@ class DirectoryHandler:
 
     # -- creating and deleting --------------------------------------------------------------
 
-    def _check_creatable(self, alias: str) -> None:
+    def _check_creatable(self, alias: str, requester: Requester | None = None) -> None:
         check_room_alias(alias)
         if not self.is_local_alias(alias):
             raise invalid_param(f"Room alias {alias} is not on this server ({self.server_name})")
+        if requester is not None:
+            self._check_namespace(alias, requester)
+
+    def _check_namespace(self, alias: str, requester: Requester) -> None:
+        """application-service-api §Server admin style permissions: an application service
+        manages the aliases of its namespace, and only it may touch an exclusive one."""
+        service = requester.app_service
+        if service is not None and not service.is_interested_in_alias(alias):
+            raise exclusive(f"{alias} is not in the alias namespaces of application service {service.id}")
+        if self.namespaces.alias_reserved(alias, service):
+            raise exclusive(f"{alias} is reserved by an application service")
 
     async def create_alias(self, requester: Requester, alias: str, room_id: str) -> None:
-        self._check_creatable(alias)
+        self._check_creatable(alias, requester)
         check_room_id(room_id)
         await self._known_room(room_id)
         if alias in self._reserved:
             raise room_alias_in_use(alias)
-        state = await power_state(self.room_server, room_id, requester.user_id)
-        if membership_in(state, requester.user_id) != "join" and not await is_server_admin(self.accounts, requester.user_id):
-            raise forbidden("You must be joined to the room to give it an alias")
+        # An application service need not be in the room (as in Synapse): it owns the alias.
+        if requester.app_service is None:
+            state = await power_state(self.room_server, room_id, requester.user_id)
+            joined = membership_in(state, requester.user_id) == "join"
+            if not joined and not await is_server_admin(self.accounts, requester.user_id):
+                raise forbidden("You must be joined to the room to give it an alias")
         if not await self.store.create_alias(alias, room_id, requester.user_id, self._now_ms()):
             raise room_alias_in_use(alias)
+        self.alias_changes.publish(room_id)
 
     @asynccontextmanager
-    async def reserve_alias(self, alias: str) -> AsyncIterator[None]:
-        """Hold ``alias`` free while a room is created for it (400 M_ROOM_IN_USE if taken)."""
-        self._check_creatable(alias)
+    async def reserve_alias(self, alias: str, requester: Requester | None = None) -> AsyncIterator[None]:
+        """Hold ``alias`` free while a room is created for it (400 M_ROOM_IN_USE if taken;
+        M_EXCLUSIVE if an application service's namespace forbids ``requester`` to take it)."""
+        self._check_creatable(alias, requester)
         if alias in self._reserved or await self.store.get_alias(alias) is not None:
             raise MatrixError(400, "M_ROOM_IN_USE", f"Room alias {alias} is already in use")
         self._reserved.add(alias)
@@ -204,20 +268,24 @@ class DirectoryHandler:
         """Map an alias held by :meth:`reserve_alias` (createRoom)."""
         if not await self.store.create_alias(alias, room_id, creator, self._now_ms()):
             raise MatrixError(400, "M_ROOM_IN_USE", f"Room alias {alias} is already in use")
+        self.alias_changes.publish(room_id)
 
     async def delete_alias(self, requester: Requester, alias: str) -> None:
         check_room_alias(alias)
         if not self.is_local_alias(alias):
             raise invalid_param(f"Room alias {alias} is not on this server ({self.server_name})")
+        self._check_namespace(alias, requester)
         record = await self.store.get_alias(alias)
         if record is None:
             raise not_found(f"Room alias {alias} not found.")
         user_id = requester.user_id
         state = await power_state(self.room_server, record.room_id, user_id)
         # directory.yaml: "room aliases can only be deleted by their creator or a server
-        # administrator"; room moderators who may edit the canonical alias may too.
+        # administrator"; room moderators who may edit the canonical alias may too; and the
+        # application service whose namespace holds it (as in Synapse).
         allowed = (
-            record.creator == user_id
+            requester.app_service is not None
+            or record.creator == user_id
             or may_send_state(state, user_id, CANONICAL_ALIAS)
             or await is_server_admin(self.accounts, user_id)
         )
@@ -225,6 +293,7 @@ class DirectoryHandler:
             raise forbidden("You may not delete this alias: you did not create it and cannot edit the room's aliases")
         if await self.store.delete_alias(alias) is None:
             raise not_found(f"Room alias {alias} not found.")
+        self.alias_changes.publish(record.room_id)
         await self._drop_from_canonical_alias(record.room_id, alias, user_id)
 
     async def _drop_from_canonical_alias(self, room_id: str, alias: str, user_id: str) -> None:
@@ -263,7 +332,10 @@ class DirectoryHandler:
         return await self.store.get_aliases_for_room(room_id)
 
     async def move_aliases(self, old_room_id: str, new_room_id: str) -> list[str]:
-        return await self.store.move_aliases(old_room_id, new_room_id)
+        moved = await self.store.move_aliases(old_room_id, new_room_id)
+        self.alias_changes.publish(old_room_id)
+        self.alias_changes.publish(new_room_id)
+        return moved
 
     # -- directory visibility -------------------------------------------------------------
 
@@ -281,10 +353,29 @@ class DirectoryHandler:
         admin = await is_server_admin(self.accounts, user_id)
         if visibility == "public" and not self.config.publication_allowed and not admin:
             raise forbidden("Publishing rooms to the room directory is not allowed on this server")
+        if self.namespaces.room_reserved(room_id, requester.app_service):
+            # An exclusive rooms namespace: the service manages those rooms' publication.
+            raise exclusive(f"{room_id} is in an application service's exclusive namespace")
         state = await power_state(self.room_server, room_id, user_id)
         if not may_send_state(state, user_id, CANONICAL_ALIAS) and not admin:
             raise forbidden("You need to be joined with the power to change the room's aliases to publish it")
         await self.publish(room_id, visibility == "public")
+
+    async def set_appservice_visibility(
+        self, requester: Requester, network_id: str, room_id: str, visibility: str
+    ) -> None:
+        """appservice_room_directory.yaml: an application service publishes a room in (or removes
+        it from) its own directory for ``network_id``. Only application services may."""
+        service = requester.app_service
+        if service is None:
+            raise forbidden("Only application services may edit their published room directories")
+        check_room_id(room_id)
+        if visibility not in ("public", "private"):
+            raise invalid_param("'visibility' must be 'public' or 'private'")
+        if not network_id:
+            raise invalid_param("The network ID must not be empty")
+        await self._known_room(room_id)
+        await self.store.set_appservice_listed(service.id, network_id, room_id, visibility == "public")
 
     async def publish(self, room_id: str, published: bool) -> None:
         await self.store.set_published(room_id, published, self._now_ms())
@@ -311,10 +402,16 @@ class DirectoryHandler:
         limit = query.limit if query.limit and query.limit > 0 else MAX_PUBLIC_ROOMS_LIMIT
         limit = min(limit, MAX_PUBLIC_ROOMS_LIMIT)
         direction, after = _parse_since(query.since)
-        if query.third_party_instance_id is not None:
-            # No application service networks exist on this server (yet).
-            return {"chunk": [], "total_room_count_estimate": 0}
-        entries = [room_summary_chunk(r) for r in await self.store.get_published_rooms()]
+        if query.include_all_networks:
+            scope: Any = ALL_NETWORKS
+        elif query.third_party_instance_id is not None:
+            try:
+                scope = parse_instance_id(query.third_party_instance_id)
+            except ValueError as e:
+                raise invalid_param(str(e)) from None
+        else:
+            scope = None
+        entries = [room_summary_chunk(r) for r in await self.store.get_published_rooms(scope)]
         entries = [e for e in entries if _matches(e, query)]
         entries.sort(key=_sort_key)
         total = len(entries)

@@ -181,7 +181,7 @@ class MessageHandler:
     ) -> Event:
         if len(txn_id) > MAX_TXN_ID_LENGTH:
             raise invalid_param("Transaction ID too long")
-        device = requester.device_id or f"token:{requester.token_hash}"
+        device = requester.session
         event = await self.room_server.send(room_id, spec, txn_key=(requester.user_id, device, txn_id))
         if same_request(event):
             return event

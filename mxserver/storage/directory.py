@@ -1,6 +1,7 @@
 """SQL for room aliases and the published room directory.
 
-Tables ``room_aliases`` and ``room_directory`` (schema 0004). The public room
+Tables ``room_aliases`` and ``room_directory`` (schema 0004), and the application services'
+directories per network ``appservice_room_list`` (schema 0029). The public room
 list also reads the current state and membership tables that the room server
 writes (readers may read them; only the room server writes them).
 """
@@ -16,6 +17,9 @@ from twisted.internet.defer import Deferred
 from mxserver.events.redaction import redact_pdu
 from mxserver.events.versions import KNOWN_ROOM_VERSIONS
 from mxserver.storage.database import Database, Txn
+
+#: ``get_published_rooms`` scope: the server's directory and every application service network's
+ALL_NETWORKS = "all"
 
 #: the state (type, "") a public room list entry is made of
 SUMMARY_STATE_TYPES = (
@@ -118,28 +122,58 @@ class DirectoryStore:
 
         return self.db.run_interaction("set_published", txn)
 
-    async def get_published_rooms(self) -> list[PublishedRoom]:
-        """Every published room this server knows, with its summary state."""
-        return await self.db.run_read("get_published_rooms", self._published_rooms_txn)
+    def set_appservice_listed(self, appservice_id: str, network_id: str, room_id: str, listed: bool) -> Deferred[None]:
+        """Publish ``room_id`` in (or remove it from) an application service's directory for a network."""
 
-    def _published_rooms_txn(self, t: Txn) -> list[PublishedRoom]:
+        def txn(t: Txn) -> None:
+            if listed:
+                t.execute(
+                    "INSERT INTO appservice_room_list (appservice_id, network_id, room_id) VALUES (?, ?, ?)"
+                    " ON CONFLICT (appservice_id, network_id, room_id) DO NOTHING",
+                    (appservice_id, network_id, room_id),
+                )
+            else:
+                t.execute(
+                    "DELETE FROM appservice_room_list WHERE appservice_id = ? AND network_id = ? AND room_id = ?",
+                    (appservice_id, network_id, room_id),
+                )
+
+        return self.db.run_interaction("set_appservice_listed", txn)
+
+    async def get_published_rooms(self, scope: str | tuple[str, str] | None = None) -> list[PublishedRoom]:
+        """Every published room this server knows, with its summary state: of the server's own
+        directory (``scope`` None), of one application service network (``(service id, network
+        id)``), or of both together (:data:`ALL_NETWORKS`)."""
+        return await self.db.run_read("get_published_rooms", self._published_rooms_txn, scope)
+
+    def _published_rooms_txn(self, t: Txn, scope: str | tuple[str, str] | None) -> list[PublishedRoom]:
+        listed: str
+        args: tuple[Any, ...] = ()
+        if scope is None:
+            listed = "SELECT room_id FROM room_directory"
+        elif scope == ALL_NETWORKS:
+            listed = "SELECT room_id FROM room_directory UNION SELECT room_id FROM appservice_room_list"
+        else:
+            listed = "SELECT room_id FROM appservice_room_list WHERE appservice_id = ? AND network_id = ?"
+            args = tuple(scope)
         counts: dict[str, int] = {}
         for room_id, count in t.query(
-            "SELECT d.room_id, COUNT(m.user_id) FROM room_directory d"
+            f"SELECT d.room_id, COUNT(m.user_id) FROM ({listed}) d"
             " JOIN rooms r ON r.room_id = d.room_id"
             " LEFT JOIN room_memberships m ON m.room_nid = r.room_nid AND m.membership = 'join'"
-            " GROUP BY d.room_id"
+            " GROUP BY d.room_id",
+            args,
         ):
             counts[room_id] = int(count)
         marks = ",".join("?" * len(SUMMARY_STATE_TYPES))
         states: dict[str, dict[str, Any]] = {room_id: {} for room_id in counts}
         rows = t.query(
-            "SELECT d.room_id, r.room_version, cs.type, e.json, e.redacted_by FROM room_directory d"
+            f"SELECT d.room_id, r.room_version, cs.type, e.json, e.redacted_by FROM ({listed}) d"
             " JOIN rooms r ON r.room_id = d.room_id"
             " JOIN current_state cs ON cs.room_nid = r.room_nid"
             " JOIN events e ON e.event_id = cs.event_id"
             f" WHERE cs.state_key = '' AND cs.type IN ({marks})",
-            SUMMARY_STATE_TYPES,
+            (*args, *SUMMARY_STATE_TYPES),
         )
         for room_id, version, etype, raw, redacted_by in rows:
             states.setdefault(room_id, {})[etype] = _content(raw, version, redacted_by)

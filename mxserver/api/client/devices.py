@@ -41,10 +41,15 @@ class DevicesServlet:
         return await self.devices.get_device(requester, device_id)
 
     @route("PUT", "/_matrix/client/v3/devices/{device_id}")
-    async def update_device(self, request: IRequest, device_id: str) -> JsonDict:
+    async def update_device(self, request: IRequest, device_id: str) -> JsonDict | tuple[int, JsonDict]:
         requester = await self.auth.get_user(request, allow_guest=True)
         body = json_body(request)
-        await self.devices.update_device(requester, device_id, display_name_param(body, "display_name"))
+        display_name = display_name_param(body, "display_name")
+        if requester.app_service is not None:
+            # MSC4190: 201 for a device the application service just created
+            created = await self.devices.put_appservice_device(requester, device_id, display_name)
+            return (201, {}) if created else {}
+        await self.devices.update_device(requester, device_id, display_name)
         return {}
 
     @route("DELETE", "/_matrix/client/v3/devices/{device_id}")

@@ -14,6 +14,7 @@ from mxserver.api.http import (
     get_list,
     get_str,
     json_body,
+    query_bool,
     query_int,
     query_str,
     route,
@@ -82,6 +83,21 @@ class DirectoryServlet:
         await self.directory.set_visibility(requester, room_id, get_str(body, "visibility", "public"))
         return {}
 
+    @route("PUT", *_paths("/directory/list/appservice/{network_id}/{room_id}"))
+    async def set_appservice_visibility(self, request: IRequest, network_id: str, room_id: str) -> JsonDict:
+        requester = await self.auth.get_user(request)
+        body = json_body(request)
+        visibility = get_str(body, "visibility")
+        await self.directory.set_appservice_visibility(requester, network_id, room_id, visibility)
+        return {}
+
+    @route("DELETE", *_paths("/directory/list/appservice/{network_id}/{room_id}"))
+    async def remove_appservice_visibility(self, request: IRequest, network_id: str, room_id: str) -> JsonDict:
+        # Not in the spec; Synapse serves it as "private".
+        requester = await self.auth.get_user(request)
+        await self.directory.set_appservice_visibility(requester, network_id, room_id, "private")
+        return {}
+
     # -- the public room list ---------------------------------------------------------------------
 
     @route("GET", *_paths("/publicRooms"))
@@ -92,6 +108,9 @@ class DirectoryServlet:
             limit=query_int(request, "limit", None),
             since=query_str(request, "since"),
             server=query_str(request, "server"),
+            # Not in list_public_rooms.yaml's GET; Synapse reads them there as in the POST body.
+            include_all_networks=query_bool(request, "include_all_networks", False),
+            third_party_instance_id=query_str(request, "third_party_instance_id"),
         )
         return await self.directory.public_rooms(query)
 

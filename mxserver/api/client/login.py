@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.web.iweb import IRequest
 
 from mxserver.accounts.auth import Auth
-from mxserver.accounts.login import LoginHandler
+from mxserver.accounts.login import APPSERVICE_LOGIN, LoginHandler
 from mxserver.api.client.devices import device_id_param, display_name_param
 from mxserver.api.client.uia import uia_request
 from mxserver.api.http import JsonDict, client_ip, get_bool, get_str, json_body, route
@@ -27,6 +27,13 @@ class LoginServlet:
         body = json_body(request)
         login_type = get_str(body, "type")
         get_bool(body, "refresh_token", False)  # type-checked only: no refresh tokens are issued
+        if login_type == APPSERVICE_LOGIN:
+            return await self.login_handler.login_appservice(
+                self.auth.appservice(request),
+                body,
+                device_id_param(body),
+                display_name_param(body, "initial_device_display_name"),
+            )
         return await self.login_handler.login(
             body,
             login_type,
