@@ -223,7 +223,14 @@ class RetryTests(AppServiceTestCase):
         self.room = await self.create_room(self.human, preset="public_chat")
         await self.join(self.bot, self.room)
         await self.appservice.wait_until(lambda: self.appservice.delivered_events(), "the bot's join")
+        # Everything the setup made (events, ephemeral data) delivered: the next transaction
+        # is the test's own.
+        await until(self.idle, "the setup's deliveries")
         self.failed_before = metric("mxserver_appservice_transactions_total", appservice="bridge", outcome="failed")
+
+    def idle(self) -> bool:
+        [status] = [s for s in self.hs.appservice_sender.status() if s["id"] == "bridge"]
+        return bool(status["queued"] == 0 and status["pending_txn_id"] is None)
 
     async def failures(self, count: int) -> None:
         """Wait until the bridge's ``count``-th failed attempt since the test began is handled

@@ -358,9 +358,9 @@ class QueryTests(AppServiceTestCase):
         code, body = await self.get(profile)
         self.assertEqual((code, body.get("displayname")), (200, "_bridge_ghost"))
         # users outside every namespace are not asked about
-        before = len(self.appservice.received)
+        before = len(self.queries())
         self.assertMatrixError(await self.get(f"{C}/profile/{q('@nobody:test')}"), 404, "M_NOT_FOUND")
-        self.assertEqual(len(self.appservice.received), before)
+        self.assertEqual(len(self.queries()), before)
 
     async def test_unknown_alias_in_the_namespace_is_asked_of_the_service(self) -> None:
         alias = "#_bridge_portal:test"
@@ -379,10 +379,14 @@ class QueryTests(AppServiceTestCase):
         self.assertEqual(await self.membership(room, human), "join")
         code, body = await self.get(f"{C}/directory/room/{q(alias)}")
         self.assertEqual(body["room_id"], room)
-        # an alias outside every namespace is not asked about
-        before = len(self.appservice.received)
+        # an alias outside every namespace is not asked about (transactions of the room's
+        # events may still arrive meanwhile: only queries count)
+        before = len(self.queries())
         self.assertMatrixError(await self.get(f"{C}/directory/room/{q('#nothing:test')}"), 404, "M_NOT_FOUND")
-        self.assertEqual(len(self.appservice.received), before)
+        self.assertEqual(len(self.queries()), before)
+
+    def queries(self) -> list[Received]:
+        return [r for r in self.appservice.received if not r.path.startswith("/_matrix/app/v1/transactions/")]
 
 
 GITTER = {

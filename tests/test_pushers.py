@@ -286,8 +286,16 @@ class DeliveryTests(PusherTestCase):
         self.gateway.answer = (500, {})
         event_id = await self.send_message(self.bob, self.room, "kept")
         await self.gateway.wait_for(1)
-        await self.restart()
+        [failing] = self.hs.pusher_pool.pushers_of(self.alice.user_id)
+
+        async def backing_off() -> bool:
+            return failing.retry_interval > 0
+
+        # The failure is recorded (the pusher backs off): the gateway's next answer is the
+        # retry's, whichever server makes it.
+        await until(backing_off, "the pusher's backoff")
         self.gateway.answer = (200, {})
+        await self.restart()
         received = await self.gateway.wait_for(2)
         self.assertEqual(received[-1]["event_id"], event_id)
         # delivered once: the position is persisted, nothing is sent again after another restart

@@ -142,8 +142,8 @@ class AppServiceSender(tservice.Service):
     def stopService(self) -> Deferred[None]:
         """No new attempts; the request in flight is cancelled (and sent again after the next start)."""
         super().stopService()
-        self.loops.stop(self._dests.values())
-        d = self._writes.flush()
+        d = self.loops.stop(self._dests.values())
+        d.addCallback(lambda _: self._writes.flush())
         d.addBoth(lambda result: self._api.close().addCallback(lambda _: result))
         return d
 

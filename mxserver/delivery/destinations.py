@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -67,6 +67,8 @@ class DestinationState:
     last_error: str | None = None
     #: the request in flight (cancelled on shutdown)
     request: Deferred[Any] | None = None
+    #: the running loop (a stop waits for it)
+    loop: Deferred[None] | None = None
 
     @property
     def next_retry_ts(self) -> int | None:
@@ -136,9 +138,12 @@ class DeliveryLoops(Generic[D]):
 
         def done(_: Any) -> None:
             dest.running = False
+            dest.loop = None
             self._on_stopped(dest)
 
         d.addBoth(done)
+        if dest.running:  # the loop may have finished already, within this call
+            dest.loop = d
 
     def schedule_retry(self, dest: D, due_ms: int) -> None:
         if dest.timer is not None and dest.timer.active():
@@ -197,10 +202,19 @@ class DeliveryLoops(Generic[D]):
         if self.started:
             self.schedule_retry(dest, now + dest.retry_interval)
 
-    def stop(self, dests: Any) -> None:
-        """Shutdown: no new loops; timers and requests in flight are cancelled."""
+    def stop(self, dests: Any) -> Deferred[None]:
+        """Shutdown: no new loops; timers and requests in flight are cancelled. Fires once the
+        running loops have ended: a loop whose request was answered just before records the
+        outcome (a position, a backoff) on its way out, and the caller's final flush of its
+        writes must come after that, or the outcome is lost (a push sent again after a restart)."""
         self.started = False
+        loops: list[Deferred[None]] = []
         for dest in dests:
             self.cancel_timer(dest)
             if dest.request is not None:
                 dest.request.cancel()
+            if dest.loop is not None:
+                loops.append(dest.loop)
+        done: Deferred[None] = Deferred()
+        DeferredList(loops, consumeErrors=True).addBoth(lambda _: done.callback(None))
+        return done

@@ -206,10 +206,11 @@ class FederationSender(service.Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        self._loops.stop(self._dests.values())
-        # Events still being routed record their rooms' catch-up positions when routed: let
-        # them, so those writes are queued before the final flush (and before the database closes).
-        d = self.routed()
+        stopped = self._loops.stop(self._dests.values())
+        # Events still being routed record their rooms' catch-up positions when routed, and
+        # loops record what their last request achieved: let both, so those writes are queued
+        # before the final flush (and before the database closes).
+        d = stopped.addCallback(lambda _: self.routed())
         d.addCallback(lambda _: self.flush_writes())
         return d
 

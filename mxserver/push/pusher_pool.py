@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 from twisted.application import service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -114,8 +114,10 @@ class PusherPool(service.Service):
     def stopService(self) -> Deferred[None]:
         """No new attempts; requests in flight are cancelled; queued store writes finish first."""
         super().stopService()
-        self.loops.stop(self._pushers.values())
-        d = self._writes.flush()
+        # The loops end first (an answer just received records its position on the way out),
+        # then the queued writes are flushed.
+        d = self.loops.stop(self._pushers.values())
+        d.addCallback(lambda _: self._writes.flush())
         # Then close the connections kept open for the gateways; the flush's outcome stands.
         d.addBoth(lambda result: self._gateway.close().addCallback(lambda _: result))
         return d
@@ -208,7 +210,14 @@ class PusherPool(service.Service):
             notification = await build
             if notification is None:
                 return True  # nothing to send (the event is gone)
-            rejected = await self._gateway.notify(row.data["url"], notification)
+            request = ensureDeferred(self._gateway.notify(row.data["url"], notification))
+            pusher.request = request  # cancelled by a stop
+            try:
+                rejected = await request
+            finally:
+                pusher.request = None
+        except CancelledError:
+            return False  # stopping: sent again after the next start (the position did not move)
         except GatewayUnavailable as e:
             self.loops.failed(pusher, str(e))
             log.info("push to {pusher} failed ({reason}); retrying in {secs:.0f}s",
