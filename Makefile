@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # compat mode keeps twisted/plugins visible to twistd (a PEP 660 editable install hides it)
 PIP_INSTALL := $(BIN)/pip install -q --disable-pip-version-check --config-settings editable_mode=compat
 
-.PHONY: run test install install-test postgres-binaries synapse-peer sytest sytest-update fuzz jssdk-check lint typecheck sample-config clean
+.PHONY: run test install install-test postgres-binaries synapse-peer sytest sytest-update fuzz jssdk-check appservice-check lint typecheck sample-config clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -104,6 +104,11 @@ fuzz: $(VENV)/.installed-fuzz
 # (see contrib/jssdk_unread/run).
 jssdk-check: install
 	MXSERVER_PYTHON=$(abspath $(BIN))/python bash contrib/jssdk_unread/run
+
+# Scratch check (not part of `make test`; installs mautrix from PyPI into its own venv): a real
+# appservice framework registers a puppet, joins, sends and receives (see contrib/mautrix_check/run).
+appservice-check: install
+	MXSERVER_PYTHON=$(abspath $(BIN))/python bash contrib/mautrix_check/run
 
 lint:
 	$(BIN)/ruff check mxserver modules tests twisted
