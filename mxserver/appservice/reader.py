@@ -35,14 +35,14 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any, Protocol
 
 import attrs
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mxserver.appservice.registration import AppService
 from mxserver.events.model import Event
 from mxserver.storage.appservices import EPHEMERAL, TO_DEVICE, AppServiceStore
 from mxserver.storage.federation_sender import OrderedWrites
+from mxserver.stream_reader import StreamReader
 from mxserver.streams import PresenceChange, ReceiptChange, RoomEventStream, ToDeviceSent, TypingChange
 
 log = Logger()
@@ -51,8 +51,6 @@ log = Logger()
 READER_NAME = "appservices"
 #: how long published events wait to be read together (one write for a burst of sends)
 BATCH_WINDOW_S = 0.01
-#: events read per query while catching up after a restart
-CATCH_UP_PAGE = 500
 #: stream positions a batch without anything queued may move the reader before it persists them
 PERSIST_EVERY = 1000
 #: rooms whose interest is remembered (per service) before the memo starts over
@@ -81,7 +79,7 @@ class _RoomInterest:
 Queued = Callable[[dict[str, int]], Any]
 
 
-class AppServiceReader:
+class AppServiceReader(StreamReader):
     """Queues the events, ephemeral data and to-device messages each service is interested in."""
 
     def __init__(
@@ -100,26 +98,18 @@ class AppServiceReader:
         room's joined users; ``aliases``: a room's local aliases; ``devices``: a user's device IDs."""
         self._services = services
         self._store = store
-        self._stream = stream
-        self._events = events
         self._members = members
         self._aliases = aliases
         self._devices = devices
-        self._current_position = current_position
-        self._reactor = reactor
-        self.position = 0
         self._persisted = 0
-        self._started = False
-        self._queue: list[tuple[list[Event], int]] = []
-        self._draining = False
-        self._pending_kick: IDelayedCall | None = None
-        self._idle_waiters: list[Deferred[None]] = []
         #: room ID -> service ID -> its interest in the whole room
         self._rooms: dict[str, dict[str, _RoomInterest]] = {}
         self._listeners: list[Queued] = []
         self._writes = OrderedWrites()
         self._seq = 0
-        stream.subscribe(self.on_room_events)
+        # Read a moment later, outside the publish: the sender's answer goes first, and a burst
+        # of sends is queued in one write.
+        super().__init__(READER_NAME, stream, events, current_position, reactor, BATCH_WINDOW_S)
 
     def on_queued(self, fn: Queued) -> None:
         """Call ``fn({service ID: rows})`` after rows for those services are stored."""
@@ -141,21 +131,13 @@ class AppServiceReader:
             # A new database, or one from before application services: the past is not news.
             stored = self._current_position()
             await self._store.enqueue_events(READER_NAME, stored, [])
-        self.position = self._persisted = stored
+        self._persisted = stored
         self._seq = await self._store.max_ephemeral_seq()
-        self._started = True
-        self._kick()
+        self._begin(stored)
 
     async def stop(self) -> None:
         """Finish what is being read and take no more; the rest is read after the next start."""
-        self._started = False
-        self._queue.clear()
-        if self._pending_kick is not None and self._pending_kick.active():
-            self._pending_kick.cancel()
-        while self._draining:
-            d: Deferred[None] = Deferred()
-            self._idle_waiters.append(d)
-            await d
+        await self._halt()
         await self._writes.flush()
 
     # -- what changes interest --------------------------------------------------------------------
@@ -171,54 +153,8 @@ class AppServiceReader:
 
     # -- room events ------------------------------------------------------------------------------
 
-    def on_room_events(self, events: list[Event]) -> None:
-        self._queue.append((events, self._stream.position))
-        # Read a moment later, outside the publish: the sender's answer goes first, and a burst
-        # of sends is queued in one write.
-        if self._pending_kick is None or not self._pending_kick.active():
-            self._pending_kick = self._reactor.callLater(BATCH_WINDOW_S, self._kick)
-
-    def _kick(self) -> None:
-        if self._started and not self._draining:
-            self._draining = True
-            d: Deferred[None] = Deferred.fromCoroutine(self._drain())
-            d.addErrback(lambda f: log.failure("the appservice reader stopped", f))
-
-    async def _drain(self) -> None:
-        try:
-            while self._started:
-                if self._queue:
-                    batches, self._queue = self._queue, []
-                    upto = max(position for _, position in batches)
-                    events = [event for batch, _ in batches for event in batch]
-                    if upto <= self.position:
-                        continue
-                    first = min((e.metadata.stream_ordering or 0 for e in events), default=upto)
-                    if first > self.position + 1:
-                        await self._catch_up(first - 1)
-                    await self._process([e for e in events if (e.metadata.stream_ordering or 0) > self.position], upto)
-                elif self._current_position() > self.position:
-                    await self._catch_up(self._current_position())
-                    if not self._queue:
-                        break
-                else:
-                    break
-        finally:
-            self._draining = False
-            idle, self._idle_waiters = self._idle_waiters, []
-            for d in idle:
-                d.callback(None)
-
-    async def _catch_up(self, upto: int) -> None:
-        while self.position < upto and self._started:
-            ids = await self._store.event_ids_after(self.position, upto, CATCH_UP_PAGE)
-            if not ids:
-                await self._process([], upto)
-                return
-            found = await self._events.get_events(ids, include_rejected=False)
-            batch = [found[i] for i in ids if i in found]
-            last = max((e.metadata.stream_ordering or 0 for e in batch), default=upto)
-            await self._process(batch, upto if len(ids) < CATCH_UP_PAGE else last)
+    async def _event_ids_after(self, after: int, upto: int, limit: int) -> list[str]:
+        return await self._store.event_ids_after(after, upto, limit)
 
     async def _process(self, events: Sequence[Event], upto: int) -> None:
         rows: list[tuple[str, int, str]] = []

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mxserver.batched_cache import BatchedCache
@@ -37,6 +37,7 @@ from mxserver.push.evaluator import (
 )
 from mxserver.rooms.power_levels import get_user_power_level
 from mxserver.storage.push_actions import MAIN_THREAD, PushActionRow, PushActionsStore, PushDefault, UnreadCounts
+from mxserver.stream_reader import StreamReader
 from mxserver.streams import RoomEventStream
 
 log = Logger()
@@ -48,8 +49,6 @@ READER_NAME = "push"
 BATCH_WINDOW_S = 0.02
 #: compiled rulesets kept in memory (users whose rules have not changed since)
 RULES_CACHE_SIZE = 50_000
-#: events read per query while catching up after a restart
-CATCH_UP_PAGE = 500
 #: stream positions a batch without notifications may move the reader before it persists them
 PERSIST_EVERY = 1000
 #: the longest /sync waits for the reader before counting without the newest events
@@ -96,7 +95,7 @@ def thread_of(event: Event) -> str:
     return MAIN_THREAD
 
 
-class NotificationReader:
+class NotificationReader(StreamReader):
     """Push-rule evaluation for every local recipient of every new timeline event."""
 
     def __init__(
@@ -116,8 +115,8 @@ class NotificationReader:
         self._server_name = server_name
         self._suffix = ":" + server_name
         self._store = store
-        self._stream = stream
-        self._events = events
+        #: events and rooms (the base class reads events through it too)
+        self._event_source = events
         self._members = members
         self._room_state = room_state
         self._push_rules = rules
@@ -125,25 +124,19 @@ class NotificationReader:
         #: and notify nobody with is evaluated only for the users with rules of their own
         self._defaults = CompiledRules.from_ruleset(rules.default_ruleset(_TEMPLATE_USER), _TEMPLATE_USER)
         self._ignored_users = ignored_users
-        self._current_position = current_position
         self._clock = clock
-        #: runs evaluation in the reactor's next turn (the real reactor even where tests give a
-        #: fake clock: nothing would advance a fake one for it)
-        self._reactor = reactor
         #: compiled rules by user (rules read across a change are used once, not kept)
         self._rules: BatchedCache[str, CompiledRules] = BatchedCache(self._read_rules, RULES_CACHE_SIZE)
-        #: the last stream position evaluated (and persisted)
-        self.position = 0
         #: the position last written to the database
         self._persisted = 0
-        self._started = False
-        self._queue: list[tuple[list[Event], int]] = []
-        self._draining = False
-        self._pending_kick: IDelayedCall | None = None
-        self._idle_waiters: list[Deferred[None]] = []
         self._waiters: list[tuple[int, Deferred[None]]] = []
         self._listeners: list[Callable[[set[str]], None]] = []
-        stream.subscribe(self.on_room_events)
+        # Evaluated a moment later, not inside the publish: the sender's answer and the woken
+        # /syncs go first, and the sends of that moment are evaluated and stored together (one
+        # transaction, not one per send). A /sync that counts does not wait the moment out:
+        # wait_for starts the evaluation at once. The reactor runs evaluation (the real one even
+        # where tests give a fake clock: nothing would advance a fake one for it).
+        super().__init__(READER_NAME, stream, events, current_position, reactor, BATCH_WINDOW_S)
 
     def on_recorded(self, fn: Callable[[set[str]], None]) -> None:
         """Call ``fn(user_ids)`` after notifications for these users are stored (pushers listen:
@@ -159,86 +152,26 @@ class NotificationReader:
             # A new database, or one from before push: what happened before is not news.
             stored = self._current_position()
             await self._store.record(READER_NAME, stored, [])
-        self.position = self._persisted = stored
-        self._started = True
-        self._kick()
+        self._persisted = stored
+        self._begin(stored)
 
     async def stop(self) -> None:
         """Finish the batch being evaluated and take no more (before the database closes).
 
         What is left is evaluated after the next start, from the persisted position."""
-        self._started = False
-        self._queue.clear()
-        if self._pending_kick is not None and self._pending_kick.active():
-            self._pending_kick.cancel()
+        self._started = False  # no new waiters from here on; those waiting count without it
         waiting, self._waiters = self._waiters, []
         for _, w in waiting:
             if not w.called:
                 w.callback(None)
-        while self._draining:
-            d: Deferred[None] = Deferred()
-            self._idle_waiters.append(d)
-            await d
+        await self._halt()
 
     def rules_changed(self, user_id: str) -> None:
         """The user's push rules changed: compile them again on their next event."""
         self._rules.invalidate(user_id)
 
-    # -- the stream -------------------------------------------------------------------------
-
-    def on_room_events(self, events: list[Event]) -> None:
-        self._queue.append((events, self._stream.position))
-        # Evaluated a moment later, not inside the publish: the sender's answer and the woken
-        # /syncs go first, and the sends of that moment are evaluated and stored together (one
-        # transaction, not one per send). A /sync that counts does not wait the moment out:
-        # wait_for starts the evaluation at once.
-        if self._pending_kick is None or not self._pending_kick.active():
-            self._pending_kick = self._reactor.callLater(BATCH_WINDOW_S, self._kick)
-
-    def _kick(self) -> None:
-        if self._started and not self._draining:
-            self._draining = True
-            d: Deferred[None] = Deferred.fromCoroutine(self._drain())
-            d.addErrback(lambda f: log.failure("push evaluation stopped", f))
-
-    async def _drain(self) -> None:
-        try:
-            while self._started:
-                if self._queue:
-                    # Everything published meanwhile goes as one batch (one write): under load,
-                    # one transaction for many sends' notifications, not one each.
-                    batches, self._queue = self._queue, []
-                    upto = max(position for _, position in batches)
-                    events = [event for batch, _ in batches for event in batch]
-                    if upto <= self.position:
-                        continue
-                    # Catch up first if the stream moved on while this reader was not looking.
-                    first = min((e.metadata.stream_ordering or 0 for e in events), default=upto)
-                    if first > self.position + 1:
-                        await self._catch_up(first - 1)
-                    await self._process([e for e in events if (e.metadata.stream_ordering or 0) > self.position], upto)
-                elif self._current_position() > self.position and not self._queue:
-                    await self._catch_up(self._current_position())
-                    if not self._queue:
-                        break
-                else:
-                    break
-        finally:
-            self._draining = False
-            idle, self._idle_waiters = self._idle_waiters, []
-            for d in idle:
-                d.callback(None)
-
-    async def _catch_up(self, upto: int) -> None:
-        while self.position < upto and self._started:
-            ids = await self._store.timeline_event_ids_after(self.position, upto, CATCH_UP_PAGE)
-            if not ids:
-                await self._process([], upto)
-                return
-            found = await self._events.get_events(ids, include_rejected=False)
-            batch = [found[i] for i in ids if i in found]
-            last = max((e.metadata.stream_ordering or 0 for e in batch), default=upto)
-            await self._process(batch, upto if len(ids) < CATCH_UP_PAGE else last)
+    async def _event_ids_after(self, after: int, upto: int, limit: int) -> list[str]:
+        return await self._store.timeline_event_ids_after(after, upto, limit)
 
     async def _process(self, events: Sequence[Event], upto: int) -> None:
         rows: list[PushActionRow] = []
@@ -315,7 +248,7 @@ class NotificationReader:
             recipients = [u for u in recipients if event.sender not in ignored.get(u, ())]
         if not recipients:
             return nothing
-        room = await self._events.get_room(event.room_id)
+        room = await self._event_source.get_room(event.room_id)
         if room is None:
             return nothing
         facts = await self._facts(event, members)
@@ -411,9 +344,7 @@ class NotificationReader:
             d.callback(None)
             return d
         self._waiters.append((position, d))
-        if self._pending_kick is not None and self._pending_kick.active():
-            self._pending_kick.cancel()
-            self._kick()
+        self._read_now()
 
         def timed_out() -> None:
             if not d.called:
