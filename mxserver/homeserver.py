@@ -1045,7 +1045,9 @@ class Homeserver(service.MultiService):
             openid.OpenIdServlet(self.auth, self.openid_tokens, self.ratelimit_login),
             devices.DevicesServlet(self.auth, self.devices),
             admin.AdminRegisterServlet(self.shared_secret_registration),
-            federation_admin.FederationAdminServlet(self.auth, self.accounts, self.federation_sender),
+            federation_admin.FederationAdminServlet(
+                self.auth, self.accounts, self.federation_sender, self.appservice_sender.status
+            ),
             appservice.AppServiceServlet(
                 self.auth,
                 self.accounts,

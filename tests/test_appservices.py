@@ -313,6 +313,10 @@ class ExclusiveAliasTests(AppServiceTestCase):
         # the status list for admins
         code, body = await self.get("/_mxserver/admin/v1/appservices", admin)
         self.assertEqual([s["id"] for s in body["appservices"]], ["bridge"])
+        # ... and a line each in the destinations view, beside the federation destinations
+        code, body = await self.get("/_mxserver/admin/v1/federation/destinations", admin)
+        self.assertEqual(code, 200, body)
+        self.assertEqual([(s["id"], s["retry_interval_ms"]) for s in body["appservices"]], [("bridge", 0)])
 
 
 class SighupTests(AppServiceTestCase):

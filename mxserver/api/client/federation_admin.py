@@ -8,7 +8,8 @@ Times are milliseconds since the epoch; ``null`` when not applicable.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from twisted.web.iweb import IRequest
 
@@ -23,10 +24,19 @@ if TYPE_CHECKING:
 
 
 class FederationAdminServlet:
-    def __init__(self, auth: Auth, accounts: AccountStore, sender: FederationSender) -> None:
+    def __init__(
+        self,
+        auth: Auth,
+        accounts: AccountStore,
+        sender: FederationSender,
+        appservices: Callable[[], list[dict[str, Any]]] = list,
+    ) -> None:
+        """``appservices``: each application service's delivery state (the other destination
+        kind with a queue), listed beside the federation destinations."""
         self.auth = auth
         self.accounts = accounts
         self.sender = sender
+        self.appservices = appservices
 
     @route("GET", "/_mxserver/admin/v1/federation/destinations")
     async def destinations(self, request: IRequest) -> JsonDict:
@@ -34,4 +44,4 @@ class FederationAdminServlet:
         if not await is_server_admin(self.accounts, requester.user_id):
             raise forbidden("You are not a server admin")
         destinations = self.sender.destinations_status()
-        return {"destinations": destinations, "total": len(destinations)}
+        return {"destinations": destinations, "total": len(destinations), "appservices": self.appservices()}
