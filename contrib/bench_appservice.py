@@ -43,10 +43,10 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -56,11 +56,9 @@ sys.path.insert(0, str(REPO))
 
 from contrib.bench_processes import (  # noqa: E402
     NAMES,
-    finish,
-    interrupted,
+    fmt,
+    run_benchmark,
     start_server,
-    stop_all,
-    stop_all_at_exit,
     stop_server,
 )
 from tests.interop import harness  # noqa: E402
@@ -286,8 +284,6 @@ def run_one(kind: str, root: Path, stub: Stub, args: Any) -> dict[str, Any]:
     return out
 
 
-def fmt(v: Any, spec: str) -> str:
-    return format(v, spec) if isinstance(v, (int, float)) else "-"
 
 
 def report(out: dict[str, Any], args: Any) -> None:
@@ -329,28 +325,16 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--stub"]:
         return stub_main(argv[1])
     args = parse_args(argv)
-    missing = harness.shared_missing_reason()
-    if missing and "synapse" in args.server:
-        print(missing, file=sys.stderr)
-        return 2
-    stop_all_at_exit()
-    root = Path(tempfile.mkdtemp(prefix="mxserver-bench-appservice-"))
-    stub = Stub()
-    out: dict[str, Any] = {"args": vars(args), "runs": []}
-    try:
-        for kind in args.server:
-            out["runs"].append(run_one(kind, root, stub, args))
-    except (KeyboardInterrupt, SystemExit):
-        interrupted(root)
-        raise
-    finally:
-        stub.stop()
-        stop_all()
-    report(out, args)
-    failed = [r for r in out["runs"] if "error" in r]
-    for r in failed:
-        print(f"FAILED ({NAMES[r['server']]}): {r['error'][:2000]}")
-    return finish(root, out, args.json, args.keep, bool(failed))
+
+    def runs(root: Path) -> Iterator[dict[str, Any]]:
+        stub = Stub()
+        try:
+            for kind in args.server:
+                yield run_one(kind, root, stub, args)
+        finally:
+            stub.stop()
+
+    return run_benchmark("appservice", args, runs, report)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import json
 import shutil
 import signal
 import sys
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +145,51 @@ def finish(root: Path, results: Any, json_path: str | None, keep: bool, failed: 
     else:
         shutil.rmtree(root, ignore_errors=True)
     return 1 if failed else 0
+
+
+def run_benchmark(
+    name: str,
+    args: Any,
+    runs: Callable[[Path], Iterable[dict[str, Any]]],
+    report: Callable[[dict[str, Any], Any], None],
+    label: Callable[[dict[str, Any]], str] = lambda r: NAMES[r["server"]],
+) -> int:
+    """A comparison script's whole run: refuse Synapse without the shared folder, make the work
+    dir, collect what ``runs(root)`` yields (one dict per server run; ``"error"`` when it
+    failed), stop every server however it ends, print ``report``, the failures (named by
+    ``label``) and finish; the exit status."""
+    missing = harness.shared_missing_reason()
+    if missing and "synapse" in args.server:
+        print(missing, file=sys.stderr)
+        return 2
+    stop_all_at_exit()
+    root = Path(tempfile.mkdtemp(prefix=f"mxserver-bench-{name}-"))
+    out: dict[str, Any] = {"args": dict(vars(args)), "runs": []}
+    try:
+        for result in runs(root):
+            out["runs"].append(result)
+    except (KeyboardInterrupt, SystemExit):
+        interrupted(root)
+        raise
+    finally:
+        stop_all()
+    report(out, args)
+    failed = [r for r in out["runs"] if "error" in r]
+    for r in failed:
+        print(f"FAILED ({label(r)}): {r['error'][:2000]}")
+    return finish(root, out, args.json, args.keep, bool(failed))
+
+
+def percentile(sorted_vals: list[float], q: float) -> float:
+    """The q-quantile (0..1) of sorted values, with linear interpolation."""
+    if len(sorted_vals) == 1:
+        return sorted_vals[0]
+    pos = q * (len(sorted_vals) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_vals) - 1)
+    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
+
+
+def fmt(v: Any, spec: str) -> str:
+    """``v`` formatted, or "-" when a run left it out."""
+    return format(v, spec) if isinstance(v, (int, float)) else "-"

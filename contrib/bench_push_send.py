@@ -83,7 +83,9 @@ sys.path.insert(0, str(REPO))
 from contrib.bench_processes import (  # noqa: E402
     NAMES,
     finish,
+    fmt,
     interrupted,
+    percentile,
     start_server,
     stop_all,
     stop_all_at_exit,
@@ -309,14 +311,6 @@ def wait_pushes(gateway: GatewayStub, pushkeys: list[str], want: int, timeout: f
 # -- one run ---------------------------------------------------------------------------------------
 
 
-def percentile(sorted_vals: list[float], q: float) -> float:
-    """The q-quantile (0..1) with linear interpolation."""
-    if len(sorted_vals) == 1:
-        return sorted_vals[0]
-    pos = q * (len(sorted_vals) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_vals) - 1)
-    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
 
 
 def run_one(kind: str, members: int, root: Path, gateway: GatewayStub | None, args: Any) -> dict[str, Any]:
@@ -466,8 +460,6 @@ def run(root: Path, args: Any) -> dict[str, Any]:
     return out
 
 
-def fmt(v: Any, spec: str) -> str:
-    return format(v, spec) if isinstance(v, (int, float)) else "-"
 
 
 def find(out: dict[str, Any], kind: str, members: int) -> dict[str, Any] | None:

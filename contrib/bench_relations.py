@@ -35,9 +35,9 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +46,8 @@ sys.path.insert(0, str(REPO))
 
 from contrib.bench_processes import (  # noqa: E402
     NAMES,
-    finish,
-    interrupted,
+    run_benchmark,
     start_server,
-    stop_all,
-    stop_all_at_exit,
     stop_server,
 )
 from tests.interop import harness  # noqa: E402
@@ -163,24 +160,12 @@ def main(argv: list[str]) -> int:
     args.server = list(dict.fromkeys(args.server or ["mxserver", "synapse"]))
     if args.roots < 1 or args.replies < 1 or args.queries < 1:
         p.error("--roots, --replies and --queries must be at least 1")
-    missing = harness.shared_missing_reason()
-    if missing and "synapse" in args.server:
-        print(missing, file=sys.stderr)
-        return 2
-    stop_all_at_exit()
-    root = Path(tempfile.mkdtemp(prefix="mxserver-bench-relations-"))
-    out: dict[str, Any] = {"args": vars(args), "runs": []}
-    try:
+
+    def runs(root: Path) -> Iterator[dict[str, Any]]:
         for kind in args.server:
-            out["runs"].append(run_one(kind, root, args))
-    except (KeyboardInterrupt, SystemExit):
-        interrupted(root)
-        raise
-    finally:
-        stop_all()
-    report(out, args)
-    failed = [r for r in out["runs"] if "error" in r]
-    return finish(root, out, args.json, args.keep, bool(failed))
+            yield run_one(kind, root, args)
+
+    return run_benchmark("relations", args, runs, report)
 
 
 if __name__ == "__main__":

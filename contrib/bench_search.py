@@ -40,9 +40,9 @@ import argparse
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -52,11 +52,9 @@ sys.path.insert(0, str(REPO))
 
 from contrib.bench_processes import (  # noqa: E402
     NAMES,
-    finish,
-    interrupted,
+    percentile,
+    run_benchmark,
     start_server,
-    stop_all,
-    stop_all_at_exit,
     stop_server,
 )
 from tests.interop import harness  # noqa: E402
@@ -122,11 +120,6 @@ def check(kind: str, term: str, answer: dict[str, Any], rare: dict[str, str]) ->
             raise AssertionError(f"search for {term!r} returned {r['content']['body']!r}")
 
 
-def percentile(sorted_vals: list[float], q: float) -> float:
-    pos = q * (len(sorted_vals) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_vals) - 1)
-    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
 
 
 def run_one(kind: str, root: Path, args: Any) -> dict[str, Any]:
@@ -219,24 +212,12 @@ def parse_args(argv: list[str]) -> Any:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    missing = harness.shared_missing_reason()
-    if missing and "synapse" in args.server:
-        print(missing, file=sys.stderr)
-        return 2
-    stop_all_at_exit()
-    root = Path(tempfile.mkdtemp(prefix="mxserver-bench-search-"))
-    out: dict[str, Any] = {"args": dict(vars(args)), "runs": []}
-    try:
+
+    def runs(root: Path) -> Iterator[dict[str, Any]]:
         for kind in args.server:
-            out["runs"].append(run_one(kind, root, args))
-    except (KeyboardInterrupt, SystemExit):
-        interrupted(root)
-        raise
-    finally:
-        stop_all()
-    report(out, args)
-    failed = [r for r in out["runs"] if "error" in r]
-    return finish(root, out, args.json, args.keep, bool(failed))
+            yield run_one(kind, root, args)
+
+    return run_benchmark("search", args, runs, report)
 
 
 if __name__ == "__main__":

@@ -43,9 +43,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -55,11 +55,9 @@ sys.path.insert(0, str(REPO))
 
 from contrib.bench_processes import (  # noqa: E402
     NAMES,
-    finish,
-    interrupted,
+    fmt,
+    run_benchmark,
     start_server,
-    stop_all,
-    stop_all_at_exit,
     stop_server,
 )
 from tests.interop import harness  # noqa: E402
@@ -198,8 +196,6 @@ def run_one(kind: str, rooms: int, root: Path, args: Any) -> dict[str, Any]:
     return out
 
 
-def fmt(v: Any, spec: str) -> str:
-    return format(v, spec) if isinstance(v, (int, float)) else "-"
 
 
 def find(out: dict[str, Any], kind: str, rooms: int) -> dict[str, Any] | None:
@@ -276,27 +272,13 @@ def parse_args(argv: list[str]) -> Any:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    missing = harness.shared_missing_reason()
-    if missing and "synapse" in args.server:
-        print(missing, file=sys.stderr)
-        return 2
-    stop_all_at_exit()
-    root = Path(tempfile.mkdtemp(prefix="mxserver-bench-ss-"))
-    out: dict[str, Any] = {"args": dict(vars(args)), "runs": []}
-    try:
+
+    def runs(root: Path) -> Iterator[dict[str, Any]]:
         for kind in args.server:
             for rooms in args.rooms:
-                out["runs"].append(run_one(kind, rooms, root, args))
-    except (KeyboardInterrupt, SystemExit):
-        interrupted(root)
-        raise
-    finally:
-        stop_all()
-    report(out, args)
-    failed = [r for r in out["runs"] if "error" in r]
-    for r in failed:
-        print(f"FAILED ({NAMES[r['server']]} {r['rooms']}): {r['error'][:2000]}")
-    return finish(root, out, args.json, args.keep, bool(failed))
+                yield run_one(kind, rooms, root, args)
+
+    return run_benchmark("ss", args, runs, report, label=lambda r: f"{NAMES[r['server']]} {r['rooms']}")
 
 
 if __name__ == "__main__":
