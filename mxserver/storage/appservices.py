@@ -18,6 +18,7 @@ import attrs
 from twisted.internet.defer import Deferred
 
 from mxserver.storage.database import Database, Txn
+from mxserver.storage.stream_positions import reader_position, set_reader_position_txn
 
 #: kinds of rows in ``appservice_ephemeral``
 EPHEMERAL = "ephemeral"
@@ -56,11 +57,7 @@ class AppServiceStore:
     # -- the reader ----------------------------------------------------------------------------
 
     def reader_position(self, name: str) -> Deferred[int | None]:
-        def txn(t: Txn) -> int | None:
-            row = t.query_one("SELECT position FROM stream_readers WHERE name = ?", (name,))
-            return int(row[0]) if row else None
-
-        return self.db.run_read("appservice_reader_position", txn)
+        return reader_position(self.db, name)
 
     def enqueue_events(self, reader: str, position: int, rows: Sequence[tuple[str, int, str]]) -> Deferred[None]:
         """Queue ``(appservice_id, stream_ordering, event_id)`` rows and move the reader to
@@ -73,11 +70,7 @@ class AppServiceStore:
                     " ON CONFLICT (appservice_id, stream_ordering) DO NOTHING",
                     rows,
                 )
-            t.execute(
-                "INSERT INTO stream_readers (name, position) VALUES (?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                (reader, position),
-            )
+            set_reader_position_txn(t, reader, position)
 
         return self.db.run_interaction("appservice_enqueue_events", txn)
 

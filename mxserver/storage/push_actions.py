@@ -26,6 +26,7 @@ from twisted.internet.defer import Deferred
 
 from mxserver.storage.database import Database, Txn
 from mxserver.storage.receipts import UNTHREADED
+from mxserver.storage.stream_positions import reader_position, set_reader_position_txn
 
 #: the receipt types that mark events read (m.read.private too: receipts.yaml)
 READ_RECEIPT_TYPES = ("m.read", "m.read.private")
@@ -106,11 +107,7 @@ class PushActionsStore:
     # -- the reader's position -------------------------------------------------------------
 
     def reader_position(self, name: str) -> Deferred[int | None]:
-        def txn(t: Txn) -> int | None:
-            row = t.query_one("SELECT position FROM stream_readers WHERE name = ?", (name,))
-            return int(row[0]) if row else None
-
-        return self.db.run_read("stream_reader_position", txn)
+        return reader_position(self.db, name)
 
     async def record(
         self, reader: str, position: int, rows: Sequence[PushActionRow], defaults: Sequence[PushDefault] = ()
@@ -165,11 +162,7 @@ class PushActionsStore:
                     default_values,
                 )
             if with_position:
-                t.execute(
-                    "INSERT INTO stream_readers (name, position) VALUES (?, ?)"
-                    " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                    (reader, position),
-                )
+                set_reader_position_txn(t, reader, position)
 
         while len(values) > RECORD_CHUNK:
             chunk, values = values[:RECORD_CHUNK], values[RECORD_CHUNK:]

@@ -10,6 +10,8 @@ restarts; they are loaded once at start-up by :meth:`load`.
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
+
 from mxserver.storage.database import Database, Txn
 
 
@@ -52,3 +54,25 @@ class PersistedStream:
     def _advance(self, position: int) -> None:
         if position > self._current:
             self._current = position
+
+
+# -- readers of the room event stream (mxserver.stream_reader): one persisted position each ----
+
+
+def reader_position(db: Database, name: str) -> Deferred[int | None]:
+    """The persisted position of the stream reader ``name`` (None: it never stored one)."""
+
+    def txn(t: Txn) -> int | None:
+        row = t.query_one("SELECT position FROM stream_readers WHERE name = ?", (name,))
+        return int(row[0]) if row else None
+
+    return db.run_read("stream_reader_position", txn)
+
+
+def set_reader_position_txn(t: Txn, name: str, position: int) -> None:
+    """Store the reader's position, in the transaction that stores what it read up to there."""
+    t.execute(
+        "INSERT INTO stream_readers (name, position) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        (name, position),
+    )
