@@ -327,6 +327,27 @@ def _compile_condition(condition: Mapping[str, Any]) -> Condition:
 # -- rules ----------------------------------------------------------------------------------------
 
 
+#: action lists by their canonical JSON: equal lists of every user's rules are one object, so
+#: per-event work keyed by the list (is it a notification? a highlight?) is done once per event
+#: for a whole room, not once per recipient
+_SHARED_ACTIONS: dict[str, list[Any]] = {}
+_SHARED_ACTIONS_MAX = 4096
+
+
+def shared_actions(actions: Sequence[Any]) -> list[Any]:
+    """The one shared list equal to ``actions`` (a new one once too many distinct lists exist)."""
+    try:
+        key = json.dumps(actions, sort_keys=True)
+    except (TypeError, ValueError):
+        return list(actions)
+    found = _SHARED_ACTIONS.get(key)
+    if found is None:
+        found = list(actions)
+        if len(_SHARED_ACTIONS) < _SHARED_ACTIONS_MAX:
+            _SHARED_ACTIONS[key] = found
+    return found
+
+
 @attrs.frozen
 class CompiledRule:
     kind: str
@@ -338,7 +359,7 @@ class CompiledRule:
     shared_actions: list[Any] = attrs.field(init=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "shared_actions", list(self.actions))
+        object.__setattr__(self, "shared_actions", shared_actions(self.actions))
 
     def matches(self, facts: EventFacts, user_id: str) -> bool:
         for condition in self.conditions:  # a loop, not all(): this runs per recipient

@@ -79,9 +79,10 @@ class BundledAggregations:
         of the latest thread replies they carry."""
         ignored = await self.ignored.ignored_users(user_id)
         out = await self._bundle(events, user_id, ignored, threads=True)
-        page = {ev.event_id for ev in events}
         latest = [b.thread.latest for b in out.values() if b.thread is not None]
-        latest = [ev for ev in latest if ev.event_id not in page]
+        if latest:
+            page = {ev.event_id for ev in events}
+            latest = [ev for ev in latest if ev.event_id not in page]
         if latest:
             # threading.md: the latest event carries its own aggregations. Not its threads: a
             # thread reply cannot be a thread root, and this keeps a chain of them from looping.
@@ -94,12 +95,21 @@ class BundledAggregations:
         parents = {ev.event_id: ev for ev in events if not ev.is_state()}
         if not parents:
             return {}
-        replaceable = [e for e, ev in parents.items() if may_be_replaced(ev) and ev.sender not in ignored]
-        rows = await self.store.children(list(parents) if threads else [], replaceable, list(parents), user_id, ignored)
+        ids = list(parents)
+        # Every parent is asked about, and the per-event checks are made only for those the
+        # store finds children of: most pages have none, and then this is one read.
+        rows = await self.store.children(ids if threads else [], ids, ids, user_id, ignored)
+        with_children = rows.parents()
+        if not with_children:
+            return {}
         thread_rows = {root: row for root, row in rows.threads.items() if root in parents and row.count > 0}
         # event_replacements.md: the most recent by origin_server_ts, ties to the larger event ID
         # (compared here, not in SQL, where a collation could order IDs otherwise)
-        edit_candidates = {p: [e for _, e in sorted(c, reverse=True)] for p, c in rows.edits.items() if p in parents}
+        edit_candidates = {
+            p: [e for _, e in sorted(c, reverse=True)]
+            for p, c in rows.edits.items()
+            if p in parents and parents[p].sender not in ignored and may_be_replaced(parents[p])
+        }
         # Usually the first candidates are the answers: the latest replies and the newest edits,
         # fetched and checked for visibility together.
         first = [row.latest_event_id for row in thread_rows.values()] + [c[0] for c in edit_candidates.values()]
@@ -107,7 +117,7 @@ class BundledAggregations:
         summaries = await self._threads(parents, thread_rows, seen, user_id, ignored)
         edits = await self._edits(parents, edit_candidates, seen, user_id)
         out: dict[str, Bundle] = {}
-        for event_id in parents:
+        for event_id in [e for e in parents if e in with_children]:
             refs = tuple(child for child, sender in rows.references.get(event_id, ()) if sender not in ignored)
             bundle = Bundle(thread=summaries.get(event_id), replace=edits.get(event_id), references=refs)
             if bundle:

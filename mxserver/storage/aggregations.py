@@ -39,6 +39,10 @@ class ThreadRow:
 class ChildRows:
     """The children of a page of parents that its bundles are made from."""
 
+    def parents(self) -> set[str]:
+        """The parents that have children here."""
+        return {*self.threads, *self.edits, *self.references}
+
     #: thread root -> its thread
     threads: dict[str, ThreadRow] = attrs.Factory(dict)
     #: parent -> ``(origin_server_ts, edit ID)`` of the unredacted m.replace children that
@@ -93,6 +97,21 @@ class AggregationsStore:
         ignored: list[str],
     ) -> ChildRows:
         out = ChildRows()
+        # Most parents have no children at all (a page of plain messages): one probe of the
+        # (relates_to_id, rel_type) index finds those that have some, and only they are read.
+        wanted = list(dict.fromkeys([*thread_roots, *replaceable, *referenced]))
+        present: dict[str, set[str]] = {}
+        for ids in _chunks(wanted):
+            for parent, rel_type in txn.query(
+                f"SELECT DISTINCT relates_to_id, rel_type FROM event_relations WHERE relates_to_id IN ({_marks(ids)})",
+                ids,
+            ):
+                present.setdefault(rel_type, set()).add(parent)
+        if not present:
+            return out
+        thread_roots = [e for e in thread_roots if e in present.get(THREAD, ())]
+        replaceable = [e for e in replaceable if e in present.get(REPLACE, ())]
+        referenced = [e for e in referenced if e in present.get(REFERENCE, ())]
         for ids in _chunks(list(thread_roots)):
             self._threads_txn(txn, ids, reader, ignored, out)
         for ids in _chunks(list(replaceable)):

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from mxserver.crypto.canonical import decode_json
 from mxserver.errors import MatrixError, bad_json, invalid_param, not_found
+from mxserver.events.model import Event
 from mxserver.storage.filters import FilterStore
 
 T = TypeVar("T")
@@ -73,6 +74,11 @@ def split_dotted_path(path: str) -> list[str]:
         i += 1
     parts.append("".join(current))
     return parts
+
+
+def _has_type(event: Any) -> bool:
+    """What an empty filter asks of an event: a type (a stored event always has one)."""
+    return isinstance(event, Event) or isinstance(event, str) or isinstance(_field(event, "type"), str)
 
 
 def _field(event: Any, name: str) -> Any:
@@ -137,6 +143,8 @@ class EventFilter:
         self.senders = _str_list(obj, "senders", where, "@")
         self.not_senders = frozenset(_str_list(obj, "not_senders", where, "@") or ())
         self._senders_set = frozenset(self.senders) if self.senders is not None else None
+        #: no condition at all (most /messages and /sync timelines): every event passes
+        self._matches_all = self.types is None and not self.not_types and self.senders is None and not self.not_senders
 
     def matches_type(self, event_type: str) -> bool:
         """Whether the type passes ``types``/``not_types``."""
@@ -163,6 +171,8 @@ class EventFilter:
 
     def filter_events(self, events: Iterable[T]) -> list[T]:
         """The matching events, in order (``limit`` is the caller's to apply)."""
+        if self._matches_all:
+            return [e for e in events if _has_type(e)]
         return [e for e in events if self.matches(e)]
 
     @property
@@ -184,6 +194,9 @@ class RoomEventFilter(EventFilter):
         self.lazy_load_members = bool(_opt(obj, "lazy_load_members", bool, "a boolean", where))
         self.include_redundant_members = bool(_opt(obj, "include_redundant_members", bool, "a boolean", where))
         self.unread_thread_notifications = bool(_opt(obj, "unread_thread_notifications", bool, "a boolean", where))
+        self._matches_all = (
+            self._matches_all and self.rooms is None and not self.not_rooms and self.contains_url is None
+        )
 
     @classmethod
     def from_json(cls, value: Any, default_limit: int | None = None) -> RoomEventFilter:
@@ -218,6 +231,8 @@ class RoomEventFilter(EventFilter):
         return True
 
     def filter_events(self, events: Iterable[T], room_id: str | None = None) -> list[T]:
+        if self._matches_all:
+            return [e for e in events if _has_type(e)]
         return [e for e in events if self.matches(e, room_id)]
 
     @property
