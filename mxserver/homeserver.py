@@ -520,6 +520,7 @@ class Homeserver(service.MultiService):
         from mxserver.room_handlers.reports import ReportsHandler
         from mxserver.room_handlers.room_summary import RoomSummaryHandler
         from mxserver.room_handlers.search import SearchHandler
+        from mxserver.room_handlers.search_index import SearchIndexer
         from mxserver.room_handlers.threads import ThreadsHandler
         from mxserver.room_handlers.upgrade import RoomUpgradeHandler
         from mxserver.rooms.visibility import HistoryVisibility
@@ -614,8 +615,16 @@ class Homeserver(service.MultiService):
             self.bundled_aggregations,
             self.account_data,
         )
+        search_store = SearchStore(self.db, self.event_store)
+        # The index is kept by a reader of the stream, not by the persisters: sends do not wait
+        # for it, a burst is one index write, and a search waits for it to catch up.
+        self.search_indexer = SearchIndexer(
+            search_store, self.room_stream, self.event_store, lambda: self.event_store.max_stream, self.reactor, self.clock
+        )
+        self.start_hooks.append(self.search_indexer.start)
         self.search = SearchHandler(
-            SearchStore(self.db, self.event_store),
+            search_store,
+            self.search_indexer.caught_up,
             self.history_store,
             self.event_store,
             self.state_store,
@@ -1268,6 +1277,7 @@ class Homeserver(service.MultiService):
             await port.stopListening()
         await self.push_notifications.stop()
         await self.appservice_reader.stop()
+        await self.search_indexer.stop()
         # Child services stop: the federation client abandons requests in flight, so that
         # background work waiting on another server (device-list resyncs) ends now.
         await super().stopService()

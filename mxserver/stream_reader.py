@@ -8,13 +8,15 @@ last stream position it has read, persisted by the subclass with what it writes)
 restart, or when the stream moved on while it was not looking, it catches up from the
 store a page at a time. Everything is read once, in stream order.
 
-Subclasses supply :meth:`_process` (read these events, persist ``upto`` with the results)
-and :meth:`_event_ids_after` (the timeline events after a position, for catch-up).
+Subclasses supply :meth:`_process` (read these events, persist ``upto`` with the results,
+then :meth:`_advance`), and start from :meth:`_start_from`. Whoever needs a reader's results
+for everything up to a position (``/sync``'s counts, ``/search``) waits with :meth:`wait_for`,
+which reads what is queued at once rather than after the batch window.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
@@ -28,10 +30,16 @@ log = Logger()
 
 #: events read per query while catching up
 CATCH_UP_PAGE = 500
+#: stream positions a batch that gave nothing may move a reader before it persists them
+PERSIST_EVERY = 1000
+#: the longest :meth:`StreamReader.wait_for` waits before answering without the reader
+WAIT_TIMEOUT_S = 10.0
 
 
 class EventSource(Protocol):
     async def get_events(self, event_ids: Iterable[str], include_rejected: bool = True) -> dict[str, Event]: ...
+
+    def timeline_event_ids_after(self, position: int, upto: int, limit: int) -> Awaitable[list[str]]: ...
 
 
 class StreamReader:
@@ -45,10 +53,13 @@ class StreamReader:
         current_position: Callable[[], int],
         reactor: IReactorTime,
         batch_window: float,
+        clock: IReactorTime | None = None,
     ) -> None:
-        """``name`` (logs), ``current_position``: the stream's committed position,
-        ``reactor``: runs the reads (the real one even where tests fake the clock)."""
+        """``name`` (logs, and its row in ``stream_readers``), ``current_position``: the stream's
+        committed position, ``reactor``: runs the reads (the real one even where tests fake the
+        clock), ``clock``: times :meth:`wait_for` out (the reactor unless given)."""
         self._reader_name = name
+        self._clock = clock if clock is not None else reactor
         self._stream = stream
         self._events = events
         self._current_position = current_position
@@ -61,6 +72,9 @@ class StreamReader:
         self._draining = False
         self._pending_kick: IDelayedCall | None = None
         self._idle_waiters: list[Deferred[None]] = []
+        #: the position last persisted with the reader's results
+        self._persisted = 0
+        self._waiters: list[tuple[int, Deferred[None]]] = []
         stream.subscribe(self.on_room_events)
 
     # -- for subclasses -------------------------------------------------------------------------
@@ -70,11 +84,31 @@ class StreamReader:
         when nothing did and re-reading them after a restart finds the same nothing)."""
         raise NotImplementedError
 
-    async def _event_ids_after(self, after: int, upto: int, limit: int) -> list[str]:
-        """The timeline events in ``(after, upto]``, in stream order, at most ``limit``."""
-        raise NotImplementedError
+    def _advance(self, position: int) -> None:
+        """Everything up to ``position`` is read (and what it gave persisted): wake the waiters."""
+        self.position = max(self.position, position)
+        ready = [d for p, d in self._waiters if p <= self.position]
+        self._waiters = [(p, d) for p, d in self._waiters if p > self.position]
+        for d in ready:
+            if not d.called:
+                d.callback(None)
+
+    def _persist_due(self, upto: int) -> bool:
+        """Whether a batch that gave nothing should still persist ``upto``: reading it again after
+        a restart would find the same nothing, but not more than :data:`PERSIST_EVERY` of it."""
+        return upto - self._persisted >= PERSIST_EVERY
 
     # -- lifecycle --------------------------------------------------------------------------------
+
+    async def _start_from(self, stored: int | None, record: Callable[[int], Awaitable[None]]) -> None:
+        """Start from the persisted position ``stored``; without one (a new database, or one from
+        before this reader) from the stream's current position, recorded with ``record``: what
+        happened before is not news."""
+        if stored is None:
+            stored = self._current_position()
+            await record(stored)
+        self._persisted = stored
+        self._begin(stored)
 
     def _begin(self, position: int) -> None:
         """Start reading from ``position`` (the persisted one), catching up first."""
@@ -85,6 +119,11 @@ class StreamReader:
     async def _halt(self) -> None:
         """Finish the batch being read and take no more; the rest is read after the next start."""
         self._started = False
+        # those waiting go on without this reader; the rest is read after the next start
+        waiting, self._waiters = self._waiters, []
+        for _, w in waiting:
+            if not w.called:
+                w.callback(None)
         self._queue.clear()
         if self._pending_kick is not None and self._pending_kick.active():
             self._pending_kick.cancel()
@@ -105,6 +144,32 @@ class StreamReader:
         if self._pending_kick is not None and self._pending_kick.active():
             self._pending_kick.cancel()
             self._kick()
+
+    def wait_for(self, position: int, timeout: float = WAIT_TIMEOUT_S) -> Deferred[None]:
+        """Fires once everything up to ``position`` is read (or after ``timeout`` seconds, or
+        when the reader stops: then the caller goes on without it)."""
+        position = min(position, self._stream.position)
+        d: Deferred[None] = Deferred()
+        if position <= self.position or not self._started:
+            d.callback(None)
+            return d
+        self._waiters.append((position, d))
+        self._read_now()
+
+        def timed_out() -> None:
+            if not d.called:
+                log.warn("the {name} reader is behind (at {position})", name=self._reader_name, position=self.position)
+                self._waiters = [(p, w) for p, w in self._waiters if w is not d]
+                d.callback(None)
+
+        call = self._clock.callLater(timeout, timed_out)
+
+        def stop_timer(result: None) -> None:
+            if call.active():
+                call.cancel()
+
+        d.addCallback(stop_timer)
+        return d
 
     def _kick(self) -> None:
         if self._started and not self._draining:
@@ -142,7 +207,7 @@ class StreamReader:
 
     async def _catch_up(self, upto: int) -> None:
         while self.position < upto and self._started:
-            ids = await self._event_ids_after(self.position, upto, CATCH_UP_PAGE)
+            ids = await self._events.timeline_event_ids_after(self.position, upto, CATCH_UP_PAGE)
             if not ids:
                 await self._process([], upto)
                 return

@@ -52,6 +52,7 @@ class SearchClient:
         return str(body["event_id"])
 
     async def index_rows(self: Any) -> int:
+        await self.hs.search_indexer.caught_up()
         row = await self.hs.db.select_one("rows", "SELECT COUNT(*) FROM event_search")
         return int(row[0])
 
@@ -444,6 +445,30 @@ class SearchTests(SearchClient, HomeserverTestCase):
         # bob's own search, and others', are not affected
         self.assertIn(theirs, await self.found(bob, "fig"))
 
+    async def test_a_message_redacted_before_the_indexer_reads_it_is_never_indexed(self) -> None:
+        alice, room = self.alice, self.room
+        await self.send_message(alice, room, "walnut kept")
+        rows = await self.index_rows()
+        gone = await self.send_message(alice, room, "walnut gone")
+        # at once: the indexer reads the stream a moment after the send (or already has; the
+        # redaction then removes the row)
+        code, body = await self.put(f"{C}/rooms/{q(room)}/redact/{q(gone)}/r1", {}, alice)
+        self.assertEqual(code, 200, body)
+        self.assertEqual(await self.found(alice, "walnut"), [(await self.found(alice, "kept"))[0]])
+        self.assertEqual(await self.index_rows(), rows)
+
+    async def test_events_sent_while_the_indexer_was_stopped_are_indexed_after_a_restart(self) -> None:
+        alice, room = self.alice, self.room
+        await self.hs.search_indexer.stop()
+        missed = await self.send_message(alice, room, "chestnut missed")
+        await self.restart()
+        self.assertEqual(await self.found(alice, "chestnut"), [missed])
+        # and once: a restart after catching up indexes nothing again
+        rows = await self.index_rows()
+        await self.restart()
+        self.assertEqual(await self.found(alice, "chestnut"), [missed])
+        self.assertEqual(await self.index_rows(), rows)
+
     async def test_redaction_removes_the_hit(self) -> None:
         alice, room = self.alice, self.room
         kept = await self.send_message(alice, room, "pistachio kept")
@@ -573,6 +598,7 @@ class ExistingEventsTests(SearchClient, HomeserverTestCase):
 
     async def forget_index(self, position: int = 0) -> None:
         """The database as an older mxserver left it: events, no index, the job to do."""
+        await self.hs.search_indexer.caught_up()
         db = self.hs.db
         await db.execute("empty", "DELETE FROM event_search")
         await db.execute(
@@ -635,6 +661,7 @@ class ExistingEventsTests(SearchClient, HomeserverTestCase):
 
     async def test_the_migration_schedules_the_job(self) -> None:
         db = self.hs.db
+        await self.hs.search_indexer.caught_up()  # it writes to the table dropped here
         # the database as it was before migration 0026: the events, no index, no jobs
         await db.execute("drop", "DROP TABLE event_search")
         await db.execute("drop", "DROP TABLE background_jobs")

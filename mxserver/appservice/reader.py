@@ -31,8 +31,8 @@ what happens while the server is down is not replayed (typing and presence live 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -42,7 +42,7 @@ from mxserver.appservice.registration import AppService
 from mxserver.events.model import Event
 from mxserver.storage.appservices import EPHEMERAL, TO_DEVICE, AppServiceStore
 from mxserver.storage.federation_sender import OrderedWrites
-from mxserver.stream_reader import StreamReader
+from mxserver.stream_reader import EventSource, StreamReader
 from mxserver.streams import PresenceChange, ReceiptChange, RoomEventStream, ToDeviceSent, TypingChange
 
 log = Logger()
@@ -51,14 +51,8 @@ log = Logger()
 READER_NAME = "appservices"
 #: how long published events wait to be read together (one write for a burst of sends)
 BATCH_WINDOW_S = 0.01
-#: stream positions a batch without anything queued may move the reader before it persists them
-PERSIST_EVERY = 1000
 #: rooms whose interest is remembered (per service) before the memo starts over
 MAX_REMEMBERED_ROOMS = 100_000
-
-
-class EventSource(Protocol):
-    async def get_events(self, event_ids: Iterable[str], include_rejected: bool = True) -> dict[str, Event]: ...
 
 
 @attrs.define
@@ -101,7 +95,6 @@ class AppServiceReader(StreamReader):
         self._members = members
         self._aliases = aliases
         self._devices = devices
-        self._persisted = 0
         #: room ID -> service ID -> its interest in the whole room
         self._rooms: dict[str, dict[str, _RoomInterest]] = {}
         self._listeners: list[Queued] = []
@@ -127,13 +120,8 @@ class AppServiceReader(StreamReader):
     async def start(self) -> None:
         """Load the persisted position (a start hook, after migrations) and catch up from it."""
         stored = await self._store.reader_position(READER_NAME)
-        if stored is None:
-            # A new database, or one from before application services: the past is not news.
-            stored = self._current_position()
-            await self._store.enqueue_events(READER_NAME, stored, [])
-        self._persisted = stored
         self._seq = await self._store.max_ephemeral_seq()
-        self._begin(stored)
+        await self._start_from(stored, lambda position: self._store.enqueue_events(READER_NAME, position, []))
 
     async def stop(self) -> None:
         """Finish what is being read and take no more; the rest is read after the next start."""
@@ -153,9 +141,6 @@ class AppServiceReader(StreamReader):
 
     # -- room events ------------------------------------------------------------------------------
 
-    async def _event_ids_after(self, after: int, upto: int, limit: int) -> list[str]:
-        return await self._store.event_ids_after(after, upto, limit)
-
     async def _process(self, events: Sequence[Event], upto: int) -> None:
         rows: list[tuple[str, int, str]] = []
         services = self._services()
@@ -172,7 +157,7 @@ class AppServiceReader(StreamReader):
                 except Exception:
                     # One event must not stop every later one.
                     log.failure("deciding {id}'s interest in {event_id} failed", id=service.id, event_id=event.event_id)
-        if rows or upto - self._persisted >= PERSIST_EVERY:
+        if rows or self._persist_due(upto):
             await self._store.enqueue_events(READER_NAME, upto, rows)
             self._persisted = upto
             if rows:
@@ -181,7 +166,7 @@ class AppServiceReader(StreamReader):
                     counts[service_id] = counts.get(service_id, 0) + 1
                 self._queued(counts)
         # Else no write: reading those events again after a restart queues nothing either.
-        self.position = max(self.position, upto)
+        self._advance(upto)
 
     async def _interested(self, service: AppService, event: Event) -> bool:
         if service.is_interested_in_user(event.sender):

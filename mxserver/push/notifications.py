@@ -20,7 +20,6 @@ import json
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -37,6 +36,7 @@ from mxserver.push.evaluator import (
 )
 from mxserver.rooms.power_levels import get_user_power_level
 from mxserver.storage.push_actions import MAIN_THREAD, PushActionRow, PushActionsStore, PushDefault, UnreadCounts
+from mxserver.stream_reader import EventSource as StoredEvents
 from mxserver.stream_reader import StreamReader
 from mxserver.streams import RoomEventStream
 
@@ -49,10 +49,6 @@ READER_NAME = "push"
 BATCH_WINDOW_S = 0.02
 #: compiled rulesets kept in memory (users whose rules have not changed since)
 RULES_CACHE_SIZE = 50_000
-#: stream positions a batch without notifications may move the reader before it persists them
-PERSIST_EVERY = 1000
-#: the longest /sync waits for the reader before counting without the newest events
-WAIT_TIMEOUT_S = 10.0
 
 StateKey = tuple[str, str]
 
@@ -79,9 +75,7 @@ class PushRules(Protocol):
     def default_ruleset(self, user_id: str) -> Mapping[str, Any]: ...
 
 
-class EventSource(Protocol):
-    async def get_events(self, event_ids: Iterable[str], include_rejected: bool = True) -> dict[str, Event]: ...
-
+class EventSource(StoredEvents, Protocol):
     async def get_room(self, room_id: str) -> Any: ...
 
 
@@ -124,19 +118,15 @@ class NotificationReader(StreamReader):
         #: and notify nobody with is evaluated only for the users with rules of their own
         self._defaults = CompiledRules.from_ruleset(rules.default_ruleset(_TEMPLATE_USER), _TEMPLATE_USER)
         self._ignored_users = ignored_users
-        self._clock = clock
         #: compiled rules by user (rules read across a change are used once, not kept)
         self._rules: BatchedCache[str, CompiledRules] = BatchedCache(self._read_rules, RULES_CACHE_SIZE)
-        #: the position last written to the database
-        self._persisted = 0
-        self._waiters: list[tuple[int, Deferred[None]]] = []
         self._listeners: list[Callable[[set[str]], None]] = []
         # Evaluated a moment later, not inside the publish: the sender's answer and the woken
         # /syncs go first, and the sends of that moment are evaluated and stored together (one
         # transaction, not one per send). A /sync that counts does not wait the moment out:
         # wait_for starts the evaluation at once. The reactor runs evaluation (the real one even
         # where tests give a fake clock: nothing would advance a fake one for it).
-        super().__init__(READER_NAME, stream, events, current_position, reactor, BATCH_WINDOW_S)
+        super().__init__(READER_NAME, stream, events, current_position, reactor, BATCH_WINDOW_S, clock)
 
     def on_recorded(self, fn: Callable[[set[str]], None]) -> None:
         """Call ``fn(user_ids)`` after notifications for these users are stored (pushers listen:
@@ -148,30 +138,18 @@ class NotificationReader(StreamReader):
     async def start(self) -> None:
         """Load the persisted position (a start hook, after migrations) and catch up from it."""
         stored = await self._store.reader_position(READER_NAME)
-        if stored is None:
-            # A new database, or one from before push: what happened before is not news.
-            stored = self._current_position()
-            await self._store.record(READER_NAME, stored, [])
-        self._persisted = stored
-        self._begin(stored)
+        await self._start_from(stored, lambda position: self._store.record(READER_NAME, position, []))
 
     async def stop(self) -> None:
         """Finish the batch being evaluated and take no more (before the database closes).
 
-        What is left is evaluated after the next start, from the persisted position."""
-        self._started = False  # no new waiters from here on; those waiting count without it
-        waiting, self._waiters = self._waiters, []
-        for _, w in waiting:
-            if not w.called:
-                w.callback(None)
+        What is left is evaluated after the next start, from the persisted position; those
+        waiting count without it."""
         await self._halt()
 
     def rules_changed(self, user_id: str) -> None:
         """The user's push rules changed: compile them again on their next event."""
         self._rules.invalidate(user_id)
-
-    async def _event_ids_after(self, after: int, upto: int, limit: int) -> list[str]:
-        return await self._store.timeline_event_ids_after(after, upto, limit)
 
     async def _process(self, events: Sequence[Event], upto: int) -> None:
         rows: list[PushActionRow] = []
@@ -188,7 +166,7 @@ class NotificationReader(StreamReader):
             if default is not None:
                 defaults.append(default)
             users.update(notified)
-        if rows or defaults or upto - self._persisted >= PERSIST_EVERY:
+        if rows or defaults or self._persist_due(upto):
             await self._store.record(READER_NAME, upto, rows, defaults)
             self._persisted = upto
             if users:
@@ -200,14 +178,6 @@ class NotificationReader(StreamReader):
         # Else no write: evaluating those events again after a restart finds the same
         # nothing (rows are keyed by user and position, so a repeat adds none either).
         self._advance(upto)
-
-    def _advance(self, position: int) -> None:
-        self.position = max(self.position, position)
-        ready = [(p, d) for p, d in self._waiters if p <= self.position]
-        self._waiters = [(p, d) for p, d in self._waiters if p > self.position]
-        for _, d in ready:
-            if not d.called:
-                d.callback(None)
 
     # -- evaluation ------------------------------------------------------------------------------
 
@@ -333,33 +303,6 @@ class NotificationReader(StreamReader):
             return {}
         await self.wait_for(upto)
         return await self._store.unread_counts(user_id, rooms)
-
-    # -- /sync's barrier ----------------------------------------------------------------------
-
-    def wait_for(self, position: int) -> Deferred[None]:
-        """Fires once every event up to ``position`` is evaluated (at most :data:`WAIT_TIMEOUT_S`)."""
-        position = min(position, self._stream.position)
-        d: Deferred[None] = Deferred()
-        if position <= self.position:
-            d.callback(None)
-            return d
-        self._waiters.append((position, d))
-        self._read_now()
-
-        def timed_out() -> None:
-            if not d.called:
-                log.warn("push evaluation is behind: counting without it (at {position})", position=self.position)
-                self._waiters = [(p, w) for p, w in self._waiters if w is not d]
-                d.callback(None)
-
-        call = self._clock.callLater(WAIT_TIMEOUT_S, timed_out)
-
-        def stop_timer(result: None) -> None:
-            if call.active():
-                call.cancel()
-
-        d.addCallback(stop_timer)
-        return d
 
 
 def _key(actions: list[Any]) -> str:

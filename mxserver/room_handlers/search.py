@@ -32,7 +32,7 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeGuard
 
 import attrs
@@ -165,6 +165,7 @@ class SearchHandler:
     def __init__(
         self,
         store: SearchStore,
+        indexed: Callable[[], Awaitable[None]],
         history: HistoryStore,
         events: EventStore,
         state: StateStore,
@@ -175,6 +176,8 @@ class SearchHandler:
         aggregations: Aggregations,
     ) -> None:
         self.store = store
+        #: waits until the index holds every event published so far
+        self.indexed = indexed
         self.history = history
         self.events = events
         self.state = state
@@ -205,6 +208,8 @@ class SearchHandler:
             raise invalid_param(f"search_term has more than {MAX_WORDS} words")
         user_id = requester.user_id
         filt = criteria.filter
+        # what the user sent (or saw arrive) before searching is in the index
+        await self.indexed()
         rooms = [r for r in await self.store.rooms_for_user(user_id) if filt.room_allowed(r.room_id)]
         if token is not None and token.room_id is not None:
             rooms = [r for r in rooms if r.room_id == token.room_id]

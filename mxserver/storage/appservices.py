@@ -74,19 +74,6 @@ class AppServiceStore:
 
         return self.db.run_interaction("appservice_enqueue_events", txn)
 
-    def event_ids_after(self, position: int, upto: int, limit: int) -> Deferred[list[str]]:
-        """IDs of events in ``(position, upto]``, in stream order (the reader catching up)."""
-
-        def txn(t: Txn) -> list[str]:
-            rows = t.query(
-                "SELECT event_id FROM events WHERE stream_ordering > ? AND stream_ordering <= ?"
-                " AND rejected_reason IS NULL AND soft_failed = ? ORDER BY stream_ordering LIMIT ?",
-                (position, upto, False, limit),
-            )
-            return [r[0] for r in rows]
-
-        return self.db.run_read("appservice_catch_up_events", txn)
-
     def enqueue_ephemeral(self, rows: Sequence[tuple[str, int, str, dict[str, Any]]]) -> Deferred[None]:
         """Queue ``(appservice_id, seq, kind, content)`` rows."""
         values = [(a, seq, kind, json.dumps(content, ensure_ascii=False)) for a, seq, kind, content in rows]

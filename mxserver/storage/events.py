@@ -2,7 +2,9 @@
 
 Persisting is one transaction per batch: events, DAG edges, state snapshots,
 current state, memberships, forward extremities, client transaction IDs, the
-relationship index and the search index all commit together or not at all.
+relationship index and the search index's changes all commit together or not at all
+(but the search index rows of new live events: the search indexer, a reader of the
+stream, writes those).
 Only the room server calls the write side (DESIGN.md: the room server is the
 only writer of room state).
 """
@@ -181,6 +183,20 @@ class EventStore:
         "e.event_id, e.json, e.room_nid, e.stream_ordering, e.rejected_reason, e.soft_failed, e.outlier,"
         " e.redacted_by, e.replaces_state, e.state_before, e.state_after"
     )
+
+    def timeline_event_ids_after(self, position: int, upto: int, limit: int) -> Deferred[list[str]]:
+        """IDs of the accepted timeline events in ``(position, upto]``, in stream order, at most
+        ``limit`` (a reader of the room event stream catching up)."""
+
+        def txn(t: Txn) -> list[str]:
+            rows = t.query(
+                "SELECT event_id FROM events WHERE stream_ordering > ? AND stream_ordering <= ?"
+                " AND rejected_reason IS NULL AND soft_failed = ? ORDER BY stream_ordering LIMIT ?",
+                (position, upto, False, limit),
+            )
+            return [r[0] for r in rows]
+
+        return self.db.run_read("reader_catch_up_events", txn)
 
     async def get_events(self, event_ids: Iterable[str], include_rejected: bool = True) -> dict[str, Event]:
         """The events we have among ``event_ids`` (missing ones are absent from the result)."""
@@ -378,7 +394,9 @@ class EventStore:
                 write_relation_txn(
                     txn, ev.event_id, room.room_nid, ev.type, ev.sender, ev.content, item.stream_ordering
                 )
-                write_search_txn(txn, item.event_nid, ev.type, ev.content)
+                if item.stream_ordering < 0:
+                    # Backfilled history is not published on the stream the search indexer reads.
+                    write_search_txn(txn, item.event_nid, ev.type, ev.content)
             if item.snapshot is not None:
                 self.state.write_txn(txn, item.snapshot, event_nids)
             for snap in item.extra_snapshots:

@@ -169,19 +169,6 @@ class PushActionsStore:
             await self.db.run_interaction("push_actions_record", txn, chunk, False)
         await self.db.run_interaction("push_actions_record", txn, values, True)
 
-    def timeline_event_ids_after(self, position: int, upto: int, limit: int) -> Deferred[list[str]]:
-        """IDs of timeline events in ``(position, upto]``, in stream order (a reader catching up)."""
-
-        def txn(t: Txn) -> list[str]:
-            rows = t.query(
-                "SELECT event_id FROM events WHERE stream_ordering > ? AND stream_ordering <= ?"
-                " AND rejected_reason IS NULL AND soft_failed = ? ORDER BY stream_ordering LIMIT ?",
-                (position, upto, False, limit),
-            )
-            return [r[0] for r in rows]
-
-        return self.db.run_read("push_catch_up_events", txn)
-
     # -- counts ----------------------------------------------------------------------------
 
     def unread_counts(

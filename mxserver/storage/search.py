@@ -1,11 +1,14 @@
 """SQL for server-side search: the ``event_search`` full-text index and the queries /search runs.
 
-Rows are written by the event persisters (:mod:`mxserver.storage.events`, and
-:mod:`mxserver.storage.backfill` when it places an outlier in the timeline) in
-the transaction that stores the event, through :func:`write_search_txn`, and
-deleted by :func:`unindex_redacted_txn` in the one that redacts it. Events
-stored before the index existed are indexed by the background job step
-:func:`index_existing_events_txn`. Only timeline events are indexed.
+Rows are written by the search indexer, a reader of the room event stream
+(:mod:`mxserver.room_handlers.search_index`), through :meth:`SearchStore.index`,
+a batch of events at a time with the reader's position; by
+:mod:`mxserver.storage.backfill` when it places an outlier in the timeline; and,
+for events stored before the index existed, by the background job step
+:func:`index_existing_events_txn`. They are deleted by :func:`unindex_redacted_txn`
+in the transaction that redacts their event, and every writer checks, under a
+lock of the event's row, that the event is not redacted: whichever commits first,
+a redacted text never stays in the index. Only timeline events are indexed.
 
 The backends differ only in the few fragments of :class:`_Fts5` (SQLite) and
 :class:`_TsVector` (Postgres); both index the words of
@@ -21,10 +24,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from twisted.internet.defer import Deferred
 
 from mxserver.events.search import KEY_OF_TYPE, search_words, searchable_text
 from mxserver.storage.database import Database, Txn
 from mxserver.storage.dialect import Dialect
+from mxserver.storage.stream_positions import reader_position, set_reader_position_txn
 
 if TYPE_CHECKING:
     # the event store imports this module's writers
@@ -104,19 +109,59 @@ def _backend(dialect: Dialect) -> type[_Fts5] | type[_TsVector]:
     return _Fts5 if dialect.name == "sqlite" else _TsVector
 
 
-# -- writing the index, inside the persisting transactions --------------------------------------
+# -- writing the index ----------------------------------------------------------------------------
+
+#: events indexed per statement (well under SQLite's bound on bound parameters)
+_CHUNK = 500
+
+
+def _document(backend: type[_Fts5] | type[_TsVector], etype: str, content: Any) -> str | None:
+    """The index document of an event's searchable text (None: it has none)."""
+    found = searchable_text(etype, content)
+    if found is None:
+        return None
+    words = search_words(found[1])
+    return backend.document(words) if words else None
 
 
 def write_search_txn(txn: Txn, event_nid: int, etype: str, content: Any) -> None:
-    """Index a new timeline event's searchable text, if it has any."""
-    found = searchable_text(etype, content)
-    if found is None:
-        return
-    words = search_words(found[1])
-    if not words:
-        return
+    """Index a timeline event's searchable text, if it has any (the caller checked that the
+    event is unredacted and not indexed yet)."""
     backend = _backend(txn.dialect)
-    txn.execute(backend.insert, (event_nid, backend.document(words)))
+    document = _document(backend, etype, content)
+    if document is not None:
+        txn.execute(backend.insert, (event_nid, document))
+
+
+def index_events_txn(txn: Txn, reader: str, position: int, events: Sequence[tuple[str, str, Any]]) -> None:
+    """Index ``(event ID, type, content)`` of new timeline events and move the indexer ``reader``
+    to ``position``. Redacted events are left out, read under a lock of their rows (Postgres):
+    a redaction committing meanwhile waits, and then removes what was written, or went first
+    and is seen here. Events already indexed (a backfill or the start-up job got there) are
+    skipped."""
+    backend = _backend(txn.dialect)
+    for start in range(0, len(events), _CHUNK):
+        chunk = events[start : start + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        live = dict(
+            txn.query(
+                f"SELECT e.event_id, e.event_nid FROM events e WHERE e.event_id IN ({marks})"
+                f" AND e.redacted_by IS NULL{backend.lock_rows}",
+                [event_id for event_id, _, _ in chunk],
+            )
+        )
+        done = _indexed(txn, list(live.values())) if live else set()
+        rows = []
+        for event_id, etype, content in chunk:
+            nid = live.get(event_id)
+            if nid is None or nid in done:
+                continue
+            document = _document(backend, etype, content)
+            if document is not None:
+                rows.append((nid, document))
+        if rows:
+            txn.executemany(backend.insert, rows)
+    set_reader_position_txn(txn, reader, position)
 
 
 def place_search_txn(txn: Txn, event_id: str) -> None:
@@ -227,6 +272,15 @@ class SearchStore:
     def __init__(self, db: Database, events: EventStore) -> None:
         self.db = db
         self.events = events
+
+    def reader_position(self, reader: str) -> Deferred[int | None]:
+        """The indexer's persisted position (None: it never stored one)."""
+        return reader_position(self.db, reader)
+
+    def index(self, reader: str, position: int, events: Sequence[tuple[str, str, Any]]) -> Deferred[None]:
+        """Index ``(event ID, type, content)`` of new timeline events and persist the indexer's
+        ``position``, in one transaction (:func:`index_events_txn`)."""
+        return self.db.run_interaction("search_index", index_events_txn, reader, position, events)
 
     async def rooms_for_user(self, user_id: str) -> list[SearchRoom]:
         """The rooms the user is in or has left (or been banned from), not forgotten ones
