@@ -88,6 +88,20 @@ class PushCountTests(CountsRoom):
         await self.send(self.alice, mention)  # the creator has 100
         self.assertEqual(await self.counts(self.carol), {"notification_count": 2, "highlight_count": 1})
 
+    async def test_state_changes_between_events_of_one_batch(self) -> None:
+        """Events are evaluated in batches (what arrives within a moment), sharing what their room
+        has in common; a state event between two of them is seen by the second."""
+        mention = {"msgtype": "m.text", "body": "@room", "m.mentions": {"room": True}}
+        dave = await self.register("dave")
+        # no count asked in between: these are read together
+        await self.send(self.bob, mention)  # power 0: not a room mention
+        await self.set_power(self.alice, self.room, self.bob.user_id, 50)
+        await self.send(self.bob, mention)  # now it is
+        await self.join(dave, self.room)
+        await self.send(self.alice, {"msgtype": "m.text", "body": "welcome"})
+        self.assertEqual(await self.counts(self.carol), {"notification_count": 3, "highlight_count": 1})
+        self.assertEqual(await self.counts(dave), {"notification_count": 1, "highlight_count": 0})
+
     async def test_muted_room_and_changed_rules(self) -> None:
         # bob's default rules are in use (and the store knows he never changed one)...
         await self.send(self.alice, {"msgtype": "m.text", "body": "loud"})

@@ -20,6 +20,7 @@ import json
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -77,6 +78,26 @@ class PushRules(Protocol):
 
 class EventSource(StoredEvents, Protocol):
     async def get_room(self, room_id: str) -> Any: ...
+
+
+@attrs.define
+class _RoomContext:
+    """What the events of one room in a batch share: read once per batch (and again after a
+    state event of the room)."""
+
+    room: Any
+    #: joined members (room_member_count)
+    member_count: int
+    #: the joined local members, sorted, and as a set
+    local: list[str]
+    local_set: frozenset[str]
+    #: the create event (v12 creators)
+    state: Mapping[StateKey, Event]
+    #: the auth events of the batch's events (most share their power levels)
+    auth_events: dict[str, Event] = attrs.Factory(dict)
+    #: compiled rules and ignored users of the recipients met so far
+    compiled: dict[str, CompiledRules] = attrs.Factory(dict)
+    ignored: dict[str, frozenset[str]] = attrs.Factory(dict)
 
 
 def thread_of(event: Event) -> str:
@@ -155,13 +176,24 @@ class NotificationReader(StreamReader):
         rows: list[PushActionRow] = []
         defaults: list[PushDefault] = []
         users: set[str] = set()
+        # What every event of a room in this batch shares (members, rules, power levels), read
+        # once; a state event may change it, so the next event of its room reads it again.
+        rooms: dict[str, _RoomContext | None] = {}
         for event in events:
             try:
-                event_rows, default, notified = await self._evaluate(event)
+                if event.room_id not in rooms:
+                    rooms[event.room_id] = await self._room_context(event.room_id)
+                context = rooms[event.room_id]
+                if context is None:
+                    continue
+                event_rows, default, notified = await self._evaluate(event, context)
             except Exception:
                 # One bad event must not stop every later notification.
                 log.failure("push evaluation of {event_id} failed", event_id=event.event_id)
                 continue
+            finally:
+                if event.state_key is not None:
+                    rooms.pop(event.room_id, None)
             rows.extend(event_rows)
             if default is not None:
                 defaults.append(default)
@@ -184,44 +216,82 @@ class NotificationReader(StreamReader):
     def _is_local(self, user_id: str) -> bool:
         return user_id.endswith(self._suffix)
 
-    async def _recipients(self, event: Event) -> tuple[Collection[str], list[str]]:
-        """The room's joined members, and the local users the event may notify."""
-        members = await self._members(event.room_id)
-        recipients = {u for u in members if self._is_local(u)}
+    async def _room_context(self, room_id: str) -> _RoomContext | None:
+        room = await self._event_source.get_room(room_id)
+        if room is None:
+            return None
+        members = await self._members(room_id)
+        local = sorted(u for u in members if self._is_local(u))
+        state = await self._room_state.current_state_events(room_id, [("m.room.create", "")])
+        return _RoomContext(room, len(members), local, frozenset(local), state)
+
+    def _recipients(self, event: Event, context: _RoomContext) -> list[str]:
+        """The local users the event may notify: the joined local members and an invitee, but
+        its sender (own events never notify, §Push Rules)."""
+        recipients = context.local
         if event.type == "m.room.member" and event.content.get("membership") == "invite":
             target = event.state_key
-            if isinstance(target, str) and self._is_local(target):
-                recipients.add(target)
-        recipients.discard(event.sender)  # own events never notify (§Push Rules)
-        return members, sorted(recipients)
+            if isinstance(target, str) and self._is_local(target) and target not in context.local_set:
+                recipients = sorted([*recipients, target])
+        sender = event.sender
+        return [u for u in recipients if u != sender]
 
-    async def _compiled(self, user_ids: Sequence[str]) -> dict[str, CompiledRules]:
-        """Every user's compiled rules; those not in memory read in one transaction."""
-        return await self._rules.get_many(user_ids)
+    async def _compiled(self, user_ids: Sequence[str], context: _RoomContext | None = None) -> dict[str, CompiledRules]:
+        """Every user's compiled rules; those not in memory read in one transaction (and kept in
+        ``context`` for the batch's other events of the room)."""
+        if context is None:
+            return await self._rules.get_many(user_ids)
+        known = context.compiled
+        missing = [u for u in user_ids if u not in known]
+        if missing:
+            known.update(await self._rules.get_many(missing))
+        return known
+
+    async def _auth_state(self, event: Event, context: _RoomContext) -> dict[StateKey, Event]:
+        """The power levels the event was sent under (its auth event: the room's state before
+        it, not now, when a later change may be in the same batch) and the create event."""
+        state = dict(context.state)
+        wanted = [e for e in event.auth_event_ids if e not in context.auth_events]
+        if wanted:
+            context.auth_events.update(await self._event_source.get_events(wanted))
+        for event_id in event.auth_event_ids:
+            auth = context.auth_events.get(event_id)
+            if auth is not None and auth.type == "m.room.power_levels" and auth.state_key == "":
+                state[("m.room.power_levels", "")] = auth
+        return state
+
+    async def _ignored(self, user_ids: Sequence[str], context: _RoomContext) -> Mapping[str, frozenset[str]]:
+        known = context.ignored
+        missing = [u for u in user_ids if u not in known]
+        if missing:
+            known.update(await self._ignored_users(missing))
+        return known
 
     async def _read_rules(self, user_ids: Sequence[str]) -> dict[str, CompiledRules]:
         rulesets = await self._push_rules.get_rulesets(user_ids)
         return {user_id: CompiledRules.from_ruleset(ruleset, user_id) for user_id, ruleset in rulesets.items()}
 
-    async def _evaluate(self, event: Event) -> tuple[list[PushActionRow], PushDefault | None, Collection[str]]:
+    async def _evaluate(
+        self, event: Event, context: _RoomContext
+    ) -> tuple[list[PushActionRow], PushDefault | None, Collection[str]]:
         """The event's stored results (own rows, and the default if most members share one)
         and the users it notifies."""
         nothing: tuple[list[PushActionRow], PushDefault | None, Collection[str]] = ([], None, ())
         meta = event.metadata
         if meta.stream_ordering is None or meta.stream_ordering <= 0 or meta.rejected_reason or meta.soft_failed:
             return nothing
-        members, recipients = await self._recipients(event)
+        recipients = self._recipients(event, context)
         if recipients and event.get("state_key") is None:
             # modules/ignore_users.md: an ignored sender's events do not reach the client (state
             # events do), so they must not count or push either.
-            ignored = await self._ignored_users(recipients)
-            recipients = [u for u in recipients if event.sender not in ignored.get(u, ())]
+            ignored = await self._ignored(recipients, context)
+            sender = event.sender
+            recipients = [u for u in recipients if sender not in ignored.get(u, ())]
         if not recipients:
             return nothing
-        room = await self._event_source.get_room(event.room_id)
-        if room is None:
-            return nothing
-        facts = await self._facts(event, members)
+        room = context.room
+        sender_power, notification_levels = _sender_power(event, await self._auth_state(event, context))
+        facts = EventFacts(event.get_pdu_json(), context.member_count, sender_power, notification_levels)
         decided, actions = outcome_for_shape(self._defaults, facts)
         if decided and not notifies(actions):
             # Nobody on the default rules is notified (a join into a big room): only the users
@@ -230,7 +300,7 @@ class NotificationReader(StreamReader):
             recipients = sorted(await self._push_rules.users_with_own_rules(recipients))
             if not recipients:
                 return nothing
-        compiled = await self._compiled(recipients)
+        compiled = await self._compiled(recipients, context)
         wants_names = needs_display_names(compiled, facts, recipients)
         if wants_names:
             facts.display_name = (await self._display_names(event.room_id, wants_names)).get
@@ -260,8 +330,7 @@ class NotificationReader(StreamReader):
 
         # The default covers the joined local members (its sender aside): the largest group
         # among them, if it is most of them. Everyone who differs gets a row of their own.
-        local_members = {u for u in members if self._is_local(u)}
-        local_members.discard(event.sender)
+        local_members = context.local_set - {event.sender}
         key, (actions, group) = max(groups.items(), key=lambda g: len(g[1][1]))
         in_group = set(group) & local_members
         if 2 * len(in_group) <= len(local_members):
@@ -273,12 +342,6 @@ class NotificationReader(StreamReader):
             room.room_nid, order, event.event_id, event.sender, thread, judged[id(actions)][1], actions, ts
         )
         return rows, default, notified
-
-    async def _facts(self, event: Event, members: Collection[str]) -> EventFacts:
-        keys: list[StateKey] = [("m.room.power_levels", ""), ("m.room.create", "")]
-        state = await self._room_state.current_state_events(event.room_id, keys)
-        sender_power, notification_levels = _sender_power(event, state)
-        return EventFacts(event.get_pdu_json(), len(members), sender_power, notification_levels)
 
     async def _display_names(self, room_id: str, user_ids: list[str]) -> dict[str, str]:
         """The users' display names in the room (contains_display_name), read only for the
