@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -283,6 +284,14 @@ class SyncHandler:
             return {}
         user_id = requester.user_id
         viewer = (user_id, requester.device_id)
+        # The counts wait for the push reader to evaluate the newest events: started first, that
+        # wait runs while the timelines are read (a woken /sync does not wait twice).
+        upto = max((p.upto for p in plans), default=0)
+        counting = (
+            Deferred.fromCoroutine(_settled(self._unread(user_id, [p.membership for p in plans], upto)))
+            if joined
+            else None
+        )
         # A sync filter's timeline always has a limit (DEFAULT_TIMELINE_LIMIT unless the filter says).
         limit = sync_filter.timeline.limit or DEFAULT_TIMELINE_LIMIT
         wanted = [(p.membership.room_nid, p.after, p.upto) for p in plans if p.after is None or p.upto > p.after]
@@ -292,8 +301,6 @@ class SyncHandler:
 
         need_summary = [p.membership.room_nid for p in plans if joined]
         summaries = await self.store.member_summaries(need_summary, user_id) if need_summary else {}
-        upto = max((p.upto for p in plans), default=0)
-        unread = await self._unread(user_id, [p.membership for p in plans], upto) if joined else {}
 
         # Timelines first: a filter or history visibility may move a timeline's start (and so
         # which rooms have a gap that needs a state delta).
@@ -327,6 +334,12 @@ class SyncHandler:
             else {}
         )
 
+        unread: Mapping[int, Mapping[str, UnreadCounts]] = {}
+        if counting is not None:
+            counts, error = await counting
+            if error is not None:
+                raise error
+            unread = counts or {}
         out: dict[str, Any] = {}
         for plan in plans:
             m = plan.membership
@@ -594,6 +607,18 @@ def _out_of_band_state(own: Event | None) -> list[dict[str, Any]] | None:
     out = [e for e in given if isinstance(e, dict)]
     out.append({"type": own.type, "state_key": own.state_key, "content": own.content, "sender": own.sender})
     return out
+
+
+T = TypeVar("T")
+
+
+async def _settled(work: Awaitable[T]) -> tuple[T | None, Exception | None]:
+    """``work``'s result or exception as a value: started early and awaited later, a failure is
+    raised where it is awaited, and never logged as unhandled when an earlier error ends the request."""
+    try:
+        return await work, None
+    except Exception as e:
+        return None, e
 
 
 def _counts_json(counts: UnreadCounts) -> dict[str, int]:
