@@ -256,6 +256,12 @@ class SharedEvaluationTests(unittest.SynchronousTestCase):
                  "upper.case", "DOTS.AND-DASH=", "@u7:example.org", "st*r", "st_r", "quo\"te", "\x00L", "@room"]
         kinds = ["m.room.message", "m.room.member", "m.room.name", "m.reaction", "m.call.invite"]
         template = CompiledRules.from_ruleset(default_ruleset("@template:example.org"), "@template:example.org")
+        # The push reader's rules for users who never changed one: the template retargeted.
+        retargeted = {u: template.retarget(u) for u in self.USERS if u not in self.OWN}
+        self.assertIsNone(retargeted['@quo"te:example.org'])
+        self.assertIsNone(retargeted["@st*r:example.org"])
+        mixed = {u: retargeted.get(u) or compiled[u] for u in self.USERS}
+        self.assertGreater(sum(1 for r in retargeted.values() if r is not None), 30)
         decisions = 0
         for _ in range(300):
             user = rng.choice(self.USERS)
@@ -275,6 +281,8 @@ class SharedEvaluationTests(unittest.SynchronousTestCase):
             kw: dict[str, Any] = {"members": members, "power": power, "display_name": self.NAMES.get}
             alone = {u: evaluate(compiled[u], facts(event, **kw), u) for u in self.USERS}
             self.assertEqual(evaluate_many(compiled, facts(event, **kw), self.USERS), alone, event)
+            self.assertEqual(evaluate_many(mixed, facts(event, **kw), self.USERS), alone, event)
+            self.assertEqual({u: evaluate(mixed[u], facts(event, **kw), u) for u in self.USERS}, alone, event)
             # As the push reader does it: names read only for those needs_display_names names.
             lazy = facts(event, **{**kw, "display_name": lambda u: None})
             wanted = set(needs_display_names(compiled, lazy, self.USERS))

@@ -410,6 +410,9 @@ class CompiledRules:
     #: per rule: its conditions that do not name the user (a user-dependent rule whose shared
     #: conditions fail for an event matches nobody of the shape: the invite rule for a join)
     shared_conditions: tuple[tuple[Condition, ...], ...] = ()
+    #: per rule: for a rule that names the user, its kind and definition with the user's ID and
+    #: localpart as markers (:meth:`retarget` fills in another user's); else None
+    templates: tuple[tuple[str, Mapping[str, Any]] | None, ...] = ()
 
     @classmethod
     def from_ruleset(cls, ruleset: Mapping[str, Sequence[Mapping[str, Any]]], user_id: str | None = None) -> CompiledRules:
@@ -422,11 +425,8 @@ class CompiledRules:
         dependent: list[bool] = []
         shared_conditions: list[tuple[Condition, ...]] = []
         shape_parts: list[str] = []
-        localpart = user_id[1:].split(":", 1)[0] if user_id else None
-        if user_id and (json.dumps(user_id) != f'"{user_id}"' or "*" in user_id or "?" in user_id):
-            # An ID JSON escapes (historical IDs may hold '"' or '\\') is not found in its rules'
-            # JSON, and one with glob characters may match text that does not hold it.
-            localpart = None
+        templates: list[tuple[str, Mapping[str, Any]] | None] = []
+        localpart = _plain_localpart(user_id) if user_id else None
         for kind in KINDS:
             for rule in ruleset.get(kind) or ():
                 c = compile_rule(kind, rule)
@@ -437,6 +437,7 @@ class CompiledRules:
                     normal, names_user, naming = _normalised(rule, user_id, localpart)
                     shape_parts.append(json.dumps([kind, normal], sort_keys=True))
                     dependent.append(names_user or _contains_display_name in c.conditions)
+                    templates.append((kind, normal) if names_user else None)
                     shared_conditions.append(
                         tuple(
                             cond
@@ -449,8 +450,33 @@ class CompiledRules:
         needs_name = any(_contains_display_name in rule.conditions for rule in compiled)
         shape = "\n".join(shape_parts) if user_id and localpart else None
         return cls(
-            tuple(compiled), needs_name, tuple(dependent), shape, (localpart or "").casefold(), tuple(shared_conditions)
+            tuple(compiled),
+            needs_name,
+            tuple(dependent),
+            shape,
+            (localpart or "").casefold(),
+            tuple(shared_conditions),
+            tuple(templates),
         )
+
+    def retarget(self, user_id: str) -> CompiledRules | None:
+        """These rules as another user of the same ruleset but for the values that name the user
+        has them (a user who never changed a rule, from the server's defaults compiled once):
+        only the rules that name the user are compiled again. None when the ID does not allow
+        it (see :func:`_plain_localpart`) or these rules have no shape."""
+        localpart = _plain_localpart(user_id)
+        if self.shape is None or localpart is None:
+            return None
+        rules = list(self.rules)
+        for i, template in enumerate(self.templates):
+            if template is None:
+                continue
+            kind, normal = template
+            rule = compile_rule(kind, _denormalised(normal, user_id, localpart))
+            if rule is None:
+                return None
+            rules[i] = rule
+        return attrs.evolve(self, rules=tuple(rules), folded_localpart=localpart.casefold())
 
     def evaluate(self, facts: EventFacts, user_id: str) -> CompiledRule | None:
         """The first rule that matches the event for ``user_id``, or None."""
@@ -541,6 +567,46 @@ def _normalised(rule: Mapping[str, Any], user_id: str, localpart: str) -> tuple[
             found = found or before
         normal["conditions"] = marked
     return normal, found, naming
+
+
+def _plain_localpart(user_id: str) -> str | None:
+    """The localpart of ``user_id``, or None when shapes cannot be used for it: an ID JSON escapes
+    (historical IDs may hold '"' or '\\') is not found in its rules' JSON, and one with glob
+    characters may match text that does not hold it."""
+    if json.dumps(user_id) != f'"{user_id}"' or "*" in user_id or "?" in user_id:
+        return None
+    return user_id[1:].split(":", 1)[0] or None
+
+
+def _denormalised(normal: Mapping[str, Any], user_id: str, localpart: str) -> dict[str, Any]:
+    """A rule :func:`_normalised` made, with ``user_id`` and ``localpart`` in place of its markers."""
+
+    def fill(value: Any) -> Any:
+        if not isinstance(value, str) or "\x00" not in value:
+            return value
+        out: list[str] = []
+        i = 0
+        while i < len(value):
+            c = value[i]
+            if c == "\x00" and i + 1 < len(value):
+                marker = value[i + 1]
+                out.append(user_id if marker == "U" else localpart if marker == "L" else marker)
+                i += 2
+            else:
+                out.append(c)
+                i += 1
+        return "".join(out)
+
+    rule = dict(normal)
+    if "pattern" in rule:
+        rule["pattern"] = fill(rule["pattern"])
+    conditions = rule.get("conditions")
+    if isinstance(conditions, list):
+        rule["conditions"] = [
+            {k: fill(v) if k in ("pattern", "value") else v for k, v in c.items()} if isinstance(c, Mapping) else c
+            for c in conditions
+        ]
+    return rule
 
 
 def _may_name(rules: CompiledRules, plan: _Plan, facts: EventFacts, user_id: str) -> bool:
