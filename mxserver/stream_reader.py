@@ -34,6 +34,8 @@ CATCH_UP_PAGE = 500
 PERSIST_EVERY = 1000
 #: the longest :meth:`StreamReader.wait_for` waits before answering without the reader
 WAIT_TIMEOUT_S = 10.0
+#: the longest a reader works through a batch before it lets the reactor serve requests
+SLICE_S = 0.004
 
 
 class EventSource(Protocol):
@@ -75,6 +77,7 @@ class StreamReader:
         #: the position last persisted with the reader's results
         self._persisted = 0
         self._waiters: list[tuple[int, Deferred[None]]] = []
+        self._slice_start = 0.0
         stream.subscribe(self.on_room_events)
 
     # -- for subclasses -------------------------------------------------------------------------
@@ -92,6 +95,17 @@ class StreamReader:
         for d in ready:
             if not d.called:
                 d.callback(None)
+
+    async def _share_reactor(self) -> None:
+        """Let the reactor serve what waits (requests, other readers) when this batch has had it
+        for :data:`SLICE_S`: a big batch is read in slices, not in one stall of every request."""
+        now = self._reactor.seconds()
+        if now - self._slice_start < SLICE_S:
+            return
+        d: Deferred[None] = Deferred()
+        self._reactor.callLater(0, d.callback, None)
+        await d
+        self._slice_start = self._reactor.seconds()
 
     def _persist_due(self, upto: int) -> bool:
         """Whether a batch that gave nothing should still persist ``upto``: reading it again after
@@ -192,6 +206,7 @@ class StreamReader:
                     first = min((e.metadata.stream_ordering or 0 for e in events), default=upto)
                     if first > self.position + 1:
                         await self._catch_up(first - 1)
+                    self._slice_start = self._reactor.seconds()
                     await self._process([e for e in events if (e.metadata.stream_ordering or 0) > self.position], upto)
                 elif self._current_position() > self.position:
                     await self._catch_up(self._current_position())

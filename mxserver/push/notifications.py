@@ -46,8 +46,10 @@ log = Logger()
 #: the reader's name in ``stream_readers``
 READER_NAME = "push"
 
-#: how long published events wait to be evaluated together (unless a /sync waits for them)
-BATCH_WINDOW_S = 0.02
+#: how long published events wait to be evaluated together (unless a /sync waits for them):
+#: each batch is one write, and a write per few sends cost a busy room a fifth of its sends
+#: (bench W1); a push gateway hears of a message this much later
+BATCH_WINDOW_S = 0.1
 #: compiled rulesets kept in memory (users whose rules have not changed since)
 RULES_CACHE_SIZE = 50_000
 
@@ -180,6 +182,7 @@ class NotificationReader(StreamReader):
         # once; a state event may change it, so the next event of its room reads it again.
         rooms: dict[str, _RoomContext | None] = {}
         for event in events:
+            await self._share_reactor()
             try:
                 if event.room_id not in rooms:
                     rooms[event.room_id] = await self._room_context(event.room_id)

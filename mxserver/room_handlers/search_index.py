@@ -28,8 +28,9 @@ from mxserver.streams import RoomEventStream
 #: the reader's name in ``stream_readers``
 READER_NAME = "search"
 
-#: how long published events wait to be indexed together (unless a search waits for them)
-BATCH_WINDOW_S = 0.05
+#: how long published events wait to be indexed together (unless a search waits for them):
+#: each batch is one write
+BATCH_WINDOW_S = 0.2
 
 
 class SearchIndexStore(Protocol):
