@@ -73,8 +73,12 @@ _MISSING = object()
 
 def lookup(event: Mapping[str, Any], key: str) -> Any:
     """The value at ``key`` in ``event``, or :data:`_MISSING`."""
+    return _lookup_path(event, parse_path(key))
+
+
+def _lookup_path(event: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = event
-    for segment in parse_path(key):
+    for segment in path:
         if not isinstance(value, Mapping) or segment not in value:
             return _MISSING
         value = value[segment]
@@ -167,12 +171,6 @@ class EventFacts:
         body = lookup(self.event, "content.body")
         return body if isinstance(body, str) else None
 
-    def remembered(self, key: Any, compute: Callable[[EventFacts], bool]) -> bool:
-        hit = self._memo.get(key)
-        if hit is None:
-            hit = self._memo[key] = compute(self)
-        return hit
-
     def folded_text(self) -> str:
         """Every string in the event, case-folded as glob matching folds (``ı`` matches ``i``):
         no rule that names a user can match unless the user's name is in here."""
@@ -213,24 +211,37 @@ def _event_match(key: Any, pattern: Any) -> Condition:
         return _never
     word_boundary = key == "content.body"
     memo = ("event_match", key, pattern)
+    regex = glob_regex(pattern, word_boundary)
+    test = regex.search if word_boundary else regex.fullmatch
+    path = parse_path(key)
 
-    def compute(facts: EventFacts) -> bool:
-        value = lookup(facts.event, key)
-        return isinstance(value, str) and glob_matches(pattern, value, word_boundary)
+    # Inlined (no helper calls on a hit): every recipient's rules ask, once per condition.
+    def check(facts: EventFacts, user_id: str) -> bool:
+        hit = facts._memo.get(memo)
+        if hit is None:
+            value = _lookup_path(facts.event, path)
+            hit = facts._memo[memo] = isinstance(value, str) and test(value) is not None
+        return hit
 
-    return lambda facts, user_id: facts.remembered(memo, compute)
+    return check
 
 
 def _event_property_is(key: Any, value: Any) -> Condition:
     if not isinstance(key, str) or not _is_exact_scalar(value):
         return _never
     memo = ("event_property_is", key, type(value).__name__, value)
+    path = parse_path(key)
 
-    def compute(facts: EventFacts) -> bool:
-        found = lookup(facts.event, key)
-        return found is not _MISSING and _is_exact_scalar(found) and _same_scalar(found, value)
+    def check(facts: EventFacts, user_id: str) -> bool:
+        hit = facts._memo.get(memo)
+        if hit is None:
+            found = _lookup_path(facts.event, path)
+            hit = facts._memo[memo] = (
+                found is not _MISSING and _is_exact_scalar(found) and _same_scalar(found, value)
+            )
+        return hit
 
-    return lambda facts, user_id: facts.remembered(memo, compute)
+    return check
 
 
 def _event_property_contains(key: Any, value: Any) -> Condition:
@@ -511,16 +522,25 @@ def evaluate_many(
     before it that do name them (mentions, their name in the body, invites to them). In a room
     of a thousand users on default rules that is a handful of checks each, not the whole list.
     """
+    # This runs for every recipient of every event: the loop keeps the last shape's plan at hand
+    # (users of one shape are usually all of them) and does nothing else for a user no rule of
+    # theirs can name.
     out: dict[str, list[Any] | None] = {}
+    sender = facts.sender
+    last_shape: str | None = None
+    plan = _Plan((), None, False)
     for user_id in user_ids:
         rules = compiled[user_id]
-        if facts.sender == user_id:
+        shape = rules.shape
+        if user_id == sender:
             out[user_id] = None
             continue
-        if rules.shape is None:
+        if shape is None:
             out[user_id] = evaluate(rules, facts, user_id)
             continue
-        plan = _plan(rules, facts, user_id)
+        if shape is not last_shape:
+            plan = _plan(rules, facts, user_id)
+            last_shape = shape
         found: int | None = plan.shared
         if plan.own and _may_name(rules, plan, facts, user_id):
             for i in plan.own:

@@ -322,18 +322,26 @@ class NotificationReader(StreamReader):
         ts = int(event.get("origin_server_ts", 0) or 0)
         # Users share action lists (one per matching rule): judge each list once. Notified
         # users are grouped by what their actions say (equal lists from different rules too).
+        by_list: dict[int, tuple[list[Any], list[str]]] = {}
+        for user_id, actions in evaluate_many(compiled, facts, recipients).items():
+            if actions is not None:
+                entry = by_list.get(id(actions))
+                if entry is None:
+                    by_list[id(actions)] = (actions, [user_id])
+                else:
+                    entry[1].append(user_id)
         judged: dict[int, tuple[bool, bool, str]] = {}
         groups: dict[str, tuple[list[Any], list[str]]] = {}
         notified: list[str] = []
-        for user_id, actions in evaluate_many(compiled, facts, recipients).items():
-            if actions is None:
-                continue
-            verdict = judged.get(id(actions))
-            if verdict is None:
-                verdict = judged[id(actions)] = (notifies(actions), highlights(actions), _key(actions))
+        for list_id, (actions, users) in by_list.items():
+            verdict = judged[list_id] = (notifies(actions), highlights(actions), _key(actions))
             if verdict[0]:
-                groups.setdefault(verdict[2], (actions, []))[1].append(user_id)
-                notified.append(user_id)
+                same = groups.get(verdict[2])
+                if same is None:
+                    groups[verdict[2]] = (actions, list(users))
+                else:
+                    same[1].extend(users)
+                notified.extend(users)
         if not notified:
             return nothing
         order = meta.stream_ordering
@@ -346,6 +354,13 @@ class NotificationReader(StreamReader):
         # among them, if it is most of them. Everyone who differs gets a row of their own.
         local_members = context.local_set - {event.sender}
         key, (actions, group) = max(groups.items(), key=lambda g: len(g[1][1]))
+        if len(groups) == 1 and len(group) == len(local_members) and local_members.issuperset(group):
+            # every joined local member shares one result (a message into a quiet room): the
+            # default alone says it
+            default = PushDefault(
+                room.room_nid, order, event.event_id, event.sender, thread, judged[id(actions)][1], actions, ts
+            )
+            return [], default, notified
         in_group = set(group) & local_members
         if 2 * len(in_group) <= len(local_members):
             return [row(u, a) for a, users in groups.values() for u in users], None, notified
