@@ -356,7 +356,22 @@ def shared_actions(actions: Sequence[Any]) -> list[Any]:
         found = list(actions)
         if len(_SHARED_ACTIONS) < _SHARED_ACTIONS_MAX:
             _SHARED_ACTIONS[key] = found
+            # shared lists live as long as the process: their IDs name them for good
+            _VERDICTS[id(found)] = (notifies(found), highlights(found), key)
     return found
+
+
+#: a shared list's ID -> (notifies, highlights, canonical JSON)
+_VERDICTS: dict[int, tuple[bool, bool, str]] = {}
+
+
+def verdict(actions: list[Any]) -> tuple[bool, bool, str]:
+    """Whether ``actions`` notify and highlight, and their canonical JSON (a key under which
+    equal lists from different rules compare equal): looked up for a shared list."""
+    found = _VERDICTS.get(id(actions))
+    if found is not None and _SHARED_ACTIONS.get(found[2]) is actions:
+        return found
+    return notifies(actions), highlights(actions), json.dumps(actions, sort_keys=True)
 
 
 @attrs.frozen

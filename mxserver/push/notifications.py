@@ -16,7 +16,6 @@ always include the events it shows.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -30,10 +29,10 @@ from mxserver.push.evaluator import (
     CompiledRules,
     EventFacts,
     evaluate_many,
-    highlights,
     needs_display_names,
     notifies,
     outcome_for_shape,
+    verdict,
 )
 from mxserver.rooms.power_levels import get_user_power_level
 from mxserver.storage.push_actions import MAIN_THREAD, PushActionRow, PushActionsStore, PushDefault, UnreadCounts
@@ -334,11 +333,11 @@ class NotificationReader(StreamReader):
         groups: dict[str, tuple[list[Any], list[str]]] = {}
         notified: list[str] = []
         for list_id, (actions, users) in by_list.items():
-            verdict = judged[list_id] = (notifies(actions), highlights(actions), _key(actions))
-            if verdict[0]:
-                same = groups.get(verdict[2])
+            said = judged[list_id] = verdict(actions)
+            if said[0]:
+                same = groups.get(said[2])
                 if same is None:
-                    groups[verdict[2]] = (actions, list(users))
+                    groups[said[2]] = (actions, list(users))
                 else:
                     same[1].extend(users)
                 notified.extend(users)
@@ -395,11 +394,6 @@ class NotificationReader(StreamReader):
             return {}
         await self.wait_for(upto)
         return await self._store.unread_counts(user_id, rooms)
-
-
-def _key(actions: list[Any]) -> str:
-    """Actions as a comparable value (lists from different rules may say the same)."""
-    return json.dumps(actions, sort_keys=True)
 
 
 def _sender_power(event: Event, state: Mapping[StateKey, Event]) -> tuple[float, Mapping[str, Any]]:
