@@ -741,7 +741,7 @@ class Homeserver(service.MultiService):
         reader.on_queued(sender.on_queued)
         # A room's interest is worked out again when its aliases change or a join over federation
         # replaces its state (its member events do not come on the room stream).
-        self.directory.alias_changes.subscribe(reader.room_changed)
+        self.directory.alias_changes.subscribe(reader.aliases_changed)
         self.remote_rooms.joined_state.subscribe(lambda change: reader.room_changed(change.room_id))
         streams = self.ephemeral_streams
         streams.typing.subscribe(reader.on_typing)

@@ -102,6 +102,9 @@ class DeliveryTests(AppServiceTestCase):
         ids = [e["event_id"] for e in events]
         self.assertEqual(len(ids), len(set(ids)))
         [invite] = [e for e in events if e["type"] == "m.room.member" and e.get("state_key") == ghost]
+        # the alias names the room from when it was made: its creation (published just before,
+        # perhaps not read yet when the alias came) is not the service's
+        self.assertEqual([e["type"] for e in events if e["room_id"] == aliased], ["m.room.message"])
         self.assertEqual((invite["content"]["membership"], invite["room_id"]), ("invite", invited_room))
         self.assertLess(ids.index(invite["event_id"]), ids.index(sent[0]))
         [bot_join] = [e for e in events if e.get("state_key") == self.bot.user_id]

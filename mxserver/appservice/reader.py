@@ -97,6 +97,9 @@ class AppServiceReader(StreamReader):
         self._devices = devices
         #: room ID -> service ID -> its interest in the whole room
         self._rooms: dict[str, dict[str, _RoomInterest]] = {}
+        #: room ID -> the stream position when its aliases last changed, while events before it
+        #: may still be unread
+        self._aliases_from: dict[str, int] = {}
         self._listeners: list[Queued] = []
         self._writes = OrderedWrites()
         self._seq = 0
@@ -131,9 +134,17 @@ class AppServiceReader(StreamReader):
     # -- what changes interest --------------------------------------------------------------------
 
     def room_changed(self, room_id: str) -> None:
-        """The room's aliases changed, or its state was replaced by a join over federation (no
-        member event per change): its interest is worked out again."""
+        """The room's state was replaced by a join over federation (no member event per change):
+        its interest is worked out again."""
         self._rooms.pop(room_id, None)
+
+    def aliases_changed(self, room_id: str) -> None:
+        """The room's local aliases changed: its interest is worked out again, for the events
+        published from now on. An alias names the room to a service from when it was made: the
+        events published before it, which this reader may not have read yet (a room made and
+        given an alias at once), are not sent for the alias."""
+        self._rooms.pop(room_id, None)
+        self._aliases_from[room_id] = self._stream.position
 
     def services_changed(self, *_: Any) -> None:
         """The registrations were reloaded: every room's interest is worked out again."""
@@ -174,7 +185,7 @@ class AppServiceReader(StreamReader):
         state_key = event.get("state_key")
         if event.type == "m.room.member" and isinstance(state_key, str) and service.is_interested_in_user(state_key):
             return True
-        return await self.interested_in_room(service, event.room_id)
+        return await self.interested_in_room(service, event.room_id, event.metadata.stream_ordering)
 
     def _follow_membership(self, event: Event) -> None:
         """A member event, in stream order: the joined users the reader knows of follow it."""
@@ -188,16 +199,24 @@ class AppServiceReader(StreamReader):
             if interest is not None and service.is_interested_in_user(state_key):
                 (interest.members.add if joined else interest.members.discard)(state_key)
 
-    async def interested_in_room(self, service: AppService, room_id: str) -> bool:
+    async def interested_in_room(self, service: AppService, room_id: str, position: int | None = None) -> bool:
         """The room's ID or one of its local aliases is in the service's namespaces, or one of its
-        joined members is the service's sender or one of its users."""
+        joined members is the service's sender or one of its users (for an event at ``position``:
+        aliases made after it do not count)."""
+        since = self._aliases_from.get(room_id)
+        if since is not None and since <= self.position:
+            del self._aliases_from[room_id]  # every event before the change is read
+            since = None
+        before_change = since is not None and position is not None and position <= since
         memo = self._rooms.get(room_id)
-        if memo is not None and service.id in memo:
+        if memo is not None and service.id in memo and not before_change:
             return memo[service.id].interested
         named = service.is_interested_in_room_id(room_id)
-        if not named and service.aliases:
+        if not named and service.aliases and not before_change:
             named = any(service.is_interested_in_alias(a) for a in await self._aliases(room_id))
         members = {u for u in await self._members(room_id) if service.is_interested_in_user(u)}
+        if before_change:
+            return named or bool(members)  # not remembered: it is not the room's interest now
         if len(self._rooms) > MAX_REMEMBERED_ROOMS:
             self._rooms.clear()
         # Another reading may have started following the room meanwhile: its answer stays.
