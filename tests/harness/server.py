@@ -133,6 +133,14 @@ class HomeserverTestCase(ClientHttp, unittest.TestCase):
         self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.addCleanup(self.pool.closeCachedConnections)
 
+    async def readers_caught_up(self) -> None:
+        """Every reader of the room stream (push, search, appservices) has read what was
+        published: none of them is left to run in the background of what comes next."""
+        hs = self.hs
+        position = hs.room_stream.position
+        for reader in (hs.push_notifications, hs.search_indexer, hs.appservice_reader):
+            await reader.wait_for(position)
+
     async def restart(self, config_overrides: dict[str, Any] | None = None) -> Homeserver:
         """Stop the server and start a new one on the same database and data dir, its config
         changed by ``config_overrides`` (merged over this test's), as an operator would between runs."""
