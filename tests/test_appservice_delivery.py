@@ -10,11 +10,12 @@ has its own hs_token, which tells their requests apart.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import REGISTRY
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.trial import unittest
 
 from tests.harness import C, TestUser, q
 from tests.harness.appservice import AS_TOKEN, HS_TOKEN, AppServiceTestCase, registration
@@ -343,3 +344,44 @@ class RetryTests(AppServiceTestCase):
         self.clock.advance(3)
         await self.appservice.wait_until(lambda: "meanwhile 4" in bodies(self.appservice.delivered_events()), "delivery")
         self.assertEqual(bodies(self.appservice.delivered_events()), ["stuck", *(f"meanwhile {i}" for i in range(5))])
+
+
+class AliasInterestRaceTests(unittest.TestCase):
+    """The reader judges a room by its aliases as of each event: an alias made while the reader
+    is looking the room's aliases up (a room made and given an alias at once) does not make the
+    events published before it the service's."""
+
+    async def test_an_alias_made_during_the_lookup_counts_only_after_it(self) -> None:
+        from mxserver.appservice.reader import AppServiceReader
+        from mxserver.appservice.registration import parse_registration
+        from mxserver.streams import RoomEventStream
+
+        service = parse_registration(registration("http://127.0.0.1:1/as"), "test")
+        stream = RoomEventStream()
+        room = "!room:test"
+        aliases: list[str] = []
+        reader: AppServiceReader
+
+        async def members(room_id: str) -> list[str]:
+            return ["@human:test"]
+
+        async def room_aliases(room_id: str) -> list[str]:
+            if not aliases:
+                # the alias is made (and announced) while this lookup is under way
+                aliases.append("#_bridge_room:test")
+                stream.position = 10
+                reader.aliases_changed(room_id)
+            return list(aliases)
+
+        async def devices(user_id: str) -> list[str]:
+            return []
+
+        reader = AppServiceReader(
+            lambda: [service], cast(Any, None), stream, cast(Any, None), members, room_aliases, devices, lambda: 10, reactor
+        )
+        reader.position = 5  # events 6 to 10 published, not read yet
+        self.assertFalse(await reader.interested_in_room(service, room, 8))
+        self.assertTrue(await reader.interested_in_room(service, room, 11))
+        # once the reader is past the change, the alias is the room's for good
+        reader.position = 11
+        self.assertTrue(await reader.interested_in_room(service, room, 12))

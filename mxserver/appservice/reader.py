@@ -100,6 +100,8 @@ class AppServiceReader(StreamReader):
         #: room ID -> the stream position when its aliases last changed, while events before it
         #: may still be unread
         self._aliases_from: dict[str, int] = {}
+        #: alias changes so far (an answer worked out across one is worked out again)
+        self._alias_changes = 0
         self._listeners: list[Queued] = []
         self._writes = OrderedWrites()
         self._seq = 0
@@ -145,6 +147,7 @@ class AppServiceReader(StreamReader):
         given an alias at once), are not sent for the alias."""
         self._rooms.pop(room_id, None)
         self._aliases_from[room_id] = self._stream.position
+        self._alias_changes += 1
 
     def services_changed(self, *_: Any) -> None:
         """The registrations were reloaded: every room's interest is worked out again."""
@@ -203,20 +206,25 @@ class AppServiceReader(StreamReader):
         """The room's ID or one of its local aliases is in the service's namespaces, or one of its
         joined members is the service's sender or one of its users (for an event at ``position``:
         aliases made after it do not count)."""
-        since = self._aliases_from.get(room_id)
-        if since is not None and since <= self.position:
-            del self._aliases_from[room_id]  # every event before the change is read
-            since = None
-        before_change = since is not None and position is not None and position <= since
-        memo = self._rooms.get(room_id)
-        if memo is not None and service.id in memo and not before_change:
-            return memo[service.id].interested
-        named = service.is_interested_in_room_id(room_id)
-        if not named and service.aliases and not before_change:
-            named = any(service.is_interested_in_alias(a) for a in await self._aliases(room_id))
-        members = {u for u in await self._members(room_id) if service.is_interested_in_user(u)}
-        if before_change:
-            return named or bool(members)  # not remembered: it is not the room's interest now
+        while True:
+            generation = self._alias_changes
+            since = self._aliases_from.get(room_id)
+            if since is not None and since <= self.position:
+                del self._aliases_from[room_id]  # every event before the change is read
+                since = None
+            before_change = since is not None and position is not None and position <= since
+            memo = self._rooms.get(room_id)
+            if memo is not None and service.id in memo and not before_change:
+                return memo[service.id].interested
+            named = service.is_interested_in_room_id(room_id)
+            if not named and service.aliases and not before_change:
+                named = any(service.is_interested_in_alias(a) for a in await self._aliases(room_id))
+            members = {u for u in await self._members(room_id) if service.is_interested_in_user(u)}
+            if self._alias_changes != generation:
+                continue  # aliases changed while these were read: which side of it is this event on?
+            if before_change:
+                return named or bool(members)  # not remembered: it is not the room's interest now
+            break
         if len(self._rooms) > MAX_REMEMBERED_ROOMS:
             self._rooms.clear()
         # Another reading may have started following the room meanwhile: its answer stays.
