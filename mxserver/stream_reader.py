@@ -38,6 +38,15 @@ WAIT_TIMEOUT_S = 10.0
 SLICE_S = 0.004
 
 
+def in_timeline(event: Event) -> bool:
+    """A new event of the timeline, as readers take them: at a position above 0 (backfilled
+    history sits below), not rejected, not soft-failed, not an outlier."""
+    meta = event.metadata
+    return bool(meta.stream_ordering and meta.stream_ordering > 0) and not (
+        meta.rejected_reason or meta.soft_failed or meta.outlier
+    )
+
+
 class EventSource(Protocol):
     async def get_events(self, event_ids: Iterable[str], include_rejected: bool = True) -> dict[str, Event]: ...
 

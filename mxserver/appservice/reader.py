@@ -42,7 +42,7 @@ from mxserver.appservice.registration import AppService
 from mxserver.events.model import Event
 from mxserver.storage.appservices import EPHEMERAL, TO_DEVICE, AppServiceStore
 from mxserver.storage.federation_sender import OrderedWrites
-from mxserver.stream_reader import EventSource, StreamReader
+from mxserver.stream_reader import EventSource, StreamReader, in_timeline
 from mxserver.streams import PresenceChange, ReceiptChange, RoomEventStream, ToDeviceSent, TypingChange
 
 log = Logger()
@@ -159,10 +159,10 @@ class AppServiceReader(StreamReader):
         rows: list[tuple[str, int, str]] = []
         services = self._services()
         for event in events:
-            meta = event.metadata
-            order = meta.stream_ordering
-            if order is None or order <= 0 or meta.rejected_reason or meta.soft_failed or meta.outlier:
+            if not in_timeline(event):
                 continue
+            order = event.metadata.stream_ordering
+            assert order is not None
             self._follow_membership(event)
             for service in services:
                 try:

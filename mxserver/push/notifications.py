@@ -238,11 +238,9 @@ class NotificationReader(StreamReader):
         sender = event.sender
         return [u for u in recipients if u != sender]
 
-    async def _compiled(self, user_ids: Sequence[str], context: _RoomContext | None = None) -> dict[str, CompiledRules]:
+    async def _compiled(self, user_ids: Sequence[str], context: _RoomContext) -> dict[str, CompiledRules]:
         """Every user's compiled rules; those not in memory read in one transaction (and kept in
         ``context`` for the batch's other events of the room)."""
-        if context is None:
-            return await self._rules.get_many(user_ids)
         known = context.compiled
         missing = [u for u in user_ids if u not in known]
         if missing:

@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from mxserver.events.model import Event
 from mxserver.events.search import KEY_OF_TYPE
-from mxserver.stream_reader import EventSource, StreamReader
+from mxserver.stream_reader import EventSource, StreamReader, in_timeline
 from mxserver.streams import RoomEventStream
 
 #: the reader's name in ``stream_readers``
@@ -71,15 +71,9 @@ class SearchIndexer(StreamReader):
         return self.wait_for(self._stream.position)
 
     async def _process(self, events: Sequence[Event], upto: int) -> None:
-        docs = [(ev.event_id, ev.type, ev.content) for ev in events if ev.type in KEY_OF_TYPE and _in_timeline(ev)]
+        docs = [(ev.event_id, ev.type, ev.content) for ev in events if ev.type in KEY_OF_TYPE and in_timeline(ev)]
         if docs or self._persist_due(upto):
             await self._store.index(READER_NAME, upto, docs)
             self._persisted = upto
         self._advance(upto)
 
-
-def _in_timeline(event: Event) -> bool:
-    meta = event.metadata
-    return bool(meta.stream_ordering and meta.stream_ordering > 0) and not (
-        meta.rejected_reason or meta.soft_failed or meta.outlier
-    )
