@@ -1020,7 +1020,16 @@ class Homeserver(service.MultiService):
             *self._ephemeral_servlets(),
             *self._sync_servlets(),
             *self._client_media_servlets(),
+            *self._admin_servlets(),
         ]
+
+    def _admin_servlets(self) -> list[Any]:
+        """The server admin API (``/_synapse/admin``, ``/_mxserver/admin``): admins only."""
+        from mxserver.api.admin import AdminGate
+
+        gate = AdminGate(self.auth, self.accounts)
+        del gate  # each admin servlet takes the gate; none is mounted yet
+        return []
 
     def _build_apps(self) -> dict[str, Any]:
         return {api: build_app(self.servlets(api)).resource() for api in ("client", "federation", "media")}
