@@ -8,7 +8,8 @@ room stream instead and remembers each room's latest position.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Protocol
 
 from mxserver.events.model import Event
@@ -50,6 +51,11 @@ class RoomActivity:
     def latest(self, room_id: str) -> int | None:
         """The position of the room's latest event since start-up (None: none seen since)."""
         return self._latest.get(room_id)
+
+    def latest_by_room(self) -> Mapping[str, int]:
+        """Every room's latest position since start-up, as a read-only view (a room list of
+        thousands looks each up without a call per room)."""
+        return MappingProxyType(self._latest)
 
     def changed_since(self, room_id: str, position: int) -> bool:
         """Whether the room may have had an event after ``position``."""

@@ -50,6 +50,8 @@ class LatestActivity(Protocol):
 
     def latest(self, room_id: str) -> int | None: ...
 
+    def latest_by_room(self) -> Mapping[str, int]: ...
+
     def changed_since(self, room_id: str, position: int) -> bool: ...
 
 
@@ -117,13 +119,19 @@ class RoomIndex:
         """Each room's latest event position (one read for the rooms not known in memory)."""
         out: dict[str, int] = {}
         missing: list[MembershipRow] = []
+        # Per room of a list of thousands: plain dict look-ups, no calls.
+        since_start = self._activity.latest_by_room()
+        loaded_before = self._latest
         for m in rooms:
-            latest = self._activity.latest(m.room_id)
-            loaded = self._latest.get(m.room_id)
-            if latest is None and loaded is None:
-                missing.append(m)
+            latest = since_start.get(m.room_id)
+            loaded = loaded_before.get(m.room_id)
+            if loaded is None:
+                if latest is None:
+                    missing.append(m)
+                else:
+                    out[m.room_id] = latest
             else:
-                out[m.room_id] = max(latest or 0, loaded or 0)
+                out[m.room_id] = loaded if latest is None or loaded > latest else latest
         if missing:
             found = await self._store.latest_positions([m.room_nid for m in missing])
             for m in missing:
@@ -287,13 +295,15 @@ class RoomLists:
         """Most recent activity first (MSC4186 §Activity ordering); ties by room ID."""
         joined = [m for m in rooms if m.membership == "join"]
         latest = await self._index.latest_positions(joined) if joined else {}
-
-        def key(m: MembershipRow) -> tuple[int, str]:
-            # A room the user is not in shows what they saw up to their membership event.
-            position = latest.get(m.room_id, m.stream_ordering) if m.membership == "join" else m.stream_ordering
-            return (-position, m.room_id)
-
-        return sorted(rooms, key=key)
+        # A room the user is not in shows what they saw up to their membership event. Sorted as
+        # (position, room ID, row) tuples, not through a key function called per room; room IDs
+        # are unique, so the rows themselves are never compared.
+        decorated = [
+            (-(latest.get(m.room_id, m.stream_ordering) if m.membership == "join" else m.stream_ordering), m.room_id, m)
+            for m in rooms
+        ]
+        decorated.sort()
+        return [d[2] for d in decorated]
 
     async def _filtered(
         self,

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from twisted.internet.defer import Deferred
 
 from mxserver.events.model import Event
 from mxserver.sliding_sync.connections import LIVE, MAX_LAZY_MEMBERS, RoomEntry
@@ -143,40 +144,74 @@ class RoomResults:
         if not works:
             return out
         user_id = requester.user_id
-        await self._timelines(user_id, works, ignored)
-        await self._state_changes(works)
-        summaries_for = [
-            w.plan.membership.room_nid
-            for w in works
-            if w.plan.joined and (w.plan.initial or any(k[0] == MEMBER for k in w.delta))
-        ]
-        summaries = (
-            await self._sync_store.member_summaries(summaries_for, user_id, named_by=("m.room.name",))
-            if summaries_for
-            else {}
-        )
-        for w in works:
-            w.summary = summaries.get(w.plan.membership.room_nid)
-            self._plan_state(w, user_id)
-        await self._read_state(works, user_id)
-        unread = await self._unread(user_id, [w for w in works if w.plan.joined], now_room)
-        bumps = await self._bump_stamps(works)
+        # The unread counts wait for the push reader and read apart from everything else: asked
+        # for first, they are counted while the timelines and state are read.
+        unread_counted = Deferred.fromCoroutine(self._unread(user_id, [w for w in works if w.plan.joined], now_room))
+        bundled: Deferred[dict[str, Bundle]] | None = None
+        try:
+            await self._timelines(user_id, works, ignored)
+            # MSC4186 §timeline: bundled aggregations "if limited is true", as per /v3/sync (a room new
+            # to the client is a gap too); computed once for every such timeline, beside the state.
+            gapped = [e for w in works if w.limited or w.plan.initial or w.plan.expanded for e in w.timeline]
+            if gapped:
+                bundled = Deferred.fromCoroutine(self._aggregations.bundles(gapped, user_id))
+            await self._state_changes(works)
+            summaries_for = [
+                w.plan.membership.room_nid
+                for w in works
+                if w.plan.joined and (w.plan.initial or any(k[0] == MEMBER for k in w.delta))
+            ]
+            summaries = (
+                await self._sync_store.member_summaries(summaries_for, user_id, named_by=("m.room.name",))
+                if summaries_for
+                else {}
+            )
+            for w in works:
+                w.summary = summaries.get(w.plan.membership.room_nid)
+                self._plan_state(w, user_id)
+            await self._read_state(works, user_id)
+            bumps = await self._bump_stamps(works)
 
-        chosen_by_room = {w.plan.room_id: self._required_state(w, user_id) for w in works}
-        wanted_ids = {v for chosen in chosen_by_room.values() for v in chosen.values() if v is not None}
-        wanted_ids |= {w.fetched[k] for w in works for k in (_NAME, _AVATAR) if k in w.fetched}
-        wanted_ids |= {
-            w.fetched[(MEMBER, u)] for w in works if w.summary and w.summary[2] for u in w.summary[2] if (MEMBER, u) in w.fetched
-        }
-        state_events = await self._events.get_events(wanted_ids)
-        # MSC4186 §timeline: bundled aggregations "if limited is true", as per /v3/sync (a room new
-        # to the client is a gap too); computed once for every such timeline.
-        gapped = [e for w in works if w.limited or w.plan.initial or w.plan.expanded for e in w.timeline]
-        bundles = await self._aggregations.bundles(gapped, user_id) if gapped else {}
-        viewer = (user_id, requester.device_id)
+            chosen_by_room = {w.plan.room_id: self._required_state(w, user_id) for w in works}
+            wanted_ids = {v for chosen in chosen_by_room.values() for v in chosen.values() if v is not None}
+            wanted_ids |= {w.fetched[k] for w in works for k in (_NAME, _AVATAR) if k in w.fetched}
+            wanted_ids |= {
+                w.fetched[(MEMBER, u)] for w in works if w.summary and w.summary[2] for u in w.summary[2] if (MEMBER, u) in w.fetched
+            }
+            state_events = await self._events.get_events(wanted_ids)
+            bundles = await bundled if bundled is not None else {}
+            unread = await unread_counted
+            # Every room's required state, then every timeline, serialized in one call each (one
+            # read of the events they refer to, not two per room).
+            required_by_room = {
+                room_id: [state_events[v] for v in chosen.values() if v is not None and v in state_events]
+                for room_id, chosen in chosen_by_room.items()
+            }
+            viewer = (user_id, requester.device_id)
+            required_json = iter(
+                await self._serializer.serialize([e for evs in required_by_room.values() for e in evs], viewer, False)
+            )
+            timeline_json = iter(
+                await self._serializer.serialize([e for w in works for e in w.timeline], viewer, False, bundles)
+            )
+        except BaseException:
+            # The reads started early are not awaited now: their failures are this one's.
+            for started in (unread_counted, bundled):
+                if started is not None:
+                    started.addErrback(lambda _: None)
+            raise
         for w in works:
-            out[w.plan.room_id] = await self._assemble(
-                w, chosen_by_room[w.plan.room_id], state_events, unread, bumps, bundles, since_room, viewer, user_id
+            room_id = w.plan.room_id
+            out[room_id] = self._assemble(
+                w,
+                chosen_by_room[room_id],
+                [next(required_json) for _ in required_by_room[room_id]],
+                [next(timeline_json) for _ in w.timeline],
+                state_events,
+                unread,
+                bumps,
+                since_room,
+                user_id,
             )
         return out
 
@@ -351,18 +386,19 @@ class RoomResults:
 
     # -- the result -------------------------------------------------------------------------------
 
-    async def _assemble(
+    def _assemble(
         self,
         w: _Work,
         chosen: dict[StateKey, str | None],
+        required_json: list[JsonDict],
+        timeline_json: list[JsonDict],
         state_events: Mapping[str, Event],
         unread: Mapping[int, tuple[int, int]],
         bumps: Mapping[str, int],
-        bundles: Mapping[str, Bundle],
         since_room: int | None,
-        viewer: tuple[str, str | None],
         user_id: str,
     ) -> RoomOutcome:
+        """One room's response entry, from its serialized required state and timeline."""
         plan = w.plan
         m = plan.membership
         notifications, highlights = unread.get(m.room_nid, (0, 0))
@@ -400,13 +436,12 @@ class RoomResults:
             body["unstable_expanded_timeline"] = True
 
         stubs = [{"type": k[0], "state_key": k[1]} for k, v in chosen.items() if v is None]
-        required = [state_events[v] for v in chosen.values() if v is not None and v in state_events]
-        if required or stubs:
-            body["required_state"] = await self._serializer.serialize(required, viewer, False) + stubs
+        if required_json or stubs:
+            body["required_state"] = required_json + stubs
             changed = True
         if plan.config.timeline_limit > 0:
             if w.timeline:
-                body["timeline"] = await self._serializer.serialize(w.timeline, viewer, False, bundles)
+                body["timeline"] = timeline_json
                 changed = True
             body["limited"] = w.limited
             first = w.timeline[0].metadata.stream_ordering if w.timeline else None
