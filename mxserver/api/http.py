@@ -10,7 +10,6 @@ log.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,7 +21,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from mxserver.crypto.canonical import decode_json
+from mxserver.crypto.canonical import decode_json, encode_json
 from mxserver.errors import (
     InteractiveAuthRequired,
     MatrixError,
@@ -179,7 +178,7 @@ def render_json(request: IRequest, status: int, body: Any) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Cache-Control", b"no-cache, no-store, must-revalidate")
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return encode_json(body)
 
 
 def render_error(request: IRequest, error: MatrixError) -> bytes:

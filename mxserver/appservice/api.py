@@ -27,6 +27,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 
 from mxserver.appservice.registration import AppService
+from mxserver.crypto.canonical import encode_json
 from mxserver.federation.responses import read_body
 
 log = Logger()
@@ -97,7 +98,7 @@ class AppServiceApi:
         data = None
         if body is not None:
             headers.addRawHeader(b"Content-Type", b"application/json")
-            data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+            data = encode_json(body)
         d: Deferred[Answer] = Deferred.fromCoroutine(self._send(method, url, headers, data))
         expired: list[bool] = []
 

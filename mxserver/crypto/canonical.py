@@ -3,7 +3,9 @@
 The encoding itself comes from the ``canonicaljson`` library (shortest UTF-8
 form, keys sorted by code point; appendices §Canonical JSON). This module adds
 the strict value check that room versions 6 and later demand
-(``v6-canonical-json``), and a JSON parser suited to Matrix input.
+(``v6-canonical-json``), a JSON parser suited to Matrix input, and
+:func:`encode_json`, the compact (not canonical) encoding of what goes on the
+wire unsigned: responses and request bodies.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 from typing import Any
 
 import canonicaljson
+import orjson
 
 #: appendices §Canonical JSON: numbers must lie in [-(2**53)+1, (2**53)-1] so
 #: that every implementation can hold them exactly in an IEEE double.
@@ -38,6 +41,20 @@ def encode_canonical_json(obj: Any) -> bytes:
     strict.
     """
     return canonicaljson.encode_canonical_json(obj)
+
+
+def encode_json(obj: Any) -> bytes:
+    """Compact UTF-8 JSON of ``obj`` (keys in their order, non-ASCII as is), for responses and
+    request bodies that nobody hashes or signs.
+
+    orjson encodes a large /sync or /messages answer several times faster than the standard
+    library; what it refuses (integers beyond 64 bits, which room versions 1-5 allow in events)
+    the standard library encodes, to the same JSON.
+    """
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+    except (TypeError, OverflowError):
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def check_strict_canonical_json(obj: Any) -> None:

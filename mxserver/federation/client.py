@@ -16,7 +16,6 @@ must be byte for byte the one we send.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -38,7 +37,7 @@ from zope.interface import implementer
 import mxserver
 from mxserver import metrics
 from mxserver.config import FederationConfig
-from mxserver.crypto.canonical import decode_json
+from mxserver.crypto.canonical import decode_json, encode_json
 from mxserver.crypto.signing import sign_json
 from mxserver.errors import MatrixError
 from mxserver.federation.discovery import ServerDiscovery, UnresolvableServerName
@@ -419,7 +418,7 @@ class FederationClient(service.Service):
         headers = Headers({b"Host": [server.host_header.encode("ascii")], b"User-Agent": [USER_AGENT]})
         producer = None
         if body is not None:
-            data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            data = encode_json(body)
             headers.setRawHeaders(b"Content-Type", [b"application/json"])
             producer = _BytesProducer(data)
         if authenticate:

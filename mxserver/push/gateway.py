@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent
 
+from mxserver.crypto.canonical import encode_json
 from mxserver.federation.responses import read_body
 
 #: the longest a gateway may take to answer (seconds)
@@ -99,7 +100,7 @@ class PushGatewayClient:
     async def _post(self, url: str, body: dict[str, Any]) -> list[str]:
         response = await self._http.post(
             url.encode("ascii"),
-            data=json.dumps(body, ensure_ascii=False).encode("utf-8"),
+            data=encode_json(body),
             headers=Headers({b"Content-Type": [b"application/json"]}),
         )
         answer = await read_body(response, MAX_ANSWER_BYTES)
