@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # compat mode keeps twisted/plugins visible to twistd (a PEP 660 editable install hides it)
 PIP_INSTALL := $(BIN)/pip install -q --disable-pip-version-check --config-settings editable_mode=compat
 
-.PHONY: run test install install-test postgres-binaries synapse-peer sytest sytest-update fuzz jssdk-check appservice-check lint typecheck sample-config clean
+.PHONY: run test install install-test postgres-binaries synapse-peer sytest sytest-update fuzz jssdk-check appservice-check synadm-check lint typecheck sample-config clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -109,6 +109,11 @@ jssdk-check: install
 # appservice framework registers a puppet, joins, sends and receives (see contrib/mautrix_check/run).
 appservice-check: install
 	MXSERVER_PYTHON=$(abspath $(BIN))/python bash contrib/mautrix_check/run
+
+# Scratch check (not part of `make test`; installs synadm from PyPI into its own venv): the
+# Synapse admin CLI manages users, rooms, media, tokens and reports (contrib/synadm_check/run).
+synadm-check: install
+	MXSERVER_PYTHON=$(abspath $(BIN))/python bash contrib/synadm_check/run
 
 lint:
 	$(BIN)/ruff check mxserver modules tests twisted
