@@ -148,6 +148,14 @@ class RoomResults:
         # for first, they are counted while the timelines and state are read.
         unread_counted = Deferred.fromCoroutine(self._unread(user_id, [w for w in works if w.plan.joined], now_room))
         bundled: Deferred[dict[str, Bundle]] | None = None
+        # Rooms new to the client get their member summary whatever their timeline holds: read
+        # beside the timelines (the others' need is known once their state changes are).
+        initial_joined = [w.plan.membership.room_nid for w in works if w.plan.joined and w.plan.initial]
+        summarized = (
+            Deferred.fromCoroutine(self._sync_store.member_summaries(initial_joined, user_id, named_by=("m.room.name",)))
+            if initial_joined
+            else None
+        )
         try:
             await self._timelines(user_id, works, ignored)
             # MSC4186 §timeline: bundled aggregations "if limited is true", as per /v3/sync (a room new
@@ -159,13 +167,13 @@ class RoomResults:
             summaries_for = [
                 w.plan.membership.room_nid
                 for w in works
-                if w.plan.joined and (w.plan.initial or any(k[0] == MEMBER for k in w.delta))
+                if w.plan.joined and not w.plan.initial and any(k[0] == MEMBER for k in w.delta)
             ]
-            summaries = (
-                await self._sync_store.member_summaries(summaries_for, user_id, named_by=("m.room.name",))
-                if summaries_for
-                else {}
-            )
+            summaries = dict(await summarized) if summarized is not None else {}
+            if summaries_for:
+                summaries.update(
+                    await self._sync_store.member_summaries(summaries_for, user_id, named_by=("m.room.name",))
+                )
             for w in works:
                 w.summary = summaries.get(w.plan.membership.room_nid)
                 self._plan_state(w, user_id)
@@ -196,7 +204,7 @@ class RoomResults:
             )
         except BaseException:
             # The reads started early are not awaited now: their failures are this one's.
-            for started in (unread_counted, bundled):
+            for started in (unread_counted, bundled, summarized):
                 if started is not None:
                     started.addErrback(lambda _: None)
             raise
