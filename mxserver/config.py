@@ -304,6 +304,33 @@ class PushConfig:
     )
 
 
+def _turn_uris(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(u, str) and re.match(r"turns?:", u) for u in value):
+        raise ValueError("expected a list of turn: or turns: URIs")
+    return list(value)
+
+
+@attrs.define
+class VoipConfig:
+    turn_uris: list[str] = attrs.field(
+        factory=list,
+        metadata=_help(
+            "TURN server URIs handed to callers by /voip/turnServer (turn:/turns:); none: it answers {}",
+            parse=_turn_uris,
+        ),
+    )
+    turn_shared_secret: str | None = attrs.field(
+        default=None,
+        metadata=_help("the TURN server's shared secret (coturn static-auth-secret): time-limited credentials per user"),
+    )
+    turn_username: str | None = attrs.field(default=None, metadata=_help("static TURN username (without a shared secret)"))
+    turn_password: str | None = attrs.field(default=None, metadata=_help("static TURN password (without a shared secret)"))
+    turn_user_lifetime_s: int = attrs.field(
+        default=3600, metadata=_help("how long handed-out credentials stay valid (the ttl)", check=lambda v: v > 0)
+    )
+    turn_allow_guests: bool = attrs.field(default=True, metadata=_help("guests may have TURN credentials too"))
+
+
 @attrs.define
 class ModuleEntry:
     group: str = attrs.field(metadata=_help("entry-point group, e.g. mxserver.typing"))
@@ -341,6 +368,7 @@ class HomeserverConfig:
     presence: PresenceConfig = attrs.field(factory=PresenceConfig, metadata=_help("presence"))
     limits: LimitsConfig = attrs.field(factory=LimitsConfig, metadata=_help("request limits"))
     push: PushConfig = attrs.field(factory=PushConfig, metadata=_help("pushers and push gateways"))
+    voip: VoipConfig = attrs.field(factory=VoipConfig, metadata=_help("TURN servers for VoIP calls"))
     app_service_config_files: list[str] = attrs.field(
         factory=list,
         metadata=_help(
@@ -547,6 +575,9 @@ def _check(config: HomeserverConfig) -> None:
             raise ConfigError(f"listeners[{i}].tls: needs tls.certificate_path and tls.private_key_path")
     if config.database.backend == "postgres" and not config.database.dsn:
         raise ConfigError("database.dsn: required for the postgres backend")
+    voip = config.voip
+    if voip.turn_uris and not voip.turn_shared_secret and (voip.turn_username is None or voip.turn_password is None):
+        raise ConfigError("voip.turn_uris: needs voip.turn_shared_secret, or voip.turn_username and voip.turn_password")
     for i, contact in enumerate(config.well_known.support_contacts):
         # support.yaml: "At least one of matrix_id or email_address is required."
         if not contact.matrix_id and not contact.email_address:

@@ -48,6 +48,7 @@ from mxserver.interfaces import ILoginFlow, IMediaStorage, IModule, IPresence, I
 from mxserver.module_api import EventHooks, ModuleApi
 from mxserver.module_loader import LOGIN, MEDIA_STORAGE, MODULES, PRESENCE, STORAGE, TYPING, construct
 from mxserver.room_handlers.event_serializer import EventSerializer
+from mxserver.room_handlers.mutual_rooms import MutualRooms
 from mxserver.rooms.activity import RoomActivity
 from mxserver.rooms.room_server import RoomServer
 from mxserver.storage.accounts import AccountStore
@@ -599,6 +600,7 @@ class Homeserver(service.MultiService):
             self.backfiller,
             self.account_data,
         )
+        self.mutual_rooms = MutualRooms(self.event_store)
         self.relations = RelationsHandler(
             rooms,
             self.event_store,
@@ -1081,6 +1083,7 @@ class Homeserver(service.MultiService):
             directory,
             hierarchy,
             membership,
+            mutual_rooms,
             relations,
             reports,
             room_events,
@@ -1102,6 +1105,7 @@ class Homeserver(service.MultiService):
             directory.DirectoryServlet(auth, self.directory, self.config.room_directory),
             hierarchy.HierarchyServlet(auth, self.hierarchy),
             room_summary.RoomSummaryServlet(auth, self.room_summaries),
+            mutual_rooms.MutualRoomsServlet(auth, self.mutual_rooms),
         ]
 
     def _user_data_servlets(self) -> list[Any]:
@@ -1125,7 +1129,8 @@ class Homeserver(service.MultiService):
         ]
 
     def _ephemeral_servlets(self) -> list[Any]:
-        from mxserver.api.client import presence, profile, receipts, typing, user_directory
+        from mxserver.api.client import presence, profile, receipts, typing, user_directory, voip
+        from mxserver.voip import TurnCredentials
 
         return [
             typing.TypingServlet(self.auth, self.typing_handler),
@@ -1133,6 +1138,7 @@ class Homeserver(service.MultiService):
             presence.PresenceServlet(self.auth, self.presence_handler),
             profile.ProfileServlet(self.auth, self.profiles),
             user_directory.UserDirectoryServlet(self.auth, self.user_directory),
+            voip.VoipServlet(self.auth, TurnCredentials(self.config.voip, self.clock)),
         ]
 
     def _sync_servlets(self) -> list[Any]:
