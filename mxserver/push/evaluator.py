@@ -527,43 +527,81 @@ def evaluate(rules: CompiledRules, facts: EventFacts, user_id: str) -> list[Any]
 def evaluate_many(
     compiled: Mapping[str, CompiledRules], facts: EventFacts, user_ids: Sequence[str]
 ) -> dict[str, list[Any] | None]:
-    """:func:`evaluate` for every user in ``user_ids``, sharing work between users of one shape.
+    """:func:`evaluate` for every user in ``user_ids`` (see :func:`evaluate_groups`, which this
+    reads back per user)."""
+    out: dict[str, list[Any] | None] = dict.fromkeys(user_ids)
+    for actions, users in evaluate_groups(compiled, facts, user_ids):
+        for user_id in users:
+            out[user_id] = actions
+    return out
 
-    Users a rule matched share one actions list (:attr:`CompiledRule.shared_actions`): read it,
-    do not change it.
+
+def evaluate_groups(
+    compiled: Mapping[str, CompiledRules], facts: EventFacts, user_ids: Sequence[str]
+) -> list[tuple[list[Any], list[str]]]:
+    """The users of ``user_ids`` a rule matched, grouped by the actions they get: one entry per
+    actions list (:attr:`CompiledRule.shared_actions`, shared: read it, do not change it), its
+    users in the order given. Users no rule matched (and the sender) are in no group.
 
     For each :attr:`CompiledRules.shape`, the rules that do not name the user are walked once
-    per event: the first that matches ends the walk, and each user then only checks the rules
-    before it that do name them (mentions, their name in the body, invites to them). In a room
-    of a thousand users on default rules that is a handful of checks each, not the whole list.
+    per event: the first that matches ends the walk, and only users the event may name (their
+    localpart, or display name, among its strings) check the rules before it that do name them
+    (mentions, their name in the body, invites to them). Everyone else of the shape gets the
+    walk's answer without any rule checked for them: in a room of a thousand users on default
+    rules, a message that names nobody costs a substring test each.
     """
-    # This runs for every recipient of every event: the loop keeps the last shape's plan at hand
-    # (users of one shape are usually all of them) and does nothing else for a user no rule of
-    # theirs can name.
-    out: dict[str, list[Any] | None] = {}
     sender = facts.sender
-    last_shape: str | None = None
-    plan = _Plan((), None, False)
+    by_shape: dict[str, list[str]] = {}
+    groups: dict[int, tuple[list[Any], list[str]]] = {}
+
+    def add(actions: list[Any] | None, users: list[str]) -> None:
+        if actions is None or not users:
+            return
+        entry = groups.get(id(actions))
+        if entry is None:
+            groups[id(actions)] = (actions, users)
+        else:
+            entry[1].extend(users)
+
     for user_id in user_ids:
-        rules = compiled[user_id]
-        shape = rules.shape
         if user_id == sender:
-            out[user_id] = None
             continue
+        shape = compiled[user_id].shape
         if shape is None:
-            out[user_id] = evaluate(rules, facts, user_id)
+            add(evaluate(compiled[user_id], facts, user_id), [user_id])
+        else:
+            users = by_shape.get(shape)
+            if users is None:
+                by_shape[shape] = [user_id]
+            else:
+                users.append(user_id)
+    for users in by_shape.values():
+        first = compiled[users[0]]
+        plan = _plan(first, facts, users[0])
+        shared = None if plan.shared is None else first.rules[plan.shared].shared_actions
+        if not plan.own:
+            add(shared, users)
             continue
-        if shape is not last_shape:
-            plan = _plan(rules, facts, user_id)
-            last_shape = shape
-        found: int | None = plan.shared
-        if plan.own and _may_name(rules, plan, facts, user_id):
+        text = facts.folded_text()
+        if plan.needs_names:
+            named = {u for u in users if _may_name(compiled[u], plan, facts, u)}
+        else:
+            named = {u for u in users if compiled[u].folded_localpart in text}
+        if not named:
+            add(shared, users)
+            continue
+        add(shared, [u for u in users if u not in named])
+        for user_id in users:
+            if user_id not in named:
+                continue
+            rules = compiled[user_id]
+            found: int | None = plan.shared
             for i in plan.own:
                 if rules.rules[i].matches(facts, user_id):
                     found = i
                     break
-        out[user_id] = None if found is None else rules.rules[found].shared_actions
-    return out
+            add(None if found is None else rules.rules[found].shared_actions, [user_id])
+    return list(groups.values())
 
 
 def _normalised(rule: Mapping[str, Any], user_id: str, localpart: str) -> tuple[dict[str, Any], bool, list[bool]]:
@@ -726,10 +764,18 @@ def needs_display_names(compiled: Mapping[str, CompiledRules], facts: EventFacts
     """Those of ``user_ids`` whose evaluation may ask for their display name (read them, and
     only them, into :attr:`EventFacts.display_name` before :func:`evaluate_many`)."""
     out: list[str] = []
+    plans: dict[str, bool] = {}
     for user_id in user_ids:
         rules = compiled[user_id]
-        if user_id == facts.sender or not rules.needs_display_name:
+        if not rules.needs_display_name or user_id == facts.sender:
             continue
-        if rules.shape is None or _plan(rules, facts, user_id).needs_names:
+        shape = rules.shape
+        if shape is None:
+            out.append(user_id)
+            continue
+        wants = plans.get(shape)
+        if wants is None:
+            wants = plans[shape] = _plan(rules, facts, user_id).needs_names
+        if wants:
             out.append(user_id)
     return out

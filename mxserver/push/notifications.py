@@ -28,7 +28,7 @@ from mxserver.events.model import Event
 from mxserver.push.evaluator import (
     CompiledRules,
     EventFacts,
-    evaluate_many,
+    evaluate_groups,
     needs_display_names,
     notifies,
     outcome_for_shape,
@@ -317,21 +317,13 @@ class NotificationReader(StreamReader):
             facts.display_name = (await self._display_names(event.room_id, wants_names)).get
         thread = thread_of(event)
         ts = int(event.get("origin_server_ts", 0) or 0)
-        # Users share action lists (one per matching rule): judge each list once. Notified
-        # users are grouped by what their actions say (equal lists from different rules too).
-        by_list: dict[int, tuple[list[Any], list[str]]] = {}
-        for user_id, actions in evaluate_many(compiled, facts, recipients).items():
-            if actions is not None:
-                entry = by_list.get(id(actions))
-                if entry is None:
-                    by_list[id(actions)] = (actions, [user_id])
-                else:
-                    entry[1].append(user_id)
+        # Users share action lists (one per matching rule): each list is judged once, and the
+        # notified users grouped by what their actions say (equal lists from different rules too).
         judged: dict[int, tuple[bool, bool, str]] = {}
         groups: dict[str, tuple[list[Any], list[str]]] = {}
         notified: list[str] = []
-        for list_id, (actions, users) in by_list.items():
-            said = judged[list_id] = verdict(actions)
+        for actions, users in evaluate_groups(compiled, facts, recipients):
+            said = judged[id(actions)] = verdict(actions)
             if said[0]:
                 same = groups.get(said[2])
                 if same is None:
