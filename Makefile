@@ -111,7 +111,7 @@ appservice-check: install
 	MXSERVER_PYTHON=$(abspath $(BIN))/python bash contrib/mautrix_check/run
 
 lint:
-	$(BIN)/ruff check mxserver modules tests twisted
+	$(BIN)/ruff check mxserver mxserver_modules tests twisted
 
 typecheck:
 	$(BIN)/mypy
