@@ -241,10 +241,10 @@ def verify_tables(source: Source, target: Target, shapes: list[TableShape], prog
         for shape in shapes:
             mine, theirs = Checksum(), Checksum()
             for row in source.rows(shape):
-                mine.add(convert_row(shape, row), shape.types)
+                mine.add(shape.normalise(convert_row(shape, row)))
                 bar.update(1)
             for row in target.rows(shape):
-                theirs.add(row, shape.types)
+                theirs.add(shape.normalise(row))
                 bar.update(1)
             checks.append(TableCheck(shape.name, mine.rows, theirs.rows, mine.hex, theirs.hex))
     return checks

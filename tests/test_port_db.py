@@ -22,7 +22,7 @@ from twisted.trial import unittest
 
 from mxserver.__main__ import main
 from mxserver.port_db import PortInterrupted, port, render_checks, verify
-from mxserver.storage.port_db import PROGRESS_TABLE, Checksum, PortError, Target, converter
+from mxserver.storage.port_db import PROGRESS_TABLE, Checksum, PortError, TableShape, Target, converter
 from mxserver.storage.search import tsvector_document
 from tests.harness import C, HomeserverTestCase, TestUser, deep_merge, no_real_dns, postgres, q
 from tests.test_keys import FakeDevice
@@ -466,9 +466,11 @@ class StoreTests(unittest.TestCase):
         self.assertEqual(row[4], tsvector_document(["zeta", "alpha", "zeta", "beta"]))
         _pg(self.dsn, "INSERT INTO t VALUES (%s, %s, %s, %s, CAST(%s AS tsvector))", *row)
         (stored,) = _pg(self.dsn, "SELECT f, b, n, s, CAST(v AS TEXT) FROM t")
+        shape = TableShape("t", ("f", "b", "n", "s", "v"), ("f", "b", "n", "s", "v"), types,
+                           tuple(converter(t) for t in types), ("rowid",))
         mine, theirs = Checksum(), Checksum()
-        mine.add(row, types)
-        theirs.add(stored, types)
+        mine.add(shape.normalise(row))
+        theirs.add(shape.normalise(stored))
         self.assertEqual(mine, theirs)
         self.assertEqual(converter("boolean")(0), False)
         self.assertEqual(converter("bytea")("text in a blob column"), b"text in a blob column")

@@ -51,7 +51,7 @@ class PortError(Exception):
     """The port cannot go on; the message says why and what to do."""
 
 
-Converter = Callable[[Any], Any] | None
+Converter = Callable[[Any], Any]
 
 
 @attrs.frozen
@@ -66,13 +66,37 @@ class TableShape:
     #: the SQLite key walked in batches: ("rowid",) or the primary key of a WITHOUT ROWID table
     source_key: tuple[str, ...]
 
+    #: ``(column index, normaliser)`` of the columns whose type has one (see :data:`_NORMALISERS`)
+    normalisers: tuple[tuple[int, Callable[[Any], Any]], ...] = attrs.field(
+        default=attrs.Factory(
+            lambda self: tuple((i, _NORMALISERS[t]) for i, t in enumerate(self.types) if t in _NORMALISERS),
+            takes_self=True,
+        )
+    )
+
+    def normalise(self, row: Sequence[Any]) -> tuple[Any, ...]:
+        """A row (from Postgres, or converted from SQLite) as the checksum sees it: each value
+        in the form Postgres prints it, so equal data gives equal rows on both sides."""
+        normalisers = self.normalisers
+        if not normalisers:
+            return tuple(row)
+        out = list(row)
+        for i, f in normalisers:
+            if out[i] is not None:
+                out[i] = f(out[i])
+        return tuple(out)
+
 
 # -- converting values ------------------------------------------------------------------------
 
 
+# Each converter returns the common case (the value already of the right Python type) first:
+# they run once per value of every row copied and verified.
+
+
 def _to_bool(v: Any) -> Any:
     # SQLite stores BOOLEAN as 0/1
-    return v if v is None or isinstance(v, bool) else bool(int(v))
+    return v if v is None or v.__class__ is bool else bool(int(v))
 
 
 def _to_bytes(v: Any) -> Any:
@@ -84,7 +108,7 @@ def _to_bytes(v: Any) -> Any:
 
 
 def _to_int(v: Any) -> Any:
-    return v if v is None or (isinstance(v, int) and not isinstance(v, bool)) else int(v)
+    return v if v.__class__ is int or v is None else int(v)
 
 
 def _to_float(v: Any) -> Any:
@@ -92,6 +116,8 @@ def _to_float(v: Any) -> Any:
 
 
 def _to_text(v: Any) -> Any:
+    if v.__class__ is str and "\x00" not in v:
+        return v
     if v is None:
         return None
     if isinstance(v, bytes):
@@ -134,7 +160,7 @@ def converter(pg_type: str) -> Converter:
 
 def convert_row(shape: TableShape, row: Sequence[Any]) -> tuple[Any, ...]:
     try:
-        return tuple(v if f is None else f(v) for f, v in zip(shape.converters, row, strict=True))
+        return tuple([f(v) for f, v in zip(shape.converters, row, strict=True)])
     except PortError as e:
         raise PortError(f"table {shape.name}: {e}") from None
     except (TypeError, ValueError) as e:
@@ -159,12 +185,11 @@ def _normal_tsvector(text: str) -> str:
     )
 
 
-def _normal(value: Any, pg_type: str) -> Any:
-    if isinstance(value, memoryview):
-        return bytes(value)
-    if pg_type == "tsvector" and value is not None:
-        return _normal_tsvector(value)
-    return value
+#: how a value of these Postgres types is normalised for the checksum (other types: as they are)
+_NORMALISERS: dict[str, Callable[[Any], Any]] = {
+    "tsvector": _normal_tsvector,
+    "bytea": bytes,  # a memoryview, from some drivers
+}
 
 
 @attrs.define
@@ -175,9 +200,9 @@ class Checksum:
     rows: int = 0
     digest: int = 0
 
-    def add(self, row: Sequence[Any], types: Sequence[str]) -> None:
-        normal = tuple(_normal(v, t) for v, t in zip(row, types, strict=True))
-        h = hashlib.blake2b(repr(normal).encode("utf-8"), digest_size=16).digest()
+    def add(self, row: tuple[Any, ...]) -> None:
+        """Count a row, normalised already (:meth:`TableShape.normalise`)."""
+        h = hashlib.blake2b(repr(row).encode("utf-8"), digest_size=16).digest()
         self.rows += 1
         self.digest = (self.digest + int.from_bytes(h, "big")) % (1 << 128)
 
