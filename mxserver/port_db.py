@@ -18,7 +18,8 @@ What it does, in order (the SQL is in :mod:`mxserver.storage.port_db`):
    progress (the last key copied) in a bookkeeping table on the target, so an interruption
    (Ctrl-C, a crash, a lost connection) loses at most the batch in flight and leaves none
    of it; running the same command again continues from there. The bookkeeping tables are
-   dropped when the port has been verified.
+   dropped when the port has been verified. (If a server ran on the SQLite database between
+   the two runs, the verification finds the difference: port again into an empty database.)
 5. Moves every sequence past the copied values (see the store's docstring for how the
    server allocates IDs: from the copied rows themselves), and ANALYZEs the target.
 6. Verifies: row count and a checksum per table, computed alike on both sides over values

@@ -24,12 +24,14 @@ past the copied values, so a later migration that adds one is ported right too.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 
@@ -226,7 +228,8 @@ class Source:
         """Open ``path`` and take its exclusive lock, or raise :class:`PortError` if anything has
         the database open (a running server keeps connections open all the time)."""
         try:
-            conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=1.0, isolation_level=None)
+            # mode=rw: never create an empty database where the server's should be
+            conn = sqlite3.connect(f"file:{quote(path)}?mode=rw", uri=True, timeout=1.0, isolation_level=None)
         except sqlite3.OperationalError as e:
             raise PortError(f"cannot open the SQLite database {path}: {e}") from None
         try:
@@ -478,7 +481,10 @@ class Target:
                 before_commit()
             self.conn.commit()
         except BaseException:
-            self.conn.rollback()
+            # Ctrl-C may land in the middle of COPY: the connection may be unusable, and then
+            # closing it (the caller does) discards the transaction all the same.
+            with contextlib.suppress(Exception):
+                self.conn.rollback()
             raise
 
     def fix_sequences(self) -> list[tuple[str, str, int]]:
