@@ -6,8 +6,9 @@ every value is converted by a rule for its Postgres column type (:func:`converte
 table whose shape differs between the backends, the full-text index ``event_search``, is
 mapped by :data:`_RENAMED` and the ``tsvector`` rule.
 
-The source is opened with SQLite's exclusive lock (:meth:`Source.open`): in WAL mode every
-open connection of a running server holds a shared lock on the file, so the lock is refused
+The source is opened with SQLite's exclusive lock (:meth:`Source.open`): in WAL mode (the
+SQLite backend always puts the server's database in WAL mode) every open connection of a
+running server holds a shared lock on the file, even when idle, so the lock is refused
 while a server (or anything else) has the database open, and once taken it keeps every other
 connection out until the port ends: nothing changes the source while it is copied.
 
