@@ -116,7 +116,7 @@ synadm-check: install
 	MXSERVER_PYTHON=$(abspath $(BIN))/python bash contrib/synadm_check/run
 
 lint:
-	$(BIN)/ruff check mxserver modules tests twisted
+	$(BIN)/ruff check mxserver mxserver_modules tests twisted
 
 typecheck:
 	$(BIN)/mypy

@@ -4,6 +4,8 @@
 - ``register-user --config FILE USER [--password P] [--admin]``: create an account in the server's database.
 - ``check-config --config FILE``: load and validate a config.
 - ``purge-remote-media --config FILE --days N``: drop cached remote media not accessed for N days.
+- ``port-db --config FILE --to-dsn postgresql://...``: copy the server's SQLite database into an
+  empty Postgres database, verify it, and print the config change (see :mod:`mxserver.port_db`).
 """
 
 from __future__ import annotations
@@ -107,6 +109,44 @@ def cmd_purge_remote_media(args: argparse.Namespace) -> None:
     task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
 
 
+def cmd_port_db(args: argparse.Namespace) -> None:
+    from mxserver.port_db import PortInterrupted, config_block, port, render_checks, verify
+    from mxserver.storage.port_db import PortError
+
+    config = _load(args.config)
+    if config.database.backend != "sqlite":
+        sys.exit(f"mxserver: the config's database is {config.database.backend!r}, not sqlite: nothing to port")
+    try:
+        if args.verify_only:
+            checks = verify(config.sqlite_path, args.to_dsn, progress=sys.stderr)
+            print(render_checks(checks))
+            if not all(c.ok for c in checks):
+                sys.exit("mxserver: the Postgres database differs from the SQLite database")
+            return
+        print(f"porting {config.sqlite_path} to Postgres", flush=True)
+        result = port(config.sqlite_path, args.to_dsn, batch_size=args.batch_size, progress=sys.stderr)
+    except PortError as e:
+        sys.exit(f"mxserver: port-db: {e}")
+    except (KeyboardInterrupt, PortInterrupted):
+        print("\ninterrupted: run the same command again to continue where it stopped", file=sys.stderr)
+        raise SystemExit(130) from None
+    print(render_checks(result.checks))
+    for table, column, value in result.sequences:
+        print(f"sequence of {table}.{column}: next value {value}")
+    rate = result.rows_copied / result.seconds if result.seconds else 0.0
+    print(f"{result.rows_copied} rows copied in {result.seconds:.1f} s ({rate:,.0f} rows/s, verification included)")
+    if not result.ok:
+        sys.exit(
+            "mxserver: verification failed: the Postgres database differs from the SQLite database (tables marked "
+            "MISMATCH); do not use it: drop it and port again into an empty database"
+        )
+    print(
+        "\nDone. In the config, replace the database section with:\n\n"
+        + config_block(args.to_dsn, config.database.pool_size)
+        + "\nMedia files and the signing key stay where they are (data_dir). Keep the SQLite file as a backup."
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mxserver", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -131,6 +171,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", "-c", help="the server's config (default: the embedded defaults)")
     p.add_argument("--days", "-d", type=int, required=True, help="remove what was not accessed for this many days")
     p.set_defaults(func=cmd_purge_remote_media)
+
+    p = sub.add_parser("port-db", help="copy the server's SQLite database into an empty Postgres database")
+    p.add_argument("--config", "-c", help="the server's config (default: the embedded defaults)")
+    p.add_argument("--to-dsn", required=True, help="the empty Postgres database, e.g. postgresql://user@host/db")
+    p.add_argument("--batch-size", type=int, default=10_000, help="rows per batch (one transaction each)")
+    p.add_argument("--verify-only", action="store_true", help="only compare an already ported database with its source")
+    p.set_defaults(func=cmd_port_db)
 
     args = parser.parse_args(argv)
     args.func(args)

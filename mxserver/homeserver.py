@@ -1255,6 +1255,7 @@ class Homeserver(service.MultiService):
             root,
             max_json_body=self.config.limits.max_request_size,
             max_upload_body=self.config.media.max_upload_size,
+            x_forwarded=listener.x_forwarded,
             reactor=self.reactor,
         )
         host = listener.host.replace(":", "\\:")

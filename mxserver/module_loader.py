@@ -1,6 +1,6 @@
 """Finding and constructing pluggable modules through entry points.
 
-The core never imports ``modules/``: even the first-party defaults are found
+The core never imports ``mxserver_modules``: even the first-party defaults are found
 here, by entry-point group and name, exactly as a third party's would be.
 """
 

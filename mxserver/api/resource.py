@@ -9,6 +9,7 @@ the request's full raw path, not on what is left after traversal.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from twisted.web import resource, server
 from mxserver import metrics
 from mxserver.api.http import MAX_TRANSACTION_BODY, render_error
 from mxserver.errors import too_large, unrecognized
+from mxserver.request_info import client_ip
 
 log = Logger(namespace="mxserver.access")
 
@@ -90,7 +92,7 @@ def _finished(result: Any, request: server.Request, start: float) -> None:
     metrics.REQUEST_SECONDS.labels(endpoint).observe(elapsed)
     log.info(
         "{client} {method} {path} {status} {ms:.1f}ms",
-        client=getattr(request.getClientAddress(), "host", "-"),
+        client=client_ip(request),
         method=request.method.decode("ascii", "replace"),
         path=request.path.decode("ascii", "replace"),
         status=status,
@@ -109,9 +111,19 @@ class MatrixRequest(server.Request):
     max_json_body = 1024 * 1024
     max_upload_body = 50 * 1024 * 1024
     max_transaction_body = MAX_TRANSACTION_BODY
+    #: the listener is behind a reverse proxy (``x_forwarded: true``): believe X-Forwarded-For
+    trust_forwarded = False
 
     mx_too_large = False
     _mx_received = 0
+    #: the client's address as the reverse proxy saw it (None: use the peer's)
+    mx_forwarded_for: str | None = None
+
+    def process(self) -> None:
+        if self.trust_forwarded:
+            raw = self.getHeader(b"x-forwarded-for")
+            self.mx_forwarded_for = forwarded_client(raw.decode("latin-1") if raw is not None else None)
+        super().process()
 
     def _limit(self) -> int:
         path = getattr(self.channel, "_path", b"") or b""
@@ -140,15 +152,30 @@ class MatrixRequest(server.Request):
         super().handleContentChunk(data)
 
 
+def forwarded_client(header: str | None) -> str | None:
+    """The client address in an X-Forwarded-For header: its last entry, the one our reverse
+    proxy added (entries before it come from the client and prove nothing); None if it is
+    missing or not an IP address."""
+    if not header:
+        return None
+    last = header.rsplit(",", 1)[-1].strip()
+    try:
+        return str(ipaddress.ip_address(last))
+    except ValueError:
+        return None
+
+
 class MatrixSite(server.Site):
     """A Site for a listener: our request class, our access log (not Twisted's)."""
 
-    def __init__(self, root: resource.Resource, max_json_body: int, max_upload_body: int, **kwargs: Any) -> None:
+    def __init__(
+        self, root: resource.Resource, max_json_body: int, max_upload_body: int, x_forwarded: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(root, **kwargs)
         self.requestFactory = type(  # type: ignore[assignment]
             "BoundMatrixRequest",
             (MatrixRequest,),
-            {"max_json_body": max_json_body, "max_upload_body": max_upload_body},
+            {"max_json_body": max_json_body, "max_upload_body": max_upload_body, "trust_forwarded": x_forwarded},
         )
         self.displayTracebacks = False
 

@@ -100,6 +100,12 @@ class _TsVector:
     score_takes_query = True
 
 
+def tsvector_document(words: Sequence[str]) -> str:
+    """The ``tsvector`` literal the Postgres index stores for an event's words (port-db turns
+    SQLite's index rows into Postgres's with it)."""
+    return _TsVector.document(words)
+
+
 def _quote(word: str) -> str:
     """A lexeme quoted for tsvector/tsquery input (words never hold quotes, but be exact)."""
     return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"

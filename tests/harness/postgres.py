@@ -95,6 +95,12 @@ class _Cluster:
         self._admin(f"CREATE DATABASE {name} TEMPLATE mx_template")
         return self.dsn(name)
 
+    def new_empty_database(self) -> str:
+        """A database with no tables at all (not even mxserver's schema)."""
+        name = f"mx_empty_{os.getpid()}_{next(_counter)}"
+        self._admin(f"CREATE DATABASE {name} TEMPLATE template0")
+        return self.dsn(name)
+
     def drop_database(self, dsn: str) -> None:
         name = dsn.split("@/", 1)[1].split("?")[0]
         self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

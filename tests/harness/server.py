@@ -73,10 +73,12 @@ class HomeserverTestCase(ClientHttp, unittest.TestCase):
     config_overrides: dict[str, Any] = {}
     #: pass a task.Clock to the Homeserver (self.clock) instead of the reactor's time
     use_fake_clock = False
+    #: False for tests whose server must run on SQLite (port-db's source): no Postgres twin
+    postgres_twin = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.backend == "sqlite" and not cls.__name__.endswith("Postgres"):
+        if cls.backend == "sqlite" and cls.postgres_twin and not cls.__name__.endswith("Postgres"):
             twin = type(cls.__name__ + "Postgres", (cls,), {"backend": "postgres", "__module__": cls.__module__})
             setattr(sys.modules[cls.__module__], twin.__name__, twin)
 
