@@ -24,6 +24,37 @@ class SendTests(HomeserverTestCase):
         self.assertEqual(ev["room_id"], room)
         self.assertEqual(ev["unsigned"].get("transaction_id"), "txn1")
 
+    async def test_transaction_id_after_a_restart(self) -> None:
+        # client-server-api §Transaction identifiers: the sending device sees its transaction ID,
+        # also once the event is read back from the database (no event cache after a restart).
+        alice = await self.register("alice")
+        code, login = await self.post(
+            f"{C}/login",
+            {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": alice.password},
+        )
+        self.assertEqual(code, 200, login)
+        room = await self.create_room(alice, preset="public_chat")
+        sent = {}
+        for txn in ("t1", "t2"):
+            code, body = await self.put(f"{C}/rooms/{q(room)}/send/m.room.message/{txn}", {"body": txn}, alice)
+            self.assertEqual(code, 200, body)
+            sent[body["event_id"]] = txn
+        # the same ID on another endpoint (stored scoped): the client still sees its own ID
+        code, body = await self.put(f"{C}/rooms/{q(room)}/state/m.room.topic/", {"topic": "x"}, alice)
+        code, body = await self.put(f"{C}/rooms/{q(room)}/redact/{q(next(iter(sent)))}/t2", {}, alice)
+        self.assertEqual(code, 200, body)
+        sent[body["event_id"]] = "t2"
+        await self.restart()
+
+        async def txn_ids(token: str) -> dict[str, str | None]:
+            code, sync = await self.get(f"{C}/sync", token)
+            self.assertEqual(code, 200, sync)
+            timeline = sync["rooms"]["join"][room]["timeline"]["events"]
+            return {e["event_id"]: e.get("unsigned", {}).get("transaction_id") for e in timeline if e["event_id"] in sent}
+
+        self.assertEqual(await txn_ids(alice.access_token), sent)
+        self.assertEqual(await txn_ids(login["access_token"]), dict.fromkeys(sent))
+
     async def test_txn_idempotent_over_http(self) -> None:
         alice = await self.register("alice")
         room = await self.create_room(alice, preset="public_chat")

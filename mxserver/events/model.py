@@ -15,6 +15,14 @@ import attrs
 
 from mxserver.events.versions import EventFormat, RedactionRules, RoomVersion
 
+#: between a reused transaction ID and the endpoint that scopes it (see the messages handler)
+TXN_SCOPE_SEPARATOR = "\x1f"
+
+
+def client_txn_id(stored: str) -> str:
+    """The transaction ID the client sent, of the key an event's transaction is stored under."""
+    return stored.split(TXN_SCOPE_SEPARATOR, 1)[0]
+
 
 @attrs.define
 class EventMetadata:

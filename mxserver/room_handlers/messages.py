@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from mxserver.accounts.auth import Requester
 from mxserver.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
-from mxserver.events.model import Event
+from mxserver.events.model import TXN_SCOPE_SEPARATOR, Event
 from mxserver.events.relations import THREAD, relation_of
 from mxserver.events.versions import RedactionRules
 from mxserver.ids import is_valid_event_id
@@ -30,7 +30,6 @@ from mxserver.storage.events import EventStore, RoomRecord
 
 #: longest transaction ID accepted (it is stored with the event)
 MAX_TXN_ID_LENGTH = 255
-_SCOPE_SEPARATOR = "\x1f"
 
 
 class RateLimit(Protocol):
@@ -78,7 +77,7 @@ class MessageHandler:
             room_id,
             spec,
             txn_id,
-            f"send{_SCOPE_SEPARATOR}{event_type}",
+            f"send{TXN_SCOPE_SEPARATOR}{event_type}",
             lambda ev: ev.room_id == room_id and ev.type == event_type,
         )
         return event.event_id
@@ -127,7 +126,7 @@ class MessageHandler:
             room_id,
             spec,
             txn_id,
-            f"redact{_SCOPE_SEPARATOR}{event_id}",
+            f"redact{TXN_SCOPE_SEPARATOR}{event_id}",
             lambda ev: ev.room_id == room_id and ev.type == "m.room.redaction" and ev.redacts == event_id,
         )
         return event.event_id
@@ -186,7 +185,7 @@ class MessageHandler:
         if same_request(event):
             return event
         # The ID was first used on another endpoint: this is a different request.
-        scoped = _SCOPE_SEPARATOR.join((txn_id, room_id, endpoint))
+        scoped = TXN_SCOPE_SEPARATOR.join((txn_id, room_id, endpoint))
         event = await self.room_server.send(room_id, spec, txn_key=(requester.user_id, device, scoped))
         if event.metadata.txn_id == scoped:
             event.metadata.txn_id = txn_id

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred
 
-from mxserver.events.model import Event, EventMetadata
+from mxserver.events.model import Event, EventMetadata, client_txn_id
 from mxserver.events.versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from mxserver.storage.database import Database, Txn
 from mxserver.storage.relations import relation_redacted_txn, write_relation_txn
@@ -181,7 +181,7 @@ class EventStore:
 
     _EVENT_COLUMNS = (
         "e.event_id, e.json, e.room_nid, e.stream_ordering, e.rejected_reason, e.soft_failed, e.outlier,"
-        " e.redacted_by, e.replaces_state, e.state_before, e.state_after"
+        " e.redacted_by, e.replaces_state, e.state_before, e.state_after, e.txn_id, e.txn_device"
     )
 
     def timeline_event_ids_after(self, position: int, upto: int, limit: int) -> Deferred[list[str]]:
@@ -240,7 +240,8 @@ class EventStore:
         return rows
 
     async def _event_from_row(self, row: Sequence[Any]) -> Event:
-        event_id, raw, room_nid, stream, rejected, soft_failed, outlier, redacted_by, replaces, before, after = row[:11]
+        (event_id, raw, room_nid, stream, rejected, soft_failed, outlier, redacted_by, replaces, before, after, txn_id,
+         txn_device) = row[:13]
         room = await self.get_room_by_nid(room_nid)
         assert room is not None, f"event {event_id} in unknown room {room_nid}"
         meta = EventMetadata(
@@ -252,6 +253,8 @@ class EventStore:
             replaces_state=replaces,
             state_before=before,
             state_after=after,
+            txn_id=client_txn_id(txn_id) if txn_id is not None else None,
+            device_id=txn_device,
         )
         ev = Event(json.loads(raw), room.room_version, event_id=event_id, metadata=meta)
         self._cache_event(ev)
@@ -364,7 +367,8 @@ class EventStore:
             txn.execute(
                 "INSERT INTO events (event_nid, event_id, room_nid, stream_ordering, depth, type, state_key, sender,"
                 " origin_server_ts, state_before, state_after, replaces_state, outlier, soft_failed, rejected_reason,"
-                " current_state_after, json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " current_state_after, json, txn_id, txn_device)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     item.event_nid,
                     ev.event_id,
@@ -383,6 +387,8 @@ class EventStore:
                     meta.rejected_reason,
                     item.current_state_after,
                     encode_pdu(ev),
+                    item.txn_key[2] if item.txn_key is not None else None,
+                    item.txn_key[1] if item.txn_key is not None else None,
                 ),
             )
             txn.executemany(
