@@ -1027,11 +1027,12 @@ class Homeserver(service.MultiService):
 
     def _admin_servlets(self) -> list[Any]:
         """The server admin API (``/_synapse/admin``, ``/_mxserver/admin``): admins only."""
-        from mxserver.api.admin import AdminGate
+        from mxserver.api.admin import AdminGate, server_version
 
         gate = AdminGate(self.auth, self.accounts)
-        del gate  # each admin servlet takes the gate; none is mounted yet
-        return []
+        return [
+            server_version.ServerVersionServlet(gate),
+        ]
 
     def _build_apps(self) -> dict[str, Any]:
         return {api: build_app(self.servlets(api)).resource() for api in ("client", "federation", "media")}
