@@ -1027,11 +1027,28 @@ class Homeserver(service.MultiService):
 
     def _admin_servlets(self) -> list[Any]:
         """The server admin API (``/_synapse/admin``, ``/_mxserver/admin``): admins only."""
-        from mxserver.api.admin import AdminGate, server_version
+        from mxserver.admin.users import AdminUsers
+        from mxserver.api.admin import AdminGate, server_version, users
 
         gate = AdminGate(self.auth, self.accounts)
+        admin_users = AdminUsers(
+            self.server_name,
+            self.accounts,
+            registrar=self.registrar,
+            account=self.account,
+            devices=self.devices,
+            profiles=self.profiles,
+            members=self.room_members,
+            auth=self.auth,
+            passwords=self.passwords,
+            password_config=self.config.password,
+            erasure=self.erased_users,
+            password_login="m.login.password" in self.login_flows,
+            clock=self.clock,
+        )
         return [
             server_version.ServerVersionServlet(gate),
+            users.AdminUsersServlet(gate, admin_users),
         ]
 
     def _build_apps(self) -> dict[str, Any]:
