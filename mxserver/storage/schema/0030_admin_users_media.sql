@@ -3,3 +3,16 @@
 -- An access token may expire: the admin API's "login as a user" takes valid_until_ms.
 -- NULL: it does not expire (every other token).
 ALTER TABLE access_tokens ADD COLUMN expires_ts {BIGINT};
+
+-- Registration tokens made through the admin API (m.login.registration_token; the token of the
+-- config file, registration.registration_token, is not stored). pending: uses begun (a UIA
+-- session passed the stage) and not finished; completed: registrations done with it. A token is
+-- valid while pending + completed < uses_allowed (NULL: unlimited) and expiry_time (ms; NULL:
+-- never) has not passed.
+CREATE TABLE registration_tokens (
+    token TEXT PRIMARY KEY,
+    uses_allowed INTEGER,
+    pending INTEGER NOT NULL DEFAULT 0,
+    completed INTEGER NOT NULL DEFAULT 0,
+    expiry_time {BIGINT}
+);
