@@ -1036,8 +1036,9 @@ class Homeserver(service.MultiService):
 
     def _admin_servlets(self) -> list[Any]:
         """The server admin API (``/_synapse/admin``, ``/_mxserver/admin``): admins only."""
+        from mxserver.admin.media import AdminMedia
         from mxserver.admin.users import AdminUsers
-        from mxserver.api.admin import AdminGate, registration_tokens, server_version, users
+        from mxserver.api.admin import AdminGate, media, registration_tokens, server_version, users
 
         gate = AdminGate(self.auth, self.accounts)
         admin_users = AdminUsers(
@@ -1059,6 +1060,7 @@ class Homeserver(service.MultiService):
             server_version.ServerVersionServlet(gate),
             users.AdminUsersServlet(gate, admin_users),
             registration_tokens.RegistrationTokensServlet(gate, self.registration_tokens),
+            media.AdminMediaServlet(gate, AdminMedia(self.server_name, self.media_repository, admin_users)),
         ]
 
     def _build_apps(self) -> dict[str, Any]:

@@ -146,7 +146,8 @@ class AdminUsers:
             raise MatrixError(400, "M_UNKNOWN", "Can only manage local users")
         return user_id
 
-    async def _existing(self, user_id: str) -> UserDetails:
+    async def existing(self, user_id: str) -> UserDetails:
+        """The local user ``user_id``: 400 for another server's or a malformed ID, 404 if unknown."""
         self.check_local(user_id)
         user = await self._store.get_user_details(user_id)
         if user is None:
@@ -175,7 +176,7 @@ class AdminUsers:
 
     async def get_user(self, user_id: str) -> dict[str, Any]:
         """``GET /v2/users/{userId}``."""
-        user = await self._existing(user_id)
+        user = await self.existing(user_id)
         return {
             **user_json(user),
             # mxserver binds no third-party IDs and has no SSO: always empty
@@ -246,13 +247,13 @@ class AdminUsers:
 
     async def deactivate(self, user_id: str, erase: bool) -> dict[str, Any]:
         """``POST /v1/deactivate/{userId}``: as the account's owner deactivating it, without UIA."""
-        await self._existing(user_id)
+        await self.existing(user_id)
         await self._account.deactivate_user(user_id, erase)
         return {"id_server_unbind_result": "success"}
 
     async def reset_password(self, user_id: str, new_password: str, logout_devices: bool) -> None:
         """``POST /v1/reset_password/{userId}``: with ``logout_devices`` every device goes."""
-        await self._existing(user_id)
+        await self.existing(user_id)
         await self._account.set_password(user_id, new_password, logout_devices)
 
     async def whois(self, requester: Requester, user_id: str) -> dict[str, Any]:
@@ -262,7 +263,7 @@ class AdminUsers:
 
     async def joined_rooms(self, user_id: str) -> dict[str, Any]:
         """``GET /v1/users/{userId}/joined_rooms``."""
-        await self._existing(user_id)
+        await self.existing(user_id)
         rooms = sorted(await self._members.rooms_for_user(user_id))
         return {"joined_rooms": rooms, "total": len(rooms)}
 
@@ -270,7 +271,7 @@ class AdminUsers:
         """``POST /v1/users/{userId}/login``: a new access token for the user, on no device (it does
         not show in their device list). Not for the admin themself (Synapse's documented rule);
         ``valid_until_ms`` (in the future) makes it expire."""
-        user = await self._existing(user_id)
+        user = await self.existing(user_id)
         if user_id == requester.user_id:
             raise MatrixError(400, "M_UNKNOWN", "Cannot use the admin API to log in as yourself")
         if user.deactivated:
@@ -285,19 +286,19 @@ class AdminUsers:
     # -- devices --------------------------------------------------------------------------
 
     async def list_devices(self, user_id: str) -> dict[str, Any]:
-        await self._existing(user_id)
+        await self.existing(user_id)
         devices = await self._devices.devices_of(user_id)
         return {"devices": [device_json(d) for d in devices], "total": len(devices)}
 
     async def get_device(self, user_id: str, device_id: str) -> dict[str, Any]:
-        await self._existing(user_id)
+        await self.existing(user_id)
         return device_json(await self._devices.device_of(user_id, device_id))
 
     async def rename_device(self, user_id: str, device_id: str, display_name: str | None) -> None:
-        await self._existing(user_id)
+        await self.existing(user_id)
         await self._devices.rename_device(user_id, device_id, display_name)
 
     async def delete_devices(self, user_id: str, device_ids: list[str]) -> None:
         """Remove the user's devices and their tokens (IDs they do not have are ignored)."""
-        await self._existing(user_id)
+        await self.existing(user_id)
         await self._devices.remove_devices(user_id, device_ids)

@@ -16,3 +16,13 @@ CREATE TABLE registration_tokens (
     completed INTEGER NOT NULL DEFAULT 0,
     expiry_time {BIGINT}
 );
+
+-- Quarantined media (the admin API): served to nobody (404), its bytes kept. quarantined_by is
+-- the admin who quarantined it (NULL: not quarantined). Local media marked safe_from_quarantine
+-- is skipped when a user's or room's media is quarantined in bulk, and by deletions by date.
+-- last_access_ts: when local media was last downloaded (coarse; NULL: never), for deletions by
+-- date ("last used before").
+ALTER TABLE local_media ADD COLUMN quarantined_by TEXT;
+ALTER TABLE local_media ADD COLUMN safe_from_quarantine BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE local_media ADD COLUMN last_access_ts {BIGINT};
+ALTER TABLE remote_media ADD COLUMN quarantined_by TEXT;
