@@ -105,7 +105,7 @@ class UserMediaTests(MediaAdminTestCase):
 
     async def test_bad_input(self) -> None:
         path = f"{ADMIN}/v1/users/{q(self.alice.user_id)}/media"
-        for query in ("?from=-1", "?limit=x", "?order_by=size", "?dir=x"):
+        for query in ("?from=-1", "?limit=x", "?limit=0", "?order_by=size", "?dir=x"):
             self.assertMatrixError(await self.get(f"{path}{query}", self.admin), 400, "M_INVALID_PARAM")
             self.assertMatrixError(await self.delete(f"{path}{query}", None, self.admin), 400, "M_INVALID_PARAM")
         self.assertMatrixError(await self.get(f"{ADMIN}/v1/users/{q('@ghost:test')}/media", self.admin),

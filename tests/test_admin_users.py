@@ -128,7 +128,7 @@ class ListUsersTests(AdminTestCase):
         self.assertEqual(len((await self.list("?order_by=last_seen_ts"))["users"]), 3)
 
     async def test_bad_input(self) -> None:
-        for query in ("?from=-1", "?limit=-1", "?from=x", "?order_by=password", "?dir=up", "?guests=maybe",
+        for query in ("?from=-1", "?limit=-1", "?limit=0", "?from=x", "?order_by=password", "?dir=up", "?guests=maybe",
                       "?admins=2", f"?name={'x' * 300}"):
             self.assertMatrixError(await self.get(f"{ADMIN}/v2/users{query}", self.admin), 400, "M_INVALID_PARAM")
 
@@ -152,8 +152,9 @@ class UserAccountTests(AdminTestCase):
 
     async def test_unknown_remote_and_malformed_users(self) -> None:
         self.assertMatrixError(await self.get(f"{ADMIN}/v2/users/{q('@nobody:test')}", self.admin), 404, "M_NOT_FOUND")
-        self.assertMatrixError(await self.get(f"{ADMIN}/v2/users/{q('@bob:elsewhere.example')}", self.admin),
-                               400, "M_UNKNOWN")
+        code, body = await self.get(f"{ADMIN}/v2/users/{q('@bob:elsewhere.example')}", self.admin)
+        self.assertMatrixError((code, body), 400, "M_UNKNOWN")
+        self.assertEqual(body["error"], "Can only look up local users")
         self.assertMatrixError(await self.get(f"{ADMIN}/v2/users/not-a-user-id", self.admin), 400, "M_INVALID_PARAM")
         self.assertMatrixError(
             await self.put(f"{ADMIN}/v2/users/{q('@bob:elsewhere.example')}", {"password": "pw"}, self.admin),

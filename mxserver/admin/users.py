@@ -1,8 +1,9 @@
 """Managing local users as a server admin (Synapse's user admin API shapes).
 
 Only this server's users are managed: another server's user ID is refused with 400
-(``M_UNKNOWN``, "Can only manage local users", as Synapse answers), a malformed one with
-400 ``M_INVALID_PARAM``, an unknown local one with 404 ``M_NOT_FOUND``.
+``M_UNKNOWN`` "Can only look up local users" (Synapse's answer, whose message admin tools look
+for), a malformed one with 400 ``M_INVALID_PARAM``, an unknown local one with 404 ``M_NOT_FOUND``
+"User not found".
 
 Nothing here has its own way of changing an account: passwords, deactivation and erasure go
 through :class:`~mxserver.accounts.account.AccountHandler`, devices through
@@ -143,7 +144,7 @@ class AdminUsers:
         """``user_id`` if it is a well-formed ID of this server's; else 400."""
         check_user_id(user_id)
         if server_of_user(user_id) != self._server_name:
-            raise MatrixError(400, "M_UNKNOWN", "Can only manage local users")
+            raise MatrixError(400, "M_UNKNOWN", "Can only look up local users")
         return user_id
 
     async def existing(self, user_id: str) -> UserDetails:

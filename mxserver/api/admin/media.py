@@ -27,7 +27,7 @@ def _page(request: IRequest) -> MediaPage:
         raise invalid_param("Query parameter 'dir' must be 'f' or 'b'")
     return MediaPage(
         offset=query_int(request, "from", 0, minimum=0),
-        limit=query_int(request, "limit", 100, minimum=0, maximum=1000),
+        limit=query_int(request, "limit", 100, minimum=1, maximum=1000),
         order_by=order_by or "created_ts",
         backwards=direction == "b" if (order_by or direction) else True,
     )

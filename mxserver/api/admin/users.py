@@ -71,7 +71,7 @@ class AdminUsersServlet:
             raise invalid_param(f"Query parameter 'order_by' must be one of {', '.join(sorted(USER_ORDERS))}")
         query = UserListQuery(
             offset=query_int(request, "from", 0, minimum=0),
-            limit=query_int(request, "limit", 100, minimum=0, maximum=1000),
+            limit=query_int(request, "limit", 100, minimum=1, maximum=1000),
             user_id=_filter(request, "user_id"),
             name=_filter(request, "name"),
             guests=query_bool(request, "guests", True),
