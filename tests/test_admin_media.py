@@ -142,6 +142,8 @@ class QuarantineTests(MediaAdminTestCase):
         code, body = await self.post(f"{ADMIN}/v1/media/unquarantine/test/{image}", {}, self.admin)
         self.assertEqual((code, body), (200, {}))
         self.assertEqual(await self.download(image), 200)
+        self.assertEqual([(admin, action, details["media_id"]) for admin, action, details in self.audited],
+                         [("@root:test", "quarantine_media", image), ("@root:test", "unquarantine_media", image)])
         self.assertEqual((await self.thumbnail(image))[0], 200)
 
     async def test_quarantine_cached_remote_media(self) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.logger import globalLogPublisher
+
 import mxserver
 from tests.harness import HomeserverTestCase, TestUser, q
 
@@ -16,6 +18,16 @@ class AdminTestCase(HomeserverTestCase):
 
     async def _set_up(self) -> None:
         await super()._set_up()
+        #: the admin audit trail's entries: (admin, action, details)
+        self.audited: list[tuple[str, str, dict[str, Any]]] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_namespace") == "mxserver.admin.audit":
+                details = {k[len("admin_"):]: v for k, v in event.items() if k.startswith("admin_")}
+                self.audited.append((event["admin"], event["action"], details))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
         self.admin = await self.register("root")
         await self.hs.accounts.set_admin(self.admin.user_id, True)
         self.alice = await self.register("alice")
@@ -29,6 +41,27 @@ class AdminTestCase(HomeserverTestCase):
         login = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user.user_id},
                  "password": password}
         return await self.post("/_matrix/client/v3/login", login)
+
+
+class AuditTests(AdminTestCase):
+    async def test_changes_are_audited_with_the_admin(self) -> None:
+        await self.put(f"{ADMIN}/v2/users/{q('@bob:test')}", {"password": "pw", "admin": False}, self.admin)
+        await self.post(f"{ADMIN}/v1/reset_password/{q(self.alice.user_id)}", {"new_password": "x"}, self.admin)
+        await self.post(f"{ADMIN}/v1/deactivate/{q(self.alice.user_id)}", {"erase": True}, self.admin)
+        await self.get(f"{ADMIN}/v2/users", self.admin)  # reading is not audited
+        self.assertEqual(
+            self.audited,
+            [
+                ("@root:test", "create_user", {"user_id": "@bob:test", "fields": ["admin", "password"]}),
+                ("@root:test", "reset_password", {"user_id": "@alice:test", "logout_devices": True}),
+                ("@root:test", "deactivate_user", {"user_id": "@alice:test", "erase": True}),
+            ],
+        )
+
+    async def test_refused_requests_are_not_audited(self) -> None:
+        await self.post(f"{ADMIN}/v1/deactivate/{q(self.admin.user_id)}", {}, self.alice)
+        await self.post(f"{ADMIN}/v1/deactivate/{q('@ghost:test')}", {}, self.admin)
+        self.assertEqual(self.audited, [])
 
 
 class ServerVersionTests(AdminTestCase):
