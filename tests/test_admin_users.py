@@ -462,6 +462,24 @@ class UserDevicesTests(AdminTestCase):
         self.assertMatrixError(await self.get(f"{ADMIN}/v2/users/{q('@ghost:test')}/devices", self.admin),
                                404, "M_NOT_FOUND")
 
+    async def test_add_device(self) -> None:
+        path = f"{ADMIN}/v2/users/{q(self.alice.user_id)}/devices"
+        self.assertEqual(await self.post(path, {"device_id": "NEWDEVICE"}, self.admin), (200, {}))
+        code, devices = await self.get("/_matrix/client/v3/devices", self.alice)
+        self.assertEqual(sorted(d["device_id"] for d in devices["devices"]), sorted([self.alice.device_id, "NEWDEVICE"]))
+        # an existing device is left as it is
+        await self.put(f"{path}/NEWDEVICE", {"display_name": "Named"}, self.admin)
+        self.assertEqual(await self.post(path, {"device_id": "NEWDEVICE"}, self.admin), (200, {}))
+        self.assertEqual((await self.get(f"{path}/NEWDEVICE", self.admin))[1]["display_name"], "Named")
+        self.assertMatrixError(await self.post(path, {}, self.admin), 400, "M_MISSING_PARAM")
+        self.assertMatrixError(await self.post(path, {"device_id": 5}, self.admin), 400, "M_BAD_JSON")
+        self.assertMatrixError(await self.post(path, {"device_id": ""}, self.admin), 400, "M_INVALID_PARAM")
+        self.assertMatrixError(await self.post(path, {"device_id": "x" * 300}, self.admin), 400, "M_INVALID_PARAM")
+        self.assertMatrixError(await self.post(f"{ADMIN}/v2/users/{q('@ghost:test')}/devices", {"device_id": "D"},
+                                               self.admin), 404, "M_NOT_FOUND")
+        await self.assert_admin_only("POST", path, {"device_id": "OTHER"})
+        self.assertMatrixError(await self.get(f"{path}/OTHER", self.admin), 404, "M_NOT_FOUND")
+
     async def test_rename(self) -> None:
         path = f"{ADMIN}/v2/users/{uq(self.alice)}/devices/{self.alice.device_id}"
         self.assertEqual(await self.put(path, {"display_name": "Phone"}, self.admin), (200, {}))

@@ -149,15 +149,22 @@ class DeviceHandler:
     async def put_appservice_device(self, requester: Requester, device_id: str, display_name: str | None) -> bool:
         """``PUT /devices/{deviceId}`` by an application service (MSC4190, spec v1.17 §Device
         management): the device is created if the user has none of that ID. Whether it was."""
+        if not await self.add_device(requester.user_id, device_id, display_name):
+            await self.update_device(requester, device_id, display_name)
+            return False
+        return True
+
+    async def add_device(self, user_id: str, device_id: str, display_name: str | None) -> bool:
+        """Create a device without a token for the user (an application service's, or by a server
+        admin); False if the user has one of that ID already (left as it is)."""
         if len(device_id) > MAX_DEVICE_ID_LENGTH or not device_id:
             raise MatrixError(400, "M_INVALID_PARAM", "Invalid device ID")
         outcome = await self._store.create_device_and_token(
-            requester.user_id, device_id, display_name, None, self._now_ms(), new_only=True
+            user_id, device_id, display_name, None, self._now_ms(), new_only=True
         )
         if outcome is None:
-            await self.update_device(requester, device_id, display_name)
             return False
-        await self._hooks.device_changed(requester.user_id, device_id)
+        await self._hooks.device_changed(user_id, device_id)
         return True
 
     async def delete_devices(self, requester: Requester, device_ids: list[str], uia: UIARequest) -> None:

@@ -22,13 +22,10 @@ import secrets
 import string
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
 from mxserver.config import RegistrationConfig
 from mxserver.errors import MatrixError, invalid_param, not_found
 from mxserver.storage.registration_tokens import RegistrationToken, RegistrationTokenStore
-
-log = Logger()
 
 #: what a token may consist of (Synapse's documented rule, also the spec's)
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~-]{1,64}")
@@ -105,7 +102,7 @@ class RegistrationTokens:
         assert self._store is not None, "the admin API is built with a store"
         return self._store
 
-    async def list(self, valid: bool | None) -> list[RegistrationToken]:
+    async def list_tokens(self, valid: bool | None) -> list[RegistrationToken]:
         return await self._admin_store().list(valid, self._now_ms())
 
     async def get(self, token: str) -> RegistrationToken:

@@ -295,6 +295,11 @@ class AdminUsers:
         await self.existing(user_id)
         return device_json(await self._devices.device_of(user_id, device_id))
 
+    async def add_device(self, user_id: str, device_id: str) -> None:
+        """``POST /v2/users/{userId}/devices``: a new device (no token); nothing if it exists."""
+        await self.existing(user_id)
+        await self._devices.add_device(user_id, device_id, None)
+
     async def rename_device(self, user_id: str, device_id: str, display_name: str | None) -> None:
         await self.existing(user_id)
         await self._devices.rename_device(user_id, device_id, display_name)

@@ -33,7 +33,7 @@ class RegistrationTokensServlet:
     async def list_tokens(self, request: IRequest) -> JsonDict:
         await self.gate.require(request)
         valid = query_bool(request, "valid") if query_str(request, "valid") is not None else None
-        return {"registration_tokens": [token_json(t) for t in await self.tokens.list(valid)]}
+        return {"registration_tokens": [token_json(t) for t in await self.tokens.list_tokens(valid)]}
 
     @route("POST", f"{PATH}/new")
     async def create_token(self, request: IRequest) -> JsonDict:

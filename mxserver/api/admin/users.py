@@ -159,6 +159,14 @@ class AdminUsersServlet:
         await self.gate.require(request)
         return await self.users.list_devices(user_id)
 
+    @route("POST", f"{V2}/users/{{user_id}}/devices")
+    async def add_device(self, request: IRequest, user_id: str) -> JsonDict:
+        requester = await self.gate.require(request)
+        device_id = get_str(json_body(request), "device_id")
+        await self.users.add_device(user_id, device_id)
+        self.gate.audit(requester, "add_device", user_id=user_id, device_id=device_id)
+        return {}
+
     @route("GET", f"{V2}/users/{{user_id}}/devices/{{device_id}}")
     async def get_device(self, request: IRequest, user_id: str, device_id: str) -> JsonDict:
         await self.gate.require(request)
