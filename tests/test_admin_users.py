@@ -133,6 +133,17 @@ class ListUsersTests(AdminTestCase):
         self.assertEqual(names(body), ["@alice:test", "@bob:test", "@root:test"])
         self.assertTrue(body["users"][1]["deactivated"])
 
+    async def test_v3_deactivated_filter(self) -> None:
+        await self.post(f"{ADMIN}/v1/deactivate/{q(self.alice.user_id)}", {}, self.admin)
+        names = lambda body: [u["name"] for u in body["users"]]  # noqa: E731
+        v3 = f"{ADMIN}/v3/users"
+        self.assertEqual(names((await self.get(v3, self.admin))[1]), ["@alice:test", "@root:test"])
+        self.assertEqual(names((await self.get(f"{v3}?deactivated=true", self.admin))[1]), ["@alice:test"])
+        self.assertEqual(names((await self.get(f"{v3}?deactivated=false", self.admin))[1]), ["@root:test"])
+        self.assertMatrixError(await self.get(f"{v3}?deactivated=x", self.admin), 400, "M_INVALID_PARAM")
+        self.alice = await self.register("bob")  # alice can no longer ask
+        await self.assert_admin_only("GET", v3)
+
     async def test_guests_filter(self) -> None:
         self.hs.config.registration.allow_guests = True
         code, guest = await self.post("/_matrix/client/v3/register?kind=guest", {})
@@ -211,6 +222,14 @@ class UserAccountTests(AdminTestCase):
         self.assertEqual(code, 200, login)
         code, profile = await self.get(f"/_matrix/client/v3/profile/{q('@bob:test')}")
         self.assertEqual(profile, {"displayname": "Bob B", "avatar_url": "mxc://test/bobpic"})
+
+    async def test_user_id_with_a_slash(self) -> None:
+        code, user = await self.put(f"{ADMIN}/v2/users/{q('@a/b:test')}", {"displayname": "Slash"}, self.admin)
+        self.assertEqual((code, user["name"]), (201, "@a/b:test"))
+        code, user = await self.get(f"{ADMIN}/v2/users/{q('@a/b:test')}", self.admin)
+        self.assertEqual((code, user["displayname"]), (200, "Slash"))
+        code, body = await self.get(f"{ADMIN}/v2/users/{q('@a/b:test')}/devices", self.admin)
+        self.assertEqual((code, body), (200, {"devices": [], "total": 0}))
 
     async def test_create_without_password_or_displayname(self) -> None:
         code, user = await self.put(f"{ADMIN}/v2/users/{q('@carol:test')}", {}, self.admin)

@@ -51,7 +51,8 @@ class UserListQuery:
     user_id: str | None = None
     name: str | None = None
     guests: bool = True
-    deactivated: bool = False
+    #: only deactivated users (True), only the others (False), both (None)
+    deactivated: bool | None = False
     admins: bool | None = None
     order_by: str = "name"
     backwards: bool = False

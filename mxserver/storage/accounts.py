@@ -235,7 +235,7 @@ class AccountStore:
         user_id: str | None = None,
         name: str | None = None,
         guests: bool = True,
-        deactivated: bool = False,
+        deactivated: bool | None = False,
         admins: bool | None = None,
         order_by: str = "name",
         backwards: bool = False,
@@ -243,9 +243,9 @@ class AccountStore:
         """A page of users for the admin API and how many match in all.
 
         ``name`` matches a substring of the user ID or the display name (case-insensitively) and
-        wins over ``user_id`` (a substring of the user ID); ``guests=False`` leaves guests out,
-        ``deactivated=False`` deactivated users; ``admins`` keeps only admins (True) or only the
-        others (False). ``order_by`` is a key of :data:`USER_ORDER_COLUMNS`; ties go by user ID.
+        wins over ``user_id`` (a substring of the user ID); ``guests=False`` leaves guests out;
+        ``deactivated`` keeps only deactivated users (True) or only the others (False), None keeps
+        both; ``admins`` keeps only admins (True) or only the others (False). ``order_by`` is a key of :data:`USER_ORDER_COLUMNS`; ties go by user ID.
         """
         where: list[str] = []
         args: list[Any] = []
@@ -258,9 +258,9 @@ class AccountStore:
         if not guests:
             where.append("u.is_guest = ?")
             args.append(False)
-        if not deactivated:
+        if deactivated is not None:
             where.append("u.deactivated = ?")
-            args.append(False)
+            args.append(deactivated)
         if admins is not None:
             where.append("u.is_admin = ?")
             args.append(admins)

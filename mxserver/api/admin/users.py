@@ -30,6 +30,7 @@ from mxserver.errors import invalid_param
 
 V1 = "/_synapse/admin/v1"
 V2 = "/_synapse/admin/v2"
+V3 = "/_synapse/admin/v3"
 
 #: longest filter string accepted in a user list query
 MAX_FILTER_LENGTH = 255
@@ -63,9 +64,15 @@ class AdminUsersServlet:
 
     # -- users --------------------------------------------------------------------------------
 
-    @route("GET", f"{V2}/users")
+    @route("GET", f"{V2}/users", f"{V3}/users")
     async def list_users(self, request: IRequest) -> JsonDict:
+        """v2 and v3 differ in ``deactivated``: v2 lists deactivated users too if true (the
+        others always), v3 lists only them if true, only the others if false, everyone if absent."""
         await self.gate.require(request)
+        if request.path.startswith(V3.encode()):
+            deactivated = _optional_bool(request, "deactivated")
+        else:
+            deactivated = None if query_bool(request, "deactivated", False) else False
         order_by = query_str(request, "order_by", "name")
         if order_by not in USER_ORDERS:
             raise invalid_param(f"Query parameter 'order_by' must be one of {', '.join(sorted(USER_ORDERS))}")
@@ -75,7 +82,7 @@ class AdminUsersServlet:
             user_id=_filter(request, "user_id"),
             name=_filter(request, "name"),
             guests=query_bool(request, "guests", True),
-            deactivated=query_bool(request, "deactivated", False),
+            deactivated=deactivated,
             admins=_optional_bool(request, "admins"),
             order_by=order_by,
             backwards=_direction(request),
