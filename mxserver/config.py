@@ -178,6 +178,10 @@ class RegistrationConfig:
     registration_token: str | None = attrs.field(
         default=None, metadata=_help("if set, sign-up requires m.login.registration_token with this token")
     )
+    requires_token: bool = attrs.field(
+        default=False,
+        metadata=_help("sign-up requires m.login.registration_token with a token made by the admin API"),
+    )
     shared_secret: str | None = attrs.field(
         default=None, metadata=_help("enables /_synapse/admin/v1/register (HMAC) for admin tooling")
     )

@@ -30,6 +30,7 @@ from mxserver.accounts.openid import OpenIdTokens
 from mxserver.accounts.passwords import PasswordHasher
 from mxserver.accounts.protocols import LoginFlow
 from mxserver.accounts.registration import RegistrationHandler, UserRegistrar
+from mxserver.accounts.registration_tokens import RegistrationTokens
 from mxserver.accounts.shared_secret import SharedSecretRegistration
 from mxserver.accounts.uia import UserInteractiveAuth
 from mxserver.api.http import build_app, render_error
@@ -55,6 +56,7 @@ from mxserver.storage.accounts import AccountStore
 from mxserver.storage.events import EventStore
 from mxserver.storage.migrations import prepare_database
 from mxserver.storage.openid import OpenIdStore
+from mxserver.storage.registration_tokens import RegistrationTokenStore
 from mxserver.storage.room_members import RoomMembersStore
 from mxserver.storage.server_keys import ServerKeyStore
 from mxserver.storage.state import StateStore
@@ -190,7 +192,13 @@ class Homeserver(service.MultiService):
         )
         self.ratelimit_report = RateLimiter(self.clock, rl.report.per_second, rl.report.burst, rl.enabled)
 
-        self.uia = UserInteractiveAuth(self.clock, self.login_flows, config.registration, self.ratelimit_login)
+        #: registration tokens: the config file's and those the admin API makes (in the database)
+        self.registration_tokens = RegistrationTokens(
+            config.registration, RegistrationTokenStore(self.db), self.clock
+        )
+        self.uia = UserInteractiveAuth(
+            self.clock, self.login_flows, config.registration, self.ratelimit_login, self.registration_tokens
+        )
         #: to-device queues and device keys are built later: __init__ subscribes them here
         self.device_hooks = DeviceHooks()
         self.devices = DeviceHandler(self.accounts, self.auth, self.uia, self.device_hooks, self.clock)
@@ -209,6 +217,7 @@ class Homeserver(service.MultiService):
             auth=self.auth,
             ratelimit_register=self.ratelimit_register,
             clock=self.clock,
+            tokens=self.registration_tokens,
         )
         self.login = LoginHandler(
             self.accounts,
@@ -1027,11 +1036,32 @@ class Homeserver(service.MultiService):
 
     def _admin_servlets(self) -> list[Any]:
         """The server admin API (``/_synapse/admin``, ``/_mxserver/admin``): admins only."""
-        from mxserver.api.admin import AdminGate
+        from mxserver.admin.media import AdminMedia
+        from mxserver.admin.users import AdminUsers
+        from mxserver.api.admin import AdminGate, media, registration_tokens, server_version, users
 
         gate = AdminGate(self.auth, self.accounts)
-        del gate  # each admin servlet takes the gate; none is mounted yet
-        return []
+        admin_users = AdminUsers(
+            self.server_name,
+            self.accounts,
+            registrar=self.registrar,
+            account=self.account,
+            devices=self.devices,
+            profiles=self.profiles,
+            members=self.room_members,
+            auth=self.auth,
+            passwords=self.passwords,
+            password_config=self.config.password,
+            erasure=self.erased_users,
+            password_login="m.login.password" in self.login_flows,
+            clock=self.clock,
+        )
+        return [
+            server_version.ServerVersionServlet(gate),
+            users.AdminUsersServlet(gate, admin_users),
+            registration_tokens.RegistrationTokensServlet(gate, self.registration_tokens),
+            media.AdminMediaServlet(gate, AdminMedia(self.server_name, self.media_repository, admin_users)),
+        ]
 
     def _build_apps(self) -> dict[str, Any]:
         return {api: build_app(self.servlets(api)).resource() for api in ("client", "federation", "media")}

@@ -51,12 +51,18 @@ class AccountHandler:
         every other device (and its tokens) is removed."""
         check_password_strength(self._password_config, new_password)
         await self._uia.authenticate(uia, self._uia.reauth_flows(), requester.user_id)
+        await self.set_password(requester.user_id, new_password, logout_devices, requester.device_id)
+
+    async def set_password(
+        self, user_id: str, new_password: str, logout_devices: bool, keep_device_id: str | None = None
+    ) -> None:
+        """Set a local user's password without asking (after UIA, or by a server admin); with
+        ``logout_devices`` every device but ``keep_device_id`` (None: all) is removed."""
+        check_password_strength(self._password_config, new_password)
         password_hash = await self._passwords.hash(new_password)
-        removed = await self._store.change_password(
-            requester.user_id, password_hash, logout_devices, requester.device_id
-        )
+        removed = await self._store.change_password(user_id, password_hash, logout_devices, keep_device_id)
         self._auth.invalidate(removed)
-        await self._device_hooks.devices_removed(requester.user_id, None)
+        await self._device_hooks.devices_removed(user_id, None)
 
     async def deactivate(self, requester: Requester, uia: UIARequest, erase: bool = False) -> dict[str, Any]:
         """account_deactivation.yaml: the account can never log in again; every token goes.
@@ -67,13 +73,18 @@ class AccountHandler:
         account data is dropped.
         """
         await self._uia.authenticate(uia, self._uia.reauth_flows(), requester.user_id)
-        await self._store.deactivate_user(requester.user_id, erase=erase)
-        if erase:
-            self._erasure.erased(requester.user_id)
-        await self._device_hooks.devices_removed(requester.user_id, None)
-        self._auth.invalidate_user(requester.user_id)
-        log.info("Deactivated {user_id}", user_id=requester.user_id)
+        await self.deactivate_user(requester.user_id, erase)
         return {"id_server_unbind_result": "success"}
+
+    async def deactivate_user(self, user_id: str, erase: bool = False) -> None:
+        """Deactivate (and with ``erase`` erase) a local account, without asking: what
+        :meth:`deactivate` does once UIA passed, and what the admin API does."""
+        await self._store.deactivate_user(user_id, erase=erase)
+        if erase:
+            self._erasure.erased(user_id)
+        await self._device_hooks.devices_removed(user_id, None)
+        self._auth.invalidate_user(user_id)
+        log.info("Deactivated {user_id}", user_id=user_id)
 
     async def whois(self, requester: Requester, user_id: str) -> dict[str, Any]:
         """admin.yaml ``GET /admin/whois/{userId}``: the user's devices and where they were last seen.

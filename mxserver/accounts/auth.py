@@ -49,6 +49,8 @@ class Requester:
     ip: str = ""
     #: the application service whose as_token made the request (None for users' tokens)
     app_service: AppService | None = None
+    #: when the token stops working (ms since the epoch); None: never (see ``add_deviceless_token``)
+    expires_ts: int | None = None
 
     @property
     def session(self) -> str:
@@ -106,16 +108,22 @@ class Auth:
         token_hash = hash_token(token)
         cached = self._cache.get(token_hash)
         if cached is not None:
+            if self._expired(cached.expires_ts):
+                del self._cache[token_hash]
+                raise unknown_token()
             self._cache.move_to_end(token_hash)
             return cached
         owner = await self._store.get_token_owner(token_hash)
-        if owner is None or owner.deactivated:
+        if owner is None or owner.deactivated or self._expired(owner.expires_ts):
             raise unknown_token()
-        requester = Requester(owner.user_id, owner.device_id, owner.is_guest, token_hash)
+        requester = Requester(owner.user_id, owner.device_id, owner.is_guest, token_hash, expires_ts=owner.expires_ts)
         self._cache[token_hash] = requester
         if len(self._cache) > self.CACHE_SIZE:
             self._cache.popitem(last=False)
         return requester
+
+    def _expired(self, expires_ts: int | None) -> bool:
+        return expires_ts is not None and self._clock.seconds() * 1000 >= expires_ts
 
     def appservice(self, request: IRequest) -> AppService:
         """The application service whose as_token the request carries (``/register`` and ``/login``

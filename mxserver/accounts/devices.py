@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from mxserver.accounts.auth import Auth, Requester, hash_token, new_access_token
 from mxserver.accounts.uia import UIARequest, UserInteractiveAuth
 from mxserver.errors import MatrixError, not_found
-from mxserver.storage.accounts import AccountStore
+from mxserver.storage.accounts import AccountStore, DeviceRecord
 
 #: longest device ID and device display name accepted from a client
 MAX_DEVICE_ID_LENGTH = 255
@@ -115,36 +115,56 @@ class DeviceHandler:
         raise MatrixError(500, "M_UNKNOWN", "Could not allocate a device ID")
 
     async def list_devices(self, requester: Requester) -> list[dict[str, Any]]:
-        return [d.to_client() for d in await self._store.get_devices(requester.user_id)]
+        return [d.to_client() for d in await self.devices_of(requester.user_id)]
 
     async def get_device(self, requester: Requester, device_id: str) -> dict[str, Any]:
-        device = await self._store.get_device(requester.user_id, device_id)
-        if device is None:
-            raise not_found("Unknown device")
-        return device.to_client()
+        return (await self.device_of(requester.user_id, device_id)).to_client()
 
     async def update_device(self, requester: Requester, device_id: str, display_name: str | None) -> None:
         """Rename one of the requester's devices; 404 for an unknown one (creating is for appservices)."""
-        if display_name is None:
-            if await self._store.get_device(requester.user_id, device_id) is None:
-                raise not_found("Unknown device")
-            return
-        if not await self._store.set_device_display_name(requester.user_id, device_id, display_name):
+        await self.rename_device(requester.user_id, device_id, display_name)
+
+    # The same for any user's devices, whoever asks (the admin API; the methods above after
+    # scoping to the requester).
+
+    async def devices_of(self, user_id: str) -> list[DeviceRecord]:
+        return await self._store.get_devices(user_id)
+
+    async def device_of(self, user_id: str, device_id: str) -> DeviceRecord:
+        """The user's device, or 404 M_NOT_FOUND."""
+        device = await self._store.get_device(user_id, device_id)
+        if device is None:
             raise not_found("Unknown device")
-        await self._hooks.device_changed(requester.user_id, device_id)
+        return device
+
+    async def rename_device(self, user_id: str, device_id: str, display_name: str | None) -> None:
+        """Rename the user's device (None: leave the name); 404 for an unknown one."""
+        if display_name is None:
+            await self.device_of(user_id, device_id)
+            return
+        if not await self._store.set_device_display_name(user_id, device_id, display_name):
+            raise not_found("Unknown device")
+        await self._hooks.device_changed(user_id, device_id)
 
     async def put_appservice_device(self, requester: Requester, device_id: str, display_name: str | None) -> bool:
         """``PUT /devices/{deviceId}`` by an application service (MSC4190, spec v1.17 §Device
         management): the device is created if the user has none of that ID. Whether it was."""
+        if not await self.add_device(requester.user_id, device_id, display_name):
+            await self.update_device(requester, device_id, display_name)
+            return False
+        return True
+
+    async def add_device(self, user_id: str, device_id: str, display_name: str | None) -> bool:
+        """Create a device without a token for the user (an application service's, or by a server
+        admin); False if the user has one of that ID already (left as it is)."""
         if len(device_id) > MAX_DEVICE_ID_LENGTH or not device_id:
             raise MatrixError(400, "M_INVALID_PARAM", "Invalid device ID")
         outcome = await self._store.create_device_and_token(
-            requester.user_id, device_id, display_name, None, self._now_ms(), new_only=True
+            user_id, device_id, display_name, None, self._now_ms(), new_only=True
         )
         if outcome is None:
-            await self.update_device(requester, device_id, display_name)
             return False
-        await self._hooks.device_changed(requester.user_id, device_id)
+        await self._hooks.device_changed(user_id, device_id)
         return True
 
     async def delete_devices(self, requester: Requester, device_ids: list[str], uia: UIARequest) -> None:

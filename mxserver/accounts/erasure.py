@@ -38,6 +38,12 @@ class ErasedUsers:
         """``user_id`` was just erased (its row is committed)."""
         self._added.add(user_id)
 
+    def not_erased(self, user_id: str) -> None:
+        """``user_id`` is no longer erased (an admin reactivated the account; its row is gone)."""
+        self._added.discard(user_id)
+        if self._loaded is not None and user_id in self._loaded:
+            self._loaded = self._loaded - {user_id}
+
     async def erased_among(self, user_ids: Iterable[str]) -> frozenset[str]:
         """The users of ``user_ids`` who are erased."""
         if self._loaded is None:

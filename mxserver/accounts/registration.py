@@ -21,14 +21,8 @@ from mxserver.accounts.auth import Auth
 from mxserver.accounts.devices import DeviceHandler
 from mxserver.accounts.passwords import PasswordHasher
 from mxserver.accounts.protocols import RateLimit, UserNamespaces
-from mxserver.accounts.uia import (
-    DUMMY,
-    REGISTRATION_TOKEN,
-    Flows,
-    UIARequest,
-    UserInteractiveAuth,
-    registration_token_valid,
-)
+from mxserver.accounts.registration_tokens import RegistrationTokens
+from mxserver.accounts.uia import DUMMY, REGISTRATION_TOKEN, Flows, UIARequest, UserInteractiveAuth
 from mxserver.appservice.registration import AppService
 from mxserver.config import PasswordConfig, RegistrationConfig
 from mxserver.errors import MatrixError, forbidden, invalid_param, invalid_username, missing_param, user_in_use
@@ -166,8 +160,10 @@ class RegistrationHandler:
         auth: Auth,
         ratelimit_register: RateLimit,
         clock: IReactorTime,
+        tokens: RegistrationTokens,
     ) -> None:
         self._auth = auth
+        self._tokens = tokens
         self._config = config
         self._password_config = password_config
         self._server_name = server_name
@@ -183,12 +179,12 @@ class RegistrationHandler:
 
     @property
     def open(self) -> bool:
-        """Whether users may sign up: open registration, or a registration token configured."""
-        return self._config.enabled or bool(self._config.registration_token)
+        """Whether users may sign up: open registration, or with a registration token."""
+        return self._config.enabled or self._tokens.required
 
     def flows(self) -> Flows:
-        # With a token configured, dummy alone is not enough: the token is the gate.
-        if self._config.registration_token:
+        # With tokens required, dummy alone is not enough: the token is the gate.
+        if self._tokens.required:
             return [[REGISTRATION_TOKEN]]
         return [[DUMMY]]
 
@@ -202,13 +198,13 @@ class RegistrationHandler:
         if await self._store.get_user(user_id) is not None:
             raise user_in_use()
 
-    def token_valid(self, token: str, ip: str) -> bool:
+    async def token_valid(self, token: str, ip: str) -> bool:
         """``GET /register/m.login.registration_token/validity``."""
-        if not self._config.registration_token:
+        if not self._tokens.required:
             raise forbidden("Registration tokens are not enabled on this homeserver")
         # registration_tokens.yaml: rate limit this endpoint against brute force.
         self._ratelimit_register.check(ip)
-        return registration_token_valid(self._config.registration_token, token)
+        return await self._tokens.is_valid(token)
 
     async def register(self, params: RegistrationParams | None, uia: UIARequest, ip: str) -> dict[str, Any]:
         """``POST /register`` for ``kind=user``: checks, then UIA, then the account and its session.
@@ -253,6 +249,7 @@ class RegistrationHandler:
                     registered = await self._registrar.register_user(params.username, password)
                 else:
                     registered = await self._register_generated(password, guest=False)
+                await self._uia.registration_done(completed.session_id)
             response = await self._login_response(
                 registered, params.device_id, params.device_display_name, params.inhibit_login
             )

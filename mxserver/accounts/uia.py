@@ -29,17 +29,21 @@ This module knows nothing of HTTP: the servlets build the :class:`UIARequest`
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from collections import OrderedDict
 from typing import Any
 
 import attrs
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from mxserver.accounts.protocols import LoginFlows, RateLimit
+from mxserver.accounts.registration_tokens import RegistrationTokens
 from mxserver.config import RegistrationConfig
 from mxserver.errors import InteractiveAuthRequired, MatrixError, bad_json, forbidden
+
+log = Logger()
 
 DUMMY = "m.login.dummy"
 REGISTRATION_TOKEN = "m.login.registration_token"
@@ -80,6 +84,8 @@ class _Session:
     #: kept sessions: what the completed operation recorded, and whether one is running
     result: Any = None
     running: bool = False
+    #: the registration token whose use this session began (and has not ended yet)
+    registration_token: str | None = None
 
 
 class UserInteractiveAuth:
@@ -96,10 +102,11 @@ class UserInteractiveAuth:
         login_flows: LoginFlows,
         registration_config: RegistrationConfig,
         ratelimit_login: RateLimit,
+        registration_tokens: RegistrationTokens | None = None,
     ) -> None:
         self._clock = clock
         self._login_flows = login_flows
-        self._registration_config = registration_config
+        self._tokens = registration_tokens or RegistrationTokens(registration_config, None, clock)
         self._ratelimit_login = ratelimit_login
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
 
@@ -117,6 +124,14 @@ class UserInteractiveAuth:
         if session is None:
             return request.params, None
         return (request.params if request.params is not None else session.params), session.result
+
+    async def registration_done(self, session_id: str) -> None:
+        """The registration of a kept session completed: the use of its registration token (if
+        any) is counted as completed."""
+        session = self._sessions.get(session_id)
+        if session is not None and session.registration_token is not None:
+            token, session.registration_token = session.registration_token, None
+            await self._tokens.end_use(token, completed=True)
 
     def record(self, session_id: str, result: Any) -> None:
         """Record the outcome of a kept session's operation, for retries of it (None: it failed)."""
@@ -173,6 +188,7 @@ class UserInteractiveAuth:
             # Popped, not looked up: of two concurrent requests finishing one session, one wins.
             if self._sessions.pop(session.session_id, None) is None:
                 raise _unknown_session()
+            self._dropped(session)
             return UIACompleted(session.session_id, None)
         raise InteractiveAuthRequired(self._body(session, flows))
 
@@ -192,7 +208,7 @@ class UserInteractiveAuth:
             # Each attempt counts against the user's login limit: no password guessing here either.
             self._ratelimit_login.check(user_id)
         try:
-            await self._check_stage(stage, auth, user_id)
+            await self._check_stage(stage, auth, user_id, session)
         except _NotTheRequester:
             raise
         except MatrixError as e:
@@ -203,11 +219,11 @@ class UserInteractiveAuth:
             session.completed.append(stage)
         return None
 
-    async def _check_stage(self, stage: str, auth: dict[str, Any], user_id: str | None) -> None:
+    async def _check_stage(self, stage: str, auth: dict[str, Any], user_id: str | None, session: _Session) -> None:
         if stage == DUMMY:
             return
         if stage == REGISTRATION_TOKEN:
-            self._check_registration_token(auth.get("token"))
+            await self._check_registration_token(auth.get("token"), session)
             return
         flow = self._login_flows.get(stage)
         if flow is None or user_id is None:
@@ -219,11 +235,24 @@ class UserInteractiveAuth:
             # to match device owner" expects; the spec does not say).
             raise _NotTheRequester()
 
-    def _check_registration_token(self, token: Any) -> None:
+    async def _check_registration_token(self, token: Any, session: _Session) -> None:
         if not isinstance(token, str):
             raise bad_json("'auth.token' must be a string")
-        if not registration_token_valid(self._registration_config.registration_token, token):
+        if not await self._tokens.begin_use(token):
             raise forbidden("Invalid registration token")
+        if session.registration_token is not None:
+            # a concurrent request on this session passed the stage first: one use is enough
+            await self._tokens.end_use(token, completed=False)
+        else:
+            session.registration_token = token
+
+    def _dropped(self, session: _Session) -> None:
+        """A session is gone (expired, evicted, used up): a token use it began and did not
+        complete is given back."""
+        token, session.registration_token = session.registration_token, None
+        if token is not None:
+            d = ensureDeferred(self._tokens.end_use(token, completed=False))
+            d.addErrback(lambda f: log.failure("giving back a registration token use", f))
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -231,7 +260,7 @@ class UserInteractiveAuth:
         session = _Session(secrets.token_urlsafe(24), request.key, user_id, now, params=request.params)
         self._sessions[session.session_id] = session
         while len(self._sessions) > self.MAX_SESSIONS:
-            self._sessions.popitem(last=False)
+            self._dropped(self._sessions.popitem(last=False)[1])
         return session
 
     def _existing_session(self, session_id: str, request: UIARequest, user_id: str | None) -> _Session:
@@ -262,7 +291,7 @@ class UserInteractiveAuth:
             oldest = next(iter(self._sessions.values()))
             if now - oldest.last_used < self.SESSION_IDLE_SECONDS:
                 break
-            self._sessions.popitem(last=False)
+            self._dropped(self._sessions.popitem(last=False)[1])
 
     @staticmethod
     def _body(session: _Session, flows: Flows) -> dict[str, Any]:
@@ -281,10 +310,3 @@ class _NotTheRequester(MatrixError):
 
 def _unknown_session() -> MatrixError:
     return MatrixError(400, "M_UNKNOWN", "Unknown or expired authentication session")
-
-
-def registration_token_valid(configured: str | None, token: str) -> bool:
-    """Whether ``token`` is the configured registration token (constant-time)."""
-    if not configured:
-        return False
-    return hmac.compare_digest(configured.encode("utf-8"), token.encode("utf-8"))

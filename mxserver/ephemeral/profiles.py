@@ -60,6 +60,20 @@ def is_mxc_uri(value: str) -> bool:
     return m is not None and is_valid_server_name(m.group(1))
 
 
+def check_profile_field(field: str, value: str | None) -> str | None:
+    """The value to store for ``field`` (None for ``""``), or 400 M_INVALID_PARAM (see the limits above)."""
+    if field not in FIELDS:
+        raise invalid_param(f"Unknown profile field {field!r}")
+    if value == "":
+        return None
+    if value is not None:
+        if field == "displayname" and len(value) > MAX_DISPLAYNAME_LENGTH:
+            raise invalid_param(f"The display name may be at most {MAX_DISPLAYNAME_LENGTH} characters")
+        if field == "avatar_url" and (len(value) > MAX_AVATAR_URL_LENGTH or not is_mxc_uri(value)):
+            raise invalid_param("avatar_url must be an mxc:// URI")
+    return value
+
+
 class ProfileHandler:
     """``hs.profiles``: reads and changes profiles; a change is sent to the user's rooms (as
     member events, through ``rooms``), to presence and to the user directory."""
@@ -119,18 +133,15 @@ class ProfileHandler:
 
     async def set_field(self, requester: Requester, user_id: str, field: str, value: Any) -> None:
         """profile.yaml PUT: only your own; ``value`` already a str or None."""
-        if field not in FIELDS:
-            raise invalid_param(f"Unknown profile field {field!r}")
         check_user_id(user_id)
         if user_id != requester.user_id:
             raise forbidden("You may only change your own profile")
-        if value == "":
-            value = None
-        if value is not None:
-            if field == "displayname" and len(value) > MAX_DISPLAYNAME_LENGTH:
-                raise invalid_param(f"The display name may be at most {MAX_DISPLAYNAME_LENGTH} characters")
-            if field == "avatar_url" and (len(value) > MAX_AVATAR_URL_LENGTH or not is_mxc_uri(value)):
-                raise invalid_param("avatar_url must be an mxc:// URI")
+        await self.set_field_of(user_id, field, value)
+
+    async def set_field_of(self, user_id: str, field: str, value: str | None) -> None:
+        """Change a local user's profile field, whoever asks (a server admin; after the owner
+        check of :meth:`set_field`): checked, stored and propagated the same way."""
+        value = check_profile_field(field, value)
         old = await self._lookup(user_id)
         if not await self.store.set_field(user_id, field, value):
             raise not_found("Profile not found")

@@ -107,6 +107,8 @@ class RemoteMediaFetcher:
             # Frozen: whatever would be fetched now is new, so only the cache can answer.
             allow_remote = False
         row = await self.cached(origin, media_id, allow_remote, timeout_ms)
+        if row.quarantined_by is not None:
+            raise not_found("Media not found")  # quarantined by an admin: served to nobody
         if row.authenticated and not authenticated:
             raise not_found("Media not found")
         data = await self.storage.fetch(remote_key(origin, row.filesystem_id))
@@ -232,6 +234,8 @@ class RemoteMediaFetcher:
     ) -> Media:
         row = await self.store.get_remote_media(origin, media_id)
         if row is not None:
+            if row.quarantined_by is not None:
+                raise not_found("Media not found")  # quarantined by an admin: served to nobody
             if row.authenticated and not authenticated:
                 raise not_found("Media not found")
             source = _Source(origin, media_id, row.filesystem_id, row.content_type or "", row.width, row.height,

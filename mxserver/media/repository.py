@@ -8,6 +8,10 @@ reservation wait up to ``timeout_ms`` for the upload, then answer
 (:mod:`mxserver.media.remote`) and cached. Thumbnails are made with Pillow in
 a thread (the pre-generated sizes of client-server-api §Thumbnails at upload,
 others on demand) and served by nearest-larger choice.
+
+Quarantined media (the admin API) is served to nobody: downloads and thumbnails answer 404
+``M_NOT_FOUND`` as for unknown media, here and over federation. Deleting local media (the admin
+API) removes its row, then its stored file and thumbnails through the media storage module.
 """
 
 from __future__ import annotations
@@ -41,6 +45,15 @@ _ALPHABET = string.ascii_letters + string.digits
 
 def new_media_id() -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+#: local media's last download is recorded at most this often (ms): retention needs only coarse times
+ACCESS_RESOLUTION_MS = 60_000
+
+
+def quarantined() -> MatrixError:
+    # Synapse's answer, the same as for unknown media: nothing tells the media exists.
+    return not_found("Media not found")
 
 
 def not_yet_uploaded() -> MatrixError:
@@ -224,13 +237,21 @@ class MediaRepository(service.Service):
         if data is None:
             log.warn("local media {media_id} has a row but no stored file", media_id=media_id)
             raise not_found("Media not found")
+        await self._touch(row)
         return Media(data, row.content_type or "application/octet-stream", row.upload_name)
+
+    async def _touch(self, row: LocalMedia) -> None:
+        now = self.now_ms()
+        if row.last_access_ts is None or now - row.last_access_ts > ACCESS_RESOLUTION_MS:
+            await self.store.touch_local_media(row.media_id, now)
 
     async def local_media_row(self, media_id: str, timeout_ms: int | None) -> LocalMedia:
         """The uploaded local media row, waiting for a pending upload up to ``timeout_ms``."""
         row = await self.store.get_local_media(media_id)
         if row is None:
             raise not_found("Media not found")
+        if row.quarantined_by is not None:
+            raise quarantined()
         if row.pending:
             if (row.unused_expires_ts or 0) <= self.now_ms():
                 raise not_found("Media not found")
@@ -239,6 +260,8 @@ class MediaRepository(service.Service):
             row = await self.store.get_local_media(media_id)
             if row is None:
                 raise not_found("Media not found")
+            if row.quarantined_by is not None:
+                raise quarantined()
             if row.pending:
                 raise not_yet_uploaded()
         return row
@@ -294,4 +317,22 @@ class MediaRepository(service.Service):
             raise not_found("Media not found")
         source = _Source(LOCAL, media_id, media_id, row.content_type or "", row.width, row.height, row.animated,
                          row.upload_name, local_key(media_id))
-        return await self.thumbnails.thumbnail_of(source, width, height, method, animated)
+        thumbnail = await self.thumbnails.thumbnail_of(source, width, height, method, animated)
+        await self._touch(row)
+        return thumbnail
+
+    # -- deleting (the admin API) -------------------------------------------------------------
+
+    async def delete_local_media(self, media_ids: list[str]) -> list[str]:
+        """Delete local media with its thumbnails; the IDs that existed (and are gone now).
+
+        Rows first, then files: a crash in between leaves orphan files, never rows without bytes.
+        """
+        deleted = await self.store.delete_local_media(media_ids)
+        for media_id, thumbnail_keys in deleted.items():
+            await self.storage.delete(local_key(media_id))
+            for key in thumbnail_keys:
+                await self.storage.delete(key)
+        if deleted:
+            log.info("deleted {n} local media files", n=len(deleted))
+        return list(deleted)

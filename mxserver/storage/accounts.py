@@ -27,6 +27,8 @@ class DeviceRecord:
     display_name: str | None
     last_seen_ts: int | None
     last_seen_ip: str | None
+    #: shown to server admins only (the admin API), never in the client API's GET /devices
+    last_seen_user_agent: str | None = None
 
     def to_client(self) -> dict[str, Any]:
         """The device as GET /devices shows it.
@@ -48,6 +50,62 @@ class TokenOwner:
     device_id: str | None
     is_guest: bool
     deactivated: bool
+    #: when the token stops working (ms), or None (admin "login as a user" tokens may expire)
+    expires_ts: int | None = None
+
+
+@attrs.frozen
+class UserDetails:
+    """A user as the admin API lists it: the account, its profile and whether it is erased."""
+
+    user_id: str
+    is_admin: bool
+    is_guest: bool
+    deactivated: bool
+    erased: bool
+    created_ts: int
+    displayname: str | None
+    avatar_url: str | None
+    #: the latest "last seen" of the user's devices, or None
+    last_seen_ts: int | None
+
+
+#: the admin API's ``order_by`` values and the column of :data:`_USER_DETAILS` each sorts on
+#: (then by user ID)
+USER_ORDER_COLUMNS = {
+    "name": "user_id",
+    "is_guest": "is_guest",
+    "admin": "is_admin",
+    "deactivated": "deactivated",
+    "displayname": "displayname",
+    "avatar_url": "avatar_url",
+    "creation_ts": "created_ts",
+    "last_seen_ts": "last_seen_ts",
+    # mxserver has no user types, shadow bans or locks: every user ties, so by user ID
+    "user_type": "user_id",
+    "shadow_banned": "user_id",
+    "locked": "user_id",
+}
+
+_USER_DETAILS = (
+    "SELECT u.user_id, u.is_admin, u.is_guest, u.deactivated,"
+    " (SELECT COUNT(*) FROM erased_users e WHERE e.user_id = u.user_id) AS erased, u.created_ts,"
+    " p.displayname, p.avatar_url,"
+    " (SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id) AS last_seen_ts"
+    " FROM users u LEFT JOIN profiles p ON p.user_id = u.user_id"
+)
+
+
+def _user_details(row: tuple[Any, ...]) -> UserDetails:
+    return UserDetails(
+        row[0], bool(row[1]), bool(row[2]), bool(row[3]), bool(row[4]), row[5], row[6], row[7], row[8]
+    )
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere (with ``ESCAPE '\\'``): its wildcards escaped."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped.lower()}%"
 
 
 class AccountStore:
@@ -144,6 +202,88 @@ class AccountStore:
 
         return self.db.run_interaction("deactivate_user", txn)
 
+    def reactivate_user(self, user_id: str, password_hash: str | None) -> Deferred[bool]:
+        """Undo a deactivation (admin API): the account may log in again with ``password_hash``
+        and is no longer erased. False if the user is not deactivated."""
+
+        def txn(t: Txn) -> bool:
+            t.execute(
+                "UPDATE users SET deactivated = ?, password_hash = ? WHERE user_id = ? AND deactivated = ?",
+                (False, password_hash, user_id, True),
+            )
+            if t.rowcount == 0:
+                return False
+            t.execute("DELETE FROM erased_users WHERE user_id = ?", (user_id,))
+            return True
+
+        return self.db.run_interaction("reactivate_user", txn)
+
+    def get_user_details(self, user_id: str) -> Deferred[UserDetails | None]:
+        """The user as the admin API shows it, or None."""
+
+        def txn(t: Txn) -> UserDetails | None:
+            row = t.query_one(f"{_USER_DETAILS} WHERE u.user_id = ?", (user_id,))
+            return _user_details(row) if row else None
+
+        return self.db.run_read("get_user_details", txn)
+
+    def list_users(
+        self,
+        *,
+        offset: int,
+        limit: int,
+        user_id: str | None = None,
+        name: str | None = None,
+        guests: bool = True,
+        deactivated: bool | None = False,
+        admins: bool | None = None,
+        order_by: str = "name",
+        backwards: bool = False,
+    ) -> Deferred[tuple[list[UserDetails], int]]:
+        """A page of users for the admin API and how many match in all.
+
+        ``name`` matches a substring of the user ID or the display name (case-insensitively) and
+        wins over ``user_id`` (a substring of the user ID); ``guests=False`` leaves guests out;
+        ``deactivated`` keeps only deactivated users (True) or only the others (False), None keeps
+        both; ``admins`` keeps only admins (True) or only the others (False). ``order_by`` is a key of :data:`USER_ORDER_COLUMNS`; ties go by user ID.
+        """
+        where: list[str] = []
+        args: list[Any] = []
+        if name is not None:
+            where.append("(LOWER(u.user_id) LIKE ? ESCAPE '\\' OR LOWER(p.displayname) LIKE ? ESCAPE '\\')")
+            args += [like_pattern(name), like_pattern(name)]
+        elif user_id is not None:
+            where.append("LOWER(u.user_id) LIKE ? ESCAPE '\\'")
+            args.append(like_pattern(user_id))
+        if not guests:
+            where.append("u.is_guest = ?")
+            args.append(False)
+        if deactivated is not None:
+            where.append("u.deactivated = ?")
+            args.append(deactivated)
+        if admins is not None:
+            where.append("u.is_admin = ?")
+            args.append(admins)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        column = USER_ORDER_COLUMNS[order_by]
+        direction = "DESC" if backwards else "ASC"
+        # NULLs sort first going forwards on both backends (SQLite and Postgres disagree by default).
+        order = (
+            f" ORDER BY CASE WHEN {column} IS NULL THEN 0 ELSE 1 END {direction}, {column} {direction},"
+            " user_id ASC"
+        )
+
+        def txn(t: Txn) -> tuple[list[UserDetails], int]:
+            count = t.query_one(
+                f"SELECT COUNT(*) FROM users u LEFT JOIN profiles p ON p.user_id = u.user_id{clause}", args
+            )
+            rows = t.query(
+                f"SELECT * FROM ({_USER_DETAILS}{clause}) AS listed{order} LIMIT ? OFFSET ?", [*args, limit, offset]
+            )
+            return [_user_details(r) for r in rows], int(count[0]) if count else 0
+
+        return self.db.run_read("list_users", txn)
+
     def get_erased_users(self) -> Deferred[list[str]]:
         """Every user deactivated with ``erase`` (few: kept in memory by ``ErasedUsers``)."""
 
@@ -218,13 +358,25 @@ class AccountStore:
     def get_token_owner(self, token_hash: str) -> Deferred[TokenOwner | None]:
         def txn(t: Txn) -> TokenOwner | None:
             row = t.query_one(
-                "SELECT t.user_id, t.device_id, u.is_guest, u.deactivated FROM access_tokens t"
+                "SELECT t.user_id, t.device_id, u.is_guest, u.deactivated, t.expires_ts FROM access_tokens t"
                 " JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = ?",
                 (token_hash,),
             )
-            return TokenOwner(row[0], row[1], bool(row[2]), bool(row[3])) if row else None
+            return TokenOwner(row[0], row[1], bool(row[2]), bool(row[3]), row[4]) if row else None
 
         return self.db.run_read("get_token_owner", txn)
+
+    def add_deviceless_token(self, user_id: str, token_hash: str, now_ms: int, expires_ts: int | None) -> Deferred[None]:
+        """An access token on no device (the admin API's "login as a user"): it does not show in
+        the user's device list; ``expires_ts`` (ms) or None."""
+        return self.db.execute(
+            "add_deviceless_token",
+            "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts) VALUES (?, ?, NULL, ?, ?)",
+            token_hash,
+            user_id,
+            now_ms,
+            expires_ts,
+        )
 
     def delete_token(self, token_hash: str) -> Deferred[None]:
         return self.db.execute("delete_token", "DELETE FROM access_tokens WHERE token_hash = ?", token_hash)
@@ -247,7 +399,7 @@ class AccountStore:
     def get_devices(self, user_id: str) -> Deferred[list[DeviceRecord]]:
         def txn(t: Txn) -> list[DeviceRecord]:
             rows = t.query(
-                "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip FROM devices"
+                "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip, last_seen_user_agent FROM devices"
                 " WHERE user_id = ? ORDER BY device_id",
                 (user_id,),
             )
@@ -258,7 +410,7 @@ class AccountStore:
     def get_device(self, user_id: str, device_id: str) -> Deferred[DeviceRecord | None]:
         def txn(t: Txn) -> DeviceRecord | None:
             row = t.query_one(
-                "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip FROM devices"
+                "SELECT user_id, device_id, display_name, last_seen_ts, last_seen_ip, last_seen_user_agent FROM devices"
                 " WHERE user_id = ? AND device_id = ?",
                 (user_id, device_id),
             )

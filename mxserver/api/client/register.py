@@ -79,8 +79,8 @@ class RegisterServlet:
         return {"available": True}
 
     @route("GET", "/_matrix/client/v1/register/m.login.registration_token/validity")
-    def token_validity(self, request: IRequest) -> JsonDict:
+    async def token_validity(self, request: IRequest) -> JsonDict:
         token = query_str(request, "token")
         if token is None:
             raise missing_param("Missing query parameter 'token'")
-        return {"valid": self.registration.token_valid(token, client_ip(request))}
+        return {"valid": await self.registration.token_valid(token, client_ip(request))}
