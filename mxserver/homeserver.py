@@ -645,6 +645,17 @@ class Homeserver(service.MultiService):
             server_name,
         )
         self.room_summaries = RoomSummaryHandler(self.hierarchy, self.directory, rooms)
+        self._build_admin_rooms()
+
+    def _build_admin_rooms(self) -> None:
+        """The admin API's rooms: the room list and reading any room (after the room handlers)."""
+        from mxserver.admin.rooms import AdminRoomsHandler
+        from mxserver.storage.admin_rooms import AdminRoomStore
+
+        self.admin_room_store = AdminRoomStore(self.db, self.server_name)
+        self.admin_rooms = AdminRoomsHandler(
+            self.admin_room_store, self.room_server, self.event_store, self.event_serializer, self.room_history
+        )
 
     def _build_push(self) -> None:
         """Push: the reader that evaluates every new event's push rules (counts, notifications)."""
@@ -1026,10 +1037,12 @@ class Homeserver(service.MultiService):
     def _admin_servlets(self) -> list[Any]:
         """The server admin API (``/_synapse/admin``, ``/_mxserver/admin``): admins only."""
         from mxserver.api.admin import AdminGate
+        from mxserver.api.admin import rooms as admin_rooms
 
         gate = AdminGate(self.auth, self.accounts)
-        del gate  # each admin servlet takes the gate; none is mounted yet
-        return []
+        return [
+            admin_rooms.AdminRoomsServlet(gate, self.admin_rooms),
+        ]
 
     def _build_apps(self) -> dict[str, Any]:
         return {api: build_app(self.servlets(api)).resource() for api in ("client", "federation", "media")}

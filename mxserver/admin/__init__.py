@@ -1,0 +1,1 @@
+"""The server admin API's handlers: the logic behind ``mxserver.api.admin``'s servlets."""
