@@ -130,6 +130,7 @@ class Homeserver(service.MultiService):
         self._build_media()
         self._build_pushers()
         self._build_appservices()
+        self._build_admin_rooms()
         # Removing or renaming a device (accounts) reaches the areas built after accounts, in
         # this order: the device's to-device queue goes, then its keys (and other servers hear).
         self.device_hooks.on_removed(self.to_device.delete_device_queues)
@@ -553,6 +554,10 @@ class Homeserver(service.MultiService):
             namespaces=self.appservices,
             alias_queries=self.appservice_queries,
         )
+        from mxserver.storage.admin_rooms import BlockedRoomsStore
+
+        #: rooms a server admin blocked (admin API); membership refuses joins to them
+        self.blocked_rooms = BlockedRoomsStore(self.db)
         self.room_membership = MembershipHandler(
             rooms,
             self.accounts,
@@ -562,6 +567,7 @@ class Homeserver(service.MultiService):
             self.room_servers,
             server_name,
             tags=self.account_data,
+            blocked=self.blocked_rooms,
         )
         self.guest_access = GuestAccessEnforcer(rooms, self.accounts, self.room_members, server_name)
         self.room_stream.subscribe(self.guest_access.on_room_events)
@@ -645,17 +651,47 @@ class Homeserver(service.MultiService):
             server_name,
         )
         self.room_summaries = RoomSummaryHandler(self.hierarchy, self.directory, rooms)
-        self._build_admin_rooms()
 
     def _build_admin_rooms(self) -> None:
-        """The admin API's rooms: the room list and reading any room (after the room handlers)."""
+        """The admin API's rooms: the room list, reading any room, blocking and deleting rooms
+        (last: a purge waits for every reader of the room stream)."""
+        from mxserver.admin.room_deletion import RoomDeletionHandler
         from mxserver.admin.rooms import AdminRoomsHandler
-        from mxserver.storage.admin_rooms import AdminRoomStore
+        from mxserver.storage.admin_rooms import AdminRoomStore, RoomTaskStore
 
         self.admin_room_store = AdminRoomStore(self.db, self.server_name)
         self.admin_rooms = AdminRoomsHandler(
             self.admin_room_store, self.room_server, self.event_store, self.event_serializer, self.room_history
         )
+        room_tasks = RoomTaskStore(self.db)
+        self.room_deletion = RoomDeletionHandler(
+            self.admin_room_store,
+            room_tasks,
+            self.blocked_rooms,
+            self.room_server,
+            self.room_membership,
+            self.room_creation,
+            self.room_messages,
+            self.directory,
+            self.clock,
+            self.server_name,
+        )
+        self.start_hooks.append(self.room_deletion.start)
+        # A purged room's remote members are no longer anywhere in memory.
+        room_members, room_servers = self.room_members, self.room_servers
+        self.room_deletion.purged_listeners.append(lambda room_id: room_members.state_replaced(room_id, ()))
+        self.room_deletion.purged_listeners.append(room_servers.invalidate)
+        readers = (self.push_notifications, self.search_indexer, self.appservice_reader)
+        sender = self.federation_sender
+
+        async def readers_caught_up() -> None:
+            position = self.room_stream.position
+            for reader in readers:
+                await reader.wait_for(position)
+            await sender.routed()
+            await sender.flush_writes()
+
+        self.room_deletion.before_purge.append(readers_caught_up)
 
     def _build_push(self) -> None:
         """Push: the reader that evaluates every new event's push rules (counts, notifications)."""
@@ -1042,6 +1078,7 @@ class Homeserver(service.MultiService):
         gate = AdminGate(self.auth, self.accounts)
         return [
             admin_rooms.AdminRoomsServlet(gate, self.admin_rooms),
+            admin_rooms.AdminRoomDeletionServlet(gate, self.room_deletion),
         ]
 
     def _build_apps(self) -> dict[str, Any]:
@@ -1306,6 +1343,7 @@ class Homeserver(service.MultiService):
         # That work may still write what it learnt: let it finish before the database closes.
         await self.device_lists.settle()
         await self.guest_access.settle()
+        await self.room_deletion.settle()
         await self.background_jobs.stop()
         self.is_ready = False
         self.db.close()

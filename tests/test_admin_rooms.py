@@ -199,3 +199,205 @@ class RoomReadTests(AdminRoomsTestCase):
         filt = q('{"types":["m.room.message"]}')
         only = await self.ok("GET", f"{A}/rooms/{q(room)}/messages?dir=f&filter={filt}", admin)
         self.assertEqual([e["content"]["body"] for e in only["chunk"]], ["m0", "m1", "m2", "m3", "m4"])
+
+
+A2 = "/_synapse/admin/v2"
+
+
+async def rows_naming(hs: Any, room_id: str, room_nid: int, event_ids: set[str], event_nids: set[int]) -> list[str]:
+    """Every row of every table of the database that still names the room: a text value holding
+    its ID or one of its event IDs, or a room/event NID column holding one of its NIDs. The
+    block list and the admin tasks keep the room ID on purpose."""
+    kept = {"blocked_rooms", "admin_room_tasks", "schema_version"}
+
+    def txn(t: Any) -> list[str]:
+        if t.dialect.name == "sqlite":
+            tables = [r[0] for r in t.query("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            # FTS5 keeps its index in shadow tables (binary); the event_search table itself is read
+            tables = [n for n in tables if not n.startswith("event_search_")]
+        else:
+            tables = [
+                r[0] for r in t.query("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
+            ]
+        found = []
+        for table in sorted(set(tables) - kept):
+            select = "SELECT rowid AS event_nid, * FROM event_search" if table == "event_search" and t.dialect.name == "sqlite" else f"SELECT * FROM {table}"
+            t.execute(select)
+            columns = [d[0] for d in t._cursor.description]
+            for row in t.fetchall():
+                for column, value in zip(columns, row, strict=True):
+                    if isinstance(value, str) and (room_id in value or any(e in value for e in event_ids)):
+                        found.append(f"{table}.{column}")
+                    elif column == "room_nid" and value == room_nid:
+                        found.append(f"{table}.{column}")
+                    elif column == "event_nid" and value in event_nids:
+                        found.append(f"{table}.{column}")
+        return sorted(set(found))
+
+    return await hs.db.run_read("test_rows_naming", txn)
+
+
+class RoomDeletionTests(AdminRoomsTestCase):
+    async def wait_deleted(self, admin: TestUser, delete_id: str) -> dict[str, Any]:
+        await self.hs.room_deletion.idle()
+        return await self.ok("GET", f"{A2}/rooms/delete_status/{delete_id}", admin)
+
+    async def room_contents(self, room: str) -> tuple[int, set[str], set[int]]:
+        """The room's NID, its event IDs and event NIDs, from the database."""
+        record = await self.hs.event_store.get_room(room)
+        rows = await self.hs.db.select("test", "SELECT event_id, event_nid FROM events WHERE room_nid = ?", record.room_nid)
+        return record.room_nid, {r[0] for r in rows}, {int(r[1]) for r in rows}
+
+    async def test_delete_moves_users_blocks_and_purges(self) -> None:
+        admin, alice = await self.admin_and_user()
+        bob, carol, dan = await self.register("bob"), await self.register("carol"), await self.register("dan")
+        room = await self.create_room(alice, preset="public_chat", name="Bad", room_alias_name="bad", visibility="public")
+        await self.join(bob, room)
+        await self.invite(alice, room, carol)
+        # a remote member: the room goes on elsewhere, nothing of it stays here
+        remote = "@remote:elsewhere.example"
+        await self.hs.room_server.send(room, EventSpec("m.room.member", {"membership": "join"}, remote, remote))
+        first = await self.send_message(alice, room, "bad content")
+        await self.send_message(bob, room, "reply", **{"m.relates_to": {"rel_type": "m.thread", "event_id": first}})
+        await self.put(f"{C}/user/{q(alice.user_id)}/rooms/{q(room)}/tags/u.work", {"order": 0.5}, alice)
+        await self.post(f"{C}/rooms/{q(room)}/receipt/m.read/{q(first)}", {}, bob)
+        await self.post(f"{C}/rooms/{q(room)}/report/{q(first)}", {"reason": "bad"}, bob)
+        self.assertEqual((await self.post(f"{C}/rooms/{q(room)}/report", {"reason": "bad"}, bob))[0], 200)
+        await self.readers_caught_up()
+        room_nid, event_ids, event_nids = await self.room_contents(room)
+        self.assertNotEqual(await rows_naming(self.hs, room, room_nid, event_ids, event_nids), [])
+
+        code, body = await self.delete(
+            f"{A2}/rooms/{q(room)}",
+            {"new_room_user_id": dan.user_id, "room_name": "Moved", "message": "Closed for violations", "block": True},
+            admin,
+        )
+        self.assertEqual(code, 200, body)
+        delete_id = body["delete_id"]
+        status = await self.wait_deleted(admin, delete_id)
+        self.assertEqual((status["status"], status["delete_id"], status["room_id"]), ("complete", delete_id, room))
+        shutdown = status["shutdown_room"]
+        self.assertEqual(sorted(shutdown["kicked_users"]), sorted([alice.user_id, bob.user_id, carol.user_id]))
+        self.assertEqual(shutdown["failed_to_kick_users"], [])
+        self.assertEqual(shutdown["local_aliases"], ["#bad:test"])
+        new_room = shutdown["new_room_id"]
+        self.assertIsInstance(new_room, str)
+        by_room = await self.ok("GET", f"{A2}/rooms/{q(room)}/delete_status", admin)
+        self.assertEqual(by_room, {"results": [status]})
+
+        # what the users see: they are in the new room, with the message, and not in the old one
+        for user in (alice, bob, carol):
+            joined = (await self.ok("GET", f"{C}/joined_rooms", user))["joined_rooms"]
+            self.assertEqual(joined, [new_room], user.user_id)
+        self.assertIn("Closed for violations", await self.visible_bodies(alice, new_room))
+        self.assertEqual(await self.state_content(alice, new_room, "m.room.name"), {"name": "Moved"})
+        pl = await self.state_content(alice, new_room, "m.room.power_levels")
+        self.assertEqual(pl["users_default"], -10)
+        # the alias now leads to the new room; the old room left the directory and is gone
+        self.assertEqual((await self.ok("GET", f"{C}/directory/room/{q('#bad:test')}", alice))["room_id"], new_room)
+        public = await self.ok("GET", f"{C}/publicRooms", alice)
+        self.assertNotIn(room, [r["room_id"] for r in public["chunk"]])
+        self.assertMatrixError(await self.get(f"{C}/rooms/{q(room)}/messages", alice), 404, "M_NOT_FOUND")
+        self.assertMatrixError(await self.get(f"{A}/rooms/{q(room)}", admin), 404, "M_NOT_FOUND")
+        listed = await self.ok("GET", f"{A}/rooms", admin)
+        self.assertNotIn(room, [r["room_id"] for r in listed["rooms"]])
+        # blocked: nobody joins it again
+        self.assertMatrixError(await self.post(f"{C}/join/{q(room)}", {}, bob), 403, "M_FORBIDDEN")
+        self.assertEqual(await self.ok("GET", f"{A}/rooms/{q(room)}/block", admin), {"block": True, "user_id": admin.user_id})
+        # nothing of the room is left in the database
+        self.assertEqual(await rows_naming(self.hs, room, room_nid, event_ids, event_nids), [])
+        # the server goes on: the new room works (its members cannot speak there, as in Synapse)
+        self.assertEqual((await self.put(f"{C}/rooms/{q(new_room)}/send/m.room.message/t1", {"body": "x"}, alice))[0], 403)
+        await self.send_message(dan, new_room, "still here")
+        # the status survives a restart, and stream positions never go back
+        position = self.hs.event_store.max_stream
+        await self.restart()
+        self.assertGreaterEqual(self.hs.event_store.max_stream, position)
+        self.assertEqual((await self.ok("GET", f"{A2}/rooms/delete_status/{delete_id}", admin))["status"], "complete")
+
+    async def test_delete_without_new_room_or_purge(self) -> None:
+        admin, alice = await self.admin_and_user()
+        bob = await self.register("bob")
+        room = await self.create_room(alice, preset="public_chat", room_alias_name="kept", visibility="public")
+        await self.join(bob, room)
+        code, body = await self.delete(f"{A2}/rooms/{q(room)}", {"purge": False}, admin)
+        self.assertEqual(code, 200, body)
+        status = await self.wait_deleted(admin, body["delete_id"])
+        self.assertEqual(status["status"], "complete")
+        self.assertEqual(
+            status["shutdown_room"],
+            {
+                "kicked_users": sorted([alice.user_id, bob.user_id]),
+                "failed_to_kick_users": [],
+                "local_aliases": ["#kept:test"],
+                "new_room_id": None,
+            },
+        )
+        # the room is still here, empty, without its alias, out of the directory, not blocked
+        details = await self.ok("GET", f"{A}/rooms/{q(room)}", admin)
+        self.assertEqual((details["joined_members"], details["public"], details["forgotten"]), (0, False, True))
+        self.assertMatrixError(await self.get(f"{C}/directory/room/{q('#kept:test')}", alice), 404, "M_NOT_FOUND")
+        self.assertEqual(await self.ok("GET", f"{C}/joined_rooms", alice), {"joined_rooms": []})
+        self.assertEqual(await self.ok("GET", f"{A}/rooms/{q(room)}/block", admin), {"block": False})
+        self.assertEqual(await self.membership(room, bob), "leave")
+
+    async def test_block_endpoint(self) -> None:
+        admin, alice = await self.admin_and_user()
+        bob = await self.register("bob")
+        room = await self.create_room(alice, preset="public_chat")
+        self.assertEqual(await self.ok("PUT", f"{A}/rooms/{q(room)}/block", admin, {"block": True}), {"block": True})
+        self.assertMatrixError(await self.post(f"{C}/join/{q(room)}", {}, bob), 403, "M_FORBIDDEN")
+        self.assertMatrixError(await self.post(f"{C}/rooms/{q(room)}/invite", {"user_id": bob.user_id}, alice), 403, "M_FORBIDDEN")
+        await self.send_message(alice, room, "members stay and talk")
+        self.assertEqual(await self.ok("PUT", f"{A}/rooms/{q(room)}/block", admin, {"block": False}), {"block": False})
+        self.assertEqual(await self.ok("GET", f"{A}/rooms/{q(room)}/block", admin), {"block": False})
+        await self.join(bob, room)
+        # a room unknown here may be blocked ahead
+        unknown = "!notyet:elsewhere.example"
+        self.assertEqual(await self.ok("PUT", f"{A}/rooms/{q(unknown)}/block", admin, {"block": True}), {"block": True})
+        self.assertEqual(await self.ok("GET", f"{A}/rooms/{q(unknown)}/block", admin), {"block": True, "user_id": admin.user_id})
+        self.assertMatrixError(await self.post(f"{C}/join/{q(unknown)}", {}, bob), 403, "M_FORBIDDEN")
+
+    async def test_permissions_and_bad_input(self) -> None:
+        admin, alice = await self.admin_and_user()
+        room = await self.create_room(alice)
+        requests: list[tuple[str, str, Any]] = [
+            ("GET", f"{A}/rooms/{q(room)}/block", None),
+            ("PUT", f"{A}/rooms/{q(room)}/block", {"block": True}),
+            ("DELETE", f"{A2}/rooms/{q(room)}", {}),
+            ("GET", f"{A2}/rooms/{q(room)}/delete_status", None),
+            ("GET", f"{A2}/rooms/delete_status/abc", None),
+        ]
+        for method, path, body in requests:
+            self.assertMatrixError(await self.request(method, path, body), 401, "M_MISSING_TOKEN")
+            self.assertMatrixError(await self.request(method, path, body, token=alice), 403, "M_FORBIDDEN")
+        # nothing was blocked nor deleted by those
+        self.assertEqual(await self.ok("GET", f"{A}/rooms/{q(room)}/block", admin), {"block": False})
+        self.assertMatrixError(await self.get(f"{A2}/rooms/{q(room)}/delete_status", admin), 404, "M_NOT_FOUND")
+        self.assertMatrixError(await self.get(f"{A2}/rooms/delete_status/nope", admin), 404, "M_NOT_FOUND")
+        path = f"{A2}/rooms/{q(room)}"
+        self.assertMatrixError(await self.request("DELETE", path, token=admin), 400, "M_NOT_JSON")
+        self.assertMatrixError(await self.request("DELETE", path, raw=b"[]", token=admin), 400, "M_BAD_JSON")
+        for bad in ({"block": "yes"}, {"purge": 1}, {"force_purge": "x"}, {"room_name": 5}, {"message": []}):
+            self.assertMatrixError(await self.delete(path, bad, admin), 400, "M_BAD_JSON")
+        for bad_user in ("not-a-user", "@someone:elsewhere.example"):
+            self.assertMatrixError(await self.delete(path, {"new_room_user_id": bad_user}, admin), 400, "M_INVALID_PARAM")
+        self.assertMatrixError(await self.delete(f"{A2}/rooms/{q('!unknown:test')}", {}, admin), 400, "M_INVALID_PARAM")
+        self.assertMatrixError(await self.delete(f"{A2}/rooms/{q('bad')}", {}, admin), 400, "M_INVALID_PARAM")
+        self.assertMatrixError(await self.put(f"{A}/rooms/{q(room)}/block", {}, admin), 400, "M_MISSING_PARAM")
+        self.assertMatrixError(await self.put(f"{A}/rooms/{q(room)}/block", {"block": "no"}, admin), 400, "M_BAD_JSON")
+        self.assertMatrixError(await self.get(f"{A}/rooms/{q('bad')}/block", admin), 400, "M_INVALID_PARAM")
+        # the room is untouched
+        self.assertEqual(await self.membership(room, alice), "join")
+
+    async def test_interrupted_deletion_fails_after_restart(self) -> None:
+        admin, alice = await self.admin_and_user()
+        room = await self.create_room(alice)
+        await self.hs.room_deletion.tasks.add("stuck", "delete", room, 1)
+        await self.restart()
+        status = await self.ok("GET", f"{A2}/rooms/delete_status/stuck", admin)
+        self.assertEqual((status["status"], status["error"]), ("failed", "Interrupted by a server restart"))
+        # and the room may be deleted again
+        code, body = await self.delete(f"{A2}/rooms/{q(room)}", {}, admin)
+        self.assertEqual(code, 200, body)
+        self.assertEqual((await self.wait_deleted(admin, body["delete_id"]))["status"], "complete")

@@ -1,6 +1,8 @@
-"""``/_synapse/admin/v1/rooms...``: listing and reading rooms, for server admins (Synapse's shapes).
+"""``/_synapse/admin/v1/rooms...``: listing, reading, blocking and deleting rooms, for server
+admins (Synapse's shapes).
 
-Thin: the gate (401/403), parse and validate, call :class:`~mxserver.admin.rooms.AdminRoomsHandler`.
+Thin: the gate (401/403), parse and validate, call :class:`~mxserver.admin.rooms.AdminRoomsHandler`
+or :class:`~mxserver.admin.room_deletion.RoomDeletionHandler`.
 """
 
 from __future__ import annotations
@@ -9,16 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.web.iweb import IRequest
 
-from mxserver.api.http import JsonDict, query_bool, query_int, query_str, route
+from mxserver.admin.room_deletion import DEFAULT_MESSAGE, DEFAULT_ROOM_NAME, DeleteRequest
+from mxserver.api.http import JsonDict, get_bool, get_str, json_body, query_bool, query_int, query_str, route
 from mxserver.errors import invalid_param
+from mxserver.identifier_checks import check_user_id
 from mxserver.ids import is_valid_room_id
 from mxserver.sync.filtering import RoomEventFilter
 
 if TYPE_CHECKING:
+    from mxserver.admin.room_deletion import RoomDeletionHandler
     from mxserver.admin.rooms import AdminRoomsHandler
     from mxserver.api.admin import AdminGate
 
 _V1 = "/_synapse/admin/v1"
+_V2 = "/_synapse/admin/v2"
 
 #: the most rooms one page of the room list holds, whatever the admin asks
 MAX_ROOMS_LIMIT = 1000
@@ -92,3 +98,65 @@ class AdminRoomsServlet:
             limit=query_int(request, "limit", 10, minimum=0),
             filt=RoomEventFilter.from_query(query_str(request, "filter")),
         )
+
+
+#: the longest room name and message a deletion accepts (they become event content)
+_MAX_TEXT = 65536
+
+
+class AdminRoomDeletionServlet:
+    """Deleting rooms (v2, in the background, with a status) and the room block list."""
+
+    def __init__(self, gate: AdminGate, deletion: RoomDeletionHandler) -> None:
+        self.gate = gate
+        self.deletion = deletion
+
+    @route("GET", f"{_V1}/rooms/{{room_id}}/block")
+    async def block_status(self, request: IRequest, room_id: str) -> JsonDict:
+        await self.gate.require(request)
+        return await self.deletion.block_status(room_id_param(room_id))
+
+    @route("PUT", f"{_V1}/rooms/{{room_id}}/block")
+    async def set_block(self, request: IRequest, room_id: str) -> JsonDict:
+        requester = await self.gate.require(request)
+        room_id = room_id_param(room_id)
+        block = get_bool(json_body(request), "block")
+        self.gate.audit(requester, "block_room" if block else "unblock_room", room_id=room_id)
+        return await self.deletion.set_blocked(requester, room_id, block)
+
+    @route("DELETE", f"{_V2}/rooms/{{room_id}}")
+    async def delete_room(self, request: IRequest, room_id: str) -> JsonDict:
+        requester = await self.gate.require(request)
+        room_id = room_id_param(room_id)
+        # rooms.md: "The JSON body must not be empty. The body must be at least {}."
+        body = json_body(request)
+        new_room_user_id = get_str(body, "new_room_user_id", None)
+        req = DeleteRequest(
+            new_room_user_id=check_user_id(new_room_user_id) if new_room_user_id is not None else None,
+            room_name=get_str(body, "room_name", DEFAULT_ROOM_NAME, max_length=_MAX_TEXT),
+            message=get_str(body, "message", DEFAULT_MESSAGE, max_length=_MAX_TEXT),
+            block=get_bool(body, "block", False),
+            purge=get_bool(body, "purge", True),
+            force_purge=get_bool(body, "force_purge", False),
+        )
+        delete_id = await self.deletion.delete_room(requester, room_id, req)
+        self.gate.audit(
+            requester,
+            "delete_room",
+            room_id=room_id,
+            delete_id=delete_id,
+            block=req.block,
+            purge=req.purge,
+            new_room_user_id=req.new_room_user_id,
+        )
+        return {"delete_id": delete_id}
+
+    @route("GET", f"{_V2}/rooms/{{room_id}}/delete_status")
+    async def status_by_room(self, request: IRequest, room_id: str) -> JsonDict:
+        await self.gate.require(request)
+        return await self.deletion.status_by_room(room_id_param(room_id))
+
+    @route("GET", f"{_V2}/rooms/delete_status/{{delete_id}}")
+    async def status_by_id(self, request: IRequest, delete_id: str) -> JsonDict:
+        await self.gate.require(request)
+        return await self.deletion.status_by_id(delete_id)
