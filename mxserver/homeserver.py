@@ -655,18 +655,21 @@ class Homeserver(service.MultiService):
     def _build_admin_rooms(self) -> None:
         """The admin API's rooms: the room list, reading any room, blocking and deleting rooms
         (last: a purge waits for every reader of the room stream)."""
+        from mxserver.admin.purge_history import PurgeHistoryHandler
         from mxserver.admin.room_deletion import RoomDeletionHandler
         from mxserver.admin.rooms import AdminRoomsHandler
+        from mxserver.admin.tasks import RoomTaskRunner
         from mxserver.storage.admin_rooms import AdminRoomStore, RoomTaskStore
 
         self.admin_room_store = AdminRoomStore(self.db, self.server_name)
         self.admin_rooms = AdminRoomsHandler(
             self.admin_room_store, self.room_server, self.event_store, self.event_serializer, self.room_history
         )
-        room_tasks = RoomTaskStore(self.db)
+        self.admin_room_tasks = RoomTaskRunner(RoomTaskStore(self.db), self.clock)
+        self.start_hooks.append(self.admin_room_tasks.start)
         self.room_deletion = RoomDeletionHandler(
             self.admin_room_store,
-            room_tasks,
+            self.admin_room_tasks,
             self.blocked_rooms,
             self.room_server,
             self.room_membership,
@@ -676,7 +679,9 @@ class Homeserver(service.MultiService):
             self.clock,
             self.server_name,
         )
-        self.start_hooks.append(self.room_deletion.start)
+        self.purge_history = PurgeHistoryHandler(
+            self.admin_room_store, self.admin_room_tasks, self.room_server, self.event_store, self.room_deletion
+        )
         # A purged room's remote members are no longer anywhere in memory.
         room_members, room_servers = self.room_members, self.room_servers
         self.room_deletion.purged_listeners.append(lambda room_id: room_members.state_replaced(room_id, ()))
@@ -1079,6 +1084,7 @@ class Homeserver(service.MultiService):
         return [
             admin_rooms.AdminRoomsServlet(gate, self.admin_rooms),
             admin_rooms.AdminRoomDeletionServlet(gate, self.room_deletion),
+            admin_rooms.AdminPurgeHistoryServlet(gate, self.purge_history),
         ]
 
     def _build_apps(self) -> dict[str, Any]:
@@ -1343,7 +1349,7 @@ class Homeserver(service.MultiService):
         # That work may still write what it learnt: let it finish before the database closes.
         await self.device_lists.settle()
         await self.guest_access.settle()
-        await self.room_deletion.settle()
+        await self.admin_room_tasks.settle()
         await self.background_jobs.stop()
         self.is_ready = False
         self.db.close()

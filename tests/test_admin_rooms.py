@@ -239,7 +239,7 @@ async def rows_naming(hs: Any, room_id: str, room_nid: int, event_ids: set[str],
 
 class RoomDeletionTests(AdminRoomsTestCase):
     async def wait_deleted(self, admin: TestUser, delete_id: str) -> dict[str, Any]:
-        await self.hs.room_deletion.idle()
+        await self.hs.admin_room_tasks.idle()
         return await self.ok("GET", f"{A2}/rooms/delete_status/{delete_id}", admin)
 
     async def room_contents(self, room: str) -> tuple[int, set[str], set[int]]:
@@ -258,6 +258,8 @@ class RoomDeletionTests(AdminRoomsTestCase):
         remote = "@remote:elsewhere.example"
         await self.hs.room_server.send(room, EventSpec("m.room.member", {"membership": "join"}, remote, remote))
         first = await self.send_message(alice, room, "bad content")
+        txn_path = f"{C}/rooms/{q(room)}/send/m.room.message/reused-txn"
+        self.assertEqual((await self.put(txn_path, {"msgtype": "m.text", "body": "with a txn"}, alice))[0], 200)
         await self.send_message(bob, room, "reply", **{"m.relates_to": {"rel_type": "m.thread", "event_id": first}})
         await self.put(f"{C}/user/{q(alice.user_id)}/rooms/{q(room)}/tags/u.work", {"order": 0.5}, alice)
         await self.post(f"{C}/rooms/{q(room)}/receipt/m.read/{q(first)}", {}, bob)
@@ -307,8 +309,13 @@ class RoomDeletionTests(AdminRoomsTestCase):
         # nothing of the room is left in the database
         self.assertEqual(await rows_naming(self.hs, room, room_nid, event_ids, event_nids), [])
         # the server goes on: the new room works (its members cannot speak there, as in Synapse)
-        self.assertEqual((await self.put(f"{C}/rooms/{q(new_room)}/send/m.room.message/t1", {"body": "x"}, alice))[0], 403)
+        self.assertEqual((await self.put(f"{C}/rooms/{q(new_room)}/send/m.room.message/mute", {"body": "x"}, alice))[0], 403)
         await self.send_message(dan, new_room, "still here")
+        # a transaction ID whose event was purged is a new request
+        other = await self.create_room(alice)
+        code, sent = await self.put(f"{C}/rooms/{q(other)}/send/m.room.message/reused-txn", {"body": "new"}, alice)
+        self.assertEqual(code, 200, sent)
+        self.assertNotIn(sent["event_id"], event_ids)
         # the status survives a restart, and stream positions never go back
         position = self.hs.event_store.max_stream
         await self.restart()
@@ -393,7 +400,7 @@ class RoomDeletionTests(AdminRoomsTestCase):
     async def test_interrupted_deletion_fails_after_restart(self) -> None:
         admin, alice = await self.admin_and_user()
         room = await self.create_room(alice)
-        await self.hs.room_deletion.tasks.add("stuck", "delete", room, 1)
+        await self.hs.admin_room_tasks.store.add("stuck", "delete", room, 1)
         await self.restart()
         status = await self.ok("GET", f"{A2}/rooms/delete_status/stuck", admin)
         self.assertEqual((status["status"], status["error"]), ("failed", "Interrupted by a server restart"))
@@ -401,3 +408,102 @@ class RoomDeletionTests(AdminRoomsTestCase):
         code, body = await self.delete(f"{A2}/rooms/{q(room)}", {}, admin)
         self.assertEqual(code, 200, body)
         self.assertEqual((await self.wait_deleted(admin, body["delete_id"]))["status"], "complete")
+
+
+class PurgeHistoryTests(AdminRoomsTestCase):
+    async def purged(self, admin: TestUser, purge_id: str) -> dict[str, Any]:
+        await self.hs.admin_room_tasks.idle()
+        return await self.ok("GET", f"{A}/purge_history_status/{purge_id}", admin)
+
+    async def room_with_history(self) -> tuple[TestUser, TestUser, str, str, list[str]]:
+        """A room with a remote member's messages (the admin cannot make a remote server here:
+        the room server stores them as a remote user's), then local ones, then a topic change."""
+        admin, alice = await self.admin_and_user()
+        room = await self.create_room(alice, preset="public_chat", name="Old")
+        remote = "@remote:elsewhere.example"
+        await self.hs.room_server.send(room, EventSpec("m.room.member", {"membership": "join"}, remote, remote))
+        ids = []
+        for i in range(3):
+            event = await self.hs.room_server.send(room, EventSpec("m.room.message", {"msgtype": "m.text", "body": f"r{i}"}, None, remote))
+            ids.append(event.event_id)
+        for i in range(3):
+            ids.append(await self.send_message(alice, room, f"l{i}"))
+        await self.set_state(alice, room, "m.room.topic", {"topic": "kept"})
+        ids.append(await self.send_message(alice, room, "last"))
+        return admin, alice, room, remote, ids
+
+    async def bodies(self, user: TestUser, room: str) -> list[str]:
+        events = await self.room_events(user, room)
+        return [e["content"]["body"] for e in events if e["type"] == "m.room.message"]
+
+    async def test_purge_up_to_event_keeps_local_events_and_state(self) -> None:
+        admin, alice, room, remote, ids = await self.room_with_history()
+        await self.readers_caught_up()
+        state_before = sorted(e["event_id"] for e in await self.ok("GET", f"{C}/rooms/{q(room)}/state", alice))
+        code, body = await self.post(f"{A}/purge_history/{q(room)}/{q(ids[-1])}", {}, admin)
+        self.assertEqual(code, 200, body)
+        self.assertEqual(await self.purged(admin, body["purge_id"]), {"status": "complete"})
+        # the remote user's messages are gone, the local ones and every state event stay
+        self.assertEqual(await self.bodies(alice, room), ["l0", "l1", "l2", "last"])
+        state_after = sorted(e["event_id"] for e in await self.ok("GET", f"{C}/rooms/{q(room)}/state", alice))
+        self.assertEqual(state_after, state_before)
+        self.assertEqual((await self.state_content(alice, room, "m.room.topic") or {}).get("topic"), "kept")
+        self.assertMatrixError(await self.get(f"{C}/rooms/{q(room)}/event/{q(ids[0])}", alice), 404, "M_NOT_FOUND")
+        # the room goes on
+        await self.send_message(alice, room, "after")
+        self.assertEqual((await self.bodies(alice, room))[-1], "after")
+
+    async def test_purge_local_events_too_but_never_the_last(self) -> None:
+        admin, alice, room, remote, ids = await self.room_with_history()
+        await self.readers_caught_up()
+        code, body = await self.post(f"{A}/purge_history/{q(room)}", {"purge_up_to_ts": 2**50, "delete_local_events": True}, admin)
+        self.assertEqual(code, 200, body)
+        self.assertEqual(await self.purged(admin, body["purge_id"]), {"status": "complete"})
+        # everything but the room's latest event (a forward extremity) and its state
+        self.assertEqual(await self.bodies(alice, room), ["last"])
+        self.assertEqual((await self.state_content(alice, room, "m.room.name")), {"name": "Old"})
+        members = await self.ok("GET", f"{A}/rooms/{q(room)}/members", admin)
+        self.assertEqual(members["members"], sorted([alice.user_id, remote]))
+        # a search finds nothing of what went
+        found = await self.ok("POST", f"{C}/search", alice, {"search_categories": {"room_events": {"search_term": "l1"}}})
+        self.assertEqual(found["search_categories"]["room_events"]["results"], [])
+
+    async def test_purge_by_timestamp(self) -> None:
+        admin, alice, room, remote, ids = await self.room_with_history()
+        sent_ts = {e: (await self.hs.event_store.get_event(e)).origin_server_ts for e in ids[:3]}
+        cut = sent_ts[ids[1]]
+        await self.readers_caught_up()
+        code, body = await self.post(f"{A}/purge_history/{q(room)}", {"purge_up_to_ts": cut}, admin)
+        self.assertEqual(code, 200, body)
+        self.assertEqual(await self.purged(admin, body["purge_id"]), {"status": "complete"})
+        # the remote messages sent before the time went, those sent at it or after stay
+        expected = [f"r{i}" for i, e in enumerate(ids[:3]) if sent_ts[e] >= cut]
+        self.assertIn("r1", expected)
+        self.assertEqual(await self.bodies(alice, room), [*expected, "l0", "l1", "l2", "last"])
+
+    async def test_permissions_and_bad_input(self) -> None:
+        admin, alice, room, remote, ids = await self.room_with_history()
+        for method, path, body in (
+            ("POST", f"{A}/purge_history/{q(room)}", {"purge_up_to_ts": 1}),
+            ("POST", f"{A}/purge_history/{q(room)}/{q(ids[-1])}", {}),
+            ("GET", f"{A}/purge_history_status/x", None),
+        ):
+            self.assertMatrixError(await self.request(method, path, body), 401, "M_MISSING_TOKEN")
+            self.assertMatrixError(await self.request(method, path, body, token=alice), 403, "M_FORBIDDEN")
+        path = f"{A}/purge_history/{q(room)}"
+        self.assertMatrixError(await self.post(path, {}, admin), 400, "M_MISSING_PARAM")
+        self.assertMatrixError(await self.post(path, {"purge_up_to_ts": "yesterday"}, admin), 400, "M_BAD_JSON")
+        self.assertMatrixError(await self.post(path, {"purge_up_to_ts": -1}, admin), 400, "M_BAD_JSON")
+        self.assertMatrixError(await self.post(path, {"purge_up_to_ts": 5, "delete_local_events": "yes"}, admin), 400, "M_BAD_JSON")
+        self.assertMatrixError(await self.post(path, {"purge_up_to_event_id": "nope"}, admin), 400, "M_INVALID_PARAM")
+        self.assertMatrixError(await self.post(f"{path}/{q('$unknown')}", {}, admin), 404, "M_NOT_FOUND")
+        self.assertMatrixError(await self.post(f"{A}/purge_history/{q('!unknown:test')}", {"purge_up_to_ts": 5}, admin), 404, "M_NOT_FOUND")
+        self.assertMatrixError(await self.post(f"{A}/purge_history/{q('bad')}", {"purge_up_to_ts": 5}, admin), 400, "M_INVALID_PARAM")
+        self.assertMatrixError(await self.request("POST", path, raw=b"{", token=admin), 400, "M_NOT_JSON")
+        self.assertMatrixError(await self.get(f"{A}/purge_history_status/unknown", admin), 404, "M_NOT_FOUND")
+        # an event of another room is not a point in this one
+        other = await self.create_room(alice)
+        other_event = await self.send_message(alice, other, "elsewhere")
+        self.assertMatrixError(await self.post(f"{path}/{q(other_event)}", {}, admin), 404, "M_NOT_FOUND")
+        # nothing was purged
+        self.assertEqual(len(await self.bodies(alice, room)), 7)

@@ -13,24 +13,21 @@ A deletion answers at once with a ``delete_id`` and runs in the background, in t
 5. ``purge``: the room's rows go from every table (refused while a local user is still joined,
    unless ``force_purge``), and what memory holds of it.
 
-The status of each deletion is kept in the database (``admin_room_tasks``), so a restart
-does not lose it; a deletion a stop interrupted is marked ``failed`` at the next start (its
-work is not resumed: the admin may delete the room again). Outcomes are kept for a day after
-they finish, as Synapse's are.
+Each deletion is a background task (:mod:`mxserver.admin.tasks`) whose status is kept in the
+database, so a restart does not lose it.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mxserver.accounts.auth import Requester
+from mxserver.admin.tasks import RoomTaskRunner
 from mxserver.errors import MatrixError, invalid_param, not_found
 from mxserver.ids import server_of
 from mxserver.room_handlers.creation import CreateRoomRequest, RoomCreationHandler
@@ -39,36 +36,14 @@ from mxserver.room_handlers.membership import MembershipHandler
 from mxserver.room_handlers.messages import MessageHandler
 from mxserver.rooms.room_head import RoomHead
 from mxserver.rooms.room_server import RoomServer
-from mxserver.storage.admin_rooms import (
-    ACTIVE,
-    COMPLETE,
-    FAILED,
-    SCHEDULED,
-    AdminRoomStore,
-    BlockedRoomsStore,
-    RoomTask,
-    RoomTaskStore,
-)
+from mxserver.storage.admin_rooms import FAILED, AdminRoomStore, BlockedRoomsStore, RoomTask
+from mxserver.storage.events import RoomRecord
 
 log = Logger()
-
-
-def _observe(d: Deferred[None]) -> Deferred[None]:
-    """A Deferred that fires when ``d`` does, leaving ``d``'s own result alone."""
-    out: Deferred[None] = Deferred()
-
-    def fire(result: object) -> object:
-        out.callback(None)
-        return result
-
-    d.addBoth(fire)
-    return out
 
 DELETE = "delete"
 DEFAULT_ROOM_NAME = "Content Violation Notification"
 DEFAULT_MESSAGE = "Sharing illegal content on this server is not permitted and rooms in violation will be blocked."
-#: how long the outcome of a finished task stays readable (ms)
-TASK_RETENTION_MS = 24 * 3600 * 1000
 #: the memberships of local users a shutdown removes from the room
 _REMOVED_MEMBERSHIPS = ("join", "invite", "knock")
 
@@ -104,7 +79,7 @@ class RoomDeletionHandler:
     def __init__(
         self,
         store: AdminRoomStore,
-        tasks: RoomTaskStore,
+        tasks: RoomTaskRunner,
         blocked: BlockedRoomsStore,
         room_server: RoomServer,
         membership: MembershipHandler,
@@ -130,36 +105,9 @@ class RoomDeletionHandler:
         #: of the room stream (push, search, appservices, the federation sender) must have
         #: written what they do of its last events, or they would write it after the purge
         self.before_purge: list[Callable[[], Awaitable[Any]]] = []
-        self._pending: dict[str, IDelayedCall] = {}
-        self._running: dict[str, Deferred[None]] = {}
 
     def _now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
-
-    async def start(self) -> None:
-        """At start-up: deletions a stop interrupted have failed."""
-        await self.tasks.fail_interrupted(self._now_ms())
-
-    async def settle(self) -> None:
-        """At stop: deletions not started yet are dropped (marked failed at the next start),
-        those running finish before the database closes."""
-        for delete_id, call in list(self._pending.items()):
-            if call.active():
-                call.cancel()
-            self._finished(delete_id)
-        await self.idle()
-
-    async def idle(self) -> None:
-        """Return once every deletion scheduled so far has finished (tests, and stopping)."""
-        while self._running:
-            for done in list(self._running.values()):
-                await _observe(done)
-
-    def _finished(self, delete_id: str) -> None:
-        self._pending.pop(delete_id, None)
-        done = self._running.pop(delete_id, None)
-        if done is not None and not done.called:
-            done.callback(None)
 
     # -- the block list -------------------------------------------------------------------------
 
@@ -185,35 +133,16 @@ class RoomDeletionHandler:
             raise invalid_param("'new_room_user_id' must be a user of this server")
         if await self.room_server.get_room(room_id) is None:
             raise invalid_param(f"Unknown room {room_id}")
-        if any(t.status in (SCHEDULED, ACTIVE) for t in await self.tasks.for_room(DELETE, room_id)):
+        if await self.tasks.busy_with(DELETE, room_id):
             raise MatrixError(400, "M_UNKNOWN", f"A deletion of {room_id} is already in progress")
-        delete_id = secrets.token_urlsafe(12)
-        await self.tasks.add(delete_id, DELETE, room_id, self._now_ms())
-        # Answer first; the work starts on the next turn of the reactor.
-        self._running[delete_id] = Deferred()
-        self._pending[delete_id] = self.clock.callLater(0, self._run, delete_id, requester, room_id, req)
-        return delete_id
 
-    def _run(self, delete_id: str, requester: Requester, room_id: str, req: DeleteRequest) -> None:
-        self._pending.pop(delete_id, None)
-        d = ensureDeferred(self._delete(delete_id, requester, room_id, req))
-        d.addErrback(lambda f: log.failure("room deletion {id} failed", f, id=delete_id))
-        d.addBoth(lambda _: self._finished(delete_id))
-
-    async def _delete(self, delete_id: str, requester: Requester, room_id: str, req: DeleteRequest) -> None:
-        result = _shutdown_result([], [], [], None)
-        try:
-            await self.tasks.update(delete_id, ACTIVE, self._now_ms())
+        async def work(delete_id: str) -> dict[str, Any]:
             result = await self._shut_down(delete_id, requester, room_id, req)
             if req.purge:
-                await self._purge(room_id, req.force_purge)
-        except Exception as e:
-            error = e.msg if isinstance(e, MatrixError) else "Internal error"
-            if not isinstance(e, MatrixError):
-                log.failure("deleting room {room_id} failed", room_id=room_id)
-            await self.tasks.update(delete_id, FAILED, self._now_ms(), error=error, result=result)
-            return
-        await self.tasks.update(delete_id, COMPLETE, self._now_ms(), result=result)
+                await self.purge_room(room_id, req.force_purge)
+            return result
+
+        return await self.tasks.schedule(DELETE, room_id, work)
 
     async def _shut_down(self, delete_id: str, requester: Requester, room_id: str, req: DeleteRequest) -> dict[str, Any]:
         if req.block:
@@ -245,7 +174,7 @@ class RoomDeletionHandler:
         await self.directory.publish(room_id, False)
         result = _shutdown_result(kicked, failed, aliases, new_room_id)
         # The outcome of the shutdown is shown while the purge still runs (Synapse's status).
-        await self.tasks.update(delete_id, ACTIVE, self._now_ms(), result=result)
+        await self.tasks.progress(delete_id, result)
         return result
 
     async def _make_new_room(self, delete_id: str, req: DeleteRequest) -> str:
@@ -260,34 +189,45 @@ class RoomDeletionHandler:
         await self.messages.send_event(creator, new_room_id, "m.room.message", content, f"room-shutdown-{delete_id}")
         return new_room_id
 
-    async def _purge(self, room_id: str, force: bool) -> None:
+    async def run_purge(self, room_id: str, purge: Callable[[RoomRecord], Awaitable[None]]) -> None:
+        """Run ``purge(room)`` holding the room's lock, once the readers of the room stream have
+        written what they do of its events (see :attr:`before_purge`)."""
+        room = await self.room_server.get_room(room_id)
+        if room is None:
+            raise not_found(f"Unknown room {room_id}")
+
+        async def locked(head: RoomHead) -> None:
+            for settle in self.before_purge:
+                await settle()
+            await purge(head.room)
+
+        await self.room_server.run_locked(room_id, locked)
+
+    async def purge_room(self, room_id: str, force: bool) -> None:
+        """Remove the room from the database and from memory."""
         room = await self.room_server.get_room(room_id)
         if room is None:
             return
         if not force and await self.store.local_members(room.room_nid, ("join",)):
             raise MatrixError(400, "M_UNKNOWN", "Local users are still joined to the room: not purged (see force_purge)")
 
-        async def purge(head: RoomHead) -> None:
-            for settle in self.before_purge:
-                await settle()
-            await self.store.purge_room(room.room_nid, room_id)
+        async def purge(locked_room: RoomRecord) -> None:
+            await self.store.purge_room(locked_room.room_nid, room_id)
             self.room_server.forget_room(room_id)
 
-        await self.room_server.run_locked(room_id, purge)
+        await self.run_purge(room_id, purge)
         for listener in self.purged_listeners:
             listener(room_id)
 
     async def status_by_id(self, delete_id: str) -> dict[str, Any]:
         """``GET /_synapse/admin/v2/rooms/delete_status/{delete_id}``."""
-        await self.tasks.forget_finished_before(self._now_ms() - TASK_RETENTION_MS)
-        task = await self.tasks.get(delete_id)
-        if task is None or task.kind != DELETE:
+        task = await self.tasks.get(delete_id, DELETE)
+        if task is None:
             raise not_found("delete id not found")
         return task_status(task)
 
     async def status_by_room(self, room_id: str) -> dict[str, Any]:
         """``GET /_synapse/admin/v2/rooms/{roomId}/delete_status``."""
-        await self.tasks.forget_finished_before(self._now_ms() - TASK_RETENTION_MS)
         tasks = await self.tasks.for_room(DELETE, room_id)
         if not tasks:
             raise not_found(f"No delete task for room_id '{room_id}' found")

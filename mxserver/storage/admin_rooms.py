@@ -200,6 +200,14 @@ class AdminRoomStore:
 
         return self.db.run_read("admin_room_local_members", txn)
 
+    def purge_history(self, room_nid: int, before_depth: int | None, before_ts: int | None, delete_local: bool) -> Deferred[int]:
+        """Remove the room's message events (never state events, never a forward extremity;
+        events of local senders only with ``delete_local``) below depth ``before_depth`` or
+        sent before ``before_ts``; how many were removed."""
+        return self.db.run_interaction(
+            "admin_purge_history", purge_history_txn, room_nid, before_depth, before_ts, delete_local, self._local_pattern
+        )
+
     def purge_room(self, room_nid: int, room_id: str) -> Deferred[None]:
         """Remove the room from the database (see :func:`purge_room_txn`), in one transaction."""
         return self.db.run_interaction("admin_purge_room", purge_room_txn, room_nid, room_id)
@@ -379,3 +387,45 @@ def _remember_purged_positions_txn(t: Txn, condition: str, args: tuple[Any, ...]
             "UPDATE stream_positions SET position = ? WHERE stream = ? AND position < ?",
             (int(row[0]), PURGED_STREAM, int(row[0])),
         )
+
+
+#: events a history purge removes at once (IN lists stay short)
+_PURGE_BATCH = 500
+
+
+def purge_history_txn(
+    t: Txn, room_nid: int, before_depth: int | None, before_ts: int | None, delete_local: bool, local_pattern: str
+) -> int:
+    """See :meth:`AdminRoomStore.purge_history`. Room state (every state event, current or
+    replaced) stays, and so do the forward extremities: the room's DAG keeps its head and
+    every state snapshot keeps its events."""
+    condition = (
+        "e.room_nid = ? AND e.state_key IS NULL"
+        " AND NOT EXISTS (SELECT 1 FROM forward_extremities f WHERE f.room_nid = e.room_nid AND f.event_id = e.event_id)"
+    )
+    args: list[Any] = [room_nid]
+    if before_depth is not None:
+        condition += " AND e.depth < ?"
+        args.append(before_depth)
+    if before_ts is not None:
+        condition += " AND e.origin_server_ts < ?"
+        args.append(before_ts)
+    if not delete_local:
+        condition += " AND e.sender NOT LIKE ?"
+        args.append(local_pattern)
+    rows = t.query(f"SELECT e.event_nid, e.event_id FROM events e WHERE {condition}", args)
+    _remember_purged_positions_txn(t, condition, tuple(args))
+    for i in range(0, len(rows), _PURGE_BATCH):
+        batch = rows[i : i + _PURGE_BATCH]
+        nids = [int(r[0]) for r in batch]
+        ids = [str(r[1]) for r in batch]
+        nid_marks = ",".join("?" * len(nids))
+        id_marks = ",".join("?" * len(ids))
+        unindex_events_txn(t, f"e.event_nid IN ({nid_marks})", nids)
+        t.execute(f"DELETE FROM event_edges WHERE event_nid IN ({nid_marks})", nids)
+        for table in ("event_txn_ids", "appservice_events", "event_relations", "event_push_actions", "event_push_defaults"):
+            t.execute(f"DELETE FROM {table} WHERE event_id IN ({id_marks})", ids)
+        # a thread whose root is gone has nothing to show
+        t.execute(f"DELETE FROM threads WHERE room_nid = ? AND root_id IN ({id_marks})", (room_nid, *ids))
+        t.execute(f"DELETE FROM events WHERE event_nid IN ({nid_marks})", nids)
+    return len(rows)

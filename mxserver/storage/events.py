@@ -187,6 +187,10 @@ class EventStore:
         room = self._rooms_by_id.pop(room_id, None)
         if room is not None:
             self._rooms_by_nid.pop(room.room_nid, None)
+        self.evict_room_events(room_id)
+
+    def evict_room_events(self, room_id: str) -> None:
+        """Drop the room's events from the cache (some were purged; the others reload)."""
         for event_id in [e for e, ev in self._cache.items() if ev.room_id == room_id]:
             del self._cache[event_id]
 

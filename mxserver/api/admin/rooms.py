@@ -1,5 +1,5 @@
-"""``/_synapse/admin/v1/rooms...``: listing, reading, blocking and deleting rooms, for server
-admins (Synapse's shapes).
+"""``/_synapse/admin/v1/rooms...``: listing, reading, blocking and deleting rooms, and purging
+their history (``/_synapse/admin/v1/purge_history``), for server admins (Synapse's shapes).
 
 Thin: the gate (401/403), parse and validate, call :class:`~mxserver.admin.rooms.AdminRoomsHandler`
 or :class:`~mxserver.admin.room_deletion.RoomDeletionHandler`.
@@ -12,13 +12,24 @@ from typing import TYPE_CHECKING, Any
 from twisted.web.iweb import IRequest
 
 from mxserver.admin.room_deletion import DEFAULT_MESSAGE, DEFAULT_ROOM_NAME, DeleteRequest
-from mxserver.api.http import JsonDict, get_bool, get_str, json_body, query_bool, query_int, query_str, route
-from mxserver.errors import invalid_param
+from mxserver.api.http import (
+    JsonDict,
+    get_bool,
+    get_int,
+    get_str,
+    json_body,
+    query_bool,
+    query_int,
+    query_str,
+    route,
+)
+from mxserver.errors import bad_json, invalid_param
 from mxserver.identifier_checks import check_user_id
-from mxserver.ids import is_valid_room_id
+from mxserver.ids import is_valid_event_id, is_valid_room_id
 from mxserver.sync.filtering import RoomEventFilter
 
 if TYPE_CHECKING:
+    from mxserver.admin.purge_history import PurgeHistoryHandler
     from mxserver.admin.room_deletion import RoomDeletionHandler
     from mxserver.admin.rooms import AdminRoomsHandler
     from mxserver.api.admin import AdminGate
@@ -160,3 +171,48 @@ class AdminRoomDeletionServlet:
     async def status_by_id(self, request: IRequest, delete_id: str) -> JsonDict:
         await self.gate.require(request)
         return await self.deletion.status_by_id(delete_id)
+
+
+class AdminPurgeHistoryServlet:
+    """Purging a room's old history in the background, and the purge's status."""
+
+    def __init__(self, gate: AdminGate, purges: PurgeHistoryHandler) -> None:
+        self.gate = gate
+        self.purges = purges
+
+    @route("POST", f"{_V1}/purge_history/{{room_id}}")
+    async def purge(self, request: IRequest, room_id: str) -> JsonDict:
+        return await self._purge(request, room_id, None)
+
+    @route("POST", f"{_V1}/purge_history/{{room_id}}/{{event_id}}")
+    async def purge_to_event(self, request: IRequest, room_id: str, event_id: str) -> JsonDict:
+        return await self._purge(request, room_id, event_id)
+
+    async def _purge(self, request: IRequest, room_id: str, event_id: str | None) -> JsonDict:
+        requester = await self.gate.require(request)
+        room_id = room_id_param(room_id)
+        body = json_body(request, allow_empty=True)
+        if event_id is None:
+            event_id = get_str(body, "purge_up_to_event_id", None)
+        if event_id is not None and not is_valid_event_id(event_id):
+            raise invalid_param("Invalid event ID")
+        before_ts = get_int(body, "purge_up_to_ts", None)
+        if before_ts is not None and before_ts < 0:
+            raise bad_json("'purge_up_to_ts' must be a timestamp in milliseconds")
+        delete_local = get_bool(body, "delete_local_events", False)
+        purge_id = await self.purges.purge(room_id, event_id, None if event_id is not None else before_ts, delete_local)
+        self.gate.audit(
+            requester,
+            "purge_history",
+            room_id=room_id,
+            purge_id=purge_id,
+            event_id=event_id,
+            purge_up_to_ts=before_ts,
+            delete_local_events=delete_local,
+        )
+        return {"purge_id": purge_id}
+
+    @route("GET", f"{_V1}/purge_history_status/{{purge_id}}")
+    async def status(self, request: IRequest, purge_id: str) -> JsonDict:
+        await self.gate.require(request)
+        return await self.purges.status(purge_id)
