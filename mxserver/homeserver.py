@@ -586,8 +586,9 @@ class Homeserver(service.MultiService):
         self.history_visibility = HistoryVisibility(
             rooms, self.event_store, self.state_store, self.history_store, self.erased_users
         )
+        self.reports_store = ReportsStore(self.db)
         self.reports = ReportsHandler(
-            ReportsStore(self.db), self.history_visibility, rooms, self.accounts, server_name, self.clock
+            self.reports_store, self.history_visibility, rooms, self.accounts, server_name, self.clock
         )
         relations_store = RelationsStore(self.db, self.event_store)
         #: bundled aggregations (unsigned m.relations) of the room events served to clients
@@ -656,6 +657,7 @@ class Homeserver(service.MultiService):
         """The admin API's rooms: the room list, reading any room, blocking and deleting rooms
         (last: a purge waits for every reader of the room stream)."""
         from mxserver.admin.purge_history import PurgeHistoryHandler
+        from mxserver.admin.reports import AdminReportsHandler
         from mxserver.admin.room_deletion import RoomDeletionHandler
         from mxserver.admin.rooms import AdminRoomsHandler
         from mxserver.admin.tasks import RoomTaskRunner
@@ -679,6 +681,7 @@ class Homeserver(service.MultiService):
             self.clock,
             self.server_name,
         )
+        self.admin_reports = AdminReportsHandler(self.reports_store, self.room_server, self.event_store)
         self.purge_history = PurgeHistoryHandler(
             self.admin_room_store, self.admin_room_tasks, self.room_server, self.event_store, self.room_deletion
         )
@@ -1078,6 +1081,7 @@ class Homeserver(service.MultiService):
     def _admin_servlets(self) -> list[Any]:
         """The server admin API (``/_synapse/admin``, ``/_mxserver/admin``): admins only."""
         from mxserver.api.admin import AdminGate
+        from mxserver.api.admin import reports as admin_reports
         from mxserver.api.admin import rooms as admin_rooms
 
         gate = AdminGate(self.auth, self.accounts)
@@ -1085,6 +1089,7 @@ class Homeserver(service.MultiService):
             admin_rooms.AdminRoomsServlet(gate, self.admin_rooms),
             admin_rooms.AdminRoomDeletionServlet(gate, self.room_deletion),
             admin_rooms.AdminPurgeHistoryServlet(gate, self.purge_history),
+            admin_reports.AdminEventReportsServlet(gate, self.admin_reports),
         ]
 
     def _build_apps(self) -> dict[str, Any]:

@@ -48,8 +48,9 @@ def room_id_param(room_id: str) -> str:
     return room_id
 
 
-def direction_param(request: IRequest) -> str:
-    value = query_str(request, "dir", "f")
+def direction_param(request: IRequest, default: str = "f") -> str:
+    """The ``dir`` query parameter: ``f`` or ``b``."""
+    value = query_str(request, "dir", default)
     if value not in ("f", "b"):
         raise invalid_param("Query parameter 'dir' must be 'f' or 'b'")
     return str(value)
