@@ -185,8 +185,17 @@ class Homeserver(service.MultiService):
         rl = config.rate_limits
         self.ratelimit_login = RateLimiter(self.clock, rl.login.per_second, rl.login.burst, rl.enabled)
         self.ratelimit_register = RateLimiter(self.clock, rl.register.per_second, rl.register.burst, rl.enabled)
+        from mxserver.admin.server_notices import system_user_id
+
+        # The server notices' system user is never limited (a notice to every user at once).
+        notices_user = system_user_id(config.server_notices, self.server_name)
+        appservice_exempt = self.appservices.rate_limit_exempt
         self.ratelimit_message = RateLimiter(
-            self.clock, rl.message.per_second, rl.message.burst, rl.enabled, exempt=self.appservices.rate_limit_exempt
+            self.clock,
+            rl.message.per_second,
+            rl.message.burst,
+            rl.enabled,
+            exempt=lambda user_id: user_id == notices_user or appservice_exempt(user_id),
         )
         self.ratelimit_report = RateLimiter(self.clock, rl.report.per_second, rl.report.burst, rl.enabled)
 
@@ -555,9 +564,12 @@ class Homeserver(service.MultiService):
             alias_queries=self.appservice_queries,
         )
         from mxserver.storage.admin_rooms import BlockedRoomsStore
+        from mxserver.storage.server_notices import ServerNoticeRoomsStore
 
         #: rooms a server admin blocked (admin API); membership refuses joins to them
         self.blocked_rooms = BlockedRoomsStore(self.db)
+        #: each user's server notices room; membership refuses to reject its invite
+        self.server_notice_rooms = ServerNoticeRoomsStore(self.db)
         self.room_membership = MembershipHandler(
             rooms,
             self.accounts,
@@ -568,6 +580,7 @@ class Homeserver(service.MultiService):
             server_name,
             tags=self.account_data,
             blocked=self.blocked_rooms,
+            notice_rooms=self.server_notice_rooms,
         )
         self.guest_access = GuestAccessEnforcer(rooms, self.accounts, self.room_members, server_name)
         self.room_stream.subscribe(self.guest_access.on_room_events)
@@ -660,6 +673,7 @@ class Homeserver(service.MultiService):
         from mxserver.admin.reports import AdminReportsHandler
         from mxserver.admin.room_deletion import RoomDeletionHandler
         from mxserver.admin.rooms import AdminRoomsHandler
+        from mxserver.admin.server_notices import ServerNoticesHandler
         from mxserver.admin.tasks import RoomTaskRunner
         from mxserver.storage.admin_rooms import AdminRoomStore, RoomTaskStore
 
@@ -682,6 +696,19 @@ class Homeserver(service.MultiService):
             self.server_name,
         )
         self.admin_reports = AdminReportsHandler(self.reports_store, self.room_server, self.event_store)
+        self.server_notices = ServerNoticesHandler(
+            self.config.server_notices,
+            self.server_name,
+            self.server_notice_rooms,
+            self.accounts,
+            self.registrar,
+            self.profiles,
+            self.room_server,
+            self.room_creation,
+            self.room_membership,
+            self.room_messages,
+            self.account_data,
+        )
         self.purge_history = PurgeHistoryHandler(
             self.admin_room_store, self.admin_room_tasks, self.room_server, self.event_store, self.room_deletion
         )
@@ -1083,6 +1110,7 @@ class Homeserver(service.MultiService):
         from mxserver.api.admin import AdminGate
         from mxserver.api.admin import reports as admin_reports
         from mxserver.api.admin import rooms as admin_rooms
+        from mxserver.api.admin import server_notices as admin_notices
 
         gate = AdminGate(self.auth, self.accounts)
         return [
@@ -1090,6 +1118,7 @@ class Homeserver(service.MultiService):
             admin_rooms.AdminRoomDeletionServlet(gate, self.room_deletion),
             admin_rooms.AdminPurgeHistoryServlet(gate, self.purge_history),
             admin_reports.AdminEventReportsServlet(gate, self.admin_reports),
+            admin_notices.ServerNoticesServlet(gate, self.server_notices),
         ]
 
     def _build_apps(self) -> dict[str, Any]:

@@ -87,6 +87,12 @@ class BlockedRooms(Protocol):
     async def is_blocked(self, room_id: str) -> bool: ...
 
 
+class NoticeRooms(Protocol):
+    """Each user's server notices room (client-server-api §Server Notices)."""
+
+    async def is_notice_room_of(self, user_id: str, room_id: str) -> bool: ...
+
+
 class MembershipHandler:
     """Join, knock, leave, forget, invite, kick, ban and unban, locally or through federation."""
 
@@ -101,9 +107,11 @@ class MembershipHandler:
         server_name: str,
         tags: RoomTags | None = None,
         blocked: BlockedRooms | None = None,
+        notice_rooms: NoticeRooms | None = None,
     ) -> None:
         self.room_server = room_server
         self.blocked = blocked
+        self.notice_rooms = notice_rooms
         self.tags = tags
         self.accounts = accounts
         self.memberships = memberships
@@ -424,6 +432,14 @@ class MembershipHandler:
             return
         if membership == "ban":
             raise forbidden("You are banned from this room")
+        if (
+            membership == "invite"
+            and self.notice_rooms is not None
+            and await self.notice_rooms.is_notice_room_of(user_id, room_id)
+        ):
+            # §Server Notices: "Attempting to reject the invite must result in a
+            # M_CANNOT_LEAVE_SERVER_NOTICE_ROOM error" (leaving once joined stays possible).
+            raise MatrixError(403, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM", "You cannot reject the server notices room")
         await self._send(room_id, user_id, user_id, self._with_reason({"membership": "leave"}, reason))
 
     async def forget(self, requester: Requester, room_id: str) -> None:
