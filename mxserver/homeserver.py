@@ -1000,11 +1000,13 @@ class Homeserver(service.MultiService):
         fed = self.config.federation
         room_members = self.room_members
 
+        #: the sender's persisted state (the admin API reads its rooms per destination too)
+        self.federation_sender_store = FederationSenderStore(self.db)
         sender = self.federation_sender = FederationSender(
             self.server_name,
             self.clock,
             fed,
-            FederationSenderStore(self.db),
+            self.federation_sender_store,
             self.room_servers,
             self.room_server,
             self.event_store,
@@ -1107,7 +1109,9 @@ class Homeserver(service.MultiService):
 
     def _admin_servlets(self) -> list[Any]:
         """The server admin API (``/_synapse/admin``, ``/_mxserver/admin``): admins only."""
+        from mxserver.admin.federation import AdminFederationHandler
         from mxserver.api.admin import AdminGate
+        from mxserver.api.admin import federation as admin_federation
         from mxserver.api.admin import reports as admin_reports
         from mxserver.api.admin import rooms as admin_rooms
         from mxserver.api.admin import server_notices as admin_notices
@@ -1119,6 +1123,9 @@ class Homeserver(service.MultiService):
             admin_rooms.AdminPurgeHistoryServlet(gate, self.purge_history),
             admin_reports.AdminEventReportsServlet(gate, self.admin_reports),
             admin_notices.ServerNoticesServlet(gate, self.server_notices),
+            admin_federation.AdminFederationServlet(
+                gate, AdminFederationHandler(self.federation_sender, self.federation_sender_store, self.server_name)
+            ),
         ]
 
     def _build_apps(self) -> dict[str, Any]:
