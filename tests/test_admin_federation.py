@@ -94,11 +94,12 @@ class AdminDestinationsTests(SenderTestCase):
         calls = len(self.transport.to(R1))
         # no backoff to reset on a healthy destination
         self.assertMatrixError(await self.post(f"{PATH}/{R2}/reset_connection", {}, self.admin), 400, "M_UNKNOWN")
+        # this time R1 answers every transaction
+        self.transport.auto.add(R1)
         self.assertEqual(await self.ok("POST", f"{PATH}/{R1}/reset_connection", {}), {})
-        # the retry goes at once (the clock did not move), and this time it is answered
+        # the retry goes at once (the clock did not move) and everything queued follows
         await self.until(lambda: len(self.transport.to(R1)) > calls, "the retry")
-        self.answer(self.transport.pending(R1)[0])
-        await self.until(lambda: not self.status(R1)["backing_off"], "R1 healthy")
+        await self.until(lambda: not self.status(R1)["backing_off"] and not self.transport.pending(R1), "R1 healthy")
         await self.sender.flush_writes()
         after = await self.ok("GET", f"{PATH}/{R1}")
         self.assertEqual((after["retry_interval"], after["retry_last_ts"], after["failure_ts"]), (0, 0, None))

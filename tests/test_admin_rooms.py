@@ -268,6 +268,7 @@ class RoomDeletionTests(AdminRoomsTestCase):
         await self.readers_caught_up()
         room_nid, event_ids, event_nids = await self.room_contents(room)
         self.assertNotEqual(await rows_naming(self.hs, room, room_nid, event_ids, event_nids), [])
+        since = (await self.sync(bob))["next_batch"]
 
         code, body = await self.delete(
             f"{A2}/rooms/{q(room)}",
@@ -303,6 +304,12 @@ class RoomDeletionTests(AdminRoomsTestCase):
         self.assertMatrixError(await self.get(f"{A}/rooms/{q(room)}", admin), 404, "M_NOT_FOUND")
         listed = await self.ok("GET", f"{A}/rooms", admin)
         self.assertNotIn(room, [r["room_id"] for r in listed["rooms"]])
+        # /sync goes on: from before the deletion, and from scratch (the old room is not there)
+        later = await self.sync(bob, since=since)
+        self.assertIn(new_room, later.get("rooms", {}).get("join", {}))
+        fresh = await self.sync(bob)
+        self.assertEqual(list(fresh["rooms"]["join"]), [new_room])
+        self.assertNotIn(room, fresh["rooms"].get("leave", {}))
         # blocked: nobody joins it again
         self.assertMatrixError(await self.post(f"{C}/join/{q(room)}", {}, bob), 403, "M_FORBIDDEN")
         self.assertEqual(await self.ok("GET", f"{A}/rooms/{q(room)}/block", admin), {"block": True, "user_id": admin.user_id})
@@ -347,6 +354,21 @@ class RoomDeletionTests(AdminRoomsTestCase):
         self.assertEqual(await self.ok("GET", f"{C}/joined_rooms", alice), {"joined_rooms": []})
         self.assertEqual(await self.ok("GET", f"{A}/rooms/{q(room)}/block", admin), {"block": False})
         self.assertEqual(await self.membership(room, bob), "leave")
+
+    async def test_new_room_user_need_not_be_registered(self) -> None:
+        admin, alice = await self.admin_and_user()
+        room = await self.create_room(alice)
+        code, body = await self.delete(f"{A2}/rooms/{q(room)}", {"new_room_user_id": "@moderation:test"}, admin)
+        self.assertEqual(code, 200, body)
+        status = await self.wait_deleted(admin, body["delete_id"])
+        self.assertEqual(status["status"], "complete", status)
+        new_room = status["shutdown_room"]["new_room_id"]
+        self.assertEqual(await self.ok("GET", f"{C}/joined_rooms", alice), {"joined_rooms": [new_room]})
+        self.assertEqual(await self.state_content(alice, new_room, "m.room.name"), {"name": "Content Violation Notification"})
+        self.assertIn(
+            "Sharing illegal content on this server is not permitted and rooms in violation will be blocked.",
+            await self.visible_bodies(alice, new_room),
+        )
 
     async def test_block_endpoint(self) -> None:
         admin, alice = await self.admin_and_user()

@@ -252,8 +252,10 @@ class RoomTaskStore:
         """Set the task's status (and its error, and its result when one is given)."""
 
         def txn(t: Txn) -> None:
-            t.execute("UPDATE admin_room_tasks SET status = ?, error = ?, updated_ts = ? WHERE task_id = ?",
-                      (status, error, now_ms, task_id))
+            t.execute(
+                "UPDATE admin_room_tasks SET status = ?, error = ?, updated_ts = ? WHERE task_id = ?",
+                (status, error, now_ms, task_id),
+            )
             if result is not None:
                 t.execute("UPDATE admin_room_tasks SET result = ? WHERE task_id = ?", (json.dumps(result), task_id))
 
