@@ -6,6 +6,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
+from zope.interface import implementer
+
+from mxserver.interfaces import IEventChecker
 from mxserver.rooms.local_events import EventSpec
 from tests.harness import C, HomeserverTestCase, TestUser, q
 
@@ -369,6 +372,43 @@ class RoomDeletionTests(AdminRoomsTestCase):
             "Sharing illegal content on this server is not permitted and rooms in violation will be blocked.",
             await self.visible_bodies(alice, new_room),
         )
+
+    async def test_user_who_cannot_leave_stops_the_purge_unless_forced(self) -> None:
+        admin, alice = await self.admin_and_user()
+        bob = await self.register("bob")
+        room = await self.create_room(alice, preset="public_chat")
+        await self.join(bob, room)
+
+        @implementer(IEventChecker)
+        class BobStays:
+            """A module that refuses bob's leave: the shutdown cannot move him out."""
+
+            def check_event_allowed(self, event: Any, state: Any) -> bool:
+                return not (event.type == "m.room.member" and event.state_key == bob.user_id and event.membership == "leave")
+
+        self.hs.module_api.register_event_hook(BobStays())
+        code, body = await self.delete(f"{A2}/rooms/{q(room)}", {}, admin)
+        self.assertEqual(code, 200, body)
+        status = await self.wait_deleted(admin, body["delete_id"])
+        self.assertEqual(status["status"], "failed")
+        self.assertIn("still joined", status["error"])
+        self.assertEqual(
+            (status["shutdown_room"]["kicked_users"], status["shutdown_room"]["failed_to_kick_users"]),
+            ([alice.user_id], [bob.user_id]),
+        )
+        # nothing was purged: bob is still in the room and reads it
+        self.assertEqual(await self.membership(room, bob), "join")
+        self.assertEqual((await self.messages(bob, room, dir="b"))[0], 200)
+        # force_purge removes it all the same
+        code, body = await self.delete(f"{A2}/rooms/{q(room)}", {"force_purge": True}, admin)
+        self.assertEqual(code, 200, body)
+        status = await self.wait_deleted(admin, body["delete_id"])
+        self.assertEqual(status["status"], "complete", status)
+        self.assertEqual(status["shutdown_room"]["failed_to_kick_users"], [bob.user_id])
+        self.assertMatrixError(await self.get(f"{A}/rooms/{q(room)}", admin), 404, "M_NOT_FOUND")
+        self.assertEqual(await self.ok("GET", f"{C}/joined_rooms", bob), {"joined_rooms": []})
+        self.assertMatrixError(await self.messages(bob, room, dir="b"), 404, "M_NOT_FOUND")
+        self.assertEqual(len((await self.ok("GET", f"{A2}/rooms/{q(room)}/delete_status", admin))["results"]), 2)
 
     async def test_block_endpoint(self) -> None:
         admin, alice = await self.admin_and_user()
