@@ -204,7 +204,13 @@ class Homeserver(service.MultiService):
         self.device_hooks = DeviceHooks()
         self.devices = DeviceHandler(self.accounts, self.auth, self.uia, self.device_hooks, self.clock)
         self.registrar = UserRegistrar(
-            self.server_name, config.password, self.accounts, self.passwords, self.clock, self.appservices
+            self.server_name,
+            config.password,
+            self.accounts,
+            self.passwords,
+            self.clock,
+            self.appservices,
+            server_users=frozenset(u for u in [notices_user] if u is not None),
         )
         self.registration = RegistrationHandler(
             config.registration,
@@ -701,7 +707,7 @@ class Homeserver(service.MultiService):
             self.server_name,
             self.server_notice_rooms,
             self.accounts,
-            self.registrar,
+            self.clock,
             self.profiles,
             self.room_server,
             self.room_creation,

@@ -72,6 +72,10 @@ class ServerNoticesTests(HomeserverTestCase):
         self.assertEqual(await self.hs.server_notice_rooms.room_of(self.alice.user_id), room)
 
     async def test_system_user(self) -> None:
+        # nobody may take its name before it exists
+        body = {"username": "notices", "password": "pw-pw-pw", "auth": {"type": "m.login.dummy"}}
+        self.assertMatrixError(await self.post(f"{C}/register", body), 400, "M_EXCLUSIVE")
+        self.assertMatrixError(await self.get(f"{C}/register/available?username=notices"), 400, "M_EXCLUSIVE")
         await self.notice(self.alice)
         user = await self.hs.accounts.get_user(SYSTEM)
         self.assertIsNotNone(user)

@@ -2,7 +2,7 @@
 
 Each local user has exactly one notices room, made on the first notice to them by the
 system user (``server_notices.system_mxid_localpart``: a real local account, created on
-first use, without a password so nobody logs in as it). The user is invited (or joined,
+first use, without a password so nobody logs in as it; registration refuses its ID). The user is invited (or joined,
 with ``auto_join``) and the room carries the ``m.server_notice`` tag in their room tags. The
 user cannot reject the invite (``M_CANNOT_LEAVE_SERVER_NOTICE_ROOM``, in the membership
 handler); if they leave after joining, the next notice invites them back into the same room.
@@ -19,9 +19,9 @@ import secrets
 from typing import Any
 
 from twisted.internet.defer import DeferredLock
+from twisted.internet.interfaces import IReactorTime
 
 from mxserver.accounts.auth import Requester
-from mxserver.accounts.registration import UserRegistrar
 from mxserver.config import ServerNoticesConfig
 from mxserver.ephemeral.profiles import ProfileHandler
 from mxserver.errors import MatrixError, bad_json, invalid_param, not_found
@@ -58,7 +58,7 @@ class ServerNoticesHandler:
         server_name: str,
         rooms: ServerNoticeRoomsStore,
         accounts: AccountStore,
-        registrar: UserRegistrar,
+        clock: IReactorTime,
         profiles: ProfileHandler,
         room_server: ClientRooms,
         creation: RoomCreationHandler,
@@ -70,7 +70,7 @@ class ServerNoticesHandler:
         self.server_name = server_name
         self.rooms = rooms
         self.accounts = accounts
-        self.registrar = registrar
+        self.clock = clock
         self.profiles = profiles
         self.room_server = room_server
         self.creation = creation
@@ -116,15 +116,11 @@ class ServerNoticesHandler:
         if await self.accounts.get_user(system) is not None:
             return
         config = self.config
-        assert config.system_mxid_localpart is not None
-        try:
-            await self.registrar.register_user(
-                config.system_mxid_localpart, None, displayname=config.system_mxid_display_name
-            )
-        except MatrixError as e:
-            if e.errcode != "M_USER_IN_USE":
-                raise
-            return
+        # Straight into the store: registration refuses the ID to everyone (it is the server's).
+        # No password: nobody logs in as it.
+        now_ms = int(self.clock.seconds() * 1000)
+        if not await self.accounts.create_user(system, None, now_ms, displayname=config.system_mxid_display_name):
+            return  # made meanwhile by a concurrent notice
         if config.system_mxid_avatar_url is not None:
             await self.profiles.set_field(Requester(system, None), system, "avatar_url", config.system_mxid_avatar_url)
 
