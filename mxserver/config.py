@@ -21,7 +21,7 @@ from typing import Any, Literal
 import attrs
 import yaml
 
-from mxserver.ids import is_valid_server_name
+from mxserver.ids import is_valid_localpart, is_valid_server_name
 
 
 class ConfigError(Exception):
@@ -336,6 +336,30 @@ class VoipConfig:
 
 
 @attrs.define
+class ServerNoticesConfig:
+    """The server notices room (client-server-api §Server Notices) and the system user who
+    sends in it: the admin API's send_server_notice. Off until system_mxid_localpart is set."""
+
+    system_mxid_localpart: str | None = attrs.field(
+        default=None,
+        metadata=_help(
+            "local part of the system user who sends notices (created on first use, cannot log in);"
+            " null: server notices are off",
+            check=is_valid_localpart,
+        ),
+    )
+    system_mxid_display_name: str | None = attrs.field(default=None, metadata=_help("the system user's display name"))
+    system_mxid_avatar_url: str | None = attrs.field(default=None, metadata=_help("the system user's avatar (mxc://)"))
+    room_name: str = attrs.field(default="Server Notices", metadata=_help("name of each user's notices room"))
+    room_avatar_url: str | None = attrs.field(default=None, metadata=_help("avatar (mxc://) of the notices rooms"))
+    room_topic: str | None = attrs.field(default=None, metadata=_help("topic of the notices rooms"))
+    auto_join: bool = attrs.field(
+        default=False,
+        metadata=_help("join users to their notices room instead of inviting them (the spec recommends an invite)"),
+    )
+
+
+@attrs.define
 class ModuleEntry:
     group: str = attrs.field(metadata=_help("entry-point group, e.g. mxserver.typing"))
     name: str = attrs.field(metadata=_help("entry-point name in that group"))
@@ -373,6 +397,9 @@ class HomeserverConfig:
     limits: LimitsConfig = attrs.field(factory=LimitsConfig, metadata=_help("request limits"))
     push: PushConfig = attrs.field(factory=PushConfig, metadata=_help("pushers and push gateways"))
     voip: VoipConfig = attrs.field(factory=VoipConfig, metadata=_help("TURN servers for VoIP calls"))
+    server_notices: ServerNoticesConfig = attrs.field(
+        factory=ServerNoticesConfig, metadata=_help("server notices (the admin API's send_server_notice)")
+    )
     app_service_config_files: list[str] = attrs.field(
         factory=list,
         metadata=_help(

@@ -133,6 +133,7 @@ class Homeserver(service.MultiService):
         self._build_media()
         self._build_pushers()
         self._build_appservices()
+        self._build_admin_rooms()
         # Removing or renaming a device (accounts) reaches the areas built after accounts, in
         # this order: the device's to-device queue goes, then its keys (and other servers hear).
         self.device_hooks.on_removed(self.to_device.delete_device_queues)
@@ -187,8 +188,17 @@ class Homeserver(service.MultiService):
         rl = config.rate_limits
         self.ratelimit_login = RateLimiter(self.clock, rl.login.per_second, rl.login.burst, rl.enabled)
         self.ratelimit_register = RateLimiter(self.clock, rl.register.per_second, rl.register.burst, rl.enabled)
+        from mxserver.admin.server_notices import system_user_id
+
+        # The server notices' system user is never limited (a notice to every user at once).
+        notices_user = system_user_id(config.server_notices, self.server_name)
+        appservice_exempt = self.appservices.rate_limit_exempt
         self.ratelimit_message = RateLimiter(
-            self.clock, rl.message.per_second, rl.message.burst, rl.enabled, exempt=self.appservices.rate_limit_exempt
+            self.clock,
+            rl.message.per_second,
+            rl.message.burst,
+            rl.enabled,
+            exempt=lambda user_id: user_id == notices_user or appservice_exempt(user_id),
         )
         self.ratelimit_report = RateLimiter(self.clock, rl.report.per_second, rl.report.burst, rl.enabled)
 
@@ -203,7 +213,13 @@ class Homeserver(service.MultiService):
         self.device_hooks = DeviceHooks()
         self.devices = DeviceHandler(self.accounts, self.auth, self.uia, self.device_hooks, self.clock)
         self.registrar = UserRegistrar(
-            self.server_name, config.password, self.accounts, self.passwords, self.clock, self.appservices
+            self.server_name,
+            config.password,
+            self.accounts,
+            self.passwords,
+            self.clock,
+            self.appservices,
+            server_users=frozenset(u for u in [notices_user] if u is not None),
         )
         self.registration = RegistrationHandler(
             config.registration,
@@ -563,6 +579,13 @@ class Homeserver(service.MultiService):
             namespaces=self.appservices,
             alias_queries=self.appservice_queries,
         )
+        from mxserver.storage.admin_rooms import BlockedRoomsStore
+        from mxserver.storage.server_notices import ServerNoticeRoomsStore
+
+        #: rooms a server admin blocked (admin API); membership refuses joins to them
+        self.blocked_rooms = BlockedRoomsStore(self.db)
+        #: each user's server notices room; membership refuses to reject its invite
+        self.server_notice_rooms = ServerNoticeRoomsStore(self.db)
         self.room_membership = MembershipHandler(
             rooms,
             self.accounts,
@@ -572,6 +595,8 @@ class Homeserver(service.MultiService):
             self.room_servers,
             server_name,
             tags=self.account_data,
+            blocked=self.blocked_rooms,
+            notice_rooms=self.server_notice_rooms,
         )
         self.guest_access = GuestAccessEnforcer(rooms, self.accounts, self.room_members, server_name)
         self.room_stream.subscribe(self.guest_access.on_room_events)
@@ -590,8 +615,9 @@ class Homeserver(service.MultiService):
         self.history_visibility = HistoryVisibility(
             rooms, self.event_store, self.state_store, self.history_store, self.erased_users
         )
+        self.reports_store = ReportsStore(self.db)
         self.reports = ReportsHandler(
-            ReportsStore(self.db), self.history_visibility, rooms, self.accounts, server_name, self.clock
+            self.reports_store, self.history_visibility, rooms, self.accounts, server_name, self.clock
         )
         relations_store = RelationsStore(self.db, self.event_store)
         #: bundled aggregations (unsigned m.relations) of the room events served to clients
@@ -656,6 +682,68 @@ class Homeserver(service.MultiService):
             server_name,
         )
         self.room_summaries = RoomSummaryHandler(self.hierarchy, self.directory, rooms)
+
+    def _build_admin_rooms(self) -> None:
+        """The admin API's rooms: the room list, reading any room, blocking and deleting rooms
+        (last: a purge waits for every reader of the room stream)."""
+        from mxserver.admin.purge_history import PurgeHistoryHandler
+        from mxserver.admin.reports import AdminReportsHandler
+        from mxserver.admin.room_deletion import RoomDeletionHandler
+        from mxserver.admin.rooms import AdminRoomsHandler
+        from mxserver.admin.server_notices import ServerNoticesHandler
+        from mxserver.admin.tasks import RoomTaskRunner
+        from mxserver.storage.admin_rooms import AdminRoomStore, RoomTaskStore
+
+        self.admin_room_store = AdminRoomStore(self.db, self.server_name)
+        self.admin_rooms = AdminRoomsHandler(
+            self.admin_room_store, self.room_server, self.event_store, self.event_serializer, self.room_history
+        )
+        self.admin_room_tasks = RoomTaskRunner(RoomTaskStore(self.db), self.clock)
+        self.start_hooks.append(self.admin_room_tasks.start)
+        self.room_deletion = RoomDeletionHandler(
+            self.admin_room_store,
+            self.admin_room_tasks,
+            self.blocked_rooms,
+            self.room_server,
+            self.room_membership,
+            self.room_creation,
+            self.room_messages,
+            self.directory,
+            self.clock,
+            self.server_name,
+        )
+        self.admin_reports = AdminReportsHandler(self.reports_store, self.room_server, self.event_store)
+        self.server_notices = ServerNoticesHandler(
+            self.config.server_notices,
+            self.server_name,
+            self.server_notice_rooms,
+            self.accounts,
+            self.clock,
+            self.profiles,
+            self.room_server,
+            self.room_creation,
+            self.room_membership,
+            self.room_messages,
+            self.account_data,
+        )
+        self.purge_history = PurgeHistoryHandler(
+            self.admin_room_store, self.admin_room_tasks, self.room_server, self.event_store, self.room_deletion
+        )
+        # A purged room's remote members are no longer anywhere in memory.
+        room_members, room_servers = self.room_members, self.room_servers
+        self.room_deletion.purged_listeners.append(lambda room_id: room_members.state_replaced(room_id, ()))
+        self.room_deletion.purged_listeners.append(room_servers.invalidate)
+        readers = (self.push_notifications, self.search_indexer, self.appservice_reader)
+        sender = self.federation_sender
+
+        async def readers_caught_up() -> None:
+            position = self.room_stream.position
+            for reader in readers:
+                await reader.wait_for(position)
+            await sender.routed()
+            await sender.flush_writes()
+
+        self.room_deletion.before_purge.append(readers_caught_up)
 
     def _build_push(self) -> None:
         """Push: the reader that evaluates every new event's push rules (counts, notifications)."""
@@ -929,11 +1017,13 @@ class Homeserver(service.MultiService):
         fed = self.config.federation
         room_members = self.room_members
 
+        #: the sender's persisted state (the admin API reads its rooms per destination too)
+        self.federation_sender_store = FederationSenderStore(self.db)
         sender = self.federation_sender = FederationSender(
             self.server_name,
             self.clock,
             fed,
-            FederationSenderStore(self.db),
+            self.federation_sender_store,
             self.room_servers,
             self.room_server,
             self.event_store,
@@ -1036,9 +1126,14 @@ class Homeserver(service.MultiService):
 
     def _admin_servlets(self) -> list[Any]:
         """The server admin API (``/_synapse/admin``, ``/_mxserver/admin``): admins only."""
+        from mxserver.admin.federation import AdminFederationHandler
         from mxserver.admin.media import AdminMedia
         from mxserver.admin.users import AdminUsers
         from mxserver.api.admin import AdminGate, media, registration_tokens, server_version, users
+        from mxserver.api.admin import federation as admin_federation
+        from mxserver.api.admin import reports as admin_reports
+        from mxserver.api.admin import rooms as admin_rooms
+        from mxserver.api.admin import server_notices as admin_notices
 
         gate = AdminGate(self.auth, self.accounts)
         admin_users = AdminUsers(
@@ -1061,6 +1156,14 @@ class Homeserver(service.MultiService):
             users.AdminUsersServlet(gate, admin_users),
             registration_tokens.RegistrationTokensServlet(gate, self.registration_tokens),
             media.AdminMediaServlet(gate, AdminMedia(self.server_name, self.media_repository, admin_users)),
+            admin_rooms.AdminRoomsServlet(gate, self.admin_rooms),
+            admin_rooms.AdminRoomDeletionServlet(gate, self.room_deletion),
+            admin_rooms.AdminPurgeHistoryServlet(gate, self.purge_history),
+            admin_reports.AdminEventReportsServlet(gate, self.admin_reports),
+            admin_notices.ServerNoticesServlet(gate, self.server_notices),
+            admin_federation.AdminFederationServlet(
+                gate, AdminFederationHandler(self.federation_sender, self.federation_sender_store, self.server_name)
+            ),
         ]
 
     def _build_apps(self) -> dict[str, Any]:
@@ -1330,6 +1433,7 @@ class Homeserver(service.MultiService):
         # That work may still write what it learnt: let it finish before the database closes.
         await self.device_lists.settle()
         await self.guest_access.settle()
+        await self.admin_room_tasks.settle()
         await self.background_jobs.stop()
         self.is_ready = False
         self.db.close()

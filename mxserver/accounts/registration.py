@@ -53,7 +53,7 @@ def check_localpart(server_name: str, localpart: str, reserved: Callable[[str], 
     if len(user_id.encode("utf-8")) > MAX_ID_LENGTH:
         raise invalid_username("The username is too long")
     if reserved is not None and reserved(user_id):
-        raise exclusive("This username is reserved by an application service")
+        raise exclusive("This username is reserved (by an application service or by the server)")
     return user_id
 
 
@@ -79,16 +79,23 @@ class UserRegistrar:
         passwords: PasswordHasher,
         clock: IReactorTime,
         namespaces: UserNamespaces | None = None,
+        server_users: frozenset[str] = frozenset(),
     ) -> None:
+        """``server_users``: user IDs the server itself uses (the server notices' system user),
+        which nobody may register."""
         self._server_name = server_name
         self._password_config = password_config
         self._store = store
         self._passwords = passwords
         self._clock = clock
         self._namespaces = namespaces
+        self._server_users = server_users
 
     def reserved(self, user_id: str, by: AppService | None = None) -> bool:
-        """Whether an application service other than ``by`` claims ``user_id`` exclusively."""
+        """Whether the server itself uses ``user_id``, or an application service other than
+        ``by`` claims it exclusively."""
+        if user_id in self._server_users:
+            return True
         return self._namespaces is not None and self._namespaces.user_reserved(user_id, by)
 
     async def register_user(

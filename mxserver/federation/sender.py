@@ -296,9 +296,32 @@ class FederationSender(service.Service):
         self._routed_waiters.append(d)
         return d
 
+    def destinations(self) -> list[Destination]:
+        """Every destination known since start-up or stored, by name: what the admin APIs show
+        (mxserver's view and Synapse's). Read them, do not change them."""
+        return sorted(self._dests.values(), key=lambda d: d.name)
+
+    def destination(self, name: str) -> Destination | None:
+        """The destination ``name``, if the sender knows it (read it, do not change it)."""
+        return self._dests.get(name)
+
     def destinations_status(self) -> list[dict[str, Any]]:
-        """What the admin API shows: one entry per destination known since start-up or stored."""
-        return [dest.status() for dest in sorted(self._dests.values(), key=lambda d: d.name)]
+        """What mxserver's admin API shows: one entry per destination known since start-up or stored."""
+        return [dest.status() for dest in self.destinations()]
+
+    def reset_backoff(self, destination: str) -> bool:
+        """An admin ends the destination's backoff (Synapse's reset_connection): the next attempt
+        goes at once. False if it was not backing off."""
+        dest = self._dests.get(destination)
+        if dest is None or dest.retry_interval <= 0:
+            return False
+        self._loops.cancel_timer(dest)
+        self._loops.load(dest, None, None, 0)
+        dest.retry_allowed = False
+        self._update_gauges(dest)
+        self._write(lambda: self.store.clear_backoff(destination))
+        self._kick(dest)
+        return True
 
     # -- events from the room stream --------------------------------------------------------------
 

@@ -331,6 +331,12 @@ class DirectoryHandler:
                     raise forbidden("You are not a member of the room.")
         return await self.store.get_aliases_for_room(room_id)
 
+    async def remove_room_aliases(self, room_id: str) -> list[str]:
+        """Remove every local alias of a room being shut down (admin API); those removed."""
+        removed = await self.store.delete_aliases_for_room(room_id)
+        self.alias_changes.publish(room_id)
+        return removed
+
     async def move_aliases(self, old_room_id: str, new_room_id: str) -> list[str]:
         moved = await self.store.move_aliases(old_room_id, new_room_id)
         self.alias_changes.publish(old_room_id)

@@ -132,6 +132,13 @@ class HistoryHandler:
             raise forbidden("You are not a member of this room")
         return access
 
+    async def _admin_access(self, room_id: str) -> RoomAccess:
+        """A server admin's access (the admin API): the whole room, as if it were world-readable."""
+        room = await self.room_server.get_room(room_id)
+        if room is None:
+            raise not_found(f"Unknown room {room_id}")
+        return RoomAccess(room=room, membership=None, member_event=None, world_readable=True)
+
     async def _visible_state_ids(self, user_id: str, room_id: str) -> dict[StateKey, str]:
         """The state the user may see: current for members (and world-readable rooms), at leave for former members."""
         access = await self._readable(user_id, room_id)
@@ -250,12 +257,14 @@ class HistoryHandler:
         backwards: bool,
         limit: int,
         filt: RoomEventFilter,
+        as_admin: bool = False,
     ) -> tuple[list[Event], int, bool]:
-        """``(events the user may see, position after the last one scanned, whether more may follow)``."""
+        """``(events the user may see, position after the last one scanned, whether more may follow)``;
+        ``as_admin``: every event the filter keeps (no visibility rules, no ignored users)."""
         conditions = filt.sql_conditions()
         # modules/ignore_users.md: "the client will no longer receive events sent by that user,
         # with the exception of state events" (Synapse leaves them out of /messages and /context too).
-        ignored = await self.ignored.ignored_users(user_id)
+        ignored = await self.ignored.ignored_users(user_id) if not as_admin else frozenset()
 
         async def fetch(pos: int, n: int) -> list[Event]:
             return await self.store.page(room.room_nid, pos, to_pos, backwards, n, conditions)
@@ -263,6 +272,8 @@ class HistoryHandler:
         async def keep(batch: list[Event]) -> list[Event]:
             if ignored:
                 batch = [ev for ev in batch if ev.sender not in ignored or ev.state_key is not None]
+            if as_admin:
+                return list(filt.filter_events(batch))
             return await self.visibility.filter_events_for_user(user_id, filt.filter_events(batch))
 
         return await page_visible(fetch, keep, from_pos, to_pos, backwards, limit)
@@ -276,14 +287,18 @@ class HistoryHandler:
         direction: str,
         limit: int,
         filt: RoomEventFilter = EMPTY_FILTER,
+        as_admin: bool = False,
     ) -> dict[str, Any]:
+        """One page of the room's timeline. ``as_admin``: for a server admin, who need not be in
+        the room (the admin API's room messages): every event of the timeline, whatever the
+        history visibility rules say."""
         if direction not in ("b", "f"):
             raise invalid_param("'dir' must be 'b' or 'f'")
         backwards = direction == "b"
         from_pos = parse_room_token(from_token, "from") if from_token is not None else None
         to_pos = parse_room_token(to_token, "to") if to_token is not None else None
         user_id = requester.user_id
-        access = await self._readable(user_id, room_id)
+        access = await self._admin_access(room_id) if as_admin else await self._readable(user_id, room_id)
         if from_pos is None:
             # v1.3: without 'from', page from the end (b) or the start (f) of the visible history.
             from_pos = self.room_server.current_position if backwards else self.events.min_stream - 1
@@ -294,7 +309,7 @@ class HistoryHandler:
             else:
                 to_pos = access.until if to_pos is None else min(to_pos, access.until)
         limit = min(limit, MAX_LIMIT)
-        chunk, pos, more = await self._page(user_id, access.room, from_pos, to_pos, backwards, limit, filt)
+        chunk, pos, more = await self._page(user_id, access.room, from_pos, to_pos, backwards, limit, filt, as_admin)
         backfiller = self.backfiller
         if backwards and not more and to_pos is None:
             # The start of our history: older events may be on other servers
@@ -303,7 +318,9 @@ class HistoryHandler:
                 # A full page: the client comes back for more, fetch then.
                 more = await backfiller.may_have_more(room_id)
             elif await backfiller.backfill(room_id):
-                rest, pos, more = await self._page(user_id, access.room, pos, None, True, limit - len(chunk), filt)
+                rest, pos, more = await self._page(
+                    user_id, access.room, pos, None, True, limit - len(chunk), filt, as_admin
+                )
                 chunk += rest
         viewer = (user_id, requester.device_id)
         bundles = await self.aggregations.bundles(chunk, user_id)

@@ -80,6 +80,19 @@ class RoomTags(Protocol):
     ) -> int: ...
 
 
+class BlockedRooms(Protocol):
+    """The rooms a server admin blocked (admin API): local users may not join, knock on or be
+    invited to them (leaving and bans stay possible)."""
+
+    async def is_blocked(self, room_id: str) -> bool: ...
+
+
+class NoticeRooms(Protocol):
+    """Each user's server notices room (client-server-api §Server Notices)."""
+
+    async def is_notice_room_of(self, user_id: str, room_id: str) -> bool: ...
+
+
 class MembershipHandler:
     """Join, knock, leave, forget, invite, kick, ban and unban, locally or through federation."""
 
@@ -93,8 +106,12 @@ class MembershipHandler:
         room_servers: ServersInRoom,
         server_name: str,
         tags: RoomTags | None = None,
+        blocked: BlockedRooms | None = None,
+        notice_rooms: NoticeRooms | None = None,
     ) -> None:
         self.room_server = room_server
+        self.blocked = blocked
+        self.notice_rooms = notice_rooms
         self.tags = tags
         self.accounts = accounts
         self.memberships = memberships
@@ -160,6 +177,10 @@ class MembershipHandler:
             raise not_found(f"Room {room_id} is not on this server and this server is not in it")
         raise not_found(f"Unknown room {room_id}")
 
+    async def _check_not_blocked(self, room_id: str) -> None:
+        if self.blocked is not None and await self.blocked.is_blocked(room_id):
+            raise forbidden("This room has been blocked on this server")
+
     async def _state(self, room_id: str, *users: str, extra: Sequence[StateKey] = ()) -> dict[StateKey, Event]:
         keys = [CREATE_KEY, POWER_LEVELS_KEY, JOIN_RULES_KEY, *extra, *(_member_key(u) for u in users)]
         return await self.room_server.current_state_events(room_id, keys)
@@ -213,6 +234,7 @@ class MembershipHandler:
             if k not in ("membership", "join_authorised_via_users_server")
         }
         room_id, servers = await self.resolve_room_and_servers(room_id_or_alias, via)
+        await self._check_not_blocked(room_id)
         user_id = requester.user_id
         candidates = await self._remote_candidates(room_id, user_id, servers)
         if candidates is not None:
@@ -362,6 +384,7 @@ class MembershipHandler:
         self, requester: Requester, room_id_or_alias: str, reason: str | None = None, via: Sequence[str] = ()
     ) -> str:
         room_id, servers = await self.resolve_room_and_servers(room_id_or_alias, via)
+        await self._check_not_blocked(room_id)
         user_id = requester.user_id
         candidates = await self._remote_candidates(room_id, user_id, servers)
         if candidates is not None:
@@ -409,6 +432,14 @@ class MembershipHandler:
             return
         if membership == "ban":
             raise forbidden("You are banned from this room")
+        if (
+            membership == "invite"
+            and self.notice_rooms is not None
+            and await self.notice_rooms.is_notice_room_of(user_id, room_id)
+        ):
+            # §Server Notices: "Attempting to reject the invite must result in a
+            # M_CANNOT_LEAVE_SERVER_NOTICE_ROOM error" (leaving once joined stays possible).
+            raise MatrixError(403, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM", "You cannot reject the server notices room")
         await self._send(room_id, user_id, user_id, self._with_reason({"membership": "leave"}, reason))
 
     async def forget(self, requester: Requester, room_id: str) -> None:
@@ -433,6 +464,7 @@ class MembershipHandler:
     ) -> None:
         check_user_id(target)
         await self.local_room(room_id)
+        await self._check_not_blocked(room_id)
         sender = requester.user_id
         remote_target = server_of_user(target) != self.server_name
         if not remote_target:

@@ -234,7 +234,9 @@ class LocalEventBuilder:
             self._inflight_txns[txn_key] = []
         try:
             existing = await self._known_txn(txn_key) if txn_key is not None else None
-            event = await self._existing(existing) if existing else await self._send(room_id, spec, txn_key)
+            # An event the admin API purged is no answer: the retry is a new request.
+            known = await self.store.get_event(existing) if existing else None
+            event = known if known is not None else await self._send(room_id, spec, txn_key)
         except BaseException as e:
             if txn_key is not None:
                 for waiter in self._inflight_txns.pop(txn_key):

@@ -110,6 +110,12 @@ class RoomServer:
         (see :meth:`RoomSequencer.run_locked`)."""
         return await self.sequencer.run_locked(room_id, fn)
 
+    def forget_room(self, room_id: str) -> None:
+        """Drop what memory holds of a room whose rows were purged (admin API): its head and
+        record; a reader of it next finds the room unknown. Call it holding the room's lock."""
+        self.sequencer.forget_head(room_id)
+        self.store.forget_room(room_id)
+
     # -- reads ------------------------------------------------------------------------------
 
     async def get_room(self, room_id: str) -> RoomRecord | None:

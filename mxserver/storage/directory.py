@@ -93,6 +93,15 @@ class DirectoryStore:
         )
         return [r[0] for r in rows]
 
+    def delete_aliases_for_room(self, room_id: str) -> Deferred[list[str]]:
+        """Remove every alias of the room (it is being shut down); the aliases removed."""
+
+        def txn(t: Txn) -> list[str]:
+            rows = t.query("DELETE FROM room_aliases WHERE room_id = ? RETURNING room_alias", (room_id,))
+            return sorted(r[0] for r in rows)
+
+        return self.db.run_interaction("delete_aliases_for_room", txn)
+
     def move_aliases(self, old_room_id: str, new_room_id: str) -> Deferred[list[str]]:
         """Point every alias of ``old_room_id`` at ``new_room_id`` (room upgrades)."""
 

@@ -121,7 +121,12 @@ class EventStore:
 
             self.next_event_nid = scalar("SELECT MAX(event_nid) FROM events") + 1
             self.next_room_nid = scalar("SELECT MAX(room_nid) FROM rooms") + 1
-            self.max_stream = scalar("SELECT MAX(stream_ordering) FROM events")
+            # A purge (admin API) may have removed the events at the top of the stream: positions
+            # never go back below one already handed out.
+            self.max_stream = max(
+                scalar("SELECT MAX(stream_ordering) FROM events"),
+                scalar("SELECT position FROM stream_positions WHERE stream = 'purged_room_events'"),
+            )
             self._next_stream = self.max_stream + 1
             self.min_stream = min(0, scalar("SELECT MIN(stream_ordering) FROM events"))
             self.state.load_counters_txn(t)
@@ -176,6 +181,18 @@ class EventStore:
     def remember_room(self, room: RoomRecord) -> None:
         self._rooms_by_id[room.room_id] = room
         self._rooms_by_nid[room.room_nid] = room
+
+    def forget_room(self, room_id: str) -> None:
+        """Drop a purged room from memory: its record and its cached events."""
+        room = self._rooms_by_id.pop(room_id, None)
+        if room is not None:
+            self._rooms_by_nid.pop(room.room_nid, None)
+        self.evict_room_events(room_id)
+
+    def evict_room_events(self, room_id: str) -> None:
+        """Drop the room's events from the cache (some were purged; the others reload)."""
+        for event_id in [e for e, ev in self._cache.items() if ev.room_id == room_id]:
+            del self._cache[event_id]
 
     # -- reading events ---------------------------------------------------------------------
 

@@ -109,6 +109,34 @@ class FederationSenderStore:
 
         return self.db.run_interaction("federation_set_backoff", txn)
 
+    def clear_backoff(self, destination: str) -> Deferred[None]:
+        """An admin reset the destination's backoff: no failure on record, no wait."""
+        return self.db.execute(
+            "federation_clear_backoff",
+            "UPDATE federation_destinations SET failure_ts = NULL, retry_last_ts = NULL, retry_interval = 0"
+            " WHERE destination = ?",
+            destination,
+        )
+
+    def destination_rooms(
+        self, destination: str, start: int, limit: int, backwards: bool
+    ) -> Deferred[tuple[list[tuple[str, int]], int]]:
+        """A page of the rooms whose events were queued for ``destination`` (by room ID; ``start``
+        an offset): ``(room ID, stream position of its latest event queued there)``, and how
+        many there are in all."""
+
+        def txn(t: Txn) -> tuple[list[tuple[str, int]], int]:
+            row = t.query_one("SELECT COUNT(*) FROM federation_destination_rooms WHERE destination = ?", (destination,))
+            order = "DESC" if backwards else "ASC"
+            rows = t.query(
+                "SELECT room_id, stream_ordering FROM federation_destination_rooms WHERE destination = ?"
+                f" ORDER BY room_id {order} LIMIT ? OFFSET ?",
+                (destination, limit, start),
+            )
+            return [(str(r[0]), int(r[1])) for r in rows], int(row[0]) if row else 0
+
+        return self.db.run_read("federation_destination_rooms_page", txn)
+
     def set_success(self, destination: str, now_ms: int, stream: int) -> Deferred[None]:
         """A transaction succeeded: no backoff; everything up to ``stream`` was delivered."""
 

@@ -1,6 +1,9 @@
-"""SQL for content reports (schema 0027): what users reported, kept for administrators."""
+"""SQL for content reports (schema 0027): what users reported, kept for administrators, and
+the admin API's view of the event reports among them (with the reported event's sender)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -70,6 +73,90 @@ class ReportsStore:
             return [_report(r) for r in rows]
 
         return self.db.run_read("content_reports_recent", txn)
+
+    def event_reports(
+        self,
+        start: int,
+        limit: int,
+        newest_first: bool,
+        room_id: str | None = None,
+        user_id: str | None = None,
+        sender: str | None = None,
+    ) -> Deferred[tuple[list[EventReport], int]]:
+        """A page of the event reports (``start`` is an offset) whose room ID contains
+        ``room_id``, whose reporter contains ``user_id``, of events ``sender`` sent; and how many
+        there are in all."""
+        return self.db.run_read(
+            "event_reports_page", list_event_reports_txn, start, limit, newest_first, room_id, user_id, sender
+        )
+
+    def get_event_report(self, report_id: int) -> Deferred[EventReport | None]:
+        def txn(t: Txn) -> EventReport | None:
+            r = t.query_one(
+                f"SELECT {_EVENT_REPORT_COLUMNS} FROM {_EVENT_REPORT_FROM} WHERE r.kind = 'event' AND r.report_id = ?",
+                (report_id,),
+            )
+            return EventReport(_report(r[:9]), r[9]) if r is not None else None
+
+        return self.db.run_read("event_report_get", txn)
+
+    def delete_event_report(self, report_id: int) -> Deferred[bool]:
+        """Remove an event report; whether there was one."""
+
+        def txn(t: Txn) -> bool:
+            rows = t.query(
+                "DELETE FROM content_reports WHERE kind = 'event' AND report_id = ? RETURNING report_id", (report_id,)
+            )
+            return bool(rows)
+
+        return self.db.run_interaction("event_report_delete", txn)
+
+
+@attrs.frozen
+class EventReport:
+    """An event report with the reported event's sender (None if the event is not stored)."""
+
+    report: Report
+    sender: str | None
+
+
+def _like_contains(value: str) -> str:
+    """A LIKE pattern for "contains ``value``" (``\\`` escapes: see the ESCAPE clauses)."""
+    return "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _event_report_filter(room_id: str | None, user_id: str | None, sender: str | None) -> tuple[str, list[Any]]:
+    where = ["r.kind = 'event'"]
+    args: list[Any] = []
+    if room_id:
+        where.append("r.room_id LIKE ? ESCAPE '\\'")
+        args.append(_like_contains(room_id))
+    if user_id:
+        where.append("r.reporter LIKE ? ESCAPE '\\'")
+        args.append(_like_contains(user_id))
+    if sender:
+        where.append("e.sender = ?")
+        args.append(sender)
+    return " AND ".join(where), args
+
+
+_EVENT_REPORT_FROM = "content_reports r LEFT JOIN events e ON e.event_id = r.event_id"
+_EVENT_REPORT_COLUMNS = ", ".join(f"r.{c.strip()}" for c in _COLUMNS.split(",")) + ", e.sender"
+
+
+def list_event_reports_txn(
+    t: Txn, start: int, limit: int, newest_first: bool, room_id: str | None, user_id: str | None, sender: str | None
+) -> tuple[list[EventReport], int]:
+    where, args = _event_report_filter(room_id, user_id, sender)
+    row = t.query_one(f"SELECT COUNT(*) FROM {_EVENT_REPORT_FROM} WHERE {where}", args)
+    total = int(row[0]) if row else 0
+    order = "DESC" if newest_first else "ASC"
+    rows = t.query(
+        f"SELECT {_EVENT_REPORT_COLUMNS} FROM {_EVENT_REPORT_FROM} WHERE {where}"
+        f" ORDER BY r.report_id {order} LIMIT ? OFFSET ?",
+        (*args, limit, start),
+    )
+    return [EventReport(_report(r[:9]), r[9]) for r in rows], total
 
 
 def _report(r: tuple[object, ...]) -> Report:

@@ -405,3 +405,12 @@ class SearchStore:
             args += sorted(query.ignored)
         extra, extra_args = query.conditions
         return " AND ".join(clauses) + extra, [*args, *extra_args]
+
+
+def unindex_events_txn(txn: Txn, condition: str, args: Sequence[Any]) -> None:
+    """Forget the text of the events ``condition`` picks (an SQL condition on ``events e``):
+    the events are being purged (admin API)."""
+    column = _backend(txn.dialect).nid_column
+    txn.execute(
+        f"DELETE FROM event_search WHERE {column} IN (SELECT e.event_nid FROM events e WHERE {condition})", args
+    )
