@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # compat mode keeps twisted/plugins visible to twistd (a PEP 660 editable install hides it)
 PIP_INSTALL := $(BIN)/pip install -q --disable-pip-version-check --config-settings editable_mode=compat
 
-.PHONY: run test install install-test postgres-binaries synapse-peer sytest sytest-update fuzz jssdk-check appservice-check synadm-check lint typecheck sample-config clean
+.PHONY: run test install install-test postgres-binaries chromium synapse-peer sytest sytest-update fuzz jssdk-check appservice-check synadm-check lint typecheck sample-config clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,17 @@ postgres-binaries:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
+# tests/test_admin_console drives the web admin console in a headless Chromium through
+# selenium: install Debian's browser and its driver when they are missing (as root, or sudo).
+chromium:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+		echo "chromium and chromedriver present"; \
+	else \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+		echo "installing chromium and chromium-driver from apt"; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
 # tests/interop federate with a real Synapse from PyPI, installed by the shared adapter into
 # ~/.cache/mx-bench (cheap once done). Its psycopg2 builds from source and needs pg_config
 # (Debian's libpq-dev). Only a missing ../shared is tolerated here (the tests then skip).
@@ -64,7 +75,7 @@ synapse-peer:
 # One trial worker per core: the suite is mostly waiting on sockets and databases, and
 # each worker has its own _trial_temp (SQLite files, Postgres cluster).
 TRIAL_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
-test: install-test postgres-binaries synapse-peer
+test: install-test postgres-binaries chromium synapse-peer
 	$(BIN)/trial -j$(TRIAL_JOBS) tests
 	$(MAKE) --no-print-directory sytest
 

@@ -1122,6 +1122,7 @@ class Homeserver(service.MultiService):
             *self._sync_servlets(),
             *self._client_media_servlets(),
             *self._admin_servlets(),
+            *self._admin_console_servlets(),
         ]
 
     def _admin_servlets(self) -> list[Any]:
@@ -1165,6 +1166,16 @@ class Homeserver(service.MultiService):
                 gate, AdminFederationHandler(self.federation_sender, self.federation_sender_store, self.server_name)
             ),
         ]
+
+    def _admin_console_servlets(self) -> list[Any]:
+        """The web admin console (``/_mxserver/admin/``) and the figures it shows live."""
+        from mxserver.admin_console import ConsoleFiles
+        from mxserver.api.admin import AdminGate
+        from mxserver.api.admin.console import AdminConsoleServlet
+        from mxserver.api.admin.metrics import AdminMetricsServlet
+
+        gate = AdminGate(self.auth, self.accounts)
+        return [AdminConsoleServlet(ConsoleFiles()), AdminMetricsServlet(gate, self.clock)]
 
     def _build_apps(self) -> dict[str, Any]:
         return {api: build_app(self.servlets(api)).resource() for api in ("client", "federation", "media")}

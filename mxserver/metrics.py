@@ -7,6 +7,7 @@ process (tests) share them.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -87,3 +88,20 @@ def metrics_resource() -> Any:
     from prometheus_client.twisted import MetricsResource
 
     return MetricsResource()
+
+
+def snapshot(registry: Any = None) -> list[dict[str, Any]]:
+    """The current value of every registered metric, for the admin API's JSON view:
+    ``{"name", "type", "help", "samples": [{"name", "labels", "value"}]}`` per metric, sorted by
+    name. JSON has no NaN or infinity: such a value is ``null``."""
+    from prometheus_client import REGISTRY
+
+    out = []
+    for family in (registry or REGISTRY).collect():
+        samples = [
+            {"name": s.name, "labels": dict(s.labels), "value": s.value if math.isfinite(s.value) else None}
+            for s in family.samples
+        ]
+        out.append({"name": family.name, "type": family.type, "help": family.documentation, "samples": samples})
+    out.sort(key=lambda m: m["name"])
+    return out
