@@ -1,0 +1,338 @@
+"""The web admin console in a real browser: Debian's headless Chromium driven through
+chromedriver by selenium, against a real server (the harness's), on real data.
+
+Each test logs in as an admin through the console's login page and works a page the way an
+admin would (typing, clicking, confirming), then checks through the admin API that the server
+did what the page showed. Every page is saved as a screenshot in
+``_trial_temp/console-screenshots/`` (beside the test run, not in the repository) for a person
+to look at. The browser's own log must stay free of script errors and Content-Security-Policy
+violations.
+
+Selenium's calls block until the browser answers, and the browser talks to the server running
+on this test's reactor: every browser step therefore runs in a thread
+(:meth:`ConsoleTestCase.ui`) while the reactor keeps serving.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from twisted.internet.threads import deferToThread
+from twisted.trial import unittest
+
+from tests.harness import C, TestUser, q
+from tests.harness.appservice import AppServiceTestCase
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+#: the flags without which Chromium's connections are refused on a machine without a desktop
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--window-size=1360,900", "--lang=en-GB",
+)
+#: seconds a browser step waits for the page to show what it expects
+WAIT_S = 20
+ADMIN = "/_synapse/admin"
+#: where screenshots go, under the test run's working directory (trial's _trial_temp)
+SCREENSHOTS = "console-screenshots"
+
+T = TypeVar("T")
+
+
+def browser_missing() -> str | None:
+    """Why no browser can be driven here (None when everything is installed)."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[test]')"
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    if missing:
+        return f"{' and '.join(missing)} missing: install Debian's chromium and chromium-driver (make chromium)"
+    return None
+
+
+class Browser:
+    """One headless Chromium session on the console of the server at ``base_url``. Every
+    method blocks: call them through :meth:`ConsoleTestCase.ui`."""
+
+    def __init__(self, base_url: str, profile_dir: str) -> None:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in CHROMIUM_FLAGS:
+            options.add_argument(flag)
+        options.add_argument(f"--user-data-dir={profile_dir}")
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        self.base_url = base_url
+        self.log: list[dict[str, Any]] = []
+
+    def quit(self) -> None:
+        self.driver.quit()
+
+    # -- finding and waiting -----------------------------------------------------------------
+
+    def wait(self, check: Callable[[Any], T], what: str, timeout: float = WAIT_S) -> T:
+        from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        try:
+            wait = WebDriverWait(self.driver, timeout, 0.1, ignored_exceptions=[StaleElementReferenceException])
+            return wait.until(check)
+        except TimeoutException:
+            raise AssertionError(f"the page did not show {what}; it shows:\n{self.text('body')[:3000]}") from None
+
+    def find(self, css: str, timeout: float = WAIT_S) -> Any:
+        from selenium.webdriver.common.by import By
+
+        def found(d: Any) -> Any:
+            els = [e for e in d.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()]
+            return els[0] if els else False
+
+        return self.wait(found, css, timeout)
+
+    def text(self, css: str) -> str:
+        # In the page, in one step: the console redraws parts of itself while we read.
+        return str(self.driver.execute_script(
+            "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.innerText).join('\\n')", css
+        ))
+
+    def wait_text(self, css: str, text: str, timeout: float = WAIT_S) -> str:
+        def shown(d: Any) -> str | bool:
+            t = self.text(css)
+            return t if text in t else False
+
+        return self.wait(shown, f"{text!r} in {css}", timeout)
+
+    def button(self, label: str, within: str = "") -> Any:
+        from selenium.webdriver.common.by import By
+
+        xpath = f"//button[normalize-space()={_xpath_str(label)} and not(@disabled)]"
+
+        def found(d: Any) -> Any:
+            scope = d.find_element(By.CSS_SELECTOR, within) if within else d
+            els = [e for e in scope.find_elements(By.XPATH, "." + xpath if within else xpath) if e.is_displayed()]
+            return els[0] if els else False
+
+        return self.wait(found, f"a {label!r} button" + (f" in {within}" if within else ""))
+
+    # -- acting ------------------------------------------------------------------------------
+
+    def open(self, route: str = "") -> None:
+        self.driver.get(f"{self.base_url}/_mxserver/admin/" + (f"#{route}" if route else ""))
+
+    def type(self, css: str, text: str, clear: bool = True) -> None:
+        el = self.find(css)
+        if clear:
+            el.clear()
+        el.send_keys(text)
+
+    def click(self, label: str, within: str = "") -> None:
+        self.button(label, within).click()
+
+    def confirm(self, label: str, screenshot: str | None = None) -> None:
+        """The confirmation dialog is open: (screenshot it and) press its ``label`` button."""
+        self.find("dialog[open]")
+        if screenshot:
+            self.screenshot(screenshot)
+        self.click(label, "dialog[open]")
+        self.wait(lambda d: not d.find_elements("css selector", "dialog[open]"), "the dialog closed")
+
+    def login(self, user: str, password: str) -> None:
+        self.open()
+        self.type("#login-form input[name=user]", user)
+        self.type("#login-form input[name=password]", password)
+        self.click("Log in")
+
+    def screenshot(self, name: str) -> None:
+        folder = os.path.abspath(SCREENSHOTS)
+        os.makedirs(folder, exist_ok=True)
+        # The whole page, not just the window: grow the window to the document's height.
+        height = self.driver.execute_script("return Math.max(document.body.scrollHeight, 900)")
+        self.driver.set_window_size(1360, min(int(height) + 40, 4000))
+        self.driver.save_screenshot(os.path.join(folder, f"{name}.png"))
+        self.driver.set_window_size(1360, 900)
+
+    def script(self, js: str) -> Any:
+        return self.driver.execute_script(js)
+
+    def problems(self) -> list[str]:
+        """Script errors and CSP violations the browser logged (failed API calls the console
+        handled, e.g. a refused login's 403, are not problems)."""
+        self.log.extend(self.driver.get_log("browser"))
+        return [
+            e["message"]
+            for e in self.log
+            if "Content Security Policy" in e["message"] or "Uncaught" in e["message"] or "SyntaxError" in e["message"]
+        ]
+
+
+def _xpath_str(s: str) -> str:
+    return f"'{s}'" if "'" not in s else f'"{s}"'
+
+
+class ConsoleTestCase(AppServiceTestCase):
+    """A server with an admin (``root``, password ``ADMIN_PW``), a plain user (``alice``), an
+    application service (the harness's bridge), and a browser on its console (``self.browser``)."""
+
+    ADMIN_PW = "admin password"
+
+    async def _set_up(self) -> None:
+        missing = browser_missing()
+        if missing:
+            raise unittest.SkipTest(missing)
+        await super()._set_up()
+        self.admin = await self.register("root", password=self.ADMIN_PW)
+        await self.hs.accounts.set_admin(self.admin.user_id, True)
+        self.alice = await self.register("alice")
+        profile = tempfile.mkdtemp(prefix="mxserver-chromium-")
+        self.addCleanup(shutil.rmtree, profile, True)
+        try:
+            self.browser = await deferToThread(Browser, self.base_url, profile)
+        except Exception as e:  # selenium's WebDriverException: the browser would not start
+            raise unittest.SkipTest(f"Chromium could not be started through {CHROMEDRIVER}: {e}") from None
+        self.addCleanup(deferToThread, self.browser.quit)
+        self.addCleanup(self.no_browser_problems)
+
+    async def ui(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one blocking browser step in a thread while the server keeps serving."""
+        return await deferToThread(fn, *args)
+
+    async def no_browser_problems(self) -> None:
+        self.assertEqual(await self.ui(self.browser.problems), [])
+
+    async def log_in_as_admin(self, route: str = "") -> None:
+        b = self.browser
+        await self.ui(b.login, "root", self.ADMIN_PW)
+        await self.ui(b.wait_text, "#whoami", "@root:test")
+        if route:
+            await self.ui(b.open, route)
+
+    def shot(self, name: str) -> Any:
+        return self.ui(self.browser.screenshot, f"{type(self).__name__.replace('Postgres', '')}-{name}")
+
+    async def admin_get(self, path: str) -> tuple[int, Any]:
+        return await self.get(f"{ADMIN}{path}", self.admin)
+
+
+def uq(user: TestUser | str) -> str:
+    return q(user if isinstance(user, str) else user.user_id)
+
+
+class LoginTests(ConsoleTestCase):
+    async def test_login_refused_for_non_admins_and_bad_passwords(self) -> None:
+        b = self.browser
+        await self.ui(b.open)
+        await self.ui(b.find, "#login-form")
+        await self.shot("login")
+        # A wrong password: the server's own error text.
+        await self.ui(b.login, "root", "wrong")
+        msg = await self.ui(b.wait_text, "#login-form [role=alert]", "M_FORBIDDEN")
+        self.assertIn("Invalid", msg)
+        # A user who is not an admin: refused with a clear message, and their new session is
+        # logged out again (alice keeps only the device she registered with).
+        await self.ui(b.login, "alice", "correct horse")
+        msg = await self.ui(b.wait_text, "#login-form [role=alert]", "not a server admin")
+        self.assertIn("@alice:test is not a server admin", msg)
+        await self.shot("login-refused")
+        self.assertEqual(await self.ui(b.script, "return sessionStorage.length"), 0)
+        code, devices = await self.get(f"{C}/devices", self.alice)
+        self.assertEqual([d["device_id"] for d in devices["devices"]], [self.alice.device_id])
+
+    async def test_login_layout_and_logout(self) -> None:
+        b = self.browser
+        await self.log_in_as_admin()
+        await self.ui(b.find, "nav.topnav a.active")
+        nav = await self.ui(b.text, "nav.topnav ul")
+        for title in ("Users", "Rooms", "Federation", "Appservices", "Media", "Reports", "Registration tokens", "Metrics"):
+            self.assertIn(title, nav)
+        self.assertIn("mxserver", await self.ui(b.text, ".whoami .version"))
+        # The token lives in sessionStorage, never in a cookie.
+        token = await self.ui(b.script, "return JSON.parse(sessionStorage.getItem('mxserver.admin.session')).access_token")
+        self.assertEqual(await self.ui(b.script, "return document.cookie"), "")
+        self.assertEqual(await self.ui(b.driver.get_cookies), [])
+        self.assertEqual((await self.get(f"{C}/account/whoami", token))[1]["user_id"], "@root:test")
+        # A reload keeps the session (same tab); logging out revokes the token.
+        await self.ui(b.driver.refresh)
+        await self.ui(b.wait_text, "#whoami", "@root:test")
+        await self.ui(b.click, "Log out")
+        await self.ui(b.find, "#login-form")
+        self.assertMatrixError(await self.get(f"{C}/account/whoami", token), 401, "M_UNKNOWN_TOKEN")
+
+    async def test_revoked_session_goes_back_to_login(self) -> None:
+        b = self.browser
+        await self.log_in_as_admin()
+        token = await self.ui(b.script, "return JSON.parse(sessionStorage.getItem('mxserver.admin.session')).access_token")
+        self.assertEqual((await self.post(f"{C}/logout", {}, token))[0], 200)
+        # The next page's first API call finds the token gone: back to the login page, saying why.
+        await self.ui(b.open, "/rooms")
+        await self.ui(b.wait_text, "#login-form [role=alert]", "Your session ended")
+
+
+class UsersPageTests(ConsoleTestCase):
+    async def test_create_search_admin_reset_deactivate(self) -> None:
+        b = self.browser
+        await self.log_in_as_admin("/users")
+        await self.ui(b.wait_text, "[data-table=users]", "@alice:test")
+        await self.shot("users")
+        # Create bob in the form.
+        await self.ui(b.click, "Create user")
+        await self.ui(b.type, "#create-user input[name=user_id]", "bob")
+        await self.ui(b.type, "#create-user input[name=displayname]", "Bob the Builder")
+        await self.ui(b.type, "#create-user input[name=password]", "bob's password")
+        await self.shot("users-create")
+        await self.ui(b.click, "Create", "#create-user")
+        await self.ui(b.wait_text, "#user-status", "Created @bob:test")
+        code, bob = await self.admin_get("/v2/users/@bob:test")
+        self.assertEqual((code, bob["displayname"], bob["admin"], bob["deactivated"]), (200, "Bob the Builder", False, False))
+        login = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "bob"}, "password": "bob's password"}
+        self.assertEqual((await self.post(f"{C}/login", login))[0], 200)
+        await self.shot("user-details")
+        # The API's own error is shown: a user ID the server refuses.
+        await self.ui(b.open, "/users")
+        await self.ui(b.click, "Create user")
+        await self.ui(b.type, "#create-user input[name=user_id]", "@Not Valid!:test")
+        await self.ui(b.click, "Create", "#create-user")
+        err = await self.ui(b.wait_text, "#create-user [role=alert]", "M_")
+        self.assertRegex(err, r"\(M_[A-Z_]+\)")
+        # Search finds bob by display name.
+        await self.ui(b.type, "form.search input[name=name]", "Builder\n")
+        await self.ui(b.wait_text, "[data-table=users]", "@bob:test")
+        self.assertNotIn("@alice:test", await self.ui(b.text, "#users-results"))
+        self.assertIn("1–1 of 1", await self.ui(b.text, ".pager-info"))
+        await self.shot("users-search")
+        # Make bob an admin (confirmed in the dialog).
+        await self.ui(b.open, "/users/" + quote("@bob:test", safe=""))
+        await self.ui(b.click, "Make admin")
+        await self.ui(b.confirm, "Make admin", "Users-confirm-admin")
+        await self.ui(b.wait_text, "#user-status", "is now a server admin")
+        self.assertTrue((await self.admin_get("/v2/users/@bob:test"))[1]["admin"])
+        # Reset bob's password: the new one works, the old one no longer does.
+        await self.ui(b.type, "#reset-password input[name=new_password]", "new bob password")
+        await self.ui(b.click, "Reset password", "#reset-password")
+        await self.ui(b.confirm, "Reset password")
+        await self.ui(b.wait_text, "#reset-password", "Password reset.")
+        self.assertEqual((await self.post(f"{C}/login", {**login, "password": "new bob password"}))[0], 200)
+        self.assertMatrixError(await self.post(f"{C}/login", login), 403, "M_FORBIDDEN")
+        # Deactivate: cancelling does nothing, confirming deactivates.
+        await self.ui(b.click, "Deactivate", "#deactivate-user")
+        await self.ui(b.confirm, "Cancel")
+        self.assertFalse((await self.admin_get("/v2/users/@bob:test"))[1]["deactivated"])
+        await self.ui(b.click, "Deactivate", "#deactivate-user")
+        await self.ui(b.confirm, "Deactivate", "Users-confirm-deactivate")
+        await self.ui(b.wait_text, "#user-status", "was deactivated")
+        self.assertTrue((await self.admin_get("/v2/users/@bob:test"))[1]["deactivated"])
+        await self.shot("user-deactivated")
+        # Deactivated users are listed only when asked for.
+        await self.ui(b.open, "/users?name=bob")
+        await self.ui(b.wait_text, "#users-results", "No user matches")
+        await self.ui(b.open, "/users?name=bob&deactivated=true")
+        await self.ui(b.wait_text, "[data-table=users]", "deactivated")
