@@ -156,7 +156,7 @@ class Browser:
         folder = os.path.abspath(SCREENSHOTS)
         os.makedirs(folder, exist_ok=True)
         # The whole page, not just the window: grow the window to the document's height.
-        height = self.driver.execute_script("return Math.max(document.body.scrollHeight, 900)")
+        height = self.driver.execute_script("window.scrollTo(0, 0); return Math.max(document.body.scrollHeight, 900)")
         self.driver.set_window_size(1360, min(int(height) + 40, 4000))
         self.driver.save_screenshot(os.path.join(folder, f"{name}.png"))
         self.driver.set_window_size(1360, 900)
@@ -336,3 +336,67 @@ class UsersPageTests(ConsoleTestCase):
         await self.ui(b.wait_text, "#users-results", "No user matches")
         await self.ui(b.open, "/users?name=bob&deactivated=true")
         await self.ui(b.wait_text, "[data-table=users]", "deactivated")
+
+
+class RoomsPageTests(ConsoleTestCase):
+    async def test_search_details_members_and_delete_with_progress(self) -> None:
+        b = self.browser
+        bob = await self.register("bob")
+        room = await self.create_room(self.alice, preset="public_chat", name="Console Room", topic="Rooms page test",
+                                      room_alias_name="console")
+        await self.join(bob, room)
+        other = await self.create_room(self.alice, name="Elsewhere")
+        await self.send_message(self.alice, room, "hello")
+        await self.log_in_as_admin("/rooms")
+        await self.ui(b.wait_text, "[data-table=rooms]", "Elsewhere")
+        await self.shot("rooms")
+        # Search by name: only the matching room.
+        await self.ui(b.type, "form.search input[name=search_term]", "Console\n")
+        await self.ui(b.wait_text, "[data-table=rooms]", "Console Room")
+        listed = await self.ui(b.text, "#rooms-results")
+        self.assertIn("#console:test", listed)
+        self.assertNotIn("Elsewhere", listed)
+        await self.shot("rooms-search")
+        # The room's details and members.
+        await self.ui(lambda: b.driver.find_element("link text", "Console Room").click())
+        await self.ui(b.wait_text, ".details", "Rooms page test")
+        info = await self.ui(b.text, ".details")
+        self.assertIn("2 joined (2 local)", info)
+        self.assertIn(room, info)
+        members = await self.ui(b.text, "[data-table=members]")
+        self.assertIn("@alice:test", members)
+        self.assertIn("@bob:test", members)
+        await self.shot("room-details")
+        # Delete it: confirmed, then the page follows delete_status until complete.
+        await self.ui(b.click, "Delete room", "#delete-room")
+        await self.ui(b.confirm, "Delete room", "Rooms-confirm-delete")
+        await self.ui(b.find, "#delete-progress")
+        await self.ui(b.wait, lambda d: d.find_element("css selector", "#delete-progress").get_attribute("data-status") == "complete",
+                      "the deletion complete")
+        done = await self.ui(b.text, "#delete-progress")
+        self.assertIn("The room was deleted.", done)
+        self.assertIn("@alice:test", done)  # removed users
+        self.assertIn("no longer exists", await self.ui(b.text, "main"))
+        await self.shot("room-deleted")
+        self.assertMatrixError(await self.admin_get(f"/v1/rooms/{q(room)}"), 404, "M_NOT_FOUND")
+        code, status = await self.admin_get(f"/v2/rooms/{q(room)}/delete_status")
+        self.assertEqual((code, [r["status"] for r in status["results"]]), (200, ["complete"]))
+        # The list no longer has it; the other room is untouched.
+        await self.ui(b.open, "/rooms")
+        await self.ui(b.wait_text, "[data-table=rooms]", "Elsewhere")
+        self.assertNotIn("Console Room", await self.ui(b.text, "#rooms-results"))
+        self.assertEqual((await self.admin_get(f"/v1/rooms/{q(other)}"))[0], 200)
+
+    async def test_order_and_paging(self) -> None:
+        b = self.browser
+        for i in range(23):
+            await self.create_room(self.alice, name=f"Room {i:02d}")
+        await self.log_in_as_admin("/rooms?order_by=name")
+        await self.ui(b.wait_text, ".pager-info", "1–20 of 23")
+        await self.ui(b.click, "Next ›")
+        await self.ui(b.wait_text, ".pager-info", "21–23 of 23")
+        self.assertIn("Room 22", await self.ui(b.text, "[data-table=rooms]"))
+        self.assertNotIn("Room 00", await self.ui(b.text, "[data-table=rooms]"))
+        await self.ui(b.click, "‹ Previous")
+        await self.ui(b.wait_text, ".pager-info", "1–20 of 23")
+        self.assertIn("Room 00", await self.ui(b.text, "[data-table=rooms]"))

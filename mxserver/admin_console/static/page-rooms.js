@@ -74,7 +74,7 @@ async function renderList(main, ctx) {
 const STEPS = ["scheduled", "active", "complete"];
 
 /** Follow a deletion's delete_status until it is complete or failed, drawing the steps. */
-function watchDeletion(box, ctx, deleteId) {
+function watchDeletion(box, ctx, deleteId, onComplete = () => {}) {
   let timer = null;
   let stopped = false;
   ctx.onLeave(() => {
@@ -108,7 +108,7 @@ function watchDeletion(box, ctx, deleteId) {
       box,
       h(
         "div",
-        { class: "progress", id: "delete-progress", "data-status": st.status },
+        { class: "progress card", id: "delete-progress", "data-status": st.status },
         h("strong", {}, `Deletion ${st.delete_id}: `, h("span", { class: "delete-status" }, st.status)),
         steps,
         bar,
@@ -123,7 +123,11 @@ function watchDeletion(box, ctx, deleteId) {
     if (stopped) return;
     try {
       const st = await api("GET", `${ADMIN}/v2/rooms/delete_status/${seg(deleteId)}`);
-      if (stopped || draw(st)) return;
+      if (stopped) return;
+      if (draw(st)) {
+        if (st.status === "complete") onComplete();
+        return;
+      }
     } catch (e) {
       if (stopped) return;
       box.append(errorMessage(e));
@@ -263,19 +267,21 @@ async function renderRoom(main, ctx, roomId) {
       if (f.elements.new_room_user_id.value.trim()) bodyOut.new_room_user_id = f.elements.new_room_user_id.value.trim();
       if (f.elements.message.value.trim()) bodyOut.message = f.elements.message.value.trim();
       const res = await api("DELETE", `${ADMIN}/v2/rooms/${seg(roomId)}`, bodyOut);
-      watchDeletion(progress, ctx, res.delete_id);
+      watchDeletion(progress, ctx, res.delete_id, roomGone);
       return undefined;
     },
   );
 
+  const grid = h("div", { class: "grid2" });
+  // Once deleted, the room's details and actions describe nothing any more.
+  const roomGone = () => replace(grid, h("p", { class: "muted" }, "This room no longer exists on this server."));
   main.append(
     ...header,
     h("h1", {}, room.name || "(no name)", h("span", { class: "sub mono" }, roomId), block && block.block ? h("span", { class: "badge bad" }, "blocked") : null),
     status,
     progress,
-    h(
-      "div",
-      { class: "grid2" },
+    replace(
+      grid,
       section(
         "Details",
         details([
@@ -310,5 +316,5 @@ async function renderRoom(main, ctx, roomId) {
     ),
   );
   const running = deletions && (deletions.results || []).find((d) => d.status === "scheduled" || d.status === "active");
-  if (running) watchDeletion(progress, ctx, running.delete_id);
+  if (running) watchDeletion(progress, ctx, running.delete_id, roomGone);
 }
