@@ -400,3 +400,201 @@ class RoomsPageTests(ConsoleTestCase):
         await self.ui(b.click, "‹ Previous")
         await self.ui(b.wait_text, ".pager-info", "1–20 of 23")
         self.assertIn("Room 00", await self.ui(b.text, "[data-table=rooms]"))
+
+
+class FederationPageTests(ConsoleTestCase):
+    async def destination(self, name: str) -> dict[str, Any] | None:
+        code, body = await self.get("/_mxserver/admin/v1/federation/destinations", self.admin)
+        return next((d for d in body["destinations"] if d["destination"] == name), None)
+
+    async def backing_off(self, name: str, after_failure: int = 0) -> dict[str, Any]:
+        """Wait until the sender failed to reach ``name`` (after ``after_failure``, ms) and backs off."""
+        for _ in range(200):
+            d = await self.destination(name)
+            if d is not None and d["backing_off"] and (d["failure_ts"] or 0) > after_failure:
+                return d
+            await deferToThread(lambda: __import__("time").sleep(0.05))
+        raise AssertionError(f"{name} never failed: {d}")
+
+    async def test_destinations_and_reset(self) -> None:
+        from mxserver.rooms.room_server import EventSpec
+
+        b = self.browser
+        room = await self.create_room(self.alice, preset="public_chat", name="Federated")
+        # A remote member (built locally): the sender must send there, and remote.example
+        # does not resolve here, so it fails and backs off.
+        await self.hs.room_server.send(room, EventSpec("m.room.member", {"membership": "join"}, "@bob:remote.example",
+                                                       "@bob:remote.example"))
+        await self.send_message(self.alice, room, "to the remote server")
+        before = await self.backing_off("remote.example")
+        await self.log_in_as_admin("/federation")
+        await self.ui(b.wait_text, "[data-table=destinations]", "remote.example")
+        row = await self.ui(b.text, "[data-table=destinations] tbody tr")
+        self.assertIn("backing off", row)
+        await self.shot("federation")
+        # Search.
+        await self.ui(b.type, "form.search input[name=destination]", "nothing-here\n")
+        await self.ui(b.wait_text, "#destinations", "No destination matches")
+        await self.ui(b.type, "form.search input[name=destination]", "remote\n")
+        await self.ui(b.wait_text, "[data-table=destinations]", "remote.example")
+        # Reset: the backoff ends and the sender tries again at once (and fails again here,
+        # later than before).
+        await self.ui(b.click, "Reset", "[data-table=destinations]")
+        await self.ui(b.confirm, "Reset", "Federation-confirm-reset")
+        await self.ui(b.wait_text, "#federation-status", "The connection to remote.example was reset.")
+        after = await self.backing_off("remote.example", after_failure=before["failure_ts"])
+        self.assertGreater(after["failure_ts"], before["failure_ts"])
+        self.assertLess(after["next_retry_ts"] - after["failure_ts"], before["next_retry_ts"] - before["failure_ts"] + 1)
+
+
+class AppservicesPageTests(ConsoleTestCase):
+    async def test_state_and_reload(self) -> None:
+        from tests.harness.appservice import registration
+
+        b = self.browser
+        await self.log_in_as_admin("/appservices")
+        await self.ui(b.wait_text, "[data-table=appservices]", "bridge")
+        row = await self.ui(b.text, "[data-table=appservices] tbody tr")
+        self.assertIn(self.appservice.url, row)
+        self.assertIn("ok", row)
+        await self.shot("appservices")
+        # A changed registration file, reloaded from the page.
+        self.write_registration(0, registration(self.appservice.url, rate_limited=True))
+        await self.ui(b.click, "Reload registrations")
+        await self.ui(b.confirm, "Reload")
+        msg = await self.ui(b.wait_text, "#appservices-status", "Registrations reloaded")
+        self.assertIn("changed: bridge", msg)
+        # A registration the server refuses: its error is shown.
+        self.write_registration(0, {"id": "bridge"})
+        await self.ui(b.click, "Reload registrations")
+        await self.ui(b.confirm, "Reload")
+        await self.ui(b.wait_text, "#appservices-status [role=alert]", "M_INVALID_PARAM")
+        await self.shot("appservices-error")
+
+
+class MediaPageTests(ConsoleTestCase):
+    async def upload(self, data: bytes, filename: str) -> str:
+        code, body = await self.request("POST", f"/_matrix/media/v3/upload?filename={q(filename)}", raw=data,
+                                        token=self.alice, headers={"Content-Type": "text/plain"})
+        self.assertEqual(code, 200, body)
+        return str(body["content_uri"]).rsplit("/", 1)[1]
+
+    async def download(self, media_id: str) -> int:
+        return (await self.get(f"/_matrix/client/v1/media/download/test/{media_id}", self.alice))[0]
+
+    async def test_list_quarantine_and_delete(self) -> None:
+        b = self.browser
+        first = await self.upload(b"first file", "first.txt")
+        second = await self.upload(b"second file", "second.txt")
+        self.assertEqual(await self.download(first), 200)
+        await self.log_in_as_admin("/media")
+        await self.ui(b.type, "form.search input[name=user_id]", "@alice:test\n")
+        await self.ui(b.wait_text, "[data-table=media]", "first.txt")
+        self.assertIn("second.txt", await self.ui(b.text, "[data-table=media]"))
+        await self.shot("media")
+        # Quarantine the first from the list.
+        await self.ui(lambda: b.find(f"button[data-media='{first}']").click())
+        await self.ui(b.confirm, "Quarantine", "Media-confirm-quarantine")
+        await self.ui(b.wait_text, "#media-status", f"mxc://test/{first} quarantined.")
+        await self.ui(b.wait_text, "[data-table=media]", "quarantined by @root:test")
+        code, listed = await self.admin_get(f"/v1/users/{uq(self.alice)}/media")
+        by_id = {m["media_id"]: m for m in listed["media"]}
+        self.assertEqual((by_id[first]["quarantined_by"], by_id[second]["quarantined_by"]), ("@root:test", None))
+        self.assertEqual(await self.download(first), 404)
+        await self.shot("media-quarantined")
+        # Delete the second by its URI.
+        await self.ui(b.type, "#media-by-uri input[name=uri]", f"mxc://test/{second}")
+        await self.ui(b.click, "Delete", "#media-by-uri")
+        await self.ui(b.confirm, "Delete")
+        await self.ui(b.wait_text, "#media-status", f"mxc://test/{second} deleted.")
+        code, listed = await self.admin_get(f"/v1/users/{uq(self.alice)}/media")
+        self.assertEqual([m["media_id"] for m in listed["media"]], [first])
+        self.assertEqual(await self.download(second), 404)
+        # A malformed URI is refused in the page.
+        await self.ui(b.type, "#media-by-uri input[name=uri]", "not a uri")
+        await self.ui(b.click, "Quarantine", "#media-by-uri")
+        await self.ui(b.wait_text, "#media-by-uri [role=alert]", "Enter a media URI")
+
+
+class ReportsPageTests(ConsoleTestCase):
+    async def test_list_details_and_delete(self) -> None:
+        b = self.browser
+        bob = await self.register("bob")
+        room = await self.create_room(self.alice, preset="public_chat", name="Reported Room")
+        await self.join(bob, room)
+        event_id = await self.send_message(bob, room, "something rude")
+        code, body = await self.post(f"{C}/rooms/{q(room)}/report/{q(event_id)}", {"reason": "rude words", "score": -100},
+                                     self.alice)
+        self.assertEqual(code, 200, body)
+        await self.log_in_as_admin("/reports")
+        await self.ui(b.wait_text, "[data-table=reports]", "rude words")
+        row = await self.ui(b.text, "[data-table=reports] tbody tr")
+        for expected in ("Reported Room", "@alice:test", "@bob:test", "-100"):
+            self.assertIn(expected, row)
+        await self.shot("reports")
+        (report,) = (await self.admin_get("/v1/event_reports"))[1]["event_reports"]
+        await self.ui(lambda: b.driver.find_element("link text", str(report["id"])).click())
+        await self.ui(b.wait_text, "pre.json", "something rude")
+        self.assertIn(event_id, await self.ui(b.text, ".details"))
+        await self.shot("report-details")
+        await self.ui(b.click, "Delete report")
+        await self.ui(b.confirm, "Delete report")
+        await self.ui(b.wait_text, "#reports-status", f"Report {report['id']} deleted.")
+        await self.ui(b.wait_text, "#reports", "No reports.")
+        self.assertEqual((await self.admin_get("/v1/event_reports"))[1]["total"], 0)
+
+
+class TokensPageTests(ConsoleTestCase):
+    async def test_create_list_delete(self) -> None:
+        b = self.browser
+        await self.log_in_as_admin("/tokens")
+        await self.ui(b.wait_text, "#tokens", "No registration tokens.")
+        await self.ui(b.type, "#create-token input[name=token]", "console-token")
+        await self.ui(b.type, "#create-token input[name=uses_allowed]", "3")
+        await self.ui(b.click, "Create token")
+        await self.ui(b.wait_text, "#tokens-status", "Token console-token created.")
+        await self.ui(b.wait_text, "[data-table=tokens]", "console-token")
+        code, token = await self.admin_get("/v1/registration_tokens/console-token")
+        self.assertEqual((code, token["uses_allowed"], token["pending"], token["completed"]), (200, 3, 0, 0))
+        # A random one, and the server's refusal of a duplicate shown as its error.
+        await self.ui(b.click, "Create token")
+        await self.ui(b.wait_text, "#tokens-status", "created.")
+        self.assertEqual(len((await self.admin_get("/v1/registration_tokens"))[1]["registration_tokens"]), 2)
+        await self.ui(b.type, "#create-token input[name=token]", "console-token")
+        await self.ui(b.click, "Create token")
+        await self.ui(b.wait_text, "#create-token [role=alert]", "M_")
+        await self.shot("tokens")
+        await self.ui(lambda: b.find("button[data-token='console-token']").click())
+        await self.ui(b.confirm, "Delete token", "Tokens-confirm-delete")
+        await self.ui(b.wait_text, "#tokens-status", "Token console-token deleted.")
+        self.assertNotIn("console-token", await self.ui(b.text, "[data-table=tokens]"))
+        self.assertMatrixError(await self.admin_get("/v1/registration_tokens/console-token"), 404, "M_NOT_FOUND")
+
+
+class MetricsPageTests(ConsoleTestCase):
+    async def test_live_figures(self) -> None:
+        b = self.browser
+        await self.log_in_as_admin("/metrics?every=1")
+        await self.ui(b.wait_text, "#figures", "HTTP requests / s")
+        # It keeps reading: the figures update on their own.
+        await self.ui(b.wait, lambda d: int(d.find_element("css selector", "#metrics-live").get_attribute("data-updates") or 0) >= 3,
+                      "three readings")
+        figures = await self.ui(b.text, "#figures")
+        for label in ("Mean request time", "DB transactions / s", "Reactor lag", "Federation PDUs queued", "Appservice queue"):
+            self.assertIn(label, figures)
+        self.assertIn("mxserver_http_requests_total", await self.ui(b.text, "[data-table=metrics]"))
+        await self.shot("metrics")
+        # The table filters as one types.
+        await self.ui(b.type, "input[name=filter]", "reactor_lag")
+        await self.ui(b.wait, lambda d: "mxserver_http_requests_total" not in self_text(d, "[data-table=metrics]"), "the filtered table")
+        self.assertIn("mxserver_reactor_lag_seconds", await self.ui(b.text, "[data-table=metrics]"))
+        # Paused, it stops reading.
+        await self.ui(b.click, "Pause")
+        seen = int(await self.ui(b.script, "return document.getElementById('metrics-live').dataset.updates"))
+        await deferToThread(__import__("time").sleep, 2.5)
+        self.assertLessEqual(int(await self.ui(b.script, "return document.getElementById('metrics-live').dataset.updates")), seen + 1)
+
+
+def self_text(driver: Any, css: str) -> str:
+    return str(driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.innerText).join('\\n')", css))

@@ -27,7 +27,7 @@ export async function render(main, ctx) {
       h(
         "div",
         { class: "row" },
-        field("Token (empty: random)", h("input", { name: "token", maxlength: 64, pattern: "[A-Za-z0-9._~-]*" })),
+        field("Token (empty: random)", h("input", { name: "token", maxlength: 64, pattern: "[A-Za-z0-9._~\\-]*" })),
         field("Uses allowed (empty: unlimited)", h("input", { name: "uses_allowed", type: "number", min: 0, step: 1 })),
         field("Expires (empty: never)", h("input", { name: "expiry", type: "datetime-local" })),
       ),
