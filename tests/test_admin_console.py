@@ -387,6 +387,35 @@ class RoomsPageTests(ConsoleTestCase):
         self.assertNotIn("Console Room", await self.ui(b.text, "#rooms-results"))
         self.assertEqual((await self.admin_get(f"/v1/rooms/{q(other)}"))[0], 200)
 
+    async def test_block_and_purge_history(self) -> None:
+        b = self.browser
+        room = await self.create_room(self.alice, preset="public_chat", name="Old Room")
+        await self.send_message(self.alice, room, "old news")
+        await self.send_message(self.alice, room, "latest")  # the forward extremity: a purge keeps it
+        await self.log_in_as_admin("/rooms/" + quote(room, safe=""))
+        await self.ui(b.wait_text, ".details", "Old Room")
+        # Block: bob can no longer join.
+        await self.ui(b.click, "Block")
+        await self.ui(b.confirm, "Block")
+        await self.ui(b.wait_text, "#room-status", "Room blocked.")
+        code, block = await self.admin_get(f"/v1/rooms/{q(room)}/block")
+        self.assertEqual((code, block["block"], block.get("user_id")), (200, True, "@root:test"))
+        bob = await self.register("bob")
+        self.assertEqual((await self.post(f"{C}/join/{q(room)}", {}, bob))[0], 403)
+        await self.ui(b.click, "Unblock")
+        await self.ui(b.confirm, "Unblock")
+        await self.ui(b.wait_text, "#room-status", "Room unblocked.")
+        self.assertFalse((await self.admin_get(f"/v1/rooms/{q(room)}/block"))[1]["block"])
+        # Purge everything before now (0 days), local senders' messages included: followed to complete.
+        await self.ui(b.type, "#purge-history input[name=days]", "0")
+        await self.ui(lambda: b.find("#purge-history input[name=delete_local_events]").click())
+        await self.ui(b.click, "Purge history", "#purge-history")
+        await self.ui(b.confirm, "Purge", "Rooms-confirm-purge")
+        await self.ui(b.wait, lambda d: d.find_element("css selector", "#purge-progress").get_attribute("data-status") == "complete",
+                      "the purge complete")
+        await self.shot("room-purged")
+        self.assertEqual(await self.visible_bodies(self.alice, room), ["latest"])
+
     async def test_order_and_paging(self) -> None:
         b = self.browser
         for i in range(23):
