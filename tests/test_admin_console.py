@@ -472,8 +472,8 @@ class FederationPageTests(ConsoleTestCase):
         await self.ui(b.confirm, "Reset", "Federation-confirm-reset")
         await self.ui(b.wait_text, "#federation-status", "The connection to remote.example was reset.")
         after = await self.backing_off("remote.example", after_failure=before["failure_ts"])
-        self.assertGreater(after["failure_ts"], before["failure_ts"])
-        self.assertLess(after["next_retry_ts"] - after["failure_ts"], before["next_retry_ts"] - before["failure_ts"] + 1)
+        # ... before the retry the backoff had planned.
+        self.assertLess(after["failure_ts"], before["next_retry_ts"])
 
 
 class AppservicesPageTests(ConsoleTestCase):
