@@ -627,3 +627,26 @@ class MetricsPageTests(ConsoleTestCase):
 def self_text(driver: Any, css: str) -> str:
     return str(driver.execute_script(
         "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.innerText).join('\\n')", css))
+
+
+class SafetyTests(ConsoleTestCase):
+    async def test_server_data_is_text_never_markup(self) -> None:
+        b = self.browser
+        evil = '<img src=x onerror="window.__xss=1"><b>bold</b>'
+        await self.set_profile(self.alice, displayname=evil)
+        await self.log_in_as_admin("/users")
+        await self.ui(b.wait_text, "[data-table=users]", evil)
+        self.assertIsNone(await self.ui(b.script, "return window.__xss"))
+        self.assertEqual(await self.ui(b.script, "return document.querySelectorAll('main img, main b').length"), 0)
+
+    async def test_content_security_policy_blocks_inline_script(self) -> None:
+        b = self.browser
+        await self.log_in_as_admin("/users")
+        await self.ui(b.wait_text, "[data-table=users]", "@alice:test")
+        # A script element with inline code (what an injection would add) does not run.
+        await self.ui(b.script, "const s = document.createElement('script'); s.textContent = 'window.__inline = 1';"
+                                " document.body.append(s);")
+        self.assertIsNone(await self.ui(b.script, "return window.__inline"))
+        problems = await self.ui(b.problems)
+        self.assertTrue(problems and all("Content Security Policy" in p for p in problems), problems)
+        b.log.clear()  # the violation was the point of this test

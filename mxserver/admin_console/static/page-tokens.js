@@ -34,6 +34,7 @@ export async function render(main, ctx) {
       h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Create token")),
     ],
     async (f) => {
+      replace(status); // the last action's note no longer applies
       const bodyOut = {};
       if (f.elements.token.value.trim()) bodyOut.token = f.elements.token.value.trim();
       if (f.elements.uses_allowed.value !== "") bodyOut.uses_allowed = Number(f.elements.uses_allowed.value);
