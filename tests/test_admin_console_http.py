@@ -93,7 +93,7 @@ class ConsoleFilesTests(HomeserverTestCase):
                      ".", "index.html/", "index.html/x", "APP.JS"):
             code, headers, body = await self.raw(f"{CONSOLE}/{path}")
             self.assertEqual(code, 404, (path, body))
-            self.assertIn(b'"errcode":"M_', body, path)
+            self.assertIn(b'"errcode":"M_UNRECOGNIZED"', body, path)
             self.assertEqual(headers["content-type"], "application/json")
 
     async def test_no_path_traversal(self) -> None:

@@ -11,7 +11,7 @@ from twisted.web.iweb import IRequest
 
 from mxserver.admin_console import SECURITY_HEADERS, ConsoleFiles
 from mxserver.api.http import Response, route
-from mxserver.errors import not_found
+from mxserver.errors import unrecognized
 
 PREFIX = "/_mxserver/admin"
 
@@ -32,5 +32,6 @@ class AdminConsoleServlet:
         # The routes match with or without a trailing slash: "index.html/" names no file.
         found = self.files.get(name) if not (name and request.path.endswith(b"/")) else None
         if found is None:
-            raise not_found("No such file")
+            # Like any unknown path under the API prefixes (the admin API's own routes are more specific).
+            raise unrecognized()
         return Response(found.body, found.content_type, 200, dict(SECURITY_HEADERS))
