@@ -48,6 +48,7 @@ from mxserver.federation.sender import FederationSender, Transport
 from mxserver.interfaces import ILoginFlow, IMediaStorage, IModule, IPresence, IStorageBackend, ITyping
 from mxserver.module_api import EventHooks, ModuleApi
 from mxserver.module_loader import LOGIN, MEDIA_STORAGE, MODULES, PRESENCE, STORAGE, TYPING, construct
+from mxserver.room_handlers.deactivation import DeactivatedUserParter
 from mxserver.room_handlers.event_serializer import EventSerializer
 from mxserver.room_handlers.mutual_rooms import MutualRooms
 from mxserver.rooms.activity import RoomActivity
@@ -598,6 +599,7 @@ class Homeserver(service.MultiService):
             blocked=self.blocked_rooms,
             notice_rooms=self.server_notice_rooms,
         )
+        self.account.on_deactivated(DeactivatedUserParter(self.event_store, self.room_membership).part)
         self.guest_access = GuestAccessEnforcer(rooms, self.accounts, self.room_members, server_name)
         self.room_stream.subscribe(self.guest_access.on_room_events)
         self.room_creation = RoomCreationHandler(
@@ -1156,7 +1158,7 @@ class Homeserver(service.MultiService):
             server_version.ServerVersionServlet(gate),
             users.AdminUsersServlet(gate, admin_users),
             registration_tokens.RegistrationTokensServlet(gate, self.registration_tokens),
-            media.AdminMediaServlet(gate, AdminMedia(self.server_name, self.media_repository, admin_users)),
+            media.AdminMediaServlet(gate, AdminMedia(self.server_name, self.media_repository, admin_users, self.event_store)),
             admin_rooms.AdminRoomsServlet(gate, self.admin_rooms),
             admin_rooms.AdminRoomDeletionServlet(gate, self.room_deletion),
             admin_rooms.AdminPurgeHistoryServlet(gate, self.purge_history),

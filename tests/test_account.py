@@ -231,6 +231,19 @@ class DeactivationTests(UIAMixin):
         body = {"username": "alice", "password": "p", "auth": {"type": "m.login.dummy"}}
         self.assertMatrixError(await self.post(f"{C}/register", body), 400, "M_USER_IN_USE")
 
+    async def test_deactivated_user_leaves_rooms_and_rejects_invites(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        joined = await self.create_room(bob, preset="public_chat")
+        await self.join(alice, joined)
+        invited = await self.create_room(bob, invite=[alice.user_id])
+        own = await self.create_room(alice, preset="public_chat")
+        code, body = await self.with_password_uia("POST", f"{C}/account/deactivate", {}, alice)
+        self.assertEqual(code, 200, body)
+        for room in (joined, invited, own):
+            self.assertEqual(await self.membership(room, alice), "leave", room)
+        self.assertEqual(await self.membership(joined, bob), "join")
+
     async def test_deactivate_wrong_password(self) -> None:
         alice = await self.register("alice")
         session = await self.uia_session("POST", f"{C}/account/deactivate", {}, alice)

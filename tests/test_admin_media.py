@@ -1,5 +1,5 @@
 """The media admin API (``/_synapse/admin``): users' media (list, delete), quarantine (one item,
-a user's media) and what it does to downloads and thumbnails, protection, deleting media (one,
+a user's media, a room's media) and what it does to downloads and thumbnails, protection, deleting media (one,
 by date and size) with its stored files and thumbnails."""
 
 from __future__ import annotations
@@ -198,6 +198,54 @@ class QuarantineTests(MediaAdminTestCase):
         await self.assert_admin_only("POST", f"{ADMIN}/v1/media/protect/{media_id}", {})
         await self.assert_admin_only("POST", f"{ADMIN}/v1/media/unprotect/{media_id}", {})
         self.assertEqual(await self.download(media_id), 200)
+
+
+class RoomMediaTests(MediaAdminTestCase):
+    async def test_list_and_quarantine_a_rooms_media(self) -> None:
+        room = await self.create_room(self.alice, preset="public_chat")
+        other_room = await self.create_room(self.alice, preset="public_chat")
+        image = await self.upload(self.alice, b"an image", "image/x-thing")
+        thumb = await self.upload(self.alice, b"its thumbnail", "image/x-thing")
+        avatar = await self.upload(self.alice, b"room avatar", "image/x-thing")
+        protected = await self.upload(self.alice, b"a sticker", "image/x-thing")
+        elsewhere = await self.upload(self.alice, b"in the other room")
+        await self.cache_remote("remoteid")
+        C = "/_matrix/client/v3"
+        for i, content in enumerate([
+            {"msgtype": "m.image", "body": "pic", "url": f"mxc://test/{image}",
+             "info": {"thumbnail_url": f"mxc://test/{thumb}"}},
+            {"msgtype": "m.file", "body": "remote", "url": "mxc://remote.example/remoteid"},
+            {"msgtype": "m.image", "body": "sticker", "url": f"mxc://test/{protected}"},
+        ]):
+            code, body = await self.put(f"{C}/rooms/{q(room)}/send/m.room.message/t{i}", content, self.alice)
+            self.assertEqual(code, 200, body)
+        code, body = await self.put(f"{C}/rooms/{q(room)}/state/m.room.avatar/", {"url": f"mxc://test/{avatar}"}, self.alice)
+        self.assertEqual(code, 200, body)
+        await self.put(f"{C}/rooms/{q(other_room)}/send/m.room.message/o", {"msgtype": "m.file", "body": "x",
+                                                                           "url": f"mxc://test/{elsewhere}"}, self.alice)
+        code, listed = await self.get(f"{ADMIN}/v1/room/{q(room)}/media", self.admin)
+        self.assertEqual(code, 200, listed)
+        self.assertEqual(sorted(listed["local"]), sorted(f"mxc://test/{m}" for m in (image, thumb, avatar, protected)))
+        self.assertEqual(listed["remote"], ["mxc://remote.example/remoteid"])
+        self.assertEqual(await self.post(f"{ADMIN}/v1/media/protect/{protected}", {}, self.admin), (200, {}))
+        code, body = await self.post(f"{ADMIN}/v1/room/{q(room)}/media/quarantine", {}, self.admin)
+        self.assertEqual((code, body), (200, {"num_quarantined": 4}))  # three local, one remote copy
+        self.assertEqual([await self.download(m) for m in (image, thumb, avatar, protected, elsewhere)],
+                         [404, 404, 404, 200, 200])
+        self.assertEqual(await self.download("remoteid", "remote.example"), 404)
+        # Synapse's older path does the same
+        code, body = await self.post(f"{ADMIN}/v1/quarantine_media/{q(other_room)}", {}, self.admin)
+        self.assertEqual((code, body), (200, {"num_quarantined": 1}))
+        self.assertEqual(await self.download(elsewhere), 404)
+
+    async def test_unknown_room_and_admins_only(self) -> None:
+        self.assertMatrixError(await self.get(f"{ADMIN}/v1/room/{q('!nope:test')}/media", self.admin), 404, "M_NOT_FOUND")
+        self.assertMatrixError(
+            await self.post(f"{ADMIN}/v1/room/{q('!nope:test')}/media/quarantine", {}, self.admin), 404, "M_NOT_FOUND"
+        )
+        room = await self.create_room(self.alice, preset="public_chat")
+        await self.assert_admin_only("GET", f"{ADMIN}/v1/room/{q(room)}/media")
+        await self.assert_admin_only("POST", f"{ADMIN}/v1/room/{q(room)}/media/quarantine", {})
 
 
 class DeleteMediaTests(MediaAdminTestCase):

@@ -6,6 +6,7 @@ through UIA, that they own the account.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.logger import Logger
@@ -43,6 +44,11 @@ class AccountHandler:
         self._auth = auth
         self._uia = uia
         self._device_hooks = device_hooks
+        self._deactivation_hooks: list[Callable[[str], Awaitable[None]]] = []
+
+    def on_deactivated(self, fn: Callable[[str], Awaitable[None]]) -> None:
+        """Call ``fn(user_id)`` once an account is deactivated (its rooms are left then)."""
+        self._deactivation_hooks.append(fn)
 
     async def change_password(
         self, requester: Requester, new_password: str, logout_devices: bool, uia: UIARequest
@@ -85,6 +91,8 @@ class AccountHandler:
         await self._device_hooks.devices_removed(user_id, None)
         self._auth.invalidate_user(user_id)
         log.info("Deactivated {user_id}", user_id=user_id)
+        for hook in self._deactivation_hooks:
+            await hook(user_id)
 
     async def whois(self, requester: Requester, user_id: str) -> dict[str, Any]:
         """admin.yaml ``GET /admin/whois/{userId}``: the user's devices and where they were last seen.

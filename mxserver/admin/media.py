@@ -1,4 +1,4 @@
-"""Managing media as a server admin (Synapse's media admin API shapes): users' media, quarantine,
+"""Managing media as a server admin (Synapse's media admin API shapes): users' and rooms' media, quarantine,
 protection, deletion.
 
 Quarantine works on local media and on the cached copies of remote media (a remote file not
@@ -10,7 +10,7 @@ a room's media can use it too.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -49,14 +49,50 @@ def media_json(media: LocalMedia) -> dict[str, Any]:
     }
 
 
+class Rooms(Protocol):
+    async def get_room(self, room_id: str) -> Any: ...
+
+
 class AdminMedia:
     """What the media admin API does (see the module docstring)."""
 
-    def __init__(self, server_name: str, repository: MediaRepository, users: AdminUsers) -> None:
+    def __init__(self, server_name: str, repository: MediaRepository, users: AdminUsers, rooms: Rooms) -> None:
         self._server_name = server_name
         self._repo = repository
         self._store = repository.store
         self._users = users
+        self._rooms = rooms
+
+    # -- a room's media -----------------------------------------------------------------------
+
+    async def room_media(self, room_id: str) -> dict[str, list[str]]:
+        """``GET /v1/room/{roomId}/media``: the ``mxc://`` URIs in the room's events, ``local``
+        (this server's) and ``remote``; 404 for a room unknown here."""
+        uris = await self._store.mxc_uris_in_room(await self._room_nid(room_id))
+        prefix = f"mxc://{self._server_name}/"
+        return {"local": [u for u in uris if u.startswith(prefix)], "remote": [u for u in uris if not u.startswith(prefix)]}
+
+    async def quarantine_room_media(self, requester: Requester, room_id: str) -> int:
+        """``POST /v1/room/{roomId}/media/quarantine``: every media item the room's events name,
+        local and cached remote (but protected local media); how many were quarantined."""
+        uris = await self._store.mxc_uris_in_room(await self._room_nid(room_id))
+        local: list[str] = []
+        remote: list[tuple[str, str]] = []
+        for uri in uris:
+            origin, _, media_id = uri[len("mxc://") :].partition("/")
+            if not origin or not media_id or "/" in media_id:
+                continue  # not a media URI this server could have stored
+            if origin == self._server_name:
+                local.append(media_id)
+            else:
+                remote.append((origin, media_id))
+        return await self._store.quarantine_media(local, remote, requester.user_id, skip_protected=True)
+
+    async def _room_nid(self, room_id: str) -> int:
+        room = await self._rooms.get_room(room_id)
+        if room is None:
+            raise not_found("Room not found")
+        return int(room.room_nid)
 
     # -- a user's media -----------------------------------------------------------------------
 

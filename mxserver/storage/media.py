@@ -120,6 +120,18 @@ def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
     return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
 
 
+def _collect_mxc(value: Any, found: dict[str, None]) -> None:
+    if isinstance(value, str):
+        if value.startswith("mxc://"):
+            found[value] = None
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect_mxc(v, found)
+    elif isinstance(value, list):
+        for v in value:
+            _collect_mxc(v, found)
+
+
 def _placeholders(n: int) -> str:
     return ", ".join("?" * n)
 
@@ -318,6 +330,23 @@ class MediaStore:
         return self.db.execute(
             "touch_local_media", "UPDATE local_media SET last_access_ts = ? WHERE media_id = ?", now_ms, media_id
         )
+
+    def mxc_uris_in_room(self, room_nid: int) -> Deferred[list[str]]:
+        """Every ``mxc://`` URI in the room's stored events (any key, any event type: messages,
+        stickers, avatars, thumbnails, encrypted files), in the order first met: what quarantining
+        a room's media quarantines. An admin action: it reads every event of the room that holds
+        one (the text test narrows it in SQL)."""
+
+        def txn(t: Txn) -> list[str]:
+            found: dict[str, None] = {}
+            for (raw,) in t.query(
+                "SELECT json FROM events WHERE room_nid = ? AND json LIKE ? ORDER BY event_nid",
+                (room_nid, "%mxc://%"),
+            ):
+                _collect_mxc(json.loads(raw), found)
+            return list(found)
+
+        return self.db.run_read("room_media", txn)
 
     def quarantine_media(
         self,

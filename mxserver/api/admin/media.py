@@ -67,6 +67,21 @@ class AdminMediaServlet:
         self.gate.audit(requester, "quarantine_user_media", user_id=user_id, num_quarantined=count)
         return {"num_quarantined": count}
 
+    # -- a room's media -------------------------------------------------------------------------
+
+    @route("GET", f"{V1}/room/{{room_id}}/media")
+    async def room_media(self, request: IRequest, room_id: str) -> JsonDict:
+        await self.gate.require(request)
+        return await self.media.room_media(room_id)
+
+    @route("POST", f"{V1}/room/{{room_id}}/media/quarantine", f"{V1}/quarantine_media/{{room_id}}")
+    async def quarantine_room_media(self, request: IRequest, room_id: str) -> JsonDict:
+        requester = await self.gate.require(request)
+        _body(request)
+        count = await self.media.quarantine_room_media(requester, room_id)
+        self.gate.audit(requester, "quarantine_room_media", room_id=room_id, num_quarantined=count)
+        return {"num_quarantined": count}
+
     # -- one media item -------------------------------------------------------------------------
 
     @route("POST", f"{V1}/media/quarantine/{{server_name}}/{{media_id}}")
