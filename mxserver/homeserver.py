@@ -1156,7 +1156,7 @@ class Homeserver(service.MultiService):
         )
         return [
             server_version.ServerVersionServlet(gate),
-            users.AdminUsersServlet(gate, admin_users),
+            users.AdminUsersServlet(gate, admin_users, self.pushers),
             registration_tokens.RegistrationTokensServlet(gate, self.registration_tokens),
             media.AdminMediaServlet(gate, AdminMedia(self.server_name, self.media_repository, admin_users, self.event_store)),
             admin_rooms.AdminRoomsServlet(gate, self.admin_rooms),

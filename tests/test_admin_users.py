@@ -541,3 +541,47 @@ class UserDevicesTests(AdminTestCase):
         await self.assert_admin_only("DELETE", f"{base}/devices/{self.alice.device_id}")
         await self.assert_admin_only("POST", f"{base}/delete_devices", {"devices": [self.alice.device_id]})
         self.assertEqual((await self.get("/_matrix/client/v3/account/whoami", self.alice))[0], 200)
+
+
+class AdminFlagPushersAndNamesTests(AdminTestCase):
+    async def test_admin_flag(self) -> None:
+        path = f"{ADMIN}/v1/users/{q(self.alice.user_id)}/admin"
+        await self.assert_admin_only("GET", f"{ADMIN}/v1/users/{q(self.admin.user_id)}/admin")
+        await self.assert_admin_only("PUT", path, {"admin": True})
+        self.assertEqual(await self.get(path, self.admin), (200, {"admin": False}))
+        self.assertEqual(await self.put(path, {"admin": True}, self.admin), (200, {}))
+        self.assertEqual(await self.get(path, self.admin), (200, {"admin": True}))
+        self.assertEqual((await self.get(f"{ADMIN}/v2/users/{q(self.alice.user_id)}", self.admin))[1]["admin"], True)
+        self.assertIn(("@root:test", "set_admin", {"user_id": self.alice.user_id, "admin": True}), self.audited)
+        # an admin does not demote themself; unknown, remote and bad input
+        self.assertMatrixError(
+            await self.put(f"{ADMIN}/v1/users/{q(self.admin.user_id)}/admin", {"admin": False}, self.admin), 400, "M_UNKNOWN"
+        )
+        self.assertMatrixError(await self.get(f"{ADMIN}/v1/users/{q('@nobody:test')}/admin", self.admin), 404, "M_NOT_FOUND")
+        self.assertMatrixError(
+            await self.get(f"{ADMIN}/v1/users/{q('@x:remote.example')}/admin", self.admin), 400, "M_UNKNOWN"
+        )
+        self.assertMatrixError(await self.put(path, {"admin": "yes"}, self.admin), 400, "M_BAD_JSON")
+
+    async def test_user_pushers(self) -> None:
+        path = f"{ADMIN}/v1/users/{q(self.alice.user_id)}/pushers"
+        self.assertEqual(await self.get(path, self.admin), (200, {"pushers": [], "total": 0}))
+        pusher = {"pushkey": "abc", "kind": "http", "app_id": "org.example.app", "app_display_name": "App",
+                  "device_display_name": "Phone", "lang": "en", "data": {"url": "https://push.example/_matrix/push/v1/notify"}}
+        code, body = await self.post("/_matrix/client/v3/pushers/set", pusher, self.alice)
+        self.assertEqual(code, 200, body)
+        code, body = await self.get(path, self.admin)
+        self.assertEqual(code, 200, body)
+        self.assertEqual(body["total"], 1)
+        self.assertEqual({k: body["pushers"][0][k] for k in pusher}, pusher)
+        self.assertMatrixError(await self.get(f"{ADMIN}/v1/users/{q('@nobody:test')}/pushers", self.admin), 404, "M_NOT_FOUND")
+        await self.assert_admin_only("GET", path)
+
+    async def test_username_available(self) -> None:
+        path = f"{ADMIN}/v1/username_available"
+        # sign-up is closed on this server: an admin may still ask
+        self.assertEqual(await self.get(f"{path}?username=newname", self.admin), (200, {"available": True}))
+        self.assertMatrixError(await self.get(f"{path}?username=alice", self.admin), 400, "M_USER_IN_USE")
+        self.assertMatrixError(await self.get(f"{path}?username=Not%20Valid", self.admin), 400, "M_INVALID_USERNAME")
+        self.assertMatrixError(await self.get(path, self.admin), 400, "M_MISSING_PARAM")
+        await self.assert_admin_only("GET", f"{path}?username=newname")

@@ -26,11 +26,11 @@ from mxserver.accounts.auth import Auth, Requester, hash_token, new_access_token
 from mxserver.accounts.devices import DeviceHandler
 from mxserver.accounts.erasure import ErasedUsers
 from mxserver.accounts.passwords import PasswordHasher
-from mxserver.accounts.registration import UserRegistrar, check_password_strength
+from mxserver.accounts.registration import UserRegistrar, check_localpart, check_password_strength
 from mxserver.config import PasswordConfig
 from mxserver.ephemeral.profiles import ProfileHandler, check_profile_field
 from mxserver.ephemeral.room_members import RoomMembers
-from mxserver.errors import MatrixError, invalid_param, not_found
+from mxserver.errors import MatrixError, invalid_param, not_found, user_in_use
 from mxserver.identifier_checks import check_user_id, server_of_user
 from mxserver.storage.accounts import USER_ORDER_COLUMNS, AccountStore, DeviceRecord, UserDetails
 
@@ -246,6 +246,25 @@ class AdminUsers:
             await self._profiles.set_field_of(user_id, "avatar_url", avatar_url)
         if changes.deactivated:
             await self._account.deactivate_user(user_id)
+
+    async def is_admin(self, user_id: str) -> dict[str, bool]:
+        """``GET /v1/users/{userId}/admin``."""
+        return {"admin": bool((await self.existing(user_id)).is_admin)}
+
+    async def set_admin(self, requester: Requester, user_id: str, admin: bool) -> None:
+        """``PUT /v1/users/{userId}/admin``: the same change as ``PUT /v2/users`` with ``admin``
+        (an admin may not demote themself); 404 for an unknown user."""
+        await self.existing(user_id)
+        await self.put_user(requester, user_id, UserChanges(admin=admin))
+
+    async def username_available(self, username: str) -> dict[str, bool]:
+        """``GET /v1/username_available``: what ``register/available`` checks, whether or not
+        sign-up is open (an admin creates users either way): M_INVALID_USERNAME, M_USER_IN_USE,
+        M_EXCLUSIVE (a name an application service or the server reserves)."""
+        user_id = check_localpart(self._server_name, username, self._registrar.reserved)
+        if await self._store.get_user(user_id) is not None:
+            raise user_in_use()
+        return {"available": True}
 
     async def deactivate(self, user_id: str, erase: bool) -> dict[str, Any]:
         """``POST /v1/deactivate/{userId}``: as the account's owner deactivating it, without UIA."""

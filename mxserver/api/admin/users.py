@@ -8,6 +8,8 @@ be null and ``locked`` only false (mxserver has neither user types nor locked ac
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 from twisted.web.iweb import IRequest
 
 from mxserver.accounts.devices import MAX_DISPLAY_NAME_LENGTH
@@ -26,7 +28,7 @@ from mxserver.api.http import (
     query_str,
     route,
 )
-from mxserver.errors import invalid_param
+from mxserver.errors import invalid_param, missing_param
 
 V1 = "/_synapse/admin/v1"
 V2 = "/_synapse/admin/v2"
@@ -55,12 +57,17 @@ def _filter(request: IRequest, name: str) -> str | None:
     return value or None
 
 
-class AdminUsersServlet:
-    """Users, their devices, sessions, rooms and passwords; logging in as them."""
+class UserPushers(Protocol):
+    async def get_pushers(self, user_id: str) -> list[dict[str, Any]]: ...
 
-    def __init__(self, gate: AdminGate, users: AdminUsers) -> None:
+
+class AdminUsersServlet:
+    """Users, their devices, sessions, rooms, pushers and passwords; logging in as them."""
+
+    def __init__(self, gate: AdminGate, users: AdminUsers, pushers: UserPushers) -> None:
         self.gate = gate
         self.users = users
+        self.pushers = pushers
 
     # -- users --------------------------------------------------------------------------------
 
@@ -145,6 +152,34 @@ class AdminUsersServlet:
     async def whois(self, request: IRequest, user_id: str) -> JsonDict:
         requester = await self.gate.require(request)
         return await self.users.whois(requester, user_id)
+
+    @route("GET", f"{V1}/users/{{user_id}}/admin")
+    async def is_admin(self, request: IRequest, user_id: str) -> JsonDict:
+        await self.gate.require(request)
+        return await self.users.is_admin(user_id)
+
+    @route("PUT", f"{V1}/users/{{user_id}}/admin")
+    async def set_admin(self, request: IRequest, user_id: str) -> JsonDict:
+        requester = await self.gate.require(request)
+        admin = get_bool(json_body(request), "admin")
+        await self.users.set_admin(requester, user_id, admin)
+        self.gate.audit(requester, "set_admin", user_id=user_id, admin=admin)
+        return {}
+
+    @route("GET", f"{V1}/users/{{user_id}}/pushers")
+    async def user_pushers(self, request: IRequest, user_id: str) -> JsonDict:
+        await self.gate.require(request)
+        await self.users.existing(user_id)
+        pushers = await self.pushers.get_pushers(user_id)
+        return {"pushers": pushers, "total": len(pushers)}
+
+    @route("GET", f"{V1}/username_available")
+    async def username_available(self, request: IRequest) -> JsonDict:
+        await self.gate.require(request)
+        username = query_str(request, "username")
+        if username is None:
+            raise missing_param("Missing query parameter 'username'")
+        return await self.users.username_available(username)
 
     @route("GET", f"{V1}/users/{{user_id}}/joined_rooms")
     async def joined_rooms(self, request: IRequest, user_id: str) -> JsonDict:
