@@ -835,6 +835,7 @@ class Homeserver(service.MultiService):
             devices_of,
             lambda: self.event_store.max_stream,
             self.reactor,
+            state=self.state_store.get_state,
         )
         sender = self.appservice_sender = AppServiceSender(
             self.appservices.with_url, store, self.appservice_api, self.event_store, self.event_serializer, self.clock

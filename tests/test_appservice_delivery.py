@@ -385,3 +385,52 @@ class AliasInterestRaceTests(unittest.TestCase):
         # once the reader is past the change, the alias is the room's for good
         reader.position = 11
         self.assertTrue(await reader.interested_in_room(service, room, 12))
+
+
+class MemberInterestRaceTests(unittest.TestCase):
+    """The reader judges a room by who was in it at each event: a service user who joined a
+    moment after the room was made, before the reader read the room's first events (SyTest's
+    "AS-ghosted users can use rooms via AS"), does not make those events the service's."""
+
+    async def test_members_are_read_as_of_the_event(self) -> None:
+        from types import SimpleNamespace
+
+        from mxserver.appservice.reader import AppServiceReader
+        from mxserver.appservice.registration import parse_registration
+        from mxserver.streams import RoomEventStream
+
+        service = parse_registration(registration("http://127.0.0.1:1/as"), "test")
+        room = "!room:test"
+        ghost = "@_bridge_ghost:test"
+        # state snapshot 1: the room as made (the creator only); 2: after the ghost's join
+        snapshots = {
+            1: {("m.room.create", ""): "$create", ("m.room.member", "@human:test"): "$human"},
+            2: {("m.room.create", ""): "$create", ("m.room.member", "@human:test"): "$human",
+                ("m.room.member", ghost): "$ghost"},
+        }
+        member_events = {
+            "$human": SimpleNamespace(state_key="@human:test", content={"membership": "join"}),
+            "$ghost": SimpleNamespace(state_key=ghost, content={"membership": "join"}),
+        }
+
+        class Events:
+            async def get_events(self, ids: Any, include_rejected: bool = True) -> dict[str, Any]:
+                return {i: member_events[i] for i in ids if i in member_events}
+
+        async def members_now(room_id: str) -> list[str]:
+            return ["@human:test", ghost]  # the ghost is in the room by the time the reader reads
+
+        async def state(nid: int) -> dict[tuple[str, str], str]:
+            return snapshots[nid]
+
+        async def nothing(key: str) -> list[str]:
+            return []
+
+        def reader() -> AppServiceReader:
+            return AppServiceReader(lambda: [service], cast(Any, None), RoomEventStream(), cast(Any, Events()),
+                                    members_now, nothing, nothing, lambda: 10, reactor, state=state)
+
+        self.assertFalse(await reader().interested_in_room(service, room, 6, state_nid=1))
+        self.assertTrue(await reader().interested_in_room(service, room, 8, state_nid=2))
+        # asked about now (no event): who is in the room now
+        self.assertTrue(await reader().interested_in_room(service, room))

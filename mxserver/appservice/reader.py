@@ -31,7 +31,7 @@ what happens while the server is down is not replayed (typing and presence live 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -87,12 +87,16 @@ class AppServiceReader(StreamReader):
         devices: Callable[[str], Awaitable[list[str]]],
         current_position: Callable[[], int],
         reactor: IReactorTime,
+        state: Callable[[int], Awaitable[Mapping[tuple[str, str], str]]] | None = None,
     ) -> None:
         """``services``: the services with a URL, now (a reload changes them); ``members``: a
-        room's joined users; ``aliases``: a room's local aliases; ``devices``: a user's device IDs."""
+        room's joined users; ``aliases``: a room's local aliases; ``devices``: a user's device IDs;
+        ``state``: a state snapshot's entries (type, state key) -> event ID, to read who was in a
+        room at an event (without it: who is in it now)."""
         self._services = services
         self._store = store
         self._members = members
+        self._state = state
         self._aliases = aliases
         self._devices = devices
         #: room ID -> service ID -> its interest in the whole room
@@ -188,7 +192,9 @@ class AppServiceReader(StreamReader):
         state_key = event.get("state_key")
         if event.type == "m.room.member" and isinstance(state_key, str) and service.is_interested_in_user(state_key):
             return True
-        return await self.interested_in_room(service, event.room_id, event.metadata.stream_ordering)
+        return await self.interested_in_room(
+            service, event.room_id, event.metadata.stream_ordering, event.metadata.state_after
+        )
 
     def _follow_membership(self, event: Event) -> None:
         """A member event, in stream order: the joined users the reader knows of follow it."""
@@ -202,10 +208,15 @@ class AppServiceReader(StreamReader):
             if interest is not None and service.is_interested_in_user(state_key):
                 (interest.members.add if joined else interest.members.discard)(state_key)
 
-    async def interested_in_room(self, service: AppService, room_id: str, position: int | None = None) -> bool:
+    async def interested_in_room(
+        self, service: AppService, room_id: str, position: int | None = None, state_nid: int | None = None
+    ) -> bool:
         """The room's ID or one of its local aliases is in the service's namespaces, or one of its
         joined members is the service's sender or one of its users (for an event at ``position``:
-        aliases made after it do not count)."""
+        aliases made after it do not count; with ``state_nid``, the room's state after that
+        event, members are those joined then, not now: a service user who joined a moment after
+        the room was made, before the reader got to it, does not make the room's first events
+        the service's)."""
         while True:
             generation = self._alias_changes
             since = self._aliases_from.get(room_id)
@@ -219,7 +230,7 @@ class AppServiceReader(StreamReader):
             named = service.is_interested_in_room_id(room_id)
             if not named and service.aliases and not before_change:
                 named = any(service.is_interested_in_alias(a) for a in await self._aliases(room_id))
-            members = {u for u in await self._members(room_id) if service.is_interested_in_user(u)}
+            members = await self._interested_members(service, room_id, state_nid)
             if self._alias_changes != generation:
                 continue  # aliases changed while these were read: which side of it is this event on?
             if before_change:
@@ -230,6 +241,26 @@ class AppServiceReader(StreamReader):
         # Another reading may have started following the room meanwhile: its answer stays.
         interest = self._rooms.setdefault(room_id, {}).setdefault(service.id, _RoomInterest(named, members))
         return interest.interested
+
+    async def _interested_members(self, service: AppService, room_id: str, state_nid: int | None) -> set[str]:
+        """The service's users joined to the room: after the state snapshot ``state_nid`` if
+        there is one (only their member events are read), else now."""
+        if state_nid is None or self._state is None:
+            return {u for u in await self._members(room_id) if service.is_interested_in_user(u)}
+        state = await self._state(state_nid)
+        wanted = [
+            event_id
+            for (etype, state_key), event_id in state.items()
+            if etype == "m.room.member" and service.is_interested_in_user(state_key)
+        ]
+        if not wanted:
+            return set()
+        found = await self._events.get_events(wanted)
+        return {
+            ev.state_key
+            for ev in found.values()
+            if isinstance(ev.state_key, str) and ev.content.get("membership") == "join"
+        }
 
     # -- ephemeral data (ephemeral streams subscriber) -----------------------------------------------
 
