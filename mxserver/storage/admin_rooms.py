@@ -14,9 +14,8 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred
 
-from mxserver.events.redaction import redact_pdu
-from mxserver.events.versions import KNOWN_ROOM_VERSIONS
 from mxserver.storage.database import Database, Txn
+from mxserver.storage.directory import stored_content
 from mxserver.storage.search import unindex_events_txn
 
 #: the current state (type, "") the room list and the room details are made of
@@ -119,7 +118,7 @@ class AdminRoomStore:
             f" WHERE cs.state_key = '' AND cs.type IN ({marks})" + (" AND r.room_id = ?" if room_id is not None else ""),
             (*STATS_STATE_TYPES, *args),
         ):
-            states.setdefault(int(nid), {})[etype] = _content(raw, version, redacted_by)
+            states.setdefault(int(nid), {})[etype] = stored_content(raw, version, redacted_by)
         published = {
             rid
             for (rid,) in t.query(
@@ -212,14 +211,6 @@ class AdminRoomStore:
         """Remove the room from the database (see :func:`purge_room_txn`), in one transaction."""
         return self.db.run_interaction("admin_purge_room", purge_room_txn, room_nid, room_id)
 
-
-def _content(raw: str, version: str, redacted_by: str | None) -> dict[str, Any]:
-    pdu = json.loads(raw)
-    rv = KNOWN_ROOM_VERSIONS.get(version)
-    if redacted_by and rv is not None:
-        pdu = redact_pdu(pdu, rv)
-    content = pdu.get("content")
-    return content if isinstance(content, dict) else {}
 
 
 class RoomTaskStore:

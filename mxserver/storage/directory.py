@@ -185,11 +185,12 @@ class DirectoryStore:
             (*args, *SUMMARY_STATE_TYPES),
         )
         for room_id, version, etype, raw, redacted_by in rows:
-            states.setdefault(room_id, {})[etype] = _content(raw, version, redacted_by)
+            states.setdefault(room_id, {})[etype] = stored_content(raw, version, redacted_by)
         return [PublishedRoom(room_id, states.get(room_id, {}), n) for room_id, n in counts.items()]
 
 
-def _content(raw: str, version: str, redacted_by: str | None) -> dict[str, Any]:
+def stored_content(raw: str, version: str, redacted_by: str | None) -> dict[str, Any]:
+    """The content of an event's stored JSON as clients see it: pruned if it was redacted."""
     pdu = json.loads(raw)
     rv = KNOWN_ROOM_VERSIONS.get(version)
     if redacted_by and rv is not None:
