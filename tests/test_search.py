@@ -19,6 +19,8 @@ from tests.test_erasure import deactivate
 
 #: the schema version that adds the search index and background jobs
 SEARCH_MIGRATION = 26
+#: the migration that keys the index by stream position, with the room beside the words
+SEARCH_BY_STREAM_MIGRATION = 37
 R0 = "/_matrix/client/r0"
 
 
@@ -412,6 +414,34 @@ class SearchTests(SearchClient, HomeserverTestCase):
         self.assertEqual(await self.found(bob, "almond"), [])
         self.assertCountEqual(await self.found(alice, "almond"), [early, joined, later])
 
+    async def test_a_user_in_more_rooms_than_the_index_narrows_to(self) -> None:
+        """Past a few rooms (SQLite's ``max_index_rooms``), the rooms are checked on the matches'
+        events instead of in the index: the same results, in both orders, and paging."""
+        alice, bob = self.alice, self.bob
+        rooms = [await self.create_room(alice, preset="public_chat") for _ in range(10)]
+        hits = [await self.send_message(alice, room, f"pecan {i}") for i, room in enumerate(rooms)]
+        outside = await self.create_room(bob, preset="public_chat")
+        await self.send_message(bob, outside, "pecan outside")
+        recent = await self.found(alice, "pecan", order_by="recent")
+        self.assertEqual(recent, list(reversed(hits)))
+        self.assertCountEqual(await self.found(alice, "pecan"), hits)
+        self.assertEqual((await self.room_events(alice, "pecan"))["count"], 10)
+        # a page at a time: every hit once
+        seen: list[str] = []
+        token = None
+        for _ in range(6):
+            code, body = await self.search(alice, "pecan", token, order_by="recent", filter={"limit": 3})
+            self.assertEqual(code, 200, body)
+            seen += result_ids(body)
+            token = body["search_categories"]["room_events"].get("next_batch")
+            if token is None:
+                break
+        self.assertEqual(seen, list(reversed(hits)))
+        # narrowed to two rooms by the filter: the index narrows again
+        self.assertEqual(
+            await self.found(alice, "pecan", order_by="recent", filter={"rooms": rooms[:2]}), [hits[1], hits[0]]
+        )
+
     async def test_shared_visibility_and_world_readable(self) -> None:
         alice, bob = self.alice, self.bob
         shared = await self.create_room(alice, preset="public_chat", history_visibility="shared")
@@ -635,8 +665,9 @@ class ExistingEventsTests(SearchClient, HomeserverTestCase):
         row = await self.hs.db.select_one("pos", "SELECT position FROM background_jobs WHERE name = ?", "event_search")
         self.assertEqual(row, (await self.nid(self.sent[1]),))
         # a restart goes on from there (what came before is not read again)
+        row = await self.hs.db.select_one("pos", "SELECT stream_ordering FROM events WHERE event_id = ?", self.sent[0])
         await self.hs.db.execute("unindex", "DELETE FROM event_search WHERE rowid = ?" if self.backend == "sqlite"
-                                 else "DELETE FROM event_search WHERE event_nid = ?", await self.nid(self.sent[0]))
+                                 else "DELETE FROM event_search WHERE stream_ordering = ?", row[0])
         await self.restart()
         await self.hs.background_jobs.settle()
         found = await self.found(alice, "hickory", order_by="recent", filter={"limit": 20})
@@ -671,11 +702,52 @@ class ExistingEventsTests(SearchClient, HomeserverTestCase):
         row = await db.select_one("job", "SELECT position, target FROM background_jobs WHERE name = ?", "event_search")
         top = await db.select_one("top", "SELECT MAX(event_nid) FROM events")
         self.assertEqual(row, (0, top[0]))
-        # The migrations after 0026 are in place already (only 0026's tables were dropped).
-        await db.execute("upgrade", "UPDATE schema_version SET version = ?", latest_version())
+        # The migrations after 0026 are in place already (only 0026's tables were dropped), but
+        # for the one that reshapes the index: it runs again, on the empty index 0026 made.
+        await db.execute("upgrade", "UPDATE schema_version SET version = ?", SEARCH_BY_STREAM_MIGRATION - 1)
+        version = await db.run_with_connection(prepare_database, db.dialect, latest_version())
+        self.assertEqual(version, latest_version())
         await self.restart()
         await self.hs.background_jobs.settle()
         self.assertCountEqual(await self.found(self.alice, "hickory", keys=["content.body", "content.topic"]), self.everything)
+
+
+class IndexMigrationTests(SearchClient, HomeserverTestCase):
+    """Migration 0037 keys the index by stream position, with the room beside the words: what
+    an older mxserver indexed is carried over, not indexed again."""
+
+    async def test_rows_of_the_older_index_are_carried_over(self) -> None:
+        alice = await self.register("alice")
+        room = await self.create_room(alice, preset="public_chat")
+        sent = [await self.send_message(alice, room, f"macadamia {i}") for i in range(3)]
+        await self.hs.search_indexer.caught_up()
+        db = self.hs.db
+        # the index as migration 0026 left it: keyed by event_nid, the words alone
+        rows = await db.select(
+            "old",
+            "SELECT e.event_nid, s.words FROM event_search s JOIN events e ON e.stream_ordering = s.rowid"
+            if self.backend == "sqlite"
+            else "SELECT e.event_nid, s.vector FROM event_search s JOIN events e ON e.stream_ordering = s.stream_ordering",
+        )
+        self.assertEqual(len(rows), 3)
+        await db.execute("drop", "DROP TABLE event_search")
+        if self.backend == "sqlite":
+            await db.execute("old", "CREATE VIRTUAL TABLE event_search USING fts5(words, tokenize = 'ascii')")
+            for nid, words in rows:
+                await db.execute("row", "INSERT INTO event_search (rowid, words) VALUES (?, ?)", nid, words)
+        else:
+            await db.execute("old", "CREATE TABLE event_search (event_nid BIGINT PRIMARY KEY, vector TSVECTOR NOT NULL)")
+            for nid, vector in rows:
+                await db.execute("row", "INSERT INTO event_search (event_nid, vector) VALUES (?, CAST(? AS tsvector))", nid, vector)
+        await db.execute("downgrade", "UPDATE schema_version SET version = ?", SEARCH_BY_STREAM_MIGRATION - 1)
+        version = await db.run_with_connection(prepare_database, db.dialect, SEARCH_BY_STREAM_MIGRATION)
+        self.assertEqual(version, SEARCH_BY_STREAM_MIGRATION)
+        await db.execute("upgrade", "UPDATE schema_version SET version = ?", latest_version())
+        await self.restart()
+        self.assertEqual(await self.found(alice, "macadamia", order_by="recent"), list(reversed(sent)))
+        self.assertEqual(await self.index_rows(), 3)
+        # the background job has nothing to do: the rows came over with their keys
+        self.assertEqual(await self.hs.background_jobs.pending(), [])
 
 
 class FederatedSearchTests(SearchClient, InboundTestCase):

@@ -419,7 +419,7 @@ class EventStore:
                 )
                 if item.stream_ordering < 0:
                     # Backfilled history is not published on the stream the search indexer reads.
-                    write_search_txn(txn, item.event_nid, ev.type, ev.content)
+                    write_search_txn(txn, item.stream_ordering, room.room_nid, ev.type, ev.content)
             if item.snapshot is not None:
                 self.state.write_txn(txn, item.snapshot, event_nids)
             for snap in item.extra_snapshots:

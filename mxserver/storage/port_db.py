@@ -46,8 +46,10 @@ SOURCE_TABLE = "port_db_source"
 _BOOKKEEPING = (PROGRESS_TABLE, SOURCE_TABLE)
 
 #: tables whose columns have other names in SQLite: ``{table: {postgres column: sqlite column}}``
-#: (SQLite's FTS5 index keys its rows by rowid and holds the words as text)
-_RENAMED: dict[str, dict[str, str]] = {"event_search": {"event_nid": "rowid", "vector": "words"}}
+#: (SQLite's FTS5 index keys its rows by rowid and holds the words, and the room as a word, as text)
+_RENAMED: dict[str, dict[str, str]] = {
+    "event_search": {"stream_ordering": "rowid", "room_nid": "tags", "vector": "words"}
+}
 
 
 class PortError(Exception):
@@ -133,6 +135,11 @@ def _to_text(v: Any) -> Any:
     return v
 
 
+def _room_of_tags(v: Any) -> Any:
+    # SQLite's index holds the room as the word "r<room_nid>" (mxserver.storage.search._Fts5)
+    return None if v is None else int(str(v).strip().removeprefix("r"))
+
+
 def _to_tsvector(v: Any) -> Any:
     return None if v is None else tsvector_document([w for w in str(v).split(" ") if w])
 
@@ -152,6 +159,9 @@ _CONVERTERS: dict[str, Converter] = {
     "jsonb": _to_text,
     "tsvector": _to_tsvector,
 }
+
+#: columns whose conversion is not their type's: ``(table, Postgres column) -> converter``
+_COLUMN_CONVERTERS: dict[tuple[str, str], Converter] = {("event_search", "room_nid"): _room_of_tags}
 
 
 def converter(pg_type: str) -> Converter:
@@ -427,7 +437,7 @@ class Target:
             columns=tuple(c for c, _ in columns),
             source_columns=tuple(source_columns),
             types=tuple(t for _, t in columns),
-            converters=tuple(converter(t) for _, t in columns),
+            converters=tuple(_COLUMN_CONVERTERS.get((table, c)) or converter(t) for c, t in columns),
             source_key=source.key_of(table),
         )
 

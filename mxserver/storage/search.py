@@ -45,10 +45,13 @@ _IN_TIMELINE = "e.stream_ordering IS NOT NULL AND e.rejected_reason IS NULL AND 
 
 
 class _Fts5:
-    """SQLite: an FTS5 table whose rowid is the event_nid, ranked by BM25."""
+    """SQLite: an FTS5 table whose rowid is the event's stream position, ranked by BM25, with
+    the event's room as a word ``r<room_nid>`` of its own column ``tags``."""
 
-    nid_column = "rowid"
-    insert = "INSERT INTO event_search (rowid, words) VALUES (?, ?)"
+    key_column = "rowid"
+    insert = "INSERT INTO event_search (rowid, tags, words) VALUES (?, ?, ?)"
+    #: FTS5 walks its rowids backwards itself: a page in "recent" order stops at the page's end
+    recent_order = "event_search.rowid DESC"
 
     @staticmethod
     def document(words: Sequence[str]) -> str:
@@ -56,27 +59,49 @@ class _Fts5:
         return " ".join(words)
 
     @staticmethod
-    def query(words: Sequence[str]) -> str:
-        # Every word a quoted string (never an FTS5 keyword or operator) with a prefix "*";
-        # FTS5 ANDs the terms of a query.
-        return " ".join('"' + w.replace('"', '""') + '"*' for w in words)
+    def room_value(room_nid: int) -> str:
+        return f"r{room_nid}"
+
+    @staticmethod
+    def query(words: Sequence[str], room_nids: Sequence[int] = ()) -> str:
+        # Every word a quoted string (never an FTS5 keyword or operator) with a prefix "*", of
+        # the words column only; FTS5 ANDs the terms of a query. Rooms, when given, are matched
+        # in the index too: one of the room words in the tags column.
+        terms = " ".join('words:"' + w.replace('"', '""') + '"*' for w in words)
+        if not room_nids:
+            return terms
+        return terms + " AND (" + " OR ".join(f'tags:"r{nid}"' for nid in room_nids) + ")"
 
     #: see _TsVector.lock_rows: SQLite's one writer runs write transactions one at a time
     lock_rows = ""
     match = "event_search MATCH ?"
-    # bm25() is lower for better matches; search.yaml's rank is higher for closer ones
-    score = "-bm25(event_search)"
+    # bm25() is lower for better matches; search.yaml's rank is higher for closer ones. The
+    # room words weigh nothing: a match's rank is its words' alone.
+    score = "-bm25(event_search, 1.0, 0.0)"
     score_takes_query = False
+    #: Each room of a query is a term the index merges: cheap for the few rooms a search usually
+    #: names (Element searches the open room), not for every room of a user in hundreds, whose
+    #: rooms are checked on the matches' events instead.
+    max_index_rooms = 8
+
+    @staticmethod
+    def rooms_clause(room_nids: Sequence[int]) -> tuple[str, list[Any]]:
+        return "", []  # part of the MATCH query
 
 
 class _TsVector:
-    """Postgres: a tsvector column with a GIN index, ranked by cover density (ts_rank_cd)."""
+    """Postgres: a tsvector column with a GIN index, ranked by cover density (ts_rank_cd), and
+    the event's stream position and room beside it."""
 
-    nid_column = "event_nid"
+    key_column = "stream_ordering"
     insert = (
-        "INSERT INTO event_search (event_nid, vector) VALUES (?, CAST(? AS tsvector))"
-        " ON CONFLICT (event_nid) DO NOTHING"
+        "INSERT INTO event_search (stream_ordering, room_nid, vector) VALUES (?, ?, CAST(? AS tsvector))"
+        " ON CONFLICT (stream_ordering) DO NOTHING"
     )
+    # "+ 0": Postgres would otherwise walk every indexed event backwards by position and test
+    # each against the query until it has a page, fast for a common word but a full scan for a
+    # rare one; sorting the matches costs what the count costs anyway.
+    recent_order = "event_search.stream_ordering + 0 DESC"
 
     @staticmethod
     def document(words: Sequence[str]) -> str:
@@ -85,7 +110,11 @@ class _TsVector:
         return " ".join(f"{_quote(w)}:{min(i, 16383)}" for i, w in enumerate(words, 1))
 
     @staticmethod
-    def query(words: Sequence[str]) -> str:
+    def room_value(room_nid: int) -> int:
+        return room_nid
+
+    @staticmethod
+    def query(words: Sequence[str], room_nids: Sequence[int] = ()) -> str:
         return " & ".join(f"{_quote(w)}:*" for w in words)
 
     #: The start-up job locks the events it indexes: a redaction committed between its read of
@@ -98,6 +127,12 @@ class _TsVector:
     # to the one computed again for the next page
     score = "CAST(ts_rank_cd(event_search.vector, CAST(? AS tsquery)) AS DOUBLE PRECISION)"
     score_takes_query = True
+    #: the room is a column of the index's own rows: any number of rooms is checked there
+    max_index_rooms = 1 << 30
+
+    @staticmethod
+    def rooms_clause(room_nids: Sequence[int]) -> tuple[str, list[Any]]:
+        return f" AND event_search.room_nid IN ({','.join('?' * len(room_nids))})", list(room_nids)
 
 
 def tsvector_document(words: Sequence[str]) -> str:
@@ -130,13 +165,13 @@ def _document(backend: type[_Fts5] | type[_TsVector], etype: str, content: Any) 
     return backend.document(words) if words else None
 
 
-def write_search_txn(txn: Txn, event_nid: int, etype: str, content: Any) -> None:
+def write_search_txn(txn: Txn, stream_ordering: int, room_nid: int, etype: str, content: Any) -> None:
     """Index a timeline event's searchable text, if it has any (the caller checked that the
     event is unredacted and not indexed yet)."""
     backend = _backend(txn.dialect)
     document = _document(backend, etype, content)
     if document is not None:
-        txn.execute(backend.insert, (event_nid, document))
+        txn.execute(backend.insert, (stream_ordering, backend.room_value(room_nid), document))
 
 
 def index_events_txn(txn: Txn, reader: str, position: int, events: Sequence[tuple[str, str, Any]]) -> None:
@@ -149,22 +184,23 @@ def index_events_txn(txn: Txn, reader: str, position: int, events: Sequence[tupl
     for start in range(0, len(events), _CHUNK):
         chunk = events[start : start + _CHUNK]
         marks = ",".join("?" * len(chunk))
-        live = dict(
-            txn.query(
-                f"SELECT e.event_id, e.event_nid FROM events e WHERE e.event_id IN ({marks})"
-                f" AND e.redacted_by IS NULL{backend.lock_rows}",
+        live = {
+            event_id: (stream, room_nid)
+            for event_id, stream, room_nid in txn.query(
+                f"SELECT e.event_id, e.stream_ordering, e.room_nid FROM events e WHERE e.event_id IN ({marks})"
+                f" AND e.stream_ordering IS NOT NULL AND e.redacted_by IS NULL{backend.lock_rows}",
                 [event_id for event_id, _, _ in chunk],
             )
-        )
-        done = _indexed(txn, list(live.values())) if live else set()
+        }
+        done = _indexed(txn, [stream for stream, _ in live.values()]) if live else set()
         rows = []
         for event_id, etype, content in chunk:
-            nid = live.get(event_id)
-            if nid is None or nid in done:
+            found = live.get(event_id)
+            if found is None or found[0] in done:
                 continue
             document = _document(backend, etype, content)
             if document is not None:
-                rows.append((nid, document))
+                rows.append((found[0], backend.room_value(found[1]), document))
         if rows:
             txn.executemany(backend.insert, rows)
     set_reader_position_txn(txn, reader, position)
@@ -174,30 +210,30 @@ def place_search_txn(txn: Txn, event_id: str) -> None:
     """Index a stored event that has just been given its place in the timeline (a backfilled
     outlier): read from its row, so only an accepted, unredacted timeline event gets indexed."""
     row = txn.query_one(
-        f"SELECT e.event_nid, e.type, e.json FROM events e WHERE e.event_id = ? AND {_IN_TIMELINE}"
-        " AND e.redacted_by IS NULL",
+        f"SELECT e.stream_ordering, e.room_nid, e.type, e.json FROM events e WHERE e.event_id = ?"
+        f" AND {_IN_TIMELINE} AND e.redacted_by IS NULL",
         (event_id, False),
     )
-    if row is None or row[1] not in KEY_OF_TYPE:
+    if row is None or row[2] not in KEY_OF_TYPE:
         return
-    event_nid, etype, raw = row
-    if _indexed(txn, [event_nid]):
+    stream, room_nid, etype, raw = row
+    if _indexed(txn, [stream]):
         return  # the start-up job got there first
-    write_search_txn(txn, event_nid, etype, json.loads(raw).get("content"))
+    write_search_txn(txn, stream, room_nid, etype, json.loads(raw).get("content"))
 
 
 def unindex_redacted_txn(txn: Txn, event_id: str) -> None:
     """Forget the text of an event that has just been redacted: the index must not keep what
     the redaction removed (client-server-api §Redactions)."""
-    row = txn.query_one("SELECT event_nid FROM events WHERE event_id = ?", (event_id,))
-    if row is not None:
-        txn.execute(f"DELETE FROM event_search WHERE {_backend(txn.dialect).nid_column} = ?", (row[0],))
+    row = txn.query_one("SELECT stream_ordering FROM events WHERE event_id = ?", (event_id,))
+    if row is not None and row[0] is not None:
+        txn.execute(f"DELETE FROM event_search WHERE {_backend(txn.dialect).key_column} = ?", (row[0],))
 
 
-def _indexed(txn: Txn, event_nids: Sequence[int]) -> set[int]:
-    column = _backend(txn.dialect).nid_column
-    marks = ",".join("?" * len(event_nids))
-    return {r[0] for r in txn.query(f"SELECT {column} FROM event_search WHERE {column} IN ({marks})", event_nids)}
+def _indexed(txn: Txn, streams: Sequence[int]) -> set[int]:
+    column = _backend(txn.dialect).key_column
+    marks = ",".join("?" * len(streams))
+    return {r[0] for r in txn.query(f"SELECT {column} FROM event_search WHERE {column} IN ({marks})", streams)}
 
 
 def index_existing_events_txn(txn: Txn, position: int, target: int, limit: int) -> int | None:
@@ -206,17 +242,18 @@ def index_existing_events_txn(txn: Txn, position: int, target: int, limit: int) 
     new position, or None when none are left. Events already indexed (a backfill placed them
     in the timeline since) are skipped."""
     rows = txn.query(
-        f"SELECT e.event_nid, e.type, e.json FROM events e WHERE e.event_nid > ? AND e.event_nid <= ?"
+        f"SELECT e.event_nid, e.stream_ordering, e.room_nid, e.type, e.json FROM events e"
+        f" WHERE e.event_nid > ? AND e.event_nid <= ?"
         f" AND e.type IN ({','.join('?' * len(KEY_OF_TYPE))}) AND {_IN_TIMELINE} AND e.redacted_by IS NULL"
         f" ORDER BY e.event_nid LIMIT ?{_backend(txn.dialect).lock_rows}",
         (position, target, *KEY_OF_TYPE, False, limit),
     )
     if not rows:
         return None
-    done = _indexed(txn, [r[0] for r in rows])
-    for event_nid, etype, raw in rows:
-        if event_nid not in done:
-            write_search_txn(txn, event_nid, etype, json.loads(raw).get("content"))
+    done = _indexed(txn, [r[1] for r in rows])
+    for _, stream, room_nid, etype, raw in rows:
+        if stream not in done:
+            write_search_txn(txn, stream, room_nid, etype, json.loads(raw).get("content"))
     return rows[-1][0] if len(rows) == limit else None
 
 
@@ -329,54 +366,71 @@ class SearchStore:
         self, txn: Txn, query: SearchQuery, after: SearchCursor | None, limit: int, with_count: bool
     ) -> tuple[list[tuple[Any, ...]], int | None]:
         backend = _backend(txn.dialect)
-        text_query = backend.query(query.words)
+        room_nids = sorted({r.room_nid for r in query.rooms})
+        in_index = len(room_nids) <= backend.max_index_rooms
+        text_query = backend.query(query.words, room_nids if in_index else ())
         score_args = [text_query] if backend.score_takes_query else []
-        where, args = self._where(backend, query, text_query)
+        source, where, args = self._where(backend, query, text_query, room_nids if in_index else None)
         count = None
         if with_count:
-            row = txn.query_one(f"SELECT COUNT(*) FROM {self._from()} WHERE {where}", args)
+            row = txn.query_one(f"SELECT COUNT(*) FROM {source} WHERE {where}", args)
             count = row[0] if row else 0
+        key = f"event_search.{backend.key_column}"
         page, page_args = "", []
         if after is not None and query.by_rank:
             assert after.score is not None
-            page = f" AND ({backend.score} < ? OR ({backend.score} = ? AND e.stream_ordering < ?))"
+            page = f" AND ({backend.score} < ? OR ({backend.score} = ? AND {key} < ?))"
             page_args = [*score_args, after.score, *score_args, after.score, after.stream]
         elif after is not None:
-            page, page_args = " AND e.stream_ordering < ?", [after.stream]
-        # "+ 0": Postgres would otherwise walk every event of the server backwards by position
-        # and test each against the index until it has a page, fast for a common word but a
-        # full scan for a rare one; sorting the matches costs what the count costs anyway.
-        order = "score DESC, e.stream_ordering DESC" if query.by_rank else "e.stream_ordering + 0 DESC"
+            page, page_args = f" AND {key} < ?", [after.stream]
+        order = f"score DESC, {key} DESC" if query.by_rank else backend.recent_order
         # Sorting carries only keys and scores; the page's events are read afterwards (sorting
         # the events' JSON along with every match cost a common word twice as much).
         page_rows = txn.query(
-            f"SELECT e.event_nid, {backend.score} AS score"
-            f" FROM {self._from()} WHERE {where}{page} ORDER BY {order} LIMIT ?",
+            f"SELECT {key}, {backend.score} AS score FROM {source} WHERE {where}{page} ORDER BY {order} LIMIT ?",
             [*score_args, *args, *page_args, limit],
         )
         if not page_rows:
             return [], count
         marks = ",".join("?" * len(page_rows))
-        by_nid = {
+        by_stream = {
             r[-1]: r[:-1]
             for r in txn.query(
-                f"SELECT {self.events.EVENT_COLUMNS}, e.event_nid FROM events e WHERE e.event_nid IN ({marks})",
-                [nid for nid, _ in page_rows],
+                f"SELECT {self.events.EVENT_COLUMNS}, e.stream_ordering FROM events e WHERE e.stream_ordering IN ({marks})",
+                [stream for stream, _ in page_rows],
             )
         }
-        return [(*by_nid[nid], score) for nid, score in page_rows if nid in by_nid], count
+        return [(*by_stream[stream], score) for stream, score in page_rows if stream in by_stream], count
 
     @staticmethod
-    def _from() -> str:
-        # The index drives the query, the events are looked up by key for its matches. SQLite
-        # never reorders the tables of a CROSS JOIN: left to itself it walks the room's events
-        # (by the room_nid condition) and probes the index once per event, whatever matches.
-        return "event_search CROSS JOIN events e"
+    def _where(
+        backend: type[_Fts5] | type[_TsVector], query: SearchQuery, text_query: str, room_nids: list[int] | None
+    ) -> tuple[str, str, list[Any]]:
+        """The query's ``FROM`` and ``WHERE`` and their arguments. ``room_nids``: the rooms, when
+        the index can check them itself (else they are checked on the matches' events).
 
-    @staticmethod
-    def _where(backend: type[_Fts5] | type[_TsVector], query: SearchQuery, text_query: str) -> tuple[str, list[Any]]:
-        clauses = [f"e.event_nid = event_search.{backend.nid_column}", backend.match]
+        Only the index is read when it can answer alone: the user's rooms are all rooms they
+        are in, and nothing but the words and rooms narrows the search (the usual search). Else
+        every match is looked up in the events (by key: the index drives the query)."""
+        clauses = [backend.match]
         args: list[Any] = [text_query]
+        members_only = all(r.until is None for r in query.rooms)
+        index_only = (
+            room_nids is not None
+            and members_only
+            and set(query.keys) == set(KEY_OF_TYPE.values())
+            and query.sender is None
+            and not query.ignored
+            and not query.conditions[0]
+        )
+        if room_nids is not None:
+            rooms_sql, rooms_args = backend.rooms_clause(room_nids)
+            clauses[0] += rooms_sql
+            args += rooms_args
+        if index_only:
+            # the index holds only accepted, unredacted timeline events (its writers see to it)
+            return "event_search", " AND ".join(clauses), args
+        clauses.insert(0, f"e.stream_ordering = event_search.{backend.key_column}")
         if set(query.keys) != set(KEY_OF_TYPE.values()):
             # each searchable type has one key: the keys asked for are the types to look at (the
             # events' column, cheaper to read than one stored beside the words)
@@ -394,7 +448,7 @@ class SearchStore:
                 rooms.append("(e.room_nid = ? AND e.stream_ordering <= ?)")
                 args += [r.room_nid, r.until]
         clauses.append("(" + " OR ".join(rooms) + ")")
-        # the index has no row of a redacted event; checked all the same, as it costs nothing
+        # the index has no row of a redacted event; checked all the same, as it costs little
         clauses.append(f"{_IN_TIMELINE} AND e.redacted_by IS NULL")
         args.append(False)
         if query.sender is not None:
@@ -404,13 +458,17 @@ class SearchStore:
             clauses.append(f"NOT (e.state_key IS NULL AND e.sender IN ({','.join('?' * len(query.ignored))}))")
             args += sorted(query.ignored)
         extra, extra_args = query.conditions
-        return " AND ".join(clauses) + extra, [*args, *extra_args]
+        # SQLite never reorders the tables of a CROSS JOIN: left to itself it walks the room's
+        # events (by the room_nid condition) and probes the index once per event, whatever matches.
+        return "event_search CROSS JOIN events e", " AND ".join(clauses) + extra, [*args, *extra_args]
 
 
 def unindex_events_txn(txn: Txn, condition: str, args: Sequence[Any]) -> None:
     """Forget the text of the events ``condition`` picks (an SQL condition on ``events e``):
     the events are being purged (admin API)."""
-    column = _backend(txn.dialect).nid_column
+    column = _backend(txn.dialect).key_column
     txn.execute(
-        f"DELETE FROM event_search WHERE {column} IN (SELECT e.event_nid FROM events e WHERE {condition})", args
+        f"DELETE FROM event_search WHERE {column} IN"
+        f" (SELECT e.stream_ordering FROM events e WHERE {condition} AND e.stream_ordering IS NOT NULL)",
+        args,
     )
