@@ -503,6 +503,7 @@ class Homeserver(service.MultiService):
             self.room_activity,
             SyncStore(self.db),
             self.federation_client,
+            clock=self.clock,
         )
         self.start_hooks.append(self.device_lists.start)
         self.room_members.subscribe_memberships(self.device_lists.membership_changed)
