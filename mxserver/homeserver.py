@@ -296,7 +296,7 @@ class Homeserver(service.MultiService):
             keep_per_host=APPSERVICE_CONNECTIONS,
         )
         self.appservice_api = AppServiceApi(fetcher.agent, self.clock, fetcher.close)
-        self.appservice_queries = AppServiceQueries(self.appservices, self.appservice_api)
+        self.appservice_queries = AppServiceQueries(self.appservices, self.appservice_api, self.clock)
 
     def _build_room_server(self) -> None:
         """The event and state stores and the room server, the only writer of room state."""
@@ -503,6 +503,7 @@ class Homeserver(service.MultiService):
             self.room_activity,
             SyncStore(self.db),
             self.federation_client,
+            clock=self.clock,
         )
         self.start_hooks.append(self.device_lists.start)
         self.room_members.subscribe_memberships(self.device_lists.membership_changed)
@@ -598,6 +599,7 @@ class Homeserver(service.MultiService):
             tags=self.account_data,
             blocked=self.blocked_rooms,
             notice_rooms=self.server_notice_rooms,
+            user_queries=self.appservice_queries,
         )
         self.account.on_deactivated(DeactivatedUserParter(self.event_store, self.room_membership).part)
         self.guest_access = GuestAccessEnforcer(rooms, self.accounts, self.room_members, server_name)

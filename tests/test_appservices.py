@@ -13,6 +13,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
+from mxserver.appservice.queries import PROTOCOL_CACHE_SECONDS
 from tests.harness import C, q
 from tests.harness.appservice import AS_TOKEN, HS_TOKEN, AppServiceTestCase, Received, registration
 
@@ -366,6 +367,26 @@ class QueryTests(AppServiceTestCase):
         self.assertMatrixError(await self.get(f"{C}/profile/{q('@nobody:test')}"), 404, "M_NOT_FOUND")
         self.assertEqual(len(self.queries()), before)
 
+    async def test_inviting_an_unknown_user_in_the_namespace_asks_the_service(self) -> None:
+        # application-service-api §Querying users: "such as a room invite"
+        human = await self.register("human")
+        room = await self.create_room(human)
+        ghost = "@_bridge_invitee:test"
+        self.assertMatrixError(await self.post(f"{C}/rooms/{q(room)}/invite", {"user_id": ghost}, human), 404, "M_NOT_FOUND")
+        self.assertEqual(self.queries()[-1].path, f"/_matrix/app/v1/users/{ghost}")
+
+        async def create(request: Received) -> tuple[int, Any]:
+            await self.register_as_user("_bridge_invitee")
+            return 200, {}
+
+        self.appservice.answers["/users/"] = create
+        await self.invite(human, room, ghost)
+        self.assertEqual(await self.membership(room, ghost), "invite")
+        # so does an invite in createRoom
+        other = "@_bridge_other:test"
+        self.assertMatrixError(await self.post(f"{C}/createRoom", {"invite": [other]}, human), 404, "M_NOT_FOUND")
+        self.assertEqual(self.queries()[-1].path, f"/_matrix/app/v1/users/{other}")
+
     async def test_unknown_alias_in_the_namespace_is_asked_of_the_service(self) -> None:
         alias = "#_bridge_portal:test"
         self.assertMatrixError(await self.get(f"{C}/directory/room/{q(alias)}"), 404, "M_NOT_FOUND")
@@ -467,6 +488,32 @@ class ThirdPartyTests(AppServiceTestCase):
         self.assertMatrixError(await self.get(f"{C}/thirdparty/user", human), 400, "M_MISSING_PARAM")
         self.appservice.answers["/thirdparty/user"] = (500, {})
         self.assertMatrixError(await self.get(f"{C}/thirdparty/user/gitter?username=x", human), 404, "M_NOT_FOUND")
+
+
+class ProtocolCacheTests(AppServiceTestCase):
+    use_fake_clock = True
+
+    def registrations(self) -> list[dict[str, Any]]:
+        return [registration(self.appservice.url, protocols=["gitter"])]
+
+    async def test_a_protocol_description_is_kept_for_a_while(self) -> None:
+        human = await self.register("human")
+        self.appservice.answers["/thirdparty/protocol/"] = (200, GITTER)
+        code, body = await self.get(f"{C}/thirdparty/protocols", human)
+        self.assertEqual((code, body["gitter"]["icon"]), (200, GITTER["icon"]))
+        asked = len(self.protocol_queries())
+        # the service now answers nonsense, but the description it gave is still used
+        self.appservice.answers["/thirdparty/protocol/"] = (200, [])
+        code, one = await self.get(f"{C}/thirdparty/protocol/gitter", human)
+        self.assertEqual((code, one["instances"][0]["instance_id"]), (200, "bridge|gitter"))
+        self.assertEqual(len(self.protocol_queries()), asked)
+        # until it is old: then the service is asked again
+        self.clock.advance(PROTOCOL_CACHE_SECONDS)
+        self.assertMatrixError(await self.get(f"{C}/thirdparty/protocol/gitter", human), 404, "M_NOT_FOUND")
+        self.assertEqual(len(self.protocol_queries()), asked + 1)
+
+    def protocol_queries(self) -> list[Received]:
+        return [r for r in self.appservice.received if r.path.startswith("/_matrix/app/v1/thirdparty/protocol/")]
 
 
 class PingTests(AppServiceTestCase):

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import quote
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 
 from mxserver.config import HomeserverConfig
 from mxserver.federation.client import FederationError
@@ -413,6 +414,40 @@ class E2eeFederationTests(TwoServerTestCase):
             "Bob in Alice's device_lists.changed",
             since=since,
         )
+
+    async def test_query_waits_for_an_update_being_applied(self) -> None:
+        # An EDU for a user A holds no list of starts a resync; a /keys/query meanwhile (even
+        # for named devices) waits for it and answers from the list, not /user/keys/query.
+        handler = self.a.hs.device_lists
+        original = handler.resync
+        gate: Deferred[None] = Deferred()
+        resyncs: list[str] = []
+
+        async def held(user_id: str, timeout: float = 30) -> bool:
+            resyncs.append(user_id)
+            await gate
+            return await original(user_id, timeout)
+
+        handler.resync = held  # type: ignore[method-assign]
+        keys = self.a.hs.e2e_keys
+        fetch = keys._fetch_keys
+        fetched: list[str] = []
+
+        async def counting(server: str, users: dict[str, list[str]], timeout: float) -> Any:
+            fetched.append(server)
+            return await fetch(server, users, timeout)
+
+        keys._fetch_keys = counting  # type: ignore[method-assign]
+        await self.new_bob_device("BOB2")
+        await self.wait_until(lambda: succeed(resyncs == [self.bob.user_id]), "A resyncs Bob's list")
+        query = ensureDeferred(
+            self.a.post(f"{C}/keys/query", {"device_keys": {self.bob.user_id: ["BOB2"]}}, self.alice.user)
+        )
+        gate.callback(None)
+        code, body = await query
+        self.assertEqual(code, 200, body)
+        self.assertEqual(set(body["device_keys"][self.bob.user_id]), {"BOB2"})
+        self.assertEqual(fetched, [])
 
     async def test_rejoining_refetches_the_list(self) -> None:
         resyncs = self.count_resyncs()

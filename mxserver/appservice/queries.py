@@ -9,7 +9,9 @@
 - third-party lookups (client-server ``/thirdparty/*``, application-service-api §Third-party
   networks) are asked of the services that declare the protocol; their answers are checked
   and combined as Synapse combines them (protocol metadata from the first service, the
-  instances of all, each with ``instance_id`` = ``{service id}|{network_id}``).
+  instances of all, each with ``instance_id`` = ``{service id}|{network_id}``). A service's
+  description of a protocol is kept for :data:`PROTOCOL_CACHE_SECONDS`: it describes the
+  bridge, not the moment, and clients ask for it often (Synapse keeps it an hour).
 - :meth:`AppServiceQueries.ping` (appservice_ping.yaml).
 """
 
@@ -19,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
 
 from mxserver.appservice.api import MAX_PING_BODY_CHARS, AppServiceApi, RequestFailed
 from mxserver.appservice.registration import AppService, AppServiceRegistry, instance_id
@@ -26,6 +29,8 @@ from mxserver.errors import MatrixError, forbidden, not_found
 
 #: third-party entity kinds and the field each result must name
 THIRD_PARTY_KINDS = {"location": "alias", "user": "userid"}
+#: how long a service's answer to ``GET /thirdparty/protocol/{protocol}`` is reused
+PROTOCOL_CACHE_SECONDS = 300.0
 
 
 def _valid_result(result: Any, field: str) -> bool:
@@ -40,9 +45,12 @@ def _valid_result(result: Any, field: str) -> bool:
 class AppServiceQueries:
     """Questions to application services on behalf of the client API."""
 
-    def __init__(self, registry: AppServiceRegistry, api: AppServiceApi) -> None:
+    def __init__(self, registry: AppServiceRegistry, api: AppServiceApi, clock: IReactorTime) -> None:
         self._registry = registry
         self._api = api
+        self._clock = clock
+        #: (service id, protocol) -> (when asked, the service's description); answers only
+        self._protocol_cache: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
     # -- §Querying -------------------------------------------------------------------------------
 
@@ -83,6 +91,11 @@ class AppServiceQueries:
 
     def _protocol(self, service: AppService, protocol: str) -> Deferred[dict[str, Any] | None]:
         async def ask() -> dict[str, Any] | None:
+            key = (service.id, protocol)
+            now = self._clock.seconds()
+            cached = self._protocol_cache.get(key)
+            if cached is not None and now - cached[0] < PROTOCOL_CACHE_SECONDS:
+                return cached[1]
             info = await self._api.protocol(service, protocol)
             if info is None:
                 return None
@@ -93,7 +106,9 @@ class AppServiceQueries:
                     if isinstance(instance.get("network_id"), str):
                         instance["instance_id"] = instance_id(service.id, instance["network_id"])
                     instances.append(instance)
-            return {**info, "instances": instances}
+            described = {**info, "instances": instances}
+            self._protocol_cache[key] = (now, described)
+            return described
 
         return ensureDeferred(ask())
 

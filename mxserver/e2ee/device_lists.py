@@ -35,7 +35,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Protocol
 
-from twisted.internet.defer import DeferredLock, ensureDeferred, gatherResults
+from twisted.internet.defer import DeferredLock, TimeoutError, ensureDeferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mxserver.background import BackgroundTasks
@@ -105,8 +106,11 @@ class DeviceListHandler:
         activity: RoomActivity,
         memberships: Memberships,
         federation_client: FederationClient,
+        clock: IReactorTime | None = None,
     ) -> None:
         self.server_name = server_name
+        #: bounds :meth:`wait_for_updates` (None: only in unit tests that never wait)
+        self._clock = clock
         self.store = store
         self.key_store = key_store
         self.stream = stream
@@ -367,6 +371,25 @@ class DeviceListHandler:
                     await self.store.set_remote_cross_signing(user_id, keys)
             if await self._shares_room_locally(user_id):
                 await self._remote_changed(user_id)
+
+    async def wait_for_updates(self, user_ids: Collection[str], timeout: float) -> None:
+        """Wait, at most ``timeout`` seconds, for the device list updates of ``user_ids`` being
+        applied now (an EDU's resync waiting on ``GET /user/devices``).
+
+        A ``/keys/query`` right after the EDU then answers from the list the update is
+        filling, rather than find no cache and ask the user's server directly.
+        """
+        pending = [lock for u in user_ids if (lock := self._locks.get(u)) is not None and lock.locked]
+        if not pending or self._clock is None:
+            return
+        for lock in pending:
+            acquiring = lock.acquire()
+            acquiring.addTimeout(timeout, self._clock)
+            try:
+                await acquiring
+            except TimeoutError:
+                return  # answer without it: the caller asks the user's server instead
+            lock.release()
 
     async def start_tracking(self, user_ids: Collection[str], timeout: float) -> set[str]:
         """Start caching the lists of remote ``user_ids`` sharing a room with us; those now cached.

@@ -247,6 +247,8 @@ class E2eKeysHandler:
         self, requester_user: str, remote: dict[str, dict[str, list[str]]], timeout: float, result: JsonDict
     ) -> None:
         all_users = [u for users in remote.values() for u in users]
+        # An update being applied (an EDU's resync) is about to fill or refresh the cache.
+        await self.device_lists.wait_for_updates(all_users, timeout)
         tracked = await self.device_lists.store.tracked(all_users)
         from_cache: dict[str, list[str]] = {}
         to_fetch: dict[str, dict[str, list[str]]] = {}

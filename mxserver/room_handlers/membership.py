@@ -93,6 +93,12 @@ class NoticeRooms(Protocol):
     async def is_notice_room_of(self, user_id: str, room_id: str) -> bool: ...
 
 
+class UserQueries(Protocol):
+    """Asks application services about users in their namespaces (appservice queries)."""
+
+    async def user_exists(self, user_id: str) -> bool: ...
+
+
 class MembershipHandler:
     """Join, knock, leave, forget, invite, kick, ban and unban, locally or through federation."""
 
@@ -108,8 +114,10 @@ class MembershipHandler:
         tags: RoomTags | None = None,
         blocked: BlockedRooms | None = None,
         notice_rooms: NoticeRooms | None = None,
+        user_queries: UserQueries | None = None,
     ) -> None:
         self.room_server = room_server
+        self.user_queries = user_queries
         self.blocked = blocked
         self.notice_rooms = notice_rooms
         self.tags = tags
@@ -492,6 +500,10 @@ class MembershipHandler:
         if server_of_user(target) != self.server_name:
             return
         user = await self.accounts.get_user(target)
+        if user is None and self.user_queries is not None and await self.user_queries.user_exists(target):
+            # application-service-api §Querying users: an unknown user in a service's namespace
+            # (e.g. a room invite) is asked of the service, which may register it before answering.
+            user = await self.accounts.get_user(target)
         if user is None or user.deactivated:
             raise not_found(f"Unknown user {target}")
 
