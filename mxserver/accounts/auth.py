@@ -9,6 +9,12 @@ An application service's ``as_token`` (application-service-api §Identity assert
 the service's sender user or, with ``?user_id=``, as any registered user of its user
 namespaces (403 M_FORBIDDEN otherwise); ``?device_id=`` picks one of that user's devices
 (400 M_UNKNOWN_DEVICE if it has no such device).
+
+A token that expired answers 401 ``M_UNKNOWN_TOKEN`` with ``soft_logout`` true (§Refreshing
+access tokens: the client refreshes it or logs in again on the same device). A locked
+account's token answers 401 ``M_USER_LOCKED`` (§Account locking) except where the route asks
+with ``allow_locked`` (logout). The first use of an access token made by ``POST /refresh``
+revokes the refresh token it was made from.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from mxserver.appservice.registration import AppService
-from mxserver.errors import MatrixError, forbidden, missing_token, unknown_token
+from mxserver.errors import MatrixError, forbidden, missing_token, unknown_token, user_locked, user_suspended
 from mxserver.request_info import access_token, client_ip, query_str
 from mxserver.storage.accounts import AccountStore
 
@@ -51,6 +57,14 @@ class Requester:
     app_service: AppService | None = None
     #: when the token stops working (ms since the epoch); None: never (see ``add_deviceless_token``)
     expires_ts: int | None = None
+    #: client-server-api §Account locking / §Account suspension
+    locked: bool = False
+    suspended: bool = False
+
+    def check_not_suspended(self) -> None:
+        """403 ``M_USER_SUSPENDED`` if the account is suspended (§Account suspension)."""
+        if self.suspended:
+            raise user_suspended()
 
     @property
     def session(self) -> str:
@@ -88,8 +102,8 @@ class Auth:
         #: users known to exist, for application services' masquerading (accounts are never deleted)
         self._registered: OrderedDict[str, None] = OrderedDict()
 
-    async def get_user(self, request: IRequest, allow_guest: bool = False) -> Requester:
-        """The requester, or M_MISSING_TOKEN / M_UNKNOWN_TOKEN / M_GUEST_ACCESS_FORBIDDEN
+    async def get_user(self, request: IRequest, allow_guest: bool = False, allow_locked: bool = False) -> Requester:
+        """The requester, or M_MISSING_TOKEN / M_UNKNOWN_TOKEN / M_USER_LOCKED / M_GUEST_ACCESS_FORBIDDEN
         (and for an application service M_FORBIDDEN / M_UNKNOWN_DEVICE, see the module docstring)."""
         token = access_token(request)
         if token is None:
@@ -98,6 +112,8 @@ class Auth:
         if service is not None:
             return await self._appservice_requester(service, request)
         requester = await self.get_user_by_token(token)
+        if requester.locked and not allow_locked:
+            raise user_locked()
         if requester.is_guest and not allow_guest:
             raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access not allowed")
         ip = client_ip(request)
@@ -110,13 +126,27 @@ class Auth:
         if cached is not None:
             if self._expired(cached.expires_ts):
                 del self._cache[token_hash]
-                raise unknown_token()
+                raise unknown_token(soft_logout=True)
             self._cache.move_to_end(token_hash)
             return cached
         owner = await self._store.get_token_owner(token_hash)
-        if owner is None or owner.deactivated or self._expired(owner.expires_ts):
+        if owner is None or owner.deactivated:
             raise unknown_token()
-        requester = Requester(owner.user_id, owner.device_id, owner.is_guest, token_hash, expires_ts=owner.expires_ts)
+        if self._expired(owner.expires_ts):
+            raise unknown_token(soft_logout=True)
+        if owner.refresh_parent is not None and owner.refresh_hash is not None:
+            # §Refreshing access tokens: the old refresh token is revoked once the new access
+            # token is used. Only a token not yet cached can be in its first use.
+            await self._store.revoke_refresh_parent(owner.refresh_hash)
+        requester = Requester(
+            owner.user_id,
+            owner.device_id,
+            owner.is_guest,
+            token_hash,
+            expires_ts=owner.expires_ts,
+            locked=owner.locked,
+            suspended=owner.suspended,
+        )
         self._cache[token_hash] = requester
         if len(self._cache) > self.CACHE_SIZE:
             self._cache.popitem(last=False)
