@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.harness import C, TestUser, q
+from tests.harness.appservice import AS_TOKEN, AppServiceTestCase
 from tests.test_admin_users import ADMIN, AdminTestCase
 
 V1 = "/_matrix/client/v1/admin"
@@ -198,3 +199,25 @@ class SuspensionTests(AdminTestCase):
         self.assertEqual(await self.put(path, {"suspend": False}, self.admin), (200, {"user_@alice:test_suspended": False}))
         self.assertEqual(await self.get(suspend_path(self.alice), self.admin), (200, {"suspended": False}))
         self.assertEqual([a[1] for a in self.audited], ["suspend_user", "suspend_user"])
+
+
+class AppServiceUserTests(AppServiceTestCase):
+    """An application service acting as one of its users meets that user's lock or suspension."""
+
+    async def test_locked_and_suspended_puppets(self) -> None:
+        admin = await self.register("root")
+        await self.hs.accounts.set_admin(admin.user_id, True)
+        puppet = await self.register_as_user("_bridge_alice")
+        whoami = self.as_path(f"{C}/account/whoami", puppet)
+        create = self.as_path(f"{C}/createRoom", puppet)
+        self.assertEqual((await self.get(whoami, AS_TOKEN))[0], 200)
+        self.assertEqual((await self.put(suspend_path(puppet), {"suspended": True}, admin))[0], 200)
+        self.assertMatrixError(await self.post(create, {}, AS_TOKEN), 403, "M_USER_SUSPENDED")
+        self.assertEqual((await self.get(whoami, AS_TOKEN))[0], 200)
+        self.assertEqual((await self.put(lock_path(puppet), {"locked": True}, admin))[0], 200)
+        self.assertMatrixError(await self.get(whoami, AS_TOKEN), 401, "M_USER_LOCKED")
+        # the service itself is neither
+        self.assertEqual((await self.post(f"{C}/createRoom", {}, AS_TOKEN))[0], 200)
+        self.assertEqual((await self.put(lock_path(puppet), {"locked": False}, admin))[0], 200)
+        self.assertEqual((await self.put(suspend_path(puppet), {"suspended": False}, admin))[0], 200)
+        self.assertEqual((await self.post(create, {}, AS_TOKEN))[0], 200)

@@ -99,8 +99,9 @@ class Auth:
         self._appservices = appservices or _NoAppServices()
         self._cache: OrderedDict[str, Requester] = OrderedDict()
         self._seen: dict[tuple[str, str], float] = {}
-        #: users known to exist, for application services' masquerading (accounts are never deleted)
-        self._registered: OrderedDict[str, None] = OrderedDict()
+        #: users known to exist, for application services' masquerading (accounts are never
+        #: deleted), with whether they are (locked, suspended); dropped by invalidate_user
+        self._registered: OrderedDict[str, tuple[bool, bool]] = OrderedDict()
 
     async def get_user(self, request: IRequest, allow_guest: bool = False, allow_locked: bool = False) -> Requester:
         """The requester, or M_MISSING_TOKEN / M_UNKNOWN_TOKEN / M_USER_LOCKED / M_GUEST_ACCESS_FORBIDDEN
@@ -110,7 +111,10 @@ class Auth:
             raise missing_token()
         service = self._appservices.by_token(token)
         if service is not None:
-            return await self._appservice_requester(service, request)
+            requester = await self._appservice_requester(service, request)
+            if requester.locked and not allow_locked:
+                raise user_locked()
+            return requester
         requester = await self.get_user_by_token(token)
         if requester.locked and not allow_locked:
             raise user_locked()
@@ -168,28 +172,36 @@ class Auth:
 
     async def _appservice_requester(self, service: AppService, request: IRequest) -> Requester:
         user_id = query_str(request, "user_id") or service.sender
+        # A user the service acts as is locked or suspended as when it acts itself.
+        locked = suspended = False
         if user_id != service.sender:
             if not service.is_interested_in_user(user_id):
                 raise forbidden(f"Application service cannot masquerade as this user ({user_id})")
-            if not await self._is_registered(user_id):
+            status = await self._registered_status(user_id)
+            if status is None:
                 raise forbidden(f"Application service has not registered this user ({user_id})")
+            locked, suspended = status
         # MSC4326 (spec v1.17 §Identity assertion); Synapse still reads MSC3202's name too.
         device_id = query_str(request, "device_id") or query_str(request, "org.matrix.msc3202.device_id")
         if device_id is not None and await self._store.get_device(user_id, device_id) is None:
             raise MatrixError(400, "M_UNKNOWN_DEVICE", f"{user_id} has no device {device_id}")
-        return Requester(user_id, device_id, False, None, client_ip(request), app_service=service)
+        return Requester(
+            user_id, device_id, False, None, client_ip(request), app_service=service, locked=locked, suspended=suspended
+        )
 
-    async def _is_registered(self, user_id: str) -> bool:
-        if user_id in self._registered:
+    async def _registered_status(self, user_id: str) -> tuple[bool, bool] | None:
+        """``(locked, suspended)`` of an active local user; None if there is none."""
+        status = self._registered.get(user_id)
+        if status is not None:
             self._registered.move_to_end(user_id)
-            return True
+            return status
         user = await self._store.get_user(user_id)
         if user is None or user.deactivated:
-            return False
-        self._registered[user_id] = None
+            return None
+        status = self._registered[user_id] = (user.locked, user.suspended)
         if len(self._registered) > self.CACHE_SIZE:
             self._registered.popitem(last=False)
-        return True
+        return status
 
     def invalidate(self, token_hashes: list[str]) -> None:
         for h in token_hashes:

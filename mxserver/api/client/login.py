@@ -49,7 +49,7 @@ class LoginServlet:
         body = json_body(request, allow_empty=True)
         return await self.login_handler.get_login_token(requester, uia_request(request, body))
 
-    @route("POST", "/_matrix/client/v3/refresh", "/_matrix/client/r0/refresh")
+    @route("POST", "/_matrix/client/v3/refresh")
     async def refresh(self, request: IRequest) -> JsonDict:
         """refresh.yaml: authenticated by the refresh token in the body, not an access token."""
         body = json_body(request)
