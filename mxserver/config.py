@@ -189,6 +189,30 @@ class RegistrationConfig:
 
 
 @attrs.define
+class SessionConfig:
+    """Access-token lifetimes (client-server-api §Refreshing access tokens). A client that asks
+    for a refresh token (``refresh_token: true`` on /login or /register) gets an access token
+    that expires; other clients get tokens that do not expire."""
+
+    refreshable_access_token_lifetime_ms: int = attrs.field(
+        default=300_000,
+        metadata=_help(
+            "lifetime of an access token issued with a refresh token",
+            parse=parse_duration_ms,
+            sample="5m",
+            check=lambda v: v > 0,
+        ),
+    )
+    refresh_token_lifetime_ms: int | None = attrs.field(
+        default=None,
+        metadata=_help(
+            "lifetime of a refresh token (null: until it is used or the session logs out)",
+            parse=parse_duration_ms,
+        ),
+    )
+
+
+@attrs.define
 class PasswordConfig:
     scheme: Literal["argon2id", "bcrypt"] = attrs.field(
         default="argon2id", metadata=_help("hash for new passwords (both are verified)")
@@ -389,6 +413,7 @@ class HomeserverConfig:
     log: LogConfig = attrs.field(factory=LogConfig, metadata=_help("logging"))
     registration: RegistrationConfig = attrs.field(factory=RegistrationConfig, metadata=_help("account sign-up"))
     password: PasswordConfig = attrs.field(factory=PasswordConfig, metadata=_help("password hashing"))
+    sessions: SessionConfig = attrs.field(factory=SessionConfig, metadata=_help("access and refresh tokens"))
     rate_limits: RateLimitConfig = attrs.field(factory=RateLimitConfig, metadata=_help("token-bucket rate limiting"))
     federation: FederationConfig = attrs.field(factory=FederationConfig, metadata=_help("server-server API"))
     room_directory: RoomDirectoryConfig = attrs.field(factory=RoomDirectoryConfig, metadata=_help("public room directory"))

@@ -78,6 +78,16 @@ def invalid_username(msg: str) -> MatrixError:
     return MatrixError(400, "M_INVALID_USERNAME", msg)
 
 
+def user_locked() -> MatrixError:
+    """client-server-api §Account locking: 401 with ``soft_logout`` true."""
+    return MatrixError(401, "M_USER_LOCKED", "This account has been locked", soft_logout=True)
+
+
+def user_suspended() -> MatrixError:
+    """client-server-api §Account suspension: 403 for what a suspended account may not do."""
+    return MatrixError(403, "M_USER_SUSPENDED", "You cannot perform this action while suspended")
+
+
 def user_deactivated() -> MatrixError:
     return MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
 

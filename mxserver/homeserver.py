@@ -212,7 +212,9 @@ class Homeserver(service.MultiService):
         )
         #: to-device queues and device keys are built later: __init__ subscribes them here
         self.device_hooks = DeviceHooks()
-        self.devices = DeviceHandler(self.accounts, self.auth, self.uia, self.device_hooks, self.clock)
+        self.devices = DeviceHandler(
+            self.accounts, self.auth, self.uia, self.device_hooks, self.clock, config.sessions
+        )
         self.registrar = UserRegistrar(
             self.server_name,
             config.password,
@@ -1140,6 +1142,7 @@ class Homeserver(service.MultiService):
         from mxserver.api.admin import reports as admin_reports
         from mxserver.api.admin import rooms as admin_rooms
         from mxserver.api.admin import server_notices as admin_notices
+        from mxserver.api.client.account_moderation import AccountModerationServlet
 
         gate = AdminGate(self.auth, self.accounts)
         admin_users = AdminUsers(
@@ -1160,6 +1163,7 @@ class Homeserver(service.MultiService):
         return [
             server_version.ServerVersionServlet(gate),
             users.AdminUsersServlet(gate, admin_users, self.pushers),
+            AccountModerationServlet(gate, admin_users),
             registration_tokens.RegistrationTokensServlet(gate, self.registration_tokens),
             media.AdminMediaServlet(gate, AdminMedia(self.server_name, self.media_repository, admin_users, self.event_store)),
             admin_rooms.AdminRoomsServlet(gate, self.admin_rooms),
@@ -1202,6 +1206,7 @@ class Homeserver(service.MultiService):
         return [
             versions.VersionsServlet(
                 self.auth,
+                self.accounts,
                 self.login_flows,
                 self.config.default_room_version,
                 self.config.well_known.client_base_url or self.config.base_url,

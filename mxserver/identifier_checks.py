@@ -7,11 +7,23 @@ escapes, NUL, over 255 bytes) reach the room server or the database.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from mxserver.errors import invalid_param
 from mxserver.ids import MAX_ID_LENGTH, is_valid_server_name
 from mxserver.rooms.auth import is_valid_user_id
+
+#: profile keys the spec names (profile.yaml)
+PROFILE_KEYS = frozenset({"displayname", "avatar_url", "m.tz"})
+# appendices §Common Namespaced Identifier Grammar, with a namespace (at least one dot), as
+# profile.yaml's keyName asks; at most 255 characters
+_CUSTOM_PROFILE_KEY = re.compile(r"[a-z][a-z0-9_.-]{0,254}")
+
+
+def is_profile_key(key: str) -> bool:
+    """Whether ``key`` may name a profile field: one the spec names or a namespaced custom key."""
+    return key in PROFILE_KEYS or (_CUSTOM_PROFILE_KEY.fullmatch(key) is not None and "." in key)
 
 
 def _utf8_length(s: str) -> int | None:

@@ -299,10 +299,9 @@ class UserAccountTests(AdminTestCase):
         path = f"{ADMIN}/v2/users/{q('@newbie:test')}"
         self.assertMatrixError(await self.request("PUT", path, raw=b"nope", token=self.admin), 400, "M_NOT_JSON")
         for body in ({"password": 1}, {"admin": "yes"}, {"deactivated": 0}, {"displayname": 5},
-                     {"threepids": "a@b"}, {"external_ids": {}}, {"logout_devices": "no"}):
+                     {"threepids": "a@b"}, {"external_ids": {}}, {"logout_devices": "no"}, {"locked": "yes"}):
             self.assertMatrixError(await self.put(path, body, self.admin), 400, "M_BAD_JSON")
-        for body in ({"avatar_url": "http://x/y"}, {"displayname": "x" * 300}, {"user_type": "bot"},
-                     {"locked": True}):
+        for body in ({"avatar_url": "http://x/y"}, {"displayname": "x" * 300}, {"user_type": "bot"}):
             self.assertMatrixError(await self.put(path, body, self.admin), 400, "M_INVALID_PARAM")
         self.assertMatrixError(
             await self.put(f"{ADMIN}/v2/users/{q('@UPPER:test')}", {}, self.admin), 400, "M_INVALID_USERNAME"

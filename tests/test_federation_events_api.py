@@ -188,6 +188,29 @@ class EventsApiTests(InboundTestCase):
         self.assertEqual((code, body["errcode"]), (400, "M_MISSING_PARAM"))
         self.assertMatrixError(await self.get(f"{F}/query/profile?user_id={q(self.alice.user_id)}"), 401, "M_UNAUTHORIZED")
 
+    async def test_query_profile_serves_every_field(self) -> None:
+        """query.yaml (v1.16): m.tz and custom fields, whole or by ``field``."""
+        for key, value in (("m.tz", "Europe/Paris"), ("org.example.job", {"title": "Builder"})):
+            code, _ = await self.put(f"/_matrix/client/v3/profile/{q(self.alice.user_id)}/{key}", {key: value}, self.alice)
+            self.assertEqual(code, 200)
+        base = f"{F}/query/profile?user_id={q(self.alice.user_id)}"
+        code, body = await self.fed("GET", base)
+        self.assertEqual(code, 200, body)
+        self.assertEqual((body["m.tz"], body["org.example.job"]), ("Europe/Paris", {"title": "Builder"}))
+        code, body = await self.fed("GET", f"{base}&field=org.example.job")
+        self.assertEqual((code, body), (200, {"org.example.job": {"title": "Builder"}}))
+        code, body = await self.fed("GET", f"{base}&field=m.tz")
+        self.assertEqual((code, body), (200, {"m.tz": "Europe/Paris"}))
+        code, body = await self.fed("GET", f"{base}&field=org.example.unset")
+        self.assertEqual((code, body["errcode"]), (404, "M_NOT_FOUND"))
+
+    async def test_not_a_policy_server(self) -> None:
+        """room_policy.yaml: a server that is not a policy server answers 404 M_UNRECOGNIZED
+        (server-server-api §Unsupported endpoints)."""
+        code, body = await self.fed("POST", "/_matrix/policy/v1/sign", {"type": "m.room.message"})
+        self.assertEqual((code, body["errcode"]), (404, "M_UNRECOGNIZED"))
+        self.assertMatrixError(await self.post("/_matrix/policy/v1/sign", {}), 404, "M_UNRECOGNIZED")
+
     async def test_query_directory_and_unknown_queries(self) -> None:
         room_id = await self.room()
         await self.join_remote_user(room_id)

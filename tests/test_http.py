@@ -18,6 +18,9 @@ class DiscoveryTests(HomeserverTestCase):
         code, body = await self.get("/_matrix/client/versions")
         self.assertEqual(code, 200)
         self.assertIn("v1.1", body["versions"])
+        # locking (v1.12) and suspension (v1.13) are here, and auth_metadata's refusal (v1.15)
+        for version in ("v1.12", "v1.13", "v1.14", "v1.15"):
+            self.assertIn(version, body["versions"])
         self.assertIsInstance(body["unstable_features"], dict)
 
     async def test_cors_headers_on_every_response(self) -> None:
@@ -36,6 +39,20 @@ class DiscoveryTests(HomeserverTestCase):
     async def test_unknown_endpoint_is_unrecognized(self) -> None:
         self.assertMatrixError(await self.get("/_matrix/client/v3/no/such/thing"), 404, "M_UNRECOGNIZED")
         self.assertMatrixError(await self.get("/not/matrix"), 404, "M_UNRECOGNIZED")
+
+    async def test_no_oauth_and_no_sso(self) -> None:
+        """mxserver has neither the OAuth 2.0 API nor SSO. oauth_server_metadata.yaml: 404
+        M_UNRECOGNIZED says the OAuth 2.0 API is not supported (§Authentication API discovery);
+        the SSO redirects are unsupported endpoints (404 M_UNRECOGNIZED, §Unsupported endpoints),
+        and GET /login offers no m.login.sso flow that would lead a client to them."""
+        self.assertMatrixError(await self.get("/_matrix/client/v1/auth_metadata"), 404, "M_UNRECOGNIZED")
+        for path in ("/_matrix/client/v3/login/sso/redirect?redirectUrl=http%3A%2F%2Fclient.example%2F",
+                     "/_matrix/client/v3/login/sso/redirect/oidc-github?redirectUrl=http%3A%2F%2Fclient.example%2F",
+                     "/_matrix/client/v3/login/sso/redirect"):
+            self.assertMatrixError(await self.get(path), 404, "M_UNRECOGNIZED")
+        code, body = await self.get("/_matrix/client/v3/login")
+        self.assertEqual(code, 200)
+        self.assertNotIn("m.login.sso", [f["type"] for f in body["flows"]])
 
     async def test_wrong_method_is_405(self) -> None:
         self.assertMatrixError(await self.post("/_matrix/client/versions", {}), 405, "M_UNRECOGNIZED")

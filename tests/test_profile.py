@@ -71,8 +71,6 @@ class ProfileTests(HomeserverTestCase):
         self.assertMatrixError(await self.put(dn, {"displayname": "Mallory"}, bob), 403, "M_FORBIDDEN")
         self.assertMatrixError(await self.put(av, {"avatar_url": AVATAR}, bob), 403, "M_FORBIDDEN")
         self.assertMatrixError(await self.put(dn, {"displayname": "x"}), 401, "M_MISSING_TOKEN")
-        # other profile keys are not served (extended profiles are not implemented)
-        self.assertMatrixError(await self.put(path(alice.user_id, "m.tz"), {"m.tz": "Europe/Paris"}, alice), 404, "M_UNRECOGNIZED")
         # nothing changed
         self.assertEqual(await self.get(path(alice.user_id)), (200, {"displayname": "alice"}))
         self.assertEqual(await self.put(dn, {"displayname": "x" * 256}, alice), (200, {}))

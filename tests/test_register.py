@@ -171,12 +171,14 @@ class RegisterTests(HomeserverTestCase):
         # Nothing was created by any of these.
         self.assertIsNone(await self.hs.accounts.get_user("@alice:test"))
 
-    async def test_refresh_token_flag_is_accepted_and_ignored(self) -> None:
+    async def test_refresh_token_flag_gives_a_refresh_token(self) -> None:
+        """More in tests/test_refresh_tokens.py."""
         code, resp = await self.post(
             REGISTER, {"username": "alice", "password": "x", "refresh_token": True, "auth": DUMMY}
         )
         self.assertEqual(code, 200)
-        self.assertNotIn("refresh_token", resp)
+        self.assertTrue(resp["refresh_token"])
+        self.assertEqual(resp["expires_in_ms"], 300_000)
 
     async def test_empty_body_asks_for_auth(self) -> None:
         code, resp = await self.post(REGISTER, {})

@@ -62,14 +62,17 @@ class RemoteProfileTests(_RemoteTestCase):
     async def test_profile_of_a_remote_user(self) -> None:
         bob = self.bob()
         self.remote.routes[PROFILE] = lambda r: (
-            (200, {"displayname": "Bob", "avatar_url": "mxc://remote/abc", "m.tz": "Europe/Paris", "bad": 5})
+            (200, {"displayname": "Bob", "avatar_url": "mxc://remote/abc", "m.tz": "Europe/Paris", "bad": 5,
+                   "displayname.x": None, "org.example.job": {"title": "Builder"}, "m.tz.x": 5})
             if query_args(r).get("user_id") == [bob]
             else (404, {"errcode": "M_NOT_FOUND", "error": "no"})
         )
         code, body = await self.get(f"{C}/profile/{q(bob)}")
         self.assertEqual(code, 200, body)
-        # strings are passed on; other values are not trusted
-        self.assertEqual(body, {"displayname": "Bob", "avatar_url": "mxc://remote/abc", "m.tz": "Europe/Paris"})
+        # the spec's fields are passed on as strings, custom (namespaced) keys with any value;
+        # other keys and null values are dropped
+        self.assertEqual(body, {"displayname": "Bob", "avatar_url": "mxc://remote/abc", "m.tz": "Europe/Paris",
+                                "org.example.job": {"title": "Builder"}, "m.tz.x": 5})
         code, body = await self.get(f"{C}/profile/{q(bob)}/displayname")
         self.assertEqual((code, body), (200, {"displayname": "Bob"}))
         code, body = await self.get(f"{C}/profile/{q(bob)}/avatar_url")

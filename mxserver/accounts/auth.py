@@ -9,6 +9,12 @@ An application service's ``as_token`` (application-service-api §Identity assert
 the service's sender user or, with ``?user_id=``, as any registered user of its user
 namespaces (403 M_FORBIDDEN otherwise); ``?device_id=`` picks one of that user's devices
 (400 M_UNKNOWN_DEVICE if it has no such device).
+
+A token that expired answers 401 ``M_UNKNOWN_TOKEN`` with ``soft_logout`` true (§Refreshing
+access tokens: the client refreshes it or logs in again on the same device). A locked
+account's token answers 401 ``M_USER_LOCKED`` (§Account locking) except where the route asks
+with ``allow_locked`` (logout). The first use of an access token made by ``POST /refresh``
+revokes the refresh token it was made from.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from mxserver.appservice.registration import AppService
-from mxserver.errors import MatrixError, forbidden, missing_token, unknown_token
+from mxserver.errors import MatrixError, forbidden, missing_token, unknown_token, user_locked, user_suspended
 from mxserver.request_info import access_token, client_ip, query_str
 from mxserver.storage.accounts import AccountStore
 
@@ -51,6 +57,14 @@ class Requester:
     app_service: AppService | None = None
     #: when the token stops working (ms since the epoch); None: never (see ``add_deviceless_token``)
     expires_ts: int | None = None
+    #: client-server-api §Account locking / §Account suspension
+    locked: bool = False
+    suspended: bool = False
+
+    def check_not_suspended(self) -> None:
+        """403 ``M_USER_SUSPENDED`` if the account is suspended (§Account suspension)."""
+        if self.suspended:
+            raise user_suspended()
 
     @property
     def session(self) -> str:
@@ -85,19 +99,25 @@ class Auth:
         self._appservices = appservices or _NoAppServices()
         self._cache: OrderedDict[str, Requester] = OrderedDict()
         self._seen: dict[tuple[str, str], float] = {}
-        #: users known to exist, for application services' masquerading (accounts are never deleted)
-        self._registered: OrderedDict[str, None] = OrderedDict()
+        #: users known to exist, for application services' masquerading (accounts are never
+        #: deleted), with whether they are (locked, suspended); dropped by invalidate_user
+        self._registered: OrderedDict[str, tuple[bool, bool]] = OrderedDict()
 
-    async def get_user(self, request: IRequest, allow_guest: bool = False) -> Requester:
-        """The requester, or M_MISSING_TOKEN / M_UNKNOWN_TOKEN / M_GUEST_ACCESS_FORBIDDEN
+    async def get_user(self, request: IRequest, allow_guest: bool = False, allow_locked: bool = False) -> Requester:
+        """The requester, or M_MISSING_TOKEN / M_UNKNOWN_TOKEN / M_USER_LOCKED / M_GUEST_ACCESS_FORBIDDEN
         (and for an application service M_FORBIDDEN / M_UNKNOWN_DEVICE, see the module docstring)."""
         token = access_token(request)
         if token is None:
             raise missing_token()
         service = self._appservices.by_token(token)
         if service is not None:
-            return await self._appservice_requester(service, request)
+            requester = await self._appservice_requester(service, request)
+            if requester.locked and not allow_locked:
+                raise user_locked()
+            return requester
         requester = await self.get_user_by_token(token)
+        if requester.locked and not allow_locked:
+            raise user_locked()
         if requester.is_guest and not allow_guest:
             raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access not allowed")
         ip = client_ip(request)
@@ -110,13 +130,27 @@ class Auth:
         if cached is not None:
             if self._expired(cached.expires_ts):
                 del self._cache[token_hash]
-                raise unknown_token()
+                raise unknown_token(soft_logout=True)
             self._cache.move_to_end(token_hash)
             return cached
         owner = await self._store.get_token_owner(token_hash)
-        if owner is None or owner.deactivated or self._expired(owner.expires_ts):
+        if owner is None or owner.deactivated:
             raise unknown_token()
-        requester = Requester(owner.user_id, owner.device_id, owner.is_guest, token_hash, expires_ts=owner.expires_ts)
+        if self._expired(owner.expires_ts):
+            raise unknown_token(soft_logout=True)
+        if owner.refresh_parent is not None and owner.refresh_hash is not None:
+            # §Refreshing access tokens: the old refresh token is revoked once the new access
+            # token is used. Only a token not yet cached can be in its first use.
+            await self._store.revoke_refresh_parent(owner.refresh_hash)
+        requester = Requester(
+            owner.user_id,
+            owner.device_id,
+            owner.is_guest,
+            token_hash,
+            expires_ts=owner.expires_ts,
+            locked=owner.locked,
+            suspended=owner.suspended,
+        )
         self._cache[token_hash] = requester
         if len(self._cache) > self.CACHE_SIZE:
             self._cache.popitem(last=False)
@@ -138,28 +172,36 @@ class Auth:
 
     async def _appservice_requester(self, service: AppService, request: IRequest) -> Requester:
         user_id = query_str(request, "user_id") or service.sender
+        # A user the service acts as is locked or suspended as when it acts itself.
+        locked = suspended = False
         if user_id != service.sender:
             if not service.is_interested_in_user(user_id):
                 raise forbidden(f"Application service cannot masquerade as this user ({user_id})")
-            if not await self._is_registered(user_id):
+            status = await self._registered_status(user_id)
+            if status is None:
                 raise forbidden(f"Application service has not registered this user ({user_id})")
+            locked, suspended = status
         # MSC4326 (spec v1.17 §Identity assertion); Synapse still reads MSC3202's name too.
         device_id = query_str(request, "device_id") or query_str(request, "org.matrix.msc3202.device_id")
         if device_id is not None and await self._store.get_device(user_id, device_id) is None:
             raise MatrixError(400, "M_UNKNOWN_DEVICE", f"{user_id} has no device {device_id}")
-        return Requester(user_id, device_id, False, None, client_ip(request), app_service=service)
+        return Requester(
+            user_id, device_id, False, None, client_ip(request), app_service=service, locked=locked, suspended=suspended
+        )
 
-    async def _is_registered(self, user_id: str) -> bool:
-        if user_id in self._registered:
+    async def _registered_status(self, user_id: str) -> tuple[bool, bool] | None:
+        """``(locked, suspended)`` of an active local user; None if there is none."""
+        status = self._registered.get(user_id)
+        if status is not None:
             self._registered.move_to_end(user_id)
-            return True
+            return status
         user = await self._store.get_user(user_id)
         if user is None or user.deactivated:
-            return False
-        self._registered[user_id] = None
+            return None
+        status = self._registered[user_id] = (user.locked, user.suspended)
         if len(self._registered) > self.CACHE_SIZE:
             self._registered.popitem(last=False)
-        return True
+        return status
 
     def invalidate(self, token_hashes: list[str]) -> None:
         for h in token_hashes:

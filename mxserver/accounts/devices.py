@@ -13,12 +13,16 @@ import string
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 from twisted.internet.interfaces import IReactorTime
 
 from mxserver.accounts.auth import Auth, Requester, hash_token, new_access_token
 from mxserver.accounts.uia import UIARequest, UserInteractiveAuth
-from mxserver.errors import MatrixError, not_found
+from mxserver.config import SessionConfig
+from mxserver.errors import MatrixError, not_found, unknown_token, user_locked
 from mxserver.storage.accounts import AccountStore, DeviceRecord
+
+REFRESH_TOKEN_PREFIX = "mxr_"
 
 #: longest device ID and device display name accepted from a client
 MAX_DEVICE_ID_LENGTH = 255
@@ -66,8 +70,32 @@ class DeviceHooks:
             await fn(user_id, device_id)
 
 
+@attrs.frozen
+class Session:
+    """The tokens of a new session: what /login and /register answer."""
+
+    device_id: str
+    access_token: str
+    #: with ``refresh_token: true`` (client-server-api §Refreshing access tokens)
+    refresh_token: str | None = None
+    expires_in_ms: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """``access_token``, ``device_id`` and, for a refreshable session, ``refresh_token`` and
+        ``expires_in_ms``."""
+        out: dict[str, Any] = {"access_token": self.access_token, "device_id": self.device_id}
+        if self.refresh_token is not None:
+            out["refresh_token"] = self.refresh_token
+            out["expires_in_ms"] = self.expires_in_ms
+        return out
+
+
+def new_refresh_token() -> str:
+    return REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
 class DeviceHandler:
-    """Creating sessions, listing, renaming and deleting devices."""
+    """Creating sessions (and refreshing them), listing, renaming and deleting devices."""
 
     def __init__(
         self,
@@ -76,43 +104,92 @@ class DeviceHandler:
         uia: UserInteractiveAuth,
         hooks: DeviceHooks,
         clock: IReactorTime,
+        sessions: SessionConfig,
     ) -> None:
         self._store = store
         self._auth = auth
         self._uia = uia
         self._hooks = hooks
         self._clock = clock
+        self._sessions = sessions
 
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
 
     async def create_session(self, user_id: str, device_id: str | None, display_name: str | None) -> tuple[str, str]:
-        """A new access token on ``device_id`` (created if new, generated if None): ``(device_id, token)``.
+        """A new non-expiring access token on ``device_id`` (see :meth:`open_session`):
+        ``(device_id, token)``."""
+        session = await self.open_session(user_id, device_id, display_name)
+        return session.device_id, session.access_token
 
-        A known device keeps its name and loses its previous tokens. A new device is a
-        device-list change (end_to_end_encryption.md §Tracking the device list for a user:
-        users sharing a room, and the user's own other devices, learn of it through
-        ``device_lists.changed``; Synapse signals it at creation, before any keys).
+    async def open_session(
+        self, user_id: str, device_id: str | None, display_name: str | None, refresh: bool = False
+    ) -> Session:
+        """A new access token on ``device_id`` (created if new, generated if None).
+
+        A known device keeps its name and loses its previous tokens, refresh tokens too. A new
+        device is a device-list change (end_to_end_encryption.md §Tracking the device list for
+        a user: users sharing a room, and the user's own other devices, learn of it through
+        ``device_lists.changed``; Synapse signals it at creation, before any keys). With
+        ``refresh`` the access token expires (``sessions.refreshable_access_token_lifetime_ms``)
+        and comes with a refresh token.
         """
         token = new_access_token()
+        now = self._now_ms()
+        refresh_token = new_refresh_token() if refresh else None
+        lifetime = self._sessions.refreshable_access_token_lifetime_ms if refresh else None
+        kwargs: dict[str, Any] = {}
+        if refresh_token is not None and lifetime is not None:
+            kwargs = {
+                "expires_ts": now + lifetime,
+                "refresh_hash": hash_token(refresh_token),
+                "refresh_expires_ts": self._refresh_expiry(now),
+            }
+        session = Session("", token, refresh_token, lifetime)
         if device_id is not None:
             outcome = await self._store.create_device_and_token(
-                user_id, device_id, display_name, hash_token(token), self._now_ms()
+                user_id, device_id, display_name, hash_token(token), now, **kwargs
             )
             created, replaced = outcome if outcome is not None else (False, [])
             self._auth.invalidate(replaced)
             if created:
                 await self._hooks.device_changed(user_id, device_id)
-            return device_id, token
+            return attrs.evolve(session, device_id=device_id)
         for _ in range(10):
             candidate = generate_device_id()
             outcome = await self._store.create_device_and_token(
-                user_id, candidate, display_name, hash_token(token), self._now_ms(), new_only=True
+                user_id, candidate, display_name, hash_token(token), now, new_only=True, **kwargs
             )
             if outcome is not None:
                 await self._hooks.device_changed(user_id, candidate)
-                return candidate, token
+                return attrs.evolve(session, device_id=candidate)
         raise MatrixError(500, "M_UNKNOWN", "Could not allocate a device ID")
+
+    def _refresh_expiry(self, now: int) -> int | None:
+        lifetime = self._sessions.refresh_token_lifetime_ms
+        return None if lifetime is None else now + lifetime
+
+    async def refresh(self, refresh_token: str) -> dict[str, Any]:
+        """``POST /refresh`` (refresh.yaml): a new access token and a new refresh token on the
+        same device. An unknown (or revoked, or logged out) refresh token answers 401
+        ``M_UNKNOWN_TOKEN``; an expired one the same with ``soft_logout`` true (the device is
+        still there: the client may log in again on it); a locked account ``M_USER_LOCKED``."""
+        token = new_access_token()
+        new_refresh = new_refresh_token()
+        now = self._now_ms()
+        lifetime = self._sessions.refreshable_access_token_lifetime_ms
+        outcome = await self._store.refresh(
+            hash_token(refresh_token), hash_token(new_refresh), hash_token(token), now, now + lifetime,
+            self._refresh_expiry(now),
+        )
+        if outcome.user_id is None:
+            raise unknown_token()
+        if outcome.expired:
+            raise unknown_token(soft_logout=True)
+        if outcome.locked:
+            raise user_locked()
+        self._auth.invalidate(list(outcome.removed))
+        return {"access_token": token, "refresh_token": new_refresh, "expires_in_ms": lifetime}
 
     async def list_devices(self, requester: Requester) -> list[dict[str, Any]]:
         return [d.to_client() for d in await self.devices_of(requester.user_id)]

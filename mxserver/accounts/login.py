@@ -18,7 +18,15 @@ from mxserver.accounts.protocols import LoginFlows, RateLimit
 from mxserver.accounts.uia import UIARequest, UserInteractiveAuth
 from mxserver.appservice.registration import AppService
 from mxserver.config import WellKnownConfig
-from mxserver.errors import MatrixError, bad_json, forbidden, missing_param, user_deactivated
+from mxserver.errors import (
+    MatrixError,
+    bad_json,
+    forbidden,
+    missing_param,
+    unknown_token,
+    user_deactivated,
+    user_locked,
+)
 from mxserver.storage.accounts import AccountStore
 
 LOGIN_TOKEN = "m.login.token"
@@ -26,6 +34,8 @@ LOGIN_TOKEN = "m.login.token"
 APPSERVICE_LOGIN = "m.login.application_service"
 #: login_token.yaml recommends two minutes
 LOGIN_TOKEN_LIFETIME_MS = 120_000
+#: longer than any refresh token this server makes: unknown without a database look-up
+MAX_REFRESH_TOKEN_LENGTH = 256
 
 
 class LoginHandler:
@@ -75,8 +85,10 @@ class LoginHandler:
         device_id: str | None,
         device_display_name: str | None,
         ip: str,
+        refresh: bool = False,
     ) -> dict[str, Any]:
-        """``POST /login``: authenticate ``submission`` and open a session on a device."""
+        """``POST /login``: authenticate ``submission`` and open a session on a device (with a
+        refresh token and an expiring access token if the client asked with ``refresh``)."""
         self._ratelimit_login.check(ip)
         claimed = self._claimed_user(submission)
         if claimed is not None:
@@ -103,13 +115,12 @@ class LoginHandler:
             raise forbidden("Invalid username or password")
         if user.deactivated:
             raise user_deactivated()
-        device_id, token = await self._devices.create_session(user_id, device_id, device_display_name)
-        response: dict[str, Any] = {
-            "user_id": user_id,
-            "access_token": token,
-            "device_id": device_id,
-            "home_server": self._server_name,
-        }
+        if user.locked:
+            # §Soft logout: a locked account "cannot obtain a new access token until the account
+            # has been unlocked".
+            raise user_locked()
+        session = await self._devices.open_session(user_id, device_id, device_display_name, refresh)
+        response: dict[str, Any] = {"user_id": user_id, **session.to_json(), "home_server": self._server_name}
         base_url = self._well_known.client_base_url
         if base_url:
             response["well_known"] = {"m.homeserver": {"base_url": base_url}}
@@ -140,8 +151,16 @@ class LoginHandler:
             raise forbidden(f"{user_id} is not registered")
         if user.deactivated:
             raise user_deactivated()
+        if user.locked:
+            raise user_locked()
         device_id, token = await self._devices.create_session(user_id, device_id, device_display_name)
         return {"user_id": user_id, "access_token": token, "device_id": device_id, "home_server": self._server_name}
+
+    async def refresh(self, refresh_token: str) -> dict[str, Any]:
+        """``POST /refresh``: see :meth:`DeviceHandler.refresh`."""
+        if len(refresh_token) > MAX_REFRESH_TOKEN_LENGTH:
+            raise unknown_token()
+        return await self._devices.refresh(refresh_token)
 
     async def logout(self, requester: Requester) -> None:
         """``POST /logout``: the token and its device go."""

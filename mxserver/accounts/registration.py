@@ -145,6 +145,8 @@ class RegistrationParams:
     inhibit_login: bool = False
     #: guest_access.md: a guest upgrading its own account to a full one
     guest_access_token: str | None = None
+    #: the client asked for a refresh token (client-server-api §Refreshing access tokens)
+    refresh_token: bool = False
 
 
 class RegistrationHandler:
@@ -258,7 +260,7 @@ class RegistrationHandler:
                     registered = await self._register_generated(password, guest=False)
                 await self._uia.registration_done(completed.session_id)
             response = await self._login_response(
-                registered, params.device_id, params.device_display_name, params.inhibit_login
+                registered, params.device_id, params.device_display_name, params.inhibit_login, params.refresh_token
             )
         finally:
             self._uia.record(completed.session_id, registered)
@@ -346,12 +348,17 @@ class RegistrationHandler:
         raise MatrixError(500, "M_UNKNOWN", "Could not allocate a user ID")
 
     async def _login_response(
-        self, user_id: str, device_id: str | None, device_display_name: str | None, inhibit_login: bool
+        self,
+        user_id: str,
+        device_id: str | None,
+        device_display_name: str | None,
+        inhibit_login: bool,
+        refresh: bool = False,
     ) -> dict[str, Any]:
         if inhibit_login:
             return {"user_id": user_id}
-        device_id, token = await self._devices.create_session(user_id, device_id, device_display_name)
-        return {"user_id": user_id, "access_token": token, "device_id": device_id}
+        session = await self._devices.open_session(user_id, device_id, device_display_name, refresh)
+        return {"user_id": user_id, **session.to_json()}
 
 
 def validate_kind(kind: str) -> str:

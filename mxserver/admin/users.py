@@ -30,7 +30,7 @@ from mxserver.accounts.registration import UserRegistrar, check_localpart, check
 from mxserver.config import PasswordConfig
 from mxserver.ephemeral.profiles import ProfileHandler, check_profile_field
 from mxserver.ephemeral.room_members import RoomMembers
-from mxserver.errors import MatrixError, invalid_param, not_found, user_in_use
+from mxserver.errors import MatrixError, forbidden, invalid_param, not_found, user_in_use
 from mxserver.identifier_checks import check_user_id, server_of_user
 from mxserver.storage.accounts import USER_ORDER_COLUMNS, AccountStore, DeviceRecord, UserDetails
 
@@ -69,6 +69,7 @@ class UserChanges:
     avatar_url: str | None = None
     admin: bool | None = None
     deactivated: bool | None = None
+    locked: bool | None = None
 
 
 def user_json(user: UserDetails) -> dict[str, Any]:
@@ -85,7 +86,7 @@ def user_json(user: UserDetails) -> dict[str, Any]:
         "avatar_url": user.avatar_url,
         "creation_ts": user.created_ts,
         "last_seen_ts": user.last_seen_ts,
-        "locked": False,
+        "locked": user.locked,
     }
 
 
@@ -188,7 +189,7 @@ class AdminUsers:
             "consent_server_notice_sent": None,
             "consent_version": None,
             "consent_ts": None,
-            "suspended": False,
+            "suspended": user.suspended,
         }
 
     async def put_user(self, requester: Requester, user_id: str, changes: UserChanges) -> tuple[bool, dict[str, Any]]:
@@ -227,6 +228,8 @@ class AdminUsers:
             await self._profiles.set_field_of(user_id, "avatar_url", avatar_url)
         if changes.admin is not None and changes.admin != user.is_admin:
             await self._store.set_admin(user_id, changes.admin)
+        if changes.locked is not None and changes.locked != user.locked:
+            await self.set_moderation(user_id, locked=changes.locked)
         if changes.deactivated is True and not user.deactivated:
             await self._account.deactivate_user(user_id)
         return False, await self.get_user(user_id)
@@ -244,8 +247,42 @@ class AdminUsers:
             await self._profiles.set_field_of(user_id, "displayname", None)
         if isinstance(avatar_url, str):
             await self._profiles.set_field_of(user_id, "avatar_url", avatar_url)
+        if changes.locked:
+            await self.set_moderation(user_id, locked=True)
         if changes.deactivated:
             await self._account.deactivate_user(user_id)
+
+    # -- locking and suspension -----------------------------------------------------------
+    #
+    # One state, two APIs: the client API's admin/lock and admin/suspend (v1.18) and Synapse's
+    # (PUT /v2/users with `locked`, PUT /v1/suspend). Their effects are in Auth (a locked
+    # account's tokens answer M_USER_LOCKED) and Requester.check_not_suspended.
+
+    async def set_moderation(self, user_id: str, *, locked: bool | None = None, suspended: bool | None = None) -> None:
+        """Lock or unlock, suspend or unsuspend a local user (None: leave it). The user's
+        sessions are kept (§Account locking: servers SHOULD NOT invalidate them); cached ones
+        are dropped so the next request sees the change."""
+        await self._store.set_moderation(user_id, locked=locked, suspended=suspended)
+        self._auth.invalidate_user(user_id)
+        log.info("{user_id}: locked={locked} suspended={suspended}", user_id=user_id, locked=locked, suspended=suspended)
+
+    async def moderated_user(self, requester: Requester, user_id: str, changing: bool) -> UserDetails:
+        """The target of the client API's ``admin/lock`` and ``admin/suspend`` (admin.yaml; the
+        requester is an admin, checked first so that no one else learns who exists): 400
+        M_INVALID_PARAM for a malformed or another server's ID, 404 M_NOT_FOUND for an unknown
+        or deactivated user, 403 M_FORBIDDEN for another admin or, when ``changing``, oneself."""
+        check_user_id(user_id)
+        if server_of_user(user_id) != self._server_name:
+            raise invalid_param("User does not belong to the local server")
+        user = await self._store.get_user_details(user_id)
+        if user is None or user.deactivated:
+            raise not_found("User not found")
+        if user_id == requester.user_id:
+            if changing:
+                raise forbidden("You cannot change the status of your own account")
+        elif user.is_admin:
+            raise forbidden("The target user is a server administrator")
+        return user
 
     async def is_admin(self, user_id: str) -> dict[str, bool]:
         """``GET /v1/users/{userId}/admin``."""

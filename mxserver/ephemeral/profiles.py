@@ -1,4 +1,5 @@
-"""Profiles (client-server-api §Profiles): display name and avatar URL of local users.
+"""Profiles (client-server-api §Profiles): display name, avatar URL and the other fields
+(``m.tz``, custom keys: profile.yaml v1.16) of local users.
 
 Reading: anyone may look up a local user's profile (the spec's minimum is
 users visible through rooms; this server does not restrict further). Writing:
@@ -10,7 +11,13 @@ and skipped), a presence update, and the user directory.
 
 Limits: a display name is at most 256 characters; an avatar URL must be an
 ``mxc://server/media-id`` URI (appendices / content repository §MXC URIs) of
-at most 1000 characters. ``null`` or ``""`` clears a field.
+at most 1000 characters. ``null`` or ``""`` clears either. ``m.tz`` is a string (not checked
+against the time zone database: clients must expect unknown values). A custom key follows the
+Common Namespaced Identifier Grammar (appendices) with a namespace (a dot), outside the
+spec's reserved ``m.``; its value is any JSON, ``null`` included (stored, not a deletion:
+profile.yaml). A key is at most 255 bytes (400 ``M_KEY_TOO_LARGE``), and the whole profile as
+JSON at most 64 KiB (400 ``M_PROFILE_TOO_LARGE``). Only displayname and avatar_url changes are
+propagated to rooms, presence and the user directory.
 """
 
 from __future__ import annotations
@@ -24,11 +31,11 @@ from twisted.logger import Logger
 from mxserver.ephemeral.presence import PresenceHandler
 from mxserver.ephemeral.room_members import RoomMembers
 from mxserver.ephemeral.user_directory import UserDirectory
-from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
-from mxserver.identifier_checks import check_user_id, server_of_user
+from mxserver.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
+from mxserver.identifier_checks import check_user_id, is_profile_key, server_of_user
 from mxserver.ids import is_valid_server_name
 from mxserver.rooms.room_server import EventSpec
-from mxserver.storage.profiles import FIELDS, Profile, ProfileStore
+from mxserver.storage.profiles import FIELDS, Profile, ProfileStore, encoded_size
 
 if TYPE_CHECKING:
     from mxserver.accounts.auth import Requester
@@ -41,6 +48,10 @@ MAX_DISPLAYNAME_LENGTH = 256
 MAX_AVATAR_URL_LENGTH = 1000
 #: member events sent at once when a profile change is propagated to the user's rooms
 PROPAGATION_CONCURRENCY = 10
+#: profile.yaml: "the total profile MUST be under 64 KiB"; keys at most 255 bytes
+MAX_PROFILE_BYTES = 64 * 1024
+MAX_KEY_BYTES = 255
+TIME_ZONE = "m.tz"
 
 # content repository §Matrix Content (mxc://) URIs: mxc://<server-name>/<media-id>, media-id [A-Za-z0-9_-]+
 _MXC = re.compile(r"mxc://([^/]+)/([A-Za-z0-9_-]+)")
@@ -60,6 +71,32 @@ def is_mxc_uri(value: str) -> bool:
     return m is not None and is_valid_server_name(m.group(1))
 
 
+def check_profile_key(key: str) -> str:
+    """``key`` if it may name a profile field, else 400 ``M_KEY_TOO_LARGE`` or ``M_INVALID_PARAM``."""
+    if is_profile_key(key):
+        return key
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise MatrixError(400, "M_KEY_TOO_LARGE", f"Profile keys are at most {MAX_KEY_BYTES} bytes")
+    raise invalid_param(f"Invalid profile key {key!r}")
+
+
+def check_profile_value(key: str, value: Any) -> Any:
+    """The value to store for ``key`` (checked with :func:`check_profile_key`): 400
+    ``M_BAD_JSON`` for a wrong JSON type, ``M_INVALID_PARAM`` for a value out of bounds or a
+    key the spec reserves without defining it."""
+    if key in FIELDS:
+        if value is not None and not isinstance(value, str):
+            raise bad_json(f"'{key}' must be a string")
+        return check_profile_field(key, value)
+    if key == TIME_ZONE:
+        if not isinstance(value, str):
+            raise bad_json(f"'{key}' must be a string")
+        return value
+    if key.startswith("m."):
+        raise invalid_param(f"Profile keys starting with 'm.' are reserved by the specification: {key!r}")
+    return value
+
+
 def check_profile_field(field: str, value: str | None) -> str | None:
     """The value to store for ``field`` (None for ``""``), or 400 M_INVALID_PARAM (see the limits above)."""
     if field not in FIELDS:
@@ -72,6 +109,10 @@ def check_profile_field(field: str, value: str | None) -> str | None:
         if field == "avatar_url" and (len(value) > MAX_AVATAR_URL_LENGTH or not is_mxc_uri(value)):
             raise invalid_param("avatar_url must be an mxc:// URI")
     return value
+
+
+def _too_large() -> MatrixError:
+    return MatrixError(400, "M_PROFILE_TOO_LARGE", f"The profile would be larger than {MAX_PROFILE_BYTES} bytes")
 
 
 class ProfileHandler:
@@ -100,17 +141,21 @@ class ProfileHandler:
 
     # -- reading -----------------------------------------------------------------------------
 
-    async def get_profile(self, user_id: str) -> dict[str, str]:
+    async def get_profile(self, user_id: str) -> dict[str, Any]:
         """profile.yaml GET /profile/{userId}: the fields that are set; 404 M_NOT_FOUND for unknown users."""
         check_user_id(user_id)
         if server_of_user(user_id) != self._server_name:
             # server-server-api §Querying for information: query/profile, cached briefly.
             return await self._remote_queries.profile(user_id)
-        profile = await self._lookup(user_id)
-        return {k: v for k, v in zip(FIELDS, profile, strict=True) if v is not None}
+        await self._lookup(user_id)
+        whole = await self.store.get_whole_profile(user_id)
+        if whole is None:
+            raise not_found("Profile not found")
+        return whole
 
-    async def get_field(self, user_id: str, field: str) -> dict[str, str]:
+    async def get_field(self, user_id: str, field: str) -> dict[str, Any]:
         """GET /profile/{userId}/{field}: 404 if the user is unknown or the field is not set."""
+        check_profile_key(field)
         profile = await self.get_profile(user_id)
         if field not in profile:
             raise not_found(f"The user has no {field}")
@@ -132,11 +177,43 @@ class ProfileHandler:
     # -- writing ------------------------------------------------------------------------------
 
     async def set_field(self, requester: Requester, user_id: str, field: str, value: Any) -> None:
-        """profile.yaml PUT: only your own; ``value`` already a str or None."""
+        """profile.yaml PUT: only your own, not while suspended (§Account suspension); any
+        key (see the module docstring)."""
         check_user_id(user_id)
+        check_profile_key(field)
         if user_id != requester.user_id:
             raise forbidden("You may only change your own profile")
-        await self.set_field_of(user_id, field, value)
+        requester.check_not_suspended()
+        value = check_profile_value(field, value)
+        if field in FIELDS:
+            await self._check_size(user_id, field, value)
+            await self.set_field_of(user_id, field, value)
+            return
+        await self._lookup(user_id)
+        if not await self.store.set_other_field(user_id, field, value, MAX_PROFILE_BYTES):
+            raise _too_large()
+
+    async def delete_field(self, requester: Requester, user_id: str, field: str) -> None:
+        """profile.yaml DELETE: only your own, not while suspended; deleting an unset field
+        succeeds. For displayname and avatar_url it is clearing them (and propagated)."""
+        check_user_id(user_id)
+        check_profile_key(field)
+        if user_id != requester.user_id:
+            raise forbidden("You may only change your own profile")
+        requester.check_not_suspended()
+        if field in FIELDS:
+            await self.set_field_of(user_id, field, None)
+            return
+        await self._lookup(user_id)
+        await self.store.delete_other_field(user_id, field)
+
+    async def _check_size(self, user_id: str, field: str, value: Any) -> None:
+        whole = await self.store.get_whole_profile(user_id)
+        if whole is None:
+            raise not_found("Profile not found")
+        whole[field] = value
+        if value is not None and encoded_size(whole) > MAX_PROFILE_BYTES:
+            raise _too_large()
 
     async def set_field_of(self, user_id: str, field: str, value: str | None) -> None:
         """Change a local user's profile field, whoever asks (a server admin; after the owner

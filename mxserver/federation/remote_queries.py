@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from mxserver.errors import MatrixError, invalid_param, not_found
 from mxserver.federation.client import FederationClient, FederationError
 from mxserver.federation.responses import SharedCalls
+from mxserver.identifier_checks import PROFILE_KEYS, is_profile_key
 from mxserver.ids import is_valid_server_name
 
 log = Logger()
@@ -145,10 +146,17 @@ class RemoteQueries:
 
 
 def _clean_profile(answer: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a query/profile answer we pass on: strings, bounded; nulls mean unset."""
+    """The fields of a query/profile answer we pass on: displayname, avatar_url and m.tz as
+    bounded strings (nulls mean unset); other well-formed keys (custom fields, profile.yaml
+    v1.16) with any JSON value but null (the whole answer is bounded by MAX_PROFILE_SIZE)."""
     out: dict[str, Any] = {}
     for key, value in answer.items():
-        if isinstance(value, str) and len(value) <= MAX_FIELD_LENGTH and len(key) <= 255:
+        if not is_profile_key(key):
+            continue
+        if key in PROFILE_KEYS:
+            if isinstance(value, str) and len(value) <= MAX_FIELD_LENGTH:
+                out[key] = value
+        elif value is not None:
             out[key] = value
     return out
 

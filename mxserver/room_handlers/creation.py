@@ -100,6 +100,7 @@ class RoomCreationHandler:
 
     async def create_room(self, requester: Requester, req: CreateRoomRequest) -> dict[str, Any]:
         """Create the room; the createRoom response (``room_id``, and ``room_alias`` if one was made)."""
+        requester.check_not_suspended()  # §Account suspension: it would join the room
         creator = requester.user_id
         version = req.room_version if req.room_version is not None else self.default_room_version
         rv = get_room_version(version)

@@ -236,6 +236,7 @@ class MembershipHandler:
         ``displayname``/``avatar_url`` but never ``membership`` nor the server-chosen
         ``join_authorised_via_users_server``.
         """
+        requester.check_not_suspended()  # §Account suspension
         extra = {
             k: v
             for k, v in (extra_content or {}).items()
@@ -391,6 +392,7 @@ class MembershipHandler:
     async def knock(
         self, requester: Requester, room_id_or_alias: str, reason: str | None = None, via: Sequence[str] = ()
     ) -> str:
+        requester.check_not_suspended()  # §Account suspension
         room_id, servers = await self.resolve_room_and_servers(room_id_or_alias, via)
         await self._check_not_blocked(room_id)
         user_id = requester.user_id
@@ -470,6 +472,7 @@ class MembershipHandler:
     async def invite(
         self, requester: Requester, room_id: str, target: str, reason: str | None = None, is_direct: bool = False
     ) -> None:
+        requester.check_not_suspended()  # §Account suspension
         check_user_id(target)
         await self.local_room(room_id)
         await self._check_not_blocked(room_id)
@@ -514,6 +517,7 @@ class MembershipHandler:
         return self._with_reason(content, reason)
 
     async def kick(self, requester: Requester, room_id: str, target: str, reason: str | None = None) -> None:
+        requester.check_not_suspended()  # §Account suspension
         check_user_id(target)
         await self.local_room(room_id)
         sender = requester.user_id
@@ -528,6 +532,7 @@ class MembershipHandler:
         await self._send(room_id, sender, target, self._with_reason({"membership": "leave"}, reason))
 
     async def ban(self, requester: Requester, room_id: str, target: str, reason: str | None = None) -> None:
+        requester.check_not_suspended()  # §Account suspension
         check_user_id(target)
         await self.local_room(room_id)
         sender = requester.user_id
@@ -541,6 +546,7 @@ class MembershipHandler:
         await self._send(room_id, sender, target, self._with_reason({"membership": "ban"}, reason))
 
     async def unban(self, requester: Requester, room_id: str, target: str, reason: str | None = None) -> None:
+        requester.check_not_suspended()  # §Account suspension
         check_user_id(target)
         await self.local_room(room_id)
         sender = requester.user_id

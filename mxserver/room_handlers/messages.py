@@ -56,7 +56,12 @@ class MessageHandler:
     async def send_event(
         self, requester: Requester, room_id: str, event_type: str, content: dict[str, Any], txn_id: str
     ) -> str:
-        """PUT /rooms/{roomId}/send/{eventType}/{txnId}: the event ID (the first one on retransmission)."""
+        """PUT /rooms/{roomId}/send/{eventType}/{txnId}: the event ID (the first one on retransmission).
+
+        A suspended account may send only redactions of its own events (§Account suspension).
+        """
+        if event_type != "m.room.redaction":
+            requester.check_not_suspended()
         self.ratelimit.check(requester.user_id)
         redacts = None
         if event_type == "m.room.redaction":
@@ -65,7 +70,7 @@ class MessageHandler:
             if not isinstance(redacts, str) or not is_valid_event_id(redacts):
                 raise bad_json("An m.room.redaction event needs 'redacts' (an event ID) in its content")
             room = await self._room(room_id)
-            await self._check_may_redact(requester.user_id, room_id, redacts)
+            await self._check_may_redact(requester, room_id, redacts)
             if room.room_version.redaction is not RedactionRules.V11:
                 content = {k: v for k, v in content.items() if k != "redacts"}
         relation = relation_of(content)
@@ -91,8 +96,13 @@ class MessageHandler:
 
         A PUT equal to the current state (same content, same sender) from a joined user answers
         the current event's ID and sends nothing: room_state.yaml is silent, and this is what
-        Synapse does (SyTest "Setting state twice is idempotent").
+        Synapse does (SyTest "Setting state twice is idempotent"). A suspended account may only
+        leave this way (§Account suspension).
         """
+        if not (
+            event_type == "m.room.member" and state_key == requester.user_id and content.get("membership") == "leave"
+        ):
+            requester.check_not_suspended()
         self.ratelimit.check(requester.user_id)
         current = await self.room_server.current_state_event(room_id, event_type, state_key)
         if (
@@ -118,7 +128,7 @@ class MessageHandler:
         if not is_valid_event_id(event_id):
             raise invalid_param("Invalid event ID")
         await self._room(room_id)
-        await self._check_may_redact(requester.user_id, room_id, event_id)
+        await self._check_may_redact(requester, room_id, event_id)
         content = {"reason": reason} if reason is not None else {}
         spec = EventSpec("m.room.redaction", content, None, requester.user_id, event_id)
         event = await self._send_with_txn(
@@ -131,13 +141,15 @@ class MessageHandler:
         )
         return event.event_id
 
-    async def _check_may_redact(self, user_id: str, room_id: str, target_id: str) -> None:
+    async def _check_may_redact(self, requester: Requester, room_id: str, target_id: str) -> None:
         """redaction.yaml: own events with the m.room.redaction level, others' only with the redact level.
 
         The auth rules check the m.room.redaction level; from room v3 they do
         not check whose event it is (that is "handling redactions", decided
-        when the redaction is applied), so the client API checks it here.
+        when the redaction is applied), so the client API checks it here. A suspended account
+        may redact only its own events (§Account suspension).
         """
+        user_id = requester.user_id
         if await self.room_server.membership(room_id, user_id) != "join":
             raise forbidden("You are not joined to this room")
         target = await self.events.get_event(target_id)
@@ -149,6 +161,7 @@ class MessageHandler:
             raise invalid_param("Cannot redact an event from a different room")
         if target.sender == user_id:
             return
+        requester.check_not_suspended()
         state = await self.room_server.current_state_events(room_id, [POWER_LEVELS_KEY, CREATE_KEY])
         if not user_has_named_level(user_id, "redact", state, target.room_version):
             raise forbidden("You may not redact other users' events")

@@ -83,6 +83,7 @@ class RoomUpgradeHandler:
         additional_creators: Sequence[str] | None = None,
     ) -> str:
         """Upgrade ``room_id`` to ``new_version``; returns the replacement room's ID."""
+        requester.check_not_suspended()  # §Account suspension: it creates and joins a room
         key = (room_id, requester.user_id, new_version)
         waiters = self._inflight.get(key)
         if waiters is not None:

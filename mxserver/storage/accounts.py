@@ -18,6 +18,9 @@ class UserRecord:
     is_guest: bool
     deactivated: bool
     created_ts: int
+    #: client-server-api §Account locking / §Account suspension
+    locked: bool = False
+    suspended: bool = False
 
 
 @attrs.frozen
@@ -52,6 +55,26 @@ class TokenOwner:
     deactivated: bool
     #: when the token stops working (ms), or None (admin "login as a user" tokens may expire)
     expires_ts: int | None = None
+    locked: bool = False
+    suspended: bool = False
+    #: the refresh token this token's refresh token was made from, while it is still usable
+    #: (revoked when this token is first used: client-server-api §Refreshing access tokens)
+    refresh_parent: str | None = None
+    #: the refresh token issued with this token, if any
+    refresh_hash: str | None = None
+
+
+@attrs.frozen
+class RefreshOutcome:
+    """What ``POST /refresh`` found: the refresh token's owner (None: unknown token), whether it
+    had expired or the account is locked (nothing changed then), and the access-token hashes
+    it removed (the old token's, and those of an earlier unused refresh), for the cache."""
+
+    user_id: str | None
+    device_id: str | None = None
+    expired: bool = False
+    locked: bool = False
+    removed: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -68,6 +91,8 @@ class UserDetails:
     avatar_url: str | None
     #: the latest "last seen" of the user's devices, or None
     last_seen_ts: int | None
+    locked: bool = False
+    suspended: bool = False
 
 
 #: the admin API's ``order_by`` values and the column of :data:`_USER_DETAILS` each sorts on
@@ -81,24 +106,26 @@ USER_ORDER_COLUMNS = {
     "avatar_url": "avatar_url",
     "creation_ts": "created_ts",
     "last_seen_ts": "last_seen_ts",
-    # mxserver has no user types, shadow bans or locks: every user ties, so by user ID
+    # mxserver has no user types or shadow bans: every user ties, so by user ID
     "user_type": "user_id",
     "shadow_banned": "user_id",
-    "locked": "user_id",
+    "locked": "locked",
 }
 
 _USER_DETAILS = (
     "SELECT u.user_id, u.is_admin, u.is_guest, u.deactivated,"
     " (SELECT COUNT(*) FROM erased_users e WHERE e.user_id = u.user_id) AS erased, u.created_ts,"
     " p.displayname, p.avatar_url,"
-    " (SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id) AS last_seen_ts"
+    " (SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id) AS last_seen_ts,"
+    " u.locked, u.suspended"
     " FROM users u LEFT JOIN profiles p ON p.user_id = u.user_id"
 )
 
 
 def _user_details(row: tuple[Any, ...]) -> UserDetails:
     return UserDetails(
-        row[0], bool(row[1]), bool(row[2]), bool(row[3]), bool(row[4]), row[5], row[6], row[7], row[8]
+        row[0], bool(row[1]), bool(row[2]), bool(row[3]), bool(row[4]), row[5], row[6], row[7], row[8],
+        bool(row[9]), bool(row[10]),
     )
 
 
@@ -150,12 +177,13 @@ class AccountStore:
     def get_user(self, user_id: str) -> Deferred[UserRecord | None]:
         def txn(t: Txn) -> UserRecord | None:
             row = t.query_one(
-                "SELECT user_id, password_hash, is_admin, is_guest, deactivated, created_ts FROM users WHERE user_id = ?",
+                "SELECT user_id, password_hash, is_admin, is_guest, deactivated, created_ts, locked, suspended"
+                " FROM users WHERE user_id = ?",
                 (user_id,),
             )
             if row is None:
                 return None
-            return UserRecord(row[0], row[1], bool(row[2]), bool(row[3]), bool(row[4]), row[5])
+            return UserRecord(row[0], row[1], bool(row[2]), bool(row[3]), bool(row[4]), row[5], bool(row[6]), bool(row[7]))
 
         return self.db.run_read("get_user", txn)
 
@@ -179,6 +207,17 @@ class AccountStore:
     def set_admin(self, user_id: str, admin: bool) -> Deferred[None]:
         return self.db.execute("set_admin", "UPDATE users SET is_admin = ? WHERE user_id = ?", admin, user_id)
 
+    def set_moderation(self, user_id: str, *, locked: bool | None = None, suspended: bool | None = None) -> Deferred[None]:
+        """Lock or unlock, suspend or unsuspend an account (None: leave that flag as it is)."""
+
+        def txn(t: Txn) -> None:
+            if locked is not None:
+                t.execute("UPDATE users SET locked = ? WHERE user_id = ?", (locked, user_id))
+            if suspended is not None:
+                t.execute("UPDATE users SET suspended = ? WHERE user_id = ?", (suspended, user_id))
+
+        return self.db.run_interaction("set_moderation", txn)
+
     def deactivate_user(self, user_id: str, erase: bool = False) -> Deferred[list[str]]:
         """Mark deactivated, drop password, devices and tokens; returns the device IDs removed.
 
@@ -195,9 +234,11 @@ class AccountStore:
             devices = [r[0] for r in t.query("SELECT device_id FROM devices WHERE user_id = ?", (user_id,))]
             t.execute("UPDATE users SET deactivated = ?, password_hash = NULL WHERE user_id = ?", (True, user_id))
             t.execute("DELETE FROM access_tokens WHERE user_id = ?", (user_id,))
+            t.execute("DELETE FROM refresh_tokens WHERE user_id = ?", (user_id,))
             t.execute("DELETE FROM devices WHERE user_id = ?", (user_id,))
             t.execute("DELETE FROM login_tokens WHERE user_id = ?", (user_id,))
             t.execute("UPDATE profiles SET displayname = NULL, avatar_url = NULL WHERE user_id = ?", (user_id,))
+            t.execute("DELETE FROM profile_fields WHERE user_id = ?", (user_id,))
             return devices
 
         return self.db.run_interaction("deactivate_user", txn)
@@ -303,6 +344,9 @@ class AccountStore:
         now_ms: int,
         *,
         new_only: bool = False,
+        expires_ts: int | None = None,
+        refresh_hash: str | None = None,
+        refresh_expires_ts: int | None = None,
     ) -> Deferred[tuple[bool, list[str]] | None]:
         """Create (or reuse) a device and, if given, an access token for it: one transaction.
 
@@ -312,7 +356,8 @@ class AccountStore:
         known device). Returns whether the device is new (other users' device lists
         change) and the hashes of the tokens replaced, for cache invalidation; with
         ``new_only`` an existing device is left alone and the result is None (a
-        generated ID that collided).
+        generated ID that collided). ``expires_ts``: when the access token stops working;
+        ``refresh_hash``: a refresh token issued with it (expiring at ``refresh_expires_ts``).
         """
 
         def txn(t: Txn) -> tuple[bool, list[str]] | None:
@@ -328,16 +373,49 @@ class AccountStore:
                     return None
                 replaced = self._delete_device_tokens_txn(t, user_id, device_id)
             if token_hash is not None:
-                t.execute(
-                    "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts) VALUES (?, ?, ?, ?)",
-                    (token_hash, user_id, device_id, now_ms),
-                )
+                self._add_token_txn(t, user_id, device_id, token_hash, now_ms, expires_ts, refresh_hash)
+            if refresh_hash is not None:
+                self._add_refresh_token_txn(t, user_id, device_id, refresh_hash, None, now_ms, refresh_expires_ts)
             return created, replaced
 
         return self.db.run_interaction("create_device_and_token", txn)
 
     @staticmethod
+    def _add_token_txn(
+        t: Txn,
+        user_id: str,
+        device_id: str,
+        token_hash: str,
+        now_ms: int,
+        expires_ts: int | None,
+        refresh_hash: str | None,
+    ) -> None:
+        t.execute(
+            "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts, refresh_token_hash)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (token_hash, user_id, device_id, now_ms, expires_ts, refresh_hash),
+        )
+
+    @staticmethod
+    def _add_refresh_token_txn(
+        t: Txn,
+        user_id: str,
+        device_id: str,
+        refresh_hash: str,
+        parent_hash: str | None,
+        now_ms: int,
+        expires_ts: int | None,
+    ) -> None:
+        t.execute(
+            "INSERT INTO refresh_tokens (token_hash, user_id, device_id, parent_hash, created_ts, expires_ts)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (refresh_hash, user_id, device_id, parent_hash, now_ms, expires_ts),
+        )
+
+    @staticmethod
     def _delete_device_tokens_txn(t: Txn, user_id: str, device_id: str) -> list[str]:
+        """Delete a device's access and refresh tokens (client-server-api §Relationship between
+        access tokens and devices); the access tokens' hashes, for the cache."""
         hashes = [
             r[0]
             for r in t.query(
@@ -345,6 +423,7 @@ class AccountStore:
             )
         ]
         t.execute("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id))
+        t.execute("DELETE FROM refresh_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id))
         return hashes
 
     @classmethod
@@ -358,11 +437,18 @@ class AccountStore:
     def get_token_owner(self, token_hash: str) -> Deferred[TokenOwner | None]:
         def txn(t: Txn) -> TokenOwner | None:
             row = t.query_one(
-                "SELECT t.user_id, t.device_id, u.is_guest, u.deactivated, t.expires_ts FROM access_tokens t"
-                " JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = ?",
+                "SELECT t.user_id, t.device_id, u.is_guest, u.deactivated, t.expires_ts, u.locked, u.suspended,"
+                " r.parent_hash, t.refresh_token_hash FROM access_tokens t"
+                " JOIN users u ON u.user_id = t.user_id"
+                " LEFT JOIN refresh_tokens r ON r.token_hash = t.refresh_token_hash"
+                " WHERE t.token_hash = ?",
                 (token_hash,),
             )
-            return TokenOwner(row[0], row[1], bool(row[2]), bool(row[3]), row[4]) if row else None
+            if row is None:
+                return None
+            return TokenOwner(
+                row[0], row[1], bool(row[2]), bool(row[3]), row[4], bool(row[5]), bool(row[6]), row[7], row[8]
+            )
 
         return self.db.run_read("get_token_owner", txn)
 
@@ -391,10 +477,77 @@ class AccountStore:
         def txn(t: Txn) -> list[str]:
             hashes = [r[0] for r in t.query("SELECT token_hash FROM access_tokens WHERE user_id = ?", (user_id,))]
             t.execute("DELETE FROM access_tokens WHERE user_id = ?", (user_id,))
+            t.execute("DELETE FROM refresh_tokens WHERE user_id = ?", (user_id,))
             t.execute("DELETE FROM devices WHERE user_id = ?", (user_id,))
             return hashes
 
         return self.db.run_interaction("delete_all_devices", txn)
+
+    # -- refresh tokens ----------------------------------------------------------------
+
+    def refresh(
+        self,
+        refresh_hash: str,
+        new_refresh_hash: str,
+        new_token_hash: str,
+        now_ms: int,
+        expires_ts: int | None,
+        refresh_expires_ts: int | None,
+    ) -> Deferred[RefreshOutcome]:
+        """``POST /refresh`` in one transaction (client-server-api §Refreshing access tokens).
+
+        A known, unexpired refresh token of an account that is not locked gets a new access
+        token and a new refresh token on the same device. Using it revokes the refresh token it
+        was made from (if that one was still usable); the access token issued with it stops
+        working; an earlier refresh with it whose tokens were never used is undone (the client
+        did not get that answer). The token itself stays usable until the new tokens are used.
+        """
+
+        def txn(t: Txn) -> RefreshOutcome:
+            row = t.query_one(
+                "SELECT r.user_id, r.device_id, r.parent_hash, r.expires_ts, u.locked, u.deactivated"
+                " FROM refresh_tokens r JOIN users u ON u.user_id = r.user_id WHERE r.token_hash = ?",
+                (refresh_hash,),
+            )
+            if row is None or row[5]:
+                return RefreshOutcome(None)
+            user_id, device_id, parent_hash, token_expires, locked = row[0], row[1], row[2], row[3], bool(row[4])
+            if token_expires is not None and now_ms >= token_expires:
+                return RefreshOutcome(user_id, device_id, expired=True)
+            if locked:
+                return RefreshOutcome(user_id, device_id, locked=True)
+            if parent_hash is not None:
+                t.execute("DELETE FROM refresh_tokens WHERE token_hash = ?", (parent_hash,))
+                t.execute("UPDATE refresh_tokens SET parent_hash = NULL WHERE token_hash = ?", (refresh_hash,))
+            revoked = [refresh_hash] + [
+                r[0] for r in t.query("SELECT token_hash FROM refresh_tokens WHERE parent_hash = ?", (refresh_hash,))
+            ]
+            removed: list[str] = []
+            for h in revoked:
+                removed += [
+                    r[0] for r in t.query("SELECT token_hash FROM access_tokens WHERE refresh_token_hash = ?", (h,))
+                ]
+                t.execute("DELETE FROM access_tokens WHERE refresh_token_hash = ?", (h,))
+            t.execute("DELETE FROM refresh_tokens WHERE parent_hash = ?", (refresh_hash,))
+            self._add_refresh_token_txn(
+                t, user_id, device_id, new_refresh_hash, refresh_hash, now_ms, refresh_expires_ts
+            )
+            self._add_token_txn(t, user_id, device_id, new_token_hash, now_ms, expires_ts, new_refresh_hash)
+            return RefreshOutcome(user_id, device_id, removed=tuple(removed))
+
+        return self.db.run_interaction("refresh", txn)
+
+    def revoke_refresh_parent(self, refresh_hash: str) -> Deferred[None]:
+        """The tokens made from a refresh token were used: that refresh token stops working."""
+
+        def txn(t: Txn) -> None:
+            row = t.query_one("SELECT parent_hash FROM refresh_tokens WHERE token_hash = ?", (refresh_hash,))
+            if row is None or row[0] is None:
+                return
+            t.execute("DELETE FROM refresh_tokens WHERE token_hash = ?", (row[0],))
+            t.execute("UPDATE refresh_tokens SET parent_hash = NULL WHERE token_hash = ?", (refresh_hash,))
+
+        return self.db.run_interaction("revoke_refresh_parent", txn)
 
     def get_devices(self, user_id: str) -> Deferred[list[DeviceRecord]]:
         def txn(t: Txn) -> list[DeviceRecord]:

@@ -3,7 +3,9 @@ synapse-admin use. Server admins only; every change is audited.
 
 ``PUT /_synapse/admin/v2/users/{userId}`` accepts ``threepids`` and ``external_ids`` (they must be
 arrays) and ignores them: mxserver binds no third-party IDs and has no SSO. ``user_type`` may only
-be null and ``locked`` only false (mxserver has neither user types nor locked accounts).
+be null (mxserver has no user types). ``locked`` locks and unlocks, and ``PUT /v1/suspend/{userId}``
+suspends: the same state as the client API's ``admin/lock`` and ``admin/suspend``
+(:mod:`mxserver.api.client.account_moderation`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from mxserver.api.http import (
     query_str,
     route,
 )
-from mxserver.errors import invalid_param, missing_param
+from mxserver.errors import invalid_param, missing_param, not_found
 
 V1 = "/_synapse/admin/v1"
 V2 = "/_synapse/admin/v2"
@@ -110,8 +112,6 @@ class AdminUsersServlet:
         get_list(body, "external_ids", None)
         if get_str(body, "user_type", None) is not None:
             raise invalid_param("'user_type' is not supported")
-        if get_bool(body, "locked", None):
-            raise invalid_param("Locking accounts is not supported")
         changes = UserChanges(
             password=get_str(body, "password", None),
             logout_devices=get_bool(body, "logout_devices", True),
@@ -119,6 +119,7 @@ class AdminUsersServlet:
             avatar_url=get_str(body, "avatar_url", None),
             admin=get_bool(body, "admin", None),
             deactivated=get_bool(body, "deactivated", None),
+            locked=get_bool(body, "locked", None),
         )
         created, user = await self.users.put_user(requester, user_id, changes)
         self.gate.audit(
@@ -128,6 +129,19 @@ class AdminUsersServlet:
             fields=sorted(body),
         )
         return (201 if created else 200), user
+
+    @route("PUT", f"{V1}/suspend/{{user_id}}")
+    async def suspend(self, request: IRequest, user_id: str) -> JsonDict:
+        """Synapse's suspension API: ``{"suspend": bool}``, answered with
+        ``{"user_{userId}_suspended": bool}``."""
+        requester = await self.gate.require(request)
+        suspend = get_bool(json_body(request), "suspend")
+        user = await self.users.existing(user_id)
+        if user.deactivated:
+            raise not_found("User not found")
+        await self.users.set_moderation(user_id, suspended=suspend)
+        self.gate.audit(requester, "suspend_user", user_id=user_id, suspended=suspend)
+        return {f"user_{user_id}_suspended": suspend}
 
     @route("POST", f"{V1}/deactivate/{{user_id}}")
     async def deactivate(self, request: IRequest, user_id: str) -> JsonDict:

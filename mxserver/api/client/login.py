@@ -26,7 +26,7 @@ class LoginServlet:
     async def login(self, request: IRequest) -> JsonDict:
         body = json_body(request)
         login_type = get_str(body, "type")
-        get_bool(body, "refresh_token", False)  # type-checked only: no refresh tokens are issued
+        refresh = get_bool(body, "refresh_token", False)
         if login_type == APPSERVICE_LOGIN:
             return await self.login_handler.login_appservice(
                 self.auth.appservice(request),
@@ -40,6 +40,7 @@ class LoginServlet:
             device_id_param(body),
             display_name_param(body, "initial_device_display_name"),
             client_ip(request),
+            refresh,
         )
 
     @route("POST", "/_matrix/client/v1/login/get_token")
@@ -48,14 +49,22 @@ class LoginServlet:
         body = json_body(request, allow_empty=True)
         return await self.login_handler.get_login_token(requester, uia_request(request, body))
 
+    @route("POST", "/_matrix/client/v3/refresh")
+    async def refresh(self, request: IRequest) -> JsonDict:
+        """refresh.yaml: authenticated by the refresh token in the body, not an access token."""
+        body = json_body(request)
+        return await self.login_handler.refresh(get_str(body, "refresh_token"))
+
+    # §Account locking: a locked account may still log out.
+
     @route("POST", "/_matrix/client/v3/logout")
     async def logout(self, request: IRequest) -> JsonDict:
-        requester = await self.auth.get_user(request, allow_guest=True)
+        requester = await self.auth.get_user(request, allow_guest=True, allow_locked=True)
         await self.login_handler.logout(requester)
         return {}
 
     @route("POST", "/_matrix/client/v3/logout/all")
     async def logout_all(self, request: IRequest) -> JsonDict:
-        requester = await self.auth.get_user(request, allow_guest=True)
+        requester = await self.auth.get_user(request, allow_guest=True, allow_locked=True)
         await self.login_handler.logout_all(requester)
         return {}

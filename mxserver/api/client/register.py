@@ -41,7 +41,7 @@ class RegisterServlet:
             body = json_body(request, allow_empty=True)
             return await self.registration.register_guest(display_name_param(body, "initial_device_display_name"), ip)
         body = json_body(request)
-        get_bool(body, "refresh_token", False)  # type-checked only: no refresh tokens are issued
+        refresh = get_bool(body, "refresh_token", False)
         if _is_appservice_registration(body):
             # 401 M_MISSING_TOKEN / M_UNKNOWN_TOKEN without a valid as_token (the spec's words)
             service = self.auth.appservice(request)
@@ -66,6 +66,7 @@ class RegisterServlet:
                 device_display_name=display_name_param(body, "initial_device_display_name"),
                 inhibit_login=get_bool(body, "inhibit_login", False),
                 guest_access_token=get_str(body, "guest_access_token", None),
+                refresh_token=refresh,
             )
         uia = uia_request(request, body, params)
         return await self.registration.register(params, uia, ip)

@@ -13,12 +13,17 @@ from mxserver.api.http import JsonDict, route
 from mxserver.config import SupportContact
 from mxserver.errors import not_found
 from mxserver.events.versions import KNOWN_ROOM_VERSIONS
+from mxserver.storage.accounts import AccountStore
 
 #: Spec versions advertised. Only versions whose required features exist here
 #: may be listed; raise this as the implementation grows (v1.11 brought
-#: authenticated media, served by mxserver.api.media).
+#: authenticated media, served by mxserver.api.media; v1.12 account locking, v1.13
+#: suspension, room reports and appservice ephemeral data, v1.14 user reports, v1.15 room
+#: summaries; its OAuth 2.0 API is optional: auth_metadata answers 404 M_UNRECOGNIZED).
+#: Not yet: v1.16 (/sync's use_state_after is missing), v1.18 (invite blocking, policy servers).
 SUPPORTED_SPEC_VERSIONS = [
     "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11",
+    "v1.12", "v1.13", "v1.14", "v1.15",
 ]
 
 #: unstable features (MSCs) this server implements
@@ -34,6 +39,7 @@ class VersionsServlet:
     def __init__(
         self,
         auth: Auth,
+        accounts: AccountStore,
         login_flows: LoginFlows,
         default_room_version: str,
         client_base_url: str,
@@ -41,6 +47,7 @@ class VersionsServlet:
         support_page: str | None = None,
     ) -> None:
         self.auth = auth
+        self.accounts = accounts
         self.login_flows = login_flows
         self.default_room_version = default_room_version
         #: /.well-known/matrix/client's m.homeserver base_url
@@ -56,19 +63,24 @@ class VersionsServlet:
     @route("GET", "/_matrix/client/v3/capabilities", "/_matrix/client/r0/capabilities")
     async def capabilities(self, request: IRequest) -> JsonDict:
         requester = await self.auth.get_user(request, allow_guest=True)
-        return {
-            "capabilities": {
-                "m.room_versions": {
-                    "default": self.default_room_version,
-                    "available": {v: "stable" for v in KNOWN_ROOM_VERSIONS},
-                },
-                "m.change_password": {"enabled": "m.login.password" in self.login_flows},
-                "m.set_displayname": {"enabled": True},
-                "m.set_avatar_url": {"enabled": True},
-                "m.3pid_changes": {"enabled": False},
-                "m.get_login_token": {"enabled": not requester.is_guest},
-            }
+        capabilities: JsonDict = {
+            "m.room_versions": {
+                "default": self.default_room_version,
+                "available": {v: "stable" for v in KNOWN_ROOM_VERSIONS},
+            },
+            "m.change_password": {"enabled": "m.login.password" in self.login_flows},
+            "m.set_displayname": {"enabled": True},
+            "m.set_avatar_url": {"enabled": True},
+            "m.3pid_changes": {"enabled": False},
+            "m.get_login_token": {"enabled": not requester.is_guest},
+            # v1.16: every field may be changed (profile.yaml; suspended accounts excepted)
+            "m.profile_fields": {"enabled": True},
         }
+        user = await self.accounts.get_user(requester.user_id)
+        if user is not None and user.is_admin:
+            # v1.18: server admins may lock and suspend accounts (admin.yaml); omitted for others
+            capabilities["m.account_moderation"] = {"lock": True, "suspend": True}
+        return {"capabilities": capabilities}
 
     @route("GET", "/.well-known/matrix/client")
     def well_known_client(self, request: IRequest) -> JsonDict:
