@@ -35,6 +35,7 @@ from mxserver.federation.pdu_checks import InvalidPdu, check_pdu, check_pdu_form
 from mxserver.federation.remote_rooms import MEMBER, RemoteRooms, event_template, stripped
 from mxserver.federation.room_access import acl_allows
 from mxserver.identifier_checks import is_room_id, server_of_user
+from mxserver.ids import is_valid_event_id
 from mxserver.rooms.power_levels import JOIN_RULES_KEY, POWER_LEVELS_KEY, get_named_level, get_user_power_level
 from mxserver.rooms.room_server import EventSpec, MissingEventsError, MissingStateError
 from mxserver.storage.events import RoomRecord
@@ -329,18 +330,26 @@ class FederationMembershipHandler:
 
     async def on_invite(self, origin: str, room_id: str, event_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """invites-v2.yaml: check, co-sign and remember an invite of one of our users."""
+        if not is_room_id(room_id):
+            raise invalid_param(f"Invalid room ID {room_id[:100]!r}")
+        if not is_valid_event_id(event_id):
+            raise invalid_param(f"Invalid event ID {event_id[:100]!r}")
         ver = body.get("room_version")
-        if not isinstance(ver, str):
+        if ver is None:
             raise MatrixError(400, "M_MISSING_PARAM", "'room_version' is required")
+        if not isinstance(ver, str):
+            raise MatrixError(400, "M_BAD_JSON", "'room_version' must be a string")
         rv = KNOWN_ROOM_VERSIONS.get(ver)
         if rv is None:
             raise incompatible_room_version(ver, f"This server does not support room version {ver[:50]!r}")
         pdu = body.get("event")
+        if pdu is None:
+            raise MatrixError(400, "M_MISSING_PARAM", "'event' is required")
         if not isinstance(pdu, dict):
-            raise MatrixError(400, "M_MISSING_PARAM", "'event' must be the invite event")
+            raise MatrixError(400, "M_BAD_JSON", "'event' must be the invite event")
         given = body.get("invite_room_state", [])
         if not isinstance(given, list):
-            raise invalid_param("'invite_room_state' must be an array")
+            raise MatrixError(400, "M_BAD_JSON", "'invite_room_state' must be an array")
         if not is_room_id(room_id) or pdu.get("room_id") != room_id:
             raise invalid_param("The event is for another room")
         content = pdu.get("content")

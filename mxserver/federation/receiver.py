@@ -225,6 +225,9 @@ def _parse_transaction(origin: str, body: Any) -> tuple[list[Any], list[Any]]:
         raise bad_json(f"A transaction may hold at most {MAX_PDUS} PDUs")
     if len(edus) > MAX_EDUS:
         raise bad_json(f"A transaction may hold at most {MAX_EDUS} EDUs")
+    ts = body.get("origin_server_ts")
+    if ts is not None and (not isinstance(ts, int) or isinstance(ts, bool)):
+        raise bad_json("'origin_server_ts' must be an integer")
     claimed = body.get("origin")
     if claimed is not None and claimed != origin:
         raise bad_json(f"Transaction origin {claimed!r} is not the authenticated origin {origin!r}")

@@ -121,6 +121,8 @@ class FederationEventsServlet:
         if ts is None:
             raise missing_param("Missing query parameter 'ts'")
         direction = query_str(request, "dir")
+        if direction is None:
+            raise missing_param("Missing query parameter 'dir'")
         if direction not in ("f", "b"):
             raise invalid_param("Query parameter 'dir' must be 'f' or 'b'")
         return await self.events.timestamp_to_event(origin, _room_id(room_id), ts, direction)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.web.iweb import IRequest
 
-from mxserver.api.http import JsonDict, json_body, route
+from mxserver.api.http import JsonDict, json_body, query_bool, route
 from mxserver.errors import MatrixError, missing_param, unrecognized
 
 if TYPE_CHECKING:
@@ -59,7 +59,9 @@ class FederationMembershipServlet:
     async def _send_join(self, request: IRequest, room_id: str, event_id: str) -> JsonDict:
         body = json_body(request, max_size=1024 * 1024)
         origin = await self._origin(request, body)
-        # omit_members is accepted; the answer is always the full state (members_omitted: false).
+        # omit_members (joins-v2.yaml, a boolean) is checked and accepted; the answer is always
+        # the full state (members_omitted: false).
+        query_bool(request, "omit_members", False)
         room, event = await self.handler.send_membership(origin, room_id, event_id, body, "join")
         return await self.handler.send_join_answer(room, event)
 

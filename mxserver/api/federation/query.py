@@ -125,8 +125,11 @@ class FederationQueryServlet:
             not isinstance(room_types, list) or not all(t is None or isinstance(t, str) for t in room_types)
         ):
             raise invalid_param("'filter.room_types' must be a list of strings or nulls")
+        limit = get_int(body, "limit", None)
+        if limit is not None and limit < 0:
+            raise invalid_param("'limit' must not be negative")
         query = PublicRoomsQuery(
-            limit=get_int(body, "limit", None),
+            limit=limit,
             since=get_str(body, "since", None),
             search_term=get_str(filter_, "generic_search_term", None),
             room_types=room_types,
