@@ -26,8 +26,9 @@ shared adapter ``shared/servers/synapse``), SQLite, rate limits off, logging at 
    common words in ``rank`` and in ``recent`` order, rare words in ``rank`` and in
    ``recent`` order (the words taken in turn). Each is ``POST /search`` with the word as
    ``search_term`` and nothing else set (10 results), request to answer.
-3. The check, which fails the run: every rare-word search returns exactly its one message,
-   every common-word search a full page of messages holding the word.
+3. The check: every rare-word search returns exactly its one message, every common-word
+   search a full page of messages holding the word. A wrong answer is counted and shown
+   (the check column names the kinds that had any); the timing is still reported.
 
 The table shows the median (and p90) latency per kind in ms. Figures are printed, never
 asserted. The server and this client share the machine: compare servers of the same run and
@@ -107,17 +108,19 @@ def search(user: harness.User, term: str, order: str) -> tuple[float, Any]:
     return time.perf_counter() - t, resp["search_categories"]["room_events"]
 
 
-def check(kind: str, term: str, answer: dict[str, Any], rare: dict[str, str]) -> None:
+def check(kind: str, term: str, answer: dict[str, Any], rare: dict[str, str]) -> str | None:
+    """What is wrong with an answer (None: nothing)."""
     results = [r["result"] for r in answer.get("results", [])]
     if kind == "rare":
         if [r["event_id"] for r in results] != [rare[term]]:
-            raise AssertionError(f"search for {term!r} returned {[r['event_id'] for r in results]}, want [{rare[term]}]")
-        return
+            return f"search for {term!r} returned {len(results)} events, want only [{rare[term]}]"
+        return None
     if len(results) != 10:
-        raise AssertionError(f"search for {term!r} returned {len(results)} results, want a page of 10")
+        return f"search for {term!r} returned {len(results)} results, want a page of 10"
     for r in results:
         if term not in r["content"]["body"].split():
-            raise AssertionError(f"search for {term!r} returned {r['content']['body']!r}")
+            return f"search for {term!r} returned {r['content']['body']!r}"
+    return None
 
 
 
@@ -146,20 +149,24 @@ def run_one(kind: str, root: Path, args: Any) -> dict[str, Any]:
         words = {"common": list(COMMON), "rare": sorted(rare)}
         for what, order in KINDS:
             latencies = []
+            wrong = []
             for i in range(args.queries):
                 term = words[what][i % len(words[what])]
                 seconds, answer = search(user, term, order)
-                check(what, term, answer, rare)
+                problem = check(what, term, answer, rare)
+                if problem is not None:
+                    wrong.append(problem)
                 latencies.append(seconds * 1000)
             lat = sorted(latencies)
             out[f"{what}_{order}"] = {
                 "median_ms": statistics.median(lat),
                 "p90_ms": percentile(lat, 0.9),
                 "latencies_ms": [round(x, 3) for x in latencies],
+                "wrong": len(wrong),
             }
             print(
                 f"[{label}] {what} words, {order}: median {statistics.median(lat):.1f} ms,"
-                f" p90 {percentile(lat, 0.9):.1f} ms",
+                f" p90 {percentile(lat, 0.9):.1f} ms" + (f"; {len(wrong)} wrong answers, e.g. {wrong[0]}" if wrong else ""),
                 flush=True,
             )
     except Exception as e:
@@ -186,7 +193,17 @@ def report(out: dict[str, Any], args: Any) -> None:
         for what, order in KINDS:
             fig = r.get(f"{what}_{order}", {})
             cells.append(f"{fmt(fig.get('median_ms'))} ({fmt(fig.get('p90_ms')).strip():>8})")
-        print(f"{NAMES[r['server']]:<9} " + " ".join(f"{c:>21}" for c in cells) + f"  {'FAILED' if 'error' in r else 'ok'}")
+        wrong = [f"{what} {order}" for what, order in KINDS if r.get(f"{what}_{order}", {}).get("wrong")]
+        verdict = "FAILED" if "error" in r else ("wrong: " + ", ".join(wrong) if wrong else "ok")
+        print(f"{NAMES[r['server']]:<9} " + " ".join(f"{c:>21}" for c in cells) + f"  {verdict}")
+    by_kind = {r["server"]: r for r in out["runs"]}
+    if "mxserver" in by_kind and "synapse" in by_kind:
+        ratios = []
+        for what, order in KINDS:
+            a = by_kind["mxserver"].get(f"{what}_{order}", {}).get("median_ms")
+            b = by_kind["synapse"].get(f"{what}_{order}", {}).get("median_ms")
+            ratios.append(f"{a / b:21.3f}" if a and b else f"{'-':>21}")
+        print(f"{'ratio':<9} " + " ".join(ratios) + "  (mxserver/Synapse medians; issue 14 asks at most 0.2)")
     print(
         "common: alpha, delta, bravo, charlie (in 50%, 25%, 20%, 10% of the messages); rare: a word in one message;"
         " rank/recent: order_by; a page is 10 results; latency is request to answer."
