@@ -465,6 +465,7 @@ class LoginAsUserTests(AdminTestCase):
 class UserDevicesTests(AdminTestCase):
     async def test_list_and_get(self) -> None:
         await self.get("/_matrix/client/v3/account/whoami", self.alice)  # a "last seen"
+        await self.hs.auth.settle()  # written in the background
         code, body = await self.get(f"{ADMIN}/v2/users/{uq(self.alice)}/devices", self.admin)
         self.assertEqual(code, 200, body)
         self.assertEqual(body["total"], 1)

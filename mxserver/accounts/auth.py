@@ -25,6 +25,7 @@ from collections import OrderedDict
 from typing import Protocol
 
 import attrs
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
@@ -99,6 +100,7 @@ class Auth:
         self._appservices = appservices or _NoAppServices()
         self._cache: OrderedDict[str, Requester] = OrderedDict()
         self._seen: dict[tuple[str, str], float] = {}
+        self._seen_writes: set[Deferred[None]] = set()
         #: users known to exist, for application services' masquerading (accounts are never
         #: deleted), with whether they are (locked, suspended); dropped by invalidate_user
         self._registered: OrderedDict[str, tuple[bool, bool]] = OrderedDict()
@@ -225,3 +227,11 @@ class Auth:
         ua = raw_ua.decode("utf-8", "replace")[:512] if raw_ua else None
         d = self._store.record_device_seen(requester.user_id, requester.device_id, int(now * 1000), ip, ua)
         d.addErrback(lambda f: None)
+        self._seen_writes.add(d)
+        d.addBoth(lambda _: self._seen_writes.discard(d))
+
+    def settle(self) -> Deferred[None]:
+        """Fires once the "last seen" writes begun so far are done (the requests that began
+        them did not wait for them)."""
+        pending = list(self._seen_writes)
+        return gatherResults(pending).addCallback(lambda _: None)
