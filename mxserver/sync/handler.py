@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from mxserver.accounts.invite_permission import InvitePermissions
 from mxserver.events.model import Event
 from mxserver.events.stripped_state import STRIPPED_STATE_TYPES
 from mxserver.storage.push_actions import MAIN_THREAD, UnreadCounts
@@ -105,6 +106,7 @@ class SyncHandler:
         notifier: Notifier,
         counts: NotificationCounts,
         ignored: IgnoredUsers,
+        invite_permissions: InvitePermissions,
         on_sync: OnSync | None,
         clock: IReactorTime,
     ) -> None:
@@ -120,6 +122,7 @@ class SyncHandler:
         self._notifier = notifier
         self._counts = counts
         self._ignored = ignored
+        self._invite_permissions = invite_permissions
         self._on_sync = on_sync
         #: (user, device) -> {member user ID: member event ID} already sent to that device with a
         #: lazy-loading filter, so incremental syncs leave them out (filtering §Lazy-loading room
@@ -257,8 +260,15 @@ class SyncHandler:
 
         invite_out: dict[str, Any] = {}
         knock_out: dict[str, Any] = {}
+        # client-server-api §Invite permission (v1.18): invites "MUST NOT be served" while the
+        # user blocks them (they come back once unblocked: an initial sync lists them again)
+        invites_blocked = any(m.membership == "invite" for m in memberships) and (
+            await self._invite_permissions.blocks_invites(user_id)
+        )
         for m in memberships:
             if m.membership not in ("invite", "knock"):
+                continue
+            if m.membership == "invite" and invites_blocked:
                 continue
             if not (initial or full_state or m.stream_ordering > since_room):  # type: ignore[operator]
                 continue
