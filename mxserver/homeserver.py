@@ -52,6 +52,7 @@ from mxserver.room_handlers.deactivation import DeactivatedUserParter
 from mxserver.room_handlers.event_serializer import EventSerializer
 from mxserver.room_handlers.mutual_rooms import MutualRooms
 from mxserver.rooms.activity import RoomActivity
+from mxserver.rooms.policy_server import PolicyServerSigner
 from mxserver.rooms.room_server import RoomServer
 from mxserver.storage.accounts import AccountStore
 from mxserver.storage.events import EventStore
@@ -312,6 +313,7 @@ class Homeserver(service.MultiService):
             server_name=self.server_name,
             signing_key=self.signing_key,
             event_hooks=self.event_hooks,
+            policy_signer=PolicyServerSigner(self.event_store, self.federation_client, self.server_name),
         )
         self.start_hooks.append(self.room_server.start)
         self.event_serializer = EventSerializer(self.event_store, self.clock)
