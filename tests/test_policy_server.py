@@ -15,7 +15,7 @@ from mxserver.events.versions import get_room_version
 from mxserver.federation.client import FederationError
 from mxserver.federation.remote_rooms import q
 from mxserver.rooms.policy_server import POLICY_KEY_ID, PolicyServerSigner, policy_config
-from tests.harness import C, HomeserverTestCase
+from tests.harness import C, HomeserverTestCase, TwoServerTestCase
 
 
 class FakePolicyServer:
@@ -25,6 +25,8 @@ class FakePolicyServer:
         self.name = name
         self.key = generate_signing_key("policy_server")
         self.mode = "sign"
+        #: message bodies refused whatever the mode
+        self.spam: set[str] = set()
         self.asked: list[dict[str, Any]] = []
 
     async def post_json(
@@ -32,7 +34,7 @@ class FakePolicyServer:
     ) -> dict[str, Any]:
         assert destination == self.name and path == "/_matrix/policy/v1/sign", (destination, path)
         self.asked.append(body)
-        if self.mode == "refuse":
+        if self.mode == "refuse" or body.get("content", {}).get("body") in self.spam:
             raise FederationError(destination, 400, "M_FORBIDDEN", "The message appears to contain possible spam")
         if self.mode == "down":
             raise FederationError(destination, 502, "M_UNKNOWN", "connection refused")
@@ -114,3 +116,49 @@ class PolicyServerTests(HomeserverTestCase):
         self.assertEqual(policy_config({"via": "a", "public_keys": {"ed25519": "k"}}), ("a", "k"))
         for bad in ({}, {"via": 1, "public_keys": {"ed25519": "k"}}, {"via": "a", "public_keys": ["k"]}, {"via": "", "public_keys": {"ed25519": "k"}}):
             self.assertIsNone(policy_config(bad))
+
+
+class ReceivedPolicyTests(TwoServerTestCase):
+    """§Validating Policy Server signatures on events from another server: soft failed unless
+    the Policy Server signed them (asked again when the signature is missing)."""
+
+    async def test_unsigned_remote_events_are_signed_or_soft_failed(self) -> None:
+        alice = await self.a.register("alice")
+        bob = await self.b.register("bob")
+        room = await self.a.create_room(alice, {"preset": "public_chat", "room_version": "11"})
+        await self.b.join(bob, room, via=[self.a.hs.server_name])
+        # The Policy Server is B (bob is its joined member), played by a fake on both sides.
+        name = self.b.hs.server_name
+        ps_a, ps_b = FakePolicyServer(name), FakePolicyServer(name)
+        ps_b.key = ps_a.key
+        self.a.hs.room_server.local.policy_signer = signer_a = PolicyServerSigner(self.a.hs.event_store, ps_a, "a")
+        self.a.hs.room_server.inbound.policy_signer = signer_a
+        content = {"via": name, "public_keys": {"ed25519": verify_key_base64(ps_a.key)}}
+        await self.a.set_state(alice, room, "m.room.policy", content)
+        await self.b.sync_until(
+            bob, lambda s: room in s["rooms"]["join"] and any(
+                e["type"] == "m.room.policy" for e in s["rooms"]["join"][room]["timeline"]["events"]
+            ), "the m.room.policy event"
+        )
+        # B does not ask (its signer is a server that knows no Policy Servers): A asks instead
+        self.b.hs.room_server.local.policy_signer = None
+        signed_later = await self.b.send_message(bob, room, "unsigned, signed by A's asking")
+        await self.a.sync_until(alice, lambda s: signed_later in _timeline_ids(s, room), "bob's first message")
+        self.assertEqual(ps_a.asked[-1]["content"]["body"], "unsigned, signed by A's asking")
+        stored = await self.a.hs.event_store.get_event(signed_later)
+        assert stored is not None
+        self.assertIn(POLICY_KEY_ID, stored.signatures[name])
+        # refused: soft failed at A (stored, never shown)
+        ps_a.spam.add("spam")
+        await self.b.send_message(bob, room, "spam")
+        after = await self.b.send_message(bob, room, "fine again")
+        await self.a.sync_until(alice, lambda s: after in _timeline_ids(s, room), "bob's last message")
+        bodies = [e["content"].get("body") for e in await self.a.room_events(alice, room)]
+        self.assertNotIn("spam", bodies)
+        self.assertIn("spam", [b["content"].get("body") for b in ps_a.asked])  # asked, refused
+        self.assertIn("fine again", bodies)
+
+
+def _timeline_ids(sync: dict[str, Any], room: str) -> list[str]:
+    joined = sync["rooms"]["join"].get(room)
+    return [e["event_id"] for e in joined["timeline"]["events"]] if joined else []

@@ -89,6 +89,38 @@ class PolicyServerSigner:
             return None  # "zero joined users in the room": no Policy Server
         return config
 
+    async def check_received(self, event: Event, state: Mapping[tuple[str, str], str]) -> str | None:
+        """§Checks on receipt of a PDU, step 7: why ``event`` (from another server) is soft
+        failed, or None. In a room using a Policy Server an event without its valid signature
+        is sent to it for one ("SHOULD ask for a new signature", the key may have rotated),
+        which is added to the event; still none, the event is not recommended for inclusion."""
+        if not needs_signature(event):
+            return None
+        config = await self.policy_server(state)
+        if config is None:
+            return None
+        via, key_b64 = config
+        if via == self._server_name:
+            return None  # we are no Policy Server: nothing of ours to check with
+        try:
+            verify_key = decode_verify_key(POLICY_KEY_ID, key_b64)
+        except ValueError:
+            return "the room's Policy Server key is invalid"
+        try:
+            verify_event_signature(event.get_pdu_json(), event.room_version, via, verify_key)
+            return None
+        except SignatureError:
+            pass
+        try:
+            signed = await self.sign(event, state)
+        except MatrixError as e:
+            return f"the Policy Server did not sign it: {e.errcode} {e.msg}"
+        sig = signed.signatures.get(via, {}).get(POLICY_KEY_ID)
+        if sig is None:
+            return "the Policy Server did not sign it"
+        event.add_signature(via, POLICY_KEY_ID, sig)
+        return None
+
     async def sign(self, event: Event, state: Mapping[tuple[str, str], str]) -> Event:
         """``event`` with the Policy Server's signature added, or unchanged if the room uses
         none. Raises the Policy Server's refusal (its error, verbatim), or 502 when it cannot

@@ -90,7 +90,7 @@ class RoomServer:
             event_hooks=event_hooks,
             policy_signer=policy_signer,
         )
-        self.inbound = InboundReceiver(store, state, self.sequencer)
+        self.inbound = InboundReceiver(store, state, self.sequencer, policy_signer)
         self.remote_membership = RemoteMembershipHooks(store, state, self.sequencer)
 
     async def start(self) -> None:
