@@ -52,6 +52,7 @@ from mxserver.room_handlers.deactivation import DeactivatedUserParter
 from mxserver.room_handlers.event_serializer import EventSerializer
 from mxserver.room_handlers.mutual_rooms import MutualRooms
 from mxserver.rooms.activity import RoomActivity
+from mxserver.rooms.policy_server import PolicyServerSigner
 from mxserver.rooms.room_server import RoomServer
 from mxserver.storage.accounts import AccountStore
 from mxserver.storage.events import EventStore
@@ -122,8 +123,8 @@ class Homeserver(service.MultiService):
         self._build_federation_transport()
         self._build_appservice_api()
         self._build_room_server()
-        self._build_federation_rooms()
         self._build_user_data()
+        self._build_federation_rooms()
         self._build_ephemeral()
         self._build_e2ee()
         self._build_room_handlers()
@@ -312,6 +313,7 @@ class Homeserver(service.MultiService):
             server_name=self.server_name,
             signing_key=self.signing_key,
             event_hooks=self.event_hooks,
+            policy_signer=PolicyServerSigner(self.event_store, self.federation_client, self.server_name),
         )
         self.start_hooks.append(self.room_server.start)
         self.event_serializer = EventSerializer(self.event_store, self.clock)
@@ -388,10 +390,12 @@ class Homeserver(service.MultiService):
             self.accounts,
             self.keyring,
             self.remote_rooms,
+            self.invite_permissions,
         )
 
     def _build_user_data(self) -> None:
         """Account data, push rules, filters."""
+        from mxserver.accounts.invite_permission import InvitePermissions
         from mxserver.storage.account_data import AccountDataStore
         from mxserver.storage.filters import FilterStore
         from mxserver.storage.push_rules import PushRulesStore
@@ -403,9 +407,10 @@ class Homeserver(service.MultiService):
         # Push rules changes are positions on the account_data stream too (/sync resends the rules).
         account_data_stream = PersistedStream(self.db, "account_data")
         self.push_rules = PushRulesHandler(PushRulesStore(self.db, account_data_stream), self.notifier)
-        self.account_data = AccountDataHandler(
-            AccountDataStore(self.db, account_data_stream), account_data_stream, self.push_rules, self.notifier
-        )
+        account_data_store = AccountDataStore(self.db, account_data_stream)
+        self.account_data = AccountDataHandler(account_data_store, account_data_stream, self.push_rules, self.notifier)
+        # client-server-api §Invite permission (v1.18): who blocks invites
+        self.invite_permissions = InvitePermissions(account_data_store, self.server_name)
         self.filters = FilterHandler(FilterStore(self.db))
         self.start_hooks.append(account_data_stream.load)
 
@@ -598,6 +603,7 @@ class Homeserver(service.MultiService):
             remote_rooms,
             self.room_servers,
             server_name,
+            self.invite_permissions,
             tags=self.account_data,
             blocked=self.blocked_rooms,
             notice_rooms=self.server_notice_rooms,
@@ -617,7 +623,9 @@ class Homeserver(service.MultiService):
             server_name,
         )
         self.room_upgrade = RoomUpgradeHandler(rooms, self.room_membership, self.directory)
-        self.room_messages = MessageHandler(rooms, self.event_store, self.ratelimit_message, self.directory)
+        self.room_messages = MessageHandler(
+            rooms, self.event_store, self.ratelimit_message, self.directory, self.invite_permissions
+        )
         self.history_visibility = HistoryVisibility(
             rooms, self.event_store, self.state_store, self.history_store, self.erased_users
         )
@@ -914,6 +922,7 @@ class Homeserver(service.MultiService):
             notifier=self.notifier,
             counts=self.push_notifications,
             ignored=self.account_data,
+            invite_permissions=self.invite_permissions,
             on_sync=self.presence_handler.user_synced,
             clock=self.clock,
         )
@@ -952,7 +961,7 @@ class Homeserver(service.MultiService):
         self.room_stream.subscribe(index.on_room_events, Phase.CACHES)
         self.sliding_sync_handler = SlidingSyncHandler(
             connections=self.sliding_sync_connections,
-            room_lists=RoomLists(index, self.account_data, self.event_store),
+            room_lists=RoomLists(index, self.account_data, self.event_store, self.invite_permissions),
             rooms=RoomResults(
                 sync_store=sync_store,
                 store=store,

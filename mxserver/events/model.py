@@ -167,6 +167,13 @@ class Event:
 
     # -- representations --------------------------------------------------
 
+    def add_signature(self, server_name: str, key_id: str, signature: str) -> None:
+        """Add one signature, keeping the others (a Policy Server's: server-server-api §Validating
+        Policy Server signatures). Signatures are not part of the event ID."""
+        signatures = {k: dict(v) for k, v in self.signatures.items()}
+        signatures.setdefault(server_name, {})[key_id] = signature
+        self._pdu["signatures"] = signatures
+
     def get_pdu_json(self) -> dict[str, Any]:
         """The PDU as signed and sent over federation (a copy)."""
         return dict(self._pdu)

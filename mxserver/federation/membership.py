@@ -25,6 +25,7 @@ import attrs
 from signedjson.types import SigningKey
 from twisted.logger import Logger
 
+from mxserver.accounts.invite_permission import InvitePermissions
 from mxserver.crypto.signing import SignatureError, signature_ids
 from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
 from mxserver.events.hashing import check_content_hash
@@ -93,8 +94,10 @@ class FederationMembershipHandler:
         accounts: AccountStore,
         keyring: Keyring,
         remote_rooms: RemoteRooms,
+        invite_permissions: InvitePermissions,
     ) -> None:
         self.server_name = server_name
+        self.invite_permissions = invite_permissions
         self.signing_key = signing_key
         self.room_server = rooms
         self.events = events
@@ -371,6 +374,8 @@ class FederationMembershipHandler:
         if user is not None and user.deactivated:
             # invites-v2.yaml 403: "The sender is not allowed to send invites to the target user".
             raise forbidden(f"{target} is deactivated")
+        # client-server-api §Invite permission (v1.18): 403 M_INVITE_BLOCKED on v1 and v2
+        await self.invite_permissions.check_invitable(target)
         state = await self._invite_room_state(given, rv, room_id)
         signed = add_event_signature(pdu, rv, self.server_name, self.signing_key)
         if user is None:

@@ -157,6 +157,7 @@ class RoomCreationHandler:
                 await self.directory.create_reserved_alias(alias, room_id, creator)
         if req.visibility == "public":
             await self.directory.publish(room_id, True)
+        blocked: MatrixError | None = None
         for user in remote_invitees:
             content = await self.membership.invite_content(user, None, req.is_direct)
             try:
@@ -164,6 +165,13 @@ class RoomCreationHandler:
             except MatrixError as e:
                 # The room exists: a failed remote invite does not undo it (Synapse does the same).
                 log.warn("createRoom: inviting {user} failed: {e}", user=user, e=e.msg)
+                if e.errcode == "M_INVITE_BLOCKED":
+                    blocked = e
+        if blocked is not None:
+            # client-server-api §Invite permission (v1.18): createRoom answers 403 M_INVITE_BLOCKED
+            # for a blocked invitee, though "the room creation as a whole succeeds" (local
+            # invitees are checked before the room is made: nothing is created for those).
+            raise blocked
         response: dict[str, Any] = {"room_id": room_id}
         if alias is not None:
             response["room_alias"] = alias

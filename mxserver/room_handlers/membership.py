@@ -22,6 +22,7 @@ from collections.abc import Sequence, Set
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mxserver.accounts.auth import Requester
+from mxserver.accounts.invite_permission import InvitePermissions
 from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
 from mxserver.events.model import Event
 from mxserver.identifier_checks import check_room_id, check_user_id, server_of_room_id, server_of_user
@@ -111,6 +112,7 @@ class MembershipHandler:
         remote_rooms: RemoteRooms,
         room_servers: ServersInRoom,
         server_name: str,
+        invite_permissions: InvitePermissions,
         tags: RoomTags | None = None,
         blocked: BlockedRooms | None = None,
         notice_rooms: NoticeRooms | None = None,
@@ -127,6 +129,7 @@ class MembershipHandler:
         self.remote_rooms = remote_rooms
         self.room_servers = room_servers
         self.server_name = server_name
+        self.invite_permissions = invite_permissions
 
     # -- shared ------------------------------------------------------------------------------
 
@@ -498,8 +501,9 @@ class MembershipHandler:
         await self._send(room_id, sender, target, content)
 
     async def check_invitee(self, target: str) -> None:
-        """A user who can be invited from here: a local, existing, active account, or anyone
-        on another server (whose server decides when it is asked to co-sign the invite)."""
+        """A user who can be invited from here: a local, existing, active account that does not
+        block invites, or anyone on another server (whose server decides when it is asked to
+        co-sign the invite)."""
         if server_of_user(target) != self.server_name:
             return
         user = await self.accounts.get_user(target)
@@ -509,6 +513,8 @@ class MembershipHandler:
             user = await self.accounts.get_user(target)
         if user is None or user.deactivated:
             raise not_found(f"Unknown user {target}")
+        # §Invite permission (v1.18): 403 M_INVITE_BLOCKED for /invite and createRoom's invitees
+        await self.invite_permissions.check_invitable(target)
 
     async def invite_content(self, target: str, reason: str | None, is_direct: bool) -> dict[str, Any]:
         content: dict[str, Any] = {"membership": "invite", **await self.profile_content(target)}

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from mxserver.accounts.auth import Requester
+from mxserver.accounts.invite_permission import InvitePermissions
 from mxserver.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
 from mxserver.events.model import TXN_SCOPE_SEPARATOR, Event
 from mxserver.events.relations import THREAD, relation_of
@@ -43,9 +44,15 @@ class MessageHandler:
     """Turns client sends into room-server submissions."""
 
     def __init__(
-        self, room_server: ClientRooms, events: EventStore, ratelimit: RateLimit, directory: DirectoryHandler
+        self,
+        room_server: ClientRooms,
+        events: EventStore,
+        ratelimit: RateLimit,
+        directory: DirectoryHandler,
+        invite_permissions: InvitePermissions,
     ) -> None:
         self.room_server = room_server
+        self.invite_permissions = invite_permissions
         self.events = events
         self.ratelimit = ratelimit
         #: owns aliases: checks m.room.canonical_alias contents
@@ -104,6 +111,9 @@ class MessageHandler:
         ):
             requester.check_not_suspended()
         self.ratelimit.check(requester.user_id)
+        if event_type == "m.room.member" and content.get("membership") == "invite":
+            # client-server-api §Invite permission (v1.18): an invite this way is refused too
+            await self.invite_permissions.check_invitable(state_key)
         current = await self.room_server.current_state_event(room_id, event_type, state_key)
         if (
             current is not None

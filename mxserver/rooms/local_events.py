@@ -27,6 +27,7 @@ from mxserver.events.model import Event
 from mxserver.events.validation import EventFormatError
 from mxserver.events.versions import RoomVersion
 from mxserver.rooms.auth import AuthError, auth_types_for_event, check_auth_rules
+from mxserver.rooms.policy_server import PolicyServerSigner
 from mxserver.rooms.room_head import RoomHead
 from mxserver.rooms.sequencer import RoomSequencer
 from mxserver.storage.events import EventStore, PersistItem, RoomRecord
@@ -77,8 +78,11 @@ class LocalEventBuilder:
         server_name: str,
         signing_key: SigningKey,
         event_hooks: EventHooks,
+        policy_signer: PolicyServerSigner | None = None,
     ) -> None:
         self.store = store
+        #: server-server-api §Policy Servers (v1.18): a room's Policy Server signs our events
+        self.policy_signer = policy_signer
         self.state = state
         self.sequencer = sequencer
         self.clock = clock
@@ -154,6 +158,9 @@ class LocalEventBuilder:
         cache, create = await self._auth_events_for(head, spec)
         event = self._build(head, spec, cache, create)
         await self._check_hooks(event, head)
+        if self.policy_signer is not None:
+            # §Asking for a Policy Server signature: "before sending them to clients and servers"
+            event = await self.policy_signer.sign(event, head.state)
         return event
 
     def _new_room_id(self) -> str:

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from mxserver.events.model import Event
 from mxserver.events.versions import RoomVersion
 from mxserver.rooms.auth import AuthError, auth_types_for, check_auth_rules
+from mxserver.rooms.policy_server import PolicyServerSigner
 from mxserver.rooms.power_levels import redaction_may_be_applied
 from mxserver.rooms.room_head import RoomHead
 from mxserver.rooms.sequencer import RoomSequencer
@@ -139,10 +140,18 @@ class InboundReceiver:
     events: under the room's lock, planned on its head, persisted by the same batches.
     """
 
-    def __init__(self, store: EventStore, state: StateStore, sequencer: RoomSequencer) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        state: StateStore,
+        sequencer: RoomSequencer,
+        policy_signer: PolicyServerSigner | None = None,
+    ) -> None:
         self.store = store
         self.state = state
         self.sequencer = sequencer
+        #: server-server-api §Validating Policy Server signatures (v1.18)
+        self.policy_signer = policy_signer
         # event ID -> callers waiting for a receive of the same event still in progress
         self._receiving: dict[str, list[Deferred[ReceiveResult]]] = {}
 
@@ -352,6 +361,11 @@ class InboundReceiver:
             target = await self.store.get_event(event.redacts)
             if target is not None and target.room_id != room_id:
                 soft = "it redacts an event of another room"
+
+        if reason is None and soft is None and self.policy_signer is not None:
+            # §Checks performed on receipt of a PDU, step 7 (v1.18): the room's Policy Server
+            # recommends it (judged on current state, as soft failure is)
+            soft = await self.policy_signer.check_received(event, head.state)
 
         accepted = reason is None and soft is None
         state_event = event.is_state() and reason is None

@@ -36,6 +36,7 @@ from mxserver.rooms.local_events import (  # noqa: F401 (re-exported: what calle
     LocalEventBuilder,
     TxnKey,
 )
+from mxserver.rooms.policy_server import PolicyServerSigner
 from mxserver.rooms.receive import (  # noqa: F401 (re-exported: the room server's receive API)
     EventStoreStateSource,
     InboundReceiver,
@@ -74,6 +75,7 @@ class RoomServer:
         server_name: str,
         signing_key: SigningKey,
         event_hooks: EventHooks,
+        policy_signer: PolicyServerSigner | None = None,
     ) -> None:
         self.store = store
         self.state = state
@@ -86,8 +88,9 @@ class RoomServer:
             server_name=server_name,
             signing_key=signing_key,
             event_hooks=event_hooks,
+            policy_signer=policy_signer,
         )
-        self.inbound = InboundReceiver(store, state, self.sequencer)
+        self.inbound = InboundReceiver(store, state, self.sequencer, policy_signer)
         self.remote_membership = RemoteMembershipHooks(store, state, self.sequencer)
 
     async def start(self) -> None:

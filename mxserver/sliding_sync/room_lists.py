@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import attrs
 from twisted.internet.defer import Deferred
 
+from mxserver.accounts.invite_permission import InvitePermissions
 from mxserver.events.model import Event
 from mxserver.sliding_sync.request import ListConfig, ListFilters, RoomConfig, SlidingSyncRequest
 from mxserver.storage.sliding_sync import RoomTraits, traits_from_state
@@ -224,8 +225,11 @@ class RoomListsResult:
 class RoomLists:
     """Builds the room lists of a request (MSC4186 §Lists) and checks its subscriptions."""
 
-    def __init__(self, index: RoomIndex, account_data: ListAccountData, events: EventReader) -> None:
+    def __init__(
+        self, index: RoomIndex, account_data: ListAccountData, events: EventReader, invites: InvitePermissions
+    ) -> None:
         self._index = index
+        self._invites = invites
         self._account_data = account_data
         self._events = events
 
@@ -237,6 +241,9 @@ class RoomLists:
         request: SlidingSyncRequest,
         ignored: frozenset[str],
     ) -> RoomListsResult:
+        if any(m.membership == "invite" for m in memberships) and await self._invites.blocks_invites(user_id):
+            # client-server-api §Invite permission (v1.18): no invite is served while blocked
+            memberships = [m for m in memberships if m.membership != "invite"]
         rooms = await self._server_list(user_id, memberships, since_room, ignored)
         dm_rooms = await self._account_data.direct_rooms(user_id)
         relevant: dict[str, ListedRoom] = {}

@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from mxserver.accounts.invite_permission import InvitePermissions
 from mxserver.events.model import Event
 from mxserver.events.stripped_state import STRIPPED_STATE_TYPES
 from mxserver.storage.push_actions import MAIN_THREAD, UnreadCounts
@@ -105,6 +106,7 @@ class SyncHandler:
         notifier: Notifier,
         counts: NotificationCounts,
         ignored: IgnoredUsers,
+        invite_permissions: InvitePermissions,
         on_sync: OnSync | None,
         clock: IReactorTime,
     ) -> None:
@@ -120,6 +122,7 @@ class SyncHandler:
         self._notifier = notifier
         self._counts = counts
         self._ignored = ignored
+        self._invite_permissions = invite_permissions
         self._on_sync = on_sync
         #: (user, device) -> {member user ID: member event ID} already sent to that device with a
         #: lazy-loading filter, so incremental syncs leave them out (filtering §Lazy-loading room
@@ -141,14 +144,17 @@ class SyncHandler:
         full_state: bool,
         sync_filter: Filter,
         set_presence: str | None,
+        use_state_after: bool = False,
     ) -> dict[str, Any]:
+        """GET /sync; ``use_state_after`` (v1.16, MSC4222) answers each room's ``state_after``
+        (the state up to the *end* of its timeline) instead of ``state``."""
         if self._on_sync is not None:
             await self._on_sync(requester.user_id, set_presence)
         notifier = self._notifier
         deadline = self._clock.seconds() + timeout_ms / 1000
         while True:
             now = notifier.current_token()
-            result, has_data = await self._build(requester, since, now, sync_filter, full_state)
+            result, has_data = await self._build(requester, since, now, sync_filter, full_state, use_state_after)
             remaining = deadline - self._clock.seconds()
             if has_data or since is None or full_state or remaining <= 0:
                 return result
@@ -165,7 +171,13 @@ class SyncHandler:
     # -- building ----------------------------------------------------------------------------
 
     async def _build(
-        self, requester: Requester, since: StreamToken | None, now: StreamToken, sync_filter: Filter, full_state: bool
+        self,
+        requester: Requester,
+        since: StreamToken | None,
+        now: StreamToken,
+        sync_filter: Filter,
+        full_state: bool,
+        use_state_after: bool = False,
     ) -> tuple[dict[str, Any], bool]:
         user_id = requester.user_id
         all_memberships = await self._room_source.memberships(user_id)
@@ -240,14 +252,23 @@ class SyncHandler:
             # A fresh start: the client keeps no member from before (lazy-loading's "redundant").
             self._ll_sent.pop((user_id, requester.device_id), None)
         join_out = await self._rooms(
-            requester, plans, sync_filter, ephemeral, room_ad, full_state, ignored, joined=True
+            requester, plans, sync_filter, ephemeral, room_ad, full_state, ignored, True, use_state_after
         )
-        leave_out = await self._rooms(requester, leave_plans, sync_filter, {}, room_ad, full_state, ignored, joined=False)
+        leave_out = await self._rooms(
+            requester, leave_plans, sync_filter, {}, room_ad, full_state, ignored, False, use_state_after
+        )
 
         invite_out: dict[str, Any] = {}
         knock_out: dict[str, Any] = {}
+        # client-server-api §Invite permission (v1.18): invites "MUST NOT be served" while the
+        # user blocks them (they come back once unblocked: an initial sync lists them again)
+        invites_blocked = any(m.membership == "invite" for m in memberships) and (
+            await self._invite_permissions.blocks_invites(user_id)
+        )
         for m in memberships:
             if m.membership not in ("invite", "knock"):
+                continue
+            if m.membership == "invite" and invites_blocked:
                 continue
             if not (initial or full_state or m.stream_ordering > since_room):  # type: ignore[operator]
                 continue
@@ -279,6 +300,7 @@ class SyncHandler:
         full_state: bool,
         ignored: frozenset[str],
         joined: bool,
+        use_state_after: bool = False,
     ) -> dict[str, Any]:
         if not plans:
             return {}
@@ -313,10 +335,11 @@ class SyncHandler:
             )
 
         # Snapshots at the client's previous sync, for state deltas across a gap.
+        # (state_after is a delta to the end of every timeline, gap or not)
         since_positions = [
             (p.membership.room_nid, p.since_state)
             for p in plans
-            if p.since_state is not None and timelines[p.membership.room_nid][1]
+            if p.since_state is not None and (use_state_after or timelines[p.membership.room_nid][1])
         ]
         since_snapshots = await self.store.snapshots_at(since_positions) if since_positions else {}
         # client-server-api §Aggregations of child events: bundles in /sync "when the relevant
@@ -345,8 +368,16 @@ class SyncHandler:
             m = plan.membership
             timeline, limited = timelines[m.room_nid]
             incremental = plan.after is not None and not full_state
-            state_ids, start = await self._state_for(plan, timeline, limited, since_snapshots, full_state, sync_filter)
-            state_events = await self._state_events(state_ids, start, timeline, sync_filter, requester, incremental)
+            if use_state_after:
+                state_ids, end = await self._state_after_ids(plan, since_snapshots, full_state)
+                state_events = await self._state_events(
+                    state_ids, end, timeline, sync_filter, requester, incremental, with_timeline=True
+                )
+            else:
+                state_ids, start = await self._state_for(
+                    plan, timeline, limited, since_snapshots, full_state, sync_filter
+                )
+                state_events = await self._state_events(state_ids, start, timeline, sync_filter, requester, incremental)
             room_ephemeral = ephemeral.get(m.room_id, []) if joined else []
             room_data = room_ad.get(m.room_id, [])
             if not joined and not timeline:
@@ -367,7 +398,10 @@ class SyncHandler:
                     "limited": limited or plan.newly_joined,
                     "prev_batch": room_token((timeline[0].metadata.stream_ordering or 1) - 1 if timeline else plan.upto),
                 },
-                "state": {"events": await self._format(sync_filter, state_events, viewer)},
+                # sync.yaml: exactly one of state / state_after, by use_state_after
+                ("state_after" if use_state_after else "state"): {
+                    "events": await self._format(sync_filter, state_events, viewer)
+                },
                 "account_data": {"events": room_data},
             }
             if joined:
@@ -483,6 +517,22 @@ class SyncHandler:
         before = await self._state.get_state(since_snapshots.get(plan.membership.room_nid))
         return {k: v for k, v in start.items() if before.get(k) != v}, start
 
+    async def _state_after_ids(
+        self, plan: _RoomPlan, since_snapshots: dict[int, int | None], full_state: bool
+    ) -> tuple[dict[StateKey, str], Mapping[StateKey, str]]:
+        """sync.yaml ``state_after``: the state at the end of the timeline (the room's state at
+        ``plan.upto``: for a left room, just after the leave), whole on an initial, full-state or
+        new-room sync, else what differs from the state at the client's last sync. Unlike
+        ``state``, state events in the timeline are not left out: a client using state_after
+        takes no state from the timeline."""
+        nid = plan.membership.room_nid
+        snap = (await self.store.snapshots_at([(nid, plan.upto)])).get(nid)
+        end = await self._state.get_state(snap)
+        if plan.after is None or full_state or plan.since_state is None:
+            return dict(end), end
+        before = await self._state.get_state(since_snapshots.get(nid))
+        return {k: v for k, v in end.items() if before.get(k) != v}, end
+
     async def _state_events(
         self,
         state_ids: dict[StateKey, str],
@@ -491,10 +541,13 @@ class SyncHandler:
         sync_filter: Filter,
         requester: Requester,
         incremental: bool,
+        with_timeline: bool = False,
     ) -> list[Event]:
+        """The events of a state section; those already in the timeline are left out of
+        ``state`` but kept in ``state_after`` (``with_timeline``)."""
         if sync_filter.lazy_load_members:
             state_ids = self._lazy_members(state_ids, start, timeline, sync_filter, requester, incremental)
-        in_timeline = {e.event_id for e in timeline}
+        in_timeline = set() if with_timeline else {e.event_id for e in timeline}
         ids = [v for v in state_ids.values() if v not in in_timeline]
         events = await self._events.get_events(ids)
         chosen = [events[i] for i in ids if i in events]

@@ -33,5 +33,9 @@ class SyncServlet:
         set_presence = query_str(request, "set_presence")
         if set_presence is not None and set_presence not in _PRESENCE:
             raise invalid_param("set_presence must be one of online, offline, unavailable")
+        # sync.yaml (v1.16, MSC4222): state_after instead of state
+        use_state_after = query_bool(request, "use_state_after", False)
         sync_filter = await load_filter(self.filters, requester.user_id, query_str(request, "filter"))
-        return await self.sync_handler.sync(requester, since, timeout, full_state, sync_filter, set_presence)
+        return await self.sync_handler.sync(
+            requester, since, timeout, full_state, sync_filter, set_presence, use_state_after
+        )

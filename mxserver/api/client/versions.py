@@ -19,11 +19,15 @@ from mxserver.storage.accounts import AccountStore
 #: may be listed; raise this as the implementation grows (v1.11 brought
 #: authenticated media, served by mxserver.api.media; v1.12 account locking, v1.13
 #: suspension, room reports and appservice ephemeral data, v1.14 user reports, v1.15 room
-#: summaries; its OAuth 2.0 API is optional: auth_metadata answers 404 M_UNRECOGNIZED).
-#: Not yet: v1.16 (/sync's use_state_after is missing), v1.18 (invite blocking, policy servers).
+#: summaries; its OAuth 2.0 API is optional: auth_metadata answers 404 M_UNRECOGNIZED), v1.16
+#: /sync's use_state_after, profile fields and room version 12, v1.17 appservice device
+#: masquerading and management, v1.18 admin lock/suspend endpoints, invite blocking
+#: (mxserver.accounts.invite_permission) and asking Policy Servers to sign our events
+#: (mxserver.rooms.policy_server), v1.19 mutual_rooms and unsigned.replaces_state.
+#: tests/test_spec_versions.py checks each version's headline features.
 SUPPORTED_SPEC_VERSIONS = [
     "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11",
-    "v1.12", "v1.13", "v1.14", "v1.15",
+    "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17", "v1.18", "v1.19",
 ]
 
 #: unstable features (MSCs) this server implements
@@ -75,6 +79,8 @@ class VersionsServlet:
             "m.get_login_token": {"enabled": not requester.is_guest},
             # v1.16: every field may be changed (profile.yaml; suspended accounts excepted)
             "m.profile_fields": {"enabled": True},
+            # v1.18: left rooms are not forgotten automatically (POST /forget does that)
+            "m.forget_forced_upon_leave": {"enabled": False},
         }
         user = await self.accounts.get_user(requester.user_id)
         if user is not None and user.is_admin:
