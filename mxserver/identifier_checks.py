@@ -80,7 +80,9 @@ def server_of_alias(alias: str) -> str:
 
 
 def server_of_user(user_id: str) -> str:
-    return user_id[1:].split(":", 1)[1]
+    # "" for a string without one: a member event received over federation may carry any
+    # state key (the auth rules only ask for one), and no caller should fail on it
+    return user_id[1:].partition(":")[2]
 
 
 def server_of_room_id(room_id: str) -> str | None:

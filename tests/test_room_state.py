@@ -110,6 +110,13 @@ class RoomStateTests(HomeserverTestCase):
         self.assertMatrixError(
             await self.put(f"{C}/rooms/{q(room)}/state/x/", {"v": "y" * 70000}, alice), 413, "M_TOO_LARGE"
         )
+        # a member event's state key is the user whose membership it sets
+        for key in ("notauser", "", "@nocolon"):
+            self.assertMatrixError(
+                await self.put(f"{C}/rooms/{q(room)}/state/m.room.member/{q(key)}", {"membership": "invite"}, alice),
+                400,
+                "M_INVALID_PARAM",
+            )
         # nothing changed
         self.assertMatrixError(await self.get(f"{C}/rooms/{q(room)}/state/m.room.name/", alice), 404, "M_NOT_FOUND")
         self.assertMatrixError(await self.get(f"{C}/rooms/{q(room)}/state/x/", alice), 404, "M_NOT_FOUND")

@@ -22,6 +22,7 @@ from mxserver.errors import MatrixError, bad_json, forbidden, invalid_param, not
 from mxserver.events.model import TXN_SCOPE_SEPARATOR, Event
 from mxserver.events.relations import THREAD, relation_of
 from mxserver.events.versions import RedactionRules
+from mxserver.identifier_checks import check_user_id
 from mxserver.ids import is_valid_event_id
 from mxserver.room_handlers.directory import DirectoryHandler
 from mxserver.rooms.api import ClientRooms
@@ -106,6 +107,10 @@ class MessageHandler:
         Synapse does (SyTest "Setting state twice is idempotent"). A suspended account may only
         leave this way (§Account suspension).
         """
+        if event_type == "m.room.member":
+            # client-server-api §m.room.member: "The state_key is the user ID whose membership
+            # is being set" (a member event of anything else is no one's membership)
+            check_user_id(state_key)
         if not (
             event_type == "m.room.member" and state_key == requester.user_id and content.get("membership") == "leave"
         ):
