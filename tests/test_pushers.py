@@ -294,14 +294,16 @@ class DeliveryTests(PusherTestCase):
         # The failure is recorded (the pusher backs off): the gateway's next answer is the
         # retry's, whichever server makes it.
         await until(backing_off, "the pusher's backoff")
+        # the position persisted before the failed delivery: the delivery after the restart
+        # moves it past this (read now, as the move may land before the test looks again)
+        assert failing.row is not None
+        before = failing.row.last_stream_ordering
         self.gateway.answer = (200, {})
         await self.restart()
         received = await self.gateway.wait_for(2)
         self.assertEqual(received[-1]["event_id"], event_id)
         # delivered once: the position is persisted, nothing is sent again after another restart
         [pusher] = self.hs.pusher_pool.pushers_of(self.alice.user_id)
-        assert pusher.row is not None
-        before = pusher.row.last_stream_ordering
 
         async def moved() -> bool:
             return pusher.row is not None and pusher.row.last_stream_ordering > before
