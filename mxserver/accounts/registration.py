@@ -22,7 +22,8 @@ from mxserver.accounts.devices import DeviceHandler
 from mxserver.accounts.passwords import PasswordHasher
 from mxserver.accounts.protocols import RateLimit, UserNamespaces
 from mxserver.accounts.registration_tokens import RegistrationTokens
-from mxserver.accounts.uia import DUMMY, REGISTRATION_TOKEN, Flows, UIARequest, UserInteractiveAuth
+from mxserver.accounts.threepids import ThreepidHandler, ThreepidValidator, ValidatedThreepid
+from mxserver.accounts.uia import DUMMY, EMAIL_IDENTITY, REGISTRATION_TOKEN, Flows, UIARequest, UserInteractiveAuth
 from mxserver.appservice.registration import AppService
 from mxserver.config import PasswordConfig, RegistrationConfig
 from mxserver.errors import MatrixError, forbidden, invalid_param, invalid_username, missing_param, user_in_use
@@ -168,7 +169,11 @@ class RegistrationHandler:
         ratelimit_register: RateLimit,
         clock: IReactorTime,
         tokens: RegistrationTokens,
+        threepid_validator: ThreepidValidator | None = None,
+        threepids: ThreepidHandler | None = None,
     ) -> None:
+        self._threepid_validator = threepid_validator
+        self._threepids = threepids
         self._auth = auth
         self._tokens = tokens
         self._config = config
@@ -191,9 +196,11 @@ class RegistrationHandler:
 
     def flows(self) -> Flows:
         # With tokens required, dummy alone is not enough: the token is the gate.
+        email = self._threepids is not None and self._threepid_validator is not None and self._threepid_validator.email_enabled
         if self._tokens.required:
-            return [[REGISTRATION_TOKEN]]
-        return [[DUMMY]]
+            return [[REGISTRATION_TOKEN], [REGISTRATION_TOKEN, EMAIL_IDENTITY]] if email else [[REGISTRATION_TOKEN]]
+        # With e-mail on, signing up with an address is offered beside the plain flow.
+        return [[DUMMY], [EMAIL_IDENTITY]] if email else [[DUMMY]]
 
     # -- endpoints -------------------------------------------------------------------------
 
@@ -256,6 +263,12 @@ class RegistrationHandler:
                     registered = await self._registrar.register_user(params.username, password)
                 else:
                     registered = await self._register_generated(password, guest=False)
+                if completed.threepid is not None and self._threepids is not None:
+                    # registration.yaml: the address validated during sign-up belongs to the account.
+                    t = completed.threepid
+                    await self._threepids.add_validated(
+                        registered, ValidatedThreepid(t.medium, t.address, t.validated_at)
+                    )
                 await self._uia.registration_done(completed.session_id)
             response = await self._login_response(
                 registered, params.device_id, params.device_display_name, params.inhibit_login
