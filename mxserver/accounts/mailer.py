@@ -14,10 +14,12 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
-from twisted.mail.smtp import ESMTPSenderFactory
+from twisted.mail.smtp import ESMTPSender, ESMTPSenderFactory
+from twisted.python.failure import Failure
 
 from mxserver.config import EmailConfig
 from mxserver.errors import MatrixError
@@ -26,6 +28,24 @@ log = Logger()
 
 #: the longest one message may take to send (seconds)
 SEND_TIMEOUT_S = 30
+
+
+class _Sender(ESMTPSender):
+    """Tells its factory when the connection is gone (after QUIT), so a send ends with it."""
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        super().connectionLost(reason)
+        closed = self.factory.closed
+        if not closed.called:
+            closed.callback(None)
+
+
+class _SenderFactory(ESMTPSenderFactory):
+    protocol = _Sender
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.closed: Deferred[None] = Deferred()
 
 
 class Mailer:
@@ -54,7 +74,7 @@ class Mailer:
         assert config.smtp_host is not None, "e-mail is off"
         data = self.message(to, subject, body)
         done: Deferred[Any] = Deferred()
-        factory = ESMTPSenderFactory(
+        factory = _SenderFactory(
             config.smtp_user.encode() if config.smtp_user is not None else None,
             config.smtp_password.encode() if config.smtp_password is not None else None,
             email.utils.parseaddr(self.sender)[1],
@@ -74,6 +94,8 @@ class Mailer:
         try:
             await endpoint.connect(factory)
             await done
+            # The message was accepted; the connection ends with QUIT (nothing is left open).
+            await factory.closed
         except Exception as e:
             log.warn("Could not send e-mail through {host}: {error}", host=config.smtp_host, error=f"{type(e).__name__}: {e}")
             raise MatrixError(502, "M_UNKNOWN", "The e-mail could not be sent; try again later") from None
