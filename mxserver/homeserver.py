@@ -290,8 +290,9 @@ class Homeserver(service.MultiService):
         config = self.config
         self.threepid_store = ThreepidStore(self.db)
         mailer = Mailer(config.email, self.reactor, self.clock, self.server_name) if config.email.enabled else None
+        # E-mails sent count against the registration limit (rate_limits.register), per client and address.
         self.threepid_validator = ThreepidValidator(
-            config.email, config.base_url, self.server_name, self.threepid_store, mailer, self.clock
+            config.email, config.base_url, self.server_name, self.threepid_store, mailer, self.clock, self.ratelimit_register
         )
 
     def _identity_server_client(self) -> IdentityServerClient:

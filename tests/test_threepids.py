@@ -123,6 +123,27 @@ class EmailValidationTests(EmailTestCase):
         self.assertEqual(await self.get(f"{C}/account/3pid", alice), (200, {"threepids": []}))
         self.assertMatrixError(await self.post(f"{C}/login", email_login("alice@example.com", alice.password)), 403, "M_FORBIDDEN")
 
+    async def test_uia_password_stage_by_email(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        await self.add_email(alice, "alice@example.com")
+        await self.add_email(bob, "bob@example.com")
+        path, body = f"{C}/account/password", {"new_password": "new pw"}
+
+        def by_email(address: str, session: str) -> dict[str, Any]:
+            return {"type": "m.login.password", "identifier": {"type": "m.id.thirdparty", "medium": "email",
+                    "address": address}, "password": alice.password, "session": session}
+
+        session = await self.uia_session("POST", path, body, alice)
+        code, resp = await self.post(path, {**body, "auth": by_email("nobody@example.com", session)}, alice)
+        self.assertEqual((code, resp["errcode"]), (401, "M_FORBIDDEN"))
+        code, resp = await self.post(path, {**body, "auth": by_email("bob@example.com", session)}, alice)
+        # bob's address and bob's (same) password: valid credentials of someone else, a plain 403
+        self.assertEqual((code, resp["errcode"]), (403, "M_FORBIDDEN"))
+        self.assertNotIn("flows", resp)
+        session = await self.uia_session("POST", path, body, alice)
+        self.assertEqual(await self.post(path, {**body, "auth": by_email("alice@example.com", session)}, alice), (200, {}))
+
     async def test_same_send_attempt_sends_once(self) -> None:
         code, first = await self.request_token(REGISTER_TOKEN, "new@example.com")
         code, again = await self.request_token(REGISTER_TOKEN, "new@example.com")

@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from mxserver.accounts.auth import Auth, Requester, hash_token
 from mxserver.accounts.devices import DeviceHandler, DeviceHooks
+from mxserver.accounts.identifiers import resolve_thirdparty
 from mxserver.accounts.protocols import LoginFlows, RateLimit, ThreepidSessions
 from mxserver.accounts.uia import UIARequest, UserInteractiveAuth
 from mxserver.appservice.registration import AppService
@@ -80,7 +81,7 @@ class LoginHandler:
     ) -> dict[str, Any]:
         """``POST /login``: authenticate ``submission`` and open a session on a device."""
         self._ratelimit_login.check(ip)
-        submission = await self._resolve_threepid(submission)
+        submission = await resolve_thirdparty(submission, self._threepids)
         claimed = self._claimed_user(submission)
         if claimed is not None:
             self._ratelimit_login.check(claimed)
@@ -181,26 +182,6 @@ class LoginHandler:
             # §Login: an invalid token is 403 M_FORBIDDEN.
             raise forbidden("Invalid or expired login token")
         return user_id
-
-    async def _resolve_threepid(self, submission: dict[str, Any]) -> dict[str, Any]:
-        """login.yaml: an ``m.id.thirdparty`` identifier (or the deprecated top-level ``medium`` and
-        ``address``) names the account the 3PID belongs to; the submission is handed on naming
-        that user (``m.id.user``), so every login flow accepts 3PIDs. An unknown 3PID is a
-        plain 403, as a wrong password is."""
-        identifier = submission.get("identifier")
-        if isinstance(identifier, dict) and identifier.get("type") == "m.id.thirdparty":
-            medium, address = identifier.get("medium"), identifier.get("address")
-        elif identifier is None and "medium" in submission:
-            medium, address = submission.get("medium"), submission.get("address")
-        else:
-            return submission
-        if not isinstance(medium, str) or not isinstance(address, str):
-            raise bad_json("A third-party identifier needs 'medium' and 'address' strings")
-        user_id = await self._threepids.owner(medium, address) if self._threepids is not None else None
-        if user_id is None:
-            raise forbidden("Invalid username or password")
-        rest = {k: v for k, v in submission.items() if k not in ("identifier", "medium", "address", "user")}
-        return {**rest, "identifier": {"type": "m.id.user", "user": user_id}}
 
     def _claimed_user(self, submission: dict[str, Any]) -> str | None:
         """The local user a submission names (``m.id.user`` or the deprecated ``user``), if any.

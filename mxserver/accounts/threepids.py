@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from mxserver.accounts.auth import Requester
 from mxserver.accounts.identity_client import IdentityServerClient, check_id_server
 from mxserver.accounts.mailer import Mailer
+from mxserver.accounts.protocols import RateLimit
 from mxserver.accounts.uia import UIARequest, UserInteractiveAuth
 from mxserver.config import EmailConfig
 from mxserver.errors import MatrixError, invalid_param
@@ -104,7 +105,9 @@ class ThreepidValidator:
         store: ThreepidStore,
         mailer: Mailer | None,
         clock: IReactorTime,
+        ratelimit: RateLimit | None = None,
     ) -> None:
+        self._ratelimit = ratelimit
         self._config = config
         base = config.validation_base_url or base_url
         self._base_url = base if base.endswith("/") else base + "/"
@@ -124,10 +127,17 @@ class ThreepidValidator:
         return f"_matrix/client/unstable/{purpose}/email/submit_token"
 
     async def request_email_token(
-        self, purpose: Purpose, client_secret: str, address: str, send_attempt: int, next_link: str | None
+        self,
+        purpose: Purpose,
+        client_secret: str,
+        address: str,
+        send_attempt: int,
+        next_link: str | None,
+        ip: str = "",
     ) -> dict[str, Any]:
         """A ``.../email/requestToken``: ``{sid, submit_url}``; the e-mail goes out unless this
-        ``send_attempt`` was already sent for this (client_secret, address)."""
+        ``send_attempt`` was already sent for this (client_secret, address). Each e-mail sent
+        counts against the client's (``ip``) and the address's rate limit: no mail bombs."""
         if not self.email_enabled or self._mailer is None:
             raise medium_not_supported("email")
         check_client_secret(client_secret)
@@ -151,7 +161,12 @@ class ThreepidValidator:
             # registration.yaml: the same send_attempt sends nothing new.
             return {"sid": existing.session_id, "submit_url": submit_url}
 
+        if self._ratelimit is not None:
+            self._ratelimit.check("requestToken " + ip)
+            self._ratelimit.check("requestToken " + address)
         now = self._now_ms()
+        # Each new session pays for forgetting the ones of no more use.
+        await self._store.delete_expired_sessions(now - self._config.token_lifetime_ms)
         token = secrets.token_urlsafe(24)
         session = await self._store.start_session(
             ValidationSession(

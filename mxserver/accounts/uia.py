@@ -19,9 +19,12 @@ outlives its completion with the registered user ID, so that a client whose
 answer was lost can retry with the same session and log in as the account it
 created instead of getting an error or a second account.
 
-Stages: ``m.login.dummy``, ``m.login.registration_token`` and every login
-flow module (the login flows, e.g. ``m.login.password``); a login-flow
-stage authenticates only the requester's own account.
+Stages: ``m.login.dummy``, ``m.login.registration_token``,
+``m.login.email.identity`` (a session the homeserver validated, see
+:mod:`mxserver.accounts.threepids`; the 3PID it proved is handed to the caller
+in :class:`UIACompleted`) and every login flow module (the login flows, e.g.
+``m.login.password``, which may name the user by a 3PID); a login-flow stage
+authenticates only the requester's own account.
 
 This module knows nothing of HTTP: the servlets build the :class:`UIARequest`
 (``mxserver.api.client.uia.uia_request``).
@@ -38,6 +41,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from mxserver.accounts.identifiers import resolve_thirdparty
 from mxserver.accounts.protocols import LoginFlows, RateLimit, ThreepidSessions, ValidatedThreepidLike
 from mxserver.accounts.registration_tokens import RegistrationTokens
 from mxserver.config import RegistrationConfig
@@ -239,7 +243,7 @@ class UserInteractiveAuth:
         flow = self._login_flows.get(stage)
         if flow is None or user_id is None:
             raise forbidden(f"Authentication type {stage} cannot be used here")
-        authenticated = await flow.check_login(auth)
+        authenticated = await flow.check_login(await resolve_thirdparty(auth, self._threepid_sessions))
         if authenticated != user_id:
             # Valid credentials of someone else: a plain 403, not a 401 inviting another try
             # (Synapse's answer, which SyTest "DELETE /device/{deviceId} requires UI auth user

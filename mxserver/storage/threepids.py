@@ -204,7 +204,12 @@ class ThreepidStore:
         )
 
     def delete_expired_sessions(self, before_ms: int) -> Deferred[None]:
-        """Forget sessions created before ``before_ms`` (validated or not)."""
+        """Forget the sessions of no more use at ``before_ms``: their token expired before it
+        and they were not validated, or were validated before it."""
         return self.db.execute(
-            "threepid_sessions_expire", "DELETE FROM threepid_validation_sessions WHERE created_at < ?", before_ms
+            "threepid_sessions_expire",
+            "DELETE FROM threepid_validation_sessions WHERE token_expires < ?"
+            " AND (validated_at IS NULL OR validated_at < ?)",
+            before_ms,
+            before_ms,
         )

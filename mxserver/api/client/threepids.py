@@ -12,7 +12,7 @@ from mxserver.accounts.threepids import Purpose, ThreepidHandler, ThreepidValida
 from mxserver.api.client.uia import uia_request
 from mxserver.api.http import JsonDict, Response, get_dict, get_int, get_str, json_body, route
 from mxserver.errors import missing_param
-from mxserver.request_info import query_str
+from mxserver.request_info import client_ip, query_str
 
 C = "/_matrix/client/v3"
 U = "/_matrix/client/unstable"
@@ -108,6 +108,7 @@ class ThreepidServlet:
             get_str(body, "email", max_length=512),
             get_int(body, "send_attempt"),
             get_str(body, "next_link", None, max_length=2048),
+            client_ip(request),
         )
 
     @route("POST", f"{C}/register/email/requestToken")
