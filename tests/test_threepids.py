@@ -8,6 +8,14 @@ import os
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory
+from twisted.protocols.basic import LineReceiver
+from twisted.trial import unittest
+
+from mxserver.accounts.mailer import Mailer
+from mxserver.config import EmailConfig
 from mxserver.crypto.keys import key_id
 from tests.harness import C, HomeserverTestCase, TestUser, deep_merge
 from tests.harness.identity_server import ACCESS_TOKEN, FakeIdentityServer
@@ -361,3 +369,54 @@ class IdentityServerTests(UIAMixin):
             self.assertMatrixError(await self.post(f"{C}/account/3pid/bind", partial, alice), 400, "M_MISSING_PARAM")
         self.assertMatrixError(await self.post(f"{C}/account/3pid/bind", body), 401, "M_MISSING_TOKEN")
         self.assertEqual(self.id_server.bindings, {})
+
+
+class _MinimalSmtp(LineReceiver):
+    """An SMTP server as minimal as SyTest's: HELO only (500 to EHLO), 500 to RSET and QUIT, and it
+    never closes the connection itself."""
+
+    delimiter = b"\r\n"
+
+    def connectionMade(self) -> None:
+        self.in_data = False
+        self.lines: list[bytes] = []
+        self.sendLine(b"220 minimal")
+
+    def lineReceived(self, line: bytes) -> None:
+        if self.in_data:
+            if line == b".":
+                self.in_data = False
+                self.factory.messages.append(b"\n".join(self.lines))  # type: ignore[attr-defined]
+                self.sendLine(b"250 ok")
+            else:
+                self.lines.append(line)
+            return
+        verb = line.split(b" ")[0].upper()
+        if verb in (b"HELO", b"MAIL", b"RCPT"):
+            self.sendLine(b"250 ok")
+        elif verb == b"DATA":
+            self.in_data = True
+            self.sendLine(b"354 go on")
+        else:
+            self.sendLine(b"500 unrecognized command")
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.factory.lost.callback(None)  # type: ignore[attr-defined]
+
+
+class MailerTests(unittest.TestCase):
+    async def test_minimal_smtp_server(self) -> None:
+        factory = Factory.forProtocol(_MinimalSmtp)
+        factory.messages = []  # type: ignore[attr-defined]
+        factory.lost = Deferred()  # type: ignore[attr-defined]
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        config = EmailConfig(smtp_host="127.0.0.1", smtp_port=port.getHost().port, tls="none")
+        mailer = Mailer(config, reactor, reactor, "example.org:8448")
+        # One message, then QUIT (not RSET, which such a server refuses, forever): the send ends.
+        await mailer.send("bob@example.com", "Subject line", "Body text")
+        await factory.lost  # type: ignore[attr-defined]
+        [message] = factory.messages  # type: ignore[attr-defined]
+        self.assertIn(b"From: noreply@example.org", message)
+        self.assertIn(b"Subject: Subject line", message)
+        self.assertIn(b"Body text", message)

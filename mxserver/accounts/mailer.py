@@ -10,12 +10,12 @@ from __future__ import annotations
 import email.utils
 from email.message import EmailMessage
 from io import BytesIO
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, ITCPTransport
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.mail.smtp import ESMTPSender, ESMTPSenderFactory
@@ -28,10 +28,23 @@ log = Logger()
 
 #: the longest one message may take to send (seconds)
 SEND_TIMEOUT_S = 30
+#: how long the server may take to close the connection after QUIT (seconds)
+QUIT_GRACE_S = 5
 
 
 class _Sender(ESMTPSender):
-    """Tells its factory when the connection is gone (after QUIT), so a send ends with it."""
+    """One message per connection; tells its factory when the connection is gone (after QUIT),
+    so that a send ends with it."""
+
+    def smtpState_msgSent(self, code: int, resp: bytes) -> None:
+        # The base class sends RSET to start another message; with one message per connection
+        # QUIT comes next instead (and a minimal server answering 500 to RSET, as SyTest's does,
+        # would otherwise get RSET again, forever).
+        if self._from is not None:
+            self.sentMail(code, resp, len(self.successAddresses), self.toAddressesResult, self.log)
+        self.toAddressesResult = []
+        self._from = None
+        self._disconnectFromServer()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
         super().connectionLost(reason)
@@ -46,6 +59,12 @@ class _SenderFactory(ESMTPSenderFactory):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.closed: Deferred[None] = Deferred()
+        #: the connection's protocol, once connected (currentProtocol is cleared when the send ends)
+        self.sender: _Sender | None = None
+
+    def buildProtocol(self, addr: Any) -> _Sender:
+        self.sender = super().buildProtocol(addr)
+        return self.sender
 
 
 class Mailer:
@@ -94,8 +113,25 @@ class Mailer:
         try:
             await endpoint.connect(factory)
             await done
-            # The message was accepted; the connection ends with QUIT (nothing is left open).
-            await factory.closed
         except Exception as e:
             log.warn("Could not send e-mail through {host}: {error}", host=config.smtp_host, error=f"{type(e).__name__}: {e}")
             raise MatrixError(502, "M_UNKNOWN", "The e-mail could not be sent; try again later") from None
+        finally:
+            await self._closed(factory)
+
+    async def _closed(self, factory: _SenderFactory) -> None:
+        """Wait for the connection to end (QUIT), cutting it if the server does not close it soon:
+        nothing is left open once a send returns."""
+        sender = factory.sender
+        if sender is None or factory.closed.called:
+            return
+        def cut() -> None:
+            if sender.transport is not None:
+                cast(ITCPTransport, sender.transport).abortConnection()
+
+        timer = self._clock.callLater(QUIT_GRACE_S, cut)
+        try:
+            await factory.closed
+        finally:
+            if timer.active():
+                timer.cancel()
