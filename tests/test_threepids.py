@@ -118,6 +118,11 @@ class EmailValidationTests(EmailTestCase):
         self.assertEqual((threepid["medium"], threepid["address"]), ("email", "alice@example.com"))
         self.assertIsInstance(threepid["validated_at"], int)
         self.assertGreaterEqual(threepid["added_at"], threepid["validated_at"])
+        # The admin API shows them too.
+        root = await self.register("root")
+        await self.hs.accounts.set_admin(root.user_id, True)
+        code, shown = await self.get("/_synapse/admin/v2/users/@alice:test", root)
+        self.assertEqual((code, shown["threepids"]), (200, listed["threepids"]))
 
         for login in (email_login("ALICE@example.com", alice.password), email_login("alice@example.com", alice.password, True)):
             code, resp = await self.post(f"{C}/login", login)

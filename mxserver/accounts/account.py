@@ -64,6 +64,10 @@ class AccountHandler:
         await self._uia.authenticate(uia, self._uia.reauth_flows(), requester.user_id)
         await self.set_password(requester.user_id, new_password, logout_devices, requester.device_id)
 
+    async def threepids(self, user_id: str) -> list[dict[str, Any]]:
+        """The 3PIDs associated with the account (medium, address, validated_at, added_at)."""
+        return await self._threepids.list_threepids(user_id) if self._threepids is not None else []
+
     @property
     def reset_by_email(self) -> bool:
         """Whether a forgotten password can be reset through a validated e-mail address."""

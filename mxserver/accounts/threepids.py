@@ -262,7 +262,7 @@ class ThreepidHandler:
     def _now_ms(self) -> int:
         return int(self._clock.seconds() * 1000)
 
-    async def list(self, user_id: str) -> list[dict[str, Any]]:
+    async def list_threepids(self, user_id: str) -> list[dict[str, Any]]:
         return [attrs.asdict(t) for t in await self._store.user_threepids(user_id)]
 
     async def add_validated(self, user_id: str, threepid: ValidatedThreepid) -> None:

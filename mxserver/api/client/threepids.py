@@ -42,7 +42,7 @@ class ThreepidServlet:
     @route("GET", f"{C}/account/3pid")
     async def list_threepids(self, request: IRequest) -> JsonDict:
         requester = await self.auth.get_user(request)
-        return {"threepids": await self.threepids.list(requester.user_id)}
+        return {"threepids": await self.threepids.list_threepids(requester.user_id)}
 
     @route("POST", f"{C}/account/3pid")
     async def add_threepid_legacy(self, request: IRequest) -> JsonDict:
