@@ -1258,7 +1258,7 @@ class Homeserver(service.MultiService):
             register.RegisterServlet(self.auth, self.registration),
             login.LoginServlet(self.auth, self.login),
             account.AccountServlet(self.auth, self.account),
-            threepids.ThreepidServlet(self.auth, self.threepids, self.threepid_validator),
+            threepids.ThreepidServlet(self.auth, self.threepids, self.threepid_validator, self.registration),
             openid.OpenIdServlet(self.auth, self.openid_tokens, self.ratelimit_login),
             devices.DevicesServlet(self.auth, self.devices),
             admin.AdminRegisterServlet(self.shared_secret_registration),

@@ -293,6 +293,14 @@ class EmailValidationTests(EmailTestCase):
         self.assertMatrixError(await self.post(f"{C}/account/3pid", creds, alice), 403, "M_THREEPID_AUTH_FAILED")
 
 
+class EmailClosedRegistrationTests(EmailTestCase):
+    config_overrides = {"registration": {"enabled": False}}
+
+    async def test_no_sign_up_mail_when_registration_is_closed(self) -> None:
+        self.assertMatrixError(await self.request_token(REGISTER_TOKEN, "a@example.com"), 403, "M_FORBIDDEN")
+        self.assertEqual(self.sink.mails, [])
+
+
 class SmtpFailureTests(EmailTestCase):
     async def _set_up(self) -> None:
         self.config_overrides = {"email": {"smtp_host": "127.0.0.1", "smtp_port": free_port(), "tls": "none"}}

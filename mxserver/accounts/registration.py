@@ -212,6 +212,18 @@ class RegistrationHandler:
         if await self._store.get_user(user_id) is not None:
             raise user_in_use()
 
+    async def request_email_token(
+        self, client_secret: str, address: str, send_attempt: int, next_link: str | None, ip: str
+    ) -> dict[str, Any]:
+        """``POST /register/email/requestToken``: no e-mail for a sign-up that cannot happen."""
+        if not self.open:
+            raise forbidden("Registration is disabled")
+        if self._threepid_validator is None:
+            raise MatrixError(400, "M_THREEPID_MEDIUM_NOT_SUPPORTED", "This homeserver does not validate email addresses")
+        return await self._threepid_validator.request_email_token(
+            "registration", client_secret, address, send_attempt, next_link, ip
+        )
+
     async def token_valid(self, token: str, ip: str) -> bool:
         """``GET /register/m.login.registration_token/validity``."""
         if not self._tokens.required:

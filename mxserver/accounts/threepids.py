@@ -292,7 +292,14 @@ class ThreepidHandler:
         user; the binding is remembered for unbinding later."""
         id_server = check_id_server(id_server)
         association = await self._identity.bind(id_server, id_access_token, sid, client_secret, requester.user_id)
-        await self._store.add_binding(requester.user_id, association["medium"], association["address"], id_server)
+        medium, address = association["medium"], association["address"]
+        if medium in MEDIA:
+            # Stored as unbind requests will name it (canonical), whatever case the IS kept.
+            try:
+                address = canonical_address(medium, address)
+            except MatrixError:
+                pass
+        await self._store.add_binding(requester.user_id, medium, address, id_server)
 
     async def unbind(self, user_id: str, medium: str, address: str, id_server: str | None) -> bool:
         """Unbind from ``id_server``, or else from every identity server the binding was made

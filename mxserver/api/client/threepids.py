@@ -8,6 +8,7 @@ from typing import Any
 from twisted.web.iweb import IRequest
 
 from mxserver.accounts.auth import Auth
+from mxserver.accounts.registration import RegistrationHandler
 from mxserver.accounts.threepids import Purpose, ThreepidHandler, ThreepidValidator, medium_not_supported
 from mxserver.api.client.uia import uia_request
 from mxserver.api.http import JsonDict, Response, get_dict, get_int, get_str, json_body, route
@@ -29,10 +30,27 @@ def _unbind_params(body: JsonDict) -> tuple[str, str, str | None]:
     )
 
 
+def _token_params(request: IRequest) -> tuple[str, str, int, str | None]:
+    """A requestToken body: client_secret, email, send_attempt, next_link."""
+    body = json_body(request)
+    # id_server / id_access_token: type-checked only; the homeserver sends the e-mail itself.
+    get_str(body, "id_server", None)
+    get_str(body, "id_access_token", None)
+    return (
+        get_str(body, "client_secret", max_length=MAX_ID),
+        get_str(body, "email", max_length=512),
+        get_int(body, "send_attempt"),
+        get_str(body, "next_link", None, max_length=2048),
+    )
+
+
 class ThreepidServlet:
     """The user's 3PIDs, identity-server bindings and the homeserver's validation sessions."""
 
-    def __init__(self, auth: Auth, threepids: ThreepidHandler, validator: ThreepidValidator) -> None:
+    def __init__(
+        self, auth: Auth, threepids: ThreepidHandler, validator: ThreepidValidator, registration: RegistrationHandler
+    ) -> None:
+        self.registration = registration
         self.auth = auth
         self.threepids = threepids
         self.validator = validator
@@ -98,22 +116,17 @@ class ThreepidServlet:
     # -- requestToken ------------------------------------------------------------------------
 
     async def _request_email_token(self, request: IRequest, purpose: Purpose) -> JsonDict:
-        body = json_body(request)
-        # id_server / id_access_token: type-checked only; the homeserver sends the e-mail itself.
-        get_str(body, "id_server", None)
-        get_str(body, "id_access_token", None)
+        client_secret, address, send_attempt, next_link = _token_params(request)
         return await self.validator.request_email_token(
-            purpose,
-            get_str(body, "client_secret", max_length=MAX_ID),
-            get_str(body, "email", max_length=512),
-            get_int(body, "send_attempt"),
-            get_str(body, "next_link", None, max_length=2048),
-            client_ip(request),
+            purpose, client_secret, address, send_attempt, next_link, client_ip(request)
         )
 
     @route("POST", f"{C}/register/email/requestToken")
     async def register_email_token(self, request: IRequest) -> JsonDict:
-        return await self._request_email_token(request, "registration")
+        client_secret, address, send_attempt, next_link = _token_params(request)
+        return await self.registration.request_email_token(
+            client_secret, address, send_attempt, next_link, client_ip(request)
+        )
 
     @route("POST", f"{C}/account/3pid/email/requestToken")
     async def add_email_token(self, request: IRequest) -> JsonDict:
