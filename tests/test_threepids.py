@@ -293,6 +293,25 @@ class EmailValidationTests(EmailTestCase):
         self.assertMatrixError(await self.post(f"{C}/account/3pid", creds, alice), 403, "M_THREEPID_AUTH_FAILED")
 
 
+class EmailExpiryTests(EmailTestCase):
+    use_fake_clock = True
+    config_overrides = {"email": {"token_lifetime_ms": "10m"}}
+
+    async def test_links_and_validations_expire(self) -> None:
+        alice = await self.register("alice")
+        self.clock.advance(1000)
+        code, body = await self.request_token(ADD_TOKEN, "a@example.com", token=alice)
+        self.clock.advance(11 * 60)
+        self.assertMatrixError(await self.follow(self.sink.mails[0]), 403, "M_THREEPID_AUTH_FAILED")
+        # A new attempt gives a new link, which works; the validation itself lasts as long.
+        await self.request_token(ADD_TOKEN, "a@example.com", attempt=2, token=alice)
+        self.assertEqual((await self.follow(self.sink.mails[1]))[0], 200)
+        self.clock.advance(11 * 60)
+        creds = {"sid": body["sid"], "client_secret": "s3cret"}
+        code, resp = await self.with_password_uia("POST", f"{C}/account/3pid/add", creds, alice)
+        self.assertEqual((code, resp["errcode"]), (403, "M_THREEPID_AUTH_FAILED"))
+
+
 class EmailClosedRegistrationTests(EmailTestCase):
     config_overrides = {"registration": {"enabled": False}}
 
