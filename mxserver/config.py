@@ -383,6 +383,78 @@ class ServerNoticesConfig:
     )
 
 
+#: the placeholders e-mail templates may use
+EMAIL_PLACEHOLDERS = ("server_name", "address", "link", "token", "action")
+
+DEFAULT_VALIDATION_BODY = """Hello,
+
+You (or someone else) asked {server_name} to {action} using this e-mail address ({address}).
+To confirm, open this link:
+
+{link}
+
+The link works once and expires soon. If this was not you, ignore this e-mail: nothing changes.
+"""
+
+
+def _email_template(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    try:
+        value.format(**{name: "x" for name in EMAIL_PLACEHOLDERS})
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(f"bad template (placeholders: {', '.join(EMAIL_PLACEHOLDERS)}): {e}") from None
+    return value
+
+
+@attrs.define
+class EmailConfig:
+    """Outgoing e-mail: validating e-mail addresses (client-server-api §Adding Account
+    Administrative Contact Information) for sign-up, adding them to accounts and password resets.
+    Off until smtp_host is set: the email requestToken endpoints then refuse with
+    M_THREEPID_MEDIUM_NOT_SUPPORTED."""
+
+    smtp_host: str | None = attrs.field(default=None, metadata=_help("SMTP server; null: e-mail is off"))
+    smtp_port: int = attrs.field(default=25, metadata=_help("SMTP port", check=lambda v: 0 < v < 65536))
+    tls: Literal["none", "starttls", "tls"] = attrs.field(
+        default="starttls",
+        metadata=_help("none: plain SMTP; starttls: STARTTLS required; tls: TLS from the first byte (port 465)"),
+    )
+    smtp_user: str | None = attrs.field(default=None, metadata=_help("SMTP AUTH user (null: no authentication)"))
+    smtp_password: str | None = attrs.field(default=None, metadata=_help("SMTP AUTH password"))
+    notif_from: str | None = attrs.field(
+        default=None, metadata=_help("From: address of the e-mails (default: noreply@ the server name's host)")
+    )
+    validation_base_url: str | None = attrs.field(
+        default=None, metadata=_help("public URL of this server used in validation links (default: public_baseurl)")
+    )
+    token_lifetime_ms: int = attrs.field(
+        default=3_600_000,
+        metadata=_help("how long a validation link works", parse=parse_duration_ms, sample="1h", check=lambda v: v > 0),
+    )
+    validation_body: str = attrs.field(
+        default=DEFAULT_VALIDATION_BODY,
+        metadata=_help(
+            "plain-text body of validation e-mails; placeholders: {server_name} {address} {link} {token} {action}",
+            parse=_email_template,
+        ),
+    )
+    registration_subject: str = attrs.field(
+        default="[{server_name}] Confirm your e-mail address", metadata=_help("subject for sign-up", parse=_email_template)
+    )
+    add_threepid_subject: str = attrs.field(
+        default="[{server_name}] Confirm your e-mail address",
+        metadata=_help("subject for adding an address to an account", parse=_email_template),
+    )
+    password_reset_subject: str = attrs.field(
+        default="[{server_name}] Password reset", metadata=_help("subject for password resets", parse=_email_template)
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.smtp_host is not None
+
+
 @attrs.define
 class ModuleEntry:
     group: str = attrs.field(metadata=_help("entry-point group, e.g. mxserver.typing"))
@@ -425,6 +497,7 @@ class HomeserverConfig:
     server_notices: ServerNoticesConfig = attrs.field(
         factory=ServerNoticesConfig, metadata=_help("server notices (the admin API's send_server_notice)")
     )
+    email: EmailConfig = attrs.field(factory=EmailConfig, metadata=_help("outgoing e-mail (address validation)"))
     app_service_config_files: list[str] = attrs.field(
         factory=list,
         metadata=_help(
@@ -634,6 +707,8 @@ def _check(config: HomeserverConfig) -> None:
     voip = config.voip
     if voip.turn_uris and not voip.turn_shared_secret and (voip.turn_username is None or voip.turn_password is None):
         raise ConfigError("voip.turn_uris: needs voip.turn_shared_secret, or voip.turn_username and voip.turn_password")
+    if (config.email.smtp_user is None) != (config.email.smtp_password is None):
+        raise ConfigError("email.smtp_user: smtp_user and smtp_password go together")
     for i, contact in enumerate(config.well_known.support_contacts):
         # support.yaml: "At least one of matrix_id or email_address is required."
         if not contact.matrix_id and not contact.email_address:

@@ -25,6 +25,7 @@ from mxserver.accounts.account import AccountHandler
 from mxserver.accounts.auth import Auth
 from mxserver.accounts.devices import DeviceHandler, DeviceHooks
 from mxserver.accounts.erasure import ErasedUsers
+from mxserver.accounts.identity_client import IdentityServerClient
 from mxserver.accounts.login import LoginHandler
 from mxserver.accounts.openid import OpenIdTokens
 from mxserver.accounts.passwords import PasswordHasher
@@ -32,6 +33,7 @@ from mxserver.accounts.protocols import LoginFlow
 from mxserver.accounts.registration import RegistrationHandler, UserRegistrar
 from mxserver.accounts.registration_tokens import RegistrationTokens
 from mxserver.accounts.shared_secret import SharedSecretRegistration
+from mxserver.accounts.threepids import ThreepidHandler, ThreepidValidator
 from mxserver.accounts.uia import UserInteractiveAuth
 from mxserver.api.http import build_app, render_error
 from mxserver.api.ratelimit import RateLimiter
@@ -119,8 +121,10 @@ class Homeserver(service.MultiService):
         # above it and passes every collaborator explicitly; nothing below this file sees
         # the Homeserver.
         self._build_core()
-        self._build_accounts()
+        # Before accounts: identity-server requests (3PID binding) go through federation's
+        # IP filter, TLS policy and request signing.
         self._build_federation_transport()
+        self._build_accounts()
         self._build_appservice_api()
         self._build_room_server()
         self._build_user_data()
@@ -208,8 +212,17 @@ class Homeserver(service.MultiService):
         self.registration_tokens = RegistrationTokens(
             config.registration, RegistrationTokenStore(self.db), self.clock
         )
+        self._build_threepid_validation()
         self.uia = UserInteractiveAuth(
-            self.clock, self.login_flows, config.registration, self.ratelimit_login, self.registration_tokens
+            self.clock,
+            self.login_flows,
+            config.registration,
+            self.ratelimit_login,
+            self.registration_tokens,
+            self.threepid_validator,
+        )
+        self.threepids = ThreepidHandler(
+            self.threepid_store, self.threepid_validator, self.uia, self._identity_server_client(), self.clock
         )
         #: to-device queues and device keys are built later: __init__ subscribes them here
         self.device_hooks = DeviceHooks()
@@ -238,6 +251,8 @@ class Homeserver(service.MultiService):
             ratelimit_register=self.ratelimit_register,
             clock=self.clock,
             tokens=self.registration_tokens,
+            threepid_validator=self.threepid_validator,
+            threepids=self.threepids,
         )
         self.login = LoginHandler(
             self.accounts,
@@ -250,16 +265,47 @@ class Homeserver(service.MultiService):
             device_hooks=self.device_hooks,
             ratelimit_login=self.ratelimit_login,
             clock=self.clock,
+            threepids=self.threepid_validator,
         )
         #: accounts deactivated with erase: history visibility and federation reads ask it
         self.erased_users = ErasedUsers(self.accounts)
         self.account = AccountHandler(
-            self.accounts, config.password, self.passwords, self.auth, self.uia, self.device_hooks, self.erased_users
+            self.accounts,
+            config.password,
+            self.passwords,
+            self.auth,
+            self.uia,
+            self.device_hooks,
+            self.erased_users,
+            self.threepids,
+            self.threepid_validator,
         )
         self.shared_secret_registration = SharedSecretRegistration(
             config.registration, self.server_name, self.registrar, self.devices, self.clock
         )
         self.openid_tokens = OpenIdTokens(self.server_name, OpenIdStore(self.db), self.clock)
+
+    def _build_threepid_validation(self) -> None:
+        """The 3PID store and the homeserver's e-mail validation sessions (e-mail when configured)."""
+        from mxserver.accounts.mailer import Mailer
+        from mxserver.storage.threepids import ThreepidStore
+
+        config = self.config
+        self.threepid_store = ThreepidStore(self.db)
+        mailer = Mailer(config.email, self.reactor, self.clock, self.server_name) if config.email.enabled else None
+        # E-mails sent count against the registration limit (rate_limits.register), per client and address.
+        self.threepid_validator = ThreepidValidator(
+            config.email, config.base_url, self.server_name, self.threepid_store, mailer, self.clock, self.ratelimit_register
+        )
+
+    def _identity_server_client(self) -> IdentityServerClient:
+        """Requests to identity servers: through federation's IP filter and TLS policy (see
+        :mod:`mxserver.accounts.identity_client`), signed with the server's key where the spec asks."""
+        from mxserver.media.preview import SafeFetcher
+
+        client = self.federation_client
+        fetcher = SafeFetcher(self.reactor, self.clock, client.ip_filter, self.config.media.url_preview, client.tls.creator_for)
+        return IdentityServerClient(fetcher.agent, self.clock, self.server_name, client.authorization_header)
 
     def _build_federation_transport(self) -> None:
         """Outbound requests, server keys, inbound request signatures, remote queries."""
@@ -1209,6 +1255,7 @@ class Homeserver(service.MultiService):
             openid,
             register,
             thirdparty,
+            threepids,
             versions,
         )
 
@@ -1225,6 +1272,7 @@ class Homeserver(service.MultiService):
             register.RegisterServlet(self.auth, self.registration),
             login.LoginServlet(self.auth, self.login),
             account.AccountServlet(self.auth, self.account),
+            threepids.ThreepidServlet(self.auth, self.threepids, self.threepid_validator, self.registration),
             openid.OpenIdServlet(self.auth, self.openid_tokens, self.ratelimit_login),
             devices.DevicesServlet(self.auth, self.devices),
             admin.AdminRegisterServlet(self.shared_secret_registration),

@@ -20,7 +20,7 @@ from tests.test_erasure import deactivate
 #: the schema version that adds the search index and background jobs
 SEARCH_MIGRATION = 26
 #: the migration that keys the index by stream position, with the room beside the words
-SEARCH_BY_STREAM_MIGRATION = 37
+SEARCH_BY_STREAM_MIGRATION = 36
 R0 = "/_matrix/client/r0"
 
 
@@ -713,7 +713,7 @@ class ExistingEventsTests(SearchClient, HomeserverTestCase):
 
 
 class IndexMigrationTests(SearchClient, HomeserverTestCase):
-    """Migration 0037 keys the index by stream position, with the room beside the words: what
+    """Migration 0036 keys the index by stream position, with the room beside the words: what
     an older mxserver indexed is carried over, not indexed again."""
 
     async def test_rows_of_the_older_index_are_carried_over(self) -> None:

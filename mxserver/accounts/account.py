@@ -16,9 +16,10 @@ from mxserver.accounts.devices import DeviceHooks
 from mxserver.accounts.erasure import ErasedUsers
 from mxserver.accounts.passwords import PasswordHasher
 from mxserver.accounts.registration import check_password_strength
-from mxserver.accounts.uia import UIARequest, UserInteractiveAuth
+from mxserver.accounts.threepids import ThreepidHandler, ThreepidValidator
+from mxserver.accounts.uia import EMAIL_IDENTITY, UIARequest, UserInteractiveAuth
 from mxserver.config import PasswordConfig
-from mxserver.errors import forbidden, not_found
+from mxserver.errors import MatrixError, forbidden, not_found, user_deactivated
 from mxserver.storage.accounts import AccountStore
 
 log = Logger()
@@ -36,7 +37,11 @@ class AccountHandler:
         uia: UserInteractiveAuth,
         device_hooks: DeviceHooks,
         erasure: ErasedUsers,
+        threepids: ThreepidHandler | None = None,
+        threepid_validator: ThreepidValidator | None = None,
     ) -> None:
+        self._threepids = threepids
+        self._threepid_validator = threepid_validator
         self._store = store
         self._erasure = erasure
         self._password_config = password_config
@@ -59,6 +64,32 @@ class AccountHandler:
         await self._uia.authenticate(uia, self._uia.reauth_flows(), requester.user_id)
         await self.set_password(requester.user_id, new_password, logout_devices, requester.device_id)
 
+    async def threepids(self, user_id: str) -> list[dict[str, Any]]:
+        """The 3PIDs associated with the account (medium, address, validated_at, added_at)."""
+        return await self._threepids.list_threepids(user_id) if self._threepids is not None else []
+
+    @property
+    def reset_by_email(self) -> bool:
+        """Whether a forgotten password can be reset through a validated e-mail address."""
+        return self._threepid_validator is not None and self._threepid_validator.email_enabled
+
+    async def reset_password(self, new_password: str, logout_devices: bool, uia: UIARequest) -> None:
+        """password_management.yaml without an access token: UIA ``m.login.email.identity`` proves
+        the requester owns an address of the account, whose password is then set."""
+        if not self.reset_by_email or self._threepid_validator is None:
+            raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token (password resets by e-mail are off)")
+        check_password_strength(self._password_config, new_password)
+        completed = await self._uia.authenticate(uia, [[EMAIL_IDENTITY]])
+        threepid = completed.threepid
+        user_id = None if threepid is None else await self._threepid_validator.owner(threepid.medium, threepid.address)
+        if user_id is None:
+            raise MatrixError(400, "M_THREEPID_NOT_FOUND", "No account has this e-mail address")
+        user = await self._store.get_user(user_id)
+        if user is None or user.deactivated:
+            raise user_deactivated()
+        await self.set_password(user_id, new_password, logout_devices)
+        log.info("Reset the password of {user_id} by e-mail", user_id=user_id)
+
     async def set_password(
         self, user_id: str, new_password: str, logout_devices: bool, keep_device_id: str | None = None
     ) -> None:
@@ -70,21 +101,28 @@ class AccountHandler:
         self._auth.invalidate(removed)
         await self._device_hooks.devices_removed(user_id, None)
 
-    async def deactivate(self, requester: Requester, uia: UIARequest, erase: bool = False) -> dict[str, Any]:
+    async def deactivate(
+        self, requester: Requester, uia: UIARequest, erase: bool = False, id_server: str | None = None
+    ) -> dict[str, Any]:
         """account_deactivation.yaml: the account can never log in again; every token goes.
 
-        mxserver binds no third-party identifiers, so there is nothing to unbind
-        and the spec requires ``success`` in that case. ``erase``: the user's events are
-        served redacted from now on (see :mod:`mxserver.accounts.erasure`) and their
-        account data is dropped.
+        Its 3PIDs are unbound from the identity servers they were bound through here (and from
+        ``id_server`` when given), then forgotten; ``id_server_unbind_result`` says whether every
+        unbind succeeded (``success`` too when there was nothing to unbind). ``erase``: the
+        user's events are served redacted from now on (see :mod:`mxserver.accounts.erasure`) and
+        their account data is dropped.
         """
         await self._uia.authenticate(uia, self._uia.reauth_flows(), requester.user_id)
-        await self.deactivate_user(requester.user_id, erase)
-        return {"id_server_unbind_result": "success"}
+        unbound = await self.deactivate_user(requester.user_id, erase, id_server)
+        return {"id_server_unbind_result": "success" if unbound else "no-support"}
 
-    async def deactivate_user(self, user_id: str, erase: bool = False) -> None:
+    async def deactivate_user(self, user_id: str, erase: bool = False, id_server: str | None = None) -> bool:
         """Deactivate (and with ``erase`` erase) a local account, without asking: what
-        :meth:`deactivate` does once UIA passed, and what the admin API does."""
+        :meth:`deactivate` does once UIA passed, and what the admin API does. Its 3PIDs are
+        unbound and forgotten first; False when an identity server did not unbind one."""
+        unbound = True
+        if self._threepids is not None:
+            unbound = await self._threepids.remove_all(user_id, id_server)
         await self._store.deactivate_user(user_id, erase=erase)
         if erase:
             self._erasure.erased(user_id)
@@ -93,6 +131,7 @@ class AccountHandler:
         log.info("Deactivated {user_id}", user_id=user_id)
         for hook in self._deactivation_hooks:
             await hook(user_id)
+        return unbound
 
     async def whois(self, requester: Requester, user_id: str) -> dict[str, Any]:
         """admin.yaml ``GET /admin/whois/{userId}``: the user's devices and where they were last seen.

@@ -14,7 +14,8 @@ from twisted.internet.interfaces import IReactorTime
 
 from mxserver.accounts.auth import Auth, Requester, hash_token
 from mxserver.accounts.devices import DeviceHandler, DeviceHooks
-from mxserver.accounts.protocols import LoginFlows, RateLimit
+from mxserver.accounts.identifiers import resolve_thirdparty
+from mxserver.accounts.protocols import LoginFlows, RateLimit, ThreepidSessions
 from mxserver.accounts.uia import UIARequest, UserInteractiveAuth
 from mxserver.appservice.registration import AppService
 from mxserver.config import WellKnownConfig
@@ -54,7 +55,9 @@ class LoginHandler:
         device_hooks: DeviceHooks,
         ratelimit_login: RateLimit,
         clock: IReactorTime,
+        threepids: ThreepidSessions | None = None,
     ) -> None:
+        self._threepids = threepids
         self._store = store
         self._login_flows = login_flows
         self._server_name = server_name
@@ -90,6 +93,7 @@ class LoginHandler:
         """``POST /login``: authenticate ``submission`` and open a session on a device (with a
         refresh token and an expiring access token if the client asked with ``refresh``)."""
         self._ratelimit_login.check(ip)
+        submission = await resolve_thirdparty(submission, self._threepids)
         claimed = self._claimed_user(submission)
         if claimed is not None:
             self._ratelimit_login.check(claimed)

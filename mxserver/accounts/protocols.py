@@ -40,3 +40,29 @@ class UserNamespaces(Protocol):
     def user_reserved(self, user_id: str, by: AppService | None = None) -> bool:
         """Whether a service other than ``by`` claims ``user_id`` exclusively."""
         ...
+
+
+class ValidatedThreepidLike(Protocol):
+    """A 3PID a validation session proved."""
+
+    @property
+    def medium(self) -> str: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def validated_at(self) -> int: ...
+
+
+class ThreepidSessions(Protocol):
+    """The homeserver's 3PID validation sessions (``mxserver.accounts.threepids.ThreepidValidator``)."""
+
+    @property
+    def email_enabled(self) -> bool: ...
+
+    def validated(self, sid: Any, client_secret: Any) -> Awaitable[ValidatedThreepidLike]:
+        """The 3PID a validated session proves, or raise M_THREEPID_AUTH_FAILED."""
+        ...
+
+    def owner(self, medium: str, address: str) -> Awaitable[str | None]:
+        """The local account a 3PID is associated with."""
+        ...

@@ -22,7 +22,8 @@ from mxserver.accounts.devices import DeviceHandler
 from mxserver.accounts.passwords import PasswordHasher
 from mxserver.accounts.protocols import RateLimit, UserNamespaces
 from mxserver.accounts.registration_tokens import RegistrationTokens
-from mxserver.accounts.uia import DUMMY, REGISTRATION_TOKEN, Flows, UIARequest, UserInteractiveAuth
+from mxserver.accounts.threepids import ThreepidHandler, ThreepidValidator, ValidatedThreepid
+from mxserver.accounts.uia import DUMMY, EMAIL_IDENTITY, REGISTRATION_TOKEN, Flows, UIARequest, UserInteractiveAuth
 from mxserver.appservice.registration import AppService
 from mxserver.config import PasswordConfig, RegistrationConfig
 from mxserver.errors import MatrixError, forbidden, invalid_param, invalid_username, missing_param, user_in_use
@@ -170,7 +171,11 @@ class RegistrationHandler:
         ratelimit_register: RateLimit,
         clock: IReactorTime,
         tokens: RegistrationTokens,
+        threepid_validator: ThreepidValidator | None = None,
+        threepids: ThreepidHandler | None = None,
     ) -> None:
+        self._threepid_validator = threepid_validator
+        self._threepids = threepids
         self._auth = auth
         self._tokens = tokens
         self._config = config
@@ -193,9 +198,11 @@ class RegistrationHandler:
 
     def flows(self) -> Flows:
         # With tokens required, dummy alone is not enough: the token is the gate.
+        email = self._threepids is not None and self._threepid_validator is not None and self._threepid_validator.email_enabled
         if self._tokens.required:
-            return [[REGISTRATION_TOKEN]]
-        return [[DUMMY]]
+            return [[REGISTRATION_TOKEN], [REGISTRATION_TOKEN, EMAIL_IDENTITY]] if email else [[REGISTRATION_TOKEN]]
+        # With e-mail on, signing up with an address is offered beside the plain flow.
+        return [[DUMMY], [EMAIL_IDENTITY]] if email else [[DUMMY]]
 
     # -- endpoints -------------------------------------------------------------------------
 
@@ -206,6 +213,18 @@ class RegistrationHandler:
         user_id = check_localpart(self._server_name, username, self._registrar.reserved)
         if await self._store.get_user(user_id) is not None:
             raise user_in_use()
+
+    async def request_email_token(
+        self, client_secret: str, address: str, send_attempt: int, next_link: str | None, ip: str
+    ) -> dict[str, Any]:
+        """``POST /register/email/requestToken``: no e-mail for a sign-up that cannot happen."""
+        if not self.open:
+            raise forbidden("Registration is disabled")
+        if self._threepid_validator is None:
+            raise MatrixError(400, "M_THREEPID_MEDIUM_NOT_SUPPORTED", "This homeserver does not validate email addresses")
+        return await self._threepid_validator.request_email_token(
+            "registration", client_secret, address, send_attempt, next_link, ip
+        )
 
     async def token_valid(self, token: str, ip: str) -> bool:
         """``GET /register/m.login.registration_token/validity``."""
@@ -258,6 +277,12 @@ class RegistrationHandler:
                     registered = await self._registrar.register_user(params.username, password)
                 else:
                     registered = await self._register_generated(password, guest=False)
+                if completed.threepid is not None and self._threepids is not None:
+                    # registration.yaml: the address validated during sign-up belongs to the account.
+                    t = completed.threepid
+                    await self._threepids.add_validated(
+                        registered, ValidatedThreepid(t.medium, t.address, t.validated_at)
+                    )
                 await self._uia.registration_done(completed.session_id)
             response = await self._login_response(
                 registered, params.device_id, params.device_display_name, params.inhibit_login, params.refresh_token

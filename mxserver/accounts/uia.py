@@ -19,9 +19,12 @@ outlives its completion with the registered user ID, so that a client whose
 answer was lost can retry with the same session and log in as the account it
 created instead of getting an error or a second account.
 
-Stages: ``m.login.dummy``, ``m.login.registration_token`` and every login
-flow module (the login flows, e.g. ``m.login.password``); a login-flow
-stage authenticates only the requester's own account.
+Stages: ``m.login.dummy``, ``m.login.registration_token``,
+``m.login.email.identity`` (a session the homeserver validated, see
+:mod:`mxserver.accounts.threepids`; the 3PID it proved is handed to the caller
+in :class:`UIACompleted`) and every login flow module (the login flows, e.g.
+``m.login.password``, which may name the user by a 3PID); a login-flow stage
+authenticates only the requester's own account.
 
 This module knows nothing of HTTP: the servlets build the :class:`UIARequest`
 (``mxserver.api.client.uia.uia_request``).
@@ -38,7 +41,8 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from mxserver.accounts.protocols import LoginFlows, RateLimit
+from mxserver.accounts.identifiers import resolve_thirdparty
+from mxserver.accounts.protocols import LoginFlows, RateLimit, ThreepidSessions, ValidatedThreepidLike
 from mxserver.accounts.registration_tokens import RegistrationTokens
 from mxserver.config import RegistrationConfig
 from mxserver.errors import InteractiveAuthRequired, MatrixError, bad_json, forbidden
@@ -47,6 +51,8 @@ log = Logger()
 
 DUMMY = "m.login.dummy"
 REGISTRATION_TOKEN = "m.login.registration_token"
+#: client-server-api §Email-based (identity / homeserver): a session the homeserver validated
+EMAIL_IDENTITY = "m.login.email.identity"
 
 Flows = list[list[str]]
 
@@ -71,6 +77,8 @@ class UIACompleted:
     #: what an earlier completion of this session recorded (:meth:`UserInteractiveAuth.record`),
     #: or None the first time
     result: Any
+    #: the 3PID an ``m.login.email.identity`` stage of the session proved, if any
+    threepid: ValidatedThreepidLike | None = None
 
 
 @attrs.define
@@ -86,6 +94,8 @@ class _Session:
     running: bool = False
     #: the registration token whose use this session began (and has not ended yet)
     registration_token: str | None = None
+    #: the 3PID an m.login.email.identity stage proved
+    threepid: ValidatedThreepidLike | None = None
 
 
 class UserInteractiveAuth:
@@ -103,8 +113,10 @@ class UserInteractiveAuth:
         registration_config: RegistrationConfig,
         ratelimit_login: RateLimit,
         registration_tokens: RegistrationTokens | None = None,
+        threepid_sessions: ThreepidSessions | None = None,
     ) -> None:
         self._clock = clock
+        self._threepid_sessions = threepid_sessions
         self._login_flows = login_flows
         self._tokens = registration_tokens or RegistrationTokens(registration_config, None, clock)
         self._ratelimit_login = ratelimit_login
@@ -184,12 +196,12 @@ class UserInteractiveAuth:
                 if session.running:
                     raise MatrixError(400, "M_UNKNOWN", "This request is already being processed")
                 session.running = True
-                return UIACompleted(session.session_id, session.result)
+                return UIACompleted(session.session_id, session.result, session.threepid)
             # Popped, not looked up: of two concurrent requests finishing one session, one wins.
             if self._sessions.pop(session.session_id, None) is None:
                 raise _unknown_session()
             self._dropped(session)
-            return UIACompleted(session.session_id, None)
+            return UIACompleted(session.session_id, None, session.threepid)
         raise InteractiveAuthRequired(self._body(session, flows))
 
     # -- stages -----------------------------------------------------------------------
@@ -225,10 +237,13 @@ class UserInteractiveAuth:
         if stage == REGISTRATION_TOKEN:
             await self._check_registration_token(auth.get("token"), session)
             return
+        if stage == EMAIL_IDENTITY and self._threepid_sessions is not None:
+            session.threepid = await self._check_threepid_creds(auth, user_id)
+            return
         flow = self._login_flows.get(stage)
         if flow is None or user_id is None:
             raise forbidden(f"Authentication type {stage} cannot be used here")
-        authenticated = await flow.check_login(auth)
+        authenticated = await flow.check_login(await resolve_thirdparty(auth, self._threepid_sessions))
         if authenticated != user_id:
             # Valid credentials of someone else: a plain 403, not a 401 inviting another try
             # (Synapse's answer, which SyTest "DELETE /device/{deviceId} requires UI auth user
@@ -245,6 +260,18 @@ class UserInteractiveAuth:
             await self._tokens.end_use(token, completed=False)
         else:
             session.registration_token = token
+
+    async def _check_threepid_creds(self, auth: dict[str, Any], user_id: str | None) -> ValidatedThreepidLike:
+        """§Email-based (identity / homeserver): ``threepid_creds`` name a session this homeserver
+        validated. For an authenticated requester the address must be one of theirs."""
+        assert self._threepid_sessions is not None
+        creds = auth.get("threepid_creds", auth.get("threepidCreds"))
+        if not isinstance(creds, dict):
+            raise bad_json("'auth.threepid_creds' must be an object")
+        threepid = await self._threepid_sessions.validated(creds.get("sid"), creds.get("client_secret"))
+        if user_id is not None and await self._threepid_sessions.owner(threepid.medium, threepid.address) != user_id:
+            raise _NotTheRequester()
+        return threepid
 
     def _dropped(self, session: _Session) -> None:
         """A session is gone (expired, evicted, used up): a token use it began and did not

@@ -182,8 +182,8 @@ class AdminUsers:
         user = await self.existing(user_id)
         return {
             **user_json(user),
-            # mxserver binds no third-party IDs and has no SSO: always empty
-            "threepids": [],
+            "threepids": await self._account.threepids(user_id),
+            # mxserver has no SSO: always empty
             "external_ids": [],
             "appservice_id": None,
             "consent_server_notice_sent": None,

@@ -10,10 +10,11 @@ from mxserver.accounts.auth import Auth
 from mxserver.api.client.uia import uia_request
 from mxserver.api.http import JsonDict, get_bool, get_str, json_body, route
 from mxserver.identifier_checks import check_user_id
+from mxserver.request_info import access_token
 
 
 class AccountServlet:
-    """whoami, password change, deactivation, third-party identifiers (none)."""
+    """whoami, password change and reset, deactivation (3PIDs: ``threepids.ThreepidServlet``)."""
 
     def __init__(self, auth: Auth, account: AccountHandler) -> None:
         self.auth = auth
@@ -29,8 +30,14 @@ class AccountServlet:
 
     @route("POST", "/_matrix/client/v3/account/password")
     async def change_password(self, request: IRequest) -> JsonDict:
-        # password_management.yaml allows unauthenticated use for e-mail resets; mxserver has no
-        # e-mail, so the only way to prove ownership is a session plus the old password.
+        # password_management.yaml: without an access token this is a reset by e-mail
+        # (UIA m.login.email.identity), when e-mail is configured.
+        if access_token(request) is None and self.account.reset_by_email:
+            body = json_body(request)
+            await self.account.reset_password(
+                get_str(body, "new_password"), get_bool(body, "logout_devices", True), uia_request(request, body)
+            )
+            return {}
         requester = await self.auth.get_user(request)
         body = json_body(request)
         await self.account.change_password(
@@ -45,14 +52,9 @@ class AccountServlet:
     async def deactivate(self, request: IRequest) -> JsonDict:
         requester = await self.auth.get_user(request)
         body = json_body(request, allow_empty=True)
-        get_str(body, "id_server", None)  # type-checked only: no 3PIDs are ever bound here
+        id_server = get_str(body, "id_server", None, max_length=255)
         erase = get_bool(body, "erase", False)
-        return await self.account.deactivate(requester, uia_request(request, body), erase)
-
-    @route("GET", "/_matrix/client/v3/account/3pid")
-    async def threepids(self, request: IRequest) -> JsonDict:
-        await self.auth.get_user(request)
-        return {"threepids": []}
+        return await self.account.deactivate(requester, uia_request(request, body), erase, id_server)
 
     @route("GET", "/_matrix/client/v3/admin/whois/{user_id}", "/_matrix/client/r0/admin/whois/{user_id}")
     async def whois(self, request: IRequest, user_id: str) -> JsonDict:

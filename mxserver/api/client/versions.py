@@ -75,7 +75,7 @@ class VersionsServlet:
             "m.change_password": {"enabled": "m.login.password" in self.login_flows},
             "m.set_displayname": {"enabled": True},
             "m.set_avatar_url": {"enabled": True},
-            "m.3pid_changes": {"enabled": False},
+            "m.3pid_changes": {"enabled": True},
             "m.get_login_token": {"enabled": not requester.is_guest},
             # v1.16: every field may be changed (profile.yaml; suspended accounts excepted)
             "m.profile_fields": {"enabled": True},
