@@ -658,6 +658,7 @@ class Homeserver(service.MultiService):
         self.account.on_deactivated(DeactivatedUserParter(self.event_store, self.room_membership).part)
         self.guest_access = GuestAccessEnforcer(rooms, self.accounts, self.room_members, server_name)
         self.room_stream.subscribe(self.guest_access.on_room_events)
+        self._build_third_party_invites()
         self.room_creation = RoomCreationHandler(
             rooms,
             self.accounts,
@@ -667,6 +668,7 @@ class Homeserver(service.MultiService):
             self.config.room_directory,
             self.config.default_room_version,
             server_name,
+            third_party=self.third_party_invites,
         )
         self.room_upgrade = RoomUpgradeHandler(rooms, self.room_membership, self.directory)
         self.room_messages = MessageHandler(
@@ -742,6 +744,32 @@ class Homeserver(service.MultiService):
             server_name,
         )
         self.room_summaries = RoomSummaryHandler(self.hierarchy, self.directory, rooms)
+
+    def _build_third_party_invites(self) -> None:
+        """Third-party invites (after membership): the identity server client and the handler.
+
+        Identity servers and the key validity URLs of invites are reached like federation
+        peers: through the federation IP filter, with federation's TLS policy."""
+        from mxserver.accounts.identity_lookup import IdentityLookup
+        from mxserver.media.preview import SafeFetcher
+        from mxserver.room_handlers.third_party_invites import ThirdPartyInviteHandler
+
+        fetcher = SafeFetcher(
+            self.reactor,
+            self.clock,
+            self.federation_client.ip_filter,
+            self.config.media.url_preview,
+            self.federation_client.tls.creator_for,
+        )
+        self.identity_lookup = IdentityLookup(fetcher.agent, self.clock, fetcher.close)
+        self.third_party_invites = ThirdPartyInviteHandler(
+            self.room_server,
+            self.room_membership,
+            self.remote_rooms,
+            self.federation_client,
+            self.identity_lookup,
+            self.server_name,
+        )
 
     def _build_admin_rooms(self) -> None:
         """The admin API's rooms: the room list, reading any room, blocking and deleting rooms
@@ -1312,7 +1340,7 @@ class Homeserver(service.MultiService):
             threads.ThreadsServlet(auth, self.threads),
             search.SearchServlet(auth, self.search),
             rooms_create.CreateRoomServlet(auth, self.room_creation, self.room_upgrade),
-            membership.MembershipServlet(auth, self.room_membership),
+            membership.MembershipServlet(auth, self.room_membership, self.third_party_invites),
             directory.DirectoryServlet(auth, self.directory, self.config.room_directory),
             hierarchy.HierarchyServlet(auth, self.hierarchy),
             room_summary.RoomSummaryServlet(auth, self.room_summaries),
@@ -1374,6 +1402,7 @@ class Homeserver(service.MultiService):
             membership,
             openid,
             query,
+            third_party_invite,
             transactions,
             user_keys,
             version,
@@ -1383,6 +1412,7 @@ class Homeserver(service.MultiService):
         return [
             version.FederationVersionServlet(self.config.well_known),
             membership.FederationMembershipServlet(self.federation_auth, self.federation_membership),
+            third_party_invite.FederationThirdPartyInviteServlet(self.federation_auth, self.third_party_invites),
             keys.KeyServerServlet(self.server_name, self.signing_key, self.keyring, self.clock),
             user_keys.UserKeysServlet(self.server_name, self.federation_auth, self.device_lists, self.e2e_keys),
             transactions.TransactionServlet(self.federation_auth, self.federation_receiver, self.config.limits),

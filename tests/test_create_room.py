@@ -264,12 +264,13 @@ class CreateRoomTests(HomeserverTestCase):
             ("@bob:test", 400, "M_BAD_JSON"),
         ):
             self.assertMatrixError(await self.post(f"{C}/createRoom", {"invite": invite}, alice), status, errcode)
+        # an invite_3pid entry without id_access_token (invite_3pid.yaml requires it)
         self.assertMatrixError(
             await self.post(
                 f"{C}/createRoom", {"invite_3pid": [{"id_server": "x", "medium": "email", "address": "a@b"}]}, alice
             ),
             400,
-            "M_INVALID_PARAM",
+            "M_MISSING_PARAM",
         )
         # a user of an unreachable server: the room is made, the invite is not
         code, body = await self.post(f"{C}/createRoom", {"invite": ["@someone:127.0.0.1:1"]}, alice)

@@ -581,10 +581,14 @@ class RemoteRooms:
 
     # -- inviting users of other servers -------------------------------------------------------------
 
-    async def invite_room_state(self, room_id: str) -> list[dict[str, Any]]:
-        """The PDUs of the room's stripped-state events (create first), for invites and knocks."""
-        state = await self.room_server.current_state_events(room_id, [(t, "") for t in STRIPPED_STATE_TYPES])
-        return [state[(t, "")].get_pdu_json() for t in STRIPPED_STATE_TYPES if (t, "") in state]
+    async def invite_room_state(self, room_id: str, inviter: str | None = None) -> list[dict[str, Any]]:
+        """The PDUs of the room's stripped-state events (create first), for invites and knocks;
+        for an invite also the inviter's membership event (see ``mxserver.sync.handler.stripped_state``)."""
+        keys = [(t, "") for t in STRIPPED_STATE_TYPES]
+        if inviter is not None:
+            keys.append((MEMBER, inviter))
+        state = await self.room_server.current_state_events(room_id, keys)
+        return [state[k].get_pdu_json() for k in keys if k in state]
 
     async def invite(self, room_id: str, sender: str, target: str, content: Mapping[str, Any]) -> Event:
         """Invite ``target`` (a user of another server): built here, co-signed there, then received."""
@@ -594,7 +598,7 @@ class RemoteRooms:
         body = {
             "room_version": rv.identifier,
             "event": event.get_pdu_json(),
-            "invite_room_state": await self.invite_room_state(room_id),
+            "invite_room_state": await self.invite_room_state(room_id, inviter=sender),
         }
         tail = f"/invite/{q(room_id)}/{q(event.event_id)}"
         try:

@@ -24,6 +24,7 @@ from mxserver.identifier_checks import check_user_id, is_room_alias, is_room_id,
 from mxserver.room_handlers.directory import CANONICAL_ALIAS, DirectoryHandler, canonical_alias_aliases
 from mxserver.room_handlers.membership import MembershipHandler
 from mxserver.room_handlers.permissions import is_server_admin
+from mxserver.room_handlers.third_party_invites import ThirdPartyId, ThirdPartyInviteHandler
 from mxserver.rooms.api import ClientRooms
 from mxserver.rooms.power_levels import default_power_levels_content
 from mxserver.rooms.room_server import EventSpec
@@ -64,6 +65,8 @@ class CreateRoomRequest:
     preset: str | None = None
     is_direct: bool = False
     power_level_content_override: dict[str, Any] | None = None
+    #: ``invite_3pid``: invitees named by a 3PID, invited once the room exists
+    invite_3pid: Sequence[ThirdPartyId] = ()
 
 
 def unsupported_room_version(version: str) -> MatrixError:
@@ -88,7 +91,9 @@ class RoomCreationHandler:
         directory_config: RoomDirectoryConfig,
         default_room_version: str,
         server_name: str,
+        third_party: ThirdPartyInviteHandler | None = None,
     ) -> None:
+        self.third_party = third_party
         self.room_server = room_server
         self.accounts = accounts
         self.membership = membership
@@ -167,6 +172,14 @@ class RoomCreationHandler:
                 log.warn("createRoom: inviting {user} failed: {e}", user=user, e=e.msg)
                 if e.errcode == "M_INVITE_BLOCKED":
                     blocked = e
+        for invitee in req.invite_3pid:
+            if self.third_party is None:
+                raise invalid_param("invite_3pid is not supported by this server")
+            try:
+                await self.third_party.invite(requester, room_id, invitee)
+            except MatrixError as e:
+                # As for remote invitees: the room exists, a failed invite does not undo it.
+                log.warn("createRoom: inviting a 3PID failed: {e}", e=e.msg)
         if blocked is not None:
             # client-server-api §Invite permission (v1.18): createRoom answers 403 M_INVITE_BLOCKED
             # for a blocked invitee, though "the room creation as a whole succeeds" (local

@@ -619,9 +619,17 @@ def _unpadded_b64decode(value: str) -> bytes:
 
 def _third_party_signature_matches(signed: dict[str, Any], tpi_content: dict[str, Any]) -> bool:
     """v1 §5.3.1.7: does any signature in ``signed`` verify under any public key
-    of the m.room.third_party_invite (``public_key`` and ``public_keys``)?
-    Signatures are over the canonical JSON of ``signed`` without
-    ``signatures`` and ``unsigned`` (appendices.md §Signing JSON)."""
+    of the m.room.third_party_invite (``public_key`` and ``public_keys``)?"""
+    return third_party_verifying_key(signed, tpi_content) is not None
+
+
+def third_party_verifying_key(signed: Any, tpi_content: Any) -> str | None:
+    """The public key of the m.room.third_party_invite content (``public_key`` or an entry of
+    ``public_keys``, as written there) under which a signature in ``signed`` verifies, or None.
+    Signatures are over the canonical JSON of ``signed`` without ``signatures`` and
+    ``unsigned`` (appendices.md §Signing JSON)."""
+    if not isinstance(signed, dict) or not isinstance(tpi_content, dict):
+        return None
     from canonicaljson import encode_canonical_json
     from nacl.exceptions import BadSignatureError
     from nacl.signing import VerifyKey
@@ -635,16 +643,16 @@ def _third_party_signature_matches(signed: dict[str, Any], tpi_content: dict[str
     verify_keys = []
     for key in keys:
         try:
-            verify_keys.append(VerifyKey(_unpadded_b64decode(key)))
+            verify_keys.append((key, VerifyKey(_unpadded_b64decode(key))))
         except Exception:  # malformed key: it matches nothing
             continue
     signatures = signed.get("signatures")
     if not verify_keys or not isinstance(signatures, dict):
-        return False
+        return None
     try:
         message = encode_canonical_json({k: v for k, v in signed.items() if k not in ("signatures", "unsigned")})
     except Exception:
-        return False
+        return None
     for server_sigs in signatures.values():
         if not isinstance(server_sigs, dict):
             continue
@@ -655,10 +663,10 @@ def _third_party_signature_matches(signed: dict[str, Any], tpi_content: dict[str
                 sig_bytes = _unpadded_b64decode(sig)
             except Exception:
                 continue
-            for vk in verify_keys:
+            for key, vk in verify_keys:
                 try:
                     vk.verify(message, sig_bytes)
-                    return True
+                    return key
                 except (BadSignatureError, ValueError, TypeError):
                     continue
-    return False
+    return None

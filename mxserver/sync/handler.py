@@ -633,17 +633,24 @@ class SyncHandler:
 async def stripped_state(rooms: ReaderRooms, events: EventStore, m: MembershipRow) -> list[dict[str, Any]]:
     """The stripped state of an invite or knock (``invite_state``/``knock_state``): the room's
     identifying state and the membership event itself; for one through another server, the
-    state that server sent with it. /sync and sliding sync both send it."""
-    try:
-        state = await rooms.current_state_events(m.room_id, [(t, "") for t in STRIPPED_STATE_TYPES])
-    except Exception:
-        state = {}
-    found = list(state.values())
+    state that server sent with it. /sync and sliding sync both send it.
+
+    An invite also shows the inviter's own membership event ("The server might include
+    events not described here as well", client-server-api §Stripped state), as Synapse does
+    (SyTest's third-party invite tests look for it): the invitee sees who invited them."""
     own = await events.get_event(m.event_id)
     given = _out_of_band_state(own)
     if given is not None:
         # An invite or knock through another server: the room state it sent with it.
         return given
+    keys = [(t, "") for t in STRIPPED_STATE_TYPES]
+    if own is not None and own.membership == "invite" and own.sender != own.state_key:
+        keys.append(("m.room.member", own.sender))
+    try:
+        state = await rooms.current_state_events(m.room_id, keys)
+    except Exception:
+        state = {}
+    found = [state[k] for k in keys if k in state]
     if own is not None:
         found.append(own)
     return [{"type": e.type, "state_key": e.state_key, "content": e.content, "sender": e.sender} for e in found]

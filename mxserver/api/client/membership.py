@@ -14,6 +14,7 @@ from mxserver.api.http import JsonDict, get_str, json_body, route
 from mxserver.errors import invalid_param
 from mxserver.identifier_checks import check_room_id
 from mxserver.room_handlers.membership import MembershipHandler
+from mxserver.room_handlers.third_party_invites import ThirdPartyInviteHandler, parse_third_party_id
 
 _V3 = "/_matrix/client/v3"
 _R0 = "/_matrix/client/r0"
@@ -49,36 +50,52 @@ def _extra_join_content(body: JsonDict) -> JsonDict:
     return {k: v for k, v in body.items() if k not in ("reason", "third_party_signed")}
 
 
-def _no_third_party(body: JsonDict) -> None:
-    if body.get("third_party_signed") is not None:
-        raise invalid_param("third_party_signed is not supported: this server does not do third-party invites")
+_THIRD_PARTY_KEYS = ("id_server", "id_access_token", "medium", "address")
 
 
 class MembershipServlet:
     """Join, knock, leave, forget, invite, kick, ban, unban."""
 
-    def __init__(self, auth: Auth, membership: MembershipHandler) -> None:
+    def __init__(self, auth: Auth, membership: MembershipHandler, third_party: ThirdPartyInviteHandler) -> None:
         self.auth = auth
         self.membership = membership
+        self.third_party = third_party
 
     @route("POST", *_paths("/join/{room_id_or_alias}"))
     async def join(self, request: IRequest, room_id_or_alias: str) -> JsonDict:
         requester = await self.auth.get_user(request, allow_guest=True)
         body = json_body(request, allow_empty=True)
-        _no_third_party(body)
-        room_id = await self.membership.join(
-            requester, room_id_or_alias, _reason(body), _via(request), extra_content=_extra_join_content(body)
-        )
+        if body.get("third_party_signed") is not None:
+            room_id = await self.third_party.join(
+                requester,
+                room_id_or_alias,
+                body["third_party_signed"],
+                _reason(body),
+                _via(request),
+                extra_content=_extra_join_content(body),
+            )
+        else:
+            room_id = await self.membership.join(
+                requester, room_id_or_alias, _reason(body), _via(request), extra_content=_extra_join_content(body)
+            )
         return {"room_id": room_id}
 
     @route("POST", *_paths("/rooms/{room_id}/join"))
     async def join_room_id(self, request: IRequest, room_id: str) -> JsonDict:
         requester = await self.auth.get_user(request, allow_guest=True)
         body = json_body(request, allow_empty=True)
-        _no_third_party(body)
-        room_id = await self.membership.join(
-            requester, check_room_id(room_id), _reason(body), extra_content=_extra_join_content(body)
-        )
+        if body.get("third_party_signed") is not None:
+            room_id = await self.third_party.join(
+                requester,
+                check_room_id(room_id),
+                body["third_party_signed"],
+                _reason(body),
+                extra_content=_extra_join_content(body),
+            )
+        else:
+            room_id = await self.membership.join(
+                requester, check_room_id(room_id), _reason(body), extra_content=_extra_join_content(body)
+            )
         return {"room_id": room_id}
 
     @route("POST", *_paths("/knock/{room_id_or_alias}"))
@@ -106,8 +123,10 @@ class MembershipServlet:
     async def invite(self, request: IRequest, room_id: str) -> JsonDict:
         requester = await self.auth.get_user(request)
         body = json_body(request)
-        if "user_id" not in body and ("medium" in body or "address" in body):
-            raise invalid_param("Third-party invites (medium/address) are not supported by this server")
+        if "user_id" not in body and any(k in body for k in _THIRD_PARTY_KEYS):
+            # third_party_membership.yaml: the invitee named by a 3PID
+            await self.third_party.invite(requester, check_room_id(room_id), parse_third_party_id(body))
+            return {}
         target = get_str(body, "user_id")
         await self.membership.invite(requester, check_room_id(room_id), target, _reason(body))
         return {}

@@ -6,9 +6,10 @@ from twisted.web.iweb import IRequest
 
 from mxserver.accounts.auth import Auth
 from mxserver.api.http import JsonDict, get_bool, get_dict, get_list, get_str, get_str_list, json_body, route
-from mxserver.errors import bad_json, invalid_param
+from mxserver.errors import bad_json
 from mxserver.identifier_checks import check_room_id
 from mxserver.room_handlers.creation import CreateRoomRequest, RoomCreationHandler
+from mxserver.room_handlers.third_party_invites import parse_third_party_id
 from mxserver.room_handlers.upgrade import RoomUpgradeHandler
 
 _V3 = "/_matrix/client/v3"
@@ -21,8 +22,9 @@ def _paths(suffix: str) -> tuple[str, str]:
 
 def parse_create_room(body: JsonDict) -> CreateRoomRequest:
     """A createRoom body, type-checked (M_BAD_JSON for wrong types)."""
-    if get_list(body, "invite_3pid", []):
-        raise invalid_param("invite_3pid is not supported: this server does not do third-party invites")
+    invite_3pid = tuple(
+        parse_third_party_id(entry, f"invite_3pid[{i}].") for i, entry in enumerate(get_list(body, "invite_3pid", []))
+    )
     initial_state = []
     for i, entry in enumerate(get_list(body, "initial_state", [])):
         if not isinstance(entry, dict):
@@ -49,6 +51,7 @@ def parse_create_room(body: JsonDict) -> CreateRoomRequest:
         preset=get_str(body, "preset", None),
         is_direct=get_bool(body, "is_direct", False),
         power_level_content_override=get_dict(body, "power_level_content_override", None),
+        invite_3pid=invite_3pid,
     )
 
 

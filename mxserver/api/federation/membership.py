@@ -1,7 +1,7 @@
 """Federation membership routes: make/send join, leave and knock, invites.
 
 joins-v1.yaml, joins-v2.yaml, leaving-v1.yaml, leaving-v2.yaml, knocks.yaml,
-invites-v2.yaml and third_party_invite.yaml. Every route authenticates the
+invites-v2.yaml (third_party_invite.yaml is in ``third_party_invite``). Every route authenticates the
 X-Matrix request first and calls one method of the
 :class:`~mxserver.federation.membership.FederationMembershipHandler`.
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.web.iweb import IRequest
 
 from mxserver.api.http import JsonDict, json_body, query_bool, route
-from mxserver.errors import MatrixError, missing_param, unrecognized
+from mxserver.errors import MatrixError, missing_param
 
 if TYPE_CHECKING:
     from mxserver.federation.auth import FederationAuth
@@ -125,9 +125,3 @@ class FederationMembershipServlet:
         origin = await self._origin(request, body)
         answer = await self.handler.on_invite_v1(origin, room_id, event_id, body)
         return 200, [200, answer]
-
-    @route("PUT", _V1 + "/exchange_third_party_invite/{room_id}")
-    async def exchange_third_party_invite(self, request: IRequest, room_id: str) -> JsonDict:
-        body = json_body(request)
-        await self._origin(request, body)
-        raise unrecognized("Third-party invites are not supported by this server", 400)
