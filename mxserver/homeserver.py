@@ -213,6 +213,8 @@ class Homeserver(service.MultiService):
             config.registration, RegistrationTokenStore(self.db), self.clock
         )
         self._build_threepid_validation()
+        #: the one client of identity servers (3PID binding, invite lookups, key validity)
+        self.identity_servers = self._identity_server_client()
         self.uia = UserInteractiveAuth(
             self.clock,
             self.login_flows,
@@ -222,7 +224,7 @@ class Homeserver(service.MultiService):
             self.threepid_validator,
         )
         self.threepids = ThreepidHandler(
-            self.threepid_store, self.threepid_validator, self.uia, self._identity_server_client(), self.clock
+            self.threepid_store, self.threepid_validator, self.uia, self.identity_servers, self.clock
         )
         #: to-device queues and device keys are built later: __init__ subscribes them here
         self.device_hooks = DeviceHooks()
@@ -305,7 +307,7 @@ class Homeserver(service.MultiService):
 
         client = self.federation_client
         fetcher = SafeFetcher(self.reactor, self.clock, client.ip_filter, self.config.media.url_preview, client.tls.creator_for)
-        return IdentityServerClient(fetcher.agent, self.clock, self.server_name, client.authorization_header)
+        return IdentityServerClient(fetcher.agent, self.clock, self.server_name, client.authorization_header, fetcher.close)
 
     def _build_federation_transport(self) -> None:
         """Outbound requests, server keys, inbound request signatures, remote queries."""
@@ -751,17 +753,9 @@ class Homeserver(service.MultiService):
         Identity servers and the key validity URLs of invites are reached like federation
         peers: through the federation IP filter, with federation's TLS policy."""
         from mxserver.accounts.identity_lookup import IdentityLookup
-        from mxserver.media.preview import SafeFetcher
         from mxserver.room_handlers.third_party_invites import ThirdPartyInviteHandler
 
-        fetcher = SafeFetcher(
-            self.reactor,
-            self.clock,
-            self.federation_client.ip_filter,
-            self.config.media.url_preview,
-            self.federation_client.tls.creator_for,
-        )
-        self.identity_lookup = IdentityLookup(fetcher.agent, self.clock, fetcher.close)
+        self.identity_lookup = IdentityLookup(self.identity_servers)
         self.third_party_invites = ThirdPartyInviteHandler(
             self.room_server,
             self.room_membership,

@@ -54,22 +54,6 @@ UNSERVED_BY_SPEC: dict[tuple[str, str], str] = {
     ("POST", "/_matrix/policy/v1/sign"): "not a policy server",
 }
 
-#: -- being built in parallel: remove each line when its branch lands ---------------------------
-BEING_BUILT: dict[tuple[str, str], str] = {
-    ("POST", "/_matrix/client/v3/account/3pid"): "3PIDs",
-    ("POST", "/_matrix/client/v3/account/3pid/add"): "3PIDs",
-    ("POST", "/_matrix/client/v3/account/3pid/bind"): "3PIDs",
-    ("POST", "/_matrix/client/v3/account/3pid/delete"): "3PIDs",
-    ("POST", "/_matrix/client/v3/account/3pid/email/requestToken"): "3PIDs",
-    ("POST", "/_matrix/client/v3/account/3pid/msisdn/requestToken"): "3PIDs",
-    ("POST", "/_matrix/client/v3/account/3pid/unbind"): "3PIDs",
-    ("POST", "/_matrix/client/v3/account/password/email/requestToken"): "3PIDs",
-    ("POST", "/_matrix/client/v3/account/password/msisdn/requestToken"): "3PIDs",
-    ("POST", "/_matrix/client/v3/register/email/requestToken"): "3PIDs",
-    ("POST", "/_matrix/client/v3/register/msisdn/requestToken"): "3PIDs",
-    ("PUT", "/_matrix/federation/v1/3pid/onbind"): "third-party invites",
-}
-
 #: what to put in each path parameter
 PLACEHOLDERS: dict[str, str] = {
     "roomId": "!nowhere:test",
@@ -128,7 +112,7 @@ class SpecEndpointTests(HomeserverTestCase):
         unrouted = []
         for method, path in spec_operations():
             code, body = await self.call(method, path, user)
-            expected_unserved = (method, path) in UNSERVED_BY_SPEC or (method, path) in BEING_BUILT
+            expected_unserved = (method, path) in UNSERVED_BY_SPEC
             if is_unrecognized(code, body) != expected_unserved:
                 unrouted.append(f"{method} {path}: {code} {body!r:.100}")
         self.assertEqual(unrouted, [], "\n".join(unrouted))
@@ -141,7 +125,7 @@ class SpecEndpointTests(HomeserverTestCase):
         user = await self.register("alice")
         unrouted = []
         for method, path, r0_path in r0_operations():
-            expected_unserved = (method, path) in UNSERVED_BY_SPEC or (method, path) in BEING_BUILT
+            expected_unserved = (method, path) in UNSERVED_BY_SPEC
             code, body = await self.call(method, r0_path, user)
             if is_unrecognized(code, body) != expected_unserved:
                 unrouted.append(f"{method} {r0_path}: {code} {body!r:.100}")

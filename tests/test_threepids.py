@@ -392,7 +392,7 @@ class IdentityServerTests(UIAMixin):
         # Unreachable, refused by the IP filter, or not a server name at all.
         for id_server, status, errcode in (
             (f"127.0.0.1:{free_port()}", 502, "M_UNKNOWN"),
-            ("10.1.2.3", 502, "M_UNKNOWN"),
+            ("10.1.2.3", 400, "M_SERVER_NOT_TRUSTED"),
             ("not a server!", 400, "M_INVALID_PARAM"),
         ):
             self.assertMatrixError(await self.post(f"{C}/account/3pid/bind", {**body, "id_server": id_server}, alice), status, errcode)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import attrs
 import treq
@@ -32,6 +32,7 @@ from twisted.web.iweb import IAgent
 
 from mxserver.crypto.canonical import encode_json
 from mxserver.errors import MatrixError
+from mxserver.federation.ip_filter import BlockedAddressError
 from mxserver.federation.responses import read_body
 from mxserver.ids import is_valid_server_name
 
@@ -48,7 +49,7 @@ RequestSigner = Callable[[str, str, str, Any], bytes]
 
 
 class IdentityServerUnreachable(MatrixError):
-    """No answer came (refused, blocked address, DNS, TLS, timeout)."""
+    """No answer came (refused, DNS, TLS, timeout)."""
 
     def __init__(self, id_server: str, reason: str) -> None:
         super().__init__(502, "M_UNKNOWN", f"Could not reach identity server {id_server}: {reason}")
@@ -114,16 +115,35 @@ class IdentityServerClient:
         uri = PREFIX + path
         if query:
             uri += "?" + urlencode(query)
+        authorization = self._sign(method, id_server, uri, body) if signed else None
+        return await self.fetch(
+            method, f"https://{id_server}{uri}", body, access_token=access_token, authorization=authorization
+        )
+
+    async def fetch(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        *,
+        access_token: str | None = None,
+        authorization: bytes | None = None,
+    ) -> IdentityAnswer:
+        """One request to a URL of an identity server (the one transport of every identity-server
+        request, :mod:`mxserver.accounts.identity_lookup`'s too): 400 ``M_SERVER_NOT_TRUSTED``
+        for an address the IP filter refuses, :class:`IdentityServerUnreachable` when no answer
+        came."""
+        host = urlsplit(url).netloc
         headers = Headers({b"User-Agent": [b"mxserver"]})
         if access_token is not None:
             headers.addRawHeader(b"Authorization", b"Bearer " + access_token.encode("utf-8"))
-        if signed:
-            headers.addRawHeader(b"Authorization", self._sign(method, id_server, uri, body))
+        if authorization is not None:
+            headers.addRawHeader(b"Authorization", authorization)
         data = None
         if body is not None:
             headers.addRawHeader(b"Content-Type", b"application/json")
             data = encode_json(body)
-        d: Deferred[IdentityAnswer] = Deferred.fromCoroutine(self._send(method, f"https://{id_server}{uri}", headers, data))
+        d: Deferred[IdentityAnswer] = Deferred.fromCoroutine(self._send(method, url, headers, data))
         expired: list[bool] = []
 
         def expire() -> None:
@@ -137,12 +157,17 @@ class IdentityServerClient:
             raise
         except Exception as e:
             if expired:
-                raise IdentityServerUnreachable(id_server, "timed out") from None
-            reasons = getattr(e, "reasons", None) or []
-            if reasons:
-                e = reasons[0].value
-            log.info("Identity server {id_server}: {error}", id_server=id_server, error=f"{type(e).__name__}: {e}")
-            raise IdentityServerUnreachable(id_server, type(e).__name__) from None
+                raise IdentityServerUnreachable(host, "timed out") from None
+            reasons = [r.value for r in getattr(e, "reasons", None) or []]
+            if isinstance(e, BlockedAddressError) or any(isinstance(r, BlockedAddressError) for r in reasons):
+                # client-server-api M_SERVER_NOT_TRUSTED: "a third-party server, e.g. identity
+                # server, that this server does not trust"
+                raise MatrixError(
+                    400, "M_SERVER_NOT_TRUSTED", f"This server may not contact identity server {host} (blocked address)"
+                ) from None
+            shown = reasons[0] if reasons else e
+            log.info("Identity server {host}: {error}", host=host, error=f"{type(shown).__name__}: {shown}")
+            raise IdentityServerUnreachable(host, type(shown).__name__) from None
         finally:
             if timer.active():
                 timer.cancel()

@@ -22,24 +22,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
-import treq
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent
 
-from mxserver.crypto.canonical import encode_json
+from mxserver.accounts.identity_client import IdentityServerClient
 from mxserver.errors import MatrixError
-from mxserver.federation.ip_filter import BlockedAddressError
-from mxserver.federation.responses import read_body
 from mxserver.ids import is_valid_server_name
 
 log = Logger()
@@ -122,61 +113,16 @@ def _parse_stored_invite(answer: Any) -> StoredInvite:
 
 
 class IdentityLookup:
-    """Lookups, invitation storage and key validity checks on identity servers."""
+    """Lookups, invitation storage and key validity checks on identity servers, through the
+    one identity-server transport (:class:`~mxserver.accounts.identity_client.IdentityServerClient`)."""
 
-    def __init__(self, agent: IAgent, clock: IReactorTime, close: Callable[[], Deferred[None]] | None = None) -> None:
-        self._http = treq.client.HTTPClient(agent)
-        self._clock = clock
-        self._close = close
-
-    def close(self) -> Deferred[None]:
-        """Close the connections kept open (at shutdown)."""
-        return self._close() if self._close is not None else succeed(None)
-
-    # -- transport -----------------------------------------------------------------------------
+    def __init__(self, client: IdentityServerClient) -> None:
+        self._client = client
 
     async def _request(self, method: str, url: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
-        """``(status, parsed JSON or None)``; :class:`IdentityServerError` when no answer came."""
-        headers = Headers({b"User-Agent": [b"mxserver"]})
-        if token is not None:
-            headers.addRawHeader(b"Authorization", b"Bearer " + token.encode("utf-8"))
-        data = None
-        if body is not None:
-            headers.addRawHeader(b"Content-Type", b"application/json")
-            data = encode_json(body)
-        d: Deferred[tuple[int, bytes]] = Deferred.fromCoroutine(self._send(method, url, headers, data))
-        expired: list[bool] = []
-
-        def expire() -> None:
-            expired.append(True)
-            d.cancel()
-
-        timer = self._clock.callLater(REQUEST_TIMEOUT_S, expire)
-        try:
-            code, raw = await d
-        except Exception as e:
-            if expired:
-                raise _unreachable("timed out") from None
-            reasons = [r.value for r in getattr(e, "reasons", None) or []]
-            if isinstance(e, BlockedAddressError) or any(isinstance(r, BlockedAddressError) for r in reasons):
-                raise IdentityServerError(
-                    400, "M_SERVER_NOT_TRUSTED", "This server may not contact that identity server (blocked address)"
-                ) from None
-            shown = reasons[0] if reasons else e
-            log.info("identity server request {url} failed: {e}", url=url, e=shown)
-            raise _unreachable(f"{type(shown).__name__}") from None
-        finally:
-            if timer.active():
-                timer.cancel()
-        try:
-            parsed = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = None
-        return code, parsed
-
-    async def _send(self, method: str, url: str, headers: Headers, data: bytes | None) -> tuple[int, bytes]:
-        response = await self._http.request(method, url.encode("utf-8"), headers=headers, data=data)
-        return response.code, await read_body(response, MAX_ANSWER_BYTES)
+        """``(status, parsed JSON or None)``; raises when no answer came (see ``fetch``)."""
+        answer = await self._client.fetch(method, url, body, access_token=token)
+        return answer.code, answer.body
 
     @staticmethod
     def _base(id_server: str) -> str:

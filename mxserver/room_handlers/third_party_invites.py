@@ -35,7 +35,7 @@ import attrs
 from twisted.logger import Logger
 
 from mxserver.accounts.auth import Requester
-from mxserver.accounts.identity_lookup import IdentityLookup, IdentityServerError, check_id_server
+from mxserver.accounts.identity_lookup import IdentityLookup, check_id_server
 from mxserver.errors import MatrixError, forbidden, invalid_param, not_found
 from mxserver.events.model import Event
 from mxserver.identifier_checks import check_room_id, check_user_id, is_room_id, server_of_user
@@ -347,7 +347,7 @@ class ThirdPartyInviteHandler:
         for url in dict.fromkeys(urls):
             try:
                 valid = await self.identity.key_is_valid(url, key)
-            except IdentityServerError as e:
+            except MatrixError as e:  # no answer, a refused address, or a refusal
                 raise forbidden(f"Could not check that the identity server's key is still valid: {e.msg}") from None
             if not valid:
                 raise forbidden("The identity server's key that signed the proof is no longer valid")
