@@ -12,10 +12,11 @@ identity server, like a key validity URL taken from a room event, is a name any
 user can choose, so it must not reach this machine's private network. TLS is
 checked as for federation (``federation.verify_tls``, ``federation.ca_certificates``).
 
-Failures are :class:`IdentityServerError`, which carries the Matrix error the
-client sees: an identity server we may not contact is ``M_SERVER_NOT_TRUSTED``
-(client-server-api §Other error codes), one that cannot be reached or answers
-nonsense is 502 ``M_UNKNOWN``.
+Requests go through the one identity-server transport
+(:meth:`~mxserver.accounts.identity_client.IdentityServerClient.fetch`): an identity
+server we may not contact is ``M_SERVER_NOT_TRUSTED`` (client-server-api §Other error
+codes), one that cannot be reached is 502 ``M_UNKNOWN``; one that answers nonsense is
+:class:`IdentityServerError`, 502 ``M_UNKNOWN`` too.
 """
 
 from __future__ import annotations
@@ -27,19 +28,11 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
-from twisted.logger import Logger
 
-from mxserver.accounts.identity_client import IdentityServerClient
+from mxserver.accounts.identity_client import PREFIX, IdentityServerClient
 from mxserver.errors import MatrixError
 from mxserver.ids import is_valid_server_name
 
-log = Logger()
-
-PREFIX = "/_matrix/identity/v2"
-#: the longest one request to an identity server may take (seconds)
-REQUEST_TIMEOUT_S = 30.0
-#: the largest answer read from an identity server
-MAX_ANSWER_BYTES = 64 * 1024
 #: v2_store_invite.yaml: a token is 1-255 of these characters
 _TOKEN = re.compile(r"^[0-9a-zA-Z.=_-]{1,255}$")
 
@@ -186,7 +179,7 @@ class IdentityLookup:
 
         The URL is used as given (server-server-api §Third-party invites: "using the provided
         URL rather than constructing a new one"); only http(s) URLs are fetched. An identity
-        server that does not answer raises :class:`IdentityServerError`.
+        server that does not answer raises the transport's error (see ``IdentityServerClient.fetch``).
         """
         parts = urlsplit(key_validity_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
