@@ -29,9 +29,8 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
 
-from mxserver.accounts.identity_client import PREFIX, IdentityServerClient
+from mxserver.accounts.identity_client import PREFIX, IdentityServerClient, check_id_server
 from mxserver.errors import MatrixError
-from mxserver.ids import is_valid_server_name
 
 #: v2_store_invite.yaml: a token is 1-255 of these characters
 _TOKEN = re.compile(r"^[0-9a-zA-Z.=_-]{1,255}$")
@@ -43,13 +42,6 @@ class IdentityServerError(MatrixError):
 
 def _unreachable(what: str) -> IdentityServerError:
     return IdentityServerError(502, "M_UNKNOWN", f"Could not use the identity server: {what}")
-
-
-def check_id_server(id_server: str) -> str:
-    """``id_server`` if it is a hostname with an optional port (invite_3pid.yaml), else 400."""
-    if not is_valid_server_name(id_server):
-        raise MatrixError(400, "M_INVALID_PARAM", f"Invalid id_server {id_server[:100]!r}: not a hostname[:port]")
-    return id_server
 
 
 def lookup_hash(medium: str, address: str, pepper: str) -> str:
