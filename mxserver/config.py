@@ -466,6 +466,24 @@ def _default_listeners() -> list[ListenerConfig]:
     return [ListenerConfig(port=8008)]
 
 
+#: the roles a worker process may have (issue 19); ``main`` is the implicit writer process
+WORKER_ROLES = ("sync",)
+
+
+@attrs.define
+class WorkerSelf:
+    name: str = attrs.field(
+        default="main",
+        metadata=_help("which process of the cluster this is: main, or a key of workers (--worker NAME overrides)"),
+    )
+
+
+@attrs.define
+class WorkerConfig:
+    role: str = attrs.field(metadata=_help("what the worker serves: sync (client reads, woken by main's writes)"))
+    listeners: list[ListenerConfig] = attrs.field(factory=list, metadata=_help("where the worker listens"))
+
+
 @attrs.define
 class HomeserverConfig:
     """The whole configuration of one homeserver."""
@@ -516,6 +534,32 @@ class HomeserverConfig:
     )
     default_room_version: str = attrs.field(default="12", metadata=_help("room version for new rooms"))
     modules: list[ModuleEntry] = attrs.field(factory=list, metadata=_help("modules to load from entry points"))
+    worker: WorkerSelf = attrs.field(factory=WorkerSelf, metadata=_help("this process in a cluster of workers"))
+    workers: dict[str, WorkerConfig] = attrs.field(
+        factory=dict,
+        metadata=_help(
+            "the cluster (the same in every process's config; needs postgres): name -> {role, listeners};"
+            " empty: one process does everything"
+        ),
+    )
+
+    # -- the cluster -------------------------------------------------------
+
+    @property
+    def worker_role(self) -> str:
+        """This process's role: ``main`` (the writer, everything), or its worker entry's role."""
+        if self.worker.name == "main":
+            return "main"
+        return self.workers[self.worker.name].role
+
+    @property
+    def is_main(self) -> bool:
+        return self.worker.name == "main"
+
+    @property
+    def own_listeners(self) -> list[ListenerConfig]:
+        """The listeners this process opens: the top-level ones for main, else its entry's."""
+        return self.listeners if self.is_main else self.workers[self.worker.name].listeners
 
     # -- derived paths ----------------------------------------------------
 
@@ -599,7 +643,15 @@ def _convert(value: Any, tp: Any, path: str, field: attrs.Attribute | None, base
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
-        return dict(value)
+        key_tp, value_tp = typing.get_args(tp) or (str, Any)
+        if value_tp is Any:
+            return dict(value)
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"{path}: keys must be strings, got {k!r}")
+            out[k] = _convert(v, value_tp, f"{path}.{k}", None, base)
+        return out
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
@@ -693,6 +745,11 @@ def _is_user_id(value: str) -> bool:
     return True
 
 
+def check_config(config: HomeserverConfig) -> None:
+    """Check the rules that span several keys again (after command-line overrides)."""
+    _check(config)
+
+
 def _check(config: HomeserverConfig) -> None:
     """Rules that span several keys."""
     from mxserver.events.versions import KNOWN_ROOM_VERSIONS
@@ -704,6 +761,7 @@ def _check(config: HomeserverConfig) -> None:
             raise ConfigError(f"listeners[{i}].tls: needs tls.certificate_path and tls.private_key_path")
     if config.database.backend == "postgres" and not config.database.dsn:
         raise ConfigError("database.dsn: required for the postgres backend")
+    _check_workers(config)
     voip = config.voip
     if voip.turn_uris and not voip.turn_shared_secret and (voip.turn_username is None or voip.turn_password is None):
         raise ConfigError("voip.turn_uris: needs voip.turn_shared_secret, or voip.turn_username and voip.turn_password")
@@ -722,6 +780,25 @@ def _check(config: HomeserverConfig) -> None:
             load_registrations(config.app_service_config_files, config.server_name)
         except RegistrationError as e:
             raise ConfigError(str(e)) from None
+
+
+def _check_workers(config: HomeserverConfig) -> None:
+    """The cluster's rules (issue 19): workers share one Postgres database; each worker has a
+    built role and somewhere to listen; this process is main or one of them."""
+    if config.workers and config.database.backend != "postgres":
+        raise ConfigError("workers: workers need database.backend: postgres (SQLite is single-process)")
+    for name, entry in config.workers.items():
+        if name == "main":
+            raise ConfigError("workers.main: main is the implicit writer process; it is not listed")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            raise ConfigError(f"workers.{name}: a worker name is 1-64 letters, digits, '_', '.' or '-'")
+        if entry.role not in WORKER_ROLES:
+            raise ConfigError(f"workers.{name}.role: role {entry.role!r} is not built yet (issue 19); known: {', '.join(WORKER_ROLES)}")
+        if not entry.listeners:
+            raise ConfigError(f"workers.{name}.listeners: a worker needs at least one listener")
+    if config.worker.name != "main" and config.worker.name not in config.workers:
+        known = ", ".join(["main", *config.workers])
+        raise ConfigError(f"worker.name: no worker {config.worker.name!r} in workers (known: {known})")
 
 
 # -- the sample ---------------------------------------------------------------

@@ -39,7 +39,7 @@ from mxserver.api.http import build_app, render_error
 from mxserver.api.ratelimit import RateLimiter
 from mxserver.api.resource import MatrixResource, MatrixSite
 from mxserver.appservice.registration import AppServiceRegistry, ReloadResult
-from mxserver.config import HomeserverConfig
+from mxserver.config import ConfigError, HomeserverConfig
 from mxserver.crypto.keys import key_id, load_or_generate_signing_key
 from mxserver.ephemeral.room_members import RoomMembers
 from mxserver.errors import MatrixError
@@ -1478,7 +1478,7 @@ class Homeserver(service.MultiService):
         # background: the server serves meanwhile.
         self.background_jobs.start()
         self._lag.start()
-        for listener in self.config.listeners:
+        for listener in self.config.own_listeners:
             self._listening.append(await self._listen(listener))
         self.is_ready = True
         log.info("mxserver {name} ready", name=self.server_name)
@@ -1564,6 +1564,10 @@ def preflight(config: HomeserverConfig) -> None:
 
     Raises an exception whose message is one clear line; the caller prints it.
     """
+    if not config.is_main:
+        # The config accepts the cluster (issue 19); a worker process is not wired yet, and a
+        # second full process would be a second writer of every room.
+        raise ConfigError(f"worker {config.worker.name}: worker processes are not built yet (issue 19)")
     os.makedirs(config.data_dir, exist_ok=True)
     load_or_generate_signing_key(config.signing_key_file)
     backend = construct(STORAGE, config.database.backend, IStorageBackend)

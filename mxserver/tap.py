@@ -14,7 +14,7 @@ from twisted.application import service
 from twisted.logger import ILogObserver
 from twisted.python import usage
 
-from mxserver.config import ConfigError, HomeserverConfig, ListenerConfig, load_config
+from mxserver.config import ConfigError, HomeserverConfig, ListenerConfig, check_config, load_config
 
 if TYPE_CHECKING:
     from mxserver.homeserver import Homeserver
@@ -30,6 +30,7 @@ class Options(usage.Options):
         ["config", "c", None, "YAML config file (see python -m mxserver generate-config)"],
         ["server-name", None, None, "server name (overrides the config)"],
         ["data-dir", None, None, "data directory (overrides the config)"],
+        ["worker", None, None, "which process of the config's cluster this is: main or a key of workers"],
     ]
 
     def __init__(self) -> None:
@@ -68,6 +69,9 @@ def build_config(options: dict[str, Any]) -> HomeserverConfig:
         config.data_dir = options["data-dir"]
     if options.get("listen"):
         config.listeners = [parse_listen(s) for s in options["listen"]]
+    if options.get("worker"):
+        config.worker.name = options["worker"]
+        check_config(config)
     return config
 
 
