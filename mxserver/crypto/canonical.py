@@ -11,6 +11,7 @@ wire unsigned: responses and request bodies.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import canonicaljson
@@ -39,8 +40,27 @@ def encode_canonical_json(obj: Any) -> bytes:
     and their hashes were computed over that encoding (v1-canonical-json).
     Use :func:`check_strict_canonical_json` first where the room version is
     strict.
+
+    orjson with sorted keys writes the same bytes as the library for everything but floats
+    (its exponent notation differs) and NaN/Infinity (it writes ``null``), several times
+    faster: this is on every send and every received event. A float token in the output
+    starts right after ``:``, ``,`` or ``[`` with digits and then ``.`` or ``e``; any output
+    with such a run or with ``null`` (where NaN and Infinity would be, which the library
+    refuses; inside a string too: a false alarm only costs the slow path), and any value
+    orjson refuses (integers beyond 64 bits, non-string keys, lone surrogates), goes to the
+    library.
     """
+    try:
+        out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, OverflowError):
+        return canonicaljson.encode_canonical_json(obj)
+    if b"null" not in out and _FLOAT_TOKEN.search(out) is None:
+        return out
     return canonicaljson.encode_canonical_json(obj)
+
+
+#: where a float may be in compact JSON (see :func:`encode_canonical_json`)
+_FLOAT_TOKEN = re.compile(rb"(?:^|[:,\[])-?[0-9]+[.eE]")
 
 
 def encode_json(obj: Any) -> bytes:

@@ -79,7 +79,8 @@ def lookup(event: Mapping[str, Any], key: str) -> Any:
 def _lookup_path(event: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = event
     for segment in path:
-        if not isinstance(value, Mapping) or segment not in value:
+        # type() first: event JSON is plain dicts, and an ABC check costs a Python call
+        if not (type(value) is dict or isinstance(value, Mapping)) or segment not in value:
             return _MISSING
         value = value[segment]
     return value
@@ -698,7 +699,7 @@ def _may_name(rules: CompiledRules, plan: _Plan, facts: EventFacts, user_id: str
 def _strings(value: Any, out: list[str]) -> None:
     if isinstance(value, str):
         out.append(value)
-    elif isinstance(value, Mapping):
+    elif type(value) is dict or isinstance(value, Mapping):
         for v in value.values():
             _strings(v, out)
     elif isinstance(value, list):
