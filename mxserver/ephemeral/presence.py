@@ -238,7 +238,8 @@ class PresenceHandler:
             # Still published, so other servers hear of it; but nobody can be woken.
             log.failure("waking presence watchers of {user_id} failed", user_id=user_id)
             users = set()
-        self._changes.publish(PresenceChange(user_id, dict(self._module.get_state(user_id)), frozenset(users)))
+        position = self._user_positions.get(user_id, self._position)
+        self._changes.publish(PresenceChange(user_id, dict(self._module.get_state(user_id)), frozenset(users), position))
 
     # -- timeouts ------------------------------------------------------------------------------------
 
