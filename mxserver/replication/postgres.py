@@ -12,6 +12,7 @@ catch up from the database (hints sent meanwhile are lost).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -31,10 +32,16 @@ RECONNECT_MAX_S = 30.0
 
 
 class _Socket:
-    """The connection's socket as the reactor sees it (IReadDescriptor, IWriteDescriptor)."""
+    """The connection's socket as the reactor sees it (IReadDescriptor, IWriteDescriptor).
+
+    It watches a duplicate of libpq's descriptor, closed by :meth:`close`: libpq closes its own
+    when it finds the connection gone, and the reactor must never watch a descriptor that was
+    closed (and perhaps reused) under it."""
 
     def __init__(self, bus: PostgresBus, fd: int) -> None:
-        self._bus, self._fd = bus, fd
+        self._bus, self._fd = bus, os.dup(fd)
+        #: the reactor no longer watches it (it reported the socket lost)
+        self.detached = False
 
     def fileno(self) -> int:
         return self._fd
@@ -46,10 +53,17 @@ class _Socket:
         self._bus._writable()
 
     def connectionLost(self, reason: Any) -> None:
-        self._bus._lost(f"socket closed: {reason}")
+        # The reactor has stopped watching the socket already.
+        self.detached = True
+        self._bus._lost(f"socket closed: {reason.getErrorMessage()}")
 
     def logPrefix(self) -> str:
         return "replication-bus"
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 @implementer(IReplicationBus)
@@ -171,8 +185,10 @@ class PostgresBus:
 
     def _close(self) -> None:
         if self._socket is not None:
-            self._reactor.removeReader(self._socket)
-            self._reactor.removeWriter(self._socket)
+            if not self._socket.detached:
+                self._reactor.removeReader(self._socket)
+                self._reactor.removeWriter(self._socket)
+            self._socket.close()
             self._socket = None
         self._writing = False
         if self._conn is not None:
@@ -193,6 +209,16 @@ class PostgresBus:
         if self._pg is None:
             return
         log.warn("replication bus: connection lost ({why}); reconnecting", why=why)
+        # Stop watching the socket before the connection (and its file descriptor) is closed.
+        socket = self._socket
+        if socket is not None and not socket.detached:
+            self._reactor.removeReader(socket)
+            self._reactor.removeWriter(socket)
+            socket.detached = True
+        self._pg = None  # nothing more is sent on it; it is closed on the next turn
+        self._reactor.callLater(0, self._closed_after_loss)
+
+    def _closed_after_loss(self) -> None:
         self._close()
         self._schedule_reconnect()
 

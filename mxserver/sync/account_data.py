@@ -111,9 +111,11 @@ class AccountDataHandler:
         return position
 
     def forget_user(self, user_id: str) -> None:
-        """Drop what memory holds of the user's account data (another process changed it)."""
+        """Drop what memory holds of the user's account data and push rules (another process
+        changed one of them)."""
         self._ignored.invalidate(user_id)
         self._direct.invalidate(user_id)
+        self._push_rules.forget_user(user_id)
 
     async def ignored_users(self, user_id: str) -> frozenset[str]:
         """The users ``user_id`` ignores (modules/ignore_users.md: the ``ignored_users`` keys of its

@@ -157,6 +157,10 @@ class PushRulesHandler:
             raise rule_not_found()
         self._changed(user_id, position)
 
+    def forget_user(self, user_id: str) -> None:
+        """Another process (the cluster's writer) may have changed the user's rules."""
+        self._store.note_changed(user_id)
+
     def on_changed(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(user_id)`` after each change to a user's rules (compiled-rule caches)."""
         self._listeners.append(listener)
