@@ -77,6 +77,7 @@ if TYPE_CHECKING:
     from mxserver.sync.handler import NotificationCounts
     from mxserver.sync.legacy import Published
     from mxserver.sync.source_adapters import TypingReader
+    from mxserver.sync.tokens import StreamToken
 
 log = Logger()
 
@@ -288,9 +289,6 @@ class Homeserver(service.MultiService):
         )
         counts = ReplicatedPushCounts(PushActionsStore(self.db), PUSH_READER, self.clock, push_wanted)
         self.start_hooks.append(counts.start)
-        self._build_sync(rooms, typing, presence, counts, history, PublishedRooms(DirectoryStore(self.db).is_published))
-        self._notify_on_room_events()
-
         self.replication = ReplicationClient(
             bus,
             ReplicationStore(self.db),
@@ -316,6 +314,9 @@ class Homeserver(service.MultiService):
             self.notifier,
             self.clock,
         )
+        published = PublishedRooms(DirectoryStore(self.db).is_published)
+        self._build_sync(rooms, typing, presence, counts, history, published, self.replication.reach)
+        self._notify_on_room_events()
         # Last: every position is loaded from the database before it listens and catches up.
         self.start_hooks.append(self.replication.start)
 
@@ -1187,11 +1188,13 @@ class Homeserver(service.MultiService):
         counts: NotificationCounts,
         history: HistoryHandler,
         published: Published,
+        reach: Callable[[StreamToken], Awaitable[None]] | None = None,
     ) -> None:
         """The sync sources of every stream (tokens and /sync read them) and the /sync handler.
 
         What they read of rooms, typing, presence, unread counts, history and the directory is
-        the writer's own components in ``main``, their replicas in a sync worker."""
+        the writer's own components in ``main``, their replicas in a sync worker (whose /sync
+        first reaches a token minted elsewhere)."""
         from mxserver.storage.sync import SyncStore
         from mxserver.sync import source_adapters as sources
         from mxserver.sync.handler import SyncHandler
@@ -1228,6 +1231,7 @@ class Homeserver(service.MultiService):
             invite_permissions=self.invite_permissions,
             on_sync=presence.user_synced,
             clock=self.clock,
+            reach=reach,
         )
         self.legacy_sync_handler = LegacySyncHandler(
             sources=self.sync_sources,

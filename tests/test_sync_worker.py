@@ -375,6 +375,20 @@ class LostHintTests(SyncWorkerTests):
         sync = await pending
         self.assertEqual([e["event_id"] for e in timeline(sync, room)], [event_id])
 
+    async def test_a_token_from_main_ahead_of_the_worker_is_reached_first(self) -> None:
+        alice, bob, room = await self.pair()
+        assert self._bus is not None
+        self._bus.drop = lambda channel, hint: channel == TO_WORKERS  # every hint is lost for now
+        await self.send_message(alice, room, "lost")
+        ahead = await self.sync(bob)  # main's token: past the message the worker has not heard of
+        self.assertIn("lost", bodies(ahead, room))
+        answer = await self.w.sync(bob, ahead["next_batch"])
+        self.assertEqual(bodies(answer, room), [])
+        self._bus.drop = None
+        await self.worker.replication.check()
+        # Nothing the client saw on main comes again from the worker's token.
+        self.assertEqual(bodies(await self.w.sync(bob, answer["next_batch"]), room), [])
+
     async def test_a_lost_account_data_hint_wakes_the_long_polls(self) -> None:
         alice, bob, room = await self.pair()
         since = (await self.w.sync(bob))["next_batch"]
@@ -408,4 +422,5 @@ class WorkerPresenceTests(SyncWorkerTests):
             return any(e["sender"] == alice.user_id and e["content"]["presence"] == "online" for e in events)
 
         await self.worker_sync_until(bob, alice_online, "alice's presence on the worker", bob_since)
+
 

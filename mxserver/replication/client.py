@@ -42,6 +42,7 @@ from mxserver.streams import (
 )
 from mxserver.sync.account_data import AccountDataHandler
 from mxserver.sync.notifier import Notifier
+from mxserver.sync.tokens import StreamToken
 
 log = Logger()
 
@@ -141,6 +142,16 @@ class ReplicationClient:
         finally:
             if self._started:
                 self._schedule_check()
+
+    async def reach(self, token: StreamToken) -> None:
+        """Return once this worker is at least at ``token``'s room and per-user positions (a
+        token minted by ``main``, or by a worker ahead of this one): answering from behind it
+        would hand the client a token before its own and repeat what it has seen."""
+        behind = token.room > self._room_stream.position or any(
+            getattr(token, name) > stream.current for name, stream in self._persisted.items()
+        )
+        if behind and self._started:
+            await self.check()
 
     # -- hints -------------------------------------------------------------------------------------
 
