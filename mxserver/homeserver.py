@@ -58,7 +58,7 @@ from mxserver.rooms.policy_server import PolicyServerSigner
 from mxserver.rooms.room_server import RoomServer
 from mxserver.storage.accounts import AccountStore
 from mxserver.storage.events import EventStore
-from mxserver.storage.migrations import prepare_database
+from mxserver.storage.migrations import prepare_database, require_current_schema
 from mxserver.storage.openid import OpenIdStore
 from mxserver.storage.registration_tokens import RegistrationTokenStore
 from mxserver.storage.room_members import RoomMembersStore
@@ -1726,7 +1726,9 @@ class Homeserver(service.MultiService):
         self._ready.addErrback(self._start_failed)
 
     async def _start(self) -> None:
-        await self.db.run_with_connection(prepare_database, self.db.dialect)
+        # The writer migrates; a worker waits for it to have done so (issue 19).
+        schema = require_current_schema if self.is_sync_worker else prepare_database
+        await self.db.run_with_connection(schema, self.db.dialect)
         for hook in self.start_hooks:
             await hook()
         # Work left by migrations (indexing events stored before an index existed) runs in the
@@ -1838,6 +1840,9 @@ def preflight(config: HomeserverConfig) -> None:
     backend = construct(STORAGE, config.database.backend, IStorageBackend)
     conn = backend.connect_sync(config)
     try:
-        prepare_database(conn, backend.dialect)
+        if config.worker_role == "main":
+            prepare_database(conn, backend.dialect)
+        else:
+            require_current_schema(conn, backend.dialect)
     finally:
         conn.close()

@@ -424,3 +424,30 @@ class WorkerPresenceTests(SyncWorkerTests):
         await self.worker_sync_until(bob, alice_online, "alice's presence on the worker", bob_since)
 
 
+
+
+class WorkerPreflightTests(unittest.TestCase):
+    def test_a_worker_starts_only_on_a_database_main_has_migrated(self) -> None:
+        import shutil
+        import tempfile
+
+        from mxserver.config import load_config_dict
+        from mxserver.homeserver import preflight
+        from mxserver.storage.migrations import SchemaError
+
+        reason = postgres.unavailable_reason()
+        if reason:
+            raise unittest.SkipTest(reason)
+        cluster = postgres.cluster()
+        assert cluster is not None
+        dsn = cluster.new_empty_database()
+        self.addCleanup(cluster.drop_database, dsn)
+        data_dir = tempfile.mkdtemp(prefix="mxserver-test-")
+        self.addCleanup(shutil.rmtree, data_dir, True)
+        base = {"server_name": "test", "data_dir": data_dir, "database": {"backend": "postgres", "dsn": dsn}, "workers": {"sync1": SYNC1}}
+        worker = load_config_dict({**base, "worker": {"name": "sync1"}})
+        with self.assertRaises(SchemaError) as caught:
+            preflight(worker)
+        self.assertIn("start the main process first", str(caught.exception))
+        preflight(load_config_dict(base))  # main migrates
+        preflight(worker)
