@@ -231,6 +231,8 @@ class ReplicatedPushCounts:
         self._ask = ask
         self.position = 0
         self._waiters: list[tuple[int, Deferred[None]]] = []
+        #: the highest position the writer was asked for (one request covers every sync waiting for less)
+        self._asked = 0
 
     async def start(self) -> None:
         """A start hook: the reader's position as the writer last persisted it."""
@@ -253,7 +255,9 @@ class ReplicatedPushCounts:
             d.callback(None)
             return d
         self._waiters.append((position, d))
-        self._ask(position)
+        if position > self._asked:
+            self._asked = position
+            self._ask(position)
 
         def timed_out() -> None:
             if not d.called:
