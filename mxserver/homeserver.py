@@ -1042,6 +1042,8 @@ class Homeserver(service.MultiService):
             self.reactor,
             presence_synced,
             push.wait_for,
+            self.typing_handler.snapshot,
+            presence.snapshot,
         )
         push.on_advanced(self.replication_publisher.push_advanced)
         # What changes other than through a stream: purged rooms, state replaced by a join over federation.

@@ -426,6 +426,29 @@ class WorkerPresenceTests(SyncWorkerTests):
 
 
 
+    async def test_a_worker_started_later_learns_typing_and_presence_from_main(self) -> None:
+        alice, bob, room = await self.pair()
+        await self.worker.stopService()
+        code, body = await self.put(f"{C}/presence/{q(alice.user_id)}/status", {"presence": "online", "status_msg": "here"}, alice)
+        self.assertEqual(code, 200, body)
+        await self.put(f"{C}/rooms/{q(room)}/typing/{q(alice.user_id)}", {"typing": True, "timeout": 30000}, alice)
+        self.worker = await self.start_worker()
+        seen: dict[str, Any] = {}
+
+        def both(sync: Any) -> Any:
+            for e in sync.get("presence", {}).get("events", []):
+                if e["sender"] == alice.user_id:
+                    seen["presence"] = e["content"]
+            for e in sync.get("rooms", {}).get("join", {}).get(room, {}).get("ephemeral", {}).get("events", []):
+                if e["type"] == "m.typing":
+                    seen["typing"] = e["content"]["user_ids"]
+            return len(seen) == 2
+
+        await self.worker_sync_until(bob, both, "alice's presence and typing", None)
+        self.assertEqual((seen["presence"]["presence"], seen["presence"].get("status_msg")), ("online", "here"))
+        self.assertEqual(seen["typing"], [alice.user_id])
+
+
 class WorkerPreflightTests(unittest.TestCase):
     def test_a_worker_starts_only_on_a_database_main_has_migrated(self) -> None:
         import shutil

@@ -205,6 +205,16 @@ class PresenceHandler:
         if self.enabled:
             self._changed(user_id)
 
+    def snapshot(self) -> list[PresenceChange]:
+        """Every user whose presence changed since start, as a change at its position (a
+        cluster's worker starting: presence lives in this process's memory)."""
+        if not self.enabled:
+            return []
+        return [
+            PresenceChange(user_id, dict(self._module.get_state(user_id)), position=position)
+            for user_id, position in self._user_positions.items()
+        ]
+
     # -- state changes and the stream -----------------------------------------------------------------
 
     def _changed(self, user_id: str) -> None:

@@ -109,6 +109,7 @@ class ReplicationClient:
         listen, then look once more (hints sent before the listening began are not lost)."""
         await self._bus.start()
         self._started = True
+        self._bus.publish(TO_MAIN, {"k": "snapshot"})
         await self.check()
 
     def stop(self) -> Deferred[None]:
@@ -128,6 +129,7 @@ class ReplicationClient:
 
     def _reconnected(self) -> None:
         log.info("replication: the bus is back; catching up from the database")
+        self._bus.publish(TO_MAIN, {"k": "snapshot"})
         self._periodic()
 
     async def check(self) -> None:

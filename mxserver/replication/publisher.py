@@ -13,12 +13,13 @@ catch up from the database); ``r`` the change records: whom a change wakes, typi
 for one hint is dropped: the worker catches up from ``p`` and wakes every long-poll.
 
 It also serves what workers ask of the writer (channel :data:`~mxserver.replication.bus.TO_MAIN`):
-a ``/sync`` on a worker marks its user online; a worker's ``/sync`` waits for the push reader.
+a ``/sync`` on a worker marks its user online; a worker's ``/sync`` waits for the push reader; a
+worker starting (or back on the bus) asks for the typing and presence this process holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -64,12 +65,16 @@ class ReplicationPublisher:
         reactor: IReactorTime,
         presence_synced: Callable[[str, str | None], Any],
         push_wanted: Callable[[int], Any],
+        typing_snapshot: Callable[[], Iterable[TypingChange]],
+        presence_snapshot: Callable[[], Iterable[PresenceChange]],
     ) -> None:
         self._bus = bus
         self._positions = positions
         self._reactor = reactor
         self._presence_synced = presence_synced
         self._push_wanted = push_wanted
+        self._typing_snapshot = typing_snapshot
+        self._presence_snapshot = presence_snapshot
         self._records: list[JsonDict] = []
         self._flush_call: IDelayedCall | None = None
         #: the positions of the last hint (a hint that would say nothing new is not sent)
@@ -191,3 +196,10 @@ class ReplicationPublisher:
             self._push_asked = max(self._push_asked, hint["p"])
             self._push_wanted(hint["p"])
             self._schedule()  # the reader may be there already
+        elif kind == "snapshot":
+            # A worker (re)started: typing and presence live in this process's memory only.
+            for typing in self._typing_snapshot():
+                self._on_typing(typing)
+            for presence in self._presence_snapshot():
+                self._on_presence(presence)
+            self._schedule()
