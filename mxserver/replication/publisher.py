@@ -81,6 +81,10 @@ class ReplicationPublisher:
         self._last: dict[str, int] = {}
         #: the highest push-reader position a worker waits for
         self._push_asked = 0
+        #: per-user streams: the position of the last change record made (what a hint's ``p``
+        #: says for them: a position committed but whose change is not yet published would make
+        #: workers wake every long-poll for a change that is about to come with its record)
+        self._announced: dict[str, int] = {}
         # After the caches (READERS): a hint goes out in a later reactor turn anyway.
         room_stream.subscribe(self._on_room_events, Phase.READERS)
         streams.typing.subscribe(self._on_typing)
@@ -112,7 +116,7 @@ class ReplicationPublisher:
         self._add(
             {
                 "s": "receipts",
-                "p": self._positions["receipts"](),
+                "p": self._announce("receipts"),
                 "room": change.room_id,
                 "type": change.receipt_type,
                 "user": change.user_id,
@@ -129,7 +133,7 @@ class ReplicationPublisher:
         self._add(
             {
                 "s": "to_device",
-                "p": self._positions["to_device"](),
+                "p": self._announce("to_device"),
                 "sender": change.sender,
                 "type": change.event_type,
                 "users": sorted(change.local_recipients),
@@ -137,16 +141,20 @@ class ReplicationPublisher:
         )
 
     def _on_device_lists(self, change: DeviceListChange) -> None:
-        record: JsonDict = {"s": "device_lists", "p": self._positions["device_lists"](), "user": change.user_id}
+        record: JsonDict = {"s": "device_lists", "p": self._announce("device_lists"), "user": change.user_id}
         if len(change.notify_users) <= MAX_WAKE_USERS:
             record["users"] = sorted(change.notify_users)
         self._add(record)
 
     def _on_account_data(self, change: AccountDataChange) -> None:
-        self._add({"s": "account_data", "p": self._positions["account_data"](), "user": change.user_id})
+        self._add({"s": "account_data", "p": self._announce("account_data"), "user": change.user_id})
 
     def _on_invalidation(self, change: Invalidation) -> None:
         self._add({"s": "invalidate", "cache": change.cache, "keys": list(change.keys)})
+
+    def _announce(self, stream: str) -> int:
+        position = self._announced[stream] = self._positions[stream]()
+        return position
 
     # -- hints ---------------------------------------------------------------------------------------
 
@@ -159,7 +167,7 @@ class ReplicationPublisher:
             self._flush_call = self._reactor.callLater(0, self._flush)
 
     def _flush(self) -> None:
-        positions = {name: current() for name, current in self._positions.items()}
+        positions = {name: self._announced.get(name) or current() for name, current in self._positions.items()}
         records, self._records = self._records, []
         if not records and positions == self._last:
             return
@@ -170,6 +178,7 @@ class ReplicationPublisher:
         for record in records:
             n = len(encode(record).encode()) + 1
             if base + n >= MAX_PAYLOAD:
+                # Workers see the stream move without it in ``p`` and wake every long-poll.
                 log.warn("replication: a {stream} record is too big for a hint; workers catch up without it", stream=record.get("s"))
                 continue
             if size + n >= MAX_PAYLOAD:
