@@ -53,6 +53,8 @@ class ReadOnlyRooms:
         self._state: dict[str, dict[StateKey, str]] = {}
         #: per room, bumped whenever its cached state is dropped: a load that began before does not keep its answer
         self._generation: dict[str, int] = {}
+        #: rooms whose state is being read (every reader of the room waits for the one read)
+        self._loading: dict[tuple[str, int], list[Deferred[dict[StateKey, str]]]] = {}
 
     async def start(self) -> None:
         """Load the store's counters (a start hook): the stream starts at the database's position."""
@@ -64,10 +66,10 @@ class ReadOnlyRooms:
         return self.store.max_stream
 
     def on_room_events(self, events: list[Event]) -> None:
-        """Room-stream subscriber (first of the CACHES phase): a state event changes the current state."""
-        for event in events:
-            if event.state_key is not None:
-                self.forget_state(event.room_id)
+        """Room-stream subscriber (first of the CACHES phase). Any new event may change the
+        current state, not only state events (a merge of forks resolves state anew)."""
+        for room_id in {event.room_id for event in events}:
+            self.forget_state(room_id)
 
     def forget_state(self, room_id: str) -> None:
         self._state.pop(room_id, None)
@@ -85,15 +87,35 @@ class ReadOnlyRooms:
         cached = self._state.get(room_id)
         if cached is not None:
             return dict(cached)
-        generation = self._generation.get(room_id, 0)
+        # Many long-polls woken by one event read the room at once: one read serves them all
+        # (a read begun before the room's latest event is not joined, nor kept).
+        key = (room_id, self._generation.get(room_id, 0))
+        waiters = self._loading.get(key)
+        if waiters is not None:
+            d: Deferred[dict[StateKey, str]] = Deferred()
+            waiters.append(d)
+            return dict(await d)
+        self._loading[key] = []
+        try:
+            state = await self._read_state(room_id)
+        except BaseException as e:
+            for waiter in self._loading.pop(key, []):
+                if not waiter.called:  # not cancelled (its client went away)
+                    waiter.errback(e)
+            raise
+        if self._generation.get(room_id, 0) == key[1]:
+            self._state[room_id] = state
+        for waiter in self._loading.pop(key, []):
+            if not waiter.called:
+                waiter.callback(state)
+        return dict(state)
+
+    async def _read_state(self, room_id: str) -> dict[StateKey, str]:
         room = await self.store.get_room(room_id)
         if room is None:
             raise not_found(f"Unknown room {room_id}")
         _, _, snapshot = await self.store.get_room_head(room.room_nid)
-        state = dict(await self.state.get_state(snapshot))
-        if self._generation.get(room_id, 0) == generation:
-            self._state[room_id] = state
-        return dict(state)
+        return dict(await self.state.get_state(snapshot))
 
     async def current_state_events(
         self, room_id: str, keys: Iterable[StateKey] | None = None
