@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
 from twisted.internet import endpoints
@@ -39,7 +39,7 @@ from mxserver.api.http import build_app, render_error
 from mxserver.api.ratelimit import RateLimiter
 from mxserver.api.resource import MatrixResource, MatrixSite
 from mxserver.appservice.registration import AppServiceRegistry, ReloadResult
-from mxserver.config import ConfigError, HomeserverConfig
+from mxserver.config import HomeserverConfig
 from mxserver.crypto.keys import key_id, load_or_generate_signing_key
 from mxserver.ephemeral.room_members import RoomMembers
 from mxserver.errors import MatrixError
@@ -58,16 +58,26 @@ from mxserver.rooms.policy_server import PolicyServerSigner
 from mxserver.rooms.room_server import RoomServer
 from mxserver.storage.accounts import AccountStore
 from mxserver.storage.events import EventStore
-from mxserver.storage.migrations import prepare_database
+from mxserver.storage.migrations import prepare_database, require_current_schema
 from mxserver.storage.openid import OpenIdStore
 from mxserver.storage.registration_tokens import RegistrationTokenStore
 from mxserver.storage.room_members import RoomMembersStore
 from mxserver.storage.server_keys import ServerKeyStore
 from mxserver.storage.state import StateStore
 from mxserver.storage.sync import SyncStore
-from mxserver.streams import EphemeralStreams, Phase, RoomEventStream
+from mxserver.streams import EphemeralStreams, Invalidation, Phase, RoomEventStream, Stream
 from mxserver.sync.notifier import Notifier
 from mxserver.sync.sources import SyncSources
+
+if TYPE_CHECKING:
+    from mxserver.ephemeral.presence import PresenceHandler
+    from mxserver.replication.bus import IReplicationBus
+    from mxserver.room_handlers.history import HistoryHandler
+    from mxserver.rooms.api import ReaderRooms
+    from mxserver.sync.handler import NotificationCounts
+    from mxserver.sync.legacy import Published
+    from mxserver.sync.source_adapters import TypingReader
+    from mxserver.sync.tokens import StreamToken
 
 log = Logger()
 
@@ -87,6 +97,13 @@ class Homeserver(service.MultiService):
     federation client. An embedding application may route outbound transactions itself
     (through a proxy, a queue, or a recorder); the sender's queues, backoff and catch-up
     work the same whatever delivers them.
+
+    ``config.worker_role`` decides what is built (issue 19): ``main`` builds everything, and
+    with ``workers:`` configured publishes its commits on the replication bus; a ``sync``
+    worker builds only what ``/sync``, sliding sync and the legacy event stream read, with a
+    read-only room interface, fed by the writer's hints (:meth:`_build_sync_worker`).
+    ``replication_bus``: the bus between the processes (Postgres ``LISTEN/NOTIFY`` on the
+    configured database by default; tests may share an in-process one).
     """
 
     def __init__(
@@ -96,6 +113,7 @@ class Homeserver(service.MultiService):
         clock: Any = None,
         *,
         federation_transport: Transport | None = None,
+        replication_bus: IReplicationBus | None = None,
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -108,6 +126,9 @@ class Homeserver(service.MultiService):
         self.clock = clock if clock is not None else reactor
         self.server_name = config.server_name
         self._federation_transport = federation_transport
+        self._replication_bus = replication_bus
+        #: the bus this process publishes or listens on; None in a single process
+        self.replication_bus: IReplicationBus | None = None
         self.setName("mxserver")
         self._ready: Deferred[None] | None = None
         self.is_ready = False
@@ -117,6 +138,17 @@ class Homeserver(service.MultiService):
         #: awaited in this order at start-up, after migrations (e.g. loading stream positions)
         self.start_hooks: list[Callable[[], Awaitable[Any]]] = []
 
+        if config.worker_role == "sync":
+            self._build_sync_worker()
+        else:
+            self._build_main()
+        self._apps = self._build_apps()
+        self._lag = metrics.ReactorLagMonitor(self.clock)
+
+    # -- construction, in build order ---------------------------------------------------
+
+    def _build_main(self) -> None:
+        """The writer: everything, in build order."""
         # The build order. Each section builds its components from those of the sections
         # above it and passes every collaborator explicitly; nothing below this file sees
         # the Homeserver.
@@ -133,7 +165,14 @@ class Homeserver(service.MultiService):
         self._build_e2ee()
         self._build_room_handlers()
         self._build_push()
-        self._build_sync()
+        self._build_sync(
+            self.room_server,
+            self.typing_handler,
+            self.presence_handler,
+            self.push_notifications,
+            self.room_history,
+            self.directory,
+        )
         self._build_federation_inbound()
         self._build_federation_sender()
         self._build_media()
@@ -145,13 +184,150 @@ class Homeserver(service.MultiService):
         self.device_hooks.on_removed(self.to_device.delete_device_queues)
         self.device_hooks.on_removed(self.device_lists.devices_removed)
         self.device_hooks.on_changed(self.device_lists.device_changed)
+        self._notify_on_room_events()
+        if self.config.workers:
+            self._build_replication_publisher()
+
+    def _notify_on_room_events(self) -> None:
         # Waking a long-polling /sync runs it inside the publish, so every other subscriber
         # (membership and room caches) must have seen the events first: the NOTIFY phase.
         self.room_stream.subscribe(self._notify_room_events, Phase.NOTIFY)
-        self._apps = self._build_apps()
-        self._lag = metrics.ReactorLagMonitor(self.clock)
 
-    # -- construction, in build order ---------------------------------------------------
+    def _build_sync_worker(self) -> None:
+        """A ``sync`` worker (issue 19): what /sync, sliding sync and the legacy event stream read,
+        on the shared database, kept current by the writer's hints (:mod:`mxserver.replication`).
+
+        It writes no room: it holds a read-only room interface (no room server, no sequencer),
+        replicas of the writer's typing, presence and push counts, and runs no background jobs,
+        no persisting stream reader (push, search, application services, pushers, federation
+        sender), no presence or typing timers and no media store.
+        """
+        from mxserver.ephemeral.receipts import ReceiptsHandler
+        from mxserver.push.notifications import READER_NAME as PUSH_READER
+        from mxserver.replication.client import ReplicationClient, forward_to_main
+        from mxserver.replication.replicas import (
+            NoBackfill,
+            PublishedRooms,
+            ReadOnlyRooms,
+            ReplicatedPresence,
+            ReplicatedPushCounts,
+            ReplicatedTyping,
+        )
+        from mxserver.room_handlers.aggregations import BundledAggregations
+        from mxserver.room_handlers.history import HistoryHandler
+        from mxserver.rooms.visibility import HistoryVisibility
+        from mxserver.storage.aggregations import AggregationsStore
+        from mxserver.storage.directory import DirectoryStore
+        from mxserver.storage.history import HistoryStore
+        from mxserver.storage.profiles import ProfileStore
+        from mxserver.storage.push_actions import PushActionsStore
+        from mxserver.storage.receipts import ReceiptStore
+        from mxserver.storage.relations import RelationsStore
+        from mxserver.storage.replication import ReplicationStore
+        from mxserver.storage.stream_positions import PersistedStream
+
+        self._build_core()
+        self._build_federation_transport()  # device lists ask other servers for keys
+        self._build_accounts()
+        bus = self.replication_bus = self._make_replication_bus()
+        synced, push_wanted = forward_to_main(bus)
+
+        # Rooms, read-only: the room stream is fed by the replication client.
+        self.state_store = StateStore(self.db)
+        self.event_store = EventStore(self.db, self.state_store)
+        rooms = self.reader_rooms = ReadOnlyRooms(self.event_store, self.state_store, self.room_stream)
+        self.start_hooks.append(rooms.start)
+        self.room_stream.subscribe(rooms.on_room_events, Phase.CACHES)
+        self.event_serializer = EventSerializer(self.event_store, self.clock)
+        members_store = RoomMembersStore(self.db)
+        self.room_members = RoomMembers(members_store)
+        self.room_stream.subscribe(self.room_members.on_room_events, Phase.CACHES)
+        self.room_activity = RoomActivity(rooms)
+        self.start_hooks.append(self.room_activity.start)
+        self.room_stream.subscribe(self.room_activity.on_room_events, Phase.CACHES)
+
+        self._build_user_data()
+        streams = self.ephemeral_streams
+        typing = ReplicatedTyping(streams.typing)
+        self.receipts_position = PersistedStream(self.db, "receipts")
+        self.receipts = ReceiptsHandler(
+            ReceiptStore(self.db, self.receipts_position),
+            self.receipts_position,
+            rooms,
+            self.event_store,
+            self.account_data,
+            self.clock,
+            streams.receipts,
+        )
+        self.start_hooks.append(self.receipts.start)
+        presence = ReplicatedPresence(
+            self.config.presence, self.room_members, ProfileStore(self.db), self.clock, streams.presence, synced
+        )
+        self._build_e2ee_streams()
+
+        self.history_store = HistoryStore(self.db, self.event_store)
+        self.history_visibility = HistoryVisibility(
+            rooms, self.event_store, self.state_store, self.history_store, self.erased_users
+        )
+        self.bundled_aggregations = BundledAggregations(
+            AggregationsStore(self.db),
+            RelationsStore(self.db, self.event_store),
+            self.event_store,
+            self.history_visibility,
+            self.account_data,
+        )
+        history = HistoryHandler(
+            rooms,
+            self.event_store,
+            self.state_store,
+            self.history_store,
+            self.history_visibility,
+            self.event_serializer,
+            self.bundled_aggregations,
+            NoBackfill(),
+            self.account_data,
+        )
+        counts = ReplicatedPushCounts(PushActionsStore(self.db), PUSH_READER, self.clock, push_wanted)
+        self.start_hooks.append(counts.start)
+        self.replication = ReplicationClient(
+            bus,
+            ReplicationStore(self.db),
+            PUSH_READER,
+            self.room_stream,
+            self.event_store,
+            rooms,
+            streams,
+            {
+                "receipts": self.receipts_position,
+                "account_data": self.account_data_stream,
+                "to_device": self.to_device_stream,
+                "device_lists": self.device_lists_stream,
+            },
+            typing,
+            presence,
+            counts,
+            self.room_members,
+            members_store,
+            self.account_data,
+            self.auth,
+            self.erased_users,
+            self.notifier,
+            self.clock,
+        )
+        published = PublishedRooms(DirectoryStore(self.db).is_published)
+        self._build_sync(rooms, typing, presence, counts, history, published, self.replication.reach)
+        self._notify_on_room_events()
+        # Last: every position is loaded from the database before it listens and catches up.
+        self.start_hooks.append(self.replication.start)
+
+    def _make_replication_bus(self) -> IReplicationBus:
+        """The bus between the cluster's processes: the one handed in, else Postgres ``LISTEN/NOTIFY``."""
+        if self._replication_bus is not None:
+            return self._replication_bus
+        from mxserver.replication.postgres import PostgresBus
+
+        assert self.config.database.dsn is not None  # workers need postgres (config)
+        return PostgresBus(self.config.database.dsn, self.reactor, self.clock)
 
     def _build_core(self) -> None:
         """Signing key, database, the streams and the notifier."""
@@ -163,6 +339,9 @@ class Homeserver(service.MultiService):
         self.db = self.storage_backend.connect(self.reactor, config)
         self.room_stream = RoomEventStream()
         self.ephemeral_streams = EphemeralStreams()
+        #: what memory holds that changes other than through a stream (revoked tokens, purged
+        #: rooms): a cluster's writer tells its workers
+        self.invalidations: Stream[Invalidation] = Stream("invalidations")
         #: what /sync reads, one source per stream (registered in _build_sync); tokens come from it
         self.sync_sources = SyncSources()
         self.notifier = Notifier(self.clock, self.sync_sources)
@@ -177,7 +356,7 @@ class Homeserver(service.MultiService):
         #: the application services' registrations (tokens, namespaces): auth, registration and
         #: rate limits ask it, so it comes first
         self.appservices = AppServiceRegistry(self.server_name, config.app_service_config_files)
-        self.auth = Auth(self.accounts, self.clock, self.appservices)
+        self.auth = Auth(self.accounts, self.clock, self.appservices, self.invalidations)
 
         #: module objects hooked into the event flow; the room server and _run_new_event_hooks read it
         self.event_hooks = EventHooks()
@@ -270,7 +449,7 @@ class Homeserver(service.MultiService):
             threepids=self.threepid_validator,
         )
         #: accounts deactivated with erase: history visibility and federation reads ask it
-        self.erased_users = ErasedUsers(self.accounts)
+        self.erased_users = ErasedUsers(self.accounts, self.invalidations)
         self.account = AccountHandler(
             self.accounts,
             config.password,
@@ -453,10 +632,12 @@ class Homeserver(service.MultiService):
         from mxserver.sync.push_rules import PushRulesHandler
 
         # Push rules changes are positions on the account_data stream too (/sync resends the rules).
-        account_data_stream = PersistedStream(self.db, "account_data")
-        self.push_rules = PushRulesHandler(PushRulesStore(self.db, account_data_stream), self.notifier)
+        account_data_stream = self.account_data_stream = PersistedStream(self.db, "account_data")
+        self.push_rules = PushRulesHandler(PushRulesStore(self.db, account_data_stream), self.ephemeral_streams.account_data)
         account_data_store = AccountDataStore(self.db, account_data_stream)
-        self.account_data = AccountDataHandler(account_data_store, account_data_stream, self.push_rules, self.notifier)
+        self.account_data = AccountDataHandler(
+            account_data_store, account_data_stream, self.push_rules, self.ephemeral_streams.account_data
+        )
         # client-server-api §Invite permission (v1.18): who blocks invites
         self.invite_permissions = InvitePermissions(account_data_store, self.server_name)
         self.filters = FilterHandler(FilterStore(self.db))
@@ -479,7 +660,7 @@ class Homeserver(service.MultiService):
         self.typing_handler = TypingHandler(self.typing, self.room_server, streams.typing)
         self.room_stream.subscribe(self.typing_handler.on_room_events)  # leaving stops typing
 
-        receipts_position = PersistedStream(self.db, "receipts")
+        receipts_position = self.receipts_position = PersistedStream(self.db, "receipts")
         self.receipts = ReceiptsHandler(
             ReceiptStore(self.db, receipts_position),
             receipts_position,
@@ -515,16 +696,9 @@ class Homeserver(service.MultiService):
         # Nothing stays scheduled on the reactor after the Homeserver stops.
         EphemeralTimers(self.typing_handler, self.presence_handler).setServiceParent(self)
 
-    def _build_e2ee(self) -> None:
-        """To-device messages, device lists, device and one-time keys, cross-signing, key backup,
-        dehydrated devices."""
-        from mxserver.e2ee.backup import KeyBackupHandler
-        from mxserver.e2ee.cross_signing import CrossSigningHandler
-        from mxserver.e2ee.dehydrated import DehydratedDeviceHandler
-        from mxserver.e2ee.device_lists import DEVICE_LIST_UPDATE, SIGNING_KEY_UPDATE, DeviceListHandler
-        from mxserver.e2ee.keys import E2eKeysHandler
-        from mxserver.storage.e2ee_backup import KeyBackupStore
-        from mxserver.storage.e2ee_dehydrated import DehydratedDeviceStore
+    def _build_e2ee_streams(self) -> None:
+        """To-device queues and device lists: what /sync reads of them (a sync worker too)."""
+        from mxserver.e2ee.device_lists import DeviceListHandler
         from mxserver.storage.e2ee_device_lists import DeviceListStore
         from mxserver.storage.e2ee_keys import E2eKeyStore
         from mxserver.storage.stream_positions import PersistedStream
@@ -534,7 +708,7 @@ class Homeserver(service.MultiService):
 
         # Send-to-device: queued per device on the persisted to_device stream; every batch is
         # published on ephemeral_streams.to_device (the notifier and the federation sender follow it).
-        to_device_stream = PersistedStream(self.db, "to_device")
+        to_device_stream = self.to_device_stream = PersistedStream(self.db, "to_device")
         self.to_device = ToDeviceHandler(
             self.server_name,
             ToDeviceStore(self.db, to_device_stream),
@@ -546,7 +720,7 @@ class Homeserver(service.MultiService):
 
         # Device lists: changes published on ephemeral_streams.device_lists (the notifier, and
         # the outbound EDUs built in _build_federation_sender, follow it).
-        device_lists_stream = PersistedStream(self.db, "device_lists")
+        device_lists_stream = self.device_lists_stream = PersistedStream(self.db, "device_lists")
         self.e2e_key_store = E2eKeyStore(self.db, device_lists_stream)
         self.device_lists = DeviceListHandler(
             self.server_name,
@@ -561,6 +735,19 @@ class Homeserver(service.MultiService):
             clock=self.clock,
         )
         self.start_hooks.append(self.device_lists.start)
+
+    def _build_e2ee(self) -> None:
+        """To-device messages, device lists, device and one-time keys, cross-signing, key backup,
+        dehydrated devices."""
+        from mxserver.e2ee.backup import KeyBackupHandler
+        from mxserver.e2ee.cross_signing import CrossSigningHandler
+        from mxserver.e2ee.dehydrated import DehydratedDeviceHandler
+        from mxserver.e2ee.device_lists import DEVICE_LIST_UPDATE, SIGNING_KEY_UPDATE
+        from mxserver.e2ee.keys import E2eKeysHandler
+        from mxserver.storage.e2ee_backup import KeyBackupStore
+        from mxserver.storage.e2ee_dehydrated import DehydratedDeviceStore
+
+        self._build_e2ee_streams()
         self.room_members.subscribe_memberships(self.device_lists.membership_changed)
         self.federation_edus.register(DEVICE_LIST_UPDATE, self.device_lists.on_device_list_update)
         self.federation_edus.register(SIGNING_KEY_UPDATE, self.device_lists.on_signing_key_update)
@@ -827,6 +1014,46 @@ class Homeserver(service.MultiService):
 
         self.room_deletion.before_purge.append(readers_caught_up)
 
+    def _build_replication_publisher(self) -> None:
+        """``main`` in a cluster: publish every commit on the bus for the sync workers, and
+        serve what they ask (a /sync there marks its user online here)."""
+        from mxserver.replication.publisher import ReplicationPublisher
+
+        bus = self.replication_bus = self._make_replication_bus()
+        presence, push = self.presence_handler, self.push_notifications
+
+        def presence_synced(user_id: str, set_presence: str | None) -> None:
+            d = ensureDeferred(presence.user_synced(user_id, set_presence))
+            d.addErrback(lambda f: log.failure("a worker's /sync presence failed", f))
+
+        self.replication_publisher = ReplicationPublisher(
+            bus,
+            self.room_stream,
+            self.ephemeral_streams,
+            self.invalidations,
+            {
+                "room": lambda: self.room_stream.position,
+                "push": lambda: push.position,
+                "receipts": lambda: self.receipts.current_position,
+                "account_data": lambda: self.account_data.current_position,
+                "to_device": lambda: self.to_device.current_position,
+                "device_lists": lambda: self.device_lists.current_position,
+            },
+            self.reactor,
+            presence_synced,
+            push.wait_for,
+            self.typing_handler.snapshot,
+            presence.snapshot,
+        )
+        push.on_advanced(self.replication_publisher.push_advanced)
+        # What changes other than through a stream: purged rooms, state replaced by a join over federation.
+        invalidations = self.invalidations
+        self.room_deletion.purged_listeners.append(lambda room_id: invalidations.publish(Invalidation("room_purged", (room_id,))))
+        self.remote_rooms.joined_state.subscribe(
+            lambda change: invalidations.publish(Invalidation("room_state", (change.room_id,)))
+        )
+        self.start_hooks.append(bus.start)
+
     def _build_push(self) -> None:
         """Push: the reader that evaluates every new event's push rules (counts, notifications)."""
         from mxserver.push.notifications import NotificationReader
@@ -955,8 +1182,21 @@ class Homeserver(service.MultiService):
         )
         return result
 
-    def _build_sync(self) -> None:
-        """The sync sources of every stream (tokens and /sync read them) and the /sync handler."""
+    def _build_sync(
+        self,
+        rooms: ReaderRooms,
+        typing: TypingReader,
+        presence: PresenceHandler,
+        counts: NotificationCounts,
+        history: HistoryHandler,
+        published: Published,
+        reach: Callable[[StreamToken], Awaitable[None]] | None = None,
+    ) -> None:
+        """The sync sources of every stream (tokens and /sync read them) and the /sync handler.
+
+        What they read of rooms, typing, presence, unread counts, history and the directory is
+        the writer's own components in ``main``, their replicas in a sync worker (whose /sync
+        first reaches a token minted elsewhere)."""
         from mxserver.storage.sync import SyncStore
         from mxserver.sync import source_adapters as sources
         from mxserver.sync.handler import SyncHandler
@@ -968,9 +1208,9 @@ class Homeserver(service.MultiService):
         self.room_stream.subscribe(self.sync_room_source.on_room_events, Phase.CACHES)
         for source in (
             self.sync_room_source,
-            sources.TypingSource(self.typing_handler),
+            sources.TypingSource(typing),
             sources.ReceiptsSource(self.receipts),
-            sources.PresenceSource(self.presence_handler, self.sync_room_source, self.room_members, sync_store),
+            sources.PresenceSource(presence, self.sync_room_source, self.room_members, sync_store),
             sources.AccountDataSource(self.account_data),
             sources.ToDeviceSource(self.to_device),
             sources.DeviceListsSource(self.device_lists),
@@ -984,34 +1224,42 @@ class Homeserver(service.MultiService):
             serializer=self.event_serializer,
             aggregations=self.bundled_aggregations,
             visibility=self.history_visibility,
-            rooms=self.room_server,
+            rooms=rooms,
             room_source=self.sync_room_source,
             sources=self.sync_sources,
             notifier=self.notifier,
-            counts=self.push_notifications,
+            counts=counts,
             ignored=self.account_data,
             invite_permissions=self.invite_permissions,
-            on_sync=self.presence_handler.user_synced,
+            on_sync=presence.user_synced,
             clock=self.clock,
+            reach=reach,
         )
         self.legacy_sync_handler = LegacySyncHandler(
             sources=self.sync_sources,
             room_source=self.sync_room_source,
             notifier=self.notifier,
-            rooms=self.room_history,
+            rooms=history,
             timeline=self.history_store,
             events=self.event_store,
             serializer=self.event_serializer,
             visibility=self.history_visibility,
             members=self.room_members,
-            presence=self.presence_handler,
-            directory=self.directory,
-            on_sync=self.presence_handler.user_synced,
+            presence=presence,
+            directory=published,
+            on_sync=presence.user_synced,
             clock=self.clock,
         )
-        self._build_sliding_sync(sync_store)
+        self._build_sliding_sync(sync_store, rooms, typing, presence, counts)
 
-    def _build_sliding_sync(self, sync_store: SyncStore) -> None:
+    def _build_sliding_sync(
+        self,
+        sync_store: SyncStore,
+        rooms: ReaderRooms,
+        typing: TypingReader,
+        presence: PresenceHandler,
+        counts: NotificationCounts,
+    ) -> None:
         """Simplified sliding sync (MSC4186): the same sources, notifier and stores as /sync."""
         from mxserver.sliding_sync.connections import Connections
         from mxserver.sliding_sync.extensions import Extensions
@@ -1037,9 +1285,9 @@ class Homeserver(service.MultiService):
                 state=self.state_store,
                 serializer=self.event_serializer,
                 visibility=self.history_visibility,
-                counts=self.push_notifications,
+                counts=counts,
                 index=index,
-                rooms=self.room_server,
+                rooms=rooms,
                 aggregations=self.bundled_aggregations,
             ),
             extensions=Extensions(
@@ -1047,7 +1295,7 @@ class Homeserver(service.MultiService):
                 device_lists=self.device_lists,
                 account_data=self.account_data,
                 receipts=self.receipts,
-                typing=self.typing_handler,
+                typing=typing,
             ),
             index=index,
             memberships=self.sync_room_source,
@@ -1055,7 +1303,7 @@ class Homeserver(service.MultiService):
             receipts=self.receipts,
             notifier=self.notifier,
             ignored=self.account_data,
-            on_sync=self.presence_handler.user_synced,
+            on_sync=presence.user_synced,
             clock=self.clock,
         )
 
@@ -1192,7 +1440,12 @@ class Homeserver(service.MultiService):
     # -- servlets ---------------------------------------------------------------------------
 
     def servlets(self, api: str) -> list[Any]:
-        """The servlets of one API (``client``, ``federation`` or ``media``), e.g. to mount them elsewhere."""
+        """The servlets of one API (``client``, ``federation`` or ``media``), e.g. to mount them elsewhere.
+
+        A sync worker serves the long-polling reads the routing table sends it (issue 19); the
+        router sends it nothing else."""
+        if self.is_sync_worker:
+            return self._sync_servlets() if api == "client" else []
         if api == "federation":
             return self._federation_servlets()
         if api == "media":
@@ -1265,6 +1518,10 @@ class Homeserver(service.MultiService):
 
     def _build_apps(self) -> dict[str, Any]:
         return {api: build_app(self.servlets(api)).resource() for api in ("client", "federation", "media")}
+
+    @property
+    def is_sync_worker(self) -> bool:
+        return self.config.worker_role == "sync"
 
     def _account_servlets(self) -> list[Any]:
         from mxserver.api.client import (
@@ -1471,12 +1728,15 @@ class Homeserver(service.MultiService):
         self._ready.addErrback(self._start_failed)
 
     async def _start(self) -> None:
-        await self.db.run_with_connection(prepare_database, self.db.dialect)
+        # The writer migrates; a worker waits for it to have done so (issue 19).
+        schema = require_current_schema if self.is_sync_worker else prepare_database
+        await self.db.run_with_connection(schema, self.db.dialect)
         for hook in self.start_hooks:
             await hook()
         # Work left by migrations (indexing events stored before an index existed) runs in the
-        # background: the server serves meanwhile.
-        self.background_jobs.start()
+        # background: the server serves meanwhile (the writer's work: not on a worker).
+        if not self.is_sync_worker:
+            self.background_jobs.start()
         self._lag.start()
         for listener in self.config.own_listeners:
             self._listening.append(await self._listen(listener))
@@ -1526,6 +1786,19 @@ class Homeserver(service.MultiService):
         ports, self._listening = self._listening, []
         for port in ports:
             await port.stopListening()
+        if self.is_sync_worker:
+            await self._stop_sync_worker()
+        else:
+            await self._stop_main()
+        self.is_ready = False
+        self.db.close()
+
+    async def _stop_sync_worker(self) -> None:
+        await self.replication.stop()
+        await super().stopService()
+        await self.device_lists.settle()
+
+    async def _stop_main(self) -> None:
         await self.push_notifications.stop()
         await self.appservice_reader.stop()
         await self.search_indexer.stop()
@@ -1537,8 +1810,8 @@ class Homeserver(service.MultiService):
         await self.guest_access.settle()
         await self.admin_room_tasks.settle()
         await self.background_jobs.stop()
-        self.is_ready = False
-        self.db.close()
+        if self.replication_bus is not None:
+            await self.replication_bus.stop()
 
 
 def _escape(path: str | None) -> str:
@@ -1564,15 +1837,14 @@ def preflight(config: HomeserverConfig) -> None:
 
     Raises an exception whose message is one clear line; the caller prints it.
     """
-    if not config.is_main:
-        # The config accepts the cluster (issue 19); a worker process is not wired yet, and a
-        # second full process would be a second writer of every room.
-        raise ConfigError(f"worker {config.worker.name}: worker processes are not built yet (issue 19)")
     os.makedirs(config.data_dir, exist_ok=True)
     load_or_generate_signing_key(config.signing_key_file)
     backend = construct(STORAGE, config.database.backend, IStorageBackend)
     conn = backend.connect_sync(config)
     try:
-        prepare_database(conn, backend.dialect)
+        if config.worker_role == "main":
+            prepare_database(conn, backend.dialect)
+        else:
+            require_current_schema(conn, backend.dialect)
     finally:
         conn.close()

@@ -87,6 +87,7 @@ class StreamReader:
         self._persisted = 0
         self._waiters: list[tuple[int, Deferred[None]]] = []
         self._slice_start = 0.0
+        self._advance_listeners: list[Callable[[int], None]] = []
         stream.subscribe(self.on_room_events)
 
     # -- for subclasses -------------------------------------------------------------------------
@@ -98,7 +99,11 @@ class StreamReader:
 
     def _advance(self, position: int) -> None:
         """Everything up to ``position`` is read (and what it gave persisted): wake the waiters."""
+        moved = position > self.position
         self.position = max(self.position, position)
+        if moved:
+            for fn in self._advance_listeners:
+                fn(self.position)
         ready = [d for p, d in self._waiters if p <= self.position]
         self._waiters = [(p, d) for p, d in self._waiters if p > self.position]
         for d in ready:
@@ -120,6 +125,11 @@ class StreamReader:
         """Whether a batch that gave nothing should still persist ``upto``: reading it again after
         a restart would find the same nothing, but not more than :data:`PERSIST_EVERY` of it."""
         return upto - self._persisted >= PERSIST_EVERY
+
+    def on_advanced(self, fn: Callable[[int], None]) -> None:
+        """Call ``fn(position)`` whenever the reader has read (and persisted what it gave) further
+        (a cluster's workers wait on the push reader's position)."""
+        self._advance_listeners.append(fn)
 
     # -- lifecycle --------------------------------------------------------------------------------
 

@@ -93,6 +93,8 @@ class TypingChange:
     room_id: str
     typing_now: frozenset[str]
     refreshed: str | None = None
+    #: the typing stream's position of this change
+    position: int = attrs.field(default=0, eq=False)
 
     @property
     def wakes(self) -> tuple[Iterable[str], Iterable[str]]:
@@ -126,6 +128,8 @@ class PresenceChange:
     user_id: str
     state: Mapping[str, Any]
     notify_users: frozenset[str] = frozenset()
+    #: the presence stream's position of the user's latest change
+    position: int = attrs.field(default=0, eq=False)
 
     @property
     def wakes(self) -> tuple[Iterable[str], Iterable[str]]:
@@ -168,6 +172,26 @@ class DeviceListChange:
         return self.notify_users, ()
 
 
+@attrs.frozen
+class AccountDataChange:
+    """A user's account data, room tags or push rules changed (the ``account_data`` stream)."""
+
+    user_id: str
+
+    @property
+    def wakes(self) -> tuple[Iterable[str], Iterable[str]]:
+        return (self.user_id,), ()
+
+
+@attrs.frozen
+class Invalidation:
+    """Something held in memory changed other than through a stream (a token was revoked, a
+    room purged): processes that hold it drop it. ``cache`` names what, ``keys`` which entries."""
+
+    cache: str
+    keys: tuple[str, ...]
+
+
 @attrs.define
 class EphemeralStreams:
     """One stream per kind of ephemeral change."""
@@ -177,6 +201,7 @@ class EphemeralStreams:
     presence: Stream[PresenceChange] = attrs.field(factory=lambda: Stream("presence"))
     to_device: Stream[ToDeviceSent] = attrs.field(factory=lambda: Stream("to_device"))
     device_lists: Stream[DeviceListChange] = attrs.field(factory=lambda: Stream("device_lists"))
+    account_data: Stream[AccountDataChange] = attrs.field(factory=lambda: Stream("account_data"))
 
     def all(self) -> list[Stream[Any]]:
-        return [self.typing, self.receipts, self.presence, self.to_device, self.device_lists]
+        return [self.typing, self.receipts, self.presence, self.to_device, self.device_lists, self.account_data]

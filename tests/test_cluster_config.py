@@ -8,7 +8,6 @@ from twisted.trial import unittest
 
 from mxserver.cluster.routes import ROUTES, Route, pick_instance, role_for
 from mxserver.config import ConfigError, load_config_dict
-from mxserver.homeserver import preflight
 from mxserver.tap import build_config
 
 PG = {"database": {"backend": "postgres", "dsn": "postgresql://mx@127.0.0.1/mx"}}
@@ -66,12 +65,6 @@ class WorkerConfigTests(unittest.TestCase):
         with self.assertRaises(ConfigError) as caught:
             build_config({"config": path, "worker": "nope"})
         self.assertIn("no worker 'nope'", str(caught.exception))
-
-    def test_a_worker_process_is_refused_until_its_role_is_wired(self) -> None:
-        config = _load(workers={"sync1": SYNC1}, worker={"name": "sync1"})
-        with self.assertRaises(ConfigError) as caught:
-            preflight(config)
-        self.assertIn("not built yet", str(caught.exception))
 
 
 class RouteTests(unittest.TestCase):

@@ -33,6 +33,7 @@ from mxserver.appservice.registration import AppService
 from mxserver.errors import MatrixError, forbidden, missing_token, unknown_token, user_locked, user_suspended
 from mxserver.request_info import access_token, client_ip, query_str
 from mxserver.storage.accounts import AccountStore
+from mxserver.streams import Invalidation, Stream
 
 TOKEN_PREFIX = "mxa_"
 
@@ -94,8 +95,17 @@ class Auth:
 
     CACHE_SIZE = 50_000
 
-    def __init__(self, store: AccountStore, clock: IReactorTime, appservices: AppServiceTokens | None = None) -> None:
+    def __init__(
+        self,
+        store: AccountStore,
+        clock: IReactorTime,
+        appservices: AppServiceTokens | None = None,
+        invalidations: Stream[Invalidation] | None = None,
+    ) -> None:
+        """``invalidations``: where revoked tokens are announced (a cluster's other processes
+        hold them in memory too)."""
         self._store = store
+        self._invalidations = invalidations
         self._clock = clock
         self._appservices = appservices or _NoAppServices()
         self._cache: OrderedDict[str, Requester] = OrderedDict()
@@ -208,11 +218,15 @@ class Auth:
     def invalidate(self, token_hashes: list[str]) -> None:
         for h in token_hashes:
             self._cache.pop(h, None)
+        if self._invalidations is not None and token_hashes:
+            self._invalidations.publish(Invalidation("tokens", tuple(token_hashes)))
 
     def invalidate_user(self, user_id: str) -> None:
         for h in [h for h, r in self._cache.items() if r.user_id == user_id]:
             del self._cache[h]
         self._registered.pop(user_id, None)
+        if self._invalidations is not None:
+            self._invalidations.publish(Invalidation("user", (user_id,)))
 
     def _note_seen(self, requester: Requester, ip: str, request: IRequest) -> None:
         # Device "last seen" is written at most once a minute per device: it is a hint, not a log.

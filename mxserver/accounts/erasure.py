@@ -20,6 +20,8 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred
 
+from mxserver.streams import Invalidation, Stream
+
 
 class ErasedUsersStore(Protocol):
     def get_erased_users(self) -> Deferred[list[str]]: ...
@@ -28,8 +30,10 @@ class ErasedUsersStore(Protocol):
 class ErasedUsers:
     """Which users are erased (read once from the store, then kept up to date in memory)."""
 
-    def __init__(self, store: ErasedUsersStore) -> None:
+    def __init__(self, store: ErasedUsersStore, invalidations: Stream[Invalidation] | None = None) -> None:
+        """``invalidations``: where changes are announced (a cluster's other processes)."""
         self._store = store
+        self._invalidations = invalidations
         self._loaded: frozenset[str] | None = None
         #: erased since start-up: kept apart, so a load racing an erasure cannot lose it
         self._added: set[str] = set()
@@ -37,12 +41,16 @@ class ErasedUsers:
     def erased(self, user_id: str) -> None:
         """``user_id`` was just erased (its row is committed)."""
         self._added.add(user_id)
+        if self._invalidations is not None:
+            self._invalidations.publish(Invalidation("erased", (user_id,)))
 
     def not_erased(self, user_id: str) -> None:
         """``user_id`` is no longer erased (an admin reactivated the account; its row is gone)."""
         self._added.discard(user_id)
         if self._loaded is not None and user_id in self._loaded:
             self._loaded = self._loaded - {user_id}
+        if self._invalidations is not None:
+            self._invalidations.publish(Invalidation("not_erased", (user_id,)))
 
     async def erased_among(self, user_ids: Iterable[str]) -> frozenset[str]:
         """The users of ``user_ids`` who are erased."""

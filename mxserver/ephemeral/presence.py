@@ -205,6 +205,16 @@ class PresenceHandler:
         if self.enabled:
             self._changed(user_id)
 
+    def snapshot(self) -> list[PresenceChange]:
+        """Every user whose presence changed since start, as a change at its position (a
+        cluster's worker starting: presence lives in this process's memory)."""
+        if not self.enabled:
+            return []
+        return [
+            PresenceChange(user_id, dict(self._module.get_state(user_id)), position=position)
+            for user_id, position in self._user_positions.items()
+        ]
+
     # -- state changes and the stream -----------------------------------------------------------------
 
     def _changed(self, user_id: str) -> None:
@@ -238,7 +248,8 @@ class PresenceHandler:
             # Still published, so other servers hear of it; but nobody can be woken.
             log.failure("waking presence watchers of {user_id} failed", user_id=user_id)
             users = set()
-        self._changes.publish(PresenceChange(user_id, dict(self._module.get_state(user_id)), frozenset(users)))
+        position = self._user_positions.get(user_id, self._position)
+        self._changes.publish(PresenceChange(user_id, dict(self._module.get_state(user_id)), frozenset(users), position))
 
     # -- timeouts ------------------------------------------------------------------------------------
 

@@ -83,7 +83,17 @@ class TypingHandler:
         self._publish(room_id)
 
     def _publish(self, room_id: str, refreshed: str | None = None) -> None:
-        self._stream.publish(TypingChange(room_id, frozenset(self._module.typing_in(room_id)), refreshed))
+        self._stream.publish(
+            TypingChange(room_id, frozenset(self._module.typing_in(room_id)), refreshed, self._room_positions.get(room_id, 0))
+        )
+
+    def snapshot(self) -> list[TypingChange]:
+        """Every room whose typing changed since start, as a change at its position (a cluster's
+        worker starting: typing lives in this process's memory)."""
+        return [
+            TypingChange(room_id, frozenset(self._module.typing_in(room_id)), position=position)
+            for room_id, position in self._room_positions.items()
+        ]
 
     def typing_for_rooms(self, room_ids: Iterable[str], since_pos: int | None) -> dict[str, dict[str, Any]]:
         """The ``m.typing`` ephemeral event of each room in ``room_ids`` whose typing changed after ``since_pos``.

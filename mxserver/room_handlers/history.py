@@ -25,7 +25,7 @@ from mxserver.errors import forbidden, invalid_param, not_found
 from mxserver.events.model import Event
 from mxserver.room_handlers.aggregations import Aggregations, IgnoredUsers
 from mxserver.room_handlers.event_serializer import EventSerializer
-from mxserver.rooms.api import ClientRooms
+from mxserver.rooms.api import ReaderRooms
 from mxserver.rooms.visibility import HistoryVisibility, RoomAccess
 from mxserver.storage.events import EventStore, RoomRecord
 from mxserver.storage.history import HistoryStore
@@ -104,7 +104,7 @@ class HistoryHandler:
 
     def __init__(
         self,
-        room_server: ClientRooms,
+        room_server: ReaderRooms,
         events: EventStore,
         state: StateStore,
         store: HistoryStore,

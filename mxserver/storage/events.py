@@ -522,6 +522,15 @@ class EventStore:
             if item.stream_ordering is not None:
                 self.max_stream = max(self.max_stream, item.stream_ordering)
 
+    def replicated(self, events: Sequence[Event], position: int) -> None:
+        """Events another process (the cluster's writer) persisted up to ``position``, read back
+        by a replication client: the stream's position moves, and an event a redaction among them
+        targets is read again (whether it applied was the writer's decision)."""
+        for event in events:
+            if event.type == "m.room.redaction" and event.redacts:
+                self._cache.pop(event.redacts, None)
+        self.max_stream = max(self.max_stream, position)
+
     # -- membership reads -------------------------------------------------------------------
 
     async def get_rooms_for_user(self, user_id: str, memberships: Sequence[str] = ("join",)) -> list[str]:

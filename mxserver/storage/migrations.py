@@ -77,6 +77,21 @@ def current_version(cursor: Any) -> int:
     return row[0] if row else 0
 
 
+def require_current_schema(conn: Any, dialect: Dialect) -> int:
+    """A cluster's worker (issue 19) migrates nothing: the writer (``main``) does. It starts only
+    on a schema that is up to date (SchemaError otherwise); returns the version."""
+    cursor = conn.cursor()
+    version = current_version(cursor)
+    conn.commit()
+    cursor.close()
+    if version != latest_version():
+        raise SchemaError(
+            f"database schema version {version}, this mxserver needs {latest_version()}: "
+            "start the main process first (it migrates the database), then the workers"
+        )
+    return version
+
+
 def prepare_database(conn: Any, dialect: Dialect, up_to: int | None = None) -> int:
     """Bring a DB-API connection's schema up to date (or up to version ``up_to``, for tests of
     one migration); returns the version now in place."""

@@ -96,6 +96,10 @@ class PushRulesStore:
         changed = await self._changed()
         return {u for u in user_ids if u in changed}
 
+    def note_changed(self, user_id: str) -> None:
+        """Another process (the cluster's writer) may have changed the user's rules: read them."""
+        self._changed_users.add(user_id)
+
     async def _changed(self) -> set[str]:
         if not self._changed_loaded:
             # Two first reads at once both load: the same rows, merged.

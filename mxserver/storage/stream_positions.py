@@ -55,6 +55,10 @@ class PersistedStream:
         if position > self._current:
             self._current = position
 
+    def replicated(self, position: int) -> None:
+        """Another process (the cluster's writer) committed the stream up to ``position``."""
+        self._advance(position)
+
 
 # -- readers of the room event stream (mxserver.stream_reader): one persisted position each ----
 

@@ -17,7 +17,7 @@ from mxserver.errors import MatrixError, bad_json, forbidden, invalid_param, not
 from mxserver.ids import is_valid_room_id
 from mxserver.storage.account_data import GLOBAL, TAG_TYPE, AccountDataStore
 from mxserver.storage.stream_positions import PersistedStream
-from mxserver.sync.notifier import Notifier
+from mxserver.streams import AccountDataChange, Stream
 from mxserver.sync.push_rules import PushRulesHandler
 
 PUSH_RULES_TYPE = "m.push_rules"
@@ -59,12 +59,12 @@ class AccountDataHandler:
     """Read and write account data and tags; what /sync sends of them."""
 
     def __init__(
-        self, store: AccountDataStore, stream: PersistedStream, push_rules: PushRulesHandler, notifier: Notifier
+        self, store: AccountDataStore, stream: PersistedStream, push_rules: PushRulesHandler, changes: Stream[AccountDataChange]
     ) -> None:
         self._store = store
         self._stream = stream
         self._push_rules = push_rules
-        self._notifier = notifier
+        self._changes = changes
         #: user -> ignored user IDs; /sync asks on every request, set_account_data refreshes it
         self._ignored: BatchedCache[str, frozenset[str]] = BatchedCache(self._read_ignored, IGNORED_CACHE_SIZE)
         #: user -> DM room IDs (m.direct); sliding sync asks on every request, likewise refreshed
@@ -107,8 +107,15 @@ class AccountDataHandler:
             self._ignored.invalidate(user_id)
         if room_id is None and data_type == DIRECT_TYPE:
             self._direct.invalidate(user_id)
-        self._notifier.notify(user_ids=[user_id])
+        self._changes.publish(AccountDataChange(user_id))
         return position
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop what memory holds of the user's account data and push rules (another process
+        changed one of them)."""
+        self._ignored.invalidate(user_id)
+        self._direct.invalidate(user_id)
+        self._push_rules.forget_user(user_id)
 
     async def ignored_users(self, user_id: str) -> frozenset[str]:
         """The users ``user_id`` ignores (modules/ignore_users.md: the ``ignored_users`` keys of its
@@ -181,14 +188,14 @@ class AccountDataHandler:
             if not 0 <= order <= 1:
                 raise invalid_param("'order' must be between 0 and 1")
         position = await self._store.update_tag(user_id, room_id, tag, tag_content)
-        self._notifier.notify(user_ids=[user_id])
+        self._changes.publish(AccountDataChange(user_id))
         return position
 
     async def remove_tag(self, user_id: str, room_id: str, tag: str) -> int:
         """Remove a tag (removing an absent tag succeeds too)."""
         check_tag(tag)
         position = await self._store.update_tag(user_id, room_id, tag, None)
-        self._notifier.notify(user_ids=[user_id])
+        self._changes.publish(AccountDataChange(user_id))
         return position
 
     # -- sync --------------------------------------------------------------------------

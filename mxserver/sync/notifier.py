@@ -66,6 +66,12 @@ class Notifier:
         for waiter in woken:
             self._wake(waiter)
 
+    def notify_all(self) -> None:
+        """Wake every long-poll (something new for whom is unknown: a replication catch-up after
+        a lost hint); each looks again and waits on if it has nothing new."""
+        for waiter in {w for waiters in self._by_user.values() for w in waiters}:
+            self._wake(waiter)
+
     def _wake(self, waiter: _Waiter) -> None:
         self._remove(waiter)
         if waiter.timer is not None and waiter.timer.active():

@@ -18,8 +18,8 @@ from typing import Any
 
 from mxserver.errors import MatrixError, bad_json, invalid_param, not_found
 from mxserver.storage.push_rules import DefaultOverride, PushRulesStore, RuleNotFound, StoredRule
+from mxserver.streams import AccountDataChange, Stream
 from mxserver.sync import push_rule_defaults as defaults
-from mxserver.sync.notifier import Notifier
 from mxserver.sync.push_rule_defaults import KINDS
 
 #: rule IDs are path segments and primary-key columns: keep them bounded
@@ -48,9 +48,9 @@ def rule_not_found() -> MatrixError:
 class PushRulesHandler:
     """Read and change a user's push rules."""
 
-    def __init__(self, store: PushRulesStore, notifier: Notifier) -> None:
+    def __init__(self, store: PushRulesStore, changes: Stream[AccountDataChange]) -> None:
         self._store = store
-        self._notifier = notifier
+        self._changes = changes
         self._listeners: list[Callable[[str], None]] = []
 
     # -- reading ---------------------------------------------------------------------
@@ -157,6 +157,10 @@ class PushRulesHandler:
             raise rule_not_found()
         self._changed(user_id, position)
 
+    def forget_user(self, user_id: str) -> None:
+        """Another process (the cluster's writer) may have changed the user's rules."""
+        self._store.note_changed(user_id)
+
     def on_changed(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(user_id)`` after each change to a user's rules (compiled-rule caches)."""
         self._listeners.append(listener)
@@ -164,8 +168,9 @@ class PushRulesHandler:
     def _changed(self, user_id: str, position: int) -> None:
         for listener in self._listeners:
             listener(user_id)
-        # The store already advanced the stream (after commit); wake the user's /sync.
-        self._notifier.notify(user_ids=[user_id])
+        # The store already advanced the stream (after commit); the account_data
+        # stream's change wakes the user's /sync (and reaches a cluster's workers).
+        self._changes.publish(AccountDataChange(user_id))
 
 
 # -- rendering -------------------------------------------------------------------------
