@@ -325,8 +325,11 @@ class SlidingSyncStore:
             out: dict[int, dict[StateKey, str]] = {}
             # One indexed branch per room and kind of want (the primary key is room, type, state
             # key): an OR of them would make the planner scan the whole room's state. Every
-            # room's branches go in one UNION ALL: one round trip, not one per room.
+            # room's branches go in one UNION ALL: one round trip, not one per room. The exact
+            # keys with an empty state key (names, avatars, create events...), asked alike of
+            # most rooms, are one lookup per room and type of a single statement.
             branches: list[tuple[str, list[Any]]] = []
+            unkeyed: dict[frozenset[str], list[int]] = {}
             for nid, want in wants.items():
                 out[nid] = {}
                 if want.everything:
@@ -339,9 +342,16 @@ class SlidingSyncStore:
                     keys = sorted(want.any_type_keys)
                     branches.append((f" AND state_key IN ({', '.join('?' for _ in keys)})", [nid, *keys]))
                 by_type: dict[str, list[str]] = {}
+                empty_key: set[str] = set()
                 for etype, state_key in want.exact:
-                    if etype not in want.types:
+                    if etype in want.types:
+                        continue
+                    if state_key == "":
+                        empty_key.add(etype)
+                    else:
                         by_type.setdefault(etype, []).append(state_key)
+                if empty_key:
+                    unkeyed.setdefault(frozenset(empty_key), []).append(nid)
                 for etype, keys in sorted(by_type.items()):
                     keys = sorted(keys)
                     for i in range(0, len(keys), _CHUNK):
@@ -349,6 +359,17 @@ class SlidingSyncStore:
                         branches.append(
                             (f" AND type = ? AND state_key IN ({', '.join('?' for _ in part)})", [nid, etype, *part])
                         )
+            for type_set, nids in unkeyed.items():
+                types = sorted(type_set)
+                for chunk in _chunks(nids):
+                    rows = t.query(
+                        "SELECT room_nid, type, state_key, event_id FROM current_state"
+                        f" WHERE room_nid IN ({', '.join('?' for _ in chunk)})"
+                        f" AND type IN ({', '.join('?' for _ in types)}) AND state_key = ''",
+                        [*chunk, *types],
+                    )
+                    for nid, etype, state_key, event_id in rows:
+                        out[int(nid)][(etype, state_key)] = event_id
             group: list[tuple[str, list[Any]]] = []
             size = 0
             for branch in [*branches, None]:
