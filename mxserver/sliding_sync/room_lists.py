@@ -54,7 +54,7 @@ _TRAIT_TYPES = frozenset({"m.room.create", "m.room.encryption", "m.room.name"})
 #: entries per in-memory map before it starts afresh (every value can be read again)
 MAX_INDEX_ENTRIES = 200_000
 #: rooms held by the per-user activity orders, across users (the least recently used go first)
-MAX_ORDERED_ENTRIES = 200_000
+MAX_ORDERED_ENTRIES = 100_000
 
 
 class LatestActivity(Protocol):

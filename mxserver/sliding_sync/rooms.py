@@ -146,8 +146,10 @@ class RoomResults:
         if not works:
             return out
         user_id = requester.user_id
-        # The unread counts wait for the push reader and read apart from everything else: asked
-        # for first, they are counted while the timelines and state are read.
+        # The timelines first: the bundled aggregations wait for them, the rest is read beside.
+        timelined = Deferred.fromCoroutine(self._timelines(user_id, works, ignored))
+        # The unread counts wait for the push reader and read apart from everything else: they
+        # are counted while the timelines and state are read.
         unread_counted = Deferred.fromCoroutine(self._unread(user_id, [w for w in works if w.plan.joined], now_room))
         bundled: Deferred[dict[str, Bundle]] | None = None
         # Rooms new to the client get their member summary whatever their timeline holds: read
@@ -167,7 +169,7 @@ class RoomResults:
         }
         prefetched = self._store.current_state_ids(early) if early else None
         try:
-            await self._timelines(user_id, works, ignored)
+            await timelined
             # MSC4186 §timeline: bundled aggregations "if limited is true", as per /v3/sync (a room new
             # to the client is a gap too); computed once for every such timeline, beside the state.
             gapped = [e for w in works if w.limited or w.plan.initial or w.plan.expanded for e in w.timeline]
@@ -214,7 +216,7 @@ class RoomResults:
             )
         except BaseException:
             # The reads started early are not awaited now: their failures are this one's.
-            for started in (unread_counted, bundled, summarized, prefetched):
+            for started in (timelined, unread_counted, bundled, summarized, prefetched):
                 if started is not None:
                     started.addErrback(lambda _: None)
             raise
