@@ -32,6 +32,12 @@ off, logging at WARNING):
 4. *first after restart* (unless ``--no-restart``): the server is restarted on the same data,
    then one initial request is timed (caches cold), and ``--repeats`` more.
 
+Every timed request goes over one keep-alive HTTP/1.1 connection per server (``KeepAlive``,
+``http.client``), the same for both servers, opened before the first timed request and again
+after a restart: the figures are the servers' answers, not the client's connection setup
+(``urllib`` builds a new connection, and a new opener, for every request). Setup requests and
+the sender's messages use the interop client as before; they are not timed.
+
 The table shows, per server and N, the median and p90 (ms) of each kind, and the ratios
 mxserver/Synapse and first(1000)/first(100) per server. Figures are printed, never asserted;
 only a wrong response fails the run. The servers and this client share the machine: compare
@@ -41,6 +47,8 @@ servers of the same run, and repeat a run before trusting a small difference.
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import statistics
 import sys
 import time
@@ -92,12 +100,54 @@ def request_body(args: Any, conn_id: str) -> dict[str, Any]:
     }
 
 
-def sliding_sync(user: harness.User, body: dict[str, Any], pos: str | None = None) -> tuple[float, dict[str, Any]]:
+class KeepAlive:
+    """One user's requests to one server over a single persistent HTTP/1.1 connection (reopened
+    when the server closed it, e.g. after a restart). Both servers are timed through it alike."""
+
+    def __init__(self, user: harness.User) -> None:
+        self.user = user
+        self.conn: http.client.HTTPConnection | None = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.conn is None:
+            host, _, port = self.user.server.base_url.removeprefix("http://").partition(":")
+            self.conn = http.client.HTTPConnection(host, int(port), timeout=300)
+            self.conn.connect()
+        return self.conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def post(self, path: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        """(seconds from sending the request to having parsed the answer, the answer); not 200 raises."""
+        data = json.dumps(body).encode()
+        headers = {"Authorization": f"Bearer {self.user.token}", "Content-Type": "application/json"}
+        for attempt in (0, 1):
+            conn = self._connection()
+            t = time.perf_counter()
+            try:
+                conn.request("POST", path, data, headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+            except (http.client.HTTPException, ConnectionError):
+                self.close()  # closed by the server between requests: once more on a new one
+                if attempt:
+                    raise
+                continue
+            answer = json.loads(raw) if raw else {}
+            took = time.perf_counter() - t
+            if resp.status != 200:
+                raise AssertionError(f"{self.user.server.kind} POST {path} -> {resp.status} {answer!r:.2000}")
+            return took, answer
+        raise AssertionError("unreachable")
+
+
+def sliding_sync(client: KeepAlive, body: dict[str, Any], pos: str | None = None) -> tuple[float, dict[str, Any]]:
     """One request: (seconds from request to answer, the answer)."""
     query = f"?pos={harness.quote(pos)}&timeout=0" if pos else ""
-    t = time.perf_counter()
-    resp = user.ok("POST", SS + query, body, timeout=300)
-    return time.perf_counter() - t, resp
+    return client.post(SS + query, body)
 
 
 def check_first(resp: dict[str, Any], rooms: int, args: Any) -> None:
@@ -134,6 +184,7 @@ def run_one(kind: str, rooms: int, root: Path, args: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"server": kind, "rooms": rooms}
     label = f"{NAMES[kind]} {rooms}"
     server = start_server(kind, root / f"{kind}-{rooms}")
+    client: KeepAlive | None = None
     try:
         t = time.perf_counter()
         owner, sender, room_ids = setup(server, rooms, args.workers)
@@ -141,16 +192,17 @@ def run_one(kind: str, rooms: int, root: Path, args: Any) -> dict[str, Any]:
         print(f"[{label}] {rooms} rooms created in {out['setup_s']:.1f}s", flush=True)
         time.sleep(args.settle)
 
+        client = KeepAlive(owner)
         first = []
         for i in range(args.repeats):
-            took, resp = sliding_sync(owner, request_body(args, f"first-{i}-{uuid.uuid4().hex[:6]}"))
+            took, resp = sliding_sync(client, request_body(args, f"first-{i}-{uuid.uuid4().hex[:6]}"))
             check_first(resp, rooms, args)
             first.append(took)
         out["first"] = summary(first)
         out["first_cold_ms"] = first[0] * 1000
 
         body = request_body(args, "incremental")
-        _, resp = sliding_sync(owner, body)
+        _, resp = sliding_sync(client, body)
         pos = resp["pos"]
         incremental = []
         for i in range(args.repeats):
@@ -158,7 +210,7 @@ def run_one(kind: str, rooms: int, root: Path, args: Any) -> dict[str, Any]:
             room_id = room_ids[i % len(room_ids)]
             text = f"incremental {i}"
             sender.send(room_id, text)
-            took, resp = sliding_sync(owner, body, pos)
+            took, resp = sliding_sync(client, body, pos)
             got = resp.get("rooms", {}).get(room_id, {})
             if text not in [e.get("content", {}).get("body") for e in got.get("timeline", [])]:
                 raise AssertionError(f"incremental {i}: {room_id} not in the response with its message: {got!r:.500}")
@@ -167,11 +219,12 @@ def run_one(kind: str, rooms: int, root: Path, args: Any) -> dict[str, Any]:
         out["incremental"] = summary(incremental)
 
         if not args.no_restart:
+            client.close()
             server.stop(timeout=30)
             server.start()
             after = []
             for i in range(args.repeats + 1):
-                took, resp = sliding_sync(owner, request_body(args, f"restart-{i}"))
+                took, resp = sliding_sync(client, request_body(args, f"restart-{i}"))
                 check_first(resp, rooms, args)
                 after.append(took)
             out["first_after_restart_cold_ms"] = after[0] * 1000
@@ -192,6 +245,8 @@ def run_one(kind: str, rooms: int, root: Path, args: Any) -> dict[str, Any]:
         print(f"[{label}] FAILED: {out['error'][:2000]}", file=sys.stderr, flush=True)
         print(server.tails(lines=25), file=sys.stderr)
     finally:
+        if client is not None:
+            client.close()
         stop_server(server)
     return out
 

@@ -5,8 +5,11 @@ The extensions are in tests/test_sliding_sync_extensions.py.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
+
+from twisted.trial.unittest import SynchronousTestCase
 
 from tests.harness import HomeserverTestCase, TestUser
 
@@ -928,6 +931,193 @@ class SlidingSyncFilterTests(SlidingSyncCase):
         resp = await self.ss(alice, body, pos=resp["pos"])
         self.assertEqual(resp["lists"]["enc"]["count"], 1)
         self.assertEqual(resp["lists"]["named"]["count"], 1)
+
+
+class SlidingSyncKeptOrderTests(SlidingSyncCase):
+    """The list order kept per user between requests: every request, on a new connection or not,
+    sees the order and count a fresh computation would give."""
+
+    #: the default list: the user's own membership, so that a leave is sent
+    ALL = a_list(0, 9, limit=0, state=[["m.room.member", "$ME"]])
+
+    @staticmethod
+    def _ids(resp: dict[str, Any], key: str = "all") -> list[str]:
+        return resp["lists"][key]["ops"][0]["room_ids"]
+
+    async def fresh(self, user: TestUser, conn_id: str, **lists: Any) -> dict[str, Any]:
+        """An initial request on a new connection (the kept order answers it)."""
+        return await self.ss(user, {"conn_id": conn_id, "lists": lists or {"all": self.ALL}})
+
+    async def test_new_messages_move_rooms_to_the_top(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        rooms = await self.rooms_of(alice, 4)
+        first = await self.fresh(alice, "c0")
+        self.assertEqual(self._ids(first), rooms[::-1])
+        await self.send_message(alice, rooms[1], "up")
+        resp = await self.fresh(alice, "c1")
+        self.assertEqual(self._ids(resp), [rooms[1], rooms[3], rooms[2], rooms[0]])
+        self.assertEqual(resp["lists"]["all"]["count"], 4)
+        # Another user's message moves the room too; the window follows the order.
+        await self.invite_and_join(alice, rooms[0], bob)
+        await self.send_message(bob, rooms[0], "hi")
+        resp = await self.ss(alice, {"conn_id": "c2", "lists": {"top": a_list(0, 1, limit=1)}})
+        self.assertEqual(self._ids(resp, "top"), [rooms[0], rooms[1]])
+        self.assertEqual(bodies(resp["rooms"][rooms[0]]), ["hi"])
+        # The first connection is brought up to date the same way.
+        resp = await self.ss(alice, {"conn_id": "c0", "lists": {"all": self.ALL}}, pos=first["pos"])
+        self.assertEqual(self._ids(resp), [rooms[0], rooms[1], rooms[3], rooms[2]])
+
+    async def test_state_events_and_other_types_move_the_order_but_not_bump_stamp(self) -> None:
+        alice = await self.register("alice")
+        rooms = await self.rooms_of(alice, 3)
+        before = await self.fresh(alice, "c0", all=a_list(0, 9, limit=1))
+        stamp = before["rooms"][rooms[0]]["bump_stamp"]
+        # Not among the bump event types (MSC4186 §bump_stamp): activity all the same.
+        await self.set_state(alice, rooms[0], "m.room.topic", {"topic": "news"})
+        resp = await self.fresh(alice, "c1", all=a_list(0, 9, limit=1))
+        self.assertEqual(self._ids(resp), [rooms[0], rooms[2], rooms[1]])
+        self.assertEqual(resp["rooms"][rooms[0]]["bump_stamp"], stamp)
+        code, body = await self.get(f"/_matrix/client/v3/rooms/{rooms[1]}/messages?dir=b&limit=1", alice)
+        self.assertEqual(code, 200, body)
+        message = body["chunk"][0]["event_id"]
+        reaction = {"m.relates_to": {"rel_type": "m.annotation", "event_id": message, "key": "+1"}}
+        await self.send_message(alice, rooms[1], event_type="m.reaction", **reaction)
+        resp = await self.fresh(alice, "c2", all=a_list(0, 9, limit=0))
+        self.assertEqual(self._ids(resp), [rooms[1], rooms[0], rooms[2]])
+        # A bump type moves both.
+        await self.send_message(alice, rooms[2], "bump")
+        resp = await self.fresh(alice, "c3", all=a_list(0, 9, limit=1))
+        self.assertEqual(self._ids(resp), [rooms[2], rooms[1], rooms[0]])
+        self.assertGreater(resp["rooms"][rooms[2]]["bump_stamp"], stamp)
+
+    async def test_joins_leaves_and_invites_change_the_list(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        own = await self.rooms_of(alice, 3)
+        first = await self.fresh(alice, "c0")
+        self.assertEqual(first["lists"]["all"]["count"], 3)
+        invited = await self.create_room(bob, name="bob's")
+        await self.send_message(bob, invited, "before")
+        await self.invite(bob, invited, alice)
+        resp = await self.fresh(alice, "c1")
+        self.assertEqual(self._ids(resp), [invited, *own[::-1]])
+        # Activity in the room after the invite does not move it; activity elsewhere does.
+        await self.send_message(bob, invited, "after")
+        await self.send_message(alice, own[0], "mine")
+        resp = await self.fresh(alice, "c2")
+        self.assertEqual(self._ids(resp), [own[0], invited, own[2], own[1]])
+        # Joined: placed by the room's activity from now on.
+        await self.join(alice, invited)
+        await self.send_message(bob, invited, "welcome")
+        c3 = await self.fresh(alice, "c3")
+        self.assertEqual(self._ids(c3), [invited, own[0], own[2], own[1]])
+        # Left by herself: out of every new connection's list, sent once to a connection that
+        # had it (in its place by the leave).
+        await self.leave(alice, own[2])
+        await self.send_message(alice, own[1], "later")
+        resp = await self.fresh(alice, "c4")
+        self.assertEqual(self._ids(resp), [own[1], invited, own[0]])
+        self.assertEqual(resp["lists"]["all"]["count"], 3)
+        resp = await self.ss(alice, {"conn_id": "c3", "lists": {"all": self.ALL}}, pos=c3["pos"])
+        self.assertEqual(self._ids(resp), [own[1], own[2], invited, own[0]])
+        self.assertEqual(resp["lists"]["all"]["count"], 4)
+        self.assertEqual(resp["rooms"][own[2]]["membership"], "leave")
+        resp = await self.ss(alice, {"conn_id": "c3", "lists": {"all": self.ALL}}, pos=resp["pos"])
+        self.assertEqual(self._ids(resp), [own[1], invited, own[0]])
+
+    async def test_invites_of_ignored_users_leave_the_list_and_come_back(self) -> None:
+        alice = await self.register("alice")
+        bob = await self.register("bob")
+        own = await self.rooms_of(alice, 2)
+        invited = await self.create_room(bob, name="bob's")
+        await self.invite(bob, invited, alice)
+        lists = {"all": a_list(0, 9, limit=0), "invites": a_list(0, 9, limit=0, filters={"is_invite": True})}
+        resp = await self.fresh(alice, "c0", **lists)
+        self.assertEqual(self._ids(resp), [invited, own[1], own[0]])
+        ignore = f"/_matrix/client/v3/user/{alice.user_id}/account_data/m.ignored_user_list"
+        code, body = await self.put(ignore, {"ignored_users": {bob.user_id: {}}}, alice)
+        self.assertEqual(code, 200, body)
+        resp = await self.fresh(alice, "c1", **lists)
+        self.assertEqual(self._ids(resp), [own[1], own[0]])
+        self.assertEqual(resp["lists"]["all"]["count"], 2)
+        self.assertEqual(resp["lists"]["invites"]["count"], 0)
+        # Not subscribable either.
+        resp = await self.ss(alice, {"conn_id": "c2", "room_subscriptions": {invited: {"timeline_limit": 1, "required_state": []}}})
+        self.assertEqual(resp["rooms"], {})
+        code, body = await self.put(ignore, {"ignored_users": {}}, alice)
+        self.assertEqual(code, 200, body)
+        resp = await self.fresh(alice, "c3", all=a_list(0, 9, limit=0))
+        self.assertEqual(self._ids(resp), [invited, own[1], own[0]])
+        self.assertEqual(resp["lists"]["all"]["count"], 3)
+
+    async def test_filtered_lists_follow_the_kept_order(self) -> None:
+        alice = await self.register("alice")
+        rooms = await self.rooms_of(alice, 4, name="talk")
+        other = await self.create_room(alice, name="elsewhere")
+        lists = {"talk": a_list(0, 1, limit=0, filters={"room_name_like": "talk"}), "all": a_list(0, 9, limit=0)}
+        resp = await self.fresh(alice, "c0", **lists)
+        self.assertEqual(self._ids(resp, "talk"), [rooms[3], rooms[2]])
+        self.assertEqual(resp["lists"]["talk"]["count"], 4)
+        await self.send_message(alice, rooms[0], "up")
+        resp = await self.fresh(alice, "c1", **lists)
+        self.assertEqual(self._ids(resp, "talk"), [rooms[0], rooms[3]])
+        self.assertEqual(resp["lists"]["talk"]["count"], 4)
+        self.assertEqual(self._ids(resp), [rooms[0], other, rooms[3], rooms[2], rooms[1]])
+
+    async def test_kept_orders_are_bounded_and_built_again(self) -> None:
+        from mxserver.sliding_sync.request import parse_request
+        from mxserver.sliding_sync.room_lists import RoomIndex, RoomLists
+        from mxserver.storage.sliding_sync import SlidingSyncStore
+
+        hs = self.hs
+        lists = RoomLists(
+            RoomIndex(hs.room_activity, SlidingSyncStore(hs.db)),
+            hs.account_data,
+            hs.event_store,
+            hs.invite_permissions,
+            max_ordered_entries=3,
+        )
+        request = parse_request({"lists": {"all": a_list(0, 9, limit=0)}})
+        users = [await self.register("alice"), await self.register("bob")]
+        rooms = {u.user_id: await self.rooms_of(u, 2) for u in users}
+
+        async def order_of(user: TestUser) -> list[str]:
+            memberships = await hs.sync_room_source.memberships(user.user_id)
+            got = await lists.compute(user.user_id, memberships, None, request, frozenset())
+            self.assertLessEqual(lists.ordered_entries, 3)
+            return list(got.lists["all"]["ops"][0]["room_ids"])
+
+        for user in users:
+            self.assertEqual(await order_of(user), rooms[user.user_id][::-1])
+        # alice's order was dropped for bob's: built again, and right.
+        await self.send_message(users[0], rooms[users[0].user_id][0], "up")
+        self.assertEqual(await order_of(users[0]), rooms[users[0].user_id])
+        self.assertEqual(lists.ordered_entries, 2)
+
+
+class RoomActivityTouchedTests(SynchronousTestCase):
+    """What the kept orders ask of the activity map: the rooms moved since an update number."""
+
+    def test_rooms_touched_since_newest_first_and_the_limit(self) -> None:
+        from mxserver.rooms.activity import RoomActivity
+
+        activity = RoomActivity(SimpleNamespace(current_position=0))  # type: ignore[arg-type]
+
+        def events(*pairs: tuple[str, int]) -> Any:
+            return [SimpleNamespace(room_id=r, metadata=SimpleNamespace(stream_ordering=p)) for r, p in pairs]
+
+        self.assertEqual(activity.touched_since(0, 10), [])
+        activity.on_room_events(events(("!a", 1), ("!b", 2), ("!c", 3)))
+        mark = activity.sequence
+        activity.on_room_events(events(("!a", 4), ("!b", 1)))  # an older position moves nothing
+        self.assertEqual(activity.touched_since(mark, 10), ["!a"])
+        activity.on_room_events(events(("!c", 5), ("!a", 6)))
+        self.assertEqual(activity.touched_since(mark, 10), ["!a", "!c"])
+        self.assertEqual(activity.touched_since(0, 10), ["!a", "!c", "!b"])
+        self.assertIsNone(activity.touched_since(0, 2))
+        self.assertEqual(activity.touched_since(activity.sequence, 0), [])
+        self.assertEqual(activity.latest("!a"), 6)
 
 
 class SlidingSyncBadInputTests(SlidingSyncCase):

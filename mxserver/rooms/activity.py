@@ -33,6 +33,10 @@ class RoomActivity:
         self._rooms = rooms
         self._latest: dict[str, int] = {}
         self._baseline = 0
+        #: counts the updates of ``_latest``; ``_touched`` holds each room's last update's number,
+        #: least recently updated first (an update moves the room to the end)
+        self._sequence = 0
+        self._touched: dict[str, int] = {}
 
     async def start(self) -> None:
         self._baseline = self._rooms.current_position
@@ -47,6 +51,30 @@ class RoomActivity:
             pos = ev.metadata.stream_ordering or 0
             if pos > self._latest.get(ev.room_id, 0):
                 self._latest[ev.room_id] = pos
+                self._sequence += 1
+                self._touched.pop(ev.room_id, None)
+                self._touched[ev.room_id] = self._sequence
+
+    @property
+    def sequence(self) -> int:
+        """The number of the latest update: :meth:`touched_since` takes it."""
+        return self._sequence
+
+    def touched_since(self, sequence: int, limit: int) -> list[str] | None:
+        """The rooms whose latest position moved after update number ``sequence`` (most recent
+        first), or None when there are more than ``limit`` of them: a caller that orders a few
+        rooms by activity updates only those (however many rooms exist), and starts over when
+        it is that far behind."""
+        out: list[str] = []
+        if sequence >= self._sequence:
+            return out
+        for room_id, seq in reversed(self._touched.items()):
+            if seq <= sequence:
+                break
+            if len(out) >= limit:
+                return None
+            out.append(room_id)
+        return out
 
     def latest(self, room_id: str) -> int | None:
         """The position of the room's latest event since start-up (None: none seen since)."""

@@ -70,6 +70,18 @@ def intern_config(config: RoomConfig) -> RoomConfig:
     return config
 
 
+_config_texts: dict[RoomConfig, str] = {}
+
+
+def _config_json(config: RoomConfig) -> str:
+    text = _config_texts.get(config)
+    if text is None:
+        if len(_config_texts) >= MAX_INTERNED_CONFIGS:
+            _config_texts.clear()
+        text = _config_texts[config] = json.dumps(config.to_json(), separators=(",", ":"))
+    return text
+
+
 def unknown_pos(msg: str = "Unknown position") -> MatrixError:
     """MSC4186 §Connections: the client must start a new connection (no ``pos``)."""
     return MatrixError(400, "M_UNKNOWN_POS", msg)
@@ -118,11 +130,13 @@ class RoomEntry:
         for key, value in (("r", self.room), ("rc", self.receipts), ("ad", self.account_data)):
             if value is not None:
                 out[key] = value
-        if self.config is not None:
-            out["c"] = self.config.to_json()
         if self.lazy_members:
             out["lm"] = sorted(self.lazy_members)
-        return json.dumps(out, separators=(",", ":"))
+        text = json.dumps(out, separators=(",", ":"))
+        if self.config is None:
+            return text
+        # The config's JSON is made once per distinct config (most rooms share a few).
+        return '{"c":' + _config_json(self.config) + ("}" if text == "{}" else "," + text[1:])
 
     @classmethod
     def from_json(cls, raw: str) -> RoomEntry:

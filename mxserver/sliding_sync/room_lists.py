@@ -8,17 +8,26 @@ user's membership event when they are not joined (§Activity ordering; rooms are
 *not* sorted by ``bump_stamp``). A list filters that sequence, and its ranges
 index into the filtered sequence.
 
-Everything here is per room and cheap: a room's latest position comes from
-memory (:class:`~mxserver.rooms.activity.RoomActivity`, or one batched read
-for rooms without an event since start-up, kept afterwards), and filters read
-only what they need, batched for all the user's rooms. Nothing per room beyond
-that is read until a room falls inside a range (:mod:`.rooms`).
+A user's rooms in that order are kept in memory between requests (a
+:class:`_UserOrder` per user, bounded across users): built once from their
+memberships (a room's latest position from memory,
+:class:`~mxserver.rooms.activity.RoomActivity`, or one batched read for rooms
+without an event since start-up), then brought up to date by moving only the
+rooms with activity since (the activity map says which), until their
+memberships change. So a request's list costs what its windows hold, not what
+the account holds: ``count`` is a length and a window a slice. Filters read
+only what they need, batched for all the user's rooms, over the whole ordered
+list. Nothing per room beyond that is read until a room falls inside a range
+(:mod:`.rooms`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+import bisect
+import heapq
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, overload
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -44,6 +53,8 @@ BUMP_EVENT_TYPES = (
 _TRAIT_TYPES = frozenset({"m.room.create", "m.room.encryption", "m.room.name"})
 #: entries per in-memory map before it starts afresh (every value can be read again)
 MAX_INDEX_ENTRIES = 200_000
+#: rooms held by the per-user activity orders, across users (the least recently used go first)
+MAX_ORDERED_ENTRIES = 100_000
 
 
 class LatestActivity(Protocol):
@@ -54,6 +65,11 @@ class LatestActivity(Protocol):
     def latest_by_room(self) -> Mapping[str, int]: ...
 
     def changed_since(self, room_id: str, position: int) -> bool: ...
+
+    @property
+    def sequence(self) -> int: ...
+
+    def touched_since(self, sequence: int, limit: int) -> list[str] | None: ...
 
 
 class IndexStore(Protocol):
@@ -115,6 +131,18 @@ class RoomIndex:
 
     def changed_since(self, room_id: str, position: int) -> bool:
         return self._activity.changed_since(room_id, position)
+
+    @property
+    def sequence(self) -> int:
+        """The activity map's update number (see :meth:`touched_since`)."""
+        return self._activity.sequence
+
+    def touched_since(self, sequence: int, limit: int) -> list[str] | None:
+        """Rooms whose latest position moved after update number ``sequence``; None: over ``limit``."""
+        return self._activity.touched_since(sequence, limit)
+
+    def latest_since_start(self, room_id: str) -> int | None:
+        return self._activity.latest(room_id)
 
     async def latest_positions(self, rooms: Sequence[MembershipRow]) -> dict[str, int]:
         """Each room's latest event position (one read for the rooms not known in memory)."""
@@ -222,16 +250,79 @@ class RoomListsResult:
     dm_rooms: frozenset[str]
 
 
+@attrs.define(eq=False)
+class _UserOrder:
+    """A user's rooms that lists may hold (rooms they left themselves aside), most recent
+    activity first (MSC4186 §Activity ordering; ties by room ID), kept between requests."""
+
+    #: the memberships it was built from: another list means they changed (built again)
+    source: Sequence[MembershipRow]
+    #: the activity map's update number the keys are current to
+    sequence: int
+    #: ``(-activity position, room ID)``, sorted
+    keys: list[tuple[int, str]]
+    key_of: dict[str, tuple[int, str]]
+    #: every membership not forgotten, by room (subscriptions look rooms up here)
+    rows: dict[str, MembershipRow]
+    #: rooms the user left themselves (listed only when the leave is new since the pos), newest first
+    own_leaves: list[MembershipRow]
+    invites: list[MembershipRow]
+
+
+class _Ordered(Sequence[MembershipRow]):
+    """A list's rooms as a sequence over the sorted keys (nothing per room is built but what a
+    window takes)."""
+
+    __slots__ = ("_keys", "_rows")
+
+    def __init__(self, keys: Sequence[tuple[int, str]], rows: Mapping[str, MembershipRow]) -> None:
+        self._keys = keys
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @overload
+    def __getitem__(self, i: int) -> MembershipRow: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[MembershipRow]: ...
+
+    def __getitem__(self, i: int | slice) -> MembershipRow | list[MembershipRow]:
+        rows = self._rows
+        if isinstance(i, slice):
+            return [rows[k[1]] for k in self._keys[i]]
+        return rows[self._keys[i][1]]
+
+    def __iter__(self) -> Iterator[MembershipRow]:
+        rows = self._rows
+        return (rows[k[1]] for k in self._keys)
+
+
 class RoomLists:
     """Builds the room lists of a request (MSC4186 §Lists) and checks its subscriptions."""
 
     def __init__(
-        self, index: RoomIndex, account_data: ListAccountData, events: EventReader, invites: InvitePermissions
+        self,
+        index: RoomIndex,
+        account_data: ListAccountData,
+        events: EventReader,
+        invites: InvitePermissions,
+        *,
+        max_ordered_entries: int = MAX_ORDERED_ENTRIES,
     ) -> None:
         self._index = index
         self._invites = invites
         self._account_data = account_data
         self._events = events
+        self._orders: OrderedDict[str, _UserOrder] = OrderedDict()
+        self._ordered_entries = 0
+        self._max_ordered_entries = max_ordered_entries
+
+    @property
+    def ordered_entries(self) -> int:
+        """Rooms held by the per-user orders (for tests and metrics)."""
+        return self._ordered_entries
 
     async def compute(
         self,
@@ -241,18 +332,24 @@ class RoomLists:
         request: SlidingSyncRequest,
         ignored: frozenset[str],
     ) -> RoomListsResult:
-        if any(m.membership == "invite" for m in memberships) and await self._invites.blocks_invites(user_id):
-            # client-server-api §Invite permission (v1.18): no invite is served while blocked
-            memberships = [m for m in memberships if m.membership != "invite"]
-        rooms = await self._server_list(user_id, memberships, since_room, ignored)
+        order = await self._order(user_id, memberships)
+        # client-server-api §Invite permission (v1.18): no invite is served while blocked;
+        # modules/ignore_users.md: invites from ignored users are not shown.
+        hidden: set[str] = set()
+        if order.invites:
+            if await self._invites.blocks_invites(user_id):
+                hidden = {m.room_id for m in order.invites}
+            elif ignored:
+                senders = await self._index.senders([m.event_id for m in order.invites])
+                hidden = {m.room_id for m in order.invites if senders.get(m.event_id) in ignored}
         dm_rooms = await self._account_data.direct_rooms(user_id)
         relevant: dict[str, ListedRoom] = {}
         lists: dict[str, JsonDict] = {}
         in_lists: dict[str, list[str]] = {}
-        ordered: list[MembershipRow] | None = None
+        ordered: Sequence[MembershipRow] | None = None
         for key, list_config in request.lists.items():
             if ordered is None:
-                ordered = await self._sorted(rooms)
+                ordered = self._listed(order, since_room, hidden)
             matching = await self._filtered(user_id, ordered, list_config.filters, dm_rooms, memberships)
             ops, window = _windows(matching, list_config)
             lists[key] = {"count": len(matching), "ops": ops}
@@ -261,65 +358,112 @@ class RoomLists:
                 _add(relevant, m, list_config.config, key)
 
         subscribed = []
-        by_room = {m.room_id: m for m in memberships if not m.forgotten}
         for room_id, config in request.room_subscriptions.items():
             # MSC4186 §Subscriptions: only rooms the user is or was in, is invited to or knocked
             # on; others (unknown, never a member) are ignored.
-            sub = by_room.get(room_id)
-            if sub is None or (sub.membership == "invite" and await self._invited_by_ignored(sub, ignored)):
+            sub = order.rows.get(room_id)
+            if sub is None or room_id in hidden:
                 continue
             subscribed.append(room_id)
             _add(relevant, sub, config, None)
         return RoomListsResult(lists, relevant, in_lists, subscribed, dm_rooms)
 
-    async def _server_list(
-        self, user_id: str, memberships: Sequence[MembershipRow], since_room: int | None, ignored: frozenset[str]
-    ) -> list[MembershipRow]:
-        """The rooms any list may hold (MSC4186 §Lists), unsorted."""
-        leaves = [m for m in memberships if m.membership == "leave" and not m.forgotten]
-        invites = [m for m in memberships if m.membership == "invite"] if ignored else []
-        senders = await self._index.senders([m.event_id for m in leaves + invites]) if leaves or invites else {}
-        out = []
+    @staticmethod
+    def _listed(order: _UserOrder, since_room: int | None, hidden: set[str]) -> Sequence[MembershipRow]:
+        """The rooms any list may hold (MSC4186 §Lists), in activity order: the kept order, with
+        the user's own leaves that are new since the pos (sent once; the client knows the
+        others) and without ``hidden`` invites."""
+        keys: Sequence[tuple[int, str]] = order.keys
+        if hidden:
+            keys = [k for k in keys if k[1] not in hidden]
+        if since_room is not None and order.own_leaves and order.own_leaves[0].stream_ordering > since_room:
+            new = []
+            for m in order.own_leaves:
+                if m.stream_ordering <= since_room:
+                    break
+                new.append((-m.stream_ordering, m.room_id))
+            new.sort()
+            keys = list(heapq.merge(keys, new))
+        return _Ordered(keys, order.rows)
+
+    async def _order(self, user_id: str, memberships: Sequence[MembershipRow]) -> _UserOrder:
+        """The user's kept order, brought up to date (built afresh when their memberships changed,
+        or when more rooms moved since than it is worth moving one by one)."""
+        order = self._orders.get(user_id)
+        if order is not None and order.source is memberships:
+            touched = self._index.touched_since(order.sequence, max(64, len(order.keys) // 4))
+            if touched is not None:
+                self._advance(order, touched)
+                self._orders.move_to_end(user_id)
+                return order
+        # Read before anything is awaited: activity while building is moved in at the next request.
+        sequence = self._index.sequence
+        rows: dict[str, MembershipRow] = {}
+        own_leaves: list[MembershipRow] = []
+        invites: list[MembershipRow] = []
+        listed: list[MembershipRow] = []
+        leaves = [m.event_id for m in memberships if m.membership == "leave" and not m.forgotten]
+        senders = await self._index.senders(leaves) if leaves else {}
         for m in memberships:
             if m.forgotten:
                 continue
-            if m.membership == "leave":
-                kicked = senders.get(m.event_id, user_id) != user_id
-                newly_left = since_room is not None and m.stream_ordering > since_room
-                if not (kicked or newly_left):
-                    continue  # left by themselves: the client knows (sent once, when new)
-            elif m.membership == "invite" and senders.get(m.event_id) in ignored:
-                continue  # modules/ignore_users.md: invites from ignored users are not shown
-            out.append(m)
-        return out
-
-    async def _invited_by_ignored(self, m: MembershipRow, ignored: frozenset[str]) -> bool:
-        if not ignored:
-            return False
-        return (await self._index.senders([m.event_id])).get(m.event_id) in ignored
-
-    async def _sorted(self, rooms: Sequence[MembershipRow]) -> list[MembershipRow]:
-        """Most recent activity first (MSC4186 §Activity ordering); ties by room ID."""
-        joined = [m for m in rooms if m.membership == "join"]
+            rows[m.room_id] = m
+            if m.membership == "leave" and senders.get(m.event_id, user_id) == user_id:
+                own_leaves.append(m)  # left by themselves; a kick stays listed
+                continue
+            if m.membership == "invite":
+                invites.append(m)
+            listed.append(m)
+        joined = [m for m in listed if m.membership == "join"]
         latest = await self._index.latest_positions(joined) if joined else {}
-        # A room the user is not in shows what they saw up to their membership event. Sorted as
-        # (position, room ID, row) tuples, not through a key function called per room; room IDs
-        # are unique, so the rows themselves are never compared.
-        decorated = [
-            (-(latest.get(m.room_id, m.stream_ordering) if m.membership == "join" else m.stream_ordering), m.room_id, m)
-            for m in rooms
+        # A room the user is not in shows what they saw up to their membership event.
+        keys = [
+            (-(latest.get(m.room_id, m.stream_ordering) if m.membership == "join" else m.stream_ordering), m.room_id)
+            for m in listed
         ]
-        decorated.sort()
-        return [d[2] for d in decorated]
+        keys.sort()
+        own_leaves.sort(key=lambda m: m.stream_ordering, reverse=True)
+        order = _UserOrder(memberships, sequence, keys, {k[1]: k for k in keys}, rows, own_leaves, invites)
+        # Rooms that moved while reading are moved now (their latest position is in memory).
+        touched = self._index.touched_since(sequence, len(keys) + 1)
+        self._advance(order, touched if touched is not None else [k[1] for k in keys])
+        self._keep(user_id, order)
+        return order
+
+    def _advance(self, order: _UserOrder, touched: Sequence[str]) -> None:
+        """Move the joined rooms among ``touched`` to their new places."""
+        keys, key_of, rows = order.keys, order.key_of, order.rows
+        order.sequence = self._index.sequence
+        for room_id in touched:
+            old = key_of.get(room_id)
+            if old is None or rows[room_id].membership != "join":
+                continue  # not listed, or not joined: placed by their membership event, which stays
+            latest = self._index.latest_since_start(room_id)
+            if latest is None or -latest >= old[0]:
+                continue
+            new = (-latest, room_id)
+            del keys[bisect.bisect_left(keys, old)]
+            bisect.insort(keys, new)
+            key_of[room_id] = new
+
+    def _keep(self, user_id: str, order: _UserOrder) -> None:
+        previous = self._orders.pop(user_id, None)
+        if previous is not None:
+            self._ordered_entries -= len(previous.rows)
+        self._orders[user_id] = order
+        self._ordered_entries += len(order.rows)
+        while len(self._orders) > 1 and self._ordered_entries > self._max_ordered_entries:
+            _, dropped = self._orders.popitem(last=False)
+            self._ordered_entries -= len(dropped.rows)
 
     async def _filtered(
         self,
         user_id: str,
-        rooms: list[MembershipRow],
+        rooms: Sequence[MembershipRow],
         filters: ListFilters,
         dm_rooms: frozenset[str],
         memberships: Sequence[MembershipRow],
-    ) -> list[MembershipRow]:
+    ) -> Sequence[MembershipRow]:
         out = rooms
         if filters.is_dm is not None:
             out = [m for m in out if (m.room_id in dm_rooms) == filters.is_dm]
@@ -389,7 +533,7 @@ def _traits_match(traits: RoomTraits | None, filters: ListFilters) -> bool:
     return True
 
 
-def _windows(rooms: list[MembershipRow], config: ListConfig) -> tuple[list[JsonDict], list[MembershipRow]]:
+def _windows(rooms: Sequence[MembershipRow], config: ListConfig) -> tuple[list[JsonDict], list[MembershipRow]]:
     """The list's ``ops`` (one SYNC per range, as Synapse) and the rooms in its windows."""
     if config.ranges is None:
         # MSC4186 §SyncListConfig: without a range, the list is every matching room.

@@ -42,6 +42,8 @@ JsonDict = dict[str, Any]
 
 _NAME = ("m.room.name", "")
 _AVATAR = ("m.room.avatar", "")
+#: the state every room new to the client is sent from (name, avatar), required or not
+_META = frozenset({_NAME, _AVATAR})
 
 
 @attrs.frozen
@@ -144,8 +146,10 @@ class RoomResults:
         if not works:
             return out
         user_id = requester.user_id
-        # The unread counts wait for the push reader and read apart from everything else: asked
-        # for first, they are counted while the timelines and state are read.
+        # The timelines first: the bundled aggregations wait for them, the rest is read beside.
+        timelined = Deferred.fromCoroutine(self._timelines(user_id, works, ignored))
+        # The unread counts wait for the push reader and read apart from everything else: they
+        # are counted while the timelines and state are read.
         unread_counted = Deferred.fromCoroutine(self._unread(user_id, [w for w in works if w.plan.joined], now_room))
         bundled: Deferred[dict[str, Bundle]] | None = None
         # Rooms new to the client get their member summary whatever their timeline holds: read
@@ -156,8 +160,16 @@ class RoomResults:
             if initial_joined
             else None
         )
+        # Their required state too, but for the lazy members and heroes (known once the
+        # timelines and summaries are): read beside them, the rest after.
+        early = {
+            w.plan.membership.room_nid: w.plan.config.required_state.wants(user_id).with_keys(_META)
+            for w in works
+            if w.plan.joined and w.plan.initial
+        }
+        prefetched = self._store.current_state_ids(early) if early else None
         try:
-            await self._timelines(user_id, works, ignored)
+            await timelined
             # MSC4186 §timeline: bundled aggregations "if limited is true", as per /v3/sync (a room new
             # to the client is a gap too); computed once for every such timeline, beside the state.
             gapped = [e for w in works if w.limited or w.plan.initial or w.plan.expanded for e in w.timeline]
@@ -177,7 +189,7 @@ class RoomResults:
             for w in works:
                 w.summary = summaries.get(w.plan.membership.room_nid)
                 self._plan_state(w, user_id)
-            await self._read_state(works, user_id)
+            await self._read_state(works, early, await prefetched if prefetched is not None else {})
             bumps = await self._bump_stamps(works)
 
             chosen_by_room = {w.plan.room_id: self._required_state(w, user_id) for w in works}
@@ -204,7 +216,7 @@ class RoomResults:
             )
         except BaseException:
             # The reads started early are not awaited now: their failures are this one's.
-            for started in (unread_counted, bundled, summarized):
+            for started in (timelined, unread_counted, bundled, summarized, prefetched):
                 if started is not None:
                     started.addErrback(lambda _: None)
             raise
@@ -317,13 +329,27 @@ class RoomResults:
         keys = frozenset(w.delta_send | w.lazy_new | meta)
         w.wants = rs.wants(user_id).with_keys(keys) if w.expansion else StateWants(exact=keys)
 
-    async def _read_state(self, works: list[_Work], user_id: str) -> None:
-        current = {w.plan.membership.room_nid: w.wants for w in works if w.plan.joined and not w.wants.empty}
-        if current:
-            found = await self._store.current_state_ids(current)
-            for w in works:
-                if w.plan.joined:
-                    w.fetched = found.get(w.plan.membership.room_nid, {})
+    async def _read_state(
+        self, works: list[_Work], early: Mapping[int, StateWants], prefetched: Mapping[int, dict[StateKey, str]]
+    ) -> None:
+        """The state each room's ``wants`` names: what ``early`` did not ask for already (its
+        answer is ``prefetched``) is read now."""
+        current: dict[int, StateWants] = {}
+        for w in works:
+            nid = w.plan.membership.room_nid
+            if not w.plan.joined or w.wants.empty:
+                continue
+            asked = early.get(nid)
+            if asked is None:
+                current[nid] = w.wants
+            elif not asked.everything and w.wants.exact - asked.exact:
+                # early asked for the same types and keys of any type: only exact keys remain
+                current[nid] = StateWants(exact=w.wants.exact - asked.exact)
+        found = await self._store.current_state_ids(current) if current else {}
+        for w in works:
+            if w.plan.joined:
+                nid = w.plan.membership.room_nid
+                w.fetched = {**prefetched.get(nid, {}), **found.get(nid, {})}
         left = [w for w in works if not w.plan.joined and not w.wants.empty]
         if left:
             # Left or banned: the state at their membership event, not after it.

@@ -31,6 +31,10 @@ from mxserver.storage.stream_positions import reader_position, set_reader_positi
 #: the receipt types that mark events read (m.read.private too: receipts.yaml)
 READ_RECEIPT_TYPES = ("m.read", "m.read.private")
 
+#: rooms counted per statement of :meth:`PushActionsStore.unread_counts` (two SELECTs each, of
+#: SQLite's 500 in a compound SELECT)
+_UNION_ROOMS = 100
+
 #: the thread_id of main-timeline events (and of main-timeline receipts)
 MAIN_THREAD = "main"
 
@@ -180,39 +184,43 @@ class PushActionsStore:
         the event's thread (``main`` for the main timeline) is at or after it.
         """
 
+        own = (
+            "SELECT a.room_nid, a.thread_id, COUNT(*), SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END)"
+            " FROM event_push_actions a"
+            " WHERE a.user_id = ? AND a.room_nid = ? AND a.stream_ordering > ? AND a.notify = ?"
+            f" AND a.stream_ordering > {_read_upto('a', '?')}"
+            " GROUP BY a.room_nid, a.thread_id"
+        )
+        defaults = (
+            "SELECT d.room_nid, d.thread_id, COUNT(*), SUM(CASE WHEN d.highlight THEN 1 ELSE 0 END)"
+            " FROM event_push_defaults d"
+            " WHERE d.room_nid = ? AND d.stream_ordering > ? AND d.sender <> ?"
+            f" AND d.stream_ordering > {_read_upto('d', '?')}"
+            " AND NOT EXISTS (SELECT 1 FROM event_push_actions x"
+            " WHERE x.user_id = ? AND x.stream_ordering = d.stream_ordering)"
+            " GROUP BY d.room_nid, d.thread_id"
+        )
+
         def txn(t: Txn) -> dict[int, dict[str, UnreadCounts]]:
-            out: dict[int, dict[str, UnreadCounts]] = {}
-            for room_nid, after in rooms:
-                # The user's own rows and the room's defaults, counted apart (each on its own
-                # index) and added: after ``after`` and after the receipt covering each.
-                counts: dict[str, list[int]] = {}
-                for sql, args in (
-                    (
-                        "SELECT a.thread_id, COUNT(*), SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END)"
-                        " FROM event_push_actions a"
-                        " WHERE a.user_id = ? AND a.room_nid = ? AND a.stream_ordering > ? AND a.notify = ?"
-                        f" AND a.stream_ordering > {_read_upto('a', '?')}"
-                        " GROUP BY a.thread_id",
-                        (user_id, room_nid, after, True, user_id, UNTHREADED, *READ_RECEIPT_TYPES),
-                    ),
-                    (
-                        "SELECT d.thread_id, COUNT(*), SUM(CASE WHEN d.highlight THEN 1 ELSE 0 END)"
-                        " FROM event_push_defaults d"
-                        " WHERE d.room_nid = ? AND d.stream_ordering > ? AND d.sender <> ?"
-                        f" AND d.stream_ordering > {_read_upto('d', '?')}"
-                        " AND NOT EXISTS (SELECT 1 FROM event_push_actions x"
-                        " WHERE x.user_id = ? AND x.stream_ordering = d.stream_ordering)"
-                        " GROUP BY d.thread_id",
-                        (room_nid, after, user_id, user_id, UNTHREADED, *READ_RECEIPT_TYPES, user_id),
-                    ),
-                ):
-                    for thread, n, highlights in t.query(sql, args):
-                        c = counts.setdefault(thread, [0, 0])
-                        c[0] += int(n)
-                        c[1] += int(highlights or 0)
-                if counts:
-                    out[room_nid] = {thread: UnreadCounts(n, h) for thread, (n, h) in counts.items()}
-            return out
+            counts: dict[int, dict[str, list[int]]] = {}
+            # The user's own rows and the room's defaults, counted apart (each on its own index)
+            # and added: after ``after`` and after the receipt covering each. Every room's two
+            # counts in one statement (UNION ALL): one round trip through the driver, not two per room.
+            for i in range(0, len(rooms), _UNION_ROOMS):
+                chunk = rooms[i : i + _UNION_ROOMS]
+                sql = " UNION ALL ".join(f"{own} UNION ALL {defaults}" for _ in chunk)
+                args: list[Any] = []
+                for room_nid, after in chunk:
+                    args += (user_id, room_nid, after, True, user_id, UNTHREADED, *READ_RECEIPT_TYPES)
+                    args += (room_nid, after, user_id, user_id, UNTHREADED, *READ_RECEIPT_TYPES, user_id)
+                for room_nid, thread, n, highlights in t.query(sql, args):
+                    c = counts.setdefault(int(room_nid), {}).setdefault(thread, [0, 0])
+                    c[0] += int(n)
+                    c[1] += int(highlights or 0)
+            return {
+                room_nid: {thread: UnreadCounts(n, h) for thread, (n, h) in by_thread.items()}
+                for room_nid, by_thread in counts.items()
+            }
 
         return self.db.run_read("push_unread_counts", txn)
 

@@ -21,6 +21,9 @@ from mxserver.storage.stream_positions import PersistedStream
 #: an event that can be in a timeline (as SyncStore reads them)
 _TIMELINE = "stream_ordering IS NOT NULL AND rejected_reason IS NULL AND soft_failed = ?"
 _CHUNK = 500
+#: branches and parameters per UNION ALL statement (SQLite: 500 terms in a compound SELECT)
+_UNION_BRANCHES = 400
+_UNION_ARGS = 20_000
 
 
 @attrs.frozen
@@ -320,37 +323,68 @@ class SlidingSyncStore:
 
         def txn(t: Txn) -> dict[int, dict[StateKey, str]]:
             out: dict[int, dict[StateKey, str]] = {}
+            # One indexed branch per room and kind of want (the primary key is room, type, state
+            # key): an OR of them would make the planner scan the whole room's state. Every
+            # room's branches go in one UNION ALL: one round trip, not one per room. The exact
+            # keys with an empty state key (names, avatars, create events...), asked alike of
+            # most rooms, are one lookup per room and type of a single statement.
+            branches: list[tuple[str, list[Any]]] = []
+            unkeyed: dict[frozenset[str], list[int]] = {}
             for nid, want in wants.items():
-                state = out.setdefault(nid, {})
+                out[nid] = {}
                 if want.everything:
-                    rows = t.query("SELECT type, state_key, event_id FROM current_state WHERE room_nid = ?", (nid,))
-                    state.update({(r[0], r[1]): r[2] for r in rows})
+                    branches.append(("", [nid]))
                     continue
-                # One indexed branch per kind of want (the primary key is room, type, state key):
-                # an OR of them would make the planner scan the whole room's state.
-                branches: list[tuple[str, list[Any]]] = []
                 if want.types:
                     types = sorted(want.types)
-                    branches.append((f"type IN ({', '.join('?' for _ in types)})", types))
+                    branches.append((f" AND type IN ({', '.join('?' for _ in types)})", [nid, *types]))
                 if want.any_type_keys:
                     keys = sorted(want.any_type_keys)
-                    branches.append((f"state_key IN ({', '.join('?' for _ in keys)})", keys))
+                    branches.append((f" AND state_key IN ({', '.join('?' for _ in keys)})", [nid, *keys]))
                 by_type: dict[str, list[str]] = {}
+                empty_key: set[str] = set()
                 for etype, state_key in want.exact:
-                    if etype not in want.types:
+                    if etype in want.types:
+                        continue
+                    if state_key == "":
+                        empty_key.add(etype)
+                    else:
                         by_type.setdefault(etype, []).append(state_key)
+                if empty_key:
+                    unkeyed.setdefault(frozenset(empty_key), []).append(nid)
                 for etype, keys in sorted(by_type.items()):
+                    keys = sorted(keys)
                     for i in range(0, len(keys), _CHUNK):
-                        part = sorted(keys)[i : i + _CHUNK]
-                        branches.append((f"type = ? AND state_key IN ({', '.join('?' for _ in part)})", [etype, *part]))
-                for i in range(0, len(branches), 50):
-                    group = branches[i : i + 50]
+                        part = keys[i : i + _CHUNK]
+                        branches.append(
+                            (f" AND type = ? AND state_key IN ({', '.join('?' for _ in part)})", [nid, etype, *part])
+                        )
+            for type_set, nids in unkeyed.items():
+                types = sorted(type_set)
+                for chunk in _chunks(nids):
+                    rows = t.query(
+                        "SELECT room_nid, type, state_key, event_id FROM current_state"
+                        f" WHERE room_nid IN ({', '.join('?' for _ in chunk)})"
+                        f" AND type IN ({', '.join('?' for _ in types)}) AND state_key = ''",
+                        [*chunk, *types],
+                    )
+                    for nid, etype, state_key, event_id in rows:
+                        out[int(nid)][(etype, state_key)] = event_id
+            group: list[tuple[str, list[Any]]] = []
+            size = 0
+            for branch in [*branches, None]:
+                # Statements of at most _UNION_BRANCHES branches and _UNION_ARGS parameters.
+                if group and (branch is None or len(group) >= _UNION_BRANCHES or size + len(branch[1]) > _UNION_ARGS):
                     sql = " UNION ALL ".join(
-                        f"SELECT type, state_key, event_id FROM current_state WHERE room_nid = ? AND {clause}"
+                        f"SELECT room_nid, type, state_key, event_id FROM current_state WHERE room_nid = ?{clause}"
                         for clause, _ in group
                     )
-                    rows = t.query(sql, [a for _, args in group for a in (nid, *args)])
-                    state.update({(r[0], r[1]): r[2] for r in rows})
+                    for nid, etype, state_key, event_id in t.query(sql, [a for _, args in group for a in args]):
+                        out[int(nid)][(etype, state_key)] = event_id
+                    group, size = [], 0
+                if branch is not None:
+                    group.append(branch)
+                    size += len(branch[1])
             return out
 
         return self.db.run_read("sliding_sync_current_state", txn)

@@ -7,8 +7,8 @@ initial sync of many rooms costs a handful of round trips, not one per room.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 import attrs
 
@@ -26,6 +26,15 @@ class MembershipRow:
 
 
 _TIMELINE = "stream_ordering IS NOT NULL AND rejected_reason IS NULL AND soft_failed = ?"
+#: rooms per UNION ALL statement (SQLite allows 500 terms in a compound SELECT)
+_UNION_CHUNK = 100
+
+T = TypeVar("T")
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 class SyncStore:
@@ -48,20 +57,26 @@ class SyncStore:
         (after, upto], oldest first, and whether more were left out."""
 
         def txn(t: Txn) -> dict[int, tuple[list[str], bool]]:
+            found: dict[int, list[tuple[int, str]]] = {}
+            # One statement per chunk of rooms: a UNION ALL of one index seek each (a statement per
+            # room costs a round trip through the driver, and the GIL, each).
+            for chunk in _chunks(rooms, _UNION_CHUNK):
+                parts = []
+                args: list[Any] = []
+                for i, (room_nid, after, upto) in enumerate(chunk):
+                    extra = " AND stream_ordering > ?" if after is not None else ""
+                    parts.append(
+                        f"SELECT room_nid, stream_ordering, event_id FROM (SELECT room_nid, stream_ordering, event_id"
+                        f" FROM events WHERE room_nid = ? AND {_TIMELINE} AND stream_ordering <= ?{extra}"
+                        f" ORDER BY stream_ordering DESC LIMIT ?) AS r{i}"
+                    )
+                    args += [room_nid, False, upto, *([after] if after is not None else []), limit + 1]
+                for room_nid, position, event_id in t.query(" UNION ALL ".join(parts), args):
+                    found.setdefault(room_nid, []).append((int(position), event_id))
             out = {}
-            for room_nid, after, upto in rooms:
-                args: list[Any] = [room_nid, False, upto]
-                extra = ""
-                if after is not None:
-                    extra = " AND stream_ordering > ?"
-                    args.append(after)
-                args.append(limit + 1)
-                rows = t.query(
-                    f"SELECT event_id FROM events WHERE room_nid = ? AND {_TIMELINE} AND stream_ordering <= ?{extra}"
-                    " ORDER BY stream_ordering DESC LIMIT ?",
-                    args,
-                )
-                ids = [r[0] for r in rows[:limit]]
+            for room_nid, _, _ in rooms:
+                rows = sorted(found.get(room_nid, ()), reverse=True)
+                ids = [r[1] for r in rows[:limit]]
                 ids.reverse()
                 out[room_nid] = (ids, len(rows) > limit)
             return out
@@ -170,23 +185,32 @@ class SyncStore:
 
         def txn(t: Txn) -> dict[int, tuple[int, int, list[str] | None]]:
             named = self._named_rooms_txn(t, room_nids, named_by)
+            counts: dict[int, dict[str, int]] = {}
+            heroes: dict[int, list[str]] = {}
+            for chunk in _chunks(room_nids, 500):
+                marks = ", ".join("?" for _ in chunk)
+                for room_nid, membership, n in t.query(
+                    f"SELECT room_nid, membership, COUNT(*) FROM room_memberships WHERE room_nid IN ({marks})"
+                    " AND membership IN ('join', 'invite') GROUP BY room_nid, membership",
+                    list(chunk),
+                ):
+                    counts.setdefault(room_nid, {})[membership] = int(n)
+            unnamed = [nid for nid in room_nids if nid not in named]
+            for chunk in _chunks(unnamed, _UNION_CHUNK):
+                # One index seek per room (LIMIT 5), all in one statement.
+                sql = " UNION ALL ".join(
+                    "SELECT room_nid, user_id FROM (SELECT room_nid, user_id FROM room_memberships"
+                    " WHERE room_nid = ? AND user_id != ? AND membership IN ('join', 'invite')"
+                    f" ORDER BY user_id LIMIT 5) AS h{i}"
+                    for i in range(len(chunk))
+                )
+                for room_nid, member in t.query(sql + " ORDER BY 1, 2", [a for nid in chunk for a in (nid, user_id)]):
+                    heroes.setdefault(room_nid, []).append(member)
             out: dict[int, tuple[int, int, list[str] | None]] = {}
             for room_nid in room_nids:
-                counts = dict(
-                    t.query(
-                        "SELECT membership, COUNT(*) FROM room_memberships WHERE room_nid = ? GROUP BY membership",
-                        (room_nid,),
-                    )
-                )
-                heroes = [
-                    r[0]
-                    for r in t.query(
-                        "SELECT user_id FROM room_memberships WHERE room_nid = ? AND user_id != ?"
-                        " AND membership IN ('join', 'invite') ORDER BY user_id LIMIT 5",
-                        (room_nid, user_id),
-                    )
-                ]
-                out[room_nid] = (counts.get("join", 0), counts.get("invite", 0), None if room_nid in named else heroes)
+                c = counts.get(room_nid, {})
+                hero_ids = None if room_nid in named else heroes.get(room_nid, [])
+                out[room_nid] = (c.get("join", 0), c.get("invite", 0), hero_ids)
             return out
 
         return await self.db.run_read("sync_member_summaries", txn)
