@@ -1546,13 +1546,22 @@ def _escape(path: str | None) -> str:
 
 
 class _ReadyGate(MatrixResource):
-    """A MatrixResource that answers 503 until its Homeserver has finished starting."""
+    """A MatrixResource that answers 503 until its Homeserver has finished starting; its
+    ``GET /health`` answers ``OK`` (200) once ready, 503 before."""
 
     def __init__(self, hs: Homeserver, apis: dict[str, Any], extra: dict[bytes, Any]) -> None:
         super().__init__(apis, extra)
         self._hs = hs
 
     def render(self, request: Request) -> Any:  # type: ignore[override]
+        if request.path == b"/health":
+            # For routers, load balancers and supervisors (issue 19): plain text, no auth.
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            request.setHeader(b"Cache-Control", b"no-store")
+            if not self._hs.is_ready:
+                request.setResponseCode(503)
+                return b"starting"
+            return b"OK"
         if not self._hs.is_ready:
             request.setHeader(b"Retry-After", b"1")
             return render_error(request, MatrixError(503, "M_UNKNOWN", "Server is starting"))
