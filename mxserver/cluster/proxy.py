@@ -150,11 +150,14 @@ class Forwarder:
             if lower in HOP_BY_HOP or lower in (b"content-length", b"x-forwarded-for"):
                 continue
             headers.setRawHeaders(name, values)
-        client = _client_address(request)
         forwarded = request.requestHeaders.getRawHeaders(b"x-forwarded-for") or []
         chain = [v.strip() for v in b",".join(forwarded).split(b",") if v.strip()]
-        if client:
-            chain.append(client.encode())
+        if getattr(request, "mx_forwarded_for", None) is None:
+            # Our listener does not trust the header (or it named no address): the client is
+            # our peer. A trusted header already ends with the client, and goes on unchanged.
+            client = _client_address(request)
+            if client:
+                chain.append(client.encode())
         if chain:
             headers.setRawHeaders(b"X-Forwarded-For", [b", ".join(chain)])
         headers.setRawHeaders(b"X-Forwarded-Proto", [b"https" if request.isSecure() else b"http"])
