@@ -39,6 +39,7 @@ from mxserver.api.http import build_app, render_error
 from mxserver.api.ratelimit import RateLimiter
 from mxserver.api.resource import MatrixResource, MatrixSite
 from mxserver.appservice.registration import AppServiceRegistry, ReloadResult
+from mxserver.cluster.registry import WorkerRegistry
 from mxserver.config import ConfigError, HomeserverConfig
 from mxserver.crypto.keys import key_id, load_or_generate_signing_key
 from mxserver.ephemeral.room_members import RoomMembers
@@ -65,6 +66,7 @@ from mxserver.storage.room_members import RoomMembersStore
 from mxserver.storage.server_keys import ServerKeyStore
 from mxserver.storage.state import StateStore
 from mxserver.storage.sync import SyncStore
+from mxserver.storage.workers import WorkerStore
 from mxserver.streams import EphemeralStreams, Phase, RoomEventStream
 from mxserver.sync.notifier import Notifier
 from mxserver.sync.sources import SyncSources
@@ -166,6 +168,10 @@ class Homeserver(service.MultiService):
         #: what /sync reads, one source per stream (registered in _build_sync); tokens come from it
         self.sync_sources = SyncSources()
         self.notifier = Notifier(self.clock, self.sync_sources)
+        # This process in the cluster's worker registry (issue 19; a single process is main).
+        self.worker_registry = WorkerRegistry(
+            WorkerStore(self.db), self.clock, config.worker.name, config.worker_role, os.getpid()
+        )
         for stream in self.ephemeral_streams.all():
             stream.subscribe(self._notify_ephemeral, Phase.NOTIFY)
 
@@ -1219,6 +1225,7 @@ class Homeserver(service.MultiService):
         from mxserver.api.admin import reports as admin_reports
         from mxserver.api.admin import rooms as admin_rooms
         from mxserver.api.admin import server_notices as admin_notices
+        from mxserver.api.admin.workers import AdminWorkersServlet
         from mxserver.api.client.account_moderation import AccountModerationServlet
 
         gate = AdminGate(self.auth, self.accounts)
@@ -1251,6 +1258,7 @@ class Homeserver(service.MultiService):
             admin_federation.AdminFederationServlet(
                 gate, AdminFederationHandler(self.federation_sender, self.federation_sender_store, self.server_name)
             ),
+            AdminWorkersServlet(gate, self.worker_registry),
         ]
 
     def _admin_console_servlets(self) -> list[Any]:
@@ -1478,6 +1486,7 @@ class Homeserver(service.MultiService):
         # background: the server serves meanwhile.
         self.background_jobs.start()
         self._lag.start()
+        await self.worker_registry.start()
         for listener in self.config.own_listeners:
             self._listening.append(await self._listen(listener))
         self.is_ready = True
@@ -1523,6 +1532,7 @@ class Homeserver(service.MultiService):
 
     async def _stop(self) -> None:
         self._lag.stop()
+        await self.worker_registry.stop()
         ports, self._listening = self._listening, []
         for port in ports:
             await port.stopListening()
