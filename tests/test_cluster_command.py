@@ -107,6 +107,76 @@ class PlanTests(unittest.TestCase):
         self.assertEqual(loaded.signing_key_file, os.path.join(self.dir, "keys/signing.key"))
 
 
+class RouterOnlyTests(unittest.TestCase):
+    """``--router-only``: the router in front of the processes a config describes (here stub
+    backends standing in for main and two sync workers)."""
+
+    async def _router_only(self) -> None:
+        from mxserver.cluster.launch import build
+        from mxserver.tap import parse_listen
+        from tests.test_cluster_router import Backend, listen
+
+        backends = {name: Backend(name) for name in ("main", "sync1", "sync2")}
+        ports = {}
+        for name, backend in backends.items():
+            _, port = listen(self, backend)
+            ports[name] = port.getHost().port
+        tmp = tempfile.mkdtemp(prefix="mxserver-cluster-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        config = {
+            "server_name": "cluster.test",
+            "data_dir": tmp,
+            "database": {"backend": "postgres", "dsn": "postgresql://mx@/unused"},
+            "listeners": [{"port": ports["main"], "resources": ["client", "federation"], "x_forwarded": True}],
+            "workers": {
+                name: {"role": "sync", "listeners": [{"port": ports[name], "resources": ["client"], "x_forwarded": True}]}
+                for name in ("sync1", "sync2")
+            },
+        }
+        path = os.path.join(tmp, "homeserver.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump(config, f)
+        said: list[str] = []
+        cluster = build(reactor, path, None, True, [parse_listen("127.0.0.1:0")], said.append)
+        await cluster.start()
+        stopped = False
+        try:
+            port = cluster._ports[0].getHost().port
+            self.assertIn(f"router listening on 127.0.0.1:{port}", said)
+            self.assertEqual(said[-1], "cluster ready")
+            router = f"http://127.0.0.1:{port}"
+            pool = HTTPConnectionPool(reactor, persistent=False)
+            self.addCleanup(pool.closeCachedConnections)
+            served = set()
+            for i in range(8):
+                resp = await treq.get(router + "/_matrix/client/v3/sync", headers={"Authorization": [f"Bearer t{i}"]}, pool=pool)
+                served.add(json.loads(await resp.content())["name"])
+            self.assertEqual(served, {"sync1", "sync2"})
+            resp = await treq.get(router + "/_matrix/client/v3/profile/%40a%3Ab", pool=pool)
+            self.assertEqual(json.loads(await resp.content())["name"], "main")
+            await cluster.stop()
+            stopped = True
+            self.assertEqual(said[-1], "stopped")
+        finally:
+            if not stopped:
+                await cluster.stop()
+
+    def test_router_only(self) -> Deferred[None]:
+        return ensureDeferred(self._router_only())
+
+    def test_router_only_needs_somewhere_to_listen(self) -> None:
+        from mxserver.cluster.launch import build
+
+        tmp = tempfile.mkdtemp(prefix="mxserver-cluster-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "homeserver.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump({"server_name": "x", "data_dir": tmp}, f)
+        with self.assertRaises(ClusterError) as caught:
+            build(reactor, path, None, True, [], lambda line: None)
+        self.assertIn("needs database.backend: postgres", str(caught.exception))
+
+
 class _Lines(ProcessProtocol):
     """The command's stdout, line by line; ``wait(regex)`` fires with the first line (from
     now on, or already seen since ``mark``) that matches."""

@@ -129,6 +129,9 @@ class Forwarder:
             request.setResponseCode(err.code)
             request.setHeader(b"Content-Type", b"application/json")
             return json.dumps(err.to_json()).encode()
+        if not request.uri.startswith(b"/"):
+            # An absolute-form or asterisk request target: we are no general-purpose proxy.
+            return _error_body(request, 400, "Request target must be a path")
         defer.ensureDeferred(self._forward(request, base_url))
         return server.NOT_DONE_YET
 
@@ -147,7 +150,8 @@ class Forwarder:
         headers = Headers()
         for name, values in request.requestHeaders.getAllRawHeaders():
             lower = name.lower()
-            if lower in HOP_BY_HOP or lower in (b"content-length", b"x-forwarded-for"):
+            # Content-Length comes from the body sent; Expect was answered by our own server.
+            if lower in HOP_BY_HOP or lower in (b"content-length", b"expect", b"x-forwarded-for"):
                 continue
             headers.setRawHeaders(name, values)
         forwarded = request.requestHeaders.getRawHeaders(b"x-forwarded-for") or []
