@@ -142,6 +142,18 @@ class ProxyTests(ProxyTestBase):
     def test_method_path_headers_body_and_status_pass_through(self) -> Deferred[None]:
         return ensureDeferred(self._pass_through())
 
+    async def _behind_a_proxy(self) -> None:
+        # The proxy's own listener trusts X-Forwarded-For (it is behind nginx): the header
+        # goes on as it came, naming the real client, not the nginx in front.
+        backend = Backend("b")
+        target, _ = listen(self, backend, x_forwarded=True)
+        front, _ = listen(self, _Front(self.forwarder, target), x_forwarded=True)
+        _, body, _ = await self.call("GET", front + "/_matrix/client/v3/x", headers={"X-Forwarded-For": "10.1.1.1"})
+        self.assertEqual((body["headers"]["x-forwarded-for"], body["client"]), (["10.1.1.1"], "10.1.1.1"))
+
+    def test_a_trusted_forwarded_for_goes_on_unchanged(self) -> Deferred[None]:
+        return ensureDeferred(self._behind_a_proxy())
+
     async def _dead(self) -> None:
         front = self.front(f"http://127.0.0.1:{free_port()}")
         code, body, _ = await self.call("GET", front + "/_matrix/client/v3/sync")

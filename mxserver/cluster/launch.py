@@ -324,7 +324,7 @@ class Cluster:
         config: HomeserverConfig,
         plan: Plan | None,
         derived_path: str | None,
-        routers: list[tuple[str, Router]],
+        routers: list[tuple[ListenerConfig, Router]],
         say: Callable[[str], None],
         forwarder: Forwarder,
     ) -> None:
@@ -354,13 +354,17 @@ class Cluster:
                 worker.start()
                 self.say(f"starting {name} ({role}, pid {worker.pid}) on {url}")
             await defer.gatherResults([p.when_up() for p in self.processes[1:]])
-        for description, router in self.routers:
+        for listener, router in self.routers:
+            # Behind a reverse proxy of its own (x_forwarded), the router passes its
+            # X-Forwarded-For on; else it adds its client's address.
             site = MatrixSite(
                 router,
                 max_json_body=self.config.limits.max_request_size,
                 max_upload_body=self.config.media.max_upload_size,
+                x_forwarded=listener.x_forwarded,
                 reactor=self.reactor,
             )
+            description = endpoint_description(listener, self.config)
             port = await endpoints.serverFromString(self.reactor, description).listen(site)
             self._ports.append(port)
             router.start_probing()
@@ -410,7 +414,7 @@ def build(
             if "client" in entry.listeners[0].resources:
                 instances.append(Instance(name, entry.role, _url(entry.listeners[0])))
         router = Router(instances, forwarder, reactor)
-        routers = [(endpoint_description(listener, config), router) for listener in listen]
+        routers = [(listener, router) for listener in listen]
         return Cluster(reactor, config, None, None, routers, say, forwarder)
     with open(config_path, encoding="utf-8") as f:
         raw = yaml.safe_load(f)
@@ -432,7 +436,7 @@ def build(
         instances = [Instance("main", "main", _url(internal))]
         if "client" in public.resources:
             instances += [Instance(name, role, url) for name, (role, url) in plan.workers.items()]
-        routers.append((endpoint_description(public, config), Router(instances, forwarder, reactor)))
+        routers.append((public, Router(instances, forwarder, reactor)))
     return Cluster(reactor, config, plan, derived_path, routers, say, forwarder)
 
 
