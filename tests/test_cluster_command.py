@@ -31,6 +31,7 @@ from mxserver.config import load_config, load_config_dict
 from tests.harness import postgres
 
 ROOT = Path(__file__).resolve().parent.parent
+SECRET = "cluster-secret"
 
 #: whether a worker process of role sync can run (the replication bus and the sync role are
 #: another change of issue 19; until it lands, preflight refuses worker processes). The
@@ -241,7 +242,7 @@ class ClusterCommandTests(unittest.TestCase):
             "data_dir": os.path.join(self.dir, "data"),
             "database": {"backend": "postgres", "dsn": self.dsn},
             "listeners": [{"host": "127.0.0.1", "port": 0, "resources": ["client", "federation", "media"]}],
-            "registration": {"enabled": True},
+            "registration": {"enabled": True, "shared_secret": SECRET},
             "password": {"scheme": "bcrypt", "bcrypt_rounds": 4},
             "rate_limits": {"enabled": False},
             "log": {"level": "WARNING", "path": os.path.join(self.dir, "cluster.log")},
@@ -287,6 +288,26 @@ class ClusterCommandTests(unittest.TestCase):
         self.assertEqual(code, 200, body)
         return str(body["access_token"])
 
+    async def register_admin(self, router: str) -> str:
+        from tests.test_admin_register import mac_for
+
+        _, body = await self.call("GET", router + "/_synapse/admin/v1/register")
+        nonce = body["nonce"]
+        code, body = await self.call(
+            "POST",
+            router + "/_synapse/admin/v1/register",
+            {"nonce": nonce, "username": "root", "password": "pw-pw-pw-pw", "admin": True,
+             "mac": mac_for(nonce, "root", "pw-pw-pw-pw", True, SECRET)},
+        )
+        self.assertEqual(code, 200, body)
+        return str(body["access_token"])
+
+    async def workers(self, router: str, admin: str) -> dict[str, tuple[str, int, bool]]:
+        """The worker registry through the admin API: name -> (role, pid, alive)."""
+        code, body = await self.call("GET", router + "/_mxserver/admin/v1/workers", token=admin)
+        self.assertEqual(code, 200, body)
+        return {w["name"]: (w["role"], w["pid"], w["alive"]) for w in body["workers"]}
+
     async def _main_only(self) -> None:
         lines = self.start("sync=0")
         main = await lines.wait(r"main \(main\) up on (\S+) \(pid (\d+)\)")
@@ -318,6 +339,8 @@ class ClusterCommandTests(unittest.TestCase):
         self.assertNotEqual(new_pid, main_pid)
         code, body = await self.call("GET", router + "/_matrix/client/v3/account/whoami", token=token)
         self.assertEqual((code, body.get("user_id")), (200, "@alice:cluster.test"))
+        # The worker registry has main's new process, alive.
+        self.assertEqual(await self.workers(router, await self.register_admin(router)), {"main": ("main", new_pid, True)})
         # SIGTERM stops the router, then every process, and the command ends cleanly.
         self.transport.signalProcess("TERM")
         self.assertEqual(await lines.ended, 0)
@@ -356,6 +379,11 @@ class ClusterCommandTests(unittest.TestCase):
             code, body = await self.call("GET", router + "/_matrix/client/v3/sync?timeout=10000", token=token)
             self.assertEqual(code, 200, body)
             self.assertIn(room, body["rooms"]["join"])
+        # Every process is in the worker registry.
+        self.assertEqual(
+            {name: (role, alive) for name, (role, _, alive) in (await self.workers(router, await self.register_admin(router))).items()},
+            {"main": ("main", True), "sync1": ("sync", True), "sync2": ("sync", True)},
+        )
         # A sync worker killed is started again.
         mark = len(lines.lines)
         url, pid = sync["sync1"]

@@ -275,7 +275,6 @@ class Process:
         self._failures += 1
         self.restarts += 1
         self.say(f"{self.name} (pid {self.pid}) exited ({how}); restarting in {delay:g} s")
-        log.warn("{name} (pid {pid}) exited ({how}); restarting in {delay} s", name=self.name, pid=self.pid, how=how, delay=delay)
         self._restart_call = self.clock.callLater(delay, self.start)
 
     def stop(self) -> defer.Deferred[None]:
