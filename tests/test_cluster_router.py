@@ -319,3 +319,26 @@ class RoleGateTests(ProxyTestBase):
 
     def test_what_the_role_does_not_serve_goes_to_main(self) -> Deferred[None]:
         return ensureDeferred(self._gate())
+
+
+class ClusterInstancesTests(unittest.TestCase):
+    def test_a_config_names_main_and_its_workers(self) -> None:
+        from mxserver.cluster.router import cluster_instances, main_client_url
+        from mxserver.config import ConfigError, load_config_dict
+
+        config = load_config_dict({
+            "database": {"backend": "postgres", "dsn": "postgresql://mx@/mx"},
+            "listeners": [{"port": 9000, "resources": ["metrics"]}, {"host": "0.0.0.0", "port": 8008, "resources": ["client"]}],
+            "workers": {
+                "sync1": {"role": "sync", "listeners": [{"port": 9101, "resources": ["metrics"]}, {"host": "::1", "port": 8101, "resources": ["client"]}]},
+                "sync2": {"role": "sync", "listeners": [{"port": 8102, "resources": ["metrics"]}]},
+            },
+        })
+        self.assertEqual(main_client_url(config), "http://127.0.0.1:8008")
+        self.assertEqual(
+            [(i.name, i.role, i.url) for i in cluster_instances(config)],
+            [("main", "main", "http://127.0.0.1:8008"), ("sync1", "sync", "http://[::1]:8101")],
+        )
+        config.listeners = config.listeners[:1]
+        with self.assertRaises(ConfigError):
+            main_client_url(config)

@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 
 from mxserver.api.resource import MatrixSite
 from mxserver.cluster.proxy import Forwarder
-from mxserver.cluster.router import Instance, Router, probe
+from mxserver.cluster.router import Instance, Router, cluster_instances, listener_url, probe
 from mxserver.config import WORKER_ROLES, ConfigError, HomeserverConfig, ListenerConfig
 
 log = Logger()
@@ -116,15 +116,6 @@ class Plan:
     workers: dict[str, tuple[str, str]]
 
 
-def _url(listener: ListenerConfig) -> str:
-    host = listener.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{listener.port}"
-
-
 def plan_cluster(raw: dict[str, Any], config: HomeserverConfig, counts: dict[str, int], port: Callable[[], int] = free_port) -> Plan:
     """The derived config of a cluster with ``counts`` workers per role (see the module docstring)."""
     if config.database.backend != "postgres":
@@ -148,7 +139,7 @@ def plan_cluster(raw: dict[str, Any], config: HomeserverConfig, counts: dict[str
         for i in range(1, count + 1):
             listener = ListenerConfig(port=port(), host="127.0.0.1", resources=["client"], x_forwarded=True)
             name = f"{role}{i}"
-            workers[name] = (role, _url(listener))
+            workers[name] = (role, listener_url(listener))
             derived_workers[name] = {"role": role, "listeners": [_listener_dict(listener)]}
     derived["workers"] = derived_workers
     return Plan(derived, pairs, workers)
@@ -340,7 +331,7 @@ class Cluster:
     async def start(self) -> None:
         if self.plan is not None and self.derived_path is not None:
             main = Process(
-                "main", "main", _url(self.plan.main_listeners[0][1]), twistd_argv(self.derived_path, "main"),
+                "main", "main", listener_url(self.plan.main_listeners[0][1]), twistd_argv(self.derived_path, "main"),
                 self.reactor, self.forwarder, self.say,
             )
             self.processes.append(main)
@@ -406,13 +397,7 @@ def build(
             raise ClusterError(f"the cluster needs database.backend: postgres (this config uses {config.database.backend})")
         if not listen:
             raise ClusterError("--router-only needs --listen HOST:PORT (where the router listens)")
-        if not config.listeners:
-            raise ClusterError("listeners: main has no listener to forward to")
-        instances = [Instance("main", "main", _url(config.listeners[0]))]
-        for name, entry in config.workers.items():
-            if "client" in entry.listeners[0].resources:
-                instances.append(Instance(name, entry.role, _url(entry.listeners[0])))
-        router = Router(instances, forwarder, reactor)
+        router = Router(cluster_instances(config), forwarder, reactor)
         routers = [(listener, router) for listener in listen]
         return Cluster(reactor, config, None, None, routers, say, forwarder)
     with open(config_path, encoding="utf-8") as f:
@@ -432,7 +417,7 @@ def build(
         raise ClusterError(f"the derived config {derived_path} is invalid: {e}") from None
     routers = []
     for public, internal in plan.main_listeners:
-        instances = [Instance("main", "main", _url(internal))]
+        instances = [Instance("main", "main", listener_url(internal))]
         if "client" in public.resources:
             instances += [Instance(name, role, url) for name, (role, url) in plan.workers.items()]
         routers.append((public, Router(instances, forwarder, reactor)))

@@ -18,7 +18,7 @@ the worker's role is served locally, the rest goes to main.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -32,6 +32,7 @@ from twisted.web.iweb import IRequest
 
 from mxserver.cluster.proxy import Forwarder
 from mxserver.cluster.routes import DEFAULT_ROLE, pick_instance, role_for
+from mxserver.config import ConfigError, HomeserverConfig, ListenerConfig
 
 log = Logger()
 
@@ -194,8 +195,32 @@ class RoleGate(resource.Resource):
         return self.forwarder.forward(request, self.main_url)
 
 
-def instances_of(main_url: str, workers: Mapping[str, tuple[str, str]]) -> list[Instance]:
-    """The router's view of a cluster: main at ``main_url`` and ``workers`` (name → (role, url))."""
-    return [Instance("main", DEFAULT_ROLE, main_url)] + [
-        Instance(name, role, url) for name, (role, url) in workers.items()
-    ]
+def listener_url(listener: ListenerConfig) -> str:
+    """``http://host:port`` of a listener, as another process on this machine reaches it."""
+    host = listener.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{listener.port}"
+
+
+def main_client_url(config: HomeserverConfig) -> str:
+    """Where main serves the client API (its first ``client`` listener): where a worker sends
+    what its role does not serve (:class:`RoleGate`)."""
+    for listener in config.listeners:
+        if "client" in listener.resources and not listener.tls:
+            return listener_url(listener)
+    raise ConfigError("listeners: main has no plain-HTTP client listener for the workers to forward to")
+
+
+def cluster_instances(config: HomeserverConfig) -> list[Instance]:
+    """A router's view of the cluster a config describes: main (its first client listener)
+    and each worker with a client listener (its first one)."""
+    instances = [Instance("main", DEFAULT_ROLE, main_client_url(config))]
+    for name, entry in config.workers.items():
+        for listener in entry.listeners:
+            if "client" in listener.resources and not listener.tls:
+                instances.append(Instance(name, entry.role, listener_url(listener)))
+                break
+    return instances
