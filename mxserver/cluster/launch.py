@@ -409,10 +409,8 @@ def build(
         f.write("# Written by python -m mxserver cluster from " + os.path.abspath(config_path) + "; do not edit.\n")
         yaml.safe_dump(plan.derived, f, sort_keys=False)
     # The derived config must load as every process will load it.
-    from mxserver.config import load_config as reload
-
     try:
-        reload(derived_path)
+        load_config(derived_path)
     except ConfigError as e:
         raise ClusterError(f"the derived config {derived_path} is invalid: {e}") from None
     routers = []
