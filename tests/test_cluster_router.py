@@ -164,6 +164,18 @@ class ProxyTests(ProxyTestBase):
     def test_a_dead_target_answers_502(self) -> Deferred[None]:
         return ensureDeferred(self._dead())
 
+    async def _bug(self) -> None:
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        self.forwarder.agent.request = broken  # type: ignore[method-assign]
+        code, body, _ = await self.call("GET", self.front("http://127.0.0.1:1") + "/_matrix/client/v3/sync")
+        self.assertEqual((code, body["errcode"]), (502, "M_UNKNOWN"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_a_bug_answers_502_not_a_traceback(self) -> Deferred[None]:
+        return ensureDeferred(self._bug())
+
     async def _too_large(self) -> None:
         backend = Backend("b")
         target, _ = listen(self, backend)

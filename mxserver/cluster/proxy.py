@@ -96,7 +96,7 @@ class _Relay(Protocol):
         if not self.gone[0]:
             self.request.write(data)
 
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: B008
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         if reason.check(ResponseDone, PotentialDataLoss):
             self.done.callback(None)
         else:
@@ -132,8 +132,20 @@ class Forwarder:
         if not request.uri.startswith(b"/"):
             # An absolute-form or asterisk request target: we are no general-purpose proxy.
             return _error_body(request, 400, "Request target must be a path")
-        defer.ensureDeferred(self._forward(request, base_url))
+        defer.ensureDeferred(self._forward(request, base_url)).addErrback(self._failed, request)
         return server.NOT_DONE_YET
+
+    def _failed(self, failure: Failure, request: server.Request) -> None:
+        """A bug while forwarding: logged; the client gets a 502 if nothing was sent yet, else
+        its connection is closed (never a hang, never a traceback)."""
+        log.failure("forwarding {uri} failed", failure=failure, uri=request.uri)
+        if request.finished or request._disconnected:
+            return
+        if not request.startedWriting:
+            request.write(_error_body(request, 502, "The router could not forward the request"))
+            request.finish()
+        elif request.channel is not None:
+            request.channel.loseConnection()
 
     async def _forward(self, request: server.Request, base_url: str) -> None:
         # finished[0]: the client's request is over (answered, or the client went away)
