@@ -6,6 +6,11 @@
 - ``purge-remote-media --config FILE --days N``: drop cached remote media not accessed for N days.
 - ``port-db --config FILE --to-dsn postgresql://...``: copy the server's SQLite database into an
   empty Postgres database, verify it, and print the config change (see :mod:`mxserver.port_db`).
+- ``cluster --config FILE --workers sync=N``: run main, N sync workers and a router in front of
+  them on one Postgres database (see :mod:`mxserver.cluster.launch`); ``--router-only --listen
+  HOST:PORT`` fronts a cluster that already runs.
+- ``routes --format nginx|caddy``: print the reverse-proxy rules of a cluster (what
+  ``contrib/nginx/workers.conf`` and ``contrib/caddy/Caddyfile.workers`` hold).
 """
 
 from __future__ import annotations
@@ -147,6 +152,33 @@ def cmd_port_db(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_cluster(args: argparse.Namespace) -> None:
+    from mxserver.cluster.launch import ClusterError, parse_workers, run
+    from mxserver.config import ConfigError
+    from mxserver.tap import parse_listen
+
+    try:
+        if args.router_only:
+            if args.workers is not None:
+                raise ClusterError("--router-only fronts the workers the config lists: no --workers")
+            counts = None
+        else:
+            if args.listen:
+                raise ClusterError("--listen is for --router-only; the router listens on the config's listeners")
+            counts = parse_workers(args.workers if args.workers is not None else "sync=1")
+        listen = [parse_listen(spec) for spec in args.listen]
+        status = run(args.config, counts, args.router_only, listen)
+    except (ClusterError, ConfigError) as e:
+        sys.exit(f"mxserver: cluster: {e}")
+    sys.exit(status)
+
+
+def cmd_routes(args: argparse.Namespace) -> None:
+    from mxserver.cluster.proxy_rules import render
+
+    sys.stdout.write(render(args.format))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mxserver", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -178,6 +210,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=10_000, help="rows per batch (one transaction each)")
     p.add_argument("--verify-only", action="store_true", help="only compare an already ported database with its source")
     p.set_defaults(func=cmd_port_db)
+
+    p = sub.add_parser("cluster", help="run main, workers and a router on one Postgres database (development, tests)")
+    p.add_argument("--config", "-c", required=True, help="the server's config (database.backend: postgres)")
+    p.add_argument("--workers", "-w", help="workers per role, e.g. sync=2 (default sync=1; sync=0: main and the router)")
+    p.add_argument("--router-only", action="store_true", help="only the router, in front of the config's running workers")
+    p.add_argument("--listen", action="append", default=[], metavar="HOST:PORT", help="where --router-only listens (repeatable)")
+    p.set_defaults(func=cmd_cluster)
+
+    p = sub.add_parser("routes", help="print the reverse-proxy rules of a cluster")
+    p.add_argument("--format", "-f", choices=["nginx", "caddy"], required=True)
+    p.set_defaults(func=cmd_routes)
 
     args = parser.parse_args(argv)
     args.func(args)

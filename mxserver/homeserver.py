@@ -39,6 +39,7 @@ from mxserver.api.http import build_app, render_error
 from mxserver.api.ratelimit import RateLimiter
 from mxserver.api.resource import MatrixResource, MatrixSite
 from mxserver.appservice.registration import AppServiceRegistry, ReloadResult
+from mxserver.cluster.registry import WorkerRegistry
 from mxserver.config import HomeserverConfig
 from mxserver.crypto.keys import key_id, load_or_generate_signing_key
 from mxserver.ephemeral.room_members import RoomMembers
@@ -65,6 +66,7 @@ from mxserver.storage.room_members import RoomMembersStore
 from mxserver.storage.server_keys import ServerKeyStore
 from mxserver.storage.state import StateStore
 from mxserver.storage.sync import SyncStore
+from mxserver.storage.workers import WorkerStore
 from mxserver.streams import EphemeralStreams, Invalidation, Phase, RoomEventStream, Stream
 from mxserver.sync.notifier import Notifier
 from mxserver.sync.sources import SyncSources
@@ -135,6 +137,7 @@ class Homeserver(service.MultiService):
         #: set by the twistd plugin: a failed start stops the process
         self.stop_reactor_on_failure = False
         self._listening: list[Any] = []
+        self._forwarder: Any = None  # a sync worker's way to main (built when it listens)
         #: awaited in this order at start-up, after migrations (e.g. loading stream positions)
         self.start_hooks: list[Callable[[], Awaitable[Any]]] = []
 
@@ -345,6 +348,10 @@ class Homeserver(service.MultiService):
         #: what /sync reads, one source per stream (registered in _build_sync); tokens come from it
         self.sync_sources = SyncSources()
         self.notifier = Notifier(self.clock, self.sync_sources)
+        # This process in the cluster's worker registry (issue 19; a single process is main).
+        self.worker_registry = WorkerRegistry(
+            WorkerStore(self.db), self.clock, config.worker.name, config.worker_role, os.getpid()
+        )
         for stream in self.ephemeral_streams.all():
             stream.subscribe(self._notify_ephemeral, Phase.NOTIFY)
 
@@ -1472,6 +1479,7 @@ class Homeserver(service.MultiService):
         from mxserver.api.admin import reports as admin_reports
         from mxserver.api.admin import rooms as admin_rooms
         from mxserver.api.admin import server_notices as admin_notices
+        from mxserver.api.admin.workers import AdminWorkersServlet
         from mxserver.api.client.account_moderation import AccountModerationServlet
 
         gate = AdminGate(self.auth, self.accounts)
@@ -1504,6 +1512,7 @@ class Homeserver(service.MultiService):
             admin_federation.AdminFederationServlet(
                 gate, AdminFederationHandler(self.federation_sender, self.federation_sender_store, self.server_name)
             ),
+            AdminWorkersServlet(gate, self.worker_registry),
         ]
 
     def _admin_console_servlets(self) -> list[Any]:
@@ -1738,6 +1747,7 @@ class Homeserver(service.MultiService):
         if not self.is_sync_worker:
             self.background_jobs.start()
         self._lag.start()
+        await self.worker_registry.start()
         for listener in self.config.own_listeners:
             self._listening.append(await self._listen(listener))
         self.is_ready = True
@@ -1745,7 +1755,16 @@ class Homeserver(service.MultiService):
 
     async def _listen(self, listener: Any) -> Any:
         apis = tuple(listener.resources)
-        root = self.resource(apis)
+        root: Any = self.resource(apis)
+        if self.is_sync_worker and "client" in apis:
+            # What the routing table does not give this worker's role goes on to main: a
+            # misrouted request is served, not refused (the table is the router's contract).
+            from mxserver.cluster.proxy import Forwarder
+            from mxserver.cluster.router import RoleGate, main_client_url
+
+            if self._forwarder is None:
+                self._forwarder = Forwarder(self.reactor)
+            root = RoleGate(self.config.worker_role, root, main_client_url(self.config), self._forwarder)
         site = MatrixSite(
             root,
             max_json_body=self.config.limits.max_request_size,
@@ -1783,6 +1802,7 @@ class Homeserver(service.MultiService):
 
     async def _stop(self) -> None:
         self._lag.stop()
+        await self.worker_registry.stop()
         ports, self._listening = self._listening, []
         for port in ports:
             await port.stopListening()
@@ -1794,6 +1814,8 @@ class Homeserver(service.MultiService):
         self.db.close()
 
     async def _stop_sync_worker(self) -> None:
+        if self._forwarder is not None:
+            await self._forwarder.close()
         await self.replication.stop()
         await super().stopService()
         await self.device_lists.settle()
@@ -1819,13 +1841,22 @@ def _escape(path: str | None) -> str:
 
 
 class _ReadyGate(MatrixResource):
-    """A MatrixResource that answers 503 until its Homeserver has finished starting."""
+    """A MatrixResource that answers 503 until its Homeserver has finished starting; its
+    ``GET /health`` answers ``OK`` (200) once ready, 503 before."""
 
     def __init__(self, hs: Homeserver, apis: dict[str, Any], extra: dict[bytes, Any]) -> None:
         super().__init__(apis, extra)
         self._hs = hs
 
     def render(self, request: Request) -> Any:  # type: ignore[override]
+        if request.path == b"/health":
+            # For routers, load balancers and supervisors (issue 19): plain text, no auth.
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            request.setHeader(b"Cache-Control", b"no-store")
+            if not self._hs.is_ready:
+                request.setResponseCode(503)
+                return b"starting"
+            return b"OK"
         if not self._hs.is_ready:
             request.setHeader(b"Retry-After", b"1")
             return render_error(request, MatrixError(503, "M_UNKNOWN", "Server is starting"))

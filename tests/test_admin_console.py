@@ -624,6 +624,19 @@ class MetricsPageTests(ConsoleTestCase):
         self.assertLessEqual(int(await self.ui(b.script, "return document.getElementById('metrics-live').dataset.updates")), seen + 1)
 
 
+class WorkersPageTests(ConsoleTestCase):
+    async def test_processes_listed(self) -> None:
+        b = self.browser
+        # A worker recorded long ago (dead) beside this process (main, alive).
+        await self.hs.worker_registry.store.record_start("sync1", "sync", 4242, 1_000)
+        await self.log_in_as_admin("/workers")
+        await self.ui(b.wait_text, "[data-table=workers]", "sync1")
+        text = await self.ui(b.text, "[data-table=workers]")
+        for expected in ("main", "alive", str(os.getpid()), "sync1", "sync", "not seen", "4242"):
+            self.assertIn(expected, text)
+        await self.shot("workers")
+
+
 def self_text(driver: Any, css: str) -> str:
     return str(driver.execute_script(
         "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.innerText).join('\\n')", css))

@@ -12,6 +12,7 @@ import * as reports from "./page-reports.js";
 import * as rooms from "./page-rooms.js";
 import * as tokens from "./page-tokens.js";
 import * as users from "./page-users.js";
+import * as workers from "./page-workers.js";
 
 const PAGES = [
   { path: "users", title: "Users", page: users },
@@ -22,6 +23,7 @@ const PAGES = [
   { path: "reports", title: "Reports", page: reports },
   { path: "tokens", title: "Registration tokens", page: tokens },
   { path: "metrics", title: "Metrics", page: metrics },
+  { path: "workers", title: "Workers", page: workers },
 ];
 
 const root = document.getElementById("app");
