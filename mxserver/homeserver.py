@@ -1197,7 +1197,7 @@ class Homeserver(service.MultiService):
         counts: NotificationCounts,
         history: HistoryHandler,
         published: Published,
-        reach: Callable[[StreamToken], Awaitable[None]] | None = None,
+        reach: Callable[[StreamToken | None], Awaitable[None]] | None = None,
     ) -> None:
         """The sync sources of every stream (tokens and /sync read them) and the /sync handler.
 

@@ -92,8 +92,12 @@ class SyncWorkerTests(HomeserverTestCase):
         return worker
 
     def make_config_for(self, name: str) -> Any:
+        """The config of worker ``name``: main's, with main's listener on the port it got (a
+        worker forwards what its role does not serve there)."""
         saved = self.config_overrides
-        self.config_overrides = deep_merge(saved, {"worker": {"name": name}})
+        main_port = self.hs.listening_ports[0].getHost().port
+        listeners = [{"host": "127.0.0.1", "port": main_port, "resources": ["client", "federation", "media"]}]
+        self.config_overrides = deep_merge(saved, {"worker": {"name": name}, "listeners": listeners})
         try:
             return self.make_config()
         finally:
@@ -125,10 +129,16 @@ class WorkerServesSyncTests(SyncWorkerTests):
                      "appservice_reader", "background_jobs", "media_repository", "typing_handler", "presence_handler"):
             self.assertFalse(hasattr(self.worker, name), name)
         self.assertFalse(hasattr(self.worker.reader_rooms, "send"))
-        # What the router never sends it is not served there.
+        # What the routing table does not give its role, the worker forwards to main: a write
+        # sent to it is main's (main answers; the worker has no writer to answer with).
         alice = await self.register("alice")
-        code, body = await self.w.put(f"{C}/rooms/!r:test/send/m.room.message/1", {"body": "x"}, alice)
-        self.assertEqual((code, body["errcode"]), (404, "M_UNRECOGNIZED"))
+        room = await self.create_room(alice)
+        code, body = await self.w.put(f"{C}/rooms/{room}/send/m.room.message/1", {"msgtype": "m.text", "body": "x"}, alice)
+        self.assertEqual(code, 200, body)
+        stored = await self.hs.event_store.get_event(body["event_id"])
+        self.assertEqual(stored.content["body"] if stored is not None else None, "x")
+        code, body = await self.w.put(f"{C}/rooms/!nowhere:test/send/m.room.message/2", {"body": "x"}, alice)
+        self.assertEqual((code, body["errcode"]), (404, "M_NOT_FOUND"))  # main's answer, passed back
 
     async def test_a_message_on_main_wakes_a_long_poll_on_the_worker(self) -> None:
         alice, bob, room = await self.pair()
@@ -388,6 +398,14 @@ class LostHintTests(SyncWorkerTests):
         await self.worker.replication.check()
         # Nothing the client saw on main comes again from the worker's token.
         self.assertEqual(bodies(await self.w.sync(bob, answer["next_batch"]), room), [])
+
+    async def test_an_initial_sync_on_the_worker_sees_a_write_made_through_main(self) -> None:
+        alice, bob, room = await self.pair()
+        assert self._bus is not None
+        self._bus.drop = lambda channel, hint: channel == TO_WORKERS  # the worker hears nothing
+        await self.send_message(alice, room, "just sent")
+        # Read-your-writes: the worker catches up with the database before an initial sync.
+        self.assertIn("just sent", bodies(await self.w.sync(alice), room))
 
     async def test_a_lost_account_data_hint_wakes_the_long_polls(self) -> None:
         alice, bob, room = await self.pair()

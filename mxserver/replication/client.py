@@ -145,10 +145,18 @@ class ReplicationClient:
             if self._started:
                 self._schedule_check()
 
-    async def reach(self, token: StreamToken) -> None:
+    async def reach(self, token: StreamToken | None) -> None:
         """Return once this worker is at least at ``token``'s room and per-user positions (a
         token minted by ``main``, or by a worker ahead of this one): answering from behind it
-        would hand the client a token before its own and repeat what it has seen."""
+        would hand the client a token before its own and repeat what it has seen.
+
+        Without a token (an initial sync) the worker first catches up with what main has
+        committed: a client that has just written through main sees its write in the initial
+        sync it then makes here (one query of the positions; an initial sync is heavy anyway)."""
+        if token is None:
+            if self._started:
+                await self.check()
+            return
         behind = token.room > self._room_stream.position or any(
             getattr(token, name) > stream.current for name, stream in self._persisted.items()
         )

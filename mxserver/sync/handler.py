@@ -109,10 +109,11 @@ class SyncHandler:
         invite_permissions: InvitePermissions,
         on_sync: OnSync | None,
         clock: IReactorTime,
-        reach: Callable[[StreamToken], Awaitable[None]] | None = None,
+        reach: Callable[[StreamToken | None], Awaitable[None]] | None = None,
     ) -> None:
         """``reach(since)``: in a cluster's sync worker, returns once the worker has caught up
-        with the positions of a token minted elsewhere (so an answer never goes back before it)."""
+        with the positions of a token minted elsewhere (so an answer never goes back before it),
+        or, for an initial sync (``None``), with what main has committed."""
         self.store = store
         self._events = events
         self._reach = reach
@@ -154,7 +155,7 @@ class SyncHandler:
         (the state up to the *end* of its timeline) instead of ``state``."""
         if self._on_sync is not None:
             await self._on_sync(requester.user_id, set_presence)
-        if since is not None and self._reach is not None:
+        if self._reach is not None:
             await self._reach(since)
         notifier = self._notifier
         deadline = self._clock.seconds() + timeout_ms / 1000
