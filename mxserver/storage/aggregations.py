@@ -1,8 +1,9 @@
 """SQL for bundled aggregations: what the children of a page of parent events add up to.
 
-client-server-api §Aggregations of child events. One read transaction answers a whole
-page (a /messages chunk, the timelines of a /sync): a constant number of statements,
-each over every parent of the page at once, never one per event. Only unredacted
+client-server-api §Aggregations of child events. What a parent's children add up to is
+kept in memory per parent until they change; the parents of a page (a /messages chunk,
+the timelines of a /sync) not in memory are read in one transaction: a constant number
+of statements, each over every such parent at once, never one per event. Only unredacted
 children count ("when a child event is redacted then the relationship is broken"),
 and only children in the same room as their parent (§Forming relationships between
 events: relationships across rooms are ignored).
@@ -10,11 +11,12 @@ events: relationships across rooms are ignored).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import attrs
 
+from mxserver.batched_cache import BatchedCache
 from mxserver.events.relations import REFERENCE, REPLACE, THREAD
 from mxserver.storage.database import Database, Txn
 
@@ -52,6 +54,32 @@ class ChildRows:
     references: dict[str, list[tuple[str, str]]] = attrs.Factory(dict)
 
 
+@attrs.frozen
+class ThreadTotals:
+    """A thread as every reader shares it: its ``threads`` row and who replied how often."""
+
+    room_nid: int
+    latest_event_id: str
+    latest_position: int
+    #: unredacted replies
+    count: int
+    #: sender -> their unredacted replies (a reader's participation, the replies of those they ignore)
+    senders: Mapping[str, int]
+
+
+@attrs.frozen
+class ParentChildren:
+    """What one parent's children add up to, for any reader (the cached unit)."""
+
+    thread: ThreadTotals | None = None
+    edits: tuple[tuple[int, str], ...] = ()
+    references: tuple[tuple[str, str], ...] = ()
+
+
+#: the answer for a parent without children (most events)
+NO_CHILDREN = ParentChildren()
+
+
 def _chunks(ids: Sequence[str]) -> list[Sequence[str]]:
     return [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
 
@@ -67,10 +95,30 @@ _SAME_ROOM_PARENT = " JOIN events p ON p.event_id = r.relates_to_id AND p.room_n
 
 
 class AggregationsStore:
-    """Batched reads of ``event_relations`` and ``threads`` for bundled aggregations."""
+    """Batched reads of ``event_relations`` and ``threads`` for bundled aggregations, cached
+    per parent.
+
+    A parent's children change only in the transactions that index a relationship, redact a
+    child or purge events; those say so after they commit (:meth:`invalidate`, wired to
+    :attr:`EventStore.relation_changes <mxserver.storage.events.EventStore.relation_changes>`),
+    and a read that was in flight across one is not kept (:class:`BatchedCache`). Every reader
+    shares an entry: what differs between them (participation, the replies of users they
+    ignore) is worked out from it.
+    """
+
+    #: parents whose children are kept in memory (a parent without children costs a key)
+    CACHE_SIZE = 20_000
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._cache: BatchedCache[str, ParentChildren] = BatchedCache(self._load, self.CACHE_SIZE)
+
+    def invalidate(self, parents: Collection[str] | None) -> None:
+        """The children of ``parents`` changed (None: of any parent, e.g. after a purge)."""
+        if parents is None:
+            self._cache.clear()
+        else:
+            self._cache.invalidate_many(parents)
 
     async def children(
         self,
@@ -80,26 +128,39 @@ class AggregationsStore:
         reader: str,
         ignored: Collection[str],
     ) -> ChildRows:
-        """The rows the bundles of a page need, in one read transaction: threads of
-        ``thread_roots`` (counted for ``reader``, who ignores ``ignored``), edit candidates of
-        ``replaceable``, references to ``referenced``."""
-        return await self.db.run_read(
-            "bundled_children", self._children_txn, thread_roots, replaceable, referenced, reader, sorted(ignored)
-        )
-
-    def _children_txn(
-        self,
-        txn: Txn,
-        thread_roots: Sequence[str],
-        replaceable: Sequence[str],
-        referenced: Sequence[str],
-        reader: str,
-        ignored: list[str],
-    ) -> ChildRows:
+        """The rows the bundles of a page need: threads of ``thread_roots`` (counted for
+        ``reader``, who ignores ``ignored``), edit candidates of ``replaceable``, references to
+        ``referenced``; the parents not in memory are read in one transaction."""
+        wanted = list(dict.fromkeys([*thread_roots, *replaceable, *referenced]))
+        found = await self._cache.get_many(wanted) if wanted else {}
         out = ChildRows()
+        for root in thread_roots:
+            thread = found[root].thread if root in found else None
+            if thread is None:
+                continue
+            hidden = sum(thread.senders.get(user, 0) for user in ignored) if ignored else 0
+            out.threads[root] = ThreadRow(
+                room_nid=thread.room_nid,
+                latest_event_id=thread.latest_event_id,
+                latest_position=thread.latest_position,
+                count=thread.count - hidden,
+                replied=thread.senders.get(reader, 0) > 0,
+            )
+        for parent in replaceable:
+            if parent in found and found[parent].edits:
+                out.edits[parent] = list(found[parent].edits)
+        for parent in referenced:
+            if parent in found and found[parent].references:
+                out.references[parent] = list(found[parent].references)
+        return out
+
+    async def _load(self, parents: Sequence[str]) -> dict[str, ParentChildren]:
+        return await self.db.run_read("bundled_children", self._children_txn, list(parents))
+
+    def _children_txn(self, txn: Txn, wanted: list[str]) -> dict[str, ParentChildren]:
+        out = dict.fromkeys(wanted, NO_CHILDREN)
         # Most parents have no children at all (a page of plain messages): one probe of the
         # (relates_to_id, rel_type) index finds those that have some, and only they are read.
-        wanted = list(dict.fromkeys([*thread_roots, *replaceable, *referenced]))
         present: dict[str, set[str]] = {}
         for ids in _chunks(wanted):
             for parent, rel_type in txn.query(
@@ -109,12 +170,12 @@ class AggregationsStore:
                 present.setdefault(rel_type, set()).add(parent)
         if not present:
             return out
-        thread_roots = [e for e in thread_roots if e in present.get(THREAD, ())]
-        replaceable = [e for e in replaceable if e in present.get(REPLACE, ())]
-        referenced = [e for e in referenced if e in present.get(REFERENCE, ())]
-        for ids in _chunks(list(thread_roots)):
-            self._threads_txn(txn, ids, reader, ignored, out)
-        for ids in _chunks(list(replaceable)):
+        threads: dict[str, ThreadTotals] = {}
+        edits: dict[str, list[tuple[int, str]]] = {}
+        references: dict[str, list[tuple[str, str]]] = {}
+        for ids in _chunks([e for e in wanted if e in present.get(THREAD, ())]):
+            self._threads_txn(txn, ids, threads)
+        for ids in _chunks([e for e in wanted if e in present.get(REPLACE, ())]):
             # event_replacements.md §Validity: same room, same sender, same type, no state key;
             # the rest (m.new_content, the original's own relation) is checked on the events.
             rows = txn.query(
@@ -125,8 +186,8 @@ class AggregationsStore:
                 [*ids, REPLACE],
             )
             for parent, ts, edit in rows:
-                out.edits.setdefault(parent, []).append((ts, edit))
-        for ids in _chunks(list(referenced)):
+                edits.setdefault(parent, []).append((ts, edit))
+        for ids in _chunks([e for e in wanted if e in present.get(REFERENCE, ())]):
             rows = txn.query(
                 f"SELECT r.relates_to_id, r.event_id, r.sender FROM {_LIVE_CHILD}{_SAME_ROOM_PARENT}"
                 f" WHERE r.relates_to_id IN ({_marks(ids)}) AND r.rel_type = ? AND c.redacted_by IS NULL"
@@ -134,10 +195,16 @@ class AggregationsStore:
                 [*ids, REFERENCE],
             )
             for parent, child, sender in rows:
-                out.references.setdefault(parent, []).append((child, sender))
+                references.setdefault(parent, []).append((child, sender))
+        for parent in {*threads, *edits, *references}:
+            out[parent] = ParentChildren(
+                thread=threads.get(parent),
+                edits=tuple(edits.get(parent, ())),
+                references=tuple(references.get(parent, ())),
+            )
         return out
 
-    def _threads_txn(self, txn: Txn, roots: Sequence[str], reader: str, ignored: list[str], out: ChildRows) -> None:
+    def _threads_txn(self, txn: Txn, roots: Sequence[str], out: dict[str, ThreadTotals]) -> None:
         rows = txn.query(
             "SELECT t.root_id, t.room_nid, t.latest_event_id, t.latest_stream_ordering, t.reply_count FROM threads t"
             " JOIN events p ON p.event_id = t.root_id AND p.room_nid = t.room_nid"
@@ -147,26 +214,21 @@ class AggregationsStore:
         if not rows:
             return
         found = [r[0] for r in rows]
-
-        def per_thread(senders: Sequence[str]) -> dict[tuple[str, int], int]:
-            # unredacted replies of these senders, per thread (the (relates_to_id, rel_type,
-            # sender) index answers it without reading every reply)
-            counted = txn.query(
-                f"SELECT r.relates_to_id, r.room_nid, COUNT(*) FROM {_LIVE_CHILD}"
-                f" WHERE r.relates_to_id IN ({_marks(found)}) AND r.rel_type = ? AND r.sender IN ({_marks(senders)})"
-                " AND c.redacted_by IS NULL GROUP BY r.relates_to_id, r.room_nid",
-                [*found, THREAD, *senders],
-            )
-            return {(root, nid): n for root, nid, n in counted}
-
-        replied = per_thread([reader])
-        # threading.md: count and latest_event leave out the replies of ignored users
-        hidden = per_thread(ignored) if ignored else {}
+        # unredacted replies per thread and sender (the (relates_to_id, rel_type, sender) index
+        # answers it without reading every reply)
+        senders: dict[tuple[str, int], dict[str, int]] = {}
+        for root, nid, sender, n in txn.query(
+            f"SELECT r.relates_to_id, r.room_nid, r.sender, COUNT(*) FROM {_LIVE_CHILD}"
+            f" WHERE r.relates_to_id IN ({_marks(found)}) AND r.rel_type = ? AND c.redacted_by IS NULL"
+            " GROUP BY r.relates_to_id, r.room_nid, r.sender",
+            [*found, THREAD],
+        ):
+            senders.setdefault((root, nid), {})[sender] = n
         for root, nid, latest, position, count in rows:
-            out.threads[root] = ThreadRow(
+            out[root] = ThreadTotals(
                 room_nid=nid,
                 latest_event_id=latest,
                 latest_position=position,
-                count=count - hidden.get((root, nid), 0),
-                replied=replied.get((root, nid), 0) > 0,
+                count=count,
+                senders=senders.get((root, nid), {}),
             )
