@@ -25,36 +25,6 @@ _CHUNK = 500
 
 
 @attrs.frozen
-class ThreadRow:
-    """A thread's row, as one reader counts it."""
-
-    room_nid: int
-    latest_event_id: str
-    latest_position: int
-    #: unredacted replies, less those of the users the reader ignores
-    count: int
-    #: the reader sent an unredacted reply
-    replied: bool
-
-
-@attrs.define
-class ChildRows:
-    """The children of a page of parents that its bundles are made from."""
-
-    def parents(self) -> set[str]:
-        """The parents that have children here."""
-        return {*self.threads, *self.edits, *self.references}
-
-    #: thread root -> its thread
-    threads: dict[str, ThreadRow] = attrs.Factory(dict)
-    #: parent -> ``(origin_server_ts, edit ID)`` of the unredacted m.replace children that
-    #: the same sender sent with the same type and no state key, in no particular order
-    edits: dict[str, list[tuple[int, str]]] = attrs.Factory(dict)
-    #: parent -> ``(reference ID, its sender)`` of the unredacted m.reference children, oldest first
-    references: dict[str, list[tuple[str, str]]] = attrs.Factory(dict)
-
-
-@attrs.frozen
 class ThreadTotals:
     """A thread as every reader shares it: its ``threads`` row and who replied how often."""
 
@@ -72,7 +42,12 @@ class ParentChildren:
     """What one parent's children add up to, for any reader (the cached unit)."""
 
     thread: ThreadTotals | None = None
-    edits: tuple[tuple[int, str], ...] = ()
+    #: the unredacted m.replace children that the same sender sent with the same type and no
+    #: state key, most recent first (event_replacements.md: by ``origin_server_ts``, ties to
+    #: the larger event ID; compared here, not in SQL, where a collation could order IDs
+    #: otherwise)
+    edits: tuple[str, ...] = ()
+    #: ``(reference ID, its sender)`` of the unredacted m.reference children, oldest first
     references: tuple[tuple[str, str], ...] = ()
 
 
@@ -103,7 +78,8 @@ class AggregationsStore:
     :attr:`EventStore.relation_changes <mxserver.storage.events.EventStore.relation_changes>`),
     and a read that was in flight across one is not kept (:class:`BatchedCache`). Every reader
     shares an entry: what differs between them (participation, the replies of users they
-    ignore) is worked out from it.
+    ignore) is worked out from it
+    (:class:`~mxserver.room_handlers.aggregations.BundledAggregations`).
     """
 
     #: parents whose children are kept in memory (a parent without children costs a key)
@@ -120,39 +96,10 @@ class AggregationsStore:
         else:
             self._cache.invalidate_many(parents)
 
-    async def children(
-        self,
-        thread_roots: Sequence[str],
-        replaceable: Sequence[str],
-        referenced: Sequence[str],
-        reader: str,
-        ignored: Collection[str],
-    ) -> ChildRows:
-        """The rows the bundles of a page need: threads of ``thread_roots`` (counted for
-        ``reader``, who ignores ``ignored``), edit candidates of ``replaceable``, references to
-        ``referenced``; the parents not in memory are read in one transaction."""
-        wanted = list(dict.fromkeys([*thread_roots, *replaceable, *referenced]))
-        found = await self._cache.get_many(wanted) if wanted else {}
-        out = ChildRows()
-        for root in thread_roots:
-            thread = found[root].thread if root in found else None
-            if thread is None:
-                continue
-            hidden = sum(thread.senders.get(user, 0) for user in ignored) if ignored else 0
-            out.threads[root] = ThreadRow(
-                room_nid=thread.room_nid,
-                latest_event_id=thread.latest_event_id,
-                latest_position=thread.latest_position,
-                count=thread.count - hidden,
-                replied=thread.senders.get(reader, 0) > 0,
-            )
-        for parent in replaceable:
-            if parent in found and found[parent].edits:
-                out.edits[parent] = list(found[parent].edits)
-        for parent in referenced:
-            if parent in found and found[parent].references:
-                out.references[parent] = list(found[parent].references)
-        return out
+    async def children(self, parents: Sequence[str]) -> dict[str, ParentChildren]:
+        """What the children of each of ``parents`` add up to (:data:`NO_CHILDREN` for those
+        without); those not in memory are read in one transaction."""
+        return await self._cache.get_many(parents)
 
     async def _load(self, parents: Sequence[str]) -> dict[str, ParentChildren]:
         return await self.db.run_read("bundled_children", self._children_txn, list(parents))
@@ -199,7 +146,7 @@ class AggregationsStore:
         for parent in {*threads, *edits, *references}:
             out[parent] = ParentChildren(
                 thread=threads.get(parent),
-                edits=tuple(edits.get(parent, ())),
+                edits=tuple(e for _, e in sorted(edits.get(parent, ()), reverse=True)),
                 references=tuple(references.get(parent, ())),
             )
         return out
