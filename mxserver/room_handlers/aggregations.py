@@ -17,8 +17,8 @@ add up to is kept in memory by the store, for every reader alike
 (:class:`~mxserver.storage.aggregations.AggregationsStore`); a page costs at most one
 read for its parents not in memory, and one more for the latest thread replies' own
 bundles when the page has threads. The events are fetched in batches and checked for
-visibility in one call per batch, for each reader. Only rare cases go further: a thread whose latest
-reply the reader may not see, an edit that turns out invalid.
+visibility, for each reader, in one call per batch. Only rare cases go further: a
+thread whose latest reply the reader may not see, an edit that turns out invalid.
 
 Left out, knowingly: ``count`` counts replies the reader may not see (it is "the
 number of events ... as known to the server", threading.md); ``m.reference`` lists
