@@ -467,6 +467,28 @@ class CachedBundlesTests(AggregationsClient, HomeserverTestCase):
         await self.redact(bob, room, ref)
         self.assertNotIn("m.reference", await self.relations_in_page(alice, root))
 
+    async def test_what_each_reader_sees_is_their_own(self) -> None:
+        room, alice, bob = self.room, self.alice, self.bob
+        code, body = await self.put(f"{C}/rooms/{q(room)}/send/m.room.message/root-txn", {"msgtype": "m.text", "body": "root"}, alice)
+        self.assertEqual(code, 200, body)
+        root = body["event_id"]
+        code, body = await self.put(
+            f"{C}/rooms/{q(room)}/send/m.room.message/reply-txn",
+            {"msgtype": "m.text", "body": "reply", **relates(root, "m.thread")},
+            bob,
+        )
+        self.assertEqual(code, 200, body)
+        # the same events served to each in turn: the sending device's transaction ID and the
+        # reader's participation are theirs alone
+        for _ in range(2):
+            for user, own, other in ((alice, "root-txn", None), (bob, None, "reply-txn")):
+                served = await self.page_event(user, root)
+                self.assertEqual(served["unsigned"].get("transaction_id"), own, user.user_id)
+                thread = served["unsigned"]["m.relations"]["m.thread"]
+                self.assertEqual(thread["latest_event"]["unsigned"].get("transaction_id"), other, user.user_id)
+                self.assertTrue(thread["current_user_participated"], user.user_id)
+                self.assertIsInstance(served["unsigned"]["age"], int)
+
     async def test_a_redaction_removes_content_and_bundle(self) -> None:
         room, alice, bob = self.room, self.alice, self.bob
         root = await self.send_message(alice, room, "root")
