@@ -10,7 +10,7 @@ change replaced.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -65,6 +65,12 @@ class BatchedCache(Generic[K, V]):
     def invalidate(self, key: K) -> None:
         """``key``'s value changed: read it again next time (and keep no read in flight)."""
         self._values.pop(key, None)
+        self._generation += 1
+
+    def invalidate_many(self, keys: Iterable[K]) -> None:
+        """Each of ``keys`` changed (one generation step for them all)."""
+        for key in keys:
+            self._values.pop(key, None)
         self._generation += 1
 
     def clear(self) -> None:

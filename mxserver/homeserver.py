@@ -879,8 +879,11 @@ class Homeserver(service.MultiService):
         )
         relations_store = RelationsStore(self.db, self.event_store)
         #: bundled aggregations (unsigned m.relations) of the room events served to clients
+        aggregations_store = AggregationsStore(self.db)
+        # its cache of each parent's children forgets a parent once a commit changed them
+        self.event_store.relation_changes.subscribe(aggregations_store.invalidate, Phase.CACHES)
         self.bundled_aggregations = BundledAggregations(
-            AggregationsStore(self.db), relations_store, self.event_store, self.history_visibility, self.account_data
+            aggregations_store, relations_store, self.event_store, self.history_visibility, self.account_data
         )
         self.room_history = HistoryHandler(
             rooms,

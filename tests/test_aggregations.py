@@ -355,13 +355,16 @@ class BundledAggregationsTests(AggregationsClient, HomeserverTestCase):
                 await self.edit(alice, room, root, "fixed root")
                 await self.reference(bob, room, root)
 
-        async def cost_of_page() -> tuple[Counter[str], dict[str, Any]]:
+        async def cost_of_page(cached: bool = False) -> tuple[Counter[str], dict[str, Any]]:
             # alice's events: the roots, not the replies (whose bundles are then read apart)
             params = {"dir": "b", "limit": 200, "filter": {"not_senders": [bob.user_id]}}
             code, page = await self.messages(alice, room, **params)
             self.assertEqual(code, 200, page)
             # the stream's readers read their own batches of the sends above: not this page's cost
             await self.readers_caught_up()
+            if not cached:
+                # as if the server had just started: no parent's children in memory
+                self.hs.bundled_aggregations.store.invalidate(None)
             with CountedReads(self.hs.db) as reads:
                 code, page = await self.messages(alice, room, **params)
             self.assertEqual(code, 200, page)
@@ -379,6 +382,10 @@ class BundledAggregationsTests(AggregationsClient, HomeserverTestCase):
         # the page's parents, then the latest replies': two reads of the relations, whatever the page
         self.assertEqual(many["bundled_children"], 2)
         self.assertEqual(sum(many.values()), sum(few.values()), (few, many))
+        # the same page again: every parent's children are in memory
+        again, page = await cost_of_page(cached=True)
+        self.assertEqual(bundled(page), 22)
+        self.assertEqual(again["bundled_children"], 0, again)
 
     async def test_existing_threads_are_indexed_by_the_migration(self) -> None:
         room, alice, bob = self.room, self.alice, self.bob
@@ -403,6 +410,111 @@ class BundledAggregationsTests(AggregationsClient, HomeserverTestCase):
     async def thread_rows(self) -> dict[str, tuple[str, int]]:
         rows = await self.hs.db.select("rows", "SELECT root_id, latest_event_id, reply_count FROM threads")
         return {r[0]: (r[1], r[2]) for r in rows}
+
+
+class CachedBundlesTests(AggregationsClient, HomeserverTestCase):
+    """Bundles and serialised events are kept in memory between requests: every change to a
+    parent's children, and every redaction, shows in the next /messages."""
+
+    async def _set_up(self) -> None:
+        await super()._set_up()
+        self.alice = await self.register("alice")
+        self.bob = await self.register("bob")
+        self.room = await self.create_room(self.alice, preset="public_chat")
+        await self.join(self.bob, self.room)
+
+    async def page_event(self, user: TestUser, event_id: str) -> dict[str, Any]:
+        """``event_id`` as the latest page of /messages shows it to ``user``."""
+        code, page = await self.messages(user, self.room, dir="b", limit=50)
+        self.assertEqual(code, 200, page)
+        return _find(page["chunk"], event_id)
+
+    async def relations_in_page(self, user: TestUser, event_id: str) -> dict[str, Any]:
+        return dict((await self.page_event(user, event_id))["unsigned"].get("m.relations", {}))
+
+    async def test_an_edit_after_the_first_fetch_shows_in_the_next(self) -> None:
+        room, alice = self.room, self.alice
+        root = await self.send_message(alice, room, "root")
+        self.assertEqual(await self.relations_in_page(alice, root), {})
+        first = await self.edit(alice, room, root, "first")
+        self.assertEqual((await self.relations_in_page(alice, root))["m.replace"]["event_id"], first)
+        second = await self.edit(alice, room, root, "second")
+        edit = (await self.relations_in_page(alice, root))["m.replace"]
+        self.assertEqual((edit["event_id"], edit["content"]["m.new_content"]["body"]), (second, "second"))
+        # and the thread's latest reply carries its own edit, fetched after the thread was
+        reply = await self.reply(alice, room, root, "reply")
+        self.assertNotIn("m.relations", (await self.relations_in_page(alice, root))["m.thread"]["latest_event"]["unsigned"])
+        fix = await self.edit(alice, room, reply, "reply, fixed")
+        latest = (await self.relations_in_page(alice, root))["m.thread"]["latest_event"]
+        self.assertEqual(latest["unsigned"]["m.relations"]["m.replace"]["event_id"], fix)
+
+    async def test_a_new_thread_reply_updates_count_and_latest(self) -> None:
+        room, alice, bob = self.room, self.alice, self.bob
+        root = await self.send_message(alice, room, "root")
+        first = await self.reply(alice, room, root, "first")
+        for user in (alice, bob):
+            thread = (await self.relations_in_page(user, root))["m.thread"]
+            self.assertEqual((thread["count"], thread["latest_event"]["event_id"]), (1, first))
+        self.assertFalse((await self.relations_in_page(bob, root))["m.thread"]["current_user_participated"])
+        by_bob = await self.reply(bob, room, root, "bob's")
+        for user in (alice, bob):
+            thread = (await self.relations_in_page(user, root))["m.thread"]
+            self.assertEqual((thread["count"], thread["latest_event"]["event_id"]), (2, by_bob), user.user_id)
+            self.assertTrue(thread["current_user_participated"], user.user_id)
+        # a reference and its redaction, each in the next page
+        ref = await self.reference(bob, room, root)
+        self.assertEqual((await self.relations_in_page(alice, root))["m.reference"], {"chunk": [{"event_id": ref}]})
+        await self.redact(bob, room, ref)
+        self.assertNotIn("m.reference", await self.relations_in_page(alice, root))
+
+    async def test_what_each_reader_sees_is_their_own(self) -> None:
+        room, alice, bob = self.room, self.alice, self.bob
+        code, body = await self.put(f"{C}/rooms/{q(room)}/send/m.room.message/root-txn", {"msgtype": "m.text", "body": "root"}, alice)
+        self.assertEqual(code, 200, body)
+        root = body["event_id"]
+        code, body = await self.put(
+            f"{C}/rooms/{q(room)}/send/m.room.message/reply-txn",
+            {"msgtype": "m.text", "body": "reply", **relates(root, "m.thread")},
+            bob,
+        )
+        self.assertEqual(code, 200, body)
+        # the same events served to each in turn: the sending device's transaction ID and the
+        # reader's participation are theirs alone
+        for _ in range(2):
+            for user, own, other in ((alice, "root-txn", None), (bob, None, "reply-txn")):
+                served = await self.page_event(user, root)
+                self.assertEqual(served["unsigned"].get("transaction_id"), own, user.user_id)
+                thread = served["unsigned"]["m.relations"]["m.thread"]
+                self.assertEqual(thread["latest_event"]["unsigned"].get("transaction_id"), other, user.user_id)
+                self.assertTrue(thread["current_user_participated"], user.user_id)
+                self.assertIsInstance(served["unsigned"]["age"], int)
+
+    async def test_a_redaction_removes_content_and_bundle(self) -> None:
+        room, alice, bob = self.room, self.alice, self.bob
+        root = await self.send_message(alice, room, "root")
+        edit = await self.edit(alice, room, root, "edited")
+        reply = await self.reply(bob, room, root, "reply")
+        served = await self.page_event(bob, root)
+        self.assertEqual(served["content"]["body"], "root")
+        self.assertEqual(served["unsigned"]["m.relations"]["m.replace"]["event_id"], edit)
+        self.assertEqual(served["unsigned"]["m.relations"]["m.thread"]["latest_event"]["content"]["body"], "reply")
+        # the thread's latest reply redacted: no thread left, and the reply itself has no content
+        await self.redact(bob, room, reply)
+        served = await self.page_event(bob, root)
+        self.assertNotIn("m.thread", served["unsigned"]["m.relations"])
+        redacted_reply = await self.page_event(bob, reply)
+        self.assertEqual(redacted_reply["content"], {})
+        self.assertIn("redacted_because", redacted_reply["unsigned"])
+        # the original redacted: its content goes, and its edit with it (event_replacements.md)
+        await self.redact(alice, room, root)
+        served = await self.page_event(bob, root)
+        self.assertEqual(served["content"], {})
+        self.assertEqual(served["unsigned"]["redacted_because"]["type"], "m.room.redaction")
+        self.assertNotIn("m.relations", served["unsigned"])
+        # what /event says agrees with the page
+        self.assertEqual(
+            _without(await self.event_json(bob, room, root), "age"), _without(await self.page_event(bob, root), "age")
+        )
 
 
 class FederatedAggregationsTests(AggregationsClient, InboundTestCase):

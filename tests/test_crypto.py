@@ -13,6 +13,7 @@ import shutil
 import stat
 import tempfile
 
+import orjson
 from twisted.trial import unittest
 
 from mxserver.crypto.canonical import (
@@ -20,6 +21,7 @@ from mxserver.crypto.canonical import (
     check_strict_canonical_json,
     decode_json,
     encode_canonical_json,
+    encode_json,
     is_strict_canonical_json,
 )
 from mxserver.crypto.keys import (
@@ -148,6 +150,17 @@ class CanonicalJSONTests(unittest.SynchronousTestCase):
     def test_lenient_encoding_keeps_floats(self) -> None:
         # Room v1-5 events may carry floats (v1-canonical-json); encoding must not fail.
         self.assertEqual(encode_canonical_json({"a": 50.57}), b'{"a":50.57}')
+
+    def test_response_encoding_embeds_encoded_fragments(self) -> None:
+        # /messages assembles its events from JSON encoded already: embedded as they are, also
+        # when something else in the answer (an integer beyond 64 bits, which rooms v1-5
+        # allow) needs the standard library's encoder.
+        event = orjson.Fragment(b'{"content":{"n":1180591620717411303424},"type":"m.room.message"}')
+        self.assertEqual(json.loads(encode_json({"chunk": [event]})), {"chunk": [{"content": {"n": 2**70}, "type": "m.room.message"}]})
+        self.assertEqual(
+            json.loads(encode_json({"chunk": [event], "state": [{"n": -(2**70)}]})),
+            {"chunk": [{"content": {"n": 2**70}, "type": "m.room.message"}], "state": [{"n": -(2**70)}]},
+        )
 
 
 class Base64Tests(unittest.SynchronousTestCase):

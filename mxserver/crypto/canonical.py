@@ -69,12 +69,21 @@ def encode_json(obj: Any) -> bytes:
 
     orjson encodes a large /sync or /messages answer several times faster than the standard
     library; what it refuses (integers beyond 64 bits, which room versions 1-5 allow in events)
-    the standard library encodes, to the same JSON.
+    the standard library encodes, to the same JSON. ``orjson.Fragment`` values (JSON encoded
+    already) are embedded as they are.
     """
     try:
         return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
     except (TypeError, OverflowError):
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=_fragment_value).encode("utf-8")
+
+
+def _fragment_value(value: Any) -> Any:
+    """What JSON already encoded (an ``orjson.Fragment``, as /messages assembles its events from)
+    stands for, for the standard library's encoder."""
+    if isinstance(value, orjson.Fragment):
+        return json.loads(orjson.dumps(value))
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def check_strict_canonical_json(obj: Any) -> None:

@@ -62,7 +62,13 @@ def may_be_replaced(original: Event) -> bool:
 def is_valid_replacement(original: Event, edit: Event) -> bool:
     """event_replacements.md §Validity of replacement events, for an ``edit`` whose
     ``m.relates_to`` names ``original`` with ``m.replace``."""
-    if not may_be_replaced(original) or edit.is_state() or edit.metadata.redacted_by:
+    return may_be_replaced(original) and replacement_fits(original, edit)
+
+
+def replacement_fits(original: Event, edit: Event) -> bool:
+    """The rules of :func:`is_valid_replacement` about ``edit``, for an ``original`` that
+    :func:`may_be_replaced`."""
+    if edit.is_state() or edit.metadata.redacted_by:
         return False
     if edit.room_id != original.room_id or edit.sender != original.sender or edit.type != original.type:
         return False

@@ -12,11 +12,13 @@ client-server-api §Aggregations of child events. For each non-state event of a 
 * ``m.reference`` (reference_relations.md): the IDs of the referencing events.
 
 Redacted children are never counted, nor children sent by users the reader ignores
-(§Aggregations of child events, modules/ignore_users.md). A page costs one read of
-the store for its parents, and one more for the latest thread replies' own bundles
-when the page has threads; the events are fetched in batches and checked for
-visibility in one call per batch. Only rare cases go further: a thread whose latest
-reply the reader may not see, an edit that turns out invalid.
+(§Aggregations of child events, modules/ignore_users.md). What each parent's children
+add up to is kept in memory by the store, for every reader alike
+(:class:`~mxserver.storage.aggregations.AggregationsStore`); a page costs at most one
+read for its parents not in memory, and one more for the latest thread replies' own
+bundles when the page has threads. The events are fetched in batches and checked for
+visibility, for each reader, in one call per batch. Only rare cases go further: a
+thread whose latest reply the reader may not see, an edit that turns out invalid.
 
 Left out, knowingly: ``count`` counts replies the reader may not see (it is "the
 number of events ... as known to the server", threading.md); ``m.reference`` lists
@@ -29,8 +31,8 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from mxserver.events.model import Event
-from mxserver.events.relations import THREAD, Bundle, ThreadSummary, is_valid_replacement, may_be_replaced
-from mxserver.storage.aggregations import AggregationsStore, ThreadRow
+from mxserver.events.relations import THREAD, Bundle, ThreadSummary, may_be_replaced, replacement_fits
+from mxserver.storage.aggregations import NO_CHILDREN, AggregationsStore, ThreadTotals
 from mxserver.storage.relations import RelationFilter, RelationsStore
 
 #: thread replies read at a time, and batches at most, looking for one the reader may see
@@ -92,33 +94,40 @@ class BundledAggregations:
     async def _bundle(
         self, events: Sequence[Event], user_id: str, ignored: frozenset[str], threads: bool
     ) -> dict[str, Bundle]:
-        parents = {ev.event_id: ev for ev in events if not ev.is_state()}
+        parents: dict[str, Event] = {}
+        for ev in events:
+            if not ev.is_state():
+                parents[ev.event_id] = ev
         if not parents:
             return {}
-        ids = list(parents)
-        # Every parent is asked about, and the per-event checks are made only for those the
-        # store finds children of: most pages have none, and then this is one read.
-        rows = await self.store.children(ids if threads else [], ids, ids, user_id, ignored)
-        with_children = rows.parents()
+        # Every parent is asked about (from memory, or one read for those not in it), and the
+        # per-event checks are made only for those with children: most pages have none.
+        found = await self.store.children(list(parents))
+        with_children = {p: c for p, c in found.items() if c is not NO_CHILDREN}
         if not with_children:
             return {}
-        thread_rows = {root: row for root, row in rows.threads.items() if root in parents and row.count > 0}
-        # event_replacements.md: the most recent by origin_server_ts, ties to the larger event ID
-        # (compared here, not in SQL, where a collation could order IDs otherwise)
-        edit_candidates = {
-            p: [e for _, e in sorted(c, reverse=True)]
-            for p, c in rows.edits.items()
-            if p in parents and parents[p].sender not in ignored and may_be_replaced(parents[p])
-        }
+        thread_rows: dict[str, tuple[ThreadTotals, int]] = {}
+        edit_candidates: dict[str, list[str]] = {}
+        for parent, children in with_children.items():
+            thread = children.thread
+            if threads and thread is not None:
+                # threading.md: count and latest_event leave out the replies of ignored users
+                count = thread.count - sum(thread.senders.get(u, 0) for u in ignored) if ignored else thread.count
+                if count > 0:
+                    thread_rows[parent] = (thread, count)
+            if children.edits:
+                original = parents[parent]
+                if original.sender not in ignored and may_be_replaced(original):
+                    edit_candidates[parent] = list(children.edits)  # the most recent first
         # Usually the first candidates are the answers: the latest replies and the newest edits,
         # fetched and checked for visibility together.
-        first = [row.latest_event_id for row in thread_rows.values()] + [c[0] for c in edit_candidates.values()]
+        first = [t.latest_event_id for t, _ in thread_rows.values()] + [c[0] for c in edit_candidates.values()]
         seen = await self._fetch_visible(user_id, first, ignored) if first else {}
-        summaries = await self._threads(parents, thread_rows, seen, user_id, ignored)
-        edits = await self._edits(parents, edit_candidates, seen, user_id)
+        summaries = await self._threads(parents, thread_rows, seen, user_id, ignored) if thread_rows else {}
+        edits = await self._edits(parents, edit_candidates, seen, user_id) if edit_candidates else {}
         out: dict[str, Bundle] = {}
-        for event_id in [e for e in parents if e in with_children]:
-            refs = tuple(child for child, sender in rows.references.get(event_id, ()) if sender not in ignored)
+        for event_id, children in with_children.items():
+            refs = tuple(child for child, sender in children.references if sender not in ignored)
             bundle = Bundle(thread=summaries.get(event_id), replace=edits.get(event_id), references=refs)
             if bundle:
                 out[event_id] = bundle
@@ -127,28 +136,30 @@ class BundledAggregations:
     async def _threads(
         self,
         roots: Mapping[str, Event],
-        threads: Mapping[str, ThreadRow],
+        threads: Mapping[str, tuple[ThreadTotals, int]],
         seen: Mapping[str, Event],
         user_id: str,
         ignored: frozenset[str],
     ) -> dict[str, ThreadSummary]:
         out: dict[str, ThreadSummary] = {}
-        for root, row in threads.items():
-            shown = seen.get(row.latest_event_id)
+        for root, (thread, count) in threads.items():
+            shown = seen.get(thread.latest_event_id)
             if shown is None:
                 # rare: the latest reply is not the reader's to see; look further back
-                shown = await self._latest_visible(root, row, user_id, ignored)
+                shown = await self._latest_visible(root, thread, user_id, ignored)
             if shown is None:
                 continue  # none of the replies is theirs to see: no thread, as far as they know
-            participated = roots[root].sender == user_id or row.replied
-            out[root] = ThreadSummary(latest=shown, count=row.count, participated=participated)
+            participated = roots[root].sender == user_id or thread.senders.get(user_id, 0) > 0
+            out[root] = ThreadSummary(latest=shown, count=count, participated=participated)
         return out
 
-    async def _latest_visible(self, root: str, row: ThreadRow, user_id: str, ignored: frozenset[str]) -> Event | None:
-        position = row.latest_position - 1
+    async def _latest_visible(
+        self, root: str, thread: ThreadTotals, user_id: str, ignored: frozenset[str]
+    ) -> Event | None:
+        position = thread.latest_position - 1
         for _ in range(FALLBACK_BATCHES):
             batch = await self.relations.children(
-                row.room_nid, root, RelationFilter(rel_type=THREAD), position, None, True, FALLBACK_BATCH
+                thread.room_nid, root, RelationFilter(rel_type=THREAD), position, None, True, FALLBACK_BATCH
             )
             seen = await self._keep(user_id, batch, ignored)
             for ev in batch:
@@ -172,7 +183,7 @@ class BundledAggregations:
         pending: dict[str, list[str]] = {}
         for parent, ids in candidates.items():
             first = seen.get(ids[0])
-            if first is not None and is_valid_replacement(parents[parent], first):
+            if first is not None and replacement_fits(parents[parent], first):
                 out[parent] = first
             elif len(ids) > 1:
                 pending[parent] = ids[1:]
@@ -182,7 +193,7 @@ class BundledAggregations:
             wanted = {p: ids[:take] for p, ids in pending.items()}
             more = await self._fetch_visible(user_id, [e for ids in wanted.values() for e in ids], frozenset())
             for parent, ids in wanted.items():
-                chosen = next((more[e] for e in ids if e in more and is_valid_replacement(parents[parent], more[e])), None)
+                chosen = next((more[e] for e in ids if e in more and replacement_fits(parents[parent], more[e])), None)
                 rest = pending.pop(parent)[take:]
                 if chosen is not None:
                     out[parent] = chosen

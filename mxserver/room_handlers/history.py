@@ -288,10 +288,12 @@ class HistoryHandler:
         limit: int,
         filt: RoomEventFilter = EMPTY_FILTER,
         as_admin: bool = False,
+        encoded: bool = False,
     ) -> dict[str, Any]:
         """One page of the room's timeline. ``as_admin``: for a server admin, who need not be in
         the room (the admin API's room messages): every event of the timeline, whatever the
-        history visibility rules say."""
+        history visibility rules say. ``encoded``: the chunk's events as JSON already encoded
+        (``orjson.Fragment``), for an answer rendered as it is."""
         if direction not in ("b", "f"):
             raise invalid_param("'dir' must be 'b' or 'f'")
         backwards = direction == "b"
@@ -324,7 +326,8 @@ class HistoryHandler:
                 chunk += rest
         viewer = (user_id, requester.device_id)
         bundles = await self.aggregations.bundles(chunk, user_id)
-        out: dict[str, Any] = {"start": start, "chunk": await self.serializer.serialize(chunk, viewer, bundles=bundles)}
+        serialize = self.serializer.serialize_encoded if encoded else self.serializer.serialize
+        out: dict[str, Any] = {"start": start, "chunk": await serialize(chunk, viewer, bundles=bundles)}
         if more or (not backwards and chunk and to_pos is None):
             # Forwards to the live edge: events may still come after the last one, so the client
             # gets a token to go on from (as Synapse; SyTest "A next_batch token can be used in the

@@ -144,6 +144,7 @@ class BackfillStore:
         # The same rows the room server's persister writes for any event (events, DAG edges,
         # redaction marks); the items carry no current-state or extremity changes.
         self.events._persist_txn(txn, list(inserts), now_ms)
+        parents: set[str] = set()
         for p in placements:
             txn.execute(
                 "UPDATE events SET stream_ordering = ?, state_before = ?, state_after = ?, replaces_state = ?,"
@@ -152,15 +153,18 @@ class BackfillStore:
                  p.event_id, True),
             )
             if txn.rowcount:
-                place_relation_txn(txn, p.event_id)
+                if (parent := place_relation_txn(txn, p.event_id)) is not None:
+                    parents.add(parent)
                 place_search_txn(txn, p.event_id)
         for event_id, redaction_id in redactions:
             txn.execute(
                 "UPDATE events SET redacted_by = ? WHERE event_id = ? AND redacted_by IS NULL", (redaction_id, event_id)
             )
             if txn.rowcount:
-                relation_redacted_txn(txn, event_id)
+                if (parent := relation_redacted_txn(txn, event_id)) is not None:
+                    parents.add(parent)
                 unindex_redacted_txn(txn, event_id)
+        self.events.relations_changed_after(txn, parents)
         # Snapshots last: their entries may name any event of the batch.
         event_nids: dict[str, Any] = {i.event.event_id: i.event_nid for i in inserts}
         for snap in snapshots:

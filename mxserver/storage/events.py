@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -25,6 +25,7 @@ from mxserver.storage.database import Database, Txn
 from mxserver.storage.relations import relation_redacted_txn, write_relation_txn
 from mxserver.storage.search import unindex_redacted_txn, write_search_txn
 from mxserver.storage.state import NewSnapshot, StateKey, StateStore
+from mxserver.streams import Stream
 
 
 @attrs.frozen
@@ -112,6 +113,9 @@ class EventStore:
         #: the highest stream position persisted (all before it are persisted too)
         self.max_stream = 0
         self.min_stream = 0
+        #: after a commit that changed the children of some parents (relationships indexed,
+        #: children redacted): those parents' IDs; None when any may have (events purged)
+        self.relation_changes: Stream[frozenset[str] | None] = Stream("relation_changes")
 
     async def load_counters(self) -> None:
         def txn(t: Txn) -> None:
@@ -193,6 +197,15 @@ class EventStore:
         """Drop the room's events from the cache (some were purged; the others reload)."""
         for event_id in [e for e, ev in self._cache.items() if ev.room_id == room_id]:
             del self._cache[event_id]
+        # ... and what was cached of their relationships
+        self.relation_changes.publish(None)
+
+    def relations_changed_after(self, txn: Txn, parents: Collection[str]) -> None:
+        """Once ``txn`` has committed, tell :attr:`relation_changes` that the children of
+        ``parents`` changed."""
+        if parents:
+            changed = frozenset(parents)
+            txn.call_after(lambda: self.relation_changes.publish(changed))
 
     # -- reading events ---------------------------------------------------------------------
 
@@ -372,6 +385,8 @@ class EventStore:
         # persists the whole state as outliers with the join, and reading each member event's
         # JSON back from the table (they are cached only after commit) cost a query per member.
         batch = {item.event.event_id: item.event for item in items}
+        #: parents whose children this transaction changes
+        parents: set[str] = set()
         for item in items:
             ev = item.event
             room = item.room
@@ -414,9 +429,11 @@ class EventStore:
             )
             if item.stream_ordering is not None and meta.rejected_reason is None and not meta.soft_failed:
                 # Only timeline events are related children (outliers are not in the timeline).
-                write_relation_txn(
+                relation = write_relation_txn(
                     txn, ev.event_id, room.room_nid, ev.type, ev.sender, ev.content, item.stream_ordering
                 )
+                if relation is not None:
+                    parents.add(relation.parent_id)
                 if item.stream_ordering < 0:
                     # Backfilled history is not published on the stream the search indexer reads.
                     write_search_txn(txn, item.stream_ordering, room.room_nid, ev.type, ev.content)
@@ -471,8 +488,10 @@ class EventStore:
                         (ev.event_id, target, room.room_nid),
                     )
                     if txn.rowcount:
-                        relation_redacted_txn(txn, target)
+                        if (parent := relation_redacted_txn(txn, target)) is not None:
+                            parents.add(parent)
                         unindex_redacted_txn(txn, target)
+        self.relations_changed_after(txn, parents)
 
     def _update_current_state_txn(self, txn: Txn, item: PersistItem, batch: Mapping[str, Event] | None = None) -> None:
         room_nid = item.room.room_nid

@@ -4,7 +4,9 @@ Rows are written by the event persisters (:mod:`mxserver.storage.events`, and
 :mod:`mxserver.storage.backfill` when it places an outlier in the timeline) in
 the transaction that stores the event, through :func:`write_relation_txn`, which keeps
 the ``threads`` table (:mod:`mxserver.storage.threads`) up to date with it; a redaction
-of a child calls :func:`relation_redacted_txn` in its transaction.
+of a child calls :func:`relation_redacted_txn` in its transaction. Each says which parent's
+children changed, and the persister tells the caches of them once it has committed
+(:meth:`EventStore.relations_changed_after <mxserver.storage.events.EventStore.relations_changed_after>`).
 Reads return :class:`Event` objects through the event store, as the history
 store does. Only timeline events are indexed, and a page never returns a
 redacted child: client-server-api §Aggregations of child events, "when a child
@@ -61,30 +63,38 @@ def write_relation_txn(
     return relation
 
 
-def place_relation_txn(txn: Txn, event_id: str) -> None:
+def place_relation_txn(txn: Txn, event_id: str) -> str | None:
     """Index a stored event that has just been given its place in the timeline (a backfilled
-    outlier): read from its row, so only an accepted timeline event gets indexed."""
+    outlier): read from its row, so only an accepted timeline event gets indexed. The parent
+    whose children changed, if any."""
     row = txn.query_one(
         "SELECT room_nid, type, sender, json, stream_ordering FROM events WHERE event_id = ?"
         " AND stream_ordering IS NOT NULL AND rejected_reason IS NULL AND soft_failed = ? AND outlier = ?",
         (event_id, False, False),
     )
     if row is None:
-        return
+        return None
     room_nid, etype, sender, raw, position = row
     relation = write_relation_txn(txn, event_id, room_nid, etype, sender, json.loads(raw).get("content"), position)
-    if relation is not None and relation.rel_type == THREAD:
+    if relation is None:
+        return None
+    if relation.rel_type == THREAD:
         # the outlier may have been redacted before it had its place: count it from its row
         refresh_thread_txn(txn, room_nid, relation.parent_id)
+    return relation.parent_id
 
 
-def relation_redacted_txn(txn: Txn, event_id: str) -> None:
+def relation_redacted_txn(txn: Txn, event_id: str) -> str | None:
     """``event_id`` has just been redacted: if it was a thread reply, its thread loses it
     (§Aggregations of child events: "when a child event is redacted then the relationship is
-    broken"). Its ``event_relations`` row stays; readers skip redacted children."""
+    broken"). Its ``event_relations`` row stays; readers skip redacted children. The parent
+    whose children changed, if ``event_id`` was a child."""
     row = txn.query_one("SELECT room_nid, relates_to_id, rel_type FROM event_relations WHERE event_id = ?", (event_id,))
-    if row is not None and row[2] == THREAD:
+    if row is None:
+        return None
+    if row[2] == THREAD:
         refresh_thread_txn(txn, row[0], row[1])
+    return str(row[1])
 
 
 def index_existing_relations(conn: Any, dialect: Dialect) -> None:

@@ -177,6 +177,7 @@ class RoomEventsServlet:
             direction=_enum(request, "dir", ("b", "f"), "f"),
             limit=_limit(request),
             filt=_filter(request),
+            encoded=True,
         )
 
     @route("GET", *_paths("/rooms/{room_id}/context/{event_id}"))
