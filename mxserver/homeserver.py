@@ -272,8 +272,11 @@ class Homeserver(service.MultiService):
         self.history_visibility = HistoryVisibility(
             rooms, self.event_store, self.state_store, self.history_store, self.erased_users
         )
+        aggregations_store = AggregationsStore(self.db)
+        # main's relation changes arrive as "relations" invalidations (ReplicationClient)
+        self.event_store.relation_changes.subscribe(aggregations_store.invalidate, Phase.CACHES)
         self.bundled_aggregations = BundledAggregations(
-            AggregationsStore(self.db),
+            aggregations_store,
             RelationsStore(self.db, self.event_store),
             self.event_store,
             self.history_visibility,
@@ -1062,6 +1065,14 @@ class Homeserver(service.MultiService):
         self.remote_rooms.joined_state.subscribe(
             lambda change: invalidations.publish(Invalidation("room_state", (change.room_id,)))
         )
+
+        # The workers' bundled aggregations forget a parent whose children changed here; many
+        # parents at once (a backfill, a purge): all of them ("*"), which keeps the hint small.
+        def relations_changed(parents: frozenset[str] | None) -> None:
+            keys = ("*",) if parents is None or len(parents) > MAX_RELATION_KEYS else tuple(sorted(parents))
+            invalidations.publish(Invalidation("relations", keys))
+
+        self.event_store.relation_changes.subscribe(relations_changed)
         self.start_hooks.append(bus.start)
 
     def _build_push(self) -> None:
@@ -1837,6 +1848,10 @@ class Homeserver(service.MultiService):
         await self.background_jobs.stop()
         if self.replication_bus is not None:
             await self.replication_bus.stop()
+
+
+#: parents named in one relations invalidation for the workers; more: forget them all
+MAX_RELATION_KEYS = 64
 
 
 def _escape(path: str | None) -> str:

@@ -8,6 +8,7 @@ on the worker or waits on published changes, never on time.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import urlencode
 
@@ -139,6 +140,36 @@ class WorkerServesSyncTests(SyncWorkerTests):
         self.assertEqual(stored.content["body"] if stored is not None else None, "x")
         code, body = await self.w.put(f"{C}/rooms/!nowhere:test/send/m.room.message/2", {"body": "x"}, alice)
         self.assertEqual((code, body["errcode"]), (404, "M_NOT_FOUND"))  # main's answer, passed back
+
+    async def test_bundles_on_the_worker_follow_relations_made_on_main(self) -> None:
+        alice, bob, room = await self.pair()
+        root = await self.send_message(alice, room, "root")
+        await self.worker_caught_up()
+
+        def thread_of(sync: dict[str, Any]) -> Any:
+            event = next(e for e in timeline(sync, room) if e["event_id"] == root)
+            return event.get("unsigned", {}).get("m.relations", {}).get("m.thread")
+
+        def last(n: int) -> str:
+            # a limited timeline: /sync bundles only then (client-server-api §Aggregations)
+            return json.dumps({"room": {"timeline": {"limit": n}}})
+
+        self.assertIsNone(thread_of(await self.w.sync(bob, filter=last(1))))  # the worker has read no children
+        reply = await self.send_message(alice, room, "in thread", **{"m.relates_to": {"rel_type": "m.thread", "event_id": root}})
+        await self.worker_caught_up()
+        thread = thread_of(await self.w.sync(bob, filter=last(2)))
+        self.assertEqual((thread["count"], thread["latest_event"]["event_id"]), (1, reply))
+
+    async def test_a_redaction_on_main_reaches_events_the_worker_has_cached(self) -> None:
+        alice, bob, room = await self.pair()
+        secret = await self.send_message(alice, room, "secret")
+        await self.worker_caught_up()
+        self.assertIn("secret", bodies(await self.w.sync(bob), room))  # the worker has read it
+        code, body = await self.put(f"{C}/rooms/{room}/redact/{secret}/r1", {}, alice)
+        self.assertEqual(code, 200, body)
+        await self.worker_caught_up()
+        event = next(e for e in timeline(await self.w.sync(bob), room) if e["event_id"] == secret)
+        self.assertEqual(event["content"], {})
 
     async def test_a_message_on_main_wakes_a_long_poll_on_the_worker(self) -> None:
         alice, bob, room = await self.pair()

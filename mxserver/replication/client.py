@@ -308,6 +308,9 @@ class ReplicationClient:
                 self._rooms.forget_state(room_id)
                 d = Deferred.fromCoroutine(self._members_replaced(room_id))
                 d.addErrback(lambda f: log.failure("replication: reloading a room's members failed", f))
+        elif cache == "relations":
+            # bundled aggregations: the children of these parents changed on main
+            self._events.relation_changes.publish(None if "*" in keys else frozenset(keys))
         else:
             log.warn("replication: unknown cache {cache}", cache=cache)
 
